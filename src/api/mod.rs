@@ -1,0 +1,4 @@
+pub mod discovery;
+pub mod metrics;
+pub mod router;
+pub mod status;

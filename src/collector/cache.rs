@@ -1,0 +1,83 @@
+//! The per-replica metrics the request path reads.
+
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+
+/// Cache key of a pod: `namespace/name` (see [`pod_key`]).
+pub type PodKey = String;
+
+/// Builds the cache key of a pod. Namespaces cannot contain `/`, so the key
+/// is unambiguous.
+pub fn pod_key(namespace: &str, pod: &str) -> PodKey {
+    let mut k = String::with_capacity(namespace.len() + pod.len() + 1);
+    k.push_str(namespace);
+    k.push('/');
+    k.push_str(pod);
+    k
+}
+
+/// The saturation signals of one replica: peaks over the last minute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaMetrics {
+    /// `model_name` as the replica reports it.
+    pub model_name: String,
+    /// Peak KV-cache usage in [0, 1].
+    pub kv_usage: f64,
+    /// Peak number of waiting requests.
+    pub queue_waiting: f64,
+    /// Latest number of running requests, when known.
+    pub running: Option<f64>,
+    /// Time of the newest accepted sample.
+    pub sampled_at: SystemTime,
+}
+
+impl ReplicaMetrics {
+    /// Age of the newest sample at `now` (zero if the clock went backwards).
+    pub fn age(&self, now: SystemTime) -> Duration {
+        now.duration_since(self.sampled_at).unwrap_or_default()
+    }
+}
+
+/// Concurrent map from pod key to its latest metrics. Backends write, the
+/// decision path reads; a read clones nothing but the entry it needs.
+#[derive(Debug, Default)]
+pub struct MetricsCache {
+    replicas: DashMap<PodKey, ReplicaMetrics>,
+}
+
+impl MetricsCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The metrics of one pod, if any were ever accepted.
+    pub fn get(&self, key: &str) -> Option<ReplicaMetrics> {
+        self.replicas.get(key).map(|e| e.value().clone())
+    }
+
+    /// Runs `f` on the pod's entry without cloning it.
+    pub fn with<R>(&self, key: &str, f: impl FnOnce(&ReplicaMetrics) -> R) -> Option<R> {
+        self.replicas.get(key).map(|e| f(e.value()))
+    }
+
+    /// Stores the metrics of one pod.
+    pub fn insert(&self, key: PodKey, metrics: ReplicaMetrics) {
+        self.replicas.insert(key, metrics);
+    }
+
+    /// Drops entries older than `max_age` and entries for which `keep`
+    /// returns false (pods that no longer exist).
+    pub fn retain(&self, now: SystemTime, max_age: Duration, keep: impl Fn(&str) -> bool) {
+        self.replicas
+            .retain(|k, v| v.age(now) <= max_age && keep(k.as_str()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.replicas.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.replicas.is_empty()
+    }
+}

@@ -1,0 +1,74 @@
+//! The `VariantAutoscaling` custom resource (`llmd.ai/v1alpha1`), typed.
+//!
+//! The same type is read from a static inventory file and, later, watched in a
+//! cluster, so both paths agree on field names and defaults.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Default `spec.variantCost` when a variant does not name one (DESIGN section 5).
+pub const DEFAULT_VARIANT_COST: f64 = 10.0;
+
+/// Label on a VariantAutoscaling that names its accelerator (for example `A100`).
+pub const ACCELERATOR_LABEL: &str = "inference.optimization/acceleratorName";
+
+/// Spec of a VariantAutoscaling: one way (variant) of serving a model, scaled through its target.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "llmd.ai",
+    version = "v1alpha1",
+    kind = "VariantAutoscaling",
+    namespaced,
+    shortname = "va",
+    plural = "variantautoscalings",
+    status = "VariantAutoscalingStatus"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct VariantAutoscalingSpec {
+    /// The workload (Deployment or StatefulSet) whose replicas this variant scales.
+    pub scale_target_ref: ScaleTargetRef,
+    /// Model served by the target, as vLLM reports it in `model_name`.
+    #[serde(rename = "modelID")]
+    pub model_id: String,
+    /// Relative cost of one replica, a decimal string ("10.0" when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant_cost: Option<String>,
+    /// Lower bound for the desired replicas (1 when absent; 0 allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_replicas: Option<i32>,
+    /// Upper bound for the desired replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas: Option<i32>,
+}
+
+/// Reference to the scaled workload, as in `autoscaling/v2` `CrossVersionObjectReference`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleTargetRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    pub kind: String,
+    pub name: String,
+}
+
+/// Observed state written back by the server.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VariantAutoscalingStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_optimized_alloc: Option<OptimizedAlloc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+}
+
+/// The latest decision for the variant.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OptimizedAlloc {
+    pub num_replicas: i32,
+    #[serde(default)]
+    pub accelerator: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}

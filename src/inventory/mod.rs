@@ -1,0 +1,16 @@
+//! Which variants exist and what state their targets and pods are in.
+//!
+//! Sources build an [`InventorySnapshot`] from Kubernetes objects (via
+//! [`resolve`]) and publish it to the [`InventoryStore`]; the request path
+//! only reads snapshots.
+
+pub mod crd;
+pub mod file;
+pub mod resolve;
+pub mod snapshot;
+pub mod store;
+
+pub use crd::{VariantAutoscaling, VariantAutoscalingSpec};
+pub use resolve::{resolve, InventoryObjects};
+pub use snapshot::{InventorySnapshot, ModelKey, ReplicaPod, TargetState, Variant, VariantSource};
+pub use store::InventoryStore;

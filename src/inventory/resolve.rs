@@ -1,0 +1,280 @@
+//! Turns Kubernetes objects into an [`InventorySnapshot`]: which variants
+//! exist, what state their targets are in, and which pods serve them.
+//!
+//! Pure: the static file source and the cluster reflectors hand the same
+//! typed objects to [`resolve`], so both follow one code path.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+
+use super::crd::{VariantAutoscaling, ACCELERATOR_LABEL, DEFAULT_VARIANT_COST};
+use super::snapshot::{InventorySnapshot, ReplicaPod, TargetState, Variant, VariantSource};
+
+/// Pod label that names the variant a pod belongs to.
+pub const VARIANT_LABEL: &str = "llm-d.ai/variant";
+/// Pod annotation with the port vLLM serves `/metrics` on.
+pub const SCRAPE_PORT_ANNOTATION: &str = "prometheus.io/port";
+/// Pod annotation with the metrics path.
+pub const SCRAPE_PATH_ANNOTATION: &str = "prometheus.io/path";
+/// vLLM's default HTTP port, used when a pod has no port annotation.
+pub const DEFAULT_SCRAPE_PORT: u16 = 8000;
+/// Upper bound used when a variant names no maximum: large but finite, so
+/// that arithmetic on it cannot overflow.
+pub const UNBOUNDED_MAX_REPLICAS: u32 = 10_000;
+
+/// The objects an inventory is made of.
+#[derive(Debug, Default, Clone)]
+pub struct InventoryObjects {
+    pub variant_autoscalings: Vec<VariantAutoscaling>,
+    pub deployments: Vec<Deployment>,
+    pub stateful_sets: Vec<StatefulSet>,
+    pub replica_sets: Vec<ReplicaSet>,
+    pub pods: Vec<Pod>,
+}
+
+/// Something in the objects that could not be used, said once per object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolveProblem {
+    pub object: String,
+    pub reason: String,
+}
+
+/// Builds the snapshot. Objects that cannot be used are skipped and reported.
+pub fn resolve(objects: &InventoryObjects) -> (InventorySnapshot, Vec<ResolveProblem>) {
+    let mut problems = Vec::new();
+    let targets = TargetIndex::new(objects);
+
+    let mut variants = Vec::with_capacity(objects.variant_autoscalings.len());
+    for va in &objects.variant_autoscalings {
+        match variant_from_va(va, &targets) {
+            Ok(v) => variants.push(v),
+            Err(reason) => problems.push(ResolveProblem {
+                object: format!(
+                    "VariantAutoscaling {}/{}",
+                    va.namespace().unwrap_or_default(),
+                    va.name_any()
+                ),
+                reason,
+            }),
+        }
+    }
+
+    // Which variants scale which target, to map pods found by owner chain.
+    let mut by_target: HashMap<(&str, &str, &str), Vec<&Variant>> = HashMap::new();
+    for v in &variants {
+        by_target
+            .entry((&v.namespace, &v.target_kind, &v.target_name))
+            .or_default()
+            .push(v);
+    }
+    let by_name: HashMap<(&str, &str), &Variant> = variants
+        .iter()
+        .map(|v| ((v.namespace.as_str(), v.name.as_str()), v))
+        .collect();
+
+    let mut pods = Vec::new();
+    for pod in &objects.pods {
+        let ns = pod.namespace().unwrap_or_default();
+        let variant = match pod.labels().get(VARIANT_LABEL) {
+            Some(name) => by_name.get(&(ns.as_str(), name.as_str())).copied(),
+            None => targets.owner_target(pod).and_then(|(kind, name)| {
+                by_target
+                    .get(&(ns.as_str(), kind, name.as_str()))
+                    .and_then(|vs| vs.first().copied())
+            }),
+        };
+        let Some(variant) = variant else { continue };
+        match replica_pod(pod, variant) {
+            Ok(p) => pods.push(p),
+            Err(reason) => problems.push(ResolveProblem {
+                object: format!("Pod {}/{}", ns, pod.name_any()),
+                reason,
+            }),
+        }
+    }
+
+    (InventorySnapshot::new(variants, pods), problems)
+}
+
+fn variant_from_va(va: &VariantAutoscaling, targets: &TargetIndex) -> Result<Variant, String> {
+    let namespace = va
+        .namespace()
+        .ok_or_else(|| "metadata.namespace is missing".to_owned())?;
+    let spec = &va.spec;
+    if spec.model_id.is_empty() {
+        return Err("spec.modelID is empty".to_owned());
+    }
+    let cost = match spec.variant_cost.as_deref() {
+        None | Some("") => DEFAULT_VARIANT_COST,
+        Some(s) => match s.trim().parse::<f64>() {
+            Ok(c) if c.is_finite() && c >= 0.0 => c,
+            _ => return Err(format!("spec.variantCost {s:?} is not a non-negative decimal")),
+        },
+    };
+    let min = non_negative(spec.min_replicas, 1, "spec.minReplicas")?;
+    let max = non_negative(spec.max_replicas, UNBOUNDED_MAX_REPLICAS as i32, "spec.maxReplicas")?;
+    if min > max {
+        return Err(format!(
+            "spec.minReplicas {min} is greater than spec.maxReplicas {max}"
+        ));
+    }
+    let kind = spec.scale_target_ref.kind.clone();
+    let name = spec.scale_target_ref.name.clone();
+    let target = targets.state(&namespace, &kind, &name);
+    let mut v = Variant {
+        accelerator: va.labels().get(ACCELERATOR_LABEL).cloned().unwrap_or_default(),
+        namespace,
+        name: va.name_any(),
+        model_id: spec.model_id.clone(),
+        target_kind: kind,
+        target_name: name,
+        cost,
+        min_replicas: min,
+        max_replicas: max,
+        source: VariantSource::VariantAutoscaling,
+        target,
+        metric_labels: Default::default(),
+    };
+    v.compute_metric_labels();
+    Ok(v)
+}
+
+fn non_negative(value: Option<i32>, default: i32, field: &str) -> Result<u32, String> {
+    let v = value.unwrap_or(default);
+    u32::try_from(v).map_err(|_| format!("{field} {v} is negative"))
+}
+
+fn replica_pod(pod: &Pod, variant: &Variant) -> Result<ReplicaPod, String> {
+    let annotations = pod.annotations();
+    let port = match annotations.get(SCRAPE_PORT_ANNOTATION) {
+        None => DEFAULT_SCRAPE_PORT,
+        Some(p) => p
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("annotation {SCRAPE_PORT_ANNOTATION}={p:?} is not a port"))?,
+    };
+    let path = match annotations.get(SCRAPE_PATH_ANNOTATION) {
+        Some(p) if p.starts_with('/') => p.clone(),
+        Some(p) => return Err(format!("annotation {SCRAPE_PATH_ANNOTATION}={p:?} must start with '/'")),
+        None => "/metrics".to_owned(),
+    };
+    let status = pod.status.as_ref();
+    let ip = match status.and_then(|s| s.pod_ip.as_deref()) {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<IpAddr>()
+                .map_err(|_| format!("status.podIP {s:?} is not an IP address"))?,
+        ),
+    };
+    let ready = pod.metadata.deletion_timestamp.is_none()
+        && status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+    let name = pod.name_any();
+    Ok(ReplicaPod {
+        key: crate::collector::pod_key(&variant.namespace, &name),
+        namespace: variant.namespace.clone(),
+        name,
+        variant: variant.name.clone(),
+        model_id: variant.model_id.clone(),
+        ip,
+        port,
+        path,
+        ready,
+    })
+}
+
+/// Scale targets and ReplicaSet owners, indexed by namespace, kind and name.
+struct TargetIndex {
+    states: HashMap<(String, &'static str, String), TargetState>,
+    /// ReplicaSet (namespace, name) -> owning Deployment name.
+    rs_owner: HashMap<(String, String), String>,
+}
+
+impl TargetIndex {
+    fn new(objects: &InventoryObjects) -> Self {
+        let mut states = HashMap::new();
+        for d in &objects.deployments {
+            let status = d.status.as_ref();
+            let state = TargetState {
+                spec_replicas: count(d.spec.as_ref().and_then(|s| s.replicas).or(Some(1))),
+                status_replicas: count(status.and_then(|s| s.replicas)),
+                ready_replicas: count(status.and_then(|s| s.ready_replicas)),
+            };
+            states.insert(
+                (d.namespace().unwrap_or_default(), "Deployment", d.name_any()),
+                state,
+            );
+        }
+        for s in &objects.stateful_sets {
+            let status = s.status.as_ref();
+            let state = TargetState {
+                spec_replicas: count(s.spec.as_ref().and_then(|s| s.replicas).or(Some(1))),
+                status_replicas: count(status.map(|s| s.replicas)),
+                ready_replicas: count(status.and_then(|s| s.ready_replicas)),
+            };
+            states.insert(
+                (s.namespace().unwrap_or_default(), "StatefulSet", s.name_any()),
+                state,
+            );
+        }
+        let mut rs_owner = HashMap::new();
+        for rs in &objects.replica_sets {
+            if let Some(owner) = rs.owner_references().iter().find(|o| o.kind == "Deployment") {
+                rs_owner.insert(
+                    (rs.namespace().unwrap_or_default(), rs.name_any()),
+                    owner.name.clone(),
+                );
+            }
+        }
+        TargetIndex { states, rs_owner }
+    }
+
+    fn state(&self, namespace: &str, kind: &str, name: &str) -> Option<TargetState> {
+        let kind: &'static str = match kind {
+            "Deployment" => "Deployment",
+            "StatefulSet" => "StatefulSet",
+            _ => return None,
+        };
+        self.states
+            .get(&(namespace.to_owned(), kind, name.to_owned()))
+            .copied()
+    }
+
+    /// The scale target owning a pod: Pod -> ReplicaSet -> Deployment, or
+    /// Pod -> StatefulSet. When the ReplicaSet itself is not known, its name
+    /// minus the pod's `pod-template-hash` suffix is the Deployment's name,
+    /// which is how the Deployment controller names ReplicaSets.
+    fn owner_target(&self, pod: &Pod) -> Option<(&'static str, String)> {
+        let ns = pod.namespace().unwrap_or_default();
+        let owner = pod
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .or_else(|| pod.owner_references().first())?;
+        match owner.kind.as_str() {
+            "StatefulSet" => Some(("StatefulSet", owner.name.clone())),
+            "ReplicaSet" => {
+                if let Some(d) = self.rs_owner.get(&(ns, owner.name.clone())) {
+                    return Some(("Deployment", d.clone()));
+                }
+                let hash = pod.labels().get("pod-template-hash")?;
+                let name = owner.name.strip_suffix(hash.as_str())?.strip_suffix('-')?;
+                Some(("Deployment", name.to_owned()))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn count(v: Option<i32>) -> u32 {
+    v.and_then(|v| u32::try_from(v).ok()).unwrap_or(0)
+}

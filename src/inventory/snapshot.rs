@@ -1,0 +1,211 @@
+//! The inventory as the request path sees it: an immutable snapshot of every
+//! variant, the state of its scale target and its replica pods.
+//!
+//! Sources (a static file, the cluster's reflectors, the demo) build a new
+//! snapshot whenever something changes and publish it to the
+//! [`InventoryStore`](super::InventoryStore); handlers only ever read one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Labels every served metric item carries; selectors are matched against them.
+pub mod labels {
+    pub const TARGET_NAME: &str = "target_name";
+    pub const TARGET_KIND: &str = "target_kind";
+    pub const VARIANT_NAME: &str = "variant_name";
+    pub const NAMESPACE: &str = "namespace";
+    pub const EXPORTED_NAMESPACE: &str = "exported_namespace";
+    pub const ACCELERATOR_TYPE: &str = "accelerator_type";
+    pub const MODEL_ID: &str = "model_id";
+}
+
+/// Where a variant came from; decides nothing, but shows up in logs and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VariantSource {
+    VariantAutoscaling,
+    HorizontalPodAutoscaler,
+    ScaledObject,
+}
+
+/// One variant of a model together with the observed state of its scale target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    pub namespace: String,
+    /// Variant name: the VariantAutoscaling's (or annotated scaler's) name.
+    pub name: String,
+    pub model_id: String,
+    pub target_kind: String,
+    pub target_name: String,
+    pub accelerator: String,
+    pub cost: f64,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub source: VariantSource,
+    /// Observed target state; `None` when the target does not exist (yet).
+    pub target: Option<TargetState>,
+    /// The labels served with every metric item of this variant, precomputed
+    /// once per snapshot so that the request path does not build them.
+    pub metric_labels: BTreeMap<String, String>,
+}
+
+impl Variant {
+    /// Builds the served label set from the other fields.
+    pub fn compute_metric_labels(&mut self) {
+        let mut l = BTreeMap::new();
+        l.insert(labels::TARGET_NAME.to_owned(), self.target_name.clone());
+        l.insert(labels::TARGET_KIND.to_owned(), self.target_kind.clone());
+        l.insert(labels::VARIANT_NAME.to_owned(), self.name.clone());
+        l.insert(labels::NAMESPACE.to_owned(), self.namespace.clone());
+        l.insert(labels::EXPORTED_NAMESPACE.to_owned(), self.namespace.clone());
+        l.insert(labels::ACCELERATOR_TYPE.to_owned(), self.accelerator.clone());
+        l.insert(labels::MODEL_ID.to_owned(), self.model_id.clone());
+        self.metric_labels = l;
+    }
+
+    /// Ready replicas of the target, 0 when the target is missing.
+    pub fn ready_replicas(&self) -> u32 {
+        self.target.map(|t| t.ready_replicas).unwrap_or(0)
+    }
+}
+
+/// Replica counts of a Deployment or StatefulSet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TargetState {
+    /// `spec.replicas`: what the workload is asked to run.
+    pub spec_replicas: u32,
+    /// `status.replicas`: pods that exist.
+    pub status_replicas: u32,
+    /// `status.readyReplicas`: pods that serve.
+    pub ready_replicas: u32,
+}
+
+/// A pod serving a model, with what is needed to scrape it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaPod {
+    /// `namespace/name`: the key of this pod's entry in the metrics cache.
+    pub key: String,
+    pub namespace: String,
+    pub name: String,
+    /// Name of the variant the pod belongs to.
+    pub variant: String,
+    pub model_id: String,
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+    pub path: String,
+    pub ready: bool,
+}
+
+impl ReplicaPod {
+    /// `http://ip:port/path` when the pod has an IP.
+    pub fn scrape_url(&self) -> Option<String> {
+        let ip = self.ip?;
+        let host = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        Some(format!("http://{host}:{}{}", self.port, self.path))
+    }
+}
+
+/// Identifies a model within a namespace: the unit of saturation analysis.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ModelKey {
+    pub namespace: String,
+    pub model_id: String,
+}
+
+/// An immutable view of all variants and pods, with indexes for the request path.
+#[derive(Debug, Default)]
+pub struct InventorySnapshot {
+    variants: Vec<Arc<Variant>>,
+    pods: Vec<ReplicaPod>,
+    by_namespace: HashMap<String, Vec<usize>>,
+    by_model: HashMap<ModelKey, ModelMembers>,
+}
+
+/// Indexes into the snapshot of one model's variants and pods.
+#[derive(Debug, Default, Clone)]
+pub struct ModelMembers {
+    pub variants: Vec<usize>,
+    pub pods: Vec<usize>,
+}
+
+impl InventorySnapshot {
+    /// Builds the indexes. Variants are ordered by (namespace, name) so that
+    /// answers list items in a stable order.
+    pub fn new(mut variants: Vec<Variant>, pods: Vec<ReplicaPod>) -> Self {
+        variants.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let variants: Vec<Arc<Variant>> = variants.into_iter().map(Arc::new).collect();
+        let mut by_namespace: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_model: HashMap<ModelKey, ModelMembers> = HashMap::new();
+        let mut variant_model: HashMap<(&str, &str), ModelKey> = HashMap::new();
+        for (i, v) in variants.iter().enumerate() {
+            by_namespace.entry(v.namespace.clone()).or_default().push(i);
+            let key = ModelKey {
+                namespace: v.namespace.clone(),
+                model_id: v.model_id.clone(),
+            };
+            variant_model.insert((&v.namespace, &v.name), key.clone());
+            by_model.entry(key).or_default().variants.push(i);
+        }
+        for (i, p) in pods.iter().enumerate() {
+            if let Some(key) = variant_model.get(&(p.namespace.as_str(), p.variant.as_str())) {
+                if let Some(members) = by_model.get_mut(key) {
+                    members.pods.push(i);
+                }
+            }
+        }
+        InventorySnapshot {
+            variants,
+            pods,
+            by_namespace,
+            by_model,
+        }
+    }
+
+    pub fn variants(&self) -> &[Arc<Variant>] {
+        &self.variants
+    }
+
+    pub fn pods(&self) -> &[ReplicaPod] {
+        &self.pods
+    }
+
+    /// Variants of one namespace, in name order.
+    pub fn variants_in(&self, namespace: &str) -> impl Iterator<Item = &Arc<Variant>> {
+        self.by_namespace
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .map(move |&i| &self.variants[i])
+    }
+
+    /// All models and their members.
+    pub fn models(&self) -> impl Iterator<Item = (&ModelKey, &ModelMembers)> {
+        self.by_model.iter()
+    }
+
+    /// The variants of a model, in name order.
+    pub fn model_variants(&self, key: &ModelKey) -> impl Iterator<Item = &Arc<Variant>> {
+        self.by_model
+            .get(key)
+            .into_iter()
+            .flat_map(|m| m.variants.iter())
+            .map(move |&i| &self.variants[i])
+    }
+
+    /// The pods of a model (ready or not).
+    pub fn model_pods(&self, key: &ModelKey) -> impl Iterator<Item = &ReplicaPod> {
+        self.by_model
+            .get(key)
+            .into_iter()
+            .flat_map(|m| m.pods.iter())
+            .map(move |&i| &self.pods[i])
+    }
+
+    /// Ready pods with an address: what a scraper should visit.
+    pub fn scrape_targets(&self) -> impl Iterator<Item = &ReplicaPod> {
+        self.pods.iter().filter(|p| p.ready && p.ip.is_some())
+    }
+}

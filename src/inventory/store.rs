@@ -1,0 +1,58 @@
+//! The published inventory: the latest snapshot and a change signal.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use super::snapshot::InventorySnapshot;
+
+/// Holds the current [`InventorySnapshot`]. Sources publish, readers load;
+/// a load is one atomic pointer read, so the request path never waits on a
+/// source that is busy rebuilding.
+#[derive(Debug)]
+pub struct InventoryStore {
+    current: ArcSwap<InventorySnapshot>,
+    generation: watch::Sender<u64>,
+    synced: AtomicBool,
+}
+
+impl Default for InventoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InventoryStore {
+    /// An empty, not yet synced store.
+    pub fn new() -> Self {
+        InventoryStore {
+            current: ArcSwap::from_pointee(InventorySnapshot::default()),
+            generation: watch::channel(0).0,
+            synced: AtomicBool::new(false),
+        }
+    }
+
+    /// The current snapshot.
+    pub fn load(&self) -> Arc<InventorySnapshot> {
+        self.current.load_full()
+    }
+
+    /// Replaces the snapshot and marks the store synced.
+    pub fn publish(&self, snapshot: InventorySnapshot) {
+        self.current.store(Arc::new(snapshot));
+        self.synced.store(true, Ordering::Release);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// True once a source has published a complete view.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// A receiver that sees a new value after every publish.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+}

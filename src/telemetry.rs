@@ -1,0 +1,168 @@
+//! The server's own metrics (served at `/metrics`, OpenMetrics text) and the
+//! tracing set-up.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of the per-variant decision gauges (DESIGN section 7).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VariantLabels {
+    pub variant_name: String,
+    pub target_name: String,
+    pub target_kind: String,
+    pub namespace: String,
+    pub accelerator_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScalingLabels {
+    pub variant_name: String,
+    pub namespace: String,
+    pub direction: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectedLabels {
+    pub backend: String,
+    pub signal: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: String,
+    /// The scrape target kind or the PromQL signal name.
+    pub query: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendErrorLabels {
+    pub backend: String,
+    pub query: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub namespace: String,
+    pub model_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOnly {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub result: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Every metric the server exports. Cloning is cheap: the families share
+/// their storage.
+#[derive(Clone)]
+pub struct Telemetry {
+    pub desired_replicas: Family<VariantLabels, Gauge>,
+    pub current_replicas: Family<VariantLabels, Gauge>,
+    pub desired_ratio: Family<VariantLabels, FloatGauge>,
+    pub scaling_total: Family<ScalingLabels, Counter>,
+    pub samples_rejected: Family<RejectedLabels, Counter>,
+    pub backend_duration: Family<BackendLabels, Histogram>,
+    pub backend_errors: Family<BackendErrorLabels, Counter>,
+    pub sample_age: Family<ModelLabels, FloatGauge>,
+    pub cache_lookups: Family<CacheLabels, Counter>,
+    pub http_requests: Family<RouteLabels, Counter>,
+    pub http_duration: Family<RouteOnly, Histogram>,
+    pub decisions_without_metrics: Family<ModelLabels, Counter>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Telemetry")
+    }
+}
+
+impl Telemetry {
+    /// Creates the families and registers them.
+    pub fn new(registry: &mut Registry) -> Self {
+        let t = Telemetry {
+            desired_replicas: Family::default(),
+            current_replicas: Family::default(),
+            desired_ratio: Family::default(),
+            scaling_total: Family::default(),
+            samples_rejected: Family::default(),
+            backend_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 16))
+            }),
+            backend_errors: Family::default(),
+            sample_age: Family::default(),
+            cache_lookups: Family::default(),
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+            }),
+            decisions_without_metrics: Family::default(),
+        };
+        let r = registry;
+        r.register("wva_desired_replicas", "Desired replicas per variant", t.desired_replicas.clone());
+        r.register("wva_current_replicas", "Ready replicas per variant", t.current_replicas.clone());
+        r.register("wva_desired_ratio", "Desired over ready replicas per variant", t.desired_ratio.clone());
+        r.register("wva_replica_scaling", "Scaling decisions by direction and reason", t.scaling_total.clone());
+        r.register("wva_metrics_samples_rejected", "Samples rejected as NaN, infinite or out of range", t.samples_rejected.clone());
+        r.register("wva_backend_request_duration_seconds", "Latency of metrics backend requests", t.backend_duration.clone());
+        r.register("wva_backend_errors", "Failed metrics backend requests", t.backend_errors.clone());
+        r.register("wva_metrics_sample_age_seconds", "Age of the newest sample per model", t.sample_age.clone());
+        r.register("wva_metrics_cache_lookups", "Metrics cache lookups by result", t.cache_lookups.clone());
+        r.register("wva_http_requests", "HTTP requests by route and status code", t.http_requests.clone());
+        r.register("wva_http_request_duration_seconds", "HTTP request latency by route", t.http_duration.clone());
+        r.register("wva_decisions_without_metrics", "Decisions that held replicas because no replica reported metrics", t.decisions_without_metrics.clone());
+        t
+    }
+
+    /// A registry and telemetry not shared with anything, for tests and tools.
+    pub fn standalone() -> (Registry, Self) {
+        let mut registry = Registry::default();
+        let t = Telemetry::new(&mut registry);
+        (registry, t)
+    }
+
+    /// Counts one rejected sample and logs it.
+    pub fn reject_sample(&self, backend: &str, signal: &str, reason: &str, pod: &str, value: f64) {
+        tracing::warn!(backend, signal, reason, pod, value, "sample rejected");
+        self.samples_rejected
+            .get_or_create(&RejectedLabels {
+                backend: backend.to_owned(),
+                signal: signal.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// Sets up structured logging: `RUST_LOG` style filter, JSON when asked.
+pub fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    // A second initialisation (tests) is harmless, so its error is ignored.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -1,1 +1,60 @@
-fn main() {}
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use wva_metrics_server::cli::{Cli, Command};
+use wva_metrics_server::server::StackConfig;
+use wva_metrics_server::{demo, emulator, run};
+
+fn main() -> ExitCode {
+    wva_metrics_server::install_crypto_provider();
+    let cli = Cli::parse();
+    wva_metrics_server::telemetry::init_tracing(cli.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_command(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_command(command: Command) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            run::shutdown_signal().await;
+            shutdown.cancel();
+        });
+    }
+    match command {
+        Command::Serve(args) => {
+            let mut tasks = Vec::new();
+            let components = run::components_from_args(&args, &shutdown, &mut tasks).await?;
+            let (tls, cert) = run::tls_config(
+                args.tls_cert_file.as_deref(),
+                args.tls_private_key_file.as_deref(),
+            )?;
+            let stack = StackConfig {
+                max_concurrent_requests: args.max_concurrent_requests,
+                request_timeout: args.request_timeout,
+            };
+            let addr = SocketAddr::new(args.bind_address, args.secure_port);
+            let server = run::start(components, addr, tls, cert, stack, shutdown, tasks).await?;
+            server.join().await;
+            Ok(())
+        }
+        Command::Demo(args) => demo::run(args, shutdown).await,
+        Command::Emulate(args) => emulator::run_cli(args, shutdown).await,
+    }
+}

@@ -2,3 +2,4 @@ pub mod discovery;
 pub mod metrics;
 pub mod router;
 pub mod status;
+pub mod values;

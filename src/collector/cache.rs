@@ -66,11 +66,10 @@ impl MetricsCache {
         self.replicas.insert(key, metrics);
     }
 
-    /// Drops entries older than `max_age` and entries for which `keep`
-    /// returns false (pods that no longer exist).
-    pub fn retain(&self, now: SystemTime, max_age: Duration, keep: impl Fn(&str) -> bool) {
-        self.replicas
-            .retain(|k, v| v.age(now) <= max_age && keep(k.as_str()));
+    /// Drops the entries for which `keep` returns false (pods that no
+    /// longer exist).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.replicas.retain(|k, _| keep(k.as_str()));
     }
 
     pub fn len(&self) -> usize {

@@ -5,6 +5,7 @@
 //! the background; handlers never wait on the network when the cache is warm.
 
 pub mod cache;
+pub mod fetcher;
 pub mod freshness;
 pub mod sample;
 

@@ -1,0 +1,149 @@
+//! Command-line interface.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wva-metrics-server",
+    version,
+    about = "Kubernetes external metrics API that answers wva_desired_ratio from live vLLM saturation metrics"
+)]
+pub struct Cli {
+    /// Log as JSON lines (for log collectors) instead of human-readable text.
+    #[arg(long, global = true, env = "LOG_JSON")]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve external.metrics.k8s.io/v1beta1 over HTTPS.
+    Serve(ServeArgs),
+    /// Run everything on loopback with emulated vLLM replicas and a scripted load: no cluster, no Prometheus.
+    Demo(DemoArgs),
+    /// Run one emulated vLLM replica that serves vLLM-format /metrics.
+    Emulate(EmulateArgs),
+}
+
+/// Where variants come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InventorySource {
+    /// Watch the cluster.
+    Kube,
+    /// Read a multi-document YAML file of Kubernetes objects.
+    File(PathBuf),
+}
+
+impl std::str::FromStr for InventorySource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "kube" => Ok(InventorySource::Kube),
+            _ => match s.strip_prefix("file:") {
+                Some(p) if !p.is_empty() => Ok(InventorySource::File(PathBuf::from(p))),
+                _ => Err(format!(
+                    "{s:?} is not an inventory source: use `kube` or `file:PATH`"
+                )),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// Query Prometheus (batched PromQL, cached).
+    Prometheus,
+    /// Scrape every ready pod's /metrics directly.
+    Scrape,
+}
+
+/// Parses durations such as `2s`, `500ms`, `1m30s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration (like 2s, 500ms, 1m): {e}"))
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Port of the HTTPS API.
+    #[arg(long, default_value_t = 6443)]
+    pub secure_port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// Where variants come from: `kube` or `file:PATH`.
+    #[arg(long, default_value = "kube")]
+    pub inventory: InventorySource,
+    /// Where vLLM metrics come from.
+    #[arg(long, value_enum, default_value_t = BackendKind::Prometheus)]
+    pub metrics_backend: BackendKind,
+    /// Saturation thresholds: YAML in the shape of the wva-saturation-scaling-config ConfigMap data.
+    #[arg(long, value_name = "FILE")]
+    pub saturation_config: Option<PathBuf>,
+    /// How often the scrape backend scrapes each ready pod.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub scrape_interval: Duration,
+    /// Timeout of one scrape.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub scrape_timeout: Duration,
+    /// PEM serving certificate (chain). Without it a self-signed one is generated.
+    #[arg(long, requires = "tls_private_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the serving certificate.
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Samples up to this age are fresh.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub metrics_fresh_within: Duration,
+    /// A model whose newest sample is older is answered with 503.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub metrics_stale_after: Duration,
+    /// Beyond this age metrics are reported unavailable.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub metrics_unavailable_after: Duration,
+    /// Requests beyond this many in flight are answered 503 at once.
+    #[arg(long, default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
+    /// A request that takes longer is answered 504.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    /// Port of the HTTPS API on 127.0.0.1.
+    #[arg(long, default_value_t = 8443)]
+    pub port: u16,
+    /// Seconds per phase of the scripted load (ramp up, hold, ramp down).
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub phase: Duration,
+    /// Stop after one full script instead of repeating it.
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct EmulateArgs {
+    /// Port of the plain-HTTP /metrics endpoint.
+    #[arg(long)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_address: IpAddr,
+    /// Model name reported in the `model_name` label.
+    #[arg(long)]
+    pub model_name: String,
+    /// KV-cache usage, 0 to 1.
+    #[arg(long, default_value_t = 0.0)]
+    pub kv: f64,
+    /// Requests waiting.
+    #[arg(long, default_value_t = 0.0)]
+    pub waiting: f64,
+    /// Requests running.
+    #[arg(long, default_value_t = 0.0)]
+    pub running: f64,
+}

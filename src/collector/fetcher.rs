@@ -1,0 +1,72 @@
+//! The background fetch loop: runs the backend's fetch cycle every interval
+//! (and right away when the inventory changes), so that the request path
+//! finds the cache warm.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{MetricsBackend, MetricsCache};
+use crate::inventory::InventoryStore;
+
+/// Called after every cycle, for telemetry and status write-back.
+pub type CycleHook = Box<dyn Fn() + Send + Sync>;
+
+/// Drives a [`MetricsBackend`].
+pub struct Fetcher {
+    pub backend: Arc<dyn MetricsBackend>,
+    pub cache: Arc<MetricsCache>,
+    pub inventory: Arc<InventoryStore>,
+    pub interval: Duration,
+    /// Set after the first cycle, successful or not: readiness must not wait
+    /// on the metrics backend, or an outage would take discovery down too.
+    pub first_cycle_done: Arc<AtomicBool>,
+    pub on_cycle: Option<CycleHook>,
+}
+
+impl Fetcher {
+    /// Runs until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut changes = self.inventory.subscribe();
+        loop {
+            self.cycle().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.interval) => {}
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One cycle: fetch, then forget pods that no longer exist. Entries of
+    /// pods that exist but went silent are kept: their growing age is what
+    /// turns the model's answer into a 503 instead of a silent hold.
+    pub async fn cycle(&self) {
+        let snapshot = self.inventory.load();
+        let backend = self.backend.name();
+        match self.backend.fetch_cycle(&snapshot, &self.cache).await {
+            Ok(report) => tracing::debug!(
+                backend,
+                updated = report.replicas_updated,
+                failures = report.failures,
+                rejected = report.samples_rejected,
+                requests = report.requests,
+                "fetch cycle done"
+            ),
+            Err(e) => tracing::warn!(backend, error = %e, "fetch cycle failed"),
+        }
+        let live: HashSet<&str> = snapshot.pods().iter().map(|p| p.key.as_str()).collect();
+        self.cache.retain(|k| live.contains(k));
+        self.first_cycle_done.store(true, Ordering::Release);
+        if let Some(hook) = &self.on_cycle {
+            hook();
+        }
+    }
+}

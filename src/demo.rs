@@ -1,0 +1,278 @@
+//! `wva-metrics-server demo`: the whole loop on loopback, with no cluster
+//! and no Prometheus. Emulated vLLM replicas serve real `/metrics`; the
+//! scrape backend reads them; the API answers over HTTPS; a scripted load
+//! ramps up, holds and ramps down; and the HPA's own formula is applied to
+//! the emulated Deployment so that its replicas really change.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::selector::LabelSelector;
+use crate::cli::DemoArgs;
+use crate::collector::scrape::{ScrapeBackend, ScrapeConfig};
+use crate::collector::FreshnessPolicy;
+use crate::emulator::load::LoadModel;
+use crate::emulator::{self, EmulatorHandle, EmulatorOptions, ReplicaState};
+use crate::inventory::{resolve, InventoryObjects, InventoryStore};
+use crate::run::{self, Components};
+use crate::saturation::ThresholdConfig;
+use crate::server::StackConfig;
+use crate::telemetry::Telemetry;
+
+/// Namespace of the demo's variant.
+pub const NAMESPACE: &str = "llm-demo";
+/// The demo's scale target (a Deployment).
+pub const TARGET: &str = "llama-8b-decode";
+/// The demo's VariantAutoscaling.
+pub const VARIANT: &str = "llama-8b-a100";
+/// Model served by the emulated replicas.
+pub const MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
+const MIN_REPLICAS: u32 = 1;
+const MAX_REPLICAS: u32 = 6;
+/// Peak arrival rate of the scripted load, requests per second.
+const PEAK_RATE: f64 = 16.0;
+/// The HPA's default tolerance: ratios within 10 % of 1 change nothing.
+const HPA_TOLERANCE: f64 = 0.10;
+/// The demo runs the HPA formula every 5 s (the real HPA: 15 s) to stay short.
+const HPA_SYNC: Duration = Duration::from_secs(5);
+/// A new replica becomes ready this long after it is added.
+const STARTUP_DELAY: Duration = Duration::from_secs(4);
+
+/// The emulated Deployment.
+struct EmulatedDeployment {
+    replicas: Vec<EmulatorHandle>,
+    spec: u32,
+    /// When each replica (by index) was asked for; it is ready after the start-up delay.
+    started: Vec<Instant>,
+}
+
+impl EmulatedDeployment {
+    fn ready(&self, now: Instant) -> u32 {
+        let n = self
+            .started
+            .iter()
+            .take(self.spec as usize)
+            .filter(|t| now.duration_since(**t) >= STARTUP_DELAY)
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    fn scale_to(&mut self, replicas: u32, now: Instant) {
+        let replicas = replicas.clamp(MIN_REPLICAS, MAX_REPLICAS);
+        for i in self.spec..replicas {
+            if let Some(t) = self.started.get_mut(i as usize) {
+                *t = now;
+            }
+        }
+        self.spec = replicas;
+    }
+
+    /// The Kubernetes objects of the current state.
+    fn objects(&self, now: Instant) -> InventoryObjects {
+        let ready = self.ready(now);
+        let va = serde_json::json!({
+            "apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling",
+            "metadata": {"name": VARIANT, "namespace": NAMESPACE,
+                          "labels": {"inference.optimization/acceleratorName": "A100"}},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": TARGET},
+                     "modelID": MODEL, "variantCost": "10.0",
+                     "minReplicas": MIN_REPLICAS, "maxReplicas": MAX_REPLICAS}
+        });
+        let deployment = serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": TARGET, "namespace": NAMESPACE},
+            "spec": {"replicas": self.spec, "selector": {"matchLabels": {"app": TARGET}},
+                     "template": {"metadata": {"labels": {"app": TARGET}}}},
+            "status": {"replicas": self.spec, "readyReplicas": ready}
+        });
+        let mut objects = InventoryObjects::default();
+        if let Ok(va) = serde_json::from_value(va) {
+            objects.variant_autoscalings.push(va);
+        }
+        if let Ok(d) = serde_json::from_value(deployment) {
+            objects.deployments.push(d);
+        }
+        for (i, r) in self.replicas.iter().enumerate().take(self.spec as usize) {
+            let is_ready = now.duration_since(self.started[i]) >= STARTUP_DELAY;
+            let pod = serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("{TARGET}-{i}"), "namespace": NAMESPACE,
+                             "labels": {"app": TARGET, "llm-d.ai/variant": VARIANT},
+                             "annotations": {"prometheus.io/port": r.addr().port().to_string()}},
+                "status": {"podIP": "127.0.0.1",
+                           "conditions": [{"type": "Ready", "status": if is_ready {"True"} else {"False"}}]}
+            });
+            if let Ok(p) = serde_json::from_value(pod) {
+                objects.pods.push(p);
+            }
+        }
+        objects
+    }
+}
+
+/// Arrival rate of the script at `t`: ramp up, hold, ramp down, idle.
+fn scripted_rate(t: Duration, phase: Duration) -> f64 {
+    let p = phase.as_secs_f64().max(1.0);
+    let x = t.as_secs_f64() % (4.0 * p);
+    let base = PEAK_RATE * 0.1;
+    match x {
+        x if x < p => base + (PEAK_RATE - base) * x / p,
+        x if x < 2.0 * p => PEAK_RATE,
+        x if x < 3.0 * p => PEAK_RATE - (PEAK_RATE - base) * (x - 2.0 * p) / p,
+        _ => base,
+    }
+}
+
+/// The HPA's replica computation for a `Value: 1` target on `wva_desired_ratio`.
+pub fn hpa_replicas(ratio_milli: i64, ready: u32, current: u32) -> u32 {
+    let ratio = ratio_milli as f64 / 1000.0;
+    if current == 0 {
+        return ratio.ceil() as u32;
+    }
+    if (ratio - 1.0).abs() <= HPA_TOLERANCE {
+        return current;
+    }
+    (ratio * f64::from(ready)).ceil() as u32
+}
+
+pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let load = LoadModel::default();
+    let mut replicas = Vec::new();
+    for _ in 0..MAX_REPLICAS {
+        let h = emulator::start(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            EmulatorOptions {
+                model_name: MODEL.to_owned(),
+                state: ReplicaState {
+                    kv: 0.0,
+                    waiting: 0.0,
+                    running: 0.0,
+                },
+            },
+        )
+        .await?;
+        replicas.push(h);
+    }
+    let start = Instant::now();
+    let long_ago = start.checked_sub(STARTUP_DELAY).unwrap_or(start);
+    let mut deployment = EmulatedDeployment {
+        started: vec![long_ago; replicas.len()],
+        replicas,
+        spec: MIN_REPLICAS,
+    };
+
+    let inventory = Arc::new(InventoryStore::new());
+    inventory.publish(resolve(&deployment.objects(start)).0);
+    let mut registry = Registry::default();
+    let telemetry = Telemetry::new(&mut registry);
+    let backend = Arc::new(ScrapeBackend::new(
+        ScrapeConfig {
+            timeout: Duration::from_secs(1),
+            ..ScrapeConfig::default()
+        },
+        telemetry.clone(),
+    )?);
+    let components = Components {
+        inventory: Arc::clone(&inventory),
+        backend,
+        thresholds: Arc::new(ArcSwap::from_pointee(ThresholdConfig::default())),
+        fetch_interval: Duration::from_secs(1),
+        freshness: FreshnessPolicy::default(),
+        registry,
+        telemetry,
+    };
+    let (tls, cert) = run::tls_config(None, None)?;
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
+    let server = run::start(
+        components,
+        addr,
+        tls,
+        cert,
+        StackConfig::default(),
+        shutdown.clone(),
+        Vec::new(),
+    )
+    .await?;
+    print_banner(server.addr);
+
+    let selector = LabelSelector::parse(&format!("target_name={TARGET}"))
+        .map_err(|e| anyhow::anyhow!("demo selector: {e}"))?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_hpa = Instant::now();
+    let mut last_status = Instant::now();
+    let script_len = args.phase * 4;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        let elapsed = now.duration_since(start);
+        if args.once && elapsed >= script_len {
+            println!("demo: script finished");
+            shutdown.cancel();
+            break;
+        }
+        let rate = scripted_rate(elapsed, args.phase);
+        let ready = deployment.ready(now);
+        let state = load.replica_state(rate, ready.max(1));
+        for (i, r) in deployment.replicas.iter().enumerate() {
+            let serving = i < deployment.spec as usize
+                && now.duration_since(deployment.started[i]) >= STARTUP_DELAY;
+            r.set_state(if serving {
+                state
+            } else {
+                ReplicaState { kv: 0.0, waiting: 0.0, running: 0.0 }
+            });
+        }
+        inventory.publish(resolve(&deployment.objects(now)).0);
+
+        let decision = server.engine.decide(NAMESPACE, &selector);
+        if now.duration_since(last_hpa) >= HPA_SYNC {
+            last_hpa = now;
+            if let Ok(Some(d)) = decision.as_ref().map(|ds| ds.first()) {
+                let proposed = hpa_replicas(d.ratio_milli, d.ready, deployment.spec);
+                if proposed != deployment.spec {
+                    println!("demo: HPA scales {TARGET} from {} to {}", deployment.spec, proposed.clamp(MIN_REPLICAS, MAX_REPLICAS));
+                    deployment.scale_to(proposed, now);
+                }
+            }
+        }
+        if now.duration_since(last_status) >= Duration::from_secs(3) {
+            last_status = now;
+            match &decision {
+                Ok(ds) => {
+                    if let Some(d) = ds.first() {
+                        println!(
+                            "demo: t={:>4}s load={:>5.1} req/s kv={:.2} queue={:>4.1} desired={} ratio={:.3} replicas={} ready={}",
+                            elapsed.as_secs(), rate, state.kv, state.waiting, d.desired,
+                            d.ratio_milli as f64 / 1000.0, deployment.spec, ready
+                        );
+                    }
+                }
+                Err(e) => println!("demo: t={:>4}s no decision: {e}", elapsed.as_secs()),
+            }
+        }
+    }
+    for r in deployment.replicas {
+        r.shutdown().await;
+    }
+    server.join().await;
+    Ok(())
+}
+
+fn print_banner(addr: SocketAddr) {
+    let base = format!("https://{addr}");
+    println!("wva-metrics-server demo: serving {base} (self-signed certificate)");
+    println!("  namespace: {NAMESPACE}   scale target: Deployment/{TARGET}   variant: {VARIANT}   model: {MODEL}");
+    println!("Try:");
+    println!("  curl -sk {base}/apis/external.metrics.k8s.io/v1beta1");
+    println!("  curl -sk '{base}/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/wva_desired_ratio?labelSelector=target_name%3D{TARGET}'");
+    println!("  curl -sk '{base}/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/wva_desired_replicas?labelSelector=target_name%3D{TARGET}'");
+    println!("  curl -sk {base}/metrics");
+}

@@ -1,0 +1,320 @@
+//! Wires the parts together: inventory source, metrics backend, fetcher,
+//! decision engine and HTTPS server. `serve` and `demo` share this path.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use prometheus_client::registry::Registry;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::discovery::DiscoveryDocuments;
+use crate::cli::{BackendKind, InventorySource, ServeArgs};
+use crate::collector::fetcher::Fetcher;
+use crate::collector::scrape::{ScrapeBackend, ScrapeConfig};
+use crate::collector::{FreshnessPolicy, MetricsBackend, MetricsCache};
+use crate::decision::DecisionEngine;
+use crate::inventory::InventoryStore;
+use crate::saturation::{PercentageAnalyzer, ThresholdConfig};
+use crate::server::{self, App, AppState, ServerLimits, StackConfig};
+use crate::telemetry::{ScalingLabels, Telemetry, VariantLabels};
+
+/// The parts a server is made of, before it runs.
+pub struct Components {
+    pub inventory: Arc<InventoryStore>,
+    pub backend: Arc<dyn MetricsBackend>,
+    pub thresholds: Arc<ArcSwap<ThresholdConfig>>,
+    pub fetch_interval: Duration,
+    pub freshness: FreshnessPolicy,
+    pub registry: Registry,
+    pub telemetry: Telemetry,
+}
+
+/// A running server.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub engine: Arc<DecisionEngine>,
+    /// The PEM certificate clients should trust.
+    pub certificate_pem: Option<String>,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Waits for every task to end (after the shutdown token is cancelled).
+    pub async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Loads the thresholds file, if any; entries it rejects are logged.
+pub fn load_thresholds(path: Option<&Path>) -> anyhow::Result<ThresholdConfig> {
+    let Some(path) = path else {
+        return Ok(ThresholdConfig::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read saturation config {}", path.display()))?;
+    let (config, rejected) = ThresholdConfig::from_yaml_str(&text)
+        .with_context(|| format!("saturation config {} is not usable", path.display()))?;
+    for e in rejected {
+        tracing::warn!(path = %path.display(), error = %e, "saturation config entry rejected; using defaults for it");
+    }
+    Ok(config)
+}
+
+/// Builds the components of `serve` from its flags.
+pub async fn components_from_args(
+    args: &ServeArgs,
+    shutdown: &CancellationToken,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<Components> {
+    let freshness = FreshnessPolicy {
+        fresh: args.metrics_fresh_within,
+        stale: args.metrics_stale_after,
+        unavailable: args.metrics_unavailable_after,
+    };
+    freshness.validate().map_err(anyhow::Error::msg)?;
+    let thresholds = Arc::new(ArcSwap::from_pointee(load_thresholds(
+        args.saturation_config.as_deref(),
+    )?));
+    let mut registry = Registry::with_prefix("");
+    let telemetry = Telemetry::new(&mut registry);
+
+    let inventory = Arc::new(InventoryStore::new());
+    match &args.inventory {
+        InventorySource::File(path) => {
+            let task = crate::inventory::file::watch_file(
+                path.clone(),
+                Arc::clone(&inventory),
+                shutdown.clone(),
+            )
+            .await?;
+            tasks.push(task);
+        }
+        InventorySource::Kube => anyhow::bail!(
+            "--inventory kube is not available in this build yet; use --inventory file:PATH"
+        ),
+    }
+
+    let (backend, fetch_interval): (Arc<dyn MetricsBackend>, Duration) = match args.metrics_backend
+    {
+        BackendKind::Scrape => {
+            let config = ScrapeConfig {
+                timeout: args.scrape_timeout,
+                ..ScrapeConfig::default()
+            };
+            (
+                Arc::new(ScrapeBackend::new(config, telemetry.clone())?),
+                args.scrape_interval,
+            )
+        }
+        BackendKind::Prometheus => anyhow::bail!(
+            "--metrics-backend prometheus is not available in this build yet; use --metrics-backend scrape"
+        ),
+    };
+    Ok(Components {
+        inventory,
+        backend,
+        thresholds,
+        fetch_interval,
+        freshness,
+        registry,
+        telemetry,
+    })
+}
+
+/// TLS from files, or a self-signed certificate (logged) when none are given.
+pub fn tls_config(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, Option<String>)> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let pem = server::tls::load_pem_files(cert, key)?;
+            Ok((server::tls::server_config(pem)?, None))
+        }
+        _ => {
+            let (pem, cert_pem) = server::tls::self_signed(&[])?;
+            tracing::warn!("no --tls-cert-file given: serving a self-signed certificate generated at start");
+            Ok((server::tls::server_config(pem)?, Some(cert_pem)))
+        }
+    }
+}
+
+/// Starts the fetcher and the HTTPS server.
+pub async fn start(
+    components: Components,
+    addr: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+    certificate_pem: Option<String>,
+    stack: StackConfig,
+    shutdown: CancellationToken,
+    mut tasks: Vec<JoinHandle<()>>,
+) -> anyhow::Result<RunningServer> {
+    let Components {
+        inventory,
+        backend,
+        thresholds,
+        fetch_interval,
+        freshness,
+        registry,
+        telemetry,
+    } = components;
+    let cache = Arc::new(MetricsCache::new());
+    let engine = Arc::new(DecisionEngine::new(
+        Arc::clone(&inventory),
+        Arc::clone(&cache),
+        thresholds,
+        Arc::new(PercentageAnalyzer),
+        freshness,
+    ));
+    let first_cycle_done = Arc::new(AtomicBool::new(false));
+    let publisher = DecisionPublisher::new(Arc::clone(&engine), telemetry.clone());
+    let fetcher = Fetcher {
+        backend,
+        cache,
+        inventory,
+        interval: fetch_interval,
+        first_cycle_done: Arc::clone(&first_cycle_done),
+        on_cycle: Some(Box::new(move || publisher.publish())),
+    };
+    tasks.push(tokio::spawn(fetcher.run(shutdown.clone())));
+
+    let listener = server::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    let app = App::new(AppState {
+        engine: Arc::clone(&engine),
+        discovery: DiscoveryDocuments::build(),
+        registry,
+        telemetry,
+        first_fetch_done: first_cycle_done,
+    });
+    tasks.push(tokio::spawn(server::serve(
+        listener,
+        tls,
+        app,
+        stack,
+        ServerLimits::default(),
+        shutdown,
+    )));
+    tracing::info!(address = %local, "serving external.metrics.k8s.io/v1beta1 over HTTPS");
+    Ok(RunningServer {
+        addr: local,
+        engine,
+        certificate_pem,
+        tasks,
+    })
+}
+
+/// Publishes every model's decision as gauges after each fetch cycle and
+/// counts scaling recommendations when they change.
+struct DecisionPublisher {
+    engine: Arc<DecisionEngine>,
+    telemetry: Telemetry,
+    last: Mutex<HashMap<(String, String), (u32, u32)>>,
+}
+
+impl DecisionPublisher {
+    fn new(engine: Arc<DecisionEngine>, telemetry: Telemetry) -> Self {
+        DecisionPublisher {
+            engine,
+            telemetry,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn publish(&self) {
+        let t = &self.telemetry;
+        let mut last = match self.last.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for outcome in self.engine.decide_all() {
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no decision for model");
+                    continue;
+                }
+            };
+            if outcome.analysis.is_none() {
+                t.decisions_without_metrics
+                    .get_or_create(&crate::telemetry::ModelLabels {
+                        namespace: outcome.key.namespace.clone(),
+                        model_id: outcome.key.model_id.clone(),
+                    })
+                    .inc();
+            }
+            if let Some(age) = outcome.newest_sample_age {
+                t.sample_age
+                    .get_or_create(&crate::telemetry::ModelLabels {
+                        namespace: outcome.key.namespace.clone(),
+                        model_id: outcome.key.model_id.clone(),
+                    })
+                    .set(age.as_secs_f64());
+            }
+            for d in &outcome.decisions {
+                let v = &d.variant;
+                let labels = VariantLabels {
+                    variant_name: v.name.clone(),
+                    target_name: v.target_name.clone(),
+                    target_kind: v.target_kind.clone(),
+                    namespace: v.namespace.clone(),
+                    accelerator_type: v.accelerator.clone(),
+                };
+                t.desired_replicas.get_or_create(&labels).set(i64::from(d.desired));
+                t.current_replicas.get_or_create(&labels).set(i64::from(d.ready));
+                t.desired_ratio
+                    .get_or_create(&labels)
+                    .set(d.ratio_milli as f64 / 1000.0);
+                let current = v.target.map(|s| s.spec_replicas).unwrap_or(0);
+                let key = (v.namespace.clone(), v.name.clone());
+                let now = (current, d.desired);
+                if d.desired != current && last.get(&key) != Some(&now) {
+                    let direction = if d.desired > current { "up" } else { "down" };
+                    t.scaling_total
+                        .get_or_create(&ScalingLabels {
+                            variant_name: v.name.clone(),
+                            namespace: v.namespace.clone(),
+                            direction: direction.to_owned(),
+                            reason: d.reason.as_str().to_owned(),
+                        })
+                        .inc();
+                    tracing::info!(variant = %v.name, namespace = %v.namespace, current, desired = d.desired, reason = d.reason.as_str(), "scaling recommended");
+                }
+                last.insert(key, now);
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        _ = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

@@ -1,0 +1,177 @@
+//! The innermost service: routes a request and runs its handler. Handlers
+//! read in-memory state only; nothing here waits on the network.
+
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response};
+use http_body_util::Full;
+use prometheus_client::registry::Registry;
+
+use crate::api::discovery::DiscoveryDocuments;
+use crate::api::router::{route, Route};
+use crate::api::status::ApiError;
+use crate::api::values::external_metric_values;
+use crate::decision::DecisionEngine;
+use crate::telemetry::{RouteLabels, RouteOnly, Telemetry};
+
+pub type Body = Full<Bytes>;
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+const OPENMETRICS: HeaderValue =
+    HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
+
+/// Shared state of the API.
+pub struct AppState {
+    pub engine: Arc<DecisionEngine>,
+    pub discovery: DiscoveryDocuments,
+    pub registry: Registry,
+    pub telemetry: Telemetry,
+    /// Set once the first metrics fetch cycle has finished.
+    pub first_fetch_done: Arc<AtomicBool>,
+}
+
+/// The routing service, cheap to clone (one per connection).
+#[derive(Clone)]
+pub struct App {
+    state: Arc<AppState>,
+}
+
+impl App {
+    pub fn new(state: AppState) -> Self {
+        App {
+            state: Arc::new(state),
+        }
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Handles one request to completion.
+    pub fn handle<B>(&self, req: &Request<B>) -> Response<Body> {
+        let started = std::time::Instant::now();
+        let path = req.uri().path();
+        let (route_name, response) = match route(req.method(), path) {
+            Ok(r) => (r.name(), self.dispatch(&r, req)),
+            Err(e) => ("unmatched", error_response(&e)),
+        };
+        let t = &self.state.telemetry;
+        t.http_requests
+            .get_or_create(&RouteLabels {
+                route: route_name.to_owned(),
+                code: response.status().as_u16().to_string(),
+            })
+            .inc();
+        t.http_duration
+            .get_or_create(&RouteOnly {
+                route: route_name.to_owned(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        if req.method() == Method::HEAD {
+            let (parts, _) = response.into_parts();
+            return Response::from_parts(parts, Body::default());
+        }
+        response
+    }
+
+    fn dispatch<B>(&self, r: &Route<'_>, req: &Request<B>) -> Response<Body> {
+        let s = &self.state;
+        let d = &s.discovery;
+        match r {
+            // The aggregator asks /apis for aggregated discovery (apidiscovery.k8s.io
+            // v2); a plain APIGroupList with a plain JSON content type makes it fall
+            // back to legacy discovery, whatever the Accept header says.
+            Route::ApiGroupList => ok(JSON, d.api_group_list.clone()),
+            Route::ApiGroup => ok(JSON, d.api_group.clone()),
+            Route::ApiResourceList => ok(JSON, d.api_resource_list.clone()),
+            Route::Version => ok(JSON, d.version.clone()),
+            Route::OpenApiV2 => ok(JSON, d.openapi_v2.clone()),
+            Route::OpenApiV3Root => ok(JSON, d.openapi_v3_root.clone()),
+            Route::OpenApiV3Group => ok(JSON, d.openapi_v3_group.clone()),
+            Route::Healthz | Route::Livez => ok(TEXT, Bytes::from_static(b"ok")),
+            Route::Readyz => self.readyz(),
+            Route::Metrics => {
+                let mut out = String::new();
+                match prometheus_client::encoding::text::encode(&mut out, &s.registry) {
+                    Ok(()) => ok(OPENMETRICS, Bytes::from(out)),
+                    Err(e) => error_response(&ApiError::internal(format!(
+                        "cannot encode metrics: {e}"
+                    ))),
+                }
+            }
+            Route::ExternalMetric { namespace, metric } => {
+                match external_metric_values(&s.engine, namespace, metric, req.uri().query()) {
+                    Ok(body) => ok(JSON, Bytes::from(body)),
+                    Err(e) => error_response(&e),
+                }
+            }
+        }
+    }
+
+    fn readyz(&self) -> Response<Body> {
+        let s = &self.state;
+        let mut failing = Vec::new();
+        if !s.engine.inventory().is_synced() {
+            failing.push("inventory: not synced");
+        }
+        if !s.first_fetch_done.load(Ordering::Acquire) {
+            failing.push("metrics: first fetch cycle not finished");
+        }
+        if failing.is_empty() {
+            ok(TEXT, Bytes::from_static(b"ok"))
+        } else {
+            error_response(&ApiError::service_unavailable(format!(
+                "not ready: {}",
+                failing.join("; ")
+            )))
+        }
+    }
+}
+
+fn ok(content_type: HeaderValue, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body));
+    r.headers_mut().insert(CONTENT_TYPE, content_type);
+    r
+}
+
+/// A Status response for an error.
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(e.to_json())));
+    *r.status_mut() = e.code;
+    r.headers_mut().insert(CONTENT_TYPE, JSON);
+    r
+}
+
+impl<B> tower::Service<Request<B>> for App {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        ready(Ok(self.handle(&req)))
+    }
+}
+
+/// Status for requests the stack refused before they reached a handler.
+pub fn overloaded() -> Response<Body> {
+    error_response(&ApiError::service_unavailable(
+        "the server is handling too many requests; retry shortly",
+    ))
+}
+
+pub fn timed_out() -> Response<Body> {
+    error_response(&ApiError::timeout(
+        "the request did not complete within the server's request timeout",
+    ))
+}

@@ -1,0 +1,392 @@
+//! Test harness: real processes (`serve`, `emulate`) on loopback, real
+//! certificates, a real HTTPS client. Every wait is a bounded poll.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_wva-metrics-server");
+
+/// A child process killed when dropped, also when a test fails.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub fn spawn(name: &str, args: &[&str]) -> Proc {
+        let child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Stops the process (SIGKILL) and waits for it.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port. The socket is closed before use, so another process
+/// could take it; on these single-tenant test machines that does not happen
+/// in practice, and callers wait for the port to answer anyway.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral loopback port")
+}
+
+/// Polls `f` every 100 ms until it returns Some or `limit` passes.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A CA and a serving certificate for 127.0.0.1/localhost, written to `dir`.
+pub struct TestPki {
+    pub ca_pem: String,
+    pub ca_path: PathBuf,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+}
+
+pub fn make_pki(dir: &Path) -> TestPki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "wva-test-ca");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "wva-metrics-server");
+    let cert = params.signed_by(&key, &issuer).unwrap();
+
+    let ca_path = dir.join("ca.crt");
+    let cert_path = dir.join("tls.crt");
+    let key_path = dir.join("tls.key");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    TestPki {
+        ca_pem: ca.pem(),
+        ca_path,
+        cert_path,
+        key_path,
+    }
+}
+
+/// An HTTPS client that trusts only the test CA.
+pub fn https_client(ca_pem: &str) -> reqwest::Client {
+    wva_metrics_server::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// A plain HTTP client (for emulators).
+pub fn http_client() -> reqwest::Client {
+    wva_metrics_server::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// A running `serve` process and a client for it.
+pub struct Server {
+    pub proc: Proc,
+    pub port: u16,
+    pub client: reqwest::Client,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `serve` with real certificates and the given extra flags, and
+    /// waits until it answers `/readyz`.
+    pub async fn start(dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        let pki = make_pki(dir.path());
+        let port = free_port();
+        let port_s = port.to_string();
+        let mut args = vec![
+            "serve",
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            &port_s,
+            "--tls-cert-file",
+            pki.cert_path.to_str().unwrap(),
+            "--tls-private-key-file",
+            pki.key_path.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let proc = Proc::spawn("serve", &args);
+        let client = https_client(&pki.ca_pem);
+        let base = format!("https://127.0.0.1:{port}");
+        let server = Server {
+            proc,
+            port,
+            client,
+            base,
+            dir,
+        };
+        let url = format!("{}/readyz", server.base);
+        eventually(Duration::from_secs(30), "serve to become ready", || {
+            let c = server.client.clone();
+            let url = url.clone();
+            async move {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => Some(()),
+                    _ => None,
+                }
+            }
+        })
+        .await;
+        server
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// GET a path; returns the status and the parsed JSON body.
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .get(format!("{}{}", self.base, path))
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, json)
+    }
+
+    pub async fn text(&self, path: &str) -> String {
+        self.client
+            .get(format!("{}{}", self.base, path))
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("body")
+    }
+
+    /// The single item value of a values request, when it answers 200 with exactly one item.
+    pub async fn value(&self, namespace: &str, metric: &str, selector: &str) -> Option<String> {
+        let path = format!(
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}?labelSelector={}",
+            urlencode(selector)
+        );
+        let (status, body) = self.get(&path).await;
+        if status != 200 {
+            return None;
+        }
+        let items = body["items"].as_array()?;
+        if items.len() != 1 {
+            return None;
+        }
+        items[0]["value"].as_str().map(str::to_owned)
+    }
+
+    /// Waits until `metric` for `selector` answers `want`.
+    pub async fn wait_value(&self, namespace: &str, metric: &str, selector: &str, want: &str) {
+        let what = format!("{metric}{{{selector}}} in {namespace} to be {want}");
+        eventually(Duration::from_secs(20), &what, || async {
+            (self.value(namespace, metric, selector).await.as_deref() == Some(want)).then_some(())
+        })
+        .await;
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// An `emulate` process on a free loopback port.
+pub struct Emulator {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Emulator {
+    pub async fn start(model: &str, kv: f64, waiting: f64) -> Emulator {
+        let port = free_port();
+        let proc = Proc::spawn(
+            "emulate",
+            &[
+                "emulate",
+                "--port",
+                &port.to_string(),
+                "--model-name",
+                model,
+                "--kv",
+                &kv.to_string(),
+                "--waiting",
+                &waiting.to_string(),
+                "--running",
+                "1",
+            ],
+        );
+        let e = Emulator { proc, port };
+        let url = format!("http://127.0.0.1:{port}/metrics");
+        eventually(Duration::from_secs(15), "emulator to answer", || {
+            let url = url.clone();
+            async move {
+                http_client()
+                    .get(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+                    .map(|_| ())
+            }
+        })
+        .await;
+        e
+    }
+
+    /// Changes the emulated state through its admin endpoint.
+    pub async fn set_state(&self, state: serde_json::Value) {
+        let r = http_client()
+            .post(format!("http://127.0.0.1:{}/admin/state", self.port))
+            .json(&state)
+            .send()
+            .await
+            .expect("admin request");
+        assert_eq!(r.status(), 200, "emulator rejected state {state}");
+    }
+}
+
+/// YAML of one variant: a VariantAutoscaling, its Deployment and one Pod per port.
+pub fn variant_yaml(
+    namespace: &str,
+    variant: &str,
+    target: &str,
+    model: &str,
+    min: u32,
+    max: u32,
+    ready: u32,
+    ports: &[u16],
+) -> String {
+    let mut y = format!(
+        r#"---
+apiVersion: llmd.ai/v1alpha1
+kind: VariantAutoscaling
+metadata:
+  name: {variant}
+  namespace: {namespace}
+  labels:
+    inference.optimization/acceleratorName: A100
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {target}
+  modelID: {model}
+  variantCost: "10.0"
+  minReplicas: {min}
+  maxReplicas: {max}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {target}
+  namespace: {namespace}
+spec:
+  replicas: {ready}
+  selector:
+    matchLabels:
+      app: {target}
+  template:
+    metadata:
+      labels:
+        app: {target}
+status:
+  replicas: {ready}
+  readyReplicas: {ready}
+"#
+    );
+    for (i, port) in ports.iter().enumerate() {
+        y.push_str(&format!(
+            r#"---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {target}-{i}
+  namespace: {namespace}
+  labels:
+    app: {target}
+    llm-d.ai/variant: {variant}
+  annotations:
+    prometheus.io/port: "{port}"
+status:
+  podIP: 127.0.0.1
+  conditions:
+  - type: Ready
+    status: "True"
+"#
+        ));
+    }
+    y
+}

@@ -96,6 +96,18 @@ pub struct ServeArgs {
     /// PEM private key of the serving certificate.
     #[arg(long, requires = "tls_cert_file")]
     pub tls_private_key_file: Option<PathBuf>,
+    /// Prometheus API base URL (overrides PROMETHEUS_URL).
+    #[arg(long)]
+    pub prometheus_url: Option<String>,
+    /// Bound of one Prometheus query with retries (overrides PROMETHEUS_QUERY_TIMEOUT, default 30s).
+    #[arg(long, value_parser = parse_duration)]
+    pub prometheus_query_timeout: Option<Duration>,
+    /// How long fetched metrics count as fresh for requests (overrides METRICS_CACHE_TTL, default 10s).
+    #[arg(long, value_parser = parse_duration)]
+    pub metrics_cache_ttl: Option<Duration>,
+    /// Background fetch interval of the Prometheus backend (overrides METRICS_FETCH_INTERVAL, default 15s).
+    #[arg(long, value_parser = parse_duration)]
+    pub metrics_fetch_interval: Option<Duration>,
     /// Samples up to this age are fresh.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     pub metrics_fresh_within: Duration,

@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 
 use crate::api::quantity::desired_ratio_milli;
 use crate::api::selector::LabelSelector;
-use crate::collector::{FreshnessPolicy, MetricsCache};
+use crate::collector::{FreshnessPolicy, MetricsBackend, MetricsCache};
 use crate::inventory::{InventorySnapshot, InventoryStore, ModelKey, Variant};
 use crate::saturation::{
     ModelAnalysis, ModelInput, ReplicaLoad, SaturationAnalyzer, TargetReason, ThresholdConfig,
@@ -76,6 +76,7 @@ pub struct DecisionEngine {
     thresholds: Arc<ArcSwap<ThresholdConfig>>,
     analyzer: Arc<dyn SaturationAnalyzer>,
     freshness: FreshnessPolicy,
+    backend: Option<Arc<dyn MetricsBackend>>,
 }
 
 impl std::fmt::Debug for DecisionEngine {
@@ -101,7 +102,15 @@ impl DecisionEngine {
             thresholds,
             analyzer,
             freshness,
+            backend: None,
         }
+    }
+
+    /// Lets requests refresh expired per-model data through `backend`
+    /// before deciding (single-flight, bounded by the backend's timeout).
+    pub fn with_backend(mut self, backend: Arc<dyn MetricsBackend>) -> Self {
+        self.backend = Some(backend);
+        self
     }
 
     pub fn inventory(&self) -> &Arc<InventoryStore> {
@@ -117,8 +126,9 @@ impl DecisionEngine {
     }
 
     /// Decisions for the variants of `namespace` that `selector` matches,
-    /// in variant name order.
-    pub fn decide(
+    /// in variant name order. Waits at most the backend's refresh timeout
+    /// for expired per-model data; with a warm cache it does not wait.
+    pub async fn decide(
         &self,
         namespace: &str,
         selector: &LabelSelector,
@@ -137,12 +147,41 @@ impl DecisionEngine {
                 selector: selector.to_string(),
             });
         }
+        if let Some(backend) = &self.backend {
+            let mut keys: Vec<ModelKey> = selected
+                .iter()
+                .map(|v| ModelKey {
+                    namespace: v.namespace.clone(),
+                    model_id: v.model_id.clone(),
+                })
+                .collect();
+            keys.sort();
+            keys.dedup();
+            let refreshes = keys
+                .iter()
+                .map(|k| backend.ensure_fresh(&snapshot, &self.cache, k));
+            let limit = backend.refresh_timeout();
+            if tokio::time::timeout(limit, futures::future::join_all(refreshes))
+                .await
+                .is_err()
+            {
+                tracing::warn!(namespace, ?limit, "metrics refresh did not finish in time; answering from the cache");
+            }
+        }
+        self.decide_selected(&snapshot, &selected)
+    }
+
+    fn decide_selected(
+        &self,
+        snapshot: &InventorySnapshot,
+        selected: &[&Arc<Variant>],
+    ) -> Result<Vec<VariantDecision>, DecisionError> {
         let now = SystemTime::now();
         // Each model is analysed once, however many of its variants were selected.
         let mut outcomes: BTreeMap<ModelKey, ModelOutcome> = BTreeMap::new();
         let mut decisions = Vec::with_capacity(selected.len());
         let mut missing = None;
-        for v in selected {
+        for &v in selected {
             if v.target.is_none() {
                 missing.get_or_insert_with(|| DecisionError::TargetMissing {
                     namespace: v.namespace.clone(),
@@ -157,7 +196,7 @@ impl DecisionEngine {
                 model_id: v.model_id.clone(),
             };
             if !outcomes.contains_key(&key) {
-                let outcome = self.decide_model(&snapshot, &key, now)?;
+                let outcome = self.decide_model(snapshot, &key, now)?;
                 outcomes.insert(key.clone(), outcome);
             }
             if let Some(d) = outcomes

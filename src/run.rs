@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::discovery::DiscoveryDocuments;
 use crate::cli::{BackendKind, InventorySource, ServeArgs};
 use crate::collector::fetcher::Fetcher;
+use crate::collector::prometheus::{PrometheusBackend, PrometheusConfig};
 use crate::collector::scrape::{ScrapeBackend, ScrapeConfig};
 use crate::collector::{FreshnessPolicy, MetricsBackend, MetricsCache};
 use crate::decision::DecisionEngine;
@@ -115,9 +116,30 @@ pub async fn components_from_args(
                 args.scrape_interval,
             )
         }
-        BackendKind::Prometheus => anyhow::bail!(
-            "--metrics-backend prometheus is not available in this build yet; use --metrics-backend scrape"
-        ),
+        BackendKind::Prometheus => {
+            let mut config = PrometheusConfig::from_env()?;
+            if let Some(url) = &args.prometheus_url {
+                config.url = url.clone();
+            }
+            if let Some(t) = args.prometheus_query_timeout {
+                config.query_timeout = t;
+            }
+            if let Some(t) = args.metrics_cache_ttl {
+                config.cache_ttl = t;
+            }
+            if let Some(t) = args.metrics_fetch_interval {
+                config.fetch_interval = t;
+            }
+            let interval = config.fetch_interval;
+            let backend = Arc::new(PrometheusBackend::new(config, telemetry.clone())?);
+            let check = Arc::clone(&backend);
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = check.validate_metrics_availability().await {
+                    tracing::warn!(error = %e, "cannot check which vLLM series Prometheus has");
+                }
+            }));
+            (backend, interval)
+        }
     };
     Ok(Components {
         inventory,
@@ -168,13 +190,16 @@ pub async fn start(
         telemetry,
     } = components;
     let cache = Arc::new(MetricsCache::new());
-    let engine = Arc::new(DecisionEngine::new(
-        Arc::clone(&inventory),
-        Arc::clone(&cache),
-        thresholds,
-        Arc::new(PercentageAnalyzer),
-        freshness,
-    ));
+    let engine = Arc::new(
+        DecisionEngine::new(
+            Arc::clone(&inventory),
+            Arc::clone(&cache),
+            thresholds,
+            Arc::new(PercentageAnalyzer),
+            freshness,
+        )
+        .with_backend(Arc::clone(&backend)),
+    );
     let first_cycle_done = Arc::new(AtomicBool::new(false));
     let publisher = DecisionPublisher::new(Arc::clone(&engine), telemetry.clone());
     let fetcher = Fetcher {

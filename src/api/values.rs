@@ -61,7 +61,7 @@ pub fn decision_error(e: DecisionError) -> ApiError {
 }
 
 /// Answers a values request with an `ExternalMetricValueList` JSON body.
-pub fn external_metric_values(
+pub async fn external_metric_values(
     engine: &DecisionEngine,
     namespace: &str,
     metric: &str,
@@ -77,6 +77,7 @@ pub fn external_metric_values(
     let selector = selector_from_query(query)?;
     let decisions = engine
         .decide(namespace, &selector)
+        .await
         .map_err(decision_error)?;
     let timestamp = jiff::Timestamp::now()
         .round(jiff::Unit::Second)

@@ -30,6 +30,12 @@ pub struct ReplicaMetrics {
     pub running: Option<f64>,
     /// Time of the newest accepted sample.
     pub sampled_at: SystemTime,
+    /// Finished requests per second, when the backend knows it.
+    pub request_rate: Option<f64>,
+    /// Mean prompt tokens per request over the last minute, when known.
+    pub avg_prompt_tokens: Option<f64>,
+    /// Mean generated tokens per request over the last minute, when known.
+    pub avg_generation_tokens: Option<f64>,
 }
 
 impl ReplicaMetrics {

@@ -7,13 +7,14 @@
 pub mod cache;
 pub mod fetcher;
 pub mod freshness;
+pub mod prometheus;
 pub mod sample;
 
 pub use cache::{pod_key, MetricsCache, PodKey, ReplicaMetrics};
 pub use freshness::{Freshness, FreshnessPolicy};
 pub use sample::{RejectReason, SampleCheck, Signal};
 
-use crate::inventory::InventorySnapshot;
+use crate::inventory::{InventorySnapshot, ModelKey};
 
 /// What one fetch cycle did, for logs and telemetry.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -59,4 +60,21 @@ pub trait MetricsBackend: Send + Sync + 'static {
         inventory: &InventorySnapshot,
         cache: &MetricsCache,
     ) -> Result<CycleReport, CollectorError>;
+
+    /// Called on the request path before a model is analysed: a backend
+    /// whose per-model data can expire refreshes it here (once for all
+    /// concurrent callers). The caller bounds the wait. Backends that keep
+    /// the cache warm on their own need not do anything.
+    async fn ensure_fresh(
+        &self,
+        _inventory: &InventorySnapshot,
+        _cache: &MetricsCache,
+        _key: &ModelKey,
+    ) {
+    }
+
+    /// How long a request may wait in [`MetricsBackend::ensure_fresh`].
+    fn refresh_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(5)
+    }
 }

@@ -2,7 +2,8 @@
 //! read in-memory state only; nothing here waits on the network.
 
 use std::convert::Infallible;
-use std::future::{ready, Ready};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -55,11 +56,13 @@ impl App {
     }
 
     /// Handles one request to completion.
-    pub fn handle<B>(&self, req: &Request<B>) -> Response<Body> {
+    /// Only the request head is used: every route is a GET, and a body sent
+    /// along is ignored (dropped unread).
+    pub async fn handle(&self, req: &http::request::Parts) -> Response<Body> {
         let started = std::time::Instant::now();
-        let path = req.uri().path();
-        let (route_name, response) = match route(req.method(), path) {
-            Ok(r) => (r.name(), self.dispatch(&r, req)),
+        let path = req.uri.path();
+        let (route_name, response) = match route(&req.method, path) {
+            Ok(r) => (r.name(), self.dispatch(&r, req).await),
             Err(e) => ("unmatched", error_response(&e)),
         };
         let t = &self.state.telemetry;
@@ -74,14 +77,14 @@ impl App {
                 route: route_name.to_owned(),
             })
             .observe(started.elapsed().as_secs_f64());
-        if req.method() == Method::HEAD {
+        if req.method == Method::HEAD {
             let (parts, _) = response.into_parts();
             return Response::from_parts(parts, Body::default());
         }
         response
     }
 
-    fn dispatch<B>(&self, r: &Route<'_>, req: &Request<B>) -> Response<Body> {
+    async fn dispatch(&self, r: &Route<'_>, req: &http::request::Parts) -> Response<Body> {
         let s = &self.state;
         let d = &s.discovery;
         match r {
@@ -107,7 +110,8 @@ impl App {
                 }
             }
             Route::ExternalMetric { namespace, metric } => {
-                match external_metric_values(&s.engine, namespace, metric, req.uri().query()) {
+                match external_metric_values(&s.engine, namespace, metric, req.uri.query()).await
+                {
                     Ok(body) => ok(JSON, Bytes::from(body)),
                     Err(e) => error_response(&e),
                 }
@@ -152,14 +156,16 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
 impl<B> tower::Service<Request<B>> for App {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Ready<Result<Response<Body>, Infallible>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        ready(Ok(self.handle(&req)))
+        let app = self.clone();
+        let (parts, _body) = req.into_parts();
+        Box::pin(async move { Ok(app.handle(&parts).await) })
     }
 }
 

@@ -271,7 +271,11 @@ pub struct Emulator {
 
 impl Emulator {
     pub async fn start(model: &str, kv: f64, waiting: f64) -> Emulator {
-        let port = free_port();
+        Self::start_on(free_port(), model, kv, waiting).await
+    }
+
+    /// Starts on a given port (to restart a stopped replica where Prometheus expects it).
+    pub async fn start_on(port: u16, model: &str, kv: f64, waiting: f64) -> Emulator {
         let proc = Proc::spawn(
             "emulate",
             &[
@@ -390,3 +394,4 @@ status:
     }
     y
 }
+pub mod prometheus;

@@ -1,0 +1,224 @@
+//! Configuration of the Prometheus backend from the environment variables
+//! the WVA seeds define. Every invalid value is rejected at start with a
+//! message that names the variable.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings of the Prometheus backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrometheusConfig {
+    /// `PROMETHEUS_URL`: base URL of the Prometheus (or Thanos querier) API.
+    pub url: String,
+    /// `PROMETHEUS_CA_CERT_PATH`: PEM CA bundle that signs Prometheus' certificate.
+    pub ca_cert_path: Option<PathBuf>,
+    /// `PROMETHEUS_BEARER_TOKEN_FILE`: token sent as `Authorization: Bearer`, re-read every cycle
+    /// so that projected service-account tokens can rotate.
+    pub bearer_token_file: Option<PathBuf>,
+    /// `PROMETHEUS_QUERY_TIMEOUT`: bound of one query including retries, and of a request's wait.
+    pub query_timeout: Duration,
+    /// `METRICS_CACHE_TTL`: how long a model's fetched metrics count as fresh for requests.
+    pub cache_ttl: Duration,
+    /// `METRICS_BACKGROUND_FETCH`: fetch every interval in the background.
+    pub background_fetch: bool,
+    /// `METRICS_FETCH_INTERVAL`: interval of the background fetch.
+    pub fetch_interval: Duration,
+    /// Bound on the number of cached query results (LRU).
+    pub max_cached_queries: usize,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            url: String::new(),
+            ca_cert_path: None,
+            bearer_token_file: None,
+            query_timeout: Duration::from_secs(30),
+            cache_ttl: Duration::from_secs(10),
+            background_fetch: true,
+            fetch_interval: Duration::from_secs(15),
+            max_cached_queries: 1024,
+        }
+    }
+}
+
+/// An invalid setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {variable}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+fn invalid(variable: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn duration(variable: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(value.trim())
+        .map_err(|e| invalid(variable, value, format!("not a duration like 10s or 1m: {e}")))?;
+    if d.is_zero() {
+        return Err(invalid(variable, value, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+fn boolean(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(invalid(variable, value, "expected true or false")),
+    }
+}
+
+impl PrometheusConfig {
+    /// Reads the variables through `lookup` (the process environment in
+    /// production, a table in tests), over the defaults. Unset or empty
+    /// variables keep their default.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let mut c = PrometheusConfig::default();
+        if let Some(v) = get("PROMETHEUS_URL") {
+            c.url = v;
+        }
+        c.ca_cert_path = get("PROMETHEUS_CA_CERT_PATH").map(PathBuf::from);
+        c.bearer_token_file = get("PROMETHEUS_BEARER_TOKEN_FILE").map(PathBuf::from);
+        if let Some(v) = get("PROMETHEUS_QUERY_TIMEOUT") {
+            c.query_timeout = duration("PROMETHEUS_QUERY_TIMEOUT", &v)?;
+        }
+        if let Some(v) = get("METRICS_CACHE_TTL") {
+            c.cache_ttl = duration("METRICS_CACHE_TTL", &v)?;
+        }
+        if let Some(v) = get("METRICS_BACKGROUND_FETCH") {
+            c.background_fetch = boolean("METRICS_BACKGROUND_FETCH", &v)?;
+        }
+        if let Some(v) = get("METRICS_FETCH_INTERVAL") {
+            c.fetch_interval = duration("METRICS_FETCH_INTERVAL", &v)?;
+        }
+        Ok(c)
+    }
+
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Checks what cannot be checked per variable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.url.is_empty() {
+            return Err(invalid(
+                "PROMETHEUS_URL",
+                "",
+                "required with --metrics-backend prometheus (or pass --prometheus-url)",
+            ));
+        }
+        let parsed = reqwest::Url::parse(&self.url)
+            .map_err(|e| invalid("PROMETHEUS_URL", &self.url, format!("not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(invalid(
+                "PROMETHEUS_URL",
+                &self.url,
+                "must be an http:// or https:// URL with a host",
+            ));
+        }
+        for (variable, path) in [
+            ("PROMETHEUS_CA_CERT_PATH", &self.ca_cert_path),
+            ("PROMETHEUS_BEARER_TOKEN_FILE", &self.bearer_token_file),
+        ] {
+            if let Some(p) = path {
+                if !p.is_file() {
+                    return Err(invalid(
+                        variable,
+                        &p.display().to_string(),
+                        "no such file",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<PrometheusConfig, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        PrometheusConfig::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_unset() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c.query_timeout, Duration::from_secs(30));
+        assert_eq!(c.cache_ttl, Duration::from_secs(10));
+        assert!(c.background_fetch);
+        assert_eq!(c.fetch_interval, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn reads_every_variable() {
+        let c = from(&[
+            ("PROMETHEUS_URL", "https://thanos:9091"),
+            ("PROMETHEUS_QUERY_TIMEOUT", "5s"),
+            ("METRICS_CACHE_TTL", "30s"),
+            ("METRICS_BACKGROUND_FETCH", "false"),
+            ("METRICS_FETCH_INTERVAL", "1m"),
+        ])
+        .unwrap();
+        assert_eq!(c.url, "https://thanos:9091");
+        assert_eq!(c.query_timeout, Duration::from_secs(5));
+        assert_eq!(c.cache_ttl, Duration::from_secs(30));
+        assert!(!c.background_fetch);
+        assert_eq!(c.fetch_interval, Duration::from_secs(60));
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let cases = [
+            ("PROMETHEUS_QUERY_TIMEOUT", "soon"),
+            ("PROMETHEUS_QUERY_TIMEOUT", "0s"),
+            ("METRICS_CACHE_TTL", "-1s"),
+            ("METRICS_BACKGROUND_FETCH", "maybe"),
+            ("METRICS_FETCH_INTERVAL", "10 parsecs"),
+        ];
+        for (var, value) in cases {
+            let err = from(&[(var, value)]).unwrap_err();
+            assert_eq!(err.variable, var);
+            assert!(err.to_string().contains(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn validate_rejects_bad_urls_and_missing_files() {
+        let cases = [
+            ("", "PROMETHEUS_URL"),
+            ("not a url", "PROMETHEUS_URL"),
+            ("ftp://x", "PROMETHEUS_URL"),
+        ];
+        for (url, var) in cases {
+            let c = PrometheusConfig {
+                url: url.to_owned(),
+                ..Default::default()
+            };
+            assert_eq!(c.validate().unwrap_err().variable, var, "{url}");
+        }
+        let c = PrometheusConfig {
+            url: "http://127.0.0.1:9090".to_owned(),
+            ca_cert_path: Some(PathBuf::from("/nonexistent/ca.pem")),
+            ..Default::default()
+        };
+        assert_eq!(c.validate().unwrap_err().variable, "PROMETHEUS_CA_CERT_PATH");
+    }
+}

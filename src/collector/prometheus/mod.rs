@@ -1,0 +1,496 @@
+//! The Prometheus backend: six batched PromQL queries per fetch cycle for
+//! every model at once, a two-level cache (query results, then per-model
+//! freshness of the replica metrics written to the [`MetricsCache`]), and an
+//! on-demand refresh per model shared by concurrent requests.
+
+pub mod config;
+pub mod queries;
+pub mod results;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use prometheus_http_query::response::Data;
+use rand::Rng;
+
+pub use config::{ConfigError, PrometheusConfig};
+use queries::{QuerySignal, Scope};
+use results::{QueryResultCache, SeriesValue};
+
+use super::{CollectorError, CycleReport, MetricsBackend, MetricsCache, ReplicaMetrics};
+use super::sample::{SampleCheck, Signal};
+use crate::inventory::{InventorySnapshot, ModelKey};
+use crate::telemetry::{BackendErrorLabels, BackendLabels, CacheLabels, Telemetry};
+
+const BACKEND: &str = "prometheus";
+/// First retry delay; doubles per attempt, with jitter, up to [`MAX_BACKOFF`].
+const BASE_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(4);
+/// After a failed on-demand refresh, requests for the model do not retry
+/// for this long: an outage must not turn every HPA request into a query.
+const FAILED_REFRESH_HOLD: Duration = Duration::from_secs(2);
+
+/// Whether an error is worth retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorClass {
+    Transient,
+    Permanent,
+}
+
+/// Per-model state of the on-demand refresh: serialises refreshes so that
+/// concurrent requests share one, and remembers a recent failure.
+type RefreshSlot = Arc<tokio::sync::Mutex<Option<Instant>>>;
+
+/// Queries Prometheus.
+pub struct PrometheusBackend {
+    client: prometheus_http_query::Client,
+    config: PrometheusConfig,
+    telemetry: Telemetry,
+    results: QueryResultCache,
+    fetched: DashMap<ModelKey, Instant>,
+    refresh: DashMap<ModelKey, RefreshSlot>,
+}
+
+impl std::fmt::Debug for PrometheusBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrometheusBackend")
+            .field("url", &self.config.url)
+            .finish()
+    }
+}
+
+impl PrometheusBackend {
+    /// Builds the HTTP client (ring TLS provider, CA from
+    /// `PROMETHEUS_CA_CERT_PATH`, request timeout) after validating the config.
+    pub fn new(config: PrometheusConfig, telemetry: Telemetry) -> Result<Self, CollectorError> {
+        crate::install_crypto_provider();
+        let reject = |message: String| CollectorError::Rejected {
+            backend: BACKEND,
+            message,
+        };
+        config.validate().map_err(|e| reject(e.to_string()))?;
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.query_timeout)
+            .connect_timeout(config.query_timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(90));
+        if let Some(path) = &config.ca_cert_path {
+            let pem = std::fs::read(path).map_err(|e| {
+                reject(format!("cannot read PROMETHEUS_CA_CERT_PATH {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                reject(format!("PROMETHEUS_CA_CERT_PATH {} is not PEM: {e}", path.display()))
+            })?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| reject(format!("cannot build the HTTP client: {e}")))?;
+        let client = prometheus_http_query::Client::from(http, &config.url)
+            .map_err(|e| reject(format!("PROMETHEUS_URL {:?}: {e}", config.url)))?;
+        Ok(PrometheusBackend {
+            client,
+            results: QueryResultCache::new(config.cache_ttl, config.max_cached_queries),
+            config,
+            telemetry,
+            fetched: DashMap::new(),
+            refresh: DashMap::new(),
+        })
+    }
+
+    pub fn config(&self) -> &PrometheusConfig {
+        &self.config
+    }
+
+    fn bearer_token(&self) -> Option<String> {
+        let path = self.config.bearer_token_file.as_ref()?;
+        match std::fs::read_to_string(path) {
+            Ok(t) => Some(t.trim().to_owned()).filter(|t| !t.is_empty()),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read PROMETHEUS_BEARER_TOKEN_FILE; querying without a token");
+                None
+            }
+        }
+    }
+
+    /// Logs which expected vLLM series Prometheus does not have (one query).
+    pub async fn validate_metrics_availability(&self) -> Result<Vec<&'static str>, CollectorError> {
+        let deadline = Instant::now() + self.config.query_timeout;
+        let rows = self
+            .query("availability", &queries::availability_query(), deadline)
+            .await?;
+        let present: HashSet<String> = rows.iter().map(|r| r.pod.clone()).collect();
+        let kv_present = present.contains("vllm:kv_cache_usage_perc")
+            || present.contains("vllm:gpu_cache_usage_perc");
+        let missing: Vec<&'static str> = queries::EXPECTED_SERIES
+            .iter()
+            .copied()
+            .filter(|s| {
+                if *s == "vllm:kv_cache_usage_perc" {
+                    !kv_present
+                } else {
+                    !present.contains(*s)
+                }
+            })
+            .collect();
+        if missing.is_empty() {
+            tracing::info!("all expected vLLM series are present in Prometheus");
+        } else {
+            tracing::warn!(missing = ?missing, "expected vLLM series are missing in Prometheus; decisions hold until they appear");
+        }
+        Ok(missing)
+    }
+
+    /// Runs one PromQL query with retries until `deadline`. Transient errors
+    /// (connection refused, timeouts, 5xx) are retried with exponential
+    /// backoff and jitter; permanent ones (bad URL, 4xx, bad query) fail fast.
+    async fn query(
+        &self,
+        name: &'static str,
+        promql: &str,
+        deadline: Instant,
+    ) -> Result<Vec<SeriesValue>, CollectorError> {
+        let mut attempt: u32 = 0;
+        loop {
+            let started = Instant::now();
+            let remaining = deadline.saturating_duration_since(started);
+            if remaining.is_zero() {
+                return Err(self.timeout_error(name));
+            }
+            let mut request = self.client.query(promql);
+            if let Some(token) = self.bearer_token() {
+                request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            let outcome = tokio::time::timeout(remaining, request.get()).await;
+            self.telemetry
+                .backend_duration
+                .get_or_create(&BackendLabels {
+                    backend: BACKEND.to_owned(),
+                    query: name.to_owned(),
+                })
+                .observe(started.elapsed().as_secs_f64());
+            let (class, kind, message) = match outcome {
+                Err(_) => (ErrorClass::Transient, "timeout", "query timed out".to_owned()),
+                Ok(Ok(result)) => match result.into_inner().0 {
+                    Data::Vector(v) => return Ok(v.into_iter().filter_map(series_value).collect()),
+                    Data::Scalar(_) | Data::Matrix(_) => (
+                        ErrorClass::Permanent,
+                        "result_type",
+                        "Prometheus answered a non-vector result".to_owned(),
+                    ),
+                },
+                Ok(Err(e)) => classify(&e),
+            };
+            self.telemetry
+                .backend_errors
+                .get_or_create(&BackendErrorLabels {
+                    backend: BACKEND.to_owned(),
+                    query: name.to_owned(),
+                    kind: kind.to_owned(),
+                })
+                .inc();
+            if class == ErrorClass::Permanent {
+                tracing::error!(query = name, url = %self.config.url, error = %message, "Prometheus query failed permanently; check PROMETHEUS_URL, credentials and the query");
+                return Err(CollectorError::Rejected {
+                    backend: BACKEND,
+                    message: format!("{name}: {message}"),
+                });
+            }
+            let backoff = backoff(attempt);
+            if Instant::now() + backoff >= deadline {
+                tracing::warn!(query = name, attempts = attempt + 1, error = %message, "Prometheus query failed; giving up at the deadline");
+                return Err(CollectorError::Unreachable {
+                    backend: BACKEND,
+                    message: format!("{name}: {message}"),
+                });
+            }
+            tracing::debug!(query = name, attempt, error = %message, ?backoff, "retrying Prometheus query");
+            tokio::time::sleep(backoff).await;
+            attempt += 1;
+        }
+    }
+
+    fn timeout_error(&self, _name: &'static str) -> CollectorError {
+        CollectorError::Timeout {
+            backend: BACKEND,
+            seconds: self.config.query_timeout.as_secs_f64(),
+        }
+    }
+
+    /// Runs the six queries of a scope concurrently and returns them with the
+    /// number of queries sent. With `reuse`, results cached within the TTL
+    /// are used instead of querying again.
+    async fn fetch_signals(
+        &self,
+        scope: Scope<'_>,
+        reuse: bool,
+        deadline: Instant,
+    ) -> Result<(HashMap<QuerySignal, Arc<Vec<SeriesValue>>>, usize), CollectorError> {
+        let jobs = QuerySignal::ALL.iter().map(|&signal| {
+            let promql = queries::build(signal, scope);
+            async move {
+                if reuse {
+                    if let Some(hit) = self.results.get(&promql) {
+                        return Ok((signal, hit, false));
+                    }
+                }
+                let rows = Arc::new(self.query(signal.as_str(), &promql, deadline).await?);
+                self.results.insert(promql, Arc::clone(&rows));
+                Ok::<_, CollectorError>((signal, rows, true))
+            }
+        });
+        let mut out = HashMap::new();
+        let mut sent = 0;
+        for r in futures::future::join_all(jobs).await {
+            let (signal, rows, queried) = r?;
+            sent += usize::from(queried);
+            out.insert(signal, rows);
+        }
+        Ok((out, sent))
+    }
+
+    /// All six results of a scope, if every one is cached within the TTL.
+    fn cached_signals(&self, scope: Scope<'_>) -> Option<HashMap<QuerySignal, Arc<Vec<SeriesValue>>>> {
+        QuerySignal::ALL
+            .iter()
+            .map(|&s| Some((s, self.results.get(&queries::build(s, scope))?)))
+            .collect()
+    }
+
+    /// Writes the rows of the given models' ready pods into the cache.
+    fn apply(
+        &self,
+        signals: &HashMap<QuerySignal, Arc<Vec<SeriesValue>>>,
+        snapshot: &InventorySnapshot,
+        models: &[&ModelKey],
+        cache: &MetricsCache,
+    ) -> CycleReport {
+        let mut by_pod: HashMap<(&str, &str), PodRow> = HashMap::new();
+        for (signal, rows) in signals {
+            for r in rows.iter() {
+                let row = by_pod.entry((r.namespace.as_str(), r.pod.as_str())).or_default();
+                if row.model_name.is_empty() {
+                    row.model_name = r.model_name.clone();
+                }
+                row.set(*signal, r.value);
+            }
+        }
+        let mut report = CycleReport::default();
+        let now = SystemTime::now();
+        for key in models {
+            for pod in snapshot.model_pods(key).filter(|p| p.ready) {
+                // Only pods that exist and are ready in the inventory count:
+                // series of deleted pods never steer a decision.
+                let Some(row) = by_pod.get(&(pod.namespace.as_str(), pod.name.as_str())) else {
+                    continue;
+                };
+                let checked = [
+                    (Signal::KvCacheUsage, row.kv),
+                    (Signal::QueueWaiting, row.queue),
+                ]
+                .map(|(s, v)| v.map(|v| (s, s.check(v), v)));
+                let mut values = [0.0; 2];
+                let mut usable = true;
+                for (i, c) in checked.iter().enumerate() {
+                    match c {
+                        None => usable = false,
+                        Some((_, Ok(v), _)) => values[i] = *v,
+                        Some((s, Err(reason), raw)) => {
+                            usable = false;
+                            report.samples_rejected += 1;
+                            self.telemetry
+                                .reject_sample(BACKEND, s.as_str(), reason.as_str(), &pod.key, *raw);
+                        }
+                    }
+                }
+                if !usable {
+                    continue;
+                }
+                let sampled_at = row
+                    .sample_time
+                    .filter(|t| t.is_finite() && *t > 0.0)
+                    .map(|t| UNIX_EPOCH + Duration::from_secs_f64(t))
+                    .unwrap_or(now);
+                cache.insert(
+                    pod.key.clone(),
+                    ReplicaMetrics {
+                        model_name: row.model_name.clone(),
+                        kv_usage: values[0],
+                        queue_waiting: values[1],
+                        running: None,
+                        sampled_at,
+                        request_rate: row.rate.filter(|v| v.is_finite()),
+                        avg_prompt_tokens: row.prompt.filter(|v| v.is_finite()),
+                        avg_generation_tokens: row.generation.filter(|v| v.is_finite()),
+                    },
+                );
+                report.replicas_updated += 1;
+            }
+        }
+        let at = Instant::now();
+        for key in models {
+            self.fetched.insert((*key).clone(), at);
+        }
+        report
+    }
+
+    fn is_fresh(&self, key: &ModelKey) -> bool {
+        self.fetched
+            .get(key)
+            .is_some_and(|t| t.elapsed() <= self.config.cache_ttl)
+    }
+
+    fn count_lookup(&self, result: &str) {
+        self.telemetry
+            .cache_lookups
+            .get_or_create(&CacheLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// The values of one pod across the signals.
+#[derive(Debug, Default)]
+struct PodRow {
+    model_name: String,
+    kv: Option<f64>,
+    queue: Option<f64>,
+    sample_time: Option<f64>,
+    rate: Option<f64>,
+    prompt: Option<f64>,
+    generation: Option<f64>,
+}
+
+impl PodRow {
+    fn set(&mut self, signal: QuerySignal, value: f64) {
+        let slot = match signal {
+            QuerySignal::KvUsage => &mut self.kv,
+            QuerySignal::QueueWaiting => &mut self.queue,
+            QuerySignal::SampleTime => &mut self.sample_time,
+            QuerySignal::RequestRate => &mut self.rate,
+            QuerySignal::AvgPromptTokens => &mut self.prompt,
+            QuerySignal::AvgGenerationTokens => &mut self.generation,
+        };
+        // Several series per pod (several engines): keep the largest.
+        *slot = Some(slot.map_or(value, |old: f64| old.max(value)));
+    }
+}
+
+fn series_value(v: prometheus_http_query::response::InstantVector) -> Option<SeriesValue> {
+    let (mut labels, sample) = v.into_inner();
+    // The availability query groups by __name__: keep it in `pod` so that
+    // one row type serves both.
+    let pod = labels
+        .remove("pod")
+        .or_else(|| labels.remove("__name__"))?;
+    Some(SeriesValue {
+        namespace: labels.remove("namespace").unwrap_or_default(),
+        pod,
+        model_name: labels.remove("model_name").unwrap_or_default(),
+        value: sample.value(),
+    })
+}
+
+fn classify(e: &prometheus_http_query::Error) -> (ErrorClass, &'static str, String) {
+    use prometheus_http_query::error::PrometheusErrorType as T;
+    use prometheus_http_query::Error as E;
+    match e {
+        E::Prometheus(p) => match p.error_type() {
+            T::BadData => (ErrorClass::Permanent, "bad_data", p.to_string()),
+            _ => (ErrorClass::Transient, "prometheus", p.to_string()),
+        },
+        E::Client(c) => match c.inner() {
+            Some(r) if r.is_timeout() => (ErrorClass::Transient, "timeout", r.to_string()),
+            Some(r) if r.is_connect() => (ErrorClass::Transient, "connect", r.to_string()),
+            Some(r) => match r.status() {
+                Some(s) if s.is_server_error() => (ErrorClass::Transient, "status", r.to_string()),
+                Some(s) => (ErrorClass::Permanent, "status", format!("HTTP {s}: {r}")),
+                None if r.is_decode() => (ErrorClass::Permanent, "decode", r.to_string()),
+                None => (ErrorClass::Transient, "request", r.to_string()),
+            },
+            None => (ErrorClass::Permanent, "client", c.to_string()),
+        },
+        other => (ErrorClass::Permanent, "client", other.to_string()),
+    }
+}
+
+/// Exponential backoff with jitter in [0.5, 1.5) of the nominal delay.
+fn backoff(attempt: u32) -> Duration {
+    let nominal = BASE_BACKOFF
+        .saturating_mul(1u32 << attempt.min(8))
+        .min(MAX_BACKOFF);
+    let jitter: f64 = rand::rng().random_range(0.5..1.5);
+    nominal.mul_f64(jitter)
+}
+
+#[async_trait::async_trait]
+impl MetricsBackend for PrometheusBackend {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn fetch_cycle(
+        &self,
+        inventory: &InventorySnapshot,
+        cache: &MetricsCache,
+    ) -> Result<CycleReport, CollectorError> {
+        if !self.config.background_fetch {
+            return Ok(CycleReport::default());
+        }
+        let deadline = Instant::now() + self.config.query_timeout;
+        let (signals, sent) = self.fetch_signals(Scope::All, false, deadline).await?;
+        let models: Vec<&ModelKey> = inventory.models().map(|(k, _)| k).collect();
+        let mut report = self.apply(&signals, inventory, &models, cache);
+        report.requests = sent;
+        let live: HashSet<&ModelKey> = models.iter().copied().collect();
+        self.fetched.retain(|k, _| live.contains(k));
+        self.refresh.retain(|k, _| live.contains(k));
+        Ok(report)
+    }
+
+    fn refresh_timeout(&self) -> Duration {
+        self.config.query_timeout
+    }
+
+    async fn ensure_fresh(&self, inventory: &InventorySnapshot, cache: &MetricsCache, key: &ModelKey) {
+        if self.is_fresh(key) {
+            self.count_lookup("hit");
+            return;
+        }
+        self.count_lookup("miss");
+        let slot = Arc::clone(self.refresh.entry(key.clone()).or_default().value());
+        let mut last_failure = slot.lock().await;
+        // Another request may have refreshed while this one waited.
+        if self.is_fresh(key) {
+            return;
+        }
+        if last_failure.is_some_and(|t| t.elapsed() < FAILED_REFRESH_HOLD) {
+            return;
+        }
+        let deadline = Instant::now() + self.config.query_timeout;
+        // Batched results still within the TTL cover a model that appeared
+        // since the last cycle without a query.
+        let scope = Scope::Model {
+            namespace: &key.namespace,
+            model_id: &key.model_id,
+        };
+        let fetched = match self.cached_signals(Scope::All) {
+            Some(signals) => Ok(signals),
+            None => self.fetch_signals(scope, true, deadline).await.map(|(s, _)| s),
+        };
+        match fetched {
+            Ok(signals) => {
+                self.apply(&signals, inventory, &[key], cache);
+                *last_failure = None;
+            }
+            Err(e) => {
+                tracing::warn!(namespace = %key.namespace, model = %key.model_id, error = %e, "on-demand refresh failed; answering from the cache");
+                *last_failure = Some(Instant::now());
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The PromQL the Prometheus backend sends, built in one place. Pure.
+//!
+//! One query per signal covers every model and namespace at once, so the
+//! number of queries per fetch cycle is constant (six) whatever the number
+//! of variants. A per-model refresh uses the same shapes narrowed by label
+//! matchers whose values are escaped.
+
+use std::fmt::Write;
+
+/// The signals fetched every cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuerySignal {
+    /// Peak KV-cache usage over the last minute (old vLLM: gpu_cache_usage_perc).
+    KvUsage,
+    /// Peak waiting requests over the last minute.
+    QueueWaiting,
+    /// Timestamp of the newest sample, so that the real age is known.
+    SampleTime,
+    /// Finished requests per second.
+    RequestRate,
+    /// Mean prompt tokens per request over the last minute.
+    AvgPromptTokens,
+    /// Mean generated tokens per request over the last minute.
+    AvgGenerationTokens,
+}
+
+impl QuerySignal {
+    pub const ALL: [QuerySignal; 6] = [
+        QuerySignal::KvUsage,
+        QuerySignal::QueueWaiting,
+        QuerySignal::SampleTime,
+        QuerySignal::RequestRate,
+        QuerySignal::AvgPromptTokens,
+        QuerySignal::AvgGenerationTokens,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            QuerySignal::KvUsage => "kv_usage",
+            QuerySignal::QueueWaiting => "queue_waiting",
+            QuerySignal::SampleTime => "sample_time",
+            QuerySignal::RequestRate => "request_rate",
+            QuerySignal::AvgPromptTokens => "avg_prompt_tokens",
+            QuerySignal::AvgGenerationTokens => "avg_generation_tokens",
+        }
+    }
+}
+
+/// What a query covers: everything, or one model in one namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    All,
+    Model { namespace: &'a str, model_id: &'a str },
+}
+
+/// Escapes a string for use inside a double-quoted PromQL label value.
+pub fn escape_label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn matchers(scope: Scope<'_>) -> String {
+    match scope {
+        Scope::All => String::new(),
+        Scope::Model {
+            namespace,
+            model_id,
+        } => {
+            let mut m = String::from("{");
+            let _ = write!(
+                m,
+                "namespace=\"{}\",model_name=\"{}\"",
+                escape_label_value(namespace),
+                escape_label_value(model_id)
+            );
+            m.push('}');
+            m
+        }
+    }
+}
+
+const BY: &str = "by (namespace, pod, model_name)";
+
+/// The PromQL of one signal for one scope.
+pub fn build(signal: QuerySignal, scope: Scope<'_>) -> String {
+    let m = matchers(scope);
+    // `peak + 0 * latest`: the one-minute peak, but NaN when the newest
+    // sample is NaN (max_over_time alone skips NaN samples, so a replica
+    // reporting NaN would go unnoticed), and absent when the series went
+    // stale (the replica stopped reporting), so that its age shows.
+    match signal {
+        QuerySignal::KvUsage => format!(
+            "max {BY} ((max_over_time(vllm:kv_cache_usage_perc{m}[1m]) + 0 * vllm:kv_cache_usage_perc{m}) or (max_over_time(vllm:gpu_cache_usage_perc{m}[1m]) + 0 * vllm:gpu_cache_usage_perc{m}))"
+        ),
+        QuerySignal::QueueWaiting => format!(
+            "max {BY} (max_over_time(vllm:num_requests_waiting{m}[1m]) + 0 * vllm:num_requests_waiting{m})"
+        ),
+        QuerySignal::SampleTime => format!("max {BY} (timestamp(vllm:num_requests_waiting{m}))"),
+        QuerySignal::RequestRate => {
+            format!("sum {BY} (rate(vllm:request_success_total{m}[1m]))")
+        }
+        QuerySignal::AvgPromptTokens => format!(
+            "sum {BY} (rate(vllm:request_prompt_tokens_sum{m}[1m])) / sum {BY} (rate(vllm:request_prompt_tokens_count{m}[1m]))"
+        ),
+        QuerySignal::AvgGenerationTokens => format!(
+            "sum {BY} (rate(vllm:request_generation_tokens_sum{m}[1m])) / sum {BY} (rate(vllm:request_generation_tokens_count{m}[1m]))"
+        ),
+    }
+}
+
+/// The vLLM series whose presence is checked at start.
+pub const EXPECTED_SERIES: [&str; 4] = [
+    "vllm:kv_cache_usage_perc",
+    "vllm:num_requests_waiting",
+    "vllm:num_requests_running",
+    "vllm:request_success_total",
+];
+
+/// One query listing which of the expected series exist.
+pub fn availability_query() -> String {
+    format!(
+        "count by (__name__) ({{__name__=~\"{}|vllm:gpu_cache_usage_perc\"}})",
+        EXPECTED_SERIES.join("|")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_label_values() {
+        let cases = [
+            ("plain", "plain"),
+            ("meta/llama-3.1-8b", "meta/llama-3.1-8b"),
+            ("a\"b", "a\\\"b"),
+            ("a\\b", "a\\\\b"),
+            ("line\nbreak", "line\\nbreak"),
+            ("\"}) or vector(1) #", "\\\"}) or vector(1) #"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(escape_label_value(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn batched_queries_have_no_matchers_and_group_by_pod() {
+        for s in QuerySignal::ALL {
+            let q = build(s, Scope::All);
+            assert!(!q.contains('{') || q.contains("__name__"), "{q}");
+            assert!(q.contains("by (namespace, pod, model_name)"), "{q}");
+        }
+        assert_eq!(
+            build(QuerySignal::QueueWaiting, Scope::All),
+            "max by (namespace, pod, model_name) (max_over_time(vllm:num_requests_waiting[1m]) + 0 * vllm:num_requests_waiting)"
+        );
+    }
+
+    #[test]
+    fn model_scope_narrows_with_escaped_matchers() {
+        let q = build(
+            QuerySignal::QueueWaiting,
+            Scope::Model {
+                namespace: "prod",
+                model_id: "evil\"}",
+            },
+        );
+        let m = "{namespace=\"prod\",model_name=\"evil\\\"}\"}";
+        assert_eq!(
+            q,
+            format!("max by (namespace, pod, model_name) (max_over_time(vllm:num_requests_waiting{m}[1m]) + 0 * vllm:num_requests_waiting{m})")
+        );
+    }
+}

@@ -1,0 +1,239 @@
+//! The Prometheus backend against a real Prometheus scraping `emulate`
+//! replicas: same decisions as the scrape backend, a constant number of
+//! queries per cycle, no extra queries from HPA traffic, freshness and
+//! recovery, and rejected samples.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::prometheus::{PrometheusServer, Target};
+use common::{eventually, variant_yaml, Emulator, Server};
+
+const LLAMA: &str = "meta/llama-3.1-8b";
+const MISTRAL: &str = "mistral-7b";
+
+/// Emulators of the two worked examples, and the Prometheus targets for them.
+async fn replicas() -> (Vec<Emulator>, Vec<Target>) {
+    let mut emulators = Vec::new();
+    let mut targets = Vec::new();
+    for (i, (kv, q)) in [(0.20, 1.0), (0.30, 1.0), (0.25, 1.0)].into_iter().enumerate() {
+        let e = Emulator::start(LLAMA, kv, q).await;
+        targets.push(Target {
+            port: e.port,
+            namespace: "llm-a".into(),
+            pod: format!("llama-decode-{i}"),
+        });
+        emulators.push(e);
+    }
+    for (i, (kv, q)) in [(0.75, 2.0), (0.76, 2.0)].into_iter().enumerate() {
+        let e = Emulator::start(MISTRAL, kv, q).await;
+        targets.push(Target {
+            port: e.port,
+            namespace: "llm-b".into(),
+            pod: format!("mistral-decode-{i}"),
+        });
+        emulators.push(e);
+    }
+    (emulators, targets)
+}
+
+/// The inventory for the two models plus `extra` variants without pods.
+fn inventory(emulators: &[Emulator], extra: usize) -> String {
+    let ports: Vec<u16> = emulators.iter().map(|e| e.port).collect();
+    let mut y = variant_yaml("llm-a", "llama-a100", "llama-decode", LLAMA, 1, 10, 3, &ports[..3])
+        + &variant_yaml("llm-b", "mistral-l40s", "mistral-decode", MISTRAL, 1, 10, 2, &ports[3..]);
+    for i in 0..extra {
+        y += &variant_yaml(
+            "llm-extra",
+            &format!("extra-{i}"),
+            &format!("extra-decode-{i}"),
+            &format!("extra-model-{i}"),
+            1,
+            4,
+            1,
+            &[],
+        );
+    }
+    y
+}
+
+async fn serve(prom: &PrometheusServer, inventory_yaml: &str, extra: &[&str]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inventory.yaml");
+    std::fs::write(&path, inventory_yaml).unwrap();
+    let inv = format!("file:{}", path.display());
+    let url = prom.url();
+    let mut args = vec![
+        "--inventory",
+        &inv,
+        "--metrics-backend",
+        "prometheus",
+        "--prometheus-url",
+        &url,
+    ];
+    args.extend_from_slice(extra);
+    Server::start(dir, &args).await
+}
+
+/// Batched queries of the backend in the query log (the harness's own
+/// queries and the start-up availability check have other shapes).
+fn batched(queries: &[String]) -> Vec<&String> {
+    queries
+        .iter()
+        .filter(|q| q.contains("by (namespace, pod, model_name)"))
+        .collect()
+}
+
+#[tokio::test]
+async fn same_decisions_as_the_scrape_backend() {
+    let (emulators, targets) = replicas().await;
+    let prom = PrometheusServer::start(&targets).await;
+    let s = serve(&prom, &inventory(&emulators, 0), &["--metrics-fetch-interval", "1s"]).await;
+    s.wait_value("llm-a", "wva_desired_replicas", "target_name=llama-decode", "2").await;
+    assert_eq!(s.value("llm-a", "wva_desired_ratio", "target_name=llama-decode").await.as_deref(), Some("666m"));
+    assert_eq!(s.value("llm-a", "wva_current_replicas", "target_name=llama-decode").await.as_deref(), Some("3"));
+    s.wait_value("llm-b", "wva_desired_replicas", "target_name=mistral-decode", "3").await;
+    assert_eq!(s.value("llm-b", "wva_desired_ratio", "target_name=mistral-decode").await.as_deref(), Some("1500m"));
+}
+
+/// Runs `serve` for a few cycles and returns (batched queries, cycles).
+async fn queries_per_cycle(prom: &PrometheusServer, yaml: &str) -> (usize, usize) {
+    let before = prom.logged_queries().len();
+    let s = serve(prom, yaml, &["--metrics-fetch-interval", "1s", "--metrics-cache-ttl", "30s"]).await;
+    s.wait_value("llm-a", "wva_desired_replicas", "target_name=llama-decode", "2").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(s);
+    let log = prom.logged_queries();
+    let ours = batched(&log[before.min(log.len())..]);
+    let cycles = ours.iter().filter(|q| q.contains("vllm:kv_cache_usage_perc")).count();
+    (ours.len(), cycles)
+}
+
+#[tokio::test]
+async fn queries_per_cycle_do_not_grow_with_variants() {
+    let (emulators, targets) = replicas().await;
+    let prom = PrometheusServer::start(&targets).await;
+    let (q1, c1) = queries_per_cycle(&prom, &inventory(&emulators, 0)).await;
+    let (q200, c200) = queries_per_cycle(&prom, &inventory(&emulators, 198)).await;
+    assert!(c1 >= 2 && c200 >= 2, "several cycles ran ({c1}, {c200})");
+    assert_eq!(q1, 6 * c1, "2 variants: {q1} queries in {c1} cycles");
+    assert_eq!(q200, 6 * c200, "200 variants: {q200} queries in {c200} cycles");
+    println!("queries per cycle: 2 variants {}, 200 variants {}", q1 / c1, q200 / c200);
+}
+
+#[tokio::test]
+async fn hpa_requests_within_the_ttl_cause_no_queries() {
+    let (emulators, targets) = replicas().await;
+    let prom = PrometheusServer::start(&targets).await;
+    let s = serve(&prom, &inventory(&emulators, 0), &["--metrics-fetch-interval", "2s", "--metrics-cache-ttl", "30s"]).await;
+    s.wait_value("llm-a", "wva_desired_replicas", "target_name=llama-decode", "2").await;
+    let before = prom.logged_queries().len();
+    for i in 0..100 {
+        let (ns, sel) = if i % 2 == 0 { ("llm-a", "llama-decode") } else { ("llm-b", "mistral-decode") };
+        let v = s.value(ns, "wva_desired_ratio", &format!("target_name={sel}")).await;
+        assert!(v.is_some(), "request {i} answered");
+    }
+    let log = prom.logged_queries();
+    let during = batched(&log[before..]);
+    let per_model: Vec<&&String> = during.iter().filter(|q| q.contains("model_name=\"")).collect();
+    assert!(per_model.is_empty(), "requests caused per-model queries: {per_model:?}");
+    assert_eq!(during.len() % 6, 0, "only whole background cycles ran: {during:?}");
+    let text = s.text("/metrics").await;
+    assert!(text.contains("wva_metrics_cache_lookups_total{result=\"hit\"}"), "cache hits are counted");
+}
+
+#[tokio::test]
+async fn stale_model_answers_503_and_recovers() {
+    let (mut emulators, targets) = replicas().await;
+    let mut prom = PrometheusServer::start(&targets).await;
+    let s = serve(
+        &prom,
+        &inventory(&emulators, 0),
+        &[
+            "--metrics-fetch-interval", "1s",
+            "--metrics-cache-ttl", "1s",
+            "--metrics-fresh-within", "2s",
+            "--metrics-stale-after", "4s",
+            "--metrics-unavailable-after", "10s",
+            "--prometheus-query-timeout", "2s",
+        ],
+    )
+    .await;
+    let path = "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm-b/wva_desired_ratio?labelSelector=target_name%3Dmistral-decode";
+    s.wait_value("llm-b", "wva_desired_replicas", "target_name=mistral-decode", "3").await;
+
+    // The model's replicas stop: its series go stale in Prometheus.
+    let ports: Vec<u16> = emulators[3..].iter().map(|e| e.port).collect();
+    for e in &mut emulators[3..] {
+        e.proc.stop();
+    }
+    let stopped = Instant::now();
+    let body = eventually(Duration::from_secs(20), "a 503 for the stopped model", || async {
+        let (status, body) = s.get(path).await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    println!("503 after {:?} (stale threshold 4s, fetch interval 1s)", stopped.elapsed());
+    assert_eq!(body["kind"], "Status");
+    assert_eq!(body["reason"], "ServiceUnavailable");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains(MISTRAL) && message.contains("old"), "{message}");
+    // The other model is unaffected.
+    assert_eq!(s.value("llm-a", "wva_desired_replicas", "target_name=llama-decode").await.as_deref(), Some("2"));
+
+    // Replicas back on the same ports: normal answers again.
+    for (p, (kv, q)) in ports.iter().zip([(0.75, 2.0), (0.76, 2.0)]) {
+        emulators.push(Emulator::start_on(*p, MISTRAL, kv, q).await);
+    }
+    let restarted = Instant::now();
+    s.wait_value("llm-b", "wva_desired_replicas", "target_name=mistral-decode", "3").await;
+    println!("recovered {:?} after the replicas restarted", restarted.elapsed());
+
+    // Prometheus itself goes down: the same 503, and no request waits
+    // longer than the query timeout.
+    prom.stop();
+    let body = eventually(Duration::from_secs(20), "a 503 while Prometheus is down", || async {
+        let started = Instant::now();
+        let (status, body) = s.get(path).await;
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(3), "a request waited {waited:?} (query timeout 2s)");
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(body["message"].as_str().unwrap().contains(MISTRAL));
+    prom.restart().await;
+    s.wait_value("llm-b", "wva_desired_replicas", "target_name=mistral-decode", "3").await;
+}
+
+#[tokio::test]
+async fn invalid_samples_are_rejected_and_do_not_change_the_decision() {
+    let (emulators, targets) = replicas().await;
+    let prom = PrometheusServer::start(&targets).await;
+    let s = serve(&prom, &inventory(&emulators, 0), &["--metrics-fetch-interval", "1s", "--metrics-cache-ttl", "1s"]).await;
+    s.wait_value("llm-a", "wva_desired_replicas", "target_name=llama-decode", "2").await;
+    for (state, reason) in [
+        (serde_json::json!({"kv": 1.7}), "out_of_range"),
+        (serde_json::json!({"kv": "NaN"}), "not_finite"),
+    ] {
+        emulators[0].set_state(state).await;
+        let metric_line = format!("reason=\"{reason}\"");
+        eventually(Duration::from_secs(15), &format!("a rejected sample ({reason})"), || async {
+            let text = s.text("/metrics").await;
+            text.lines()
+                .any(|l| {
+                    l.starts_with("wva_metrics_samples_rejected_total{")
+                        && l.contains("backend=\"prometheus\"")
+                        && l.contains(&metric_line)
+                        && !l.ends_with(" 0")
+                })
+                .then_some(())
+        })
+        .await;
+        assert_eq!(
+            s.value("llm-a", "wva_desired_replicas", "target_name=llama-decode").await.as_deref(),
+            Some("2"),
+            "the decision is unchanged while {reason} samples are rejected"
+        );
+    }
+}

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod stack;
 pub mod tls;
+pub mod trace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -162,7 +162,10 @@ impl PrometheusBackend {
             }
             let mut request = self.client.query(promql);
             if let Some(token) = self.bearer_token() {
-                request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+                match http::HeaderValue::from_str(&format!("Bearer {token}")) {
+                    Ok(v) => request = request.header(http::header::AUTHORIZATION, v),
+                    Err(_) => tracing::warn!("PROMETHEUS_BEARER_TOKEN_FILE holds characters not allowed in a header; querying without it"),
+                }
             }
             let outcome = tokio::time::timeout(remaining, request.get()).await;
             self.telemetry

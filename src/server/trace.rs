@@ -1,0 +1,72 @@
+//! A tracing span per request, as the outermost layer of the stack: every
+//! log line of a request carries its method and path, and one line records
+//! the outcome.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{Request, Response};
+use tracing::Instrument;
+
+/// Wraps a service with a span per request.
+#[derive(Clone, Debug)]
+pub struct TraceRequests<S> {
+    inner: S,
+}
+
+/// The [`tower::Layer`] of [`TraceRequests`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TraceLayer;
+
+impl<S> tower::Layer<S> for TraceLayer {
+    type Service = TraceRequests<S>;
+    fn layer(&self, inner: S) -> TraceRequests<S> {
+        TraceRequests { inner }
+    }
+}
+
+impl<S, B, R> tower::Service<Request<B>> for TraceRequests<S>
+where
+    S: tower::Service<Request<B>, Response = Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: std::fmt::Display,
+{
+    type Response = Response<R>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<R>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let span = tracing::info_span!(
+            "request",
+            method = %req.method(),
+            path = %req.uri().path(),
+            version = ?req.version(),
+        );
+        let started = Instant::now();
+        let fut = {
+            let _enter = span.enter();
+            self.inner.call(req)
+        };
+        Box::pin(
+            async move {
+                let result = fut.await;
+                let micros = started.elapsed().as_micros() as u64;
+                match &result {
+                    Ok(r) if r.status().is_server_error() => {
+                        tracing::warn!(status = r.status().as_u16(), micros, "request failed")
+                    }
+                    Ok(r) => tracing::debug!(status = r.status().as_u16(), micros, "request done"),
+                    Err(e) => tracing::error!(error = %e, micros, "request error"),
+                }
+                result
+            }
+            .instrument(span),
+        )
+    }
+}

@@ -313,3 +313,113 @@ impl DecisionEngine {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::{pod_key, ReplicaMetrics};
+    use crate::inventory::{resolve, InventoryObjects};
+    use crate::saturation::PercentageAnalyzer;
+
+    /// One variant in `ns` with `ready` ready pods named p0.. behind a Deployment.
+    fn objects(ns: &str, variant: &str, model: &str, spec: u32, ready: u32, pods: usize) -> InventoryObjects {
+        let mut y = format!(
+            "kind: VariantAutoscaling\napiVersion: llmd.ai/v1alpha1\nmetadata: {{name: {variant}, namespace: {ns}}}\nspec:\n  scaleTargetRef: {{kind: Deployment, name: {variant}-d}}\n  modelID: {model}\n  maxReplicas: 10\n---\nkind: Deployment\napiVersion: apps/v1\nmetadata: {{name: {variant}-d, namespace: {ns}}}\nspec: {{replicas: {spec}, selector: {{}}, template: {{}}}}\nstatus: {{replicas: {spec}, readyReplicas: {ready}}}\n"
+        );
+        for i in 0..pods {
+            y.push_str(&format!(
+                "---\nkind: Pod\napiVersion: v1\nmetadata: {{name: {variant}-p{i}, namespace: {ns}, labels: {{llm-d.ai/variant: {variant}}}}}\nstatus: {{podIP: 127.0.0.1, conditions: [{{type: Ready, status: \"True\"}}]}}\n"
+            ));
+        }
+        crate::inventory::file::parse_objects(std::path::Path::new("t"), &y).unwrap()
+    }
+
+    fn engine(objects: InventoryObjects) -> DecisionEngine {
+        let store = Arc::new(InventoryStore::new());
+        store.publish(resolve(&objects).0);
+        DecisionEngine::new(
+            store,
+            Arc::new(MetricsCache::new()),
+            Arc::new(ArcSwap::from_pointee(ThresholdConfig::default())),
+            Arc::new(PercentageAnalyzer),
+            FreshnessPolicy::default(),
+        )
+    }
+
+    fn report(e: &DecisionEngine, ns: &str, pod: &str, kv: f64, q: f64, age: Duration) {
+        e.cache().insert(
+            pod_key(ns, pod),
+            ReplicaMetrics {
+                model_name: "m".into(),
+                kv_usage: kv,
+                queue_waiting: q,
+                running: None,
+                sampled_at: SystemTime::now() - age,
+                request_rate: None,
+                avg_prompt_tokens: None,
+                avg_generation_tokens: None,
+            },
+        );
+    }
+
+    fn sel(s: &str) -> LabelSelector {
+        LabelSelector::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn scales_down_the_worked_example() {
+        let e = engine(objects("ns", "v", "m", 3, 3, 3));
+        for (i, kv) in [0.20, 0.30, 0.25].into_iter().enumerate() {
+            report(&e, "ns", &format!("v-p{i}"), kv, 1.0, Duration::ZERO);
+        }
+        let d = e.decide("ns", &sel("variant_name=v")).await.unwrap();
+        assert_eq!((d[0].desired, d[0].ready, d[0].ratio_milli), (2, 3, 666));
+        assert_eq!(d[0].reason, TargetReason::ScaleDown);
+    }
+
+    #[tokio::test]
+    async fn errors_say_what_is_wrong() {
+        let e = engine(objects("ns", "v", "m", 2, 2, 2));
+        let err = e.decide("ns", &sel("target_name=nope")).await.unwrap_err();
+        assert_eq!(
+            err,
+            DecisionError::NoMatch { namespace: "ns".into(), selector: "target_name=nope".into() }
+        );
+        let err = e.decide("other", &sel("")).await.unwrap_err();
+        assert!(matches!(err, DecisionError::NoMatch { .. }));
+
+        // Every ready replica's newest sample is older than the stale threshold.
+        report(&e, "ns", "v-p0", 0.5, 0.0, Duration::from_secs(150));
+        report(&e, "ns", "v-p1", 0.5, 0.0, Duration::from_secs(200));
+        let err = e.decide("ns", &sel("")).await.unwrap_err();
+        assert_eq!(
+            err,
+            DecisionError::Stale { namespace: "ns".into(), model_id: "m".into(), age_secs: 150, stale_secs: 120 }
+        );
+        assert!(err.to_string().contains("150s old"), "{err}");
+
+        // One fresh replica is enough to decide, over the fresh replicas only.
+        report(&e, "ns", "v-p1", 0.75, 2.0, Duration::ZERO);
+        let d = e.decide("ns", &sel("")).await.unwrap();
+        assert_eq!(d[0].desired, 3);
+    }
+
+    #[tokio::test]
+    async fn no_metrics_holds_at_current() {
+        let e = engine(objects("ns", "v", "m", 4, 4, 4));
+        let d = e.decide("ns", &sel("")).await.unwrap();
+        assert_eq!((d[0].desired, d[0].ratio_milli, d[0].reason), (4, 1000, TargetReason::NoMetrics));
+    }
+
+    #[tokio::test]
+    async fn unsynced_inventory_is_unavailable() {
+        let e = DecisionEngine::new(
+            Arc::new(InventoryStore::new()),
+            Arc::new(MetricsCache::new()),
+            Arc::new(ArcSwap::from_pointee(ThresholdConfig::default())),
+            Arc::new(PercentageAnalyzer),
+            FreshnessPolicy::default(),
+        );
+        assert_eq!(e.decide("ns", &sel("")).await.unwrap_err(), DecisionError::InventoryNotSynced);
+    }
+}

@@ -278,3 +278,107 @@ impl TargetIndex {
 fn count(v: Option<i32>) -> u32 {
     v.and_then(|v| u32::try_from(v).ok()).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn objects(yaml: &str) -> InventoryObjects {
+        crate::inventory::file::parse_objects(std::path::Path::new("test.yaml"), yaml).unwrap()
+    }
+
+    const BASE: &str = r#"
+apiVersion: llmd.ai/v1alpha1
+kind: VariantAutoscaling
+metadata: {name: llama-a100, namespace: llm, labels: {inference.optimization/acceleratorName: A100}}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: llama}
+  modelID: meta/llama
+  variantCost: "20.5"
+  maxReplicas: 8
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: llama, namespace: llm}
+spec: {replicas: 3, selector: {matchLabels: {app: llama}}, template: {metadata: {labels: {app: llama}}}}
+status: {replicas: 3, readyReplicas: 2}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: by-label
+  namespace: llm
+  labels: {llm-d.ai/variant: llama-a100}
+  annotations: {prometheus.io/port: "9000"}
+status: {podIP: 10.0.0.1, conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: llama-7d9f-abcde
+  namespace: llm
+  labels: {pod-template-hash: 7d9f}
+  ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: llama-7d9f, uid: u1, controller: true}]
+status: {podIP: "fd00::1", conditions: [{type: Ready, status: "False"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: stranger, namespace: llm}
+status: {podIP: 10.0.0.9}
+"#;
+
+    #[test]
+    fn variants_targets_and_pods_resolve() {
+        let (snap, problems) = resolve(&objects(BASE));
+        assert!(problems.is_empty(), "{problems:?}");
+        let v = &snap.variants()[0];
+        assert_eq!((v.namespace.as_str(), v.name.as_str(), v.model_id.as_str()), ("llm", "llama-a100", "meta/llama"));
+        assert_eq!((v.cost, v.min_replicas, v.max_replicas), (20.5, 1, 8));
+        assert_eq!(v.accelerator, "A100");
+        assert_eq!(
+            v.target,
+            Some(TargetState { spec_replicas: 3, status_replicas: 3, ready_replicas: 2 })
+        );
+        assert_eq!(v.metric_labels["target_name"], "llama");
+        assert_eq!(v.metric_labels["exported_namespace"], "llm");
+        let pods: Vec<(&str, bool, u16, Option<String>)> = snap
+            .pods()
+            .iter()
+            .map(|p| (p.name.as_str(), p.ready, p.port, p.scrape_url()))
+            .collect();
+        assert_eq!(
+            pods,
+            [
+                ("by-label", true, 9000, Some("http://10.0.0.1:9000/metrics".to_owned())),
+                ("llama-7d9f-abcde", false, 8000, Some("http://[fd00::1]:8000/metrics".to_owned())),
+            ]
+        );
+        assert_eq!(snap.scrape_targets().count(), 1);
+    }
+
+    #[test]
+    fn unusable_objects_are_reported_not_fatal() {
+        let bad = [
+            ("modelID: \"\"", "spec.modelID is empty"),
+            ("modelID: m\n  variantCost: cheap", "spec.variantCost"),
+            ("modelID: m\n  minReplicas: 5\n  maxReplicas: 2", "greater than"),
+            ("modelID: m\n  minReplicas: -1", "negative"),
+        ];
+        for (fields, reason) in bad {
+            let yaml = format!(
+                "kind: VariantAutoscaling\napiVersion: llmd.ai/v1alpha1\nmetadata: {{name: v, namespace: n}}\nspec:\n  scaleTargetRef: {{kind: Deployment, name: d}}\n  {fields}\n"
+            );
+            let (snap, problems) = resolve(&objects(&yaml));
+            assert!(snap.variants().is_empty(), "{fields}");
+            assert!(problems[0].reason.contains(reason), "{fields}: {problems:?}");
+        }
+    }
+
+    #[test]
+    fn missing_target_resolves_to_none() {
+        let yaml = "kind: VariantAutoscaling\napiVersion: llmd.ai/v1alpha1\nmetadata: {name: v, namespace: n}\nspec:\n  scaleTargetRef: {kind: Deployment, name: absent}\n  modelID: m\n";
+        let (snap, _) = resolve(&objects(yaml));
+        assert_eq!(snap.variants()[0].target, None);
+        assert_eq!(snap.variants()[0].ready_replicas(), 0);
+    }
+}

@@ -5,10 +5,13 @@
 //! the background; handlers never wait on the network when the cache is warm.
 
 pub mod cache;
+pub mod exposition;
 pub mod fetcher;
 pub mod freshness;
 pub mod prometheus;
 pub mod sample;
+pub mod scrape;
+pub mod window;
 
 pub use cache::{pod_key, MetricsCache, PodKey, ReplicaMetrics};
 pub use freshness::{Freshness, FreshnessPolicy};

@@ -1,0 +1,146 @@
+//! Reads the saturation signals out of a vLLM `/metrics` page (Prometheus
+//! text exposition format), validating every sample.
+
+use super::sample::{RejectReason, SampleCheck, Signal};
+
+/// The signals of one page.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VllmPage {
+    pub model_name: Option<String>,
+    pub kv_usage: Option<f64>,
+    pub queue_waiting: Option<f64>,
+    pub running: Option<f64>,
+    pub rejected: Vec<RejectedSample>,
+}
+
+/// A sample that failed its check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedSample {
+    pub signal: Signal,
+    pub reason: RejectReason,
+    pub value: f64,
+}
+
+/// Why a page could not be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExpositionError {
+    #[error("malformed metrics page: {0}")]
+    Malformed(String),
+    #[error("the page has no vLLM saturation series (vllm:kv_cache_usage_perc, vllm:gpu_cache_usage_perc, vllm:num_requests_waiting)")]
+    NoVllmSeries,
+}
+
+const KV: &str = "vllm:kv_cache_usage_perc";
+const KV_OLD: &str = "vllm:gpu_cache_usage_perc";
+const WAITING: &str = "vllm:num_requests_waiting";
+const RUNNING: &str = "vllm:num_requests_running";
+
+/// Parses a page. A page that does not parse is an error as a whole: a
+/// half-written page must not steer scaling. When several series of one
+/// signal are present (several engines), the largest valid value counts.
+pub fn parse_vllm_page(text: &str) -> Result<VllmPage, ExpositionError> {
+    let (metrics, error) = prom_text_format_parser::parse_scrape(text);
+    if let Some(e) = error {
+        return Err(ExpositionError::Malformed(format!("{e:?}")));
+    }
+    let mut page = VllmPage::default();
+    let mut kv_old = None;
+    let mut seen = false;
+    for m in &metrics {
+        let (signal, slot) = match m.name.as_str() {
+            KV => (Signal::KvCacheUsage, &mut page.kv_usage),
+            KV_OLD => (Signal::KvCacheUsage, &mut kv_old),
+            WAITING => (Signal::QueueWaiting, &mut page.queue_waiting),
+            RUNNING => (Signal::Running, &mut page.running),
+            _ => continue,
+        };
+        seen |= signal != Signal::Running;
+        for sample in &m.samples {
+            if page.model_name.is_none() {
+                page.model_name = sample
+                    .labels
+                    .iter()
+                    .find(|l| l.key == "model_name")
+                    .map(|l| l.value.clone());
+            }
+            // The parser keeps the number as text; its own as_f64 panics on
+            // odd input, so the text is parsed here (NaN and ±Inf included).
+            let raw: &str = &sample.value.value;
+            let value = match raw {
+                "+Inf" | "Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                other => other
+                    .parse::<f64>()
+                    .map_err(|_| ExpositionError::Malformed(format!("{} has value {other:?}", m.name)))?,
+            };
+            match signal.check(value) {
+                Ok(v) => *slot = Some(slot.map_or(v, |old: f64| old.max(v))),
+                Err(reason) => page.rejected.push(RejectedSample { signal, reason, value }),
+            }
+        }
+    }
+    if page.kv_usage.is_none() {
+        page.kv_usage = kv_old;
+    }
+    if !seen {
+        return Err(ExpositionError::NoVllmSeries);
+    }
+    Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::render::{render, Counters};
+    use crate::emulator::ReplicaState;
+
+    fn emulated(kv: f64, waiting: f64) -> String {
+        let mut c = Counters::default();
+        c.finish_requests(7);
+        render("meta/llama", &ReplicaState { kv, waiting, running: 3.0 }, &c)
+    }
+
+    #[test]
+    fn reads_a_full_vllm_page() {
+        let p = parse_vllm_page(&emulated(0.42, 2.0)).unwrap();
+        assert_eq!(p.model_name.as_deref(), Some("meta/llama"));
+        assert_eq!((p.kv_usage, p.queue_waiting, p.running), (Some(0.42), Some(2.0), Some(3.0)));
+        assert!(p.rejected.is_empty());
+    }
+
+    #[test]
+    fn invalid_samples_are_rejected_one_by_one() {
+        let cases = [
+            (1.7, 1.0, Signal::KvCacheUsage, RejectReason::OutOfRange),
+            (f64::NAN, 1.0, Signal::KvCacheUsage, RejectReason::NotFinite),
+            (0.5, f64::INFINITY, Signal::QueueWaiting, RejectReason::NotFinite),
+            (0.5, -2.0, Signal::QueueWaiting, RejectReason::OutOfRange),
+        ];
+        for (kv, q, signal, reason) in cases {
+            let p = parse_vllm_page(&emulated(kv, q)).unwrap();
+            assert_eq!(p.rejected.len(), 1, "{kv} {q}");
+            assert_eq!((p.rejected[0].signal, p.rejected[0].reason), (signal, reason));
+            match signal {
+                Signal::KvCacheUsage => assert_eq!(p.kv_usage, None),
+                _ => assert_eq!(p.queue_waiting, None),
+            }
+        }
+    }
+
+    #[test]
+    fn old_vllm_and_several_engines() {
+        let old = "# TYPE vllm:gpu_cache_usage_perc gauge\nvllm:gpu_cache_usage_perc{model_name=\"m\"} 0.3\n# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{model_name=\"m\"} 1\n";
+        assert_eq!(parse_vllm_page(old).unwrap().kv_usage, Some(0.3));
+        let both = format!("{old}# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{{model_name=\"m\"}} 0.6\n");
+        assert_eq!(parse_vllm_page(&both).unwrap().kv_usage, Some(0.6), "the new name wins");
+        let engines = "# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\"} 0.2\nvllm:kv_cache_usage_perc{engine=\"1\",model_name=\"m\"} 0.7\n";
+        assert_eq!(parse_vllm_page(engines).unwrap().kv_usage, Some(0.7));
+    }
+
+    #[test]
+    fn bad_pages_are_errors() {
+        for page in ["", "# just a comment\n", "up 1\n", "vllm:kv_cache_usage_perc{model_name=\"m\" 0.5\n", "vllm:kv_cache_usage_perc{model_name=\"m\"} zero\n"] {
+            assert!(parse_vllm_page(page).is_err(), "{page:?}");
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The direct-scrape backend: fetches every ready pod's `/metrics` itself,
+//! keeps a one-minute window per pod and writes the peaks to the cache. No
+//! Prometheus in the path, and data as fresh as the scrape interval.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+
+use super::exposition::{parse_vllm_page, VllmPage};
+use super::window::PeakWindow;
+use super::{CollectorError, CycleReport, MetricsBackend, MetricsCache, ReplicaMetrics};
+use crate::inventory::{InventorySnapshot, ReplicaPod};
+use crate::telemetry::{BackendErrorLabels, BackendLabels, Telemetry};
+
+const BACKEND: &str = "scrape";
+
+/// Settings of the scrape backend.
+#[derive(Debug, Clone, Copy)]
+pub struct ScrapeConfig {
+    /// Bound of one scrape, body included.
+    pub timeout: Duration,
+    /// A page larger than this is a failure (never buffered whole).
+    pub max_body_bytes: usize,
+    /// Span of the peak window.
+    pub window: Duration,
+    /// Scrapes in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for ScrapeConfig {
+    fn default() -> Self {
+        ScrapeConfig {
+            timeout: Duration::from_secs(2),
+            max_body_bytes: 4 * 1024 * 1024,
+            window: Duration::from_secs(60),
+            concurrency: 64,
+        }
+    }
+}
+
+/// Why one scrape failed; the kind labels the error counter.
+#[derive(Debug, thiserror::Error)]
+enum ScrapeError {
+    #[error("timed out")]
+    Timeout,
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("answered HTTP {0}")]
+    Status(u16),
+    #[error("page larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Parse(String),
+    #[error("request failed: {0}")]
+    Request(String),
+}
+
+impl ScrapeError {
+    fn kind(&self) -> &'static str {
+        match self {
+            ScrapeError::Timeout => "timeout",
+            ScrapeError::Connect(_) => "connect",
+            ScrapeError::Status(_) => "status",
+            ScrapeError::TooLarge(_) => "too_large",
+            ScrapeError::Parse(_) => "parse",
+            ScrapeError::Request(_) => "request",
+        }
+    }
+
+    fn from_reqwest(e: reqwest::Error) -> Self {
+        if e.is_timeout() {
+            ScrapeError::Timeout
+        } else if e.is_connect() {
+            ScrapeError::Connect(e.to_string())
+        } else {
+            ScrapeError::Request(e.to_string())
+        }
+    }
+}
+
+/// Scrapes pods directly.
+pub struct ScrapeBackend {
+    client: reqwest::Client,
+    config: ScrapeConfig,
+    telemetry: Telemetry,
+    windows: Mutex<HashMap<String, PeakWindow>>,
+}
+
+impl std::fmt::Debug for ScrapeBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScrapeBackend").field("config", &self.config).finish()
+    }
+}
+
+impl ScrapeBackend {
+    pub fn new(config: ScrapeConfig, telemetry: Telemetry) -> Result<Self, CollectorError> {
+        crate::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .pool_max_idle_per_host(2)
+            .build()
+            .map_err(|e| CollectorError::Rejected {
+                backend: BACKEND,
+                message: format!("cannot build the HTTP client: {e}"),
+            })?;
+        Ok(ScrapeBackend {
+            client,
+            config,
+            telemetry,
+            windows: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Fetches a page, reading at most `max_body_bytes`.
+    async fn fetch(&self, url: &str) -> Result<String, ScrapeError> {
+        let mut resp = self.client.get(url).send().await.map_err(ScrapeError::from_reqwest)?;
+        if !resp.status().is_success() {
+            return Err(ScrapeError::Status(resp.status().as_u16()));
+        }
+        let cap = self.config.max_body_bytes;
+        if resp.content_length().is_some_and(|n| n as usize > cap) {
+            return Err(ScrapeError::TooLarge(cap));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(ScrapeError::from_reqwest)? {
+            if body.len() + chunk.len() > cap {
+                return Err(ScrapeError::TooLarge(cap));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        String::from_utf8(body).map_err(|_| ScrapeError::Parse("page is not UTF-8".into()))
+    }
+
+    async fn scrape(&self, pod: &ReplicaPod) -> Result<VllmPage, ScrapeError> {
+        let url = pod.scrape_url().ok_or_else(|| ScrapeError::Request("pod has no IP".into()))?;
+        let started = Instant::now();
+        let result = self.fetch(&url).await;
+        self.telemetry
+            .backend_duration
+            .get_or_create(&BackendLabels {
+                backend: BACKEND.to_owned(),
+                query: "pod".to_owned(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        parse_vllm_page(&result?).map_err(|e| ScrapeError::Parse(e.to_string()))
+    }
+
+    /// Stores a good page; returns the number of rejected samples.
+    fn record(&self, pod: &ReplicaPod, page: VllmPage, cache: &MetricsCache) -> (bool, usize) {
+        for r in &page.rejected {
+            self.telemetry
+                .reject_sample(BACKEND, r.signal.as_str(), r.reason.as_str(), &pod.key, r.value);
+        }
+        let rejected = page.rejected.len();
+        // Without both signals the replica keeps its last good entry, whose
+        // age then grows.
+        let (Some(kv), Some(waiting)) = (page.kv_usage, page.queue_waiting) else {
+            return (false, rejected);
+        };
+        let peaks = {
+            let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+            let w = windows
+                .entry(pod.key.clone())
+                .or_insert_with(|| PeakWindow::new(self.config.window));
+            w.push(Instant::now(), kv, waiting);
+            w.peaks()
+        };
+        let Some((kv_peak, waiting_peak)) = peaks else {
+            return (false, rejected);
+        };
+        cache.insert(
+            pod.key.clone(),
+            ReplicaMetrics {
+                model_name: page.model_name.unwrap_or_default(),
+                kv_usage: kv_peak,
+                queue_waiting: waiting_peak,
+                running: page.running,
+                sampled_at: SystemTime::now(),
+                request_rate: None,
+                avg_prompt_tokens: None,
+                avg_generation_tokens: None,
+            },
+        );
+        (true, rejected)
+    }
+}
+
+#[async_trait::async_trait]
+impl MetricsBackend for ScrapeBackend {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn fetch_cycle(
+        &self,
+        inventory: &InventorySnapshot,
+        cache: &MetricsCache,
+    ) -> Result<CycleReport, CollectorError> {
+        let targets: Vec<&ReplicaPod> = inventory.scrape_targets().collect();
+        let mut report = CycleReport {
+            requests: targets.len(),
+            ..Default::default()
+        };
+        let scrapes: Vec<_> = targets
+            .iter()
+            .map(|&pod| async move { (pod, self.scrape(pod).await) })
+            .collect();
+        let results: Vec<(&ReplicaPod, Result<VllmPage, ScrapeError>)> = futures::stream::iter(scrapes)
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+        for (pod, result) in results {
+            match result {
+                Ok(page) => {
+                    let (updated, rejected) = self.record(pod, page, cache);
+                    report.replicas_updated += usize::from(updated);
+                    report.samples_rejected += rejected;
+                }
+                Err(e) => {
+                    report.failures += 1;
+                    self.telemetry
+                        .backend_errors
+                        .get_or_create(&BackendErrorLabels {
+                            backend: BACKEND.to_owned(),
+                            query: "pod".to_owned(),
+                            kind: e.kind().to_owned(),
+                        })
+                        .inc();
+                    tracing::warn!(pod = %pod.key, url = pod.scrape_url().unwrap_or_default(), error = %e, "scrape failed");
+                }
+            }
+        }
+        // Forget the windows of pods that are no longer scraped.
+        let live: HashSet<&str> = targets.iter().map(|p| p.key.as_str()).collect();
+        self.windows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| live.contains(k.as_str()));
+        Ok(report)
+    }
+}

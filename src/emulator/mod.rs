@@ -1,0 +1,218 @@
+//! `wva-metrics-server emulate`: a vLLM replica emulator. It serves
+//! vLLM-format `/metrics` over plain HTTP (as vLLM does) and lets tests and
+//! the demo change its state with `POST /admin/state`.
+
+pub mod load;
+pub mod render;
+pub mod state;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use state::{ReplicaState, StatePatch};
+
+use crate::cli::EmulateArgs;
+use render::Counters;
+
+/// Largest `POST /admin/state` body accepted.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// What an emulator starts with.
+#[derive(Debug, Clone)]
+pub struct EmulatorOptions {
+    pub model_name: String,
+    pub state: ReplicaState,
+}
+
+struct Shared {
+    model: String,
+    state: ReplicaState,
+    counters: Counters,
+    last_tick: Instant,
+    /// Fractional finished requests carried between renders.
+    carry: f64,
+}
+
+impl Shared {
+    /// Advances counters by the time since the last render: each running
+    /// request finishes at about one per two seconds.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let dt = now.duration_since(self.last_tick).as_secs_f64();
+        self.last_tick = now;
+        let running = if self.state.running.is_finite() { self.state.running.max(0.0) } else { 0.0 };
+        self.carry += running * dt * 0.5;
+        let finished = self.carry.floor();
+        self.carry -= finished;
+        self.counters.finish_requests(finished as u64);
+    }
+}
+
+/// A running emulator.
+pub struct EmulatorHandle {
+    addr: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    // A panic while holding the lock cannot leave the plain data invalid.
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl EmulatorHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn set_state(&self, state: ReplicaState) {
+        lock(&self.shared).state = state;
+    }
+
+    pub fn state(&self) -> ReplicaState {
+        lock(&self.shared).state
+    }
+
+    /// Stops accepting and waits (briefly) for the accept loop to end.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+    }
+}
+
+/// Starts an emulator on `bind` (port 0 picks a free port).
+pub async fn start(bind: SocketAddr, opts: EmulatorOptions) -> std::io::Result<EmulatorHandle> {
+    let listener = TcpListener::bind(bind).await?;
+    let addr = listener.local_addr()?;
+    let shared = Arc::new(Mutex::new(Shared {
+        model: opts.model_name,
+        state: opts.state,
+        counters: Counters::default(),
+        last_tick: Instant::now(),
+        carry: 0.0,
+    }));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown.clone()));
+    Ok(EmulatorHandle {
+        addr,
+        shared,
+        shutdown,
+        task,
+    })
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Mutex<Shared>>, shutdown: CancellationToken) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "emulator accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = Arc::clone(&shared);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let shared = Arc::clone(&shared);
+                async move { Ok::<_, Infallible>(handle(req, &shared).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    r
+}
+
+fn state_json(s: &ReplicaState) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+async fn handle(req: Request<Incoming>, shared: &Mutex<Shared>) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+    const JSON: &str = "application/json";
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            let page = {
+                let mut s = lock(shared);
+                s.tick();
+                render::render(&s.model, &s.state, &s.counters)
+            };
+            reply(StatusCode::OK, TEXT, page)
+        }
+        (&Method::GET, "/admin/state") => reply(StatusCode::OK, JSON, state_json(&lock(shared).state)),
+        (&Method::POST, "/admin/state") => {
+            let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => return reply(StatusCode::PAYLOAD_TOO_LARGE, TEXT, format!("cannot read body: {e}\n")),
+            };
+            match serde_json::from_slice::<StatePatch>(&body) {
+                Ok(patch) => {
+                    let state = {
+                        let mut s = lock(shared);
+                        s.tick();
+                        s.state.apply(patch);
+                        s.state
+                    };
+                    tracing::info!(kv = state.kv, waiting = state.waiting, running = state.running, "emulator state changed");
+                    reply(StatusCode::OK, JSON, state_json(&state))
+                }
+                Err(e) => reply(
+                    StatusCode::BAD_REQUEST,
+                    TEXT,
+                    format!("expected JSON like {{\"kv\":0.9,\"waiting\":7,\"running\":4}}: {e}\n"),
+                ),
+            }
+        }
+        (_, "/metrics" | "/admin/state") => reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n"),
+        _ => reply(StatusCode::NOT_FOUND, TEXT, "not found: try /metrics or /admin/state\n"),
+    }
+}
+
+/// The `emulate` command: serves until SIGTERM/SIGINT.
+pub async fn run_cli(args: EmulateArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let bind = SocketAddr::new(args.bind_address, args.port);
+    let handle = start(
+        bind,
+        EmulatorOptions {
+            model_name: args.model_name.clone(),
+            state: ReplicaState {
+                kv: args.kv,
+                waiting: args.waiting,
+                running: args.running,
+            },
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
+    tracing::info!(address = %handle.addr(), model = %args.model_name, "emulated vLLM replica serving /metrics");
+    shutdown.cancelled().await;
+    handle.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! Renders a vLLM-format `/metrics` page (text format 0.0.4), with the
+//! names, types and labels vLLM v0.10+ exposes.
+
+use std::fmt::Write;
+
+use super::state::ReplicaState;
+
+/// Token-count histogram buckets, as vLLM uses for request tokens.
+pub const TOKEN_BUCKETS: [f64; 11] = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0];
+/// KV-cache blocks of the emulated GPU and their size.
+pub const NUM_GPU_BLOCKS: u64 = 8192;
+pub const BLOCK_SIZE: u64 = 16;
+
+/// Counters that only grow.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    pub success_stop: f64,
+    pub success_length: f64,
+    pub success_abort: f64,
+    pub prompt_tokens: f64,
+    pub generation_tokens: f64,
+    pub prompt_hist: Histogram,
+    pub generation_hist: Histogram,
+}
+
+/// Cumulative bucket counts, sum and count of a histogram.
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    pub buckets: [u64; TOKEN_BUCKETS.len()],
+    pub count: u64,
+    pub sum: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, v: f64, times: u64) {
+        for (i, b) in TOKEN_BUCKETS.iter().enumerate() {
+            if v <= *b {
+                self.buckets[i] += times;
+            }
+        }
+        self.count += times;
+        self.sum += v * times as f64;
+    }
+}
+
+impl Counters {
+    /// Advances the counters by `finished` requests with typical lengths.
+    pub fn finish_requests(&mut self, finished: u64) {
+        if finished == 0 {
+            return;
+        }
+        let (prompt, generated) = (512.0, 128.0);
+        self.success_stop += finished as f64 * 0.9;
+        self.success_length += finished as f64 * 0.1;
+        self.prompt_tokens += prompt * finished as f64;
+        self.generation_tokens += generated * finished as f64;
+        self.prompt_hist.observe(prompt, finished);
+        self.generation_hist.observe(generated, finished);
+    }
+}
+
+/// Prometheus' spelling of a float: NaN, +Inf and -Inf included.
+pub fn prom_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v == f64::INFINITY {
+        "+Inf".to_owned()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".to_owned()
+    } else {
+        format!("{v}")
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The whole page.
+pub fn render(model: &str, s: &ReplicaState, c: &Counters) -> String {
+    let l = format!("engine=\"0\",model_name=\"{}\"", escape(model));
+    let mut o = String::with_capacity(8 * 1024);
+    let gauge = |o: &mut String, name: &str, help: &str, v: f64| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{l}}} {}", prom_float(v));
+    };
+    gauge(&mut o, "vllm:num_requests_running", "Number of requests in model execution batches.", s.running);
+    gauge(&mut o, "vllm:num_requests_waiting", "Number of requests waiting to be processed.", s.waiting);
+    gauge(&mut o, "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", s.kv);
+    let _ = writeln!(o, "# HELP vllm:request_success_total Count of successfully processed requests.\n# TYPE vllm:request_success_total counter");
+    for (reason, v) in [("abort", c.success_abort), ("length", c.success_length), ("stop", c.success_stop)] {
+        let _ = writeln!(o, "vllm:request_success_total{{{l},finished_reason=\"{reason}\"}} {}", v.floor());
+    }
+    for (name, help, v) in [
+        ("vllm:prompt_tokens_total", "Number of prefill tokens processed.", c.prompt_tokens),
+        ("vllm:generation_tokens_total", "Number of generation tokens processed.", c.generation_tokens),
+    ] {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{{l}}} {}", v.floor());
+    }
+    for (name, help, h) in [
+        ("vllm:request_prompt_tokens", "Number of prefill tokens processed.", &c.prompt_hist),
+        ("vllm:request_generation_tokens", "Number of generation tokens processed.", &c.generation_hist),
+    ] {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (b, n) in TOKEN_BUCKETS.iter().zip(h.buckets) {
+            let _ = writeln!(o, "{name}_bucket{{{l},le=\"{b:.1}\"}} {n}");
+        }
+        let _ = writeln!(o, "{name}_bucket{{{l},le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(o, "{name}_sum{{{l}}} {}", h.sum);
+        let _ = writeln!(o, "{name}_count{{{l}}} {}", h.count);
+    }
+    let _ = writeln!(
+        o,
+        "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n# TYPE vllm:cache_config_info gauge\nvllm:cache_config_info{{block_size=\"{BLOCK_SIZE}\",cache_dtype=\"auto\",engine=\"0\",gpu_memory_utilization=\"0.9\",num_cpu_blocks=\"0\",num_gpu_blocks=\"{NUM_GPU_BLOCKS}\",prefix_caching_hash_algo=\"builtin\",swap_space=\"4\"}} 1.0"
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_carries_the_vllm_series() {
+        let mut c = Counters::default();
+        c.finish_requests(10);
+        let page = render("meta/llama", &ReplicaState { kv: 0.25, waiting: 3.0, running: 2.0 }, &c);
+        for line in [
+            "vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"meta/llama\"} 0.25",
+            "vllm:num_requests_waiting{engine=\"0\",model_name=\"meta/llama\"} 3",
+            "vllm:request_success_total{engine=\"0\",model_name=\"meta/llama\",finished_reason=\"stop\"} 9",
+            "vllm:request_prompt_tokens_count{engine=\"0\",model_name=\"meta/llama\"} 10",
+            "# TYPE vllm:request_generation_tokens histogram",
+        ] {
+            assert!(page.lines().any(|l| l == line), "missing {line:?} in\n{page}");
+        }
+        let nan = render("m", &ReplicaState { kv: f64::NAN, waiting: f64::INFINITY, running: 0.0 }, &c);
+        assert!(nan.contains("vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\"} NaN"));
+        assert!(nan.contains("vllm:num_requests_waiting{engine=\"0\",model_name=\"m\"} +Inf"));
+    }
+}

@@ -1,0 +1,112 @@
+//! The emulated replica's state and the JSON of `POST /admin/state`.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// What a vLLM replica reports about its load.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct ReplicaState {
+    /// KV-cache usage (0 to 1 for a healthy replica).
+    #[serde(serialize_with = "ser_f64", deserialize_with = "de_f64")]
+    pub kv: f64,
+    /// Requests waiting in the queue.
+    #[serde(serialize_with = "ser_f64", deserialize_with = "de_f64")]
+    pub waiting: f64,
+    /// Requests being served.
+    #[serde(serialize_with = "ser_f64", deserialize_with = "de_f64")]
+    pub running: f64,
+}
+
+/// A partial update: missing fields keep their value.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatePatch {
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    pub kv: Option<f64>,
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    pub waiting: Option<f64>,
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    pub running: Option<f64>,
+}
+
+impl ReplicaState {
+    pub fn apply(&mut self, p: StatePatch) {
+        if let Some(v) = p.kv {
+            self.kv = v;
+        }
+        if let Some(v) = p.waiting {
+            self.waiting = v;
+        }
+        if let Some(v) = p.running {
+            self.running = v;
+        }
+    }
+}
+
+/// JSON has no NaN or infinity, yet tests must be able to make a replica
+/// report them: numbers are accepted as numbers or as "NaN", "+Inf", "-Inf".
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumberOrText {
+    Number(f64),
+    Text(String),
+}
+
+fn parse(v: NumberOrText) -> Result<f64, String> {
+    match v {
+        NumberOrText::Number(n) => Ok(n),
+        NumberOrText::Text(t) => match t.as_str() {
+            "NaN" => Ok(f64::NAN),
+            "+Inf" | "Inf" => Ok(f64::INFINITY),
+            "-Inf" => Ok(f64::NEG_INFINITY),
+            other => other
+                .parse::<f64>()
+                .map_err(|_| format!("{other:?} is not a number, \"NaN\", \"+Inf\" or \"-Inf\"")),
+        },
+    }
+}
+
+fn de_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    parse(NumberOrText::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+fn de_opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    de_f64(d).map(Some)
+}
+
+fn ser_f64<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.is_finite() {
+        s.serialize_f64(*v)
+    } else {
+        s.serialize_str(&super::render::prom_float(*v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patches_accept_numbers_and_special_values() {
+        let cases = [
+            (r#"{"kv":0.9,"waiting":7,"running":4}"#, Some((0.9, 7.0, 4.0))),
+            (r#"{"kv":1.7}"#, Some((1.7, 1.0, 1.0))),
+            (r#"{"kv":"+Inf"}"#, Some((f64::INFINITY, 1.0, 1.0))),
+            (r#"{"kv":"soon"}"#, None),
+            (r#"{"colour":1}"#, None),
+            ("not json", None),
+        ];
+        for (json, want) in cases {
+            let mut s = ReplicaState { kv: 0.1, waiting: 1.0, running: 1.0 };
+            match (serde_json::from_str::<StatePatch>(json), want) {
+                (Ok(p), Some(w)) => {
+                    s.apply(p);
+                    assert_eq!((s.kv, s.waiting, s.running), w, "{json}");
+                }
+                (Err(_), None) => {}
+                (got, want) => panic!("{json}: got {got:?}, want {want:?}"),
+            }
+        }
+        let p: StatePatch = serde_json::from_str(r#"{"kv":"NaN"}"#).unwrap();
+        assert!(p.kv.unwrap().is_nan());
+    }
+}

@@ -85,7 +85,7 @@ pub async fn components_from_args(
     let thresholds = Arc::new(ArcSwap::from_pointee(load_thresholds(
         args.saturation_config.as_deref(),
     )?));
-    let mut registry = Registry::with_prefix("");
+    let mut registry = Registry::default();
     let telemetry = Telemetry::new(&mut registry);
 
     let inventory = Arc::new(InventoryStore::new());

@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve external.metrics.k8s.io/v1beta1 over HTTPS.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run everything on loopback with emulated vLLM replicas and a scripted load: no cluster, no Prometheus.
     Demo(DemoArgs),
     /// Run one emulated vLLM replica that serves vLLM-format /metrics.
@@ -64,7 +64,8 @@ pub enum BackendKind {
 
 /// Parses durations such as `2s`, `500ms`, `1m30s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration (like 2s, 500ms, 1m): {e}"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration (like 2s, 500ms, 1m): {e}"))
 }
 
 #[derive(Debug, Args, Clone)]

@@ -165,7 +165,11 @@ impl DecisionEngine {
                 .await
                 .is_err()
             {
-                tracing::warn!(namespace, ?limit, "metrics refresh did not finish in time; answering from the cache");
+                tracing::warn!(
+                    namespace,
+                    ?limit,
+                    "metrics refresh did not finish in time; answering from the cache"
+                );
             }
         }
         self.decide_selected(&snapshot, &selected)
@@ -322,7 +326,14 @@ mod tests {
     use crate::saturation::PercentageAnalyzer;
 
     /// One variant in `ns` with `ready` ready pods named p0.. behind a Deployment.
-    fn objects(ns: &str, variant: &str, model: &str, spec: u32, ready: u32, pods: usize) -> InventoryObjects {
+    fn objects(
+        ns: &str,
+        variant: &str,
+        model: &str,
+        spec: u32,
+        ready: u32,
+        pods: usize,
+    ) -> InventoryObjects {
         let mut y = format!(
             "kind: VariantAutoscaling\napiVersion: llmd.ai/v1alpha1\nmetadata: {{name: {variant}, namespace: {ns}}}\nspec:\n  scaleTargetRef: {{kind: Deployment, name: {variant}-d}}\n  modelID: {model}\n  maxReplicas: 10\n---\nkind: Deployment\napiVersion: apps/v1\nmetadata: {{name: {variant}-d, namespace: {ns}}}\nspec: {{replicas: {spec}, selector: {{}}, template: {{}}}}\nstatus: {{replicas: {spec}, readyReplicas: {ready}}}\n"
         );
@@ -383,7 +394,10 @@ mod tests {
         let err = e.decide("ns", &sel("target_name=nope")).await.unwrap_err();
         assert_eq!(
             err,
-            DecisionError::NoMatch { namespace: "ns".into(), selector: "target_name=nope".into() }
+            DecisionError::NoMatch {
+                namespace: "ns".into(),
+                selector: "target_name=nope".into()
+            }
         );
         let err = e.decide("other", &sel("")).await.unwrap_err();
         assert!(matches!(err, DecisionError::NoMatch { .. }));
@@ -394,7 +408,12 @@ mod tests {
         let err = e.decide("ns", &sel("")).await.unwrap_err();
         assert_eq!(
             err,
-            DecisionError::Stale { namespace: "ns".into(), model_id: "m".into(), age_secs: 150, stale_secs: 120 }
+            DecisionError::Stale {
+                namespace: "ns".into(),
+                model_id: "m".into(),
+                age_secs: 150,
+                stale_secs: 120
+            }
         );
         assert!(err.to_string().contains("150s old"), "{err}");
 
@@ -408,7 +427,10 @@ mod tests {
     async fn no_metrics_holds_at_current() {
         let e = engine(objects("ns", "v", "m", 4, 4, 4));
         let d = e.decide("ns", &sel("")).await.unwrap();
-        assert_eq!((d[0].desired, d[0].ratio_milli, d[0].reason), (4, 1000, TargetReason::NoMetrics));
+        assert_eq!(
+            (d[0].desired, d[0].ratio_milli, d[0].reason),
+            (4, 1000, TargetReason::NoMetrics)
+        );
     }
 
     #[tokio::test]
@@ -420,6 +442,9 @@ mod tests {
             Arc::new(PercentageAnalyzer),
             FreshnessPolicy::default(),
         );
-        assert_eq!(e.decide("ns", &sel("")).await.unwrap_err(), DecisionError::InventoryNotSynced);
+        assert_eq!(
+            e.decide("ns", &sel("")).await.unwrap_err(),
+            DecisionError::InventoryNotSynced
+        );
     }
 }

@@ -227,7 +227,11 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
             r.set_state(if serving {
                 state
             } else {
-                ReplicaState { kv: 0.0, waiting: 0.0, running: 0.0 }
+                ReplicaState {
+                    kv: 0.0,
+                    waiting: 0.0,
+                    running: 0.0,
+                }
             });
         }
         inventory.publish(resolve(&deployment.objects(now)).0);
@@ -238,7 +242,11 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
             if let Ok(Some(d)) = decision.as_ref().map(|ds| ds.first()) {
                 let proposed = hpa_replicas(d.ratio_milli, d.ready, deployment.spec);
                 if proposed != deployment.spec {
-                    println!("demo: HPA scales {TARGET} from {} to {}", deployment.spec, proposed.clamp(MIN_REPLICAS, MAX_REPLICAS));
+                    println!(
+                        "demo: HPA scales {TARGET} from {} to {}",
+                        deployment.spec,
+                        proposed.clamp(MIN_REPLICAS, MAX_REPLICAS)
+                    );
                     deployment.scale_to(proposed, now);
                 }
             }

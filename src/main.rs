@@ -11,7 +11,10 @@ fn main() -> ExitCode {
     wva_metrics_server::install_crypto_provider();
     let cli = Cli::parse();
     wva_metrics_server::telemetry::init_tracing(cli.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

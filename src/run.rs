@@ -164,7 +164,9 @@ pub fn tls_config(
         }
         _ => {
             let (pem, cert_pem) = server::tls::self_signed(&[])?;
-            tracing::warn!("no --tls-cert-file given: serving a self-signed certificate generated at start");
+            tracing::warn!(
+                "no --tls-cert-file given: serving a self-signed certificate generated at start"
+            );
             Ok((server::tls::server_config(pem)?, Some(cert_pem)))
         }
     }
@@ -296,8 +298,12 @@ impl DecisionPublisher {
                     namespace: v.namespace.clone(),
                     accelerator_type: v.accelerator.clone(),
                 };
-                t.desired_replicas.get_or_create(&labels).set(i64::from(d.desired));
-                t.current_replicas.get_or_create(&labels).set(i64::from(d.ready));
+                t.desired_replicas
+                    .get_or_create(&labels)
+                    .set(i64::from(d.desired));
+                t.current_replicas
+                    .get_or_create(&labels)
+                    .set(i64::from(d.ready));
                 t.desired_ratio
                     .get_or_create(&labels)
                     .set(d.ratio_milli as f64 / 1000.0);

@@ -119,18 +119,66 @@ impl Telemetry {
             decisions_without_metrics: Family::default(),
         };
         let r = registry;
-        r.register("wva_desired_replicas", "Desired replicas per variant", t.desired_replicas.clone());
-        r.register("wva_current_replicas", "Ready replicas per variant", t.current_replicas.clone());
-        r.register("wva_desired_ratio", "Desired over ready replicas per variant", t.desired_ratio.clone());
-        r.register("wva_replica_scaling", "Scaling decisions by direction and reason", t.scaling_total.clone());
-        r.register("wva_metrics_samples_rejected", "Samples rejected as NaN, infinite or out of range", t.samples_rejected.clone());
-        r.register("wva_backend_request_duration_seconds", "Latency of metrics backend requests", t.backend_duration.clone());
-        r.register("wva_backend_errors", "Failed metrics backend requests", t.backend_errors.clone());
-        r.register("wva_metrics_sample_age_seconds", "Age of the newest sample per model", t.sample_age.clone());
-        r.register("wva_metrics_cache_lookups", "Metrics cache lookups by result", t.cache_lookups.clone());
-        r.register("wva_http_requests", "HTTP requests by route and status code", t.http_requests.clone());
-        r.register("wva_http_request_duration_seconds", "HTTP request latency by route", t.http_duration.clone());
-        r.register("wva_decisions_without_metrics", "Decisions that held replicas because no replica reported metrics", t.decisions_without_metrics.clone());
+        r.register(
+            "wva_desired_replicas",
+            "Desired replicas per variant",
+            t.desired_replicas.clone(),
+        );
+        r.register(
+            "wva_current_replicas",
+            "Ready replicas per variant",
+            t.current_replicas.clone(),
+        );
+        r.register(
+            "wva_desired_ratio",
+            "Desired over ready replicas per variant",
+            t.desired_ratio.clone(),
+        );
+        r.register(
+            "wva_replica_scaling",
+            "Scaling decisions by direction and reason",
+            t.scaling_total.clone(),
+        );
+        r.register(
+            "wva_metrics_samples_rejected",
+            "Samples rejected as NaN, infinite or out of range",
+            t.samples_rejected.clone(),
+        );
+        r.register(
+            "wva_backend_request_duration_seconds",
+            "Latency of metrics backend requests",
+            t.backend_duration.clone(),
+        );
+        r.register(
+            "wva_backend_errors",
+            "Failed metrics backend requests",
+            t.backend_errors.clone(),
+        );
+        r.register(
+            "wva_metrics_sample_age_seconds",
+            "Age of the newest sample per model",
+            t.sample_age.clone(),
+        );
+        r.register(
+            "wva_metrics_cache_lookups",
+            "Metrics cache lookups by result",
+            t.cache_lookups.clone(),
+        );
+        r.register(
+            "wva_http_requests",
+            "HTTP requests by route and status code",
+            t.http_requests.clone(),
+        );
+        r.register(
+            "wva_http_request_duration_seconds",
+            "HTTP request latency by route",
+            t.http_duration.clone(),
+        );
+        r.register(
+            "wva_decisions_without_metrics",
+            "Decisions that held replicas because no replica reported metrics",
+            t.decisions_without_metrics.clone(),
+        );
         t
     }
 

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::prometheus::{PrometheusServer, Target};
-use common::{eventually, variant_yaml, Emulator, Server};
+use common::{eventually, variant_yaml, Emulator, Server, VariantSpec};
 
 const LLAMA: &str = "meta/llama-3.1-8b";
 const MISTRAL: &str = "mistral-7b";
@@ -17,7 +17,10 @@ const MISTRAL: &str = "mistral-7b";
 async fn replicas() -> (Vec<Emulator>, Vec<Target>) {
     let mut emulators = Vec::new();
     let mut targets = Vec::new();
-    for (i, (kv, q)) in [(0.20, 1.0), (0.30, 1.0), (0.25, 1.0)].into_iter().enumerate() {
+    for (i, (kv, q)) in [(0.20, 1.0), (0.30, 1.0), (0.25, 1.0)]
+        .into_iter()
+        .enumerate()
+    {
         let e = Emulator::start(LLAMA, kv, q).await;
         targets.push(Target {
             port: e.port,
@@ -41,17 +44,40 @@ async fn replicas() -> (Vec<Emulator>, Vec<Target>) {
 /// The inventory for the two models plus `extra` variants without pods.
 fn inventory(emulators: &[Emulator], extra: usize) -> String {
     let ports: Vec<u16> = emulators.iter().map(|e| e.port).collect();
-    let mut y = variant_yaml("llm-a", "llama-a100", "llama-decode", LLAMA, 1, 10, 3, &ports[..3])
-        + &variant_yaml("llm-b", "mistral-l40s", "mistral-decode", MISTRAL, 1, 10, 2, &ports[3..]);
+    let mut y = variant_yaml(
+        &VariantSpec {
+            namespace: "llm-a",
+            variant: "llama-a100",
+            target: "llama-decode",
+            model: LLAMA,
+            min: 1,
+            max: 10,
+            ready: 3,
+        },
+        &ports[..3],
+    ) + &variant_yaml(
+        &VariantSpec {
+            namespace: "llm-b",
+            variant: "mistral-l40s",
+            target: "mistral-decode",
+            model: MISTRAL,
+            min: 1,
+            max: 10,
+            ready: 2,
+        },
+        &ports[3..],
+    );
     for i in 0..extra {
         y += &variant_yaml(
-            "llm-extra",
-            &format!("extra-{i}"),
-            &format!("extra-decode-{i}"),
-            &format!("extra-model-{i}"),
-            1,
-            4,
-            1,
+            &VariantSpec {
+                namespace: "llm-extra",
+                variant: &format!("extra-{i}"),
+                target: &format!("extra-decode-{i}"),
+                model: &format!("extra-model-{i}"),
+                min: 1,
+                max: 4,
+                ready: 1,
+            },
             &[],
         );
     }
@@ -89,24 +115,75 @@ fn batched(queries: &[String]) -> Vec<&String> {
 async fn same_decisions_as_the_scrape_backend() {
     let (emulators, targets) = replicas().await;
     let prom = PrometheusServer::start(&targets).await;
-    let s = serve(&prom, &inventory(&emulators, 0), &["--metrics-fetch-interval", "1s"]).await;
-    s.wait_value("llm-a", "wva_desired_replicas", "target_name=llama-decode", "2").await;
-    assert_eq!(s.value("llm-a", "wva_desired_ratio", "target_name=llama-decode").await.as_deref(), Some("666m"));
-    assert_eq!(s.value("llm-a", "wva_current_replicas", "target_name=llama-decode").await.as_deref(), Some("3"));
-    s.wait_value("llm-b", "wva_desired_replicas", "target_name=mistral-decode", "3").await;
-    assert_eq!(s.value("llm-b", "wva_desired_ratio", "target_name=mistral-decode").await.as_deref(), Some("1500m"));
+    let s = serve(
+        &prom,
+        &inventory(&emulators, 0),
+        &["--metrics-fetch-interval", "1s"],
+    )
+    .await;
+    s.wait_value(
+        "llm-a",
+        "wva_desired_replicas",
+        "target_name=llama-decode",
+        "2",
+    )
+    .await;
+    assert_eq!(
+        s.value("llm-a", "wva_desired_ratio", "target_name=llama-decode")
+            .await
+            .as_deref(),
+        Some("666m")
+    );
+    assert_eq!(
+        s.value("llm-a", "wva_current_replicas", "target_name=llama-decode")
+            .await
+            .as_deref(),
+        Some("3")
+    );
+    s.wait_value(
+        "llm-b",
+        "wva_desired_replicas",
+        "target_name=mistral-decode",
+        "3",
+    )
+    .await;
+    assert_eq!(
+        s.value("llm-b", "wva_desired_ratio", "target_name=mistral-decode")
+            .await
+            .as_deref(),
+        Some("1500m")
+    );
 }
 
 /// Runs `serve` for a few cycles and returns (batched queries, cycles).
 async fn queries_per_cycle(prom: &PrometheusServer, yaml: &str) -> (usize, usize) {
     let before = prom.logged_queries().len();
-    let s = serve(prom, yaml, &["--metrics-fetch-interval", "1s", "--metrics-cache-ttl", "30s"]).await;
-    s.wait_value("llm-a", "wva_desired_replicas", "target_name=llama-decode", "2").await;
+    let s = serve(
+        prom,
+        yaml,
+        &[
+            "--metrics-fetch-interval",
+            "1s",
+            "--metrics-cache-ttl",
+            "30s",
+        ],
+    )
+    .await;
+    s.wait_value(
+        "llm-a",
+        "wva_desired_replicas",
+        "target_name=llama-decode",
+        "2",
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     drop(s);
     let log = prom.logged_queries();
     let ours = batched(&log[before.min(log.len())..]);
-    let cycles = ours.iter().filter(|q| q.contains("vllm:kv_cache_usage_perc")).count();
+    let cycles = ours
+        .iter()
+        .filter(|q| q.contains("vllm:kv_cache_usage_perc"))
+        .count();
     (ours.len(), cycles)
 }
 
@@ -118,29 +195,72 @@ async fn queries_per_cycle_do_not_grow_with_variants() {
     let (q200, c200) = queries_per_cycle(&prom, &inventory(&emulators, 198)).await;
     assert!(c1 >= 2 && c200 >= 2, "several cycles ran ({c1}, {c200})");
     assert_eq!(q1, 6 * c1, "2 variants: {q1} queries in {c1} cycles");
-    assert_eq!(q200, 6 * c200, "200 variants: {q200} queries in {c200} cycles");
-    println!("queries per cycle: 2 variants {}, 200 variants {}", q1 / c1, q200 / c200);
+    assert_eq!(
+        q200,
+        6 * c200,
+        "200 variants: {q200} queries in {c200} cycles"
+    );
+    println!(
+        "queries per cycle: 2 variants {}, 200 variants {}",
+        q1 / c1,
+        q200 / c200
+    );
 }
 
 #[tokio::test]
 async fn hpa_requests_within_the_ttl_cause_no_queries() {
     let (emulators, targets) = replicas().await;
     let prom = PrometheusServer::start(&targets).await;
-    let s = serve(&prom, &inventory(&emulators, 0), &["--metrics-fetch-interval", "2s", "--metrics-cache-ttl", "30s"]).await;
-    s.wait_value("llm-a", "wva_desired_replicas", "target_name=llama-decode", "2").await;
+    let s = serve(
+        &prom,
+        &inventory(&emulators, 0),
+        &[
+            "--metrics-fetch-interval",
+            "2s",
+            "--metrics-cache-ttl",
+            "30s",
+        ],
+    )
+    .await;
+    s.wait_value(
+        "llm-a",
+        "wva_desired_replicas",
+        "target_name=llama-decode",
+        "2",
+    )
+    .await;
     let before = prom.logged_queries().len();
     for i in 0..100 {
-        let (ns, sel) = if i % 2 == 0 { ("llm-a", "llama-decode") } else { ("llm-b", "mistral-decode") };
-        let v = s.value(ns, "wva_desired_ratio", &format!("target_name={sel}")).await;
+        let (ns, sel) = if i % 2 == 0 {
+            ("llm-a", "llama-decode")
+        } else {
+            ("llm-b", "mistral-decode")
+        };
+        let v = s
+            .value(ns, "wva_desired_ratio", &format!("target_name={sel}"))
+            .await;
         assert!(v.is_some(), "request {i} answered");
     }
     let log = prom.logged_queries();
     let during = batched(&log[before..]);
-    let per_model: Vec<&&String> = during.iter().filter(|q| q.contains("model_name=\"")).collect();
-    assert!(per_model.is_empty(), "requests caused per-model queries: {per_model:?}");
-    assert_eq!(during.len() % 6, 0, "only whole background cycles ran: {during:?}");
+    let per_model: Vec<&&String> = during
+        .iter()
+        .filter(|q| q.contains("model_name=\""))
+        .collect();
+    assert!(
+        per_model.is_empty(),
+        "requests caused per-model queries: {per_model:?}"
+    );
+    assert_eq!(
+        during.len() % 6,
+        0,
+        "only whole background cycles ran: {during:?}"
+    );
     let text = s.text("/metrics").await;
-    assert!(text.contains("wva_metrics_cache_lookups_total{result=\"hit\"}"), "cache hits are counted");
+    assert!(
+        text.contains("wva_metrics_cache_lookups_total{result=\"hit\"}"),
+        "cache hits are counted"
+    );
 }
 
 #[tokio::test]
@@ -151,17 +271,29 @@ async fn stale_model_answers_503_and_recovers() {
         &prom,
         &inventory(&emulators, 0),
         &[
-            "--metrics-fetch-interval", "1s",
-            "--metrics-cache-ttl", "1s",
-            "--metrics-fresh-within", "2s",
-            "--metrics-stale-after", "4s",
-            "--metrics-unavailable-after", "10s",
-            "--prometheus-query-timeout", "2s",
+            "--metrics-fetch-interval",
+            "1s",
+            "--metrics-cache-ttl",
+            "1s",
+            "--metrics-fresh-within",
+            "2s",
+            "--metrics-stale-after",
+            "4s",
+            "--metrics-unavailable-after",
+            "10s",
+            "--prometheus-query-timeout",
+            "2s",
         ],
     )
     .await;
     let path = "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm-b/wva_desired_ratio?labelSelector=target_name%3Dmistral-decode";
-    s.wait_value("llm-b", "wva_desired_replicas", "target_name=mistral-decode", "3").await;
+    s.wait_value(
+        "llm-b",
+        "wva_desired_replicas",
+        "target_name=mistral-decode",
+        "3",
+    )
+    .await;
 
     // The model's replicas stop: its series go stale in Prometheus.
     let ports: Vec<u16> = emulators[3..].iter().map(|e| e.port).collect();
@@ -169,69 +301,128 @@ async fn stale_model_answers_503_and_recovers() {
         e.proc.stop();
     }
     let stopped = Instant::now();
-    let body = eventually(Duration::from_secs(20), "a 503 for the stopped model", || async {
-        let (status, body) = s.get(path).await;
-        (status == 503).then_some(body)
-    })
+    let body = eventually(
+        Duration::from_secs(20),
+        "a 503 for the stopped model",
+        || async {
+            let (status, body) = s.get(path).await;
+            (status == 503).then_some(body)
+        },
+    )
     .await;
-    println!("503 after {:?} (stale threshold 4s, fetch interval 1s)", stopped.elapsed());
+    println!(
+        "503 after {:?} (stale threshold 4s, fetch interval 1s)",
+        stopped.elapsed()
+    );
     assert_eq!(body["kind"], "Status");
     assert_eq!(body["reason"], "ServiceUnavailable");
     let message = body["message"].as_str().unwrap();
-    assert!(message.contains(MISTRAL) && message.contains("old"), "{message}");
+    assert!(
+        message.contains(MISTRAL) && message.contains("old"),
+        "{message}"
+    );
     // The other model is unaffected.
-    assert_eq!(s.value("llm-a", "wva_desired_replicas", "target_name=llama-decode").await.as_deref(), Some("2"));
+    assert_eq!(
+        s.value("llm-a", "wva_desired_replicas", "target_name=llama-decode")
+            .await
+            .as_deref(),
+        Some("2")
+    );
 
     // Replicas back on the same ports: normal answers again.
     for (p, (kv, q)) in ports.iter().zip([(0.75, 2.0), (0.76, 2.0)]) {
         emulators.push(Emulator::start_on(*p, MISTRAL, kv, q).await);
     }
     let restarted = Instant::now();
-    s.wait_value("llm-b", "wva_desired_replicas", "target_name=mistral-decode", "3").await;
-    println!("recovered {:?} after the replicas restarted", restarted.elapsed());
+    s.wait_value(
+        "llm-b",
+        "wva_desired_replicas",
+        "target_name=mistral-decode",
+        "3",
+    )
+    .await;
+    println!(
+        "recovered {:?} after the replicas restarted",
+        restarted.elapsed()
+    );
 
     // Prometheus itself goes down: the same 503, and no request waits
     // longer than the query timeout.
     prom.stop();
-    let body = eventually(Duration::from_secs(20), "a 503 while Prometheus is down", || async {
-        let started = Instant::now();
-        let (status, body) = s.get(path).await;
-        let waited = started.elapsed();
-        assert!(waited < Duration::from_secs(3), "a request waited {waited:?} (query timeout 2s)");
-        (status == 503).then_some(body)
-    })
+    let body = eventually(
+        Duration::from_secs(20),
+        "a 503 while Prometheus is down",
+        || async {
+            let started = Instant::now();
+            let (status, body) = s.get(path).await;
+            let waited = started.elapsed();
+            assert!(
+                waited < Duration::from_secs(3),
+                "a request waited {waited:?} (query timeout 2s)"
+            );
+            (status == 503).then_some(body)
+        },
+    )
     .await;
     assert!(body["message"].as_str().unwrap().contains(MISTRAL));
     prom.restart().await;
-    s.wait_value("llm-b", "wva_desired_replicas", "target_name=mistral-decode", "3").await;
+    s.wait_value(
+        "llm-b",
+        "wva_desired_replicas",
+        "target_name=mistral-decode",
+        "3",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn invalid_samples_are_rejected_and_do_not_change_the_decision() {
     let (emulators, targets) = replicas().await;
     let prom = PrometheusServer::start(&targets).await;
-    let s = serve(&prom, &inventory(&emulators, 0), &["--metrics-fetch-interval", "1s", "--metrics-cache-ttl", "1s"]).await;
-    s.wait_value("llm-a", "wva_desired_replicas", "target_name=llama-decode", "2").await;
+    let s = serve(
+        &prom,
+        &inventory(&emulators, 0),
+        &[
+            "--metrics-fetch-interval",
+            "1s",
+            "--metrics-cache-ttl",
+            "1s",
+        ],
+    )
+    .await;
+    s.wait_value(
+        "llm-a",
+        "wva_desired_replicas",
+        "target_name=llama-decode",
+        "2",
+    )
+    .await;
     for (state, reason) in [
         (serde_json::json!({"kv": 1.7}), "out_of_range"),
         (serde_json::json!({"kv": "NaN"}), "not_finite"),
     ] {
         emulators[0].set_state(state).await;
         let metric_line = format!("reason=\"{reason}\"");
-        eventually(Duration::from_secs(15), &format!("a rejected sample ({reason})"), || async {
-            let text = s.text("/metrics").await;
-            text.lines()
-                .any(|l| {
-                    l.starts_with("wva_metrics_samples_rejected_total{")
-                        && l.contains("backend=\"prometheus\"")
-                        && l.contains(&metric_line)
-                        && !l.ends_with(" 0")
-                })
-                .then_some(())
-        })
+        eventually(
+            Duration::from_secs(15),
+            &format!("a rejected sample ({reason})"),
+            || async {
+                let text = s.text("/metrics").await;
+                text.lines()
+                    .any(|l| {
+                        l.starts_with("wva_metrics_samples_rejected_total{")
+                            && l.contains("backend=\"prometheus\"")
+                            && l.contains(&metric_line)
+                            && !l.ends_with(" 0")
+                    })
+                    .then_some(())
+            },
+        )
         .await;
         assert_eq!(
-            s.value("llm-a", "wva_desired_replicas", "target_name=llama-decode").await.as_deref(),
+            s.value("llm-a", "wva_desired_replicas", "target_name=llama-decode")
+                .await
+                .as_deref(),
             Some("2"),
             "the decision is unchanged while {reason} samples are rejected"
         );

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{variant_yaml, Emulator, Server};
+use common::{variant_yaml, Emulator, Server, VariantSpec};
 
 const SINGLE: &str = "/apis/external.metrics.k8s.io/v1beta1";
 
@@ -22,22 +22,26 @@ async fn two_models() -> (Server, Vec<Emulator>) {
     let dir = tempfile::tempdir().unwrap();
     let inventory = dir.path().join("inventory.yaml");
     let yaml = variant_yaml(
-        "llm-a",
-        "llama-a100",
-        "llama-decode",
-        "meta/llama-3.1-8b",
-        1,
-        10,
-        3,
+        &VariantSpec {
+            namespace: "llm-a",
+            variant: "llama-a100",
+            target: "llama-decode",
+            model: "meta/llama-3.1-8b",
+            min: 1,
+            max: 10,
+            ready: 3,
+        },
         &ports[..3],
     ) + &variant_yaml(
-        "llm-b",
-        "mistral-l40s",
-        "mistral-decode",
-        "mistral-7b",
-        1,
-        10,
-        2,
+        &VariantSpec {
+            namespace: "llm-b",
+            variant: "mistral-l40s",
+            target: "mistral-decode",
+            model: "mistral-7b",
+            min: 1,
+            max: 10,
+            ready: 2,
+        },
         &ports[3..],
     );
     std::fs::write(&inventory, yaml).unwrap();
@@ -61,21 +65,49 @@ async fn two_models() -> (Server, Vec<Emulator>) {
 async fn decisions_match_the_worked_examples() {
     let (s, _emulators) = two_models().await;
     let sel = "target_name=llama-decode";
-    s.wait_value("llm-a", "wva_desired_replicas", sel, "2").await;
-    assert_eq!(s.value("llm-a", "wva_desired_ratio", sel).await.as_deref(), Some("666m"));
-    assert_eq!(s.value("llm-a", "wva_current_replicas", sel).await.as_deref(), Some("3"));
+    s.wait_value("llm-a", "wva_desired_replicas", sel, "2")
+        .await;
+    assert_eq!(
+        s.value("llm-a", "wva_desired_ratio", sel).await.as_deref(),
+        Some("666m")
+    );
+    assert_eq!(
+        s.value("llm-a", "wva_current_replicas", sel)
+            .await
+            .as_deref(),
+        Some("3")
+    );
     // Legacy alias and case-insensitive names answer the same.
-    assert_eq!(s.value("llm-a", "inferno_desired_ratio", sel).await.as_deref(), Some("666m"));
-    assert_eq!(s.value("llm-a", "WVA_Desired_Ratio", sel).await.as_deref(), Some("666m"));
+    assert_eq!(
+        s.value("llm-a", "inferno_desired_ratio", sel)
+            .await
+            .as_deref(),
+        Some("666m")
+    );
+    assert_eq!(
+        s.value("llm-a", "WVA_Desired_Ratio", sel).await.as_deref(),
+        Some("666m")
+    );
 
     let sel = "target_name=mistral-decode";
-    s.wait_value("llm-b", "wva_desired_replicas", sel, "3").await;
-    assert_eq!(s.value("llm-b", "wva_desired_ratio", sel).await.as_deref(), Some("1500m"));
-    assert_eq!(s.value("llm-b", "wva_current_replicas", sel).await.as_deref(), Some("2"));
+    s.wait_value("llm-b", "wva_desired_replicas", sel, "3")
+        .await;
+    assert_eq!(
+        s.value("llm-b", "wva_desired_ratio", sel).await.as_deref(),
+        Some("1500m")
+    );
+    assert_eq!(
+        s.value("llm-b", "wva_current_replicas", sel)
+            .await
+            .as_deref(),
+        Some("2")
+    );
 
     // The whole item, as the HPA reads it.
     let (status, body) = s
-        .get(&format!("{SINGLE}/namespaces/llm-a/wva_desired_ratio?labelSelector=variant_name%3Dllama-a100"))
+        .get(&format!(
+            "{SINGLE}/namespaces/llm-a/wva_desired_ratio?labelSelector=variant_name%3Dllama-a100"
+        ))
         .await;
     assert_eq!(status, 200);
     assert_eq!(body["kind"], "ExternalMetricValueList");
@@ -91,7 +123,9 @@ async fn decisions_match_the_worked_examples() {
     assert!(item["timestamp"].as_str().unwrap().ends_with('Z'));
 
     // An empty selector selects every variant of the namespace (here one).
-    let (status, body) = s.get(&format!("{SINGLE}/namespaces/llm-b/wva_desired_replicas")).await;
+    let (status, body) = s
+        .get(&format!("{SINGLE}/namespaces/llm-b/wva_desired_replicas"))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["items"].as_array().unwrap().len(), 1);
 }
@@ -99,7 +133,13 @@ async fn decisions_match_the_worked_examples() {
 #[tokio::test]
 async fn bad_input_gets_a_status_and_bad_samples_are_rejected() {
     let (s, emulators) = two_models().await;
-    s.wait_value("llm-a", "wva_desired_replicas", "target_name=llama-decode", "2").await;
+    s.wait_value(
+        "llm-a",
+        "wva_desired_replicas",
+        "target_name=llama-decode",
+        "2",
+    )
+    .await;
 
     let cases: [(&str, u16, &str, &str); 6] = [
         (
@@ -108,7 +148,12 @@ async fn bad_input_gets_a_status_and_bad_samples_are_rejected() {
             "BadRequest",
             "target_name in (",
         ),
-        ("/namespaces/llm-a/wva_no_such_metric", 404, "NotFound", "wva_no_such_metric"),
+        (
+            "/namespaces/llm-a/wva_no_such_metric",
+            404,
+            "NotFound",
+            "wva_no_such_metric",
+        ),
         (
             "/namespaces/llm-a/wva_desired_ratio?labelSelector=target_name%3Dnope",
             404,
@@ -122,7 +167,12 @@ async fn bad_input_gets_a_status_and_bad_samples_are_rejected() {
             "empty-ns",
         ),
         ("/nonsense/path", 404, "NotFound", "nonsense"),
-        ("/namespaces/llm-a/wva_desired_ratio?labelSelector=a%3D%3D%3Db", 400, "BadRequest", "labelSelector"),
+        (
+            "/namespaces/llm-a/wva_desired_ratio?labelSelector=a%3D%3D%3Db",
+            400,
+            "BadRequest",
+            "labelSelector",
+        ),
     ];
     for (path, code, reason, mention) in cases {
         let (status, body) = s.get(&format!("{SINGLE}{path}")).await;
@@ -133,21 +183,32 @@ async fn bad_input_gets_a_status_and_bad_samples_are_rejected() {
         assert_eq!(body["reason"], reason, "{path}");
         assert_eq!(body["code"], code, "{path}");
         let message = body["message"].as_str().unwrap();
-        assert!(message.contains(mention), "{path}: message {message:?} should mention {mention:?}");
+        assert!(
+            message.contains(mention),
+            "{path}: message {message:?} should mention {mention:?}"
+        );
     }
     // The no-match message names namespace and selector.
     let (_, body) = s
-        .get(&format!("{SINGLE}/namespaces/llm-a/wva_desired_ratio?labelSelector=target_name%3Dnope"))
+        .get(&format!(
+            "{SINGLE}/namespaces/llm-a/wva_desired_ratio?labelSelector=target_name%3Dnope"
+        ))
         .await;
     let message = body["message"].as_str().unwrap();
-    assert!(message.contains("llm-a") && message.contains("target_name=nope"), "{message}");
+    assert!(
+        message.contains("llm-a") && message.contains("target_name=nope"),
+        "{message}"
+    );
 
     // Unknown top-level path and a write method.
     let (status, body) = s.get("/api/v1/pods").await;
     assert_eq!((status, body["reason"].as_str()), (404, Some("NotFound")));
     let r = s
         .client
-        .post(format!("{}{SINGLE}/namespaces/llm-a/wva_desired_ratio", s.base))
+        .post(format!(
+            "{}{SINGLE}/namespaces/llm-a/wva_desired_ratio",
+            s.base
+        ))
         .body("{}")
         .send()
         .await
@@ -171,7 +232,9 @@ async fn bad_input_gets_a_status_and_bad_samples_are_rejected() {
     .await;
     assert!(rejected >= 1.0);
     assert_eq!(
-        s.value("llm-a", "wva_desired_replicas", "target_name=llama-decode").await.as_deref(),
+        s.value("llm-a", "wva_desired_replicas", "target_name=llama-decode")
+            .await
+            .as_deref(),
         Some("2")
     );
     let (status, _) = s.get(SINGLE).await;
@@ -190,7 +253,11 @@ async fn discovery_lists_the_served_metrics_and_curl_works() {
         .iter()
         .map(|r| r["name"].as_str().unwrap())
         .collect();
-    for want in ["wva_desired_ratio", "wva_desired_replicas", "wva_current_replicas"] {
+    for want in [
+        "wva_desired_ratio",
+        "wva_desired_replicas",
+        "wva_current_replicas",
+    ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
     let (status, body) = s.get("/apis").await;
@@ -216,7 +283,11 @@ async fn discovery_lists_the_served_metrics_and_curl_works() {
         ))
         .output()
         .expect("curl is installed (the test command installs it)");
-    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(body["kind"], "ExternalMetricValueList");
 }
@@ -225,7 +296,10 @@ async fn discovery_lists_the_served_metrics_and_curl_works() {
 fn rejected_count(text: &str, signal: &str, reason: &str) -> Option<f64> {
     text.lines()
         .filter(|l| l.starts_with("wva_metrics_samples_rejected_total{"))
-        .filter(|l| l.contains(&format!("signal=\"{signal}\"")) && l.contains(&format!("reason=\"{reason}\"")))
+        .filter(|l| {
+            l.contains(&format!("signal=\"{signal}\""))
+                && l.contains(&format!("reason=\"{reason}\""))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .reduce(f64::max)
 }

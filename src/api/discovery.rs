@@ -116,7 +116,10 @@ mod tests {
         let list: serde_json::Value = serde_json::from_slice(&d.api_group_list).unwrap();
         assert_eq!(list["kind"], "APIGroupList");
         assert_eq!(list["groups"][0]["name"], GROUP);
-        assert_eq!(list["groups"][0]["preferredVersion"]["groupVersion"], GROUP_VERSION);
+        assert_eq!(
+            list["groups"][0]["preferredVersion"]["groupVersion"],
+            GROUP_VERSION
+        );
         let group: serde_json::Value = serde_json::from_slice(&d.api_group).unwrap();
         assert_eq!(group["kind"], "APIGroup");
         let res: serde_json::Value = serde_json::from_slice(&d.api_resource_list).unwrap();

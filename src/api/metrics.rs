@@ -42,13 +42,20 @@ mod tests {
         let cases = [
             ("wva_desired_ratio", Some(ServedMetric::DesiredRatio)),
             ("WVA_Desired_Ratio", Some(ServedMetric::DesiredRatio)),
-            ("inferno_desired_replicas", Some(ServedMetric::DesiredReplicas)),
+            (
+                "inferno_desired_replicas",
+                Some(ServedMetric::DesiredReplicas),
+            ),
             ("wva_current_replicas", Some(ServedMetric::CurrentReplicas)),
             ("wva_desired", None),
             ("", None),
         ];
         for (name, want) in cases {
-            assert_eq!(ServedMetric::from_name(name).map(|(_, m)| m), want, "{name}");
+            assert_eq!(
+                ServedMetric::from_name(name).map(|(_, m)| m),
+                want,
+                "{name}"
+            );
         }
     }
 }

@@ -75,7 +75,9 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> 
 }
 
 fn metric_route<'a>(rest: &'a str, path: &str) -> Result<Route<'a>, ApiError> {
-    let rest = rest.strip_prefix("/v1beta1/").ok_or_else(|| not_found(path))?;
+    let rest = rest
+        .strip_prefix("/v1beta1/")
+        .ok_or_else(|| not_found(path))?;
     let mut parts = rest.split('/');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some("namespaces"), Some(ns), Some(metric), None) if !ns.is_empty() && !metric.is_empty() => {
@@ -92,7 +94,9 @@ fn metric_route<'a>(rest: &'a str, path: &str) -> Result<Route<'a>, ApiError> {
 }
 
 fn not_found(path: &str) -> ApiError {
-    ApiError::not_found(format!("the server could not find the requested resource: {path}"))
+    ApiError::not_found(format!(
+        "the server could not find the requested resource: {path}"
+    ))
 }
 
 #[cfg(test)]
@@ -105,8 +109,14 @@ mod tests {
             ("/apis", Route::ApiGroupList),
             ("/apis/", Route::ApiGroupList),
             ("/apis/external.metrics.k8s.io", Route::ApiGroup),
-            ("/apis/external.metrics.k8s.io/v1beta1", Route::ApiResourceList),
-            ("/apis/external.metrics.k8s.io/v1beta1/", Route::ApiResourceList),
+            (
+                "/apis/external.metrics.k8s.io/v1beta1",
+                Route::ApiResourceList,
+            ),
+            (
+                "/apis/external.metrics.k8s.io/v1beta1/",
+                Route::ApiResourceList,
+            ),
             (
                 "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/wva_desired_ratio",
                 Route::ExternalMetric {
@@ -134,10 +144,26 @@ mod tests {
             (Method::GET, "/api", 404),
             (Method::GET, "/apis/custom.metrics.k8s.io/v1beta1", 404),
             (Method::GET, "/apis/external.metrics.k8s.io/v1beta2", 404),
-            (Method::GET, "/apis/external.metrics.k8s.io/v1beta1/wva_desired_ratio", 404),
-            (Method::GET, "/apis/external.metrics.k8s.io/v1beta1/namespaces/a", 404),
-            (Method::GET, "/apis/external.metrics.k8s.io/v1beta1/namespaces/a/b/c", 404),
-            (Method::POST, "/apis/external.metrics.k8s.io/v1beta1/namespaces/a/b", 405),
+            (
+                Method::GET,
+                "/apis/external.metrics.k8s.io/v1beta1/wva_desired_ratio",
+                404,
+            ),
+            (
+                Method::GET,
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/a",
+                404,
+            ),
+            (
+                Method::GET,
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/a/b/c",
+                404,
+            ),
+            (
+                Method::POST,
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/a/b",
+                405,
+            ),
             (Method::DELETE, "/apis", 405),
             (Method::PUT, "/healthz", 405),
             (Method::POST, "/nope", 404),

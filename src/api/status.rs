@@ -66,7 +66,11 @@ impl ApiError {
     }
 
     pub fn service_unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            message,
+        )
     }
 
     pub fn timeout(message: impl Into<String>) -> Self {
@@ -119,9 +123,17 @@ mod tests {
             (ApiError::unauthorized("m"), 401, "Unauthorized"),
             (ApiError::forbidden("m"), 403, "Forbidden"),
             (ApiError::not_found("m"), 404, "NotFound"),
-            (ApiError::method_not_allowed(&http::Method::POST, "/x"), 405, "MethodNotAllowed"),
+            (
+                ApiError::method_not_allowed(&http::Method::POST, "/x"),
+                405,
+                "MethodNotAllowed",
+            ),
             (ApiError::not_acceptable("m"), 406, "NotAcceptable"),
-            (ApiError::service_unavailable("m"), 503, "ServiceUnavailable"),
+            (
+                ApiError::service_unavailable("m"),
+                503,
+                "ServiceUnavailable",
+            ),
             (ApiError::timeout("m"), 504, "Timeout"),
             (ApiError::internal("m"), 500, "InternalError"),
         ];

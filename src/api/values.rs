@@ -130,7 +130,10 @@ mod tests {
     fn selector_is_decoded_as_form_data() {
         let cases = [
             (None, Ok("")),
-            (Some("labelSelector=target_name%3Dllama"), Ok("target_name=llama")),
+            (
+                Some("labelSelector=target_name%3Dllama"),
+                Ok("target_name=llama"),
+            ),
             (Some("labelSelector=a+in+(x,y)"), Ok("a in (x,y)")),
             (Some("foo=bar"), Ok("")),
             (Some("labelSelector=target_name%20in%20("), Err(400)),

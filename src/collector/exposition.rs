@@ -69,13 +69,17 @@ pub fn parse_vllm_page(text: &str) -> Result<VllmPage, ExpositionError> {
             let value = match raw {
                 "+Inf" | "Inf" => f64::INFINITY,
                 "-Inf" => f64::NEG_INFINITY,
-                other => other
-                    .parse::<f64>()
-                    .map_err(|_| ExpositionError::Malformed(format!("{} has value {other:?}", m.name)))?,
+                other => other.parse::<f64>().map_err(|_| {
+                    ExpositionError::Malformed(format!("{} has value {other:?}", m.name))
+                })?,
             };
             match signal.check(value) {
                 Ok(v) => *slot = Some(slot.map_or(v, |old: f64| old.max(v))),
-                Err(reason) => page.rejected.push(RejectedSample { signal, reason, value }),
+                Err(reason) => page.rejected.push(RejectedSample {
+                    signal,
+                    reason,
+                    value,
+                }),
             }
         }
     }
@@ -97,14 +101,25 @@ mod tests {
     fn emulated(kv: f64, waiting: f64) -> String {
         let mut c = Counters::default();
         c.finish_requests(7);
-        render("meta/llama", &ReplicaState { kv, waiting, running: 3.0 }, &c)
+        render(
+            "meta/llama",
+            &ReplicaState {
+                kv,
+                waiting,
+                running: 3.0,
+            },
+            &c,
+        )
     }
 
     #[test]
     fn reads_a_full_vllm_page() {
         let p = parse_vllm_page(&emulated(0.42, 2.0)).unwrap();
         assert_eq!(p.model_name.as_deref(), Some("meta/llama"));
-        assert_eq!((p.kv_usage, p.queue_waiting, p.running), (Some(0.42), Some(2.0), Some(3.0)));
+        assert_eq!(
+            (p.kv_usage, p.queue_waiting, p.running),
+            (Some(0.42), Some(2.0), Some(3.0))
+        );
         assert!(p.rejected.is_empty());
     }
 
@@ -113,13 +128,21 @@ mod tests {
         let cases = [
             (1.7, 1.0, Signal::KvCacheUsage, RejectReason::OutOfRange),
             (f64::NAN, 1.0, Signal::KvCacheUsage, RejectReason::NotFinite),
-            (0.5, f64::INFINITY, Signal::QueueWaiting, RejectReason::NotFinite),
+            (
+                0.5,
+                f64::INFINITY,
+                Signal::QueueWaiting,
+                RejectReason::NotFinite,
+            ),
             (0.5, -2.0, Signal::QueueWaiting, RejectReason::OutOfRange),
         ];
         for (kv, q, signal, reason) in cases {
             let p = parse_vllm_page(&emulated(kv, q)).unwrap();
             assert_eq!(p.rejected.len(), 1, "{kv} {q}");
-            assert_eq!((p.rejected[0].signal, p.rejected[0].reason), (signal, reason));
+            assert_eq!(
+                (p.rejected[0].signal, p.rejected[0].reason),
+                (signal, reason)
+            );
             match signal {
                 Signal::KvCacheUsage => assert_eq!(p.kv_usage, None),
                 _ => assert_eq!(p.queue_waiting, None),
@@ -132,14 +155,24 @@ mod tests {
         let old = "# TYPE vllm:gpu_cache_usage_perc gauge\nvllm:gpu_cache_usage_perc{model_name=\"m\"} 0.3\n# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{model_name=\"m\"} 1\n";
         assert_eq!(parse_vllm_page(old).unwrap().kv_usage, Some(0.3));
         let both = format!("{old}# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{{model_name=\"m\"}} 0.6\n");
-        assert_eq!(parse_vllm_page(&both).unwrap().kv_usage, Some(0.6), "the new name wins");
+        assert_eq!(
+            parse_vllm_page(&both).unwrap().kv_usage,
+            Some(0.6),
+            "the new name wins"
+        );
         let engines = "# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\"} 0.2\nvllm:kv_cache_usage_perc{engine=\"1\",model_name=\"m\"} 0.7\n";
         assert_eq!(parse_vllm_page(engines).unwrap().kv_usage, Some(0.7));
     }
 
     #[test]
     fn bad_pages_are_errors() {
-        for page in ["", "# just a comment\n", "up 1\n", "vllm:kv_cache_usage_perc{model_name=\"m\" 0.5\n", "vllm:kv_cache_usage_perc{model_name=\"m\"} zero\n"] {
+        for page in [
+            "",
+            "# just a comment\n",
+            "up 1\n",
+            "vllm:kv_cache_usage_perc{model_name=\"m\" 0.5\n",
+            "vllm:kv_cache_usage_perc{model_name=\"m\"} zero\n",
+        ] {
             assert!(parse_vllm_page(page).is_err(), "{page:?}");
         }
     }

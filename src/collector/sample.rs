@@ -83,7 +83,11 @@ mod tests {
             (Signal::KvCacheUsage, f64::NAN, Err(RejectReason::NotFinite)),
             (Signal::QueueWaiting, 7.0, Ok(7.0)),
             (Signal::QueueWaiting, -1.0, Err(RejectReason::OutOfRange)),
-            (Signal::QueueWaiting, f64::INFINITY, Err(RejectReason::NotFinite)),
+            (
+                Signal::QueueWaiting,
+                f64::INFINITY,
+                Err(RejectReason::NotFinite),
+            ),
             (Signal::Running, 0.0, Ok(0.0)),
         ];
         for (signal, value, want) in cases {

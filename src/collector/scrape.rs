@@ -90,7 +90,9 @@ pub struct ScrapeBackend {
 
 impl std::fmt::Debug for ScrapeBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScrapeBackend").field("config", &self.config).finish()
+        f.debug_struct("ScrapeBackend")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -116,7 +118,12 @@ impl ScrapeBackend {
 
     /// Fetches a page, reading at most `max_body_bytes`.
     async fn fetch(&self, url: &str) -> Result<String, ScrapeError> {
-        let mut resp = self.client.get(url).send().await.map_err(ScrapeError::from_reqwest)?;
+        let mut resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(ScrapeError::from_reqwest)?;
         if !resp.status().is_success() {
             return Err(ScrapeError::Status(resp.status().as_u16()));
         }
@@ -135,7 +142,9 @@ impl ScrapeBackend {
     }
 
     async fn scrape(&self, pod: &ReplicaPod) -> Result<VllmPage, ScrapeError> {
-        let url = pod.scrape_url().ok_or_else(|| ScrapeError::Request("pod has no IP".into()))?;
+        let url = pod
+            .scrape_url()
+            .ok_or_else(|| ScrapeError::Request("pod has no IP".into()))?;
         let started = Instant::now();
         let result = self.fetch(&url).await;
         self.telemetry
@@ -151,8 +160,13 @@ impl ScrapeBackend {
     /// Stores a good page; returns the number of rejected samples.
     fn record(&self, pod: &ReplicaPod, page: VllmPage, cache: &MetricsCache) -> (bool, usize) {
         for r in &page.rejected {
-            self.telemetry
-                .reject_sample(BACKEND, r.signal.as_str(), r.reason.as_str(), &pod.key, r.value);
+            self.telemetry.reject_sample(
+                BACKEND,
+                r.signal.as_str(),
+                r.reason.as_str(),
+                &pod.key,
+                r.value,
+            );
         }
         let rejected = page.rejected.len();
         // Without both signals the replica keeps its last good entry, whose
@@ -208,10 +222,11 @@ impl MetricsBackend for ScrapeBackend {
             .iter()
             .map(|&pod| async move { (pod, self.scrape(pod).await) })
             .collect();
-        let results: Vec<(&ReplicaPod, Result<VllmPage, ScrapeError>)> = futures::stream::iter(scrapes)
-            .buffer_unordered(self.config.concurrency.max(1))
-            .collect()
-            .await;
+        let results: Vec<(&ReplicaPod, Result<VllmPage, ScrapeError>)> =
+            futures::stream::iter(scrapes)
+                .buffer_unordered(self.config.concurrency.max(1))
+                .collect()
+                .await;
         for (pod, result) in results {
             match result {
                 Ok(page) => {

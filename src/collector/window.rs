@@ -34,10 +34,12 @@ impl PeakWindow {
 
     /// Peak kv and waiting over the span, None when empty.
     pub fn peaks(&self) -> Option<(f64, f64)> {
-        self.samples.iter().fold(None, |acc, &(_, kv, q)| match acc {
-            None => Some((kv, q)),
-            Some((k, w)) => Some((k.max(kv), w.max(q))),
-        })
+        self.samples
+            .iter()
+            .fold(None, |acc, &(_, kv, q)| match acc {
+                None => Some((kv, q)),
+                Some((k, w)) => Some((k.max(kv), w.max(q))),
+            })
     }
 
     pub fn len(&self) -> usize {
@@ -64,7 +66,11 @@ mod tests {
         w.push(at(30), 0.3, 2.0);
         assert_eq!(w.peaks(), Some((0.9, 6.0)));
         w.push(at(65), 0.1, 0.0);
-        assert_eq!(w.peaks(), Some((0.3, 6.0)), "the sample at 0 s left the window");
+        assert_eq!(
+            w.peaks(),
+            Some((0.3, 6.0)),
+            "the sample at 0 s left the window"
+        );
         w.push(at(90), 0.1, 0.0);
         assert_eq!(w.peaks(), Some((0.3, 2.0)), "the sample at 10 s left too");
         w.push(at(100), 0.1, 0.0);

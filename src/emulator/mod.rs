@@ -51,7 +51,11 @@ impl Shared {
         let now = Instant::now();
         let dt = now.duration_since(self.last_tick).as_secs_f64();
         self.last_tick = now;
-        let running = if self.state.running.is_finite() { self.state.running.max(0.0) } else { 0.0 };
+        let running = if self.state.running.is_finite() {
+            self.state.running.max(0.0)
+        } else {
+            0.0
+        };
         self.carry += running * dt * 0.5;
         let finished = self.carry.floor();
         self.carry -= finished;
@@ -113,7 +117,11 @@ pub async fn start(bind: SocketAddr, opts: EmulatorOptions) -> std::io::Result<E
     })
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Mutex<Shared>>, shutdown: CancellationToken) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Mutex<Shared>>,
+    shutdown: CancellationToken,
+) {
     loop {
         let (tcp, _) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -133,7 +141,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Mutex<Shared>>, shutdown
                 let shared = Arc::clone(&shared);
                 async move { Ok::<_, Infallible>(handle(req, &shared).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service);
             tokio::select! {
                 _ = conn => {}
                 _ = shutdown.cancelled() => {}
@@ -142,11 +151,17 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Mutex<Shared>>, shutdown
     }
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     r
 }
 
@@ -166,11 +181,22 @@ async fn handle(req: Request<Incoming>, shared: &Mutex<Shared>) -> Response<Full
             };
             reply(StatusCode::OK, TEXT, page)
         }
-        (&Method::GET, "/admin/state") => reply(StatusCode::OK, JSON, state_json(&lock(shared).state)),
+        (&Method::GET, "/admin/state") => {
+            reply(StatusCode::OK, JSON, state_json(&lock(shared).state))
+        }
         (&Method::POST, "/admin/state") => {
-            let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY).collect().await {
+            let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY)
+                .collect()
+                .await
+            {
                 Ok(b) => b.to_bytes(),
-                Err(e) => return reply(StatusCode::PAYLOAD_TOO_LARGE, TEXT, format!("cannot read body: {e}\n")),
+                Err(e) => {
+                    return reply(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        TEXT,
+                        format!("cannot read body: {e}\n"),
+                    )
+                }
             };
             match serde_json::from_slice::<StatePatch>(&body) {
                 Ok(patch) => {
@@ -180,7 +206,12 @@ async fn handle(req: Request<Incoming>, shared: &Mutex<Shared>) -> Response<Full
                         s.state.apply(patch);
                         s.state
                     };
-                    tracing::info!(kv = state.kv, waiting = state.waiting, running = state.running, "emulator state changed");
+                    tracing::info!(
+                        kv = state.kv,
+                        waiting = state.waiting,
+                        running = state.running,
+                        "emulator state changed"
+                    );
                     reply(StatusCode::OK, JSON, state_json(&state))
                 }
                 Err(e) => reply(
@@ -190,8 +221,14 @@ async fn handle(req: Request<Incoming>, shared: &Mutex<Shared>) -> Response<Full
                 ),
             }
         }
-        (_, "/metrics" | "/admin/state") => reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n"),
-        _ => reply(StatusCode::NOT_FOUND, TEXT, "not found: try /metrics or /admin/state\n"),
+        (_, "/metrics" | "/admin/state") => {
+            reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n")
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            "not found: try /metrics or /admin/state\n",
+        ),
     }
 }
 

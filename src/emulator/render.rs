@@ -6,7 +6,9 @@ use std::fmt::Write;
 use super::state::ReplicaState;
 
 /// Token-count histogram buckets, as vLLM uses for request tokens.
-pub const TOKEN_BUCKETS: [f64; 11] = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0];
+pub const TOKEN_BUCKETS: [f64; 11] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0,
+];
 /// KV-cache blocks of the emulated GPU and their size.
 pub const NUM_GPU_BLOCKS: u64 = 8192;
 pub const BLOCK_SIZE: u64 = 16;
@@ -73,7 +75,9 @@ pub fn prom_float(v: f64) -> String {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The whole page.
@@ -81,24 +85,71 @@ pub fn render(model: &str, s: &ReplicaState, c: &Counters) -> String {
     let l = format!("engine=\"0\",model_name=\"{}\"", escape(model));
     let mut o = String::with_capacity(8 * 1024);
     let gauge = |o: &mut String, name: &str, help: &str, v: f64| {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{l}}} {}", prom_float(v));
+        let _ = writeln!(
+            o,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{l}}} {}",
+            prom_float(v)
+        );
     };
-    gauge(&mut o, "vllm:num_requests_running", "Number of requests in model execution batches.", s.running);
-    gauge(&mut o, "vllm:num_requests_waiting", "Number of requests waiting to be processed.", s.waiting);
-    gauge(&mut o, "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", s.kv);
+    gauge(
+        &mut o,
+        "vllm:num_requests_running",
+        "Number of requests in model execution batches.",
+        s.running,
+    );
+    gauge(
+        &mut o,
+        "vllm:num_requests_waiting",
+        "Number of requests waiting to be processed.",
+        s.waiting,
+    );
+    gauge(
+        &mut o,
+        "vllm:kv_cache_usage_perc",
+        "KV-cache usage. 1 means 100 percent usage.",
+        s.kv,
+    );
     let _ = writeln!(o, "# HELP vllm:request_success_total Count of successfully processed requests.\n# TYPE vllm:request_success_total counter");
-    for (reason, v) in [("abort", c.success_abort), ("length", c.success_length), ("stop", c.success_stop)] {
-        let _ = writeln!(o, "vllm:request_success_total{{{l},finished_reason=\"{reason}\"}} {}", v.floor());
+    for (reason, v) in [
+        ("abort", c.success_abort),
+        ("length", c.success_length),
+        ("stop", c.success_stop),
+    ] {
+        let _ = writeln!(
+            o,
+            "vllm:request_success_total{{{l},finished_reason=\"{reason}\"}} {}",
+            v.floor()
+        );
     }
     for (name, help, v) in [
-        ("vllm:prompt_tokens_total", "Number of prefill tokens processed.", c.prompt_tokens),
-        ("vllm:generation_tokens_total", "Number of generation tokens processed.", c.generation_tokens),
+        (
+            "vllm:prompt_tokens_total",
+            "Number of prefill tokens processed.",
+            c.prompt_tokens,
+        ),
+        (
+            "vllm:generation_tokens_total",
+            "Number of generation tokens processed.",
+            c.generation_tokens,
+        ),
     ] {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{{l}}} {}", v.floor());
+        let _ = writeln!(
+            o,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{{l}}} {}",
+            v.floor()
+        );
     }
     for (name, help, h) in [
-        ("vllm:request_prompt_tokens", "Number of prefill tokens processed.", &c.prompt_hist),
-        ("vllm:request_generation_tokens", "Number of generation tokens processed.", &c.generation_hist),
+        (
+            "vllm:request_prompt_tokens",
+            "Number of prefill tokens processed.",
+            &c.prompt_hist,
+        ),
+        (
+            "vllm:request_generation_tokens",
+            "Number of generation tokens processed.",
+            &c.generation_hist,
+        ),
     ] {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
         for (b, n) in TOKEN_BUCKETS.iter().zip(h.buckets) {
@@ -123,7 +174,15 @@ mod tests {
     fn page_carries_the_vllm_series() {
         let mut c = Counters::default();
         c.finish_requests(10);
-        let page = render("meta/llama", &ReplicaState { kv: 0.25, waiting: 3.0, running: 2.0 }, &c);
+        let page = render(
+            "meta/llama",
+            &ReplicaState {
+                kv: 0.25,
+                waiting: 3.0,
+                running: 2.0,
+            },
+            &c,
+        );
         for line in [
             "vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"meta/llama\"} 0.25",
             "vllm:num_requests_waiting{engine=\"0\",model_name=\"meta/llama\"} 3",
@@ -133,7 +192,15 @@ mod tests {
         ] {
             assert!(page.lines().any(|l| l == line), "missing {line:?} in\n{page}");
         }
-        let nan = render("m", &ReplicaState { kv: f64::NAN, waiting: f64::INFINITY, running: 0.0 }, &c);
+        let nan = render(
+            "m",
+            &ReplicaState {
+                kv: f64::NAN,
+                waiting: f64::INFINITY,
+                running: 0.0,
+            },
+            &c,
+        );
         assert!(nan.contains("vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\"} NaN"));
         assert!(nan.contains("vllm:num_requests_waiting{engine=\"0\",model_name=\"m\"} +Inf"));
     }

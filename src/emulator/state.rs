@@ -88,7 +88,10 @@ mod tests {
     #[test]
     fn patches_accept_numbers_and_special_values() {
         let cases = [
-            (r#"{"kv":0.9,"waiting":7,"running":4}"#, Some((0.9, 7.0, 4.0))),
+            (
+                r#"{"kv":0.9,"waiting":7,"running":4}"#,
+                Some((0.9, 7.0, 4.0)),
+            ),
             (r#"{"kv":1.7}"#, Some((1.7, 1.0, 1.0))),
             (r#"{"kv":"+Inf"}"#, Some((f64::INFINITY, 1.0, 1.0))),
             (r#"{"kv":"soon"}"#, None),
@@ -96,7 +99,11 @@ mod tests {
             ("not json", None),
         ];
         for (json, want) in cases {
-            let mut s = ReplicaState { kv: 0.1, waiting: 1.0, running: 1.0 };
+            let mut s = ReplicaState {
+                kv: 0.1,
+                waiting: 1.0,
+                running: 1.0,
+            };
             match (serde_json::from_str::<StatePatch>(json), want) {
                 (Ok(p), Some(w)) => {
                     s.apply(p);

@@ -62,7 +62,9 @@ pub fn parse_objects(path: &Path, text: &str) -> Result<InventoryObjects, Invent
             "VariantAutoscaling" => objects
                 .variant_autoscalings
                 .push(typed(value, &kind).map_err(doc_err)?),
-            "Deployment" => objects.deployments.push(typed(value, &kind).map_err(doc_err)?),
+            "Deployment" => objects
+                .deployments
+                .push(typed(value, &kind).map_err(doc_err)?),
             "StatefulSet" => objects
                 .stateful_sets
                 .push(typed(value, &kind).map_err(doc_err)?),

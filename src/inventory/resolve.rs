@@ -112,11 +112,19 @@ fn variant_from_va(va: &VariantAutoscaling, targets: &TargetIndex) -> Result<Var
         None | Some("") => DEFAULT_VARIANT_COST,
         Some(s) => match s.trim().parse::<f64>() {
             Ok(c) if c.is_finite() && c >= 0.0 => c,
-            _ => return Err(format!("spec.variantCost {s:?} is not a non-negative decimal")),
+            _ => {
+                return Err(format!(
+                    "spec.variantCost {s:?} is not a non-negative decimal"
+                ))
+            }
         },
     };
     let min = non_negative(spec.min_replicas, 1, "spec.minReplicas")?;
-    let max = non_negative(spec.max_replicas, UNBOUNDED_MAX_REPLICAS as i32, "spec.maxReplicas")?;
+    let max = non_negative(
+        spec.max_replicas,
+        UNBOUNDED_MAX_REPLICAS as i32,
+        "spec.maxReplicas",
+    )?;
     if min > max {
         return Err(format!(
             "spec.minReplicas {min} is greater than spec.maxReplicas {max}"
@@ -126,7 +134,11 @@ fn variant_from_va(va: &VariantAutoscaling, targets: &TargetIndex) -> Result<Var
     let name = spec.scale_target_ref.name.clone();
     let target = targets.state(&namespace, &kind, &name);
     let mut v = Variant {
-        accelerator: va.labels().get(ACCELERATOR_LABEL).cloned().unwrap_or_default(),
+        accelerator: va
+            .labels()
+            .get(ACCELERATOR_LABEL)
+            .cloned()
+            .unwrap_or_default(),
         namespace,
         name: va.name_any(),
         model_id: spec.model_id.clone(),
@@ -161,7 +173,11 @@ fn replica_pod(pod: &Pod, variant: &Variant) -> Result<ReplicaPod, String> {
     };
     let path = match annotations.get(SCRAPE_PATH_ANNOTATION) {
         Some(p) if p.starts_with('/') => p.clone(),
-        Some(p) => return Err(format!("annotation {SCRAPE_PATH_ANNOTATION}={p:?} must start with '/'")),
+        Some(p) => {
+            return Err(format!(
+                "annotation {SCRAPE_PATH_ANNOTATION}={p:?} must start with '/'"
+            ))
+        }
         None => "/metrics".to_owned(),
     };
     let status = pod.status.as_ref();
@@ -210,7 +226,11 @@ impl TargetIndex {
                 ready_replicas: count(status.and_then(|s| s.ready_replicas)),
             };
             states.insert(
-                (d.namespace().unwrap_or_default(), "Deployment", d.name_any()),
+                (
+                    d.namespace().unwrap_or_default(),
+                    "Deployment",
+                    d.name_any(),
+                ),
                 state,
             );
         }
@@ -222,13 +242,21 @@ impl TargetIndex {
                 ready_replicas: count(status.and_then(|s| s.ready_replicas)),
             };
             states.insert(
-                (s.namespace().unwrap_or_default(), "StatefulSet", s.name_any()),
+                (
+                    s.namespace().unwrap_or_default(),
+                    "StatefulSet",
+                    s.name_any(),
+                ),
                 state,
             );
         }
         let mut rs_owner = HashMap::new();
         for rs in &objects.replica_sets {
-            if let Some(owner) = rs.owner_references().iter().find(|o| o.kind == "Deployment") {
+            if let Some(owner) = rs
+                .owner_references()
+                .iter()
+                .find(|o| o.kind == "Deployment")
+            {
                 rs_owner.insert(
                     (rs.namespace().unwrap_or_default(), rs.name_any()),
                     owner.name.clone(),
@@ -332,12 +360,19 @@ status: {podIP: 10.0.0.9}
         let (snap, problems) = resolve(&objects(BASE));
         assert!(problems.is_empty(), "{problems:?}");
         let v = &snap.variants()[0];
-        assert_eq!((v.namespace.as_str(), v.name.as_str(), v.model_id.as_str()), ("llm", "llama-a100", "meta/llama"));
+        assert_eq!(
+            (v.namespace.as_str(), v.name.as_str(), v.model_id.as_str()),
+            ("llm", "llama-a100", "meta/llama")
+        );
         assert_eq!((v.cost, v.min_replicas, v.max_replicas), (20.5, 1, 8));
         assert_eq!(v.accelerator, "A100");
         assert_eq!(
             v.target,
-            Some(TargetState { spec_replicas: 3, status_replicas: 3, ready_replicas: 2 })
+            Some(TargetState {
+                spec_replicas: 3,
+                status_replicas: 3,
+                ready_replicas: 2
+            })
         );
         assert_eq!(v.metric_labels["target_name"], "llama");
         assert_eq!(v.metric_labels["exported_namespace"], "llm");
@@ -349,8 +384,18 @@ status: {podIP: 10.0.0.9}
         assert_eq!(
             pods,
             [
-                ("by-label", true, 9000, Some("http://10.0.0.1:9000/metrics".to_owned())),
-                ("llama-7d9f-abcde", false, 8000, Some("http://[fd00::1]:8000/metrics".to_owned())),
+                (
+                    "by-label",
+                    true,
+                    9000,
+                    Some("http://10.0.0.1:9000/metrics".to_owned())
+                ),
+                (
+                    "llama-7d9f-abcde",
+                    false,
+                    8000,
+                    Some("http://[fd00::1]:8000/metrics".to_owned())
+                ),
             ]
         );
         assert_eq!(snap.scrape_targets().count(), 1);
@@ -361,7 +406,10 @@ status: {podIP: 10.0.0.9}
         let bad = [
             ("modelID: \"\"", "spec.modelID is empty"),
             ("modelID: m\n  variantCost: cheap", "spec.variantCost"),
-            ("modelID: m\n  minReplicas: 5\n  maxReplicas: 2", "greater than"),
+            (
+                "modelID: m\n  minReplicas: 5\n  maxReplicas: 2",
+                "greater than",
+            ),
             ("modelID: m\n  minReplicas: -1", "negative"),
         ];
         for (fields, reason) in bad {
@@ -370,7 +418,10 @@ status: {podIP: 10.0.0.9}
             );
             let (snap, problems) = resolve(&objects(&yaml));
             assert!(snap.variants().is_empty(), "{fields}");
-            assert!(problems[0].reason.contains(reason), "{fields}: {problems:?}");
+            assert!(
+                problems[0].reason.contains(reason),
+                "{fields}: {problems:?}"
+            );
         }
     }
 

@@ -57,8 +57,14 @@ impl Variant {
         l.insert(labels::TARGET_KIND.to_owned(), self.target_kind.clone());
         l.insert(labels::VARIANT_NAME.to_owned(), self.name.clone());
         l.insert(labels::NAMESPACE.to_owned(), self.namespace.clone());
-        l.insert(labels::EXPORTED_NAMESPACE.to_owned(), self.namespace.clone());
-        l.insert(labels::ACCELERATOR_TYPE.to_owned(), self.accelerator.clone());
+        l.insert(
+            labels::EXPORTED_NAMESPACE.to_owned(),
+            self.namespace.clone(),
+        );
+        l.insert(
+            labels::ACCELERATOR_TYPE.to_owned(),
+            self.accelerator.clone(),
+        );
         l.insert(labels::MODEL_ID.to_owned(), self.model_id.clone());
         self.metric_labels = l;
     }

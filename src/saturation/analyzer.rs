@@ -102,7 +102,8 @@ mod tests {
     #[test]
     fn worked_examples_of_the_design() {
         // (replicas, scale up, scale down safe)
-        let cases: [(&[(f64, f64)], bool, bool); 7] = [
+        type Case<'a> = (&'a [(f64, f64)], bool, bool);
+        let cases: [Case; 7] = [
             (&[(0.75, 2.0), (0.76, 2.0)], true, false),
             (&[(0.50, 3.0), (0.50, 3.0)], true, false),
             (&[(0.20, 1.0), (0.30, 1.0), (0.25, 1.0)], false, true),
@@ -114,7 +115,11 @@ mod tests {
         let th = SaturationThresholds::default();
         for (replicas, up, down) in cases {
             let a = analyze_model(&loads(replicas), &th);
-            assert_eq!((a.should_scale_up, a.scale_down_safe), (up, down), "{replicas:?}");
+            assert_eq!(
+                (a.should_scale_up, a.scale_down_safe),
+                (up, down),
+                "{replicas:?}"
+            );
         }
     }
 
@@ -147,7 +152,10 @@ mod tests {
 
     #[test]
     fn all_saturated_means_zero_spare_and_scale_up() {
-        let a = analyze_model(&loads(&[(0.85, 0.0), (0.10, 6.0)]), &SaturationThresholds::default());
+        let a = analyze_model(
+            &loads(&[(0.85, 0.0), (0.10, 6.0)]),
+            &SaturationThresholds::default(),
+        );
         assert_eq!(a.non_saturated, 0);
         assert_eq!((a.avg_spare_kv, a.avg_spare_queue), (0.0, 0.0));
         assert!(a.should_scale_up && !a.scale_down_safe);
@@ -156,7 +164,12 @@ mod tests {
     #[test]
     fn thresholds_are_inclusive() {
         let th = SaturationThresholds::default();
-        let at = |kv, queue| ReplicaLoad { pod: "p".into(), variant: "v".into(), kv, queue };
+        let at = |kv, queue| ReplicaLoad {
+            pod: "p".into(),
+            variant: "v".into(),
+            kv,
+            queue,
+        };
         assert!(th.is_saturated(&at(0.80, 0.0)));
         assert!(th.is_saturated(&at(0.0, 5.0)));
         assert!(!th.is_saturated(&at(0.79, 4.0)));

@@ -41,8 +41,8 @@ impl SaturationAnalyzer for PercentageAnalyzer {
     }
 
     fn decide(&self, input: &ModelInput<'_>) -> ModelDecision {
-        let analysis = (!input.replicas.is_empty())
-            .then(|| analyze_model(input.replicas, input.thresholds));
+        let analysis =
+            (!input.replicas.is_empty()).then(|| analyze_model(input.replicas, input.thresholds));
         let targets = compute_targets(analysis.as_ref(), input.variants);
         ModelDecision { analysis, targets }
     }

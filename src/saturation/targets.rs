@@ -77,7 +77,10 @@ fn by_cost_then_name(a: &VariantState, b: &VariantState) -> Ordering {
 ///   max(1, min), so the step is not swallowed by the clamp and saturation
 ///   never scales a variant to zero.
 /// - Finally every target is clamped to [min, max].
-pub fn compute_targets(analysis: Option<&ModelAnalysis>, variants: &[VariantState]) -> Vec<VariantTarget> {
+pub fn compute_targets(
+    analysis: Option<&ModelAnalysis>,
+    variants: &[VariantState],
+) -> Vec<VariantTarget> {
     let mut targets: Vec<VariantTarget> = variants
         .iter()
         .map(|v| VariantTarget {
@@ -89,7 +92,9 @@ pub fn compute_targets(analysis: Option<&ModelAnalysis>, variants: &[VariantStat
         .collect();
     let hold = match analysis {
         None => Some(TargetReason::NoMetrics),
-        Some(_) if variants.iter().any(VariantState::in_transition) => Some(TargetReason::InTransition),
+        Some(_) if variants.iter().any(VariantState::in_transition) => {
+            Some(TargetReason::InTransition)
+        }
         Some(_) => None,
     };
     if let Some(reason) = hold {
@@ -156,24 +161,56 @@ mod tests {
     }
 
     fn desired(a: Option<&ModelAnalysis>, vs: &[VariantState]) -> Vec<(u32, TargetReason)> {
-        compute_targets(a, vs).into_iter().map(|t| (t.desired, t.reason)).collect()
+        compute_targets(a, vs)
+            .into_iter()
+            .map(|t| (t.desired, t.reason))
+            .collect()
     }
 
     use TargetReason::*;
 
     #[test]
     fn three_variants_by_cost() {
-        let vs = [v("a", 20.0, 1, 10, 2, 2), v("b", 5.0, 1, 10, 2, 2), v("c", 15.0, 1, 10, 2, 2)];
-        assert_eq!(desired(Some(&verdict(true, false)), &vs), [(2, Steady), (3, ScaleUp), (2, Steady)]);
-        assert_eq!(desired(Some(&verdict(false, true)), &vs), [(1, ScaleDown), (2, Steady), (2, Steady)]);
-        assert_eq!(desired(Some(&verdict(false, false)), &vs), [(2, Steady), (2, Steady), (2, Steady)]);
+        let vs = [
+            v("a", 20.0, 1, 10, 2, 2),
+            v("b", 5.0, 1, 10, 2, 2),
+            v("c", 15.0, 1, 10, 2, 2),
+        ];
+        assert_eq!(
+            desired(Some(&verdict(true, false)), &vs),
+            [(2, Steady), (3, ScaleUp), (2, Steady)]
+        );
+        assert_eq!(
+            desired(Some(&verdict(false, true)), &vs),
+            [(1, ScaleDown), (2, Steady), (2, Steady)]
+        );
+        assert_eq!(
+            desired(Some(&verdict(false, false)), &vs),
+            [(2, Steady), (2, Steady), (2, Steady)]
+        );
     }
 
     #[test]
     fn edge_cases() {
-        let cases: Vec<(&str, Option<ModelAnalysis>, Vec<VariantState>, Vec<(u32, TargetReason)>)> = vec![
-            ("no metrics holds", None, vec![v("a", 10.0, 1, 10, 3, 3)], vec![(3, NoMetrics)]),
-            ("no metrics still clamps", None, vec![v("a", 10.0, 2, 10, 1, 1)], vec![(2, ClampedToMin)]),
+        type Case = (
+            &'static str,
+            Option<ModelAnalysis>,
+            Vec<VariantState>,
+            Vec<(u32, TargetReason)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "no metrics holds",
+                None,
+                vec![v("a", 10.0, 1, 10, 3, 3)],
+                vec![(3, NoMetrics)],
+            ),
+            (
+                "no metrics still clamps",
+                None,
+                vec![v("a", 10.0, 2, 10, 1, 1)],
+                vec![(2, ClampedToMin)],
+            ),
             (
                 "transition holds every variant",
                 Some(verdict(true, false)),
@@ -216,8 +253,18 @@ mod tests {
                 vec![v("a", 10.0, 1, 10, 2, 2), v("b", 10.0, 1, 10, 2, 2)],
                 vec![(2, Steady), (1, ScaleDown)],
             ),
-            ("above max clamps", Some(verdict(false, false)), vec![v("a", 10.0, 1, 4, 6, 6)], vec![(4, ClampedToMax)]),
-            ("zero replicas min zero", None, vec![v("a", 10.0, 0, 4, 0, 0)], vec![(0, NoMetrics)]),
+            (
+                "above max clamps",
+                Some(verdict(false, false)),
+                vec![v("a", 10.0, 1, 4, 6, 6)],
+                vec![(4, ClampedToMax)],
+            ),
+            (
+                "zero replicas min zero",
+                None,
+                vec![v("a", 10.0, 0, 4, 0, 0)],
+                vec![(0, NoMetrics)],
+            ),
         ];
         for (name, a, vs, want) in cases {
             assert_eq!(desired(a.as_ref(), &vs), want, "{name}");
@@ -229,14 +276,29 @@ mod tests {
         let th = SaturationThresholds::default();
         let load = |kv_q: &[(f64, f64)]| -> Vec<ReplicaLoad> {
             kv_q.iter()
-                .map(|&(kv, queue)| ReplicaLoad { pod: "p".into(), variant: "v".into(), kv, queue })
+                .map(|&(kv, queue)| ReplicaLoad {
+                    pod: "p".into(),
+                    variant: "v".into(),
+                    kv,
+                    queue,
+                })
                 .collect()
         };
         let a = analyze_model(&load(&[(0.20, 1.0), (0.30, 1.0), (0.25, 1.0)]), &th);
-        assert_eq!(desired(Some(&a), &[v("v", 10.0, 1, 10, 3, 3)]), [(2, ScaleDown)]);
+        assert_eq!(
+            desired(Some(&a), &[v("v", 10.0, 1, 10, 3, 3)]),
+            [(2, ScaleDown)]
+        );
         let a = analyze_model(&load(&[(0.75, 2.0), (0.76, 2.0)]), &th);
-        assert_eq!(desired(Some(&a), &[v("v", 10.0, 1, 10, 2, 2)]), [(3, ScaleUp)]);
+        assert_eq!(
+            desired(Some(&a), &[v("v", 10.0, 1, 10, 2, 2)]),
+            [(3, ScaleUp)]
+        );
         let a = analyze_model(&load(&[(0.30, 0.0)]), &th);
-        assert_eq!(desired(Some(&a), &[v("v", 10.0, 1, 10, 1, 1)]), [(1, Steady)], "single replica holds");
+        assert_eq!(
+            desired(Some(&a), &[v("v", 10.0, 1, 10, 1, 1)]),
+            [(1, Steady)],
+            "single replica holds"
+        );
     }
 }

@@ -115,7 +115,12 @@ impl ThresholdConfig {
     pub fn from_configmap_data(data: &BTreeMap<String, String>) -> (Self, Vec<ThresholdError>) {
         let entries = data
             .iter()
-            .map(|(k, v)| (k.clone(), serde_yaml::from_str::<Entry>(v).map_err(|e| e.to_string())))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    serde_yaml::from_str::<Entry>(v).map_err(|e| e.to_string()),
+                )
+            })
             .collect();
         Self::from_entries(entries)
     }
@@ -183,7 +188,9 @@ impl ThresholdConfig {
             let target = match (&e.model_id, &e.namespace) {
                 (Some(m), Some(ns)) if !m.is_empty() && !ns.is_empty() => (m.clone(), ns.clone()),
                 (None, None) => match key.rsplit_once('#') {
-                    Some((m, ns)) if !m.is_empty() && !ns.is_empty() => (m.to_owned(), ns.to_owned()),
+                    Some((m, ns)) if !m.is_empty() && !ns.is_empty() => {
+                        (m.to_owned(), ns.to_owned())
+                    }
                     _ => {
                         errors.push(reject(
                             key,
@@ -193,7 +200,10 @@ impl ThresholdConfig {
                     }
                 },
                 _ => {
-                    errors.push(reject(key, "an override needs both model_id and namespace".into()));
+                    errors.push(reject(
+                        key,
+                        "an override needs both model_id and namespace".into(),
+                    ));
                     continue;
                 }
             };
@@ -226,7 +236,10 @@ mod tests {
     use super::*;
 
     fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -234,12 +247,49 @@ mod tests {
         let d = SaturationThresholds::default();
         let cases = [
             (d, true),
-            (SaturationThresholds { kv_cache_threshold: 1.2, ..d }, false),
-            (SaturationThresholds { kv_spare_trigger: 0.9, ..d }, false),
-            (SaturationThresholds { kv_spare_trigger: -0.1, ..d }, false),
-            (SaturationThresholds { queue_spare_trigger: 6.0, ..d }, false),
-            (SaturationThresholds { queue_length_threshold: f64::NAN, ..d }, false),
-            (SaturationThresholds { kv_spare_trigger: 0.0, queue_spare_trigger: 0.0, ..d }, true),
+            (
+                SaturationThresholds {
+                    kv_cache_threshold: 1.2,
+                    ..d
+                },
+                false,
+            ),
+            (
+                SaturationThresholds {
+                    kv_spare_trigger: 0.9,
+                    ..d
+                },
+                false,
+            ),
+            (
+                SaturationThresholds {
+                    kv_spare_trigger: -0.1,
+                    ..d
+                },
+                false,
+            ),
+            (
+                SaturationThresholds {
+                    queue_spare_trigger: 6.0,
+                    ..d
+                },
+                false,
+            ),
+            (
+                SaturationThresholds {
+                    queue_length_threshold: f64::NAN,
+                    ..d
+                },
+                false,
+            ),
+            (
+                SaturationThresholds {
+                    kv_spare_trigger: 0.0,
+                    queue_spare_trigger: 0.0,
+                    ..d
+                },
+                true,
+            ),
         ];
         for (t, ok) in cases {
             assert_eq!(t.validate().is_ok(), ok, "{t:?}");
@@ -251,7 +301,10 @@ mod tests {
         let (c, errors) = ThresholdConfig::from_configmap_data(&data(&[
             ("default", "kvCacheThreshold: 0.85\nqueueLengthThreshold: 6"),
             ("llama-8b#prod", "kvCacheThreshold: 0.7"),
-            ("llama-override", "model_id: meta/llama-3.1-8b\nnamespace: llm\nqueueSpareTrigger: 2"),
+            (
+                "llama-override",
+                "model_id: meta/llama-3.1-8b\nnamespace: llm\nqueueSpareTrigger: 2",
+            ),
         ]));
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(c.default_thresholds().kv_cache_threshold, 0.85);
@@ -282,7 +335,11 @@ mod tests {
             })
             .collect();
         assert_eq!(keys, ["default", "b#ns", "c#ns", "half", "no-target"]);
-        assert!(errors[0].to_string().contains("kvCacheThreshold"), "{}", errors[0]);
+        assert!(
+            errors[0].to_string().contains("kvCacheThreshold"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

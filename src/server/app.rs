@@ -104,14 +104,13 @@ impl App {
                 let mut out = String::new();
                 match prometheus_client::encoding::text::encode(&mut out, &s.registry) {
                     Ok(()) => ok(OPENMETRICS, Bytes::from(out)),
-                    Err(e) => error_response(&ApiError::internal(format!(
-                        "cannot encode metrics: {e}"
-                    ))),
+                    Err(e) => {
+                        error_response(&ApiError::internal(format!("cannot encode metrics: {e}")))
+                    }
                 }
             }
             Route::ExternalMetric { namespace, metric } => {
-                match external_metric_values(&s.engine, namespace, metric, req.uri.query()).await
-                {
+                match external_metric_values(&s.engine, namespace, metric, req.uri.query()).await {
                     Ok(body) => ok(JSON, Bytes::from(body)),
                     Err(e) => error_response(&e),
                 }

@@ -85,12 +85,11 @@ pub fn self_signed(extra_names: &[String]) -> Result<(CertifiedKeyPem, String), 
 /// The rustls server configuration: TLS 1.2 and 1.3 only, ALPN h2 and
 /// http/1.1, no client certificate required at the handshake.
 pub fn server_config(pem: CertifiedKeyPem) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-    .with_no_client_auth()
-    .with_single_cert(pem.chain, pem.key)?;
+    let mut config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_single_cert(pem.chain, pem.key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

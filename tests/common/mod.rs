@@ -322,17 +322,29 @@ impl Emulator {
     }
 }
 
+/// One variant of a test inventory.
+pub struct VariantSpec<'a> {
+    pub namespace: &'a str,
+    pub variant: &'a str,
+    pub target: &'a str,
+    pub model: &'a str,
+    pub min: u32,
+    pub max: u32,
+    /// Spec and ready replicas of the Deployment.
+    pub ready: u32,
+}
+
 /// YAML of one variant: a VariantAutoscaling, its Deployment and one Pod per port.
-pub fn variant_yaml(
-    namespace: &str,
-    variant: &str,
-    target: &str,
-    model: &str,
-    min: u32,
-    max: u32,
-    ready: u32,
-    ports: &[u16],
-) -> String {
+pub fn variant_yaml(spec: &VariantSpec<'_>, ports: &[u16]) -> String {
+    let VariantSpec {
+        namespace,
+        variant,
+        target,
+        model,
+        min,
+        max,
+        ready,
+    } = *spec;
     let mut y = format!(
         r#"---
 apiVersion: llmd.ai/v1alpha1

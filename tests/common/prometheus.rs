@@ -74,8 +74,14 @@ impl PrometheusServer {
 
     fn spawn(&mut self) {
         let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", self.dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", self.dir.path().join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                self.dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                self.dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
             .arg("--log.level=warn")
             .stdin(Stdio::null())
@@ -127,7 +133,10 @@ impl PrometheusServer {
             .await;
         let Ok(r) = r else { return Vec::new() };
         let body: serde_json::Value = r.json().await.unwrap_or_default();
-        body["data"]["result"].as_array().cloned().unwrap_or_default()
+        body["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Waits until `metric` has at least `count` series.

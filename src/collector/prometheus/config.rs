@@ -60,8 +60,13 @@ fn invalid(variable: &'static str, value: &str, reason: impl Into<String>) -> Co
 }
 
 fn duration(variable: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    let d = humantime::parse_duration(value.trim())
-        .map_err(|e| invalid(variable, value, format!("not a duration like 10s or 1m: {e}")))?;
+    let d = humantime::parse_duration(value.trim()).map_err(|e| {
+        invalid(
+            variable,
+            value,
+            format!("not a duration like 10s or 1m: {e}"),
+        )
+    })?;
     if d.is_zero() {
         return Err(invalid(variable, value, "must be greater than zero"));
     }
@@ -132,11 +137,7 @@ impl PrometheusConfig {
         ] {
             if let Some(p) = path {
                 if !p.is_file() {
-                    return Err(invalid(
-                        variable,
-                        &p.display().to_string(),
-                        "no such file",
-                    ));
+                    return Err(invalid(variable, &p.display().to_string(), "no such file"));
                 }
             }
         }
@@ -219,6 +220,9 @@ mod tests {
             ca_cert_path: Some(PathBuf::from("/nonexistent/ca.pem")),
             ..Default::default()
         };
-        assert_eq!(c.validate().unwrap_err().variable, "PROMETHEUS_CA_CERT_PATH");
+        assert_eq!(
+            c.validate().unwrap_err().variable,
+            "PROMETHEUS_CA_CERT_PATH"
+        );
     }
 }

@@ -19,8 +19,8 @@ pub use config::{ConfigError, PrometheusConfig};
 use queries::{QuerySignal, Scope};
 use results::{QueryResultCache, SeriesValue};
 
-use super::{CollectorError, CycleReport, MetricsBackend, MetricsCache, ReplicaMetrics};
 use super::sample::{SampleCheck, Signal};
+use super::{CollectorError, CycleReport, MetricsBackend, MetricsCache, ReplicaMetrics};
 use crate::inventory::{InventorySnapshot, ModelKey};
 use crate::telemetry::{BackendErrorLabels, BackendLabels, CacheLabels, Telemetry};
 
@@ -77,10 +77,16 @@ impl PrometheusBackend {
             .pool_idle_timeout(Duration::from_secs(90));
         if let Some(path) = &config.ca_cert_path {
             let pem = std::fs::read(path).map_err(|e| {
-                reject(format!("cannot read PROMETHEUS_CA_CERT_PATH {}: {e}", path.display()))
+                reject(format!(
+                    "cannot read PROMETHEUS_CA_CERT_PATH {}: {e}",
+                    path.display()
+                ))
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                reject(format!("PROMETHEUS_CA_CERT_PATH {} is not PEM: {e}", path.display()))
+                reject(format!(
+                    "PROMETHEUS_CA_CERT_PATH {} is not PEM: {e}",
+                    path.display()
+                ))
             })?;
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
@@ -176,7 +182,11 @@ impl PrometheusBackend {
                 })
                 .observe(started.elapsed().as_secs_f64());
             let (class, kind, message) = match outcome {
-                Err(_) => (ErrorClass::Transient, "timeout", "query timed out".to_owned()),
+                Err(_) => (
+                    ErrorClass::Transient,
+                    "timeout",
+                    "query timed out".to_owned(),
+                ),
                 Ok(Ok(result)) => match result.into_inner().0 {
                     Data::Vector(v) => return Ok(v.into_iter().filter_map(series_value).collect()),
                     Data::Scalar(_) | Data::Matrix(_) => (
@@ -256,7 +266,10 @@ impl PrometheusBackend {
     }
 
     /// All six results of a scope, if every one is cached within the TTL.
-    fn cached_signals(&self, scope: Scope<'_>) -> Option<HashMap<QuerySignal, Arc<Vec<SeriesValue>>>> {
+    fn cached_signals(
+        &self,
+        scope: Scope<'_>,
+    ) -> Option<HashMap<QuerySignal, Arc<Vec<SeriesValue>>>> {
         QuerySignal::ALL
             .iter()
             .map(|&s| Some((s, self.results.get(&queries::build(s, scope))?)))
@@ -274,7 +287,9 @@ impl PrometheusBackend {
         let mut by_pod: HashMap<(&str, &str), PodRow> = HashMap::new();
         for (signal, rows) in signals {
             for r in rows.iter() {
-                let row = by_pod.entry((r.namespace.as_str(), r.pod.as_str())).or_default();
+                let row = by_pod
+                    .entry((r.namespace.as_str(), r.pod.as_str()))
+                    .or_default();
                 if row.model_name.is_empty() {
                     row.model_name = r.model_name.clone();
                 }
@@ -304,8 +319,13 @@ impl PrometheusBackend {
                         Some((s, Err(reason), raw)) => {
                             usable = false;
                             report.samples_rejected += 1;
-                            self.telemetry
-                                .reject_sample(BACKEND, s.as_str(), reason.as_str(), &pod.key, *raw);
+                            self.telemetry.reject_sample(
+                                BACKEND,
+                                s.as_str(),
+                                reason.as_str(),
+                                &pod.key,
+                                *raw,
+                            );
                         }
                     }
                 }
@@ -387,9 +407,7 @@ fn series_value(v: prometheus_http_query::response::InstantVector) -> Option<Ser
     let (mut labels, sample) = v.into_inner();
     // The availability query groups by __name__: keep it in `pod` so that
     // one row type serves both.
-    let pod = labels
-        .remove("pod")
-        .or_else(|| labels.remove("__name__"))?;
+    let pod = labels.remove("pod").or_else(|| labels.remove("__name__"))?;
     Some(SeriesValue {
         namespace: labels.remove("namespace").unwrap_or_default(),
         pod,
@@ -459,7 +477,12 @@ impl MetricsBackend for PrometheusBackend {
         self.config.query_timeout
     }
 
-    async fn ensure_fresh(&self, inventory: &InventorySnapshot, cache: &MetricsCache, key: &ModelKey) {
+    async fn ensure_fresh(
+        &self,
+        inventory: &InventorySnapshot,
+        cache: &MetricsCache,
+        key: &ModelKey,
+    ) {
         if self.is_fresh(key) {
             self.count_lookup("hit");
             return;
@@ -483,7 +506,10 @@ impl MetricsBackend for PrometheusBackend {
         };
         let fetched = match self.cached_signals(Scope::All) {
             Some(signals) => Ok(signals),
-            None => self.fetch_signals(scope, true, deadline).await.map(|(s, _)| s),
+            None => self
+                .fetch_signals(scope, true, deadline)
+                .await
+                .map(|(s, _)| s),
         };
         match fetched {
             Ok(signals) => {

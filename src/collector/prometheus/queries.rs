@@ -50,7 +50,10 @@ impl QuerySignal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope<'a> {
     All,
-    Model { namespace: &'a str, model_id: &'a str },
+    Model {
+        namespace: &'a str,
+        model_id: &'a str,
+    },
 }
 
 /// Escapes a string for use inside a double-quoted PromQL label value.

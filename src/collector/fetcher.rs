@@ -12,6 +12,9 @@ use tokio_util::sync::CancellationToken;
 use super::{MetricsBackend, MetricsCache};
 use crate::inventory::InventoryStore;
 
+/// The shortest time between the starts of two cycles.
+pub const MIN_CYCLE_GAP: Duration = Duration::from_secs(1);
+
 /// Called after every cycle, for telemetry and status write-back.
 pub type CycleHook = Box<dyn Fn() + Send + Sync>;
 
@@ -28,19 +31,29 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    /// Runs until `shutdown` is cancelled.
+    /// Runs until `shutdown` is cancelled. An inventory change starts the
+    /// next cycle early (new pods get metrics without waiting a whole
+    /// interval), but never sooner than [`MIN_CYCLE_GAP`] after the last
+    /// one, so that a busy cluster cannot turn into a query storm.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut changes = self.inventory.subscribe();
         loop {
+            let started = tokio::time::Instant::now();
             self.cycle().await;
+            let next = started + self.interval;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.interval) => {}
+                _ = tokio::time::sleep_until(next) => continue,
                 changed = changes.changed() => {
                     if changed.is_err() {
                         return;
                     }
                 }
+            }
+            let earliest = (started + MIN_CYCLE_GAP).min(next);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(earliest) => {}
             }
         }
     }

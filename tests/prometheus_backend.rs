@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::prometheus::{PrometheusServer, Target};
-use common::{eventually, variant_yaml, Emulator, Server, VariantSpec};
+use common::{eventually, two_model_inventory, variant_yaml, Emulator, Server, VariantSpec};
 
 const LLAMA: &str = "meta/llama-3.1-8b";
 const MISTRAL: &str = "mistral-7b";
@@ -44,29 +44,7 @@ async fn replicas() -> (Vec<Emulator>, Vec<Target>) {
 /// The inventory for the two models plus `extra` variants without pods.
 fn inventory(emulators: &[Emulator], extra: usize) -> String {
     let ports: Vec<u16> = emulators.iter().map(|e| e.port).collect();
-    let mut y = variant_yaml(
-        &VariantSpec {
-            namespace: "llm-a",
-            variant: "llama-a100",
-            target: "llama-decode",
-            model: LLAMA,
-            min: 1,
-            max: 10,
-            ready: 3,
-        },
-        &ports[..3],
-    ) + &variant_yaml(
-        &VariantSpec {
-            namespace: "llm-b",
-            variant: "mistral-l40s",
-            target: "mistral-decode",
-            model: MISTRAL,
-            min: 1,
-            max: 10,
-            ready: 2,
-        },
-        &ports[3..],
-    );
+    let mut y = two_model_inventory(&ports);
     for i in 0..extra {
         y += &variant_yaml(
             &VariantSpec {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{variant_yaml, Emulator, Server, VariantSpec};
+use common::{two_model_inventory, Emulator, Server};
 
 const SINGLE: &str = "/apis/external.metrics.k8s.io/v1beta1";
 
@@ -21,29 +21,7 @@ async fn two_models() -> (Server, Vec<Emulator>) {
     let ports: Vec<u16> = emulators.iter().map(|e| e.port).collect();
     let dir = tempfile::tempdir().unwrap();
     let inventory = dir.path().join("inventory.yaml");
-    let yaml = variant_yaml(
-        &VariantSpec {
-            namespace: "llm-a",
-            variant: "llama-a100",
-            target: "llama-decode",
-            model: "meta/llama-3.1-8b",
-            min: 1,
-            max: 10,
-            ready: 3,
-        },
-        &ports[..3],
-    ) + &variant_yaml(
-        &VariantSpec {
-            namespace: "llm-b",
-            variant: "mistral-l40s",
-            target: "mistral-decode",
-            model: "mistral-7b",
-            min: 1,
-            max: 10,
-            ready: 2,
-        },
-        &ports[3..],
-    );
+    let yaml = two_model_inventory(&ports);
     std::fs::write(&inventory, yaml).unwrap();
     let inv = format!("file:{}", inventory.display());
     let server = Server::start(

@@ -75,6 +75,45 @@ where
     }
 }
 
+/// Waits (30 s at most) until a plain-HTTP GET of `url` answers 200.
+pub async fn wait_http_ok(url: &str, what: &str) {
+    eventually(Duration::from_secs(30), what, || async {
+        http_client()
+            .get(url)
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+            .map(|_| ())
+    })
+    .await;
+}
+
+/// The inventory of the two worked examples: `llama-decode` in `llm-a`
+/// (3 ready replicas on the first three ports) and `mistral-decode` in
+/// `llm-b` (2 ready replicas on the next two).
+pub fn two_model_inventory(ports: &[u16]) -> String {
+    let llama = VariantSpec {
+        namespace: "llm-a",
+        variant: "llama-a100",
+        target: "llama-decode",
+        model: "meta/llama-3.1-8b",
+        min: 1,
+        max: 10,
+        ready: 3,
+    };
+    let mistral = VariantSpec {
+        namespace: "llm-b",
+        variant: "mistral-l40s",
+        target: "mistral-decode",
+        model: "mistral-7b",
+        min: 1,
+        max: 10,
+        ready: 2,
+    };
+    variant_yaml(&llama, &ports[..3]) + &variant_yaml(&mistral, &ports[3..5])
+}
+
 /// A CA and a serving certificate for 127.0.0.1/localhost, written to `dir`.
 pub struct TestPki {
     pub ca_pem: String,
@@ -292,22 +331,12 @@ impl Emulator {
                 "1",
             ],
         );
-        let e = Emulator { proc, port };
-        let url = format!("http://127.0.0.1:{port}/metrics");
-        eventually(Duration::from_secs(15), "emulator to answer", || {
-            let url = url.clone();
-            async move {
-                http_client()
-                    .get(&url)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status() == 200)
-                    .map(|_| ())
-            }
-        })
+        wait_http_ok(
+            &format!("http://127.0.0.1:{port}/metrics"),
+            "emulator to answer",
+        )
         .await;
-        e
+        Emulator { proc, port }
     }
 
     /// Changes the emulated state through its admin endpoint.

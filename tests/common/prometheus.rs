@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{eventually, free_port, http_client};
+use super::{eventually, free_port, http_client, wait_http_ok};
 
 /// A scrape target: an emulator port and the labels Kubernetes service
 /// discovery would attach.
@@ -108,20 +108,7 @@ impl PrometheusServer {
     }
 
     async fn wait_ready(&self) {
-        let url = format!("{}/-/ready", self.url());
-        eventually(Duration::from_secs(30), "prometheus to be ready", || {
-            let url = url.clone();
-            async move {
-                http_client()
-                    .get(&url)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status() == 200)
-                    .map(|_| ())
-            }
-        })
-        .await;
+        wait_http_ok(&format!("{}/-/ready", self.url()), "prometheus to be ready").await;
     }
 
     /// Instant query; returns the result vector.

@@ -109,6 +109,18 @@ pub struct ServeArgs {
     /// Background fetch interval of the Prometheus backend (overrides METRICS_FETCH_INTERVAL, default 15s).
     #[arg(long, value_parser = parse_duration)]
     pub metrics_fetch_interval: Option<Duration>,
+    /// Port of the KEDA external-scaler gRPC service (off unless set).
+    #[arg(long)]
+    pub keda_port: Option<u16>,
+    /// Address of the KEDA gRPC service (default: --bind-address).
+    #[arg(long)]
+    pub keda_bind_address: Option<IpAddr>,
+    /// Require KEDA to present a client certificate signed by this CA (its tlsClientCert).
+    #[arg(long, value_name = "FILE")]
+    pub keda_client_ca_file: Option<PathBuf>,
+    /// Serve the KEDA gRPC service without TLS (only behind a TLS-terminating proxy or mesh).
+    #[arg(long)]
+    pub keda_plaintext: bool,
     /// Samples up to this age are fresh.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     pub metrics_fresh_within: Duration,

@@ -13,6 +13,7 @@ pub mod decision;
 pub mod demo;
 pub mod emulator;
 pub mod inventory;
+pub mod keda;
 pub mod run;
 pub mod saturation;
 pub mod server;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use wva_metrics_server::cli::{Cli, Command};
-use wva_metrics_server::server::StackConfig;
+use wva_metrics_server::server::{self, StackConfig};
 use wva_metrics_server::{demo, emulator, run};
 
 fn main() -> ExitCode {
@@ -44,16 +44,22 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let mut tasks = Vec::new();
             let components = run::components_from_args(&args, &shutdown, &mut tasks).await?;
-            let (tls, cert) = run::tls_config(
+            let (pem, cert) = run::serving_certificate(
                 args.tls_cert_file.as_deref(),
                 args.tls_private_key_file.as_deref(),
             )?;
+            let tls = server::tls::server_config(pem.clone())?;
             let stack = StackConfig {
                 max_concurrent_requests: args.max_concurrent_requests,
                 request_timeout: args.request_timeout,
             };
             let addr = SocketAddr::new(args.bind_address, args.secure_port);
-            let server = run::start(components, addr, tls, cert, stack, shutdown, tasks).await?;
+            let mut server =
+                run::start(components, addr, tls, cert, stack, shutdown.clone(), tasks).await?;
+            if let Some(port) = args.keda_port {
+                let task = run::start_keda(&args, port, pem, &server, shutdown).await?;
+                server.tasks.push(task);
+            }
             server.join().await;
             Ok(())
         }

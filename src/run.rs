@@ -152,24 +152,31 @@ pub async fn components_from_args(
     })
 }
 
-/// TLS from files, or a self-signed certificate (logged) when none are given.
-pub fn tls_config(
+/// The serving certificate from files, or a self-signed one (logged) when
+/// none are given, with the self-signed certificate's PEM for clients.
+pub fn serving_certificate(
     cert: Option<&Path>,
     key: Option<&Path>,
-) -> anyhow::Result<(Arc<rustls::ServerConfig>, Option<String>)> {
+) -> anyhow::Result<(server::tls::CertifiedKeyPem, Option<String>)> {
     match (cert, key) {
-        (Some(cert), Some(key)) => {
-            let pem = server::tls::load_pem_files(cert, key)?;
-            Ok((server::tls::server_config(pem)?, None))
-        }
+        (Some(cert), Some(key)) => Ok((server::tls::load_pem_files(cert, key)?, None)),
         _ => {
             let (pem, cert_pem) = server::tls::self_signed(&[])?;
             tracing::warn!(
                 "no --tls-cert-file given: serving a self-signed certificate generated at start"
             );
-            Ok((server::tls::server_config(pem)?, Some(cert_pem)))
+            Ok((pem, Some(cert_pem)))
         }
     }
+}
+
+/// TLS from files, or a self-signed certificate (logged) when none are given.
+pub fn tls_config(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, Option<String>)> {
+    let (pem, cert_pem) = serving_certificate(cert, key)?;
+    Ok((server::tls::server_config(pem)?, cert_pem))
 }
 
 /// Starts the fetcher and the HTTPS server.
@@ -240,6 +247,37 @@ pub async fn start(
         certificate_pem,
         tasks,
     })
+}
+
+/// Starts the KEDA external-scaler gRPC service next to a running server.
+pub async fn start_keda(
+    args: &ServeArgs,
+    port: u16,
+    certificate: server::tls::CertifiedKeyPem,
+    running: &RunningServer,
+    shutdown: CancellationToken,
+) -> anyhow::Result<JoinHandle<()>> {
+    let addr = SocketAddr::new(args.keda_bind_address.unwrap_or(args.bind_address), port);
+    let tls = if args.keda_plaintext {
+        tracing::warn!("--keda-plaintext: the KEDA gRPC service runs without TLS; use it only behind a TLS-terminating proxy");
+        None
+    } else {
+        Some(server::tls::server_config_with_client_ca(
+            certificate,
+            args.keda_client_ca_file.as_deref(),
+        )?)
+    };
+    let listener = server::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the KEDA scaler"))?;
+    let local = listener.local_addr()?;
+    let scaler = crate::keda::KedaScaler::new(Arc::clone(&running.engine), shutdown.clone());
+    tracing::info!(address = %local, tls = tls.is_some(), client_ca = args.keda_client_ca_file.is_some(), "serving the KEDA external scaler (gRPC)");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = crate::keda::serve(listener, tls, scaler, shutdown).await {
+            tracing::error!(error = %e, "KEDA gRPC service failed");
+        }
+    }))
 }
 
 /// Publishes every model's decision as gauges after each fetch cycle and

@@ -82,14 +82,57 @@ pub fn self_signed(extra_names: &[String]) -> Result<(CertifiedKeyPem, String), 
     ))
 }
 
+impl Clone for CertifiedKeyPem {
+    fn clone(&self) -> Self {
+        CertifiedKeyPem {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
 /// The rustls server configuration: TLS 1.2 and 1.3 only, ALPN h2 and
 /// http/1.1, no client certificate required at the handshake.
 pub fn server_config(pem: CertifiedKeyPem) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_no_client_auth()
-            .with_single_cert(pem.chain, pem.key)?;
+    server_config_with_client_ca(pem, None)
+}
+
+/// As [`server_config`]; when `client_ca` is given, every client must
+/// present a certificate that chains to it.
+pub fn server_config_with_client_ca(
+    pem: CertifiedKeyPem,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let pem_bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+                what: "client CA file",
+                path: path.to_owned(),
+                source,
+            })?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut pem_bytes.as_slice()).filter_map(Result::ok) {
+                roots.add(cert)?;
+            }
+            if roots.is_empty() {
+                return Err(TlsError::NoCertificate {
+                    path: path.to_owned(),
+                });
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(pem.chain, pem.key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

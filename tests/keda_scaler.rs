@@ -1,0 +1,236 @@
+//! The KEDA external scaler answered over real gRPC+TLS to a client that is
+//! not written in Rust (Python grpcio, stubs generated from the repo's
+//! .proto), with the same decisions as the HTTP API.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{eventually, free_port, two_model_inventory, Emulator, Server};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+struct Scaler {
+    server: Server,
+    grpc_port: u16,
+    emulators: Vec<Emulator>,
+}
+
+async fn start(extra: &[&str]) -> Scaler {
+    let mut emulators = Vec::new();
+    for (model, kv, q) in [
+        ("meta/llama-3.1-8b", 0.20, 1.0),
+        ("meta/llama-3.1-8b", 0.30, 1.0),
+        ("meta/llama-3.1-8b", 0.25, 1.0),
+        ("mistral-7b", 0.75, 2.0),
+        ("mistral-7b", 0.76, 2.0),
+    ] {
+        emulators.push(Emulator::start(model, kv, q).await);
+    }
+    let ports: Vec<u16> = emulators.iter().map(|e| e.port).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inventory.yaml");
+    std::fs::write(&path, two_model_inventory(&ports)).unwrap();
+    let inv = format!("file:{}", path.display());
+    let grpc_port = free_port();
+    let grpc = grpc_port.to_string();
+    let mut args = vec![
+        "--inventory",
+        &inv,
+        "--metrics-backend",
+        "scrape",
+        "--scrape-interval",
+        "1s",
+        "--keda-port",
+        &grpc,
+    ];
+    args.extend_from_slice(extra);
+    let server = Server::start(dir, &args).await;
+    Scaler {
+        server,
+        grpc_port,
+        emulators,
+    }
+}
+
+impl Scaler {
+    fn client_args(&self, namespace: &str, metadata: &[&str], command: &str) -> Vec<String> {
+        let mut a = vec![
+            format!("{ROOT}/tests/keda_client.py"),
+            "--address".into(),
+            format!("127.0.0.1:{}", self.grpc_port),
+            "--ca".into(),
+            self.server.ca_path().display().to_string(),
+            "--proto-dir".into(),
+            format!("{ROOT}/proto"),
+            "--namespace".into(),
+            namespace.into(),
+        ];
+        for m in metadata {
+            a.push("--metadata".into());
+            a.push((*m).into());
+        }
+        a.push(command.into());
+        a
+    }
+
+    /// Runs one client command and returns its JSON answer.
+    fn call(&self, namespace: &str, metadata: &[&str], command: &str) -> serde_json::Value {
+        let out = Command::new("python3")
+            .args(self.client_args(namespace, metadata, command))
+            .output()
+            .expect("python3 runs (scripts/test installs grpcio and grpcio-tools)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "keda_client.py failed: {}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(stdout.lines().last().unwrap_or("null")).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_gets_the_same_decision_as_the_http_api() {
+    let s = start(&[]).await;
+    let sel = "target_name=llama-decode";
+    s.server
+        .wait_value("llm-a", "wva_desired_replicas", sel, "2")
+        .await;
+    let md = ["variantName=llama-a100"];
+    let answer = tokio::task::block_in_place(|| s.call("llm-a", &md, "all"));
+    let http = s
+        .server
+        .value("llm-a", "wva_desired_replicas", sel)
+        .await
+        .unwrap();
+    assert_eq!(answer["spec"][0]["targetSize"], 1, "{answer}");
+    assert_eq!(answer["spec"][0]["metricName"], "wva_desired_replicas");
+    assert_eq!(
+        answer["metrics"][0]["metricValue"].to_string(),
+        http,
+        "{answer}"
+    );
+    assert_eq!(answer["metrics"][0]["metricValueFloat"], 2.0);
+    assert_eq!(answer["active"], true);
+
+    // targetName + ratio, namespace from metadata.
+    let answer = tokio::task::block_in_place(|| {
+        s.call(
+            "",
+            &[
+                "targetName=mistral-decode",
+                "namespace=llm-b",
+                "metric=desiredRatio",
+            ],
+            "metrics",
+        )
+    });
+    assert_eq!(answer["metrics"][0]["metricValueFloat"], 1.5, "{answer}");
+    let answer = tokio::task::block_in_place(|| s.call("llm-a", &md, "stream"));
+    assert_eq!(answer["stream"], true, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_replica_changes_the_answer_within_a_scrape_interval() {
+    let s = start(&[]).await;
+    s.server
+        .wait_value(
+            "llm-a",
+            "wva_desired_replicas",
+            "target_name=llama-decode",
+            "2",
+        )
+        .await;
+    let mut child = Command::new("python3")
+        .args(s.client_args("llm-a", &["variantName=llama-a100"], "watch"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.next().unwrap().unwrap();
+    assert!(ready.contains("\"ready\": 2.0"), "{ready}");
+    // Saturate the replicas: the model scales up by one (3 -> 4).
+    let changed_at = Instant::now();
+    for e in &s.emulators[..3] {
+        e.set_state(serde_json::json!({"kv": 0.95})).await;
+    }
+    let line = tokio::task::spawn_blocking(move || lines.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let lag = changed_at.elapsed();
+    let _ = child.wait();
+    assert!(line.contains("\"changed\": 4.0"), "{line}");
+    println!("GetMetrics changed {lag:?} after the replicas changed (scrape interval 1s)");
+    assert!(
+        lag < Duration::from_secs(2) + Duration::from_millis(500),
+        "lag {lag:?} > one scrape interval plus one second"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_grpc_statuses_that_name_the_problem() {
+    let mut s = start(&[
+        "--metrics-stale-after",
+        "3s",
+        "--metrics-fresh-within",
+        "1s",
+    ])
+    .await;
+    s.server
+        .wait_value(
+            "llm-b",
+            "wva_desired_replicas",
+            "target_name=mistral-decode",
+            "3",
+        )
+        .await;
+
+    let a = tokio::task::block_in_place(|| {
+        s.call("llm-a", &["variantName=no-such-variant"], "metrics")
+    });
+    assert_eq!(a["code"], "NOT_FOUND", "{a}");
+    assert!(
+        a["details"].as_str().unwrap().contains("no-such-variant"),
+        "{a}"
+    );
+    assert!(a["details"].as_str().unwrap().contains("llm-a"), "{a}");
+
+    let a = tokio::task::block_in_place(|| s.call("llm-a", &[], "metrics"));
+    assert_eq!(a["code"], "INVALID_ARGUMENT", "{a}");
+    assert!(
+        a["details"].as_str().unwrap().contains("variantName"),
+        "{a}"
+    );
+    let a = tokio::task::block_in_place(|| {
+        s.call(
+            "llm-a",
+            &["variantName=llama-a100", "metric=cpu"],
+            "metrics",
+        )
+    });
+    assert_eq!(a["code"], "INVALID_ARGUMENT", "{a}");
+
+    for e in &mut s.emulators[3..] {
+        e.proc.stop();
+    }
+    let md = ["variantName=mistral-l40s"];
+    let a = eventually(
+        Duration::from_secs(15),
+        "UNAVAILABLE for a stale model",
+        || {
+            let a = tokio::task::block_in_place(|| s.call("llm-b", &md, "metrics"));
+            async move { (a["code"] == "UNAVAILABLE").then_some(a) }
+        },
+    )
+    .await;
+    let details = a["details"].as_str().unwrap();
+    assert!(
+        details.contains("mistral-7b") && details.contains("old"),
+        "{a}"
+    );
+}

@@ -28,6 +28,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run one emulated vLLM replica that serves vLLM-format /metrics.
     Emulate(EmulateArgs),
+    /// Print the VariantAutoscaling CRD (YAML) generated from the server's types.
+    Crd,
 }
 
 /// Where variants come from.

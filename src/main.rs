@@ -65,5 +65,9 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
         }
         Command::Demo(args) => demo::run(args, shutdown).await,
         Command::Emulate(args) => emulator::run_cli(args, shutdown).await,
+        Command::Crd => {
+            print!("{}", wva_metrics_server::inventory::crd::crd_yaml()?);
+            Ok(())
+        }
     }
 }

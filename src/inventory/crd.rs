@@ -3,7 +3,7 @@
 //! The same type is read from a static inventory file and, later, watched in a
 //! cluster, so both paths agree on field names and defaults.
 
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +14,9 @@ pub const DEFAULT_VARIANT_COST: f64 = 10.0;
 pub const ACCELERATOR_LABEL: &str = "inference.optimization/acceleratorName";
 
 /// Spec of a VariantAutoscaling: one way (variant) of serving a model, scaled through its target.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+// The printer columns repeat `type_ = ...`, which clippy takes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "llmd.ai",
     version = "v1alpha1",
@@ -22,8 +24,32 @@ pub const ACCELERATOR_LABEL: &str = "inference.optimization/acceleratorName";
     namespaced,
     shortname = "va",
     plural = "variantautoscalings",
-    status = "VariantAutoscalingStatus"
+    status = "VariantAutoscalingStatus",
+    printcolumn(
+        name = "Target",
+        type_ = "string",
+        json_path = ".spec.scaleTargetRef.name"
+    ),
+    printcolumn(name = "Model", type_ = "string", json_path = ".spec.modelID"),
+    printcolumn(name = "Min", type_ = "integer", json_path = ".spec.minReplicas"),
+    printcolumn(name = "Max", type_ = "integer", json_path = ".spec.maxReplicas"),
+    printcolumn(
+        name = "Optimized",
+        type_ = "integer",
+        json_path = ".status.desiredOptimizedAlloc.numReplicas"
+    ),
+    printcolumn(
+        name = "MetricsReady",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"MetricsAvailable\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
+#[x_kube(validation = Rule::new("!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas").message("minReplicas must not be greater than maxReplicas"))]
 #[serde(rename_all = "camelCase")]
 pub struct VariantAutoscalingSpec {
     /// The workload (Deployment or StatefulSet) whose replicas this variant scales.
@@ -36,9 +62,11 @@ pub struct VariantAutoscalingSpec {
     pub variant_cost: Option<String>,
     /// Lower bound for the desired replicas (1 when absent; 0 allowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub min_replicas: Option<i32>,
     /// Upper bound for the desired replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub max_replicas: Option<i32>,
 }
 
@@ -50,6 +78,12 @@ pub struct ScaleTargetRef {
     pub api_version: Option<String>,
     pub kind: String,
     pub name: String,
+}
+
+/// The CRD as YAML, generated from these types (`wva-metrics-server crd`).
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    use kube::CustomResourceExt;
+    serde_yaml::to_string(&VariantAutoscaling::crd())
 }
 
 /// Observed state written back by the server.

@@ -72,6 +72,12 @@ pub fn parse_objects(path: &Path, text: &str) -> Result<InventoryObjects, Invent
                 .replica_sets
                 .push(typed(value, &kind).map_err(doc_err)?),
             "Pod" => objects.pods.push(typed(value, &kind).map_err(doc_err)?),
+            "HorizontalPodAutoscaler" => objects
+                .horizontal_pod_autoscalers
+                .push(typed(value, &kind).map_err(doc_err)?),
+            "ScaledObject" => objects
+                .scaled_objects
+                .push(typed(value, &kind).map_err(doc_err)?),
             other => {
                 tracing::info!(path = %path.display(), document = index, kind = other, "skipping document of a kind the inventory does not use");
             }

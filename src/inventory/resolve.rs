@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Pod;
+use kube::api::DynamicObject;
 use kube::ResourceExt;
 
 use super::crd::{VariantAutoscaling, ACCELERATOR_LABEL, DEFAULT_VARIANT_COST};
@@ -26,10 +28,24 @@ pub const DEFAULT_SCRAPE_PORT: u16 = 8000;
 /// that arithmetic on it cannot overflow.
 pub const UNBOUNDED_MAX_REPLICAS: u32 = 10_000;
 
+/// Annotation that marks an HPA or ScaledObject as a variant (newer WVA).
+pub const MANAGED_ANNOTATION: &str = "llm-d.ai/managed";
+/// Annotation naming the model of an annotated scaler.
+pub const MODEL_ID_ANNOTATION: &str = "llm-d.ai/model-id";
+/// Annotation with the cost of an annotated scaler's variant.
+pub const VARIANT_COST_ANNOTATION: &str = "llm-d.ai/variant-cost";
+/// KEDA's defaults for a ScaledObject without replica counts.
+const SCALED_OBJECT_DEFAULT_MIN: i64 = 0;
+const SCALED_OBJECT_DEFAULT_MAX: i64 = 100;
+
 /// The objects an inventory is made of.
 #[derive(Debug, Default, Clone)]
 pub struct InventoryObjects {
     pub variant_autoscalings: Vec<VariantAutoscaling>,
+    /// HPAs; only those annotated `llm-d.ai/managed: "true"` become variants.
+    pub horizontal_pod_autoscalers: Vec<HorizontalPodAutoscaler>,
+    /// KEDA ScaledObjects (untyped); only annotated ones become variants.
+    pub scaled_objects: Vec<DynamicObject>,
     pub deployments: Vec<Deployment>,
     pub stateful_sets: Vec<StatefulSet>,
     pub replica_sets: Vec<ReplicaSet>,
@@ -60,6 +76,64 @@ pub fn resolve(objects: &InventoryObjects) -> (InventorySnapshot, Vec<ResolvePro
                 ),
                 reason,
             }),
+        }
+    }
+
+    // Annotated scalers: a VariantAutoscaling wins over a scaler for the same
+    // target, and a ScaledObject over an HPA (KEDA drives its own HPA).
+    let mut taken: std::collections::HashSet<(String, String, String)> = variants
+        .iter()
+        .map(|v| {
+            (
+                v.namespace.clone(),
+                v.target_kind.clone(),
+                v.target_name.clone(),
+            )
+        })
+        .collect();
+    let scalers = objects
+        .scaled_objects
+        .iter()
+        .filter_map(|so| {
+            scaler_from_scaled_object(so).map(|r| {
+                (
+                    format!(
+                        "ScaledObject {}/{}",
+                        so.namespace().unwrap_or_default(),
+                        so.name_any()
+                    ),
+                    r,
+                )
+            })
+        })
+        .chain(objects.horizontal_pod_autoscalers.iter().filter_map(|h| {
+            scaler_from_hpa(h).map(|r| {
+                (
+                    format!(
+                        "HorizontalPodAutoscaler {}/{}",
+                        h.namespace().unwrap_or_default(),
+                        h.name_any()
+                    ),
+                    r,
+                )
+            })
+        }))
+        .collect::<Vec<_>>();
+    for (object, scaler) in scalers {
+        match scaler.and_then(|s| s.into_variant(&targets)) {
+            Ok(v) => {
+                let key = (
+                    v.namespace.clone(),
+                    v.target_kind.clone(),
+                    v.target_name.clone(),
+                );
+                if taken.insert(key) {
+                    variants.push(v);
+                } else {
+                    tracing::debug!(%object, "scale target already has a variant; annotated scaler ignored");
+                }
+            }
+            Err(reason) => problems.push(ResolveProblem { object, reason }),
         }
     }
 
@@ -153,6 +227,165 @@ fn variant_from_va(va: &VariantAutoscaling, targets: &TargetIndex) -> Result<Var
     };
     v.compute_metric_labels();
     Ok(v)
+}
+
+/// A variant declared by an annotated HPA or ScaledObject.
+struct AnnotatedScaler {
+    source: VariantSource,
+    namespace: String,
+    name: String,
+    model_id: String,
+    cost: Option<String>,
+    accelerator: String,
+    min: i64,
+    max: i64,
+    target_kind: String,
+    target_name: String,
+}
+
+/// None when the object is not managed; Err when it is but cannot be used.
+fn annotated(
+    meta: &kube::api::ObjectMeta,
+) -> Option<Result<(String, Option<String>, String), String>> {
+    let a = meta.annotations.as_ref()?;
+    if a.get(MANAGED_ANNOTATION).map(|v| v.trim()) != Some("true") {
+        return None;
+    }
+    let model = match a.get(MODEL_ID_ANNOTATION).map(|m| m.trim()) {
+        Some(m) if !m.is_empty() => m.to_owned(),
+        _ => {
+            return Some(Err(format!(
+                "annotated {MANAGED_ANNOTATION}: \"true\" but has no {MODEL_ID_ANNOTATION}"
+            )))
+        }
+    };
+    let accelerator = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(ACCELERATOR_LABEL))
+        .or_else(|| a.get(ACCELERATOR_LABEL))
+        .cloned()
+        .unwrap_or_default();
+    Some(Ok((
+        model,
+        a.get(VARIANT_COST_ANNOTATION).cloned(),
+        accelerator,
+    )))
+}
+
+fn scaler_from_hpa(h: &HorizontalPodAutoscaler) -> Option<Result<AnnotatedScaler, String>> {
+    let ScalerAnnotations {
+        model_id,
+        cost,
+        accelerator,
+    } = match annotated(&h.metadata)? {
+        Ok(a) => a,
+        Err(e) => return Some(Err(e)),
+    };
+    let spec = h.spec.as_ref();
+    Some(Ok(AnnotatedScaler {
+        source: VariantSource::HorizontalPodAutoscaler,
+        namespace: h.namespace().unwrap_or_default(),
+        name: h.name_any(),
+        model_id,
+        cost,
+        accelerator,
+        min: i64::from(spec.and_then(|s| s.min_replicas).unwrap_or(1)),
+        max: i64::from(spec.map(|s| s.max_replicas).unwrap_or(0)),
+        target_kind: spec
+            .map(|s| s.scale_target_ref.kind.clone())
+            .unwrap_or_default(),
+        target_name: spec
+            .map(|s| s.scale_target_ref.name.clone())
+            .unwrap_or_default(),
+    }))
+}
+
+fn scaler_from_scaled_object(so: &DynamicObject) -> Option<Result<AnnotatedScaler, String>> {
+    let ScalerAnnotations {
+        model_id,
+        cost,
+        accelerator,
+    } = match annotated(&so.metadata)? {
+        Ok(a) => a,
+        Err(e) => return Some(Err(e)),
+    };
+    let spec = so.data.get("spec");
+    let int = |k: &str, default: i64| {
+        spec.and_then(|s| s.get(k))
+            .and_then(|v| v.as_i64())
+            .unwrap_or(default)
+    };
+    let target = spec.and_then(|s| s.get("scaleTargetRef"));
+    let text = |k: &str| {
+        target
+            .and_then(|t| t.get(k))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    Some(Ok(AnnotatedScaler {
+        source: VariantSource::ScaledObject,
+        namespace: so.namespace().unwrap_or_default(),
+        name: so.name_any(),
+        model_id,
+        cost,
+        accelerator,
+        min: int("minReplicaCount", SCALED_OBJECT_DEFAULT_MIN),
+        max: int("maxReplicaCount", SCALED_OBJECT_DEFAULT_MAX),
+        target_kind: text("kind").unwrap_or_else(|| "Deployment".to_owned()),
+        target_name: text("name").unwrap_or_default(),
+    }))
+}
+
+impl AnnotatedScaler {
+    fn into_variant(self, targets: &TargetIndex) -> Result<Variant, String> {
+        if self.namespace.is_empty() {
+            return Err("metadata.namespace is missing".to_owned());
+        }
+        if self.target_name.is_empty() {
+            return Err("scaleTargetRef has no name".to_owned());
+        }
+        let cost = parse_cost(self.cost.as_deref(), VARIANT_COST_ANNOTATION)?;
+        let bound = |v: i64, what: &str| {
+            u32::try_from(v).map_err(|_| format!("{what} {v} is out of range"))
+        };
+        let (min, max) = (
+            bound(self.min, "minimum replicas")?,
+            bound(self.max, "maximum replicas")?,
+        );
+        if min > max {
+            return Err(format!(
+                "minimum replicas {min} is greater than maximum replicas {max}"
+            ));
+        }
+        let target = targets.state(&self.namespace, &self.target_kind, &self.target_name);
+        let mut v = Variant {
+            namespace: self.namespace,
+            name: self.name,
+            model_id: self.model_id,
+            target_kind: self.target_kind,
+            target_name: self.target_name,
+            accelerator: self.accelerator,
+            cost,
+            min_replicas: min,
+            max_replicas: max,
+            source: self.source,
+            target,
+            metric_labels: Default::default(),
+        };
+        v.compute_metric_labels();
+        Ok(v)
+    }
+}
+
+fn parse_cost(cost: Option<&str>, field: &str) -> Result<f64, String> {
+    match cost.map(str::trim) {
+        None | Some("") => Ok(DEFAULT_VARIANT_COST),
+        Some(s) => match s.parse::<f64>() {
+            Ok(c) if c.is_finite() && c >= 0.0 => Ok(c),
+            _ => Err(format!("{field} {s:?} is not a non-negative decimal")),
+        },
+    }
 }
 
 fn non_negative(value: Option<i32>, default: i32, field: &str) -> Result<u32, String> {
@@ -423,6 +656,94 @@ status: {podIP: 10.0.0.9}
                 "{fields}: {problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn annotated_scalers_become_variants() {
+        let yaml = r#"
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: granite-hpa
+  namespace: llm
+  annotations: {llm-d.ai/managed: "true", llm-d.ai/model-id: ibm/granite, llm-d.ai/variant-cost: "7.5"}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: granite}
+  minReplicas: 2
+  maxReplicas: 9
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: plain-hpa, namespace: llm}
+spec:
+  scaleTargetRef: {kind: Deployment, name: other}
+  maxReplicas: 3
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: loser-hpa
+  namespace: llm
+  annotations: {llm-d.ai/managed: "true", llm-d.ai/model-id: m}
+spec:
+  scaleTargetRef: {kind: Deployment, name: keda-target}
+  maxReplicas: 3
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: keda-so
+  namespace: llm
+  annotations: {llm-d.ai/managed: "true", llm-d.ai/model-id: m}
+spec:
+  scaleTargetRef: {name: keda-target}
+  maxReplicaCount: 5
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: no-model
+  namespace: llm
+  annotations: {llm-d.ai/managed: "true"}
+spec:
+  scaleTargetRef: {kind: Deployment, name: x}
+  maxReplicas: 3
+"#;
+        let (snap, problems) = resolve(&objects(yaml));
+        let got: Vec<(&str, &str, u32, u32, f64, VariantSource)> = snap
+            .variants()
+            .iter()
+            .map(|v| {
+                (
+                    v.name.as_str(),
+                    v.model_id.as_str(),
+                    v.min_replicas,
+                    v.max_replicas,
+                    v.cost,
+                    v.source,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "granite-hpa",
+                    "ibm/granite",
+                    2,
+                    9,
+                    7.5,
+                    VariantSource::HorizontalPodAutoscaler
+                ),
+                ("keda-so", "m", 0, 5, 10.0, VariantSource::ScaledObject),
+            ],
+            "the ScaledObject wins over the HPA of the same target; unannotated HPAs are ignored"
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].reason.contains("llm-d.ai/model-id"),
+            "{problems:?}"
+        );
     }
 
     #[test]

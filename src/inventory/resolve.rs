@@ -243,10 +243,15 @@ struct AnnotatedScaler {
     target_name: String,
 }
 
+/// What the annotations of a managed scaler say: model, cost, accelerator.
+struct ScalerAnnotations {
+    model_id: String,
+    cost: Option<String>,
+    accelerator: String,
+}
+
 /// None when the object is not managed; Err when it is but cannot be used.
-fn annotated(
-    meta: &kube::api::ObjectMeta,
-) -> Option<Result<(String, Option<String>, String), String>> {
+fn annotated(meta: &kube::api::ObjectMeta) -> Option<Result<ScalerAnnotations, String>> {
     let a = meta.annotations.as_ref()?;
     if a.get(MANAGED_ANNOTATION).map(|v| v.trim()) != Some("true") {
         return None;
@@ -266,11 +271,11 @@ fn annotated(
         .or_else(|| a.get(ACCELERATOR_LABEL))
         .cloned()
         .unwrap_or_default();
-    Some(Ok((
-        model,
-        a.get(VARIANT_COST_ANNOTATION).cloned(),
+    Some(Ok(ScalerAnnotations {
+        model_id: model,
+        cost: a.get(VARIANT_COST_ANNOTATION).cloned(),
         accelerator,
-    )))
+    }))
 }
 
 fn scaler_from_hpa(h: &HorizontalPodAutoscaler) -> Option<Result<AnnotatedScaler, String>> {

@@ -81,6 +81,12 @@ pub struct ServeArgs {
     /// Where variants come from: `kube` or `file:PATH`.
     #[arg(long, default_value = "kube")]
     pub inventory: InventorySource,
+    /// The server's own namespace: where the thresholds ConfigMap lives.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "wva-system")]
+    pub namespace: String,
+    /// With --inventory kube: serve variants of these namespaces only (comma list; empty = all).
+    #[arg(long, value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
     /// Where vLLM metrics come from.
     #[arg(long, value_enum, default_value_t = BackendKind::Prometheus)]
     pub metrics_backend: BackendKind,

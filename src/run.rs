@@ -99,9 +99,26 @@ pub async fn components_from_args(
             .await?;
             tasks.push(task);
         }
-        InventorySource::Kube => anyhow::bail!(
-            "--inventory kube is not available in this build yet; use --inventory file:PATH"
-        ),
+        InventorySource::Kube => {
+            let client = kube::Client::try_default().await.context(
+                "--inventory kube needs a cluster: no in-cluster service account and no usable KUBECONFIG \
+                 (for a cluster-less run use --inventory file:PATH)",
+            )?;
+            let config = crate::inventory::kube::KubeInventoryConfig {
+                namespaces: args.watch_namespaces.clone(),
+                own_namespace: args.namespace.clone(),
+            };
+            tasks.extend(
+                crate::inventory::kube::start(
+                    client,
+                    config,
+                    Arc::clone(&inventory),
+                    Arc::clone(&thresholds),
+                    shutdown.clone(),
+                )
+                .await,
+            );
+        }
     }
 
     let (backend, fetch_interval): (Arc<dyn MetricsBackend>, Duration) = match args.metrics_backend

@@ -6,6 +6,7 @@
 
 pub mod crd;
 pub mod file;
+pub mod kube;
 pub mod resolve;
 pub mod snapshot;
 pub mod store;

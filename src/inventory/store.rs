@@ -1,7 +1,7 @@
 //! The published inventory: the latest snapshot and a change signal.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -16,6 +16,8 @@ pub struct InventoryStore {
     current: ArcSwap<InventorySnapshot>,
     generation: watch::Sender<u64>,
     synced: AtomicBool,
+    /// Sources still loading, named for `/readyz`.
+    pending: Mutex<Vec<String>>,
 }
 
 impl Default for InventoryStore {
@@ -31,6 +33,7 @@ impl InventoryStore {
             current: ArcSwap::from_pointee(InventorySnapshot::default()),
             generation: watch::channel(0).0,
             synced: AtomicBool::new(false),
+            pending: Mutex::new(vec!["inventory".to_owned()]),
         }
     }
 
@@ -42,6 +45,7 @@ impl InventoryStore {
     /// Replaces the snapshot and marks the store synced.
     pub fn publish(&self, snapshot: InventorySnapshot) {
         self.current.store(Arc::new(snapshot));
+        self.set_pending(Vec::new());
         self.synced.store(true, Ordering::Release);
         self.generation.send_modify(|g| *g += 1);
     }
@@ -49,6 +53,19 @@ impl InventoryStore {
     /// True once a source has published a complete view.
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
+    }
+
+    /// Names the sources that have not finished their initial load.
+    pub fn set_pending(&self, pending: Vec<String>) {
+        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = pending;
+    }
+
+    /// The sources still loading (empty once synced).
+    pub fn pending(&self) -> Vec<String> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A receiver that sees a new value after every publish.

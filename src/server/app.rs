@@ -121,11 +121,15 @@ impl App {
     fn readyz(&self) -> Response<Body> {
         let s = &self.state;
         let mut failing = Vec::new();
-        if !s.engine.inventory().is_synced() {
-            failing.push("inventory: not synced");
+        let inventory = s.engine.inventory();
+        if !inventory.is_synced() {
+            failing.push(format!(
+                "inventory: not synced (waiting for {})",
+                inventory.pending().join(", ")
+            ));
         }
         if !s.first_fetch_done.load(Ordering::Acquire) {
-            failing.push("metrics: first fetch cycle not finished");
+            failing.push("metrics: first fetch cycle not finished".to_owned());
         }
         if failing.is_empty() {
             ok(TEXT, Bytes::from_static(b"ok"))

@@ -26,12 +26,22 @@ impl Drop for Proc {
 
 impl Proc {
     pub fn spawn(name: &str, args: &[&str]) -> Proc {
+        Self::spawn_with(name, args, &[], None)
+    }
+
+    /// Spawns with extra environment variables, and the log in `log` when given.
+    pub fn spawn_with(name: &str, args: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> Proc {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::inherit(),
+        };
         let child = Command::new(BIN)
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Proc {
@@ -202,6 +212,17 @@ impl Server {
     /// Starts `serve` with real certificates and the given extra flags, and
     /// waits until it answers `/readyz`.
     pub async fn start(dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        Self::start_with(dir, extra, &[], false).await
+    }
+
+    /// As [`Server::start`], with environment variables, and the log written
+    /// to `serve.log` in the directory when `log` is set.
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: bool,
+    ) -> Server {
         let pki = make_pki(dir.path());
         let port = free_port();
         let port_s = port.to_string();
@@ -217,7 +238,8 @@ impl Server {
             pki.key_path.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        let proc = Proc::spawn("serve", &args);
+        let log_path = dir.path().join("serve.log");
+        let proc = Proc::spawn_with("serve", &args, env, log.then_some(log_path.as_path()));
         let client = https_client(&pki.ca_pem);
         let base = format!("https://127.0.0.1:{port}");
         let server = Server {
@@ -240,6 +262,11 @@ impl Server {
         })
         .await;
         server
+    }
+
+    /// The log of a server started with `log` set.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 
     pub fn ca_path(&self) -> PathBuf {
@@ -435,4 +462,5 @@ status:
     }
     y
 }
+pub mod apiserver;
 pub mod prometheus;

@@ -1,0 +1,483 @@
+//! An in-process Kubernetes API server for tests. It speaks the real wire
+//! protocol the kube client uses: list (with a resourceVersion), watch as a
+//! stream of JSON events from a resourceVersion, `410 Gone` for an expired
+//! resourceVersion, field selectors on `metadata.name`, status PATCH, and
+//! 404 Status for resources it does not serve. Tests create, change and
+//! delete objects through [`ApiServer`] and can cut every watch stream or
+//! expire every resourceVersion, as a real API server does on restarts and
+//! compactions.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+/// Resources served, by URL segment: (group path prefix, plural, kind).
+const RESOURCES: &[(&str, &str, &str)] = &[
+    (
+        "/apis/llmd.ai/v1alpha1",
+        "variantautoscalings",
+        "VariantAutoscaling",
+    ),
+    (
+        "/apis/autoscaling/v2",
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+    ),
+    ("/apis/apps/v1", "deployments", "Deployment"),
+    ("/apis/apps/v1", "statefulsets", "StatefulSet"),
+    ("/apis/apps/v1", "replicasets", "ReplicaSet"),
+    ("/api/v1", "pods", "Pod"),
+    ("/api/v1", "configmaps", "ConfigMap"),
+];
+
+#[derive(Clone, Debug)]
+struct Event {
+    rv: u64,
+    plural: &'static str,
+    kind: &'static str,
+    object: Value,
+}
+
+#[derive(Default)]
+struct State {
+    rv: u64,
+    /// Watches from a resourceVersion below this get 410 Gone.
+    expired_below: u64,
+    /// (plural, namespace, name) -> object.
+    objects: BTreeMap<(String, String, String), Value>,
+    events: Vec<Event>,
+    /// Status PATCH requests received: (path, body).
+    status_patches: Vec<(String, Value)>,
+    /// List requests served, and watches answered 410 Gone.
+    lists: u64,
+    gone: u64,
+}
+
+/// A running test API server.
+#[derive(Clone)]
+pub struct ApiServer {
+    pub port: u16,
+    state: Arc<Mutex<State>>,
+    events: broadcast::Sender<Event>,
+    cut: broadcast::Sender<()>,
+}
+
+fn plural_of(kind: &str) -> Option<(&'static str, &'static str)> {
+    RESOURCES.iter().find(|r| r.2 == kind).map(|r| (r.1, r.2))
+}
+
+impl ApiServer {
+    pub async fn start() -> ApiServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = ApiServer {
+            port,
+            state: Arc::new(Mutex::new(State {
+                rv: 1,
+                ..Default::default()
+            })),
+            events: broadcast::channel(1024).0,
+            cut: broadcast::channel(16).0,
+        };
+        let s = server.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let s = s.clone();
+                        async move { Ok::<_, Infallible>(s.handle(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        server
+    }
+
+    /// A kubeconfig file that points the kube client here.
+    pub fn write_kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("kubeconfig");
+        let y = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: http://127.0.0.1:{}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\ncurrent-context: test\nusers:\n- name: test\n  user:\n    token: test-token\n",
+            self.port
+        );
+        std::fs::write(&path, y).unwrap();
+        path
+    }
+
+    /// Creates or replaces an object (its `kind` says where it goes).
+    pub fn apply(&self, mut object: Value) {
+        let kind = object["kind"].as_str().unwrap().to_owned();
+        let (plural, kind) =
+            plural_of(&kind).unwrap_or_else(|| panic!("kind {kind} is not served"));
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        let mut st = self.state.lock().unwrap();
+        st.rv += 1;
+        let rv = st.rv;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        if object["metadata"]["uid"].is_null() {
+            object["metadata"]["uid"] = json!(format!("uid-{plural}-{ns}-{name}"));
+        }
+        if object["metadata"]["creationTimestamp"].is_null() {
+            object["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        let key = (plural.to_owned(), ns, name);
+        let kind_of_change = if st.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        st.objects.insert(key, object.clone());
+        let e = Event {
+            rv,
+            plural,
+            kind,
+            object: json!({"type": kind_of_change, "object": object}),
+        };
+        st.events.push(e.clone());
+        drop(st);
+        let _ = self.events.send(e);
+    }
+
+    pub fn delete(&self, kind: &str, namespace: &str, name: &str) {
+        let (plural, kind) = plural_of(kind).unwrap();
+        let mut st = self.state.lock().unwrap();
+        let Some(mut object) =
+            st.objects
+                .remove(&(plural.to_owned(), namespace.to_owned(), name.to_owned()))
+        else {
+            return;
+        };
+        st.rv += 1;
+        let rv = st.rv;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let e = Event {
+            rv,
+            plural,
+            kind,
+            object: json!({"type": "DELETED", "object": object}),
+        };
+        st.events.push(e.clone());
+        drop(st);
+        let _ = self.events.send(e);
+    }
+
+    /// Ends every open watch stream, as an API server restart does.
+    pub fn cut_watches(&self) {
+        let _ = self.cut.send(());
+    }
+
+    /// Makes every resourceVersion seen so far too old: the next watch from
+    /// one gets 410 Gone and the client must list again.
+    pub fn expire_resource_versions(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.rv += 1;
+        st.expired_below = st.rv;
+        st.events.clear();
+    }
+
+    /// (list requests served, watches answered 410 Gone) so far.
+    pub fn counters(&self) -> (u64, u64) {
+        let st = self.state.lock().unwrap();
+        (st.lists, st.gone)
+    }
+
+    /// Status PATCH requests received so far.
+    pub fn status_patches(&self) -> Vec<(String, Value)> {
+        self.state.lock().unwrap().status_patches.clone()
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<TestBody> {
+        let path = req.uri().path().to_owned();
+        let query: BTreeMap<String, String> = req
+            .uri()
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let Some(ResourcePath {
+            prefix,
+            plural,
+            kind,
+            namespace,
+            name,
+            sub,
+        }) = parse_path(&path)
+        else {
+            return full(
+                StatusCode::NOT_FOUND,
+                status_json(
+                    404,
+                    "NotFound",
+                    &format!("the server could not find the requested resource {path}"),
+                ),
+            );
+        };
+        match (req.method().clone(), name, sub) {
+            (Method::GET, None, _)
+                if query.get("watch").is_some_and(|w| w == "1" || w == "true") =>
+            {
+                self.watch(plural, kind, namespace, &query).await
+            }
+            (Method::GET, None, _) => self.list(prefix, plural, kind, namespace, &query),
+            (Method::GET, Some(name), None) => {
+                let st = self.state.lock().unwrap();
+                match st
+                    .objects
+                    .get(&(plural.to_owned(), namespace.unwrap_or_default(), name))
+                {
+                    Some(o) => full(StatusCode::OK, o.to_string()),
+                    None => full(
+                        StatusCode::NOT_FOUND,
+                        status_json(404, "NotFound", "not found"),
+                    ),
+                }
+            }
+            (Method::PATCH, Some(name), Some("status")) => {
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let patch: Value = serde_json::from_slice(&body)
+                    .or_else(|_| serde_yaml::from_slice(&body))
+                    .unwrap_or(Value::Null);
+                let ns = namespace.unwrap_or_default();
+                self.state
+                    .lock()
+                    .unwrap()
+                    .status_patches
+                    .push((path.clone(), patch.clone()));
+                let current = self
+                    .state
+                    .lock()
+                    .unwrap()
+                    .objects
+                    .get(&(plural.to_owned(), ns.clone(), name.clone()))
+                    .cloned();
+                match current {
+                    Some(mut o) => {
+                        o["status"] = patch["status"].clone();
+                        self.apply(o.clone());
+                        full(StatusCode::OK, o.to_string())
+                    }
+                    None => full(
+                        StatusCode::NOT_FOUND,
+                        status_json(404, "NotFound", "not found"),
+                    ),
+                }
+            }
+            _ => full(
+                StatusCode::METHOD_NOT_ALLOWED,
+                status_json(405, "MethodNotAllowed", "not supported by the test server"),
+            ),
+        }
+    }
+
+    fn matches(
+        object: &Value,
+        namespace: &Option<String>,
+        query: &BTreeMap<String, String>,
+    ) -> bool {
+        let ns_ok = namespace
+            .as_ref()
+            .is_none_or(|ns| object["metadata"]["namespace"] == json!(ns));
+        let field_ok = match query
+            .get("fieldSelector")
+            .and_then(|f| f.strip_prefix("metadata.name="))
+        {
+            Some(name) => object["metadata"]["name"] == json!(name),
+            None => true,
+        };
+        ns_ok && field_ok
+    }
+
+    fn list(
+        &self,
+        prefix: &str,
+        plural: &str,
+        kind: &str,
+        namespace: Option<String>,
+        query: &BTreeMap<String, String>,
+    ) -> Response<TestBody> {
+        let mut st = self.state.lock().unwrap();
+        st.lists += 1;
+        let items: Vec<Value> = st
+            .objects
+            .iter()
+            .filter(|((p, _, _), o)| p == plural && Self::matches(o, &namespace, query))
+            .map(|(_, o)| o.clone())
+            .collect();
+        let api_version = prefix
+            .trim_start_matches("/apis/")
+            .trim_start_matches("/api/");
+        let body = json!({
+            "kind": format!("{kind}List"),
+            "apiVersion": api_version,
+            "metadata": {"resourceVersion": st.rv.to_string()},
+            "items": items,
+        });
+        full(StatusCode::OK, body.to_string())
+    }
+
+    async fn watch(
+        &self,
+        plural: &'static str,
+        _kind: &str,
+        namespace: Option<String>,
+        query: &BTreeMap<String, String>,
+    ) -> Response<TestBody> {
+        let from: u64 = query
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let timeout = query
+            .get("timeoutSeconds")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(290u64);
+        let query = query.clone();
+        let (backlog, mut rx, expired) = {
+            let st = self.state.lock().unwrap();
+            let backlog: Vec<Event> = st
+                .events
+                .iter()
+                .filter(|e| e.rv > from && e.plural == plural)
+                .cloned()
+                .collect();
+            (backlog, self.events.subscribe(), from < st.expired_below)
+        };
+        if expired {
+            self.state.lock().unwrap().gone += 1;
+        }
+        if expired {
+            // The kube client sees 410 Gone as an ERROR event and lists again.
+            let gone = json!({"type": "ERROR", "object": serde_json::from_str::<Value>(&status_json(410, "Expired", "too old resource version")).unwrap()});
+            let frame = Bytes::from(format!("{gone}\n"));
+            let s: futures::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>> =
+                Box::pin(futures::stream::iter(vec![Ok(Frame::data(frame))]));
+            return stream_response(s);
+        }
+        let mut cut = self.cut.subscribe();
+        let (tx, out) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
+        tokio::spawn(async move {
+            let send = |e: &Event| Bytes::from(format!("{}\n", e.object));
+            for e in backlog
+                .iter()
+                .filter(|e| Self::matches(&e.object["object"], &namespace, &query))
+            {
+                if tx.send(Ok(Frame::data(send(e)))).await.is_err() {
+                    return;
+                }
+            }
+            let deadline = tokio::time::sleep(std::time::Duration::from_secs(timeout));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => return,
+                    _ = cut.recv() => return,
+                    e = rx.recv() => match e {
+                        Ok(e) if e.plural == plural && e.rv > from && Self::matches(&e.object["object"], &namespace, &query) => {
+                            if tx.send(Ok(Frame::data(send(&e)))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+            }
+        });
+        stream_response(Box::pin(tokio_stream::wrappers::ReceiverStream::new(out)))
+    }
+}
+
+/// The body of every answer: a whole JSON document, or a watch stream.
+type TestBody = http_body_util::Either<
+    Full<Bytes>,
+    StreamBody<futures::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>>,
+>;
+
+fn full(code: StatusCode, body: String) -> Response<TestBody> {
+    let mut r = Response::new(http_body_util::Either::Left(Full::new(Bytes::from(body))));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn stream_response(
+    s: futures::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>,
+) -> Response<TestBody> {
+    let mut r = Response::new(http_body_util::Either::Right(StreamBody::new(s)));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn status_json(code: u16, reason: &str, message: &str) -> String {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code}).to_string()
+}
+
+/// A request path, split.
+struct ResourcePath<'a> {
+    prefix: &'static str,
+    plural: &'static str,
+    kind: &'static str,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<&'a str>,
+}
+
+/// Splits `/apis/GROUP/VERSION[/namespaces/NS]/PLURAL[/NAME[/SUB]]`.
+fn parse_path(path: &str) -> Option<ResourcePath<'_>> {
+    for (prefix, plural, kind) in RESOURCES {
+        let Some(rest) = path.strip_prefix(prefix) else {
+            continue;
+        };
+        let parts: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+        let parsed = match parts.as_slice() {
+            [p] if p == plural => Some((None, None, None)),
+            ["namespaces", ns, p] if p == plural => Some((Some(ns.to_string()), None, None)),
+            ["namespaces", ns, p, name] if p == plural => {
+                Some((Some(ns.to_string()), Some(name.to_string()), None))
+            }
+            ["namespaces", ns, p, name, sub] if p == plural => {
+                Some((Some(ns.to_string()), Some(name.to_string()), Some(*sub)))
+            }
+            _ => None,
+        };
+        if let Some((namespace, name, sub)) = parsed {
+            return Some(ResourcePath {
+                prefix,
+                plural,
+                kind,
+                namespace,
+                name,
+                sub,
+            });
+        }
+    }
+    None
+}

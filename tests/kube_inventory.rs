@@ -1,0 +1,303 @@
+//! `--inventory kube` against an in-process API server that speaks the
+//! real list/watch protocol, with the real kube client in a real `serve`
+//! process pointed at it by a kubeconfig.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::apiserver::ApiServer;
+use common::{eventually, Emulator, Server};
+use serde_json::{json, Value};
+
+const NS: &str = "llm";
+const MODEL: &str = "meta/llama-3.1-8b";
+
+fn va(name: &str, target: &str, min: u32, max: u32) -> Value {
+    json!({
+        "apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling",
+        "metadata": {"name": name, "namespace": NS, "labels": {"inference.optimization/acceleratorName": "H100"}},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+                 "modelID": MODEL, "minReplicas": min, "maxReplicas": max}
+    })
+}
+
+fn deployment(name: &str, replicas: u32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": []}}},
+        "status": {"replicas": replicas, "readyReplicas": replicas}
+    })
+}
+
+/// A ready pod of `deployment` owned through its ReplicaSet (no variant label).
+fn pod(deployment: &str, index: usize, port: u16) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("{deployment}-7f9c-{index}"), "namespace": NS,
+                     "labels": {"app": deployment, "pod-template-hash": "7f9c"},
+                     "annotations": {"prometheus.io/port": port.to_string()},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{deployment}-7f9c"),
+                                          "uid": "rs-uid", "controller": true}]},
+        "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai"}]},
+        "status": {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}
+    })
+}
+
+struct Cluster {
+    api: ApiServer,
+    server: Server,
+    emulators: Vec<Emulator>,
+}
+
+/// Three replicas at kv .20/.30/.25 (desired 2 of 3) and a fourth
+/// emulator, not yet in the cluster, at kv .79 with 4 waiting.
+async fn cluster() -> Cluster {
+    let api = ApiServer::start().await;
+    let mut emulators = Vec::new();
+    for (kv, q) in [(0.20, 1.0), (0.30, 1.0), (0.25, 1.0), (0.79, 4.0)] {
+        emulators.push(Emulator::start(MODEL, kv, q).await);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let kc = kubeconfig.display().to_string();
+    // An empty inventory must still become ready (every reflector synced).
+    let server = Server::start_with(
+        dir,
+        &[
+            "--inventory",
+            "kube",
+            "--metrics-backend",
+            "scrape",
+            "--scrape-interval",
+            "500ms",
+            "--namespace",
+            "wva-system",
+        ],
+        &[("KUBECONFIG", &kc)],
+        true,
+    )
+    .await;
+    Cluster {
+        api,
+        server,
+        emulators,
+    }
+}
+
+impl Cluster {
+    fn create_variant(&self, replicas: usize) {
+        self.api.apply(deployment("llama-decode", replicas as u32));
+        for (i, e) in self.emulators.iter().take(replicas).enumerate() {
+            self.api.apply(pod("llama-decode", i, e.port));
+        }
+        self.api.apply(va("llama-h100", "llama-decode", 1, 10));
+    }
+
+    async fn value(&self, metric: &str) -> Option<String> {
+        self.server
+            .value(NS, metric, "target_name=llama-decode")
+            .await
+    }
+}
+
+#[tokio::test]
+async fn variants_follow_the_cluster() {
+    let c = cluster().await;
+    let (status, body) = c
+        .server
+        .get("/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/wva_desired_ratio")
+        .await;
+    assert_eq!(status, 404, "nothing exists yet: {body}");
+
+    let created = Instant::now();
+    c.create_variant(3);
+    eventually(
+        Duration::from_secs(2),
+        "the new variant to be served",
+        || async { c.value("wva_desired_replicas").await.filter(|v| v == "2") },
+    )
+    .await;
+    println!("served {:?} after creation", created.elapsed());
+    assert_eq!(c.value("wva_current_replicas").await.as_deref(), Some("3"));
+    let (_, body) = c
+        .server
+        .get("/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/wva_desired_ratio")
+        .await;
+    assert_eq!(
+        body["items"][0]["metricLabels"]["variant_name"],
+        "llama-h100"
+    );
+    assert_eq!(body["items"][0]["metricLabels"]["accelerator_type"], "H100");
+
+    // Scaling the Deployment (and its fourth pod arriving) changes current replicas.
+    c.api.apply(pod("llama-decode", 3, c.emulators[3].port));
+    c.api.apply(deployment("llama-decode", 4));
+    eventually(Duration::from_secs(2), "current replicas 4", || async {
+        c.value("wva_current_replicas").await.filter(|v| v == "4")
+    })
+    .await;
+    // With the busy fourth replica the queue spare is too thin to shed one: hold at 4.
+    eventually(Duration::from_secs(5), "desired replicas 4", || async {
+        c.value("wva_desired_replicas").await.filter(|v| v == "4")
+    })
+    .await;
+
+    // The pod is deleted (its emulator still serves its series): it stops
+    // counting at once, and the model can shed a replica again.
+    c.api.delete("Pod", NS, "llama-decode-7f9c-3");
+    c.api.apply(deployment("llama-decode", 3));
+    let deleted = Instant::now();
+    eventually(
+        Duration::from_secs(2),
+        "the deleted pod to stop counting",
+        || async { c.value("wva_desired_replicas").await.filter(|v| v == "2") },
+    )
+    .await;
+    println!("pod deletion reflected after {:?}", deleted.elapsed());
+
+    let deleted = Instant::now();
+    c.api.delete("VariantAutoscaling", NS, "llama-h100");
+    eventually(Duration::from_secs(2), "a 404 after the VariantAutoscaling is deleted", || async {
+        let (status, _) = c.server.get("/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/wva_desired_ratio?labelSelector=target_name%3Dllama-decode").await;
+        (status == 404).then_some(())
+    })
+    .await;
+    println!("404 {:?} after deletion", deleted.elapsed());
+}
+
+#[tokio::test]
+async fn an_annotated_hpa_is_a_variant() {
+    let c = cluster().await;
+    c.api.apply(deployment("llama-decode", 2));
+    for (i, e) in c.emulators.iter().take(2).enumerate() {
+        c.api.apply(pod("llama-decode", i, e.port));
+    }
+    c.api.apply(json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "llama-hpa", "namespace": NS,
+                     "annotations": {"llm-d.ai/managed": "true", "llm-d.ai/model-id": MODEL}},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llama-decode"},
+                 "minReplicas": 2, "maxReplicas": 2}
+    }));
+    // kv .20/.30 would shed a replica, but the HPA's minimum is 2.
+    let body = eventually(Duration::from_secs(3), "the HPA's variant", || async {
+        let (status, body) = c.server.get("/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/wva_desired_replicas?labelSelector=variant_name%3Dllama-hpa").await;
+        (status == 200).then_some(body)
+    })
+    .await;
+    assert_eq!(
+        body["items"][0]["metricLabels"]["variant_name"],
+        "llama-hpa"
+    );
+    assert_eq!(
+        body["items"][0]["value"], "2",
+        "clamped to the HPA's min/max: {body}"
+    );
+    // Saturated replicas would add one, but the HPA's maximum is 2.
+    for e in &c.emulators[..2] {
+        e.set_state(json!({"kv": 0.95})).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, body) = c.server.get("/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/wva_desired_replicas?labelSelector=variant_name%3Dllama-hpa").await;
+    assert_eq!(body["items"][0]["value"], "2", "{body}");
+}
+
+#[tokio::test]
+async fn thresholds_configmap_applies_live_and_bad_ones_are_refused() {
+    let c = cluster().await;
+    c.create_variant(3);
+    eventually(
+        Duration::from_secs(3),
+        "desired 2 at default thresholds",
+        || async { c.value("wva_desired_replicas").await.filter(|v| v == "2") },
+    )
+    .await;
+    // kvCacheThreshold 0.26: replicas at .30 and .25... .30 is saturated and the
+    // spare of the others is thin: scale up to 4.
+    let cm = |default: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "wva-saturation-scaling-config", "namespace": "wva-system"},
+               "data": {"default": default}})
+    };
+    c.api
+        .apply(cm("kvCacheThreshold: 0.26\nkvSpareTrigger: 0.1\n"));
+    eventually(
+        Duration::from_secs(3),
+        "the new thresholds to scale up",
+        || async { c.value("wva_desired_replicas").await.filter(|v| v == "4") },
+    )
+    .await;
+    c.api.apply(cm("kvCacheThreshold: 5\n"));
+    eventually(
+        Duration::from_secs(3),
+        "the invalid ConfigMap to be refused in the log",
+        || async {
+            c.server
+                .log()
+                .contains("invalid saturation thresholds; keeping the previous ones")
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        c.server.log().contains("kvCacheThreshold"),
+        "the log says why"
+    );
+    assert_eq!(
+        c.value("wva_desired_replicas").await.as_deref(),
+        Some("4"),
+        "old thresholds kept"
+    );
+}
+
+#[tokio::test]
+async fn cut_watches_and_410_gone_are_recovered_without_wrong_answers() {
+    let c = cluster().await;
+    c.create_variant(3);
+    eventually(Duration::from_secs(3), "desired 2", || async {
+        c.value("wva_desired_replicas").await.filter(|v| v == "2")
+    })
+    .await;
+    for round in 0..2 {
+        let (lists_before, _) = c.api.counters();
+        if round == 0 {
+            c.api.cut_watches();
+        } else {
+            c.api.expire_resource_versions();
+            c.api.cut_watches();
+        }
+        // Meanwhile every answer is the right one.
+        for _ in 0..10 {
+            assert_eq!(
+                c.value("wva_desired_replicas").await.as_deref(),
+                Some("2"),
+                "round {round}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A change made after the cut is seen: the watches were re-established.
+        let name = format!("after-cut-{round}");
+        c.api.apply(deployment(&name, 1));
+        c.api.apply(va(&name, &name, 1, 10));
+        let path = format!(
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/wva_current_replicas?labelSelector=variant_name%3D{name}"
+        );
+        eventually(
+            Duration::from_secs(10),
+            "a variant created after the cut",
+            || async {
+                let (status, body) = c.server.get(&path).await;
+                (status == 200 && body["items"][0]["value"] == "1").then_some(())
+            },
+        )
+        .await;
+        let (lists, gone) = c.api.counters();
+        if round == 1 {
+            assert!(gone > 0, "the watches were answered 410 Gone");
+            assert!(lists > lists_before, "and the client listed again");
+        }
+    }
+}

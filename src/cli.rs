@@ -87,6 +87,12 @@ pub struct ServeArgs {
     /// With --inventory kube: serve variants of these namespaces only (comma list; empty = all).
     #[arg(long, value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
+    /// With --inventory kube: write each VariantAutoscaling's decision and conditions to its status.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub update_status: bool,
+    /// At most one status write per VariantAutoscaling per this interval.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub status_min_interval: Duration,
     /// Where vLLM metrics come from.
     #[arg(long, value_enum, default_value_t = BackendKind::Prometheus)]
     pub metrics_backend: BackendKind,

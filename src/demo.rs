@@ -185,6 +185,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         freshness: FreshnessPolicy::default(),
         registry,
         telemetry,
+        status_writer: None,
     };
     let (tls, cert) = run::tls_config(None, None)?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));

@@ -35,6 +35,8 @@ pub struct Components {
     pub freshness: FreshnessPolicy,
     pub registry: Registry,
     pub telemetry: Telemetry,
+    /// Status write-back to the cluster: client and minimum interval per object.
+    pub status_writer: Option<(kube::Client, Duration)>,
 }
 
 /// A running server.
@@ -89,6 +91,7 @@ pub async fn components_from_args(
     let telemetry = Telemetry::new(&mut registry);
 
     let inventory = Arc::new(InventoryStore::new());
+    let mut status_writer = None;
     match &args.inventory {
         InventorySource::File(path) => {
             let task = crate::inventory::file::watch_file(
@@ -104,6 +107,9 @@ pub async fn components_from_args(
                 "--inventory kube needs a cluster: no in-cluster service account and no usable KUBECONFIG \
                  (for a cluster-less run use --inventory file:PATH)",
             )?;
+            if args.update_status {
+                status_writer = Some((client.clone(), args.status_min_interval));
+            }
             let config = crate::inventory::kube::KubeInventoryConfig {
                 namespaces: args.watch_namespaces.clone(),
                 own_namespace: args.namespace.clone(),
@@ -166,6 +172,7 @@ pub async fn components_from_args(
         freshness,
         registry,
         telemetry,
+        status_writer,
     })
 }
 
@@ -214,6 +221,7 @@ pub async fn start(
         freshness,
         registry,
         telemetry,
+        status_writer,
     } = components;
     let cache = Arc::new(MetricsCache::new());
     let engine = Arc::new(
@@ -228,13 +236,22 @@ pub async fn start(
     );
     let first_cycle_done = Arc::new(AtomicBool::new(false));
     let publisher = DecisionPublisher::new(Arc::clone(&engine), telemetry.clone());
+    let cycles = Arc::new(tokio::sync::Notify::new());
+    if let Some((client, interval)) = status_writer {
+        let writer =
+            crate::inventory::status::StatusWriter::new(client, Arc::clone(&engine), interval);
+        tasks.push(writer.spawn(Arc::clone(&cycles), shutdown.clone()));
+    }
     let fetcher = Fetcher {
         backend,
         cache,
         inventory,
         interval: fetch_interval,
         first_cycle_done: Arc::clone(&first_cycle_done),
-        on_cycle: Some(Box::new(move || publisher.publish())),
+        on_cycle: Some(Box::new(move || {
+            publisher.publish();
+            cycles.notify_one();
+        })),
     };
     tasks.push(tokio::spawn(fetcher.run(shutdown.clone())));
 

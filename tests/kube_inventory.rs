@@ -75,6 +75,12 @@ async fn cluster() -> Cluster {
             "500ms",
             "--namespace",
             "wva-system",
+            "--metrics-fresh-within",
+            "1s",
+            "--metrics-stale-after",
+            "3s",
+            "--status-min-interval",
+            "1s",
         ],
         &[("KUBECONFIG", &kc)],
         true,
@@ -300,4 +306,97 @@ async fn cut_watches_and_410_gone_are_recovered_without_wrong_answers() {
             assert!(lists > lists_before, "and the client listed again");
         }
     }
+}
+
+#[tokio::test]
+async fn status_receives_the_decision_once_per_change() {
+    let c = cluster().await;
+    c.create_variant(3);
+    // The first write may predate the first scrape (MetricsMissing); wait for the decision.
+    let patch = eventually(
+        Duration::from_secs(5),
+        "a status write with the decision",
+        || async {
+            c.api
+                .status_patches()
+                .into_iter()
+                .find(|(_, b)| b["status"]["conditions"][1]["reason"] == "MetricsFound")
+        },
+    )
+    .await;
+    let (uri, body) = patch;
+    assert!(
+        uri.contains("/apis/llmd.ai/v1alpha1/namespaces/llm/variantautoscalings/llama-h100/status"),
+        "{uri}"
+    );
+    assert!(
+        uri.contains("fieldManager=wva-metrics-server") && uri.contains("force=true"),
+        "server-side apply: {uri}"
+    );
+    let status = &body["status"];
+    assert_eq!(status["desiredOptimizedAlloc"]["numReplicas"], 2, "{body}");
+    assert_eq!(status["desiredOptimizedAlloc"]["accelerator"], "H100");
+    assert!(status["desiredOptimizedAlloc"]["lastRunTime"].is_string());
+    let conditions: Vec<(String, String, String)> = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap().to_owned(),
+                c["status"].as_str().unwrap().to_owned(),
+                c["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        conditions,
+        [
+            ("TargetResolved".into(), "True".into(), "TargetFound".into()),
+            (
+                "MetricsAvailable".into(),
+                "True".into(),
+                "MetricsFound".into()
+            ),
+            (
+                "OptimizationReady".into(),
+                "True".into(),
+                "Optimized".into()
+            ),
+        ]
+    );
+    // Nothing changes for several fetch cycles: no further write.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        c.api.status_patches().len(),
+        1,
+        "no write when nothing changed"
+    );
+    let events = c.api.events();
+    assert!(
+        events.iter().any(|e| e["reason"] == "ScalingDecision"),
+        "{events:?}"
+    );
+
+    // Metrics go stale: the conditions change, one write and one Warning event.
+    drop(c.emulators);
+    eventually(
+        Duration::from_secs(15),
+        "a MetricsStale condition",
+        || async {
+            c.api
+                .status_patches()
+                .iter()
+                .any(|(_, b)| b["status"]["conditions"][1]["reason"] == "MetricsStale")
+                .then_some(())
+        },
+    )
+    .await;
+    let warnings = c.api.events();
+    assert!(
+        warnings
+            .iter()
+            .any(|e| e["reason"] == "MetricsUnavailable" && e["type"] == "Warning"),
+        "{warnings:?}"
+    );
 }

@@ -9,6 +9,7 @@ pub mod file;
 pub mod kube;
 pub mod resolve;
 pub mod snapshot;
+pub mod status;
 pub mod store;
 
 pub use crd::{VariantAutoscaling, VariantAutoscalingSpec};

@@ -36,6 +36,7 @@ const RESOURCES: &[(&str, &str, &str)] = &[
     ("/apis/apps/v1", "replicasets", "ReplicaSet"),
     ("/api/v1", "pods", "Pod"),
     ("/api/v1", "configmaps", "ConfigMap"),
+    ("/apis/events.k8s.io/v1", "events", "Event"),
 ];
 
 #[derive(Clone, Debug)]
@@ -200,6 +201,16 @@ impl ApiServer {
         (st.lists, st.gone)
     }
 
+    /// Events recorded so far (their JSON).
+    pub fn events(&self) -> Vec<Value> {
+        let st = self.state.lock().unwrap();
+        st.objects
+            .iter()
+            .filter(|((p, _, _), _)| p == "events")
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
     /// Status PATCH requests received so far.
     pub fn status_patches(&self) -> Vec<(String, Value)> {
         self.state.lock().unwrap().status_patches.clone()
@@ -207,6 +218,7 @@ impl ApiServer {
 
     async fn handle(&self, req: Request<Incoming>) -> Response<TestBody> {
         let path = req.uri().path().to_owned();
+        let path_and_query = req.uri().to_string();
         let query: BTreeMap<String, String> = req
             .uri()
             .query()
@@ -250,6 +262,24 @@ impl ApiServer {
                     ),
                 }
             }
+            // Events: stored like any object (POST creates, PATCH updates a series).
+            (Method::POST, None, None) | (Method::PATCH, Some(_), None) if plural == "events" => {
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let mut event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                if event["metadata"]["name"].is_null() {
+                    let n = self.state.lock().unwrap().rv;
+                    event["metadata"]["name"] = json!(format!("event-{n}"));
+                }
+                event["metadata"]["namespace"] = json!(namespace.clone().unwrap_or_default());
+                event["kind"] = json!("Event");
+                self.apply(event.clone());
+                full(StatusCode::CREATED, event.to_string())
+            }
             (Method::PATCH, Some(name), Some("status")) => {
                 let body = req
                     .into_body()
@@ -265,7 +295,7 @@ impl ApiServer {
                     .lock()
                     .unwrap()
                     .status_patches
-                    .push((path.clone(), patch.clone()));
+                    .push((path_and_query.clone(), patch.clone()));
                 let current = self
                     .state
                     .lock()

@@ -30,6 +30,8 @@ pub enum Command {
     Emulate(EmulateArgs),
     /// Print the VariantAutoscaling CRD (YAML) generated from the server's types.
     Crd,
+    /// Write a CA, a serving certificate for the Service and apiservice.yaml with its caBundle.
+    Certs(CertsArgs),
 }
 
 /// Where variants come from.
@@ -185,4 +187,17 @@ pub struct EmulateArgs {
     /// Requests running.
     #[arg(long, default_value_t = 0.0)]
     pub running: f64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CertsArgs {
+    /// Namespace of the Service.
+    #[arg(long)]
+    pub namespace: String,
+    /// Name of the Service.
+    #[arg(long)]
+    pub service: String,
+    /// Directory to write ca.crt, ca.key, tls.crt, tls.key and apiservice.yaml into.
+    #[arg(long)]
+    pub out: PathBuf,
 }

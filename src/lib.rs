@@ -7,6 +7,7 @@
 //! `inventory`, the `collector` cache and the pure `saturation` analysis).
 
 pub mod api;
+pub mod certs;
 pub mod cli;
 pub mod collector;
 pub mod decision;

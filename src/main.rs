@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use wva_metrics_server::cli::{Cli, Command};
-use wva_metrics_server::server::{self, StackConfig};
+use wva_metrics_server::server::StackConfig;
 use wva_metrics_server::{demo, emulator, run};
 
 fn main() -> ExitCode {
@@ -44,11 +44,13 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let mut tasks = Vec::new();
             let components = run::components_from_args(&args, &shutdown, &mut tasks).await?;
-            let (pem, cert) = run::serving_certificate(
+            let (certificate, cert) = run::ServingCert::from_args(
                 args.tls_cert_file.as_deref(),
                 args.tls_private_key_file.as_deref(),
+                &shutdown,
+                &mut tasks,
             )?;
-            let tls = server::tls::server_config(pem.clone())?;
+            let tls = certificate.config(None)?;
             let stack = StackConfig {
                 max_concurrent_requests: args.max_concurrent_requests,
                 request_timeout: args.request_timeout,
@@ -57,7 +59,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             let mut server =
                 run::start(components, addr, tls, cert, stack, shutdown.clone(), tasks).await?;
             if let Some(port) = args.keda_port {
-                let task = run::start_keda(&args, port, pem, &server, shutdown).await?;
+                let task = run::start_keda(&args, port, &certificate, &server, shutdown).await?;
                 server.tasks.push(task);
             }
             server.join().await;
@@ -65,6 +67,27 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
         }
         Command::Demo(args) => demo::run(args, shutdown).await,
         Command::Emulate(args) => emulator::run_cli(args, shutdown).await,
+        Command::Certs(args) => {
+            let files =
+                wva_metrics_server::certs::generate(&args.namespace, &args.service, &args.out)?;
+            println!(
+                "wrote {}, {}, {}, {} and {}",
+                files.ca_cert.display(),
+                files.ca_key.display(),
+                files.tls_cert.display(),
+                files.tls_key.display(),
+                files.apiservice.display()
+            );
+            println!(
+                "next: kubectl -n {ns} create secret tls {svc}-tls --cert={} --key={} && kubectl apply -f {}",
+                files.tls_cert.display(),
+                files.tls_key.display(),
+                files.apiservice.display(),
+                ns = args.namespace,
+                svc = args.service
+            );
+            Ok(())
+        }
         Command::Crd => {
             print!("{}", wva_metrics_server::inventory::crd::crd_yaml()?);
             Ok(())

@@ -194,6 +194,50 @@ pub fn serving_certificate(
     }
 }
 
+/// Where the serving certificate comes from.
+pub enum ServingCert {
+    /// Files, reloaded when they change.
+    Files(Arc<server::tls::ReloadingCert>),
+    /// Generated at start.
+    SelfSigned(server::tls::CertifiedKeyPem),
+}
+
+impl ServingCert {
+    /// From `--tls-cert-file`/`--tls-private-key-file` (watched for rotation),
+    /// or self-signed (logged) when none are given; with the self-signed PEM.
+    pub fn from_args(
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        shutdown: &CancellationToken,
+        tasks: &mut Vec<JoinHandle<()>>,
+    ) -> anyhow::Result<(Self, Option<String>)> {
+        match (cert, key) {
+            (Some(cert), Some(key)) => {
+                let resolver = server::tls::ReloadingCert::load(cert, key)?;
+                tasks.push(resolver.watch(cert.to_owned(), key.to_owned(), shutdown.clone()));
+                Ok((ServingCert::Files(resolver), None))
+            }
+            _ => {
+                let (pem, cert_pem) = serving_certificate(None, None)?;
+                Ok((ServingCert::SelfSigned(pem), cert_pem))
+            }
+        }
+    }
+
+    /// A TLS configuration serving this certificate; with `client_ca`,
+    /// clients must present a certificate signed by it.
+    pub fn config(&self, client_ca: Option<&Path>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        Ok(match self {
+            ServingCert::Files(r) => {
+                server::tls::server_config_with_resolver(Arc::clone(r), client_ca)?
+            }
+            ServingCert::SelfSigned(pem) => {
+                server::tls::server_config_with_client_ca(pem.clone(), client_ca)?
+            }
+        })
+    }
+}
+
 /// TLS from files, or a self-signed certificate (logged) when none are given.
 pub fn tls_config(
     cert: Option<&Path>,
@@ -287,7 +331,7 @@ pub async fn start(
 pub async fn start_keda(
     args: &ServeArgs,
     port: u16,
-    certificate: server::tls::CertifiedKeyPem,
+    certificate: &ServingCert,
     running: &RunningServer,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
@@ -296,10 +340,7 @@ pub async fn start_keda(
         tracing::warn!("--keda-plaintext: the KEDA gRPC service runs without TLS; use it only behind a TLS-terminating proxy");
         None
     } else {
-        Some(server::tls::server_config_with_client_ca(
-            certificate,
-            args.keda_client_ca_file.as_deref(),
-        )?)
+        Some(certificate.config(args.keda_client_ca_file.as_deref())?)
     };
     let listener = server::bind(addr)
         .await

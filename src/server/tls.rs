@@ -108,31 +108,124 @@ pub fn server_config_with_client_ca(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
-        Some(path) => {
-            let pem_bytes = std::fs::read(path).map_err(|source| TlsError::Read {
-                what: "client CA file",
-                path: path.to_owned(),
-                source,
-            })?;
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls_pemfile::certs(&mut pem_bytes.as_slice()).filter_map(Result::ok) {
-                roots.add(cert)?;
-            }
-            if roots.is_empty() {
-                return Err(TlsError::NoCertificate {
-                    path: path.to_owned(),
-                });
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
-            builder.with_client_cert_verifier(verifier)
-        }
+        Some(path) => builder.with_client_cert_verifier(client_verifier(path, provider)?),
     };
     let mut config = builder.with_single_cert(pem.chain, pem.key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Serves the certificate currently in two PEM files and follows changes
+/// to them, so that a rotated certificate (a renewed Secret) is used by
+/// new connections without a restart.
+#[derive(Debug)]
+pub struct ReloadingCert {
+    current: arc_swap::ArcSwap<rustls::sign::CertifiedKey>,
+}
+
+/// How often the files' modification times are checked.
+pub const CERT_RELOAD_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn certified_key(pem: CertifiedKeyPem) -> Result<rustls::sign::CertifiedKey, TlsError> {
+    let provider = rustls::crypto::ring::default_provider();
+    let key = provider.key_provider.load_private_key(pem.key)?;
+    let ck = rustls::sign::CertifiedKey::new(pem.chain, key);
+    // A rotation replaces two files one after the other: a half-replaced
+    // pair is refused here (and the previous pair kept) instead of served.
+    ck.keys_match()?;
+    Ok(ck)
+}
+
+impl ReloadingCert {
+    /// Loads the pair once (an error here stops start-up).
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
+        let ck = certified_key(load_pem_files(cert, key)?)?;
+        Ok(Arc::new(ReloadingCert {
+            current: arc_swap::ArcSwap::from_pointee(ck),
+        }))
+    }
+
+    /// Checks the files every [`CERT_RELOAD_CHECK`]; a new pair that does
+    /// not load keeps the previous one and logs why.
+    pub fn watch(
+        self: &Arc<Self>,
+        cert: PathBuf,
+        key: PathBuf,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            let mut last = (stamp(&cert), stamp(&key));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(CERT_RELOAD_CHECK) => {}
+                }
+                let now = (stamp(&cert), stamp(&key));
+                if now == last {
+                    continue;
+                }
+                last = now;
+                match load_pem_files(&cert, &key).and_then(certified_key) {
+                    Ok(ck) => {
+                        me.current.store(Arc::new(ck));
+                        tracing::info!(cert = %cert.display(), "serving certificate reloaded");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "new serving certificate not usable; keeping the previous one")
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// A server configuration whose certificate comes from `resolver`.
+pub fn server_config_with_resolver(
+    resolver: Arc<ReloadingCert>,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => builder.with_client_cert_verifier(client_verifier(path, provider)?),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn client_verifier(
+    path: &Path,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let pem_bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        what: "client CA file",
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem_bytes.as_slice()).filter_map(Result::ok) {
+        roots.add(cert)?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))
 }

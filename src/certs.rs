@@ -1,0 +1,139 @@
+//! `wva-metrics-server certs`: a CA, a serving certificate for the
+//! Service, and the APIService with the CA in its `caBundle`, so that an
+//! install without cert-manager works the first time.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+/// Why the files could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CertsError {
+    #[error("cannot generate certificates: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What `certs` wrote.
+#[derive(Debug)]
+pub struct CertFiles {
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub apiservice: PathBuf,
+}
+
+/// The DNS names the serving certificate covers.
+pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
+    vec![
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
+        format!("{service}.{namespace}"),
+        service.to_owned(),
+    ]
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn write(path: PathBuf, data: &str, private: bool) -> Result<PathBuf, CertsError> {
+    let err = |source| CertsError::Write {
+        path: path.clone(),
+        source,
+    };
+    std::fs::write(&path, data).map_err(err)?;
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    Ok(path)
+}
+
+/// The APIService for `service` in `namespace`, trusting `ca_pem`.
+pub fn apiservice_yaml(service: &str, namespace: &str, ca_pem: &str) -> String {
+    let bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    format!(
+        "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata:\n  name: v1beta1.external.metrics.k8s.io\n  labels:\n    app.kubernetes.io/name: wva-metrics-server\nspec:\n  group: external.metrics.k8s.io\n  version: v1beta1\n  groupPriorityMinimum: 100\n  versionPriority: 100\n  service:\n    name: {service}\n    namespace: {namespace}\n    port: 443\n  caBundle: {bundle}\n"
+    )
+}
+
+/// Writes ca.crt, ca.key, tls.crt, tls.key and apiservice.yaml into `out`.
+pub fn generate(namespace: &str, service: &str, out: &Path) -> Result<CertFiles, CertsError> {
+    for (what, v) in [("namespace", namespace), ("service", service)] {
+        if !is_dns_label(v) {
+            return Err(CertsError::Invalid(format!(
+                "--{what} {v:?} is not a valid Kubernetes name (lower-case letters, digits and '-', at most 63)"
+            )));
+        }
+    }
+    std::fs::create_dir_all(out).map_err(|source| CertsError::Write {
+        path: out.to_owned(),
+        source,
+    })?;
+    let now = time_now();
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{service}-ca"));
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ca_params.not_before = now;
+    ca_params.not_after = now + time::Duration::days(3650);
+    let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, &ca_key);
+
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(service_names(service, namespace))?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{service}.{namespace}.svc"));
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = now;
+    params.not_after = now + time::Duration::days(365);
+    let cert = params.signed_by(&key, &issuer)?;
+
+    Ok(CertFiles {
+        ca_cert: write(out.join("ca.crt"), &ca.pem(), false)?,
+        ca_key: write(out.join("ca.key"), &ca_key.serialize_pem(), true)?,
+        tls_cert: write(out.join("tls.crt"), &cert.pem(), false)?,
+        tls_key: write(out.join("tls.key"), &key.serialize_pem(), true)?,
+        apiservice: write(
+            out.join("apiservice.yaml"),
+            &apiservice_yaml(service, namespace, &ca.pem()),
+            false,
+        )?,
+    })
+}
+
+fn time_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}

@@ -79,9 +79,10 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 files.apiservice.display()
             );
             println!(
-                "next: kubectl -n {ns} create secret tls {svc}-tls --cert={} --key={} && kubectl apply -f {}",
+                "next: kubectl -n {ns} create secret generic {svc}-tls --from-file={} --from-file={} --from-file={} && scripts/install-apiservice {}",
                 files.tls_cert.display(),
                 files.tls_key.display(),
+                files.ca_cert.display(),
                 files.apiservice.display(),
                 ns = args.namespace,
                 svc = args.service

@@ -47,7 +47,7 @@ pub struct RbacRule {
     pub verbs: &'static [&'static str],
 }
 
-/// What the kube inventory watches.
+/// What the kube inventory watches and writes.
 pub fn required_rbac() -> Vec<RbacRule> {
     const WATCH: &[&str] = &["get", "list", "watch"];
     vec![

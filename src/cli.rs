@@ -137,6 +137,39 @@ pub struct ServeArgs {
     /// Serve the KEDA gRPC service without TLS (only behind a TLS-terminating proxy or mesh).
     #[arg(long)]
     pub keda_plaintext: bool,
+    /// CA bundle that signs the front proxy's (aggregator's) client certificate.
+    #[arg(long, value_name = "FILE")]
+    pub requestheader_client_ca_file: Option<PathBuf>,
+    /// Common names allowed as front proxy (comma list; empty = any signed by the CA).
+    #[arg(long, value_delimiter = ',')]
+    pub requestheader_allowed_names: Vec<String>,
+    /// Headers that carry the user name.
+    #[arg(long, value_delimiter = ',', default_value = "X-Remote-User")]
+    pub requestheader_username_headers: Vec<String>,
+    /// Headers that carry the groups.
+    #[arg(long, value_delimiter = ',', default_value = "X-Remote-Group")]
+    pub requestheader_group_headers: Vec<String>,
+    /// Header prefixes that carry extra user information.
+    #[arg(long, value_delimiter = ',', default_value = "X-Remote-Extra-")]
+    pub requestheader_extra_headers_prefix: Vec<String>,
+    /// CA bundle for direct client certificates (user = CN, groups = O).
+    #[arg(long, value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Do not read kube-system/extension-apiserver-authentication when no requestheader flag is given.
+    #[arg(long)]
+    pub authentication_skip_lookup: bool,
+    /// Paths served without authentication or authorization.
+    #[arg(long, value_delimiter = ',', default_value = "/healthz,/livez,/readyz")]
+    pub authorization_always_allow_paths: Vec<String>,
+    /// How long an allowing SubjectAccessReview is reused.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub authorization_webhook_cache_authorized_ttl: Duration,
+    /// How long a denying SubjectAccessReview is reused.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub authorization_webhook_cache_unauthorized_ttl: Duration,
+    /// Standalone only (--inventory file:): serve everyone without authentication or authorization.
+    #[arg(long)]
+    pub insecure_disable_auth: bool,
     /// Samples up to this age are fresh.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     pub metrics_fresh_within: Duration,

@@ -186,6 +186,8 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         registry,
         telemetry,
         status_writer: None,
+        // The demo is standalone on loopback, with no cluster to delegate to.
+        auth: None,
     };
     let (tls, cert) = run::tls_config(None, None)?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
@@ -277,7 +279,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
 
 fn print_banner(addr: SocketAddr) {
     let base = format!("https://{addr}");
-    println!("wva-metrics-server demo: serving {base} (self-signed certificate)");
+    println!("wva-metrics-server demo: serving {base} (self-signed certificate, no authentication: loopback demo only)");
     println!("  namespace: {NAMESPACE}   scale target: Deployment/{TARGET}   variant: {VARIANT}   model: {MODEL}");
     println!("Try:");
     println!("  curl -sk {base}/apis/external.metrics.k8s.io/v1beta1");

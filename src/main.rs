@@ -50,7 +50,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 &shutdown,
                 &mut tasks,
             )?;
-            let tls = certificate.config(None)?;
+            let tls = certificate.config(wva_metrics_server::server::tls::ClientAuth::Optional)?;
             let stack = StackConfig {
                 max_concurrent_requests: args.max_concurrent_requests,
                 request_timeout: args.request_timeout,

@@ -23,6 +23,7 @@ use crate::collector::{FreshnessPolicy, MetricsBackend, MetricsCache};
 use crate::decision::DecisionEngine;
 use crate::inventory::InventoryStore;
 use crate::saturation::{PercentageAnalyzer, ThresholdConfig};
+use crate::server::auth::Auth;
 use crate::server::{self, App, AppState, ServerLimits, StackConfig};
 use crate::telemetry::{ScalingLabels, Telemetry, VariantLabels};
 
@@ -37,6 +38,8 @@ pub struct Components {
     pub telemetry: Telemetry,
     /// Status write-back to the cluster: client and minimum interval per object.
     pub status_writer: Option<(kube::Client, Duration)>,
+    /// Authentication and authorization; None only when explicitly disabled.
+    pub auth: Option<Arc<Auth>>,
 }
 
 /// A running server.
@@ -92,6 +95,31 @@ pub async fn components_from_args(
 
     let inventory = Arc::new(InventoryStore::new());
     let mut status_writer = None;
+    let standalone = matches!(args.inventory, InventorySource::File(_));
+    if args.insecure_disable_auth && !standalone {
+        anyhow::bail!(
+            "--insecure-disable-auth is only allowed with --inventory file: (standalone mode)"
+        );
+    }
+    let client = if !standalone || !args.insecure_disable_auth {
+        Some(kube::Client::try_default().await.context(if standalone {
+            "authentication and authorization are delegated to the cluster (TokenReview, SubjectAccessReview) \
+             and no cluster is reachable (no in-cluster service account, no usable KUBECONFIG); for a standalone \
+             run pass --insecure-disable-auth"
+        } else {
+            "--inventory kube needs a cluster: no in-cluster service account and no usable KUBECONFIG \
+             (for a cluster-less run use --inventory file:PATH --insecure-disable-auth)"
+        })?)
+    } else {
+        None
+    };
+    let auth = match &client {
+        None => {
+            tracing::warn!("--insecure-disable-auth: AUTHENTICATION AND AUTHORIZATION ARE OFF; every client can read every metric");
+            None
+        }
+        Some(client) => Some(build_auth(args, client.clone(), shutdown, tasks)?),
+    };
     match &args.inventory {
         InventorySource::File(path) => {
             let task = crate::inventory::file::watch_file(
@@ -103,10 +131,9 @@ pub async fn components_from_args(
             tasks.push(task);
         }
         InventorySource::Kube => {
-            let client = kube::Client::try_default().await.context(
-                "--inventory kube needs a cluster: no in-cluster service account and no usable KUBECONFIG \
-                 (for a cluster-less run use --inventory file:PATH)",
-            )?;
+            let client = client
+                .clone()
+                .context("--inventory kube needs a cluster client")?;
             if args.update_status {
                 status_writer = Some((client.clone(), args.status_min_interval));
             }
@@ -173,7 +200,68 @@ pub async fn components_from_args(
         registry,
         telemetry,
         status_writer,
+        auth,
     })
+}
+
+/// Authentication from the flags, or from the cluster's
+/// extension-apiserver-authentication ConfigMap when none are given.
+fn build_auth(
+    args: &ServeArgs,
+    client: kube::Client,
+    shutdown: &CancellationToken,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<Arc<Auth>> {
+    use crate::server::auth::{
+        cluster, handshake, AuthConfig, AuthzSettings, RequestHeaderAuth, RequestHeaderNames,
+    };
+    let read = |path: &Path,
+                what: &str|
+     -> anyhow::Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read {what} {}", path.display()))?;
+        handshake::ca_verifier(&pem).map_err(|e| anyhow::anyhow!("{what} {}: {e}", path.display()))
+    };
+    let request_header = match &args.requestheader_client_ca_file {
+        Some(path) => Some(RequestHeaderAuth {
+            ca: read(path, "--requestheader-client-ca-file")?,
+            names: RequestHeaderNames {
+                username: args.requestheader_username_headers.clone(),
+                group: args.requestheader_group_headers.clone(),
+                extra_prefix: args.requestheader_extra_headers_prefix.clone(),
+                allowed_names: args
+                    .requestheader_allowed_names
+                    .iter()
+                    .filter(|n| !n.is_empty())
+                    .cloned()
+                    .collect(),
+            },
+        }),
+        None => None,
+    };
+    let client_ca = match &args.client_ca_file {
+        Some(path) => Some(read(path, "--client-ca-file")?),
+        None => None,
+    };
+    let from_flags = request_header.is_some() || client_ca.is_some();
+    let settings = AuthzSettings {
+        always_allow_paths: args.authorization_always_allow_paths.clone(),
+        allow_ttl: args.authorization_webhook_cache_authorized_ttl,
+        deny_ttl: args.authorization_webhook_cache_unauthorized_ttl,
+        ..AuthzSettings::default()
+    };
+    let auth = Arc::new(Auth::new(
+        AuthConfig {
+            request_header,
+            client_ca,
+        },
+        client.clone(),
+        settings,
+    ));
+    if !from_flags && !args.authentication_skip_lookup {
+        tasks.push(cluster::watch(client, Arc::clone(&auth), shutdown.clone()));
+    }
+    Ok(auth)
 }
 
 /// The serving certificate from files, or a self-signed one (logged) when
@@ -224,15 +312,18 @@ impl ServingCert {
         }
     }
 
-    /// A TLS configuration serving this certificate; with `client_ca`,
-    /// clients must present a certificate signed by it.
-    pub fn config(&self, client_ca: Option<&Path>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    /// A TLS configuration serving this certificate, treating client
+    /// certificates as `client_auth` says.
+    pub fn config(
+        &self,
+        client_auth: server::tls::ClientAuth<'_>,
+    ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         Ok(match self {
             ServingCert::Files(r) => {
-                server::tls::server_config_with_resolver(Arc::clone(r), client_ca)?
+                server::tls::server_config_with_resolver(Arc::clone(r), client_auth)?
             }
             ServingCert::SelfSigned(pem) => {
-                server::tls::server_config_with_client_ca(pem.clone(), client_ca)?
+                server::tls::server_config_with_client_ca(pem.clone(), client_auth)?
             }
         })
     }
@@ -266,6 +357,7 @@ pub async fn start(
         registry,
         telemetry,
         status_writer,
+        auth,
     } = components;
     let cache = Arc::new(MetricsCache::new());
     let engine = Arc::new(
@@ -309,6 +401,7 @@ pub async fn start(
         registry,
         telemetry,
         first_fetch_done: first_cycle_done,
+        auth,
     });
     tasks.push(tokio::spawn(server::serve(
         listener,
@@ -340,7 +433,12 @@ pub async fn start_keda(
         tracing::warn!("--keda-plaintext: the KEDA gRPC service runs without TLS; use it only behind a TLS-terminating proxy");
         None
     } else {
-        Some(certificate.config(args.keda_client_ca_file.as_deref())?)
+        Some(
+            certificate.config(match args.keda_client_ca_file.as_deref() {
+                Some(ca) => server::tls::ClientAuth::Required(ca),
+                None => server::tls::ClientAuth::None,
+            })?,
+        )
     };
     let listener = server::bind(addr)
         .await

@@ -114,6 +114,7 @@ async fn certs_command_writes_a_pki_the_server_and_apiservice_use() {
             &format!("file:{}", inv.display()),
             "--metrics-backend",
             "scrape",
+            "--insecure-disable-auth",
         ],
     );
     let client = client_for(&ca, port);
@@ -173,6 +174,7 @@ async fn replaced_certificate_files_are_served_without_restart() {
             &format!("file:{}", inv.display()),
             "--metrics-backend",
             "scrape",
+            "--insecure-disable-auth",
         ],
     );
     let url = format!("https://127.0.0.1:{port}/livez");

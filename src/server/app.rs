@@ -14,6 +14,7 @@ use http::{Method, Request, Response};
 use http_body_util::Full;
 use prometheus_client::registry::Registry;
 
+use super::auth::{authz, Auth, PeerCertificates};
 use crate::api::discovery::DiscoveryDocuments;
 use crate::api::router::{route, Route};
 use crate::api::status::ApiError;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub telemetry: Telemetry,
     /// Set once the first metrics fetch cycle has finished.
     pub first_fetch_done: Arc<AtomicBool>,
+    /// Authentication and authorization; None only when explicitly disabled.
+    pub auth: Option<Arc<Auth>>,
 }
 
 /// The routing service, cheap to clone (one per connection).
@@ -62,7 +65,10 @@ impl App {
         let started = std::time::Instant::now();
         let path = req.uri.path();
         let (route_name, response) = match route(&req.method, path) {
-            Ok(r) => (r.name(), self.dispatch(&r, req).await),
+            Ok(r) => match self.check_access(&r, req).await {
+                Ok(()) => (r.name(), self.dispatch(&r, req).await),
+                Err(e) => (r.name(), error_response(&e)),
+            },
             Err(e) => ("unmatched", error_response(&e)),
         };
         let t = &self.state.telemetry;
@@ -82,6 +88,26 @@ impl App {
             return Response::from_parts(parts, Body::default());
         }
         response
+    }
+
+    /// Authenticates and authorizes a routed request (always-allowed paths
+    /// such as the health checks skip both).
+    async fn check_access(
+        &self,
+        r: &Route<'_>,
+        req: &http::request::Parts,
+    ) -> Result<(), ApiError> {
+        let Some(auth) = &self.state.auth else {
+            return Ok(());
+        };
+        let path = req.uri.path();
+        if auth.always_allowed(path) {
+            return Ok(());
+        }
+        let user = auth
+            .authenticate(&req.headers, req.extensions.get::<PeerCertificates>())
+            .await?;
+        auth.authorize(&user, &authz::attributes(r, path)).await
     }
 
     async fn dispatch(&self, r: &Route<'_>, req: &http::request::Parts) -> Response<Body> {

@@ -2,6 +2,7 @@
 //! (trace, load shedding, concurrency limit, timeout) -> [`App`].
 
 pub mod app;
+pub mod auth;
 pub mod stack;
 pub mod tls;
 pub mod trace;

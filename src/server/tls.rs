@@ -94,21 +94,26 @@ impl Clone for CertifiedKeyPem {
 /// The rustls server configuration: TLS 1.2 and 1.3 only, ALPN h2 and
 /// http/1.1, no client certificate required at the handshake.
 pub fn server_config(pem: CertifiedKeyPem) -> Result<Arc<ServerConfig>, TlsError> {
-    server_config_with_client_ca(pem, None)
+    server_config_with_client_ca(pem, ClientAuth::Optional)
 }
 
 /// As [`server_config`]; when `client_ca` is given, every client must
 /// present a certificate that chains to it.
 pub fn server_config_with_client_ca(
     pem: CertifiedKeyPem,
-    client_ca: Option<&Path>,
+    client_auth: ClientAuth<'_>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
-    let builder = match client_ca {
-        None => builder.with_no_client_auth(),
-        Some(path) => builder.with_client_cert_verifier(client_verifier(path, provider)?),
+    let builder = match client_auth {
+        ClientAuth::None => builder.with_no_client_auth(),
+        ClientAuth::Optional => {
+            builder.with_client_cert_verifier(super::auth::handshake::OptionalClientCert::new())
+        }
+        ClientAuth::Required(path) => {
+            builder.with_client_cert_verifier(client_verifier(path, provider)?)
+        }
     };
     let mut config = builder.with_single_cert(pem.chain, pem.key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -190,17 +195,33 @@ impl rustls::server::ResolvesServerCert for ReloadingCert {
     }
 }
 
+/// How a listener treats client certificates.
+#[derive(Debug, Clone, Copy)]
+pub enum ClientAuth<'a> {
+    /// None asked for.
+    None,
+    /// Offered and optional; judged per request (the API port).
+    Optional,
+    /// Required, chaining to the CA in this file (the KEDA port with a client CA).
+    Required(&'a Path),
+}
+
 /// A server configuration whose certificate comes from `resolver`.
 pub fn server_config_with_resolver(
     resolver: Arc<ReloadingCert>,
-    client_ca: Option<&Path>,
+    client_auth: ClientAuth<'_>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
-    let builder = match client_ca {
-        None => builder.with_no_client_auth(),
-        Some(path) => builder.with_client_cert_verifier(client_verifier(path, provider)?),
+    let builder = match client_auth {
+        ClientAuth::None => builder.with_no_client_auth(),
+        ClientAuth::Optional => {
+            builder.with_client_cert_verifier(super::auth::handshake::OptionalClientCert::new())
+        }
+        ClientAuth::Required(path) => {
+            builder.with_client_cert_verifier(client_verifier(path, provider)?)
+        }
     };
     let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -60,6 +60,13 @@ struct State {
     /// List requests served, and watches answered 410 Gone.
     lists: u64,
     gone: u64,
+    /// SubjectAccessReviews and TokenReviews received.
+    access_reviews: Vec<Value>,
+    token_reviews: Vec<Value>,
+    /// Users denied by SubjectAccessReview; everyone else is allowed.
+    denied_users: Vec<String>,
+    /// Bearer tokens TokenReview accepts, and the user each names.
+    tokens: BTreeMap<String, String>,
 }
 
 /// A running test API server.
@@ -195,6 +202,69 @@ impl ApiServer {
         st.events.clear();
     }
 
+    async fn access_review(&self, req: Request<Incoming>) -> Response<TestBody> {
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let mut review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let mut st = self.state.lock().unwrap();
+        st.access_reviews.push(review.clone());
+        let user = review["spec"]["user"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let denied = st.denied_users.contains(&user);
+        review["status"] =
+            json!({"allowed": !denied, "reason": if denied { "denied by the test" } else { "" }});
+        full(StatusCode::CREATED, review.to_string())
+    }
+
+    async fn token_review(&self, req: Request<Incoming>) -> Response<TestBody> {
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let mut review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let mut st = self.state.lock().unwrap();
+        st.token_reviews.push(review.clone());
+        let token = review["spec"]["token"].as_str().unwrap_or_default();
+        review["status"] = match st.tokens.get(token) {
+            Some(user) => {
+                json!({"authenticated": true, "user": {"username": user, "groups": ["token-users"]}})
+            }
+            None => json!({"authenticated": false}),
+        };
+        full(StatusCode::CREATED, review.to_string())
+    }
+
+    /// SubjectAccessReviews received so far.
+    pub fn access_reviews(&self) -> Vec<Value> {
+        self.state.lock().unwrap().access_reviews.clone()
+    }
+
+    /// Denies every review for `user` from now on.
+    pub fn deny_user(&self, user: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .denied_users
+            .push(user.to_owned());
+    }
+
+    /// Makes TokenReview accept `token` as `user`.
+    pub fn add_token(&self, token: &str, user: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .tokens
+            .insert(token.to_owned(), user.to_owned());
+    }
+
     /// (list requests served, watches answered 410 Gone) so far.
     pub fn counters(&self) -> (u64, u64) {
         let st = self.state.lock().unwrap();
@@ -224,6 +294,14 @@ impl ApiServer {
             .query()
             .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
             .unwrap_or_default();
+        if req.method() == Method::POST
+            && path == "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+        {
+            return self.access_review(req).await;
+        }
+        if req.method() == Method::POST && path == "/apis/authentication.k8s.io/v1/tokenreviews" {
+            return self.token_review(req).await;
+        }
         let Some(ResourcePath {
             prefix,
             plural,

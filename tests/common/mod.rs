@@ -238,6 +238,11 @@ impl Server {
             pki.key_path.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
+        // Standalone servers (file inventory) have no cluster to delegate
+        // authentication to: the tests run them with it explicitly off.
+        if extra.iter().any(|a| a.starts_with("file:")) {
+            args.push("--insecure-disable-auth");
+        }
         let log_path = dir.path().join("serve.log");
         let proc = Proc::spawn_with("serve", &args, env, log.then_some(log_path.as_path()));
         let client = https_client(&pki.ca_pem);

@@ -1,0 +1,93 @@
+//! The trust configuration from the cluster: ConfigMap
+//! `kube-system/extension-apiserver-authentication`, which kube-apiserver
+//! keeps current, followed with a watch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::{watcher, WatchStreamExt};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::handshake::ca_verifier;
+use super::{Auth, AuthConfig, RequestHeaderAuth, RequestHeaderNames};
+
+pub const NAMESPACE: &str = "kube-system";
+pub const NAME: &str = "extension-apiserver-authentication";
+
+fn json_list(data: &BTreeMap<String, String>, key: &str) -> Result<Option<Vec<String>>, String> {
+    match data.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => serde_json::from_str(v)
+            .map(Some)
+            .map_err(|e| format!("{key} is not a JSON list of strings: {e}")),
+    }
+}
+
+/// Builds the trust configuration from the ConfigMap's data. Pure.
+pub fn config_from_data(data: &BTreeMap<String, String>) -> Result<AuthConfig, String> {
+    let request_header = match data.get("requestheader-client-ca-file") {
+        None => None,
+        Some(pem) => {
+            let d = RequestHeaderNames::default();
+            let names = RequestHeaderNames {
+                username: json_list(data, "requestheader-username-headers")?.unwrap_or(d.username),
+                group: json_list(data, "requestheader-group-headers")?.unwrap_or(d.group),
+                extra_prefix: json_list(data, "requestheader-extra-headers-prefix")?
+                    .unwrap_or(d.extra_prefix),
+                allowed_names: json_list(data, "requestheader-allowed-names")?.unwrap_or_default(),
+            };
+            Some(RequestHeaderAuth {
+                ca: ca_verifier(pem.as_bytes())
+                    .map_err(|e| format!("requestheader-client-ca-file: {e}"))?,
+                names,
+            })
+        }
+    };
+    let client_ca = match data.get("client-ca-file") {
+        None => None,
+        Some(pem) => Some(ca_verifier(pem.as_bytes()).map_err(|e| format!("client-ca-file: {e}"))?),
+    };
+    Ok(AuthConfig {
+        request_header,
+        client_ca,
+    })
+}
+
+/// Follows the ConfigMap; a version that does not parse keeps the previous
+/// configuration and logs why.
+pub fn watch(client: kube::Client, auth: Arc<Auth>, shutdown: CancellationToken) -> JoinHandle<()> {
+    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, NAMESPACE);
+    let config = watcher::Config::default().fields(&format!("metadata.name={NAME}"));
+    tokio::spawn(async move {
+        let stream = watcher(api, config).default_backoff().applied_objects();
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                n = stream.next() => n,
+            };
+            match next {
+                None => return,
+                Some(Ok(cm)) => match config_from_data(&cm.data.unwrap_or_default()) {
+                    Ok(c) => {
+                        tracing::info!(
+                            front_proxy = c.request_header.is_some(),
+                            client_ca = c.client_ca.is_some(),
+                            "authentication configuration loaded from {NAMESPACE}/{NAME}"
+                        );
+                        auth.set_config(c);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "{NAMESPACE}/{NAME} is not usable; keeping the previous configuration")
+                    }
+                },
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot watch {NAMESPACE}/{NAME}; front-proxy authentication may be unavailable")
+                }
+            }
+        }
+    })
+}

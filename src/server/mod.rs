@@ -104,6 +104,22 @@ pub async fn serve(
                         return;
                     }
                 };
+            // The client certificate chain travels with every request of the
+            // connection; authentication judges it per request.
+            let peer_certificates = auth::PeerCertificates(Arc::new(
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                    .unwrap_or_default(),
+            ));
+            let service = tower::ServiceExt::map_request(
+                service,
+                move |mut req: http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(peer_certificates.clone());
+                    req
+                },
+            );
             let conn =
                 builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
             if let Err(e) = watcher.watch(conn.into_owned()).await {

@@ -91,3 +91,55 @@ pub fn watch(client: kube::Client, auth: Arc<Auth>, shutdown: CancellationToken)
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca_pem() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn reads_the_configmap_keys() {
+        let pem = ca_pem();
+        let data: BTreeMap<String, String> = [
+            ("requestheader-client-ca-file", pem.as_str()),
+            ("requestheader-allowed-names", "[\"front-proxy-client\"]"),
+            ("requestheader-username-headers", "[\"X-Remote-User\"]"),
+            ("requestheader-group-headers", "[\"X-Remote-Group\"]"),
+            (
+                "requestheader-extra-headers-prefix",
+                "[\"X-Remote-Extra-\"]",
+            ),
+            ("client-ca-file", pem.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let c = config_from_data(&data).unwrap();
+        let rh = c.request_header.unwrap();
+        assert_eq!(rh.names.allowed_names, ["front-proxy-client"]);
+        assert_eq!(rh.names.username, ["X-Remote-User"]);
+        assert!(c.client_ca.is_some());
+
+        let empty = config_from_data(&BTreeMap::new()).unwrap();
+        assert!(empty.request_header.is_none() && empty.client_ca.is_none());
+        let mut bad = data.clone();
+        bad.insert(
+            "requestheader-allowed-names".into(),
+            "front-proxy-client".into(),
+        );
+        assert!(config_from_data(&bad)
+            .unwrap_err()
+            .contains("requestheader-allowed-names"));
+        bad = data;
+        bad.insert("client-ca-file".into(), "not pem".into());
+        assert!(config_from_data(&bad)
+            .unwrap_err()
+            .contains("client-ca-file"));
+    }
+}

@@ -59,6 +59,18 @@ pub struct AuthzSettings {
     pub review_timeout: Duration,
 }
 
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field(
+                "request_header",
+                &self.request_header.as_ref().map(|r| &r.names),
+            )
+            .field("client_ca", &self.client_ca.is_some())
+            .finish()
+    }
+}
+
 impl Default for AuthzSettings {
     fn default() -> Self {
         AuthzSettings {
@@ -131,7 +143,11 @@ impl Auth {
         if let Some((leaf, intermediates)) = peer.and_then(|p| p.0.split_first()) {
             let now = UnixTime::now();
             if let Some(rh) = &config.request_header {
-                if rh.ca.verify_client_cert(leaf, intermediates, now).is_ok() {
+                let verified = rh.ca.verify_client_cert(leaf, intermediates, now);
+                if let Err(e) = &verified {
+                    tracing::debug!(error = %e, "client certificate does not chain to the request-header CA");
+                }
+                if verified.is_ok() {
                     let cn = authn::common_name(leaf).unwrap_or_default();
                     if rh.names.name_allowed(&cn) {
                         if let Some(user) = rh.names.user(headers) {
@@ -190,7 +206,7 @@ impl Auth {
             .map_err(|e| ApiError::service_unavailable(format!("TokenReview failed: {e}")))?;
         let status = answer.status.unwrap_or_default();
         let user = (status.authenticated == Some(true))
-            .then(|| status.user)
+            .then_some(status.user)
             .flatten()
             .and_then(|u| {
                 Some(UserInfo {

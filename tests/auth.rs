@@ -1,0 +1,298 @@
+//! Authentication and authorization as an aggregated API server: the
+//! front proxy's client certificate, request headers trusted only from it,
+//! SubjectAccessReview for every metric request, cached. Real certificates,
+//! a real `serve` process, reviews answered by the in-process API server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::apiserver::ApiServer;
+use common::{eventually, free_port, make_pki, Emulator, Proc};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use serde_json::json;
+
+const PATH: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/wva_desired_replicas?labelSelector=target_name%3Dllama-decode";
+const HPA_USER: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
+
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca(name: &str) -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = p.self_signed(&key).unwrap();
+    Ca {
+        pem: cert.pem(),
+        issuer: Issuer::new(p, key),
+    }
+}
+
+/// A client certificate (CN, O) signed by `ca`: (cert PEM, key PEM).
+fn client_cert(ca: &Ca, cn: &str, org: Option<&str>) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    if let Some(o) = org {
+        p.distinguished_name.push(DnType::OrganizationName, o);
+    }
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = p.signed_by(&key, &ca.issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn client(server_ca: &str, identity: Option<&(String, String)>) -> reqwest::Client {
+    wva_metrics_server::install_crypto_provider();
+    let mut b = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(server_ca.as_bytes()).unwrap()])
+        .timeout(Duration::from_secs(10));
+    if let Some((cert, key)) = identity {
+        b = b.identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap());
+    }
+    b.build().unwrap()
+}
+
+struct Setup {
+    api: ApiServer,
+    base: String,
+    server_ca: String,
+    front_proxy: Ca,
+    dir: tempfile::TempDir,
+    _serve: Proc,
+    _emulators: Vec<Emulator>,
+}
+
+async fn setup() -> Setup {
+    let api = ApiServer::start().await;
+    let mut emulators = Vec::new();
+    for kv in [0.20, 0.30, 0.25] {
+        emulators.push(Emulator::start("m", kv, 1.0).await);
+    }
+    api.apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "llama-decode", "namespace": "llm"},
+        "spec": {"replicas": 3, "selector": {}, "template": {}}, "status": {"replicas": 3, "readyReplicas": 3}}));
+    for (i, e) in emulators.iter().enumerate() {
+        api.apply(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("p{i}"), "namespace": "llm", "labels": {"llm-d.ai/variant": "llama"},
+                         "annotations": {"prometheus.io/port": e.port.to_string()}},
+            "status": {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}}));
+    }
+    api.apply(json!({"apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling", "metadata": {"name": "llama", "namespace": "llm"},
+        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "llama-decode"}, "modelID": "m", "maxReplicas": 10}}));
+    api.deny_user("system:anonymous");
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    let front_proxy = ca("front-proxy-ca");
+    let fp_path = dir.path().join("front-proxy-ca.crt");
+    std::fs::write(&fp_path, &front_proxy.pem).unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let port = free_port();
+    let serve = Proc::spawn_with(
+        "serve",
+        &[
+            "serve",
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            pki.cert_path.to_str().unwrap(),
+            "--tls-private-key-file",
+            pki.key_path.to_str().unwrap(),
+            "--inventory",
+            "kube",
+            "--metrics-backend",
+            "scrape",
+            "--scrape-interval",
+            "500ms",
+            "--requestheader-client-ca-file",
+            fp_path.to_str().unwrap(),
+            "--requestheader-allowed-names",
+            "front-proxy-client",
+            "--authorization-webhook-cache-authorized-ttl",
+            "30s",
+            "--authorization-webhook-cache-unauthorized-ttl",
+            "30s",
+        ],
+        &[
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+            ("RUST_LOG", "info"),
+        ],
+        Some(&dir.path().join("serve.log")),
+    );
+    let base = format!("https://127.0.0.1:{port}");
+    let ready = client(&pki.ca_pem, None);
+    eventually(Duration::from_secs(30), "serve to become ready", || async {
+        ready
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+    })
+    .await;
+    Setup {
+        api,
+        base,
+        server_ca: pki.ca_pem,
+        front_proxy,
+        dir,
+        _serve: serve,
+        _emulators: emulators,
+    }
+}
+
+async fn get(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let mut r = c.get(url);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let r = r.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn front_proxy_headers_are_trusted_only_from_the_allowed_proxy() {
+    let s = setup().await;
+    let url = format!("{}{PATH}", s.base);
+    let headers = [
+        ("X-Remote-User", HPA_USER),
+        ("X-Remote-Group", "system:serviceaccounts"),
+    ];
+
+    let proxy = client_cert(&s.front_proxy, "front-proxy-client", None);
+    let c = client(&s.server_ca, Some(&proxy));
+    let (status, body) = eventually(
+        Duration::from_secs(10),
+        "the value through the front proxy",
+        || async {
+            let (status, body) = get(&c, &url, &headers).await;
+            // The first answers may predate the first scrape (holding at 3).
+            (status == 200 && body["items"][0]["value"] == "2").then_some((status, body))
+        },
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["items"][0]["value"], "2");
+    let review = s
+        .api
+        .access_reviews()
+        .into_iter()
+        .find(|r| r["spec"]["user"] == HPA_USER)
+        .expect("a review for the HPA user");
+    let attrs = &review["spec"]["resourceAttributes"];
+    assert_eq!(attrs["verb"], "list");
+    assert_eq!(attrs["group"], "external.metrics.k8s.io");
+    assert_eq!(attrs["resource"], "wva_desired_replicas");
+    assert_eq!(attrs["namespace"], "llm");
+    let groups = review["spec"]["groups"].as_array().unwrap();
+    assert!(
+        groups.contains(&json!("system:serviceaccounts"))
+            && groups.contains(&json!("system:authenticated")),
+        "{review}"
+    );
+
+    // The same headers are ignored without the proxy's certificate: anonymous, denied.
+    let other_ca = ca("other-ca");
+    let cases = [
+        ("no client certificate", None),
+        (
+            "a certificate from another CA",
+            Some(client_cert(&other_ca, "front-proxy-client", None)),
+        ),
+        (
+            "a CN not in the allowed names",
+            Some(client_cert(&s.front_proxy, "mallory", None)),
+        ),
+    ];
+    for (what, identity) in cases {
+        let c = client(&s.server_ca, identity.as_ref());
+        let (status, body) = get(&c, &url, &headers).await;
+        assert!(status == 401 || status == 403, "{what}: {status} {body}");
+        assert_eq!(body["kind"], "Status", "{what}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains("system:anonymous"),
+            "{what}: treated as anonymous: {message}"
+        );
+    }
+
+    // curl as a client with the proxy's certificate.
+    let cert = s.dir.path().join("proxy.crt");
+    let key = s.dir.path().join("proxy.key");
+    std::fs::write(&cert, &proxy.0).unwrap();
+    std::fs::write(&key, &proxy.1).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(s.dir.path().join("ca.crt"))
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .args(["-H", &format!("X-Remote-User: {HPA_USER}"), &url])
+        .output()
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["items"][0]["value"], "2", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denials_name_who_and_what_and_reviews_are_cached() {
+    let s = setup().await;
+    let url = format!("{}{PATH}", s.base);
+    let proxy = client_cert(&s.front_proxy, "front-proxy-client", None);
+    let c = client(&s.server_ca, Some(&proxy));
+    s.api.deny_user("alice");
+    let (status, body) = eventually(Duration::from_secs(10), "a 403 for alice", || async {
+        let (status, body) = get(&c, &url, &[("X-Remote-User", "alice")]).await;
+        (status == 403).then_some((status, body))
+    })
+    .await;
+    assert_eq!((status, body["reason"].as_str()), (403, Some("Forbidden")));
+    let message = body["message"].as_str().unwrap();
+    for part in ["alice", "list", "wva_desired_replicas", "llm"] {
+        assert!(message.contains(part), "message names {part}: {message}");
+    }
+    let alice_reviews = || {
+        s.api
+            .access_reviews()
+            .iter()
+            .filter(|r| r["spec"]["user"] == "alice")
+            .count()
+    };
+    let reviews = alice_reviews();
+    for _ in 0..5 {
+        let (status, _) = get(&c, &url, &[("X-Remote-User", "alice")]).await;
+        assert_eq!(status, 403);
+    }
+    assert_eq!(
+        alice_reviews(),
+        reviews,
+        "repeated requests within the cache time make no second review"
+    );
+
+    // A bearer token reviewed by TokenReview; a bad one is 401.
+    s.api.add_token("good-token", "bob");
+    let plain = client(&s.server_ca, None);
+    let (status, _) = get(&plain, &url, &[("Authorization", "Bearer good-token")]).await;
+    assert_eq!(status, 200);
+    let (status, body) = get(&plain, &url, &[("Authorization", "Bearer bad-token")]).await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (401, Some("Unauthorized"))
+    );
+    // Health checks need nothing.
+    let (status, _) = get(&plain, &format!("{}/healthz", s.base), &[]).await;
+    assert_eq!(status, 200);
+}

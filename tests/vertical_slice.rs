@@ -240,6 +240,22 @@ async fn discovery_lists_the_served_metrics_and_curl_works() {
     }
     let (status, body) = s.get("/apis").await;
     assert_eq!((status, body["kind"].as_str()), (200, Some("APIGroupList")));
+    // The aggregator asks for aggregated discovery; a plain APIGroupList with a
+    // plain JSON content type makes it fall back to legacy discovery.
+    let r = s
+        .client
+        .get(format!("{}/apis", s.base))
+        .header(
+            "Accept",
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["kind"], "APIGroupList");
     let (status, body) = s.get("/apis/external.metrics.k8s.io").await;
     assert_eq!((status, body["kind"].as_str()), (200, Some("APIGroup")));
     for path in ["/healthz", "/livez", "/readyz"] {

@@ -182,6 +182,9 @@ pub struct ServeArgs {
     /// Requests beyond this many in flight are answered 503 at once.
     #[arg(long, default_value_t = 1024)]
     pub max_concurrent_requests: usize,
+    /// HTTP/1 clients must send their request headers within this time.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
     /// A request that takes longer is answered 504.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,

@@ -197,6 +197,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         tls,
         cert,
         StackConfig::default(),
+        crate::server::ServerLimits::default(),
         shutdown.clone(),
         Vec::new(),
     )

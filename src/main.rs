@@ -56,8 +56,21 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 request_timeout: args.request_timeout,
             };
             let addr = SocketAddr::new(args.bind_address, args.secure_port);
-            let mut server =
-                run::start(components, addr, tls, cert, stack, shutdown.clone(), tasks).await?;
+            let limits = wva_metrics_server::server::ServerLimits {
+                header_read_timeout: args.header_read_timeout,
+                ..Default::default()
+            };
+            let mut server = run::start(
+                components,
+                addr,
+                tls,
+                cert,
+                stack,
+                limits,
+                shutdown.clone(),
+                tasks,
+            )
+            .await?;
             if let Some(port) = args.keda_port {
                 let task = run::start_keda(&args, port, &certificate, &server, shutdown).await?;
                 server.tasks.push(task);

@@ -345,6 +345,7 @@ pub async fn start(
     tls: Arc<rustls::ServerConfig>,
     certificate_pem: Option<String>,
     stack: StackConfig,
+    limits: ServerLimits,
     shutdown: CancellationToken,
     mut tasks: Vec<JoinHandle<()>>,
 ) -> anyhow::Result<RunningServer> {
@@ -404,12 +405,7 @@ pub async fn start(
         auth,
     });
     tasks.push(tokio::spawn(server::serve(
-        listener,
-        tls,
-        app,
-        stack,
-        ServerLimits::default(),
-        shutdown,
+        listener, tls, app, stack, limits, shutdown,
     )));
     tracing::info!(address = %local, "serving external.metrics.k8s.io/v1beta1 over HTTPS");
     Ok(RunningServer {

@@ -24,6 +24,9 @@ use crate::telemetry::{RouteLabels, RouteOnly, Telemetry};
 
 pub type Body = Full<Bytes>;
 
+/// Longest request URI served; a label selector never needs more.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const OPENMETRICS: HeaderValue =
@@ -63,6 +66,13 @@ impl App {
     /// along is ignored (dropped unread).
     pub async fn handle(&self, req: &http::request::Parts) -> Response<Body> {
         let started = std::time::Instant::now();
+        if req.uri.to_string().len() > MAX_URI_BYTES {
+            return error_response(&ApiError::new(
+                http::StatusCode::URI_TOO_LONG,
+                "RequestURITooLong",
+                format!("the request URI is longer than {MAX_URI_BYTES} bytes"),
+            ));
+        }
         let path = req.uri.path();
         let (route_name, response) = match route(&req.method, path) {
             Ok(r) => match self.check_access(&r, req).await {

@@ -1,0 +1,194 @@
+//! Abuse and fault tests: overload, slow and oversize requests. Each checks
+//! the Status answer and that normal service follows. Loopback only,
+//! bounded in time.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{variant_yaml, Emulator, Server, VariantSpec};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn server(extra: &[&str]) -> (Server, Emulator) {
+    let emulator = Emulator::start("m", 0.2, 1.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inventory.yaml");
+    let spec = VariantSpec {
+        namespace: "ns",
+        variant: "v",
+        target: "d",
+        model: "m",
+        min: 1,
+        max: 4,
+        ready: 1,
+    };
+    std::fs::write(&inv, variant_yaml(&spec, &[emulator.port])).unwrap();
+    let inv = format!("file:{}", inv.display());
+    let mut args = vec!["--inventory", &inv];
+    args.extend_from_slice(extra);
+    (Server::start(dir, &args).await, emulator)
+}
+
+const VALUES: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/wva_desired_replicas";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_gets_503_and_service_resumes() {
+    // A Prometheus that accepts connections and never answers keeps
+    // requests in flight (each waits for its refresh, up to the timeout).
+    let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", blackhole.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((c, _)) = blackhole.accept().await {
+            held.push(c);
+        }
+    });
+    let (s, _e) = server(&[
+        "--metrics-backend",
+        "prometheus",
+        "--prometheus-url",
+        &url,
+        "--prometheus-query-timeout",
+        "2s",
+        "--metrics-cache-ttl",
+        "1s",
+        "--max-concurrent-requests",
+        "2",
+    ])
+    .await;
+    let s = Arc::new(s);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = Arc::clone(&s);
+        tasks.push(tokio::spawn(async move { s.get(VALUES).await }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        if status == 503
+            && body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("too many requests")
+        {
+            assert_eq!(body["kind"], "Status");
+            assert_eq!(body["reason"], "ServiceUnavailable");
+        }
+        codes.push(status);
+    }
+    let shed = codes.iter().filter(|c| **c == 503).count();
+    assert!(
+        shed >= 1,
+        "the excess over the concurrency limit is shed: {codes:?}"
+    );
+    // Normal service right after.
+    let (status, body) = s.get("/apis/external.metrics.k8s.io/v1beta1").await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (200, Some("APIResourceList"))
+    );
+}
+
+/// A raw TLS connection to the server.
+async fn tls_connect(s: &Server) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let pem = std::fs::read(s.ca_path()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let (s, _e) = server(&["--metrics-backend", "scrape", "--header-read-timeout", "1s"]).await;
+    let mut tls = tls_connect(&s).await;
+    let started = Instant::now();
+    let request =
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut closed = false;
+    for b in request.iter() {
+        if tls.write_all(&[*b]).await.is_err() || tls.flush().await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if started.elapsed() > Duration::from_secs(8) {
+            break;
+        }
+    }
+    if !closed {
+        // The server may have answered 408 and closed: read until EOF (bounded).
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(3), tls.read_to_end(&mut buf)).await;
+        closed = read.is_ok();
+        if !buf.is_empty() {
+            let head = String::from_utf8_lossy(&buf);
+            assert!(
+                !head.starts_with("HTTP/1.1 200"),
+                "a slow request must not be served: {head}"
+            );
+        }
+    }
+    assert!(
+        closed,
+        "the connection is closed after the header read timeout"
+    );
+    println!(
+        "slow client cut off after {:?} (header read timeout 1s)",
+        started.elapsed()
+    );
+    let (status, _) = s.get("/healthz").await;
+    assert_eq!(status, 200, "service continues");
+}
+
+#[tokio::test]
+async fn oversize_requests_get_clean_errors() {
+    let (s, _e) = server(&["--metrics-backend", "scrape"]).await;
+    // Oversize headers: 431.
+    let r = s
+        .client
+        .get(format!("{}/healthz", s.base))
+        .header("X-Big", "a".repeat(100 * 1024))
+        .send()
+        .await;
+    match r {
+        Ok(r) => assert_eq!(r.status(), 431),
+        // HTTP/2 clients may see the stream reset instead of a status.
+        Err(e) => println!("oversize headers refused by the connection: {e}"),
+    }
+    // Oversize URI: 414 Status.
+    let long = format!("{VALUES}?labelSelector=a%3D{}", "b".repeat(10 * 1024));
+    let (status, body) = s.get(&long).await;
+    assert_eq!(status, 414);
+    assert_eq!(body["kind"], "Status");
+    assert_eq!(body["reason"], "RequestURITooLong");
+    // A body on GET is ignored.
+    let r = s
+        .client
+        .get(format!("{}{VALUES}", s.base))
+        .body("{\"unexpected\": true}")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status() == 200 || r.status() == 503, "{}", r.status());
+    // Service continues.
+    let (status, _) = s.get("/apis/external.metrics.k8s.io/v1beta1").await;
+    assert_eq!(status, 200);
+}

@@ -191,17 +191,14 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     };
     let (tls, cert) = run::tls_config(None, None)?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
-    let server = run::start(
-        components,
+    let listen = run::Listen {
         addr,
         tls,
-        cert,
-        StackConfig::default(),
-        crate::server::ServerLimits::default(),
-        shutdown.clone(),
-        Vec::new(),
-    )
-    .await?;
+        certificate_pem: cert,
+        stack: StackConfig::default(),
+        limits: crate::server::ServerLimits::default(),
+    };
+    let server = run::start(components, listen, shutdown.clone(), Vec::new()).await?;
     print_banner(server.addr);
 
     let selector = LabelSelector::parse(&format!("target_name={TARGET}"))

@@ -60,17 +60,14 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 header_read_timeout: args.header_read_timeout,
                 ..Default::default()
             };
-            let mut server = run::start(
-                components,
+            let listen = run::Listen {
                 addr,
                 tls,
-                cert,
+                certificate_pem: cert,
                 stack,
                 limits,
-                shutdown.clone(),
-                tasks,
-            )
-            .await?;
+            };
+            let mut server = run::start(components, listen, shutdown.clone(), tasks).await?;
             if let Some(port) = args.keda_port {
                 let task = run::start_keda(&args, port, &certificate, &server, shutdown).await?;
                 server.tasks.push(task);

@@ -338,17 +338,30 @@ pub fn tls_config(
     Ok((server::tls::server_config(pem)?, cert_pem))
 }
 
+/// Where and how the HTTPS server listens.
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub tls: Arc<rustls::ServerConfig>,
+    /// The PEM certificate clients should trust, when self-signed.
+    pub certificate_pem: Option<String>,
+    pub stack: StackConfig,
+    pub limits: ServerLimits,
+}
+
 /// Starts the fetcher and the HTTPS server.
 pub async fn start(
     components: Components,
-    addr: SocketAddr,
-    tls: Arc<rustls::ServerConfig>,
-    certificate_pem: Option<String>,
-    stack: StackConfig,
-    limits: ServerLimits,
+    listen: Listen,
     shutdown: CancellationToken,
     mut tasks: Vec<JoinHandle<()>>,
 ) -> anyhow::Result<RunningServer> {
+    let Listen {
+        addr,
+        tls,
+        certificate_pem,
+        stack,
+        limits,
+    } = listen;
     let Components {
         inventory,
         backend,

@@ -360,9 +360,23 @@ fn watch_thresholds(
     thresholds: Arc<ArcSwap<ThresholdConfig>>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
+    let ns = namespace.to_owned();
+    watch_configmap(client, namespace, CONFIGMAP_NAME, shutdown, move |cm| {
+        apply_thresholds(&cm, &thresholds, &ns)
+    })
+}
+
+/// Follows one ConfigMap by name, calling `on_change` with every version
+/// (the watch re-lists on its own after errors, with backoff).
+pub fn watch_configmap(
+    client: Client,
+    namespace: &str,
+    name: &'static str,
+    shutdown: CancellationToken,
+    on_change: impl Fn(ConfigMap) + Send + 'static,
+) -> JoinHandle<()> {
     let api: Api<ConfigMap> = Api::namespaced(client, namespace);
-    let config = watcher::Config::default().fields(&format!("metadata.name={CONFIGMAP_NAME}"));
-    let namespace = namespace.to_owned();
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     tokio::spawn(async move {
         let stream = watcher(api, config).default_backoff().applied_objects();
         let mut stream = std::pin::pin!(stream);
@@ -373,9 +387,9 @@ fn watch_thresholds(
             };
             match next {
                 None => return,
-                Some(Ok(cm)) => apply_thresholds(&cm, &thresholds, &namespace),
+                Some(Ok(cm)) => on_change(cm),
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "watch of the thresholds ConfigMap failed; retrying")
+                    tracing::warn!(configmap = name, error = %e, "ConfigMap watch failed; retrying")
                 }
             }
         }

@@ -103,18 +103,7 @@ pub fn server_config_with_client_ca(
     pem: CertifiedKeyPem,
     client_auth: ClientAuth<'_>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
-    let builder = match client_auth {
-        ClientAuth::None => builder.with_no_client_auth(),
-        ClientAuth::Optional => {
-            builder.with_client_cert_verifier(super::auth::handshake::OptionalClientCert::new())
-        }
-        ClientAuth::Required(path) => {
-            builder.with_client_cert_verifier(client_verifier(path, provider)?)
-        }
-    };
+    let builder = config_builder(client_auth)?;
     let mut config = builder.with_single_cert(pem.chain, pem.key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
@@ -206,15 +195,15 @@ pub enum ClientAuth<'a> {
     Required(&'a Path),
 }
 
-/// A server configuration whose certificate comes from `resolver`.
-pub fn server_config_with_resolver(
-    resolver: Arc<ReloadingCert>,
+/// TLS 1.2/1.3 with the ring provider and the client-certificate policy;
+/// the certificate is added by the caller.
+fn config_builder(
     client_auth: ClientAuth<'_>,
-) -> Result<Arc<ServerConfig>, TlsError> {
+) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
-    let builder = match client_auth {
+    Ok(match client_auth {
         ClientAuth::None => builder.with_no_client_auth(),
         ClientAuth::Optional => {
             builder.with_client_cert_verifier(super::auth::handshake::OptionalClientCert::new())
@@ -222,7 +211,15 @@ pub fn server_config_with_resolver(
         ClientAuth::Required(path) => {
             builder.with_client_cert_verifier(client_verifier(path, provider)?)
         }
-    };
+    })
+}
+
+/// A server configuration whose certificate comes from `resolver`.
+pub fn server_config_with_resolver(
+    resolver: Arc<ReloadingCert>,
+    client_auth: ClientAuth<'_>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let builder = config_builder(client_auth)?;
     let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))

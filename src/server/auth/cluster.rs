@@ -5,9 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::runtime::{watcher, WatchStreamExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -59,37 +57,25 @@ pub fn config_from_data(data: &BTreeMap<String, String>) -> Result<AuthConfig, S
 /// Follows the ConfigMap; a version that does not parse keeps the previous
 /// configuration and logs why.
 pub fn watch(client: kube::Client, auth: Arc<Auth>, shutdown: CancellationToken) -> JoinHandle<()> {
-    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, NAMESPACE);
-    let config = watcher::Config::default().fields(&format!("metadata.name={NAME}"));
-    tokio::spawn(async move {
-        let stream = watcher(api, config).default_backoff().applied_objects();
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                n = stream.next() => n,
-            };
-            match next {
-                None => return,
-                Some(Ok(cm)) => match config_from_data(&cm.data.unwrap_or_default()) {
-                    Ok(c) => {
-                        tracing::info!(
-                            front_proxy = c.request_header.is_some(),
-                            client_ca = c.client_ca.is_some(),
-                            "authentication configuration loaded from {NAMESPACE}/{NAME}"
-                        );
-                        auth.set_config(c);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "{NAMESPACE}/{NAME} is not usable; keeping the previous configuration")
-                    }
-                },
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot watch {NAMESPACE}/{NAME}; front-proxy authentication may be unavailable")
-                }
+    crate::inventory::kube::watch_configmap(
+        client,
+        NAMESPACE,
+        NAME,
+        shutdown,
+        move |cm: ConfigMap| match config_from_data(&cm.data.unwrap_or_default()) {
+            Ok(c) => {
+                tracing::info!(
+                    front_proxy = c.request_header.is_some(),
+                    client_ca = c.client_ca.is_some(),
+                    "authentication configuration loaded from {NAMESPACE}/{NAME}"
+                );
+                auth.set_config(c);
             }
-        }
-    })
+            Err(e) => {
+                tracing::error!(error = %e, "{NAMESPACE}/{NAME} is not usable; keeping the previous configuration")
+            }
+        },
+    )
 }
 
 #[cfg(test)]

@@ -47,3 +47,75 @@ impl SaturationAnalyzer for PercentageAnalyzer {
         ModelDecision { analysis, targets }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn replicas() -> impl Strategy<Value = Vec<ReplicaLoad>> {
+        prop::collection::vec((0.0f64..=1.0, 0.0f64..20.0), 0..12).prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (kv, queue))| ReplicaLoad {
+                    pod: format!("p{i}"),
+                    variant: "v".into(),
+                    kv,
+                    queue,
+                })
+                .collect()
+        })
+    }
+
+    fn variants() -> impl Strategy<Value = Vec<VariantState>> {
+        prop::collection::vec(
+            (0.0f64..50.0, 0u32..4, 0u32..8, 0u32..12, any::<bool>()),
+            1..5,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (cost, min, span, spec, settled))| VariantState {
+                    name: format!("v{i}"),
+                    cost,
+                    min_replicas: min,
+                    max_replicas: min + span,
+                    spec_replicas: spec,
+                    ready_replicas: if settled {
+                        spec
+                    } else {
+                        spec.saturating_sub(1)
+                    },
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn targets_stay_in_bounds_and_move_one_step(replicas in replicas(), variants in variants()) {
+            let th = SaturationThresholds::default();
+            let d = PercentageAnalyzer.decide(&ModelInput { replicas: &replicas, variants: &variants, thresholds: &th });
+            let mut steps = 0;
+            for (t, v) in d.targets.iter().zip(&variants) {
+                prop_assert!(t.desired >= v.min_replicas && t.desired <= v.max_replicas, "{t:?} out of [{}, {}]", v.min_replicas, v.max_replicas);
+                let clamped = v.spec_replicas.clamp(v.min_replicas, v.max_replicas);
+                if t.desired != clamped {
+                    steps += 1;
+                    prop_assert_eq!(t.desired.abs_diff(clamped), 1);
+                }
+            }
+            prop_assert!(steps <= 1, "at most one step per model per decision: {:?}", d.targets);
+        }
+
+        #[test]
+        fn decisions_do_not_depend_on_replica_order(mut replicas in replicas(), variants in variants()) {
+            let th = SaturationThresholds::default();
+            let a = PercentageAnalyzer.decide(&ModelInput { replicas: &replicas, variants: &variants, thresholds: &th });
+            replicas.reverse();
+            let b = PercentageAnalyzer.decide(&ModelInput { replicas: &replicas, variants: &variants, thresholds: &th });
+            let desired = |d: &ModelDecision| d.targets.iter().map(|t| t.desired).collect::<Vec<_>>();
+            prop_assert_eq!(desired(&a), desired(&b));
+        }
+    }
+}

@@ -169,17 +169,31 @@ async fn queries_per_cycle(prom: &PrometheusServer, yaml: &str) -> (usize, usize
 async fn queries_per_cycle_do_not_grow_with_variants() {
     let (emulators, targets) = replicas().await;
     let prom = PrometheusServer::start(&targets).await;
-    let (q1, c1) = queries_per_cycle(&prom, &inventory(&emulators, 0)).await;
+    // One variant (the llama one), then 200 (both models and 198 more).
+    let ports: Vec<u16> = emulators.iter().map(|e| e.port).collect();
+    let one = variant_yaml(
+        &VariantSpec {
+            namespace: "llm-a",
+            variant: "llama-a100",
+            target: "llama-decode",
+            model: LLAMA,
+            min: 1,
+            max: 10,
+            ready: 3,
+        },
+        &ports[..3],
+    );
+    let (q1, c1) = queries_per_cycle(&prom, &one).await;
     let (q200, c200) = queries_per_cycle(&prom, &inventory(&emulators, 198)).await;
     assert!(c1 >= 2 && c200 >= 2, "several cycles ran ({c1}, {c200})");
-    assert_eq!(q1, 6 * c1, "2 variants: {q1} queries in {c1} cycles");
+    assert_eq!(q1, 6 * c1, "1 variant: {q1} queries in {c1} cycles");
     assert_eq!(
         q200,
         6 * c200,
         "200 variants: {q200} queries in {c200} cycles"
     );
     println!(
-        "queries per cycle: 2 variants {}, 200 variants {}",
+        "queries per cycle: 1 variant {}, 200 variants {}",
         q1 / c1,
         q200 / c200
     );

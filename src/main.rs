@@ -7,6 +7,13 @@ use wva_metrics_server::cli::{Cli, Command};
 use wva_metrics_server::server::StackConfig;
 use wva_metrics_server::{demo, emulator, run};
 
+/// mimalloc instead of the system allocator: a fetch cycle over 100,000
+/// series makes millions of short-lived allocations, where glibc malloc
+/// spent a third of the cycle and kept fragmented memory resident (see
+/// docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     wva_metrics_server::install_crypto_provider();
     let cli = Cli::parse();

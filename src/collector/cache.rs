@@ -21,7 +21,7 @@ pub fn pod_key(namespace: &str, pod: &str) -> PodKey {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicaMetrics {
     /// `model_name` as the replica reports it.
-    pub model_name: String,
+    pub model_name: std::sync::Arc<str>,
     /// Peak KV-cache usage in [0, 1].
     pub kv_usage: f64,
     /// Peak number of waiting requests.
@@ -49,7 +49,10 @@ impl ReplicaMetrics {
 /// decision path reads; a read clones nothing but the entry it needs.
 #[derive(Debug, Default)]
 pub struct MetricsCache {
-    replicas: DashMap<PodKey, ReplicaMetrics>,
+    /// Probed once per pod per cycle and per analysed replica per request:
+    /// a fast hash (keys are pod names from the cluster, not attacker
+    /// controlled request input).
+    replicas: DashMap<PodKey, ReplicaMetrics, foldhash::fast::RandomState>,
 }
 
 impl MetricsCache {
@@ -70,6 +73,17 @@ impl MetricsCache {
     /// Stores the metrics of one pod.
     pub fn insert(&self, key: PodKey, metrics: ReplicaMetrics) {
         self.replicas.insert(key, metrics);
+    }
+
+    /// Stores the metrics of one pod, overwriting an existing entry in
+    /// place: the common case every cycle, and then no key is copied.
+    pub fn upsert(&self, key: &str, metrics: ReplicaMetrics) {
+        match self.replicas.get_mut(key) {
+            Some(mut entry) => *entry = metrics,
+            None => {
+                self.replicas.insert(key.to_owned(), metrics);
+            }
+        }
     }
 
     /// Drops the entries for which `keep` returns false (pods that no

@@ -2,14 +2,13 @@
 //! (and right away when the inventory changes), so that the request path
 //! finds the cache warm.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{MetricsBackend, MetricsCache};
+use super::{CollectorError, CycleReport, MetricsBackend, MetricsCache};
 use crate::inventory::InventoryStore;
 
 /// The shortest time between the starts of two cycles.
@@ -39,7 +38,8 @@ impl Fetcher {
         let mut changes = self.inventory.subscribe();
         loop {
             let started = tokio::time::Instant::now();
-            self.cycle().await;
+            // Failures are logged in the cycle; the loop goes on.
+            let _ = self.cycle().await;
             let next = started + self.interval;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -61,10 +61,11 @@ impl Fetcher {
     /// One cycle: fetch, then forget pods that no longer exist. Entries of
     /// pods that exist but went silent are kept: their growing age is what
     /// turns the model's answer into a 503 instead of a silent hold.
-    pub async fn cycle(&self) {
+    pub async fn cycle(&self) -> Result<CycleReport, CollectorError> {
         let snapshot = self.inventory.load();
         let backend = self.backend.name();
-        match self.backend.fetch_cycle(&snapshot, &self.cache).await {
+        let outcome = self.backend.fetch_cycle(&snapshot, &self.cache).await;
+        match &outcome {
             Ok(report) => tracing::debug!(
                 backend,
                 updated = report.replicas_updated,
@@ -75,11 +76,11 @@ impl Fetcher {
             ),
             Err(e) => tracing::warn!(backend, error = %e, "fetch cycle failed"),
         }
-        let live: HashSet<&str> = snapshot.pods().iter().map(|p| p.key.as_str()).collect();
-        self.cache.retain(|k| live.contains(k));
+        self.cache.retain(|k| snapshot.has_pod_key(k));
         self.first_cycle_done.store(true, Ordering::Release);
         if let Some(hook) = &self.on_cycle {
             hook();
         }
+        outcome
     }
 }

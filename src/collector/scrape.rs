@@ -188,7 +188,7 @@ impl ScrapeBackend {
         cache.insert(
             pod.key.clone(),
             ReplicaMetrics {
-                model_name: page.model_name.unwrap_or_default(),
+                model_name: page.model_name.unwrap_or_default().into(),
                 kv_usage: kv_peak,
                 queue_waiting: waiting_peak,
                 running: page.running,

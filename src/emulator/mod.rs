@@ -2,7 +2,9 @@
 //! vLLM-format `/metrics` over plain HTTP (as vLLM does) and lets tests and
 //! the demo change its state with `POST /admin/state`.
 
+pub mod fleet;
 pub mod load;
+pub mod prometheus_api;
 pub mod render;
 pub mod state;
 

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
-use prometheus_http_query::response::Data;
 use rand::Rng;
+use results::Decoded;
 
 pub use config::{ConfigError, PrometheusConfig};
 use queries::{QuerySignal, Scope};
@@ -21,6 +21,7 @@ use results::{QueryResultCache, SeriesValue};
 
 use super::sample::{SampleCheck, Signal};
 use super::{CollectorError, CycleReport, MetricsBackend, MetricsCache, ReplicaMetrics};
+use crate::inventory::snapshot::PodPositions;
 use crate::inventory::{InventorySnapshot, ModelKey};
 use crate::telemetry::{BackendErrorLabels, BackendLabels, CacheLabels, Telemetry};
 
@@ -128,7 +129,7 @@ impl PrometheusBackend {
         let rows = self
             .query("availability", &queries::availability_query(), deadline)
             .await?;
-        let present: HashSet<String> = rows.iter().map(|r| r.pod.clone()).collect();
+        let present: HashSet<&str> = rows.iter().map(|r| &*r.pod).collect();
         let kv_present = present.contains("vllm:kv_cache_usage_perc")
             || present.contains("vllm:gpu_cache_usage_perc");
         let missing: Vec<&'static str> = queries::EXPECTED_SERIES
@@ -173,7 +174,7 @@ impl PrometheusBackend {
                     Err(_) => tracing::warn!("PROMETHEUS_BEARER_TOKEN_FILE holds characters not allowed in a header; querying without it"),
                 }
             }
-            let outcome = tokio::time::timeout(remaining, request.get()).await;
+            let outcome = tokio::time::timeout(remaining, execute(request)).await;
             self.telemetry
                 .backend_duration
                 .get_or_create(&BackendLabels {
@@ -187,15 +188,8 @@ impl PrometheusBackend {
                     "timeout",
                     "query timed out".to_owned(),
                 ),
-                Ok(Ok(result)) => match result.into_inner().0 {
-                    Data::Vector(v) => return Ok(v.into_iter().filter_map(series_value).collect()),
-                    Data::Scalar(_) | Data::Matrix(_) => (
-                        ErrorClass::Permanent,
-                        "result_type",
-                        "Prometheus answered a non-vector result".to_owned(),
-                    ),
-                },
-                Ok(Err(e)) => classify(&e),
+                Ok(Ok(rows)) => return Ok(rows),
+                Ok(Err(failure)) => failure,
             };
             self.telemetry
                 .backend_errors
@@ -284,27 +278,45 @@ impl PrometheusBackend {
         models: &[&ModelKey],
         cache: &MetricsCache,
     ) -> CycleReport {
-        let mut by_pod: HashMap<(&str, &str), PodRow> = HashMap::new();
+        // Rows are joined to the inventory's pods by position: series of
+        // pods that do not exist in the inventory are dropped here and never
+        // steer a decision.
+        let mut by_pod: Vec<Option<PodRow>> = vec![None; snapshot.pods().len()];
         for (signal, rows) in signals {
+            // Rows come grouped by namespace, whose name is shared between
+            // rows: look the namespace up once per run of rows.
+            let mut current: Option<(&Arc<str>, Option<&PodPositions>)> = None;
             for r in rows.iter() {
-                let row = by_pod
-                    .entry((r.namespace.as_str(), r.pod.as_str()))
-                    .or_default();
-                if row.model_name.is_empty() {
-                    row.model_name = r.model_name.clone();
-                }
+                let pods_of_ns = match current {
+                    Some((ns, pods)) if Arc::ptr_eq(ns, &r.namespace) => pods,
+                    _ => {
+                        let pods = snapshot.pods_of_namespace(&r.namespace);
+                        current = Some((&r.namespace, pods));
+                        pods
+                    }
+                };
+                let Some(&i) = pods_of_ns.and_then(|p| p.get(&*r.pod)) else {
+                    continue;
+                };
+                let row = by_pod[i].get_or_insert_with(|| PodRow {
+                    model_name: Arc::clone(&r.model_name),
+                    ..PodRow::default()
+                });
                 row.set(*signal, r.value);
             }
         }
         let mut report = CycleReport::default();
         let now = SystemTime::now();
+        let pods = snapshot.pods();
         for key in models {
-            for pod in snapshot.model_pods(key).filter(|p| p.ready) {
-                // Only pods that exist and are ready in the inventory count:
-                // series of deleted pods never steer a decision.
-                let Some(row) = by_pod.get(&(pod.namespace.as_str(), pod.name.as_str())) else {
+            for &i in snapshot.model_pod_positions(key) {
+                // Only ready pods count.
+                let (pod, Some(row)) = (&pods[i], &by_pod[i]) else {
                     continue;
                 };
+                if !pod.ready {
+                    continue;
+                }
                 let checked = [
                     (Signal::KvCacheUsage, row.kv),
                     (Signal::QueueWaiting, row.queue),
@@ -337,8 +349,8 @@ impl PrometheusBackend {
                     .filter(|t| t.is_finite() && *t > 0.0)
                     .map(|t| UNIX_EPOCH + Duration::from_secs_f64(t))
                     .unwrap_or(now);
-                cache.insert(
-                    pod.key.clone(),
+                cache.upsert(
+                    &pod.key,
                     ReplicaMetrics {
                         model_name: row.model_name.clone(),
                         kv_usage: values[0],
@@ -377,9 +389,9 @@ impl PrometheusBackend {
 }
 
 /// The values of one pod across the signals.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct PodRow {
-    model_name: String,
+    model_name: Arc<str>,
     kv: Option<f64>,
     queue: Option<f64>,
     sample_time: Option<f64>,
@@ -403,39 +415,85 @@ impl PodRow {
     }
 }
 
-fn series_value(v: prometheus_http_query::response::InstantVector) -> Option<SeriesValue> {
-    let (mut labels, sample) = v.into_inner();
-    // The availability query groups by __name__: keep it in `pod` so that
-    // one row type serves both.
-    let pod = labels.remove("pod").or_else(|| labels.remove("__name__"))?;
-    Some(SeriesValue {
-        namespace: labels.remove("namespace").unwrap_or_default(),
-        pod,
-        model_name: labels.remove("model_name").unwrap_or_default(),
-        value: sample.value(),
-    })
+/// Answers larger than this are decoded on the blocking pool.
+const INLINE_DECODE_LIMIT: usize = 64 * 1024;
+
+/// Why one attempt of a query failed: retry class, telemetry kind, message.
+type Failure = (ErrorClass, &'static str, String);
+
+/// One attempt: sends the query and decodes the answer. The body is decoded
+/// by [`results::decode`] rather than the client crate's generic decoder,
+/// which buffers every series into a JSON tree and a map of labels: at
+/// 100,000 series that was most of a fetch cycle's time and memory.
+async fn execute(
+    request: prometheus_http_query::InstantQueryBuilder,
+) -> Result<Vec<SeriesValue>, Failure> {
+    let response = request.get_raw().await.map_err(|e| classify(&e))?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|e| classify_reqwest(&e))?;
+    // Decoding a large answer takes milliseconds of CPU: off the async
+    // workers, so that API requests are not held up, and in parallel
+    // with the other queries of the cycle.
+    let decoded = if body.len() > INLINE_DECODE_LIMIT {
+        tokio::task::spawn_blocking(move || results::decode(&body))
+            .await
+            .map_err(|e| (ErrorClass::Transient, "decode", e.to_string()))?
+    } else {
+        results::decode(&body)
+    };
+    match decoded {
+        Ok(Decoded::Vector(rows)) => Ok(rows),
+        Ok(Decoded::OtherResultType(t)) => Err((
+            ErrorClass::Permanent,
+            "result_type",
+            format!("Prometheus answered a {t} result where a vector was expected"),
+        )),
+        // Prometheus' own error types: a bad query will stay bad; timeouts,
+        // cancellations and unavailability may pass.
+        Ok(Decoded::ApiError { error_type, error }) if error_type == "bad_data" => Err((
+            ErrorClass::Permanent,
+            "bad_data",
+            format!("HTTP {status}: bad_data: {error}"),
+        )),
+        Ok(Decoded::ApiError { error_type, error }) => Err((
+            ErrorClass::Transient,
+            "prometheus",
+            format!("HTTP {status}: {error_type}: {error}"),
+        )),
+        // Not an API answer at all: a proxy or load balancer spoke.
+        Err(e) if status.is_server_error() => Err((
+            ErrorClass::Transient,
+            "status",
+            format!("HTTP {status}: {e}"),
+        )),
+        Err(e) if !status.is_success() => Err((
+            ErrorClass::Permanent,
+            "status",
+            format!("HTTP {status}: {e}"),
+        )),
+        Err(e) => Err((ErrorClass::Permanent, "decode", e.to_string())),
+    }
 }
 
-fn classify(e: &prometheus_http_query::Error) -> (ErrorClass, &'static str, String) {
-    use prometheus_http_query::error::PrometheusErrorType as T;
-    use prometheus_http_query::Error as E;
+fn classify(e: &prometheus_http_query::Error) -> Failure {
     match e {
-        E::Prometheus(p) => match p.error_type() {
-            T::BadData => (ErrorClass::Permanent, "bad_data", p.to_string()),
-            _ => (ErrorClass::Transient, "prometheus", p.to_string()),
-        },
-        E::Client(c) => match c.inner() {
-            Some(r) if r.is_timeout() => (ErrorClass::Transient, "timeout", r.to_string()),
-            Some(r) if r.is_connect() => (ErrorClass::Transient, "connect", r.to_string()),
-            Some(r) => match r.status() {
-                Some(s) if s.is_server_error() => (ErrorClass::Transient, "status", r.to_string()),
-                Some(s) => (ErrorClass::Permanent, "status", format!("HTTP {s}: {r}")),
-                None if r.is_decode() => (ErrorClass::Permanent, "decode", r.to_string()),
-                None => (ErrorClass::Transient, "request", r.to_string()),
-            },
+        prometheus_http_query::Error::Client(c) => match c.inner() {
+            Some(r) => classify_reqwest(r),
             None => (ErrorClass::Permanent, "client", c.to_string()),
         },
         other => (ErrorClass::Permanent, "client", other.to_string()),
+    }
+}
+
+fn classify_reqwest(r: &reqwest::Error) -> Failure {
+    if r.is_timeout() {
+        (ErrorClass::Transient, "timeout", r.to_string())
+    } else if r.is_connect() {
+        (ErrorClass::Transient, "connect", r.to_string())
+    } else if r.is_builder() {
+        (ErrorClass::Permanent, "client", r.to_string())
+    } else {
+        (ErrorClass::Transient, "request", r.to_string())
     }
 }
 

@@ -1,0 +1,192 @@
+//! A generated fleet for benchmarks at scale: many variants, each a
+//! Deployment with ready pods, spread over namespaces and models, with a
+//! deterministic load per pod. The same fleet is written as an inventory
+//! (objects in memory, or a multi-document file) and served as Prometheus
+//! query results by [`super::prometheus_api`], so the two always agree.
+
+use std::fmt::Write;
+
+use crate::inventory::InventoryObjects;
+
+/// Shape of a generated fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fleet {
+    pub variants: usize,
+    pub pods_per_variant: usize,
+    /// Variants per model: a model is served by this many variants (for
+    /// example one per accelerator type), so that the model-level analysis
+    /// and the cost order across variants are exercised.
+    pub variants_per_model: usize,
+    /// Variants per namespace.
+    pub variants_per_namespace: usize,
+}
+
+/// One pod of the fleet and the load it reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetPod {
+    pub namespace: String,
+    pub name: String,
+    pub model: String,
+    pub kv_usage: f64,
+    pub queue_waiting: f64,
+}
+
+const ACCELERATORS: [&str; 3] = ["A100", "H100", "L40S"];
+
+impl Fleet {
+    /// `variants` variants with `pods_per_variant` ready pods each, two
+    /// variants per model, 100 variants per namespace.
+    pub fn new(variants: usize, pods_per_variant: usize) -> Fleet {
+        Fleet {
+            variants,
+            pods_per_variant,
+            variants_per_model: 2,
+            variants_per_namespace: 100,
+        }
+    }
+
+    pub fn pod_count(&self) -> usize {
+        self.variants * self.pods_per_variant
+    }
+
+    pub fn namespace(&self, variant: usize) -> String {
+        format!("llm-{:04}", variant / self.variants_per_namespace.max(1))
+    }
+
+    pub fn model(&self, variant: usize) -> String {
+        format!("model-{:05}", variant / self.variants_per_model.max(1))
+    }
+
+    pub fn variant_name(&self, variant: usize) -> String {
+        format!("variant-{variant:05}")
+    }
+
+    pub fn target_name(&self, variant: usize) -> String {
+        format!("decode-{variant:05}")
+    }
+
+    /// Every pod with its load. The load is spread deterministically (a
+    /// golden-ratio sequence) so that some models scale up, some down and
+    /// most hold, as in a real fleet.
+    pub fn pods(&self) -> impl Iterator<Item = FleetPod> + '_ {
+        (0..self.variants).flat_map(move |v| {
+            (0..self.pods_per_variant).map(move |p| {
+                let i = (v * self.pods_per_variant + p) as f64;
+                let spread = (i * 0.618_033_988_75).fract();
+                FleetPod {
+                    namespace: self.namespace(v),
+                    name: format!("{}-{p}", self.target_name(v)),
+                    model: self.model(v),
+                    kv_usage: 0.15 + 0.75 * spread,
+                    queue_waiting: ((i as u64) % 7) as f64,
+                }
+            })
+        })
+    }
+
+    /// The Kubernetes objects of the fleet, as JSON values in the shapes of
+    /// the API (VariantAutoscaling, Deployment, Pod).
+    pub fn object_values(&self) -> impl Iterator<Item = serde_json::Value> + '_ {
+        (0..self.variants).flat_map(move |v| {
+            let ns = self.namespace(v);
+            let target = self.target_name(v);
+            let variant = self.variant_name(v);
+            let replicas = self.pods_per_variant;
+            let accelerator = ACCELERATORS[v % ACCELERATORS.len()];
+            let head = [
+                serde_json::json!({
+                    "apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling",
+                    "metadata": {"name": variant, "namespace": ns,
+                                 "labels": {"inference.optimization/acceleratorName": accelerator}},
+                    "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+                             "modelID": self.model(v),
+                             "variantCost": format!("{}.0", 5 + v % self.variants_per_model.max(1) * 5),
+                             "minReplicas": 1, "maxReplicas": replicas * 2 + 2}
+                }),
+                serde_json::json!({
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": target, "namespace": ns},
+                    "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": target}},
+                             "template": {"metadata": {"labels": {"app": target}}}},
+                    "status": {"replicas": replicas, "readyReplicas": replicas}
+                }),
+            ];
+            let pods = (0..replicas).map(move |p| {
+                serde_json::json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": format!("{target}-{p}"), "namespace": ns,
+                                 "labels": {"app": target, "llm-d.ai/variant": variant}},
+                    "status": {"podIP": "127.0.0.1",
+                               "conditions": [{"type": "Ready", "status": "True"}]}
+                })
+            });
+            head.into_iter().chain(pods.collect::<Vec<_>>())
+        })
+    }
+
+    /// The fleet as typed inventory objects.
+    pub fn objects(&self) -> Result<InventoryObjects, serde_json::Error> {
+        let mut objects = InventoryObjects::default();
+        for value in self.object_values() {
+            match value["kind"].as_str() {
+                Some("VariantAutoscaling") => objects
+                    .variant_autoscalings
+                    .push(serde_json::from_value(value)?),
+                Some("Deployment") => objects.deployments.push(serde_json::from_value(value)?),
+                Some(_) | None => objects.pods.push(serde_json::from_value(value)?),
+            }
+        }
+        Ok(objects)
+    }
+
+    /// The fleet as a multi-document inventory file for `--inventory
+    /// file:PATH`. Each document is JSON, which YAML reads as flow style.
+    pub fn inventory_file(&self) -> String {
+        let mut out = String::new();
+        for value in self.object_values() {
+            let _ = writeln!(out, "---\n{value}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::resolve;
+
+    #[test]
+    fn objects_resolve_to_the_fleet_shape() {
+        let fleet = Fleet::new(10, 3);
+        let (snapshot, problems) = resolve(&fleet.objects().unwrap());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(snapshot.variants().len(), 10);
+        assert_eq!(snapshot.pods().len(), 30);
+        assert_eq!(snapshot.models().count(), 5);
+        assert!(snapshot.pods().iter().all(|p| p.ready));
+    }
+
+    #[test]
+    fn file_and_objects_agree() {
+        let fleet = Fleet::new(4, 2);
+        let text = fleet.inventory_file();
+        let parsed =
+            crate::inventory::file::parse_objects(std::path::Path::new("fleet.yaml"), &text)
+                .unwrap();
+        assert_eq!(parsed.variant_autoscalings.len(), 4);
+        assert_eq!(parsed.deployments.len(), 4);
+        assert_eq!(parsed.pods.len(), 8);
+    }
+
+    #[test]
+    fn loads_are_in_range_and_spread() {
+        let fleet = Fleet::new(50, 4);
+        let pods: Vec<FleetPod> = fleet.pods().collect();
+        assert_eq!(pods.len(), fleet.pod_count());
+        assert!(pods
+            .iter()
+            .all(|p| (0.0..=1.0).contains(&p.kv_usage) && p.queue_waiting >= 0.0));
+        assert!(pods.iter().any(|p| p.kv_usage > 0.8));
+        assert!(pods.iter().any(|p| p.kv_usage < 0.3));
+    }
+}

@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use crate::api::quantity::desired_ratio_milli;
 use crate::api::selector::LabelSelector;
 use crate::collector::{FreshnessPolicy, MetricsBackend, MetricsCache};
+use crate::inventory::snapshot::labels;
 use crate::inventory::{InventorySnapshot, InventoryStore, ModelKey, Variant};
 use crate::saturation::{
     ModelAnalysis, ModelInput, ReplicaLoad, SaturationAnalyzer, TargetReason, ThresholdConfig,
@@ -138,7 +139,7 @@ impl DecisionEngine {
         }
         let snapshot = self.inventory.load();
         let selected: Vec<&Arc<Variant>> = snapshot
-            .variants_in(namespace)
+            .variants_for_target(namespace, selector.exact_value(labels::TARGET_NAME))
             .filter(|v| selector.matches(&v.metric_labels))
             .collect();
         if selected.is_empty() {

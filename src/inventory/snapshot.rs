@@ -127,6 +127,9 @@ pub struct InventorySnapshot {
     variants: Vec<Arc<Variant>>,
     pods: Vec<ReplicaPod>,
     by_namespace: HashMap<String, Vec<usize>>,
+    /// namespace -> target name -> variants: the HPA asks for one target
+    /// by `target_name=...`; a namespace may hold hundreds of variants.
+    by_target: HashMap<String, HashMap<String, Vec<usize>>>,
     by_model: HashMap<ModelKey, ModelMembers>,
     /// namespace -> pod name -> position in `pods`: joins backend rows,
     /// which name pods by those two labels, without building keys.
@@ -151,10 +154,17 @@ impl InventorySnapshot {
         variants.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         let variants: Vec<Arc<Variant>> = variants.into_iter().map(Arc::new).collect();
         let mut by_namespace: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_target: HashMap<String, HashMap<String, Vec<usize>>> = HashMap::new();
         let mut by_model: HashMap<ModelKey, ModelMembers> = HashMap::new();
         let mut variant_model: HashMap<(&str, &str), ModelKey> = HashMap::new();
         for (i, v) in variants.iter().enumerate() {
             by_namespace.entry(v.namespace.clone()).or_default().push(i);
+            by_target
+                .entry(v.namespace.clone())
+                .or_default()
+                .entry(v.target_name.clone())
+                .or_default()
+                .push(i);
             let key = ModelKey {
                 namespace: v.namespace.clone(),
                 model_id: v.model_id.clone(),
@@ -178,6 +188,7 @@ impl InventorySnapshot {
             variants,
             pods,
             by_namespace,
+            by_target,
             by_model,
             pod_positions,
         }
@@ -220,6 +231,27 @@ impl InventorySnapshot {
             .into_iter()
             .flatten()
             .map(move |&i| &self.variants[i])
+    }
+
+    /// Variants of one namespace, in name order, narrowed to one scale
+    /// target when `target_name` is given. Callers still match the full
+    /// selector; this only skips variants that cannot match.
+    pub fn variants_for_target<'a>(
+        &'a self,
+        namespace: &str,
+        target_name: Option<&str>,
+    ) -> Box<dyn Iterator<Item = &'a Arc<Variant>> + 'a> {
+        match target_name {
+            Some(target) => Box::new(
+                self.by_target
+                    .get(namespace)
+                    .and_then(|t| t.get(target))
+                    .into_iter()
+                    .flatten()
+                    .map(move |&i| &self.variants[i]),
+            ),
+            None => Box::new(self.variants_in(namespace)),
+        }
     }
 
     /// All models and their members.

@@ -220,6 +220,10 @@ impl ThresholdConfig {
 
     /// The thresholds of one model in one namespace.
     pub fn for_model(&self, model_id: &str, namespace: &str) -> SaturationThresholds {
+        // The common case, without building a lookup key per request.
+        if self.overrides.is_empty() {
+            return self.default;
+        }
         self.overrides
             .get(&(model_id.to_owned(), namespace.to_owned()))
             .copied()

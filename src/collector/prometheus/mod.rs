@@ -415,6 +415,15 @@ impl PodRow {
     }
 }
 
+/// Runs CPU-heavy work in place on a multi-threaded runtime after handing
+/// this worker's other tasks to the rest of the pool; inline elsewhere.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Answers larger than this are decoded on the blocking pool.
 const INLINE_DECODE_LIMIT: usize = 64 * 1024;
 
@@ -523,7 +532,9 @@ impl MetricsBackend for PrometheusBackend {
         let deadline = Instant::now() + self.config.query_timeout;
         let (signals, sent) = self.fetch_signals(Scope::All, false, deadline).await?;
         let models: Vec<&ModelKey> = inventory.models().map(|(k, _)| k).collect();
-        let mut report = self.apply(&signals, inventory, &models, cache);
+        // Joining every row of a large fleet takes CPU for a while: tell
+        // the runtime, so that API requests move to other workers.
+        let mut report = blocking(|| self.apply(&signals, inventory, &models, cache));
         report.requests = sent;
         let live: HashSet<&ModelKey> = models.iter().copied().collect();
         self.fetched.retain(|k, _| live.contains(k));

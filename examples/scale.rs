@@ -110,6 +110,13 @@ async fn main() -> anyhow::Result<()> {
         fleet.variants.div_ceil(fleet.variants_per_model)
     );
     println!("RSS at start: {}", mib(status_kib("VmRSS:")));
+    println!(
+        "inline sizes: Pod {} B, ObjectMeta {} B, PodStatus {} B, ReplicaPod {} B",
+        std::mem::size_of::<k8s_openapi::api::core::v1::Pod>(),
+        std::mem::size_of::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(),
+        std::mem::size_of::<k8s_openapi::api::core::v1::PodStatus>(),
+        std::mem::size_of::<wva_metrics_server::inventory::ReplicaPod>(),
+    );
 
     let started = Instant::now();
     let objects = fleet.objects()?;

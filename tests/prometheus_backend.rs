@@ -420,3 +420,163 @@ async fn invalid_samples_are_rejected_and_do_not_change_the_decision() {
         );
     }
 }
+
+/// A TCP proxy in front of Prometheus that holds every chunk of its
+/// answers for a switchable delay: a Prometheus that is up but too slow.
+struct DelayProxy {
+    port: u16,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DelayProxy {
+    async fn start(upstream_port: u16) -> DelayProxy {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let delay = Arc::clone(&delay_ms);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(upstream) =
+                    tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                else {
+                    continue;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut ur, mut uw) = upstream.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut uw).await;
+                });
+                let delay = Arc::clone(&delay);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match ur.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let ms = delay.load(Ordering::Relaxed);
+                        if ms > 0 {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        DelayProxy {
+            port,
+            delay_ms,
+            task,
+        }
+    }
+
+    fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(
+            delay.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_slower_than_the_query_timeout_gives_503_not_hung_requests() {
+    let (emulators, targets) = replicas().await;
+    let prom = PrometheusServer::start(&targets).await;
+    let prom_port: u16 = prom.url().rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = DelayProxy::start(prom_port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inventory.yaml");
+    std::fs::write(&path, inventory(&emulators, 0)).unwrap();
+    let inv = format!("file:{}", path.display());
+    let url = format!("http://127.0.0.1:{}", proxy.port);
+    let s = Server::start(
+        dir,
+        &[
+            "--inventory",
+            &inv,
+            "--metrics-backend",
+            "prometheus",
+            "--prometheus-url",
+            &url,
+            "--metrics-fetch-interval",
+            "1s",
+            "--metrics-cache-ttl",
+            "1s",
+            "--metrics-fresh-within",
+            "2s",
+            "--metrics-stale-after",
+            "4s",
+            "--metrics-unavailable-after",
+            "10s",
+            "--prometheus-query-timeout",
+            "1s",
+        ],
+    )
+    .await;
+    let path = "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm-b/wva_desired_ratio?labelSelector=target_name%3Dmistral-decode";
+    s.wait_value(
+        "llm-b",
+        "wva_desired_replicas",
+        "target_name=mistral-decode",
+        "3",
+    )
+    .await;
+
+    // Every answer now takes 3 s, three times the query timeout.
+    proxy.set_delay(Duration::from_secs(3));
+    let slowest = std::sync::Mutex::new(Duration::ZERO);
+    let body = eventually(
+        Duration::from_secs(30),
+        "a 503 while Prometheus is too slow",
+        || async {
+            let started = Instant::now();
+            let (status, body) = s.get(path).await;
+            let waited = started.elapsed();
+            let mut worst = slowest.lock().unwrap();
+            *worst = (*worst).max(waited);
+            assert!(
+                status == 200 || status == 503,
+                "unexpected {status}: {body}"
+            );
+            (status == 503).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(body["kind"], "Status");
+    assert_eq!(body["code"], 503);
+    assert_eq!(body["reason"], "ServiceUnavailable");
+    assert!(
+        body["message"].as_str().unwrap().contains(MISTRAL),
+        "{body}"
+    );
+    // Requests are bounded by the query timeout, not by the slow backend
+    // (generous margin: these machines are noisy).
+    let slowest = *slowest.lock().unwrap();
+    assert!(
+        slowest < Duration::from_millis(2900),
+        "a request waited {slowest:?} with a 1 s query timeout"
+    );
+    println!("503 reached; slowest request {slowest:?}");
+
+    // Prometheus answers promptly again: normal answers return.
+    proxy.set_delay(Duration::ZERO);
+    s.wait_value(
+        "llm-b",
+        "wva_desired_replicas",
+        "target_name=mistral-decode",
+        "3",
+    )
+    .await;
+}

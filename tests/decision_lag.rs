@@ -98,11 +98,7 @@ fn report(name: &str, lags: &[Duration]) {
 #[ignore = "measurement for docs/benchmarks.md"]
 async fn decision_lag_scrape_backend() {
     let (groups, yaml, _) = idle_models().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("inventory.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let inv = format!("file:{}", path.display());
-    let s = Server::start(dir, &["--inventory", &inv, "--metrics-backend", "scrape"]).await;
+    let s = Server::with_inventory(&yaml, &["--metrics-backend", "scrape"]).await;
     let lags = measure_lag(&s, &groups).await;
     report("scrape backend (--scrape-interval 2s, default)", &lags);
     assert_eq!(lags.len(), TRIALS);
@@ -113,16 +109,10 @@ async fn decision_lag_scrape_backend() {
 async fn decision_lag_prometheus_backend() {
     let (groups, yaml, targets) = idle_models().await;
     let prom = PrometheusServer::start(&targets).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("inventory.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let inv = format!("file:{}", path.display());
     let url = prom.url();
-    let s = Server::start(
-        dir,
+    let s = Server::with_inventory(
+        &yaml,
         &[
-            "--inventory",
-            &inv,
             "--metrics-backend",
             "prometheus",
             "--prometheus-url",
@@ -157,11 +147,7 @@ async fn soak_60s_fixed_rate_changing_load() {
     const RATE: u64 = 200;
     const SOAK: Duration = Duration::from_secs(60);
     let (groups, yaml, _) = idle_models().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("inventory.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let inv = format!("file:{}", path.display());
-    let s = Server::start(dir, &["--inventory", &inv, "--metrics-backend", "scrape"]).await;
+    let s = Server::with_inventory(&yaml, &["--metrics-backend", "scrape"]).await;
     s.wait_value(
         "llm-lag",
         "wva_desired_ratio",

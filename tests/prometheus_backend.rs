@@ -63,22 +63,29 @@ fn inventory(emulators: &[Emulator], extra: usize) -> String {
 }
 
 async fn serve(prom: &PrometheusServer, inventory_yaml: &str, extra: &[&str]) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("inventory.yaml");
-    std::fs::write(&path, inventory_yaml).unwrap();
-    let inv = format!("file:{}", path.display());
-    let url = prom.url();
-    let mut args = vec![
-        "--inventory",
-        &inv,
-        "--metrics-backend",
-        "prometheus",
-        "--prometheus-url",
-        &url,
-    ];
-    args.extend_from_slice(extra);
-    Server::start(dir, &args).await
+    serve_url(&prom.url(), inventory_yaml, extra).await
 }
+
+async fn serve_url(url: &str, inventory_yaml: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["--metrics-backend", "prometheus", "--prometheus-url", url];
+    args.extend_from_slice(extra);
+    Server::with_inventory(inventory_yaml, &args).await
+}
+
+/// Short intervals and freshness thresholds, so that outages show within
+/// seconds.
+const FAST_FRESHNESS: [&str; 10] = [
+    "--metrics-fetch-interval",
+    "1s",
+    "--metrics-cache-ttl",
+    "1s",
+    "--metrics-fresh-within",
+    "2s",
+    "--metrics-stale-after",
+    "4s",
+    "--metrics-unavailable-after",
+    "10s",
+];
 
 /// Batched queries of the backend in the query log (the harness's own
 /// queries and the start-up availability check have other shapes).
@@ -259,25 +266,9 @@ async fn hpa_requests_within_the_ttl_cause_no_queries() {
 async fn stale_model_answers_503_and_recovers() {
     let (mut emulators, targets) = replicas().await;
     let mut prom = PrometheusServer::start(&targets).await;
-    let s = serve(
-        &prom,
-        &inventory(&emulators, 0),
-        &[
-            "--metrics-fetch-interval",
-            "1s",
-            "--metrics-cache-ttl",
-            "1s",
-            "--metrics-fresh-within",
-            "2s",
-            "--metrics-stale-after",
-            "4s",
-            "--metrics-unavailable-after",
-            "10s",
-            "--prometheus-query-timeout",
-            "2s",
-        ],
-    )
-    .await;
+    let mut flags = FAST_FRESHNESS.to_vec();
+    flags.extend(["--prometheus-query-timeout", "2s"]);
+    let s = serve(&prom, &inventory(&emulators, 0), &flags).await;
     let path = "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm-b/wva_desired_ratio?labelSelector=target_name%3Dmistral-decode";
     s.wait_value(
         "llm-b",
@@ -496,35 +487,10 @@ async fn prometheus_slower_than_the_query_timeout_gives_503_not_hung_requests() 
     let prom = PrometheusServer::start(&targets).await;
     let prom_port: u16 = prom.url().rsplit(':').next().unwrap().parse().unwrap();
     let proxy = DelayProxy::start(prom_port).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("inventory.yaml");
-    std::fs::write(&path, inventory(&emulators, 0)).unwrap();
-    let inv = format!("file:{}", path.display());
     let url = format!("http://127.0.0.1:{}", proxy.port);
-    let s = Server::start(
-        dir,
-        &[
-            "--inventory",
-            &inv,
-            "--metrics-backend",
-            "prometheus",
-            "--prometheus-url",
-            &url,
-            "--metrics-fetch-interval",
-            "1s",
-            "--metrics-cache-ttl",
-            "1s",
-            "--metrics-fresh-within",
-            "2s",
-            "--metrics-stale-after",
-            "4s",
-            "--metrics-unavailable-after",
-            "10s",
-            "--prometheus-query-timeout",
-            "1s",
-        ],
-    )
-    .await;
+    let mut flags = FAST_FRESHNESS.to_vec();
+    flags.extend(["--prometheus-query-timeout", "1s"]);
+    let s = serve_url(&url, &inventory(&emulators, 0), &flags).await;
     let path = "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm-b/wva_desired_ratio?labelSelector=target_name%3Dmistral-decode";
     s.wait_value(
         "llm-b",

@@ -269,6 +269,18 @@ impl Server {
         server
     }
 
+    /// Starts `serve` over an inventory file holding `yaml`, with the
+    /// given extra flags.
+    pub async fn with_inventory(yaml: &str, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let inv = format!("file:{}", path.display());
+        let mut args = vec!["--inventory", inv.as_str()];
+        args.extend_from_slice(extra);
+        Server::start(dir, &args).await
+    }
+
     /// The log of a server started with `log` set.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()

@@ -11,8 +11,9 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(selector) = LabelSelector::parse(text) {
         let printed = selector.to_string();
-        let again = LabelSelector::parse(&printed)
-            .unwrap_or_else(|e| panic!("canonical form {printed:?} of {text:?} does not parse: {e}"));
+        let again = LabelSelector::parse(&printed).unwrap_or_else(|e| {
+            panic!("canonical form {printed:?} of {text:?} does not parse: {e}")
+        });
         assert_eq!(again, selector, "round trip of {text:?} via {printed:?}");
     }
 });

@@ -6,6 +6,9 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 COPY src ./src
+# Declared in Cargo.toml ([[bench]] with harness = false): cargo needs the
+# file to load the manifest, even to build only the binary.
+COPY benches ./benches
 RUN cargo build --release --locked --bin wva-metrics-server \
  && cp target/release/wva-metrics-server /wva-metrics-server
 

@@ -17,7 +17,7 @@ use crate::cli::DemoArgs;
 use crate::collector::scrape::{ScrapeBackend, ScrapeConfig};
 use crate::collector::FreshnessPolicy;
 use crate::emulator::load::LoadModel;
-use crate::emulator::{self, EmulatorHandle, EmulatorOptions, ReplicaState};
+use crate::emulator::{self, objects, EmulatorHandle, EmulatorOptions, ReplicaState};
 use crate::inventory::{resolve, InventoryObjects, InventoryStore};
 use crate::run::{self, Components};
 use crate::saturation::ThresholdConfig;
@@ -75,21 +75,17 @@ impl EmulatedDeployment {
     /// The Kubernetes objects of the current state.
     fn objects(&self, now: Instant) -> InventoryObjects {
         let ready = self.ready(now);
-        let va = serde_json::json!({
-            "apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling",
-            "metadata": {"name": VARIANT, "namespace": NAMESPACE,
-                          "labels": {"inference.optimization/acceleratorName": "A100"}},
-            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": TARGET},
-                     "modelID": MODEL, "variantCost": "10.0",
-                     "minReplicas": MIN_REPLICAS, "maxReplicas": MAX_REPLICAS}
+        let va = objects::variant_autoscaling(&objects::VariantSpec {
+            namespace: NAMESPACE,
+            name: VARIANT,
+            target: TARGET,
+            model: MODEL,
+            accelerator: "A100",
+            cost: 10.0,
+            min_replicas: MIN_REPLICAS,
+            max_replicas: MAX_REPLICAS,
         });
-        let deployment = serde_json::json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": TARGET, "namespace": NAMESPACE},
-            "spec": {"replicas": self.spec, "selector": {"matchLabels": {"app": TARGET}},
-                     "template": {"metadata": {"labels": {"app": TARGET}}}},
-            "status": {"replicas": self.spec, "readyReplicas": ready}
-        });
+        let deployment = objects::deployment(NAMESPACE, TARGET, self.spec, ready);
         let mut objects = InventoryObjects::default();
         if let Ok(va) = serde_json::from_value(va) {
             objects.variant_autoscalings.push(va);
@@ -99,14 +95,14 @@ impl EmulatedDeployment {
         }
         for (i, r) in self.replicas.iter().enumerate().take(self.spec as usize) {
             let is_ready = now.duration_since(self.started[i]) >= STARTUP_DELAY;
-            let pod = serde_json::json!({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": format!("{TARGET}-{i}"), "namespace": NAMESPACE,
-                             "labels": {"app": TARGET, "llm-d.ai/variant": VARIANT},
-                             "annotations": {"prometheus.io/port": r.addr().port().to_string()}},
-                "status": {"podIP": "127.0.0.1",
-                           "conditions": [{"type": "Ready", "status": if is_ready {"True"} else {"False"}}]}
-            });
+            let pod = objects::pod(
+                NAMESPACE,
+                &format!("{TARGET}-{i}"),
+                TARGET,
+                VARIANT,
+                is_ready,
+                Some(r.addr().port()),
+            );
             if let Ok(p) = serde_json::from_value(pod) {
                 objects.pods.push(p);
             }

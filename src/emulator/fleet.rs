@@ -6,6 +6,7 @@
 
 use std::fmt::Write;
 
+use super::objects;
 use crate::inventory::InventoryObjects;
 
 /// Shape of a generated fleet.
@@ -91,36 +92,24 @@ impl Fleet {
             let ns = self.namespace(v);
             let target = self.target_name(v);
             let variant = self.variant_name(v);
-            let replicas = self.pods_per_variant;
-            let accelerator = ACCELERATORS[v % ACCELERATORS.len()];
+            let replicas = u32::try_from(self.pods_per_variant).unwrap_or(u32::MAX);
             let head = [
-                serde_json::json!({
-                    "apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling",
-                    "metadata": {"name": variant, "namespace": ns,
-                                 "labels": {"inference.optimization/acceleratorName": accelerator}},
-                    "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
-                             "modelID": self.model(v),
-                             "variantCost": format!("{}.0", 5 + v % self.variants_per_model.max(1) * 5),
-                             "minReplicas": 1, "maxReplicas": replicas * 2 + 2}
+                objects::variant_autoscaling(&objects::VariantSpec {
+                    namespace: &ns,
+                    name: &variant,
+                    target: &target,
+                    model: &self.model(v),
+                    accelerator: ACCELERATORS[v % ACCELERATORS.len()],
+                    cost: (5 + v % self.variants_per_model.max(1) * 5) as f64,
+                    min_replicas: 1,
+                    max_replicas: replicas.saturating_mul(2).saturating_add(2),
                 }),
-                serde_json::json!({
-                    "apiVersion": "apps/v1", "kind": "Deployment",
-                    "metadata": {"name": target, "namespace": ns},
-                    "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": target}},
-                             "template": {"metadata": {"labels": {"app": target}}}},
-                    "status": {"replicas": replicas, "readyReplicas": replicas}
-                }),
+                objects::deployment(&ns, &target, replicas, replicas),
             ];
-            let pods = (0..replicas).map(move |p| {
-                serde_json::json!({
-                    "apiVersion": "v1", "kind": "Pod",
-                    "metadata": {"name": format!("{target}-{p}"), "namespace": ns,
-                                 "labels": {"app": target, "llm-d.ai/variant": variant}},
-                    "status": {"podIP": "127.0.0.1",
-                               "conditions": [{"type": "Ready", "status": "True"}]}
-                })
-            });
-            head.into_iter().chain(pods.collect::<Vec<_>>())
+            let pods: Vec<_> = (0..replicas)
+                .map(|p| objects::pod(&ns, &format!("{target}-{p}"), &target, &variant, true, None))
+                .collect();
+            head.into_iter().chain(pods)
         })
     }
 

@@ -4,6 +4,7 @@
 
 pub mod fleet;
 pub mod load;
+pub mod objects;
 pub mod prometheus_api;
 pub mod render;
 pub mod state;

@@ -298,22 +298,12 @@ fn dockerfile_builds_the_readme_binary() {
         }
     }
     // Cargo loads every target declared in the manifest, even to build one
-    // binary: the build context must hold their files.
+    // binary: the build context must hold the declared benches.
     let manifest = std::fs::read_to_string(Path::new(ROOT).join("Cargo.toml")).unwrap();
-    for declared in manifest
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("name = \""))
-        .filter_map(|l| l.strip_suffix('"'))
-        .filter(|name| {
-            Path::new(ROOT)
-                .join("benches")
-                .join(format!("{name}.rs"))
-                .exists()
-        })
-    {
+    if manifest.contains("[[bench]]") {
         assert!(
             docker.contains("COPY benches ./benches"),
-            "Dockerfile must copy benches/ for the declared bench {declared}"
+            "Cargo.toml declares benches: the Dockerfile must copy benches/"
         );
     }
     let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();

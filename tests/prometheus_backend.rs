@@ -87,6 +87,18 @@ const FAST_FRESHNESS: [&str; 10] = [
     "10s",
 ];
 
+/// Waits for the mistral model's healthy answer (2 replicas at KV 75 %:
+/// desired 3).
+async fn mistral_desires_three(s: &Server) {
+    s.wait_value(
+        "llm-b",
+        "wva_desired_replicas",
+        "target_name=mistral-decode",
+        "3",
+    )
+    .await;
+}
+
 /// Batched queries of the backend in the query log (the harness's own
 /// queries and the start-up availability check have other shapes).
 fn batched(queries: &[String]) -> Vec<&String> {
@@ -125,13 +137,7 @@ async fn same_decisions_as_the_scrape_backend() {
             .as_deref(),
         Some("3")
     );
-    s.wait_value(
-        "llm-b",
-        "wva_desired_replicas",
-        "target_name=mistral-decode",
-        "3",
-    )
-    .await;
+    mistral_desires_three(&s).await;
     assert_eq!(
         s.value("llm-b", "wva_desired_ratio", "target_name=mistral-decode")
             .await
@@ -270,13 +276,7 @@ async fn stale_model_answers_503_and_recovers() {
     flags.extend(["--prometheus-query-timeout", "2s"]);
     let s = serve(&prom, &inventory(&emulators, 0), &flags).await;
     let path = "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm-b/wva_desired_ratio?labelSelector=target_name%3Dmistral-decode";
-    s.wait_value(
-        "llm-b",
-        "wva_desired_replicas",
-        "target_name=mistral-decode",
-        "3",
-    )
-    .await;
+    mistral_desires_three(&s).await;
 
     // The model's replicas stop: its series go stale in Prometheus.
     let ports: Vec<u16> = emulators[3..].iter().map(|e| e.port).collect();
@@ -317,13 +317,7 @@ async fn stale_model_answers_503_and_recovers() {
         emulators.push(Emulator::start_on(*p, MISTRAL, kv, q).await);
     }
     let restarted = Instant::now();
-    s.wait_value(
-        "llm-b",
-        "wva_desired_replicas",
-        "target_name=mistral-decode",
-        "3",
-    )
-    .await;
+    mistral_desires_three(&s).await;
     println!(
         "recovered {:?} after the replicas restarted",
         restarted.elapsed()
@@ -349,13 +343,7 @@ async fn stale_model_answers_503_and_recovers() {
     .await;
     assert!(body["message"].as_str().unwrap().contains(MISTRAL));
     prom.restart().await;
-    s.wait_value(
-        "llm-b",
-        "wva_desired_replicas",
-        "target_name=mistral-decode",
-        "3",
-    )
-    .await;
+    mistral_desires_three(&s).await;
 }
 
 #[tokio::test]
@@ -492,13 +480,7 @@ async fn prometheus_slower_than_the_query_timeout_gives_503_not_hung_requests() 
     flags.extend(["--prometheus-query-timeout", "1s"]);
     let s = serve_url(&url, &inventory(&emulators, 0), &flags).await;
     let path = "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm-b/wva_desired_ratio?labelSelector=target_name%3Dmistral-decode";
-    s.wait_value(
-        "llm-b",
-        "wva_desired_replicas",
-        "target_name=mistral-decode",
-        "3",
-    )
-    .await;
+    mistral_desires_three(&s).await;
 
     // Every answer now takes 3 s, three times the query timeout.
     proxy.set_delay(Duration::from_secs(3));
@@ -538,11 +520,5 @@ async fn prometheus_slower_than_the_query_timeout_gives_503_not_hung_requests() 
 
     // Prometheus answers promptly again: normal answers return.
     proxy.set_delay(Duration::ZERO);
-    s.wait_value(
-        "llm-b",
-        "wva_desired_replicas",
-        "target_name=mistral-decode",
-        "3",
-    )
-    .await;
+    mistral_desires_three(&s).await;
 }

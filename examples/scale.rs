@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use clap::Parser;
 use prometheus_client::registry::Registry;
-use wva_metrics_server::collector::fetcher::Fetcher;
+use wva_metrics_server::collector::fetcher::{FetchSchedule, Fetcher};
 use wva_metrics_server::collector::prometheus::{PrometheusBackend, PrometheusConfig};
 use wva_metrics_server::collector::{FreshnessPolicy, MetricsCache};
 use wva_metrics_server::decision::DecisionEngine;
@@ -140,8 +140,6 @@ async fn main() -> anyhow::Result<()> {
         PrometheusConfig {
             url,
             query_timeout: Duration::from_secs(30),
-            // Every cycle queries: the result cache must not answer.
-            cache_ttl: Duration::from_millis(1),
             ..PrometheusConfig::default()
         },
         telemetry,
@@ -151,7 +149,8 @@ async fn main() -> anyhow::Result<()> {
         backend: backend.clone(),
         cache: Arc::clone(&cache),
         inventory: Arc::clone(&inventory),
-        interval: Duration::from_secs(15),
+        schedule: FetchSchedule::with_floor(Duration::from_secs(15)),
+        freshness: FreshnessPolicy::default(),
         first_cycle_done: Arc::new(AtomicBool::new(false)),
         on_cycle: None,
     };

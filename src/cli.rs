@@ -101,7 +101,7 @@ pub struct ServeArgs {
     /// Saturation thresholds: YAML in the shape of the wva-saturation-scaling-config ConfigMap data.
     #[arg(long, value_name = "FILE")]
     pub saturation_config: Option<PathBuf>,
-    /// How often the scrape backend scrapes each ready pod.
+    /// Shortest gap between two scrape cycles over every ready pod; the gap grows to 5x the last cycle's duration for large fleets.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub scrape_interval: Duration,
     /// Timeout of one scrape.
@@ -119,10 +119,11 @@ pub struct ServeArgs {
     /// Bound of one Prometheus query with retries (overrides PROMETHEUS_QUERY_TIMEOUT, default 30s).
     #[arg(long, value_parser = parse_duration)]
     pub prometheus_query_timeout: Option<Duration>,
-    /// How long fetched metrics count as fresh for requests (overrides METRICS_CACHE_TTL, default 10s).
-    #[arg(long, value_parser = parse_duration)]
+    /// No effect (requests never refresh metrics on the network); accepted
+    /// with a warning so that existing manifests keep starting.
+    #[arg(long, value_parser = parse_duration, hide = true)]
     pub metrics_cache_ttl: Option<Duration>,
-    /// Background fetch interval of the Prometheus backend (overrides METRICS_FETCH_INTERVAL, default 15s).
+    /// Shortest gap between two Prometheus fetch cycles (overrides METRICS_FETCH_INTERVAL, default 1s); the gap grows to 5x the last cycle's duration for large fleets.
     #[arg(long, value_parser = parse_duration)]
     pub metrics_fetch_interval: Option<Duration>,
     /// Port of the KEDA external-scaler gRPC service (off unless set).
@@ -170,21 +171,27 @@ pub struct ServeArgs {
     /// Standalone only (--inventory file:): serve everyone without authentication or authorization.
     #[arg(long)]
     pub insecure_disable_auth: bool,
-    /// Samples up to this age are fresh.
+    /// Samples up to this age are fresh; older ones still decide, but the model is reported as aging (log, wva_model_metrics_aging).
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     pub metrics_fresh_within: Duration,
-    /// A model whose newest sample is older is answered with 503.
+    /// A replica whose newest sample is older no longer steers decisions; a model with no younger sample (or whose backend has not been reached for longer) is answered 503 naming its age.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     pub metrics_stale_after: Duration,
-    /// Beyond this age metrics are reported unavailable.
+    /// A replica's cached sample older than this is dropped from memory (the model stays 503 until new data arrives).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub metrics_unavailable_after: Duration,
     /// Requests beyond this many in flight are answered 503 at once.
     #[arg(long, default_value_t = 1024)]
     pub max_concurrent_requests: usize,
-    /// HTTP/1 clients must send their request headers within this time.
+    /// A client must send a complete request head within this time: after the TLS handshake (HTTP/1 and HTTP/2 alike), and for each later HTTP/1 request once it starts.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (kube-apiserver closes idle connections after 90s too).
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Open connections beyond this many are closed at once (logged at most once per second, counted in /metrics).
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
     /// A request that takes longer is answered 504.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,

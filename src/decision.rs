@@ -4,7 +4,9 @@
 //!
 //! The decision is a pure function of the published snapshot, the cached
 //! metrics and the thresholds, so several server replicas given the same
-//! inputs answer the same.
+//! inputs answer the same. It never touches the network: the engine has no
+//! handle to a metrics backend, only to the cache that the background
+//! fetcher fills.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use arc_swap::ArcSwap;
 
 use crate::api::quantity::desired_ratio_milli;
 use crate::api::selector::LabelSelector;
-use crate::collector::{FreshnessPolicy, MetricsBackend, MetricsCache};
+use crate::collector::{Freshness, FreshnessPolicy, MetricsCache};
 use crate::inventory::snapshot::labels;
 use crate::inventory::{InventorySnapshot, InventoryStore, ModelKey, Variant};
 use crate::saturation::{
@@ -44,6 +46,8 @@ pub struct ModelOutcome {
     pub replicas_used: usize,
     /// Age of the newest sample among the model's ready replicas.
     pub newest_sample_age: Option<Duration>,
+    /// Freshness class of that newest sample (None without samples).
+    pub freshness: Option<Freshness>,
     pub decisions: Vec<VariantDecision>,
 }
 
@@ -61,6 +65,8 @@ pub enum DecisionError {
         kind: String,
         name: String,
     },
+    #[error("metrics of model {model_id:?} in namespace {namespace:?} are not fetched yet: the background fetcher has not reached them since the model appeared; retry in a few seconds")]
+    NotFetchedYet { namespace: String, model_id: String },
     #[error("metrics of model {model_id:?} in namespace {namespace:?} are stale: the newest sample is {age_secs}s old (stale after {stale_secs}s)")]
     Stale {
         namespace: String,
@@ -68,6 +74,27 @@ pub enum DecisionError {
         age_secs: u64,
         stale_secs: u64,
     },
+    #[error("metrics of model {model_id:?} in namespace {namespace:?} are stale: the metrics backend has not been reached for {age_secs}s (stale after {stale_secs}s)")]
+    BackendUnreachable {
+        namespace: String,
+        model_id: String,
+        age_secs: u64,
+        stale_secs: u64,
+    },
+}
+
+impl DecisionError {
+    /// Whether the error is about data that is not there (yet), which a
+    /// client should retry, rather than about what it asked for.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            DecisionError::InventoryNotSynced
+                | DecisionError::NotFetchedYet { .. }
+                | DecisionError::Stale { .. }
+                | DecisionError::BackendUnreachable { .. }
+        )
+    }
 }
 
 /// Everything a decision needs, shared by the HTTP API and the KEDA scaler.
@@ -77,7 +104,6 @@ pub struct DecisionEngine {
     thresholds: Arc<ArcSwap<ThresholdConfig>>,
     analyzer: Arc<dyn SaturationAnalyzer>,
     freshness: FreshnessPolicy,
-    backend: Option<Arc<dyn MetricsBackend>>,
 }
 
 impl std::fmt::Debug for DecisionEngine {
@@ -103,15 +129,7 @@ impl DecisionEngine {
             thresholds,
             analyzer,
             freshness,
-            backend: None,
         }
-    }
-
-    /// Lets requests refresh expired per-model data through `backend`
-    /// before deciding (single-flight, bounded by the backend's timeout).
-    pub fn with_backend(mut self, backend: Arc<dyn MetricsBackend>) -> Self {
-        self.backend = Some(backend);
-        self
     }
 
     pub fn inventory(&self) -> &Arc<InventoryStore> {
@@ -127,9 +145,9 @@ impl DecisionEngine {
     }
 
     /// Decisions for the variants of `namespace` that `selector` matches,
-    /// in variant name order. Waits at most the backend's refresh timeout
-    /// for expired per-model data; with a warm cache it does not wait.
-    pub async fn decide(
+    /// in variant name order. Reads only memory: the published inventory
+    /// snapshot and the metrics cache.
+    pub fn decide(
         &self,
         namespace: &str,
         selector: &LabelSelector,
@@ -147,31 +165,6 @@ impl DecisionEngine {
                 namespace: namespace.to_owned(),
                 selector: selector.to_string(),
             });
-        }
-        if let Some(backend) = &self.backend {
-            let mut keys: Vec<ModelKey> = selected
-                .iter()
-                .map(|v| ModelKey {
-                    namespace: v.namespace.clone(),
-                    model_id: v.model_id.clone(),
-                })
-                .collect();
-            keys.sort();
-            keys.dedup();
-            let refreshes = keys
-                .iter()
-                .map(|k| backend.ensure_fresh(&snapshot, &self.cache, k));
-            let limit = backend.refresh_timeout();
-            if tokio::time::timeout(limit, futures::future::join_all(refreshes))
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    namespace,
-                    ?limit,
-                    "metrics refresh did not finish in time; answering from the cache"
-                );
-            }
         }
         self.decide_selected(&snapshot, &selected)
     }
@@ -251,14 +244,7 @@ impl DecisionEngine {
             }
         }
         if replicas.is_empty() {
-            if let Some(age) = newest {
-                return Err(DecisionError::Stale {
-                    namespace: key.namespace.clone(),
-                    model_id: key.model_id.clone(),
-                    age_secs: age.as_secs(),
-                    stale_secs: self.freshness.stale.as_secs(),
-                });
-            }
+            self.check_no_fresh_replica(key, newest, now)?;
         }
         let thresholds = self
             .thresholds
@@ -302,8 +288,48 @@ impl DecisionEngine {
             analysis: decision.analysis,
             replicas_used: replicas.len(),
             newest_sample_age: newest,
+            freshness: newest.map(|age| self.freshness.classify(age)),
             decisions,
         })
+    }
+
+    /// A model none of whose ready replicas has a usable sample: an error
+    /// unless the backend answers and simply has no series for them (then
+    /// the model holds, and says so in its reason).
+    fn check_no_fresh_replica(
+        &self,
+        key: &ModelKey,
+        newest: Option<Duration>,
+        now: SystemTime,
+    ) -> Result<(), DecisionError> {
+        let stale_secs = self.freshness.stale.as_secs();
+        if let Some(age) = newest {
+            return Err(DecisionError::Stale {
+                namespace: key.namespace.clone(),
+                model_id: key.model_id.clone(),
+                age_secs: age.as_secs(),
+                stale_secs,
+            });
+        }
+        match self.cache.fetched_at(key) {
+            None => Err(DecisionError::NotFetchedYet {
+                namespace: key.namespace.clone(),
+                model_id: key.model_id.clone(),
+            }),
+            Some(at) => {
+                let age = now.duration_since(at).unwrap_or_default();
+                if age > self.freshness.stale {
+                    Err(DecisionError::BackendUnreachable {
+                        namespace: key.namespace.clone(),
+                        model_id: key.model_id.clone(),
+                        age_secs: age.as_secs(),
+                        stale_secs,
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+        }
     }
 
     /// Decisions for every model of the current snapshot, for telemetry and
@@ -378,21 +404,21 @@ mod tests {
         LabelSelector::parse(s).unwrap()
     }
 
-    #[tokio::test]
-    async fn scales_down_the_worked_example() {
+    #[test]
+    fn scales_down_the_worked_example() {
         let e = engine(objects("ns", "v", "m", 3, 3, 3));
         for (i, kv) in [0.20, 0.30, 0.25].into_iter().enumerate() {
             report(&e, "ns", &format!("v-p{i}"), kv, 1.0, Duration::ZERO);
         }
-        let d = e.decide("ns", &sel("variant_name=v")).await.unwrap();
+        let d = e.decide("ns", &sel("variant_name=v")).unwrap();
         assert_eq!((d[0].desired, d[0].ready, d[0].ratio_milli), (2, 3, 666));
         assert_eq!(d[0].reason, TargetReason::ScaleDown);
     }
 
-    #[tokio::test]
-    async fn errors_say_what_is_wrong() {
+    #[test]
+    fn errors_say_what_is_wrong() {
         let e = engine(objects("ns", "v", "m", 2, 2, 2));
-        let err = e.decide("ns", &sel("target_name=nope")).await.unwrap_err();
+        let err = e.decide("ns", &sel("target_name=nope")).unwrap_err();
         assert_eq!(
             err,
             DecisionError::NoMatch {
@@ -400,13 +426,13 @@ mod tests {
                 selector: "target_name=nope".into()
             }
         );
-        let err = e.decide("other", &sel("")).await.unwrap_err();
+        let err = e.decide("other", &sel("")).unwrap_err();
         assert!(matches!(err, DecisionError::NoMatch { .. }));
 
         // Every ready replica's newest sample is older than the stale threshold.
         report(&e, "ns", "v-p0", 0.5, 0.0, Duration::from_secs(150));
         report(&e, "ns", "v-p1", 0.5, 0.0, Duration::from_secs(200));
-        let err = e.decide("ns", &sel("")).await.unwrap_err();
+        let err = e.decide("ns", &sel("")).unwrap_err();
         assert_eq!(
             err,
             DecisionError::Stale {
@@ -420,22 +446,85 @@ mod tests {
 
         // One fresh replica is enough to decide, over the fresh replicas only.
         report(&e, "ns", "v-p1", 0.75, 2.0, Duration::ZERO);
-        let d = e.decide("ns", &sel("")).await.unwrap();
+        let d = e.decide("ns", &sel("")).unwrap();
         assert_eq!(d[0].desired, 3);
     }
 
-    #[tokio::test]
-    async fn no_metrics_holds_at_current() {
+    fn model(ns: &str, m: &str) -> ModelKey {
+        ModelKey {
+            namespace: ns.into(),
+            model_id: m.into(),
+        }
+    }
+
+    #[test]
+    fn no_metrics_holds_at_current_once_fetched() {
         let e = engine(objects("ns", "v", "m", 4, 4, 4));
-        let d = e.decide("ns", &sel("")).await.unwrap();
+        // Before any fetch cycle reached the model: 503, not a silent hold.
+        assert_eq!(
+            e.decide("ns", &sel("")).unwrap_err(),
+            DecisionError::NotFetchedYet {
+                namespace: "ns".into(),
+                model_id: "m".into()
+            }
+        );
+        // Fetched, and the backend has no series for the pods: hold.
+        e.cache().mark_fetched(&model("ns", "m"), SystemTime::now());
+        let d = e.decide("ns", &sel("")).unwrap();
         assert_eq!(
             (d[0].desired, d[0].ratio_milli, d[0].reason),
             (4, 1000, TargetReason::NoMetrics)
         );
     }
 
-    #[tokio::test]
-    async fn unsynced_inventory_is_unavailable() {
+    #[test]
+    fn a_backend_out_of_reach_past_the_stale_threshold_is_unavailable() {
+        let e = engine(objects("ns", "v", "m", 2, 2, 2));
+        let last = SystemTime::now() - Duration::from_secs(150);
+        e.cache().mark_fetched(&model("ns", "m"), last);
+        let err = e.decide("ns", &sel("")).unwrap_err();
+        assert_eq!(
+            err,
+            DecisionError::BackendUnreachable {
+                namespace: "ns".into(),
+                model_id: "m".into(),
+                age_secs: 150,
+                stale_secs: 120
+            }
+        );
+        assert!(err.is_unavailable());
+        assert!(
+            err.to_string().contains("not been reached for 150s"),
+            "{err}"
+        );
+        // Within the stale threshold the model still holds.
+        e.cache().mark_fetched(
+            &model("ns", "m"),
+            SystemTime::now() - Duration::from_secs(110),
+        );
+        assert_eq!(e.decide("ns", &sel("")).unwrap()[0].desired, 2);
+    }
+
+    #[test]
+    fn aging_samples_still_decide_and_say_so() {
+        let e = engine(objects("ns", "v", "m", 2, 2, 2));
+        report(&e, "ns", "v-p0", 0.75, 2.0, Duration::from_secs(90));
+        report(&e, "ns", "v-p1", 0.76, 2.0, Duration::from_secs(100));
+        let snapshot = e.inventory().load();
+        let outcome = e
+            .decide_model(&snapshot, &model("ns", "m"), SystemTime::now())
+            .unwrap();
+        assert_eq!(outcome.freshness, Some(Freshness::Aging));
+        assert_eq!(outcome.decisions[0].desired, 3);
+        report(&e, "ns", "v-p0", 0.75, 2.0, Duration::ZERO);
+        let outcome = e
+            .decide_model(&snapshot, &model("ns", "m"), SystemTime::now())
+            .unwrap();
+        assert_eq!(outcome.freshness, Some(Freshness::Fresh));
+    }
+
+    #[test]
+    fn unsynced_inventory_is_unavailable() {
         let e = DecisionEngine::new(
             Arc::new(InventoryStore::new()),
             Arc::new(MetricsCache::new()),
@@ -444,7 +533,7 @@ mod tests {
             FreshnessPolicy::default(),
         );
         assert_eq!(
-            e.decide("ns", &sel("")).await.unwrap_err(),
+            e.decide("ns", &sel("")).unwrap_err(),
             DecisionError::InventoryNotSynced
         );
     }

@@ -233,7 +233,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         }
         inventory.publish(resolve(&deployment.objects(now)).0);
 
-        let decision = server.engine.decide(NAMESPACE, &selector).await;
+        let decision = server.engine.decide(NAMESPACE, &selector);
         if now.duration_since(last_hpa) >= HPA_SYNC {
             last_hpa = now;
             if let Ok(Some(d)) = decision.as_ref().map(|ds| ds.first()) {

@@ -65,6 +65,8 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             let addr = SocketAddr::new(args.bind_address, args.secure_port);
             let limits = wva_metrics_server::server::ServerLimits {
                 header_read_timeout: args.header_read_timeout,
+                idle_timeout: args.idle_timeout,
+                max_connections: args.max_connections,
                 ..Default::default()
             };
             let listen = run::Listen {

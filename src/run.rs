@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::discovery::DiscoveryDocuments;
 use crate::cli::{BackendKind, InventorySource, ServeArgs};
-use crate::collector::fetcher::Fetcher;
+use crate::collector::fetcher::{CycleOutcome, FetchSchedule, Fetcher};
 use crate::collector::prometheus::{PrometheusBackend, PrometheusConfig};
 use crate::collector::scrape::{ScrapeBackend, ScrapeConfig};
 use crate::collector::{FreshnessPolicy, MetricsBackend, MetricsCache};
@@ -174,8 +174,12 @@ pub async fn components_from_args(
             if let Some(t) = args.prometheus_query_timeout {
                 config.query_timeout = t;
             }
-            if let Some(t) = args.metrics_cache_ttl {
-                config.cache_ttl = t;
+            if args.metrics_cache_ttl.is_some() || config.cache_ttl.is_some() {
+                tracing::warn!(
+                    "--metrics-cache-ttl / METRICS_CACHE_TTL has no effect and will be removed: \
+                     requests never refresh metrics on the network; the background fetcher keeps \
+                     them current (see --metrics-fetch-interval and --metrics-stale-after)"
+                );
             }
             if let Some(t) = args.metrics_fetch_interval {
                 config.fetch_interval = t;
@@ -374,16 +378,13 @@ pub async fn start(
         auth,
     } = components;
     let cache = Arc::new(MetricsCache::new());
-    let engine = Arc::new(
-        DecisionEngine::new(
-            Arc::clone(&inventory),
-            Arc::clone(&cache),
-            thresholds,
-            Arc::new(PercentageAnalyzer),
-            freshness,
-        )
-        .with_backend(Arc::clone(&backend)),
-    );
+    let engine = Arc::new(DecisionEngine::new(
+        Arc::clone(&inventory),
+        Arc::clone(&cache),
+        thresholds,
+        Arc::new(PercentageAnalyzer),
+        freshness,
+    ));
     let first_cycle_done = Arc::new(AtomicBool::new(false));
     let publisher = DecisionPublisher::new(Arc::clone(&engine), telemetry.clone());
     let cycles = Arc::new(tokio::sync::Notify::new());
@@ -392,13 +393,16 @@ pub async fn start(
             crate::inventory::status::StatusWriter::new(client, Arc::clone(&engine), interval);
         tasks.push(writer.spawn(Arc::clone(&cycles), shutdown.clone()));
     }
+    let cycle_telemetry = telemetry.clone();
     let fetcher = Fetcher {
         backend,
         cache,
         inventory,
-        interval: fetch_interval,
+        schedule: FetchSchedule::with_floor(fetch_interval),
+        freshness,
         first_cycle_done: Arc::clone(&first_cycle_done),
-        on_cycle: Some(Box::new(move || {
+        on_cycle: Some(Box::new(move |outcome: &CycleOutcome| {
+            cycle_telemetry.record_cycle(outcome);
             publisher.publish();
             cycles.notify_one();
         })),
@@ -468,6 +472,8 @@ struct DecisionPublisher {
     engine: Arc<DecisionEngine>,
     telemetry: Telemetry,
     last: Mutex<HashMap<(String, String), (u32, u32)>>,
+    /// Models whose newest sample was aging at the last publication.
+    aging: Mutex<std::collections::HashSet<crate::inventory::ModelKey>>,
 }
 
 impl DecisionPublisher {
@@ -476,6 +482,7 @@ impl DecisionPublisher {
             engine,
             telemetry,
             last: Mutex::new(HashMap::new()),
+            aging: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -501,6 +508,7 @@ impl DecisionPublisher {
                     })
                     .inc();
             }
+            self.note_aging(&outcome);
             if let Some(age) = outcome.newest_sample_age {
                 t.sample_age
                     .get_or_create(&crate::telemetry::ModelLabels {
@@ -545,6 +553,34 @@ impl DecisionPublisher {
                 last.insert(key, now);
             }
         }
+    }
+}
+
+impl DecisionPublisher {
+    /// Logs when a model's newest sample becomes older than the fresh
+    /// threshold (and when it is fresh again), once per transition.
+    fn note_aging(&self, outcome: &crate::decision::ModelOutcome) {
+        let aging_now = outcome.freshness == Some(crate::collector::Freshness::Aging);
+        let mut aging = match self.aging.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let key = &outcome.key;
+        let was = aging.contains(key);
+        if aging_now && !was {
+            tracing::warn!(namespace = %key.namespace, model = %key.model_id, age_secs = outcome.newest_sample_age.map(|a| a.as_secs()), "metrics of the model are aging: still used, but older than --metrics-fresh-within; check the metrics backend");
+            aging.insert(key.clone());
+        } else if !aging_now && was {
+            tracing::info!(namespace = %key.namespace, model = %key.model_id, "metrics of the model are fresh again");
+            aging.remove(key);
+        }
+        self.telemetry
+            .models_aging
+            .get_or_create(&crate::telemetry::ModelLabels {
+                namespace: key.namespace.clone(),
+                model_id: key.model_id.clone(),
+            })
+            .set(i64::from(aging_now));
     }
 }
 

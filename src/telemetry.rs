@@ -67,8 +67,21 @@ pub struct RouteOnly {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CacheLabels {
+pub struct ResultLabels {
     pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// `https` or `keda`.
+    pub port: String,
+    /// Why the server closed it: `over_limit`, `no_request_head`, `idle`, `plain_http`.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PortLabels {
+    pub port: String,
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -85,7 +98,12 @@ pub struct Telemetry {
     pub backend_duration: Family<BackendLabels, Histogram>,
     pub backend_errors: Family<BackendErrorLabels, Counter>,
     pub sample_age: Family<ModelLabels, FloatGauge>,
-    pub cache_lookups: Family<CacheLabels, Counter>,
+    pub fetch_cycles: Family<ResultLabels, Counter>,
+    pub fetch_cycle_duration: Gauge<f64, AtomicU64>,
+    pub fetch_gap: Gauge<f64, AtomicU64>,
+    pub connections_open: Family<PortLabels, Gauge>,
+    pub connections_closed: Family<ConnectionLabels, Counter>,
+    pub models_aging: Family<ModelLabels, Gauge>,
     pub http_requests: Family<RouteLabels, Counter>,
     pub http_duration: Family<RouteOnly, Histogram>,
     pub decisions_without_metrics: Family<ModelLabels, Counter>,
@@ -111,7 +129,12 @@ impl Telemetry {
             }),
             backend_errors: Family::default(),
             sample_age: Family::default(),
-            cache_lookups: Family::default(),
+            fetch_cycles: Family::default(),
+            fetch_cycle_duration: Gauge::default(),
+            fetch_gap: Gauge::default(),
+            connections_open: Family::default(),
+            connections_closed: Family::default(),
+            models_aging: Family::default(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0001, 2.0, 16))
@@ -160,9 +183,34 @@ impl Telemetry {
             t.sample_age.clone(),
         );
         r.register(
-            "wva_metrics_cache_lookups",
-            "Metrics cache lookups by result",
-            t.cache_lookups.clone(),
+            "wva_fetch_cycles",
+            "Background fetch cycles by result (ok, error)",
+            t.fetch_cycles.clone(),
+        );
+        r.register(
+            "wva_fetch_cycle_duration_seconds",
+            "Duration of the last background fetch cycle",
+            t.fetch_cycle_duration.clone(),
+        );
+        r.register(
+            "wva_fetch_gap_seconds",
+            "Gap between the starts of the last and the next scheduled fetch cycle",
+            t.fetch_gap.clone(),
+        );
+        r.register(
+            "wva_connections_open",
+            "Open client connections per port",
+            t.connections_open.clone(),
+        );
+        r.register(
+            "wva_connections_closed_by_server",
+            "Connections the server closed or refused, by port and reason",
+            t.connections_closed.clone(),
+        );
+        r.register(
+            "wva_model_metrics_aging",
+            "1 while the newest sample of a model is older than --metrics-fresh-within (still used), else 0",
+            t.models_aging.clone(),
         );
         r.register(
             "wva_http_requests",
@@ -187,6 +235,23 @@ impl Telemetry {
         let mut registry = Registry::default();
         let t = Telemetry::new(&mut registry);
         (registry, t)
+    }
+
+    /// Records the outcome of one background fetch cycle.
+    pub fn record_cycle(&self, outcome: &crate::collector::fetcher::CycleOutcome) {
+        let result = if outcome.result.is_ok() {
+            "ok"
+        } else {
+            "error"
+        };
+        self.fetch_cycles
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+        self.fetch_cycle_duration
+            .set(outcome.duration.as_secs_f64());
+        self.fetch_gap.set(outcome.next_gap.as_secs_f64());
     }
 
     /// Counts one rejected sample and logs it.

@@ -54,9 +54,8 @@ pub fn decision_error(e: DecisionError) -> ApiError {
         DecisionError::NoMatch { .. } | DecisionError::TargetMissing { .. } => {
             ApiError::not_found(e.to_string())
         }
-        DecisionError::InventoryNotSynced | DecisionError::Stale { .. } => {
-            ApiError::service_unavailable(e.to_string())
-        }
+        _ if e.is_unavailable() => ApiError::service_unavailable(e.to_string()),
+        _ => ApiError::internal(e.to_string()),
     }
 }
 
@@ -77,7 +76,6 @@ pub async fn external_metric_values(
     let selector = selector_from_query(query)?;
     let decisions = engine
         .decide(namespace, &selector)
-        .await
         .map_err(decision_error)?;
     let timestamp = jiff::Timestamp::now()
         .round(jiff::Unit::Second)

@@ -4,6 +4,8 @@ use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 
+use crate::inventory::ModelKey;
+
 /// Cache key of a pod: `namespace/name` (see [`pod_key`]).
 pub type PodKey = String;
 
@@ -53,6 +55,11 @@ pub struct MetricsCache {
     /// a fast hash (keys are pod names from the cluster, not attacker
     /// controlled request input).
     replicas: DashMap<PodKey, ReplicaMetrics, foldhash::fast::RandomState>,
+    /// When a fetch cycle last reached each model's data source. Tells a
+    /// model that has not been fetched yet (503) from one whose replicas
+    /// report nothing (hold), and dates the data of a model whose backend
+    /// has been failing.
+    fetched: DashMap<ModelKey, SystemTime, foldhash::fast::RandomState>,
 }
 
 impl MetricsCache {
@@ -87,9 +94,30 @@ impl MetricsCache {
     }
 
     /// Drops the entries for which `keep` returns false (pods that no
-    /// longer exist).
-    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.replicas.retain(|k, _| keep(k.as_str()));
+    /// longer exist, or whose newest sample is too old to be kept).
+    pub fn retain(&self, keep: impl Fn(&str, &ReplicaMetrics) -> bool) {
+        self.replicas.retain(|k, m| keep(k.as_str(), m));
+    }
+
+    /// Records that a fetch cycle started at `at` reached the data source
+    /// of `model`.
+    pub fn mark_fetched(&self, model: &ModelKey, at: SystemTime) {
+        match self.fetched.get_mut(model) {
+            Some(mut t) => *t = at,
+            None => {
+                self.fetched.insert(model.clone(), at);
+            }
+        }
+    }
+
+    /// When a fetch cycle last reached the data source of `model`.
+    pub fn fetched_at(&self, model: &ModelKey) -> Option<SystemTime> {
+        self.fetched.get(model).map(|t| *t)
+    }
+
+    /// Forgets the fetch records of models for which `keep` returns false.
+    pub fn retain_models(&self, keep: impl Fn(&ModelKey) -> bool) {
+        self.fetched.retain(|k, _| keep(k));
     }
 
     pub fn len(&self) -> usize {

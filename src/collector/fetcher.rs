@@ -1,28 +1,75 @@
-//! The background fetch loop: runs the backend's fetch cycle every interval
-//! (and right away when the inventory changes), so that the request path
-//! finds the cache warm.
+//! The background fetch loop: the only caller of a [`MetricsBackend`]. It
+//! runs a fetch cycle, records which models it reached, forgets what is too
+//! old to keep, and waits for the next cycle: an adaptive gap (see
+//! [`FetchSchedule`]), or sooner when the inventory changes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{CollectorError, CycleReport, MetricsBackend, MetricsCache};
-use crate::inventory::InventoryStore;
+use super::{CollectorError, CycleReport, FreshnessPolicy, MetricsBackend, MetricsCache};
+use crate::inventory::{InventoryStore, ModelKey};
 
-/// The shortest time between the starts of two cycles.
+/// The shortest time between the starts of two cycles started early by an
+/// inventory change.
 pub const MIN_CYCLE_GAP: Duration = Duration::from_secs(1);
 
+/// How long the fetcher waits between the starts of two cycles: at least
+/// `floor`, and at least `cost_multiple` times what the last cycle took.
+///
+/// Small and medium fleets are fetched every `floor` (decisions within about
+/// one floor of the data reaching the backend). A large fleet whose cycle
+/// takes a while is not turned into back-to-back cycles: with the default
+/// multiple of 5 the fetcher is busy at most a fifth of the time, and the
+/// gap grows and shrinks with the fleet on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchSchedule {
+    pub floor: Duration,
+    pub cost_multiple: u32,
+}
+
+impl FetchSchedule {
+    /// The default multiple of the last cycle's duration.
+    pub const DEFAULT_COST_MULTIPLE: u32 = 5;
+
+    /// A schedule with `floor` and the default multiple.
+    pub fn with_floor(floor: Duration) -> Self {
+        FetchSchedule {
+            floor,
+            cost_multiple: Self::DEFAULT_COST_MULTIPLE,
+        }
+    }
+
+    /// The gap between the start of a cycle that took `last` and the start
+    /// of the next one.
+    pub fn gap_after(&self, last: Duration) -> Duration {
+        self.floor.max(last.saturating_mul(self.cost_multiple))
+    }
+}
+
 /// Called after every cycle, for telemetry and status write-back.
-pub type CycleHook = Box<dyn Fn() + Send + Sync>;
+pub type CycleHook = Box<dyn Fn(&CycleOutcome) + Send + Sync>;
+
+/// What the hook learns about a cycle.
+#[derive(Debug)]
+pub struct CycleOutcome {
+    pub result: Result<CycleReport, CollectorError>,
+    /// How long the cycle took.
+    pub duration: Duration,
+    /// The gap until the next scheduled cycle.
+    pub next_gap: Duration,
+}
 
 /// Drives a [`MetricsBackend`].
 pub struct Fetcher {
     pub backend: Arc<dyn MetricsBackend>,
     pub cache: Arc<MetricsCache>,
     pub inventory: Arc<InventoryStore>,
-    pub interval: Duration,
+    pub schedule: FetchSchedule,
+    /// Entries older than `freshness.unavailable` are dropped.
+    pub freshness: FreshnessPolicy,
     /// Set after the first cycle, successful or not: readiness must not wait
     /// on the metrics backend, or an outage would take discovery down too.
     pub first_cycle_done: Arc<AtomicBool>,
@@ -31,16 +78,34 @@ pub struct Fetcher {
 
 impl Fetcher {
     /// Runs until `shutdown` is cancelled. An inventory change starts the
-    /// next cycle early (new pods get metrics without waiting a whole
-    /// interval), but never sooner than [`MIN_CYCLE_GAP`] after the last
-    /// one, so that a busy cluster cannot turn into a query storm.
+    /// next cycle early (a new model gets data without waiting a whole gap),
+    /// but never sooner than [`MIN_CYCLE_GAP`] after the last start, so
+    /// that a busy cluster cannot turn into a query storm.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut changes = self.inventory.subscribe();
         loop {
             let started = tokio::time::Instant::now();
-            // Failures are logged in the cycle; the loop goes on.
-            let _ = self.cycle().await;
-            let next = started + self.interval;
+            // Changes seen before this cycle are covered by it.
+            changes.borrow_and_update();
+            let outcome = self.cycle().await;
+            let duration = started.elapsed();
+            // A cycle with failures spent its time waiting on an unreachable
+            // backend or pod, not working: the next one starts after the
+            // floor, so that what comes back is read again at once.
+            let gap = match &outcome {
+                Ok(report) if report.failures == 0 && report.retries == 0 => {
+                    self.schedule.gap_after(duration)
+                }
+                _ => self.schedule.floor,
+            };
+            if let Some(hook) = &self.on_cycle {
+                hook(&CycleOutcome {
+                    result: outcome,
+                    duration,
+                    next_gap: gap,
+                });
+            }
+            let next = started + gap;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep_until(next) => continue,
@@ -58,29 +123,72 @@ impl Fetcher {
         }
     }
 
-    /// One cycle: fetch, then forget pods that no longer exist. Entries of
-    /// pods that exist but went silent are kept: their growing age is what
-    /// turns the model's answer into a 503 instead of a silent hold.
+    /// One cycle: fetch, record the models reached, then forget pods that
+    /// no longer exist and samples older than the unavailable threshold.
+    /// Entries of pods that exist but went silent are kept until then:
+    /// their growing age is what turns the model's answer into a 503
+    /// instead of a silent hold.
     pub async fn cycle(&self) -> Result<CycleReport, CollectorError> {
         let snapshot = self.inventory.load();
         let backend = self.backend.name();
+        let started = SystemTime::now();
         let outcome = self.backend.fetch_cycle(&snapshot, &self.cache).await;
         match &outcome {
-            Ok(report) => tracing::debug!(
-                backend,
-                updated = report.replicas_updated,
-                failures = report.failures,
-                rejected = report.samples_rejected,
-                requests = report.requests,
-                "fetch cycle done"
-            ),
+            Ok(report) => {
+                tracing::debug!(
+                    backend,
+                    updated = report.replicas_updated,
+                    failures = report.failures,
+                    rejected = report.samples_rejected,
+                    requests = report.requests,
+                    "fetch cycle done"
+                );
+                for (key, _) in snapshot.models() {
+                    if !report.unreached_models.contains(key) {
+                        self.cache.mark_fetched(key, started);
+                    }
+                }
+            }
             Err(e) => tracing::warn!(backend, error = %e, "fetch cycle failed"),
         }
-        self.cache.retain(|k| snapshot.has_pod_key(k));
+        let now = SystemTime::now();
+        let unavailable = self.freshness.unavailable;
+        self.cache
+            .retain(|k, m| snapshot.has_pod_key(k) && m.age(now) <= unavailable);
+        self.cache
+            .retain_models(|k: &ModelKey| snapshot.has_model(k));
         self.first_cycle_done.store(true, Ordering::Release);
-        if let Some(hook) = &self.on_cycle {
-            hook();
-        }
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gap_is_the_floor_or_a_multiple_of_the_last_cycle() {
+        let s = FetchSchedule::with_floor(Duration::from_secs(1));
+        let cases = [
+            (0, 1000),
+            (100, 1000),
+            (200, 1000),
+            (201, 1005),
+            (350, 1750),
+            (4000, 20000),
+        ];
+        for (last_ms, want_ms) in cases {
+            assert_eq!(
+                s.gap_after(Duration::from_millis(last_ms)),
+                Duration::from_millis(want_ms),
+                "last cycle {last_ms} ms"
+            );
+        }
+    }
+
+    #[test]
+    fn a_huge_cycle_does_not_overflow() {
+        let s = FetchSchedule::with_floor(Duration::from_secs(1));
+        assert_eq!(s.gap_after(Duration::MAX), Duration::MAX);
     }
 }

@@ -2,7 +2,9 @@
 //! [`MetricsCache`] that the request path reads.
 //!
 //! A [`MetricsBackend`] (direct scrape, or Prometheus) runs fetch cycles in
-//! the background; handlers never wait on the network when the cache is warm.
+//! the background, driven by the [`fetcher::Fetcher`]; it is the only part
+//! of the server that talks to Prometheus or to pods. Handlers read the
+//! cache and never wait on the network, whatever state the backend is in.
 
 pub mod cache;
 pub mod exposition;
@@ -30,6 +32,13 @@ pub struct CycleReport {
     pub samples_rejected: usize,
     /// Backend requests made (scrapes or PromQL queries).
     pub requests: usize,
+    /// Requests retried after a transient failure. A cycle that retried
+    /// spent its time waiting, not working: it does not stretch the gap.
+    pub retries: usize,
+    /// Models of the snapshot whose data source could not be reached this
+    /// cycle (every ready pod's scrape failed). The fetcher records every
+    /// other model of the snapshot as fetched.
+    pub unreached_models: Vec<ModelKey>,
 }
 
 /// Why a fetch cycle failed as a whole.
@@ -63,21 +72,4 @@ pub trait MetricsBackend: Send + Sync + 'static {
         inventory: &InventorySnapshot,
         cache: &MetricsCache,
     ) -> Result<CycleReport, CollectorError>;
-
-    /// Called on the request path before a model is analysed: a backend
-    /// whose per-model data can expire refreshes it here (once for all
-    /// concurrent callers). The caller bounds the wait. Backends that keep
-    /// the cache warm on their own need not do anything.
-    async fn ensure_fresh(
-        &self,
-        _inventory: &InventorySnapshot,
-        _cache: &MetricsCache,
-        _key: &ModelKey,
-    ) {
-    }
-
-    /// How long a request may wait in [`MetricsBackend::ensure_fresh`].
-    fn refresh_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(5)
-    }
 }

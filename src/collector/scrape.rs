@@ -227,9 +227,11 @@ impl MetricsBackend for ScrapeBackend {
                 .buffer_unordered(self.config.concurrency.max(1))
                 .collect()
                 .await;
+        let mut reached: HashSet<&str> = HashSet::new();
         for (pod, result) in results {
             match result {
                 Ok(page) => {
+                    reached.insert(pod.key.as_str());
                     let (updated, rejected) = self.record(pod, page, cache);
                     report.replicas_updated += usize::from(updated);
                     report.samples_rejected += rejected;
@@ -246,6 +248,17 @@ impl MetricsBackend for ScrapeBackend {
                         .inc();
                     tracing::warn!(pod = %pod.key, url = pod.scrape_url().unwrap_or_default(), error = %e, "scrape failed");
                 }
+            }
+        }
+        // A model none of whose scrape targets answered was not reached:
+        // its data is only as recent as the last scrape that worked.
+        for (key, _) in inventory.models() {
+            let mut targets = inventory
+                .model_pods(key)
+                .filter(|p| p.ready && p.ip.is_some())
+                .peekable();
+            if targets.peek().is_some() && !targets.any(|p| reached.contains(p.key.as_str())) {
+                report.unreached_models.push(key.clone());
             }
         }
         // Forget the windows of pods that are no longer scraped.

@@ -352,8 +352,9 @@ pub async fn start(
 }
 
 /// Follows the thresholds ConfigMap. A ConfigMap with any invalid entry
-/// keeps the thresholds in force (and logs why); a deleted one restores the
-/// defaults.
+/// keeps the thresholds in force (and logs why); a deleted one (or one that
+/// is gone when the watch re-lists) restores the thresholds the server
+/// started with: the `--saturation-config` file, else the built-in ones.
 fn watch_thresholds(
     client: Client,
     namespace: &str,
@@ -361,13 +362,31 @@ fn watch_thresholds(
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     let ns = namespace.to_owned();
-    watch_configmap(client, namespace, CONFIGMAP_NAME, shutdown, move |cm| {
-        apply_thresholds(&cm, &thresholds, &ns)
-    })
+    let baseline = thresholds.load_full();
+    follow_configmap(
+        client,
+        namespace,
+        CONFIGMAP_NAME,
+        shutdown,
+        move |cm| match cm {
+            Some(cm) => apply_thresholds(&cm, &thresholds, &ns),
+            None => {
+                if !Arc::ptr_eq(&thresholds.load_full(), &baseline) {
+                    tracing::info!(
+                        namespace = %ns,
+                        configmap = CONFIGMAP_NAME,
+                        "thresholds ConfigMap deleted; the thresholds the server started with apply again"
+                    );
+                    thresholds.store(Arc::clone(&baseline));
+                }
+            }
+        },
+    )
 }
 
 /// Follows one ConfigMap by name, calling `on_change` with every version
-/// (the watch re-lists on its own after errors, with backoff).
+/// (the watch re-lists on its own after errors, with backoff). Deletions
+/// are not reported; see [`follow_configmap`].
 pub fn watch_configmap(
     client: Client,
     namespace: &str,
@@ -375,11 +394,30 @@ pub fn watch_configmap(
     shutdown: CancellationToken,
     on_change: impl Fn(ConfigMap) + Send + 'static,
 ) -> JoinHandle<()> {
+    follow_configmap(client, namespace, name, shutdown, move |cm| {
+        if let Some(cm) = cm {
+            on_change(cm)
+        }
+    })
+}
+
+/// Follows one ConfigMap by name: `on_change(Some(cm))` for every version,
+/// `on_change(None)` when it is deleted, or found missing when the watch
+/// lists (at start, and after a dropped watch, in which case a deletion
+/// that happened meanwhile is seen this way).
+pub fn follow_configmap(
+    client: Client,
+    namespace: &str,
+    name: &'static str,
+    shutdown: CancellationToken,
+    on_change: impl Fn(Option<ConfigMap>) + Send + 'static,
+) -> JoinHandle<()> {
     let api: Api<ConfigMap> = Api::namespaced(client, namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     tokio::spawn(async move {
-        let stream = watcher(api, config).default_backoff().applied_objects();
+        let stream = watcher(api, config).default_backoff();
         let mut stream = std::pin::pin!(stream);
+        let mut listed = false;
         loop {
             let next = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -387,7 +425,18 @@ pub fn watch_configmap(
             };
             match next {
                 None => return,
-                Some(Ok(cm)) => on_change(cm),
+                Some(Ok(watcher::Event::Init)) => listed = false,
+                Some(Ok(watcher::Event::InitApply(cm))) => {
+                    listed = true;
+                    on_change(Some(cm));
+                }
+                Some(Ok(watcher::Event::InitDone)) => {
+                    if !listed {
+                        on_change(None);
+                    }
+                }
+                Some(Ok(watcher::Event::Apply(cm))) => on_change(Some(cm)),
+                Some(Ok(watcher::Event::Delete(_))) => on_change(None),
                 Some(Err(e)) => {
                     tracing::warn!(configmap = name, error = %e, "ConfigMap watch failed; retrying")
                 }

@@ -254,6 +254,11 @@ impl InventorySnapshot {
         }
     }
 
+    /// Whether the snapshot has a variant of this model.
+    pub fn has_model(&self, key: &ModelKey) -> bool {
+        self.by_model.contains_key(key)
+    }
+
     /// All models and their members.
     pub fn models(&self) -> impl Iterator<Item = (&ModelKey, &ModelMembers)> {
         self.by_model.iter()

@@ -48,7 +48,6 @@ impl KedaScaler {
         let decisions = self
             .engine
             .decide(&query.namespace, &query.selector)
-            .await
             .map_err(|e| status_of(e, query))?;
         let desired: u32 = decisions.iter().map(|d| d.desired).sum();
         let value = match query.metric {
@@ -78,9 +77,8 @@ fn status_of(e: DecisionError, q: &ScalerQuery) -> Status {
             q.subject, q.namespace
         )),
         DecisionError::TargetMissing { .. } => Status::not_found(e.to_string()),
-        DecisionError::InventoryNotSynced | DecisionError::Stale { .. } => {
-            Status::unavailable(e.to_string())
-        }
+        _ if e.is_unavailable() => Status::unavailable(e.to_string()),
+        _ => Status::internal(e.to_string()),
     }
 }
 

@@ -57,6 +57,11 @@ impl App {
         }
     }
 
+    /// The server's own metrics, for the layers below HTTP.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.state.telemetry
+    }
+
     pub fn state(&self) -> &Arc<AppState> {
         &self.state
     }

@@ -1,8 +1,10 @@
-//! The HTTPS server: accept loop -> TLS -> HTTP/1.1 or HTTP/2 -> tower stack
+//! The HTTPS server: accept loop (connection cap) -> plaintext check -> TLS
+//! -> HTTP/1.1 or HTTP/2 (request-head and idle deadlines) -> tower stack
 //! (trace, load shedding, concurrency limit, timeout) -> [`App`].
 
 pub mod app;
 pub mod auth;
+pub mod connection;
 pub mod stack;
 pub mod tls;
 pub mod trace;
@@ -16,11 +18,13 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 pub use app::{App, AppState};
+use connection::{Activity, CloseReason, ConnectionGate, ConnectionLimits, TrackActivity};
 pub use stack::StackConfig;
 
 /// Connection-level limits.
@@ -28,12 +32,28 @@ pub use stack::StackConfig;
 pub struct ServerLimits {
     /// A TLS handshake that takes longer is dropped.
     pub handshake_timeout: Duration,
-    /// HTTP/1 clients must send their headers within this time.
+    /// Clients must send a complete request head within this time: the
+    /// first after the handshake, and each later HTTP/1 one once started.
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Open connections beyond this many are closed at once.
+    pub max_connections: usize,
     /// Largest request head (request line plus headers) accepted, in bytes.
     pub max_header_bytes: usize,
     /// How long shutdown waits for open connections to finish.
     pub drain_timeout: Duration,
+}
+
+impl ServerLimits {
+    /// The limits that the connection driver enforces.
+    pub fn connection(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+        }
+    }
 }
 
 impl Default for ServerLimits {
@@ -41,6 +61,8 @@ impl Default for ServerLimits {
         ServerLimits {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(90),
+            max_connections: 4096,
             max_header_bytes: 64 * 1024,
             drain_timeout: Duration::from_secs(10),
         }
@@ -58,6 +80,11 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let gate = ConnectionGate::new(
+        "https",
+        limits.max_connections,
+        Some(app.telemetry().clone()),
+    );
     let service = stack::build(app, stack);
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -86,24 +113,40 @@ pub async fn serve(
                 }
             },
         };
+        // Over the cap the socket is closed right here, before any work.
+        let Some(permit) = gate.try_admit() else {
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let service = service.clone();
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
+            let handshake = async {
+                let mut tcp = tcp;
+                if refuse_plain_http(&mut tcp).await {
+                    return None;
+                }
+                Some(acceptor.accept(tcp).await)
+            };
+            let tls = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+                Ok(Some(Ok(s))) => s,
+                Ok(None) => {
+                    permit.gate().count_close(CloseReason::PlainHttp);
+                    tracing::debug!(%peer, "plain HTTP on the HTTPS port answered 400");
+                    return;
+                }
+                Ok(Some(Err(e))) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
             // The client certificate chain travels with every request of the
             // connection; authentication judges it per request.
             let peer_certificates = auth::PeerCertificates(Arc::new(
@@ -113,18 +156,29 @@ pub async fn serve(
                     .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
                     .unwrap_or_default(),
             ));
-            let service = tower::ServiceExt::map_request(
-                service,
-                move |mut req: http::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(peer_certificates.clone());
-                    req
-                },
+            let activity = Activity::new();
+            let service = TrackActivity::new(
+                tower::ServiceExt::map_request(
+                    service,
+                    move |mut req: http::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(peer_certificates.clone());
+                        req
+                    },
+                ),
+                Arc::clone(&activity),
             );
             let conn =
                 builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection closed with error");
+            let conn = watcher.watch(conn.into_owned());
+            match connection::drive(conn, &activity, &limits.connection()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection closed with error"),
+                Err(reason) => {
+                    permit.gate().count_close(reason);
+                    tracing::debug!(%peer, reason = reason.as_str(), "connection closed by the server");
+                }
             }
+            drop(permit);
         });
     }
     drop(listener);
@@ -134,6 +188,22 @@ pub async fn serve(
             tracing::warn!(timeout = ?limits.drain_timeout, "shutdown drain timed out; closing remaining connections");
         }
     }
+}
+
+/// Answers a plaintext HTTP request on the TLS port with a 400 that says
+/// to use https (as Go's servers do), instead of letting the client puzzle
+/// over a TLS alert read as HTTP/0.9. Returns whether it did.
+async fn refuse_plain_http(tcp: &mut TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    match tcp.peek(&mut first).await {
+        Ok(1) if connection::looks_like_plain_http(first[0]) => {}
+        _ => return false,
+    }
+    // The request itself is not read: the answer goes out and the socket
+    // closes. A write error means the client left already.
+    let _ = tcp.write_all(connection::PLAIN_HTTP_RESPONSE).await;
+    let _ = tcp.shutdown().await;
+    true
 }
 
 /// Binds the listening socket.

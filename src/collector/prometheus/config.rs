@@ -15,16 +15,18 @@ pub struct PrometheusConfig {
     /// `PROMETHEUS_BEARER_TOKEN_FILE`: token sent as `Authorization: Bearer`, re-read every cycle
     /// so that projected service-account tokens can rotate.
     pub bearer_token_file: Option<PathBuf>,
-    /// `PROMETHEUS_QUERY_TIMEOUT`: bound of one query including retries, and of a request's wait.
+    /// `PROMETHEUS_QUERY_TIMEOUT`: bound of one fetch cycle's queries, retries included.
     pub query_timeout: Duration,
-    /// `METRICS_CACHE_TTL`: how long a model's fetched metrics count as fresh for requests.
-    pub cache_ttl: Duration,
-    /// `METRICS_BACKGROUND_FETCH`: fetch every interval in the background.
+    /// `METRICS_CACHE_TTL`: no longer used (requests never refresh on the
+    /// network); kept so that manifests setting it still start, with a
+    /// warning.
+    pub cache_ttl: Option<Duration>,
+    /// `METRICS_BACKGROUND_FETCH`: no longer used (the background fetcher is
+    /// the only way metrics are fetched); `false` is refused at start.
     pub background_fetch: bool,
-    /// `METRICS_FETCH_INTERVAL`: interval of the background fetch.
+    /// `METRICS_FETCH_INTERVAL`: the floor of the adaptive gap between two
+    /// background fetch cycles (see `collector::fetcher::FetchSchedule`).
     pub fetch_interval: Duration,
-    /// Bound on the number of cached query results (LRU).
-    pub max_cached_queries: usize,
 }
 
 impl Default for PrometheusConfig {
@@ -34,10 +36,9 @@ impl Default for PrometheusConfig {
             ca_cert_path: None,
             bearer_token_file: None,
             query_timeout: Duration::from_secs(30),
-            cache_ttl: Duration::from_secs(10),
+            cache_ttl: None,
             background_fetch: true,
-            fetch_interval: Duration::from_secs(15),
-            max_cached_queries: 1024,
+            fetch_interval: Duration::from_secs(1),
         }
     }
 }
@@ -97,7 +98,7 @@ impl PrometheusConfig {
             c.query_timeout = duration("PROMETHEUS_QUERY_TIMEOUT", &v)?;
         }
         if let Some(v) = get("METRICS_CACHE_TTL") {
-            c.cache_ttl = duration("METRICS_CACHE_TTL", &v)?;
+            c.cache_ttl = Some(duration("METRICS_CACHE_TTL", &v)?);
         }
         if let Some(v) = get("METRICS_BACKGROUND_FETCH") {
             c.background_fetch = boolean("METRICS_BACKGROUND_FETCH", &v)?;
@@ -131,6 +132,13 @@ impl PrometheusConfig {
                 "must be an http:// or https:// URL with a host",
             ));
         }
+        if !self.background_fetch {
+            return Err(invalid(
+                "METRICS_BACKGROUND_FETCH",
+                "false",
+                "not supported: this server fetches metrics only in the background, so that no request waits on Prometheus; remove the variable",
+            ));
+        }
         for (variable, path) in [
             ("PROMETHEUS_CA_CERT_PATH", &self.ca_cert_path),
             ("PROMETHEUS_BEARER_TOKEN_FILE", &self.bearer_token_file),
@@ -162,9 +170,9 @@ mod tests {
     fn defaults_apply_when_unset() {
         let c = from(&[]).unwrap();
         assert_eq!(c.query_timeout, Duration::from_secs(30));
-        assert_eq!(c.cache_ttl, Duration::from_secs(10));
+        assert_eq!(c.cache_ttl, None);
         assert!(c.background_fetch);
-        assert_eq!(c.fetch_interval, Duration::from_secs(15));
+        assert_eq!(c.fetch_interval, Duration::from_secs(1));
     }
 
     #[test]
@@ -179,10 +187,19 @@ mod tests {
         .unwrap();
         assert_eq!(c.url, "https://thanos:9091");
         assert_eq!(c.query_timeout, Duration::from_secs(5));
-        assert_eq!(c.cache_ttl, Duration::from_secs(30));
+        assert_eq!(c.cache_ttl, Some(Duration::from_secs(30)));
         assert!(!c.background_fetch);
         assert_eq!(c.fetch_interval, Duration::from_secs(60));
-        assert!(c.validate().is_ok());
+        // Turning the background fetch off would leave nothing that fetches.
+        assert_eq!(
+            c.validate().unwrap_err().variable,
+            "METRICS_BACKGROUND_FETCH"
+        );
+        let on = PrometheusConfig {
+            background_fetch: true,
+            ..c
+        };
+        assert!(on.validate().is_ok());
     }
 
     #[test]

@@ -1,37 +1,34 @@
 //! The Prometheus backend: six batched PromQL queries per fetch cycle for
-//! every model at once, a two-level cache (query results, then per-model
-//! freshness of the replica metrics written to the [`MetricsCache`]), and an
-//! on-demand refresh per model shared by concurrent requests.
+//! every model at once, joined to the inventory's ready pods and written to
+//! the [`MetricsCache`]. Only the background fetcher calls it; requests
+//! never wait on Prometheus (see docs/architecture.md, "Freshness").
 
 pub mod config;
 pub mod queries;
 pub mod results;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dashmap::DashMap;
 use rand::Rng;
 use results::Decoded;
 
 pub use config::{ConfigError, PrometheusConfig};
 use queries::{QuerySignal, Scope};
-use results::{QueryResultCache, SeriesValue};
+use results::SeriesValue;
 
 use super::sample::{SampleCheck, Signal};
 use super::{CollectorError, CycleReport, MetricsBackend, MetricsCache, ReplicaMetrics};
 use crate::inventory::snapshot::PodPositions;
 use crate::inventory::{InventorySnapshot, ModelKey};
-use crate::telemetry::{BackendErrorLabels, BackendLabels, CacheLabels, Telemetry};
+use crate::telemetry::{BackendErrorLabels, BackendLabels, Telemetry};
 
 const BACKEND: &str = "prometheus";
 /// First retry delay; doubles per attempt, with jitter, up to [`MAX_BACKOFF`].
 const BASE_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
-/// After a failed on-demand refresh, requests for the model do not retry
-/// for this long: an outage must not turn every HPA request into a query.
-const FAILED_REFRESH_HOLD: Duration = Duration::from_secs(2);
 
 /// Whether an error is worth retrying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,18 +37,11 @@ enum ErrorClass {
     Permanent,
 }
 
-/// Per-model state of the on-demand refresh: serialises refreshes so that
-/// concurrent requests share one, and remembers a recent failure.
-type RefreshSlot = Arc<tokio::sync::Mutex<Option<Instant>>>;
-
 /// Queries Prometheus.
 pub struct PrometheusBackend {
     client: prometheus_http_query::Client,
     config: PrometheusConfig,
     telemetry: Telemetry,
-    results: QueryResultCache,
-    fetched: DashMap<ModelKey, Instant>,
-    refresh: DashMap<ModelKey, RefreshSlot>,
 }
 
 impl std::fmt::Debug for PrometheusBackend {
@@ -100,11 +90,8 @@ impl PrometheusBackend {
             .map_err(|e| reject(format!("PROMETHEUS_URL {:?}: {e}", config.url)))?;
         Ok(PrometheusBackend {
             client,
-            results: QueryResultCache::new(config.cache_ttl, config.max_cached_queries),
             config,
             telemetry,
-            fetched: DashMap::new(),
-            refresh: DashMap::new(),
         })
     }
 
@@ -127,7 +114,12 @@ impl PrometheusBackend {
     pub async fn validate_metrics_availability(&self) -> Result<Vec<&'static str>, CollectorError> {
         let deadline = Instant::now() + self.config.query_timeout;
         let rows = self
-            .query("availability", &queries::availability_query(), deadline)
+            .query(
+                "availability",
+                &queries::availability_query(),
+                deadline,
+                &AtomicUsize::new(0),
+            )
             .await?;
         let present: HashSet<&str> = rows.iter().map(|r| &*r.pod).collect();
         let kv_present = present.contains("vllm:kv_cache_usage_perc")
@@ -154,11 +146,13 @@ impl PrometheusBackend {
     /// Runs one PromQL query with retries until `deadline`. Transient errors
     /// (connection refused, timeouts, 5xx) are retried with exponential
     /// backoff and jitter; permanent ones (bad URL, 4xx, bad query) fail fast.
+    /// Every retry is counted in `retries`.
     async fn query(
         &self,
         name: &'static str,
         promql: &str,
         deadline: Instant,
+        retries: &AtomicUsize,
     ) -> Result<Vec<SeriesValue>, CollectorError> {
         let mut attempt: u32 = 0;
         loop {
@@ -217,6 +211,7 @@ impl PrometheusBackend {
             tracing::debug!(query = name, attempt, error = %message, ?backoff, "retrying Prometheus query");
             tokio::time::sleep(backoff).await;
             attempt += 1;
+            retries.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -228,52 +223,36 @@ impl PrometheusBackend {
     }
 
     /// Runs the six queries of a scope concurrently and returns them with the
-    /// number of queries sent. With `reuse`, results cached within the TTL
-    /// are used instead of querying again.
+    /// number of queries sent. The answers are dropped once applied: keeping
+    /// them would hold every row of a large fleet between cycles.
     async fn fetch_signals(
         &self,
         scope: Scope<'_>,
-        reuse: bool,
         deadline: Instant,
-    ) -> Result<(HashMap<QuerySignal, Arc<Vec<SeriesValue>>>, usize), CollectorError> {
+        retries: &AtomicUsize,
+    ) -> Result<(HashMap<QuerySignal, Vec<SeriesValue>>, usize), CollectorError> {
         let jobs = QuerySignal::ALL.iter().map(|&signal| {
             let promql = queries::build(signal, scope);
             async move {
-                if reuse {
-                    if let Some(hit) = self.results.get(&promql) {
-                        return Ok((signal, hit, false));
-                    }
-                }
-                let rows = Arc::new(self.query(signal.as_str(), &promql, deadline).await?);
-                self.results.insert(promql, Arc::clone(&rows));
-                Ok::<_, CollectorError>((signal, rows, true))
+                let rows = self
+                    .query(signal.as_str(), &promql, deadline, retries)
+                    .await?;
+                Ok::<_, CollectorError>((signal, rows))
             }
         });
         let mut out = HashMap::new();
-        let mut sent = 0;
         for r in futures::future::join_all(jobs).await {
-            let (signal, rows, queried) = r?;
-            sent += usize::from(queried);
+            let (signal, rows) = r?;
             out.insert(signal, rows);
         }
+        let sent = out.len();
         Ok((out, sent))
-    }
-
-    /// All six results of a scope, if every one is cached within the TTL.
-    fn cached_signals(
-        &self,
-        scope: Scope<'_>,
-    ) -> Option<HashMap<QuerySignal, Arc<Vec<SeriesValue>>>> {
-        QuerySignal::ALL
-            .iter()
-            .map(|&s| Some((s, self.results.get(&queries::build(s, scope))?)))
-            .collect()
     }
 
     /// Writes the rows of the given models' ready pods into the cache.
     fn apply(
         &self,
-        signals: &HashMap<QuerySignal, Arc<Vec<SeriesValue>>>,
+        signals: &HashMap<QuerySignal, Vec<SeriesValue>>,
         snapshot: &InventorySnapshot,
         models: &[&ModelKey],
         cache: &MetricsCache,
@@ -365,26 +344,7 @@ impl PrometheusBackend {
                 report.replicas_updated += 1;
             }
         }
-        let at = Instant::now();
-        for key in models {
-            self.fetched.insert((*key).clone(), at);
-        }
         report
-    }
-
-    fn is_fresh(&self, key: &ModelKey) -> bool {
-        self.fetched
-            .get(key)
-            .is_some_and(|t| t.elapsed() <= self.config.cache_ttl)
-    }
-
-    fn count_lookup(&self, result: &str) {
-        self.telemetry
-            .cache_lookups
-            .get_or_create(&CacheLabels {
-                result: result.to_owned(),
-            })
-            .inc();
     }
 }
 
@@ -526,69 +486,15 @@ impl MetricsBackend for PrometheusBackend {
         inventory: &InventorySnapshot,
         cache: &MetricsCache,
     ) -> Result<CycleReport, CollectorError> {
-        if !self.config.background_fetch {
-            return Ok(CycleReport::default());
-        }
         let deadline = Instant::now() + self.config.query_timeout;
-        let (signals, sent) = self.fetch_signals(Scope::All, false, deadline).await?;
+        let retries = AtomicUsize::new(0);
+        let (signals, sent) = self.fetch_signals(Scope::All, deadline, &retries).await?;
         let models: Vec<&ModelKey> = inventory.models().map(|(k, _)| k).collect();
         // Joining every row of a large fleet takes CPU for a while: tell
         // the runtime, so that API requests move to other workers.
         let mut report = blocking(|| self.apply(&signals, inventory, &models, cache));
         report.requests = sent;
-        let live: HashSet<&ModelKey> = models.iter().copied().collect();
-        self.fetched.retain(|k, _| live.contains(k));
-        self.refresh.retain(|k, _| live.contains(k));
+        report.retries = retries.into_inner();
         Ok(report)
-    }
-
-    fn refresh_timeout(&self) -> Duration {
-        self.config.query_timeout
-    }
-
-    async fn ensure_fresh(
-        &self,
-        inventory: &InventorySnapshot,
-        cache: &MetricsCache,
-        key: &ModelKey,
-    ) {
-        if self.is_fresh(key) {
-            self.count_lookup("hit");
-            return;
-        }
-        self.count_lookup("miss");
-        let slot = Arc::clone(self.refresh.entry(key.clone()).or_default().value());
-        let mut last_failure = slot.lock().await;
-        // Another request may have refreshed while this one waited.
-        if self.is_fresh(key) {
-            return;
-        }
-        if last_failure.is_some_and(|t| t.elapsed() < FAILED_REFRESH_HOLD) {
-            return;
-        }
-        let deadline = Instant::now() + self.config.query_timeout;
-        // Batched results still within the TTL cover a model that appeared
-        // since the last cycle without a query.
-        let scope = Scope::Model {
-            namespace: &key.namespace,
-            model_id: &key.model_id,
-        };
-        let fetched = match self.cached_signals(Scope::All) {
-            Some(signals) => Ok(signals),
-            None => self
-                .fetch_signals(scope, true, deadline)
-                .await
-                .map(|(s, _)| s),
-        };
-        match fetched {
-            Ok(signals) => {
-                self.apply(&signals, inventory, &[key], cache);
-                *last_failure = None;
-            }
-            Err(e) => {
-                tracing::warn!(namespace = %key.namespace, model = %key.model_id, error = %e, "on-demand refresh failed; answering from the cache");
-                *last_failure = Some(Instant::now());
-            }
-        }
     }
 }

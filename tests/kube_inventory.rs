@@ -400,3 +400,31 @@ async fn status_receives_the_decision_once_per_change() {
         "{warnings:?}"
     );
 }
+
+#[tokio::test]
+async fn deleting_the_thresholds_configmap_restores_the_built_in_thresholds() {
+    let c = cluster().await;
+    c.create_variant(3);
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": "wva-saturation-scaling-config", "namespace": "wva-system"},
+           "data": {"default": "kvCacheThreshold: 0.26\nkvSpareTrigger: 0.1\n"}});
+    c.api.apply(cm);
+    eventually(
+        Duration::from_secs(10),
+        "the ConfigMap's thresholds to scale up",
+        || async { c.value("wva_desired_replicas").await.filter(|v| v == "4") },
+    )
+    .await;
+    c.api
+        .delete("ConfigMap", "wva-system", "wva-saturation-scaling-config");
+    eventually(
+        Duration::from_secs(10),
+        "the built-in thresholds (desired 2) after the deletion",
+        || async { c.value("wva_desired_replicas").await.filter(|v| v == "2") },
+    )
+    .await;
+    assert!(
+        c.server.log().contains("thresholds ConfigMap deleted"),
+        "the log says why the thresholds changed"
+    );
+}

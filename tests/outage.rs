@@ -42,6 +42,7 @@ async fn replicas() -> Vec<Emulator> {
 #[derive(Debug)]
 struct Observation {
     after: Duration,
+    latency: Duration,
     status: u16,
     value: Option<String>,
     message: String,
@@ -63,6 +64,7 @@ async fn observe_outage(s: &Server, outage: Instant) -> Vec<Observation> {
     let mut seen = Vec::new();
     let mut first_503: Option<Duration> = None;
     while outage.elapsed() < Duration::from_secs(40) {
+        let asked = Instant::now();
         let r = client
             .get(format!("{}{PATH}", s.base))
             .send()
@@ -70,9 +72,11 @@ async fn observe_outage(s: &Server, outage: Instant) -> Vec<Observation> {
             .unwrap_or_else(|e| panic!("a request during the outage failed: {e}"));
         let status = r.status().as_u16();
         let body: serde_json::Value = r.json().await.expect("a JSON body");
+        let latency = asked.elapsed();
         let after = outage.elapsed();
         seen.push(Observation {
             after,
+            latency,
             status,
             value: body["items"][0]["value"].as_str().map(str::to_owned),
             message: body["message"].as_str().unwrap_or_default().to_owned(),
@@ -122,9 +126,28 @@ async fn observe_outage(s: &Server, outage: Instant) -> Vec<Observation> {
     seen
 }
 
+/// Prints the timeline (for docs/benchmarks.md): one line per second of
+/// the outage with the statuses and the slowest answer in it.
 fn print_timeline(what: &str, seen: &[Observation]) {
     let first = seen.iter().find(|o| o.status == 503).map(|o| o.after);
-    println!("{what}: {} requests, first 503 after {first:?}", seen.len());
+    let slowest = seen.iter().map(|o| o.latency).max().unwrap_or_default();
+    println!(
+        "{what}: {} requests, first 503 after {first:?}, slowest answer {slowest:?}",
+        seen.len()
+    );
+    let mut second = 0;
+    while let Some(window) = Some(
+        seen.iter()
+            .filter(|o| o.after.as_secs() == second)
+            .collect::<Vec<_>>(),
+    )
+    .filter(|w| !w.is_empty())
+    {
+        let statuses: Vec<u16> = window.iter().map(|o| o.status).collect();
+        let worst = window.iter().map(|o| o.latency).max().unwrap_or_default();
+        println!("  t+{second:>2}s statuses {statuses:?} slowest {worst:?}");
+        second += 1;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -177,6 +177,8 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds after `opened` when the last request finished.
     idle_since_ms: AtomicU64,
+    /// Wakes the driver when a request starts or ends: its deadline moved.
+    changed: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -186,6 +188,7 @@ impl Activity {
             requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -193,6 +196,7 @@ impl Activity {
     pub fn request_started(self: &Arc<Self>) -> RequestGuard {
         self.requests.fetch_add(1, Ordering::AcqRel);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_one();
         RequestGuard(Arc::clone(self))
     }
 
@@ -225,6 +229,7 @@ impl Drop for RequestGuard {
         let since = u64::try_from(a.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         a.idle_since_ms.store(since, Ordering::Release);
         a.in_flight.fetch_sub(1, Ordering::AcqRel);
+        a.changed.notify_one();
     }
 }
 
@@ -244,6 +249,8 @@ pub async fn drive<F: std::future::Future>(
         let wake = deadline.map_or_else(|| Instant::now() + limits.idle_timeout, |(at, _)| at);
         tokio::select! {
             out = &mut conn => return Ok(out),
+            // A request started or ended: compute the deadline again.
+            _ = activity.changed.notified() => {}
             _ = tokio::time::sleep_until(wake) => {
                 if let Some((at, reason)) = activity.deadline(limits) {
                     if Instant::now() >= at {

@@ -171,7 +171,10 @@ async fn main() -> anyhow::Result<()> {
     // the typed objects above stand in for the reflector stores.
     let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
 
-    println!("cycle  fetch_ms  analysis_ms  total_ms  queries  replicas_updated  models_decided  scale_changes");
+    // The gap the background fetcher would leave after each cycle at the
+    // default floor (1 s): the decision lag is at most about gap + cycle.
+    let schedule = FetchSchedule::with_floor(Duration::from_secs(1));
+    println!("cycle  fetch_ms  analysis_ms  total_ms  gap_ms  queries  replicas_updated  models_decided  scale_changes");
     for cycle in 1..=args.cycles {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let t0 = Instant::now();
@@ -187,10 +190,11 @@ async fn main() -> anyhow::Result<()> {
             .filter(|d| d.desired != d.ready)
             .count();
         println!(
-            "{cycle:>5}  {:>8.1}  {:>11.1}  {:>8.1}  {:>7}  {:>16}  {:>14}  {changes:>13}",
+            "{cycle:>5}  {:>8.1}  {:>11.1}  {:>8.1}  {:>6.0}  {:>7}  {:>16}  {:>14}  {changes:>13}",
             fetched.as_secs_f64() * 1e3,
             analysed.as_secs_f64() * 1e3,
             (fetched + analysed).as_secs_f64() * 1e3,
+            schedule.gap_after(fetched).as_secs_f64() * 1e3,
             report.requests,
             report.replicas_updated,
             ok.len(),

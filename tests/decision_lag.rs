@@ -104,32 +104,60 @@ async fn decision_lag_scrape_backend() {
     assert_eq!(lags.len(), TRIALS);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "measurement for docs/benchmarks.md"]
-async fn decision_lag_prometheus_backend() {
+/// `count` variants of other models, with no pods: they add inventory and
+/// analysis work to every cycle and request, as a larger fleet does.
+fn extra_variants(count: usize) -> String {
+    (0..count)
+        .map(|i| {
+            variant_yaml(
+                &VariantSpec {
+                    namespace: "llm-extra",
+                    variant: &format!("extra-{i}"),
+                    target: &format!("extra-decode-{i}"),
+                    model: &format!("extra-model-{i}"),
+                    min: 1,
+                    max: 4,
+                    ready: 1,
+                },
+                &[],
+            )
+        })
+        .collect()
+}
+
+/// The Prometheus backend at its default settings (fetch gap floor 1 s,
+/// no request-time refresh) with `extra` more variants in the inventory.
+async fn prometheus_lag(extra: usize) {
     let (groups, yaml, targets) = idle_models().await;
     let prom = PrometheusServer::start(&targets).await;
     let url = prom.url();
+    let yaml = yaml + &extra_variants(extra);
     let s = Server::with_inventory(
         &yaml,
-        &[
-            "--metrics-backend",
-            "prometheus",
-            "--prometheus-url",
-            &url,
-            "--metrics-fetch-interval",
-            "1s",
-            "--metrics-cache-ttl",
-            "1s",
-        ],
+        &["--metrics-backend", "prometheus", "--prometheus-url", &url],
     )
     .await;
     let lags = measure_lag(&s, &groups).await;
     report(
-        "Prometheus backend (scrape 1s, fetch interval 1s, cache TTL 1s)",
+        &format!(
+            "Prometheus backend, defaults (scrape 1s), {} variants",
+            TRIALS + extra
+        ),
         &lags,
     );
     assert_eq!(lags.len(), TRIALS);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "measurement for docs/benchmarks.md"]
+async fn decision_lag_prometheus_backend() {
+    prometheus_lag(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "measurement for docs/benchmarks.md"]
+async fn decision_lag_prometheus_backend_200_variants() {
+    prometheus_lag(197).await;
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {

@@ -165,6 +165,122 @@ impl Fetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collector::{pod_key, ReplicaMetrics};
+    use crate::inventory::{resolve, InventorySnapshot};
+
+    /// A backend that reaches nothing, or everything, without writing.
+    struct Stub {
+        unreached: bool,
+        fail: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl MetricsBackend for Stub {
+        fn name(&self) -> &'static str {
+            "stub"
+        }
+        async fn fetch_cycle(
+            &self,
+            inventory: &InventorySnapshot,
+            _cache: &MetricsCache,
+        ) -> Result<CycleReport, CollectorError> {
+            if self.fail {
+                return Err(CollectorError::Unreachable {
+                    backend: "stub",
+                    message: "down".into(),
+                });
+            }
+            let unreached_models = if self.unreached {
+                inventory.models().map(|(k, _)| k.clone()).collect()
+            } else {
+                Vec::new()
+            };
+            Ok(CycleReport {
+                unreached_models,
+                ..CycleReport::default()
+            })
+        }
+    }
+
+    fn fetcher(stub: Stub) -> Fetcher {
+        let yaml = "kind: VariantAutoscaling\napiVersion: llmd.ai/v1alpha1\nmetadata: {name: v, namespace: ns}\nspec:\n  scaleTargetRef: {kind: Deployment, name: d}\n  modelID: m\n  maxReplicas: 4\n---\nkind: Deployment\napiVersion: apps/v1\nmetadata: {name: d, namespace: ns}\nspec: {replicas: 2, selector: {}, template: {}}\nstatus: {replicas: 2, readyReplicas: 2}\n---\nkind: Pod\napiVersion: v1\nmetadata: {name: p0, namespace: ns, labels: {llm-d.ai/variant: v}}\nstatus: {podIP: 127.0.0.1, conditions: [{type: Ready, status: \"True\"}]}\n---\nkind: Pod\napiVersion: v1\nmetadata: {name: p1, namespace: ns, labels: {llm-d.ai/variant: v}}\nstatus: {podIP: 127.0.0.1, conditions: [{type: Ready, status: \"True\"}]}\n";
+        let objects =
+            crate::inventory::file::parse_objects(std::path::Path::new("t"), yaml).unwrap();
+        let inventory = Arc::new(InventoryStore::new());
+        inventory.publish(resolve(&objects).0);
+        Fetcher {
+            backend: Arc::new(stub),
+            cache: Arc::new(MetricsCache::new()),
+            inventory,
+            schedule: FetchSchedule::with_floor(Duration::from_secs(1)),
+            freshness: FreshnessPolicy::default(),
+            first_cycle_done: Arc::new(AtomicBool::new(false)),
+            on_cycle: None,
+        }
+    }
+
+    fn sample(age: Duration) -> ReplicaMetrics {
+        ReplicaMetrics {
+            model_name: "m".into(),
+            kv_usage: 0.5,
+            queue_waiting: 0.0,
+            running: None,
+            sampled_at: SystemTime::now() - age,
+            request_rate: None,
+            avg_prompt_tokens: None,
+            avg_generation_tokens: None,
+        }
+    }
+
+    fn model() -> ModelKey {
+        ModelKey {
+            namespace: "ns".into(),
+            model_id: "m".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cycle_records_the_models_it_reached_and_drops_what_is_too_old() {
+        let f = fetcher(Stub {
+            unreached: false,
+            fail: false,
+        });
+        f.cache
+            .insert(pod_key("ns", "p0"), sample(Duration::from_secs(10)));
+        f.cache
+            .insert(pod_key("ns", "p1"), sample(Duration::from_secs(301)));
+        f.cache
+            .insert(pod_key("ns", "gone"), sample(Duration::ZERO));
+        f.cycle().await.unwrap();
+        assert!(f.cache.fetched_at(&model()).is_some(), "reached: recorded");
+        assert!(f.cache.get("ns/p0").is_some(), "young entry kept");
+        assert!(
+            f.cache.get("ns/p1").is_none(),
+            "older than unavailable: dropped"
+        );
+        assert!(f.cache.get("ns/gone").is_none(), "pod left the inventory");
+        assert!(f.first_cycle_done.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn unreached_and_failed_cycles_leave_no_fetch_record() {
+        for stub in [
+            Stub {
+                unreached: true,
+                fail: false,
+            },
+            Stub {
+                unreached: false,
+                fail: true,
+            },
+        ] {
+            let f = fetcher(stub);
+            let _ = f.cycle().await;
+            assert_eq!(f.cache.fetched_at(&model()), None);
+            // Readiness does not wait for the backend to work.
+            assert!(f.first_cycle_done.load(Ordering::Acquire));
+        }
+    }
 
     #[test]
     fn gap_is_the_floor_or_a_multiple_of_the_last_cycle() {

@@ -18,7 +18,7 @@ use crate::api::quantity::desired_ratio_milli;
 use crate::api::selector::LabelSelector;
 use crate::collector::{Freshness, FreshnessPolicy, MetricsCache};
 use crate::inventory::snapshot::labels;
-use crate::inventory::{InventorySnapshot, InventoryStore, ModelKey, Variant};
+use crate::inventory::{InventorySnapshot, InventoryStore, ModelKey, ReplicaPod, Variant};
 use crate::saturation::{
     ModelAnalysis, ModelInput, ReplicaLoad, SaturationAnalyzer, TargetReason, ThresholdConfig,
     VariantState,
@@ -167,6 +167,81 @@ impl DecisionEngine {
             });
         }
         self.decide_selected(&snapshot, &selected)
+    }
+
+    /// Decisions for the variants whose scale target is a `kind` named
+    /// `target` (every target of that kind in the namespace when None) and
+    /// whose metric labels match `selector`: the custom metrics API's
+    /// Object metrics, which name the scale target itself.
+    pub fn decide_for_targets(
+        &self,
+        namespace: &str,
+        kind: &str,
+        target: Option<&str>,
+        selector: &LabelSelector,
+    ) -> Result<Vec<VariantDecision>, DecisionError> {
+        if !self.inventory.is_synced() {
+            return Err(DecisionError::InventoryNotSynced);
+        }
+        let snapshot = self.inventory.load();
+        let selected: Vec<&Arc<Variant>> = snapshot
+            .variants_for_target(namespace, target)
+            .filter(|v| v.target_kind.eq_ignore_ascii_case(kind))
+            .filter(|v| selector.matches(&v.metric_labels))
+            .collect();
+        if selected.is_empty() {
+            return Err(DecisionError::NoMatch {
+                namespace: namespace.to_owned(),
+                selector: match target {
+                    Some(t) => format!(
+                        "{kind} {t:?}, metricSelector {selector:?}",
+                        selector = selector.to_string()
+                    ),
+                    None => format!("every {kind}, metricSelector {:?}", selector.to_string()),
+                },
+            });
+        }
+        self.decide_selected(&snapshot, &selected)
+    }
+
+    /// The ready pods of `namespace` whose own labels, together with their
+    /// variant's metric labels, match `selector` (optionally one pod by
+    /// name), each with its cached metrics if they are younger than the
+    /// stale threshold.
+    pub fn ready_pod_metrics(
+        &self,
+        namespace: &str,
+        pod: Option<&str>,
+        selector: &LabelSelector,
+    ) -> Result<Vec<(ReplicaPod, Option<crate::collector::ReplicaMetrics>)>, DecisionError> {
+        if !self.inventory.is_synced() {
+            return Err(DecisionError::InventoryNotSynced);
+        }
+        let snapshot = self.inventory.load();
+        let now = SystemTime::now();
+        let variant_labels: BTreeMap<&str, &Arc<Variant>> = snapshot
+            .variants_in(namespace)
+            .map(|v| (v.name.as_str(), v))
+            .collect();
+        let mut out = Vec::new();
+        for p in snapshot.pods().iter().filter(|p| {
+            p.ready && p.namespace == namespace && pod.is_none_or(|name| p.name == name)
+        }) {
+            let Some(v) = variant_labels.get(p.variant.as_str()) else {
+                continue;
+            };
+            let mut labels = v.metric_labels.clone();
+            labels.extend(p.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            if !selector.matches(&labels) {
+                continue;
+            }
+            let metrics = self
+                .cache
+                .get(&p.key)
+                .filter(|m| m.age(now) <= self.freshness.stale);
+            out.push((p.clone(), metrics));
+        }
+        Ok(out)
     }
 
     fn decide_selected(

@@ -443,6 +443,7 @@ fn replica_pod(pod: &Pod, variant: &Variant) -> Result<ReplicaPod, String> {
         port,
         path,
         ready,
+        labels: pod.labels().clone(),
     })
 }
 

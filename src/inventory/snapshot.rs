@@ -100,6 +100,8 @@ pub struct ReplicaPod {
     pub port: u16,
     pub path: String,
     pub ready: bool,
+    /// The pod's own labels, for label selectors on pods (custom metrics).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl ReplicaPod {

@@ -184,6 +184,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         status_writer: None,
         // The demo is standalone on loopback, with no cluster to delegate to.
         auth: None,
+        hpa_tolerance: crate::hpa::Tolerances::default(),
     };
     let (tls, cert) = run::tls_config(None, None)?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));

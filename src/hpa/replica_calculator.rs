@@ -260,8 +260,10 @@ mod tests {
             // Below 10, one step is outside.
             (&[3_000], 2, 2, 3),
             (&[2_000], 3, 3, 2),
-            // Divides by status replicas (pods that exist), not spec.
+            // Divides by status replicas (pods that exist), not spec: 13/10
+            // is outside the band where 13/12 would be inside.
             (&[13_000], 14, 12, 12),
+            (&[13_000], 12, 10, 13),
             // At 0 status replicas the ratio is infinite: ceil(sum / target).
             (&[3_000], 0, 0, 3),
             (&[0], 0, 0, 0),

@@ -266,6 +266,47 @@ mod tests {
         }
     }
 
+    /// The HPA's formulas written out from the Kubernetes documentation,
+    /// independently of `crate::hpa`, reading the quantity string we serve.
+    fn documented_hpa(served: &str, n: u32, average: bool) -> u32 {
+        let milli = crate::api::quantity::parse_milli(served).unwrap();
+        let ratio = if average {
+            milli as f64 / (1000.0 * f64::from(n))
+        } else {
+            milli as f64 / 1000.0
+        };
+        if (0.9..=1.1).contains(&ratio) {
+            n
+        } else if average {
+            (milli as f64 / 1000.0).ceil() as u32
+        } else {
+            (ratio * f64::from(n)).ceil() as u32
+        }
+    }
+
+    #[test]
+    fn every_count_we_may_serve_matches_the_documented_formula_for_n_up_to_500() {
+        use crate::api::quantity::{desired_ratio_milli, format_milli};
+        let tol = Tolerances::default();
+        for n in 1..=500u32 {
+            let scale = ScaleState::settled(n);
+            // Holding serves n itself: the HPA keeps n with either target.
+            for d in 1..=n + n / 5 + 2 {
+                let value = documented_hpa(&format_milli(desired_ratio_milli(d, n)), n, false);
+                let average = documented_hpa(&format_milli(i64::from(d) * 1000), n, true);
+                let exact = value == d && average == d;
+                assert_eq!(
+                    hpa_reaches(d, &scale, &tol),
+                    exact || d == n,
+                    "n {n}, d {d}: documented formula gives {value} / {average}"
+                );
+                if d == n {
+                    assert_eq!((value, average), (n, n), "a hold at {n}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_reachable_count_round_trips_for_n_up_to_500() {
         // Exhaustive companion of the property: for every n the smallest up

@@ -7,7 +7,10 @@
 
 mod common;
 
-use common::{variant_yaml, Emulator, Server, VariantSpec};
+use common::apiserver::ApiServer;
+use common::{eventually, variant_yaml, Emulator, Server, VariantSpec};
+use serde_json::json;
+use std::time::Duration;
 use wva_metrics_server::api::quantity::parse_milli;
 use wva_metrics_server::hpa::{external_metric_proposal, ExternalTarget, ScaleState, Tolerances};
 
@@ -122,8 +125,8 @@ async fn a_move_the_hpa_would_ignore_is_held_and_counted() {
     assert_eq!(ratio, "1083m");
 
     // The held server keeps serving 12 (ratio 1) and counts the hold.
-    common::eventually(
-        std::time::Duration::from_secs(20),
+    eventually(
+        Duration::from_secs(20),
         "a tolerance hold in /metrics",
         || async {
             let text = held.text("/metrics").await;
@@ -164,5 +167,106 @@ fn a_bad_tolerance_is_refused_at_start() {
     assert!(
         stderr.contains("--hpa-tolerance") && stderr.contains("must be a finite number >= 0"),
         "{stderr}"
+    );
+}
+
+/// The cluster path: a VariantAutoscaling whose move is held gets a status
+/// reason, and an HPA's `behavior.scaleUp.tolerance` seen through the watch
+/// narrows the band so that the move is served.
+#[tokio::test]
+async fn a_held_variant_says_why_and_an_hpa_tolerance_from_the_cluster_applies() {
+    let api = ApiServer::start().await;
+    let emulators = twelve_replicas(0.85).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path()).display().to_string();
+    let server = Server::start_with(
+        dir,
+        &[
+            "--inventory",
+            "kube",
+            "--metrics-backend",
+            "scrape",
+            "--scrape-interval",
+            "500ms",
+            "--namespace",
+            "wva-system",
+            "--status-min-interval",
+            "1s",
+        ],
+        &[("KUBECONFIG", &kubeconfig)],
+        true,
+    )
+    .await;
+    api.apply(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": TARGET, "namespace": NS},
+        "spec": {"replicas": READY, "selector": {"matchLabels": {"app": TARGET}},
+                 "template": {"metadata": {"labels": {"app": TARGET}}, "spec": {"containers": []}}},
+        "status": {"replicas": READY, "readyReplicas": READY}
+    }));
+    for (i, e) in emulators.iter().enumerate() {
+        api.apply(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("{TARGET}-{i}"), "namespace": NS,
+                         "labels": {"app": TARGET, "llm-d.ai/variant": "llama-70b-h100"},
+                         "annotations": {"prometheus.io/port": e.port.to_string()}},
+            "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai"}]},
+            "status": {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}
+        }));
+    }
+    api.apply(json!({
+        "apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling",
+        "metadata": {"name": "llama-70b-h100", "namespace": NS},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": TARGET},
+                 "modelID": "meta/llama-3.1-70b", "minReplicas": 1, "maxReplicas": 13}
+    }));
+
+    // 13 is inside the default band and 14 above the maximum: held, and said so.
+    let (_, body) = eventually(
+        Duration::from_secs(20),
+        "a status write with the hold",
+        || async {
+            api.status_patches()
+                .into_iter()
+                .find(|(_, b)| b["status"]["conditions"][2]["reason"] == "HeldByHPATolerance")
+        },
+    )
+    .await;
+    let status = &body["status"];
+    assert_eq!(status["desiredOptimizedAlloc"]["numReplicas"], 12, "{body}");
+    let message = status["conditions"][2]["message"].as_str().unwrap();
+    assert!(
+        message.contains("maxReplicas 13; holding at 12"),
+        "{message}"
+    );
+    assert_eq!(
+        server
+            .value(NS, "wva_desired_replicas", SELECTOR)
+            .await
+            .as_deref(),
+        Some("12")
+    );
+
+    // The HPA scaling the Deployment narrows its scale-up band to 0.05:
+    // 13/12 = 1.083 is outside it, so the one-replica step is served.
+    api.apply(json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": TARGET, "namespace": NS},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": TARGET},
+                 "minReplicas": 1, "maxReplicas": 13,
+                 "metrics": [{"type": "External", "external": {
+                     "metric": {"name": "wva_desired_ratio", "selector": {"matchLabels": {"target_name": TARGET}}},
+                     "target": {"type": "Value", "value": "1"}}}],
+                 "behavior": {"scaleUp": {"tolerance": "0.05"}}}
+    }));
+    server
+        .wait_value(NS, "wva_desired_replicas", SELECTOR, "13")
+        .await;
+    assert_eq!(
+        server
+            .value(NS, "wva_desired_ratio", SELECTOR)
+            .await
+            .as_deref(),
+        Some("1083m")
     );
 }

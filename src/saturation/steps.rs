@@ -8,7 +8,7 @@
 //! otherwise the variant holds, with a reason that says so.
 
 use super::analyzer::ModelAnalysis;
-use super::targets::{TargetReason, VariantState, VariantTarget};
+use super::targets::{by_cost_then_name, TargetReason, VariantState, VariantTarget};
 use super::thresholds::SaturationThresholds;
 use crate::hpa::{hpa_reaches, ScaleState, Tolerances};
 
@@ -47,11 +47,16 @@ pub fn scale_down_by_is_safe(a: &ModelAnalysis, k: usize, th: &SaturationThresho
 /// the HPA acts on. `variants`, `hpas` and `targets` are in the same order.
 ///
 /// - The step as computed already reaches the HPA: unchanged.
-/// - Scale up: the smallest count above it, up to `maxReplicas`, that the
-///   HPA reaches; none -> hold at the current count, `ToleranceHoldUp`.
-/// - Scale down: the largest count below it, down to `max(1, minReplicas)`,
-///   that the HPA reaches, as long as removing that many replicas still
-///   meets the spare triggers; none -> hold, `ToleranceHoldDown`.
+/// - Scale up: the smallest count above the current one, up to
+///   `maxReplicas`, that the HPA reaches.
+/// - Scale down: the largest count below the current one, down to
+///   `max(1, minReplicas)`, that the HPA reaches, as long as removing that
+///   many replicas still meets the spare triggers.
+/// - When the chosen variant has no such move, the step goes to the variant
+///   the analysis would pick next (cheapest first up, dearest first down)
+///   among those it left steady, as it does for a variant at its bounds.
+/// - When no variant has one, the chosen variant holds at its current count
+///   with `ToleranceHoldUp` / `ToleranceHoldDown`.
 pub fn tolerance_aware_steps(
     analysis: Option<&ModelAnalysis>,
     thresholds: &SaturationThresholds,
@@ -59,38 +64,82 @@ pub fn tolerance_aware_steps(
     hpas: &[HpaView],
     mut targets: Vec<VariantTarget>,
 ) -> Vec<VariantTarget> {
-    for ((t, v), hpa) in targets.iter_mut().zip(variants).zip(hpas) {
-        let moving = matches!(t.reason, TargetReason::ScaleUp | TargetReason::ScaleDown);
-        if !moving || hpa_reaches(t.desired, &hpa.scale, &hpa.tolerances) {
+    let n = targets.len().min(variants.len()).min(hpas.len());
+    for i in 0..n {
+        let up = match targets[i].reason {
+            TargetReason::ScaleUp => true,
+            TargetReason::ScaleDown => false,
+            _ => continue,
+        };
+        if hpa_reaches(targets[i].desired, &hpas[i].scale, &hpas[i].tolerances) {
             continue;
         }
-        let reaches = |n: u32| hpa_reaches(n, &hpa.scale, &hpa.tolerances);
-        let widened = if t.reason == TargetReason::ScaleUp {
-            (t.desired + 1..=v.max_replicas).find(|&n| reaches(n))
-        } else {
-            let floor = v.min_replicas.max(1);
-            let safe = |n: u32| {
-                let k = t.current.saturating_sub(n) as usize;
-                analysis.is_some_and(|a| scale_down_by_is_safe(a, k, thresholds))
+        let mut next: Vec<usize> = (0..n)
+            .filter(|&j| j != i && targets[j].reason == TargetReason::Steady)
+            .collect();
+        next.sort_by(|&a, &b| by_cost_then_name(&variants[a], &variants[b]));
+        if !up {
+            next.reverse();
+        }
+        let found = std::iter::once(i).chain(next).find_map(|j| {
+            let step = Step {
+                up,
+                current: targets[j].current,
+                variant: &variants[j],
+                hpa: &hpas[j],
             };
-            (floor..t.desired)
-                .rev()
-                .take_while(|&n| safe(n))
-                .find(|&n| reaches(n))
-        };
-        match widened {
-            Some(n) => t.desired = n,
+            step.acted_on(analysis, thresholds)
+                .map(|desired| (j, desired))
+        });
+        targets[i].desired = targets[i].current;
+        match found {
+            Some((j, desired)) => {
+                if j != i {
+                    targets[i].reason = TargetReason::Steady;
+                }
+                targets[j].desired = desired;
+                targets[j].reason = if up {
+                    TargetReason::ScaleUp
+                } else {
+                    TargetReason::ScaleDown
+                };
+            }
             None => {
-                t.reason = if t.reason == TargetReason::ScaleUp {
+                targets[i].reason = if up {
                     TargetReason::ToleranceHoldUp
                 } else {
                     TargetReason::ToleranceHoldDown
                 };
-                t.desired = t.current;
             }
         }
     }
     targets
+}
+
+/// A move of one variant in one direction.
+struct Step<'a> {
+    up: bool,
+    current: u32,
+    variant: &'a VariantState,
+    hpa: &'a HpaView,
+}
+
+impl Step<'_> {
+    /// The smallest move the HPA acts on that stays in bounds (and, down,
+    /// keeps the spare triggers), or None.
+    fn acted_on(&self, analysis: Option<&ModelAnalysis>, th: &SaturationThresholds) -> Option<u32> {
+        let reaches = |n: &u32| hpa_reaches(*n, &self.hpa.scale, &self.hpa.tolerances);
+        if self.up {
+            (self.current.saturating_add(1)..=self.variant.max_replicas).find(reaches)
+        } else {
+            let floor = self.variant.min_replicas.max(1);
+            let safe = |n: &u32| {
+                let k = self.current.saturating_sub(*n) as usize;
+                analysis.is_some_and(|a| scale_down_by_is_safe(a, k, th))
+            };
+            (floor..self.current).rev().take_while(safe).find(reaches)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -216,6 +265,56 @@ mod tests {
         );
     }
 
+    /// Several variants of one model, all settled, under the default band.
+    fn decide_model(vs: &[VariantState], loads: &[ReplicaLoad]) -> Vec<(u32, TargetReason)> {
+        let th = SaturationThresholds::default();
+        let a = analyze_model(loads, &th);
+        let hpas: Vec<HpaView> = vs
+            .iter()
+            .map(|v| HpaView {
+                scale: ScaleState::settled(v.spec_replicas),
+                tolerances: Tolerances::default(),
+            })
+            .collect();
+        tolerance_aware_steps(Some(&a), &th, vs, &hpas, compute_targets(Some(&a), vs))
+            .into_iter()
+            .map(|t| (t.desired, t.reason))
+            .collect()
+    }
+
+    fn named(name: &str, cost: f64, max: u32, n: u32) -> VariantState {
+        VariantState {
+            name: name.into(),
+            cost,
+            ..variant(1, max, n)
+        }
+    }
+
+    #[test]
+    fn a_step_no_move_of_the_chosen_variant_can_carry_goes_to_the_next_variant() {
+        // Up: the cheap variant's 13 is inside the band and 14 above its max;
+        // the dear one takes the step, 3 -> 4.
+        let vs = [named("cheap", 5.0, 13, 12), named("dear", 20.0, 20, 3)];
+        assert_eq!(
+            decide_model(&vs, &uniform(15, 0.85, 0.0)),
+            [(12, Steady), (4, ScaleUp)]
+        );
+        // Down over 15 replicas at kv 0.63: one less is safe (0.8 - 0.63 x
+        // 15/14 = 0.125), two less is not (0.073). The dear variant's 11 is
+        // inside the band and 10 unsafe; the cheap one goes 3 -> 2.
+        let vs = [named("dear", 20.0, 20, 12), named("cheap", 5.0, 20, 3)];
+        assert_eq!(
+            decide_model(&vs, &uniform(15, 0.63, 0.0)),
+            [(12, Steady), (2, ScaleDown)]
+        );
+        // Nobody can: the chosen variant holds and says so.
+        let vs = [named("a", 5.0, 13, 12), named("b", 20.0, 11, 11)];
+        assert_eq!(
+            decide_model(&vs, &uniform(23, 0.85, 0.0)),
+            [(12, ToleranceHoldUp), (11, Steady)]
+        );
+    }
+
     #[test]
     fn steady_and_held_variants_are_left_alone() {
         let t = Tolerances::default();
@@ -241,6 +340,29 @@ mod tests {
     }
 
     proptest! {
+        /// Several variants: at most one moves, within its bounds, by a move
+        /// its HPA acts on; every other keeps its current count.
+        #[test]
+        fn one_acted_on_move_per_model(
+            sizes in prop::collection::vec((1u32..60, 0u32..10, 1.0f64..30.0), 1..4),
+            kv in 0.0f64..1.0,
+        ) {
+            let vs: Vec<VariantState> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &(n, extra, cost))| named(&format!("v{i}"), cost, n + extra, n))
+                .collect();
+            let total: u32 = sizes.iter().map(|s| s.0).sum();
+            let got = decide_model(&vs, &uniform(total, kv, 0.0));
+            let moved: Vec<usize> = (0..vs.len()).filter(|&i| got[i].0 != vs[i].spec_replicas).collect();
+            prop_assert!(moved.len() <= 1, "{:?}", got);
+            for &i in &moved {
+                let (desired, v) = (got[i].0, &vs[i]);
+                prop_assert!(desired >= v.min_replicas.max(1) && desired <= v.max_replicas);
+                prop_assert!(hpa_reaches(desired, &ScaleState::settled(v.spec_replicas), &Tolerances::default()));
+            }
+        }
+
         /// For every size from 1 to 500 and every load, the count we serve
         /// is exactly what the HPA's formula gives back for both target
         /// types, or we hold and say so.

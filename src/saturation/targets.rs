@@ -76,7 +76,8 @@ pub struct VariantTarget {
     pub reason: TargetReason,
 }
 
-fn by_cost_then_name(a: &VariantState, b: &VariantState) -> Ordering {
+/// The analysis' order of preference: cheapest first, ties by name.
+pub(crate) fn by_cost_then_name(a: &VariantState, b: &VariantState) -> Ordering {
     a.cost
         .partial_cmp(&b.cost)
         .unwrap_or(Ordering::Equal)

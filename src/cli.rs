@@ -195,6 +195,17 @@ pub struct ServeArgs {
     /// A request that takes longer is answered 504.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// The cluster's `--horizontal-pod-autoscaler-tolerance`: a move whose
+    /// usage ratio is within 1 ± this is ignored by the HPA, so such moves
+    /// are widened to the smallest safe one outside it, or held. An HPA's
+    /// `behavior.scaleUp/scaleDown.tolerance` overrides it for its target.
+    #[arg(long, default_value = "0.1", value_parser = parse_hpa_tolerance)]
+    pub hpa_tolerance: f64,
+}
+
+/// A tolerance: a finite decimal >= 0 (or a quantity such as `50m`).
+pub fn parse_hpa_tolerance(s: &str) -> Result<f64, String> {
+    crate::hpa::parse_tolerance(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args, Clone)]

@@ -17,11 +17,12 @@ use arc_swap::ArcSwap;
 use crate::api::quantity::desired_ratio_milli;
 use crate::api::selector::LabelSelector;
 use crate::collector::{Freshness, FreshnessPolicy, MetricsCache};
+use crate::hpa::{ScaleState, Tolerances};
 use crate::inventory::snapshot::labels;
 use crate::inventory::{InventorySnapshot, InventoryStore, ModelKey, ReplicaPod, Variant};
 use crate::saturation::{
-    ModelAnalysis, ModelInput, ReplicaLoad, SaturationAnalyzer, TargetReason, ThresholdConfig,
-    VariantState,
+    tolerance_aware_steps, HpaView, ModelAnalysis, ModelInput, ReplicaLoad, SaturationAnalyzer,
+    TargetReason, ThresholdConfig, VariantState,
 };
 
 /// The decision for one variant.
@@ -104,6 +105,9 @@ pub struct DecisionEngine {
     thresholds: Arc<ArcSwap<ThresholdConfig>>,
     analyzer: Arc<dyn SaturationAnalyzer>,
     freshness: FreshnessPolicy,
+    /// The HPA controller's tolerance (`--hpa-tolerance`), for variants
+    /// whose HPA sets none of its own.
+    hpa_tolerance: Tolerances,
 }
 
 impl std::fmt::Debug for DecisionEngine {
@@ -129,6 +133,27 @@ impl DecisionEngine {
             thresholds,
             analyzer,
             freshness,
+            hpa_tolerance: Tolerances::default(),
+        }
+    }
+
+    /// The tolerance band the cluster's HPA controller applies
+    /// (`--horizontal-pod-autoscaler-tolerance`), default 0.1.
+    pub fn with_hpa_tolerance(mut self, tolerance: Tolerances) -> Self {
+        self.hpa_tolerance = tolerance;
+        self
+    }
+
+    /// The band a variant's HPA applies: its own `behavior` tolerances where
+    /// set, the controller's elsewhere.
+    fn tolerances_for(&self, v: &Variant) -> Tolerances {
+        Tolerances {
+            scale_up: v
+                .hpa_scale_up_tolerance
+                .unwrap_or(self.hpa_tolerance.scale_up),
+            scale_down: v
+                .hpa_scale_down_tolerance
+                .unwrap_or(self.hpa_tolerance.scale_down),
         }
     }
 
@@ -344,9 +369,32 @@ impl DecisionEngine {
             variants: &states,
             thresholds: &thresholds,
         });
+        // Moves inside the HPA's tolerance band would be ignored by it: widen
+        // them to the smallest move it acts on, or hold and say so.
+        let hpas: Vec<HpaView> = variants
+            .iter()
+            .map(|v| {
+                let t = v.target.unwrap_or_default();
+                HpaView {
+                    scale: ScaleState {
+                        spec_replicas: t.spec_replicas,
+                        status_replicas: t.status_replicas,
+                        ready_pods: t.ready_replicas,
+                    },
+                    tolerances: self.tolerances_for(v),
+                }
+            })
+            .collect();
+        let targets = tolerance_aware_steps(
+            decision.analysis.as_ref(),
+            &thresholds,
+            &states,
+            &hpas,
+            decision.targets,
+        );
         let decisions = variants
             .iter()
-            .zip(decision.targets)
+            .zip(targets)
             .map(|(v, t)| {
                 let ready = v.ready_replicas();
                 VariantDecision {
@@ -491,6 +539,35 @@ mod tests {
     }
 
     #[test]
+    fn steps_follow_the_hpa_tolerance_flag_and_the_hpa_behavior() {
+        let idle = |e: &DecisionEngine| {
+            for i in 0..8 {
+                report(e, "ns", &format!("v-p{i}"), 0.10, 0.0, Duration::ZERO);
+            }
+        };
+        // A 0.3 band: 7/8 and 6/8 are inside, 5/8 = 0.625 is outside and safe.
+        let e =
+            engine(objects("ns", "v", "m", 8, 8, 8)).with_hpa_tolerance(Tolerances::uniform(0.3));
+        idle(&e);
+        let d = e.decide("ns", &sel("variant_name=v")).unwrap();
+        assert_eq!((d[0].desired, d[0].reason), (5, TargetReason::ScaleDown));
+        assert_eq!(d[0].ratio_milli, 625);
+
+        // The HPA scaling the target narrows its scale-down band to 0.01.
+        let mut o = objects("ns", "v", "m", 8, 8, 8);
+        let hpa = "kind: HorizontalPodAutoscaler\napiVersion: autoscaling/v2\nmetadata: {name: v-hpa, namespace: ns}\nspec:\n  scaleTargetRef: {kind: Deployment, name: v-d}\n  maxReplicas: 10\n  behavior: {scaleDown: {tolerance: \"0.01\"}}\n";
+        o.horizontal_pod_autoscalers.extend(
+            crate::inventory::file::parse_objects(std::path::Path::new("h"), hpa)
+                .unwrap()
+                .horizontal_pod_autoscalers,
+        );
+        let e = engine(o).with_hpa_tolerance(Tolerances::uniform(0.3));
+        idle(&e);
+        let d = e.decide("ns", &sel("variant_name=v")).unwrap();
+        assert_eq!((d[0].desired, d[0].reason), (7, TargetReason::ScaleDown));
+    }
+
+        #[test]
     fn errors_say_what_is_wrong() {
         let e = engine(objects("ns", "v", "m", 2, 2, 2));
         let err = e.decide("ns", &sel("target_name=nope")).unwrap_err();

@@ -124,16 +124,23 @@ fn scripted_rate(t: Duration, phase: Duration) -> f64 {
     }
 }
 
-/// The HPA's replica computation for a `Value: 1` target on `wva_desired_ratio`.
+/// The HPA's replica computation for a `Value: 1` target on `wva_desired_ratio`,
+/// by the shared model of Kubernetes' replica calculator (band inclusive at
+/// both ends, as the HPA has it).
 pub fn hpa_replicas(ratio_milli: i64, ready: u32, current: u32) -> u32 {
-    let ratio = ratio_milli as f64 / 1000.0;
-    if current == 0 {
-        return ratio.ceil() as u32;
-    }
-    if (ratio - 1.0).abs() <= HPA_TOLERANCE {
-        return current;
-    }
-    (ratio * f64::from(ready)).ceil() as u32
+    let scale = crate::hpa::ScaleState {
+        spec_replicas: current,
+        status_replicas: current,
+        ready_pods: ready,
+    };
+    // The target is the constant 1, which the calculator always accepts.
+    crate::hpa::external_metric_proposal(
+        &[ratio_milli],
+        crate::hpa::ExternalTarget::Value { milli: 1000 },
+        &scale,
+        &crate::hpa::Tolerances::uniform(HPA_TOLERANCE),
+    )
+    .map_or(current, |p| p.replicas)
 }
 
 pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -184,6 +191,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         status_writer: None,
         // The demo is standalone on loopback, with no cluster to delegate to.
         auth: None,
+        hpa_tolerance: crate::hpa::Tolerances::default(),
     };
     let (tls, cert) = run::tls_config(None, None)?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));

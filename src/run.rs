@@ -40,6 +40,8 @@ pub struct Components {
     pub status_writer: Option<(kube::Client, Duration)>,
     /// Authentication and authorization; None only when explicitly disabled.
     pub auth: Option<Arc<Auth>>,
+    /// The HPA controller's tolerance band (`--hpa-tolerance`).
+    pub hpa_tolerance: crate::hpa::Tolerances,
 }
 
 /// A running server.
@@ -205,6 +207,7 @@ pub async fn components_from_args(
         telemetry,
         status_writer,
         auth,
+        hpa_tolerance: crate::hpa::Tolerances::uniform(args.hpa_tolerance),
     })
 }
 
@@ -376,15 +379,19 @@ pub async fn start(
         telemetry,
         status_writer,
         auth,
+        hpa_tolerance,
     } = components;
     let cache = Arc::new(MetricsCache::new());
-    let engine = Arc::new(DecisionEngine::new(
-        Arc::clone(&inventory),
-        Arc::clone(&cache),
-        thresholds,
-        Arc::new(PercentageAnalyzer),
-        freshness,
-    ));
+    let engine = Arc::new(
+        DecisionEngine::new(
+            Arc::clone(&inventory),
+            Arc::clone(&cache),
+            thresholds,
+            Arc::new(PercentageAnalyzer),
+            freshness,
+        )
+        .with_hpa_tolerance(hpa_tolerance),
+    );
     let first_cycle_done = Arc::new(AtomicBool::new(false));
     let publisher = DecisionPublisher::new(Arc::clone(&engine), telemetry.clone());
     let cycles = Arc::new(tokio::sync::Notify::new());
@@ -536,6 +543,17 @@ impl DecisionPublisher {
                     .get_or_create(&labels)
                     .set(d.ratio_milli as f64 / 1000.0);
                 let current = v.target.map(|s| s.spec_replicas).unwrap_or(0);
+                if let Some(direction) = d.reason.tolerance_hold_direction() {
+                    t.tolerance_holds
+                        .get_or_create(&ScalingLabels {
+                            variant_name: v.name.clone(),
+                            namespace: v.namespace.clone(),
+                            direction: direction.to_owned(),
+                            reason: d.reason.as_str().to_owned(),
+                        })
+                        .inc();
+                    tracing::debug!(variant = %v.name, namespace = %v.namespace, current, direction, "move held: the HPA would ignore it and a larger one is not safe");
+                }
                 let key = (v.namespace.clone(), v.name.clone());
                 let now = (current, d.desired);
                 if d.desired != current && last.get(&key) != Some(&now) {

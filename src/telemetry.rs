@@ -107,6 +107,7 @@ pub struct Telemetry {
     pub http_requests: Family<RouteLabels, Counter>,
     pub http_duration: Family<RouteOnly, Histogram>,
     pub decisions_without_metrics: Family<ModelLabels, Counter>,
+    pub tolerance_holds: Family<ScalingLabels, Counter>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -140,6 +141,7 @@ impl Telemetry {
                 Histogram::new(exponential_buckets(0.0001, 2.0, 16))
             }),
             decisions_without_metrics: Family::default(),
+            tolerance_holds: Family::default(),
         };
         let r = registry;
         r.register(
@@ -226,6 +228,11 @@ impl Telemetry {
             "wva_decisions_without_metrics",
             "Decisions that held replicas because no replica reported metrics",
             t.decisions_without_metrics.clone(),
+        );
+        r.register(
+            "wva_tolerance_holds",
+            "Decision cycles in which a variant held because every move its HPA acts on (outside the tolerance band) was unsafe or out of bounds",
+            t.tolerance_holds.clone(),
         );
         t
     }

@@ -14,6 +14,8 @@ use kube::api::DynamicObject;
 use kube::ResourceExt;
 
 use super::crd::{VariantAutoscaling, ACCELERATOR_LABEL, DEFAULT_VARIANT_COST};
+use crate::hpa::parse_tolerance;
+
 use super::snapshot::{InventorySnapshot, ReplicaPod, TargetState, Variant, VariantSource};
 
 /// Pod label that names the variant a pod belongs to.
@@ -137,6 +139,20 @@ pub fn resolve(objects: &InventoryObjects) -> (InventorySnapshot, Vec<ResolvePro
         }
     }
 
+    // The tolerance band of the HPA scaling each target, when it sets one.
+    let tolerances = hpa_tolerances(&objects.horizontal_pod_autoscalers, &mut problems);
+    for v in &mut variants {
+        let key = (
+            v.namespace.clone(),
+            v.target_kind.clone(),
+            v.target_name.clone(),
+        );
+        if let Some(&(up, down)) = tolerances.get(&key) {
+            v.hpa_scale_up_tolerance = up;
+            v.hpa_scale_down_tolerance = down;
+        }
+    }
+
     // Which variants scale which target, to map pods found by owner chain.
     let mut by_target: HashMap<(&str, &str, &str), Vec<&Variant>> = HashMap::new();
     for v in &variants {
@@ -223,6 +239,8 @@ fn variant_from_va(va: &VariantAutoscaling, targets: &TargetIndex) -> Result<Var
         max_replicas: max,
         source: VariantSource::VariantAutoscaling,
         target,
+        hpa_scale_up_tolerance: None,
+        hpa_scale_down_tolerance: None,
         metric_labels: Default::default(),
     };
     v.compute_metric_labels();
@@ -376,11 +394,71 @@ impl AnnotatedScaler {
             max_replicas: max,
             source: self.source,
             target,
+            hpa_scale_up_tolerance: None,
+            hpa_scale_down_tolerance: None,
             metric_labels: Default::default(),
         };
         v.compute_metric_labels();
         Ok(v)
     }
+}
+
+/// (namespace, kind, name) of a scale target.
+type TargetKey = (String, String, String);
+
+/// `behavior.scaleUp/scaleDown.tolerance` of every HPA that sets one, by
+/// the target it scales. A tolerance the HPA controller would reject is
+/// reported and left out, so the controller default applies to that side.
+fn hpa_tolerances(
+    hpas: &[HorizontalPodAutoscaler],
+    problems: &mut Vec<ResolveProblem>,
+) -> HashMap<TargetKey, (Option<f64>, Option<f64>)> {
+    let mut out = HashMap::new();
+    for h in hpas {
+        let Some(spec) = h.spec.as_ref() else {
+            continue;
+        };
+        let Some(behavior) = spec.behavior.as_ref() else {
+            continue;
+        };
+        let mut side = |rules: Option<&k8s_openapi::api::autoscaling::v2::HPAScalingRules>,
+                        field: &str| {
+            let text = &rules?.tolerance.as_ref()?.0;
+            match parse_tolerance(text) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    problems.push(ResolveProblem {
+                        object: format!(
+                            "HorizontalPodAutoscaler {}/{}",
+                            h.namespace().unwrap_or_default(),
+                            h.name_any()
+                        ),
+                        reason: format!("{field}: {e}; the default tolerance applies"),
+                    });
+                    None
+                }
+            }
+        };
+        let up = side(
+            behavior.scale_up.as_ref(),
+            "spec.behavior.scaleUp.tolerance",
+        );
+        let down = side(
+            behavior.scale_down.as_ref(),
+            "spec.behavior.scaleDown.tolerance",
+        );
+        if up.is_some() || down.is_some() {
+            out.insert(
+                (
+                    h.namespace().unwrap_or_default(),
+                    spec.scale_target_ref.kind.clone(),
+                    spec.scale_target_ref.name.clone(),
+                ),
+                (up, down),
+            );
+        }
+    }
+    out
 }
 
 fn parse_cost(cost: Option<&str>, field: &str) -> Result<f64, String> {
@@ -748,6 +826,76 @@ spec:
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
             problems[0].reason.contains("llm-d.ai/model-id"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn hpa_behavior_tolerances_reach_the_variant_they_scale() {
+        let yaml = r#"
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: granite-hpa
+  namespace: llm
+  annotations: {llm-d.ai/managed: "true", llm-d.ai/model-id: ibm/granite}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: granite}
+  maxReplicas: 30
+  behavior:
+    scaleUp: {tolerance: "0.02"}
+    scaleDown: {tolerance: 50m}
+---
+apiVersion: llmd.ai/v1alpha1
+kind: VariantAutoscaling
+metadata: {name: llama-a100, namespace: llm}
+spec:
+  scaleTargetRef: {kind: Deployment, name: llama}
+  modelID: llama
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: llama, namespace: llm}
+spec:
+  scaleTargetRef: {kind: Deployment, name: llama}
+  maxReplicas: 30
+  behavior:
+    scaleUp: {tolerance: "-1"}
+    scaleDown: {tolerance: "0.2"}
+---
+apiVersion: llmd.ai/v1alpha1
+kind: VariantAutoscaling
+metadata: {name: plain, namespace: llm}
+spec:
+  scaleTargetRef: {kind: Deployment, name: plain}
+  modelID: plain
+"#;
+        let (snap, problems) = resolve(&objects(yaml));
+        let got: Vec<(&str, Option<f64>, Option<f64>)> = snap
+            .variants()
+            .iter()
+            .map(|v| {
+                (
+                    v.name.as_str(),
+                    v.hpa_scale_up_tolerance,
+                    v.hpa_scale_down_tolerance,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("granite-hpa", Some(0.02), Some(0.05)),
+                ("llama-a100", None, Some(0.2)),
+                ("plain", None, None),
+            ]
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].object, "HorizontalPodAutoscaler llm/llama");
+        assert!(
+            problems[0]
+                .reason
+                .contains("spec.behavior.scaleUp.tolerance: tolerance \"-1\""),
             "{problems:?}"
         );
     }

@@ -44,6 +44,11 @@ pub struct Variant {
     pub source: VariantSource,
     /// Observed target state; `None` when the target does not exist (yet).
     pub target: Option<TargetState>,
+    /// `behavior.scaleUp.tolerance` / `behavior.scaleDown.tolerance` of the
+    /// HPA that scales this variant's target, when it sets them (Kubernetes
+    /// 1.33+): the band that HPA applies instead of the controller default.
+    pub hpa_scale_up_tolerance: Option<f64>,
+    pub hpa_scale_down_tolerance: Option<f64>,
     /// The labels served with every metric item of this variant, precomputed
     /// once per snapshot so that the request path does not build them.
     pub metric_labels: BTreeMap<String, String>,

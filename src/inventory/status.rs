@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::crd::{OptimizedAlloc, VariantAutoscaling, VariantAutoscalingStatus};
 use super::snapshot::{Variant, VariantSource};
 use crate::decision::{DecisionEngine, DecisionError};
+use crate::saturation::TargetReason;
 
 /// Field manager of every status write.
 pub const FIELD_MANAGER: &str = "wva-metrics-server";
@@ -119,7 +120,47 @@ pub fn desired_status(
     }
 }
 
+/// The `OptimizationReady` condition of a variant whose move is held
+/// because the HPA would ignore it (inside its tolerance band) and every
+/// larger move is unsafe or out of bounds. None for any other reason.
+pub fn tolerance_hold_condition(
+    v: &Variant,
+    reason: TargetReason,
+) -> Option<(String, String, String, String)> {
+    let current = v.target.map(|t| t.spec_replicas).unwrap_or(0);
+    let message = match reason {
+        TargetReason::ToleranceHoldUp => format!(
+            "the analysis asks for more replicas, but a one-replica step is inside the HPA's tolerance band and the smallest move outside it is above maxReplicas {}; holding at {current}",
+            v.max_replicas
+        ),
+        TargetReason::ToleranceHoldDown => format!(
+            "the analysis allows fewer replicas, but a one-replica step is inside the HPA's tolerance band and every move outside it would leave too little spare capacity or go below minReplicas {}; holding at {current}",
+            v.min_replicas.max(1)
+        ),
+        _ => return None,
+    };
+    Some(cond(
+        "OptimizationReady",
+        true,
+        "HeldByHPATolerance",
+        message,
+    ))
+}
+
 impl DesiredStatus {
+    /// Replaces the `OptimizationReady` condition when the move is held by
+    /// the HPA's tolerance band.
+    pub fn with_reason(mut self, v: &Variant, reason: Option<TargetReason>) -> Self {
+        if let Some(held) = reason.and_then(|r| tolerance_hold_condition(v, r)) {
+            for c in &mut self.conditions {
+                if c.0 == held.0 {
+                    *c = held.clone();
+                }
+            }
+        }
+        self
+    }
+
     fn to_status(&self, now: &Time) -> VariantAutoscalingStatus {
         VariantAutoscalingStatus {
             desired_optimized_alloc: Some(OptimizedAlloc {
@@ -191,17 +232,18 @@ impl StatusWriter {
                 .model_variants(&key)
                 .filter(|v| v.source == VariantSource::VariantAutoscaling)
             {
-                let (decided, has_metrics) = match &outcome {
-                    Ok(o) => (
-                        Ok(o.decisions
-                            .iter()
-                            .find(|d| d.variant.name == v.name)
-                            .map(|d| d.desired)),
-                        o.analysis.is_some(),
-                    ),
-                    Err(e) => (Err(e.clone()), false),
+                let (decided, has_metrics, reason) = match &outcome {
+                    Ok(o) => {
+                        let d = o.decisions.iter().find(|d| d.variant.name == v.name);
+                        (
+                            Ok(d.map(|d| d.desired)),
+                            o.analysis.is_some(),
+                            d.map(|d| d.reason),
+                        )
+                    }
+                    Err(e) => (Err(e.clone()), false, None),
                 };
-                let desired = desired_status(v, &decided, has_metrics);
+                let desired = desired_status(v, &decided, has_metrics).with_reason(v, reason);
                 self.write_one(v, desired).await;
             }
         }
@@ -297,6 +339,70 @@ impl VariantAutoscaling {
             namespace: Some(namespace.to_owned()),
             name: Some(name.to_owned()),
             ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::snapshot::TargetState;
+
+    fn variant() -> Variant {
+        let mut v = Variant {
+            namespace: "llm".into(),
+            name: "llama".into(),
+            model_id: "m".into(),
+            target_kind: "Deployment".into(),
+            target_name: "llama".into(),
+            accelerator: "A100".into(),
+            cost: 10.0,
+            min_replicas: 11,
+            max_replicas: 13,
+            source: VariantSource::VariantAutoscaling,
+            target: Some(TargetState {
+                spec_replicas: 12,
+                status_replicas: 12,
+                ready_replicas: 12,
+            }),
+            hpa_scale_up_tolerance: None,
+            hpa_scale_down_tolerance: None,
+            metric_labels: Default::default(),
+        };
+        v.compute_metric_labels();
+        v
+    }
+
+    #[test]
+    fn held_moves_say_why_on_the_status() {
+        let v = variant();
+        let base = desired_status(&v, &Ok(Some(12)), true);
+        for (reason, words) in [
+            (
+                TargetReason::ToleranceHoldUp,
+                "above maxReplicas 13; holding at 12",
+            ),
+            (
+                TargetReason::ToleranceHoldDown,
+                "below minReplicas 11; holding at 12",
+            ),
+        ] {
+            let s = base.clone().with_reason(&v, Some(reason));
+            assert_eq!(s.num_replicas, 12);
+            let (kind, status, why, message) = &s.conditions[2];
+            assert_eq!(
+                (kind.as_str(), status.as_str(), why.as_str()),
+                ("OptimizationReady", "True", "HeldByHPATolerance")
+            );
+            assert!(message.contains(words), "{message}");
+            assert_eq!(s.conditions[..2], base.conditions[..2]);
+        }
+        for reason in [
+            None,
+            Some(TargetReason::ScaleUp),
+            Some(TargetReason::Steady),
+        ] {
+            assert_eq!(base.clone().with_reason(&v, reason), base);
         }
     }
 }

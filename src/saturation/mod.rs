@@ -2,10 +2,12 @@
 //! in, per-variant desired replicas out.
 
 pub mod analyzer;
+pub mod steps;
 pub mod targets;
 pub mod thresholds;
 
 pub use analyzer::{analyze_model, ModelAnalysis, ReplicaLoad};
+pub use steps::{tolerance_aware_steps, HpaView};
 pub use targets::{compute_targets, TargetReason, VariantState, VariantTarget};
 pub use thresholds::{SaturationThresholds, ThresholdConfig, ThresholdError, CONFIGMAP_NAME};
 

@@ -33,9 +33,24 @@ pub enum TargetReason {
     NoMetrics,
     ClampedToMin,
     ClampedToMax,
+    /// The analysis wanted one more replica, but every move the HPA acts on
+    /// (outside its tolerance band) is beyond `maxReplicas`.
+    ToleranceHoldUp,
+    /// The analysis wanted one replica less, but every move the HPA acts on
+    /// would leave too little spare capacity or go below the minimum.
+    ToleranceHoldDown,
 }
 
 impl TargetReason {
+    /// "up" / "down" for a move held by the HPA's tolerance band.
+    pub fn tolerance_hold_direction(&self) -> Option<&'static str> {
+        match self {
+            TargetReason::ToleranceHoldUp => Some("up"),
+            TargetReason::ToleranceHoldDown => Some("down"),
+            _ => None,
+        }
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             TargetReason::ScaleUp => "scale_up",
@@ -45,6 +60,8 @@ impl TargetReason {
             TargetReason::NoMetrics => "no_metrics",
             TargetReason::ClampedToMin => "clamped_to_min",
             TargetReason::ClampedToMax => "clamped_to_max",
+            TargetReason::ToleranceHoldUp => "tolerance_hold_up",
+            TargetReason::ToleranceHoldDown => "tolerance_hold_down",
         }
     }
 }
@@ -59,7 +76,8 @@ pub struct VariantTarget {
     pub reason: TargetReason,
 }
 
-fn by_cost_then_name(a: &VariantState, b: &VariantState) -> Ordering {
+/// The analysis' order of preference: cheapest first, ties by name.
+pub(crate) fn by_cost_then_name(a: &VariantState, b: &VariantState) -> Ordering {
     a.cost
         .partial_cmp(&b.cost)
         .unwrap_or(Ordering::Equal)

@@ -60,17 +60,37 @@ impl RunningServer {
     }
 }
 
-/// Loads the thresholds file, if any; entries it rejects are logged.
+/// A thresholds file given with `--saturation-config` that does not parse
+/// or validate: `serve` stops with exit code 2 ([`exit_code_for`]).
+#[derive(Debug, thiserror::Error)]
+#[error("saturation config {}: {error}", path.display())]
+pub struct SaturationConfigFileError {
+    pub path: std::path::PathBuf,
+    pub error: crate::saturation::LocatedThresholdError,
+}
+
+/// Exit code 2 for configuration errors the user must fix in a file.
+pub fn exit_code_for(error: &anyhow::Error) -> Option<u8> {
+    error.downcast_ref::<SaturationConfigFileError>().map(|_| 2)
+}
+
+/// Loads the thresholds file, if any, strictly: any entry that does not
+/// parse or validate stops start-up naming the file, line and key. Upstream
+/// keys this server does not use are logged once.
 pub fn load_thresholds(path: Option<&Path>) -> anyhow::Result<ThresholdConfig> {
     let Some(path) = path else {
         return Ok(ThresholdConfig::default());
     };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read saturation config {}", path.display()))?;
-    let (config, rejected) = ThresholdConfig::from_yaml_str(&text)
-        .with_context(|| format!("saturation config {} is not usable", path.display()))?;
-    for e in rejected {
-        tracing::warn!(path = %path.display(), error = %e, "saturation config entry rejected; using defaults for it");
+    let config = ThresholdConfig::from_yaml_str_strict(&text).map_err(|error| {
+        SaturationConfigFileError {
+            path: path.to_owned(),
+            error,
+        }
+    })?;
+    for (entry, key) in config.not_used_keys() {
+        tracing::info!(path = %path.display(), entry, key, "saturation config key not used by this server");
     }
     Ok(config)
 }
@@ -122,9 +142,12 @@ pub async fn components_from_args(
     };
     match &args.inventory {
         InventorySource::File(path) => {
-            let task = crate::inventory::file::watch_file(
+            let task = crate::inventory::file::watch_file_with(
                 path.clone(),
                 Arc::clone(&inventory),
+                crate::inventory::resolve::ResolveOptions {
+                    controller_instance: args.controller_instance.clone(),
+                },
                 shutdown.clone(),
             )
             .await?;
@@ -140,6 +163,10 @@ pub async fn components_from_args(
             let config = crate::inventory::kube::KubeInventoryConfig {
                 namespaces: args.watch_namespaces.clone(),
                 own_namespace: args.namespace.clone(),
+                controller_instance: args.controller_instance.clone(),
+                config_rejections: Some(crate::inventory::kube::register_config_rejections(
+                    &mut registry,
+                )),
             };
             tasks.extend(
                 crate::inventory::kube::start(

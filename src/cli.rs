@@ -101,6 +101,11 @@ pub struct ServeArgs {
     /// Saturation thresholds: YAML in the shape of the wva-saturation-scaling-config ConfigMap data.
     #[arg(long, value_name = "FILE")]
     pub saturation_config: Option<PathBuf>,
+    /// Serve only VariantAutoscalings (and annotated HPAs/ScaledObjects) labelled
+    /// `wva.llmd.ai/controller-instance` with this value; items carry `controller_instance`.
+    /// Unset: all are served. Upstream WVA's name for it is CONTROLLER_INSTANCE.
+    #[arg(long, env = "CONTROLLER_INSTANCE", value_parser = parse_controller_instance)]
+    pub controller_instance: Option<String>,
     /// How often the scrape backend scrapes each ready pod.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub scrape_interval: Duration,
@@ -236,4 +241,21 @@ pub struct CertsArgs {
     /// Directory to write ca.crt, ca.key, tls.crt, tls.key and apiservice.yaml into.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// A controller instance is a label value: it must be one to match labels.
+fn parse_controller_instance(s: &str) -> Result<String, String> {
+    let ok = s.len() <= 63
+        && !s.is_empty()
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid label value (up to 63 of [A-Za-z0-9-_.], starting and ending alphanumeric)"
+        ))
+    }
 }

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::saturation::{ThresholdConfig, ThresholdError, CONFIGMAP_NAME};
+use crate::saturation::{LocatedThresholdError, ThresholdConfig, ThresholdError, CONFIGMAP_NAME};
 
 /// Namespace label that opts a namespace into namespace-local ConfigMaps.
 pub const CONFIG_ENABLED_LABEL: &str = "wva.llmd.ai/config-enabled";
@@ -208,6 +208,134 @@ impl ThresholdsReconciler {
     }
 }
 
+/// A problem in one file of a thresholds directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectoryFileError {
+    /// Index of the file in the input.
+    pub file: usize,
+    pub error: LocatedThresholdError,
+}
+
+/// File mode's counterpart of the cluster: the thresholds from a directory's
+/// files (given as texts), each holding YAML documents. `ConfigMap`s named
+/// `wva-saturation-scaling-config` and `Namespace`s are used, with the same
+/// precedence as in a cluster: the ConfigMap in `own_namespace` (or without
+/// a namespace) is the global one; one in a namespace whose `Namespace`
+/// document carries the opt-in label (and not the exclude annotation)
+/// replaces it there. Strict, as the single-file form: the first invalid
+/// entry is an error with its line in its file.
+pub fn thresholds_from_documents(
+    files: &[&str],
+    own_namespace: &str,
+) -> Result<ThresholdConfig, DirectoryFileError> {
+    let at = |file: usize, line: usize, message: String| DirectoryFileError {
+        file,
+        error: LocatedThresholdError {
+            line,
+            error: ThresholdError::NotAMapping(message),
+        },
+    };
+    // (name, labels, annotations) of the Namespace documents.
+    type Meta = BTreeMap<String, String>;
+    let mut namespaces: Vec<(String, Meta, Meta)> = Vec::new();
+    // (file, first line of the document, namespace, parsed config)
+    let mut configmaps: Vec<(usize, usize, String, ThresholdConfig)> = Vec::new();
+    for (file, text) in files.iter().enumerate() {
+        for (offset, doc) in documents(text) {
+            let value: serde_yaml::Value = serde_yaml::from_str(doc).map_err(|e| {
+                at(
+                    file,
+                    offset - 1 + e.location().map(|l| l.line()).unwrap_or(1),
+                    e.to_string(),
+                )
+            })?;
+            let meta = |field: &str| -> BTreeMap<String, String> {
+                value
+                    .get("metadata")
+                    .and_then(|m| m.get(field))
+                    .and_then(|v| serde_yaml::from_value(v.clone()).ok())
+                    .unwrap_or_default()
+            };
+            let text_of = |field: &str| {
+                value
+                    .get("metadata")
+                    .and_then(|m| m.get(field))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            match value.get("kind").and_then(|k| k.as_str()) {
+                Some("Namespace") => {
+                    namespaces.push((text_of("name"), meta("labels"), meta("annotations")))
+                }
+                Some("ConfigMap") if text_of("name") == CONFIGMAP_NAME => {
+                    let config = ThresholdConfig::from_yaml_str_strict(doc).map_err(|e| {
+                        DirectoryFileError {
+                            file,
+                            error: LocatedThresholdError {
+                                line: offset - 1 + e.line,
+                                error: e.error,
+                            },
+                        }
+                    })?;
+                    let ns = text_of("namespace");
+                    let ns = if ns.is_empty() {
+                        own_namespace.to_owned()
+                    } else {
+                        ns
+                    };
+                    configmaps.push((file, offset, ns, config));
+                }
+                _ => {}
+            }
+        }
+    }
+    let policy = NamespacePolicy::from_namespaces(
+        namespaces
+            .iter()
+            .map(|(n, l, a)| (n.as_str(), Some(l), Some(a))),
+    );
+    let mut global = ThresholdConfig::default();
+    let mut locals = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (file, offset, ns, config) in configmaps {
+        if !seen.insert(ns.clone()) {
+            return Err(at(
+                file,
+                offset,
+                format!("a second {CONFIGMAP_NAME} for namespace {ns:?}"),
+            ));
+        }
+        if ns == own_namespace {
+            global = config;
+        } else if policy.local_config_allowed(&ns) {
+            locals.push((ns, config));
+        }
+    }
+    for (ns, config) in locals {
+        global = global.with_namespace_local(&ns, config);
+    }
+    Ok(global)
+}
+
+/// The documents of a YAML stream with the line (1-based) each starts on.
+fn documents(text: &str) -> Vec<(usize, &str)> {
+    let mut docs = Vec::new();
+    let (mut start_byte, mut start_line) = (0usize, 1usize);
+    let mut pos = 0usize;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_end() == "---" {
+            docs.push((start_line, &text[start_byte..pos]));
+            start_byte = pos + line.len();
+            start_line = i + 2;
+        }
+        pos += line.len();
+    }
+    docs.push((start_line, &text[start_byte..]));
+    docs.retain(|(_, d)| !d.trim().is_empty());
+    docs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,5 +423,37 @@ mod tests {
         let out = r.reconcile(&[], &p);
         assert_eq!(out.changed, ["team"]);
         assert_eq!(out.config.for_model("m", "team").kv_cache_threshold, 0.80);
+    }
+
+    #[test]
+    fn a_directory_of_configmaps_follows_the_cluster_precedence() {
+        let global = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: wva-saturation-scaling-config\n  namespace: wva-system\ndata:\n  default: |\n    kvCacheThreshold: 0.9\n";
+        let local = |ns: &str, kv: &str| {
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: wva-saturation-scaling-config\n  namespace: {ns}\ndata:\n  default: |\n    kvCacheThreshold: {kv}\n")
+        };
+        let namespaces = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n  labels: {wva.llmd.ai/config-enabled: \"true\"}\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: shut\n  labels: {wva.llmd.ai/config-enabled: \"true\"}\n  annotations: {wva.llmd.ai/exclude: \"true\"}\n";
+        let locals = [
+            local("team", "0.7"),
+            local("other", "0.6"),
+            local("shut", "0.5"),
+        ]
+        .join("---\n");
+        let c = thresholds_from_documents(&[global, &locals, namespaces], "wva-system").unwrap();
+        let kv = |ns: &str| c.for_model("m", ns).kv_cache_threshold;
+        assert_eq!(
+            (kv("team"), kv("other"), kv("shut"), kv("x")),
+            (0.7, 0.9, 0.9, 0.9)
+        );
+
+        // An error names its file and the line in that file: the typo sits
+        // on line 8 of the second document, which starts on line 10.
+        let bad = format!(
+            "{}---\n{}",
+            local("team", "0.7"),
+            local("other", "0.6").replace("kvCacheThreshold", "kvCacheTreshold")
+        );
+        let err = thresholds_from_documents(&[global, &bad], "wva-system").unwrap_err();
+        assert_eq!((err.file, err.error.line), (1, 17), "{err:?}");
+        assert_eq!(err.error.error.field(), Some("kvCacheTreshold"));
     }
 }

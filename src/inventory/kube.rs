@@ -441,6 +441,7 @@ pub async fn start(
             }
             let (snapshot, problems) = resolve_with(&stores.objects(&namespaces), &options);
             let mut still = HashSet::new();
+            let mut events = Vec::new();
             for p in &problems {
                 // Every rebuild sees the same problems: say each once.
                 let key = (p.object.clone(), p.reason.clone());
@@ -450,7 +451,7 @@ pub async fn start(
                 }
                 tracing::warn!(object = %p.object, reason = %p.reason, outcome = p.outcome(), "cluster object not used as written");
                 if let Some(object) = &p.defaulted {
-                    publish_warning(&recorder, &object_ref(object), "InvalidField", &p.reason).await;
+                    events.push((object_ref(object), p.reason.clone()));
                 }
             }
             warned = still;
@@ -460,6 +461,10 @@ pub async fn start(
                 "inventory rebuilt"
             );
             store.publish(snapshot);
+            // After publishing: the API server's answer must not delay the inventory.
+            for (reference, note) in events {
+                publish_warning(&recorder, &reference, "InvalidField", &note).await;
+            }
         }
     }));
     tasks
@@ -503,7 +508,12 @@ fn spawn_thresholds_loop(
                     data: cm.data.as_ref(),
                 })
                 .collect();
-            let out = l.reconciler.reconcile(&cms, &policy);
+            let mut out = l.reconciler.reconcile(&cms, &policy);
+            // In force first; logs and Events (which wait on the API server) after.
+            let config = std::mem::take(&mut out.config);
+            if !out.changed.is_empty() || *l.thresholds.load_full() != config {
+                l.thresholds.store(Arc::new(config));
+            }
             let refs: HashMap<String, ObjectReference> = state
                 .iter()
                 .map(|cm| (cm.namespace().unwrap_or_default(), cm.object_ref(&())))
@@ -536,9 +546,6 @@ fn spawn_thresholds_loop(
             }
             for ns in &out.changed {
                 tracing::info!(namespace = %ns, configmap = CONFIGMAP_NAME, "saturation thresholds updated");
-            }
-            if !out.changed.is_empty() || *l.thresholds.load_full() != out.config {
-                l.thresholds.store(Arc::new(out.config));
             }
         }
     })

@@ -98,7 +98,9 @@ pub struct ServeArgs {
     /// Where vLLM metrics come from.
     #[arg(long, value_enum, default_value_t = BackendKind::Prometheus)]
     pub metrics_backend: BackendKind,
-    /// Saturation thresholds: YAML in the shape of the wva-saturation-scaling-config ConfigMap data.
+    /// Saturation thresholds: YAML in the shape of the wva-saturation-scaling-config ConfigMap data
+    /// (or the whole ConfigMap); or a directory of ConfigMap and Namespace files, where a ConfigMap in an
+    /// opted-in namespace replaces the one in --namespace for that namespace. Invalid: exit code 2.
     #[arg(long, value_name = "FILE")]
     pub saturation_config: Option<PathBuf>,
     /// Serve only VariantAutoscalings (and annotated HPAs/ScaledObjects) labelled

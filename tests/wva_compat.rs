@@ -245,6 +245,80 @@ async fn an_upstream_default_entry_takes_effect_end_to_end() {
     }
 }
 
+/// File mode's namespace-local precedence, end to end: a directory with the
+/// global ConfigMap (upstream's default at 0.95), a namespace-local one and
+/// the Namespace that opts in. Two replicas at KV 0.82 hold in `other` and
+/// scale up in `team`, whose local config keeps the built-in 0.80.
+#[tokio::test]
+async fn a_thresholds_directory_applies_namespace_local_configmaps() {
+    let mut yaml = String::new();
+    let mut emulators = Vec::new();
+    for ns in ["team", "other"] {
+        let mut ports = Vec::new();
+        for _ in 0..2 {
+            let e = Emulator::start("meta/llama-3.1-8b", 0.82, 0.0).await;
+            ports.push(e.port);
+            emulators.push(e);
+        }
+        yaml.push_str(&variant_yaml(
+            &VariantSpec {
+                namespace: ns,
+                variant: "llama-a100",
+                target: "llama-decode",
+                model: "meta/llama-3.1-8b",
+                min: 1,
+                max: 10,
+                ready: 2,
+            },
+            &ports,
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let confdir = dir.path().join("thresholds.d");
+    std::fs::create_dir(&confdir).unwrap();
+    let global = std::fs::read_to_string(fixture(UPSTREAM_THRESHOLD_CONFIGMAPS[0]))
+        .unwrap()
+        .replace("kvCacheThreshold: 0.80", "kvCacheThreshold: 0.95");
+    std::fs::write(confdir.join("global.yaml"), global).unwrap();
+    std::fs::write(
+        confdir.join("team.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n  labels: {wva.llmd.ai/config-enabled: \"true\"}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: wva-saturation-scaling-config\n  namespace: team\ndata:\n  default: |\n    kvCacheThreshold: 0.80\n",
+    )
+    .unwrap();
+    let s = Server::with_inventory(
+        &yaml,
+        &[
+            "--metrics-backend",
+            "scrape",
+            "--scrape-interval",
+            "500ms",
+            "--namespace",
+            "workload-variant-autoscaler-system",
+            "--saturation-config",
+            confdir.to_str().unwrap(),
+        ],
+    )
+    .await;
+    for ns in ["team", "other"] {
+        let series = format!(
+            "wva_metrics_sample_age_seconds{{namespace=\"{ns}\",model_id=\"meta/llama-3.1-8b\"}}"
+        );
+        common::eventually(Duration::from_secs(20), "the model's samples", || async {
+            s.text("/metrics").await.contains(&series).then_some(())
+        })
+        .await;
+    }
+    for (ns, desired) in [("team", "3"), ("other", "2")] {
+        assert_eq!(
+            s.value(ns, "wva_desired_replicas", "target_name=llama-decode")
+                .await
+                .as_deref(),
+            Some(desired),
+            "{ns}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // upstream internal/saturation/analyzer_test.go, transcribed as data
 

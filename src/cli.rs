@@ -98,9 +98,16 @@ pub struct ServeArgs {
     /// Where vLLM metrics come from.
     #[arg(long, value_enum, default_value_t = BackendKind::Prometheus)]
     pub metrics_backend: BackendKind,
-    /// Saturation thresholds: YAML in the shape of the wva-saturation-scaling-config ConfigMap data.
+    /// Saturation thresholds: YAML in the shape of the wva-saturation-scaling-config ConfigMap data
+    /// (or the whole ConfigMap); or a directory of ConfigMap and Namespace files, where a ConfigMap in an
+    /// opted-in namespace replaces the one in --namespace for that namespace. Invalid: exit code 2.
     #[arg(long, value_name = "FILE")]
     pub saturation_config: Option<PathBuf>,
+    /// Serve only VariantAutoscalings (and annotated HPAs/ScaledObjects) labelled
+    /// `wva.llmd.ai/controller-instance` with this value; items carry `controller_instance`.
+    /// Unset: all are served. Upstream WVA's name for it is CONTROLLER_INSTANCE.
+    #[arg(long, env = "CONTROLLER_INSTANCE", value_parser = parse_controller_instance)]
+    pub controller_instance: Option<String>,
     /// Shortest gap between two scrape cycles over every ready pod; the gap grows to 5x the last cycle's duration for large fleets.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub scrape_interval: Duration,
@@ -254,4 +261,21 @@ pub struct CertsArgs {
     /// Directory to write ca.crt, ca.key, tls.crt, tls.key and apiservice.yaml into.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// A controller instance is a label value: it must be one to match labels.
+fn parse_controller_instance(s: &str) -> Result<String, String> {
+    let ok = s.len() <= 63
+        && !s.is_empty()
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid label value (up to 63 of [A-Za-z0-9-_.], starting and ending alphanumeric)"
+        ))
+    }
 }

@@ -567,7 +567,7 @@ mod tests {
         assert_eq!((d[0].desired, d[0].reason), (7, TargetReason::ScaleDown));
     }
 
-        #[test]
+    #[test]
     fn errors_say_what_is_wrong() {
         let e = engine(objects("ns", "v", "m", 2, 2, 2));
         let err = e.decide("ns", &sel("target_name=nope")).unwrap_err();

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            run::exit_code_for(&e).map_or(ExitCode::FAILURE, ExitCode::from)
         }
     }
 }

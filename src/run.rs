@@ -62,17 +62,67 @@ impl RunningServer {
     }
 }
 
-/// Loads the thresholds file, if any; entries it rejects are logged.
-pub fn load_thresholds(path: Option<&Path>) -> anyhow::Result<ThresholdConfig> {
+/// A thresholds file given with `--saturation-config` that does not parse
+/// or validate: `serve` stops with exit code 2 ([`exit_code_for`]).
+#[derive(Debug, thiserror::Error)]
+#[error("saturation config {}: {error}", path.display())]
+pub struct SaturationConfigFileError {
+    pub path: std::path::PathBuf,
+    pub error: crate::saturation::LocatedThresholdError,
+}
+
+/// Exit code 2 for configuration errors the user must fix in a file.
+pub fn exit_code_for(error: &anyhow::Error) -> Option<u8> {
+    error.downcast_ref::<SaturationConfigFileError>().map(|_| 2)
+}
+
+/// Loads the thresholds file, if any, strictly: any entry that does not
+/// parse or validate stops start-up naming the file, line and key. Upstream
+/// keys this server does not use are logged once. A directory holds
+/// ConfigMap (and Namespace) files with the cluster's precedence between
+/// the global and namespace-local ConfigMaps (`own_namespace` is global).
+pub fn load_thresholds(
+    path: Option<&Path>,
+    own_namespace: &str,
+) -> anyhow::Result<ThresholdConfig> {
     let Some(path) = path else {
         return Ok(ThresholdConfig::default());
     };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read saturation config {}", path.display()))?;
-    let (config, rejected) = ThresholdConfig::from_yaml_str(&text)
-        .with_context(|| format!("saturation config {} is not usable", path.display()))?;
-    for e in rejected {
-        tracing::warn!(path = %path.display(), error = %e, "saturation config entry rejected; using defaults for it");
+    let config = if path.is_dir() {
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("cannot read saturation config directory {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect();
+        files.sort();
+        let mut texts = Vec::with_capacity(files.len());
+        for f in &files {
+            texts.push(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read saturation config {}", f.display()))?,
+            );
+        }
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let config =
+            crate::inventory::namespace_config::thresholds_from_documents(&texts, own_namespace)
+                .map_err(|e| SaturationConfigFileError {
+                    path: files[e.file].clone(),
+                    error: e.error,
+                })?;
+        for ns in config.namespace_local_namespaces() {
+            tracing::info!(path = %path.display(), namespace = ns, "namespace-local saturation thresholds in force");
+        }
+        config
+    } else {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read saturation config {}", path.display()))?;
+        ThresholdConfig::from_yaml_str_strict(&text).map_err(|error| SaturationConfigFileError {
+            path: path.to_owned(),
+            error,
+        })?
+    };
+    for (entry, key) in config.not_used_keys() {
+        tracing::info!(path = %path.display(), entry, key, "saturation config key not used by this server");
     }
     Ok(config)
 }
@@ -91,6 +141,7 @@ pub async fn components_from_args(
     freshness.validate().map_err(anyhow::Error::msg)?;
     let thresholds = Arc::new(ArcSwap::from_pointee(load_thresholds(
         args.saturation_config.as_deref(),
+        &args.namespace,
     )?));
     let mut registry = Registry::default();
     let telemetry = Telemetry::new(&mut registry);
@@ -124,9 +175,12 @@ pub async fn components_from_args(
     };
     match &args.inventory {
         InventorySource::File(path) => {
-            let task = crate::inventory::file::watch_file(
+            let task = crate::inventory::file::watch_file_with(
                 path.clone(),
                 Arc::clone(&inventory),
+                crate::inventory::resolve::ResolveOptions {
+                    controller_instance: args.controller_instance.clone(),
+                },
                 shutdown.clone(),
             )
             .await?;
@@ -142,6 +196,10 @@ pub async fn components_from_args(
             let config = crate::inventory::kube::KubeInventoryConfig {
                 namespaces: args.watch_namespaces.clone(),
                 own_namespace: args.namespace.clone(),
+                controller_instance: args.controller_instance.clone(),
+                config_rejections: Some(crate::inventory::kube::register_config_rejections(
+                    &mut registry,
+                )),
             };
             tasks.extend(
                 crate::inventory::kube::start(

@@ -424,7 +424,11 @@ async fn deleting_the_thresholds_configmap_restores_the_built_in_thresholds() {
     )
     .await;
     assert!(
-        c.server.log().contains("thresholds ConfigMap deleted"),
+        c.server
+            .log()
+            .matches("saturation thresholds updated")
+            .count()
+            >= 2,
         "the log says why the thresholds changed"
     );
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::resolve::{resolve, InventoryObjects};
+use super::resolve::{resolve_with, InventoryObjects, ResolveOptions};
 use super::store::InventoryStore;
 
 /// How often the file's modification time is checked. Polling the metadata
@@ -88,14 +88,23 @@ pub fn parse_objects(path: &Path, text: &str) -> Result<InventoryObjects, Invent
 
 /// Reads, parses and resolves the file, then publishes the snapshot.
 pub fn load_into(path: &Path, store: &InventoryStore) -> Result<(), InventoryFileError> {
+    load_into_with(path, store, &ResolveOptions::default())
+}
+
+/// [`load_into`] with resolve options (controller-instance filtering).
+pub fn load_into_with(
+    path: &Path,
+    store: &InventoryStore,
+    options: &ResolveOptions,
+) -> Result<(), InventoryFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| InventoryFileError::Read {
         path: path.to_owned(),
         source,
     })?;
     let objects = parse_objects(path, &text)?;
-    let (snapshot, problems) = resolve(&objects);
+    let (snapshot, problems) = resolve_with(&objects, options);
     for p in &problems {
-        tracing::warn!(object = %p.object, reason = %p.reason, "inventory object skipped");
+        tracing::warn!(object = %p.object, reason = %p.reason, outcome = p.outcome(), "inventory object not used as written");
     }
     tracing::info!(
         path = %path.display(),
@@ -115,7 +124,17 @@ pub async fn watch_file(
     store: Arc<InventoryStore>,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, InventoryFileError> {
-    load_into(&path, &store)?;
+    watch_file_with(path, store, ResolveOptions::default(), shutdown).await
+}
+
+/// [`watch_file`] with resolve options (controller-instance filtering).
+pub async fn watch_file_with(
+    path: PathBuf,
+    store: Arc<InventoryStore>,
+    options: ResolveOptions,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, InventoryFileError> {
+    load_into_with(&path, &store, &options)?;
     let mut last = stamp(&path);
     Ok(tokio::spawn(async move {
         let mut tick = tokio::time::interval(RELOAD_CHECK_INTERVAL);
@@ -129,7 +148,7 @@ pub async fn watch_file(
                 continue;
             }
             last = now;
-            if let Err(e) = load_into(&path, &store) {
+            if let Err(e) = load_into_with(&path, &store, &options) {
                 tracing::error!(error = %e, "inventory reload failed; keeping the previous inventory");
             }
         }

@@ -1,9 +1,12 @@
-//! `--inventory kube`: variants, scale targets, pods and the thresholds
-//! ConfigMap from the cluster, through kube-rs reflectors (list + watch, no
-//! polling). Every change rebuilds the snapshot with the same [`resolve`]
-//! the file source uses, after a short debounce.
+//! `--inventory kube`: variants, scale targets, pods, namespaces (metadata
+//! only) and the thresholds ConfigMaps from the cluster, through kube-rs
+//! reflectors (list + watch, no polling). Every change rebuilds the snapshot
+//! with the same [`resolve_with`] the file source uses, after a short
+//! debounce. Namespaces annotated `wva.llmd.ai/exclude: "true"` are left
+//! out; the thresholds follow the global ConfigMap and the namespace-local
+//! ones of opted-in namespaces ([`super::namespace_config`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,17 +15,23 @@ use arc_swap::ArcSwap;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Pod};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::crd::VariantAutoscaling;
-use super::resolve::{resolve, InventoryObjects};
+use super::namespace_config::{ConfigMapData, NamespacePolicy, ThresholdsReconciler};
+use super::resolve::{resolve_with, InventoryObjects, ObjectRef, ResolveOptions};
 use super::store::InventoryStore;
 use crate::saturation::{ThresholdConfig, CONFIGMAP_NAME};
 
@@ -36,7 +45,35 @@ pub struct KubeInventoryConfig {
     pub namespaces: Vec<String>,
     /// Namespace of the thresholds ConfigMap (the server's own, `POD_NAMESPACE`).
     pub own_namespace: String,
+    /// `CONTROLLER_INSTANCE`: serve only variants labelled for this instance.
+    pub controller_instance: Option<String>,
+    /// Counts ConfigMap versions refused at run time (see [`register_config_rejections`]).
+    pub config_rejections: Option<Family<ConfigRejectionLabels, Counter>>,
 }
+
+/// Labels of `wva_config_rejected_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfigRejectionLabels {
+    pub namespace: String,
+    pub configmap: String,
+}
+
+/// Registers `wva_config_rejected_total`: thresholds ConfigMap versions
+/// refused at run time (the last good configuration stayed in force).
+pub fn register_config_rejections(
+    registry: &mut prometheus_client::registry::Registry,
+) -> Family<ConfigRejectionLabels, Counter> {
+    let family = Family::<ConfigRejectionLabels, Counter>::default();
+    registry.register(
+        "wva_config_rejected",
+        "Thresholds ConfigMap versions refused; the last good configuration stays in force",
+        family.clone(),
+    );
+    family
+}
+
+/// Name the server's Events are reported under.
+const EVENT_REPORTER: &str = "wva-metrics-server";
 
 /// One (group, resource, verbs) the server needs; the ClusterRole in
 /// deploy/ must grant each.
@@ -91,6 +128,12 @@ pub fn required_rbac() -> Vec<RbacRule> {
             resource: "configmaps",
             verbs: WATCH,
         },
+        // Metadata only: the exclude annotation and the config-enabled label.
+        RbacRule {
+            api_group: "",
+            resource: "namespaces",
+            verbs: WATCH,
+        },
     ]
 }
 
@@ -104,6 +147,7 @@ struct Stores {
     stateful_sets: Store<StatefulSet>,
     replica_sets: Store<ReplicaSet>,
     pods: Store<Pod>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
 }
 
 /// Sync state of one reflector.
@@ -125,10 +169,24 @@ where
         .collect()
 }
 
+/// The namespace policy (exclusion, opt-in) from the namespaces' metadata.
+fn namespace_policy(store: &Store<PartialObjectMeta<Namespace>>) -> NamespacePolicy {
+    let state = store.state();
+    NamespacePolicy::from_namespaces(state.iter().map(|n| {
+        (
+            n.metadata.name.as_deref().unwrap_or_default(),
+            n.metadata.labels.as_ref(),
+            n.metadata.annotations.as_ref(),
+        )
+    }))
+}
+
 impl Stores {
     fn objects(&self, namespaces: &HashSet<String>) -> InventoryObjects {
+        let policy = namespace_policy(&self.namespaces);
         let ns_ok = |ns: Option<String>| {
-            namespaces.is_empty() || ns.is_some_and(|n| namespaces.contains(&n))
+            ns.as_deref().is_none_or(|n| policy.is_managed(n))
+                && (namespaces.is_empty() || ns.is_some_and(|n| namespaces.contains(&n)))
         };
         InventoryObjects {
             variant_autoscalings: collect(&self.vas, &|o| ns_ok(o.namespace())),
@@ -152,7 +210,7 @@ fn spawn_reflector<K, S>(
     name: &'static str,
     stream: S,
     sources: &mut Vec<Arc<Source>>,
-    changed: Arc<Notify>,
+    changed: Vec<Arc<Notify>>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()>
 where
@@ -178,7 +236,7 @@ where
                         source.synced.store(true, Ordering::Release);
                         tracing::info!(resource = name, "initial list done");
                     }
-                    changed.notify_one();
+                    changed.iter().for_each(|c| c.notify_one());
                 }
                 // The watcher re-lists on its own (410 Gone, cut streams) with backoff.
                 Some(Err(e)) => {
@@ -234,6 +292,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     let changed = Arc::new(Notify::new());
+    let config_changed = Arc::new(Notify::new());
     let mut sources = Vec::new();
     let mut tasks = Vec::new();
     let wc = watcher::Config::default;
@@ -245,7 +304,7 @@ pub async fn start(
                 $name,
                 stream,
                 &mut sources,
-                Arc::clone(&changed),
+                vec![Arc::clone(&changed)],
                 shutdown.clone(),
             ));
             reader
@@ -292,7 +351,7 @@ pub async fn start(
                 "scaledobjects",
                 stream,
                 &mut sources,
-                Arc::clone(&changed),
+                vec![Arc::clone(&changed)],
                 shutdown.clone(),
             ));
             Some(reader)
@@ -303,10 +362,49 @@ pub async fn start(
         }
     };
 
-    tasks.push(watch_thresholds(
-        client.clone(),
-        &config.own_namespace,
-        thresholds,
+    // Namespaces, metadata only: a change can exclude variants and switch
+    // namespace-local thresholds on or off.
+    let (namespaces, stream) = reflect(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        wc(),
+        keep_all,
+    );
+    tasks.push(spawn_reflector(
+        "namespaces",
+        stream,
+        &mut sources,
+        vec![Arc::clone(&changed), Arc::clone(&config_changed)],
+        shutdown.clone(),
+    ));
+    // The thresholds ConfigMaps of every namespace, by name: the global one
+    // in the server's namespace and the namespace-local ones.
+    let (configmaps, stream) = reflect(
+        Api::<ConfigMap>::all(client.clone()),
+        wc().fields(&format!("metadata.name={CONFIGMAP_NAME}")),
+        keep_all,
+    );
+    tasks.push(spawn_reflector(
+        "configmaps",
+        stream,
+        &mut sources,
+        vec![Arc::clone(&config_changed)],
+        shutdown.clone(),
+    ));
+    let reporter = Reporter {
+        controller: EVENT_REPORTER.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    tasks.push(spawn_thresholds_loop(
+        ThresholdsLoop {
+            configmaps,
+            namespaces: namespaces.clone(),
+            reconciler: ThresholdsReconciler::new(&config.own_namespace),
+            thresholds,
+            rejections: config.config_rejections.clone(),
+            recorder: recorder.clone(),
+        },
+        config_changed,
         shutdown.clone(),
     ));
 
@@ -318,7 +416,12 @@ pub async fn start(
         stateful_sets,
         replica_sets,
         pods,
+        namespaces,
     };
+    let options = ResolveOptions {
+        controller_instance: config.controller_instance.clone(),
+    };
+    let mut warned: HashSet<(String, String)> = HashSet::new();
     let namespaces: HashSet<String> = config.namespaces.iter().cloned().collect();
     tasks.push(tokio::spawn(async move {
         loop {
@@ -336,52 +439,152 @@ pub async fn start(
                 store.set_pending(pending);
                 continue;
             }
-            let (snapshot, problems) = resolve(&stores.objects(&namespaces));
+            let (snapshot, problems) = resolve_with(&stores.objects(&namespaces), &options);
+            let mut still = HashSet::new();
+            let mut events = Vec::new();
             for p in &problems {
-                tracing::warn!(object = %p.object, reason = %p.reason, "cluster object skipped");
+                // Every rebuild sees the same problems: say each once.
+                let key = (p.object.clone(), p.reason.clone());
+                still.insert(key.clone());
+                if warned.contains(&key) {
+                    continue;
+                }
+                tracing::warn!(object = %p.object, reason = %p.reason, outcome = p.outcome(), "cluster object not used as written");
+                if let Some(object) = &p.defaulted {
+                    events.push((object_ref(object), p.reason.clone()));
+                }
             }
+            warned = still;
             tracing::debug!(
                 variants = snapshot.variants().len(),
                 pods = snapshot.pods().len(),
                 "inventory rebuilt"
             );
             store.publish(snapshot);
+            // After publishing: the API server's answer must not delay the inventory.
+            for (reference, note) in events {
+                publish_warning(&recorder, &reference, "InvalidField", &note).await;
+            }
         }
     }));
     tasks
 }
 
-/// Follows the thresholds ConfigMap. A ConfigMap with any invalid entry
-/// keeps the thresholds in force (and logs why); a deleted one (or one that
-/// is gone when the watch re-lists) restores the thresholds the server
-/// started with: the `--saturation-config` file, else the built-in ones.
-fn watch_thresholds(
-    client: Client,
-    namespace: &str,
+/// What the thresholds loop works with.
+struct ThresholdsLoop {
+    configmaps: Store<ConfigMap>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    reconciler: ThresholdsReconciler,
     thresholds: Arc<ArcSwap<ThresholdConfig>>,
+    rejections: Option<Family<ConfigRejectionLabels, Counter>>,
+    recorder: Recorder,
+}
+
+/// Recomputes the thresholds after every change of the ConfigMaps or the
+/// namespaces. A ConfigMap version that does not validate keeps the last
+/// good configuration of its namespace and is reported once (log, Event on
+/// the ConfigMap, `wva_config_rejected_total`); a deleted one restores the
+/// global configuration (for the global one: the defaults).
+fn spawn_thresholds_loop(
+    mut l: ThresholdsLoop,
+    changed: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    let ns = namespace.to_owned();
-    let baseline = thresholds.load_full();
-    follow_configmap(
-        client,
-        namespace,
-        CONFIGMAP_NAME,
-        shutdown,
-        move |cm| match cm {
-            Some(cm) => apply_thresholds(&cm, &thresholds, &ns),
-            None => {
-                if !Arc::ptr_eq(&thresholds.load_full(), &baseline) {
-                    tracing::info!(
-                        namespace = %ns,
-                        configmap = CONFIGMAP_NAME,
-                        "thresholds ConfigMap deleted; the thresholds the server started with apply again"
-                    );
-                    thresholds.store(Arc::clone(&baseline));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = changed.notified() => {}
+            }
+            tokio::time::sleep(DEBOUNCE).await;
+            let policy = namespace_policy(&l.namespaces);
+            let state = l.configmaps.state();
+            let cms: Vec<ConfigMapData<'_>> = state
+                .iter()
+                .map(|cm| ConfigMapData {
+                    namespace: cm.metadata.namespace.as_deref().unwrap_or_default(),
+                    name: cm.metadata.name.as_deref().unwrap_or_default(),
+                    resource_version: cm.metadata.resource_version.as_deref().unwrap_or_default(),
+                    data: cm.data.as_ref(),
+                })
+                .collect();
+            let mut out = l.reconciler.reconcile(&cms, &policy);
+            // In force first; logs and Events (which wait on the API server) after.
+            let config = std::mem::take(&mut out.config);
+            if !out.changed.is_empty() || *l.thresholds.load_full() != config {
+                l.thresholds.store(Arc::new(config));
+            }
+            let refs: HashMap<String, ObjectReference> = state
+                .iter()
+                .map(|cm| (cm.namespace().unwrap_or_default(), cm.object_ref(&())))
+                .collect();
+            drop(cms);
+            for k in &out.not_used {
+                tracing::info!(namespace = %k.namespace, configmap = CONFIGMAP_NAME, entry = %k.entry, key = %k.key, "saturation config key not used by this server");
+            }
+            for r in &out.rejected {
+                let reasons: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
+                let reasons = reasons.join("; ");
+                let kept = if r.no_previous {
+                    "no previous valid version; the global thresholds apply"
+                } else {
+                    "keeping the previous ones"
+                };
+                tracing::error!(namespace = %r.namespace, configmap = %r.name, error = %reasons, "invalid saturation thresholds; {kept}");
+                if let Some(family) = &l.rejections {
+                    family
+                        .get_or_create(&ConfigRejectionLabels {
+                            namespace: r.namespace.clone(),
+                            configmap: r.name.clone(),
+                        })
+                        .inc();
+                }
+                if let Some(reference) = refs.get(&r.namespace) {
+                    let note = format!("{reasons} ({kept})");
+                    publish_warning(&l.recorder, reference, "InvalidConfiguration", &note).await;
                 }
             }
-        },
-    )
+            for ns in &out.changed {
+                tracing::info!(namespace = %ns, configmap = CONFIGMAP_NAME, "saturation thresholds updated");
+            }
+        }
+    })
+}
+
+fn object_ref(o: &ObjectRef) -> ObjectReference {
+    let api_version = match o.kind {
+        "VariantAutoscaling" => "llmd.ai/v1alpha1",
+        "HorizontalPodAutoscaler" => "autoscaling/v2",
+        "ScaledObject" => "keda.sh/v1alpha1",
+        _ => "v1",
+    };
+    ObjectReference {
+        api_version: Some(api_version.to_owned()),
+        kind: Some(o.kind.to_owned()),
+        namespace: Some(o.namespace.clone()),
+        name: Some(o.name.clone()),
+        ..Default::default()
+    }
+}
+
+/// A Warning Event on an object; failing to record it is only logged.
+async fn publish_warning(
+    recorder: &Recorder,
+    reference: &ObjectReference,
+    reason: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        // The API server limits an Event's note to 1 kB.
+        note: Some(note.chars().take(1000).collect()),
+        action: "Configure".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, reference).await {
+        tracing::debug!(error = %e, "cannot record event");
+    }
 }
 
 /// Follows one ConfigMap by name, calling `on_change` with every version
@@ -443,22 +646,4 @@ pub fn follow_configmap(
             }
         }
     })
-}
-
-fn apply_thresholds(cm: &ConfigMap, thresholds: &ArcSwap<ThresholdConfig>, namespace: &str) {
-    let empty = BTreeMap::new();
-    let data = cm.data.as_ref().unwrap_or(&empty);
-    let (config, errors) = ThresholdConfig::from_configmap_data(data);
-    if errors.is_empty() {
-        tracing::info!(
-            namespace,
-            configmap = CONFIGMAP_NAME,
-            "saturation thresholds updated"
-        );
-        thresholds.store(Arc::new(config));
-    } else {
-        for e in &errors {
-            tracing::error!(namespace, configmap = CONFIGMAP_NAME, error = %e, "invalid saturation thresholds; keeping the previous ones");
-        }
-    }
 }

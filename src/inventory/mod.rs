@@ -7,6 +7,7 @@
 pub mod crd;
 pub mod file;
 pub mod kube;
+pub mod namespace_config;
 pub mod resolve;
 pub mod snapshot;
 pub mod status;

@@ -16,7 +16,7 @@ use kube::ResourceExt;
 use super::crd::{VariantAutoscaling, ACCELERATOR_LABEL, DEFAULT_VARIANT_COST};
 use crate::hpa::parse_tolerance;
 
-use super::snapshot::{InventorySnapshot, ReplicaPod, TargetState, Variant, VariantSource};
+use super::snapshot::{labels, InventorySnapshot, ReplicaPod, TargetState, Variant, VariantSource};
 
 /// Pod label that names the variant a pod belongs to.
 pub const VARIANT_LABEL: &str = "llm-d.ai/variant";
@@ -36,6 +36,9 @@ pub const MANAGED_ANNOTATION: &str = "llm-d.ai/managed";
 pub const MODEL_ID_ANNOTATION: &str = "llm-d.ai/model-id";
 /// Annotation with the cost of an annotated scaler's variant.
 pub const VARIANT_COST_ANNOTATION: &str = "llm-d.ai/variant-cost";
+/// Label that assigns a VariantAutoscaling (or annotated scaler) to one of
+/// several controller instances (upstream WVA's multi-controller isolation).
+pub const CONTROLLER_INSTANCE_LABEL: &str = "wva.llmd.ai/controller-instance";
 /// KEDA's defaults for a ScaledObject without replica counts.
 const SCALED_OBJECT_DEFAULT_MIN: i64 = 0;
 const SCALED_OBJECT_DEFAULT_MAX: i64 = 100;
@@ -59,24 +62,95 @@ pub struct InventoryObjects {
 pub struct ResolveProblem {
     pub object: String,
     pub reason: String,
+    /// Set when the object was used anyway, with a default in place of the
+    /// field the reason names (a warning, for example an unparsable
+    /// `variantCost`, which upstream WVA also reads as 10); None when the
+    /// object was skipped.
+    pub defaulted: Option<ObjectRef>,
+}
+
+/// Kind, namespace and name of an object, for Events about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRef {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ResolveProblem {
+    /// What the object became: used with a default, or skipped.
+    pub fn outcome(&self) -> &'static str {
+        if self.defaulted.is_some() {
+            "used with a default value"
+        } else {
+            "skipped"
+        }
+    }
+}
+
+/// How objects become variants beyond what the objects say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolveOptions {
+    /// `CONTROLLER_INSTANCE`: when set, only VariantAutoscalings and
+    /// annotated scalers labelled `wva.llmd.ai/controller-instance` with this
+    /// value are variants, and their items carry `controller_instance`.
+    /// When unset, every one is served, as before.
+    pub controller_instance: Option<String>,
+}
+
+impl ResolveOptions {
+    /// Whether an object with these labels belongs to this instance.
+    pub fn owns(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        match &self.controller_instance {
+            None => true,
+            Some(me) => labels.get(CONTROLLER_INSTANCE_LABEL) == Some(me),
+        }
+    }
 }
 
 /// Builds the snapshot. Objects that cannot be used are skipped and reported.
 pub fn resolve(objects: &InventoryObjects) -> (InventorySnapshot, Vec<ResolveProblem>) {
+    resolve_with(objects, &ResolveOptions::default())
+}
+
+/// [`resolve`] with options (controller-instance filtering).
+pub fn resolve_with(
+    objects: &InventoryObjects,
+    options: &ResolveOptions,
+) -> (InventorySnapshot, Vec<ResolveProblem>) {
     let mut problems = Vec::new();
     let targets = TargetIndex::new(objects);
 
     let mut variants = Vec::with_capacity(objects.variant_autoscalings.len());
-    for va in &objects.variant_autoscalings {
+    for va in objects
+        .variant_autoscalings
+        .iter()
+        .filter(|va| options.owns(va.labels()))
+    {
+        let object = format!(
+            "VariantAutoscaling {}/{}",
+            va.namespace().unwrap_or_default(),
+            va.name_any()
+        );
         match variant_from_va(va, &targets) {
-            Ok(v) => variants.push(v),
+            Ok((v, warning)) => {
+                if let Some(reason) = warning {
+                    problems.push(ResolveProblem {
+                        object,
+                        reason,
+                        defaulted: Some(ObjectRef {
+                            kind: "VariantAutoscaling",
+                            namespace: v.namespace.clone(),
+                            name: v.name.clone(),
+                        }),
+                    });
+                }
+                variants.push(v)
+            }
             Err(reason) => problems.push(ResolveProblem {
-                object: format!(
-                    "VariantAutoscaling {}/{}",
-                    va.namespace().unwrap_or_default(),
-                    va.name_any()
-                ),
+                object,
                 reason,
+                defaulted: None,
             }),
         }
     }
@@ -96,6 +170,7 @@ pub fn resolve(objects: &InventoryObjects) -> (InventorySnapshot, Vec<ResolvePro
     let scalers = objects
         .scaled_objects
         .iter()
+        .filter(|so| options.owns(so.labels()))
         .filter_map(|so| {
             scaler_from_scaled_object(so).map(|r| {
                 (
@@ -108,22 +183,42 @@ pub fn resolve(objects: &InventoryObjects) -> (InventorySnapshot, Vec<ResolvePro
                 )
             })
         })
-        .chain(objects.horizontal_pod_autoscalers.iter().filter_map(|h| {
-            scaler_from_hpa(h).map(|r| {
-                (
-                    format!(
-                        "HorizontalPodAutoscaler {}/{}",
-                        h.namespace().unwrap_or_default(),
-                        h.name_any()
-                    ),
-                    r,
-                )
-            })
-        }))
+        .chain(
+            objects
+                .horizontal_pod_autoscalers
+                .iter()
+                .filter(|h| options.owns(h.labels()))
+                .filter_map(|h| {
+                    scaler_from_hpa(h).map(|r| {
+                        (
+                            format!(
+                                "HorizontalPodAutoscaler {}/{}",
+                                h.namespace().unwrap_or_default(),
+                                h.name_any()
+                            ),
+                            r,
+                        )
+                    })
+                }),
+        )
         .collect::<Vec<_>>();
     for (object, scaler) in scalers {
         match scaler.and_then(|s| s.into_variant(&targets)) {
-            Ok(v) => {
+            Ok((v, warning)) => {
+                if let Some(reason) = warning {
+                    problems.push(ResolveProblem {
+                        object: object.clone(),
+                        reason,
+                        defaulted: Some(ObjectRef {
+                            kind: match v.source {
+                                VariantSource::ScaledObject => "ScaledObject",
+                                _ => "HorizontalPodAutoscaler",
+                            },
+                            namespace: v.namespace.clone(),
+                            name: v.name.clone(),
+                        }),
+                    });
+                }
                 let key = (
                     v.namespace.clone(),
                     v.target_kind.clone(),
@@ -135,7 +230,18 @@ pub fn resolve(objects: &InventoryObjects) -> (InventorySnapshot, Vec<ResolvePro
                     tracing::debug!(%object, "scale target already has a variant; annotated scaler ignored");
                 }
             }
-            Err(reason) => problems.push(ResolveProblem { object, reason }),
+            Err(reason) => problems.push(ResolveProblem {
+                object,
+                reason,
+                defaulted: None,
+            }),
+        }
+    }
+
+    if let Some(instance) = &options.controller_instance {
+        for v in &mut variants {
+            v.metric_labels
+                .insert(labels::CONTROLLER_INSTANCE.to_owned(), instance.clone());
         }
     }
 
@@ -183,6 +289,7 @@ pub fn resolve(objects: &InventoryObjects) -> (InventorySnapshot, Vec<ResolvePro
             Err(reason) => problems.push(ResolveProblem {
                 object: format!("Pod {}/{}", ns, pod.name_any()),
                 reason,
+                defaulted: None,
             }),
         }
     }
@@ -190,7 +297,12 @@ pub fn resolve(objects: &InventoryObjects) -> (InventorySnapshot, Vec<ResolvePro
     (InventorySnapshot::new(variants, pods), problems)
 }
 
-fn variant_from_va(va: &VariantAutoscaling, targets: &TargetIndex) -> Result<Variant, String> {
+/// The variant of a VariantAutoscaling, and a warning when a field was
+/// replaced by its default.
+fn variant_from_va(
+    va: &VariantAutoscaling,
+    targets: &TargetIndex,
+) -> Result<(Variant, Option<String>), String> {
     let namespace = va
         .namespace()
         .ok_or_else(|| "metadata.namespace is missing".to_owned())?;
@@ -198,17 +310,7 @@ fn variant_from_va(va: &VariantAutoscaling, targets: &TargetIndex) -> Result<Var
     if spec.model_id.is_empty() {
         return Err("spec.modelID is empty".to_owned());
     }
-    let cost = match spec.variant_cost.as_deref() {
-        None | Some("") => DEFAULT_VARIANT_COST,
-        Some(s) => match s.trim().parse::<f64>() {
-            Ok(c) if c.is_finite() && c >= 0.0 => c,
-            _ => {
-                return Err(format!(
-                    "spec.variantCost {s:?} is not a non-negative decimal"
-                ))
-            }
-        },
-    };
+    let (cost, warning) = parse_cost(spec.variant_cost.as_deref(), "spec.variantCost");
     let min = non_negative(spec.min_replicas, 1, "spec.minReplicas")?;
     let max = non_negative(
         spec.max_replicas,
@@ -244,7 +346,7 @@ fn variant_from_va(va: &VariantAutoscaling, targets: &TargetIndex) -> Result<Var
         metric_labels: Default::default(),
     };
     v.compute_metric_labels();
-    Ok(v)
+    Ok((v, warning))
 }
 
 /// A variant declared by an annotated HPA or ScaledObject.
@@ -361,14 +463,14 @@ fn scaler_from_scaled_object(so: &DynamicObject) -> Option<Result<AnnotatedScale
 }
 
 impl AnnotatedScaler {
-    fn into_variant(self, targets: &TargetIndex) -> Result<Variant, String> {
+    fn into_variant(self, targets: &TargetIndex) -> Result<(Variant, Option<String>), String> {
         if self.namespace.is_empty() {
             return Err("metadata.namespace is missing".to_owned());
         }
         if self.target_name.is_empty() {
             return Err("scaleTargetRef has no name".to_owned());
         }
-        let cost = parse_cost(self.cost.as_deref(), VARIANT_COST_ANNOTATION)?;
+        let (cost, warning) = parse_cost(self.cost.as_deref(), VARIANT_COST_ANNOTATION);
         let bound = |v: i64, what: &str| {
             u32::try_from(v).map_err(|_| format!("{what} {v} is out of range"))
         };
@@ -399,7 +501,7 @@ impl AnnotatedScaler {
             metric_labels: Default::default(),
         };
         v.compute_metric_labels();
-        Ok(v)
+        Ok((v, warning))
     }
 }
 
@@ -434,6 +536,7 @@ fn hpa_tolerances(
                             h.name_any()
                         ),
                         reason: format!("{field}: {e}; the default tolerance applies"),
+                        defaulted: None,
                     });
                     None
                 }
@@ -461,12 +564,20 @@ fn hpa_tolerances(
     out
 }
 
-fn parse_cost(cost: Option<&str>, field: &str) -> Result<f64, String> {
+/// A variant's cost. An unparsable (or negative, or non-finite) cost is read
+/// as the default 10, as upstream WVA does, with a warning: dropping the
+/// variant would stop it from being served at all.
+fn parse_cost(cost: Option<&str>, field: &str) -> (f64, Option<String>) {
     match cost.map(str::trim) {
-        None | Some("") => Ok(DEFAULT_VARIANT_COST),
+        None | Some("") => (DEFAULT_VARIANT_COST, None),
         Some(s) => match s.parse::<f64>() {
-            Ok(c) if c.is_finite() && c >= 0.0 => Ok(c),
-            _ => Err(format!("{field} {s:?} is not a non-negative decimal")),
+            Ok(c) if c.is_finite() && c >= 0.0 => (c, None),
+            _ => (
+                DEFAULT_VARIANT_COST,
+                Some(format!(
+                    "{field} {s:?} is not a non-negative decimal; using the default cost {DEFAULT_VARIANT_COST}"
+                )),
+            ),
         },
     }
 }
@@ -722,7 +833,6 @@ status: {podIP: 10.0.0.9}
     fn unusable_objects_are_reported_not_fatal() {
         let bad = [
             ("modelID: \"\"", "spec.modelID is empty"),
-            ("modelID: m\n  variantCost: cheap", "spec.variantCost"),
             (
                 "modelID: m\n  minReplicas: 5\n  maxReplicas: 2",
                 "greater than",
@@ -740,6 +850,79 @@ status: {podIP: 10.0.0.9}
                 "{fields}: {problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_unparsable_cost_is_the_default_with_a_warning() {
+        // (variantCost, cost used, warned)
+        let cases = [
+            ("\"cheap\"", 10.0, true),
+            ("\"-3\"", 10.0, true),
+            ("\"NaN\"", 10.0, true),
+            ("\" 7.5 \"", 7.5, false),
+            ("\"\"", 10.0, false),
+        ];
+        for (cost, used, warned) in cases {
+            let yaml = format!(
+                "kind: VariantAutoscaling\napiVersion: llmd.ai/v1alpha1\nmetadata: {{name: v, namespace: n}}\nspec:\n  scaleTargetRef: {{kind: Deployment, name: d}}\n  modelID: m\n  variantCost: {cost}\n"
+            );
+            let (snap, problems) = resolve(&objects(&yaml));
+            assert_eq!(snap.variants().len(), 1, "{cost}: the variant is served");
+            assert_eq!(snap.variants()[0].cost, used, "{cost}");
+            assert_eq!(problems.len(), usize::from(warned), "{cost}: {problems:?}");
+            if warned {
+                assert!(problems[0].reason.contains("spec.variantCost"));
+                assert_eq!(
+                    problems[0].defaulted,
+                    Some(ObjectRef {
+                        kind: "VariantAutoscaling",
+                        namespace: "n".into(),
+                        name: "v".into()
+                    })
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn controller_instance_filters_variants_and_labels_items() {
+        let yaml = |name: &str, label: &str| {
+            format!(
+                "kind: VariantAutoscaling\napiVersion: llmd.ai/v1alpha1\nmetadata: {{name: {name}, namespace: n{label}}}\nspec:\n  scaleTargetRef: {{kind: Deployment, name: {name}}}\n  modelID: m\n"
+            )
+        };
+        let text = [
+            yaml("mine", ", labels: {wva.llmd.ai/controller-instance: a}"),
+            yaml("theirs", ", labels: {wva.llmd.ai/controller-instance: b}"),
+            yaml("unlabelled", ""),
+            "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: hpa-mine\n  namespace: n\n  labels: {wva.llmd.ai/controller-instance: a}\n  annotations: {llm-d.ai/managed: \"true\", llm-d.ai/model-id: m}\nspec:\n  scaleTargetRef: {kind: Deployment, name: other}\n  maxReplicas: 3\n".to_owned(),
+            "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: hpa-unlabelled\n  namespace: n\n  annotations: {llm-d.ai/managed: \"true\", llm-d.ai/model-id: m}\nspec:\n  scaleTargetRef: {kind: Deployment, name: third}\n  maxReplicas: 3\n".to_owned(),
+        ]
+        .join("---\n");
+        let objs = objects(&text);
+        let names = |snap: &InventorySnapshot| {
+            let mut n: Vec<String> = snap.variants().iter().map(|v| v.name.clone()).collect();
+            n.sort();
+            n
+        };
+        let (all, _) = resolve(&objs);
+        assert_eq!(
+            names(&all),
+            ["hpa-mine", "hpa-unlabelled", "mine", "theirs", "unlabelled"]
+        );
+        assert!(all
+            .variants()
+            .iter()
+            .all(|v| !v.metric_labels.contains_key(labels::CONTROLLER_INSTANCE)));
+        let options = ResolveOptions {
+            controller_instance: Some("a".into()),
+        };
+        let (mine, _) = resolve_with(&objs, &options);
+        assert_eq!(names(&mine), ["hpa-mine", "mine"]);
+        assert!(mine
+            .variants()
+            .iter()
+            .all(|v| v.metric_labels[labels::CONTROLLER_INSTANCE] == "a"));
     }
 
     #[test]

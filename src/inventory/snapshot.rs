@@ -18,6 +18,8 @@ pub mod labels {
     pub const EXPORTED_NAMESPACE: &str = "exported_namespace";
     pub const ACCELERATOR_TYPE: &str = "accelerator_type";
     pub const MODEL_ID: &str = "model_id";
+    /// Only with `CONTROLLER_INSTANCE` set, as upstream WVA labels its metrics.
+    pub const CONTROLLER_INSTANCE: &str = "controller_instance";
 }
 
 /// Where a variant came from; decides nothing, but shows up in logs and status.

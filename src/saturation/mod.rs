@@ -9,7 +9,10 @@ pub mod thresholds;
 pub use analyzer::{analyze_model, ModelAnalysis, ReplicaLoad};
 pub use steps::{tolerance_aware_steps, HpaView};
 pub use targets::{compute_targets, TargetReason, VariantState, VariantTarget};
-pub use thresholds::{SaturationThresholds, ThresholdConfig, ThresholdError, CONFIGMAP_NAME};
+pub use thresholds::{
+    LocatedThresholdError, SaturationThresholds, ThresholdConfig, ThresholdError, CONFIGMAP_NAME,
+    UPSTREAM_KEYS_NOT_USED,
+};
 
 /// Everything one model's decision depends on.
 #[derive(Debug, Clone, Copy)]

@@ -1,12 +1,38 @@
 //! Saturation thresholds and the `wva-saturation-scaling-config` ConfigMap
 //! that sets them: a `default` entry plus per-model overrides.
+//!
+//! Entries are read key by key rather than through a derived deserializer:
+//! upstream WVA's own ConfigMaps carry keys this server does not implement
+//! yet (`enableLimiter`, `analyzerName`, ...), and those must load, while a
+//! key nobody defines is a typo that must be named with its line.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 /// Name of the ConfigMap that holds the thresholds.
 pub const CONFIGMAP_NAME: &str = "wva-saturation-scaling-config";
+
+/// Keys of an entry that upstream WVA defines and this server accepts but
+/// does not act on (yet). They are reported once as "not used by this
+/// server", never a reason to drop the entry.
+pub const UPSTREAM_KEYS_NOT_USED: &[&str] = &[
+    "enableLimiter",
+    "analyzerName",
+    "scaleUpThreshold",
+    "scaleDownBoundary",
+];
+
+/// The threshold keys this server implements.
+const THRESHOLD_KEYS: &[&str] = &[
+    "kvCacheThreshold",
+    "queueLengthThreshold",
+    "kvSpareTrigger",
+    "queueSpareTrigger",
+];
+/// Keys naming the model of an override (upstream spells it `model_id`).
+const MODEL_ID_KEYS: &[&str] = &["model_id", "modelID", "modelId"];
+const NAMESPACE_KEY: &str = "namespace";
 
 /// The four numbers of the V1 analysis.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -42,10 +68,35 @@ pub enum ThresholdError {
     KvOrder { spare: f64, threshold: f64 },
     #[error("thresholds must satisfy 0 <= queueSpareTrigger ({spare}) <= queueLengthThreshold ({threshold})")]
     QueueOrder { spare: f64, threshold: f64 },
-    #[error("entry {key:?}: {message}")]
-    Entry { key: String, message: String },
+    #[error("entry {key:?}{}: {message}", field.as_ref().map(|f| format!(", key {f:?}")).unwrap_or_default())]
+    Entry {
+        key: String,
+        /// The key inside the entry at fault, when one is.
+        field: Option<String>,
+        message: String,
+    },
     #[error("saturation config is not a YAML mapping of entries: {0}")]
     NotAMapping(String),
+}
+
+impl ThresholdError {
+    /// The key inside an entry this error is about, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ThresholdError::Entry { field, .. } => field.as_deref(),
+            ThresholdError::NotFinite { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// A problem in a thresholds file, with the line of the file it is on
+/// (1-based, counted from the top of the file, not from the entry).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("line {line}: {error}")]
+pub struct LocatedThresholdError {
+    pub line: usize,
+    pub error: ThresholdError,
 }
 
 impl SaturationThresholds {
@@ -72,18 +123,37 @@ impl SaturationThresholds {
     }
 }
 
-/// One entry of the ConfigMap: the fields it sets, and for overrides the
-/// model and namespace it applies to.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// One entry of the ConfigMap: the fields it sets, for overrides the model
+/// and namespace it applies to, and the upstream keys it carries that this
+/// server does not use.
+#[derive(Debug, Default)]
 struct Entry {
     kv_cache_threshold: Option<f64>,
     queue_length_threshold: Option<f64>,
     kv_spare_trigger: Option<f64>,
     queue_spare_trigger: Option<f64>,
-    #[serde(rename = "model_id", alias = "modelID", alias = "modelId")]
     model_id: Option<String>,
     namespace: Option<String>,
+    not_used: Vec<String>,
+}
+
+/// Why an entry could not be read: the key at fault (if one is) and, for
+/// YAML syntax errors inside an entry's text, the line within that text.
+#[derive(Debug, Clone, PartialEq)]
+struct EntryProblem {
+    field: Option<String>,
+    message: String,
+    line_in_entry: Option<usize>,
+}
+
+impl EntryProblem {
+    fn field(field: &str, message: String) -> Self {
+        EntryProblem {
+            field: Some(field.to_owned()),
+            message,
+            line_in_entry: None,
+        }
+    }
 }
 
 impl Entry {
@@ -97,6 +167,120 @@ impl Entry {
             queue_spare_trigger: self.queue_spare_trigger.unwrap_or(base.queue_spare_trigger),
         }
     }
+
+    /// An entry given as YAML text (the ConfigMap form: `default: |`).
+    fn parse_text(text: &str) -> Result<Entry, EntryProblem> {
+        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| EntryProblem {
+            field: None,
+            message: e.to_string(),
+            line_in_entry: e.location().map(|l| l.line()),
+        })?;
+        Entry::parse_value(&value)
+    }
+
+    fn parse_value(value: &serde_yaml::Value) -> Result<Entry, EntryProblem> {
+        let map = match value {
+            serde_yaml::Value::Null => return Ok(Entry::default()),
+            serde_yaml::Value::Mapping(m) => m,
+            other => {
+                return Err(EntryProblem {
+                    field: None,
+                    message: format!("an entry is a mapping of threshold keys, got {other:?}"),
+                    line_in_entry: None,
+                })
+            }
+        };
+        let mut e = Entry::default();
+        for (k, v) in map {
+            let key = k.as_str().ok_or_else(|| EntryProblem {
+                field: None,
+                message: format!("key {k:?} is not a string"),
+                line_in_entry: None,
+            })?;
+            let number = || match v.as_f64() {
+                Some(n) => Ok(Some(n)),
+                None => Err(EntryProblem::field(
+                    key,
+                    format!("must be a number, got {}", yaml_inline(v)),
+                )),
+            };
+            let text = || match v.as_str() {
+                Some(s) => Ok(Some(s.to_owned())),
+                None => Err(EntryProblem::field(
+                    key,
+                    format!("must be a string, got {}", yaml_inline(v)),
+                )),
+            };
+            match key {
+                "kvCacheThreshold" => e.kv_cache_threshold = number()?,
+                "queueLengthThreshold" => e.queue_length_threshold = number()?,
+                "kvSpareTrigger" => e.kv_spare_trigger = number()?,
+                "queueSpareTrigger" => e.queue_spare_trigger = number()?,
+                NAMESPACE_KEY => e.namespace = text()?,
+                k if MODEL_ID_KEYS.contains(&k) => e.model_id = text()?,
+                k if UPSTREAM_KEYS_NOT_USED.contains(&k) => e.not_used.push(k.to_owned()),
+                other => {
+                    return Err(EntryProblem::field(
+                        other,
+                        format!(
+                        "unknown key {other:?}: neither this server nor upstream WVA defines it \
+                             (keys: {}, model_id, namespace, {})",
+                        THRESHOLD_KEYS.join(", "),
+                        UPSTREAM_KEYS_NOT_USED.join(", ")
+                    ),
+                    ))
+                }
+            }
+        }
+        Ok(e)
+    }
+
+    /// The key of this entry a validation error is about: the first of the
+    /// involved keys the entry sets itself (else the first involved key).
+    fn field_of(&self, err: &ThresholdError) -> Option<String> {
+        let involved: &[(&str, bool)] = match err {
+            ThresholdError::NotFinite { field, .. } => return Some((*field).to_owned()),
+            ThresholdError::KvOrder { .. } => &[
+                ("kvCacheThreshold", self.kv_cache_threshold.is_some()),
+                ("kvSpareTrigger", self.kv_spare_trigger.is_some()),
+            ],
+            ThresholdError::QueueOrder { .. } => &[
+                (
+                    "queueLengthThreshold",
+                    self.queue_length_threshold.is_some(),
+                ),
+                ("queueSpareTrigger", self.queue_spare_trigger.is_some()),
+            ],
+            _ => return None,
+        };
+        involved
+            .iter()
+            .find(|(_, set)| *set)
+            .or(involved.first())
+            .map(|(f, _)| (*f).to_owned())
+    }
+}
+
+fn yaml_inline(v: &serde_yaml::Value) -> String {
+    serde_yaml::to_string(v)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| format!("{v:?}"))
+}
+
+/// A rejected entry before it becomes a [`ThresholdError`].
+struct Rejection {
+    key: String,
+    problem: EntryProblem,
+}
+
+impl Rejection {
+    fn error(&self) -> ThresholdError {
+        ThresholdError::Entry {
+            key: self.key.clone(),
+            field: self.problem.field.clone(),
+            message: self.problem.message.clone(),
+        }
+    }
 }
 
 /// The thresholds in force: a default and validated per-model overrides.
@@ -104,6 +288,13 @@ impl Entry {
 pub struct ThresholdConfig {
     default: SaturationThresholds,
     overrides: HashMap<(String, String), SaturationThresholds>,
+    /// Upstream keys the entries carry that this server does not use:
+    /// (entry, key).
+    not_used: BTreeSet<(String, String)>,
+    /// Namespace-local configs (upstream's `wva-saturation-scaling-config`
+    /// in an opted-in namespace): each replaces this one, as a whole, for
+    /// the models of its namespace.
+    namespace_local: BTreeMap<String, ThresholdConfig>,
 }
 
 impl ThresholdConfig {
@@ -115,73 +306,121 @@ impl ThresholdConfig {
     pub fn from_configmap_data(data: &BTreeMap<String, String>) -> (Self, Vec<ThresholdError>) {
         let entries = data
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    serde_yaml::from_str::<Entry>(v).map_err(|e| e.to_string()),
-                )
-            })
+            .map(|(k, v)| (k.clone(), Entry::parse_text(v)))
             .collect();
-        Self::from_entries(entries)
+        let (config, rejected) = Self::from_entries(entries);
+        (config, rejected.iter().map(Rejection::error).collect())
     }
 
     /// Parses a YAML file holding the same data: a mapping of entries (each
     /// a YAML string or a nested mapping), or a whole ConfigMap object.
+    /// Lenient: rejected entries are returned beside the config.
     pub fn from_yaml_str(s: &str) -> Result<(Self, Vec<ThresholdError>), ThresholdError> {
-        let doc: serde_yaml::Value =
-            serde_yaml::from_str(s).map_err(|e| ThresholdError::NotAMapping(e.to_string()))?;
+        let (config, rejected) = Self::from_yaml_entries(s).map_err(|e| e.error)?;
+        Ok((config, rejected.iter().map(Rejection::error).collect()))
+    }
+
+    /// Parses a thresholds file strictly, for start-up: the first entry that
+    /// does not parse or validate is an error naming its line in the file
+    /// and the key. Upstream keys this server does not use are accepted
+    /// (see [`ThresholdConfig::not_used_keys`]).
+    pub fn from_yaml_str_strict(s: &str) -> Result<Self, LocatedThresholdError> {
+        let (config, rejected) = Self::from_yaml_entries(s)?;
+        match rejected.into_iter().min_by_key(|r| locate(s, r)) {
+            None => Ok(config),
+            Some(r) => Err(LocatedThresholdError {
+                line: locate(s, &r),
+                error: r.error(),
+            }),
+        }
+    }
+
+    fn from_yaml_entries(s: &str) -> Result<(Self, Vec<Rejection>), LocatedThresholdError> {
+        let at = |line: usize, message: String| LocatedThresholdError {
+            line,
+            error: ThresholdError::NotAMapping(message),
+        };
+        let doc: serde_yaml::Value = serde_yaml::from_str(s).map_err(|e| {
+            let line = e.location().map(|l| l.line()).unwrap_or(1);
+            at(line, e.to_string())
+        })?;
         let doc = match doc.get("kind").and_then(|k| k.as_str()) {
             Some("ConfigMap") => doc.get("data").cloned().unwrap_or_default(),
             _ => doc,
         };
-        let map = doc
-            .as_mapping()
-            .ok_or_else(|| ThresholdError::NotAMapping("the document is not a mapping".into()))?;
+        let map = match &doc {
+            serde_yaml::Value::Mapping(m) => m,
+            serde_yaml::Value::Null => return Ok((ThresholdConfig::default(), Vec::new())),
+            _ => return Err(at(1, "the document is not a mapping".into())),
+        };
         let mut entries = Vec::with_capacity(map.len());
         for (k, v) in map {
             let key = k
                 .as_str()
-                .ok_or_else(|| ThresholdError::NotAMapping(format!("key {k:?} is not a string")))?
+                .ok_or_else(|| at(1, format!("key {k:?} is not a string")))?
                 .to_owned();
             let entry = match v {
-                serde_yaml::Value::String(text) => serde_yaml::from_str::<Entry>(text),
-                other => serde_yaml::from_value::<Entry>(other.clone()),
-            }
-            .map_err(|e| e.to_string());
+                serde_yaml::Value::String(text) => Entry::parse_text(text),
+                other => Entry::parse_value(other),
+            };
             entries.push((key, entry));
         }
         Ok(Self::from_entries(entries))
     }
 
-    fn from_entries(entries: Vec<(String, Result<Entry, String>)>) -> (Self, Vec<ThresholdError>) {
-        let mut errors = Vec::new();
-        let reject = |key: &str, message: String| ThresholdError::Entry {
+    fn from_entries(entries: Vec<(String, Result<Entry, EntryProblem>)>) -> (Self, Vec<Rejection>) {
+        let mut rejected = Vec::new();
+        let reject = |key: &str, field: Option<String>, message: String| Rejection {
             key: key.to_owned(),
-            message,
+            problem: EntryProblem {
+                field,
+                message,
+                line_in_entry: None,
+            },
         };
+        let mut not_used = BTreeSet::new();
+        for (key, e) in &entries {
+            if let Ok(e) = e {
+                not_used.extend(e.not_used.iter().map(|f| (key.clone(), f.clone())));
+            }
+        }
         let mut default = SaturationThresholds::default();
         if let Some((key, parsed)) = entries.iter().find(|(k, _)| k == "default") {
             match parsed {
-                Ok(e) if e.model_id.is_some() || e.namespace.is_some() => errors.push(reject(
+                Ok(e) if e.model_id.is_some() || e.namespace.is_some() => rejected.push(reject(
                     key,
+                    Some(
+                        if e.model_id.is_some() {
+                            "model_id"
+                        } else {
+                            NAMESPACE_KEY
+                        }
+                        .to_owned(),
+                    ),
                     "the default entry cannot name a model or namespace".into(),
                 )),
                 Ok(e) => {
                     let t = e.over(default);
                     match t.validate() {
                         Ok(()) => default = t,
-                        Err(err) => errors.push(reject(key, err.to_string())),
+                        Err(err) => rejected.push(reject(key, e.field_of(&err), err.to_string())),
                     }
                 }
-                Err(m) => errors.push(reject(key, m.clone())),
+                Err(p) => rejected.push(Rejection {
+                    key: key.clone(),
+                    problem: p.clone(),
+                }),
             }
         }
         let mut overrides = HashMap::new();
         for (key, parsed) in entries.iter().filter(|(k, _)| k != "default") {
             let e = match parsed {
                 Ok(e) => e,
-                Err(m) => {
-                    errors.push(reject(key, m.clone()));
+                Err(p) => {
+                    rejected.push(Rejection {
+                        key: key.clone(),
+                        problem: p.clone(),
+                    });
                     continue;
                 }
             };
@@ -192,16 +431,25 @@ impl ThresholdConfig {
                         (m.to_owned(), ns.to_owned())
                     }
                     _ => {
-                        errors.push(reject(
+                        rejected.push(reject(
                             key,
+                            None,
                             "an override is keyed {modelID}#{namespace} or names model_id and namespace".into(),
                         ));
                         continue;
                     }
                 },
-                _ => {
-                    errors.push(reject(
+                (m, _) => {
+                    rejected.push(reject(
                         key,
+                        Some(
+                            if m.is_none() {
+                                "model_id"
+                            } else {
+                                NAMESPACE_KEY
+                            }
+                            .to_owned(),
+                        ),
                         "an override needs both model_id and namespace".into(),
                     ));
                     continue;
@@ -212,27 +460,126 @@ impl ThresholdConfig {
                 Ok(()) => {
                     overrides.insert(target, t);
                 }
-                Err(err) => errors.push(reject(key, err.to_string())),
+                Err(err) => rejected.push(reject(key, e.field_of(&err), err.to_string())),
             }
         }
-        (ThresholdConfig { default, overrides }, errors)
+        (
+            ThresholdConfig {
+                default,
+                overrides,
+                not_used,
+                namespace_local: BTreeMap::new(),
+            },
+            rejected,
+        )
     }
 
-    /// The thresholds of one model in one namespace.
+    /// The thresholds of one model in one namespace: the namespace-local
+    /// config when the namespace has one, else this one.
     pub fn for_model(&self, model_id: &str, namespace: &str) -> SaturationThresholds {
+        let config = if self.namespace_local.is_empty() {
+            self
+        } else {
+            self.namespace_local.get(namespace).unwrap_or(self)
+        };
         // The common case, without building a lookup key per request.
-        if self.overrides.is_empty() {
-            return self.default;
+        if config.overrides.is_empty() {
+            return config.default;
         }
-        self.overrides
+        config
+            .overrides
             .get(&(model_id.to_owned(), namespace.to_owned()))
             .copied()
-            .unwrap_or(self.default)
+            .unwrap_or(config.default)
     }
 
     pub fn default_thresholds(&self) -> SaturationThresholds {
         self.default
     }
+
+    /// Upstream keys present in the entries that this server does not use,
+    /// as (entry, key), sorted.
+    pub fn not_used_keys(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.not_used.iter().map(|(e, k)| (e.as_str(), k.as_str()))
+    }
+
+    /// This config with `local` in force for the models of `namespace`
+    /// (replacing this config there as a whole, as upstream does).
+    pub fn with_namespace_local(mut self, namespace: &str, local: ThresholdConfig) -> Self {
+        let mut local = local;
+        local.namespace_local.clear();
+        self.namespace_local.insert(namespace.to_owned(), local);
+        self
+    }
+
+    /// This config without a namespace-local config for `namespace`.
+    pub fn without_namespace_local(mut self, namespace: &str) -> Self {
+        self.namespace_local.remove(namespace);
+        self
+    }
+
+    /// This config with the namespace-local configs of `other` (used when
+    /// the global config is replaced and the local ones stay).
+    pub fn with_namespace_locals_of(mut self, other: &ThresholdConfig) -> Self {
+        self.namespace_local = other.namespace_local.clone();
+        self
+    }
+
+    /// Namespaces that have a namespace-local config in force.
+    pub fn namespace_local_namespaces(&self) -> impl Iterator<Item = &str> {
+        self.namespace_local.keys().map(String::as_str)
+    }
+}
+
+/// The line of the file (1-based) a rejected entry is about: the line of the
+/// key at fault inside the entry when there is one, the line of a syntax
+/// error inside the entry's text, else the entry's own line.
+fn locate(text: &str, r: &Rejection) -> usize {
+    let lines: Vec<&str> = text.lines().collect();
+    // In the ConfigMap form the entries sit under `data:`.
+    let start = lines
+        .iter()
+        .position(|l| indent_of(l) == 0 && declares(l.trim(), "data"))
+        .map(|i| i + 1)
+        .unwrap_or(0);
+    let Some(entry) = (start..lines.len()).find(|&i| declares(lines[i].trim(), &r.key)) else {
+        return 1;
+    };
+    let entry_indent = indent_of(lines[entry]);
+    if let Some(field) = &r.problem.field {
+        for (i, line) in lines.iter().enumerate().skip(entry + 1) {
+            let trimmed = line.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            if indent_of(line) <= entry_indent {
+                break;
+            }
+            if declares(trimmed, field) {
+                return i + 1;
+            }
+        }
+    }
+    match r.problem.line_in_entry {
+        // A block scalar's text starts on the line after its key.
+        Some(n) if lines[entry].trim_end().ends_with(['|', '>', '-', '+']) => entry + 1 + n,
+        _ => entry + 1,
+    }
+}
+
+fn indent_of(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+/// Whether a trimmed YAML line declares `key` (plain or quoted).
+fn declares(trimmed: &str, key: &str) -> bool {
+    [key.to_owned(), format!("\"{key}\""), format!("'{key}'")]
+        .iter()
+        .any(|k| {
+            trimmed
+                .strip_prefix(k.as_str())
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
 }
 
 #[cfg(test)]
@@ -344,6 +691,110 @@ mod tests {
             "{}",
             errors[0]
         );
+    }
+
+    #[test]
+    fn upstream_keys_are_accepted_and_reported_as_not_used() {
+        let (c, errors) = ThresholdConfig::from_configmap_data(&data(&[
+            (
+                "default",
+                "kvCacheThreshold: 0.95\nenableLimiter: false\nanalyzerName: \"\"",
+            ),
+            (
+                "llama",
+                "model_id: meta/llama\nnamespace: llm\nscaleUpThreshold: 0.9\nscaleDownBoundary: 0.6",
+            ),
+        ]));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(c.default_thresholds().kv_cache_threshold, 0.95);
+        assert_eq!(c.for_model("meta/llama", "llm").kv_cache_threshold, 0.95);
+        let unused: Vec<(&str, &str)> = c.not_used_keys().collect();
+        assert_eq!(
+            unused,
+            [
+                ("default", "analyzerName"),
+                ("default", "enableLimiter"),
+                ("llama", "scaleDownBoundary"),
+                ("llama", "scaleUpThreshold"),
+            ]
+        );
+    }
+
+    #[test]
+    fn strict_file_errors_name_the_line_in_the_file_and_the_key() {
+        let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: wva-saturation-scaling-config\ndata:\n  default: |\n    kvCacheThreshold: 0.80\n    # a comment\n    kvCacheTreshold: 0.7\n";
+        let cases: &[(&str, &str, usize, Option<&str>)] = &[
+            // (name, text, line, key)
+            (
+                "typo in a ConfigMap block entry",
+                cm,
+                9,
+                Some("kvCacheTreshold"),
+            ),
+            (
+                "wrong type in a nested entry",
+                "default:\n  queueLengthThreshold: 5\nm#ns:\n  kvSpareTrigger: lots\n",
+                4,
+                Some("kvSpareTrigger"),
+            ),
+            (
+                "validation names the key the entry sets",
+                "m#ns: |\n  queueLengthThreshold: 5\n  kvSpareTrigger: 0.9\n",
+                3,
+                Some("kvSpareTrigger"),
+            ),
+            (
+                "syntax error inside a block entry",
+                "default: |\n  kvCacheThreshold: 0.8\n  queueLengthThreshold: [5\n",
+                4,
+                None,
+            ),
+            (
+                "override without a target",
+                "default: {}\n\nlonely: |\n  kvCacheThreshold: 0.5\n",
+                3,
+                None,
+            ),
+            (
+                "first error in file order wins",
+                "z#ns: |\n  colour: blue\na#ns: |\n  kvCacheThreshold: 2\n",
+                2,
+                Some("colour"),
+            ),
+        ];
+        for (name, text, line, key) in cases {
+            let err = ThresholdConfig::from_yaml_str_strict(text).expect_err(name);
+            assert_eq!(err.line, *line, "{name}: {err}");
+            assert_eq!(err.error.field(), *key, "{name}: {err}");
+        }
+        let ok = ThresholdConfig::from_yaml_str_strict(
+            "default: |\n  kvCacheThreshold: 0.9\n  enableLimiter: true\n",
+        )
+        .unwrap();
+        assert_eq!(ok.default_thresholds().kv_cache_threshold, 0.9);
+        let err = ThresholdConfig::from_yaml_str_strict("a: [1\n").unwrap_err();
+        assert_eq!(err.line, 2, "{err}");
+    }
+
+    #[test]
+    fn namespace_local_config_replaces_the_global_one_for_its_namespace() {
+        let (global, _) = ThresholdConfig::from_configmap_data(&data(&[
+            ("default", "kvCacheThreshold: 0.85"),
+            ("m#a", "kvCacheThreshold: 0.6"),
+        ]));
+        let (local, _) =
+            ThresholdConfig::from_configmap_data(&data(&[("default", "queueLengthThreshold: 9")]));
+        let c = global.clone().with_namespace_local("a", local);
+        // The local one replaces the global one as a whole: neither its
+        // default nor its override for namespace a applies there.
+        let t = c.for_model("m", "a");
+        assert_eq!(
+            (t.kv_cache_threshold, t.queue_length_threshold),
+            (0.80, 9.0)
+        );
+        assert_eq!(c.for_model("m", "b").kv_cache_threshold, 0.85);
+        let c = c.without_namespace_local("a");
+        assert_eq!(c.for_model("m", "a").kv_cache_threshold, 0.6);
     }
 
     #[test]

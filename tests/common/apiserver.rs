@@ -37,6 +37,9 @@ const RESOURCES: &[(&str, &str, &str)] = &[
     ("/api/v1", "pods", "Pod"),
     ("/api/v1", "configmaps", "ConfigMap"),
     ("/apis/events.k8s.io/v1", "events", "Event"),
+    // Last: its list path `/api/v1/namespaces` is the prefix of every
+    // namespaced path above.
+    ("/api/v1", "namespaces", "Namespace"),
 ];
 
 #[derive(Clone, Debug)]

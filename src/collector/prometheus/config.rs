@@ -27,6 +27,9 @@ pub struct PrometheusConfig {
     /// `METRICS_FETCH_INTERVAL`: the floor of the adaptive gap between two
     /// background fetch cycles (see `collector::fetcher::FetchSchedule`).
     pub fetch_interval: Duration,
+    /// `PROMETHEUS_TLS_INSECURE_SKIP_VERIFY` (upstream WVA's name): accept
+    /// any certificate from Prometheus. Off by default; logged loudly.
+    pub tls_insecure_skip_verify: bool,
 }
 
 impl Default for PrometheusConfig {
@@ -39,6 +42,7 @@ impl Default for PrometheusConfig {
             cache_ttl: None,
             background_fetch: true,
             fetch_interval: Duration::from_secs(1),
+            tls_insecure_skip_verify: false,
         }
     }
 }
@@ -82,11 +86,55 @@ fn boolean(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// Upstream WVA's environment names for ours, as (ours, upstream): a
+/// ConfigMap written for upstream keeps working. Ours win when both are set.
+pub const UPSTREAM_ENV_ALIASES: &[(&str, &str)] = &[
+    ("PROMETHEUS_URL", "PROMETHEUS_BASE_URL"),
+    ("PROMETHEUS_BEARER_TOKEN_FILE", "PROMETHEUS_TOKEN_PATH"),
+    ("METRICS_CACHE_TTL", "PROMETHEUS_METRICS_CACHE_TTL"),
+];
+
+/// `lookup` that answers our names from upstream's when ours are unset; when
+/// both are set, ours win and a warning names both.
+pub fn with_upstream_aliases(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> impl Fn(&str) -> Option<String> {
+    move |name: &str| {
+        let set = |n: &str| lookup(n).filter(|v| !v.trim().is_empty());
+        let ours = set(name);
+        let Some(&(_, alias)) = UPSTREAM_ENV_ALIASES.iter().find(|(o, _)| *o == name) else {
+            return ours;
+        };
+        match (ours, set(alias)) {
+            (Some(v), Some(upstream)) => {
+                tracing::warn!(
+                    variable = name,
+                    alias,
+                    used = %v,
+                    ignored = %upstream,
+                    "both {name} and upstream WVA's {alias} are set; {name} wins"
+                );
+                Some(v)
+            }
+            (None, Some(upstream)) => {
+                tracing::info!(
+                    variable = name,
+                    alias,
+                    "reading {name} from upstream WVA's {alias}"
+                );
+                Some(upstream)
+            }
+            (ours, None) => ours,
+        }
+    }
+}
+
 impl PrometheusConfig {
     /// Reads the variables through `lookup` (the process environment in
     /// production, a table in tests), over the defaults. Unset or empty
     /// variables keep their default.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let lookup = with_upstream_aliases(lookup);
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let mut c = PrometheusConfig::default();
         if let Some(v) = get("PROMETHEUS_URL") {
@@ -105,6 +153,9 @@ impl PrometheusConfig {
         }
         if let Some(v) = get("METRICS_FETCH_INTERVAL") {
             c.fetch_interval = duration("METRICS_FETCH_INTERVAL", &v)?;
+        }
+        if let Some(v) = get("PROMETHEUS_TLS_INSECURE_SKIP_VERIFY") {
+            c.tls_insecure_skip_verify = boolean("PROMETHEUS_TLS_INSECURE_SKIP_VERIFY", &v)?;
         }
         Ok(c)
     }
@@ -216,6 +267,77 @@ mod tests {
             assert_eq!(err.variable, var);
             assert!(err.to_string().contains(var), "{err}");
         }
+    }
+
+    #[test]
+    fn upstream_names_are_aliases_and_ours_win() {
+        // (variables set, expected url, token file, cache ttl)
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, Option<&'a str>, u64);
+        let cases: &[Case] = &[
+            (
+                &[
+                    ("PROMETHEUS_BASE_URL", "https://upstream:9090"),
+                    ("PROMETHEUS_TOKEN_PATH", "/var/run/token"),
+                    ("PROMETHEUS_METRICS_CACHE_TTL", "30s"),
+                ],
+                "https://upstream:9090",
+                Some("/var/run/token"),
+                30,
+            ),
+            (
+                &[
+                    ("PROMETHEUS_BASE_URL", "https://upstream:9090"),
+                    ("PROMETHEUS_URL", "https://ours:9090"),
+                    ("PROMETHEUS_TOKEN_PATH", "/upstream"),
+                    ("PROMETHEUS_BEARER_TOKEN_FILE", "/ours"),
+                    ("PROMETHEUS_METRICS_CACHE_TTL", "30s"),
+                    ("METRICS_CACHE_TTL", "5s"),
+                ],
+                "https://ours:9090",
+                Some("/ours"),
+                5,
+            ),
+            (
+                &[
+                    ("PROMETHEUS_BASE_URL", "  "),
+                    ("PROMETHEUS_URL", "https://ours:9090"),
+                ],
+                "https://ours:9090",
+                None,
+                0,
+            ),
+        ];
+        for (vars, url, token, ttl) in cases {
+            let c = from(vars).unwrap();
+            assert_eq!(c.url, *url, "{vars:?}");
+            assert_eq!(
+                c.bearer_token_file.as_deref(),
+                token.map(std::path::Path::new),
+                "{vars:?}"
+            );
+            // 0: unset (the cache TTL is accepted for old manifests only).
+            let want = (*ttl > 0).then(|| Duration::from_secs(*ttl));
+            assert_eq!(c.cache_ttl, want, "{vars:?}");
+        }
+        assert!(
+            from(&[("PROMETHEUS_TLS_INSECURE_SKIP_VERIFY", "true")])
+                .unwrap()
+                .tls_insecure_skip_verify
+        );
+        assert!(!from(&[]).unwrap().tls_insecure_skip_verify);
+        assert_eq!(
+            from(&[("PROMETHEUS_TLS_INSECURE_SKIP_VERIFY", "sure")])
+                .unwrap_err()
+                .variable,
+            "PROMETHEUS_TLS_INSECURE_SKIP_VERIFY"
+        );
+        // A bad value under the upstream name is rejected too (named by ours).
+        assert_eq!(
+            from(&[("PROMETHEUS_METRICS_CACHE_TTL", "soon")])
+                .unwrap_err()
+                .variable,
+            "METRICS_CACHE_TTL"
+        );
     }
 
     #[test]

@@ -83,6 +83,10 @@ impl PrometheusBackend {
                 builder = builder.add_root_certificate(cert);
             }
         }
+        if config.tls_insecure_skip_verify {
+            tracing::warn!("PROMETHEUS_TLS_INSECURE_SKIP_VERIFY=true: PROMETHEUS' CERTIFICATE IS NOT VERIFIED; set PROMETHEUS_CA_CERT_PATH instead");
+            builder = builder.danger_accept_invalid_certs(true);
+        }
         let http = builder
             .build()
             .map_err(|e| reject(format!("cannot build the HTTP client: {e}")))?;

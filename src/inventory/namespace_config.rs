@@ -1,0 +1,459 @@
+//! Which namespaces are managed and which thresholds apply in each, with
+//! upstream WVA's semantics:
+//!
+//! - a namespace annotated `wva.llmd.ai/exclude: "true"` is not managed at
+//!   all (its variants are not served);
+//! - a `wva-saturation-scaling-config` ConfigMap in a namespace labelled
+//!   `wva.llmd.ai/config-enabled: "true"` replaces the global one (in the
+//!   server's own namespace) for the models of that namespace.
+//!
+//! Pure: the kube source feeds it the ConfigMaps and namespace metadata its
+//! reflectors hold; file mode feeds it the ConfigMaps of a directory.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::saturation::{LocatedThresholdError, ThresholdConfig, ThresholdError, CONFIGMAP_NAME};
+
+/// Namespace label that opts a namespace into namespace-local ConfigMaps.
+pub const CONFIG_ENABLED_LABEL: &str = "wva.llmd.ai/config-enabled";
+/// Namespace annotation that takes a namespace out of management.
+pub const EXCLUDE_ANNOTATION: &str = "wva.llmd.ai/exclude";
+
+/// What the metadata of the namespaces says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespacePolicy {
+    excluded: BTreeSet<String>,
+    config_enabled: BTreeSet<String>,
+}
+
+fn is_true(v: Option<&String>) -> bool {
+    v.is_some_and(|v| v.trim() == "true")
+}
+
+impl NamespacePolicy {
+    /// From (name, labels, annotations) of every namespace.
+    pub fn from_namespaces<'a>(
+        namespaces: impl IntoIterator<
+            Item = (
+                &'a str,
+                Option<&'a BTreeMap<String, String>>,
+                Option<&'a BTreeMap<String, String>>,
+            ),
+        >,
+    ) -> Self {
+        let mut p = NamespacePolicy::default();
+        for (name, labels, annotations) in namespaces {
+            if is_true(annotations.and_then(|a| a.get(EXCLUDE_ANNOTATION))) {
+                p.excluded.insert(name.to_owned());
+            }
+            if is_true(labels.and_then(|l| l.get(CONFIG_ENABLED_LABEL))) {
+                p.config_enabled.insert(name.to_owned());
+            }
+        }
+        p
+    }
+
+    /// Whether variants of this namespace are served.
+    pub fn is_managed(&self, namespace: &str) -> bool {
+        !self.excluded.contains(namespace)
+    }
+
+    /// Whether a ConfigMap in this namespace may replace the global one.
+    pub fn local_config_allowed(&self, namespace: &str) -> bool {
+        self.config_enabled.contains(namespace) && self.is_managed(namespace)
+    }
+}
+
+/// A thresholds ConfigMap as the reconciler needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigMapData<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    /// Changes with every version of the object.
+    pub resource_version: &'a str,
+    pub data: Option<&'a BTreeMap<String, String>>,
+}
+
+/// A ConfigMap version that was refused: the previous good configuration of
+/// its namespace stays in force.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigRejection {
+    pub namespace: String,
+    pub name: String,
+    pub errors: Vec<ThresholdError>,
+    /// True when the namespace has no good version yet, so the global
+    /// configuration (or the built-in defaults) applies there.
+    pub no_previous: bool,
+}
+
+/// Upstream keys an entry carries that this server does not use.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NotUsedKey {
+    pub namespace: String,
+    pub entry: String,
+    pub key: String,
+}
+
+/// The outcome of one reconciliation.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Reconciled {
+    pub config: ThresholdConfig,
+    /// Versions refused now (each version is reported once).
+    pub rejected: Vec<ConfigRejection>,
+    /// Keys not used by this server, each reported once.
+    pub not_used: Vec<NotUsedKey>,
+    /// Namespaces whose local config changed (installed, replaced, dropped).
+    pub changed: Vec<String>,
+}
+
+/// Keeps the last good configuration of every namespace across versions of
+/// the ConfigMaps.
+#[derive(Debug, Clone, Default)]
+pub struct ThresholdsReconciler {
+    own_namespace: String,
+    last_good: HashMap<String, (String, ThresholdConfig)>,
+    reported: HashMap<String, String>,
+    reported_not_used: BTreeSet<NotUsedKey>,
+}
+
+impl ThresholdsReconciler {
+    pub fn new(own_namespace: &str) -> Self {
+        ThresholdsReconciler {
+            own_namespace: own_namespace.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    /// The configuration in force for these ConfigMaps and namespaces.
+    pub fn reconcile(
+        &mut self,
+        configmaps: &[ConfigMapData<'_>],
+        policy: &NamespacePolicy,
+    ) -> Reconciled {
+        let mut out = Reconciled::default();
+        let mut present = BTreeSet::new();
+        for cm in configmaps.iter().filter(|c| c.name == CONFIGMAP_NAME) {
+            let ns = cm.namespace;
+            if ns != self.own_namespace && !policy.local_config_allowed(ns) {
+                continue;
+            }
+            present.insert(ns.to_owned());
+            if self
+                .last_good
+                .get(ns)
+                .is_some_and(|(rv, _)| rv == cm.resource_version)
+            {
+                continue;
+            }
+            let empty = BTreeMap::new();
+            let (config, errors) = ThresholdConfig::from_configmap_data(cm.data.unwrap_or(&empty));
+            if errors.is_empty() {
+                for (entry, key) in config.not_used_keys() {
+                    let k = NotUsedKey {
+                        namespace: ns.to_owned(),
+                        entry: entry.to_owned(),
+                        key: key.to_owned(),
+                    };
+                    if self.reported_not_used.insert(k.clone()) {
+                        out.not_used.push(k);
+                    }
+                }
+                self.reported.remove(ns);
+                self.last_good
+                    .insert(ns.to_owned(), (cm.resource_version.to_owned(), config));
+                out.changed.push(ns.to_owned());
+            } else if self.reported.get(ns).map(String::as_str) != Some(cm.resource_version) {
+                self.reported
+                    .insert(ns.to_owned(), cm.resource_version.to_owned());
+                out.rejected.push(ConfigRejection {
+                    namespace: ns.to_owned(),
+                    name: cm.name.to_owned(),
+                    errors,
+                    no_previous: !self.last_good.contains_key(ns),
+                });
+            }
+        }
+        // Deleted ConfigMaps, and namespaces that opted out or were excluded:
+        // the global config (or, for the global one, the defaults) applies.
+        let gone: Vec<String> = self
+            .last_good
+            .keys()
+            .filter(|ns| !present.contains(*ns))
+            .cloned()
+            .collect();
+        for ns in gone {
+            self.last_good.remove(&ns);
+            self.reported.remove(&ns);
+            out.changed.push(ns);
+        }
+        let mut config = self
+            .last_good
+            .get(&self.own_namespace)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default();
+        let mut locals: Vec<(&String, &ThresholdConfig)> = self
+            .last_good
+            .iter()
+            .filter(|(ns, _)| **ns != self.own_namespace)
+            .map(|(ns, (_, c))| (ns, c))
+            .collect();
+        locals.sort_by(|a, b| a.0.cmp(b.0));
+        for (ns, local) in locals {
+            config = config.with_namespace_local(ns, local.clone());
+        }
+        out.changed.sort();
+        out.changed.dedup();
+        out.config = config;
+        out
+    }
+}
+
+/// A problem in one file of a thresholds directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectoryFileError {
+    /// Index of the file in the input.
+    pub file: usize,
+    pub error: LocatedThresholdError,
+}
+
+/// File mode's counterpart of the cluster: the thresholds from a directory's
+/// files (given as texts), each holding YAML documents. `ConfigMap`s named
+/// `wva-saturation-scaling-config` and `Namespace`s are used, with the same
+/// precedence as in a cluster: the ConfigMap in `own_namespace` (or without
+/// a namespace) is the global one; one in a namespace whose `Namespace`
+/// document carries the opt-in label (and not the exclude annotation)
+/// replaces it there. Strict, as the single-file form: the first invalid
+/// entry is an error with its line in its file.
+pub fn thresholds_from_documents(
+    files: &[&str],
+    own_namespace: &str,
+) -> Result<ThresholdConfig, DirectoryFileError> {
+    let at = |file: usize, line: usize, message: String| DirectoryFileError {
+        file,
+        error: LocatedThresholdError {
+            line,
+            error: ThresholdError::NotAMapping(message),
+        },
+    };
+    // (name, labels, annotations) of the Namespace documents.
+    type Meta = BTreeMap<String, String>;
+    let mut namespaces: Vec<(String, Meta, Meta)> = Vec::new();
+    // (file, first line of the document, namespace, parsed config)
+    let mut configmaps: Vec<(usize, usize, String, ThresholdConfig)> = Vec::new();
+    for (file, text) in files.iter().enumerate() {
+        for (offset, doc) in documents(text) {
+            let value: serde_yaml::Value = serde_yaml::from_str(doc).map_err(|e| {
+                at(
+                    file,
+                    offset - 1 + e.location().map(|l| l.line()).unwrap_or(1),
+                    e.to_string(),
+                )
+            })?;
+            let meta = |field: &str| -> BTreeMap<String, String> {
+                value
+                    .get("metadata")
+                    .and_then(|m| m.get(field))
+                    .and_then(|v| serde_yaml::from_value(v.clone()).ok())
+                    .unwrap_or_default()
+            };
+            let text_of = |field: &str| {
+                value
+                    .get("metadata")
+                    .and_then(|m| m.get(field))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            match value.get("kind").and_then(|k| k.as_str()) {
+                Some("Namespace") => {
+                    namespaces.push((text_of("name"), meta("labels"), meta("annotations")))
+                }
+                Some("ConfigMap") if text_of("name") == CONFIGMAP_NAME => {
+                    let config = ThresholdConfig::from_yaml_str_strict(doc).map_err(|e| {
+                        DirectoryFileError {
+                            file,
+                            error: LocatedThresholdError {
+                                line: offset - 1 + e.line,
+                                error: e.error,
+                            },
+                        }
+                    })?;
+                    let ns = text_of("namespace");
+                    let ns = if ns.is_empty() {
+                        own_namespace.to_owned()
+                    } else {
+                        ns
+                    };
+                    configmaps.push((file, offset, ns, config));
+                }
+                _ => {}
+            }
+        }
+    }
+    let policy = NamespacePolicy::from_namespaces(
+        namespaces
+            .iter()
+            .map(|(n, l, a)| (n.as_str(), Some(l), Some(a))),
+    );
+    let mut global = ThresholdConfig::default();
+    let mut locals = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (file, offset, ns, config) in configmaps {
+        if !seen.insert(ns.clone()) {
+            return Err(at(
+                file,
+                offset,
+                format!("a second {CONFIGMAP_NAME} for namespace {ns:?}"),
+            ));
+        }
+        if ns == own_namespace {
+            global = config;
+        } else if policy.local_config_allowed(&ns) {
+            locals.push((ns, config));
+        }
+    }
+    for (ns, config) in locals {
+        global = global.with_namespace_local(&ns, config);
+    }
+    Ok(global)
+}
+
+/// The documents of a YAML stream with the line (1-based) each starts on.
+fn documents(text: &str) -> Vec<(usize, &str)> {
+    let mut docs = Vec::new();
+    let (mut start_byte, mut start_line) = (0usize, 1usize);
+    let mut pos = 0usize;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_end() == "---" {
+            docs.push((start_line, &text[start_byte..pos]));
+            start_byte = pos + line.len();
+            start_line = i + 2;
+        }
+        pos += line.len();
+    }
+    docs.push((start_line, &text[start_byte..]));
+    docs.retain(|(_, d)| !d.trim().is_empty());
+    docs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(default: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([("default".to_owned(), default.to_owned())])
+    }
+
+    fn cm<'a>(ns: &'a str, rv: &'a str, d: &'a BTreeMap<String, String>) -> ConfigMapData<'a> {
+        ConfigMapData {
+            namespace: ns,
+            name: CONFIGMAP_NAME,
+            resource_version: rv,
+            data: Some(d),
+        }
+    }
+
+    fn policy(enabled: &[&str], excluded: &[&str]) -> NamespacePolicy {
+        let on = BTreeMap::from([(CONFIG_ENABLED_LABEL.to_owned(), "true".to_owned())]);
+        let ex = BTreeMap::from([(EXCLUDE_ANNOTATION.to_owned(), "true".to_owned())]);
+        type Meta<'a> = Option<&'a BTreeMap<String, String>>;
+        let mut all: Vec<(&str, Meta, Meta)> = Vec::new();
+        for n in enabled {
+            all.push((n, Some(&on), None));
+        }
+        for n in excluded {
+            all.push((n, None, Some(&ex)));
+        }
+        NamespacePolicy::from_namespaces(all)
+    }
+
+    #[test]
+    fn precedence_table() {
+        let global = data("kvCacheThreshold: 0.9");
+        let local = data("kvCacheThreshold: 0.7");
+        // (case, namespaces opted in, excluded, kv threshold in "team")
+        let cases: &[(&str, &[&str], &[&str], f64)] = &[
+            ("opted in: local wins", &["team"], &[], 0.7),
+            ("not labelled: global applies", &[], &[], 0.9),
+            (
+                "labelled but excluded: global applies",
+                &["team"],
+                &["team"],
+                0.9,
+            ),
+        ];
+        for (name, enabled, excluded, kv) in cases {
+            let mut r = ThresholdsReconciler::new("wva-system");
+            let out = r.reconcile(
+                &[cm("wva-system", "1", &global), cm("team", "2", &local)],
+                &policy(enabled, excluded),
+            );
+            assert_eq!(
+                out.config.for_model("m", "team").kv_cache_threshold,
+                *kv,
+                "{name}"
+            );
+            assert_eq!(out.config.for_model("m", "other").kv_cache_threshold, 0.9);
+        }
+        let p = policy(&[], &["gone"]);
+        assert!(!p.is_managed("gone") && p.is_managed("team"));
+    }
+
+    #[test]
+    fn a_bad_version_keeps_the_last_good_one_and_is_reported_once() {
+        let mut r = ThresholdsReconciler::new("wva-system");
+        let p = policy(&["team"], &[]);
+        let good = data("kvCacheThreshold: 0.7\nenableLimiter: false");
+        let bad = data("kvCacheThreshold: 0.7\nkvCacheTreshold: 0.6");
+        let out = r.reconcile(&[cm("team", "1", &good)], &p);
+        assert!(out.rejected.is_empty());
+        assert_eq!(out.not_used.len(), 1);
+        assert_eq!(out.config.for_model("m", "team").kv_cache_threshold, 0.7);
+        let out = r.reconcile(&[cm("team", "2", &bad)], &p);
+        assert_eq!(out.rejected.len(), 1);
+        assert!(!out.rejected[0].no_previous);
+        assert_eq!(out.rejected[0].errors[0].field(), Some("kvCacheTreshold"));
+        assert_eq!(out.config.for_model("m", "team").kv_cache_threshold, 0.7);
+        // The same bad version again (another reflector event): not reported twice,
+        // and the good key is not reported as unused twice either.
+        let out = r.reconcile(&[cm("team", "2", &bad)], &p);
+        assert!(out.rejected.is_empty() && out.not_used.is_empty());
+        assert_eq!(out.config.for_model("m", "team").kv_cache_threshold, 0.7);
+        // Deleted: the global config (defaults here) applies again.
+        let out = r.reconcile(&[], &p);
+        assert_eq!(out.changed, ["team"]);
+        assert_eq!(out.config.for_model("m", "team").kv_cache_threshold, 0.80);
+    }
+
+    #[test]
+    fn a_directory_of_configmaps_follows_the_cluster_precedence() {
+        let global = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: wva-saturation-scaling-config\n  namespace: wva-system\ndata:\n  default: |\n    kvCacheThreshold: 0.9\n";
+        let local = |ns: &str, kv: &str| {
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: wva-saturation-scaling-config\n  namespace: {ns}\ndata:\n  default: |\n    kvCacheThreshold: {kv}\n")
+        };
+        let namespaces = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n  labels: {wva.llmd.ai/config-enabled: \"true\"}\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: shut\n  labels: {wva.llmd.ai/config-enabled: \"true\"}\n  annotations: {wva.llmd.ai/exclude: \"true\"}\n";
+        let locals = [
+            local("team", "0.7"),
+            local("other", "0.6"),
+            local("shut", "0.5"),
+        ]
+        .join("---\n");
+        let c = thresholds_from_documents(&[global, &locals, namespaces], "wva-system").unwrap();
+        let kv = |ns: &str| c.for_model("m", ns).kv_cache_threshold;
+        assert_eq!(
+            (kv("team"), kv("other"), kv("shut"), kv("x")),
+            (0.7, 0.9, 0.9, 0.9)
+        );
+
+        // An error names its file and the line in that file: the typo sits
+        // on line 8 of the second document, which starts on line 10.
+        let bad = format!(
+            "{}---\n{}",
+            local("team", "0.7"),
+            local("other", "0.6").replace("kvCacheThreshold", "kvCacheTreshold")
+        );
+        let err = thresholds_from_documents(&[global, &bad], "wva-system").unwrap_err();
+        assert_eq!((err.file, err.error.line), (1, 17), "{err:?}");
+        assert_eq!(err.error.error.field(), Some("kvCacheTreshold"));
+    }
+}

@@ -98,7 +98,8 @@ pub struct ServeArgs {
     /// Where vLLM metrics come from.
     #[arg(long, value_enum, default_value_t = BackendKind::Prometheus)]
     pub metrics_backend: BackendKind,
-    /// Saturation thresholds: YAML in the shape of the wva-saturation-scaling-config ConfigMap data.
+    /// Saturation thresholds: YAML in the shape of the wva-saturation-scaling-config ConfigMap data
+    /// (with --inventory file: reloaded when the file changes).
     #[arg(long, value_name = "FILE")]
     pub saturation_config: Option<PathBuf>,
     /// How often the scrape backend scrapes each ready pod.

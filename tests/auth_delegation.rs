@@ -197,8 +197,14 @@ async fn trust_comes_from_the_kube_system_configmap_and_follows_its_changes() {
     let proxy = client_cert(&front_proxy, "front-proxy-client", None);
     let via_proxy = client(&s.server_ca, Some(&proxy));
     let headers = [("X-Remote-User", "alice"), ("X-Remote-Group", "hpa-group")];
-    let (status, body) = get(&via_proxy, &url, &headers).await;
-    assert_eq!(status, 200, "{body}");
+    // /readyz does not wait for the ConfigMap's first read: the first
+    // answers may still treat the proxy as anonymous.
+    eventually(
+        Duration::from_secs(20),
+        "the ConfigMap's front proxy to be trusted",
+        || async { (get(&via_proxy, &url, &headers).await.0 == 200).then_some(()) },
+    )
+    .await;
     let review = review_of(&s.api, "alice").expect("a review for alice");
     let groups = review["spec"]["groups"].as_array().unwrap();
     assert!(groups.contains(&json!("hpa-group")), "{review}");

@@ -100,7 +100,7 @@ pub struct ServeArgs {
     pub metrics_backend: BackendKind,
     /// Saturation thresholds: YAML in the shape of the wva-saturation-scaling-config ConfigMap data
     /// (or the whole ConfigMap); or a directory of ConfigMap and Namespace files, where a ConfigMap in an
-    /// opted-in namespace replaces the one in --namespace for that namespace. Invalid: exit code 2.
+    /// opted-in namespace replaces the one in --namespace for that namespace. Invalid: exit code 2. With --inventory file: a file is reloaded when it changes.
     #[arg(long, value_name = "FILE")]
     pub saturation_config: Option<PathBuf>,
     /// Serve only VariantAutoscalings (and annotated HPAs/ScaledObjects) labelled

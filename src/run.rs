@@ -127,6 +127,55 @@ pub fn load_thresholds(
     Ok(config)
 }
 
+/// Standalone mode: reloads `--saturation-config` when its modification
+/// time or size changes (the file is often a mounted ConfigMap, as the
+/// ConfigMap is followed in a cluster). A version that does not load keeps
+/// the previous thresholds and logs why.
+fn watch_thresholds_file(
+    path: std::path::PathBuf,
+    thresholds: Arc<ArcSwap<ThresholdConfig>>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    let stamp = |p: &Path| {
+        let meta = std::fs::metadata(p).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    };
+    let mut last = stamp(&path);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::inventory::file::RELOAD_CHECK_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = stamp(&path);
+            if now == last {
+                continue;
+            }
+            last = now;
+            // At run time a rejected entry keeps the whole previous
+            // configuration (as a changed ConfigMap does), rather than
+            // silently falling back to defaults for it.
+            let loaded = std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| ThresholdConfig::from_yaml_str(&text).map_err(|e| e.to_string()))
+                .and_then(|(config, rejected)| match rejected.first() {
+                    None => Ok(config),
+                    Some(e) => Err(e.to_string()),
+                });
+            match loaded {
+                Ok(config) => {
+                    tracing::info!(path = %path.display(), "saturation config reloaded");
+                    thresholds.store(Arc::new(config));
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "saturation config reload failed; keeping the previous thresholds")
+                }
+            }
+        }
+    })
+}
+
 /// Builds the components of `serve` from its flags.
 pub async fn components_from_args(
     args: &ServeArgs,
@@ -185,6 +234,13 @@ pub async fn components_from_args(
             )
             .await?;
             tasks.push(task);
+            if let Some(path) = &args.saturation_config {
+                tasks.push(watch_thresholds_file(
+                    path.clone(),
+                    Arc::clone(&thresholds),
+                    shutdown.clone(),
+                ));
+            }
         }
         InventorySource::Kube => {
             let client = client

@@ -25,9 +25,14 @@ fn certs(out: &std::path::Path) {
             "--out",
         ])
         .arg(out)
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
+    // Captured, not inherited: its log would interleave with test results.
+    assert!(
+        status.status.success(),
+        "certs failed: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 }
 
 /// A client that trusts only `ca_pem` and resolves the Service name to loopback.

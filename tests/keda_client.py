@@ -5,8 +5,10 @@ grpcio and stubs generated at run time from proto/externalscaler.proto.
 Prints one JSON object per line:
   all    -> {"spec": {...}, "metrics": {...}, "active": bool}
   call   -> the answer of one RPC, or {"code": "NOT_FOUND", "details": "..."}
-  watch  -> {"ready": value}, then {"changed": value} when GetMetrics changes
-  stream -> {"stream": bool} for each StreamIsActive message (bounded)
+  watch  -> {"ready": value}, then {"changed": value} for each change of
+            GetMetrics, until the value is --until (or one change without it)
+  stream -> {"stream": bool, "at": seconds since the call} for each of the
+            first --messages StreamIsActive messages (bounded by --timeout)
 """
 import argparse
 import json
@@ -53,6 +55,8 @@ def main():
     p.add_argument("--namespace", default="")
     p.add_argument("--metadata", action="append", default=[], help="key=value")
     p.add_argument("--timeout", type=float, default=20.0)
+    p.add_argument("--until", type=float, default=None)
+    p.add_argument("--messages", type=int, default=1)
     p.add_argument("command", choices=["all", "spec", "metrics", "active", "watch", "stream"])
     a = p.parse_args()
 
@@ -91,18 +95,24 @@ def main():
             first = metrics()[0]["metricValueFloat"]
             emit({"ready": first})
             deadline = time.monotonic() + a.timeout
+            last = first
             while time.monotonic() < deadline:
                 now = metrics()[0]["metricValueFloat"]
-                if now != first:
+                if now != last:
                     emit({"changed": now})
-                    return
+                    last = now
+                    if a.until is None or now == a.until:
+                        return
                 time.sleep(0.05)
-            emit({"timeout": first})
+            emit({"timeout": last})
         elif a.command == "stream":
-            # The first message arrives at once; one is enough here.
+            started = time.monotonic()
+            seen = 0
             for msg in stub.StreamIsActive(ref, timeout=a.timeout):
-                emit({"stream": msg.result})
-                break
+                emit({"stream": msg.result, "at": round(time.monotonic() - started, 3)})
+                seen += 1
+                if seen >= a.messages:
+                    break
     except grpc.RpcError as e:
         emit(error(e))
 

@@ -144,11 +144,51 @@ async fn same_decisions_as_the_scrape_backend() {
     );
 }
 
-/// Runs `serve` for a few cycles and returns (batched queries, cycles).
+/// `serve` over `yaml` with the fetcher's debug log ("fetch cycle done",
+/// one line per cycle with the queries it sent) in `serve.log`.
+async fn serve_counting_cycles(url: &str, yaml: &str, extra: &[&str]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inventory.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let inv = format!("file:{}", path.display());
+    let mut args = vec![
+        "--inventory",
+        &inv,
+        "--metrics-backend",
+        "prometheus",
+        "--prometheus-url",
+        url,
+    ];
+    args.extend_from_slice(extra);
+    Server::start_with(
+        dir,
+        &args,
+        &[(
+            "RUST_LOG",
+            "info,wva_metrics_server::collector::fetcher=debug",
+        )],
+        true,
+    )
+    .await
+}
+
+/// Fetch cycles the server has logged so far.
+fn cycles_logged(s: &Server) -> usize {
+    s.log()
+        .lines()
+        .filter(|l| l.contains("fetch cycle done"))
+        .count()
+}
+
+/// Runs `serve` for a few cycles and returns (batched queries in
+/// Prometheus' query log, fetch cycles in the server's own log). The
+/// cycles are counted from the server's debug log ("fetch cycle done"),
+/// not from the query log, so that queries per model or per variant
+/// cannot pass for cycles.
 async fn queries_per_cycle(prom: &PrometheusServer, yaml: &str) -> (usize, usize) {
     let before = prom.logged_queries().len();
-    let s = serve(
-        prom,
+    let s = serve_counting_cycles(
+        &prom.url(),
         yaml,
         &[
             "--metrics-fetch-interval",
@@ -165,15 +205,34 @@ async fn queries_per_cycle(prom: &PrometheusServer, yaml: &str) -> (usize, usize
         "2",
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    drop(s);
-    let log = prom.logged_queries();
-    let ours = batched(&log[before.min(log.len())..]);
-    let cycles = ours
-        .iter()
-        .filter(|q| q.contains("vllm:kv_cache_usage_perc"))
+    let first = cycles_logged(&s);
+    eventually(
+        Duration::from_secs(30),
+        "three more fetch cycles",
+        || async { (cycles_logged(&s) >= first + 3).then_some(()) },
+    )
+    .await;
+    let mut s = s;
+    // Stopped between cycles or in one: a cycle cut short may have sent
+    // part of its queries, so the last logged cycle is compared with a
+    // margin below.
+    s.proc.stop();
+    let log = s.log();
+    let cycles = log
+        .lines()
+        .filter(|l| l.contains("fetch cycle done"))
         .count();
-    (ours.len(), cycles)
+    for line in log.lines().filter(|l| l.contains("fetch cycle done")) {
+        assert!(line.contains("requests=6"), "six queries per cycle: {line}");
+    }
+    // Prometheus writes its query log as it answers; wait for the last ones.
+    let queries = eventually(Duration::from_secs(10), "the query log", || async {
+        let log = prom.logged_queries();
+        let n = batched(&log[before.min(log.len())..]).len();
+        (n >= 6 * cycles).then_some(n)
+    })
+    .await;
+    (queries, cycles)
 }
 
 #[tokio::test]
@@ -196,36 +255,27 @@ async fn queries_per_cycle_do_not_grow_with_variants() {
     );
     let (q1, c1) = queries_per_cycle(&prom, &one).await;
     let (q200, c200) = queries_per_cycle(&prom, &inventory(&emulators, 198)).await;
-    assert!(c1 >= 2 && c200 >= 2, "several cycles ran ({c1}, {c200})");
-    assert_eq!(q1, 6 * c1, "1 variant: {q1} queries in {c1} cycles");
-    assert_eq!(
-        q200,
-        6 * c200,
-        "200 variants: {q200} queries in {c200} cycles"
-    );
+    assert!(c1 >= 3 && c200 >= 3, "several cycles ran ({c1}, {c200})");
+    // Six per cycle, plus at most one cycle cut short by the stop.
+    for (what, q, c) in [("1 variant", q1, c1), ("200 variants", q200, c200)] {
+        assert!(
+            (6 * c..6 * c + 6).contains(&q),
+            "{what}: {q} queries in {c} cycles"
+        );
+    }
     println!(
-        "queries per cycle: 1 variant {}, 200 variants {}",
-        q1 / c1,
-        q200 / c200
+        "queries per cycle: 1 variant {:.1}, 200 variants {:.1}",
+        q1 as f64 / c1 as f64,
+        q200 as f64 / c200 as f64
     );
-}
-
-/// Background fetch cycles the server has run, from its own `/metrics`
-/// (a source independent of Prometheus' query log).
-async fn cycles_run(s: &Server) -> usize {
-    let text = s.text("/metrics").await;
-    text.lines()
-        .filter(|l| l.starts_with("wva_fetch_cycles_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as usize
 }
 
 #[tokio::test]
 async fn hpa_requests_cause_no_queries() {
     let (emulators, targets) = replicas().await;
     let prom = PrometheusServer::start(&targets).await;
-    let s = serve(
-        &prom,
+    let s = serve_counting_cycles(
+        &prom.url(),
         &inventory(&emulators, 0),
         &["--metrics-fetch-interval", "2s"],
     )
@@ -237,8 +287,8 @@ async fn hpa_requests_cause_no_queries() {
         "2",
     )
     .await;
-    let cycles_before = cycles_run(&s).await;
     let before = prom.logged_queries().len();
+    let cycles_before = cycles_logged(&s);
     for i in 0..100 {
         let (ns, sel) = if i % 2 == 0 {
             ("llm-a", "llama-decode")
@@ -251,7 +301,7 @@ async fn hpa_requests_cause_no_queries() {
         assert!(v.is_some(), "request {i} answered");
     }
     let log = prom.logged_queries();
-    let cycles = cycles_run(&s).await - cycles_before;
+    let cycles = cycles_logged(&s) - cycles_before;
     let during = batched(&log[before..]);
     let per_model: Vec<&&String> = during
         .iter()
@@ -370,26 +420,41 @@ async fn invalid_samples_are_rejected_and_do_not_change_the_decision() {
         "2",
     )
     .await;
-    for (state, reason) in [
-        (serde_json::json!({"kv": 1.7}), "out_of_range"),
-        (serde_json::json!({"kv": "NaN"}), "not_finite"),
+    // Every llama replica reports the bad value. Accepted, kv 1.7 would make
+    // all three saturated and the model scale up (3 -> 4); NaN would leave
+    // no usable spare. Rejected, each replica keeps its last good value
+    // (.20/.30/.25): still 2.
+    for (kv, reason, in_prometheus) in [
+        (
+            serde_json::json!(1.7),
+            "out_of_range",
+            "count(vllm:kv_cache_usage_perc{namespace=\"llm-a\"} > 1)",
+        ),
+        (
+            serde_json::json!("NaN"),
+            "not_finite",
+            "count(vllm:kv_cache_usage_perc{namespace=\"llm-a\"} != vllm:kv_cache_usage_perc{namespace=\"llm-a\"})",
+        ),
     ] {
-        emulators[0].set_state(state).await;
-        let metric_line = format!("reason=\"{reason}\"");
+        for e in &emulators[..3] {
+            e.set_state(serde_json::json!({ "kv": kv })).await;
+        }
         eventually(
-            Duration::from_secs(15),
-            &format!("a rejected sample ({reason})"),
+            Duration::from_secs(30),
+            &format!("Prometheus to hold the {reason} value of all three replicas"),
             || async {
-                let text = s.text("/metrics").await;
-                text.lines()
-                    .any(|l| {
-                        l.starts_with("wva_metrics_samples_rejected_total{")
-                            && l.contains("backend=\"prometheus\"")
-                            && l.contains(&metric_line)
-                            && !l.ends_with(" 0")
-                    })
-                    .then_some(())
+                let r = prom.query(in_prometheus).await;
+                (r.first().and_then(|v| v["value"][1].as_str()) == Some("3")).then_some(())
             },
+        )
+        .await;
+        let rejected = || async { rejected_count(&s.text("/metrics").await, reason) };
+        let before = rejected().await;
+        // Two more cycles, each rejecting the three replicas' samples.
+        eventually(
+            Duration::from_secs(30),
+            &format!("two cycles of {reason} rejections"),
+            || async { (rejected().await >= before + 6.0).then_some(()) },
         )
         .await;
         assert_eq!(
@@ -399,7 +464,23 @@ async fn invalid_samples_are_rejected_and_do_not_change_the_decision() {
             Some("2"),
             "the decision is unchanged while {reason} samples are rejected"
         );
+        for (e, good) in emulators[..3].iter().zip([0.20, 0.30, 0.25]) {
+            e.set_state(serde_json::json!({ "kv": good })).await;
+        }
     }
+}
+
+/// `wva_metrics_samples_rejected_total` of the Prometheus backend for
+/// `reason`, summed over signals (0 when absent).
+fn rejected_count(text: &str, reason: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with("wva_metrics_samples_rejected_total{")
+                && l.contains("backend=\"prometheus\"")
+                && l.contains(&format!("reason=\"{reason}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// A TCP proxy in front of Prometheus that holds every chunk of its

@@ -1,8 +1,11 @@
 //! An in-process Kubernetes API server for tests. It speaks the real wire
 //! protocol the kube client uses: list (with a resourceVersion), watch as a
 //! stream of JSON events from a resourceVersion, `410 Gone` for an expired
-//! resourceVersion, field selectors on `metadata.name`, status PATCH, and
-//! 404 Status for resources it does not serve. Tests create, change and
+//! resourceVersion, field selectors on `metadata.name`, status PATCH
+//! (server-side apply: the patch is merged into the stored status, lists of
+//! conditions by their `type`, as the API server does for fields other
+//! managers own), KEDA `ScaledObject`s (keda.sh/v1alpha1), and 404 Status
+//! for resources it does not serve. Tests create, change and
 //! delete objects through [`ApiServer`] and can cut every watch stream or
 //! expire every resourceVersion, as a real API server does on restarts and
 //! compactions.
@@ -37,6 +40,7 @@ const RESOURCES: &[(&str, &str, &str)] = &[
     ("/api/v1", "pods", "Pod"),
     ("/api/v1", "configmaps", "ConfigMap"),
     ("/apis/events.k8s.io/v1", "events", "Event"),
+    ("/apis/keda.sh/v1alpha1", "scaledobjects", "ScaledObject"),
     // Last: its list path `/api/v1/namespaces` is the prefix of every
     // namespaced path above.
     ("/api/v1", "namespaces", "Namespace"),
@@ -70,6 +74,10 @@ struct State {
     denied_users: Vec<String>,
     /// Bearer tokens TokenReview accepts, and the user each names.
     tokens: BTreeMap<String, String>,
+    /// Resources (plurals) whose list requests are held until released.
+    held_lists: Vec<String>,
+    /// Delay before answering each review (to exceed the server's timeout).
+    review_delay: std::time::Duration,
 }
 
 /// A running test API server.
@@ -206,6 +214,8 @@ impl ApiServer {
     }
 
     async fn access_review(&self, req: Request<Incoming>) -> Response<TestBody> {
+        let delay = self.state.lock().unwrap().review_delay;
+        tokio::time::sleep(delay).await;
         let body = req
             .into_body()
             .collect()
@@ -226,6 +236,8 @@ impl ApiServer {
     }
 
     async fn token_review(&self, req: Request<Incoming>) -> Response<TestBody> {
+        let delay = self.state.lock().unwrap().review_delay;
+        tokio::time::sleep(delay).await;
         let body = req
             .into_body()
             .collect()
@@ -268,6 +280,30 @@ impl ApiServer {
             .insert(token.to_owned(), user.to_owned());
     }
 
+    /// Holds every list request of `plural` until [`ApiServer::release_lists`]
+    /// (an API server slow to answer: the client's caches stay unsynced).
+    pub fn hold_lists(&self, plural: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .held_lists
+            .push(plural.to_owned());
+    }
+
+    pub fn release_lists(&self) {
+        self.state.lock().unwrap().held_lists.clear();
+    }
+
+    /// Delays every SubjectAccessReview and TokenReview answer by `delay`.
+    pub fn delay_reviews(&self, delay: std::time::Duration) {
+        self.state.lock().unwrap().review_delay = delay;
+    }
+
+    /// TokenReviews received so far.
+    pub fn token_reviews(&self) -> Vec<Value> {
+        self.state.lock().unwrap().token_reviews.clone()
+    }
+
     /// (list requests served, watches answered 410 Gone) so far.
     pub fn counters(&self) -> (u64, u64) {
         let st = self.state.lock().unwrap();
@@ -282,6 +318,16 @@ impl ApiServer {
             .filter(|((p, _, _), _)| p == "events")
             .map(|(_, o)| o.clone())
             .collect()
+    }
+
+    /// The stored object (plural, namespace, name), if any.
+    pub fn object(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.state
+            .lock()
+            .unwrap()
+            .objects
+            .get(&(plural.to_owned(), namespace.to_owned(), name.to_owned()))
+            .cloned()
     }
 
     /// Status PATCH requests received so far.
@@ -329,7 +375,23 @@ impl ApiServer {
             {
                 self.watch(plural, kind, namespace, &query).await
             }
-            (Method::GET, None, _) => self.list(prefix, plural, kind, namespace, &query),
+            (Method::GET, None, _) => {
+                // Bounded: a test that holds lists releases them.
+                for _ in 0..600 {
+                    let held = self
+                        .state
+                        .lock()
+                        .unwrap()
+                        .held_lists
+                        .iter()
+                        .any(|p| p == plural);
+                    if !held {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                self.list(prefix, plural, kind, namespace, &query)
+            }
             (Method::GET, Some(name), None) => {
                 let st = self.state.lock().unwrap();
                 match st
@@ -386,7 +448,7 @@ impl ApiServer {
                     .cloned();
                 match current {
                     Some(mut o) => {
-                        o["status"] = patch["status"].clone();
+                        merge_apply(&mut o["status"], &patch["status"]);
                         self.apply(o.clone());
                         full(StatusCode::OK, o.to_string())
                     }
@@ -549,6 +611,39 @@ fn stream_response(
 
 fn status_json(code: u16, reason: &str, message: &str) -> String {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code}).to_string()
+}
+
+/// Merges an applied configuration into the stored one, as server-side
+/// apply does for fields the applier does not own: maps merge key by key,
+/// lists whose items all carry a `type` (conditions: `listType: map`,
+/// `listMapKeys: [type]`) merge item by item, anything else is replaced.
+/// (Fields the applier owned before and now omits are not removed: the
+/// server under test always applies the whole status it owns.)
+pub fn merge_apply(stored: &mut Value, applied: &Value) {
+    fn keyed(v: &Value) -> Option<Vec<(String, Value)>> {
+        v.as_array()?
+            .iter()
+            .map(|item| Some((item.get("type")?.as_str()?.to_owned(), item.clone())))
+            .collect()
+    }
+    if let (Some(into), Some(from)) = (stored.as_object_mut(), applied.as_object()) {
+        for (k, v) in from {
+            merge_apply(into.entry(k.clone()).or_insert(Value::Null), v);
+        }
+        return;
+    }
+    if let (Some(old), Some(new)) = (keyed(stored), keyed(applied)) {
+        let mut merged: Vec<(String, Value)> = old;
+        for (t, item) in new {
+            match merged.iter_mut().find(|(k, _)| *k == t) {
+                Some((_, slot)) => merge_apply(slot, &item),
+                None => merged.push((t, item)),
+            }
+        }
+        *stored = Value::Array(merged.into_iter().map(|(_, v)| v).collect());
+        return;
+    }
+    *stored = applied.clone();
 }
 
 /// A request path, split.

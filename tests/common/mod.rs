@@ -15,6 +15,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_wva-metrics-server");
 pub struct Proc {
     pub child: Child,
     pub name: String,
+    /// Where its stderr (the log) goes.
+    pub log: PathBuf,
 }
 
 impl Drop for Proc {
@@ -29,12 +31,19 @@ impl Proc {
         Self::spawn_with(name, args, &[], None)
     }
 
-    /// Spawns with extra environment variables, and the log in `log` when given.
+    /// Spawns with extra environment variables, and the log in `log` when
+    /// given. Without `log` the process still logs to a file (under cargo's
+    /// per-target temporary directory, see [`log_path`]): server logs
+    /// interleaved with test results made `cargo test` output unreadable.
     pub fn spawn_with(name: &str, args: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> Proc {
-        let stderr = match log {
-            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
-            None => Stdio::inherit(),
+        let path = match log {
+            Some(path) => path.to_owned(),
+            None => log_path(name),
         };
+        let stderr = Stdio::from(
+            std::fs::File::create(&path)
+                .unwrap_or_else(|e| panic!("cannot create log {}: {e}", path.display())),
+        );
         let child = Command::new(BIN)
             .args(args)
             .env("RUST_LOG", "info")
@@ -47,7 +56,13 @@ impl Proc {
         Proc {
             child,
             name: name.to_owned(),
+            log: path,
         }
+    }
+
+    /// What it has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Stops the process (SIGKILL) and waits for it.
@@ -55,6 +70,18 @@ impl Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A fresh log file for a child process: `target/tmp/test-logs/<name>-<n>-<pid>.log`
+/// (kept after the run, so that a failed test's logs can be read).
+pub fn log_path(name: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-logs");
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("{name}-{n}-{}.log", std::process::id()))
 }
 
 /// A free loopback port. The socket is closed before use, so another process
@@ -223,6 +250,35 @@ impl Server {
         env: &[(&str, &str)],
         log: bool,
     ) -> Server {
+        let server = Self::launch(dir, extra, env, log);
+        server.wait_ready().await;
+        server
+    }
+
+    /// Waits (30 s at most) until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        let url = format!("{}/readyz", self.base);
+        eventually(Duration::from_secs(30), "serve to become ready", || {
+            let c = self.client.clone();
+            let url = url.clone();
+            async move {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => Some(()),
+                    _ => None,
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Starts `serve` as [`Server::start_with`] does, without waiting for
+    /// it to become ready (for tests of readiness itself).
+    pub fn launch(
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: bool,
+    ) -> Server {
         let pki = make_pki(dir.path());
         let port = free_port();
         let port_s = port.to_string();
@@ -247,26 +303,13 @@ impl Server {
         let proc = Proc::spawn_with("serve", &args, env, log.then_some(log_path.as_path()));
         let client = https_client(&pki.ca_pem);
         let base = format!("https://127.0.0.1:{port}");
-        let server = Server {
+        Server {
             proc,
             port,
             client,
             base,
             dir,
-        };
-        let url = format!("{}/readyz", server.base);
-        eventually(Duration::from_secs(30), "serve to become ready", || {
-            let c = server.client.clone();
-            let url = url.clone();
-            async move {
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => Some(()),
-                    _ => None,
-                }
-            }
-        })
-        .await;
-        server
+        }
     }
 
     /// Starts `serve` over an inventory file holding `yaml`, with the

@@ -79,6 +79,14 @@ impl PrometheusBackend {
                     path.display()
                 ))
             })?;
+            // A file without any certificate would silently leave only the
+            // system roots in place: refuse it like an unreadable one.
+            if certs.is_empty() {
+                return Err(reject(format!(
+                    "PROMETHEUS_CA_CERT_PATH {} holds no PEM certificate",
+                    path.display()
+                )));
+            }
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }

@@ -1,0 +1,369 @@
+//! Delegated authentication and authorization as deployed: the trust
+//! configuration read from `kube-system/extension-apiserver-authentication`
+//! (what deploy/ relies on, no requestheader flags) and followed when it
+//! changes; x509 users from `--client-ca-file`; SubjectAccessReview answers
+//! reused until their TTL and a slow API server answered 503, never a hang
+//! or an allow. Real certificates, a real `serve`, reviews answered by the
+//! in-process API server.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::apiserver::ApiServer;
+use common::{eventually, free_port, make_pki, Emulator, Proc};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use serde_json::{json, Value};
+
+const PATH: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/wva_desired_replicas?labelSelector=target_name%3Dllama-decode";
+
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca(name: &str) -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = p.self_signed(&key).unwrap();
+    Ca {
+        pem: cert.pem(),
+        issuer: Issuer::new(p, key),
+    }
+}
+
+/// A client certificate (CN, O) signed by `ca`: (cert PEM, key PEM).
+fn client_cert(ca: &Ca, cn: &str, org: Option<&str>) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    if let Some(o) = org {
+        p.distinguished_name.push(DnType::OrganizationName, o);
+    }
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = p.signed_by(&key, &ca.issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn client(server_ca: &str, identity: Option<&(String, String)>) -> reqwest::Client {
+    wva_metrics_server::install_crypto_provider();
+    let mut b = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(server_ca.as_bytes()).unwrap()])
+        .timeout(Duration::from_secs(10));
+    if let Some((cert, key)) = identity {
+        b = b.identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap());
+    }
+    b.build().unwrap()
+}
+
+async fn get(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut r = c.get(url);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let r = r.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or_default())
+}
+
+struct Setup {
+    api: ApiServer,
+    base: String,
+    server_ca: String,
+    _dir: tempfile::TempDir,
+    _serve: Proc,
+    _emulators: Vec<Emulator>,
+}
+
+/// One variant of three replicas in the API server (anonymous denied), and
+/// `serve --inventory kube` with `extra` flags; `before_start` runs before
+/// `serve` starts (to create the ConfigMap it reads at start).
+async fn setup(extra: &[&str], before_start: impl FnOnce(&ApiServer, &std::path::Path)) -> Setup {
+    let api = ApiServer::start().await;
+    let mut emulators = Vec::new();
+    for kv in [0.20, 0.30, 0.25] {
+        emulators.push(Emulator::start("m", kv, 1.0).await);
+    }
+    api.apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "llama-decode", "namespace": "llm"},
+        "spec": {"replicas": 3, "selector": {}, "template": {}}, "status": {"replicas": 3, "readyReplicas": 3}}));
+    for (i, e) in emulators.iter().enumerate() {
+        api.apply(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("p{i}"), "namespace": "llm", "labels": {"llm-d.ai/variant": "llama"},
+                         "annotations": {"prometheus.io/port": e.port.to_string()}},
+            "status": {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}}));
+    }
+    api.apply(json!({"apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling", "metadata": {"name": "llama", "namespace": "llm"},
+        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "llama-decode"}, "modelID": "m", "maxReplicas": 10}}));
+    api.deny_user("system:anonymous");
+
+    let dir = tempfile::tempdir().unwrap();
+    before_start(&api, dir.path());
+    let pki = make_pki(dir.path());
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let port = free_port();
+    let port_s = port.to_string();
+    let mut args = vec![
+        "serve",
+        "--bind-address",
+        "127.0.0.1",
+        "--secure-port",
+        &port_s,
+        "--tls-cert-file",
+        pki.cert_path.to_str().unwrap(),
+        "--tls-private-key-file",
+        pki.key_path.to_str().unwrap(),
+        "--inventory",
+        "kube",
+        "--metrics-backend",
+        "scrape",
+        "--scrape-interval",
+        "500ms",
+    ];
+    args.extend_from_slice(extra);
+    let serve = Proc::spawn_with(
+        "serve",
+        &args,
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+        Some(&dir.path().join("serve.log")),
+    );
+    let base = format!("https://127.0.0.1:{port}");
+    let ready = client(&pki.ca_pem, None);
+    eventually(Duration::from_secs(30), "serve to become ready", || async {
+        ready
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+    })
+    .await;
+    Setup {
+        api,
+        base,
+        server_ca: pki.ca_pem,
+        _dir: dir,
+        _serve: serve,
+        _emulators: emulators,
+    }
+}
+
+/// The ConfigMap kube-apiserver keeps in kube-system, with the keys it writes.
+fn authentication_configmap(front_proxy_ca: &str, allowed: &str, client_ca: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+    "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system"},
+    "data": {
+        "requestheader-client-ca-file": front_proxy_ca,
+        "requestheader-allowed-names": allowed,
+        "requestheader-username-headers": "[\"X-Remote-User\"]",
+        "requestheader-group-headers": "[\"X-Remote-Group\"]",
+        "requestheader-extra-headers-prefix": "[\"X-Remote-Extra-\"]",
+        "client-ca-file": client_ca,
+    }})
+}
+
+/// The user and groups of the newest review for `user`.
+fn review_of(api: &ApiServer, user: &str) -> Option<Value> {
+    api.access_reviews()
+        .into_iter()
+        .rev()
+        .find(|r| r["spec"]["user"] == user)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_comes_from_the_kube_system_configmap_and_follows_its_changes() {
+    let front_proxy = ca("front-proxy-ca");
+    let client_ca = ca("cluster-client-ca");
+    let (fp_pem, cc_pem) = (front_proxy.pem.clone(), client_ca.pem.clone());
+    // No requestheader or client-ca flags: everything from the ConfigMap.
+    let s = setup(&[], |api, _| {
+        api.apply(authentication_configmap(
+            &fp_pem,
+            "[\"front-proxy-client\"]",
+            &cc_pem,
+        ))
+    })
+    .await;
+    let url = format!("{}{PATH}", s.base);
+
+    // The aggregator's certificate and headers: the user it names is reviewed.
+    let proxy = client_cert(&front_proxy, "front-proxy-client", None);
+    let via_proxy = client(&s.server_ca, Some(&proxy));
+    let headers = [("X-Remote-User", "alice"), ("X-Remote-Group", "hpa-group")];
+    // /readyz does not wait for the ConfigMap's first read: the first
+    // answers may still treat the proxy as anonymous.
+    eventually(
+        Duration::from_secs(20),
+        "the ConfigMap's front proxy to be trusted",
+        || async { (get(&via_proxy, &url, &headers).await.0 == 200).then_some(()) },
+    )
+    .await;
+    let review = review_of(&s.api, "alice").expect("a review for alice");
+    let groups = review["spec"]["groups"].as_array().unwrap();
+    assert!(groups.contains(&json!("hpa-group")), "{review}");
+
+    // A client certificate from the ConfigMap's client CA: CN is the user, O a group.
+    let carol = client_cert(&client_ca, "carol", Some("team-a"));
+    let (status, body) = get(&client(&s.server_ca, Some(&carol)), &url, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let review = review_of(&s.api, "carol").expect("a review for carol");
+    let groups = review["spec"]["groups"].as_array().unwrap();
+    assert!(
+        groups.contains(&json!("team-a")) && groups.contains(&json!("system:authenticated")),
+        "{review}"
+    );
+
+    // kube-apiserver rotates the allowed names: the old proxy name is no
+    // longer trusted, its headers are ignored (anonymous, denied).
+    s.api.apply(authentication_configmap(
+        &front_proxy.pem,
+        "[\"aggregator\"]",
+        &client_ca.pem,
+    ));
+    let body = eventually(
+        Duration::from_secs(20),
+        "the changed ConfigMap to take effect",
+        || async {
+            let (status, body) = get(&via_proxy, &url, &headers).await;
+            (status == 403).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(body["kind"], "Status");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("system:anonymous"),
+        "{body}"
+    );
+    let aggregator = client_cert(&front_proxy, "aggregator", None);
+    let (status, body) = get(&client(&s.server_ca, Some(&aggregator)), &url, &headers).await;
+    assert_eq!(status, 200, "the newly allowed name is trusted: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ca_file_flag_authenticates_x509_users() {
+    let users = ca("users-ca");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("users-ca.crt");
+    std::fs::write(&ca_path, &users.pem).unwrap();
+    let s = setup(&["--client-ca-file", ca_path.to_str().unwrap()], |_, _| {}).await;
+    let url = format!("{}{PATH}", s.base);
+
+    let dave = client_cert(&users, "dave", Some("ops"));
+    let (status, body) = get(&client(&s.server_ca, Some(&dave)), &url, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let review = review_of(&s.api, "dave").expect("a review for dave");
+    let groups = review["spec"]["groups"].as_array().unwrap();
+    assert!(
+        groups.contains(&json!("ops")) && groups.contains(&json!("system:authenticated")),
+        "{review}"
+    );
+
+    // The same name from a CA the server does not trust is nobody.
+    let stranger = client_cert(&ca("other-ca"), "dave", Some("ops"));
+    let (status, body) = get(&client(&s.server_ca, Some(&stranger)), &url, &[]).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("system:anonymous"),
+        "{body}"
+    );
+
+    // A denied x509 user gets a Status naming them.
+    s.api.deny_user("erin");
+    let erin = client_cert(&users, "erin", None);
+    let (status, body) = get(&client(&s.server_ca, Some(&erin)), &url, &[]).await;
+    assert_eq!((status, body["reason"].as_str()), (403, Some("Forbidden")));
+    assert!(body["message"].as_str().unwrap().contains("erin"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_reviews_are_reused_until_the_ttl_and_a_slow_api_server_gives_503() {
+    let users = ca("users-ca");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("users-ca.crt");
+    std::fs::write(&ca_path, &users.pem).unwrap();
+    const TTL: Duration = Duration::from_secs(3);
+    let s = setup(
+        &[
+            "--client-ca-file",
+            ca_path.to_str().unwrap(),
+            "--authorization-webhook-cache-authorized-ttl",
+            "3s",
+        ],
+        |_, _| {},
+    )
+    .await;
+    let url = format!("{}{PATH}", s.base);
+    let frank = client(&s.server_ca, Some(&client_cert(&users, "frank", None)));
+    let reviews_of = |user: &str| {
+        s.api
+            .access_reviews()
+            .iter()
+            .filter(|r| r["spec"]["user"] == user)
+            .count()
+    };
+
+    // Allowed: one review, then the answer is reused.
+    let started = Instant::now();
+    for _ in 0..5 {
+        let (status, body) = get(&frank, &url, &[]).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let burst = started.elapsed();
+    let reviews = reviews_of("frank");
+    if burst < TTL {
+        assert_eq!(reviews, 1, "five requests within the TTL, one review");
+    } else {
+        // A very slow machine: at least the cache held within each TTL.
+        assert!(reviews < 5, "{reviews} reviews for 5 requests in {burst:?}");
+    }
+    // After the TTL the answer is reviewed again (a revoked permission shows).
+    s.api.deny_user("frank");
+    let body = eventually(
+        Duration::from_secs(20),
+        "a new review after the allow TTL",
+        || async {
+            let (status, body) = get(&frank, &url, &[]).await;
+            (status == 403).then_some(body)
+        },
+    )
+    .await;
+    assert!(reviews_of("frank") > reviews, "{body}");
+
+    // The API server answers reviews slower than the server waits: 503
+    // Status (the HPA retries), not a hang and not an allow.
+    s.api.delay_reviews(Duration::from_secs(6));
+    let grace = client(&s.server_ca, Some(&client_cert(&users, "grace", None)));
+    let (status, body) = get(&grace, &url, &[]).await;
+    assert_eq!(
+        (status, body["kind"].as_str(), body["reason"].as_str()),
+        (503, Some("Status"), Some("ServiceUnavailable")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("SubjectAccessReview"),
+        "{body}"
+    );
+    // The failure is not cached: once the API server answers, grace is served.
+    s.api.delay_reviews(Duration::ZERO);
+    eventually(Duration::from_secs(20), "grace to be served", || async {
+        let (status, _) = get(&grace, &url, &[]).await;
+        (status == 200).then_some(())
+    })
+    .await;
+}

@@ -1,0 +1,181 @@
+//! A vLLM `/metrics` page from vLLM's own sources (tests/fixtures/
+//! vllm-v0.10-metrics.txt names them) as test data for the exposition
+//! parser, the scrape backend and, through a real Prometheus, the
+//! Prometheus backend. Every other test reads pages our own emulator
+//! renders; this one checks that what vLLM writes reads the same.
+//!
+//! What the real page has and the emulator does not, and how it is handled:
+//! - `vllm:gpu_cache_usage_perc` (deprecated since vLLM 0.9, still written
+//!   in 0.10) beside `vllm:kv_cache_usage_perc`: the newer name wins; the old
+//!   one is only read when the new one is absent (pre-0.9 replicas).
+//! - `*_created` gauges after every counter and histogram, Python GC and
+//!   process series, and histograms we do not read (TTFT, e2e latency,
+//!   queue time, iteration tokens): ignored.
+//! - Go-style float spelling (`1.090571e+06`) and a `cache_config_info`
+//!   with more labels than the emulator writes: parsed.
+//!
+//! Nothing the server reads is missing or renamed in the real page (the
+//! last test checks every series name the Prometheus queries use).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wva_metrics_server::collector::exposition::parse_vllm_page;
+use wva_metrics_server::collector::prometheus::queries::{self, QuerySignal, Scope};
+use wva_metrics_server::collector::prometheus::{PrometheusBackend, PrometheusConfig};
+use wva_metrics_server::collector::scrape::{ScrapeBackend, ScrapeConfig};
+use wva_metrics_server::collector::{MetricsBackend, MetricsCache};
+use wva_metrics_server::inventory::{resolve, InventorySnapshot};
+use wva_metrics_server::telemetry::Telemetry;
+
+const PAGE: &str = include_str!("fixtures/vllm-v0.10-metrics.txt");
+const MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
+
+/// Serves the page on every request, as vLLM's `/metrics` does.
+async fn page_server(page: &'static str) -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf).await;
+                let r = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
+                    page.len()
+                );
+                let _ = c.write_all(r.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+/// One variant of the page's model with one ready pod `ns/vllm-0` on `port`.
+fn snapshot(port: u16) -> InventorySnapshot {
+    let y = format!(
+        "kind: VariantAutoscaling\napiVersion: llmd.ai/v1alpha1\nmetadata: {{name: v, namespace: ns}}\nspec:\n  scaleTargetRef: {{kind: Deployment, name: d}}\n  modelID: {MODEL}\n---\nkind: Pod\napiVersion: v1\nmetadata: {{name: vllm-0, namespace: ns, labels: {{llm-d.ai/variant: v}}, annotations: {{prometheus.io/port: \"{port}\"}}}}\nstatus: {{podIP: 127.0.0.1, conditions: [{{type: Ready, status: \"True\"}}]}}\n"
+    );
+    let objects =
+        wva_metrics_server::inventory::file::parse_objects(std::path::Path::new("t"), &y).unwrap();
+    resolve(&objects).0
+}
+
+#[test]
+fn the_parser_reads_the_signals_of_a_real_page() {
+    let page = parse_vllm_page(PAGE).expect("the page parses");
+    assert_eq!(page.model_name.as_deref(), Some(MODEL));
+    assert_eq!(page.kv_usage, Some(0.4566));
+    assert_eq!(page.queue_waiting, Some(3.0));
+    assert_eq!(page.running, Some(12.0));
+    assert!(page.rejected.is_empty(), "{:?}", page.rejected);
+}
+
+#[test]
+fn the_new_kv_name_wins_over_the_deprecated_one() {
+    // Both present with different values: kv_cache_usage_perc is the one read.
+    let changed = PAGE.replace(
+        &format!("vllm:gpu_cache_usage_perc{{engine=\"0\",model_name=\"{MODEL}\"}} 0.4566"),
+        &format!("vllm:gpu_cache_usage_perc{{engine=\"0\",model_name=\"{MODEL}\"}} 0.9"),
+    );
+    assert_ne!(changed, PAGE, "the fixture has the deprecated series");
+    assert_eq!(parse_vllm_page(&changed).unwrap().kv_usage, Some(0.4566));
+    // A pre-0.9 page (only the old name) is still read.
+    let old: String = PAGE
+        .lines()
+        .filter(|l| !l.contains("vllm:kv_cache_usage_perc"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(parse_vllm_page(&old).unwrap().kv_usage, Some(0.4566));
+}
+
+#[tokio::test]
+async fn the_scrape_backend_reads_a_real_page() {
+    let port = page_server(PAGE).await;
+    let (_, telemetry) = Telemetry::standalone();
+    let backend = ScrapeBackend::new(ScrapeConfig::default(), telemetry).unwrap();
+    let cache = MetricsCache::new();
+    let r = backend.fetch_cycle(&snapshot(port), &cache).await.unwrap();
+    assert_eq!(
+        (r.replicas_updated, r.failures, r.samples_rejected),
+        (1, 0, 0)
+    );
+    let m = cache.get("ns/vllm-0").expect("the replica's metrics");
+    assert_eq!(&*m.model_name, MODEL);
+    assert_eq!((m.kv_usage, m.queue_waiting), (0.4566, 3.0));
+    assert_eq!(m.running, Some(12.0));
+}
+
+#[tokio::test]
+async fn the_prometheus_backend_reads_a_real_page_through_prometheus() {
+    let port = page_server(PAGE).await;
+    let prom = common::prometheus::PrometheusServer::start(&[common::prometheus::Target {
+        port,
+        namespace: "ns".into(),
+        pod: "vllm-0".into(),
+    }])
+    .await;
+    // rate() needs two samples of the counters.
+    common::eventually(
+        Duration::from_secs(30),
+        "two scrapes of the page",
+        || async {
+            let r = prom
+                .query("count_over_time(vllm:request_success_total{finished_reason=\"stop\"}[1m])")
+                .await;
+            (r.first()
+                .and_then(|v| v["value"][1].as_str())
+                .and_then(|v| v.parse::<f64>().ok())
+                >= Some(2.0))
+            .then_some(())
+        },
+    )
+    .await;
+    let (_, telemetry) = Telemetry::standalone();
+    let backend = PrometheusBackend::new(
+        PrometheusConfig {
+            url: prom.url(),
+            query_timeout: Duration::from_secs(10),
+            ..PrometheusConfig::default()
+        },
+        telemetry,
+    )
+    .unwrap();
+    let cache = Arc::new(MetricsCache::new());
+    let r = backend.fetch_cycle(&snapshot(port), &cache).await.unwrap();
+    assert_eq!((r.replicas_updated, r.samples_rejected), (1, 0), "{r:?}");
+    let m = cache.get("ns/vllm-0").expect("the replica's metrics");
+    assert_eq!(&*m.model_name, MODEL);
+    assert_eq!((m.kv_usage, m.queue_waiting), (0.4566, 3.0));
+    // The page never changes: no requests finish between scrapes.
+    assert_eq!(m.request_rate, Some(0.0));
+    let missing = backend.validate_metrics_availability().await.unwrap();
+    assert!(missing.is_empty(), "series the server expects: {missing:?}");
+}
+
+#[test]
+fn every_series_the_queries_use_is_on_the_real_page() {
+    let names: std::collections::BTreeSet<&str> = PAGE
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    for signal in QuerySignal::ALL {
+        let promql = queries::build(signal, Scope::All);
+        let used: Vec<&str> = promql
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .filter(|t| t.starts_with("vllm:"))
+            .collect();
+        assert!(!used.is_empty(), "{promql}");
+        for name in used {
+            assert!(
+                names.contains(name),
+                "{} reads {name}, which vLLM does not write",
+                signal.as_str()
+            );
+        }
+    }
+}

@@ -58,6 +58,24 @@ impl std::str::FromStr for InventorySource {
     }
 }
 
+/// A metrics API group this server can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApiGroupName {
+    External,
+    Custom,
+}
+
+impl ApiGroupName {
+    /// The served groups from a list of names (an empty list serves none,
+    /// which `serve` refuses).
+    pub fn served(names: &[ApiGroupName]) -> crate::api::discovery::ServedGroups {
+        crate::api::discovery::ServedGroups {
+            external: names.contains(&ApiGroupName::External),
+            custom: names.contains(&ApiGroupName::Custom),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendKind {
     /// Query Prometheus (batched PromQL, cached).
@@ -202,6 +220,15 @@ pub struct ServeArgs {
     /// A request that takes longer is answered 504.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Which metrics API groups to serve: external (external.metrics.k8s.io/v1beta1) and custom (custom.metrics.k8s.io v1beta1 and v1beta2, Object metrics on the scale target). A group another component owns in the cluster can be left out.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "external,custom",
+        env = "WVA_API_GROUPS"
+    )]
+    pub api_groups: Vec<ApiGroupName>,
     /// The cluster's `--horizontal-pod-autoscaler-tolerance`: a move whose
     /// usage ratio is within 1 ± this is ignored by the HPA, so such moves
     /// are widened to the smallest safe one outside it, or held. An HPA's

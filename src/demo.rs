@@ -201,6 +201,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         certificate_pem: cert,
         stack: StackConfig::default(),
         limits: crate::server::ServerLimits::default(),
+        groups: crate::api::discovery::ServedGroups::default(),
     };
     let server = run::start(components, listen, shutdown.clone(), Vec::new()).await?;
     print_banner(server.addr);

@@ -75,6 +75,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 certificate_pem: cert,
                 stack,
                 limits,
+                groups: wva_metrics_server::cli::ApiGroupName::served(&args.api_groups),
             };
             let mut server = run::start(components, listen, shutdown.clone(), tasks).await?;
             if let Some(port) = args.keda_port {

@@ -467,6 +467,8 @@ pub struct Listen {
     pub certificate_pem: Option<String>,
     pub stack: StackConfig,
     pub limits: ServerLimits,
+    /// The metrics API groups served.
+    pub groups: crate::api::discovery::ServedGroups,
 }
 
 /// Starts the fetcher and the HTTPS server.
@@ -482,6 +484,7 @@ pub async fn start(
         certificate_pem,
         stack,
         limits,
+        groups,
     } = listen;
     let Components {
         inventory,
@@ -536,7 +539,7 @@ pub async fn start(
     let local = listener.local_addr()?;
     let app = App::new(AppState {
         engine: Arc::clone(&engine),
-        discovery: DiscoveryDocuments::build(),
+        discovery: DiscoveryDocuments::build_for(groups),
         registry,
         telemetry,
         first_fetch_done: first_cycle_done,

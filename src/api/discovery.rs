@@ -9,15 +9,33 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use k8s_openapi::apimachinery::pkg::version::Info;
 use serde_json::json;
 
+use super::custom::{self, CustomVersion};
 use super::metrics::SERVED_NAMES;
 
 pub const GROUP: &str = "external.metrics.k8s.io";
 pub const VERSION: &str = "v1beta1";
 pub const GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
 
+/// Which API groups this server serves (`--api-groups`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServedGroups {
+    pub external: bool,
+    pub custom: bool,
+}
+
+impl Default for ServedGroups {
+    fn default() -> Self {
+        ServedGroups {
+            external: true,
+            custom: true,
+        }
+    }
+}
+
 /// Pre-serialised discovery bodies.
 #[derive(Debug, Clone)]
 pub struct DiscoveryDocuments {
+    pub groups: ServedGroups,
     pub api_group_list: Bytes,
     pub api_group: Bytes,
     pub api_resource_list: Bytes,
@@ -25,6 +43,9 @@ pub struct DiscoveryDocuments {
     pub openapi_v2: Bytes,
     pub openapi_v3_root: Bytes,
     pub openapi_v3_group: Bytes,
+    pub custom_api_group: Bytes,
+    pub custom_v1beta1: Bytes,
+    pub custom_v1beta2: Bytes,
 }
 
 fn group() -> APIGroup {
@@ -64,7 +85,13 @@ fn to_bytes<T: serde::Serialize>(value: &T) -> Bytes {
 }
 
 impl DiscoveryDocuments {
+    /// The documents of a server that serves both groups.
     pub fn build() -> Self {
+        Self::build_for(ServedGroups::default())
+    }
+
+    /// The documents of a server that serves `groups`.
+    pub fn build_for(groups: ServedGroups) -> Self {
         let version = Info {
             major: "0".to_owned(),
             minor: "1".to_owned(),
@@ -79,13 +106,32 @@ impl DiscoveryDocuments {
             "paths": {},
             "definitions": {}
         });
-        let openapi_v3_root = json!({
-            "paths": {
-                "apis/external.metrics.k8s.io/v1beta1": {
-                    "serverRelativeURL": "/openapi/v3/apis/external.metrics.k8s.io/v1beta1"
-                }
-            }
-        });
+        let mut paths = serde_json::Map::new();
+        let mut group_versions = Vec::new();
+        if groups.external {
+            group_versions.push(GROUP_VERSION.to_owned());
+        }
+        if groups.custom {
+            group_versions.extend(
+                CustomVersion::ALL
+                    .iter()
+                    .map(|v| v.group_version().to_owned()),
+            );
+        }
+        for gv in group_versions {
+            paths.insert(
+                format!("apis/{gv}"),
+                json!({"serverRelativeURL": format!("/openapi/v3/apis/{gv}")}),
+            );
+        }
+        let openapi_v3_root = json!({ "paths": paths });
+        let mut served = Vec::new();
+        if groups.external {
+            served.push(group());
+        }
+        if groups.custom {
+            served.push(custom::api_group());
+        }
         let openapi_v3_group = json!({
             "openapi": "3.0.0",
             "info": {"title": "wva-metrics-server", "version": env!("CARGO_PKG_VERSION")},
@@ -93,15 +139,17 @@ impl DiscoveryDocuments {
             "components": {}
         });
         DiscoveryDocuments {
-            api_group_list: to_bytes(&APIGroupList {
-                groups: vec![group()],
-            }),
+            groups,
+            api_group_list: to_bytes(&APIGroupList { groups: served }),
             api_group: to_bytes(&group()),
             api_resource_list: to_bytes(&resource_list()),
             version: to_bytes(&version),
             openapi_v2: to_bytes(&openapi_v2),
             openapi_v3_root: to_bytes(&openapi_v3_root),
             openapi_v3_group: to_bytes(&openapi_v3_group),
+            custom_api_group: to_bytes(&custom::api_group()),
+            custom_v1beta1: to_bytes(&custom::resource_list(CustomVersion::V1beta1)),
+            custom_v1beta2: to_bytes(&custom::resource_list(CustomVersion::V1beta2)),
         }
     }
 }
@@ -109,6 +157,37 @@ impl DiscoveryDocuments {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_list_follows_the_served_groups() {
+        let names = |g: ServedGroups| -> Vec<String> {
+            let d = DiscoveryDocuments::build_for(g);
+            let v: serde_json::Value = serde_json::from_slice(&d.api_group_list).unwrap();
+            v["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| g["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            names(ServedGroups::default()),
+            ["external.metrics.k8s.io", "custom.metrics.k8s.io"]
+        );
+        assert_eq!(
+            names(ServedGroups {
+                external: false,
+                custom: true
+            }),
+            ["custom.metrics.k8s.io"]
+        );
+        let d = DiscoveryDocuments::build_for(ServedGroups {
+            external: true,
+            custom: false,
+        });
+        let root: serde_json::Value = serde_json::from_slice(&d.openapi_v3_root).unwrap();
+        assert_eq!(root["paths"].as_object().unwrap().len(), 1);
+    }
 
     #[test]
     fn documents_have_kubernetes_kinds() {

@@ -1,7 +1,9 @@
-//! The wire contract of external.metrics.k8s.io/v1beta1. No I/O here:
-//! routing, discovery documents, the values handler, label selectors,
-//! quantities and Status errors.
+//! The wire contract of external.metrics.k8s.io/v1beta1 and
+//! custom.metrics.k8s.io (v1beta1, v1beta2). No I/O here: routing,
+//! discovery documents, the values handlers, label selectors, quantities
+//! and Status errors.
 
+pub mod custom;
 pub mod discovery;
 pub mod metrics;
 pub mod quantity;

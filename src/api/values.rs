@@ -35,16 +35,21 @@ struct ExternalMetricValue<'a> {
 /// The label selector of a query string. The aggregator re-encodes the query
 /// as form data (space as `+`), so it is decoded as such.
 pub fn selector_from_query(query: Option<&str>) -> Result<LabelSelector, ApiError> {
+    selector_param(query, "labelSelector")
+}
+
+/// The selector in query parameter `param` (`labelSelector`, or
+/// `metricSelector` on the custom metrics API); everything when absent.
+pub fn selector_param(query: Option<&str>, param: &str) -> Result<LabelSelector, ApiError> {
     let raw = query
         .into_iter()
         .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
-        .find(|(k, _)| k == "labelSelector")
+        .find(|(k, _)| k == param)
         .map(|(_, v)| v);
     match raw {
         None => Ok(LabelSelector::everything()),
-        Some(s) => LabelSelector::parse(&s).map_err(|e| {
-            ApiError::bad_request(format!("invalid labelSelector {:?}: {e}", s.as_ref()))
-        }),
+        Some(s) => LabelSelector::parse(&s)
+            .map_err(|e| ApiError::bad_request(format!("invalid {param} {:?}: {e}", s.as_ref()))),
     }
 }
 

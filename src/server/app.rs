@@ -15,6 +15,7 @@ use http_body_util::Full;
 use prometheus_client::registry::Registry;
 
 use super::auth::{authz, Auth, PeerCertificates};
+use crate::api::custom::{custom_metric_values, CustomVersion};
 use crate::api::discovery::DiscoveryDocuments;
 use crate::api::router::{route, Route};
 use crate::api::status::ApiError;
@@ -128,6 +129,11 @@ impl App {
     async fn dispatch(&self, r: &Route<'_>, req: &http::request::Parts) -> Response<Body> {
         let s = &self.state;
         let d = &s.discovery;
+        if let Some(group) = unserved_group(r, d) {
+            return error_response(&ApiError::not_found(format!(
+                "{group} is not served by this server (see --api-groups)"
+            )));
+        }
         match r {
             // The aggregator asks /apis for aggregated discovery (apidiscovery.k8s.io
             // v2); a plain APIGroupList with a plain JSON content type makes it fall
@@ -150,6 +156,18 @@ impl App {
                     }
                 }
             }
+            Route::CustomApiGroup => ok(JSON, d.custom_api_group.clone()),
+            Route::CustomResourceList { version } => ok(
+                JSON,
+                match version {
+                    CustomVersion::V1beta1 => d.custom_v1beta1.clone(),
+                    CustomVersion::V1beta2 => d.custom_v1beta2.clone(),
+                },
+            ),
+            Route::CustomMetric(q) => match custom_metric_values(&s.engine, q, req.uri.query()) {
+                Ok(body) => ok(JSON, Bytes::from(body)),
+                Err(e) => error_response(&e),
+            },
             Route::ExternalMetric { namespace, metric } => {
                 match external_metric_values(&s.engine, namespace, metric, req.uri.query()).await {
                     Ok(body) => ok(JSON, Bytes::from(body)),
@@ -180,6 +198,23 @@ impl App {
                 failing.join("; ")
             )))
         }
+    }
+}
+
+/// The group of a route when this server was told not to serve it.
+fn unserved_group(r: &Route<'_>, d: &DiscoveryDocuments) -> Option<&'static str> {
+    match r {
+        Route::CustomApiGroup | Route::CustomResourceList { .. } | Route::CustomMetric(_)
+            if !d.groups.custom =>
+        {
+            Some(crate::api::custom::GROUP)
+        }
+        Route::ApiGroup | Route::ApiResourceList | Route::ExternalMetric { .. }
+            if !d.groups.external =>
+        {
+            Some(crate::api::discovery::GROUP)
+        }
+        _ => None,
     }
 }
 

@@ -9,8 +9,13 @@ pub enum Attributes {
     Resource {
         verb: &'static str,
         group: &'static str,
+        version: &'static str,
         resource: String,
         namespace: String,
+        /// The object (custom metrics name the described object), if any.
+        name: Option<String>,
+        /// The metric, as the custom metrics API's subresource.
+        subresource: Option<String>,
     },
     NonResource {
         verb: &'static str,
@@ -27,8 +32,24 @@ pub fn attributes(route: &Route<'_>, path: &str) -> Attributes {
         Route::ExternalMetric { namespace, metric } => Attributes::Resource {
             verb: "list",
             group: GROUP,
+            version: "v1beta1",
             resource: metric.to_ascii_lowercase(),
             namespace: (*namespace).to_owned(),
+            name: None,
+            subresource: None,
+        },
+        // As a Kubernetes API server parses the path (and so as the
+        // custom-metrics-apiserver library authorizes it): the described
+        // resource with its group, the object's name (`*` included), and
+        // the metric as the subresource, verb get.
+        Route::CustomMetric(q) => Attributes::Resource {
+            verb: "get",
+            group: crate::api::custom::GROUP,
+            version: q.version.as_str(),
+            resource: q.resource.segment().to_owned(),
+            namespace: q.namespace.to_owned(),
+            name: Some(q.name.to_owned()),
+            subresource: Some(q.metric.to_ascii_lowercase()),
         },
         _ => Attributes::NonResource {
             verb: "get",
@@ -45,9 +66,16 @@ pub fn denied_message(user: &str, a: &Attributes, reason: &str) -> String {
             group,
             resource,
             namespace,
-        } => format!(
-            "User {user:?} cannot {verb} resource {resource:?} in API group {group:?} in the namespace {namespace:?}"
-        ),
+            subresource,
+            ..
+        } => match subresource {
+            Some(sub) => format!(
+                "User {user:?} cannot {verb} resource \"{resource}/{sub}\" in API group {group:?} in the namespace {namespace:?}"
+            ),
+            None => format!(
+                "User {user:?} cannot {verb} resource {resource:?} in API group {group:?} in the namespace {namespace:?}"
+            ),
+        },
         Attributes::NonResource { verb, path } => {
             format!("User {user:?} cannot {verb} path {path:?}")
         }
@@ -75,8 +103,11 @@ mod tests {
                 Attributes::Resource {
                     verb: "list",
                     group: GROUP,
+                    version: "v1beta1",
                     resource: "wva_desired_ratio".into(),
                     namespace: "llm".into(),
+                    name: None,
+                    subresource: None,
                 },
             ),
             (
@@ -106,12 +137,43 @@ mod tests {
         let a = Attributes::Resource {
             verb: "list",
             group: GROUP,
+            version: "v1beta1",
             resource: "wva_desired_ratio".into(),
             namespace: "llm".into(),
+            name: None,
+            subresource: None,
         };
         assert_eq!(
             denied_message("alice", &a, ""),
             "User \"alice\" cannot list resource \"wva_desired_ratio\" in API group \"external.metrics.k8s.io\" in the namespace \"llm\""
+        );
+    }
+
+    #[test]
+    fn custom_metrics_are_authorized_as_the_described_object_s_subresource() {
+        let q = crate::api::custom::CustomQuery {
+            version: crate::api::custom::CustomVersion::V1beta2,
+            namespace: "llm",
+            resource: crate::api::custom::DescribedResource::Deployments,
+            name: "llama-decode",
+            metric: "WVA_Desired_Ratio",
+        };
+        let a = attributes(&Route::CustomMetric(q), "/ignored");
+        assert_eq!(
+            a,
+            Attributes::Resource {
+                verb: "get",
+                group: "custom.metrics.k8s.io",
+                version: "v1beta2",
+                resource: "deployments.apps".into(),
+                namespace: "llm".into(),
+                name: Some("llama-decode".into()),
+                subresource: Some("wva_desired_ratio".into()),
+            }
+        );
+        assert_eq!(
+            denied_message("bob", &a, ""),
+            "User \"bob\" cannot get resource \"deployments.apps/wva_desired_ratio\" in API group \"custom.metrics.k8s.io\" in the namespace \"llm\""
         );
     }
 }

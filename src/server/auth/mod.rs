@@ -276,15 +276,20 @@ impl Auth {
             Attributes::Resource {
                 verb,
                 group,
+                version,
                 resource,
                 namespace,
+                name,
+                subresource,
             } => (
                 Some(ResourceAttributes {
                     verb: Some((*verb).to_owned()),
                     group: Some((*group).to_owned()),
-                    version: Some("v1beta1".to_owned()),
+                    version: Some((*version).to_owned()),
                     resource: Some(resource.clone()),
                     namespace: Some(namespace.clone()),
+                    name: name.clone(),
+                    subresource: subresource.clone(),
                     ..Default::default()
                 }),
                 None,

@@ -116,6 +116,9 @@ pub async fn components_from_args(
     let auth = match &client {
         None => {
             tracing::warn!("--insecure-disable-auth: AUTHENTICATION AND AUTHORIZATION ARE OFF; every client can read every metric");
+            if !args.bind_address.is_loopback() {
+                tracing::warn!(bind_address = %args.bind_address, "--insecure-disable-auth with a --bind-address that is not loopback: the unauthenticated server is reachable from other hosts");
+            }
             None
         }
         Some(client) => Some(build_auth(args, client.clone(), shutdown, tasks)?),
@@ -170,6 +173,14 @@ pub async fn components_from_args(
             let mut config = PrometheusConfig::from_env()?;
             if let Some(url) = &args.prometheus_url {
                 config.url = url.clone();
+            }
+            if config.url.trim().is_empty() {
+                return Err(crate::fatal::InvalidConfiguration(
+                    "no Prometheus to query: set PROMETHEUS_URL (or --prometheus-url) to your Prometheus or Thanos \
+                     querier, or use --metrics-backend scrape to scrape the pods' /metrics directly without Prometheus"
+                        .to_owned(),
+                )
+                .into());
             }
             if let Some(t) = args.prometheus_query_timeout {
                 config.query_timeout = t;

@@ -86,7 +86,9 @@ pub async fn components_from_args(
         stale: args.metrics_stale_after,
         unavailable: args.metrics_unavailable_after,
     };
-    freshness.validate().map_err(anyhow::Error::msg)?;
+    freshness
+        .validate()
+        .map_err(crate::fatal::InvalidConfiguration)?;
     let thresholds = Arc::new(ArcSwap::from_pointee(load_thresholds(
         args.saturation_config.as_deref(),
     )?));
@@ -97,9 +99,11 @@ pub async fn components_from_args(
     let mut status_writer = None;
     let standalone = matches!(args.inventory, InventorySource::File(_));
     if args.insecure_disable_auth && !standalone {
-        anyhow::bail!(
+        return Err(crate::fatal::InvalidConfiguration(
             "--insecure-disable-auth is only allowed with --inventory file: (standalone mode)"
-        );
+                .to_owned(),
+        )
+        .into());
     }
     let client = if !standalone || !args.insecure_disable_auth {
         Some(kube::Client::try_default().await.context(if standalone {

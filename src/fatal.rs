@@ -104,12 +104,19 @@ mod tests {
 
     #[test]
     fn a_real_io_error_is_not_repeated() {
-        let io = std::fs::read("/nonexistent/wva-metrics-server/x").unwrap_err();
-        let e = anyhow::Error::new(io)
-            .context("cannot read inventory file /nonexistent/wva-metrics-server/x");
+        // The inventory file error says its io cause and also returns it as
+        // its source, as thiserror's `source` fields do.
+        let path = std::path::PathBuf::from("/nonexistent/wva-metrics-server/x");
+        let source = std::fs::read(&path).unwrap_err();
+        let e =
+            anyhow::Error::new(crate::inventory::file::InventoryFileError::Read { path, source });
         let line = one_line(e.as_ref());
         assert_eq!(line.matches("os error 2").count(), 1, "{line}");
-        assert_eq!(exit_code(&e), EXIT_FAILURE);
+        assert_eq!(exit_code(&e), EXIT_INVALID_CONFIGURATION);
+        let other =
+            anyhow::Error::new(std::fs::read("/nonexistent/wva-metrics-server/y").unwrap_err())
+                .context("cannot bind");
+        assert_eq!(exit_code(&other), EXIT_FAILURE);
     }
 
     #[test]

@@ -22,6 +22,13 @@ pub enum CertsError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "refusing to overwrite {}: a Secret or an APIService caBundle made from the existing files would no \
+         longer match the new ones (the APIService then fails with FailedDiscoveryCheck); pass --force to \
+         replace them, or choose another --out",
+        existing.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    WouldOverwrite { existing: Vec<PathBuf> },
 }
 
 /// What `certs` wrote.
@@ -77,14 +84,38 @@ pub fn apiservice_yaml(service: &str, namespace: &str, ca_pem: &str) -> String {
     )
 }
 
-/// Writes ca.crt, ca.key, tls.crt, tls.key and apiservice.yaml into `out`.
+/// The files `certs` writes into `out`, in the order it writes them.
+pub const FILE_NAMES: [&str; 5] = ["ca.crt", "ca.key", "tls.crt", "tls.key", "apiservice.yaml"];
+
+/// Writes ca.crt, ca.key, tls.crt, tls.key and apiservice.yaml into `out`,
+/// refusing when any of them exists already.
 pub fn generate(namespace: &str, service: &str, out: &Path) -> Result<CertFiles, CertsError> {
+    generate_with(namespace, service, out, false)
+}
+
+/// As [`generate`]; with `overwrite`, existing files are replaced (`--force`).
+pub fn generate_with(
+    namespace: &str,
+    service: &str,
+    out: &Path,
+    overwrite: bool,
+) -> Result<CertFiles, CertsError> {
     for (what, v) in [("namespace", namespace), ("service", service)] {
         if !is_dns_label(v) {
             return Err(CertsError::Invalid(format!(
                 "--{what} {v:?} is not a valid Kubernetes name (lower-case letters, digits and '-', at most 63)"
             )));
         }
+    }
+    // Checked before anything is generated or written, so that a refusal
+    // leaves the directory exactly as it was.
+    let existing: Vec<PathBuf> = FILE_NAMES
+        .iter()
+        .map(|n| out.join(n))
+        .filter(|p| p.symlink_metadata().is_ok())
+        .collect();
+    if !existing.is_empty() && !overwrite {
+        return Err(CertsError::WouldOverwrite { existing });
     }
     std::fs::create_dir_all(out).map_err(|source| CertsError::Write {
         path: out.to_owned(),

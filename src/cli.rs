@@ -95,8 +95,12 @@ pub struct ServeArgs {
     /// Port of the HTTPS API.
     #[arg(long, default_value_t = 6443)]
     pub secure_port: u16,
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
+    /// Address to listen on (127.0.0.1 when --insecure-disable-auth is given).
+    #[arg(
+        long,
+        default_value = "0.0.0.0",
+        default_value_if("insecure_disable_auth", "true", "127.0.0.1")
+    )]
     pub bind_address: IpAddr,
     /// Where variants come from: `kube` or `file:PATH`.
     #[arg(long, default_value = "kube")]
@@ -288,6 +292,9 @@ pub struct CertsArgs {
     /// Directory to write ca.crt, ca.key, tls.crt, tls.key and apiservice.yaml into.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace files that exist in --out (by default `certs` refuses: a new CA no longer matches the Secret and caBundle made from the old one).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// A controller instance is a label value: it must be one to match labels.

@@ -111,10 +111,25 @@ impl EmulatedDeployment {
     }
 }
 
-/// Arrival rate of the script at `t`: ramp up, hold, ramp down, idle.
+/// Longest the idle phase waits for the Deployment to come back to its
+/// minimum. Scale-down waits for the load's peak to leave the analysis's
+/// one-minute window and then takes one HPA step per replica, so about
+/// 60 s + (6 - 1) x 5 s after the ramp down; this leaves room to spare.
+const IDLE_LIMIT: Duration = Duration::from_secs(180);
+
+/// Whether one run of the script is over at `t` into it: after at least
+/// one idle phase, once the Deployment is back at its minimum (a full cycle),
+/// or when the idle phase has waited [`IDLE_LIMIT`] for that.
+fn script_done(t: Duration, phase: Duration, back_at_minimum: bool) -> bool {
+    let idle_from = phase * 3;
+    (t >= phase * 4 && back_at_minimum) || t >= idle_from + IDLE_LIMIT.max(phase)
+}
+
+/// Arrival rate of the script at `t`: ramp up, hold, ramp down, then idle
+/// until [`script_done`].
 fn scripted_rate(t: Duration, phase: Duration) -> f64 {
     let p = phase.as_secs_f64().max(1.0);
-    let x = t.as_secs_f64() % (4.0 * p);
+    let x = t.as_secs_f64();
     let base = PEAK_RATE * 0.1;
     match x {
         x if x < p => base + (PEAK_RATE - base) * x / p,
@@ -211,7 +226,9 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_hpa = Instant::now();
     let mut last_status = Instant::now();
-    let script_len = args.phase * 4;
+    let mut script_start = start;
+    let mut last_desired = None;
+    let mut peak_replicas = deployment.spec;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -219,12 +236,32 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         }
         let now = Instant::now();
         let elapsed = now.duration_since(start);
-        if args.once && elapsed >= script_len {
-            println!("demo: script finished");
-            shutdown.cancel();
-            break;
+        let in_script = now.duration_since(script_start);
+        let back_at_minimum = deployment.spec == MIN_REPLICAS && last_desired == Some(MIN_REPLICAS);
+        if script_done(in_script, args.phase, back_at_minimum) {
+            if back_at_minimum {
+                println!(
+                    "demo: full cycle in {}s: {TARGET} went from {MIN_REPLICAS} to {peak_replicas} replicas and back to {MIN_REPLICAS}",
+                    in_script.as_secs()
+                );
+            } else {
+                println!(
+                    "demo: {TARGET} is still at {} replicas {}s after the load went idle",
+                    deployment.spec,
+                    (in_script.saturating_sub(args.phase * 3)).as_secs()
+                );
+            }
+            if args.once {
+                println!("demo: script finished");
+                shutdown.cancel();
+                break;
+            }
+            println!("demo: script starts again");
+            script_start = now;
+            peak_replicas = deployment.spec;
+            continue;
         }
-        let rate = scripted_rate(elapsed, args.phase);
+        let rate = scripted_rate(in_script, args.phase);
         let ready = deployment.ready(now);
         let state = load.replica_state(rate, ready.max(1));
         for (i, r) in deployment.replicas.iter().enumerate() {
@@ -243,6 +280,11 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         inventory.publish(resolve(&deployment.objects(now)).0);
 
         let decision = server.engine.decide(NAMESPACE, &selector);
+        last_desired = decision
+            .as_ref()
+            .ok()
+            .and_then(|ds| ds.first())
+            .map(|d| d.desired);
         if now.duration_since(last_hpa) >= HPA_SYNC {
             last_hpa = now;
             if let Ok(Some(d)) = decision.as_ref().map(|ds| ds.first()) {
@@ -254,6 +296,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
                         proposed.clamp(MIN_REPLICAS, MAX_REPLICAS)
                     );
                     deployment.scale_to(proposed, now);
+                    peak_replicas = peak_replicas.max(deployment.spec);
                 }
             }
         }
@@ -289,4 +332,51 @@ fn print_banner(addr: SocketAddr) {
     println!("  curl -sk '{base}/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/wva_desired_ratio?labelSelector=target_name%3D{TARGET}'");
     println!("  curl -sk '{base}/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/wva_desired_replicas?labelSelector=target_name%3D{TARGET}'");
     println!("  curl -sk {base}/metrics");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_script_ramps_holds_ramps_down_and_stays_idle() {
+        let p = Duration::from_secs(20);
+        let base = PEAK_RATE * 0.1;
+        let s = |secs: u64| scripted_rate(Duration::from_secs(secs), p);
+        assert!((s(0) - base).abs() < 1e-9);
+        assert!((s(10) - (base + PEAK_RATE) / 2.0).abs() < 1e-9);
+        assert_eq!((s(20), s(39)), (PEAK_RATE, PEAK_RATE));
+        assert!((s(50) - (base + PEAK_RATE) / 2.0).abs() < 1e-9);
+        // Idle after the ramp down, for as long as the idle phase lasts: it
+        // does not wrap around into the next ramp by itself.
+        for t in [60, 80, 120, 400] {
+            assert!((s(t) - base).abs() < 1e-9, "t={t}");
+        }
+    }
+
+    #[test]
+    fn one_run_ends_back_at_the_minimum_or_at_the_idle_limit() {
+        for phase in [Duration::from_secs(20), Duration::from_secs(40)] {
+            let four = phase * 4;
+            let table = [
+                // (time into the script, back at minimum, done)
+                (four - Duration::from_secs(1), true, false),
+                (four, true, true),
+                (four + Duration::from_secs(60), false, false),
+                (
+                    phase * 3 + IDLE_LIMIT - Duration::from_secs(1),
+                    false,
+                    false,
+                ),
+                (phase * 3 + IDLE_LIMIT, false, true),
+            ];
+            for (t, back, done) in table {
+                assert_eq!(
+                    script_done(t, phase, back),
+                    done,
+                    "phase {phase:?} t {t:?} back {back}"
+                );
+            }
+        }
+    }
 }

@@ -13,6 +13,7 @@ pub mod collector;
 pub mod decision;
 pub mod demo;
 pub mod emulator;
+pub mod fatal;
 pub mod hpa;
 pub mod inventory;
 pub mod keda;

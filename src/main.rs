@@ -31,9 +31,17 @@ fn main() -> ExitCode {
     match runtime.block_on(run_command(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
-            run::exit_code_for(&e).map_or(ExitCode::FAILURE, ExitCode::from)
+            // Said once: as a JSON log line for log collectors, else as a
+            // plain line for the person at the terminal.
+            let message = wva_metrics_server::fatal::one_line(e.as_ref());
+            if cli.log_json {
+                tracing::error!(error = %message, "fatal");
+            } else {
+                eprintln!("error: {message}");
+            }
+            ExitCode::from(
+                run::exit_code_for(&e).unwrap_or_else(|| wva_metrics_server::fatal::exit_code(&e)),
+            )
         }
     }
 }
@@ -88,8 +96,12 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args, shutdown).await,
         Command::Emulate(args) => emulator::run_cli(args, shutdown).await,
         Command::Certs(args) => {
-            let files =
-                wva_metrics_server::certs::generate(&args.namespace, &args.service, &args.out)?;
+            let files = wva_metrics_server::certs::generate_with(
+                &args.namespace,
+                &args.service,
+                &args.out,
+                args.force,
+            )?;
             println!(
                 "wrote {}, {}, {}, {} and {}",
                 files.ca_cert.display(),

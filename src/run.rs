@@ -187,7 +187,9 @@ pub async fn components_from_args(
         stale: args.metrics_stale_after,
         unavailable: args.metrics_unavailable_after,
     };
-    freshness.validate().map_err(anyhow::Error::msg)?;
+    freshness
+        .validate()
+        .map_err(crate::fatal::InvalidConfiguration)?;
     let thresholds = Arc::new(ArcSwap::from_pointee(load_thresholds(
         args.saturation_config.as_deref(),
         &args.namespace,
@@ -199,9 +201,11 @@ pub async fn components_from_args(
     let mut status_writer = None;
     let standalone = matches!(args.inventory, InventorySource::File(_));
     if args.insecure_disable_auth && !standalone {
-        anyhow::bail!(
+        return Err(crate::fatal::InvalidConfiguration(
             "--insecure-disable-auth is only allowed with --inventory file: (standalone mode)"
-        );
+                .to_owned(),
+        )
+        .into());
     }
     let client = if !standalone || !args.insecure_disable_auth {
         Some(kube::Client::try_default().await.context(if standalone {
@@ -218,6 +222,9 @@ pub async fn components_from_args(
     let auth = match &client {
         None => {
             tracing::warn!("--insecure-disable-auth: AUTHENTICATION AND AUTHORIZATION ARE OFF; every client can read every metric");
+            if !args.bind_address.is_loopback() {
+                tracing::warn!(bind_address = %args.bind_address, "--insecure-disable-auth with a --bind-address that is not loopback: the unauthenticated server is reachable from other hosts");
+            }
             None
         }
         Some(client) => Some(build_auth(args, client.clone(), shutdown, tasks)?),
@@ -286,6 +293,14 @@ pub async fn components_from_args(
             let mut config = PrometheusConfig::from_env()?;
             if let Some(url) = &args.prometheus_url {
                 config.url = url.clone();
+            }
+            if config.url.trim().is_empty() {
+                return Err(crate::fatal::InvalidConfiguration(
+                    "no Prometheus to query: set PROMETHEUS_URL (or --prometheus-url) to your Prometheus or Thanos \
+                     querier, or use --metrics-backend scrape to scrape the pods' /metrics directly without Prometheus"
+                        .to_owned(),
+                )
+                .into());
             }
             if let Some(t) = args.prometheus_query_timeout {
                 config.query_timeout = t;

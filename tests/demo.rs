@@ -82,3 +82,65 @@ async fn demo_answers_the_readme_requests() {
         "README gives the selector tested here"
     );
 }
+
+/// Runs `demo --once` to its end and returns its standard output.
+fn demo_once(extra: &[&str]) -> String {
+    let port = free_port().to_string();
+    let mut args = vec!["demo", "--port", port.as_str(), "--once"];
+    args.extend_from_slice(extra);
+    let out = Command::new(common::BIN)
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// One `--once` run is a full cycle: the HPA formula takes the Deployment
+/// from 1 replica up to the maximum of 6 and, once the peak has left the
+/// one-minute window, back down to 1, one step at a time.
+fn assert_full_cycle(stdout: &str) {
+    let steps: Vec<(u32, u32)> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("demo: HPA scales llama-8b-decode from "))
+        .filter_map(|l| {
+            let (from, to) = l.split_once(" to ")?;
+            Some((from.trim().parse().ok()?, to.trim().parse().ok()?))
+        })
+        .collect();
+    let peak = steps.iter().map(|s| s.1).max().unwrap_or(0);
+    assert_eq!(peak, 6, "reaches the maximum: {steps:?}\n{stdout}");
+    let at_peak = steps.iter().position(|s| s.1 == 6).unwrap();
+    let down: Vec<(u32, u32)> = steps[at_peak + 1..].to_vec();
+    assert_eq!(
+        down,
+        vec![(6, 5), (5, 4), (4, 3), (3, 2), (2, 1)],
+        "then back to 1: {steps:?}\n{stdout}"
+    );
+    assert!(
+        stdout.contains("demo: full cycle in")
+            && stdout.contains("went from 1 to 6 replicas and back to 1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.trim_end().ends_with("demo: script finished"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn demo_once_with_20s_phases_goes_up_to_the_peak_and_back_down() {
+    assert_full_cycle(&demo_once(&["--phase", "20s"]));
+}
+
+#[test]
+#[ignore = "takes three minutes; run with: cargo test --test demo -- --ignored"]
+fn demo_once_with_default_phases_goes_up_to_the_peak_and_back_down() {
+    assert_full_cycle(&demo_once(&[]));
+}

@@ -12,6 +12,20 @@ use common::{eventually, free_port, two_model_inventory, Emulator, Server};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
+/// The Python interpreter that has grpcio: the one scripts/test set up in its
+/// virtual environment (WVA_TEST_PYTHON, or target/test-venv when cargo test
+/// runs on its own after scripts/test), else the system's python3.
+fn python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("WVA_TEST_PYTHON") {
+        return p.into();
+    }
+    let venv = std::path::Path::new(ROOT).join("target/test-venv/bin/python");
+    if venv.is_file() {
+        return venv;
+    }
+    "python3".into()
+}
+
 struct Scaler {
     server: Server,
     grpc_port: u16,
@@ -78,10 +92,12 @@ impl Scaler {
 
     /// Runs one client command and returns its JSON answer.
     fn call(&self, namespace: &str, metadata: &[&str], command: &str) -> serde_json::Value {
-        let out = Command::new("python3")
+        let out = Command::new(python())
             .args(self.client_args(namespace, metadata, command))
             .output()
-            .expect("python3 runs (scripts/test installs grpcio and grpcio-tools)");
+            .expect(
+                "python runs (scripts/test installs grpcio and grpcio-tools into target/test-venv)",
+            );
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -149,7 +165,7 @@ async fn a_changed_replica_changes_the_answer() {
         .await;
     let mut args = s.client_args("llm-a", &["variantName=llama-a100"], "watch");
     args.splice(1..1, ["--until".to_owned(), "4".to_owned()]);
-    let mut child = Command::new("python3")
+    let mut child = Command::new(python())
         .args(args)
         .stdout(Stdio::piped())
         .spawn()

@@ -229,51 +229,309 @@ fn alerts_use_served_metric_names() {
     }
 }
 
-/// Renders with kustomize or kubectl when one is installed; otherwise checks
-/// what kustomize would: every resource listed exists and parses.
+/// Every directory under deploy/, apiservice/ and overlays/ that holds a
+/// kustomization.yaml, sorted.
+fn kustomization_dirs() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        if dir.join("kustomization.yaml").is_file() {
+            out.push(dir.to_owned());
+        }
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for top in ["deploy", "apiservice", "overlays"] {
+        walk(&Path::new(ROOT).join(top), &mut out);
+    }
+    out.sort();
+    out
+}
+
+fn kustomization(dir: &Path) -> Value {
+    serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
+        .unwrap_or_else(|e| panic!("{}/kustomization.yaml: {e}", dir.display()))
+}
+
+fn listed(k: &Value, field: &str) -> Vec<String> {
+    k[field]
+        .as_array()
+        .map(|a| a.iter().map(|r| r.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// kubectl (`KUBECTL` overrides, to try another version). scripts/test
+/// installs it (Debian package kubernetes-client); there is no fallback.
+fn kubectl() -> String {
+    std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_owned())
+}
+
+fn run_kustomize(dir: &Path) -> Result<Vec<Value>, String> {
+    let out = std::process::Command::new(kubectl())
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run `{} kustomize` ({e}): scripts/test installs kubectl (Debian package kubernetes-client)",
+                kubectl()
+            )
+        });
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8(out.stdout).unwrap();
+    Ok(serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect())
+}
+
+/// The kubectl of Debian 12 (kubernetes-client 1.20) embeds kustomize
+/// v2.0.3, which predates components (kustomize v3.7). With it, a
+/// kustomization that uses components is rendered as what it means: its
+/// resources plus the components' resources (exact because a component here
+/// may only hold `resources`, checked in `components_only_add_resources`).
+fn render(dir: &Path) -> Vec<Value> {
+    match run_kustomize(dir) {
+        Ok(docs) => docs,
+        Err(e)
+            if e.contains("unknown field \"components\"")
+                || e.contains("kind should be Kustomization") =>
+        {
+            eprintln!(
+                "NOTE: {} kustomize predates kustomize components; rendering {} as its resources plus its components' resources",
+                kubectl(),
+                dir.display()
+            );
+            let k = kustomization(dir);
+            if k["kind"] == "Component" {
+                return listed(&k, "resources")
+                    .iter()
+                    .flat_map(|r| documents(&dir.join(r)))
+                    .collect();
+            }
+            let mut docs = Vec::new();
+            for r in listed(&k, "resources") {
+                let p = dir.join(&r);
+                if p.is_dir() {
+                    docs.extend(render(&p));
+                } else {
+                    docs.extend(documents(&p));
+                }
+            }
+            for c in listed(&k, "components") {
+                docs.extend(render(&dir.join(c)));
+            }
+            docs
+        }
+        Err(e) => panic!("kubectl kustomize {} failed: {e}", dir.display()),
+    }
+}
+
+fn rel(dir: &Path) -> String {
+    dir.strip_prefix(ROOT).unwrap().display().to_string()
+}
+
+/// Kinds that exist in every cluster (built-in API groups).
+fn is_builtin(api_version: &str) -> bool {
+    let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    [
+        "",
+        "apps",
+        "policy",
+        "autoscaling",
+        "batch",
+        "rbac.authorization.k8s.io",
+        "apiextensions.k8s.io",
+        "apiregistration.k8s.io",
+        "networking.k8s.io",
+        "scheduling.k8s.io",
+        "coordination.k8s.io",
+    ]
+    .contains(&group)
+}
+
 #[test]
-fn kustomizations_render() {
-    for dir in ["deploy", "apiservice", "apiservice/cert-manager"] {
-        let dir = Path::new(ROOT).join(dir);
-        let k: Value =
-            serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
-                .unwrap();
-        let listed: BTreeSet<String> = k["resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r.as_str().unwrap().to_owned())
+fn every_manifest_is_listed_in_its_kustomization() {
+    let dirs = kustomization_dirs();
+    assert!(dirs.len() >= 5, "{dirs:?}");
+    for dir in &dirs {
+        let k = kustomization(dir);
+        let listed: BTreeSet<String> = listed(&k, "resources")
+            .into_iter()
+            .filter(|r| !dir.join(r).is_dir())
             .collect();
         for r in &listed {
             let p = dir.join(r);
-            assert!(p.is_file(), "{} lists missing {r}", dir.display());
+            assert!(p.is_file(), "{} lists missing {r}", rel(dir));
             assert!(!documents(&p).is_empty());
         }
-        let present: BTreeSet<String> = std::fs::read_dir(&dir)
+        let present: BTreeSet<String> = std::fs::read_dir(dir)
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
             .collect();
-        assert_eq!(
-            listed,
-            present,
-            "{}: every manifest is listed",
-            dir.display()
-        );
-        for tool in [["kustomize", "build"], ["kubectl", "kustomize"]] {
-            if let Ok(out) = std::process::Command::new(tool[0])
-                .args([tool[1]])
-                .arg(&dir)
-                .output()
-            {
+        assert_eq!(listed, present, "{}: every manifest is listed", rel(dir));
+    }
+}
+
+#[test]
+fn components_only_add_resources() {
+    for dir in kustomization_dirs() {
+        let k = kustomization(&dir);
+        if k["kind"] != "Component" {
+            continue;
+        }
+        let keys: Vec<&str> = k.as_object().unwrap().keys().map(String::as_str).collect();
+        for key in keys {
+            assert!(
+                ["apiVersion", "kind", "resources"].contains(&key),
+                "{}: a component here only adds resources (found `{key}`)",
+                rel(&dir)
+            );
+        }
+    }
+}
+
+/// The install rules, on what `kubectl kustomize` renders:
+/// - every namespace a kustomization puts objects into is created by it (or
+///   is kube-system);
+/// - the APIService is alone in its own kustomization, which no other
+///   kustomization includes: Certificates and the server come first, the
+///   APIService last, through scripts/install-apiservice;
+/// - deploy/ needs nothing but built-in kinds and its own CRD (no
+///   Prometheus Operator), and the monitoring objects come from an optional
+///   component that overlays/with-monitoring adds.
+#[test]
+fn kustomizations_render_and_follow_the_install_rules() {
+    let mut rendered = std::collections::BTreeMap::new();
+    for dir in kustomization_dirs() {
+        let docs = render(&dir);
+        assert!(!docs.is_empty(), "{} renders nothing", rel(&dir));
+        rendered.insert(rel(&dir), (kustomization(&dir), docs));
+    }
+    let names = |docs: &[Value]| -> BTreeSet<String> {
+        docs.iter()
+            .map(|d| {
+                format!(
+                    "{}/{}",
+                    d["kind"].as_str().unwrap(),
+                    d["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    for (dir, (k, docs)) in &rendered {
+        if k["kind"] == "Component" {
+            continue;
+        }
+        let created: BTreeSet<&str> = docs
+            .iter()
+            .filter(|d| d["kind"] == "Namespace")
+            .filter_map(|d| d["metadata"]["name"].as_str())
+            .collect();
+        for d in docs {
+            if let Some(ns) = d["metadata"]["namespace"].as_str() {
                 assert!(
-                    out.status.success(),
-                    "{} failed: {}",
-                    tool.join(" "),
-                    String::from_utf8_lossy(&out.stderr)
+                    ns == "kube-system" || created.contains(ns),
+                    "{dir}: {} {} goes into namespace {ns}, which this kustomization does not create",
+                    d["kind"],
+                    d["metadata"]["name"]
                 );
-                break;
             }
+        }
+        let apiservices = docs.iter().filter(|d| d["kind"] == "APIService").count();
+        if apiservices > 0 {
+            assert_eq!(
+                (dir.as_str(), apiservices, docs.len()),
+                ("apiservice/cert-manager-apiservice", 1, 1),
+                "the APIService is registered alone, last"
+            );
+        }
+    }
+    let (_, deploy) = &rendered["deploy"];
+    let own_crds: BTreeSet<String> = deploy
+        .iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+        .map(|d| d["spec"]["group"].as_str().unwrap().to_owned())
+        .collect();
+    for d in deploy {
+        let api_version = d["apiVersion"].as_str().unwrap();
+        let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+        assert!(
+            is_builtin(api_version) || own_crds.contains(group),
+            "deploy/ has {} {api_version}, a kind a cluster without that operator rejects: move it into a component",
+            d["kind"]
+        );
+    }
+    let (_, monitoring) = &rendered["deploy/components/monitoring"];
+    let monitoring_names = names(monitoring);
+    assert_eq!(
+        monitoring_names,
+        BTreeSet::from([
+            "PrometheusRule/wva-metrics-server".to_owned(),
+            "ServiceMonitor/wva-metrics-server".to_owned()
+        ])
+    );
+    let (_, overlay) = &rendered["overlays/with-monitoring"];
+    let expected: BTreeSet<String> = names(deploy).union(&monitoring_names).cloned().collect();
+    assert_eq!(
+        names(overlay),
+        expected,
+        "overlays/with-monitoring = deploy/ + monitoring"
+    );
+
+    let (_, certs) = &rendered["apiservice/cert-manager"];
+    assert!(certs.iter().any(|d| d["kind"] == "Certificate"));
+    // The namespace both install paths create is the same object.
+    let ns = |docs: &[Value]| docs.iter().find(|d| d["kind"] == "Namespace").cloned();
+    assert_eq!(ns(certs), ns(deploy));
+}
+
+/// Documentation never registers the APIService with a bare `kubectl apply`:
+/// only scripts/install-apiservice, which checks the owner and the server first.
+#[test]
+fn docs_register_the_apiservice_only_through_the_owner_check() {
+    let mut files = vec![
+        Path::new(ROOT).join("README.md"),
+        Path::new(ROOT).join("apiservice/README.md"),
+    ];
+    for e in std::fs::read_dir(Path::new(ROOT).join("docs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "md") {
+            files.push(p);
+        }
+    }
+    let script =
+        std::fs::read_to_string(Path::new(ROOT).join("scripts/install-apiservice")).unwrap();
+    let apply_at = script.rfind("kubectl apply").unwrap();
+    for check in [
+        "get apiservice v1beta1.external.metrics.k8s.io",
+        "get endpointslices",
+    ] {
+        let at = script
+            .find(check)
+            .unwrap_or_else(|| panic!("install-apiservice lacks `{check}`"));
+        assert!(
+            at < apply_at,
+            "install-apiservice checks `{check}` before it applies"
+        );
+    }
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let registers =
+                line.contains("apiservice.yaml") || line.contains("cert-manager-apiservice");
+            assert!(
+                !(line.contains("kubectl apply") && registers),
+                "{}:{}: registers the APIService without scripts/install-apiservice: {line}",
+                f.display(),
+                n + 1
+            );
         }
     }
 }

@@ -80,12 +80,68 @@ impl ScrapeError {
     }
 }
 
+/// What a scrape result changed in a pod's health, for logging: a pod that
+/// stays down is logged when it goes down (or fails differently) and when it
+/// comes back, not every cycle; every failure is still counted in
+/// `wva_backend_errors_total`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HealthChange {
+    /// First failure, or a failure of another kind than the last one.
+    StartedFailing,
+    /// The same failure as last cycle.
+    StillFailing,
+    /// A success after `failures` failed scrapes.
+    Recovered { failures: u64 },
+    /// A success after a success.
+    StillHealthy,
+}
+
+/// Per-pod failure state behind [`HealthChange`]. Pure.
+#[derive(Debug, Default)]
+struct PodHealth {
+    /// Pod key -> (kind of the last failure, failures in a row).
+    failing: HashMap<String, (&'static str, u64)>,
+}
+
+impl PodHealth {
+    fn failed(&mut self, pod: &str, kind: &'static str) -> HealthChange {
+        match self.failing.get_mut(pod) {
+            Some((last, n)) if *last == kind => {
+                *n += 1;
+                HealthChange::StillFailing
+            }
+            Some((last, n)) => {
+                *last = kind;
+                *n += 1;
+                HealthChange::StartedFailing
+            }
+            None => {
+                self.failing.insert(pod.to_owned(), (kind, 1));
+                HealthChange::StartedFailing
+            }
+        }
+    }
+
+    fn succeeded(&mut self, pod: &str) -> HealthChange {
+        match self.failing.remove(pod) {
+            Some((_, failures)) => HealthChange::Recovered { failures },
+            None => HealthChange::StillHealthy,
+        }
+    }
+
+    /// Forgets pods that are no longer scraped.
+    fn retain(&mut self, live: &HashSet<&str>) {
+        self.failing.retain(|k, _| live.contains(k.as_str()));
+    }
+}
+
 /// Scrapes pods directly.
 pub struct ScrapeBackend {
     client: reqwest::Client,
     config: ScrapeConfig,
     telemetry: Telemetry,
     windows: Mutex<HashMap<String, PeakWindow>>,
+    health: Mutex<PodHealth>,
 }
 
 impl std::fmt::Debug for ScrapeBackend {
@@ -113,6 +169,7 @@ impl ScrapeBackend {
             config,
             telemetry,
             windows: Mutex::new(HashMap::new()),
+            health: Mutex::new(PodHealth::default()),
         })
     }
 
@@ -228,10 +285,14 @@ impl MetricsBackend for ScrapeBackend {
                 .collect()
                 .await;
         let mut reached: HashSet<&str> = HashSet::new();
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         for (pod, result) in results {
             match result {
                 Ok(page) => {
                     reached.insert(pod.key.as_str());
+                    if let HealthChange::Recovered { failures } = health.succeeded(&pod.key) {
+                        tracing::info!(pod = %pod.key, failures, "scrape succeeds again");
+                    }
                     let (updated, rejected) = self.record(pod, page, cache);
                     report.replicas_updated += usize::from(updated);
                     report.samples_rejected += rejected;
@@ -246,7 +307,15 @@ impl MetricsBackend for ScrapeBackend {
                             kind: e.kind().to_owned(),
                         })
                         .inc();
-                    tracing::warn!(pod = %pod.key, url = pod.scrape_url().unwrap_or_default(), error = %e, "scrape failed");
+                    match health.failed(&pod.key, e.kind()) {
+                        HealthChange::StartedFailing => tracing::warn!(
+                            pod = %pod.key,
+                            url = pod.scrape_url().unwrap_or_default(),
+                            error = %e,
+                            "scrape failed; logged again when it recovers or fails differently, counted in wva_backend_errors_total"
+                        ),
+                        _ => tracing::debug!(pod = %pod.key, error = %e, "scrape still failing"),
+                    }
                 }
             }
         }
@@ -261,12 +330,48 @@ impl MetricsBackend for ScrapeBackend {
                 report.unreached_models.push(key.clone());
             }
         }
-        // Forget the windows of pods that are no longer scraped.
+        // Forget the windows and health of pods that are no longer scraped.
         let live: HashSet<&str> = targets.iter().map(|p| p.key.as_str()).collect();
+        health.retain(&live);
+        drop(health);
         self.windows
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|k, _| live.contains(k.as_str()));
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_that_stays_down_is_logged_on_changes_only() {
+        let mut h = PodHealth::default();
+        use HealthChange::*;
+        let steps: &[(Option<&'static str>, HealthChange)] = &[
+            (None, StillHealthy),
+            (Some("connect"), StartedFailing),
+            (Some("connect"), StillFailing),
+            (Some("connect"), StillFailing),
+            (Some("timeout"), StartedFailing),
+            (Some("timeout"), StillFailing),
+            (None, Recovered { failures: 5 }),
+            (None, StillHealthy),
+            (Some("status"), StartedFailing),
+        ];
+        for (i, (result, want)) in steps.iter().enumerate() {
+            let got = match result {
+                Some(kind) => h.failed("ns/pod-a", kind),
+                None => h.succeeded("ns/pod-a"),
+            };
+            assert_eq!(&got, want, "step {i}");
+        }
+        // Pods are tracked separately, and forgotten when they leave.
+        assert_eq!(h.failed("ns/pod-b", "connect"), StartedFailing);
+        h.retain(&HashSet::from(["ns/pod-b"]));
+        assert_eq!(h.succeeded("ns/pod-a"), StillHealthy);
+        assert_eq!(h.failed("ns/pod-b", "connect"), StillFailing);
     }
 }

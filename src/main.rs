@@ -49,6 +49,10 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
     }
     match command {
         Command::Serve(args) => {
+            if args.keda_port.is_some() {
+                // Refuse an unsafe KEDA port before anything starts.
+                run::keda_client_auth(&args)?;
+            }
             let mut tasks = Vec::new();
             let components = run::components_from_args(&args, &shutdown, &mut tasks).await?;
             let (certificate, cert) = run::ServingCert::from_args(

@@ -71,6 +71,12 @@ pub struct CacheLabels {
     pub result: String,
 }
 
+/// Why the KEDA port closed a connection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionCloseLabels {
+    pub reason: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric the server exports. Cloning is cheap: the families share
@@ -89,6 +95,8 @@ pub struct Telemetry {
     pub http_requests: Family<RouteLabels, Counter>,
     pub http_duration: Family<RouteOnly, Histogram>,
     pub decisions_without_metrics: Family<ModelLabels, Counter>,
+    pub keda_connections_closed: Family<ConnectionCloseLabels, Counter>,
+    pub keda_open_connections: Gauge,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -117,6 +125,8 @@ impl Telemetry {
                 Histogram::new(exponential_buckets(0.0001, 2.0, 16))
             }),
             decisions_without_metrics: Family::default(),
+            keda_connections_closed: Family::default(),
+            keda_open_connections: Gauge::default(),
         };
         let r = registry;
         r.register(
@@ -178,6 +188,16 @@ impl Telemetry {
             "wva_decisions_without_metrics",
             "Decisions that held replicas because no replica reported metrics",
             t.decisions_without_metrics.clone(),
+        );
+        r.register(
+            "wva_keda_connections_closed",
+            "KEDA port connections closed by the server, by reason (max_connections, handshake_timeout, header_timeout, idle_timeout)",
+            t.keda_connections_closed.clone(),
+        );
+        r.register(
+            "wva_keda_open_connections",
+            "Open connections on the KEDA port",
+            t.keda_open_connections.clone(),
         );
         t
     }

@@ -7,6 +7,8 @@ Prints one JSON object per line:
   call   -> the answer of one RPC, or {"code": "NOT_FOUND", "details": "..."}
   watch  -> {"ready": value}, then {"changed": value} when GetMetrics changes
   stream -> {"stream": bool} for each StreamIsActive message (bounded)
+  streams -> {"open": n, "errors": [codes]}: --streams StreamIsActive calls on
+             one channel (one HTTP/2 connection), held open together
 """
 import argparse
 import json
@@ -53,12 +55,22 @@ def main():
     p.add_argument("--namespace", default="")
     p.add_argument("--metadata", action="append", default=[], help="key=value")
     p.add_argument("--timeout", type=float, default=20.0)
-    p.add_argument("command", choices=["all", "spec", "metrics", "active", "watch", "stream"])
+    p.add_argument("--cert", help="client certificate (PEM) for mTLS")
+    p.add_argument("--key", help="client key (PEM) for mTLS")
+    p.add_argument("--streams", type=int, default=1)
+    p.add_argument("command", choices=["all", "spec", "metrics", "active", "watch", "stream", "streams"])
     a = p.parse_args()
 
     pb, pb_grpc = load_stubs(a.proto_dir)
     with open(a.ca, "rb") as f:
-        creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        ca = f.read()
+    cert = key = None
+    if a.cert:
+        with open(a.cert, "rb") as f:
+            cert = f.read()
+        with open(a.key, "rb") as f:
+            key = f.read()
+    creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
     channel = grpc.secure_channel(a.address, creds)
     stub = pb_grpc.ExternalScalerStub(channel)
     metadata = dict(kv.split("=", 1) for kv in a.metadata)
@@ -98,6 +110,19 @@ def main():
                     return
                 time.sleep(0.05)
             emit({"timeout": first})
+        elif a.command == "streams":
+            calls, opened, errors = [], 0, []
+            for _ in range(a.streams):
+                call = stub.StreamIsActive(ref, timeout=a.timeout)
+                calls.append(call)
+                try:
+                    next(call)
+                    opened += 1
+                except grpc.RpcError as e:
+                    errors.append(e.code().name)
+            emit({"open": opened, "errors": errors})
+            for call in calls:
+                call.cancel()
         elif a.command == "stream":
             # The first message arrives at once; one is enough here.
             for msg in stub.StreamIsActive(ref, timeout=a.timeout):

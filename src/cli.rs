@@ -258,4 +258,8 @@ pub struct CertsArgs {
     /// Directory to write ca.crt, ca.key, tls.crt, tls.key and apiservice.yaml into.
     #[arg(long)]
     pub out: PathBuf,
+    /// Also write a CA for KEDA's client certificates and one client certificate
+    /// (keda-client-ca.crt, keda-client.crt, keda-client.key) for the KEDA port's mTLS.
+    #[arg(long)]
+    pub keda_client: bool,
 }

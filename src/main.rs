@@ -108,6 +108,16 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 ns = args.namespace,
                 svc = args.service
             );
+            if args.keda_client {
+                let keda = wva_metrics_server::certs::generate_keda_client(&args.out)?;
+                println!(
+                    "wrote {}, {} and {} for the KEDA port (serve --keda-client-ca-file {}; KEDA's tlsClientCert and tlsClientKey)",
+                    keda.ca_cert.display(),
+                    keda.client_cert.display(),
+                    keda.client_key.display(),
+                    keda.ca_cert.display(),
+                );
+            }
             Ok(())
         }
         Command::Crd => {

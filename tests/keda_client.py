@@ -58,6 +58,7 @@ def main():
     p.add_argument("--cert", help="client certificate (PEM) for mTLS")
     p.add_argument("--key", help="client key (PEM) for mTLS")
     p.add_argument("--streams", type=int, default=1)
+    p.add_argument("--server-name", help="name to verify the server certificate against")
     p.add_argument("command", choices=["all", "spec", "metrics", "active", "watch", "stream", "streams"])
     a = p.parse_args()
 
@@ -71,7 +72,8 @@ def main():
         with open(a.key, "rb") as f:
             key = f.read()
     creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
-    channel = grpc.secure_channel(a.address, creds)
+    options = [("grpc.ssl_target_name_override", a.server_name)] if a.server_name else []
+    channel = grpc.secure_channel(a.address, creds, options=options)
     stub = pb_grpc.ExternalScalerStub(channel)
     metadata = dict(kv.split("=", 1) for kv in a.metadata)
     ref = pb.ScaledObjectRef(name=a.name, namespace=a.namespace, scalerMetadata=metadata)

@@ -377,3 +377,107 @@ async fn stream_is_active_streams_are_bounded_per_connection() {
         "{answer}"
     );
 }
+
+/// Runs tests/keda_client.py with `args` and returns its last JSON line.
+fn python(args: &[String]) -> serde_json::Value {
+    let out = Command::new("python3").args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or("null")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certs_command_issues_a_keda_client_certificate_the_port_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pki");
+    let status = Command::new(BIN)
+        .args([
+            "certs",
+            "--namespace",
+            "wva-system",
+            "--service",
+            "wva-metrics-server",
+            "--keda-client",
+            "--out",
+        ])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let inv = dir.path().join("inventory.yaml");
+    std::fs::write(&inv, "").unwrap();
+    let inv = format!("file:{}", inv.display());
+    let port = free_port().to_string();
+    let keda = free_port();
+    let path = |f: &str| out.join(f).display().to_string();
+    let _serve = common::Proc::spawn_with(
+        "serve",
+        &[
+            "serve",
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            &port,
+            "--inventory",
+            &inv,
+            "--insecure-disable-auth",
+            "--metrics-backend",
+            "scrape",
+            "--tls-cert-file",
+            &path("tls.crt"),
+            "--tls-private-key-file",
+            &path("tls.key"),
+            "--keda-port",
+            &keda.to_string(),
+            "--keda-client-ca-file",
+            &path("keda-client-ca.crt"),
+        ],
+        &[],
+        Some(&dir.path().join("serve.log")),
+    );
+    let call = |with_cert: bool| {
+        let mut a = vec![
+            format!("{ROOT}/tests/keda_client.py"),
+            "--address".into(),
+            format!("127.0.0.1:{keda}"),
+            "--ca".into(),
+            path("ca.crt"),
+            "--server-name".into(),
+            "wva-metrics-server.wva-system.svc".into(),
+            "--proto-dir".into(),
+            format!("{ROOT}/proto"),
+            "--namespace".into(),
+            "llm".into(),
+            "--metadata".into(),
+            "variantName=v".into(),
+        ];
+        if with_cert {
+            a.extend([
+                "--cert".into(),
+                path("keda-client.crt"),
+                "--key".into(),
+                path("keda-client.key"),
+            ]);
+        }
+        a.push("spec".into());
+        tokio::task::block_in_place(|| python(&a))
+    };
+    let answer = eventually(Duration::from_secs(30), "the KEDA port to answer", || {
+        let a = call(true);
+        async move { (a["code"] != "UNAVAILABLE").then_some(a) }
+    })
+    .await;
+    assert_eq!(
+        answer["spec"][0]["metricName"], "wva_desired_replicas",
+        "{answer}"
+    );
+    let refused = call(false);
+    assert_eq!(
+        refused["code"], "UNAVAILABLE",
+        "no client certificate: {refused}"
+    );
+}

@@ -165,6 +165,57 @@ pub fn generate_with(
     })
 }
 
+/// What `certs --keda-client` wrote besides the serving PKI.
+#[derive(Debug)]
+pub struct KedaClientFiles {
+    /// The CA the server trusts on the KEDA port (`--keda-client-ca-file`).
+    pub ca_cert: PathBuf,
+    /// KEDA's client certificate and key (`tlsClientCert`, `tlsClientKey`).
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+/// Writes a CA of its own for KEDA's client certificates
+/// (`keda-client-ca.crt`) and one client certificate it signs
+/// (`keda-client.crt`, `keda-client.key`, client-auth usage, CN
+/// `keda-operator`), so that the KEDA port can require mutual TLS without
+/// cert-manager. The CA's key is not kept: issuing a new client certificate
+/// means running this again and replacing both.
+pub fn generate_keda_client(out: &Path) -> Result<KedaClientFiles, CertsError> {
+    std::fs::create_dir_all(out).map_err(|source| CertsError::Write {
+        path: out.to_owned(),
+        source,
+    })?;
+    let now = time_now();
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "wva-metrics-server-keda-client-ca");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params.not_before = now;
+    ca_params.not_after = now + time::Duration::days(3650);
+    let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, &ca_key);
+
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "keda-operator");
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = now;
+    params.not_after = now + time::Duration::days(365);
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(KedaClientFiles {
+        ca_cert: write(out.join("keda-client-ca.crt"), &ca.pem(), false)?,
+        client_cert: write(out.join("keda-client.crt"), &cert.pem(), false)?,
+        client_key: write(out.join("keda-client.key"), &key.serialize_pem(), true)?,
+    })
+}
+
 fn time_now() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc()
 }

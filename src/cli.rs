@@ -162,11 +162,21 @@ pub struct ServeArgs {
     #[arg(long)]
     pub keda_bind_address: Option<IpAddr>,
     /// Require KEDA to present a client certificate signed by this CA (its tlsClientCert).
+    /// Required with --keda-port unless --keda-insecure-disable-client-auth is given.
     #[arg(long, value_name = "FILE")]
     pub keda_client_ca_file: Option<PathBuf>,
-    /// Serve the KEDA gRPC service without TLS (only behind a TLS-terminating proxy or mesh).
-    #[arg(long)]
+    /// Serve the KEDA gRPC service without TLS (only behind a TLS-terminating proxy or mesh,
+    /// which then authenticates clients; needs --keda-insecure-disable-client-auth).
+    #[arg(long, conflicts_with = "keda_client_ca_file")]
     pub keda_plaintext: bool,
+    /// Serve the KEDA gRPC service to any client, without client certificates: every
+    /// client that reaches the port can read every namespace's decisions.
+    #[arg(long)]
+    pub keda_insecure_disable_client_auth: bool,
+    /// At most this many open StreamIsActive streams per KEDA connection; more are refused
+    /// with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 512)]
+    pub keda_max_streams_per_connection: u32,
     /// CA bundle that signs the front proxy's (aggregator's) client certificate.
     #[arg(long, value_name = "FILE")]
     pub requestheader_client_ca_file: Option<PathBuf>,
@@ -176,6 +186,9 @@ pub struct ServeArgs {
     /// Headers that carry the user name.
     #[arg(long, value_delimiter = ',', default_value = "X-Remote-User")]
     pub requestheader_username_headers: Vec<String>,
+    /// Headers that carry the user's UID (empty: none).
+    #[arg(long, value_delimiter = ',')]
+    pub requestheader_uid_headers: Vec<String>,
     /// Headers that carry the groups.
     #[arg(long, value_delimiter = ',', default_value = "X-Remote-Group")]
     pub requestheader_group_headers: Vec<String>,
@@ -191,6 +204,9 @@ pub struct ServeArgs {
     /// Paths served without authentication or authorization.
     #[arg(long, value_delimiter = ',', default_value = "/healthz,/livez,/readyz")]
     pub authorization_always_allow_paths: Vec<String>,
+    /// How long a TokenReview answer (accepted or rejected token) is reused.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub authentication_token_webhook_cache_ttl: Duration,
     /// How long an allowing SubjectAccessReview is reused.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub authorization_webhook_cache_authorized_ttl: Duration,
@@ -295,6 +311,10 @@ pub struct CertsArgs {
     /// Replace files that exist in --out (by default `certs` refuses: a new CA no longer matches the Secret and caBundle made from the old one).
     #[arg(long)]
     pub force: bool,
+    /// Also write a CA for KEDA's client certificates and one client certificate
+    /// (keda-client-ca.crt, keda-client.crt, keda-client.key) for the KEDA port's mTLS.
+    #[arg(long)]
+    pub keda_client: bool,
 }
 
 /// A controller instance is a label value: it must be one to match labels.

@@ -57,6 +57,10 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
     }
     match command {
         Command::Serve(args) => {
+            if args.keda_port.is_some() {
+                // Refuse an unsafe KEDA port before anything starts.
+                run::keda_client_auth(&args)?;
+            }
             let mut tasks = Vec::new();
             let components = run::components_from_args(&args, &shutdown, &mut tasks).await?;
             let (certificate, cert) = run::ServingCert::from_args(
@@ -119,6 +123,16 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 ns = args.namespace,
                 svc = args.service
             );
+            if args.keda_client {
+                let keda = wva_metrics_server::certs::generate_keda_client(&args.out)?;
+                println!(
+                    "wrote {}, {} and {} for the KEDA port (serve --keda-client-ca-file {}; KEDA's tlsClientCert and tlsClientKey)",
+                    keda.ca_cert.display(),
+                    keda.client_cert.display(),
+                    keda.client_key.display(),
+                    keda.ca_cert.display(),
+                );
+            }
             Ok(())
         }
         Command::Crd => {

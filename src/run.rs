@@ -51,6 +51,8 @@ pub struct RunningServer {
     /// The PEM certificate clients should trust.
     pub certificate_pem: Option<String>,
     pub tasks: Vec<JoinHandle<()>>,
+    /// The server's metrics, for listeners started beside it (the KEDA port).
+    pub telemetry: Telemetry,
 }
 
 impl RunningServer {
@@ -363,6 +365,12 @@ fn build_auth(
             ca: read(path, "--requestheader-client-ca-file")?,
             names: RequestHeaderNames {
                 username: args.requestheader_username_headers.clone(),
+                uid: args
+                    .requestheader_uid_headers
+                    .iter()
+                    .filter(|n| !n.is_empty())
+                    .cloned()
+                    .collect(),
                 group: args.requestheader_group_headers.clone(),
                 extra_prefix: args.requestheader_extra_headers_prefix.clone(),
                 allowed_names: args
@@ -384,6 +392,7 @@ fn build_auth(
         always_allow_paths: args.authorization_always_allow_paths.clone(),
         allow_ttl: args.authorization_webhook_cache_authorized_ttl,
         deny_ttl: args.authorization_webhook_cache_unauthorized_ttl,
+        token_ttl: args.authentication_token_webhook_cache_ttl,
         ..AuthzSettings::default()
     };
     let auth = Arc::new(Auth::new(
@@ -393,7 +402,7 @@ fn build_auth(
         },
         client.clone(),
         settings,
-    ));
+    )?);
     if !from_flags && !args.authentication_skip_lookup {
         tasks.push(cluster::watch(client, Arc::clone(&auth), shutdown.clone()));
     }
@@ -556,7 +565,7 @@ pub async fn start(
         engine: Arc::clone(&engine),
         discovery: DiscoveryDocuments::build_for(groups),
         registry,
-        telemetry,
+        telemetry: telemetry.clone(),
         first_fetch_done: first_cycle_done,
         auth,
     });
@@ -569,7 +578,31 @@ pub async fn start(
         engine,
         certificate_pem,
         tasks,
+        telemetry,
     })
+}
+
+/// Checks the KEDA flags before anything starts: a KEDA port that would
+/// serve anyone is refused unless explicitly asked for.
+pub fn keda_client_auth(args: &ServeArgs) -> anyhow::Result<crate::keda::KedaClientAuth> {
+    Ok(crate::keda::client_auth(
+        args.keda_client_ca_file.as_deref(),
+        args.keda_plaintext,
+        args.keda_insecure_disable_client_auth,
+    )?)
+}
+
+/// The KEDA port's limits from the flags it shares with the HTTPS port.
+pub fn keda_limits(args: &ServeArgs) -> crate::keda::KedaLimits {
+    crate::keda::KedaLimits {
+        header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections,
+        max_streams_per_connection: args.keda_max_streams_per_connection,
+        max_concurrent_requests: args.max_concurrent_requests,
+        request_timeout: args.request_timeout,
+        ..crate::keda::KedaLimits::default()
+    }
 }
 
 /// Starts the KEDA external-scaler gRPC service next to a running server.
@@ -580,29 +613,33 @@ pub async fn start_keda(
     running: &RunningServer,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
+    use crate::keda::KedaClientAuth;
     let addr = SocketAddr::new(args.keda_bind_address.unwrap_or(args.bind_address), port);
-    let tls = if args.keda_plaintext {
-        tracing::warn!("--keda-plaintext: the KEDA gRPC service runs without TLS; use it only behind a TLS-terminating proxy");
-        None
-    } else {
-        Some(
-            certificate.config(match args.keda_client_ca_file.as_deref() {
-                Some(ca) => server::tls::ClientAuth::Required(ca),
-                None => server::tls::ClientAuth::None,
-            })?,
-        )
+    let client_auth = keda_client_auth(args)?;
+    let tls = match &client_auth {
+        KedaClientAuth::InsecurePlaintext => {
+            tracing::warn!("--keda-plaintext --keda-insecure-disable-client-auth: the KEDA gRPC service runs without TLS and without client authentication; use it only behind a proxy or mesh that does both");
+            None
+        }
+        KedaClientAuth::InsecureTls => {
+            tracing::warn!("--keda-insecure-disable-client-auth: ANY CLIENT THAT REACHES THE KEDA PORT CAN READ EVERY NAMESPACE'S DECISIONS");
+            Some(certificate.config(server::tls::ClientAuth::None)?)
+        }
+        KedaClientAuth::ClientCa(ca) => {
+            Some(certificate.config(server::tls::ClientAuth::Required(ca))?)
+        }
     };
     let listener = server::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for the KEDA scaler"))?;
     let local = listener.local_addr()?;
     let scaler = crate::keda::KedaScaler::new(Arc::clone(&running.engine), shutdown.clone());
-    tracing::info!(address = %local, tls = tls.is_some(), client_ca = args.keda_client_ca_file.is_some(), "serving the KEDA external scaler (gRPC)");
-    Ok(tokio::spawn(async move {
-        if let Err(e) = crate::keda::serve(listener, tls, scaler, shutdown).await {
-            tracing::error!(error = %e, "KEDA gRPC service failed");
-        }
-    }))
+    let limits = keda_limits(args);
+    tracing::info!(address = %local, tls = tls.is_some(), client_ca = args.keda_client_ca_file.is_some(), ?limits, "serving the KEDA external scaler (gRPC)");
+    let telemetry = running.telemetry.clone();
+    Ok(tokio::spawn(crate::keda::serve(
+        listener, tls, scaler, limits, telemetry, shutdown,
+    )))
 }
 
 /// Publishes every model's decision as gauges after each fetch cycle and

@@ -84,6 +84,12 @@ pub struct PortLabels {
     pub port: String,
 }
 
+/// Why the KEDA port closed a connection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionCloseLabels {
+    pub reason: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric the server exports. Cloning is cheap: the families share
@@ -108,6 +114,8 @@ pub struct Telemetry {
     pub http_duration: Family<RouteOnly, Histogram>,
     pub decisions_without_metrics: Family<ModelLabels, Counter>,
     pub tolerance_holds: Family<ScalingLabels, Counter>,
+    pub keda_connections_closed: Family<ConnectionCloseLabels, Counter>,
+    pub keda_open_connections: Gauge,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -142,6 +150,8 @@ impl Telemetry {
             }),
             decisions_without_metrics: Family::default(),
             tolerance_holds: Family::default(),
+            keda_connections_closed: Family::default(),
+            keda_open_connections: Gauge::default(),
         };
         let r = registry;
         r.register(
@@ -233,6 +243,16 @@ impl Telemetry {
             "wva_tolerance_holds",
             "Decision cycles in which a variant held because every move its HPA acts on (outside the tolerance band) was unsafe or out of bounds",
             t.tolerance_holds.clone(),
+        );
+        r.register(
+            "wva_keda_connections_closed",
+            "KEDA port connections closed by the server, by reason (max_connections, handshake_timeout, header_timeout, idle_timeout)",
+            t.keda_connections_closed.clone(),
+        );
+        r.register(
+            "wva_keda_open_connections",
+            "Open connections on the KEDA port",
+            t.keda_open_connections.clone(),
         );
         t
     }

@@ -203,28 +203,36 @@ async fn front_proxy_headers_are_trusted_only_from_the_allowed_proxy() {
         "{review}"
     );
 
-    // The same headers are ignored without the proxy's certificate: anonymous, denied.
+    // The same headers are never trusted without the proxy's certificate:
+    // without any certificate the request is anonymous (and denied); with a
+    // certificate that does not verify, or a proxy name not allowed, it is
+    // 401, as Kubernetes answers.
     let other_ca = ca("other-ca");
     let cases = [
-        ("no client certificate", None),
+        ("no client certificate", None, 403, "system:anonymous"),
         (
             "a certificate from another CA",
             Some(client_cert(&other_ca, "front-proxy-client", None)),
+            401,
+            "does not verify",
         ),
         (
             "a CN not in the allowed names",
             Some(client_cert(&s.front_proxy, "mallory", None)),
+            401,
+            "\"mallory\" is not in the allowed names",
         ),
     ];
-    for (what, identity) in cases {
+    for (what, identity, want, mention) in cases {
         let c = client(&s.server_ca, identity.as_ref());
         let (status, body) = get(&c, &url, &headers).await;
-        assert!(status == 401 || status == 403, "{what}: {status} {body}");
+        assert_eq!(status, want, "{what}: {body}");
         assert_eq!(body["kind"], "Status", "{what}");
         let message = body["message"].as_str().unwrap();
+        assert!(message.contains(mention), "{what}: {message}");
         assert!(
-            message.contains("system:anonymous"),
-            "{what}: treated as anonymous: {message}"
+            !message.contains(HPA_USER),
+            "{what}: the headers were ignored: {message}"
         );
     }
 

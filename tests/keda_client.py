@@ -9,6 +9,8 @@ Prints one JSON object per line:
             GetMetrics, until the value is --until (or one change without it)
   stream -> {"stream": bool, "at": seconds since the call} for each of the
             first --messages StreamIsActive messages (bounded by --timeout)
+  streams -> {"open": n, "errors": [codes]}: --streams StreamIsActive calls on
+             one channel (one HTTP/2 connection), held open together
 """
 import argparse
 import json
@@ -57,13 +59,25 @@ def main():
     p.add_argument("--timeout", type=float, default=20.0)
     p.add_argument("--until", type=float, default=None)
     p.add_argument("--messages", type=int, default=1)
-    p.add_argument("command", choices=["all", "spec", "metrics", "active", "watch", "stream"])
+    p.add_argument("--cert", help="client certificate (PEM) for mTLS")
+    p.add_argument("--key", help="client key (PEM) for mTLS")
+    p.add_argument("--streams", type=int, default=1)
+    p.add_argument("--server-name", help="name to verify the server certificate against")
+    p.add_argument("command", choices=["all", "spec", "metrics", "active", "watch", "stream", "streams"])
     a = p.parse_args()
 
     pb, pb_grpc = load_stubs(a.proto_dir)
     with open(a.ca, "rb") as f:
-        creds = grpc.ssl_channel_credentials(root_certificates=f.read())
-    channel = grpc.secure_channel(a.address, creds)
+        ca = f.read()
+    cert = key = None
+    if a.cert:
+        with open(a.cert, "rb") as f:
+            cert = f.read()
+        with open(a.key, "rb") as f:
+            key = f.read()
+    creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    options = [("grpc.ssl_target_name_override", a.server_name)] if a.server_name else []
+    channel = grpc.secure_channel(a.address, creds, options=options)
     stub = pb_grpc.ExternalScalerStub(channel)
     metadata = dict(kv.split("=", 1) for kv in a.metadata)
     ref = pb.ScaledObjectRef(name=a.name, namespace=a.namespace, scalerMetadata=metadata)
@@ -105,6 +119,19 @@ def main():
                         return
                 time.sleep(0.05)
             emit({"timeout": last})
+        elif a.command == "streams":
+            calls, opened, errors = [], 0, []
+            for _ in range(a.streams):
+                call = stub.StreamIsActive(ref, timeout=a.timeout)
+                calls.append(call)
+                try:
+                    next(call)
+                    opened += 1
+                except grpc.RpcError as e:
+                    errors.append(e.code().name)
+            emit({"open": opened, "errors": errors})
+            for call in calls:
+                call.cancel()
         elif a.command == "stream":
             started = time.monotonic()
             seen = 0

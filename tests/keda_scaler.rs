@@ -1,6 +1,6 @@
-//! The KEDA external scaler answered over real gRPC+TLS to a client that is
-//! not written in Rust (Python grpcio, stubs generated from the repo's
-//! .proto), with the same decisions as the HTTP API.
+//! The KEDA external scaler answered over real gRPC with mutual TLS to a
+//! client that is not written in Rust (Python grpcio, stubs generated from
+//! the repo's .proto), with the same decisions as the HTTP API.
 
 mod common;
 
@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{eventually, free_port, two_model_inventory, Emulator, Server};
+use common::{eventually, free_port, make_client_pki, two_model_inventory, Emulator, Server};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -50,6 +50,8 @@ async fn start(extra: &[&str]) -> Scaler {
     let inv = format!("file:{}", path.display());
     let grpc_port = free_port();
     let grpc = grpc_port.to_string();
+    let client = make_client_pki(dir.path(), "keda-operator");
+    let client_ca = client.ca_path.display().to_string();
     let mut args = vec![
         "--inventory",
         &inv,
@@ -59,6 +61,8 @@ async fn start(extra: &[&str]) -> Scaler {
         "1s",
         "--keda-port",
         &grpc,
+        "--keda-client-ca-file",
+        &client_ca,
     ];
     args.extend_from_slice(extra);
     let server = Server::start(dir, &args).await;
@@ -81,6 +85,20 @@ impl Scaler {
             format!("{ROOT}/proto"),
             "--namespace".into(),
             namespace.into(),
+            "--cert".into(),
+            self.server
+                .dir
+                .path()
+                .join("client.crt")
+                .display()
+                .to_string(),
+            "--key".into(),
+            self.server
+                .dir
+                .path()
+                .join("client.key")
+                .display()
+                .to_string(),
         ];
         for m in metadata {
             a.push("--metadata".into());
@@ -92,12 +110,13 @@ impl Scaler {
 
     /// Runs one client command and returns its JSON answer.
     fn call(&self, namespace: &str, metadata: &[&str], command: &str) -> serde_json::Value {
-        let out = Command::new(python())
-            .args(self.client_args(namespace, metadata, command))
-            .output()
-            .expect(
-                "python runs (scripts/test installs grpcio and grpcio-tools into target/test-venv)",
-            );
+        self.call_with(self.client_args(namespace, metadata, command))
+    }
+
+    fn call_with(&self, args: Vec<String>) -> serde_json::Value {
+        let out = Command::new(python()).args(args).output().expect(
+            "python runs (scripts/test installs grpcio and grpcio-tools into target/test-venv)",
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -132,10 +151,10 @@ async fn python_client_gets_the_same_decision_as_the_http_api() {
     assert_eq!(answer["metrics"][0]["metricValueFloat"], 2.0);
     assert_eq!(answer["active"], true);
 
-    // targetName + ratio, namespace from metadata.
+    // targetName + ratio; a namespace key naming the ScaledObject's own is fine.
     let answer = tokio::task::block_in_place(|| {
         s.call(
-            "",
+            "llm-b",
             &[
                 "targetName=mistral-decode",
                 "namespace=llm-b",
@@ -277,6 +296,53 @@ async fn stream_is_active_pushes_changes_and_keepalives() {
         "the change pushed, then the same value again as a keepalive: {rest:?}"
     );
     println!("StreamIsActive messages after the first: {rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_reads_only_its_own_namespace_and_only_with_a_client_certificate() {
+    let s = start(&[]).await;
+    s.server
+        .wait_value(
+            "llm-b",
+            "wva_desired_replicas",
+            "target_name=mistral-decode",
+            "3",
+        )
+        .await;
+    // A ScaledObject in llm-a asking for llm-b's variant.
+    let a = tokio::task::block_in_place(|| {
+        s.call(
+            "llm-a",
+            &["variantName=mistral-l40s", "namespace=llm-b"],
+            "metrics",
+        )
+    });
+    assert_eq!(a["code"], "PERMISSION_DENIED", "{a}");
+    let details = a["details"].as_str().unwrap();
+    assert!(
+        details.contains("llm-b") && details.contains("llm-a"),
+        "{a}"
+    );
+    // Without the namespace key, llm-b's variant is simply not in llm-a.
+    let a =
+        tokio::task::block_in_place(|| s.call("llm-a", &["variantName=mistral-l40s"], "metrics"));
+    assert_eq!(a["code"], "NOT_FOUND", "{a}");
+    // No scaledObjectRef namespace: refused, not defaulted from the metadata.
+    let a = tokio::task::block_in_place(|| {
+        s.call(
+            "",
+            &["variantName=mistral-l40s", "namespace=llm-b"],
+            "metrics",
+        )
+    });
+    assert_eq!(a["code"], "INVALID_ARGUMENT", "{a}");
+
+    // The same call without a client certificate never gets an answer.
+    let mut args = s.client_args("llm-b", &["variantName=mistral-l40s"], "metrics");
+    let cert = args.iter().position(|a| a == "--cert").unwrap();
+    args.drain(cert..cert + 4);
+    let a = tokio::task::block_in_place(|| s.call_with(args));
+    assert_eq!(a["code"], "UNAVAILABLE", "the TLS handshake fails: {a}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,7 +82,16 @@ fn every_document_parses_into_its_type() {
                 typed::<wva_metrics_server::inventory::VariantAutoscaling>(d, path),
             ),
             // CRDs of other projects: checked as dynamic objects.
-            "ServiceMonitor" | "PrometheusRule" | "ScaledObject" | "Issuer" | "Certificate" => {
+            "NetworkPolicy" => drop(typed::<k8s_openapi::api::networking::v1::NetworkPolicy>(
+                d, path,
+            )),
+            "ServiceMonitor"
+            | "PrometheusRule"
+            | "ScaledObject"
+            | "Issuer"
+            | "Certificate"
+            | "ClusterIssuer"
+            | "ClusterTriggerAuthentication" => {
                 assert!(
                     d["apiVersion"].is_string() && d["metadata"]["name"].is_string(),
                     "{}",

@@ -37,8 +37,15 @@ pub struct ScalerQuery {
 
 /// A trigger whose metadata cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct MetadataError(pub String);
+pub enum MetadataError {
+    /// Missing or malformed metadata (gRPC INVALID_ARGUMENT).
+    #[error("{0}")]
+    Invalid(String),
+    /// The trigger asks for another namespace than its ScaledObject's
+    /// (gRPC PERMISSION_DENIED).
+    #[error("{0}")]
+    OtherNamespace(String),
+}
 
 /// Metadata keys.
 pub const VARIANT_NAME: &str = "variantName";
@@ -48,7 +55,9 @@ pub const METRIC: &str = "metric";
 
 /// Parses the metadata of a ScaledObject in `object_namespace`. The variant
 /// is named by `variantName`, or `targetName` (all variants scaling that
-/// target); `namespace` defaults to the ScaledObject's; `metric` is
+/// target), and is always looked up in the ScaledObject's own namespace:
+/// a `namespace` key naming another one is refused, or a ScaledObject in
+/// one namespace could read the decisions of any other. `metric` is
 /// `desiredReplicas` (default) or `desiredRatio`.
 pub fn parse(
     object_namespace: &str,
@@ -59,7 +68,7 @@ pub fn parse(
         (Some(v), _) => (labels::VARIANT_NAME, v, "variant"),
         (None, Some(t)) => (labels::TARGET_NAME, t, "target"),
         (None, None) => {
-            return Err(MetadataError(format!(
+            return Err(MetadataError::Invalid(format!(
                 "scalerMetadata must name the variant: set {VARIANT_NAME} (or {TARGET_NAME})"
             )))
         }
@@ -68,21 +77,29 @@ pub fn parse(
         .ok()
         .filter(|s| s.requirements().len() == 1 && s.exact_value(label) == Some(value))
         .ok_or_else(|| {
-            MetadataError(format!(
+            MetadataError::Invalid(format!(
                 "scalerMetadata {what} name {value:?} is not a valid Kubernetes name"
             ))
         })?;
-    let namespace = get(NAMESPACE).unwrap_or(object_namespace).to_owned();
+    let namespace = object_namespace.trim();
     if namespace.is_empty() {
-        return Err(MetadataError(format!(
-            "no namespace: set scalerMetadata {NAMESPACE} or the ScaledObject's namespace"
+        return Err(MetadataError::Invalid(
+            "scaledObjectRef has no namespace: the variant is looked up in the ScaledObject's namespace"
+                .to_owned(),
+        ));
+    }
+    if let Some(asked) = get(NAMESPACE).filter(|n| *n != namespace) {
+        return Err(MetadataError::OtherNamespace(format!(
+            "scalerMetadata {NAMESPACE} {asked:?} is not the ScaledObject's namespace {namespace:?}: \
+             a trigger may only read variants of its own namespace"
         )));
     }
+    let namespace = namespace.to_owned();
     let metric = match get(METRIC) {
         None | Some("desiredReplicas") => KedaMetric::DesiredReplicas,
         Some("desiredRatio") => KedaMetric::DesiredRatio,
         Some(other) => {
-            return Err(MetadataError(format!(
+            return Err(MetadataError::Invalid(format!(
                 "scalerMetadata {METRIC} {other:?} is not desiredReplicas or desiredRatio"
             )))
         }
@@ -121,10 +138,18 @@ mod tests {
             (
                 &[
                     ("variantName", "v"),
-                    ("namespace", "llm"),
+                    ("namespace", "obj-ns"),
                     ("metric", "desiredRatio"),
                 ],
-                Ok(("llm", "variant_name=v", KedaMetric::DesiredRatio)),
+                Ok(("obj-ns", "variant_name=v", KedaMetric::DesiredRatio)),
+            ),
+            (
+                &[("variantName", "v"), ("namespace", "kube-system")],
+                Err("not the ScaledObject's namespace"),
+            ),
+            (
+                &[("variantName", "v"), ("namespace", "")],
+                Ok(("obj-ns", "variant_name=v", KedaMetric::DesiredReplicas)),
             ),
             (
                 &[("targetName", "llama-decode")],
@@ -156,13 +181,32 @@ mod tests {
                         "{pairs:?}"
                     );
                 }
-                (Err(e), Err(mention)) => assert!(e.0.contains(mention), "{pairs:?}: {e}"),
+                (Err(e), Err(mention)) => {
+                    assert!(e.to_string().contains(mention), "{pairs:?}: {e}")
+                }
                 (got, want) => panic!("{pairs:?}: got {got:?}, want {want:?}"),
             }
         }
         assert!(
-            parse("", &md(&[("variantName", "v")])).is_err(),
+            matches!(
+                parse("", &md(&[("variantName", "v")])),
+                Err(MetadataError::Invalid(_))
+            ),
             "no namespace at all"
         );
+        assert!(
+            matches!(
+                parse("", &md(&[("variantName", "v"), ("namespace", "llm")])),
+                Err(MetadataError::Invalid(_))
+            ),
+            "the metadata cannot stand in for the ScaledObject's namespace"
+        );
+        assert!(matches!(
+            parse(
+                "team-a",
+                &md(&[("variantName", "v"), ("namespace", "team-b")])
+            ),
+            Err(MetadataError::OtherNamespace(_))
+        ));
     }
 }

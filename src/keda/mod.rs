@@ -3,18 +3,18 @@
 //! instead of the APIService; the answers come from the same decisions.
 
 pub mod metadata;
+pub mod server;
 pub mod service;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 
+pub use server::KedaLimits;
 pub use service::KedaScaler;
+
+use crate::telemetry::Telemetry;
 
 /// Code generated from `proto/externalscaler.proto` by build.rs.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -22,75 +22,92 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/externalscaler.rs"));
 }
 
-/// A TLS handshake that takes longer is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How KEDA's clients are authenticated on the KEDA port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KedaClientAuth {
+    /// Client certificates signed by the CA in this file (mTLS).
+    ClientCa(std::path::PathBuf),
+    /// TLS without client certificates: explicitly insecure.
+    InsecureTls,
+    /// No TLS at all (a mesh or proxy in front does TLS and client
+    /// authentication): explicitly insecure.
+    InsecurePlaintext,
+}
+
+/// Why the KEDA flags do not make a safe configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KedaConfigError {
+    #[error(
+        "--keda-port without --keda-client-ca-file would serve every namespace's decisions to anyone \
+         who reaches the port: give --keda-client-ca-file (the CA of KEDA's client certificate), or \
+         --keda-insecure-disable-client-auth to accept that"
+    )]
+    NoClientCa,
+    #[error(
+        "--keda-plaintext cannot check client certificates: it excludes --keda-client-ca-file"
+    )]
+    PlaintextWithClientCa,
+}
+
+/// The client authentication the flags ask for. Pure.
+pub fn client_auth(
+    client_ca: Option<&std::path::Path>,
+    plaintext: bool,
+    insecure_disable_client_auth: bool,
+) -> Result<KedaClientAuth, KedaConfigError> {
+    match (client_ca, plaintext, insecure_disable_client_auth) {
+        (Some(_), true, _) => Err(KedaConfigError::PlaintextWithClientCa),
+        (Some(ca), false, _) => Ok(KedaClientAuth::ClientCa(ca.to_owned())),
+        (None, _, false) => Err(KedaConfigError::NoClientCa),
+        (None, true, true) => Ok(KedaClientAuth::InsecurePlaintext),
+        (None, false, true) => Ok(KedaClientAuth::InsecureTls),
+    }
+}
 
 /// Serves the scaler on `listener` until `shutdown`: over TLS with `tls`,
 /// or in plain text when `tls` is None (for set-ups that terminate TLS in
-/// front of the pod).
+/// front of the pod), within `limits`.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     scaler: KedaScaler,
+    limits: KedaLimits,
+    telemetry: Telemetry,
     shutdown: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
-    let service = proto::external_scaler_server::ExternalScalerServer::new(scaler);
-    let router = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(service);
-    let stop = shutdown.clone();
-    match tls {
-        None => {
-            router
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
-                    stop.cancelled_owned(),
-                )
-                .await
-        }
-        Some(config) => {
-            let incoming = tls_incoming(listener, TlsAcceptor::from(config), shutdown);
-            router
-                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                .await
-        }
-    }
+) {
+    let service = proto::external_scaler_server::ExternalScalerServer::new(scaler)
+        .max_decoding_message_size(limits.max_message_bytes);
+    server::serve(listener, tls, service, limits, telemetry, shutdown).await
 }
 
-/// Accepts connections and completes their TLS handshakes off the accept
-/// loop, so that one slow client cannot hold the others up.
-fn tls_incoming(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    shutdown: CancellationToken,
-) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>>
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, peer): (_, SocketAddr) = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = listener.accept() => match r {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "gRPC accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "gRPC TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "gRPC TLS handshake timed out"),
-                }
-            });
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn client_auth_from_flags() {
+        let ca = Some(Path::new("/ca.crt"));
+        let mtls = Ok(KedaClientAuth::ClientCa("/ca.crt".into()));
+        let cases = [
+            (ca, false, false, mtls.clone()),
+            (ca, false, true, mtls),
+            (ca, true, false, Err(KedaConfigError::PlaintextWithClientCa)),
+            (ca, true, true, Err(KedaConfigError::PlaintextWithClientCa)),
+            (None, false, false, Err(KedaConfigError::NoClientCa)),
+            (None, true, false, Err(KedaConfigError::NoClientCa)),
+            (None, false, true, Ok(KedaClientAuth::InsecureTls)),
+            (None, true, true, Ok(KedaClientAuth::InsecurePlaintext)),
+        ];
+        for (ca, plain, insecure, want) in cases {
+            assert_eq!(
+                client_auth(ca, plain, insecure),
+                want,
+                "{ca:?} {plain} {insecure}"
+            );
         }
-    });
-    ReceiverStream::new(rx)
+        assert!(KedaConfigError::NoClientCa
+            .to_string()
+            .contains("--keda-client-ca-file"));
+    }
 }

@@ -66,7 +66,11 @@ impl KedaScaler {
 
 fn query_of(r: &ScaledObjectRef) -> Result<ScalerQuery, Status> {
     metadata::parse(&r.namespace, &r.scaler_metadata).map_err(|e| {
-        Status::invalid_argument(format!("ScaledObject {}/{}: {e}", r.namespace, r.name))
+        let message = format!("ScaledObject {}/{}: {e}", r.namespace, r.name);
+        match e {
+            metadata::MetadataError::Invalid(_) => Status::invalid_argument(message),
+            metadata::MetadataError::OtherNamespace(_) => Status::permission_denied(message),
+        }
     })
 }
 

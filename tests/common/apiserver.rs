@@ -78,6 +78,10 @@ struct State {
     held_lists: Vec<String>,
     /// Delay before answering each review (to exceed the server's timeout).
     review_delay: std::time::Duration,
+    /// Tokens TokenReview accepts with a whole `status.user` object.
+    token_users: BTreeMap<String, Value>,
+    /// How long TokenReview takes to answer.
+    token_review_delay: std::time::Duration,
 }
 
 /// A running test API server.
@@ -245,14 +249,20 @@ impl ApiServer {
             .map(|b| b.to_bytes())
             .unwrap_or_default();
         let mut review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let mut st = self.state.lock().unwrap();
-        st.token_reviews.push(review.clone());
+        let delay = {
+            let mut st = self.state.lock().unwrap();
+            st.token_reviews.push(review.clone());
+            st.token_review_delay
+        };
+        tokio::time::sleep(delay).await;
+        let st = self.state.lock().unwrap();
         let token = review["spec"]["token"].as_str().unwrap_or_default();
-        review["status"] = match st.tokens.get(token) {
-            Some(user) => {
+        review["status"] = match (st.tokens.get(token), st.token_users.get(token)) {
+            (Some(user), _) => {
                 json!({"authenticated": true, "user": {"username": user, "groups": ["token-users"]}})
             }
-            None => json!({"authenticated": false}),
+            (None, Some(user)) => json!({"authenticated": true, "user": user}),
+            (None, None) => json!({"authenticated": false}),
         };
         full(StatusCode::CREATED, review.to_string())
     }
@@ -297,6 +307,21 @@ impl ApiServer {
     /// Delays every SubjectAccessReview and TokenReview answer by `delay`.
     pub fn delay_reviews(&self, delay: std::time::Duration) {
         self.state.lock().unwrap().review_delay = delay;
+    }
+
+    /// Makes TokenReview accept `token` with this `status.user` object
+    /// (username, uid, groups, extra).
+    pub fn add_token_user(&self, token: &str, user: Value) {
+        self.state
+            .lock()
+            .unwrap()
+            .token_users
+            .insert(token.to_owned(), user);
+    }
+
+    /// Makes every TokenReview take this long to answer.
+    pub fn set_token_review_delay(&self, delay: std::time::Duration) {
+        self.state.lock().unwrap().token_review_delay = delay;
     }
 
     /// TokenReviews received so far.

@@ -524,3 +524,47 @@ status:
 }
 pub mod apiserver;
 pub mod prometheus;
+
+/// A client CA and one client certificate it signs (for mTLS on the KEDA
+/// port), written to `dir` as `client-ca.crt`, `client.crt`, `client.key`.
+pub struct ClientPki {
+    pub ca_path: PathBuf,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub fn make_client_pki(dir: &Path, client_cn: &str) -> ClientPki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "wva-test-client-ca");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, client_cn);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let pki = ClientPki {
+        ca_path: dir.join("client-ca.crt"),
+        cert_path: dir.join("client.crt"),
+        key_path: dir.join("client.key"),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    };
+    std::fs::write(&pki.ca_path, ca.pem()).unwrap();
+    std::fs::write(&pki.cert_path, &pki.cert_pem).unwrap();
+    std::fs::write(&pki.key_path, &pki.key_pem).unwrap();
+    pki
+}

@@ -32,6 +32,7 @@ pub fn config_from_data(data: &BTreeMap<String, String>) -> Result<AuthConfig, S
             let d = RequestHeaderNames::default();
             let names = RequestHeaderNames {
                 username: json_list(data, "requestheader-username-headers")?.unwrap_or(d.username),
+                uid: json_list(data, "requestheader-uid-headers")?.unwrap_or(d.uid),
                 group: json_list(data, "requestheader-group-headers")?.unwrap_or(d.group),
                 extra_prefix: json_list(data, "requestheader-extra-headers-prefix")?
                     .unwrap_or(d.extra_prefix),
@@ -96,6 +97,7 @@ mod tests {
             ("requestheader-client-ca-file", pem.as_str()),
             ("requestheader-allowed-names", "[\"front-proxy-client\"]"),
             ("requestheader-username-headers", "[\"X-Remote-User\"]"),
+            ("requestheader-uid-headers", "[\"X-Remote-Uid\"]"),
             ("requestheader-group-headers", "[\"X-Remote-Group\"]"),
             (
                 "requestheader-extra-headers-prefix",
@@ -110,6 +112,7 @@ mod tests {
         let rh = c.request_header.unwrap();
         assert_eq!(rh.names.allowed_names, ["front-proxy-client"]);
         assert_eq!(rh.names.username, ["X-Remote-User"]);
+        assert_eq!(rh.names.uid, ["X-Remote-Uid"]);
         assert!(c.client_ca.is_some());
 
         let empty = config_from_data(&BTreeMap::new()).unwrap();

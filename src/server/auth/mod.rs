@@ -6,15 +6,15 @@
 
 pub mod authn;
 pub mod authz;
+pub mod cache;
 pub mod cluster;
 pub mod handshake;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use dashmap::DashMap;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{
     NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -24,8 +24,10 @@ use rustls::server::danger::ClientCertVerifier;
 
 pub use authn::{RequestHeaderNames, UserInfo};
 pub use authz::Attributes;
+pub use cache::CacheBounds;
 
 use crate::api::status::ApiError;
+use cache::{KeyHasher, NoRandomKey, ReviewCache};
 
 /// The client certificate chain of a connection, as a request extension.
 #[derive(Debug, Clone, Default)]
@@ -46,14 +48,20 @@ pub struct AuthConfig {
     pub client_ca: Option<Arc<dyn ClientCertVerifier>>,
 }
 
-/// Settings of the authorizer.
+/// Settings of the authenticator and authorizer.
 #[derive(Debug, Clone)]
 pub struct AuthzSettings {
     pub always_allow_paths: Vec<String>,
+    /// How long an allowing SubjectAccessReview is reused.
     pub allow_ttl: Duration,
+    /// How long a denying SubjectAccessReview is reused.
     pub deny_ttl: Duration,
-    /// Bound on cached reviews.
-    pub cache_size: usize,
+    /// How long a TokenReview answer (accepted or rejected) is reused.
+    pub token_ttl: Duration,
+    /// Bounds of the TokenReview cache.
+    pub token_cache: CacheBounds,
+    /// Bounds of the SubjectAccessReview cache.
+    pub review_cache: CacheBounds,
     /// Bound on one TokenReview or SubjectAccessReview call, well inside
     /// the aggregator's 5 s discovery budget.
     pub review_timeout: Duration,
@@ -77,51 +85,60 @@ impl Default for AuthzSettings {
             always_allow_paths: vec!["/healthz".into(), "/livez".into(), "/readyz".into()],
             allow_ttl: Duration::from_secs(10),
             deny_ttl: Duration::from_secs(10),
-            cache_size: 10_000,
+            token_ttl: Duration::from_secs(10),
+            // 10,000 users or reviews in 16 MiB: a few KiB per entry on
+            // average, far more than a Kubernetes identity needs.
+            token_cache: CacheBounds {
+                max_entries: 10_000,
+                max_bytes: 16 * 1024 * 1024,
+            },
+            review_cache: CacheBounds {
+                max_entries: 10_000,
+                max_bytes: 16 * 1024 * 1024,
+            },
             review_timeout: Duration::from_secs(2),
         }
     }
 }
 
-/// How long a TokenReview result is reused.
-const TOKEN_TTL: Duration = Duration::from_secs(10);
-
-type Cached<T> = DashMap<String, (Instant, T)>;
+/// Estimated heap bytes of a user.
+fn user_bytes(u: &UserInfo) -> usize {
+    let strings = |v: &[String]| v.iter().map(|s| s.len() + 24).sum::<usize>();
+    u.name.len()
+        + u.uid.len()
+        + strings(&u.groups)
+        + u.extra
+            .iter()
+            .map(|(k, v)| k.len() + 48 + strings(v))
+            .sum::<usize>()
+}
 
 /// Authenticates and authorizes requests.
 pub struct Auth {
     config: ArcSwap<AuthConfig>,
     client: kube::Client,
     settings: AuthzSettings,
-    tokens: Cached<Option<UserInfo>>,
-    reviews: Cached<(bool, String)>,
-}
-
-fn cache_get<T: Clone>(c: &Cached<T>, key: &str) -> Option<T> {
-    let e = c.get(key)?;
-    (Instant::now() < e.0).then(|| e.1.clone())
-}
-
-fn cache_put<T>(c: &Cached<T>, key: String, ttl: Duration, value: T, cap: usize) {
-    if c.len() >= cap {
-        let now = Instant::now();
-        c.retain(|_, (until, _)| *until > now);
-        if c.len() >= cap {
-            c.clear();
-        }
-    }
-    c.insert(key, (Instant::now() + ttl, value));
+    hasher: KeyHasher,
+    /// TokenReview answers: the user, or None for a rejected token.
+    tokens: ReviewCache<Option<UserInfo>>,
+    /// SubjectAccessReview answers: (allowed, reason).
+    reviews: ReviewCache<(bool, String)>,
 }
 
 impl Auth {
-    pub fn new(config: AuthConfig, client: kube::Client, settings: AuthzSettings) -> Self {
-        Auth {
+    pub fn new(
+        config: AuthConfig,
+        client: kube::Client,
+        settings: AuthzSettings,
+    ) -> Result<Self, NoRandomKey> {
+        Ok(Auth {
             config: ArcSwap::from_pointee(config),
             client,
+            hasher: KeyHasher::random()?,
+            tokens: ReviewCache::new(settings.token_cache, |u| u.as_ref().map_or(0, user_bytes)),
+            reviews: ReviewCache::new(settings.review_cache, |(_, reason)| reason.len()),
             settings,
-            tokens: DashMap::new(),
-            reviews: DashMap::new(),
-        }
+        })
     }
 
     /// Replaces the trust configuration.
@@ -133,63 +150,92 @@ impl Auth {
         self.settings.always_allow_paths.iter().any(|p| p == path)
     }
 
-    /// The user of a request.
+    /// Cached TokenReview answers (for tests and diagnostics).
+    pub async fn cached_tokens(&self) -> u64 {
+        self.tokens.entry_count().await
+    }
+
+    /// The user of a request, as Kubernetes' delegated authentication
+    /// decides it: front proxy, client certificate, bearer token, in that
+    /// order; the first that identifies a user wins. A client certificate
+    /// that no configured CA verifies, or a bearer token TokenReview
+    /// rejects, is 401 unless a later method identifies the user; a
+    /// request that presents no credential at all is anonymous.
     pub async fn authenticate(
         &self,
         headers: &http::HeaderMap,
         peer: Option<&PeerCertificates>,
     ) -> Result<UserInfo, ApiError> {
         let config = self.config.load_full();
+        let mut failures: Vec<String> = Vec::new();
         if let Some((leaf, intermediates)) = peer.and_then(|p| p.0.split_first()) {
             let now = UnixTime::now();
             if let Some(rh) = &config.request_header {
-                let verified = rh.ca.verify_client_cert(leaf, intermediates, now);
-                if let Err(e) = &verified {
-                    tracing::debug!(error = %e, "client certificate does not chain to the request-header CA");
-                }
-                if verified.is_ok() {
-                    let cn = authn::common_name(leaf).unwrap_or_default();
-                    if rh.names.name_allowed(&cn) {
-                        if let Some(user) = rh.names.user(headers) {
-                            return Ok(user.authenticated());
+                match rh.ca.verify_client_cert(leaf, intermediates, now) {
+                    Ok(_) => {
+                        let cn = authn::common_name(leaf).unwrap_or_default();
+                        if rh.names.name_allowed(&cn) {
+                            if let Some(user) = rh.names.user(headers) {
+                                return Ok(user.authenticated());
+                            }
+                        } else {
+                            failures.push(format!(
+                                "the front-proxy certificate's common name {cn:?} is not in the allowed names"
+                            ));
                         }
-                    } else {
-                        tracing::debug!(
-                            cn,
-                            "front-proxy certificate name not in allowed names; headers ignored"
-                        );
                     }
+                    Err(e) => failures.push(format!(
+                        "the client certificate does not verify against the request-header CA: {e}"
+                    )),
                 }
             }
             if let Some(ca) = &config.client_ca {
-                if ca.verify_client_cert(leaf, intermediates, now).is_ok() {
-                    if let Some(user) = authn::user_from_certificate(leaf) {
-                        return Ok(user.authenticated());
+                match ca.verify_client_cert(leaf, intermediates, now) {
+                    Ok(_) => {
+                        if let Some(user) = authn::user_from_certificate(leaf) {
+                            return Ok(user.authenticated());
+                        }
+                    }
+                    Err(e) => failures.push(format!(
+                        "the client certificate does not verify against the client CA: {e}"
+                    )),
+                }
+            }
+        }
+        if let Some(token) = authn::bearer_token(headers) {
+            if token.len() > authn::MAX_TOKEN_BYTES {
+                failures.push(format!(
+                    "the bearer token is longer than {} bytes",
+                    authn::MAX_TOKEN_BYTES
+                ));
+            } else {
+                match self.review_token(token).await? {
+                    Some(user) => return Ok(user.authenticated()),
+                    None => {
+                        failures.push("the bearer token was not accepted by TokenReview".into())
                     }
                 }
             }
         }
-        let bearer = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty());
-        match bearer {
-            Some(token) => match self.review_token(token).await? {
-                Some(user) => Ok(user.authenticated()),
-                None => Err(ApiError::unauthorized(
-                    "the bearer token was not accepted by TokenReview",
-                )),
-            },
-            None => Ok(UserInfo::anonymous()),
+        if failures.is_empty() {
+            return Ok(UserInfo::anonymous());
         }
+        tracing::debug!(reasons = ?failures, "request not authenticated");
+        Err(ApiError::unauthorized(failures.join("; ")))
     }
 
     async fn review_token(&self, token: &str) -> Result<Option<UserInfo>, ApiError> {
-        if let Some(hit) = cache_get(&self.tokens, token) {
-            return Ok(hit);
-        }
+        let key = self.hasher.digest([token.as_bytes()]);
+        let ttl = self.settings.token_ttl;
+        self.tokens
+            .get_or_review(key, async move {
+                self.call_token_review(token).await.map(|u| (u, ttl))
+            })
+            .await
+            .map_err(|e| e.as_ref().clone())
+    }
+
+    async fn call_token_review(&self, token: &str) -> Result<Option<UserInfo>, ApiError> {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.to_owned()),
@@ -205,24 +251,75 @@ impl Auth {
             .map_err(|_| ApiError::service_unavailable("TokenReview timed out"))?
             .map_err(|e| ApiError::service_unavailable(format!("TokenReview failed: {e}")))?;
         let status = answer.status.unwrap_or_default();
-        let user = (status.authenticated == Some(true))
+        Ok((status.authenticated == Some(true))
             .then_some(status.user)
             .flatten()
             .and_then(|u| {
                 Some(UserInfo {
-                    name: u.username?,
-                    groups: u.groups.unwrap_or_default(),
-                    extra: u.extra.unwrap_or_default().into_iter().collect(),
+                    name: u.username.filter(|n| !n.is_empty())?,
+                    uid: u.uid.unwrap_or_default(),
+                    groups: u
+                        .groups
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|g| !g.is_empty())
+                        .collect(),
+                    extra: u
+                        .extra
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|(k, _)| !k.is_empty())
+                        .collect(),
                 })
-            });
-        cache_put(
-            &self.tokens,
-            token.to_owned(),
-            TOKEN_TTL,
-            user.clone(),
-            self.settings.cache_size,
-        );
-        Ok(user)
+            }))
+    }
+
+    /// The cache key of a review: every field of the user (UID included)
+    /// and of the attributes, length-prefixed, under the keyed hash.
+    fn review_key(&self, user: &UserInfo, attrs: &Attributes) -> cache::Digest {
+        let mut fields: Vec<&[u8]> = vec![user.name.as_bytes(), user.uid.as_bytes()];
+        let n_groups = user.groups.len().to_le_bytes();
+        fields.push(&n_groups);
+        fields.extend(user.groups.iter().map(|g| g.as_bytes()));
+        let n_extra = user.extra.len().to_le_bytes();
+        fields.push(&n_extra);
+        let counts: Vec<[u8; 8]> = user.extra.values().map(|v| v.len().to_le_bytes()).collect();
+        for ((k, v), n) in user.extra.iter().zip(&counts) {
+            fields.push(k.as_bytes());
+            fields.push(n);
+            fields.extend(v.iter().map(|x| x.as_bytes()));
+        }
+        match attrs {
+            Attributes::Resource {
+                verb,
+                group,
+                version,
+                resource,
+                namespace,
+                name,
+                subresource,
+            } => fields.extend([
+                &b"resource"[..],
+                verb.as_bytes(),
+                group.as_bytes(),
+                version.as_bytes(),
+                resource.as_bytes(),
+                namespace.as_bytes(),
+                // Absent and empty differ: a marker before each optional part.
+                if name.is_some() { b"name" } else { b"----" },
+                name.as_deref().unwrap_or_default().as_bytes(),
+                if subresource.is_some() {
+                    b"sub"
+                } else {
+                    b"---"
+                },
+                subresource.as_deref().unwrap_or_default().as_bytes(),
+            ]),
+            Attributes::NonResource { verb, path } => {
+                fields.extend([&b"non-resource"[..], verb.as_bytes(), path.as_bytes()])
+            }
+        }
+        self.hasher.digest(fields)
     }
 
     /// Allows or denies: `system:masters` without a review, else a cached
@@ -231,42 +328,25 @@ impl Auth {
         if user.groups.iter().any(|g| g == authn::MASTERS) {
             return Ok(());
         }
-        let key = format!("{user:?}|{attrs:?}");
-        let (allowed, reason) = match cache_get(&self.reviews, &key) {
-            Some(hit) => hit,
-            None => {
-                let answer = self.review_access(user, attrs).await?;
-                let ttl = if answer.0 {
-                    self.settings.allow_ttl
-                } else {
-                    self.settings.deny_ttl
-                };
-                cache_put(
-                    &self.reviews,
-                    key,
-                    ttl,
-                    answer.clone(),
-                    self.settings.cache_size,
-                );
-                answer
-            }
-        };
+        let key = self.review_key(user, attrs);
+        let (allow_ttl, deny_ttl) = (self.settings.allow_ttl, self.settings.deny_ttl);
+        let (allowed, reason) = self
+            .reviews
+            .get_or_review(key, async move {
+                self.review_access(user, attrs).await.map(|answer| {
+                    let ttl = if answer.0 { allow_ttl } else { deny_ttl };
+                    (answer, ttl)
+                })
+            })
+            .await
+            .map_err(|e| e.as_ref().clone())?;
         if allowed {
             return Ok(());
         }
-        let message = authz::denied_message(&user.name, attrs, &reason);
-        if user.is_anonymous() {
-            // Nobody was authenticated: say so, as the API server does.
-            Err(ApiError::new(
-                http::StatusCode::FORBIDDEN,
-                "Forbidden",
-                message,
-            ))
-        } else {
-            Err(ApiError::forbidden(message))
-        }
+        Err(ApiError::forbidden(authz::denied_message(
+            &user.name, attrs, &reason,
+        )))
     }
-
     async fn review_access(
         &self,
         user: &UserInfo,
@@ -305,11 +385,11 @@ impl Auth {
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(user.name.clone()),
+                uid: (!user.uid.is_empty()).then(|| user.uid.clone()),
                 groups: Some(user.groups.clone()),
                 extra: Some(user.extra.clone().into_iter().collect::<BTreeMap<_, _>>()),
                 resource_attributes,
                 non_resource_attributes,
-                ..Default::default()
             },
             ..Default::default()
         };

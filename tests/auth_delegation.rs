@@ -221,7 +221,8 @@ async fn trust_comes_from_the_kube_system_configmap_and_follows_its_changes() {
     );
 
     // kube-apiserver rotates the allowed names: the old proxy name is no
-    // longer trusted, its headers are ignored (anonymous, denied).
+    // longer trusted; as in Kubernetes' request-header authenticator, a
+    // proxy certificate whose name is not allowed is 401, not anonymous.
     s.api.apply(authentication_configmap(
         &front_proxy.pem,
         "[\"aggregator\"]",
@@ -232,18 +233,12 @@ async fn trust_comes_from_the_kube_system_configmap_and_follows_its_changes() {
         "the changed ConfigMap to take effect",
         || async {
             let (status, body) = get(&via_proxy, &url, &headers).await;
-            (status == 403).then_some(body)
+            (status == 401).then_some(body)
         },
     )
     .await;
     assert_eq!(body["kind"], "Status");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("system:anonymous"),
-        "{body}"
-    );
+    assert_eq!(body["reason"], "Unauthorized", "{body}");
     let aggregator = client_cert(&front_proxy, "aggregator", None);
     let (status, body) = get(&client(&s.server_ca, Some(&aggregator)), &url, &headers).await;
     assert_eq!(status, 200, "the newly allowed name is trusted: {body}");
@@ -268,15 +263,16 @@ async fn client_ca_file_flag_authenticates_x509_users() {
         "{review}"
     );
 
-    // The same name from a CA the server does not trust is nobody.
+    // The same name from a CA the server does not trust is refused (401),
+    // as Kubernetes refuses an unverifiable client certificate.
     let stranger = client_cert(&ca("other-ca"), "dave", Some("ops"));
     let (status, body) = get(&client(&s.server_ca, Some(&stranger)), &url, &[]).await;
-    assert_eq!(status, 403, "{body}");
+    assert_eq!(status, 401, "{body}");
     assert!(
         body["message"]
             .as_str()
             .unwrap()
-            .contains("system:anonymous"),
+            .contains("does not verify"),
         "{body}"
     );
 

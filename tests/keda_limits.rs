@@ -362,7 +362,9 @@ async fn stream_is_active_streams_are_bounded_per_connection() {
         "4".into(),
         "streams".into(),
     ];
-    let out = tokio::task::block_in_place(|| Command::new("python3").args(&args).output().unwrap());
+    let out = tokio::task::block_in_place(|| {
+        Command::new(common::python()).args(&args).output().unwrap()
+    });
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -380,7 +382,7 @@ async fn stream_is_active_streams_are_bounded_per_connection() {
 
 /// Runs tests/keda_client.py with `args` and returns its last JSON line.
 fn python(args: &[String]) -> serde_json::Value {
-    let out = Command::new("python3").args(args).output().unwrap();
+    let out = Command::new(common::python()).args(args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -12,20 +12,6 @@ use common::{eventually, free_port, make_client_pki, two_model_inventory, Emulat
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The Python interpreter that has grpcio: the one scripts/test set up in its
-/// virtual environment (WVA_TEST_PYTHON, or target/test-venv when cargo test
-/// runs on its own after scripts/test), else the system's python3.
-fn python() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("WVA_TEST_PYTHON") {
-        return p.into();
-    }
-    let venv = std::path::Path::new(ROOT).join("target/test-venv/bin/python");
-    if venv.is_file() {
-        return venv;
-    }
-    "python3".into()
-}
-
 struct Scaler {
     server: Server,
     grpc_port: u16,
@@ -114,7 +100,7 @@ impl Scaler {
     }
 
     fn call_with(&self, args: Vec<String>) -> serde_json::Value {
-        let out = Command::new(python()).args(args).output().expect(
+        let out = Command::new(common::python()).args(args).output().expect(
             "python runs (scripts/test installs grpcio and grpcio-tools into target/test-venv)",
         );
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -184,7 +170,7 @@ async fn a_changed_replica_changes_the_answer() {
         .await;
     let mut args = s.client_args("llm-a", &["variantName=llama-a100"], "watch");
     args.splice(1..1, ["--until".to_owned(), "4".to_owned()]);
-    let mut child = Command::new(python())
+    let mut child = Command::new(common::python())
         .args(args)
         .stdout(Stdio::piped())
         .spawn()
@@ -238,6 +224,8 @@ async fn stream_is_active_pushes_changes_and_keepalives() {
     let inv = format!("file:{}", path.display());
     let grpc_port = free_port();
     let grpc = grpc_port.to_string();
+    let client = make_client_pki(dir.path(), "keda-operator");
+    let client_ca = client.ca_path.display().to_string();
     let server = Server::start(
         dir,
         &[
@@ -249,6 +237,8 @@ async fn stream_is_active_pushes_changes_and_keepalives() {
             "1s",
             "--keda-port",
             &grpc,
+            "--keda-client-ca-file",
+            &client_ca,
         ],
     )
     .await;
@@ -265,7 +255,7 @@ async fn stream_is_active_pushes_changes_and_keepalives() {
         1..1,
         ["--messages", "3", "--timeout", "60"].map(str::to_owned),
     );
-    let mut child = Command::new("python3")
+    let mut child = Command::new(common::python())
         .args(args)
         .stdout(Stdio::piped())
         .spawn()

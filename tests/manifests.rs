@@ -594,6 +594,7 @@ fn readme_links_every_guide() {
         .skip(1)
         .filter_map(|s| s.split(')').next())
         .filter(|l| l.starts_with("docs/"))
+        .map(|l| l.split('#').next().unwrap_or(l))
     {
         assert!(
             Path::new(ROOT).join(link).is_file(),

@@ -70,8 +70,9 @@ pub struct Fetcher {
     pub schedule: FetchSchedule,
     /// Entries older than `freshness.unavailable` are dropped.
     pub freshness: FreshnessPolicy,
-    /// Set after the first cycle, successful or not: readiness must not wait
-    /// on the metrics backend, or an outage would take discovery down too.
+    /// Set after the first cycle over the synced inventory, successful or
+    /// not: readiness must not wait on the metrics backend, or an outage
+    /// would take discovery down too.
     pub first_cycle_done: Arc<AtomicBool>,
     pub on_cycle: Option<CycleHook>,
 }
@@ -129,6 +130,9 @@ impl Fetcher {
     /// their growing age is what turns the model's answer into a 503
     /// instead of a silent hold.
     pub async fn cycle(&self) -> Result<CycleReport, CollectorError> {
+        // Read before the snapshot: a source publishes its snapshot before
+        // it marks the store synced.
+        let synced = self.inventory.is_synced();
         let snapshot = self.inventory.load();
         let backend = self.backend.name();
         let started = SystemTime::now();
@@ -157,7 +161,12 @@ impl Fetcher {
             .retain(|k, m| snapshot.has_pod_key(k) && m.age(now) <= unavailable);
         self.cache
             .retain_models(|k: &ModelKey| snapshot.has_model(k));
-        self.first_cycle_done.store(true, Ordering::Release);
+        // Only a cycle over the synced inventory counts for readiness: one
+        // that ran before the first sync reached no model, and a ready
+        // server would then answer "not fetched yet" for a moment.
+        if synced {
+            self.first_cycle_done.store(true, Ordering::Release);
+        }
         outcome
     }
 }

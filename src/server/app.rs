@@ -79,8 +79,18 @@ impl App {
                 format!("the request URI is longer than {MAX_URI_BYTES} bytes"),
             ));
         }
-        let path = req.uri.path();
-        let (route_name, response) = match route(&req.method, path) {
+        // Routed on the decoded path, as Go's servers do (`%2F` is a `/`):
+        // clients that escape object names, such as the Python client's
+        // `name="target/metric"`, reach the same route.
+        let path = match percent_encoding::percent_decode_str(req.uri.path()).decode_utf8() {
+            Ok(p) => p,
+            Err(_) => {
+                return error_response(&ApiError::bad_request(
+                    "the request path is not valid UTF-8 after percent-decoding",
+                ))
+            }
+        };
+        let (route_name, response) = match route(&req.method, &path) {
             Ok(r) => match self.check_access(&r, req).await {
                 Ok(()) => (r.name(), self.dispatch(&r, req).await),
                 Err(e) => (r.name(), error_response(&e)),

@@ -568,3 +568,17 @@ pub fn make_client_pki(dir: &Path, client_cn: &str) -> ClientPki {
     std::fs::write(&pki.key_path, &pki.key_pem).unwrap();
     pki
 }
+
+/// The Python interpreter with the test clients' packages (grpcio,
+/// kubernetes): `WVA_TEST_PYTHON` as scripts/test sets it, else the venv it
+/// creates under target/, else `python3`.
+pub fn python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("WVA_TEST_PYTHON") {
+        return p.into();
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv/bin/python");
+    if venv.is_file() {
+        return venv;
+    }
+    "python3".into()
+}

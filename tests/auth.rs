@@ -304,3 +304,50 @@ async fn denials_name_who_and_what_and_reviews_are_cached() {
     let (status, _) = get(&plain, &format!("{}/healthz", s.base), &[]).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_metrics_are_reviewed_as_the_described_object_s_subresource() {
+    let s = setup().await;
+    let url = format!(
+        "{}/apis/custom.metrics.k8s.io/v1beta2/namespaces/llm/deployments.apps/llama-decode/wva_desired_replicas",
+        s.base
+    );
+    let proxy = client_cert(&s.front_proxy, "front-proxy-client", None);
+    let c = client(&s.server_ca, Some(&proxy));
+    let headers = [("X-Remote-User", "custom-reader")];
+    let (status, body) = eventually(
+        Duration::from_secs(10),
+        "the Object metric through the front proxy",
+        || async {
+            let (status, body) = get(&c, &url, &headers).await;
+            (status == 200 && body["items"][0]["value"] == "2").then_some((status, body))
+        },
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let review = s
+        .api
+        .access_reviews()
+        .into_iter()
+        .find(|r| r["spec"]["user"] == "custom-reader")
+        .expect("a review for the reader");
+    let attrs = &review["spec"]["resourceAttributes"];
+    assert_eq!(attrs["verb"], "get");
+    assert_eq!(attrs["group"], "custom.metrics.k8s.io");
+    assert_eq!(attrs["version"], "v1beta2");
+    assert_eq!(attrs["resource"], "deployments.apps");
+    assert_eq!(attrs["name"], "llama-decode");
+    assert_eq!(attrs["subresource"], "wva_desired_replicas");
+    assert_eq!(attrs["namespace"], "llm");
+
+    // A denied user is told what it may not read.
+    s.api.deny_user("custom-denied");
+    let (status, body) = get(&c, &url, &[("X-Remote-User", "custom-denied")]).await;
+    assert_eq!((status, body["reason"].as_str()), (403, Some("Forbidden")));
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("deployments.apps/wva_desired_replicas")
+            && message.contains("custom.metrics.k8s.io"),
+        "{message}"
+    );
+}

@@ -39,6 +39,8 @@ pub struct CertFiles {
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
     pub apiservice: PathBuf,
+    /// The two custom.metrics.k8s.io APIServices (v1beta1, v1beta2).
+    pub apiservice_custom: PathBuf,
 }
 
 /// The DNS names the serving certificate covers.
@@ -84,8 +86,34 @@ pub fn apiservice_yaml(service: &str, namespace: &str, ca_pem: &str) -> String {
     )
 }
 
+/// The APIServices of custom.metrics.k8s.io (v1beta2, which the HPA
+/// controller asks, and v1beta1) for `service` in `namespace`, trusting
+/// `ca_pem`. A separate file from the external one: a cluster where
+/// Prometheus Adapter still owns custom.metrics.k8s.io registers only the
+/// external one (and the other way round where KEDA owns external).
+pub fn custom_apiservices_yaml(service: &str, namespace: &str, ca_pem: &str) -> String {
+    let bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    // The higher versionPriority is the version clients prefer.
+    [("v1beta2", 200), ("v1beta1", 100)]
+        .iter()
+        .map(|(version, priority)| {
+            format!(
+                "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata:\n  name: {version}.custom.metrics.k8s.io\n  labels:\n    app.kubernetes.io/name: wva-metrics-server\nspec:\n  group: custom.metrics.k8s.io\n  version: {version}\n  groupPriorityMinimum: 100\n  versionPriority: {priority}\n  service:\n    name: {service}\n    namespace: {namespace}\n    port: 443\n  caBundle: {bundle}\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
 /// The files `certs` writes into `out`, in the order it writes them.
-pub const FILE_NAMES: [&str; 5] = ["ca.crt", "ca.key", "tls.crt", "tls.key", "apiservice.yaml"];
+pub const FILE_NAMES: [&str; 6] = [
+    "ca.crt",
+    "ca.key",
+    "tls.crt",
+    "tls.key",
+    "apiservice.yaml",
+    "apiservice-custom.yaml",
+];
 
 /// Writes ca.crt, ca.key, tls.crt, tls.key and apiservice.yaml into `out`,
 /// refusing when any of them exists already.
@@ -160,6 +188,11 @@ pub fn generate_with(
         apiservice: write(
             out.join("apiservice.yaml"),
             &apiservice_yaml(service, namespace, &ca.pem()),
+            false,
+        )?,
+        apiservice_custom: write(
+            out.join("apiservice-custom.yaml"),
+            &custom_apiservices_yaml(service, namespace, &ca.pem()),
             false,
         )?,
     })

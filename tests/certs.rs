@@ -61,8 +61,38 @@ fn client_for(ca_pem: &str, port: u16) -> reqwest::Client {
 async fn certs_command_writes_a_pki_the_server_and_apiservice_use() {
     let dir = tempfile::tempdir().unwrap();
     certs(dir.path());
-    for f in ["ca.crt", "ca.key", "tls.crt", "tls.key", "apiservice.yaml"] {
+    for f in [
+        "ca.crt",
+        "ca.key",
+        "tls.crt",
+        "tls.key",
+        "apiservice.yaml",
+        "apiservice-custom.yaml",
+    ] {
         assert!(dir.path().join(f).is_file(), "{f} written");
+    }
+    // The custom metrics APIServices: v1beta2 and v1beta1, same Service and CA.
+    let custom_text = std::fs::read_to_string(dir.path().join("apiservice-custom.yaml")).unwrap();
+    let custom: Vec<APIService> = serde_yaml::Deserializer::from_str(&custom_text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let names: Vec<&str> = custom
+        .iter()
+        .map(|a| a.metadata.name.as_deref().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "v1beta2.custom.metrics.k8s.io",
+            "v1beta1.custom.metrics.k8s.io"
+        ]
+    );
+    for a in &custom {
+        let spec = a.spec.as_ref().unwrap();
+        assert_eq!(spec.group.as_deref(), Some("custom.metrics.k8s.io"));
+        let svc = spec.service.as_ref().unwrap();
+        assert_eq!(svc.name.as_deref(), Some("wva-metrics-server"));
+        assert!(spec.ca_bundle.is_some());
     }
     let ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
     let api: APIService =

@@ -261,3 +261,33 @@ async fn the_python_kubernetes_client_reads_the_object_metric() {
     assert_eq!(missing["status"], 404, "{missing}");
     assert_eq!(missing["body"]["kind"], "Status");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_groups_choose_what_is_served() {
+    let e = Emulator::start("m", 0.2, 1.0).await;
+    let yaml = common::variant_yaml(
+        &common::VariantSpec {
+            namespace: "ns",
+            variant: "v",
+            target: "d",
+            model: "m",
+            min: 1,
+            max: 4,
+            ready: 1,
+        },
+        &[e.port],
+    );
+    let s = Server::with_inventory(
+        &yaml,
+        &["--metrics-backend", "scrape", "--api-groups", "custom"],
+    )
+    .await;
+    let (_, groups) = s.get("/apis").await;
+    assert_eq!(groups["groups"].as_array().unwrap().len(), 1, "{groups}");
+    assert_eq!(groups["groups"][0]["name"], "custom.metrics.k8s.io");
+    let (status, body) = s.get("/apis/external.metrics.k8s.io/v1beta1").await;
+    assert_eq!(status, 404);
+    assert!(body["message"].as_str().unwrap().contains("--api-groups"));
+    let (status, _) = s.get("/apis/custom.metrics.k8s.io/v1beta2").await;
+    assert_eq!(status, 200);
+}

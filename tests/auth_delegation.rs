@@ -363,3 +363,69 @@ async fn allowed_reviews_are_reused_until_the_ttl_and_a_slow_api_server_gives_50
     })
     .await;
 }
+
+/// Overload: with the API server answering SubjectAccessReviews slowly,
+/// requests stay in flight (authorization is the one step of a request
+/// that may wait on the network, bounded by its own timeout); beyond
+/// `--max-concurrent-requests` the excess is shed at once as a 503 Status
+/// that says so, and service resumes when the API server does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_shed_as_503_and_service_resumes() {
+    let users = ca("users-ca");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("users-ca.crt");
+    std::fs::write(&ca_path, &users.pem).unwrap();
+    let s = setup(
+        &[
+            "--client-ca-file",
+            ca_path.to_str().unwrap(),
+            "--max-concurrent-requests",
+            "2",
+        ],
+        |_, _| {},
+    )
+    .await;
+    let url = format!("{}{PATH}", s.base);
+    s.api.delay_reviews(Duration::from_secs(3));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        // Distinct users: no review answer is shared between them.
+        let c = client(
+            &s.server_ca,
+            Some(&client_cert(&users, &format!("user-{i}"), None)),
+        );
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move { get(&c, &url, &[]).await }));
+    }
+    let mut shed = 0;
+    let mut answers = Vec::new();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, 503, "every answer is a 503 here: {body}");
+        assert_eq!(
+            (body["kind"].as_str(), body["reason"].as_str()),
+            (Some("Status"), Some("ServiceUnavailable")),
+            "{body}"
+        );
+        if body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("too many requests")
+        {
+            shed += 1;
+        }
+        answers.push(body["message"].clone());
+    }
+    // Two admitted requests waited for their reviews (and timed out on
+    // them); the others were shed without waiting.
+    assert!(shed >= 4, "the excess is shed: {answers:?}");
+    assert!(shed < 8, "some requests were admitted: {answers:?}");
+    s.api.delay_reviews(Duration::ZERO);
+    let c = client(&s.server_ca, Some(&client_cert(&users, "after", None)));
+    eventually(
+        Duration::from_secs(20),
+        "service after the overload",
+        || async { (get(&c, &url, &[]).await.0 == 200).then_some(()) },
+    )
+    .await;
+}

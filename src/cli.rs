@@ -248,6 +248,12 @@ pub struct EmulateArgs {
     /// Requests running.
     #[arg(long, default_value_t = 0.0)]
     pub running: f64,
+    /// KV-cache blocks reported in `vllm:cache_config_info` (`num_gpu_blocks`).
+    #[arg(long, default_value_t = crate::emulator::render::NUM_GPU_BLOCKS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub num_gpu_blocks: u64,
+    /// Tokens per KV-cache block reported in `vllm:cache_config_info` (`block_size`).
+    #[arg(long, default_value_t = crate::emulator::render::BLOCK_SIZE, value_parser = clap::value_parser!(u64).range(1..))]
+    pub block_size: u64,
 }
 
 #[derive(Debug, Args, Clone)]

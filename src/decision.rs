@@ -519,6 +519,7 @@ mod tests {
                 request_rate: None,
                 avg_prompt_tokens: None,
                 avg_generation_tokens: None,
+                kv_cache: None,
             },
         );
     }

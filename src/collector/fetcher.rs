@@ -229,6 +229,7 @@ mod tests {
             request_rate: None,
             avg_prompt_tokens: None,
             avg_generation_tokens: None,
+            kv_cache: None,
         }
     }
 

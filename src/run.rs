@@ -621,7 +621,14 @@ impl DecisionPublisher {
                     continue;
                 }
             };
-            if outcome.analysis.is_none() {
+            t.analyzer_decisions
+                .get_or_create(&crate::telemetry::AnalyzerLabels {
+                    namespace: outcome.key.namespace.clone(),
+                    model_id: outcome.key.model_id.clone(),
+                    analyzer: outcome.analyzer.to_owned(),
+                })
+                .inc();
+            if !outcome.has_metrics() {
                 t.decisions_without_metrics
                     .get_or_create(&crate::telemetry::ModelLabels {
                         namespace: outcome.key.namespace.clone(),

@@ -108,6 +108,15 @@ pub struct Telemetry {
     pub http_duration: Family<RouteOnly, Histogram>,
     pub decisions_without_metrics: Family<ModelLabels, Counter>,
     pub tolerance_holds: Family<ScalingLabels, Counter>,
+    /// Model decisions published, by the analysis that made them.
+    pub analyzer_decisions: Family<AnalyzerLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnalyzerLabels {
+    pub namespace: String,
+    pub model_id: String,
+    pub analyzer: String,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -142,6 +151,7 @@ impl Telemetry {
             }),
             decisions_without_metrics: Family::default(),
             tolerance_holds: Family::default(),
+            analyzer_decisions: Family::default(),
         };
         let r = registry;
         r.register(
@@ -233,6 +243,11 @@ impl Telemetry {
             "wva_tolerance_holds",
             "Decision cycles in which a variant held because every move its HPA acts on (outside the tolerance band) was unsafe or out of bounds",
             t.tolerance_holds.clone(),
+        );
+        r.register(
+            "wva_analyzer_decisions",
+            "Model decisions published by the background decision loop, by analyzer (saturation-v1: percentage based, saturation-v2: token based)",
+            t.analyzer_decisions.clone(),
         );
         t
     }

@@ -208,6 +208,11 @@ pub struct ServeArgs {
     /// `behavior.scaleUp/scaleDown.tolerance` overrides it for its target.
     #[arg(long, default_value = "0.1", value_parser = parse_hpa_tolerance)]
     pub hpa_tolerance: f64,
+    /// Watch Nodes and Pods (only their GPU fields) so that models whose
+    /// thresholds set `enableLimiter: true` (V2) have their scale-ups capped by
+    /// the accelerators free per type. Needs list/watch on nodes. `--inventory kube` only.
+    #[arg(long)]
+    pub accelerator_inventory: bool,
 }
 
 /// A tolerance: a finite decimal >= 0 (or a quantity such as `50m`).
@@ -226,6 +231,17 @@ pub struct DemoArgs {
     /// Stop after one full script instead of repeating it.
     #[arg(long)]
     pub once: bool,
+    /// Which saturation analysis decides: v1 (percentages) or v2 (tokens,
+    /// `analyzerName: saturation`).
+    #[arg(long, value_enum, default_value = "v1")]
+    pub analyzer: DemoAnalyzer,
+}
+
+/// The analysis the demo runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoAnalyzer {
+    V1,
+    V2,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -244,11 +244,11 @@ async fn bad_queries_fail_fast_and_unavailability_is_retried() {
         );
         assert_eq!(
             fake.requests() - before,
-            6,
+            7,
             "{answer:?}: one attempt per query, no retry"
         );
         assert!(
-            errors_of_kind(&registry, kind) >= 6.0,
+            errors_of_kind(&registry, kind) >= 7.0,
             "{answer:?} counted as {kind}"
         );
     }
@@ -307,15 +307,15 @@ async fn the_bearer_token_file_is_sent_and_reread_every_cycle() {
     std::fs::write(&token, "second-token").unwrap();
     b.fetch_cycle(&snap, &cache).await.unwrap();
     let seen = fake.authorizations();
-    assert_eq!(seen.len(), 12);
+    assert_eq!(seen.len(), 14);
     assert!(
-        seen[..6]
+        seen[..7]
             .iter()
             .all(|a| a.as_deref() == Some("Bearer first-token")),
         "{seen:?}"
     );
     assert!(
-        seen[6..]
+        seen[7..]
             .iter()
             .all(|a| a.as_deref() == Some("Bearer second-token")),
         "{seen:?}"

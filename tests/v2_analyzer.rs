@@ -178,3 +178,43 @@ async fn v2_follows_the_kv_cache_each_replica_reports() {
     let (status, _) = v2.get("/readyz").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn demo_runs_with_v2() {
+    let port = common::free_port();
+    let _demo = common::Proc::spawn(
+        "demo-v2",
+        &[
+            "demo",
+            "--port",
+            &port.to_string(),
+            "--phase",
+            "5s",
+            "--analyzer",
+            "v2",
+        ],
+    );
+    let url = format!(
+        "https://127.0.0.1:{port}/apis/external.metrics.k8s.io/v1beta1/namespaces/llm-demo/wva_desired_replicas?labelSelector=target_name%3Dllama-8b-decode"
+    );
+    // curl as the client (the demo's certificate is self-signed, hence -k).
+    let analyzer = eventually(Duration::from_secs(20), "a V2 answer from the demo", || {
+        let url = url.clone();
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                std::process::Command::new("curl")
+                    .args(["-sk", "--max-time", "2", &url])
+                    .output()
+            })
+            .await
+            .ok()?
+            .ok()?;
+            let body: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            body["items"][0]["metricLabels"]["analyzer"]
+                .as_str()
+                .map(str::to_owned)
+        }
+    })
+    .await;
+    assert_eq!(analyzer, "saturation-v2");
+}

@@ -917,3 +917,62 @@ proptest! {
         prop_assert!(d.targets[0].desired >= s.min_replicas && d.targets[0].desired <= s.max_replicas);
     }
 }
+
+#[test]
+fn two_server_replicas_agree_whatever_their_request_pattern_and_a_late_one_catches_up() {
+    // Samples of one saturated replica every 15 s with a varying k2, then
+    // the queue drops and the history decides k2. Replica A decides once
+    // per sample; replica B decides three times per sample (more HPA
+    // traffic); replica C starts after the first 6 samples.
+    let th = v2_thresholds();
+    let variants = [variant("v", 10.0, 1, 1)];
+    let decide = |an: &TokenAnalyzer, replicas: &[ReplicaTokens], t: u64| {
+        an.decide(
+            &TokenModelInput {
+                namespace: "ns",
+                model_id: "m",
+                replicas,
+                variants: &variants,
+                thresholds: &th,
+                scheduler_queue: None,
+            },
+            at(t),
+        )
+    };
+    let (a, b, c) = (
+        TokenAnalyzer::new(),
+        TokenAnalyzer::new(),
+        TokenAnalyzer::new(),
+    );
+    let calm_k2 = |an: &TokenAnalyzer, t: u64| {
+        let calm = [ReplicaTokens {
+            sampled_at: at(t),
+            ..replica("p", "v", 1000, 16000, 0.0, 100.0, 50.0)
+        }];
+        decide(an, &calm, t).analysis.expect("analysis").variants[0].per_replica
+    };
+    let mut disagreeing_samples = 0;
+    for i in 0..20u64 {
+        let sample = [ReplicaTokens {
+            sampled_at: at(15 * i),
+            ..replica("p", "v", 6000 + 100 * i, 16000, 6.0, 100.0, 50.0)
+        }];
+        decide(&a, &sample, 15 * i);
+        for _ in 0..3 {
+            decide(&b, &sample, 15 * i);
+        }
+        if i >= 6 {
+            decide(&c, &sample, 15 * i);
+        }
+        // What each would use as k2 once the queue drops (a probe dated
+        // after the sample does not add to the history).
+        let t = 15 * i + 1;
+        assert_eq!(calm_k2(&a, t), calm_k2(&b, t), "A and B after sample {i}");
+        if i >= 6 && calm_k2(&a, t) != calm_k2(&c, t) {
+            disagreeing_samples += 1;
+        }
+    }
+    // The late replica differs until its window holds the same 10 samples:
+    // for samples 6..=14, 9 samples (2 min 15 s at a 15 s scrape interval).
+    assert_eq!(disagreeing_samples, 9);
+}

@@ -255,6 +255,11 @@ pub struct ServeArgs {
     /// `behavior.scaleUp/scaleDown.tolerance` overrides it for its target.
     #[arg(long, default_value = "0.1", value_parser = parse_hpa_tolerance)]
     pub hpa_tolerance: f64,
+    /// Watch Nodes and Pods (only their GPU fields) so that models whose
+    /// thresholds set `enableLimiter: true` (V2) have their scale-ups capped by
+    /// the accelerators free per type. Needs list/watch on nodes. `--inventory kube` only.
+    #[arg(long)]
+    pub accelerator_inventory: bool,
 }
 
 /// A tolerance: a finite decimal >= 0 (or a quantity such as `50m`).
@@ -273,6 +278,17 @@ pub struct DemoArgs {
     /// Stop after one full script instead of repeating it.
     #[arg(long)]
     pub once: bool,
+    /// Which saturation analysis decides: v1 (percentages) or v2 (tokens,
+    /// `analyzerName: saturation`).
+    #[arg(long, value_enum, default_value = "v1")]
+    pub analyzer: DemoAnalyzer,
+}
+
+/// The analysis the demo runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoAnalyzer {
+    V1,
+    V2,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -295,6 +311,12 @@ pub struct EmulateArgs {
     /// Requests running.
     #[arg(long, default_value_t = 0.0)]
     pub running: f64,
+    /// KV-cache blocks reported in `vllm:cache_config_info` (`num_gpu_blocks`).
+    #[arg(long, default_value_t = crate::emulator::render::NUM_GPU_BLOCKS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub num_gpu_blocks: u64,
+    /// Tokens per KV-cache block reported in `vllm:cache_config_info` (`block_size`).
+    #[arg(long, default_value_t = crate::emulator::render::BLOCK_SIZE, value_parser = clap::value_parser!(u64).range(1..))]
+    pub block_size: u64,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -20,10 +20,23 @@ use crate::collector::{Freshness, FreshnessPolicy, MetricsCache};
 use crate::hpa::{ScaleState, Tolerances};
 use crate::inventory::snapshot::labels;
 use crate::inventory::{InventorySnapshot, InventoryStore, ModelKey, ReplicaPod, Variant};
-use crate::saturation::{
-    tolerance_aware_steps, HpaView, ModelAnalysis, ModelInput, ReplicaLoad, SaturationAnalyzer,
-    TargetReason, ThresholdConfig, VariantState,
+use crate::saturation::v2::{
+    self, ReplicaTokens, ScaleUpClaim, TokenAnalysis, TokenAnalyzer, TokenModelInput, TokenVariant,
 };
+use crate::saturation::{
+    tolerance_aware_steps, AnalyzerKind, HpaView, ModelAnalysis, ModelInput, ReplicaLoad,
+    SaturationAnalyzer, SaturationThresholds, TargetReason, ThresholdConfig, VariantState,
+};
+
+/// What the GPU limiter (`enableLimiter`) knows of the cluster: the
+/// accelerators free per type, and how many each replica of a variant takes.
+pub trait AcceleratorInventory: Send + Sync {
+    /// Free accelerators per type (allocatable on nodes minus what running
+    /// and pending pods request); None until the inventory has synced.
+    fn free_by_type(&self) -> Option<BTreeMap<String, u32>>;
+    /// GPUs one pod of `namespace/pod` requests, when known.
+    fn pod_gpus(&self, namespace: &str, pod: &str) -> Option<u32>;
+}
 
 /// The decision for one variant.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,14 +48,21 @@ pub struct VariantDecision {
     /// desired / ready in milli units, rounded down (desired when ready is 0).
     pub ratio_milli: i64,
     pub reason: TargetReason,
+    /// Which analysis decided ("saturation-v1" or "saturation-v2").
+    pub analyzer: &'static str,
 }
 
 /// The outcome of one model's analysis.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelOutcome {
     pub key: ModelKey,
-    /// None when no ready replica reported metrics (decisions hold).
+    /// V1's analysis; None when no ready replica reported metrics
+    /// (decisions hold) or when V2 decided.
     pub analysis: Option<ModelAnalysis>,
+    /// V2's analysis, when V2 decided and a replica reported its KV cache.
+    pub token_analysis: Option<TokenAnalysis>,
+    /// Which analysis decided.
+    pub analyzer: &'static str,
     /// Replicas whose metrics were used.
     pub replicas_used: usize,
     /// Age of the newest sample among the model's ready replicas.
@@ -84,6 +104,13 @@ pub enum DecisionError {
     },
 }
 
+impl ModelOutcome {
+    /// Whether the analysis had metrics to decide from (else it held).
+    pub fn has_metrics(&self) -> bool {
+        self.analysis.is_some() || self.token_analysis.is_some()
+    }
+}
+
 impl DecisionError {
     /// Whether the error is about data that is not there (yet), which a
     /// client should retry, rather than about what it asked for.
@@ -104,6 +131,11 @@ pub struct DecisionEngine {
     cache: Arc<MetricsCache>,
     thresholds: Arc<ArcSwap<ThresholdConfig>>,
     analyzer: Arc<dyn SaturationAnalyzer>,
+    /// The token-based analysis, for models whose thresholds select it.
+    token_analyzer: Arc<TokenAnalyzer>,
+    /// Accelerators for `enableLimiter`; without one, limited models are
+    /// not capped (and say so in the log).
+    accelerators: Option<Arc<dyn AcceleratorInventory>>,
     freshness: FreshnessPolicy,
     /// The HPA controller's tolerance (`--hpa-tolerance`), for variants
     /// whose HPA sets none of its own.
@@ -119,6 +151,27 @@ impl std::fmt::Debug for DecisionEngine {
     }
 }
 
+/// The inputs of one model's decision.
+struct ModelInputs<'s> {
+    variants: Vec<&'s Arc<Variant>>,
+    replicas: Vec<ReplicaLoad>,
+    tokens: Vec<ReplicaTokens>,
+    newest: Option<Duration>,
+    states: Vec<VariantState>,
+}
+
+fn token_variants(variants: &[&Arc<Variant>], states: &[VariantState]) -> Vec<TokenVariant> {
+    variants
+        .iter()
+        .zip(states)
+        .map(|(v, s)| TokenVariant {
+            state: s.clone(),
+            accelerator: v.accelerator.clone(),
+            engine: None,
+        })
+        .collect()
+}
+
 impl DecisionEngine {
     pub fn new(
         inventory: Arc<InventoryStore>,
@@ -132,9 +185,22 @@ impl DecisionEngine {
             cache,
             thresholds,
             analyzer,
+            token_analyzer: Arc::new(TokenAnalyzer::new()),
+            accelerators: None,
             freshness,
             hpa_tolerance: Tolerances::default(),
         }
+    }
+
+    /// Where the limiter (`enableLimiter: true`) reads free accelerators.
+    pub fn with_accelerators(mut self, accelerators: Arc<dyn AcceleratorInventory>) -> Self {
+        self.accelerators = Some(accelerators);
+        self
+    }
+
+    /// The V2 analyzer (its state sizes are exported as telemetry).
+    pub fn token_analyzer(&self) -> &Arc<TokenAnalyzer> {
+        &self.token_analyzer
     }
 
     /// The tolerance band the cluster's HPA controller applies
@@ -317,58 +383,18 @@ impl DecisionEngine {
         key: &ModelKey,
         now: SystemTime,
     ) -> Result<ModelOutcome, DecisionError> {
-        let variants: Vec<&Arc<Variant>> = snapshot
-            .model_variants(key)
-            .filter(|v| v.target.is_some())
-            .collect();
-        let mut replicas = Vec::new();
-        let mut newest: Option<Duration> = None;
-        for pod in snapshot.model_pods(key).filter(|p| p.ready) {
-            let Some((age, load)) = self.cache.with(&pod.key, |m| {
-                (
-                    m.age(now),
-                    ReplicaLoad {
-                        pod: pod.name.clone(),
-                        variant: pod.variant.clone(),
-                        kv: m.kv_usage,
-                        queue: m.queue_waiting,
-                    },
-                )
-            }) else {
-                continue;
-            };
-            newest = Some(newest.map_or(age, |n| n.min(age)));
-            // A replica whose newest sample is stale no longer steers decisions.
-            if age <= self.freshness.stale {
-                replicas.push(load);
-            }
-        }
-        if replicas.is_empty() {
-            self.check_no_fresh_replica(key, newest, now)?;
-        }
         let thresholds = self
             .thresholds
             .load()
             .for_model(&key.model_id, &key.namespace);
-        let states: Vec<VariantState> = variants
-            .iter()
-            .map(|v| {
-                let t = v.target.unwrap_or_default();
-                VariantState {
-                    name: v.name.clone(),
-                    cost: v.cost,
-                    min_replicas: v.min_replicas,
-                    max_replicas: v.max_replicas,
-                    spec_replicas: t.spec_replicas,
-                    ready_replicas: t.ready_replicas,
-                }
-            })
-            .collect();
-        let decision = self.analyzer.decide(&ModelInput {
-            replicas: &replicas,
-            variants: &states,
-            thresholds: &thresholds,
-        });
+        let inputs = self.model_inputs(snapshot, key, now)?;
+        let ModelInputs {
+            variants,
+            replicas,
+            tokens,
+            newest,
+            states,
+        } = inputs;
         // Moves inside the HPA's tolerance band would be ignored by it: widen
         // them to the smallest move it acts on, or hold and say so.
         let hpas: Vec<HpaView> = variants
@@ -385,13 +411,46 @@ impl DecisionEngine {
                 }
             })
             .collect();
-        let targets = tolerance_aware_steps(
-            decision.analysis.as_ref(),
-            &thresholds,
-            &states,
-            &hpas,
-            decision.targets,
-        );
+        let (targets, analysis, token_analysis, analyzer) = match thresholds.analyzer {
+            AnalyzerKind::Percentage => {
+                let decision = self.analyzer.decide(&ModelInput {
+                    replicas: &replicas,
+                    variants: &states,
+                    thresholds: &thresholds,
+                });
+                let targets = tolerance_aware_steps(
+                    decision.analysis.as_ref(),
+                    &thresholds,
+                    &states,
+                    &hpas,
+                    decision.targets,
+                );
+                (targets, decision.analysis, None, AnalyzerKind::Percentage)
+            }
+            AnalyzerKind::Tokens => {
+                let token_variants = token_variants(&variants, &states);
+                let decision = self.token_analyzer.decide(
+                    &TokenModelInput {
+                        namespace: &key.namespace,
+                        model_id: &key.model_id,
+                        replicas: &tokens,
+                        variants: &token_variants,
+                        thresholds: &thresholds,
+                        scheduler_queue: None,
+                    },
+                    now,
+                );
+                let mut targets = decision.targets;
+                if thresholds.enable_limiter {
+                    if let Some(a) = &decision.analysis {
+                        self.limit(snapshot, key, now, a, &variants, &mut targets);
+                    }
+                }
+                let max: Vec<u32> = states.iter().map(|s| s.max_replicas).collect();
+                let targets = v2::tolerance_steps(&max, &hpas, targets);
+                (targets, None, decision.analysis, AnalyzerKind::Tokens)
+            }
+        };
         let decisions = variants
             .iter()
             .zip(targets)
@@ -403,17 +462,220 @@ impl DecisionEngine {
                     ready,
                     ratio_milli: desired_ratio_milli(t.desired, ready),
                     reason: t.reason,
+                    analyzer: analyzer.as_str(),
                 }
             })
             .collect();
         Ok(ModelOutcome {
             key: key.clone(),
-            analysis: decision.analysis,
+            analysis,
+            token_analysis,
+            analyzer: analyzer.as_str(),
             replicas_used: replicas.len(),
             newest_sample_age: newest,
             freshness: newest.map(|age| self.freshness.classify(age)),
             decisions,
         })
+    }
+
+    /// The variants of a model and the metrics of its ready pods, in both
+    /// analyses' shapes. Errors when no ready replica has a usable sample
+    /// and the backend is not known to simply have none.
+    fn model_inputs<'s>(
+        &self,
+        snapshot: &'s InventorySnapshot,
+        key: &ModelKey,
+        now: SystemTime,
+    ) -> Result<ModelInputs<'s>, DecisionError> {
+        let variants: Vec<&Arc<Variant>> = snapshot
+            .model_variants(key)
+            .filter(|v| v.target.is_some())
+            .collect();
+        let accelerator_of = |variant: &str| {
+            variants
+                .iter()
+                .find(|v| v.name == variant)
+                .map(|v| v.accelerator.clone())
+                .unwrap_or_default()
+        };
+        let mut replicas = Vec::new();
+        let mut tokens = Vec::new();
+        let mut newest: Option<Duration> = None;
+        for pod in snapshot.model_pods(key).filter(|p| p.ready) {
+            let Some((age, load, token)) = self.cache.with(&pod.key, |m| {
+                (
+                    m.age(now),
+                    ReplicaLoad {
+                        pod: pod.name.clone(),
+                        variant: pod.variant.clone(),
+                        kv: m.kv_usage,
+                        queue: m.queue_waiting,
+                    },
+                    ReplicaTokens {
+                        pod: pod.name.clone(),
+                        variant: pod.variant.clone(),
+                        accelerator: String::new(),
+                        kv: m.kv_usage,
+                        queue: m.queue_waiting,
+                        cache: m.kv_cache,
+                        avg_input_tokens: m.avg_prompt_tokens,
+                        avg_output_tokens: m.avg_generation_tokens,
+                        sampled_at: m.sampled_at,
+                    },
+                )
+            }) else {
+                continue;
+            };
+            newest = Some(newest.map_or(age, |n| n.min(age)));
+            // A replica whose newest sample is stale no longer steers decisions.
+            if age <= self.freshness.stale {
+                replicas.push(load);
+                tokens.push(ReplicaTokens {
+                    accelerator: accelerator_of(&token.variant),
+                    ..token
+                });
+            }
+        }
+        if replicas.is_empty() {
+            self.check_no_fresh_replica(key, newest, now)?;
+        }
+        let states: Vec<VariantState> = variants
+            .iter()
+            .map(|v| {
+                let t = v.target.unwrap_or_default();
+                VariantState {
+                    name: v.name.clone(),
+                    cost: v.cost,
+                    min_replicas: v.min_replicas,
+                    max_replicas: v.max_replicas,
+                    spec_replicas: t.spec_replicas,
+                    ready_replicas: t.ready_replicas,
+                }
+            })
+            .collect();
+        Ok(ModelInputs {
+            variants,
+            replicas,
+            tokens,
+            newest,
+            states,
+        })
+    }
+
+    /// `enableLimiter`: caps this model's scale-ups by the accelerators free
+    /// per type, allotted greedily over every model that has the limiter on
+    /// and wants to grow, most saturated first (each server replica computes
+    /// the same allotment from the same inventory and metrics).
+    fn limit(
+        &self,
+        snapshot: &InventorySnapshot,
+        key: &ModelKey,
+        now: SystemTime,
+        analysis: &TokenAnalysis,
+        variants: &[&Arc<Variant>],
+        targets: &mut [crate::saturation::VariantTarget],
+    ) {
+        let Some(inventory) = &self.accelerators else {
+            tracing::warn!(namespace = %key.namespace, model_id = %key.model_id, "enableLimiter is set but the server has no accelerator inventory (cluster mode only): scale-ups are not capped");
+            return;
+        };
+        let Some(free) = inventory.free_by_type() else {
+            return;
+        };
+        let gpus_of = |v: &Variant| -> u32 {
+            snapshot
+                .pods()
+                .iter()
+                .filter(|p| p.namespace == v.namespace && p.variant == v.name)
+                .filter_map(|p| inventory.pod_gpus(&p.namespace, &p.name))
+                .max()
+                .unwrap_or(1)
+                .max(1)
+        };
+        let mut claims: Vec<ScaleUpClaim> = Vec::new();
+        let mut ours: Vec<(usize, usize)> = Vec::new();
+        let push = |claims: &mut Vec<ScaleUpClaim>,
+                    model: usize,
+                    utilization: f64,
+                    vs: &[&Arc<Variant>],
+                    ts: &[crate::saturation::VariantTarget]|
+         -> Vec<(usize, usize)> {
+            let mut idx = Vec::new();
+            for (i, (v, t)) in vs.iter().zip(ts).enumerate() {
+                if t.desired > t.current {
+                    idx.push((claims.len(), i));
+                    claims.push(ScaleUpClaim {
+                        model,
+                        variant: v.name.clone(),
+                        accelerator: v.accelerator.clone(),
+                        gpus_per_replica: gpus_of(v),
+                        wanted: t.desired - t.current,
+                        utilization,
+                        cost: v.cost,
+                    });
+                }
+            }
+            idx
+        };
+        ours.extend(push(
+            &mut claims,
+            0,
+            analysis.utilization(),
+            variants,
+            targets,
+        ));
+        if ours.is_empty() {
+            return;
+        }
+        // The other models with the limiter on, analysed as they would be.
+        let config = self.thresholds.load();
+        let mut others: Vec<&ModelKey> = snapshot
+            .models()
+            .map(|(k, _)| k)
+            .filter(|k| *k != key)
+            .filter(|k| {
+                let t = config.for_model(&k.model_id, &k.namespace);
+                t.analyzer == AnalyzerKind::Tokens && t.enable_limiter
+            })
+            .collect();
+        others.sort();
+        for (n, other) in others.into_iter().enumerate() {
+            let th: SaturationThresholds = config.for_model(&other.model_id, &other.namespace);
+            let Ok(inputs) = self.model_inputs(snapshot, other, now) else {
+                continue;
+            };
+            let token_variants = token_variants(&inputs.variants, &inputs.states);
+            let d = self.token_analyzer.decide(
+                &TokenModelInput {
+                    namespace: &other.namespace,
+                    model_id: &other.model_id,
+                    replicas: &inputs.tokens,
+                    variants: &token_variants,
+                    thresholds: &th,
+                    scheduler_queue: None,
+                },
+                now,
+            );
+            if let Some(a) = &d.analysis {
+                push(
+                    &mut claims,
+                    n + 1,
+                    a.utilization(),
+                    &inputs.variants,
+                    &d.targets,
+                );
+            }
+        }
+        let grants = v2::allot_accelerators(&claims, &free);
+        for (claim, i) in ours {
+            let g = &grants[claim];
+            if g.limited {
+                let t = &mut targets[i];
+                t.desired = t.current + g.granted;
+                t.reason = TargetReason::LimitedByAccelerators;
+                tracing::info!(namespace = %key.namespace, model_id = %key.model_id, variant = %t.name, wanted = claims[claim].wanted, granted = g.granted, accelerator = %claims[claim].accelerator, "scale-up limited by free accelerators");
+            }
+        }
     }
 
     /// A model none of whose ready replicas has a usable sample: an error
@@ -519,6 +781,7 @@ mod tests {
                 request_rate: None,
                 avg_prompt_tokens: None,
                 avg_generation_tokens: None,
+                kv_cache: None,
             },
         );
     }
@@ -687,6 +950,158 @@ mod tests {
         assert_eq!(
             e.decide("ns", &sel("")).unwrap_err(),
             DecisionError::InventoryNotSynced
+        );
+    }
+
+    /// A VariantAutoscaling on H100 with `ready` ready pods.
+    fn h100(ns: &str, variant: &str, model: &str, ready: u32) -> String {
+        let mut y = format!(
+            "---\nkind: VariantAutoscaling\napiVersion: llmd.ai/v1alpha1\nmetadata: {{name: {variant}, namespace: {ns}, labels: {{inference.optimization/acceleratorName: H100}}}}\nspec:\n  scaleTargetRef: {{kind: Deployment, name: {variant}-d}}\n  modelID: {model}\n  maxReplicas: 10\n---\nkind: Deployment\napiVersion: apps/v1\nmetadata: {{name: {variant}-d, namespace: {ns}}}\nspec: {{replicas: {ready}, selector: {{}}, template: {{}}}}\nstatus: {{replicas: {ready}, readyReplicas: {ready}}}\n"
+        );
+        for i in 0..ready {
+            y.push_str(&format!(
+                "---\nkind: Pod\napiVersion: v1\nmetadata: {{name: {variant}-p{i}, namespace: {ns}, labels: {{llm-d.ai/variant: {variant}}}}}\nstatus: {{podIP: 127.0.0.1, conditions: [{{type: Ready, status: \"True\"}}]}}\n"
+            ));
+        }
+        y
+    }
+
+    fn engine_with(yaml: &str, config: &str) -> DecisionEngine {
+        let store = Arc::new(InventoryStore::new());
+        let objects =
+            crate::inventory::file::parse_objects(std::path::Path::new("t"), yaml).unwrap();
+        store.publish(resolve(&objects).0);
+        let (config, errors) = ThresholdConfig::from_yaml_str(config).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        DecisionEngine::new(
+            store,
+            Arc::new(MetricsCache::new()),
+            Arc::new(ArcSwap::from_pointee(config)),
+            Arc::new(PercentageAnalyzer),
+            FreshnessPolicy::default(),
+        )
+    }
+
+    /// A replica with a 1000 x 16 token KV cache.
+    fn report_tokens(e: &DecisionEngine, ns: &str, pod: &str, kv: f64) {
+        e.cache().insert(
+            pod_key(ns, pod),
+            ReplicaMetrics {
+                model_name: "m".into(),
+                kv_usage: kv,
+                queue_waiting: 0.0,
+                running: None,
+                sampled_at: SystemTime::now(),
+                request_rate: None,
+                avg_prompt_tokens: Some(100.0),
+                avg_generation_tokens: Some(50.0),
+                kv_cache: Some(crate::saturation::v2::KvCacheConfig {
+                    num_gpu_blocks: 1000,
+                    block_size: 16,
+                }),
+            },
+        );
+    }
+
+    #[test]
+    fn analyzer_name_saturation_selects_v2_per_model_and_anything_else_keeps_v1() {
+        // (config, analyzer of model m, desired at kv 0.98, at kv 0.10)
+        let cases = [
+            ("default: {}", "saturation-v1", 5, 3),
+            ("default: {analyzerName: percentage}", "saturation-v1", 5, 3),
+            ("default: {analyzerName: saturation}", "saturation-v2", 6, 1),
+            (
+                "default: {}\nm-ns: {model_id: m, namespace: ns, analyzerName: saturation}",
+                "saturation-v2",
+                6,
+                1,
+            ),
+            (
+                "default: {analyzerName: saturation}\nm-ns: {model_id: m, namespace: ns, analyzerName: \"\"}",
+                "saturation-v1",
+                5,
+                3,
+            ),
+        ];
+        for (config, analyzer, high, low) in cases {
+            let e = engine_with(&h100("ns", "v", "m", 4), config);
+            for (kv, want) in [(0.98, high), (0.10, low)] {
+                for i in 0..4 {
+                    report_tokens(&e, "ns", &format!("v-p{i}"), kv);
+                }
+                let d = e.decide("ns", &sel("")).unwrap();
+                assert_eq!(
+                    (d[0].desired, d[0].analyzer),
+                    (want, analyzer),
+                    "{config} at kv {kv}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn v2_without_cache_config_holds_and_says_no_metrics() {
+        let e = engine_with(
+            &h100("ns", "v", "m", 4),
+            "default: {analyzerName: saturation}",
+        );
+        for i in 0..4 {
+            report(&e, "ns", &format!("v-p{i}"), 0.98, 0.0, Duration::ZERO);
+        }
+        let d = e.decide("ns", &sel("")).unwrap();
+        assert_eq!((d[0].desired, d[0].reason), (4, TargetReason::NoMetrics));
+        let snapshot = e.inventory().load();
+        let o = e
+            .decide_model(&snapshot, &model("ns", "m"), SystemTime::now())
+            .unwrap();
+        assert!(!o.has_metrics());
+        assert_eq!(o.analyzer, "saturation-v2");
+    }
+
+    struct FixedAccelerators(BTreeMap<String, u32>);
+
+    impl AcceleratorInventory for FixedAccelerators {
+        fn free_by_type(&self) -> Option<BTreeMap<String, u32>> {
+            Some(self.0.clone())
+        }
+        fn pod_gpus(&self, _: &str, _: &str) -> Option<u32> {
+            Some(1)
+        }
+    }
+
+    #[test]
+    fn limiter_allots_free_gpus_by_saturation_across_models() {
+        // Model a: 3 replicas full (utilization 1.25), wants +2. Model b: 4
+        // replicas at 0.98 (utilization 1.225), wants +2. 3 H100 free.
+        let yaml = format!("{}{}", h100("ns", "a", "ma", 3), h100("ns", "b", "mb", 4));
+        let config = "default: {analyzerName: saturation, enableLimiter: true}";
+        let e = engine_with(&yaml, config)
+            .with_accelerators(Arc::new(FixedAccelerators([("H100".to_owned(), 3)].into())));
+        for i in 0..3 {
+            report_tokens(&e, "ns", &format!("a-p{i}"), 1.0);
+        }
+        for i in 0..4 {
+            report_tokens(&e, "ns", &format!("b-p{i}"), 0.98);
+        }
+        let a = e.decide("ns", &sel("variant_name=a")).unwrap();
+        let b = e.decide("ns", &sel("variant_name=b")).unwrap();
+        assert_eq!((a[0].desired, a[0].reason), (5, TargetReason::ScaleUp));
+        assert_eq!(
+            (b[0].desired, b[0].reason),
+            (5, TargetReason::LimitedByAccelerators)
+        );
+        // Without the limiter both get what they need.
+        let e = engine_with(&yaml, "default: {analyzerName: saturation}")
+            .with_accelerators(Arc::new(FixedAccelerators([("H100".to_owned(), 3)].into())));
+        for i in 0..3 {
+            report_tokens(&e, "ns", &format!("a-p{i}"), 1.0);
+        }
+        for i in 0..4 {
+            report_tokens(&e, "ns", &format!("b-p{i}"), 0.98);
+        }
+        assert_eq!(
+            e.decide("ns", &sel("variant_name=b")).unwrap()[0].desired,
+            6
         );
     }
 }

@@ -158,6 +158,20 @@ pub fn hpa_replicas(ratio_milli: i64, ready: u32, current: u32) -> u32 {
     .map_or(current, |p| p.replicas)
 }
 
+/// The demo's thresholds: the built-in ones, with `analyzerName: saturation`
+/// for `--analyzer v2` (the emulated replicas export `vllm:cache_config_info`).
+fn demo_thresholds(analyzer: crate::cli::DemoAnalyzer) -> anyhow::Result<ThresholdConfig> {
+    Ok(match analyzer {
+        crate::cli::DemoAnalyzer::V1 => ThresholdConfig::default(),
+        crate::cli::DemoAnalyzer::V2 => {
+            let (config, errors) =
+                ThresholdConfig::from_yaml_str("default: {analyzerName: saturation}")?;
+            anyhow::ensure!(errors.is_empty(), "demo thresholds: {errors:?}");
+            config
+        }
+    })
+}
+
 pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let load = LoadModel::default();
     let mut replicas = Vec::new();
@@ -198,7 +212,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     let components = Components {
         inventory: Arc::clone(&inventory),
         backend,
-        thresholds: Arc::new(ArcSwap::from_pointee(ThresholdConfig::default())),
+        thresholds: Arc::new(ArcSwap::from_pointee(demo_thresholds(args.analyzer)?)),
         fetch_interval: Duration::from_secs(1),
         freshness: FreshnessPolicy::default(),
         registry,
@@ -207,6 +221,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         // The demo is standalone on loopback, with no cluster to delegate to.
         auth: None,
         hpa_tolerance: crate::hpa::Tolerances::default(),
+        accelerators: None,
     };
     let (tls, cert) = run::tls_config(None, None)?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));

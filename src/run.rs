@@ -42,6 +42,8 @@ pub struct Components {
     pub auth: Option<Arc<Auth>>,
     /// The HPA controller's tolerance band (`--hpa-tolerance`).
     pub hpa_tolerance: crate::hpa::Tolerances,
+    /// Free accelerators for the V2 limiter (`--accelerator-inventory`).
+    pub accelerators: Option<Arc<dyn crate::decision::AcceleratorInventory>>,
 }
 
 /// A running server.
@@ -201,6 +203,7 @@ pub async fn components_from_args(
 
     let inventory = Arc::new(InventoryStore::new());
     let mut status_writer = None;
+    let mut accelerators: Option<Arc<dyn crate::decision::AcceleratorInventory>> = None;
     let standalone = matches!(args.inventory, InventorySource::File(_));
     if args.insecure_disable_auth && !standalone {
         return Err(crate::fatal::InvalidConfiguration(
@@ -266,6 +269,12 @@ pub async fn components_from_args(
                     &mut registry,
                 )),
             };
+            if args.accelerator_inventory {
+                let (store, reflectors) =
+                    crate::inventory::accelerators::start(client.clone(), shutdown.clone());
+                accelerators = Some(Arc::new(store));
+                tasks.extend(reflectors);
+            }
             tasks.extend(
                 crate::inventory::kube::start(
                     client,
@@ -339,6 +348,7 @@ pub async fn components_from_args(
         status_writer,
         auth,
         hpa_tolerance: crate::hpa::Tolerances::uniform(args.hpa_tolerance),
+        accelerators,
     })
 }
 
@@ -521,18 +531,21 @@ pub async fn start(
         status_writer,
         auth,
         hpa_tolerance,
+        accelerators,
     } = components;
     let cache = Arc::new(MetricsCache::new());
-    let engine = Arc::new(
-        DecisionEngine::new(
-            Arc::clone(&inventory),
-            Arc::clone(&cache),
-            thresholds,
-            Arc::new(PercentageAnalyzer),
-            freshness,
-        )
-        .with_hpa_tolerance(hpa_tolerance),
-    );
+    let mut engine = DecisionEngine::new(
+        Arc::clone(&inventory),
+        Arc::clone(&cache),
+        thresholds,
+        Arc::new(PercentageAnalyzer),
+        freshness,
+    )
+    .with_hpa_tolerance(hpa_tolerance);
+    if let Some(accelerators) = accelerators {
+        engine = engine.with_accelerators(accelerators);
+    }
+    let engine = Arc::new(engine);
     let first_cycle_done = Arc::new(AtomicBool::new(false));
     let publisher = DecisionPublisher::new(Arc::clone(&engine), telemetry.clone());
     let cycles = Arc::new(tokio::sync::Notify::new());
@@ -676,7 +689,14 @@ impl DecisionPublisher {
                     continue;
                 }
             };
-            if outcome.analysis.is_none() {
+            t.analyzer_decisions
+                .get_or_create(&crate::telemetry::AnalyzerLabels {
+                    namespace: outcome.key.namespace.clone(),
+                    model_id: outcome.key.model_id.clone(),
+                    analyzer: outcome.analyzer.to_owned(),
+                })
+                .inc();
+            if !outcome.has_metrics() {
                 t.decisions_without_metrics
                     .get_or_create(&crate::telemetry::ModelLabels {
                         namespace: outcome.key.namespace.clone(),

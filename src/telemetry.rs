@@ -116,6 +116,15 @@ pub struct Telemetry {
     pub tolerance_holds: Family<ScalingLabels, Counter>,
     pub keda_connections_closed: Family<ConnectionCloseLabels, Counter>,
     pub keda_open_connections: Gauge,
+    /// Model decisions published, by the analysis that made them.
+    pub analyzer_decisions: Family<AnalyzerLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnalyzerLabels {
+    pub namespace: String,
+    pub model_id: String,
+    pub analyzer: String,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -152,6 +161,7 @@ impl Telemetry {
             tolerance_holds: Family::default(),
             keda_connections_closed: Family::default(),
             keda_open_connections: Gauge::default(),
+            analyzer_decisions: Family::default(),
         };
         let r = registry;
         r.register(
@@ -253,6 +263,11 @@ impl Telemetry {
             "wva_keda_open_connections",
             "Open connections on the KEDA port",
             t.keda_open_connections.clone(),
+        );
+        r.register(
+            "wva_analyzer_decisions",
+            "Model decisions published by the background decision loop, by analyzer (saturation-v1: percentage based, saturation-v2: token based)",
+            t.analyzer_decisions.clone(),
         );
         t
     }

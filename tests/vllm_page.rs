@@ -72,6 +72,9 @@ fn the_parser_reads_the_signals_of_a_real_page() {
     assert_eq!(page.queue_waiting, Some(3.0));
     assert_eq!(page.running, Some(12.0));
     assert!(page.rejected.is_empty(), "{:?}", page.rejected);
+    // vllm:cache_config_info{num_gpu_blocks="27328",block_size="16"}
+    let cache = page.kv_cache.expect("cache_config_info");
+    assert_eq!((cache.num_gpu_blocks, cache.block_size), (27328, 16));
 }
 
 #[test]
@@ -107,6 +110,11 @@ async fn the_scrape_backend_reads_a_real_page() {
     assert_eq!(&*m.model_name, MODEL);
     assert_eq!((m.kv_usage, m.queue_waiting), (0.4566, 3.0));
     assert_eq!(m.running, Some(12.0));
+    let cache_config = m.kv_cache.expect("vllm:cache_config_info collected");
+    assert_eq!(
+        (cache_config.num_gpu_blocks, cache_config.block_size),
+        (27328, 16)
+    );
 }
 
 #[tokio::test]
@@ -150,6 +158,13 @@ async fn the_prometheus_backend_reads_a_real_page_through_prometheus() {
     let m = cache.get("ns/vllm-0").expect("the replica's metrics");
     assert_eq!(&*m.model_name, MODEL);
     assert_eq!((m.kv_usage, m.queue_waiting), (0.4566, 3.0));
+    // vllm:cache_config_info through Prometheus, in the same batched queries.
+    let cache_config = m.kv_cache.expect("vllm:cache_config_info collected");
+    assert_eq!(
+        (cache_config.num_gpu_blocks, cache_config.block_size),
+        (27328, 16)
+    );
+    assert_eq!(r.requests, 7, "{r:?}");
     // The page never changes: no requests finish between scrapes.
     assert_eq!(m.request_rate, Some(0.0));
     let missing = backend.validate_metrics_availability().await.unwrap();

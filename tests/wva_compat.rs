@@ -43,11 +43,13 @@ fn upstream_threshold_configmaps_load_unchanged_in_both_forms() {
                 queue_length_threshold: 5.0,
                 kv_spare_trigger: 0.1,
                 queue_spare_trigger: 3.0,
+                ..SaturationThresholds::default()
             },
             "{name}"
         );
-        let unused: Vec<(&str, &str)> = config.not_used_keys().collect();
-        assert_eq!(unused, [("default", "enableLimiter")], "{name}");
+        // enableLimiter (false there) is implemented now: nothing unused.
+        assert_eq!(config.not_used_keys().count(), 0, "{name}");
+        assert!(!config.default_thresholds().enable_limiter, "{name}");
         // As the ConfigMap the kube source watches.
         let cm: k8s_openapi::api::core::v1::ConfigMap = serde_yaml::from_str(&text).unwrap();
         let (from_cluster, errors) =
@@ -323,6 +325,10 @@ async fn a_thresholds_directory_applies_namespace_local_configmaps() {
 // upstream internal/saturation/analyzer_test.go, transcribed as data
 
 const UPSTREAM_THRESHOLDS: SaturationThresholds = SaturationThresholds {
+    analyzer: wva_metrics_server::saturation::AnalyzerKind::Percentage,
+    scale_up_threshold: 0.85,
+    scale_down_boundary: 0.70,
+    enable_limiter: false,
     kv_cache_threshold: 0.80,
     queue_length_threshold: 5.0,
     kv_spare_trigger: 0.10,

@@ -27,9 +27,33 @@ struct ListMeta {}
 #[serde(rename_all = "camelCase")]
 struct ExternalMetricValue<'a> {
     metric_name: &'a str,
-    metric_labels: &'a BTreeMap<String, String>,
+    metric_labels: ItemLabels<'a>,
     timestamp: &'a str,
     value: String,
+}
+
+/// The variant's labels plus `analyzer`, the analysis that decided,
+/// serialised without building a new map per item.
+struct ItemLabels<'a> {
+    variant: &'a BTreeMap<String, String>,
+    analyzer: &'static str,
+}
+
+/// Label added to every item: which analysis decided.
+pub const ANALYZER_LABEL: &str = "analyzer";
+
+impl Serialize for ItemLabels<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.variant.len() + 1))?;
+        for (k, v) in self.variant {
+            if k != ANALYZER_LABEL {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.serialize_entry(ANALYZER_LABEL, self.analyzer)?;
+        m.end()
+    }
 }
 
 /// The label selector of a query string. The aggregator re-encodes the query
@@ -109,7 +133,10 @@ pub fn render_list(
             write_milli(&mut value, milli);
             ExternalMetricValue {
                 metric_name: name,
-                metric_labels: &d.variant.metric_labels,
+                metric_labels: ItemLabels {
+                    variant: &d.variant.metric_labels,
+                    analyzer: d.analyzer,
+                },
                 timestamp,
                 value,
             }

@@ -2,6 +2,7 @@
 //! text exposition format), validating every sample.
 
 use super::sample::{RejectReason, SampleCheck, Signal};
+use crate::saturation::v2::KvCacheConfig;
 
 /// The signals of one page.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -10,6 +11,9 @@ pub struct VllmPage {
     pub kv_usage: Option<f64>,
     pub queue_waiting: Option<f64>,
     pub running: Option<f64>,
+    /// `vllm:cache_config_info{num_gpu_blocks, block_size}`, when both
+    /// labels are positive integers (vLLM writes "None" before profiling).
+    pub kv_cache: Option<KvCacheConfig>,
     pub rejected: Vec<RejectedSample>,
 }
 
@@ -34,6 +38,18 @@ const KV: &str = "vllm:kv_cache_usage_perc";
 const KV_OLD: &str = "vllm:gpu_cache_usage_perc";
 const WAITING: &str = "vllm:num_requests_waiting";
 const RUNNING: &str = "vllm:num_requests_running";
+const CACHE_CONFIG: &str = "vllm:cache_config_info";
+
+/// The KV-cache size in the labels of a `vllm:cache_config_info` sample.
+pub fn kv_cache_from_labels<'a>(
+    mut label: impl FnMut(&str) -> Option<&'a str>,
+) -> Option<KvCacheConfig> {
+    let num = |v: Option<&str>| v?.trim().parse::<u64>().ok().filter(|n| *n > 0);
+    Some(KvCacheConfig {
+        num_gpu_blocks: num(label("num_gpu_blocks"))?,
+        block_size: num(label("block_size"))?,
+    })
+}
 
 /// Parses a page. A page that does not parse is an error as a whole: a
 /// half-written page must not steer scaling. When several series of one
@@ -47,6 +63,22 @@ pub fn parse_vllm_page(text: &str) -> Result<VllmPage, ExpositionError> {
     let mut kv_old = None;
     let mut seen = false;
     for m in &metrics {
+        if m.name == CACHE_CONFIG {
+            // Several engines: the largest cache (they are normally equal).
+            for sample in &m.samples {
+                let found = kv_cache_from_labels(|k| {
+                    sample
+                        .labels
+                        .iter()
+                        .find(|l| l.key == k)
+                        .map(|l| l.value.as_str())
+                });
+                if found.map(|c| c.total_tokens()) > page.kv_cache.map(|c| c.total_tokens()) {
+                    page.kv_cache = found;
+                }
+            }
+            continue;
+        }
         let (signal, slot) = match m.name.as_str() {
             KV => (Signal::KvCacheUsage, &mut page.kv_usage),
             KV_OLD => (Signal::KvCacheUsage, &mut kv_old),
@@ -162,6 +194,35 @@ mod tests {
         );
         let engines = "# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\"} 0.2\nvllm:kv_cache_usage_perc{engine=\"1\",model_name=\"m\"} 0.7\n";
         assert_eq!(parse_vllm_page(engines).unwrap().kv_usage, Some(0.7));
+    }
+
+    #[test]
+    fn cache_config_info_gives_the_kv_cache_size() {
+        let waiting = "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{model_name=\"m\"} 1\n";
+        let cases = [
+            (
+                "num_gpu_blocks=\"27328\",block_size=\"16\"",
+                Some((27328, 16)),
+            ),
+            (
+                "block_size=\"32\",engine=\"0\",num_gpu_blocks=\"1000\"",
+                Some((1000, 32)),
+            ),
+            ("num_gpu_blocks=\"None\",block_size=\"16\"", None),
+            ("num_gpu_blocks=\"0\",block_size=\"16\"", None),
+            ("block_size=\"16\"", None),
+            ("num_gpu_blocks=\"-5\",block_size=\"16\"", None),
+        ];
+        for (labels, want) in cases {
+            let page = format!("{waiting}# TYPE vllm:cache_config_info gauge\nvllm:cache_config_info{{{labels}}} 1.0\n");
+            let got = parse_vllm_page(&page).unwrap().kv_cache;
+            assert_eq!(
+                got.map(|c| (c.num_gpu_blocks, c.block_size)),
+                want,
+                "{labels}"
+            );
+        }
+        assert_eq!(parse_vllm_page(waiting).unwrap().kv_cache, None);
     }
 
     #[test]

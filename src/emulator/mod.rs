@@ -26,7 +26,14 @@ use tokio_util::sync::CancellationToken;
 pub use state::{ReplicaState, StatePatch};
 
 use crate::cli::EmulateArgs;
+use crate::saturation::v2::KvCacheConfig;
 use render::Counters;
+
+/// The KV cache an emulated replica reports unless told otherwise.
+pub const DEFAULT_KV_CACHE: KvCacheConfig = KvCacheConfig {
+    num_gpu_blocks: render::NUM_GPU_BLOCKS,
+    block_size: render::BLOCK_SIZE,
+};
 
 /// Largest `POST /admin/state` body accepted.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -41,6 +48,8 @@ pub struct EmulatorOptions {
 struct Shared {
     model: String,
     state: ReplicaState,
+    /// What `vllm:cache_config_info` reports.
+    kv_cache: KvCacheConfig,
     counters: Counters,
     last_tick: Instant,
     /// Fractional finished requests carried between renders.
@@ -92,6 +101,10 @@ impl EmulatorHandle {
         lock(&self.shared).state
     }
 
+    pub fn kv_cache(&self) -> KvCacheConfig {
+        lock(&self.shared).kv_cache
+    }
+
     /// Stops accepting and waits (briefly) for the accept loop to end.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
@@ -101,11 +114,21 @@ impl EmulatorHandle {
 
 /// Starts an emulator on `bind` (port 0 picks a free port).
 pub async fn start(bind: SocketAddr, opts: EmulatorOptions) -> std::io::Result<EmulatorHandle> {
+    start_with_cache(bind, opts, DEFAULT_KV_CACHE).await
+}
+
+/// [`start`], reporting `kv_cache` in `vllm:cache_config_info`.
+pub async fn start_with_cache(
+    bind: SocketAddr,
+    opts: EmulatorOptions,
+    kv_cache: KvCacheConfig,
+) -> std::io::Result<EmulatorHandle> {
     let listener = TcpListener::bind(bind).await?;
     let addr = listener.local_addr()?;
     let shared = Arc::new(Mutex::new(Shared {
         model: opts.model_name,
         state: opts.state,
+        kv_cache,
         counters: Counters::default(),
         last_tick: Instant::now(),
         carry: 0.0,
@@ -168,8 +191,15 @@ fn reply(
     r
 }
 
-fn state_json(s: &ReplicaState) -> String {
-    serde_json::to_string(s).unwrap_or_default()
+/// The state as `/admin/state` shows it: the load, and the KV cache that
+/// `vllm:cache_config_info` reports.
+fn state_json(s: &ReplicaState, cache: KvCacheConfig) -> String {
+    let mut v = serde_json::to_value(s).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        m.insert("num_gpu_blocks".into(), cache.num_gpu_blocks.into());
+        m.insert("block_size".into(), cache.block_size.into());
+    }
+    v.to_string()
 }
 
 async fn handle(req: Request<Incoming>, shared: &Mutex<Shared>) -> Response<Full<Bytes>> {
@@ -180,12 +210,13 @@ async fn handle(req: Request<Incoming>, shared: &Mutex<Shared>) -> Response<Full
             let page = {
                 let mut s = lock(shared);
                 s.tick();
-                render::render(&s.model, &s.state, &s.counters)
+                render::render_with_cache(&s.model, &s.state, &s.counters, s.kv_cache)
             };
             reply(StatusCode::OK, TEXT, page)
         }
         (&Method::GET, "/admin/state") => {
-            reply(StatusCode::OK, JSON, state_json(&lock(shared).state))
+            let s = lock(shared);
+            reply(StatusCode::OK, JSON, state_json(&s.state, s.kv_cache))
         }
         (&Method::POST, "/admin/state") => {
             let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY)
@@ -202,12 +233,25 @@ async fn handle(req: Request<Incoming>, shared: &Mutex<Shared>) -> Response<Full
                 }
             };
             match serde_json::from_slice::<StatePatch>(&body) {
+                Ok(patch) if patch.num_gpu_blocks == Some(0) || patch.block_size == Some(0) => {
+                    reply(
+                        StatusCode::BAD_REQUEST,
+                        TEXT,
+                        "num_gpu_blocks and block_size must be positive integers\n",
+                    )
+                }
                 Ok(patch) => {
-                    let state = {
+                    let (state, cache) = {
                         let mut s = lock(shared);
                         s.tick();
                         s.state.apply(patch);
-                        s.state
+                        if let Some(n) = patch.num_gpu_blocks {
+                            s.kv_cache.num_gpu_blocks = n;
+                        }
+                        if let Some(b) = patch.block_size {
+                            s.kv_cache.block_size = b;
+                        }
+                        (s.state, s.kv_cache)
                     };
                     tracing::info!(
                         kv = state.kv,
@@ -215,7 +259,7 @@ async fn handle(req: Request<Incoming>, shared: &Mutex<Shared>) -> Response<Full
                         running = state.running,
                         "emulator state changed"
                     );
-                    reply(StatusCode::OK, JSON, state_json(&state))
+                    reply(StatusCode::OK, JSON, state_json(&state, cache))
                 }
                 Err(e) => reply(
                     StatusCode::BAD_REQUEST,
@@ -238,7 +282,7 @@ async fn handle(req: Request<Incoming>, shared: &Mutex<Shared>) -> Response<Full
 /// The `emulate` command: serves until SIGTERM/SIGINT.
 pub async fn run_cli(args: EmulateArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let bind = SocketAddr::new(args.bind_address, args.port);
-    let handle = start(
+    let handle = start_with_cache(
         bind,
         EmulatorOptions {
             model_name: args.model_name.clone(),
@@ -247,6 +291,10 @@ pub async fn run_cli(args: EmulateArgs, shutdown: CancellationToken) -> anyhow::
                 waiting: args.waiting,
                 running: args.running,
             },
+        },
+        KvCacheConfig {
+            num_gpu_blocks: args.num_gpu_blocks,
+            block_size: args.block_size,
         },
     )
     .await

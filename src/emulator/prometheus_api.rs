@@ -81,6 +81,8 @@ pub fn signal_of(promql: &str) -> Option<QuerySignal> {
         QuerySignal::AvgPromptTokens
     } else if promql.contains("request_generation_tokens") {
         QuerySignal::AvgGenerationTokens
+    } else if promql.contains("cache_config_info") {
+        QuerySignal::CacheConfig
     } else {
         return None;
     };
@@ -102,6 +104,7 @@ fn value_of(signal: QuerySignal, pod: &FleetPod, now: f64) -> f64 {
         QuerySignal::RequestRate => 2.0 + pod.kv_usage * 8.0,
         QuerySignal::AvgPromptTokens => 512.0,
         QuerySignal::AvgGenerationTokens => 256.0,
+        QuerySignal::CacheConfig => 1.0,
     }
 }
 
@@ -113,9 +116,15 @@ pub fn render_signal(fleet: &Fleet, signal: QuerySignal, now: f64) -> String {
         if i > 0 {
             out.push(',');
         }
+        // The fleet's replicas all have vLLM's cache of an 80 GB GPU.
+        let cache_labels = if signal == QuerySignal::CacheConfig {
+            r#","num_gpu_blocks":"27328","block_size":"16""#
+        } else {
+            ""
+        };
         let _ = write!(
             out,
-            r#"{{"metric":{{"namespace":"{}","pod":"{}","model_name":"{}"}},"value":[{now:.3},"{}"]}}"#,
+            r#"{{"metric":{{"namespace":"{}","pod":"{}","model_name":"{}"{cache_labels}}},"value":[{now:.3},"{}"]}}"#,
             pod.namespace,
             pod.name,
             pod.model,

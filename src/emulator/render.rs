@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use super::state::ReplicaState;
+use crate::saturation::v2::KvCacheConfig;
 
 /// Token-count histogram buckets, as vLLM uses for request tokens.
 pub const TOKEN_BUCKETS: [f64; 11] = [
@@ -80,8 +81,27 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The whole page.
+/// The whole page, with the default KV cache ([`NUM_GPU_BLOCKS`] x [`BLOCK_SIZE`]).
 pub fn render(model: &str, s: &ReplicaState, c: &Counters) -> String {
+    render_with_cache(
+        model,
+        s,
+        c,
+        KvCacheConfig {
+            num_gpu_blocks: NUM_GPU_BLOCKS,
+            block_size: BLOCK_SIZE,
+        },
+    )
+}
+
+/// The whole page, with `vllm:cache_config_info` naming `cache`.
+pub fn render_with_cache(
+    model: &str,
+    s: &ReplicaState,
+    c: &Counters,
+    cache: KvCacheConfig,
+) -> String {
+    let (num_gpu_blocks, block_size) = (cache.num_gpu_blocks, cache.block_size);
     let l = format!("engine=\"0\",model_name=\"{}\"", escape(model));
     let mut o = String::with_capacity(8 * 1024);
     let gauge = |o: &mut String, name: &str, help: &str, v: f64| {
@@ -161,7 +181,7 @@ pub fn render(model: &str, s: &ReplicaState, c: &Counters) -> String {
     }
     let _ = writeln!(
         o,
-        "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n# TYPE vllm:cache_config_info gauge\nvllm:cache_config_info{{block_size=\"{BLOCK_SIZE}\",cache_dtype=\"auto\",engine=\"0\",gpu_memory_utilization=\"0.9\",num_cpu_blocks=\"0\",num_gpu_blocks=\"{NUM_GPU_BLOCKS}\",prefix_caching_hash_algo=\"builtin\",swap_space=\"4\"}} 1.0"
+        "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n# TYPE vllm:cache_config_info gauge\nvllm:cache_config_info{{block_size=\"{block_size}\",cache_dtype=\"auto\",engine=\"0\",gpu_memory_utilization=\"0.9\",num_cpu_blocks=\"0\",num_gpu_blocks=\"{num_gpu_blocks}\",prefix_caching_hash_algo=\"builtin\",swap_space=\"4\"}} 1.0"
     );
     o
 }

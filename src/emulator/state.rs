@@ -26,6 +26,13 @@ pub struct StatePatch {
     pub waiting: Option<f64>,
     #[serde(default, deserialize_with = "de_opt_f64")]
     pub running: Option<f64>,
+    /// `vllm:cache_config_info`'s `num_gpu_blocks` (what vLLM found room
+    /// for at start; changing it emulates a replica with another GPU).
+    #[serde(default)]
+    pub num_gpu_blocks: Option<u64>,
+    /// `vllm:cache_config_info`'s `block_size`.
+    #[serde(default)]
+    pub block_size: Option<u64>,
 }
 
 impl ReplicaState {

@@ -4,6 +4,7 @@
 //! [`resolve`]) and publish it to the [`InventoryStore`]; the request path
 //! only reads snapshots.
 
+pub mod accelerators;
 pub mod crd;
 pub mod file;
 pub mod kube;

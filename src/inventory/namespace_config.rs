@@ -407,7 +407,8 @@ mod tests {
         let bad = data("kvCacheThreshold: 0.7\nkvCacheTreshold: 0.6");
         let out = r.reconcile(&[cm("team", "1", &good)], &p);
         assert!(out.rejected.is_empty());
-        assert_eq!(out.not_used.len(), 1);
+        // enableLimiter is implemented (V2 limiter): nothing is unused.
+        assert!(out.not_used.is_empty(), "{:?}", out.not_used);
         assert_eq!(out.config.for_model("m", "team").kv_cache_threshold, 0.7);
         let out = r.reconcile(&[cm("team", "2", &bad)], &p);
         assert_eq!(out.rejected.len(), 1);

@@ -237,7 +237,7 @@ impl StatusWriter {
                         let d = o.decisions.iter().find(|d| d.variant.name == v.name);
                         (
                             Ok(d.map(|d| d.desired)),
-                            o.analysis.is_some(),
+                            o.has_metrics(),
                             d.map(|d| d.reason),
                         )
                     }

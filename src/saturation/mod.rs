@@ -5,13 +5,14 @@ pub mod analyzer;
 pub mod steps;
 pub mod targets;
 pub mod thresholds;
+pub mod v2;
 
 pub use analyzer::{analyze_model, ModelAnalysis, ReplicaLoad};
 pub use steps::{tolerance_aware_steps, HpaView};
 pub use targets::{compute_targets, TargetReason, VariantState, VariantTarget};
 pub use thresholds::{
-    LocatedThresholdError, SaturationThresholds, ThresholdConfig, ThresholdError, CONFIGMAP_NAME,
-    UPSTREAM_KEYS_NOT_USED,
+    AnalyzerKind, LocatedThresholdError, SaturationThresholds, ThresholdConfig, ThresholdError,
+    CONFIGMAP_NAME, UPSTREAM_KEYS_NOT_USED,
 };
 
 /// Everything one model's decision depends on.

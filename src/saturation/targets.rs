@@ -39,6 +39,9 @@ pub enum TargetReason {
     /// The analysis wanted one replica less, but every move the HPA acts on
     /// would leave too little spare capacity or go below the minimum.
     ToleranceHoldDown,
+    /// V2 with `enableLimiter`: the scale-up was cut to the accelerators
+    /// free in the cluster.
+    LimitedByAccelerators,
 }
 
 impl TargetReason {
@@ -62,6 +65,7 @@ impl TargetReason {
             TargetReason::ClampedToMax => "clamped_to_max",
             TargetReason::ToleranceHoldUp => "tolerance_hold_up",
             TargetReason::ToleranceHoldDown => "tolerance_hold_down",
+            TargetReason::LimitedByAccelerators => "limited_by_accelerators",
         }
     }
 }

@@ -16,12 +16,44 @@ pub const CONFIGMAP_NAME: &str = "wva-saturation-scaling-config";
 /// Keys of an entry that upstream WVA defines and this server accepts but
 /// does not act on (yet). They are reported once as "not used by this
 /// server", never a reason to drop the entry.
-pub const UPSTREAM_KEYS_NOT_USED: &[&str] = &[
-    "enableLimiter",
+pub const UPSTREAM_KEYS_NOT_USED: &[&str] = &[];
+
+/// The keys that select and tune the token-based analysis (V2).
+const V2_KEYS: &[&str] = &[
     "analyzerName",
     "scaleUpThreshold",
     "scaleDownBoundary",
+    "enableLimiter",
 ];
+
+/// Which analysis decides a model: upstream's `analyzerName: saturation`
+/// selects the token-based one; anything else (absent, empty, another name)
+/// keeps the percentage-based V1, as upstream does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnalyzerKind {
+    #[default]
+    Percentage,
+    Tokens,
+}
+
+impl AnalyzerKind {
+    pub fn from_config_name(name: &str) -> Self {
+        if name == "saturation" {
+            AnalyzerKind::Tokens
+        } else {
+            AnalyzerKind::Percentage
+        }
+    }
+
+    /// The name served in the `analyzer` label and counted in `/metrics`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AnalyzerKind::Percentage => "saturation-v1",
+            AnalyzerKind::Tokens => "saturation-v2",
+        }
+    }
+}
 
 /// The threshold keys this server implements.
 const THRESHOLD_KEYS: &[&str] = &[
@@ -46,6 +78,26 @@ pub struct SaturationThresholds {
     pub kv_spare_trigger: f64,
     /// Scale up when the mean spare queue capacity falls below this.
     pub queue_spare_trigger: f64,
+    /// `analyzerName`: which analysis decides the model.
+    #[serde(default)]
+    pub analyzer: AnalyzerKind,
+    /// V2: required capacity = demand / scaleUpThreshold - anticipated supply.
+    #[serde(default = "default_scale_up_threshold")]
+    pub scale_up_threshold: f64,
+    /// V2: spare capacity = supply - demand / scaleDownBoundary.
+    #[serde(default = "default_scale_down_boundary")]
+    pub scale_down_boundary: f64,
+    /// V2: cap scale-ups by the accelerators free in the cluster.
+    #[serde(default)]
+    pub enable_limiter: bool,
+}
+
+fn default_scale_up_threshold() -> f64 {
+    0.85
+}
+
+fn default_scale_down_boundary() -> f64 {
+    0.70
 }
 
 impl Default for SaturationThresholds {
@@ -55,6 +107,10 @@ impl Default for SaturationThresholds {
             queue_length_threshold: 5.0,
             kv_spare_trigger: 0.10,
             queue_spare_trigger: 3.0,
+            analyzer: AnalyzerKind::Percentage,
+            scale_up_threshold: default_scale_up_threshold(),
+            scale_down_boundary: default_scale_down_boundary(),
+            enable_limiter: false,
         }
     }
 }
@@ -75,6 +131,8 @@ pub enum ThresholdError {
         field: Option<String>,
         message: String,
     },
+    #[error("thresholds must satisfy 0 < scaleDownBoundary ({boundary}) < scaleUpThreshold ({threshold}) <= 1")]
+    V2Order { boundary: f64, threshold: f64 },
     #[error("saturation config is not a YAML mapping of entries: {0}")]
     NotAMapping(String),
 }
@@ -106,6 +164,8 @@ impl SaturationThresholds {
             ("queueLengthThreshold", self.queue_length_threshold),
             ("kvSpareTrigger", self.kv_spare_trigger),
             ("queueSpareTrigger", self.queue_spare_trigger),
+            ("scaleUpThreshold", self.scale_up_threshold),
+            ("scaleDownBoundary", self.scale_down_boundary),
         ] {
             if !value.is_finite() {
                 return Err(ThresholdError::NotFinite { field, value });
@@ -118,6 +178,13 @@ impl SaturationThresholds {
         let (spare, threshold) = (self.queue_spare_trigger, self.queue_length_threshold);
         if !(0.0 <= spare && spare <= threshold) {
             return Err(ThresholdError::QueueOrder { spare, threshold });
+        }
+        let (boundary, threshold) = (self.scale_down_boundary, self.scale_up_threshold);
+        if !(0.0 < boundary && boundary < threshold && threshold <= 1.0) {
+            return Err(ThresholdError::V2Order {
+                boundary,
+                threshold,
+            });
         }
         Ok(())
     }
@@ -132,6 +199,10 @@ struct Entry {
     queue_length_threshold: Option<f64>,
     kv_spare_trigger: Option<f64>,
     queue_spare_trigger: Option<f64>,
+    analyzer: Option<AnalyzerKind>,
+    scale_up_threshold: Option<f64>,
+    scale_down_boundary: Option<f64>,
+    enable_limiter: Option<bool>,
     model_id: Option<String>,
     namespace: Option<String>,
     not_used: Vec<String>,
@@ -165,6 +236,10 @@ impl Entry {
                 .unwrap_or(base.queue_length_threshold),
             kv_spare_trigger: self.kv_spare_trigger.unwrap_or(base.kv_spare_trigger),
             queue_spare_trigger: self.queue_spare_trigger.unwrap_or(base.queue_spare_trigger),
+            analyzer: self.analyzer.unwrap_or(base.analyzer),
+            scale_up_threshold: self.scale_up_threshold.unwrap_or(base.scale_up_threshold),
+            scale_down_boundary: self.scale_down_boundary.unwrap_or(base.scale_down_boundary),
+            enable_limiter: self.enable_limiter.unwrap_or(base.enable_limiter),
         }
     }
 
@@ -216,6 +291,25 @@ impl Entry {
                 "queueLengthThreshold" => e.queue_length_threshold = number()?,
                 "kvSpareTrigger" => e.kv_spare_trigger = number()?,
                 "queueSpareTrigger" => e.queue_spare_trigger = number()?,
+                "analyzerName" => {
+                    e.analyzer = match v {
+                        serde_yaml::Value::Null => None,
+                        _ => text()?.map(|n| AnalyzerKind::from_config_name(&n)),
+                    }
+                }
+                "scaleUpThreshold" => e.scale_up_threshold = number()?,
+                "scaleDownBoundary" => e.scale_down_boundary = number()?,
+                "enableLimiter" => {
+                    e.enable_limiter = match v.as_bool() {
+                        Some(b) => Some(b),
+                        None => {
+                            return Err(EntryProblem::field(
+                                key,
+                                format!("must be true or false, got {}", yaml_inline(v)),
+                            ))
+                        }
+                    }
+                }
                 NAMESPACE_KEY => e.namespace = text()?,
                 k if MODEL_ID_KEYS.contains(&k) => e.model_id = text()?,
                 k if UPSTREAM_KEYS_NOT_USED.contains(&k) => e.not_used.push(k.to_owned()),
@@ -226,7 +320,7 @@ impl Entry {
                         "unknown key {other:?}: neither this server nor upstream WVA defines it \
                              (keys: {}, model_id, namespace, {})",
                         THRESHOLD_KEYS.join(", "),
-                        UPSTREAM_KEYS_NOT_USED.join(", ")
+                        V2_KEYS.join(", ")
                     ),
                     ))
                 }
@@ -250,6 +344,10 @@ impl Entry {
                     self.queue_length_threshold.is_some(),
                 ),
                 ("queueSpareTrigger", self.queue_spare_trigger.is_some()),
+            ],
+            ThresholdError::V2Order { .. } => &[
+                ("scaleUpThreshold", self.scale_up_threshold.is_some()),
+                ("scaleDownBoundary", self.scale_down_boundary.is_some()),
             ],
             _ => return None,
         };
@@ -694,7 +792,7 @@ mod tests {
     }
 
     #[test]
-    fn upstream_keys_are_accepted_and_reported_as_not_used() {
+    fn upstream_v2_keys_take_effect_per_entry() {
         let (c, errors) = ThresholdConfig::from_configmap_data(&data(&[
             (
                 "default",
@@ -702,22 +800,47 @@ mod tests {
             ),
             (
                 "llama",
-                "model_id: meta/llama\nnamespace: llm\nscaleUpThreshold: 0.9\nscaleDownBoundary: 0.6",
+                "model_id: meta/llama\nnamespace: llm\nanalyzerName: saturation\nscaleUpThreshold: 0.9\nscaleDownBoundary: 0.6\nenableLimiter: true",
             ),
         ]));
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(c.default_thresholds().kv_cache_threshold, 0.95);
-        assert_eq!(c.for_model("meta/llama", "llm").kv_cache_threshold, 0.95);
-        let unused: Vec<(&str, &str)> = c.not_used_keys().collect();
+        let d = c.default_thresholds();
+        assert_eq!(d.kv_cache_threshold, 0.95);
         assert_eq!(
-            unused,
-            [
-                ("default", "analyzerName"),
-                ("default", "enableLimiter"),
-                ("llama", "scaleDownBoundary"),
-                ("llama", "scaleUpThreshold"),
-            ]
+            (d.analyzer, d.enable_limiter),
+            (AnalyzerKind::Percentage, false)
         );
+        assert_eq!((d.scale_up_threshold, d.scale_down_boundary), (0.85, 0.70));
+        let l = c.for_model("meta/llama", "llm");
+        assert_eq!(l.kv_cache_threshold, 0.95);
+        assert_eq!((l.analyzer, l.enable_limiter), (AnalyzerKind::Tokens, true));
+        assert_eq!((l.scale_up_threshold, l.scale_down_boundary), (0.9, 0.6));
+        assert_eq!(c.not_used_keys().count(), 0);
+        // Any other analyzer name keeps V1, as upstream.
+        for name in ["", "percentage", "Saturation", "saturation-v2"] {
+            let (c, errors) = ThresholdConfig::from_configmap_data(&data(&[(
+                "default",
+                &format!("analyzerName: {name:?}"),
+            )]));
+            assert!(errors.is_empty(), "{errors:?}");
+            assert_eq!(
+                c.default_thresholds().analyzer,
+                AnalyzerKind::Percentage,
+                "{name}"
+            );
+        }
+        // Out of order V2 bounds and a non-boolean limiter are refused.
+        for (text, field) in [
+            (
+                "scaleUpThreshold: 0.6\nscaleDownBoundary: 0.7",
+                "scaleUpThreshold",
+            ),
+            ("enableLimiter: yes-please", "enableLimiter"),
+        ] {
+            let (_, errors) = ThresholdConfig::from_configmap_data(&data(&[("default", text)]));
+            assert_eq!(errors.len(), 1, "{text}");
+            assert_eq!(errors[0].field(), Some(field), "{text}: {}", errors[0]);
+        }
     }
 
     #[test]

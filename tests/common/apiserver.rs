@@ -41,6 +41,8 @@ const RESOURCES: &[(&str, &str, &str)] = &[
     ("/api/v1", "configmaps", "ConfigMap"),
     ("/apis/events.k8s.io/v1", "events", "Event"),
     ("/apis/keda.sh/v1alpha1", "scaledobjects", "ScaledObject"),
+    // Cluster scoped, for the accelerator limiter.
+    ("/api/v1", "nodes", "Node"),
     // Last: its list path `/api/v1/namespaces` is the prefix of every
     // namespaced path above.
     ("/api/v1", "namespaces", "Namespace"),

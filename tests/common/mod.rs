@@ -400,24 +400,33 @@ impl Emulator {
         Self::start_on(free_port(), model, kv, waiting).await
     }
 
+    /// Starts with extra `emulate` flags (for example `--num-gpu-blocks`).
+    pub async fn start_with(model: &str, kv: f64, waiting: f64, extra: &[&str]) -> Emulator {
+        Self::launch(free_port(), model, kv, waiting, extra).await
+    }
+
     /// Starts on a given port (to restart a stopped replica where Prometheus expects it).
     pub async fn start_on(port: u16, model: &str, kv: f64, waiting: f64) -> Emulator {
-        let proc = Proc::spawn(
+        Self::launch(port, model, kv, waiting, &[]).await
+    }
+
+    async fn launch(port: u16, model: &str, kv: f64, waiting: f64, extra: &[&str]) -> Emulator {
+        let (port_s, kv_s, waiting_s) = (port.to_string(), kv.to_string(), waiting.to_string());
+        let mut args = vec![
             "emulate",
-            &[
-                "emulate",
-                "--port",
-                &port.to_string(),
-                "--model-name",
-                model,
-                "--kv",
-                &kv.to_string(),
-                "--waiting",
-                &waiting.to_string(),
-                "--running",
-                "1",
-            ],
-        );
+            "--port",
+            &port_s,
+            "--model-name",
+            model,
+            "--kv",
+            &kv_s,
+            "--waiting",
+            &waiting_s,
+            "--running",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let proc = Proc::spawn("emulate", &args);
         wait_http_ok(
             &format!("http://127.0.0.1:{port}/metrics"),
             "emulator to answer",

@@ -1,4 +1,4 @@
-//! The Prometheus backend: six batched PromQL queries per fetch cycle for
+//! The Prometheus backend: seven batched PromQL queries per fetch cycle for
 //! every model at once, joined to the inventory's ready pods and written to
 //! the [`MetricsCache`]. Only the background fetcher calls it; requests
 //! never wait on Prometheus (see docs/architecture.md, "Freshness").
@@ -234,7 +234,7 @@ impl PrometheusBackend {
         }
     }
 
-    /// Runs the six queries of a scope concurrently and returns them with the
+    /// Runs the seven queries of a scope concurrently and returns them with the
     /// number of queries sent. The answers are dropped once applied: keeping
     /// them would hold every row of a large fleet between cycles.
     async fn fetch_signals(
@@ -293,6 +293,14 @@ impl PrometheusBackend {
                     model_name: Arc::clone(&r.model_name),
                     ..PodRow::default()
                 });
+                if *signal == QuerySignal::CacheConfig {
+                    // Several engines: the largest cache (normally equal).
+                    if r.kv_cache.map(|c| c.total_tokens()) > row.kv_cache.map(|c| c.total_tokens())
+                    {
+                        row.kv_cache = r.kv_cache;
+                    }
+                    continue;
+                }
                 row.set(*signal, r.value);
             }
         }
@@ -351,6 +359,7 @@ impl PrometheusBackend {
                         request_rate: row.rate.filter(|v| v.is_finite()),
                         avg_prompt_tokens: row.prompt.filter(|v| v.is_finite()),
                         avg_generation_tokens: row.generation.filter(|v| v.is_finite()),
+                        kv_cache: row.kv_cache,
                     },
                 );
                 report.replicas_updated += 1;
@@ -370,6 +379,7 @@ struct PodRow {
     rate: Option<f64>,
     prompt: Option<f64>,
     generation: Option<f64>,
+    kv_cache: Option<crate::saturation::v2::KvCacheConfig>,
 }
 
 impl PodRow {
@@ -381,6 +391,8 @@ impl PodRow {
             QuerySignal::RequestRate => &mut self.rate,
             QuerySignal::AvgPromptTokens => &mut self.prompt,
             QuerySignal::AvgGenerationTokens => &mut self.generation,
+            // Carried by labels, set in `apply`.
+            QuerySignal::CacheConfig => return,
         };
         // Several series per pod (several engines): keep the largest.
         *slot = Some(slot.map_or(value, |old: f64| old.max(value)));

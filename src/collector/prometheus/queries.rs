@@ -1,7 +1,7 @@
 //! The PromQL the Prometheus backend sends, built in one place. Pure.
 //!
 //! One query per signal covers every model and namespace at once, so the
-//! number of queries per fetch cycle is constant (six) whatever the number
+//! number of queries per fetch cycle is constant (seven) whatever the number
 //! of variants. A per-model refresh uses the same shapes narrowed by label
 //! matchers whose values are escaped.
 
@@ -22,16 +22,20 @@ pub enum QuerySignal {
     AvgPromptTokens,
     /// Mean generated tokens per request over the last minute.
     AvgGenerationTokens,
+    /// `vllm:cache_config_info`, grouped by its `num_gpu_blocks` and
+    /// `block_size` labels (the token-based analysis' KV capacity).
+    CacheConfig,
 }
 
 impl QuerySignal {
-    pub const ALL: [QuerySignal; 6] = [
+    pub const ALL: [QuerySignal; 7] = [
         QuerySignal::KvUsage,
         QuerySignal::QueueWaiting,
         QuerySignal::SampleTime,
         QuerySignal::RequestRate,
         QuerySignal::AvgPromptTokens,
         QuerySignal::AvgGenerationTokens,
+        QuerySignal::CacheConfig,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -42,6 +46,7 @@ impl QuerySignal {
             QuerySignal::RequestRate => "request_rate",
             QuerySignal::AvgPromptTokens => "avg_prompt_tokens",
             QuerySignal::AvgGenerationTokens => "avg_generation_tokens",
+            QuerySignal::CacheConfig => "cache_config",
         }
     }
 }
@@ -118,6 +123,9 @@ pub fn build(signal: QuerySignal, scope: Scope<'_>) -> String {
         QuerySignal::AvgGenerationTokens => format!(
             "sum {BY} (rate(vllm:request_generation_tokens_sum{m}[1m])) / sum {BY} (rate(vllm:request_generation_tokens_count{m}[1m]))"
         ),
+        QuerySignal::CacheConfig => format!(
+            "max by (namespace, pod, model_name, num_gpu_blocks, block_size) (vllm:cache_config_info{m})"
+        ),
     }
 }
 
@@ -161,7 +169,7 @@ mod tests {
         for s in QuerySignal::ALL {
             let q = build(s, Scope::All);
             assert!(!q.contains('{') || q.contains("__name__"), "{q}");
-            assert!(q.contains("by (namespace, pod, model_name)"), "{q}");
+            assert!(q.contains("by (namespace, pod, model_name"), "{q}");
         }
         assert_eq!(
             build(QuerySignal::QueueWaiting, Scope::All),

@@ -18,6 +18,9 @@ pub struct SeriesValue {
     pub pod: Box<str>,
     pub model_name: Arc<str>,
     pub value: f64,
+    /// The `num_gpu_blocks` and `block_size` labels, when the series has
+    /// both as positive integers (`vllm:cache_config_info`).
+    pub kv_cache: Option<crate::saturation::v2::KvCacheConfig>,
 }
 
 /// What a Prometheus `/api/v1/query` body said.
@@ -145,6 +148,10 @@ struct Labels<'a> {
     model_name: Option<Text<'a>>,
     #[serde(default, borrow, rename = "__name__")]
     name: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    num_gpu_blocks: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    block_size: Option<Text<'a>>,
 }
 
 /// Shares equal strings.
@@ -192,11 +199,21 @@ pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
         let value = text
             .parse::<f64>()
             .map_err(|_| DecodeError(format!("sample value {text:?} is not a number")))?;
+        let (blocks, block_size) = (&row.metric.num_gpu_blocks, &row.metric.block_size);
+        let kv_cache = match (blocks, block_size) {
+            (Some(_), Some(_)) => crate::collector::exposition::kv_cache_from_labels(|k| match k {
+                "num_gpu_blocks" => blocks.as_ref().map(|t| t.0.as_ref()),
+                "block_size" => block_size.as_ref().map(|t| t.0.as_ref()),
+                _ => None,
+            }),
+            _ => None,
+        };
         out.push(SeriesValue {
             namespace: strings.get(row.metric.namespace),
             pod: pod.0.into(),
             model_name: strings.get(row.metric.model_name),
             value,
+            kv_cache,
         });
     }
     Ok(Decoded::Vector(out))
@@ -230,6 +247,22 @@ mod tests {
         assert_eq!(rows[2].value, f64::INFINITY);
         assert_eq!(&*rows[2].model_name, "");
         assert!(Arc::ptr_eq(&rows[0].namespace, &rows[1].namespace));
+    }
+
+    #[test]
+    fn cache_config_labels_are_decoded() {
+        let rows = vector(
+            r#"{"status":"success","data":{"resultType":"vector","result":[
+              {"metric":{"namespace":"a","pod":"p1","model_name":"m","num_gpu_blocks":"27328","block_size":"16"},"value":[1,"1"]},
+              {"metric":{"namespace":"a","pod":"p2","model_name":"m","num_gpu_blocks":"None","block_size":"16"},"value":[1,"1"]},
+              {"metric":{"namespace":"a","pod":"p3","model_name":"m"},"value":[1,"1"]}
+            ]}}"#,
+        );
+        let got: Vec<Option<(u64, u64)>> = rows
+            .iter()
+            .map(|r| r.kv_cache.map(|c| (c.num_gpu_blocks, c.block_size)))
+            .collect();
+        assert_eq!(got, [Some((27328, 16)), None, None]);
     }
 
     #[test]

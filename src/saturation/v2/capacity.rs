@@ -1,0 +1,427 @@
+//! Token capacity of replicas, variants and a model (upstream WVA's
+//! `saturation_v2` analyzer, re-derived from its documented behaviour).
+//!
+//! Per replica: total KV tokens = blocks x block size, tokens in use =
+//! round(kv x total), demand = in use + queue x mean prompt tokens; k1 =
+//! total x kvCacheThreshold (memory bound), k2 = the compute bound (observed
+//! while the queue is at its threshold, else history, else derived from the
+//! engine parameters, else k1); capacity = min(k1, k2).
+
+use std::time::SystemTime;
+
+use super::history::{CapacityMemory, K2History, K2Key, OutputBucket};
+use crate::saturation::{SaturationThresholds, VariantState};
+
+/// `vllm:cache_config_info`'s `num_gpu_blocks` and `block_size` labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct KvCacheConfig {
+    pub num_gpu_blocks: u64,
+    pub block_size: u64,
+}
+
+impl KvCacheConfig {
+    pub fn total_tokens(&self) -> u64 {
+        self.num_gpu_blocks.saturating_mul(self.block_size)
+    }
+}
+
+/// What V2 needs of one replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaTokens {
+    pub pod: String,
+    pub variant: String,
+    pub accelerator: String,
+    /// KV-cache usage in [0, 1].
+    pub kv: f64,
+    /// Waiting requests.
+    pub queue: f64,
+    /// None: the replica does not report `vllm:cache_config_info`; V2 skips it.
+    pub cache: Option<KvCacheConfig>,
+    /// Mean prompt tokens per request (rate of `_sum` / `_count`).
+    pub avg_input_tokens: Option<f64>,
+    /// Mean generated tokens per request.
+    pub avg_output_tokens: Option<f64>,
+    /// Time of the newest sample: dates k2 observations.
+    pub sampled_at: SystemTime,
+}
+
+/// The vLLM engine parameters that bound compute capacity, from the
+/// Deployment's container args.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineParams {
+    /// `--max-num-batched-tokens`, else vLLM's default (8192 with the V1
+    /// engine's chunked prefill).
+    pub max_num_batched_tokens: u64,
+    /// `--max-num-seqs`, else 256.
+    pub max_num_seqs: u64,
+}
+
+impl Default for EngineParams {
+    fn default() -> Self {
+        EngineParams {
+            max_num_batched_tokens: 8192,
+            max_num_seqs: 256,
+        }
+    }
+}
+
+impl EngineParams {
+    /// Reads `--max-num-batched-tokens` and `--max-num-seqs` (`--k=v` and
+    /// `--k v`, `-` or `_`) from a container's command and args, including
+    /// a `sh -c "vllm serve ..."` string. Unparsable values keep the default
+    /// (the Deployment is not ours to reject).
+    pub fn from_args<'a>(args: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut words: Vec<String> = Vec::new();
+        for a in args {
+            words.extend(
+                a.split_whitespace()
+                    .map(|w| w.trim_matches(['"', '\'']).to_owned()),
+            );
+        }
+        let mut p = EngineParams::default();
+        let mut i = 0;
+        while i < words.len() {
+            let w = words[i].trim_start_matches('-').replace('_', "-");
+            let (name, inline) = match w.split_once('=') {
+                Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+                None => (w.clone(), None),
+            };
+            let is_flag = words[i].starts_with("--");
+            if is_flag && (name == "max-num-batched-tokens" || name == "max-num-seqs") {
+                let value = match inline {
+                    Some(v) => Some(v),
+                    None => {
+                        i += 1;
+                        words.get(i).cloned()
+                    }
+                };
+                if let Some(n) = value.and_then(|v| v.parse::<u64>().ok()).filter(|n| *n > 0) {
+                    if name == "max-num-seqs" {
+                        p.max_num_seqs = n;
+                    } else {
+                        p.max_num_batched_tokens = n;
+                    }
+                }
+            }
+            i += 1;
+        }
+        p
+    }
+
+    /// k2 from the engine parameters: steady-state sequences
+    /// `N = min(B x O / (I + O), S)`, each holding on average `I + O/2`
+    /// tokens. None without output-length data.
+    pub fn derived_k2(&self, avg_input: f64, avg_output: f64) -> Option<u64> {
+        if avg_output <= 0.0 || self.max_num_batched_tokens == 0 {
+            return None;
+        }
+        let (b, s) = (self.max_num_batched_tokens as f64, self.max_num_seqs as f64);
+        let n = (b * avg_output / (avg_input + avg_output)).min(s);
+        let k2 = (n * (avg_input + avg_output / 2.0)) as u64;
+        (k2 > 0).then_some(k2)
+    }
+}
+
+/// Where a replica's k2 came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum K2Source {
+    Observed,
+    History,
+    Derived,
+    MemoryBound,
+}
+
+/// One replica's capacity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaCapacity {
+    pub pod: String,
+    pub variant: String,
+    pub total_tokens: u64,
+    pub tokens_in_use: u64,
+    pub demand: u64,
+    pub k1: u64,
+    pub k2: u64,
+    pub k2_source: K2Source,
+    pub effective: u64,
+}
+
+/// One variant's capacity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VariantCapacity {
+    pub name: String,
+    pub cost: f64,
+    pub accelerator: String,
+    pub ready: u32,
+    pub pending: u32,
+    /// Median effective capacity of its live replicas, else remembered /
+    /// derived capacity, else 0 (unknown: the optimizer skips it).
+    pub per_replica: f64,
+    pub supply: f64,
+    pub demand: f64,
+}
+
+/// Requests queued in the llm-d scheduler's flow control (not yet on a pod).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SchedulerQueue {
+    pub requests: f64,
+    pub bytes: f64,
+}
+
+/// Bytes per token used to turn the scheduler queue's bytes into tokens (upstream: 4).
+pub const BYTES_PER_TOKEN: f64 = 4.0;
+
+/// A variant as V2 sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenVariant {
+    pub state: VariantState,
+    pub accelerator: String,
+    /// From the scale target's container args, when known.
+    pub engine: Option<EngineParams>,
+}
+
+/// Everything one model's V2 decision depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenModelInput<'a> {
+    pub namespace: &'a str,
+    pub model_id: &'a str,
+    pub replicas: &'a [ReplicaTokens],
+    pub variants: &'a [TokenVariant],
+    pub thresholds: &'a SaturationThresholds,
+    pub scheduler_queue: Option<SchedulerQueue>,
+}
+
+/// The model-level result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenAnalysis {
+    pub replicas: Vec<ReplicaCapacity>,
+    /// In input variant order.
+    pub variants: Vec<VariantCapacity>,
+    pub supply: f64,
+    pub anticipated_supply: f64,
+    pub demand: f64,
+    /// Tokens of capacity to add: demand / scaleUpThreshold - anticipated supply (>= 0).
+    pub required: f64,
+    /// Tokens of capacity that can go: supply - demand / scaleDownBoundary (>= 0).
+    pub spare: f64,
+}
+
+impl TokenAnalysis {
+    /// Demand over supply, 0 without supply: orders models for the limiter.
+    pub fn utilization(&self) -> f64 {
+        if self.supply > 0.0 {
+            self.demand / self.supply
+        } else if self.demand > 0.0 {
+            f64::INFINITY
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The mutable state V2 keeps between decisions.
+#[derive(Debug, Clone, Default)]
+pub struct TokenState {
+    pub k2_history: K2History,
+    pub capacity: CapacityMemory,
+}
+
+impl TokenState {
+    /// Upstream's evictions (k2 history 24 h, capacity 7 days).
+    pub fn evict(&mut self, now: SystemTime) -> usize {
+        self.k2_history.evict(now) + self.capacity.evict(now)
+    }
+}
+
+/// Median, the mean of the middle two (rounded down) for an even count.
+pub fn median(values: &mut [u64]) -> u64 {
+    if values.is_empty() {
+        return 0;
+    }
+    values.sort_unstable();
+    let n = values.len();
+    if n % 2 == 0 {
+        (values[n / 2 - 1] + values[n / 2]) / 2
+    } else {
+        values[n / 2]
+    }
+}
+
+/// Mean prompt and output tokens over the replicas that report either.
+pub fn workload_averages(replicas: &[ReplicaTokens]) -> (f64, f64) {
+    let (mut i, mut o, mut n) = (0.0, 0.0, 0usize);
+    for r in replicas {
+        let (ri, ro) = (
+            r.avg_input_tokens.unwrap_or(0.0),
+            r.avg_output_tokens.unwrap_or(0.0),
+        );
+        if ri > 0.0 || ro > 0.0 {
+            i += ri;
+            o += ro;
+            n += 1;
+        }
+    }
+    if n == 0 {
+        (0.0, 0.0)
+    } else {
+        (i / n as f64, o / n as f64)
+    }
+}
+
+/// Token demand of requests queued in the scheduler: input tokens estimated
+/// from bytes and from count (the larger), plus their output tokens.
+pub fn scheduler_queue_demand(q: Option<SchedulerQueue>, replicas: &[ReplicaTokens]) -> f64 {
+    let Some(q) = q.filter(|q| q.requests > 0.0 || q.bytes > 0.0) else {
+        return 0.0;
+    };
+    let (avg_in, avg_out) = workload_averages(replicas);
+    let input = (q.bytes / BYTES_PER_TOKEN).max(q.requests * avg_in);
+    input + q.requests * avg_out
+}
+
+/// One replica's capacity; None when it has no cache config (skipped by V2).
+/// Records a k2 observation in `history` when the queue is saturated.
+pub fn replica_capacity(
+    r: &ReplicaTokens,
+    model_id: &str,
+    engine: Option<&EngineParams>,
+    th: &SaturationThresholds,
+    history: &mut K2History,
+) -> Option<ReplicaCapacity> {
+    let total = r.cache?.total_tokens();
+    if total == 0 {
+        return None;
+    }
+    let in_use = (r.kv.clamp(0.0, 1.0) * total as f64).round() as u64;
+    let avg_in = r.avg_input_tokens.unwrap_or(0.0).max(0.0);
+    let avg_out = r.avg_output_tokens.unwrap_or(0.0).max(0.0);
+    let queue = r.queue.max(0.0).floor();
+    let demand = in_use + (queue * avg_in) as u64;
+    let k1 = (total as f64 * th.kv_cache_threshold) as u64;
+    let key = K2Key {
+        model_id: model_id.to_owned(),
+        accelerator: r.accelerator.clone(),
+        bucket: OutputBucket::classify(avg_out),
+    };
+    let (k2, k2_source) = if queue >= th.queue_length_threshold.floor() && in_use > 0 {
+        history.observe(&key, &r.pod, r.sampled_at, in_use as f64);
+        (in_use, K2Source::Observed)
+    } else if let Some(avg) = history.average(&key).filter(|a| *a >= 1.0) {
+        (avg as u64, K2Source::History)
+    } else if let Some(k2) = engine.and_then(|e| e.derived_k2(avg_in, avg_out)) {
+        (k2, K2Source::Derived)
+    } else {
+        (k1, K2Source::MemoryBound)
+    };
+    Some(ReplicaCapacity {
+        pod: r.pod.clone(),
+        variant: r.variant.clone(),
+        total_tokens: total,
+        tokens_in_use: in_use,
+        demand,
+        k1,
+        k2,
+        k2_source,
+        effective: k1.min(k2),
+    })
+}
+
+/// The V2 analysis of one model. Replicas are visited in pod-name order so
+/// that the history does not depend on the order the inventory lists them.
+pub fn analyze_tokens(input: &TokenModelInput<'_>, state: &mut TokenState) -> TokenAnalysis {
+    let th = input.thresholds;
+    let mut replicas: Vec<&ReplicaTokens> = input.replicas.iter().collect();
+    replicas.sort_by(|a, b| a.pod.cmp(&b.pod));
+    let engine_of = |variant: &str| {
+        input
+            .variants
+            .iter()
+            .find(|v| v.state.name == variant)
+            .and_then(|v| v.engine.as_ref())
+    };
+    let capacities: Vec<ReplicaCapacity> = replicas
+        .iter()
+        .filter_map(|r| {
+            replica_capacity(
+                r,
+                input.model_id,
+                engine_of(&r.variant),
+                th,
+                &mut state.k2_history,
+            )
+        })
+        .collect();
+    let (avg_in, avg_out) = workload_averages(input.replicas);
+    let mut variants = Vec::with_capacity(input.variants.len());
+    let (mut supply, mut anticipated, mut demand) = (0.0, 0.0, 0.0);
+    for v in input.variants {
+        let live: Vec<&ReplicaCapacity> = capacities
+            .iter()
+            .filter(|c| c.variant == v.state.name)
+            .collect();
+        let key = (
+            input.namespace.to_owned(),
+            input.model_id.to_owned(),
+            v.state.name.clone(),
+        );
+        let per_replica = if live.is_empty() {
+            state
+                .capacity
+                .recall(&key)
+                .or_else(|| {
+                    v.engine
+                        .and_then(|e| e.derived_k2(avg_in, avg_out))
+                        .map(|k| k as f64)
+                })
+                .or_else(|| v.engine.map(|e| e.max_num_batched_tokens as f64))
+                .unwrap_or(0.0)
+        } else {
+            let mut eff: Vec<u64> = live.iter().map(|c| c.effective).collect();
+            let m = median(&mut eff) as f64;
+            let newest = replicas
+                .iter()
+                .filter(|r| r.variant == v.state.name)
+                .map(|r| r.sampled_at)
+                .max()
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            state.capacity.remember(key, m, newest);
+            m
+        };
+        let variant_demand: f64 = live.iter().map(|c| c.demand as f64).sum();
+        let ready = v.state.ready_replicas;
+        let pending = v.state.spec_replicas.saturating_sub(ready);
+        let variant_supply = ready as f64 * per_replica;
+        supply += variant_supply;
+        anticipated += (ready + pending) as f64 * per_replica;
+        demand += variant_demand;
+        variants.push(VariantCapacity {
+            name: v.state.name.clone(),
+            cost: v.state.cost,
+            accelerator: v.accelerator.clone(),
+            ready,
+            pending,
+            per_replica,
+            supply: variant_supply,
+            demand: variant_demand,
+        });
+    }
+    demand += scheduler_queue_demand(input.scheduler_queue, input.replicas);
+    let required = if th.scale_up_threshold > 0.0 {
+        (demand / th.scale_up_threshold - anticipated).max(0.0)
+    } else {
+        0.0
+    };
+    let spare = if th.scale_down_boundary > 0.0 {
+        (supply - demand / th.scale_down_boundary).max(0.0)
+    } else {
+        0.0
+    };
+    TokenAnalysis {
+        replicas: capacities,
+        variants,
+        supply,
+        anticipated_supply: anticipated,
+        demand,
+        required,
+        spare,
+    }
+}

@@ -1,0 +1,278 @@
+//! V2 state kept between decisions: the compute-bound capacity (k2) history
+//! and the remembered capacity of variants. Both are bounded and evicted by
+//! age as upstream WVA does (k2 history after 24 h without an update,
+//! remembered capacity after 7 days).
+//!
+//! Time is injected (`now`, `sampled_at`) so that the structures are pure
+//! and testable. Entries are dated by the *sample* time of the data they came
+//! from, not by when this server looked at it, and an observation already
+//! recorded (same pod, same sample time) is not recorded twice: two server
+//! replicas reading the same backend therefore converge to the same history
+//! however often each one is asked (see docs/design-notes.md).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, SystemTime};
+
+/// Observations kept per k2 history key (upstream: 10).
+pub const K2_WINDOW: usize = 10;
+/// A k2 history key not updated for this long is dropped (upstream: 24 h).
+pub const K2_HISTORY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// A remembered capacity not refreshed for this long is dropped (upstream: 7 days).
+pub const CAPACITY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Hard cap on keys per structure, so that churn of models cannot grow
+/// memory between evictions; the least recently updated key goes first.
+pub const MAX_KEYS: usize = 20_000;
+
+/// Output-length bucket of a workload (upstream: short < 100 <= medium < 500 <= long).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OutputBucket {
+    Short,
+    Medium,
+    Long,
+}
+
+impl OutputBucket {
+    pub fn classify(avg_output_tokens: f64) -> Self {
+        if avg_output_tokens < 100.0 {
+            OutputBucket::Short
+        } else if avg_output_tokens < 500.0 {
+            OutputBucket::Medium
+        } else {
+            OutputBucket::Long
+        }
+    }
+}
+
+/// Key of the k2 history: model, accelerator, output-length bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct K2Key {
+    pub model_id: String,
+    pub accelerator: String,
+    pub bucket: OutputBucket,
+}
+
+#[derive(Debug, Clone)]
+struct Window {
+    /// (pod, sample time, observed tokens in use), oldest first.
+    samples: VecDeque<(String, SystemTime, f64)>,
+    last_updated: SystemTime,
+}
+
+/// Rolling averages of observed k2 (tokens in use while the queue is at or
+/// above its threshold).
+#[derive(Debug, Clone, Default)]
+pub struct K2History {
+    windows: HashMap<K2Key, Window>,
+}
+
+impl K2History {
+    /// Records an observation; false when this pod's sample at this time
+    /// was already recorded (a decision repeated on the same data).
+    pub fn observe(&mut self, key: &K2Key, pod: &str, sampled_at: SystemTime, tokens: f64) -> bool {
+        if let Some(w) = self.windows.get(key) {
+            if w.samples
+                .iter()
+                .any(|(p, t, _)| p == pod && *t == sampled_at)
+            {
+                return false;
+            }
+        } else if self.windows.len() >= MAX_KEYS {
+            evict_oldest(&mut self.windows, |w| w.last_updated);
+        }
+        let w = self.windows.entry(key.clone()).or_insert_with(|| Window {
+            samples: VecDeque::with_capacity(K2_WINDOW),
+            last_updated: sampled_at,
+        });
+        if w.samples.len() >= K2_WINDOW {
+            w.samples.pop_front();
+        }
+        w.samples.push_back((pod.to_owned(), sampled_at, tokens));
+        w.last_updated = w.last_updated.max(sampled_at);
+        true
+    }
+
+    /// Mean of the window, None when the key has no observation.
+    pub fn average(&self, key: &K2Key) -> Option<f64> {
+        let w = self.windows.get(key)?;
+        if w.samples.is_empty() {
+            return None;
+        }
+        Some(w.samples.iter().map(|(_, _, v)| v).sum::<f64>() / w.samples.len() as f64)
+    }
+
+    /// Observations held for `key`.
+    pub fn len_of(&self, key: &K2Key) -> usize {
+        self.windows.get(key).map_or(0, |w| w.samples.len())
+    }
+
+    pub fn keys(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// Drops keys not updated within [`K2_HISTORY_TTL`] of `now`; returns how many.
+    pub fn evict(&mut self, now: SystemTime) -> usize {
+        let before = self.windows.len();
+        self.windows.retain(|_, w| {
+            now.duration_since(w.last_updated).unwrap_or_default() <= K2_HISTORY_TTL
+        });
+        before - self.windows.len()
+    }
+}
+
+/// Key of a remembered capacity: namespace, model, variant.
+pub type VariantKey = (String, String, String);
+
+/// The last live per-replica capacity of each variant, for variants that
+/// have no live replica at the moment (scaled to zero, or all starting).
+#[derive(Debug, Clone, Default)]
+pub struct CapacityMemory {
+    records: HashMap<VariantKey, (f64, SystemTime)>,
+}
+
+impl CapacityMemory {
+    pub fn remember(&mut self, key: VariantKey, capacity: f64, learned_at: SystemTime) {
+        if !self.records.contains_key(&key) && self.records.len() >= MAX_KEYS {
+            evict_oldest(&mut self.records, |r| r.1);
+        }
+        let e = self.records.entry(key).or_insert((capacity, learned_at));
+        // Never let an older sample overwrite a newer one.
+        if learned_at >= e.1 {
+            *e = (capacity, learned_at);
+        }
+    }
+
+    pub fn recall(&self, key: &VariantKey) -> Option<f64> {
+        self.records.get(key).map(|r| r.0).filter(|c| *c > 0.0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Drops records not refreshed within [`CAPACITY_TTL`] of `now`.
+    pub fn evict(&mut self, now: SystemTime) -> usize {
+        let before = self.records.len();
+        self.records
+            .retain(|_, r| now.duration_since(r.1).unwrap_or_default() <= CAPACITY_TTL);
+        before - self.records.len()
+    }
+}
+
+fn evict_oldest<K: Clone + Eq + std::hash::Hash, V>(
+    map: &mut HashMap<K, V>,
+    updated: impl Fn(&V) -> SystemTime,
+) {
+    if let Some(k) = map
+        .iter()
+        .min_by_key(|(_, v)| updated(v))
+        .map(|(k, _)| k.clone())
+    {
+        map.remove(&k);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn key(bucket: OutputBucket) -> K2Key {
+        K2Key {
+            model_id: "m".into(),
+            accelerator: "H100".into(),
+            bucket,
+        }
+    }
+
+    #[test]
+    fn buckets_match_upstream_bounds() {
+        use OutputBucket::*;
+        for (out, want) in [
+            (0.0, Short),
+            (99.9, Short),
+            (100.0, Medium),
+            (499.0, Medium),
+            (500.0, Long),
+            (5000.0, Long),
+        ] {
+            assert_eq!(OutputBucket::classify(out), want, "{out}");
+        }
+    }
+
+    #[test]
+    fn window_keeps_the_last_ten_and_averages_them() {
+        let mut h = K2History::default();
+        let k = key(OutputBucket::Short);
+        for i in 0..15u64 {
+            assert!(h.observe(&k, "p", at(i), (i * 100) as f64));
+        }
+        assert_eq!(h.len_of(&k), K2_WINDOW);
+        // 500..=1400 step 100: mean 950
+        assert_eq!(h.average(&k), Some(950.0));
+        assert_eq!(h.average(&key(OutputBucket::Long)), None);
+    }
+
+    #[test]
+    fn the_same_sample_is_recorded_once() {
+        let mut h = K2History::default();
+        let k = key(OutputBucket::Short);
+        assert!(h.observe(&k, "p", at(1), 8000.0));
+        for _ in 0..20 {
+            assert!(!h.observe(&k, "p", at(1), 8000.0));
+        }
+        assert!(h.observe(&k, "q", at(1), 6000.0));
+        assert_eq!(h.len_of(&k), 2);
+        assert_eq!(h.average(&k), Some(7000.0));
+    }
+
+    #[test]
+    fn history_is_evicted_after_24_hours_without_update() {
+        let mut h = K2History::default();
+        h.observe(&key(OutputBucket::Short), "p", at(0), 1.0);
+        h.observe(&key(OutputBucket::Long), "p", at(3600), 1.0);
+        assert_eq!(h.evict(at(24 * 3600)), 0, "exactly 24 h is kept");
+        assert_eq!(h.evict(at(24 * 3600 + 1)), 1);
+        assert_eq!(h.keys(), 1);
+        assert_eq!(h.average(&key(OutputBucket::Short)), None);
+    }
+
+    #[test]
+    fn capacity_is_evicted_after_7_days_and_newer_wins() {
+        let mut m = CapacityMemory::default();
+        let k = ("ns".to_owned(), "m".to_owned(), "v".to_owned());
+        m.remember(k.clone(), 12800.0, at(100));
+        m.remember(k.clone(), 9000.0, at(50));
+        assert_eq!(m.recall(&k), Some(12800.0));
+        assert_eq!(m.evict(at(100 + 7 * 24 * 3600)), 0);
+        assert_eq!(m.evict(at(101 + 7 * 24 * 3600)), 1);
+        assert_eq!(m.recall(&k), None);
+    }
+
+    #[test]
+    fn key_count_is_capped() {
+        let mut h = K2History::default();
+        for i in 0..(MAX_KEYS + 5) {
+            let k = K2Key {
+                model_id: format!("m{i}"),
+                accelerator: "a".into(),
+                bucket: OutputBucket::Short,
+            };
+            h.observe(&k, "p", at(i as u64), 1.0);
+        }
+        assert_eq!(h.keys(), MAX_KEYS);
+        // The oldest went first.
+        let first = K2Key {
+            model_id: "m0".into(),
+            accelerator: "a".into(),
+            bucket: OutputBucket::Short,
+        };
+        assert_eq!(h.average(&first), None);
+    }
+}

@@ -21,7 +21,7 @@ use crate::hpa::{ScaleState, Tolerances};
 use crate::inventory::snapshot::labels;
 use crate::inventory::{InventorySnapshot, InventoryStore, ModelKey, ReplicaPod, Variant};
 use crate::saturation::{
-    tolerance_aware_steps, HpaView, ModelAnalysis, ModelInput, ReplicaLoad, SaturationAnalyzer,
+    decide_acted_on, HpaView, ModelAnalysis, ModelInput, ReplicaLoad, SaturationAnalyzer,
     TargetReason, ThresholdConfig, VariantState,
 };
 
@@ -364,11 +364,6 @@ impl DecisionEngine {
                 }
             })
             .collect();
-        let decision = self.analyzer.decide(&ModelInput {
-            replicas: &replicas,
-            variants: &states,
-            thresholds: &thresholds,
-        });
         // Moves inside the HPA's tolerance band would be ignored by it: widen
         // them to the smallest move it acts on, or hold and say so.
         let hpas: Vec<HpaView> = variants
@@ -385,13 +380,16 @@ impl DecisionEngine {
                 }
             })
             .collect();
-        let targets = tolerance_aware_steps(
-            decision.analysis.as_ref(),
-            &thresholds,
-            &states,
+        let decision = decide_acted_on(
+            self.analyzer.as_ref(),
+            &ModelInput {
+                replicas: &replicas,
+                variants: &states,
+                thresholds: &thresholds,
+            },
             &hpas,
-            decision.targets,
         );
+        let targets = decision.targets;
         let decisions = variants
             .iter()
             .zip(targets)

@@ -24,7 +24,7 @@ use crate::saturation::v2::{
     self, ReplicaTokens, ScaleUpClaim, TokenAnalysis, TokenAnalyzer, TokenModelInput, TokenVariant,
 };
 use crate::saturation::{
-    tolerance_aware_steps, AnalyzerKind, HpaView, ModelAnalysis, ModelInput, ReplicaLoad,
+    decide_acted_on, AnalyzerKind, HpaView, ModelAnalysis, ModelInput, ReplicaLoad,
     SaturationAnalyzer, SaturationThresholds, TargetReason, ThresholdConfig, VariantState,
 };
 
@@ -413,19 +413,23 @@ impl DecisionEngine {
             .collect();
         let (targets, analysis, token_analysis, analyzer) = match thresholds.analyzer {
             AnalyzerKind::Percentage => {
-                let decision = self.analyzer.decide(&ModelInput {
-                    replicas: &replicas,
-                    variants: &states,
-                    thresholds: &thresholds,
-                });
-                let targets = tolerance_aware_steps(
-                    decision.analysis.as_ref(),
-                    &thresholds,
-                    &states,
+                // The same pure function `simulate` runs: analysis, then
+                // tolerance-aware steps.
+                let decision = decide_acted_on(
+                    self.analyzer.as_ref(),
+                    &ModelInput {
+                        replicas: &replicas,
+                        variants: &states,
+                        thresholds: &thresholds,
+                    },
                     &hpas,
-                    decision.targets,
                 );
-                (targets, decision.analysis, None, AnalyzerKind::Percentage)
+                (
+                    decision.targets,
+                    decision.analysis,
+                    None,
+                    AnalyzerKind::Percentage,
+                )
             }
             AnalyzerKind::Tokens => {
                 let token_variants = token_variants(&variants, &states);

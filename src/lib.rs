@@ -20,6 +20,7 @@ pub mod keda;
 pub mod run;
 pub mod saturation;
 pub mod server;
+pub mod simulate;
 pub mod telemetry;
 
 /// Installs rustls' `ring` provider as the process default. Only `ring` is

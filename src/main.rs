@@ -135,6 +135,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Simulate(args) => wva_metrics_server::simulate::run_cli(*args).await,
         Command::Crd => {
             print!("{}", wva_metrics_server::inventory::crd::crd_yaml()?);
             Ok(())

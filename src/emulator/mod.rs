@@ -7,6 +7,7 @@ pub mod load;
 pub mod objects;
 pub mod prometheus_api;
 pub mod render;
+pub mod replica_model;
 pub mod state;
 
 use std::convert::Infallible;

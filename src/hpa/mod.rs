@@ -2,10 +2,14 @@
 //! computes from the values we serve, so that the analysis serves moves the
 //! HPA acts on and `simulate` can run the same algorithm offline.
 
+pub mod behavior;
 pub mod replica_calculator;
 pub mod served;
 pub mod tolerance;
 
+pub use behavior::{
+    BehaviorState, HpaBehavior, PolicyKind, RatePolicy, ScalingRules, SelectPolicy,
+};
 pub use replica_calculator::{
     desired_replicas, external_metric_proposal, CalculatorError, ExternalTarget, HpaBounds,
     HpaOutcome, MetricProposal, ScaleState,

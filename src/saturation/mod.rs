@@ -37,6 +37,28 @@ pub trait SaturationAnalyzer: Send + Sync {
     fn decide(&self, input: &ModelInput<'_>) -> ModelDecision;
 }
 
+/// The decision served for one model: the analyzer's targets rewritten into
+/// moves the HPA acts on (tolerance-aware steps). The server's decision
+/// engine and `simulate` both call this, so they cannot drift apart.
+pub fn decide_acted_on(
+    analyzer: &dyn SaturationAnalyzer,
+    input: &ModelInput<'_>,
+    hpas: &[HpaView],
+) -> ModelDecision {
+    let decision = analyzer.decide(input);
+    let targets = tolerance_aware_steps(
+        decision.analysis.as_ref(),
+        input.thresholds,
+        input.variants,
+        hpas,
+        decision.targets,
+    );
+    ModelDecision {
+        analysis: decision.analysis,
+        targets,
+    }
+}
+
 /// The V1 analyzer: KV-cache and queue percentages (DESIGN section 4).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PercentageAnalyzer;

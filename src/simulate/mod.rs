@@ -1,0 +1,333 @@
+//! `wva-metrics-server simulate`: replays a load trace offline, in virtual
+//! time, through the vLLM replica model, the real analysis and the HPA's
+//! algorithm, once per policy, and reports latency and cost side by side.
+//!
+//! - [`trace`]: built-in scenarios and CSV traces, seeded arrivals;
+//! - [`policy`]: who decides on which data (`v1`, `chain`; `v2` when built);
+//! - [`closed_loop`]: the loop of one policy;
+//! - [`summary`], [`report`]: `summary.json`, the table, `report.html`.
+//!
+//! Everything but [`run_cli`] is pure.
+
+pub mod closed_loop;
+pub mod policy;
+pub mod report;
+pub mod summary;
+pub mod trace;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::cli::SimulateArgs;
+use crate::emulator::replica_model::ReplicaParams;
+use crate::hpa::{HpaBehavior, ScalingRules, Tolerances};
+
+pub use closed_loop::{run_policy, PolicyRun, SimConfig};
+pub use policy::{parse_policies, ChainDelays, Policy, PolicyError};
+pub use summary::{summarize, PolicySummary, Summary};
+pub use trace::{parse_trace, scenario, Trace, TraceError};
+
+/// A flag value the simulation cannot use.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SimulateError {
+    #[error("--{flag} {value}: {reason}")]
+    BadFlag {
+        flag: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+fn whole_seconds(flag: &'static str, d: Duration, min: u64) -> Result<u64, SimulateError> {
+    let s = d.as_secs();
+    if s < min || d.subsec_nanos() != 0 {
+        return Err(SimulateError::BadFlag {
+            flag,
+            value: humantime::format_duration(d).to_string(),
+            reason: if min == 0 {
+                "must be whole seconds"
+            } else {
+                "must be whole seconds, at least 1s"
+            },
+        });
+    }
+    Ok(s)
+}
+
+fn positive(flag: &'static str, v: f64) -> Result<f64, SimulateError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(SimulateError::BadFlag {
+            flag,
+            value: v.to_string(),
+            reason: "must be a finite number > 0",
+        })
+    }
+}
+
+fn nonzero(flag: &'static str, v: u32) -> Result<u32, SimulateError> {
+    if v > 0 {
+        Ok(v)
+    } else {
+        Err(SimulateError::BadFlag {
+            flag,
+            value: v.to_string(),
+            reason: "must be at least 1",
+        })
+    }
+}
+
+/// The simulation's configuration from the flags (thresholds apart).
+pub fn config_from_args(args: &SimulateArgs, duration: u64) -> Result<SimConfig, SimulateError> {
+    let defaults = HpaBehavior::default();
+    if args.min_replicas > args.max_replicas {
+        return Err(SimulateError::BadFlag {
+            flag: "min-replicas",
+            value: args.min_replicas.to_string(),
+            reason: "must not exceed --max-replicas",
+        });
+    }
+    if !(args.hpa_tolerance.is_finite() && args.hpa_tolerance >= 0.0) {
+        return Err(SimulateError::BadFlag {
+            flag: "hpa-tolerance",
+            value: args.hpa_tolerance.to_string(),
+            reason: "must be a finite number >= 0",
+        });
+    }
+    Ok(SimConfig {
+        duration_seconds: duration,
+        seed: args.seed,
+        replica: ReplicaParams {
+            num_gpu_blocks: nonzero("num-gpu-blocks", args.num_gpu_blocks)?,
+            block_size: nonzero("block-size", args.block_size)?,
+            max_num_seqs: nonzero("max-num-seqs", args.max_num_seqs)?,
+            prefill_tokens_per_second: positive(
+                "prefill-tokens-per-second",
+                args.prefill_tokens_per_second,
+            )?,
+            decode_tokens_per_second: positive(
+                "decode-tokens-per-second",
+                args.decode_tokens_per_second,
+            )?,
+        },
+        substeps: 4,
+        startup_delay: whole_seconds("startup-delay", args.startup_delay, 0)?,
+        hpa_sync_period: whole_seconds("hpa-sync-period", args.hpa_sync_period, 1)?,
+        tolerances: Tolerances::uniform(args.hpa_tolerance),
+        behavior: HpaBehavior {
+            scale_up: ScalingRules {
+                stabilization_window_seconds: whole_seconds(
+                    "scale-up-stabilization",
+                    args.scale_up_stabilization,
+                    0,
+                )? as u32,
+                ..defaults.scale_up
+            },
+            scale_down: ScalingRules {
+                stabilization_window_seconds: whole_seconds(
+                    "scale-down-stabilization",
+                    args.scale_down_stabilization,
+                    0,
+                )? as u32,
+                ..defaults.scale_down
+            },
+        },
+        min_replicas: args.min_replicas,
+        max_replicas: nonzero("max-replicas", args.max_replicas)?,
+        thresholds: Default::default(),
+        fetch_interval: whole_seconds("fetch-interval", args.fetch_interval, 1)?,
+        slo_ttft: positive("slo-ttft", args.slo_ttft.as_secs_f64())?,
+        cost_per_replica_hour: if args.cost_per_replica_hour.is_finite()
+            && args.cost_per_replica_hour >= 0.0
+        {
+            args.cost_per_replica_hour
+        } else {
+            return Err(SimulateError::BadFlag {
+                flag: "cost-per-replica-hour",
+                value: args.cost_per_replica_hour.to_string(),
+                reason: "must be a finite number >= 0",
+            });
+        },
+    })
+}
+
+/// The chain's periods from the flags.
+pub fn chain_from_args(args: &SimulateArgs) -> Result<ChainDelays, SimulateError> {
+    Ok(ChainDelays {
+        scrape: whole_seconds("chain-scrape-interval", args.chain_scrape_interval, 1)?,
+        controller: whole_seconds(
+            "chain-controller-interval",
+            args.chain_controller_interval,
+            1,
+        )?,
+        adapter: whole_seconds("chain-adapter-interval", args.chain_adapter_interval, 1)?,
+    })
+}
+
+/// Runs every policy over the trace (one after the other: the machine's
+/// cores are better left to the rest) and totals them.
+pub fn simulate(
+    trace_name: &str,
+    trace: &Trace,
+    config: &SimConfig,
+    policies: &[Policy],
+    progress: &mut dyn FnMut(u64),
+) -> (Summary, Vec<PolicyRun>) {
+    let runs: Vec<PolicyRun> = policies
+        .iter()
+        .map(|p| run_policy(config, p, trace, progress))
+        .collect();
+    let summary = Summary {
+        trace: trace_name.to_owned(),
+        duration_seconds: config.duration_seconds,
+        seed: config.seed,
+        slo_ttft_seconds: config.slo_ttft,
+        policies: runs
+            .iter()
+            .map(|r| summarize(r, config.slo_ttft, config.cost_per_replica_hour))
+            .collect(),
+    };
+    (summary, runs)
+}
+
+/// Writes `summary.json`, `report.html` and `charts/*.svg` into `out`.
+pub fn write_outputs(
+    out: &Path,
+    summary: &Summary,
+    runs: &[PolicyRun],
+) -> anyhow::Result<Vec<PathBuf>> {
+    let charts_dir = out.join("charts");
+    std::fs::create_dir_all(&charts_dir)
+        .with_context(|| format!("cannot create {}", charts_dir.display()))?;
+    let mut written = Vec::new();
+    let mut inline = Vec::new();
+    for chart in report::charts(runs, summary.slo_ttft_seconds) {
+        let svg = report::svg(&chart).map_err(anyhow::Error::msg)?;
+        let path = charts_dir.join(format!("{}.svg", chart.id));
+        std::fs::write(&path, &svg).with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path);
+        inline.push((chart.title, svg));
+    }
+    let json = serde_json::to_string_pretty(summary).context("cannot encode summary.json")?;
+    let path = out.join("summary.json");
+    std::fs::write(&path, json + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    written.push(path);
+    let path = out.join("report.html");
+    std::fs::write(&path, report::html(summary, &inline))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    written.push(path);
+    Ok(written)
+}
+
+/// `simulate` from the command line.
+pub async fn run_cli(args: SimulateArgs) -> anyhow::Result<()> {
+    let thresholds =
+        crate::run::load_thresholds(args.saturation_config.as_deref(), &args.namespace)?
+            .for_model(&args.model_id, &args.namespace);
+    let chain = chain_from_args(&args)?;
+    let policies = parse_policies(&args.policies, chain)?;
+    let (name, trace, natural) = match (&args.scenario, &args.trace) {
+        (Some(name), _) => {
+            let duration = args
+                .duration
+                .map_or(trace::scenario_default_duration(name), |d| d.as_secs_f64());
+            let trace = scenario(name, duration).with_context(|| {
+                format!(
+                    "unknown scenario {name:?}: use {}",
+                    trace::SCENARIOS.join(", ")
+                )
+            })?;
+            (name.clone(), trace, duration)
+        }
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read trace {}", path.display()))?;
+            let trace = parse_trace(&path.display().to_string(), &text)?;
+            let natural = trace.natural_duration();
+            (path.display().to_string(), trace, natural)
+        }
+        (None, None) => anyhow::bail!("give --scenario NAME or --trace FILE"),
+    };
+    let duration = args.duration.map_or(natural, |d| d.as_secs_f64()).ceil() as u64;
+    if duration == 0 {
+        anyhow::bail!("nothing to simulate: the duration is 0");
+    }
+    let mut config = config_from_args(&args, duration)?;
+    config.thresholds = thresholds;
+    let out = args.out.clone();
+    let total = duration * policies.len() as u64;
+    let started = Instant::now();
+    tracing::info!(trace = %name, duration_seconds = duration, policies = %args.policies, "simulating");
+    let (summary, runs) = tokio::task::spawn_blocking(move || {
+        let mut progress = Progress::new(total);
+        let result = simulate(&name, &trace, &config, &policies, &mut |s| {
+            progress.advance(s)
+        });
+        progress.finish();
+        result
+    })
+    .await
+    .context("the simulation thread failed")?;
+    let written = write_outputs(&out, &summary, &runs)?;
+    print!("{}", summary::table(&summary));
+    println!(
+        "simulated {} s x {} policies in {:.1} s; wrote {}",
+        summary.duration_seconds,
+        summary.policies.len(),
+        started.elapsed().as_secs_f64(),
+        written
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+/// A progress bar on a terminal, shown once a run has taken a second.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: u64,
+    done: u64,
+    started: Instant,
+    terminal: bool,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        Progress {
+            bar: None,
+            total,
+            done: 0,
+            started: Instant::now(),
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn advance(&mut self, seconds: u64) {
+        self.done += seconds;
+        if self.bar.is_none() && self.terminal && self.started.elapsed() >= Duration::from_secs(1) {
+            let bar = indicatif::ProgressBar::new(self.total);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} simulated seconds ({eta} left)",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            self.bar = Some(bar);
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_position(self.done);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -300,6 +300,7 @@ pub async fn components_from_args(
             if let Some(t) = args.metrics_fetch_interval {
                 config.fetch_interval = t;
             }
+            apply_store_flags(&mut config, args)?;
             let interval = config.fetch_interval;
             let backend = Arc::new(PrometheusBackend::new(config, telemetry.clone())?);
             let check = Arc::clone(&backend);
@@ -736,4 +737,36 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
         _ = term => tracing::info!("SIGTERM received, shutting down"),
     }
+}
+
+/// The metrics-store flags over the environment's PROMETHEUS_* values.
+fn apply_store_flags(
+    config: &mut PrometheusConfig,
+    args: &ServeArgs,
+) -> Result<(), crate::collector::prometheus::ConfigError> {
+    use crate::collector::prometheus::config::parse_header;
+    for spec in &args.prometheus_headers {
+        config
+            .headers
+            .push(parse_header("--prometheus-header", spec)?);
+    }
+    if let Some(v) = &args.prometheus_tenant {
+        config.tenant = Some(v.clone());
+    }
+    if let Some(v) = &args.prometheus_tenant_header {
+        config.tenant_header = v.clone();
+    }
+    if let Some(v) = &args.prometheus_basic_auth_username {
+        config.basic_auth_username = Some(v.clone());
+    }
+    if let Some(v) = &args.prometheus_basic_auth_password_file {
+        config.basic_auth_password_file = Some(v.clone());
+    }
+    if let Some(v) = &args.prometheus_client_cert {
+        config.client_cert_path = Some(v.clone());
+    }
+    if let Some(v) = &args.prometheus_client_key {
+        config.client_key_path = Some(v.clone());
+    }
+    Ok(())
 }

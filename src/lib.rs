@@ -16,6 +16,7 @@ pub mod emulator;
 pub mod hpa;
 pub mod inventory;
 pub mod keda;
+pub mod leader;
 pub mod run;
 pub mod saturation;
 pub mod server;

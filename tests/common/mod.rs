@@ -524,3 +524,4 @@ status:
 }
 pub mod apiserver;
 pub mod prometheus;
+pub mod victoria;

@@ -182,6 +182,8 @@ pub struct LeaderElector {
 enum AttemptError {
     #[error("another replica wrote the Lease first (409 Conflict)")]
     Conflict,
+    #[error("no answer from the API server within the renew deadline")]
+    TimedOut,
     #[error("{0}")]
     Api(#[from] kube::Error),
 }
@@ -239,7 +241,12 @@ impl LeaderElector {
 
     async fn attempt(&mut self) {
         let now = Instant::now();
-        match self.try_acquire_or_renew(now).await {
+        // Bounded: a hung request must not keep us "leading" past the
+        // point where another replica may take over.
+        let attempt =
+            tokio::time::timeout(self.config.renew_deadline, self.try_acquire_or_renew(now)).await;
+        let result = attempt.unwrap_or(Err(AttemptError::TimedOut));
+        match result {
             Ok(true) => {
                 self.last_renewed = Some(now);
                 self.set_leading(true);

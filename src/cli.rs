@@ -262,6 +262,50 @@ pub struct ServeArgs {
     /// the accelerators free per type. Needs list/watch on nodes. `--inventory kube` only.
     #[arg(long)]
     pub accelerator_inventory: bool,
+    /// Extra header sent to the metrics store with every query, repeatable: `Name: value`, or
+    /// `Name=@/path/file` to read the value from a file (a mounted Secret) at every query.
+    /// Adds to PROMETHEUS_HEADERS (one header per line).
+    #[arg(long = "prometheus-header", value_name = "HEADER")]
+    pub prometheus_headers: Vec<String>,
+    /// Tenant (org) id sent in --prometheus-tenant-header (overrides PROMETHEUS_TENANT).
+    #[arg(long)]
+    pub prometheus_tenant: Option<String>,
+    /// Header that carries the tenant: X-Scope-OrgID (Mimir, Cortex) unless set; THANOS-TENANT for Thanos
+    /// (overrides PROMETHEUS_TENANT_HEADER).
+    #[arg(long)]
+    pub prometheus_tenant_header: Option<String>,
+    /// User of HTTP basic auth to the metrics store (overrides PROMETHEUS_BASIC_AUTH_USERNAME).
+    #[arg(long)]
+    pub prometheus_basic_auth_username: Option<String>,
+    /// File holding the basic-auth password, re-read at every query (overrides PROMETHEUS_BASIC_AUTH_PASSWORD_FILE).
+    #[arg(long, value_name = "FILE")]
+    pub prometheus_basic_auth_password_file: Option<PathBuf>,
+    /// PEM client certificate for mTLS to the metrics store (overrides PROMETHEUS_CLIENT_CERT_PATH).
+    #[arg(long, value_name = "FILE")]
+    pub prometheus_client_cert: Option<PathBuf>,
+    /// PEM private key of --prometheus-client-cert (overrides PROMETHEUS_CLIENT_KEY_PATH).
+    #[arg(long, value_name = "FILE")]
+    pub prometheus_client_key: Option<PathBuf>,
+    /// With --inventory kube: write status and Events only while holding a coordination.k8s.io
+    /// Lease, so that several replicas have one writer (every replica keeps answering the API).
+    /// Default: true with --inventory kube.
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub leader_elect: Option<bool>,
+    /// How long a Lease holds without renewal before another replica may take it.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+    /// The leader stops writing when it could not renew for this long (less than the lease duration).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    /// Gap between two attempts to acquire or renew the Lease.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub leader_elect_retry_period: Duration,
+    /// Name of the Lease.
+    #[arg(long, default_value = "wva-metrics-server")]
+    pub leader_elect_resource_name: String,
+    /// Namespace of the Lease (default: --namespace).
+    #[arg(long)]
+    pub leader_elect_resource_namespace: Option<String>,
 }
 
 /// A tolerance: a finite decimal >= 0 (or a quantity such as `50m`).

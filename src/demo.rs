@@ -210,6 +210,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         telemetry.clone(),
     )?);
     let components = Components {
+        leader: None,
         inventory: Arc::clone(&inventory),
         backend,
         thresholds: Arc::new(ArcSwap::from_pointee(demo_thresholds(args.analyzer)?)),

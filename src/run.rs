@@ -38,6 +38,8 @@ pub struct Components {
     pub telemetry: Telemetry,
     /// Status write-back to the cluster: client and minimum interval per object.
     pub status_writer: Option<(kube::Client, Duration)>,
+    /// Whether this replica leads (holds the Lease); None: no election, it writes.
+    pub leader: Option<tokio::sync::watch::Receiver<bool>>,
     /// Authentication and authorization; None only when explicitly disabled.
     pub auth: Option<Arc<Auth>>,
     /// The HPA controller's tolerance band (`--hpa-tolerance`).
@@ -204,6 +206,7 @@ pub async fn components_from_args(
     let inventory = Arc::new(InventoryStore::new());
     let mut status_writer = None;
     let mut accelerators: Option<Arc<dyn crate::decision::AcceleratorInventory>> = None;
+    let mut leader = None;
     let standalone = matches!(args.inventory, InventorySource::File(_));
     if args.insecure_disable_auth && !standalone {
         return Err(crate::fatal::InvalidConfiguration(
@@ -260,6 +263,14 @@ pub async fn components_from_args(
                 .context("--inventory kube needs a cluster client")?;
             if args.update_status {
                 status_writer = Some((client.clone(), args.status_min_interval));
+            }
+            if args.leader_elect.unwrap_or(true) {
+                leader = Some(start_leader_election(
+                    args,
+                    client.clone(),
+                    shutdown,
+                    tasks,
+                )?);
             }
             let config = crate::inventory::kube::KubeInventoryConfig {
                 namespaces: args.watch_namespaces.clone(),
@@ -326,6 +337,7 @@ pub async fn components_from_args(
             if let Some(t) = args.metrics_fetch_interval {
                 config.fetch_interval = t;
             }
+            apply_store_flags(&mut config, args)?;
             let interval = config.fetch_interval;
             let backend = Arc::new(PrometheusBackend::new(config, telemetry.clone())?);
             let check = Arc::clone(&backend);
@@ -337,7 +349,13 @@ pub async fn components_from_args(
             (backend, interval)
         }
     };
+    if standalone && args.leader_elect == Some(true) {
+        anyhow::bail!(
+            "--leader-elect needs --inventory kube (a standalone server writes no status)"
+        );
+    }
     Ok(Components {
+        leader,
         inventory,
         backend,
         thresholds,
@@ -529,6 +547,7 @@ pub async fn start(
         registry,
         telemetry,
         status_writer,
+        leader,
         auth,
         hpa_tolerance,
         accelerators,
@@ -550,8 +569,11 @@ pub async fn start(
     let publisher = DecisionPublisher::new(Arc::clone(&engine), telemetry.clone());
     let cycles = Arc::new(tokio::sync::Notify::new());
     if let Some((client, interval)) = status_writer {
-        let writer =
+        let mut writer =
             crate::inventory::status::StatusWriter::new(client, Arc::clone(&engine), interval);
+        if let Some(leading) = leader {
+            writer = writer.with_leader(leading);
+        }
         tasks.push(writer.spawn(Arc::clone(&cycles), shutdown.clone()));
     }
     let cycle_telemetry = telemetry.clone();
@@ -811,4 +833,61 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
         _ = term => tracing::info!("SIGTERM received, shutting down"),
     }
+}
+
+/// The metrics-store flags over the environment's PROMETHEUS_* values.
+fn apply_store_flags(
+    config: &mut PrometheusConfig,
+    args: &ServeArgs,
+) -> Result<(), crate::collector::prometheus::ConfigError> {
+    use crate::collector::prometheus::config::parse_header;
+    for spec in &args.prometheus_headers {
+        config
+            .headers
+            .push(parse_header("--prometheus-header", spec)?);
+    }
+    if let Some(v) = &args.prometheus_tenant {
+        config.tenant = Some(v.clone());
+    }
+    if let Some(v) = &args.prometheus_tenant_header {
+        config.tenant_header = v.clone();
+    }
+    if let Some(v) = &args.prometheus_basic_auth_username {
+        config.basic_auth_username = Some(v.clone());
+    }
+    if let Some(v) = &args.prometheus_basic_auth_password_file {
+        config.basic_auth_password_file = Some(v.clone());
+    }
+    if let Some(v) = &args.prometheus_client_cert {
+        config.client_cert_path = Some(v.clone());
+    }
+    if let Some(v) = &args.prometheus_client_key {
+        config.client_key_path = Some(v.clone());
+    }
+    Ok(())
+}
+
+/// Starts the Lease election of `--leader-elect`; the receiver says
+/// whether this replica leads.
+fn start_leader_election(
+    args: &ServeArgs,
+    client: kube::Client,
+    shutdown: &CancellationToken,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
+    let config = crate::leader::LeaderConfig {
+        lease_name: args.leader_elect_resource_name.clone(),
+        namespace: args
+            .leader_elect_resource_namespace
+            .clone()
+            .unwrap_or_else(|| args.namespace.clone()),
+        identity: crate::leader::default_identity(),
+        lease_duration: args.leader_elect_lease_duration,
+        renew_deadline: args.leader_elect_renew_deadline,
+        retry_period: args.leader_elect_retry_period,
+    };
+    config.validate()?;
+    let (elector, leading) = crate::leader::LeaderElector::new(client, config);
+    tasks.push(elector.spawn(shutdown.clone()));
+    Ok(leading)
 }

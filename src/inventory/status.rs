@@ -191,6 +191,12 @@ pub struct StatusWriter {
     min_interval: Duration,
     recorder: Recorder,
     last: HashMap<(String, String), (DesiredStatus, Instant)>,
+    /// Whether this replica holds the leader Lease (see `crate::leader`).
+    leading: tokio::sync::watch::Receiver<bool>,
+    /// What a follower would have written: once it leads, Events compare
+    /// against it, so that a change the old leader reported is not reported
+    /// again.
+    followed: HashMap<(String, String), DesiredStatus>,
 }
 
 impl StatusWriter {
@@ -205,7 +211,15 @@ impl StatusWriter {
             engine,
             min_interval,
             last: HashMap::new(),
+            leading: crate::leader::always_leading(),
+            followed: HashMap::new(),
         }
+    }
+
+    /// Writes only while `leading` says this replica leads.
+    pub fn with_leader(mut self, leading: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.leading = leading;
+        self
     }
 
     /// Runs after every notification until shutdown.
@@ -253,10 +267,18 @@ impl StatusWriter {
             .map(|v| (v.namespace.clone(), v.name.clone()))
             .collect();
         self.last.retain(|k, _| live.contains(k));
+        self.followed.retain(|k, _| live.contains(k));
     }
 
     async fn write_one(&mut self, v: &Variant, desired: DesiredStatus) {
         let key = (v.namespace.clone(), v.name.clone());
+        if !*self.leading.borrow() {
+            // Not the leader: no write, no Event. Forget what we wrote, so
+            // that we write everything once on becoming leader again.
+            self.last.remove(&key);
+            self.followed.insert(key, desired);
+            return;
+        }
         let previous = self.last.get(&key);
         if previous.is_some_and(|(d, _)| *d == desired) {
             return;
@@ -279,8 +301,10 @@ impl StatusWriter {
         {
             Ok(_) => {
                 tracing::debug!(namespace = %v.namespace, variant = %v.name, replicas = desired.num_replicas, "status written");
-                self.record_events(v, previous.map(|(d, _)| d.clone()), &desired)
-                    .await;
+                let seen = previous
+                    .map(|(d, _)| d.clone())
+                    .or_else(|| self.followed.remove(&key));
+                self.record_events(v, seen, &desired).await;
                 self.last.insert(key, (desired, Instant::now()));
             }
             Err(e) => {

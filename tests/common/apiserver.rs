@@ -43,6 +43,7 @@ const RESOURCES: &[(&str, &str, &str)] = &[
     ("/apis/keda.sh/v1alpha1", "scaledobjects", "ScaledObject"),
     // Cluster scoped, for the accelerator limiter.
     ("/api/v1", "nodes", "Node"),
+    ("/apis/coordination.k8s.io/v1", "leases", "Lease"),
     // Last: its list path `/api/v1/namespaces` is the prefix of every
     // namespaced path above.
     ("/api/v1", "namespaces", "Namespace"),
@@ -84,6 +85,16 @@ struct State {
     token_users: BTreeMap<String, Value>,
     /// How long TokenReview takes to answer.
     token_review_delay: std::time::Duration,
+    /// Creates and updates refused with 409 (exists, or stale resourceVersion).
+    conflicts: u64,
+}
+
+/// What a write requires of the stored object (optimistic concurrency).
+enum Precondition {
+    /// POST: the object must not exist yet (else 409 AlreadyExists).
+    Absent,
+    /// PUT: the stored resourceVersion must equal the one sent (else 409 Conflict).
+    ResourceVersion(String),
 }
 
 /// A running test API server.
@@ -145,7 +156,71 @@ impl ApiServer {
     }
 
     /// Creates or replaces an object (its `kind` says where it goes).
-    pub fn apply(&self, mut object: Value) {
+    pub fn apply(&self, object: Value) {
+        let mut st = self.state.lock().unwrap();
+        let e = Self::store(&mut st, object);
+        drop(st);
+        let _ = self.events.send(e);
+    }
+
+    /// Creates (POST) or replaces (PUT) an object only if `precondition`
+    /// holds, atomically as an API server does; else 409.
+    fn write_checked(
+        &self,
+        object: Value,
+        precondition: Precondition,
+    ) -> Result<Value, (&'static str, String)> {
+        let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+        let Some((plural, _)) = plural_of(&kind) else {
+            return Err(("BadRequest", format!("kind {kind:?} is not served")));
+        };
+        let key = (
+            plural.to_owned(),
+            object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        let mut st = self.state.lock().unwrap();
+        let stored_rv = st.objects.get(&key).map(|o| {
+            o["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        });
+        let refused = match (&precondition, &stored_rv) {
+            (Precondition::Absent, Some(_)) => Some(("AlreadyExists", format!("{} {:?} already exists", plural, key.2))),
+            (Precondition::Absent, None) => None,
+            (Precondition::ResourceVersion(_), None) => {
+                return Err(("NotFound", format!("{} {:?} not found", plural, key.2)))
+            }
+            (Precondition::ResourceVersion(sent), Some(stored)) if sent != stored => Some((
+                "Conflict",
+                format!("Operation cannot be fulfilled on {plural} {:?}: the object has been modified; please apply your changes to the latest version and try again", key.2),
+            )),
+            (Precondition::ResourceVersion(_), Some(_)) => None,
+        };
+        if let Some(r) = refused {
+            st.conflicts += 1;
+            return Err(r);
+        }
+        let e = Self::store(&mut st, object);
+        drop(st);
+        let stored = e.object["object"].clone();
+        let _ = self.events.send(e);
+        Ok(stored)
+    }
+
+    /// Writes requests refused with 409 so far.
+    pub fn conflicts(&self) -> u64 {
+        self.state.lock().unwrap().conflicts
+    }
+
+    fn store(st: &mut State, mut object: Value) -> Event {
         let kind = object["kind"].as_str().unwrap().to_owned();
         let (plural, kind) =
             plural_of(&kind).unwrap_or_else(|| panic!("kind {kind} is not served"));
@@ -154,7 +229,6 @@ impl ApiServer {
             .unwrap_or_default()
             .to_owned();
         let name = object["metadata"]["name"].as_str().unwrap().to_owned();
-        let mut st = self.state.lock().unwrap();
         st.rv += 1;
         let rv = st.rv;
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
@@ -178,8 +252,7 @@ impl ApiServer {
             object: json!({"type": kind_of_change, "object": object}),
         };
         st.events.push(e.clone());
-        drop(st);
-        let _ = self.events.send(e);
+        e
     }
 
     pub fn delete(&self, kind: &str, namespace: &str, name: &str) {
@@ -396,7 +469,7 @@ impl ApiServer {
                 ),
             );
         };
-        match (req.method().clone(), name, sub) {
+        match (req.method().clone(), name.clone(), sub) {
             (Method::GET, None, _)
                 if query.get("watch").is_some_and(|w| w == "1" || w == "true") =>
             {
@@ -449,6 +522,76 @@ impl ApiServer {
                 event["kind"] = json!("Event");
                 self.apply(event.clone());
                 full(StatusCode::CREATED, event.to_string())
+            }
+            // Leases: create and update with optimistic concurrency, so that
+            // two electors really race.
+            (Method::POST, None, None) | (Method::PUT, Some(_), None) if plural == "leases" => {
+                let is_put = req.method() == Method::PUT;
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let Ok(mut object) = serde_json::from_slice::<Value>(&body) else {
+                    return full(
+                        StatusCode::BAD_REQUEST,
+                        status_json(400, "BadRequest", "not JSON"),
+                    );
+                };
+                object["kind"] = json!("Lease");
+                object["apiVersion"] = json!("coordination.k8s.io/v1");
+                object["metadata"]["namespace"] = json!(namespace.clone().unwrap_or_default());
+                if let (true, Some(n)) = (is_put, &name) {
+                    if object["metadata"]["name"] != json!(n) {
+                        return full(
+                            StatusCode::BAD_REQUEST,
+                            status_json(
+                                400,
+                                "BadRequest",
+                                "name in the body differs from the path",
+                            ),
+                        );
+                    }
+                }
+                let precondition = if is_put {
+                    match object["metadata"]["resourceVersion"].as_str() {
+                        Some(rv) => Precondition::ResourceVersion(rv.to_owned()),
+                        None => {
+                            return full(
+                                StatusCode::BAD_REQUEST,
+                                status_json(
+                                    400,
+                                    "BadRequest",
+                                    "an update needs metadata.resourceVersion in this server",
+                                ),
+                            )
+                        }
+                    }
+                } else {
+                    Precondition::Absent
+                };
+                match self.write_checked(object, precondition) {
+                    Ok(stored) => full(
+                        if is_put {
+                            StatusCode::OK
+                        } else {
+                            StatusCode::CREATED
+                        },
+                        stored.to_string(),
+                    ),
+                    Err((reason, message)) => {
+                        let code = match reason {
+                            "NotFound" => 404,
+                            "BadRequest" => 400,
+                            _ => 409,
+                        };
+                        full(
+                            StatusCode::from_u16(code).unwrap(),
+                            status_json(code, reason, &message),
+                        )
+                    }
+                }
             }
             (Method::PATCH, Some(name), Some("status")) => {
                 let body = req

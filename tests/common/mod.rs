@@ -591,3 +591,4 @@ pub fn python() -> std::path::PathBuf {
     }
     "python3".into()
 }
+pub mod victoria;

@@ -30,6 +30,96 @@ pub struct PrometheusConfig {
     /// `PROMETHEUS_TLS_INSECURE_SKIP_VERIFY` (upstream WVA's name): accept
     /// any certificate from Prometheus. Off by default; logged loudly.
     pub tls_insecure_skip_verify: bool,
+    /// `PROMETHEUS_HEADERS` (one `Name: value` per line) and
+    /// `--prometheus-header`: extra headers sent with every query.
+    pub headers: Vec<(String, HeaderSource)>,
+    /// `PROMETHEUS_TENANT`: the tenant (org) id, sent in `tenant_header`.
+    pub tenant: Option<String>,
+    /// `PROMETHEUS_TENANT_HEADER`: header that carries the tenant;
+    /// `X-Scope-OrgID` (Mimir, Cortex, Loki) unless set (Thanos: `THANOS-TENANT`).
+    pub tenant_header: String,
+    /// `PROMETHEUS_BASIC_AUTH_USERNAME`: user of HTTP basic auth.
+    pub basic_auth_username: Option<String>,
+    /// `PROMETHEUS_BASIC_AUTH_PASSWORD_FILE`: its password, re-read every query.
+    pub basic_auth_password_file: Option<PathBuf>,
+    /// `PROMETHEUS_CLIENT_CERT_PATH`: PEM client certificate (chain) for mTLS.
+    pub client_cert_path: Option<PathBuf>,
+    /// `PROMETHEUS_CLIENT_KEY_PATH`: PEM private key of the client certificate.
+    pub client_key_path: Option<PathBuf>,
+}
+
+/// Where an extra header's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderSource {
+    /// Given inline.
+    Value(String),
+    /// Read from a file (trailing newline trimmed) at every query, so that a
+    /// mounted Secret can rotate.
+    File(PathBuf),
+}
+
+/// The default tenant header: Mimir's and Cortex's.
+pub const DEFAULT_TENANT_HEADER: &str = "X-Scope-OrgID";
+
+/// Parses one extra header, `Name: value` or `Name=@/path/to/file` (value
+/// read from the file). `variable` names the option in errors.
+pub fn parse_header(
+    variable: &'static str,
+    spec: &str,
+) -> Result<(String, HeaderSource), ConfigError> {
+    let (name, source) = match (spec.find(':'), spec.find('=')) {
+        (Some(c), e) if e.is_none_or(|e| c < e) => {
+            let (n, v) = spec.split_at(c);
+            (n.trim(), HeaderSource::Value(v[1..].trim().to_owned()))
+        }
+        (_, Some(e)) => {
+            let (n, v) = spec.split_at(e);
+            match v[1..].trim().strip_prefix('@') {
+                Some(path) if !path.is_empty() => {
+                    (n.trim(), HeaderSource::File(PathBuf::from(path)))
+                }
+                _ => {
+                    return Err(invalid(
+                        variable,
+                        spec,
+                        "expected `Name: value` or `Name=@/path/to/file`",
+                    ))
+                }
+            }
+        }
+        _ => {
+            return Err(invalid(
+                variable,
+                spec,
+                "expected `Name: value` or `Name=@/path/to/file`",
+            ))
+        }
+    };
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(invalid(
+            variable,
+            spec,
+            format!("{name:?} is not a header name"),
+        ));
+    }
+    if let HeaderSource::Value(v) = &source {
+        if http::HeaderValue::from_str(v).is_err() {
+            return Err(invalid(
+                variable,
+                spec,
+                "the value holds characters not allowed in a header",
+            ));
+        }
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower == "authorization" || lower == "host" || lower == "content-length" {
+        return Err(invalid(
+            variable,
+            spec,
+            format!("{name} is set by the client itself (use PROMETHEUS_BEARER_TOKEN_FILE or PROMETHEUS_BASIC_AUTH_* for credentials)"),
+        ));
+    }
+    Ok((name.to_owned(), source))
 }
 
 impl Default for PrometheusConfig {
@@ -43,6 +133,13 @@ impl Default for PrometheusConfig {
             background_fetch: true,
             fetch_interval: Duration::from_secs(1),
             tls_insecure_skip_verify: false,
+            headers: Vec::new(),
+            tenant: None,
+            tenant_header: DEFAULT_TENANT_HEADER.to_owned(),
+            basic_auth_username: None,
+            basic_auth_password_file: None,
+            client_cert_path: None,
+            client_key_path: None,
         }
     }
 }
@@ -157,6 +254,19 @@ impl PrometheusConfig {
         if let Some(v) = get("PROMETHEUS_TLS_INSECURE_SKIP_VERIFY") {
             c.tls_insecure_skip_verify = boolean("PROMETHEUS_TLS_INSECURE_SKIP_VERIFY", &v)?;
         }
+        if let Some(v) = get("PROMETHEUS_HEADERS") {
+            for line in v.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                c.headers.push(parse_header("PROMETHEUS_HEADERS", line)?);
+            }
+        }
+        c.tenant = get("PROMETHEUS_TENANT").map(|v| v.trim().to_owned());
+        if let Some(v) = get("PROMETHEUS_TENANT_HEADER") {
+            c.tenant_header = v.trim().to_owned();
+        }
+        c.basic_auth_username = get("PROMETHEUS_BASIC_AUTH_USERNAME");
+        c.basic_auth_password_file = get("PROMETHEUS_BASIC_AUTH_PASSWORD_FILE").map(PathBuf::from);
+        c.client_cert_path = get("PROMETHEUS_CLIENT_CERT_PATH").map(PathBuf::from);
+        c.client_key_path = get("PROMETHEUS_CLIENT_KEY_PATH").map(PathBuf::from);
         Ok(c)
     }
 
@@ -190,14 +300,85 @@ impl PrometheusConfig {
                 "not supported: this server fetches metrics only in the background, so that no request waits on Prometheus; remove the variable",
             ));
         }
-        for (variable, path) in [
+        let header_files = self.headers.iter().filter_map(|(_, s)| match s {
+            HeaderSource::File(p) => Some(("PROMETHEUS_HEADERS", p)),
+            HeaderSource::Value(_) => None,
+        });
+        for (variable, p) in [
             ("PROMETHEUS_CA_CERT_PATH", &self.ca_cert_path),
             ("PROMETHEUS_BEARER_TOKEN_FILE", &self.bearer_token_file),
-        ] {
-            if let Some(p) = path {
-                if !p.is_file() {
-                    return Err(invalid(variable, &p.display().to_string(), "no such file"));
-                }
+            (
+                "PROMETHEUS_BASIC_AUTH_PASSWORD_FILE",
+                &self.basic_auth_password_file,
+            ),
+            ("PROMETHEUS_CLIENT_CERT_PATH", &self.client_cert_path),
+            ("PROMETHEUS_CLIENT_KEY_PATH", &self.client_key_path),
+        ]
+        .iter()
+        .filter_map(|(v, p)| p.as_ref().map(|p| (*v, p)))
+        .chain(header_files)
+        {
+            if !p.is_file() {
+                return Err(invalid(variable, &p.display().to_string(), "no such file"));
+            }
+        }
+        match (
+            self.basic_auth_username.is_some(),
+            self.basic_auth_password_file.is_some(),
+        ) {
+            (true, false) => {
+                return Err(invalid(
+                    "PROMETHEUS_BASIC_AUTH_PASSWORD_FILE",
+                    "",
+                    "required with PROMETHEUS_BASIC_AUTH_USERNAME",
+                ))
+            }
+            (false, true) => {
+                return Err(invalid(
+                    "PROMETHEUS_BASIC_AUTH_USERNAME",
+                    "",
+                    "required with PROMETHEUS_BASIC_AUTH_PASSWORD_FILE",
+                ))
+            }
+            _ => {}
+        }
+        if self.basic_auth_username.is_some() && self.bearer_token_file.is_some() {
+            return Err(invalid(
+                "PROMETHEUS_BASIC_AUTH_USERNAME",
+                self.basic_auth_username.as_deref().unwrap_or_default(),
+                "both basic auth and PROMETHEUS_BEARER_TOKEN_FILE set: a request carries one Authorization header; choose one",
+            ));
+        }
+        match (
+            self.client_cert_path.is_some(),
+            self.client_key_path.is_some(),
+        ) {
+            (true, false) => {
+                return Err(invalid(
+                    "PROMETHEUS_CLIENT_KEY_PATH",
+                    "",
+                    "required with PROMETHEUS_CLIENT_CERT_PATH",
+                ))
+            }
+            (false, true) => {
+                return Err(invalid(
+                    "PROMETHEUS_CLIENT_CERT_PATH",
+                    "",
+                    "required with PROMETHEUS_CLIENT_KEY_PATH",
+                ))
+            }
+            _ => {}
+        }
+        if let Some(tenant) = &self.tenant {
+            if http::HeaderName::from_bytes(self.tenant_header.as_bytes()).is_err() {
+                return Err(invalid(
+                    "PROMETHEUS_TENANT_HEADER",
+                    &self.tenant_header,
+                    "not a header name",
+                ));
+            }
+            if tenant.is_empty() || http::HeaderValue::from_str(tenant).is_err() {
+                return Err(invalid("PROMETHEUS_TENANT", tenant, "not a header value"));
             }
         }
         Ok(())
@@ -363,5 +544,135 @@ mod tests {
             c.validate().unwrap_err().variable,
             "PROMETHEUS_CA_CERT_PATH"
         );
+    }
+
+    #[test]
+    fn headers_parse_inline_and_from_files() {
+        type Want<'a> = Result<(&'a str, HeaderSource), ()>;
+        let file = |p: &str| HeaderSource::File(PathBuf::from(p));
+        let value = |v: &str| HeaderSource::Value(v.to_owned());
+        let cases: Vec<(&str, Want)> = vec![
+            (
+                "X-Scope-OrgID: team-a",
+                Ok(("X-Scope-OrgID", value("team-a"))),
+            ),
+            ("THANOS-TENANT:t1", Ok(("THANOS-TENANT", value("t1")))),
+            // A value may hold `=` and `:` after the first separator.
+            ("X-Sig: a=b:c", Ok(("X-Sig", value("a=b:c")))),
+            (
+                "X-Key=@/etc/secret/key",
+                Ok(("X-Key", file("/etc/secret/key"))),
+            ),
+            ("X-Key = @/etc/k", Ok(("X-Key", file("/etc/k")))),
+            ("X-Key=/etc/k", Err(())),
+            ("X-Key=@", Err(())),
+            ("no separator", Err(())),
+            ("bad name: v", Err(())),
+            ("Authorization: Bearer x", Err(())),
+            ("X-A: bad\u{7f}", Err(())),
+        ];
+        for (spec, want) in cases {
+            let got = parse_header("PROMETHEUS_HEADERS", spec);
+            match want {
+                Ok((n, src)) => assert_eq!(got, Ok((n.to_owned(), src)), "{spec}"),
+                Err(()) => {
+                    let e = got.unwrap_err();
+                    assert_eq!(e.variable, "PROMETHEUS_HEADERS", "{spec}");
+                }
+            }
+        }
+        let c = from(&[("PROMETHEUS_HEADERS", "X-A: 1\n\n  X-B=@/run/b\n")]).unwrap();
+        assert_eq!(
+            c.headers,
+            vec![
+                ("X-A".to_owned(), value("1")),
+                ("X-B".to_owned(), file("/run/b"))
+            ]
+        );
+    }
+
+    #[test]
+    fn tenant_basic_auth_and_client_certificate_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, "x").unwrap();
+        let f = f.to_str().unwrap();
+        let c = from(&[
+            ("PROMETHEUS_URL", "http://127.0.0.1:1"),
+            ("PROMETHEUS_TENANT", "team-a"),
+            ("PROMETHEUS_BASIC_AUTH_USERNAME", "wva"),
+            ("PROMETHEUS_BASIC_AUTH_PASSWORD_FILE", f),
+            ("PROMETHEUS_CLIENT_CERT_PATH", f),
+            ("PROMETHEUS_CLIENT_KEY_PATH", f),
+        ])
+        .unwrap();
+        assert_eq!(c.tenant.as_deref(), Some("team-a"));
+        assert_eq!(c.tenant_header, "X-Scope-OrgID");
+        assert_eq!(c.basic_auth_username.as_deref(), Some("wva"));
+        assert!(c.validate().is_ok());
+        assert_eq!(
+            from(&[("PROMETHEUS_TENANT_HEADER", "THANOS-TENANT")])
+                .unwrap()
+                .tenant_header,
+            "THANOS-TENANT"
+        );
+        // (settings, the variable the error must name)
+        let base = [("PROMETHEUS_URL", "http://127.0.0.1:1")];
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("PROMETHEUS_BASIC_AUTH_USERNAME", "wva")],
+                "PROMETHEUS_BASIC_AUTH_PASSWORD_FILE",
+            ),
+            (
+                &[("PROMETHEUS_BASIC_AUTH_PASSWORD_FILE", f)],
+                "PROMETHEUS_BASIC_AUTH_USERNAME",
+            ),
+            (
+                &[
+                    ("PROMETHEUS_BASIC_AUTH_USERNAME", "wva"),
+                    ("PROMETHEUS_BASIC_AUTH_PASSWORD_FILE", "/nonexistent"),
+                ],
+                "PROMETHEUS_BASIC_AUTH_PASSWORD_FILE",
+            ),
+            (
+                &[
+                    ("PROMETHEUS_BASIC_AUTH_USERNAME", "wva"),
+                    ("PROMETHEUS_BASIC_AUTH_PASSWORD_FILE", f),
+                    ("PROMETHEUS_BEARER_TOKEN_FILE", f),
+                ],
+                "PROMETHEUS_BASIC_AUTH_USERNAME",
+            ),
+            (
+                &[("PROMETHEUS_CLIENT_CERT_PATH", f)],
+                "PROMETHEUS_CLIENT_KEY_PATH",
+            ),
+            (
+                &[("PROMETHEUS_CLIENT_KEY_PATH", f)],
+                "PROMETHEUS_CLIENT_CERT_PATH",
+            ),
+            (
+                &[
+                    ("PROMETHEUS_CLIENT_CERT_PATH", "/nonexistent"),
+                    ("PROMETHEUS_CLIENT_KEY_PATH", f),
+                ],
+                "PROMETHEUS_CLIENT_CERT_PATH",
+            ),
+            (
+                &[("PROMETHEUS_HEADERS", "X-K=@/nonexistent")],
+                "PROMETHEUS_HEADERS",
+            ),
+            (
+                &[
+                    ("PROMETHEUS_TENANT", "t"),
+                    ("PROMETHEUS_TENANT_HEADER", "not a header"),
+                ],
+                "PROMETHEUS_TENANT_HEADER",
+            ),
+        ];
+        for (vars, variable) in cases {
+            let all: Vec<_> = base.iter().chain(vars.iter()).copied().collect();
+            let err = from(&all).unwrap().validate().unwrap_err();
+            assert_eq!(err.variable, *variable, "{vars:?}: {err}");
+        }
     }
 }

@@ -91,6 +91,31 @@ impl PrometheusBackend {
                 builder = builder.add_root_certificate(cert);
             }
         }
+        // validate() refuses one without the other.
+        if let (Some(cert), Some(key)) = (&config.client_cert_path, &config.client_key_path) {
+            let mut pem = std::fs::read(cert).map_err(|e| {
+                reject(format!(
+                    "cannot read PROMETHEUS_CLIENT_CERT_PATH {}: {e}",
+                    cert.display()
+                ))
+            })?;
+            let key_pem = std::fs::read(key).map_err(|e| {
+                reject(format!(
+                    "cannot read PROMETHEUS_CLIENT_KEY_PATH {}: {e}",
+                    key.display()
+                ))
+            })?;
+            pem.push(b'\n');
+            pem.extend_from_slice(&key_pem);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                    reject(format!(
+                        "PROMETHEUS_CLIENT_CERT_PATH {} with PROMETHEUS_CLIENT_KEY_PATH {} is not a PEM certificate and key: {e}",
+                        cert.display(),
+                        key.display()
+                    ))
+                })?;
+            builder = builder.identity(identity);
+        }
         if config.tls_insecure_skip_verify {
             tracing::warn!("PROMETHEUS_TLS_INSECURE_SKIP_VERIFY=true: PROMETHEUS' CERTIFICATE IS NOT VERIFIED; set PROMETHEUS_CA_CERT_PATH instead");
             builder = builder.danger_accept_invalid_certs(true);
@@ -180,6 +205,19 @@ impl PrometheusBackend {
                     Err(_) => tracing::warn!("PROMETHEUS_BEARER_TOKEN_FILE holds characters not allowed in a header; querying without it"),
                 }
             }
+            let headers = match request_headers(&self.config) {
+                Ok(h) => h,
+                Err(message) => {
+                    tracing::error!(query = name, error = %message, "cannot build the Prometheus request headers");
+                    return Err(CollectorError::Rejected {
+                        backend: BACKEND,
+                        message: format!("{name}: {message}"),
+                    });
+                }
+            };
+            for (header, value) in headers {
+                request = request.header(header, value);
+            }
             let outcome = tokio::time::timeout(remaining, execute(request)).await;
             self.telemetry
                 .backend_duration
@@ -195,6 +233,11 @@ impl PrometheusBackend {
                     "query timed out".to_owned(),
                 ),
                 Ok(Ok(rows)) => return Ok(rows),
+                Ok(Err((class, "unauthorized", message))) => (
+                    class,
+                    "unauthorized",
+                    credentials_hint(&self.config, &message),
+                ),
                 Ok(Err(failure)) => failure,
             };
             self.telemetry
@@ -424,6 +467,18 @@ async fn execute(
     let response = request.get_raw().await.map_err(|e| classify(&e))?;
     let status = response.status();
     let body = response.bytes().await.map_err(|e| classify_reqwest(&e))?;
+    // Refused credentials stay refused: fail at once, whatever the body
+    // (an authenticating proxy rarely answers Prometheus' JSON).
+    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        let text = String::from_utf8_lossy(&body[..body.len().min(200)])
+            .trim()
+            .to_owned();
+        return Err((
+            ErrorClass::Permanent,
+            "unauthorized",
+            format!("the metrics store answered HTTP {status}: {text}"),
+        ));
+    }
     // Decoding a large answer takes milliseconds of CPU: off the async
     // workers, so that API requests are not held up, and in parallel
     // with the other queries of the cycle.
@@ -465,6 +520,96 @@ async fn execute(
             format!("HTTP {status}: {e}"),
         )),
         Err(e) => Err((ErrorClass::Permanent, "decode", e.to_string())),
+    }
+}
+
+/// The headers every query carries besides the bearer token: the tenant,
+/// basic auth, and the extra headers (files read now, so that rotated
+/// Secrets apply at the next query). An unreadable file is an error naming
+/// the option, never a query sent without it.
+fn request_headers(
+    config: &PrometheusConfig,
+) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, String> {
+    use base64::Engine as _;
+    use config::HeaderSource;
+    let name = |option: &str, n: &str| {
+        http::HeaderName::from_bytes(n.as_bytes())
+            .map_err(|e| format!("{option}: {n:?} is not a header name: {e}"))
+    };
+    let value = |option: &str, v: &str| {
+        http::HeaderValue::from_str(v)
+            .map_err(|_| format!("{option}: the value holds characters not allowed in a header"))
+    };
+    let read = |option: &str, path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+            .map_err(|e| format!("cannot read {option} file {}: {e}", path.display()))
+    };
+    let mut out = Vec::new();
+    if let Some(tenant) = &config.tenant {
+        out.push((
+            name("PROMETHEUS_TENANT_HEADER", &config.tenant_header)?,
+            value("PROMETHEUS_TENANT", tenant)?,
+        ));
+    }
+    if let (Some(user), Some(file)) = (
+        &config.basic_auth_username,
+        &config.basic_auth_password_file,
+    ) {
+        let password = read("PROMETHEUS_BASIC_AUTH_PASSWORD_FILE", file)?;
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let mut v = value(
+            "PROMETHEUS_BASIC_AUTH_USERNAME",
+            &format!("Basic {encoded}"),
+        )?;
+        v.set_sensitive(true);
+        out.push((http::header::AUTHORIZATION, v));
+    }
+    for (header, source) in &config.headers {
+        let v = match source {
+            HeaderSource::Value(v) => value("PROMETHEUS_HEADERS", v)?,
+            HeaderSource::File(path) => {
+                let mut v = value("PROMETHEUS_HEADERS", &read("PROMETHEUS_HEADERS", path)?)?;
+                v.set_sensitive(true);
+                v
+            }
+        };
+        out.push((name("PROMETHEUS_HEADERS", header)?, v));
+    }
+    Ok(out)
+}
+
+/// The message of a 401/403: which configured options the store refused,
+/// or which ones exist when none is set.
+fn credentials_hint(config: &PrometheusConfig, message: &str) -> String {
+    let mut used = Vec::new();
+    if config.bearer_token_file.is_some() {
+        used.push("PROMETHEUS_BEARER_TOKEN_FILE");
+    }
+    if config.basic_auth_username.is_some() {
+        used.push("PROMETHEUS_BASIC_AUTH_USERNAME / PROMETHEUS_BASIC_AUTH_PASSWORD_FILE (--prometheus-basic-auth-username, --prometheus-basic-auth-password-file)");
+    }
+    if config.tenant.is_some() {
+        used.push("PROMETHEUS_TENANT / PROMETHEUS_TENANT_HEADER (--prometheus-tenant, --prometheus-tenant-header)");
+    }
+    if !config.headers.is_empty() {
+        used.push("PROMETHEUS_HEADERS (--prometheus-header)");
+    }
+    if config.client_cert_path.is_some() {
+        used.push("PROMETHEUS_CLIENT_CERT_PATH / PROMETHEUS_CLIENT_KEY_PATH (--prometheus-client-cert, --prometheus-client-key)");
+    }
+    if used.is_empty() {
+        format!(
+            "{message}; no credentials are configured: set the one the store requires: \
+             PROMETHEUS_BEARER_TOKEN_FILE, PROMETHEUS_BASIC_AUTH_USERNAME and PROMETHEUS_BASIC_AUTH_PASSWORD_FILE, \
+             PROMETHEUS_TENANT, PROMETHEUS_HEADERS, or PROMETHEUS_CLIENT_CERT_PATH and PROMETHEUS_CLIENT_KEY_PATH"
+        )
+    } else {
+        format!(
+            "{message}; the store refused the credentials of {}",
+            used.join(", ")
+        )
     }
 }
 
@@ -520,5 +665,97 @@ impl MetricsBackend for PrometheusBackend {
         report.requests = sent;
         report.retries = retries.into_inner();
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod store_option_tests {
+    use super::config::HeaderSource;
+    use super::*;
+
+    #[test]
+    fn request_headers_carry_tenant_basic_auth_and_extra_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("password");
+        let key = dir.path().join("key");
+        std::fs::write(&password, "s3cret\n").unwrap();
+        std::fs::write(&key, "k-1\n").unwrap();
+        let config = PrometheusConfig {
+            tenant: Some("team-a".into()),
+            basic_auth_username: Some("wva".into()),
+            basic_auth_password_file: Some(password.clone()),
+            headers: vec![
+                ("X-Static".into(), HeaderSource::Value("v".into())),
+                ("X-Key".into(), HeaderSource::File(key.clone())),
+            ],
+            ..Default::default()
+        };
+        let got: Vec<(String, String)> = request_headers(&config)
+            .unwrap()
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        // base64("wva:s3cret") = d3ZhOnMzY3JldA==
+        assert_eq!(
+            got,
+            vec![
+                ("x-scope-orgid".to_owned(), "team-a".to_owned()),
+                (
+                    "authorization".to_owned(),
+                    "Basic d3ZhOnMzY3JldA==".to_owned()
+                ),
+                ("x-static".to_owned(), "v".to_owned()),
+                ("x-key".to_owned(), "k-1".to_owned()),
+            ]
+        );
+        // A rotated file applies at the next query.
+        std::fs::write(&key, "k-2").unwrap();
+        let rotated = request_headers(&config).unwrap();
+        assert_eq!(rotated[3].1, "k-2");
+        // A missing file is an error naming the option, not a query without it.
+        std::fs::remove_file(&password).unwrap();
+        let err = request_headers(&config).unwrap_err();
+        assert!(err.contains("PROMETHEUS_BASIC_AUTH_PASSWORD_FILE"), "{err}");
+    }
+
+    #[test]
+    fn refused_credentials_name_the_options_in_use() {
+        let none = credentials_hint(&PrometheusConfig::default(), "HTTP 401");
+        assert!(none.contains("no credentials are configured"), "{none}");
+        assert!(none.contains("PROMETHEUS_TENANT"), "{none}");
+        let cases = [
+            (
+                PrometheusConfig {
+                    tenant: Some("t".into()),
+                    ..Default::default()
+                },
+                "--prometheus-tenant",
+            ),
+            (
+                PrometheusConfig {
+                    basic_auth_username: Some("u".into()),
+                    ..Default::default()
+                },
+                "PROMETHEUS_BASIC_AUTH_USERNAME",
+            ),
+            (
+                PrometheusConfig {
+                    client_cert_path: Some("/c".into()),
+                    ..Default::default()
+                },
+                "PROMETHEUS_CLIENT_CERT_PATH",
+            ),
+            (
+                PrometheusConfig {
+                    headers: vec![("X".into(), HeaderSource::Value("v".into()))],
+                    ..Default::default()
+                },
+                "PROMETHEUS_HEADERS",
+            ),
+        ];
+        for (config, option) in cases {
+            let m = credentials_hint(&config, "HTTP 403");
+            assert!(m.contains(option) && m.contains("refused"), "{m}");
+        }
     }
 }

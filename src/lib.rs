@@ -16,6 +16,7 @@ pub mod emulator;
 pub mod hpa;
 pub mod inventory;
 pub mod keda;
+pub mod kube_client;
 pub mod run;
 pub mod saturation;
 pub mod server;

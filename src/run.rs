@@ -203,8 +203,8 @@ pub async fn components_from_args(
             "--insecure-disable-auth is only allowed with --inventory file: (standalone mode)"
         );
     }
-    let client = if !standalone || !args.insecure_disable_auth {
-        Some(kube::Client::try_default().await.context(if standalone {
+    let clients = if !standalone || !args.insecure_disable_auth {
+        Some(build_kube_clients(args, &mut registry).await.context(if standalone {
             "authentication and authorization are delegated to the cluster (TokenReview, SubjectAccessReview) \
              and no cluster is reachable (no in-cluster service account, no usable KUBECONFIG); for a standalone \
              run pass --insecure-disable-auth"
@@ -215,12 +215,13 @@ pub async fn components_from_args(
     } else {
         None
     };
-    let auth = match &client {
+    let client = clients.as_ref().map(|c| c.main.clone());
+    let auth = match &clients {
         None => {
             tracing::warn!("--insecure-disable-auth: AUTHENTICATION AND AUTHORIZATION ARE OFF; every client can read every metric");
             None
         }
-        Some(client) => Some(build_auth(args, client.clone(), shutdown, tasks)?),
+        Some(clients) => Some(build_auth(args, clients.reviews.clone(), shutdown, tasks)?),
     };
     match &args.inventory {
         InventorySource::File(path) => {
@@ -322,6 +323,47 @@ pub async fn components_from_args(
         status_writer,
         auth,
         hpa_tolerance: crate::hpa::Tolerances::uniform(args.hpa_tolerance),
+    })
+}
+
+/// The kube clients of `serve`, each behind its own client-side budget of
+/// `--kube-api-qps` / `--kube-api-burst` (watches not counted).
+pub struct KubeClients {
+    /// Inventory lists, status writes, Events.
+    pub main: kube::Client,
+    /// TokenReviews and SubjectAccessReviews: a budget of their own, so
+    /// that authenticating an HPA request never queues behind a backlog of
+    /// status writes.
+    pub reviews: kube::Client,
+}
+
+/// Builds the kube clients from the inferred configuration (in-cluster
+/// service account or KUBECONFIG). The only place clients are built.
+pub async fn build_kube_clients(
+    args: &ServeArgs,
+    registry: &mut Registry,
+) -> anyhow::Result<KubeClients> {
+    use crate::kube_client::{rate_limit::BudgetMetrics, ApiBudget, ApiRateLimitLayer};
+    let config = kube::Config::infer().await?;
+    let settings = crate::kube_client::RateLimitSettings {
+        qps: args.kube_api_qps,
+        burst: args.kube_api_burst,
+    };
+    let metrics = BudgetMetrics::register(registry);
+    let build = |name: &str| -> anyhow::Result<kube::Client> {
+        let budget = ApiBudget::new(name, settings, Some(metrics.clone()))?;
+        Ok(kube::client::ClientBuilder::try_from(config.clone())?
+            .with_layer(&ApiRateLimitLayer::<kube::client::Body>::new(budget))
+            .build())
+    };
+    tracing::info!(
+        qps = settings.qps,
+        burst = settings.burst,
+        "client-side rate limit of API server calls (budgets: main, reviews)"
+    );
+    Ok(KubeClients {
+        main: build("main")?,
+        reviews: build("reviews")?,
     })
 }
 

@@ -350,9 +350,11 @@ pub async fn build_kube_clients(
         burst: args.kube_api_burst,
     };
     let metrics = BudgetMetrics::register(registry);
-    let build = |name: &str| -> anyhow::Result<kube::Client> {
+    let build = |name: &str, default_retry: bool| -> anyhow::Result<kube::Client> {
         let budget = ApiBudget::new(name, settings, Some(metrics.clone()))?;
-        Ok(kube::client::ClientBuilder::try_from(config.clone())?
+        let mut config = config.clone();
+        config.default_retry = default_retry;
+        Ok(kube::client::ClientBuilder::try_from(config)?
             .with_layer(&ApiRateLimitLayer::<kube::client::Body>::new(budget))
             .build())
     };
@@ -361,9 +363,15 @@ pub async fn build_kube_clients(
         burst = settings.burst,
         "client-side rate limit of API server calls (budgets: main, reviews)"
     );
+    // kube's built-in retry (429/503/504) sits below the rate limit, so its
+    // retries would not be counted, and it would hold the status sender
+    // inside one call for minutes: the main client's callers retry
+    // themselves (the status writer with backoff and coalescing, reflectors
+    // with the watcher's backoff). Reviews keep it: an HPA request waits on
+    // them, and a failed review is a failed request.
     Ok(KubeClients {
-        main: build("main")?,
-        reviews: build("reviews")?,
+        main: build("main", false)?,
+        reviews: build("reviews", true)?,
     })
 }
 
@@ -531,7 +539,7 @@ pub async fn start(
         thresholds,
         fetch_interval,
         freshness,
-        registry,
+        mut registry,
         telemetry,
         status_writer,
         auth,
@@ -553,7 +561,8 @@ pub async fn start(
     let cycles = Arc::new(tokio::sync::Notify::new());
     if let Some((client, interval)) = status_writer {
         let writer =
-            crate::inventory::status::StatusWriter::new(client, Arc::clone(&engine), interval);
+            crate::inventory::status::StatusWriter::new(client, Arc::clone(&engine), interval)
+                .with_metrics(&mut registry);
         tasks.push(writer.spawn(Arc::clone(&cycles), shutdown.clone()));
     }
     let cycle_telemetry = telemetry.clone();

@@ -255,6 +255,11 @@ pub fn events_for(previous: Option<&DesiredStatus>, now: &DesiredStatus) -> Vec<
     events
 }
 
+/// Writes in flight at once (each to a different object). One would do if
+/// the API server answered within 1/QPS; a few keep the configured rate
+/// reachable when it answers slower, and the rate limit still bounds them.
+const SENDERS: usize = 4;
+
 /// At most one Event per object and reason per this interval.
 pub const EVENT_INTERVAL: Duration = Duration::from_secs(60);
 /// First retry of a failed write (409, 429, 5xx, no answer); doubles up to
@@ -380,17 +385,23 @@ impl StatusWriter {
             wake: Arc::clone(&wake),
             metrics: self.metrics.clone(),
         };
-        let sender = Sender {
+        let sender = Arc::new(Sender {
             client: self.client,
             recorder: self.recorder,
             queue,
             wake,
             metrics: self.metrics,
-            gate: EventGate::new(EVENT_INTERVAL),
-            forbidden_logged: HashSet::new(),
-        };
+            gate: Mutex::new(EventGate::new(EVENT_INTERVAL)),
+            forbidden_logged: Mutex::new(HashSet::new()),
+        });
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|_| tokio::spawn(Arc::clone(&sender).run(shutdown.clone())))
+            .collect();
         tokio::spawn(async move {
-            tokio::join!(planner.run(cycles, shutdown.clone()), sender.run(shutdown));
+            planner.run(cycles, shutdown).await;
+            for s in senders {
+                let _ = s.await;
+            }
         })
     }
 }
@@ -410,6 +421,7 @@ impl Planner {
                 _ = cycles.notified() => {}
             }
             self.plan();
+            self.wake.notify_waiters();
             self.wake.notify_one();
         }
     }
@@ -467,13 +479,21 @@ struct Sender {
     wake: Arc<Notify>,
     metrics: StatusMetrics,
     /// (namespace, name, reason) -> the minute of the last Event.
-    gate: EventGate<(String, String, String), Event>,
+    gate: Mutex<EventGate<(String, String, String), Event>>,
     /// Permissions whose absence was logged already.
-    forbidden_logged: HashSet<&'static str>,
+    forbidden_logged: Mutex<HashSet<&'static str>>,
+}
+
+/// A lock over plain data that a panicking holder cannot leave half-updated.
+fn plain<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 impl Sender {
-    async fn run(mut self, shutdown: CancellationToken) {
+    async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -522,7 +542,7 @@ impl Sender {
             .map(|_| ())
     }
 
-    async fn write(&mut self, key: Key, desired: DesiredStatus, attempt: u32) {
+    async fn write(&self, key: Key, desired: DesiredStatus, attempt: u32) {
         let (namespace, name) = (&key.0, &key.1);
         let result = self.send_status(namespace, name, &desired).await;
         let now = Instant::now();
@@ -563,6 +583,7 @@ impl Sender {
                         // Deleted: the inventory drops it, and with it the planner's offers.
                         tracing::debug!(%namespace, variant = %name, "status not written: the VariantAutoscaling is gone");
                         self.metrics.write("not_found");
+                        lock(&self.queue).mark_dropped(&key);
                         None
                     }
                     FailureClass::Rejected => {
@@ -588,8 +609,8 @@ impl Sender {
 
     /// A 403: the missing permission is logged once per process, not on
     /// every write.
-    fn forbidden(&mut self, permission: &'static str, namespace: &str, e: &kube::Error) {
-        if self.forbidden_logged.insert(permission) {
+    fn forbidden(&self, permission: &'static str, namespace: &str, e: &kube::Error) {
+        if plain(&self.forbidden_logged).insert(permission) {
             tracing::error!(
                 permission,
                 %namespace,
@@ -599,9 +620,10 @@ impl Sender {
         }
     }
 
-    async fn offer_event(&mut self, namespace: &str, name: &str, event: Event) {
+    async fn offer_event(&self, namespace: &str, name: &str, event: Event) {
         let key = (namespace.to_owned(), name.to_owned(), event.reason.clone());
-        match self.gate.offer(key, event, Instant::now()) {
+        let offered = plain(&self.gate).offer(key, event, Instant::now());
+        match offered {
             (Some(event), _) => self.publish(namespace, name, &event).await,
             (None, replaced) => {
                 self.metrics
@@ -610,8 +632,9 @@ impl Sender {
         }
     }
 
-    async fn send_due_events(&mut self) {
-        for ((namespace, name, _), event) in self.gate.due(Instant::now()) {
+    async fn send_due_events(&self) {
+        let due = plain(&self.gate).due(Instant::now());
+        for ((namespace, name, _), event) in due {
             self.publish(&namespace, &name, &event).await;
         }
     }
@@ -619,7 +642,7 @@ impl Sender {
     /// Sends one Event; a repeat of an Event of the last minutes becomes a
     /// series (count and last time) of the first, as Kubernetes' event
     /// recorder does.
-    async fn publish(&mut self, namespace: &str, name: &str, event: &Event) {
+    async fn publish(&self, namespace: &str, name: &str, event: &Event) {
         let reference = VariantAutoscaling::object_ref_for(namespace, name);
         match self.recorder.publish(event, &reference).await {
             Ok(()) => self.metrics.event("sent"),

@@ -55,6 +55,9 @@ struct Pending<S> {
 pub struct StatusQueue<K, S> {
     written: HashMap<K, (S, Instant)>,
     pending: HashMap<K, Pending<S>>,
+    /// Objects whose write is being sent: never two at once for one
+    /// object, so that writes land in the order they were decided.
+    in_flight: std::collections::HashSet<K>,
     min_interval: Duration,
     distance: fn(Option<&S>, &S) -> u64,
 }
@@ -65,6 +68,7 @@ impl<K: Eq + Hash + Clone + Ord, S: PartialEq + Clone> StatusQueue<K, S> {
         StatusQueue {
             written: HashMap::new(),
             pending: HashMap::new(),
+            in_flight: std::collections::HashSet::new(),
             min_interval,
             distance,
         }
@@ -119,6 +123,9 @@ impl<K: Eq + Hash + Clone + Ord, S: PartialEq + Clone> StatusQueue<K, S> {
         let mut best: Option<(&K, &Pending<S>)> = None;
         let mut earliest: Option<Instant> = None;
         for (k, p) in &self.pending {
+            if self.in_flight.contains(k) {
+                continue;
+            }
             match p.not_before {
                 Some(t) if t > now => {
                     earliest = Some(earliest.map_or(t, |e| e.min(t)));
@@ -138,11 +145,14 @@ impl<K: Eq + Hash + Clone + Ord, S: PartialEq + Clone> StatusQueue<K, S> {
         }
         match best.map(|(k, _)| k.clone()) {
             Some(key) => match self.pending.remove(&key) {
-                Some(p) => Next::Send {
-                    key,
-                    desired: p.desired,
-                    attempt: p.attempt,
-                },
+                Some(p) => {
+                    self.in_flight.insert(key.clone());
+                    Next::Send {
+                        key,
+                        desired: p.desired,
+                        attempt: p.attempt,
+                    }
+                }
                 None => Next::Idle,
             },
             None => earliest.map_or(Next::Idle, Next::WaitUntil),
@@ -151,6 +161,7 @@ impl<K: Eq + Hash + Clone + Ord, S: PartialEq + Clone> StatusQueue<K, S> {
 
     /// `desired` was written at `now`; returns the status written before.
     pub fn mark_written(&mut self, key: &K, desired: S, now: Instant) -> Option<S> {
+        self.in_flight.remove(key);
         let previous = self
             .written
             .insert(key.clone(), (desired.clone(), now))
@@ -173,6 +184,7 @@ impl<K: Eq + Hash + Clone + Ord, S: PartialEq + Clone> StatusQueue<K, S> {
     /// newer status was offered meanwhile (that one goes instead, not
     /// before `retry_at` either).
     pub fn mark_failed(&mut self, key: K, desired: S, attempt: u32, retry_at: Instant) {
+        self.in_flight.remove(&key);
         let written = self.written.get(&key).map(|(w, _)| w);
         match self.pending.get_mut(&key) {
             Some(p) => {
@@ -192,6 +204,12 @@ impl<K: Eq + Hash + Clone + Ord, S: PartialEq + Clone> StatusQueue<K, S> {
                 );
             }
         }
+    }
+
+    /// Sending `key` ended without a write and without a retry (the
+    /// object is gone).
+    pub fn mark_dropped(&mut self, key: &K) {
+        self.in_flight.remove(key);
     }
 
     /// Forgets objects that no longer exist; returns how many pending
@@ -440,6 +458,48 @@ mod tests {
         q.mark_written(&"a", 5, later);
         assert_eq!(q.written(&"a"), Some(&5));
         assert_eq!(drain(&mut q, later), [("a", 6)]);
+    }
+
+    #[test]
+    fn an_object_is_never_sent_twice_at_once() {
+        let t = Instant::now();
+        let mut q = queue(0);
+        q.offer("a", 1);
+        q.offer("b", 1);
+        let Next::Send { key, desired, .. } = q.next(t) else {
+            panic!("a is due")
+        };
+        assert_eq!((key, desired), ("a", 1));
+        // A newer status of a, offered while 1 is in flight, waits for it.
+        q.offer("a", 2);
+        assert_eq!(
+            q.next(t),
+            Next::Send {
+                key: "b",
+                desired: 1,
+                attempt: 0
+            }
+        );
+        assert_eq!(q.next(t), Next::Idle);
+        q.mark_written(&"a", 1, t);
+        assert_eq!(
+            q.next(t),
+            Next::Send {
+                key: "a",
+                desired: 2,
+                attempt: 0
+            }
+        );
+        q.mark_dropped(&"a");
+        q.offer("a", 3);
+        assert_eq!(
+            q.next(t),
+            Next::Send {
+                key: "a",
+                desired: 3,
+                attempt: 0
+            }
+        );
     }
 
     #[test]

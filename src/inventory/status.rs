@@ -393,6 +393,7 @@ impl StatusWriter {
             metrics: self.metrics,
             gate: Mutex::new(EventGate::new(EVENT_INTERVAL)),
             forbidden_logged: Mutex::new(HashSet::new()),
+            events_checked: Mutex::new(Instant::now()),
         });
         let senders: Vec<_> = (0..SENDERS)
             .map(|_| tokio::spawn(Arc::clone(&sender).run(shutdown.clone())))
@@ -482,6 +483,9 @@ struct Sender {
     gate: Mutex<EventGate<(String, String, String), Event>>,
     /// Permissions whose absence was logged already.
     forbidden_logged: Mutex<HashSet<&'static str>>,
+    /// When deferred Events were last looked for: once a second is enough
+    /// for a one-minute gate, and each look walks every gated object.
+    events_checked: Mutex<Instant>,
 }
 
 /// A lock over plain data that a panicking holder cannot leave half-updated.
@@ -633,7 +637,15 @@ impl Sender {
     }
 
     async fn send_due_events(&self) {
-        let due = plain(&self.gate).due(Instant::now());
+        let now = Instant::now();
+        {
+            let mut checked = plain(&self.events_checked);
+            if now.saturating_duration_since(*checked) < Duration::from_secs(1) {
+                return;
+            }
+            *checked = now;
+        }
+        let due = plain(&self.gate).due(now);
         for ((namespace, name, _), event) in due {
             self.publish(&namespace, &name, &event).await;
         }

@@ -306,6 +306,24 @@ pub struct ServeArgs {
     /// Namespace of the Lease (default: --namespace).
     #[arg(long)]
     pub leader_elect_resource_namespace: Option<String>,
+    /// Calls per second to the API server, sustained (watches not counted). Status writes, Events and list calls share it; TokenReviews and SubjectAccessReviews have a budget of their own of the same size.
+    #[arg(long, default_value = "20", value_parser = parse_kube_api_qps)]
+    pub kube_api_qps: f64,
+    /// Calls to the API server allowed at once above --kube-api-qps before calls wait.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    pub kube_api_burst: u32,
+}
+
+/// `--kube-api-qps`: a finite number above 0.
+pub fn parse_kube_api_qps(s: &str) -> Result<f64, String> {
+    let qps: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    crate::kube_client::RateLimitSettings { qps, burst: 1 }
+        .validate()
+        .map(|()| qps)
+        .map_err(|e| e.to_string())
 }
 
 /// A tolerance: a finite decimal >= 0 (or a quantity such as `50m`).

@@ -17,6 +17,7 @@ pub mod fatal;
 pub mod hpa;
 pub mod inventory;
 pub mod keda;
+pub mod kube_client;
 pub mod leader;
 pub mod run;
 pub mod saturation;

@@ -215,8 +215,8 @@ pub async fn components_from_args(
         )
         .into());
     }
-    let client = if !standalone || !args.insecure_disable_auth {
-        Some(kube::Client::try_default().await.context(if standalone {
+    let clients = if !standalone || !args.insecure_disable_auth {
+        Some(build_kube_clients(args, &mut registry).await.context(if standalone {
             "authentication and authorization are delegated to the cluster (TokenReview, SubjectAccessReview) \
              and no cluster is reachable (no in-cluster service account, no usable KUBECONFIG); for a standalone \
              run pass --insecure-disable-auth"
@@ -227,7 +227,8 @@ pub async fn components_from_args(
     } else {
         None
     };
-    let auth = match &client {
+    let client = clients.as_ref().map(|c| c.main.clone());
+    let auth = match &clients {
         None => {
             tracing::warn!("--insecure-disable-auth: AUTHENTICATION AND AUTHORIZATION ARE OFF; every client can read every metric");
             if !args.bind_address.is_loopback() {
@@ -235,7 +236,7 @@ pub async fn components_from_args(
             }
             None
         }
-        Some(client) => Some(build_auth(args, client.clone(), shutdown, tasks)?),
+        Some(clients) => Some(build_auth(args, clients.reviews.clone(), shutdown, tasks)?),
     };
     match &args.inventory {
         InventorySource::File(path) => {
@@ -367,6 +368,55 @@ pub async fn components_from_args(
         auth,
         hpa_tolerance: crate::hpa::Tolerances::uniform(args.hpa_tolerance),
         accelerators,
+    })
+}
+
+/// The kube clients of `serve`, each behind its own client-side budget of
+/// `--kube-api-qps` / `--kube-api-burst` (watches not counted).
+pub struct KubeClients {
+    /// Inventory lists, status writes, Events.
+    pub main: kube::Client,
+    /// TokenReviews and SubjectAccessReviews: a budget of their own, so
+    /// that authenticating an HPA request never queues behind a backlog of
+    /// status writes.
+    pub reviews: kube::Client,
+}
+
+/// Builds the kube clients from the inferred configuration (in-cluster
+/// service account or KUBECONFIG). The only place clients are built.
+pub async fn build_kube_clients(
+    args: &ServeArgs,
+    registry: &mut Registry,
+) -> anyhow::Result<KubeClients> {
+    use crate::kube_client::{rate_limit::BudgetMetrics, ApiBudget, ApiRateLimitLayer};
+    let config = kube::Config::infer().await?;
+    let settings = crate::kube_client::RateLimitSettings {
+        qps: args.kube_api_qps,
+        burst: args.kube_api_burst,
+    };
+    let metrics = BudgetMetrics::register(registry);
+    let build = |name: &str, default_retry: bool| -> anyhow::Result<kube::Client> {
+        let budget = ApiBudget::new(name, settings, Some(metrics.clone()))?;
+        let mut config = config.clone();
+        config.default_retry = default_retry;
+        Ok(kube::client::ClientBuilder::try_from(config)?
+            .with_layer(&ApiRateLimitLayer::<kube::client::Body>::new(budget))
+            .build())
+    };
+    tracing::info!(
+        qps = settings.qps,
+        burst = settings.burst,
+        "client-side rate limit of API server calls (budgets: main, reviews)"
+    );
+    // kube's built-in retry (429/503/504) sits below the rate limit, so its
+    // retries would not be counted, and it would hold the status sender
+    // inside one call for minutes: the main client's callers retry
+    // themselves (the status writer with backoff and coalescing, reflectors
+    // with the watcher's backoff). Reviews keep it: an HPA request waits on
+    // them, and a failed review is a failed request.
+    Ok(KubeClients {
+        main: build("main", false)?,
+        reviews: build("reviews", true)?,
     })
 }
 
@@ -544,7 +594,7 @@ pub async fn start(
         thresholds,
         fetch_interval,
         freshness,
-        registry,
+        mut registry,
         telemetry,
         status_writer,
         leader,
@@ -570,7 +620,8 @@ pub async fn start(
     let cycles = Arc::new(tokio::sync::Notify::new());
     if let Some((client, interval)) = status_writer {
         let mut writer =
-            crate::inventory::status::StatusWriter::new(client, Arc::clone(&engine), interval);
+            crate::inventory::status::StatusWriter::new(client, Arc::clone(&engine), interval)
+                .with_metrics(&mut registry);
         if let Some(leading) = leader {
             writer = writer.with_leader(leading);
         }

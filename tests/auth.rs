@@ -293,8 +293,19 @@ async fn denials_name_who_and_what_and_reviews_are_cached() {
     // A bearer token reviewed by TokenReview; a bad one is 401.
     s.api.add_token("good-token", "bob");
     let plain = client(&s.server_ca, None);
-    let (status, _) = get(&plain, &url, &[("Authorization", "Bearer good-token")]).await;
-    assert_eq!(status, 200);
+    // Readiness means the first fetch cycle ran, which may precede the
+    // model's first data ("not fetched yet", 503): wait past that; the
+    // token's outcome is what is asserted.
+    let (status, body) = eventually(
+        Duration::from_secs(10),
+        "bob's request past 503",
+        || async {
+            let (status, body) = get(&plain, &url, &[("Authorization", "Bearer good-token")]).await;
+            (status != 503).then_some((status, body))
+        },
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
     let (status, body) = get(&plain, &url, &[("Authorization", "Bearer bad-token")]).await;
     assert_eq!(
         (status, body["reason"].as_str()),

@@ -13,6 +13,7 @@ pub mod resolve;
 pub mod snapshot;
 pub mod status;
 pub mod store;
+pub mod write_queue;
 
 pub use crd::{VariantAutoscaling, VariantAutoscalingSpec};
 pub use resolve::{resolve, InventoryObjects};

@@ -5,21 +5,38 @@
 //! object. Writes are server-side apply with one field manager and force,
 //! so that several server replicas writing the same decision converge
 //! instead of fighting over fields.
+//!
+//! At scale (thousands of decisions changing in one cycle) writes are
+//! queued, one per object and always the latest ([`super::write_queue`]),
+//! sent one at a time at the pace of the client's rate limit, furthest from
+//! the decision first; Events are limited to one per object and reason per
+//! minute. Failed writes are retried with backoff and jitter (409, 429,
+//! 5xx; never before `Retry-After`); a 403 is logged once naming the
+//! missing permission.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::crd::{OptimizedAlloc, VariantAutoscaling, VariantAutoscalingStatus};
 use super::snapshot::{Variant, VariantSource};
+use super::write_queue::{
+    classify, retry_delay, EventGate, FailureClass, Next, Offered, StatusQueue,
+};
 use crate::decision::{DecisionEngine, DecisionError};
 use crate::saturation::TargetReason;
 
@@ -184,19 +201,156 @@ impl DesiredStatus {
     }
 }
 
-/// Writes statuses after fetch cycles.
+/// An object's key: (namespace, name).
+type Key = (String, String);
+
+/// How far a written status is from the desired one, to rank pending
+/// writes: a status never written by this process first, then by replicas
+/// apart (a one-replica change outranks any change of conditions alone),
+/// then by conditions that differ.
+pub fn status_distance(written: Option<&DesiredStatus>, desired: &DesiredStatus) -> u64 {
+    let Some(written) = written else {
+        return u64::MAX;
+    };
+    let replicas = u64::from(written.num_replicas.abs_diff(desired.num_replicas));
+    let conditions = written
+        .conditions
+        .iter()
+        .zip(&desired.conditions)
+        .filter(|(a, b)| a != b)
+        .count()
+        + written.conditions.len().abs_diff(desired.conditions.len());
+    let accelerator = usize::from(written.accelerator != desired.accelerator);
+    let minor = u64::try_from(conditions + accelerator)
+        .unwrap_or(15)
+        .min(15);
+    replicas.saturating_mul(16).saturating_add(minor)
+}
+
+/// Events of one change from `previous` to `now`: a scaling decision, or
+/// metrics becoming unavailable. Pure.
+pub fn events_for(previous: Option<&DesiredStatus>, now: &DesiredStatus) -> Vec<Event> {
+    let metrics = |d: &DesiredStatus| d.conditions.get(1).cloned();
+    let mut events = Vec::new();
+    if previous.map(|p| p.num_replicas) != Some(now.num_replicas) {
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: "ScalingDecision".into(),
+            note: Some(format!("desired replicas {}", now.num_replicas)),
+            action: "Decide".into(),
+            secondary: None,
+        });
+    }
+    if let Some((_, status, reason, message)) = metrics(now) {
+        if status == "False" && previous.and_then(metrics) != metrics(now) {
+            events.push(Event {
+                type_: EventType::Warning,
+                reason: "MetricsUnavailable".into(),
+                note: Some(format!("{reason}: {message}")),
+                action: "Decide".into(),
+                secondary: None,
+            });
+        }
+    }
+    events
+}
+
+/// Writes in flight at once (each to a different object). One would do if
+/// the API server answered within 1/QPS; a few keep the configured rate
+/// reachable when it answers slower, and the rate limit still bounds them.
+const SENDERS: usize = 4;
+
+/// At most one Event per object and reason per this interval.
+pub const EVENT_INTERVAL: Duration = Duration::from_secs(60);
+/// First retry of a failed write (409, 429, 5xx, no answer); doubles up to
+/// [`RETRY_CAP`], with jitter.
+const RETRY_BASE: Duration = Duration::from_millis(200);
+const RETRY_CAP: Duration = Duration::from_secs(30);
+/// A write refused for a reason a retry will not fix soon (403 RBAC, 400,
+/// 422) is tried again after this long (the permission may be granted).
+const SLOW_RETRY: Duration = Duration::from_secs(60);
+
+/// Label of the status writer's counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteResultLabels {
+    pub result: String,
+}
+
+/// The status writer's metrics.
+#[derive(Clone, Default)]
+pub struct StatusMetrics {
+    pending: Gauge,
+    writes: Family<WriteResultLabels, Counter>,
+    superseded: Counter,
+    events: Family<WriteResultLabels, Counter>,
+}
+
+impl StatusMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = StatusMetrics::default();
+        registry.register(
+            "wva_status_writes_pending",
+            "VariantAutoscaling status writes waiting to be sent (the backlog; one per object at most)",
+            m.pending.clone(),
+        );
+        registry.register(
+            "wva_status_writes",
+            "VariantAutoscaling status writes by result (ok, retry, forbidden, not_found, rejected)",
+            m.writes.clone(),
+        );
+        registry.register(
+            "wva_status_writes_superseded",
+            "Pending status writes replaced by a newer decision before they were sent (never sent)",
+            m.superseded.clone(),
+        );
+        registry.register(
+            "wva_events",
+            "Events by result (sent, deferred: waits for the per-object minute, replaced: a deferred one superseded and never sent, failed)",
+            m.events.clone(),
+        );
+        m
+    }
+
+    fn write(&self, result: &str) {
+        self.writes
+            .get_or_create(&WriteResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    fn event(&self, result: &str) {
+        self.events
+            .get_or_create(&WriteResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+}
+
+type SharedQueue = Arc<Mutex<StatusQueue<Key, DesiredStatus>>>;
+
+fn lock(queue: &SharedQueue) -> std::sync::MutexGuard<'_, StatusQueue<Key, DesiredStatus>> {
+    // The queue's maps stay consistent between statements; a panic in
+    // another holder does not make them unusable.
+    match queue.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Writes statuses after fetch cycles: a planner turns every cycle's
+/// decisions into the latest desired status per VariantAutoscaling (queued,
+/// coalesced), and one sender writes them, furthest from the decision
+/// first, paced by the client's rate limit.
 pub struct StatusWriter {
     client: Client,
     engine: Arc<DecisionEngine>,
     min_interval: Duration,
     recorder: Recorder,
-    last: HashMap<(String, String), (DesiredStatus, Instant)>,
+    metrics: StatusMetrics,
     /// Whether this replica holds the leader Lease (see `crate::leader`).
     leading: tokio::sync::watch::Receiver<bool>,
-    /// What a follower would have written: once it leads, Events compare
-    /// against it, so that a change the old leader reported is not reported
-    /// again.
-    followed: HashMap<(String, String), DesiredStatus>,
 }
 
 impl StatusWriter {
@@ -210,40 +364,91 @@ impl StatusWriter {
             client,
             engine,
             min_interval,
-            last: HashMap::new(),
+            metrics: StatusMetrics::default(),
             leading: crate::leader::always_leading(),
-            followed: HashMap::new(),
         }
     }
 
-    /// Writes only while `leading` says this replica leads.
+    /// Writes (and records Events) only while `leading` says this replica
+    /// leads; a follower records what it would have written as written, so
+    /// that on taking over it neither repeats the old leader's Events nor
+    /// rewrites statuses that did not change since.
     pub fn with_leader(mut self, leading: tokio::sync::watch::Receiver<bool>) -> Self {
         self.leading = leading;
         self
     }
 
-    /// Runs after every notification until shutdown.
-    pub fn spawn(mut self, cycles: Arc<Notify>, shutdown: CancellationToken) -> JoinHandle<()> {
+    /// Exports the backlog and results in `registry`.
+    pub fn with_metrics(mut self, registry: &mut Registry) -> Self {
+        self.metrics = StatusMetrics::register(registry);
+        self
+    }
+
+    /// Plans after every notification and sends until shutdown.
+    pub fn spawn(self, cycles: Arc<Notify>, shutdown: CancellationToken) -> JoinHandle<()> {
+        let queue: SharedQueue = Arc::new(Mutex::new(StatusQueue::new(
+            self.min_interval,
+            status_distance,
+        )));
+        let wake = Arc::new(Notify::new());
+        let planner = Planner {
+            engine: self.engine,
+            queue: Arc::clone(&queue),
+            wake: Arc::clone(&wake),
+            metrics: self.metrics.clone(),
+        };
+        let sender = Arc::new(Sender {
+            client: self.client,
+            recorder: self.recorder,
+            queue,
+            wake,
+            metrics: self.metrics,
+            gate: Mutex::new(EventGate::new(EVENT_INTERVAL)),
+            forbidden_logged: Mutex::new(HashSet::new()),
+            events_checked: Mutex::new(Instant::now()),
+            leading: self.leading,
+        });
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|_| tokio::spawn(Arc::clone(&sender).run(shutdown.clone())))
+            .collect();
         tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = cycles.notified() => {}
-                }
-                self.write_changes().await;
+            planner.run(cycles, shutdown).await;
+            for s in senders {
+                let _ = s.await;
             }
         })
     }
+}
 
-    async fn write_changes(&mut self) {
+struct Planner {
+    engine: Arc<DecisionEngine>,
+    queue: SharedQueue,
+    wake: Arc<Notify>,
+    metrics: StatusMetrics,
+}
+
+impl Planner {
+    async fn run(self, cycles: Arc<Notify>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = cycles.notified() => {}
+            }
+            self.plan();
+            self.wake.notify_waiters();
+            self.wake.notify_one();
+        }
+    }
+
+    /// Offers every VariantAutoscaling's desired status to the queue.
+    fn plan(&self) {
         let snapshot = self.engine.inventory().load();
         let now = std::time::SystemTime::now();
-        let mut keys: Vec<_> = snapshot.models().map(|(k, _)| k.clone()).collect();
-        keys.sort();
-        for key in keys {
-            let outcome = self.engine.decide_model(&snapshot, &key, now);
+        let mut desired_all = Vec::new();
+        for (key, _) in snapshot.models() {
+            let outcome = self.engine.decide_model(&snapshot, key, now);
             for v in snapshot
-                .model_variants(&key)
+                .model_variants(key)
                 .filter(|v| v.source == VariantSource::VariantAutoscaling)
             {
                 let (decided, has_metrics, reason) = match &outcome {
@@ -251,103 +456,249 @@ impl StatusWriter {
                         let d = o.decisions.iter().find(|d| d.variant.name == v.name);
                         (
                             Ok(d.map(|d| d.desired)),
-                            o.has_metrics(),
+                            o.analysis.is_some(),
                             d.map(|d| d.reason),
                         )
                     }
                     Err(e) => (Err(e.clone()), false, None),
                 };
                 let desired = desired_status(v, &decided, has_metrics).with_reason(v, reason);
-                self.write_one(v, desired).await;
+                desired_all.push(((v.namespace.clone(), v.name.clone()), desired));
             }
         }
-        let live: std::collections::HashSet<(String, String)> = snapshot
+        let live: HashSet<Key> = snapshot
             .variants()
             .iter()
             .map(|v| (v.namespace.clone(), v.name.clone()))
             .collect();
-        self.last.retain(|k, _| live.contains(k));
-        self.followed.retain(|k, _| live.contains(k));
+        let mut queue = lock(&self.queue);
+        let mut superseded = 0;
+        for (key, desired) in desired_all {
+            if queue.offer(key, desired) == Offered::Superseded {
+                superseded += 1;
+            }
+        }
+        queue.retain(|k| live.contains(k));
+        self.metrics.superseded.inc_by(superseded);
+        self.metrics
+            .pending
+            .set(i64::try_from(queue.backlog()).unwrap_or(i64::MAX));
+    }
+}
+
+struct Sender {
+    client: Client,
+    recorder: Recorder,
+    queue: SharedQueue,
+    wake: Arc<Notify>,
+    metrics: StatusMetrics,
+    /// (namespace, name, reason) -> the minute of the last Event.
+    gate: Mutex<EventGate<(String, String, String), Event>>,
+    /// Permissions whose absence was logged already.
+    forbidden_logged: Mutex<HashSet<&'static str>>,
+    /// When deferred Events were last looked for: once a second is enough
+    /// for a one-minute gate, and each look walks every gated object.
+    events_checked: Mutex<Instant>,
+    /// Whether this replica leads: the single place where writes are gated.
+    leading: tokio::sync::watch::Receiver<bool>,
+}
+
+/// A lock over plain data that a panicking holder cannot leave half-updated.
+fn plain<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl Sender {
+    async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            self.send_due_events().await;
+            let next = lock(&self.queue).next(Instant::now());
+            // Deferred Events fall due without any new write: look again
+            // at least every second.
+            let wait_until = match next {
+                Next::Send {
+                    key,
+                    desired,
+                    attempt,
+                } => {
+                    self.write(key, desired, attempt).await;
+                    continue;
+                }
+                Next::WaitUntil(t) => t.min(Instant::now() + Duration::from_secs(1)),
+                Next::Idle => Instant::now() + Duration::from_secs(1),
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep_until(wait_until) => {}
+            }
+        }
     }
 
-    async fn write_one(&mut self, v: &Variant, desired: DesiredStatus) {
-        let key = (v.namespace.clone(), v.name.clone());
-        if !*self.leading.borrow() {
-            // Not the leader: no write, no Event. Forget what we wrote, so
-            // that we write everything once on becoming leader again.
-            self.last.remove(&key);
-            self.followed.insert(key, desired);
-            return;
-        }
-        let previous = self.last.get(&key);
-        if previous.is_some_and(|(d, _)| *d == desired) {
-            return;
-        }
-        if previous.is_some_and(|(_, at)| at.elapsed() < self.min_interval) {
-            return;
-        }
+    /// The one place a status write is sent to the API server.
+    async fn send_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        desired: &DesiredStatus,
+    ) -> Result<(), kube::Error> {
         let now = Time(jiff::Timestamp::now());
-        let status = desired.to_status(&now);
-        let api: Api<VariantAutoscaling> = Api::namespaced(self.client.clone(), &v.namespace);
+        let api: Api<VariantAutoscaling> = Api::namespaced(self.client.clone(), namespace);
         let patch = serde_json::json!({
             "apiVersion": "llmd.ai/v1alpha1",
             "kind": "VariantAutoscaling",
-            "status": status,
+            "status": desired.to_status(&now),
         });
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        match api
-            .patch_status(&v.name, &params, &Patch::Apply(&patch))
+        api.patch_status(name, &params, &Patch::Apply(&patch))
             .await
-        {
-            Ok(_) => {
-                tracing::debug!(namespace = %v.namespace, variant = %v.name, replicas = desired.num_replicas, "status written");
-                let seen = previous
-                    .map(|(d, _)| d.clone())
-                    .or_else(|| self.followed.remove(&key));
-                self.record_events(v, seen, &desired).await;
-                self.last.insert(key, (desired, Instant::now()));
+            .map(|_| ())
+    }
+
+    async fn write(&self, key: Key, desired: DesiredStatus, attempt: u32) {
+        let (namespace, name) = (&key.0, &key.1);
+        if !*self.leading.borrow() {
+            // A follower: the leader writes this. Recorded as written, so
+            // that a takeover compares later changes against it.
+            lock(&self.queue).mark_written(&key, desired, Instant::now());
+            return;
+        }
+        let result = self.send_status(namespace, name, &desired).await;
+        let now = Instant::now();
+        match result {
+            Ok(()) => {
+                tracing::debug!(%namespace, variant = %name, replicas = desired.num_replicas, "status written");
+                self.metrics.write("ok");
+                let previous = lock(&self.queue).mark_written(&key, desired.clone(), now);
+                for event in events_for(previous.as_ref(), &desired) {
+                    self.offer_event(namespace, name, event).await;
+                }
             }
             Err(e) => {
-                tracing::warn!(namespace = %v.namespace, variant = %v.name, error = %e, "cannot write status")
+                let (code, retry_after) = api_answer(&e);
+                let retry_at = match classify(code, retry_after) {
+                    FailureClass::Retry { retry_after } => {
+                        let delay = retry_delay(
+                            attempt,
+                            RETRY_BASE,
+                            RETRY_CAP,
+                            rand::random::<f64>(),
+                            retry_after,
+                        );
+                        tracing::warn!(%namespace, variant = %name, code, attempt = attempt + 1, retry_in_ms = delay.as_millis() as u64, error = %e, "status write failed; retrying");
+                        self.metrics.write("retry");
+                        Some(now + delay)
+                    }
+                    FailureClass::Forbidden => {
+                        self.forbidden(
+                            "patch variantautoscalings/status (API group llmd.ai)",
+                            namespace,
+                            &e,
+                        );
+                        self.metrics.write("forbidden");
+                        Some(now + SLOW_RETRY)
+                    }
+                    FailureClass::NotFound => {
+                        // Deleted: the inventory drops it, and with it the planner's offers.
+                        tracing::debug!(%namespace, variant = %name, "status not written: the VariantAutoscaling is gone");
+                        self.metrics.write("not_found");
+                        lock(&self.queue).mark_dropped(&key);
+                        None
+                    }
+                    FailureClass::Rejected => {
+                        tracing::warn!(%namespace, variant = %name, code, error = %e, "status write rejected by the API server");
+                        self.metrics.write("rejected");
+                        Some(now + SLOW_RETRY)
+                    }
+                };
+                let mut queue = lock(&self.queue);
+                if let Some(at) = retry_at {
+                    queue.mark_failed(key, desired, attempt, at);
+                }
+                self.metrics
+                    .pending
+                    .set(i64::try_from(queue.backlog()).unwrap_or(i64::MAX));
+                return;
+            }
+        }
+        self.metrics
+            .pending
+            .set(i64::try_from(lock(&self.queue).backlog()).unwrap_or(i64::MAX));
+    }
+
+    /// A 403: the missing permission is logged once per process, not on
+    /// every write.
+    fn forbidden(&self, permission: &'static str, namespace: &str, e: &kube::Error) {
+        if plain(&self.forbidden_logged).insert(permission) {
+            tracing::error!(
+                permission,
+                %namespace,
+                error = %e,
+                "the API server refused a write for lack of permission: grant the server's service account this permission (deploy/ ClusterRole); logged once, retried every minute"
+            );
+        }
+    }
+
+    async fn offer_event(&self, namespace: &str, name: &str, event: Event) {
+        let key = (namespace.to_owned(), name.to_owned(), event.reason.clone());
+        let offered = plain(&self.gate).offer(key, event, Instant::now());
+        match offered {
+            (Some(event), _) => self.publish(namespace, name, &event).await,
+            (None, replaced) => {
+                self.metrics
+                    .event(if replaced { "replaced" } else { "deferred" });
             }
         }
     }
 
-    /// One Event per change: a scaling decision, or metrics becoming unavailable.
-    async fn record_events(
-        &self,
-        v: &Variant,
-        previous: Option<DesiredStatus>,
-        now: &DesiredStatus,
-    ) {
-        let reference = VariantAutoscaling::object_ref_for(&v.namespace, &v.name);
-        let metrics = |d: &DesiredStatus| d.conditions.get(1).cloned();
-        let mut events = Vec::new();
-        if previous.as_ref().map(|p| p.num_replicas) != Some(now.num_replicas) {
-            events.push(Event {
-                type_: EventType::Normal,
-                reason: "ScalingDecision".into(),
-                note: Some(format!("desired replicas {}", now.num_replicas)),
-                action: "Decide".into(),
-                secondary: None,
-            });
+    async fn send_due_events(&self) {
+        let now = Instant::now();
+        {
+            let mut checked = plain(&self.events_checked);
+            if now.saturating_duration_since(*checked) < Duration::from_secs(1) {
+                return;
+            }
+            *checked = now;
         }
-        if let Some((_, status, reason, message)) = metrics(now) {
-            if status == "False" && previous.as_ref().and_then(metrics) != metrics(now) {
-                events.push(Event {
-                    type_: EventType::Warning,
-                    reason: "MetricsUnavailable".into(),
-                    note: Some(format!("{reason}: {message}")),
-                    action: "Decide".into(),
-                    secondary: None,
-                });
+        let due = plain(&self.gate).due(now);
+        for ((namespace, name, _), event) in due {
+            self.publish(&namespace, &name, &event).await;
+        }
+    }
+
+    /// Sends one Event; a repeat of an Event of the last minutes becomes a
+    /// series (count and last time) of the first, as Kubernetes' event
+    /// recorder does.
+    async fn publish(&self, namespace: &str, name: &str, event: &Event) {
+        let reference = VariantAutoscaling::object_ref_for(namespace, name);
+        match self.recorder.publish(event, &reference).await {
+            Ok(()) => self.metrics.event("sent"),
+            Err(e) => {
+                self.metrics.event("failed");
+                if api_answer(&e).0 == Some(403) {
+                    self.forbidden("create events (API group events.k8s.io)", namespace, &e);
+                } else {
+                    tracing::debug!(%namespace, variant = %name, error = %e, "cannot record event");
+                }
             }
         }
-        for e in events {
-            if let Err(err) = self.recorder.publish(&e, &reference).await {
-                tracing::debug!(error = %err, "cannot record event");
-            }
-        }
+    }
+}
+
+/// The answer's code and `retryAfterSeconds` (None: no answer at all).
+fn api_answer(e: &kube::Error) -> (Option<u16>, u32) {
+    match e {
+        kube::Error::Api(status) => (
+            Some(status.code),
+            status.details.as_ref().map_or(0, |d| d.retry_after_seconds),
+        ),
+        _ => (None, 0),
     }
 }
 
@@ -428,5 +779,41 @@ mod tests {
         ] {
             assert_eq!(base.clone().with_reason(&v, reason), base);
         }
+    }
+
+    #[test]
+    fn the_distance_ranks_replicas_over_conditions_and_unwritten_first() {
+        let v = variant();
+        let at = |n: u32, metrics: bool| desired_status(&v, &Ok(Some(n)), metrics);
+        let d = |w: &DesiredStatus, n: &DesiredStatus| status_distance(Some(w), n);
+        assert_eq!(status_distance(None, &at(12, true)), u64::MAX);
+        assert_eq!(d(&at(12, true), &at(12, true)), 0);
+        // Conditions alone (metrics found -> missing: two conditions differ).
+        assert_eq!(d(&at(12, true), &at(12, false)), 2);
+        // The replicas, and the OptimizationReady message that names them.
+        assert_eq!(d(&at(12, true), &at(13, true)), 16 + 1);
+        assert_eq!(d(&at(12, true), &at(2, true)), 160 + 1);
+        assert_eq!(d(&at(2, true), &at(12, true)), 160 + 1);
+        assert!(d(&at(12, true), &at(13, true)) > d(&at(12, true), &at(12, false)));
+    }
+
+    #[test]
+    fn events_name_each_change_once() {
+        let v = variant();
+        let found = desired_status(&v, &Ok(Some(12)), true);
+        let reasons = |p: Option<&DesiredStatus>, n: &DesiredStatus| -> Vec<String> {
+            events_for(p, n).into_iter().map(|e| e.reason).collect()
+        };
+        assert_eq!(reasons(None, &found), ["ScalingDecision"]);
+        assert!(reasons(Some(&found), &found).is_empty());
+        let up = desired_status(&v, &Ok(Some(13)), true);
+        assert_eq!(reasons(Some(&found), &up), ["ScalingDecision"]);
+        let missing = desired_status(&v, &Ok(Some(12)), false);
+        assert_eq!(reasons(Some(&found), &missing), ["MetricsUnavailable"]);
+        assert!(reasons(Some(&missing), &missing).is_empty());
+        assert_eq!(
+            events_for(Some(&found), &up)[0].note.as_deref(),
+            Some("desired replicas 13")
+        );
     }
 }

@@ -87,6 +87,13 @@ struct State {
     token_review_delay: std::time::Duration,
     /// Creates and updates refused with 409 (exists, or stale resourceVersion).
     conflicts: u64,
+    /// When each request other than a watch arrived, and its method and path.
+    calls: Vec<(std::time::Instant, String, String)>,
+    /// Answers given to the next status PATCH requests instead of applying
+    /// them: (code, Retry-After seconds).
+    status_faults: std::collections::VecDeque<(u16, u32)>,
+    /// Answers of status PATCH requests: (time, code).
+    status_answers: Vec<(std::time::Instant, u16)>,
 }
 
 /// What a write requires of the stored object (optimistic concurrency).
@@ -435,7 +442,53 @@ impl ApiServer {
         self.state.lock().unwrap().status_patches.clone()
     }
 
+    /// Every request other than a watch so far: (arrival, method, path).
+    pub fn calls(&self) -> Vec<(std::time::Instant, String, String)> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// The most requests (watches excluded) that arrived within any
+    /// `window` so far.
+    pub fn max_calls_within(&self, window: std::time::Duration) -> usize {
+        let times: Vec<std::time::Instant> = self.calls().iter().map(|c| c.0).collect();
+        let mut best = 0;
+        let mut first = 0;
+        for (last, t) in times.iter().enumerate() {
+            while *t - times[first] >= window {
+                first += 1;
+            }
+            best = best.max(last - first + 1);
+        }
+        best
+    }
+
+    /// The next status PATCH requests are answered with these codes (and
+    /// `Retry-After` seconds, 0 for none) instead of being applied, in order.
+    pub fn fail_status_patches(&self, faults: &[(u16, u32)]) {
+        self.state
+            .lock()
+            .unwrap()
+            .status_faults
+            .extend(faults.iter().copied());
+    }
+
+    /// The answer code of every status PATCH so far, with its time.
+    pub fn status_answers(&self) -> Vec<(std::time::Instant, u16)> {
+        self.state.lock().unwrap().status_answers.clone()
+    }
+
     async fn handle(&self, req: Request<Incoming>) -> Response<TestBody> {
+        let is_watch = req.uri().query().is_some_and(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .any(|(k, v)| k == "watch" && (v == "true" || v == "1"))
+        });
+        if !is_watch {
+            self.state.lock().unwrap().calls.push((
+                std::time::Instant::now(),
+                req.method().to_string(),
+                req.uri().path().to_owned(),
+            ));
+        }
         let path = req.uri().path().to_owned();
         let path_and_query = req.uri().to_string();
         let query: BTreeMap<String, String> = req
@@ -604,6 +657,36 @@ impl ApiServer {
                     .or_else(|_| serde_yaml::from_slice(&body))
                     .unwrap_or(Value::Null);
                 let ns = namespace.unwrap_or_default();
+                let fault = {
+                    let mut st = self.state.lock().unwrap();
+                    let fault = st.status_faults.pop_front();
+                    let code = fault.map_or(200, |f| f.0);
+                    st.status_answers.push((std::time::Instant::now(), code));
+                    fault
+                };
+                if let Some((code, retry_after)) = fault {
+                    let reason = match code {
+                        403 => "Forbidden",
+                        409 => "Conflict",
+                        429 => "TooManyRequests",
+                        _ => "InternalError",
+                    };
+                    let mut body: Value =
+                        serde_json::from_str(&status_json(code, reason, "injected by the test"))
+                            .unwrap();
+                    let mut r = full(StatusCode::from_u16(code).unwrap(), String::new());
+                    if retry_after > 0 {
+                        // As kube-apiserver does: the header and the Status detail.
+                        body["details"] = json!({"retryAfterSeconds": retry_after});
+                        r.headers_mut().insert(
+                            http::header::RETRY_AFTER,
+                            http::HeaderValue::from(retry_after),
+                        );
+                    }
+                    *r.body_mut() =
+                        http_body_util::Either::Left(Full::new(Bytes::from(body.to_string())));
+                    return r;
+                }
                 self.state
                     .lock()
                     .unwrap()

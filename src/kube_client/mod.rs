@@ -1,0 +1,9 @@
+//! The kube clients the server talks to the API server with. Every
+//! request except watches passes a client-side token bucket
+//! ([`rate_limit`]), as client-go's QPS/burst does for controllers: an
+//! unbounded client is throttled by API Priority and Fairness, and that
+//! delays our own reflectors' re-lists with it.
+
+pub mod rate_limit;
+
+pub use rate_limit::{ApiBudget, ApiRateLimitLayer, RateLimitSettings, TokenBucket};

@@ -1,0 +1,372 @@
+//! Calls to the API server are bounded (issue 23): the client-side QPS and
+//! burst hold for every call the server makes (watches excepted), status
+//! writes are queued and their backlog exported, failed writes are retried
+//! with backoff honouring `Retry-After`, and a 403 is logged once naming
+//! the missing permission. Against the in-process API server, with the real
+//! kube client in a real `serve` process.
+
+mod common;
+
+use std::time::Duration;
+
+use common::apiserver::ApiServer;
+use common::{eventually, Server};
+use serde_json::{json, Value};
+
+const NS: &str = "llm";
+/// Bound of every wait; each ends as soon as its condition holds.
+const WAIT: Duration = Duration::from_secs(60);
+
+fn va(name: &str, model: &str) -> Value {
+    json!({
+        "apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling",
+        "metadata": {"name": name, "namespace": NS, "labels": {"inference.optimization/acceleratorName": "H100"}},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                 "modelID": model, "minReplicas": 1, "maxReplicas": 10}
+    })
+}
+
+fn deployment(name: &str, replicas: u32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": []}}},
+        "status": {"replicas": replicas, "readyReplicas": replicas}
+    })
+}
+
+/// `n` VariantAutoscalings (10 models), each with its Deployment.
+fn populate(api: &ApiServer, n: usize) {
+    for i in 0..n {
+        let name = format!("v{i:04}");
+        api.apply(deployment(&name, 2));
+        api.apply(va(&name, &format!("model-{}", i % 10)));
+    }
+}
+
+async fn serve(api: &ApiServer, extra: &[&str]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let kc = kubeconfig.display().to_string();
+    let mut args = vec![
+        "--inventory",
+        "kube",
+        "--metrics-backend",
+        "scrape",
+        "--namespace",
+        "wva-system",
+    ];
+    if !extra.contains(&"--scrape-interval") {
+        args.extend_from_slice(&["--scrape-interval", "500ms"]);
+    }
+    args.extend_from_slice(extra);
+    Server::start_with(dir, &args, &[("KUBECONFIG", &kc)], true).await
+}
+
+fn written(api: &ApiServer, name: &str) -> bool {
+    api.object("variantautoscalings", NS, name)
+        .is_some_and(|o| o["status"]["desiredOptimizedAlloc"]["numReplicas"].is_number())
+}
+
+/// The value of an unlabelled (or first matching) sample in /metrics text.
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn calls_to_the_api_server_stay_within_qps_and_burst() {
+    const N: usize = 150;
+    const QPS: f64 = 40.0;
+    const BURST: usize = 10;
+    let api = ApiServer::start().await;
+    populate(&api, N);
+    let server = serve(&api, &["--kube-api-qps", "40", "--kube-api-burst", "10"]).await;
+    // Every status written (and its Event sent): 150 writes + 150 Events
+    // + the lists, paced at 40 a second.
+    let saw_backlog = std::sync::atomic::AtomicBool::new(false);
+    eventually(WAIT, "every status written", || async {
+        let text = server.text("/metrics").await;
+        if metric(&text, "wva_status_writes_pending").is_some_and(|p| p > 0.0) {
+            saw_backlog.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        (0..N)
+            .all(|i| written(&api, &format!("v{i:04}")))
+            .then_some(())
+    })
+    .await;
+    let saw_backlog = saw_backlog.load(std::sync::atomic::Ordering::SeqCst);
+    let text = eventually(
+        WAIT,
+        "the backlog to drain and the Events to go out",
+        || async {
+            let text = server.text("/metrics").await;
+            let events = metric(&text, "wva_events_total{result=\"sent\"}").unwrap_or(0.0);
+            (metric(&text, "wva_status_writes_pending") == Some(0.0) && events >= N as f64)
+                .then_some(text)
+        },
+    )
+    .await;
+    assert!(
+        saw_backlog,
+        "the backlog showed in /metrics while writes waited"
+    );
+    assert_eq!(
+        metric(&text, "wva_status_writes_total{result=\"ok\"}"),
+        Some(N as f64),
+        "one write per VariantAutoscaling"
+    );
+    let calls = api.calls();
+    let patches = calls.iter().filter(|c| c.1 == "PATCH").count();
+    let posts = calls.iter().filter(|c| c.1 == "POST").count();
+    assert_eq!(patches, N, "status writes");
+    assert!(posts >= N, "Events (and reviews): {posts}");
+    // The bound of a token bucket: burst + qps x window, for every window.
+    let most = api.max_calls_within(Duration::from_secs(1));
+    assert!(
+        most <= BURST + QPS as usize,
+        "{most} calls within one second (qps {QPS}, burst {BURST})"
+    );
+    // And the calls were paced, not merely few: the whole run took at
+    // least (calls - burst) / qps.
+    let span = calls.last().unwrap().0 - calls.first().unwrap().0;
+    let floor = Duration::from_secs_f64((calls.len() - 2 * BURST) as f64 / QPS);
+    assert!(
+        span >= floor,
+        "{} calls in {span:?}: faster than {QPS} a second",
+        calls.len()
+    );
+    assert!(
+        metric(&text, "wva_kube_api_requests_total{budget=\"main\"}").unwrap_or(0.0)
+            >= (2 * N) as f64,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "wva_kube_api_requests_total{budget=\"reviews\"}").unwrap_or(0.0) >= 1.0,
+        "the /metrics reads above were authorized by SubjectAccessReviews on their own budget"
+    );
+}
+
+#[tokio::test]
+async fn failed_status_writes_are_retried_honouring_retry_after() {
+    let api = ApiServer::start().await;
+    populate(&api, 1);
+    api.fail_status_patches(&[(429, 2), (500, 0), (409, 0)]);
+    let server = serve(&api, &[]).await;
+    eventually(WAIT, "the status written after the failures", || async {
+        written(&api, "v0000").then_some(())
+    })
+    .await;
+    let answers = api.status_answers();
+    let codes: Vec<u16> = answers.iter().map(|a| a.1).collect();
+    assert_eq!(codes, [429, 500, 409, 200], "retried until written, once");
+    let after_429 = answers[1].0 - answers[0].0;
+    assert!(
+        after_429 >= Duration::from_secs(2),
+        "the retry after a 429 with Retry-After: 2 came {after_429:?} later"
+    );
+    let text = server.text("/metrics").await;
+    assert_eq!(
+        metric(&text, "wva_status_writes_total{result=\"retry\"}"),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "wva_kube_api_retry_after_total{budget=\"main\"}"),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_forbidden_status_write_is_logged_once_naming_the_permission() {
+    let api = ApiServer::start().await;
+    populate(&api, 3);
+    api.fail_status_patches(&[(403, 0), (403, 0), (403, 0)]);
+    let server = serve(&api, &[]).await;
+    eventually(WAIT, "three forbidden writes", || async {
+        (api.status_answers().len() >= 3).then_some(())
+    })
+    .await;
+    let text = eventually(WAIT, "three forbidden writes counted", || async {
+        let text = server.text("/metrics").await;
+        (metric(&text, "wva_status_writes_total{result=\"forbidden\"}") == Some(3.0))
+            .then_some(text)
+    })
+    .await;
+    // Retried every minute, not every cycle: nothing else was sent.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(api.status_answers().len(), 3, "{text}");
+    let log = server.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("lack of permission"))
+        .collect();
+    assert_eq!(lines.len(), 1, "logged once: {lines:?}");
+    assert!(
+        lines[0].contains("patch variantautoscalings/status (API group llmd.ai)"),
+        "{}",
+        lines[0]
+    );
+}
+
+/// The number of VariantAutoscalings whose status shows `replicas`.
+fn statuses_at(api: &ApiServer, n: usize, replicas: u32) -> usize {
+    (0..n)
+        .filter(|i| {
+            api.object("variantautoscalings", NS, &format!("v{i:04}"))
+                .is_some_and(|o| o["status"]["desiredOptimizedAlloc"]["numReplicas"] == replicas)
+        })
+        .count()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+/// Benchmark (docs/benchmarks.md, "API server traffic"): `BENCH_VAS`
+/// VariantAutoscalings (default 10,000) whose decisions all change at
+/// once, with `--kube-api-qps BENCH_QPS` (default 200) and burst 2 x QPS.
+/// Reports the calls per second the API server saw, the time until every
+/// status is current, and the latency of HPA requests meanwhile.
+///
+/// cargo test --release --test api_budget -- --ignored --nocapture bench_
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: minutes of run time"]
+async fn bench_all_decisions_change_at_once() {
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let n = env("BENCH_VAS", 10_000);
+    let qps = env("BENCH_QPS", 200);
+    let api = ApiServer::start().await;
+    for i in 0..n {
+        let name = format!("v{i:04}");
+        api.apply(deployment(&name, 2));
+        api.apply(va(&name, &format!("model-{}", i % 1000)));
+    }
+    let (qps_s, burst_s) = (qps.to_string(), (2 * qps).to_string());
+    let started = std::time::Instant::now();
+    let server = serve(
+        &api,
+        &[
+            "--kube-api-qps",
+            &qps_s,
+            "--kube-api-burst",
+            &burst_s,
+            // A fetch cycle (and a status plan over every variant) each 2 s.
+            "--scrape-interval",
+            "2s",
+        ],
+    )
+    .await;
+    let long = Duration::from_secs(3600);
+    eventually(long, "the first statuses", || async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        (statuses_at(&api, n, 2) == n).then_some(())
+    })
+    .await;
+    let initial = started.elapsed();
+    eprintln!("initial statuses of {n} VariantAutoscalings written in {initial:.1?}");
+    // Past --status-min-interval (10 s) since the last initial write, so
+    // that the change phase measures the rate limit, not that interval.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+
+    // HPA requests to our API, every 100 ms, while the backlog drains.
+    let probing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let probe = {
+        let client = server.client.clone();
+        let base = server.base.clone();
+        let probing = std::sync::Arc::clone(&probing);
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failures = 0;
+            let mut i = 0;
+            while probing.load(std::sync::atomic::Ordering::SeqCst) {
+                let url = format!(
+                    "{base}/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/wva_desired_replicas?labelSelector=variant_name%3Dv{:04}",
+                    (i * 7919) % n
+                );
+                i += 1;
+                let t = std::time::Instant::now();
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => latencies.push(t.elapsed()),
+                    _ => failures += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (latencies, failures)
+        })
+    };
+    // Every decision changes at once: each Deployment goes from 2 to 3
+    // replicas (no pods, so each variant holds at its new count).
+    let calls_before = api.calls().len();
+    let t0 = std::time::Instant::now();
+    for i in 0..n {
+        api.apply(deployment(&format!("v{i:04}"), 3));
+    }
+    let mut max_backlog = 0.0f64;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let text = server.text("/metrics").await;
+        max_backlog = max_backlog.max(metric(&text, "wva_status_writes_pending").unwrap_or(0.0));
+        if statuses_at(&api, n, 3) == n {
+            break;
+        }
+        assert!(t0.elapsed() < long, "statuses not current within an hour");
+    }
+    let current = t0.elapsed();
+    probing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (mut latencies, failures) = probe.await.unwrap();
+    latencies.sort();
+    let calls: Vec<_> = api.calls()[calls_before..].to_vec();
+    let t_end = t0 + current;
+    let in_phase: Vec<_> = calls.iter().filter(|c| c.0 <= t_end).collect();
+    let mut per_second = vec![0usize; current.as_secs() as usize + 1];
+    for c in &in_phase {
+        let s = (c.0.saturating_duration_since(t0)).as_secs() as usize;
+        if let Some(b) = per_second.get_mut(s) {
+            *b += 1;
+        }
+    }
+    let patches = in_phase
+        .iter()
+        .filter(|c| c.1 == "PATCH" && c.2.ends_with("/status"))
+        .count();
+    let events = in_phase.iter().filter(|c| c.2.contains("/events")).count();
+    let reviews = in_phase.iter().filter(|c| c.2.contains("reviews")).count();
+    let full_seconds = &per_second[..per_second.len().saturating_sub(1)];
+    let text = server.text("/metrics").await;
+    eprintln!(
+        "\n| VariantAutoscalings | QPS / burst | calls in the change phase (status PATCH / Events, new or series / reviews) | calls per second: mean / max (1 s buckets) | max in any 1 s window (whole run) | time until every status current | max backlog | HPA requests: n / p50 / p99 / max / failed |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n| {n} | {qps} / {} | {} ({patches} / {events} / {reviews}) | {:.1} / {} | {} | {current:.1?} | {max_backlog} | {} / {:.1?} / {:.1?} / {:.1?} / {failures} |",
+        2 * qps,
+        in_phase.len(),
+        in_phase.len() as f64 / current.as_secs_f64(),
+        full_seconds.iter().max().copied().unwrap_or(0),
+        api.max_calls_within(Duration::from_secs(1)),
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or_default(),
+    );
+    for line in text.lines().filter(|l| {
+        l.starts_with("wva_status_writes")
+            || l.starts_with("wva_events_total")
+            || l.starts_with("wva_kube_api")
+    }) {
+        eprintln!("{line}");
+    }
+    assert!(
+        api.max_calls_within(Duration::from_secs(1)) <= 3 * qps,
+        "at most burst + qps in any second"
+    );
+}

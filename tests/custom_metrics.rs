@@ -22,13 +22,7 @@ async fn start() -> (Server, Vec<Emulator>) {
         &["--metrics-backend", "scrape"],
     )
     .await;
-    s.wait_value(
-        "llm-b",
-        "wva_desired_replicas",
-        "target_name=mistral-decode",
-        "3",
-    )
-    .await;
+    s.wait_mistral_at_3().await;
     (s, emulators)
 }
 

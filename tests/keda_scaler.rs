@@ -266,14 +266,7 @@ async fn stream_is_active_pushes_changes_and_keepalives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_reads_only_its_own_namespace_and_only_with_a_client_certificate() {
     let s = start(&[]).await;
-    s.server
-        .wait_value(
-            "llm-b",
-            "wva_desired_replicas",
-            "target_name=mistral-decode",
-            "3",
-        )
-        .await;
+    s.server.wait_mistral_at_3().await;
     // A ScaledObject in llm-a asking for llm-b's variant.
     let a = tokio::task::block_in_place(|| {
         s.call(
@@ -319,14 +312,7 @@ async fn errors_are_grpc_statuses_that_name_the_problem() {
         "1s",
     ])
     .await;
-    s.server
-        .wait_value(
-            "llm-b",
-            "wva_desired_replicas",
-            "target_name=mistral-decode",
-            "3",
-        )
-        .await;
+    s.server.wait_mistral_at_3().await;
 
     let a = tokio::task::block_in_place(|| {
         s.call("llm-a", &["variantName=no-such-variant"], "metrics")

@@ -146,19 +146,8 @@ async fn outage_server(ports: &[u16], extra: &[&str]) -> Server {
         &stale,
     ]);
     let s = Server::with_inventory(&two_model_inventory(ports), &args).await;
-    wait_mistral_at_3(&s).await;
+    s.wait_mistral_at_3().await;
     s
-}
-
-/// Waits until mistral-decode (llm-b) answers 3 desired replicas.
-async fn wait_mistral_at_3(s: &Server) {
-    s.wait_value(
-        "llm-b",
-        "wva_desired_replicas",
-        "target_name=mistral-decode",
-        "3",
-    )
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,7 +189,7 @@ async fn prometheus_killed_and_restarted() {
 
     let restarted = Instant::now();
     prom.restart().await;
-    wait_mistral_at_3(&s).await;
+    s.wait_mistral_at_3().await;
     println!("200 again {:?} after the restart", restarted.elapsed());
     let metrics = s.text("/metrics").await;
     assert!(
@@ -232,7 +221,7 @@ async fn scraped_pods_refusing_connections() {
     for (p, kv) in ports[3..].iter().zip([0.75, 0.76]) {
         emulators.push(Emulator::start_on(*p, MISTRAL, kv, 2.0).await);
     }
-    wait_mistral_at_3(&s).await;
+    s.wait_mistral_at_3().await;
 }
 
 /// A TCP front for a replica that either forwards to it or, once switched

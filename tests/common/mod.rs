@@ -369,6 +369,17 @@ impl Server {
         items[0]["value"].as_str().map(str::to_owned)
     }
 
+    /// Waits until mistral-decode (llm-b) of [`two_model_inventory`] answers its worked-example 3 replicas.
+    pub async fn wait_mistral_at_3(&self) {
+        self.wait_value(
+            "llm-b",
+            "wva_desired_replicas",
+            "target_name=mistral-decode",
+            "3",
+        )
+        .await;
+    }
+
     /// Waits until `metric` for `selector` answers `want`.
     pub async fn wait_value(&self, namespace: &str, metric: &str, selector: &str, want: &str) {
         let what = format!("{metric}{{{selector}}} in {namespace} to be {want}");

@@ -7,61 +7,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::apiserver::ApiServer;
-use common::{eventually, free_port, make_pki, Emulator, Proc};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use common::apiserver::{three_replica_llama, ApiServer};
+use common::pki::{ca, client, client_cert, serve_kube, Ca};
+use common::{eventually, Emulator, Proc};
 use serde_json::json;
 
 const PATH: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/wva_desired_replicas?labelSelector=target_name%3Dllama-decode";
 const HPA_USER: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
-
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn ca(name: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, name);
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let cert = p.self_signed(&key).unwrap();
-    Ca {
-        pem: cert.pem(),
-        issuer: Issuer::new(p, key),
-    }
-}
-
-/// A client certificate (CN, O) signed by `ca`: (cert PEM, key PEM).
-fn client_cert(ca: &Ca, cn: &str, org: Option<&str>) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name.push(DnType::CommonName, cn);
-    if let Some(o) = org {
-        p.distinguished_name.push(DnType::OrganizationName, o);
-    }
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = p.signed_by(&key, &ca.issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
-fn client(server_ca: &str, identity: Option<&(String, String)>) -> reqwest::Client {
-    wva_metrics_server::install_crypto_provider();
-    let mut b = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(server_ca.as_bytes()).unwrap()])
-        .timeout(Duration::from_secs(10));
-    if let Some((cert, key)) = identity {
-        b = b.identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap());
-    }
-    b.build().unwrap()
-}
 
 struct Setup {
     api: ApiServer,
@@ -75,45 +27,15 @@ struct Setup {
 
 async fn setup() -> Setup {
     let api = ApiServer::start().await;
-    let mut emulators = Vec::new();
-    for kv in [0.20, 0.30, 0.25] {
-        emulators.push(Emulator::start("m", kv, 1.0).await);
-    }
-    api.apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "llama-decode", "namespace": "llm"},
-        "spec": {"replicas": 3, "selector": {}, "template": {}}, "status": {"replicas": 3, "readyReplicas": 3}}));
-    for (i, e) in emulators.iter().enumerate() {
-        api.apply(json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": format!("p{i}"), "namespace": "llm", "labels": {"llm-d.ai/variant": "llama"},
-                         "annotations": {"prometheus.io/port": e.port.to_string()}},
-            "status": {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}}));
-    }
-    api.apply(json!({"apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling", "metadata": {"name": "llama", "namespace": "llm"},
-        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "llama-decode"}, "modelID": "m", "maxReplicas": 10}}));
-    api.deny_user("system:anonymous");
-
+    let emulators = three_replica_llama(&api).await;
     let dir = tempfile::tempdir().unwrap();
-    let pki = make_pki(dir.path());
     let front_proxy = ca("front-proxy-ca");
     let fp_path = dir.path().join("front-proxy-ca.crt");
     std::fs::write(&fp_path, &front_proxy.pem).unwrap();
-    let kubeconfig = api.write_kubeconfig(dir.path());
-    let port = free_port();
-    let serve = Proc::spawn_with(
-        "serve",
+    let serve = serve_kube(
+        &api,
+        dir.path(),
         &[
-            "serve",
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            &port.to_string(),
-            "--tls-cert-file",
-            pki.cert_path.to_str().unwrap(),
-            "--tls-private-key-file",
-            pki.key_path.to_str().unwrap(),
-            "--inventory",
-            "kube",
-            "--metrics-backend",
-            "scrape",
             "--scrape-interval",
             "500ms",
             "--requestheader-client-ca-file",
@@ -125,30 +47,15 @@ async fn setup() -> Setup {
             "--authorization-webhook-cache-unauthorized-ttl",
             "30s",
         ],
-        &[
-            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
-            ("RUST_LOG", "info"),
-        ],
-        Some(&dir.path().join("serve.log")),
-    );
-    let base = format!("https://127.0.0.1:{port}");
-    let ready = client(&pki.ca_pem, None);
-    eventually(Duration::from_secs(30), "serve to become ready", || async {
-        ready
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status() == 200)
-    })
+    )
     .await;
     Setup {
         api,
-        base,
-        server_ca: pki.ca_pem,
+        base: serve.base,
+        server_ca: serve.server_ca,
         front_proxy,
         dir,
-        _serve: serve,
+        _serve: serve.proc,
         _emulators: emulators,
     }
 }

@@ -10,10 +10,30 @@ mod common;
 use std::time::Duration;
 
 use common::apiserver::ApiServer;
-use common::{eventually, free_port, make_pki, Proc};
+use common::eventually;
+use common::pki::{client_with_timeout, serve_kube, KubeServe};
 use futures::StreamExt;
 
 const DISCOVERY: &str = "/apis/external.metrics.k8s.io/v1beta1";
+
+/// `serve` with TokenReview answers cached for 1 s, and a client for it (30 s timeout).
+async fn serve_with_token_cache(
+    api: &ApiServer,
+    dir: &std::path::Path,
+) -> (KubeServe, reqwest::Client) {
+    let serve = serve_kube(
+        api,
+        dir,
+        &[
+            "--authentication-skip-lookup",
+            "--authentication-token-webhook-cache-ttl",
+            "1s",
+        ],
+    )
+    .await;
+    let c = client_with_timeout(&serve.server_ca, None, Duration::from_secs(30));
+    (serve, c)
+}
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -22,15 +42,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/PID/status")
-}
-
-fn client(ca_pem: &str) -> reqwest::Client {
-    wva_metrics_server::install_crypto_provider();
-    reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
 }
 
 async fn status_with_token(c: &reqwest::Client, url: &str, token: &str) -> u16 {
@@ -61,44 +72,9 @@ async fn hostile_tokens_cost_no_memory_and_no_reviews() {
     let api = ApiServer::start().await;
     api.add_token("good-token", "bob");
     let dir = tempfile::tempdir().unwrap();
-    let pki = make_pki(dir.path());
-    let kubeconfig = api.write_kubeconfig(dir.path());
-    let port = free_port();
-    let serve = Proc::spawn_with(
-        "serve",
-        &[
-            "serve",
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            &port.to_string(),
-            "--tls-cert-file",
-            pki.cert_path.to_str().unwrap(),
-            "--tls-private-key-file",
-            pki.key_path.to_str().unwrap(),
-            "--inventory",
-            "kube",
-            "--metrics-backend",
-            "scrape",
-            "--authentication-skip-lookup",
-            "--authentication-token-webhook-cache-ttl",
-            "1s",
-        ],
-        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
-        Some(&dir.path().join("serve.log")),
-    );
-    let pid = serve.child.id();
-    let base = format!("https://127.0.0.1:{port}");
-    let url = format!("{base}{DISCOVERY}");
-    let c = client(&pki.ca_pem);
-    eventually(Duration::from_secs(30), "serve to become ready", || async {
-        c.get(format!("{base}/readyz"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status() == 200)
-    })
-    .await;
+    let (serve, c) = serve_with_token_cache(&api, dir.path()).await;
+    let pid = serve.proc.child.id();
+    let url = format!("{}{DISCOVERY}", serve.base);
     assert_eq!(status_with_token(&c, &url, "good-token").await, 200);
 
     // 3,000 distinct 60 KB tokens: 401 at once, no TokenReview, no memory.
@@ -150,43 +126,8 @@ async fn hostile_tokens_cost_no_memory_and_no_reviews() {
 async fn one_review_per_token_and_ttl_then_a_fresh_one() {
     let api = ApiServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let pki = make_pki(dir.path());
-    let kubeconfig = api.write_kubeconfig(dir.path());
-    let port = free_port();
-    let _serve = Proc::spawn_with(
-        "serve",
-        &[
-            "serve",
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            &port.to_string(),
-            "--tls-cert-file",
-            pki.cert_path.to_str().unwrap(),
-            "--tls-private-key-file",
-            pki.key_path.to_str().unwrap(),
-            "--inventory",
-            "kube",
-            "--metrics-backend",
-            "scrape",
-            "--authentication-skip-lookup",
-            "--authentication-token-webhook-cache-ttl",
-            "1s",
-        ],
-        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
-        Some(&dir.path().join("serve.log")),
-    );
-    let base = format!("https://127.0.0.1:{port}");
-    let url = format!("{base}{DISCOVERY}");
-    let c = client(&pki.ca_pem);
-    eventually(Duration::from_secs(30), "serve to become ready", || async {
-        c.get(format!("{base}/readyz"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status() == 200)
-    })
-    .await;
+    let (serve, c) = serve_with_token_cache(&api, dir.path()).await;
+    let url = format!("{}{DISCOVERY}", serve.base);
 
     // 20 requests at once with one unknown token, while TokenReview is slow.
     api.set_token_review_delay(Duration::from_millis(500));

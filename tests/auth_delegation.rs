@@ -10,60 +10,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::apiserver::ApiServer;
-use common::{eventually, free_port, make_pki, Emulator, Proc};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use common::apiserver::{three_replica_llama, ApiServer};
+use common::pki::{ca, client, client_cert, serve_kube};
+use common::{eventually, Emulator, Proc};
 use serde_json::{json, Value};
 
 const PATH: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/wva_desired_replicas?labelSelector=target_name%3Dllama-decode";
-
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn ca(name: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, name);
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let cert = p.self_signed(&key).unwrap();
-    Ca {
-        pem: cert.pem(),
-        issuer: Issuer::new(p, key),
-    }
-}
-
-/// A client certificate (CN, O) signed by `ca`: (cert PEM, key PEM).
-fn client_cert(ca: &Ca, cn: &str, org: Option<&str>) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name.push(DnType::CommonName, cn);
-    if let Some(o) = org {
-        p.distinguished_name.push(DnType::OrganizationName, o);
-    }
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = p.signed_by(&key, &ca.issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
-fn client(server_ca: &str, identity: Option<&(String, String)>) -> reqwest::Client {
-    wva_metrics_server::install_crypto_provider();
-    let mut b = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(server_ca.as_bytes()).unwrap()])
-        .timeout(Duration::from_secs(10));
-    if let Some((cert, key)) = identity {
-        b = b.identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap());
-    }
-    b.build().unwrap()
-}
 
 async fn get(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
     let mut r = c.get(url);
@@ -88,69 +40,18 @@ struct Setup {
 /// `serve` starts (to create the ConfigMap it reads at start).
 async fn setup(extra: &[&str], before_start: impl FnOnce(&ApiServer, &std::path::Path)) -> Setup {
     let api = ApiServer::start().await;
-    let mut emulators = Vec::new();
-    for kv in [0.20, 0.30, 0.25] {
-        emulators.push(Emulator::start("m", kv, 1.0).await);
-    }
-    api.apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "llama-decode", "namespace": "llm"},
-        "spec": {"replicas": 3, "selector": {}, "template": {}}, "status": {"replicas": 3, "readyReplicas": 3}}));
-    for (i, e) in emulators.iter().enumerate() {
-        api.apply(json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": format!("p{i}"), "namespace": "llm", "labels": {"llm-d.ai/variant": "llama"},
-                         "annotations": {"prometheus.io/port": e.port.to_string()}},
-            "status": {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}}));
-    }
-    api.apply(json!({"apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling", "metadata": {"name": "llama", "namespace": "llm"},
-        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "llama-decode"}, "modelID": "m", "maxReplicas": 10}}));
-    api.deny_user("system:anonymous");
-
+    let emulators = three_replica_llama(&api).await;
     let dir = tempfile::tempdir().unwrap();
     before_start(&api, dir.path());
-    let pki = make_pki(dir.path());
-    let kubeconfig = api.write_kubeconfig(dir.path());
-    let port = free_port();
-    let port_s = port.to_string();
-    let mut args = vec![
-        "serve",
-        "--bind-address",
-        "127.0.0.1",
-        "--secure-port",
-        &port_s,
-        "--tls-cert-file",
-        pki.cert_path.to_str().unwrap(),
-        "--tls-private-key-file",
-        pki.key_path.to_str().unwrap(),
-        "--inventory",
-        "kube",
-        "--metrics-backend",
-        "scrape",
-        "--scrape-interval",
-        "500ms",
-    ];
+    let mut args = vec!["--scrape-interval", "500ms"];
     args.extend_from_slice(extra);
-    let serve = Proc::spawn_with(
-        "serve",
-        &args,
-        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
-        Some(&dir.path().join("serve.log")),
-    );
-    let base = format!("https://127.0.0.1:{port}");
-    let ready = client(&pki.ca_pem, None);
-    eventually(Duration::from_secs(30), "serve to become ready", || async {
-        ready
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status() == 200)
-    })
-    .await;
+    let serve = serve_kube(&api, dir.path(), &args).await;
     Setup {
         api,
-        base,
-        server_ca: pki.ca_pem,
+        base: serve.base,
+        server_ca: serve.server_ca,
         _dir: dir,
-        _serve: serve,
+        _serve: serve.proc,
         _emulators: emulators,
     }
 }

@@ -6,60 +6,10 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::apiserver::ApiServer;
-use common::{eventually, free_port, make_pki, Proc};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use common::pki::{ca, client, client_cert_with_subject, serve_kube};
+use rcgen::DnType;
 use serde_json::{json, Value};
-
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn ca(name: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, name);
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let cert = p.self_signed(&key).unwrap();
-    Ca {
-        pem: cert.pem(),
-        issuer: Issuer::new(p, key),
-    }
-}
-
-/// A client certificate signed by `ca` with these subject attributes.
-fn client_cert(ca: &Ca, subject: &[(DnType, &str)]) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    for (t, v) in subject {
-        p.distinguished_name.push(t.clone(), *v);
-    }
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = p.signed_by(&key, &ca.issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
-fn client(server_ca: &str, identity: Option<&(String, String)>) -> reqwest::Client {
-    wva_metrics_server::install_crypto_provider();
-    let mut b = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(server_ca.as_bytes()).unwrap()])
-        .timeout(Duration::from_secs(10));
-    if let Some((cert, key)) = identity {
-        b = b.identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap());
-    }
-    b.build().unwrap()
-}
 
 const CN: DnType = DnType::CommonName;
 
@@ -80,7 +30,6 @@ async fn identities_are_the_ones_kubernetes_would_give() {
                "extra": {"": ["x"], "k": ["v"]}}),
     );
     let dir = tempfile::tempdir().unwrap();
-    let pki = make_pki(dir.path());
     let front_proxy = ca("front-proxy-ca");
     let client_ca = ca("client-ca");
     let other_ca = ca("other-ca");
@@ -88,24 +37,10 @@ async fn identities_are_the_ones_kubernetes_would_give() {
     let cc_path = dir.path().join("client-ca.crt");
     std::fs::write(&fp_path, &front_proxy.pem).unwrap();
     std::fs::write(&cc_path, &client_ca.pem).unwrap();
-    let kubeconfig = api.write_kubeconfig(dir.path());
-    let port = free_port();
-    let _serve = Proc::spawn_with(
-        "serve",
+    let serve = serve_kube(
+        &api,
+        dir.path(),
         &[
-            "serve",
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            &port.to_string(),
-            "--tls-cert-file",
-            pki.cert_path.to_str().unwrap(),
-            "--tls-private-key-file",
-            pki.key_path.to_str().unwrap(),
-            "--inventory",
-            "kube",
-            "--metrics-backend",
-            "scrape",
             "--requestheader-client-ca-file",
             fp_path.to_str().unwrap(),
             "--requestheader-allowed-names",
@@ -115,25 +50,15 @@ async fn identities_are_the_ones_kubernetes_would_give() {
             "--client-ca-file",
             cc_path.to_str().unwrap(),
         ],
-        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
-        Some(&dir.path().join("serve.log")),
-    );
-    let base = format!("https://127.0.0.1:{port}");
-    let plain = client(&pki.ca_pem, None);
-    eventually(Duration::from_secs(30), "serve to become ready", || async {
-        plain
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status() == 200)
-    })
+    )
     .await;
+    let base = &serve.base;
+    let server_ca = &serve.server_ca;
 
-    let proxy = client_cert(&front_proxy, &[(CN, "front-proxy-client")]);
+    let proxy = client_cert_with_subject(&front_proxy, &[(CN, "front-proxy-client")]);
     // rcgen keeps one value per attribute type: the second CN goes under
     // the same OID (2.5.4.3) as a custom type.
-    let two_cns = client_cert(
+    let two_cns = client_cert_with_subject(
         &client_ca,
         &[
             (CN, "first"),
@@ -188,13 +113,16 @@ async fn identities_are_the_ones_kubernetes_would_give() {
         },
         Case {
             name: "client certificate no CA verifies: 401",
-            identity: Some(client_cert(&other_ca, &[(CN, "mallory")])),
+            identity: Some(client_cert_with_subject(&other_ca, &[(CN, "mallory")])),
             headers: vec![("X-Remote-User", "mallory")],
             review: None,
         },
         Case {
             name: "front-proxy certificate with a name not allowed: 401",
-            identity: Some(client_cert(&front_proxy, &[(CN, "not-the-proxy")])),
+            identity: Some(client_cert_with_subject(
+                &front_proxy,
+                &[(CN, "not-the-proxy")],
+            )),
             headers: vec![("X-Remote-User", "mallory")],
             review: None,
         },
@@ -234,7 +162,7 @@ async fn identities_are_the_ones_kubernetes_would_give() {
         let url = format!(
             "{base}/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/wva_desired_replicas?labelSelector=target_name%3Dx"
         );
-        let c = client(&pki.ca_pem, case.identity.as_ref());
+        let c = client(server_ca, case.identity.as_ref());
         let mut req = c.get(&url);
         for (k, v) in &case.headers {
             req = req.header(*k, *v);
@@ -282,7 +210,7 @@ async fn identities_are_the_ones_kubernetes_would_give() {
 
     // The UID is part of the review cache key: the same name with another
     // UID is a different user and gets its own review.
-    let c = client(&pki.ca_pem, Some(&proxy));
+    let c = client(server_ca, Some(&proxy));
     let url = format!(
         "{base}/apis/external.metrics.k8s.io/v1beta1/namespaces/uids/wva_desired_replicas?labelSelector=target_name%3Dx"
     );

@@ -4,12 +4,14 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use common::{eventually, free_port, make_pki, variant_yaml, Emulator, Proc, VariantSpec};
+use common::{
+    eventually, free_port, make_pki, pki, serve_args, variant_yaml, Emulator, Proc, ONE_VARIANT,
+};
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 
 const HOST: &str = "wva-metrics-server.wva-system.svc";
@@ -38,23 +40,33 @@ fn certs(out: &std::path::Path) {
 /// A client that trusts only `ca_pem` and resolves the Service name to loopback.
 fn client_for(ca_pem: &str, port: u16) -> reqwest::Client {
     wva_metrics_server::install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = pki::rustls_config(ca_pem.as_bytes());
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], port)))
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap()
+}
+
+/// `serve` without auth on a free port with this certificate and key, over a
+/// one-variant inventory in `dir` scraped from a fresh emulator.
+async fn serve_with_cert(dir: &Path, cert: &Path, key: &Path) -> (Proc, Emulator, u16) {
+    let emulator = Emulator::start("m", 0.1, 0.0).await;
+    let inv = dir.join("inventory.yaml");
+    std::fs::write(&inv, variant_yaml(&ONE_VARIANT, &[emulator.port])).unwrap();
+    let port = free_port();
+    let port_s = port.to_string();
+    let inv = format!("file:{}", inv.display());
+    let mut args = serve_args(&port_s, cert, key);
+    args.extend([
+        "--inventory",
+        &inv,
+        "--metrics-backend",
+        "scrape",
+        "--insecure-disable-auth",
+    ]);
+    (Proc::spawn("serve", &args), emulator, port)
 }
 
 #[tokio::test]
@@ -119,39 +131,8 @@ async fn certs_command_writes_a_pki_the_server_and_apiservice_use() {
     );
 
     // The server, with these files, is trusted for the Service's DNS name by a client that trusts the CA.
-    let emulator = Emulator::start("m", 0.1, 0.0).await;
-    let inv = dir.path().join("inventory.yaml");
-    let spec = VariantSpec {
-        namespace: "ns",
-        variant: "v",
-        target: "d",
-        model: "m",
-        min: 1,
-        max: 4,
-        ready: 1,
-    };
-    std::fs::write(&inv, variant_yaml(&spec, &[emulator.port])).unwrap();
-    let port = free_port();
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    let _serve = Proc::spawn(
-        "serve",
-        &[
-            "serve",
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            &port.to_string(),
-            "--tls-cert-file",
-            cert.to_str().unwrap(),
-            "--tls-private-key-file",
-            key.to_str().unwrap(),
-            "--inventory",
-            &format!("file:{}", inv.display()),
-            "--metrics-backend",
-            "scrape",
-            "--insecure-disable-auth",
-        ],
-    );
+    let (_serve, _emulator, port) = serve_with_cert(dir.path(), &cert, &key).await;
     let client = client_for(&ca, port);
     eventually(
         Duration::from_secs(20),
@@ -180,38 +161,8 @@ async fn replaced_certificate_files_are_served_without_restart() {
     let old = make_pki(dir.path());
     let new_dir = tempfile::tempdir().unwrap();
     let new = make_pki(new_dir.path());
-    let emulator = Emulator::start("m", 0.1, 0.0).await;
-    let inv = dir.path().join("inventory.yaml");
-    let spec = VariantSpec {
-        namespace: "ns",
-        variant: "v",
-        target: "d",
-        model: "m",
-        min: 1,
-        max: 4,
-        ready: 1,
-    };
-    std::fs::write(&inv, variant_yaml(&spec, &[emulator.port])).unwrap();
-    let port = free_port();
-    let _serve = Proc::spawn(
-        "serve",
-        &[
-            "serve",
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            &port.to_string(),
-            "--tls-cert-file",
-            old.cert_path.to_str().unwrap(),
-            "--tls-private-key-file",
-            old.key_path.to_str().unwrap(),
-            "--inventory",
-            &format!("file:{}", inv.display()),
-            "--metrics-backend",
-            "scrape",
-            "--insecure-disable-auth",
-        ],
-    );
+    let (_serve, _emulator, port) =
+        serve_with_cert(dir.path(), &old.cert_path, &old.key_path).await;
     let url = format!("https://127.0.0.1:{port}/livez");
     let ok = |ca: String| {
         let url = url.clone();

@@ -7,60 +7,29 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{variant_yaml, Emulator, Server, VariantSpec};
+use common::pki::{self, TlsStream as Tls};
+use common::{one_variant_server, Emulator, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
-
 async fn server(extra: &[&str]) -> (Server, Emulator) {
-    let emulator = Emulator::start("m", 0.2, 1.0).await;
-    let spec = VariantSpec {
-        namespace: "ns",
-        variant: "v",
-        target: "d",
-        model: "m",
-        min: 1,
-        max: 4,
-        ready: 1,
-    };
     let mut args = vec!["--metrics-backend", "scrape"];
     args.extend_from_slice(extra);
-    let s = Server::with_inventory(&variant_yaml(&spec, &[emulator.port]), &args).await;
-    (s, emulator)
+    one_variant_server(&args).await
 }
 
 /// A TLS connection offering `alpn`; None when the server closed it
 /// before or during the handshake.
 async fn tls_connect(s: &Server, alpn: &[u8]) -> Option<Tls> {
     let pem = std::fs::read(s.ca_path()).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = vec![alpn.to_vec()];
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
-        .await
-        .ok()?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let connect = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp);
+    let connect = pki::tls_connect(&pem, s.port, alpn);
     tokio::time::timeout(Duration::from_secs(5), connect)
         .await
         .ok()?
         .ok()
 }
 
-/// Waits (at most `limit`) for the server to close the connection: a read
-/// that returns end of stream or an error. Returns whether it did.
 async fn closed_within(tls: &mut Tls, limit: Duration) -> bool {
     let mut buf = [0u8; 1024];
     let until = Instant::now() + limit;

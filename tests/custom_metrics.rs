@@ -15,29 +15,14 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// The five replicas of the two worked examples: llama (kv .20/.30/.25,
 /// desired 2 of 3) and mistral (kv .75/.76, desired 3 of 2).
 async fn start() -> (Server, Vec<Emulator>) {
-    let mut emulators = Vec::new();
-    for (model, kv, q) in [
-        ("meta/llama-3.1-8b", 0.20, 1.0),
-        ("meta/llama-3.1-8b", 0.30, 1.0),
-        ("meta/llama-3.1-8b", 0.25, 1.0),
-        ("mistral-7b", 0.75, 2.0),
-        ("mistral-7b", 0.76, 2.0),
-    ] {
-        emulators.push(Emulator::start(model, kv, q).await);
-    }
+    let emulators = common::two_model_emulators().await;
     let ports: Vec<u16> = emulators.iter().map(|e| e.port).collect();
     let s = Server::with_inventory(
         &two_model_inventory(&ports),
         &["--metrics-backend", "scrape"],
     )
     .await;
-    s.wait_value(
-        "llm-b",
-        "wva_desired_replicas",
-        "target_name=mistral-decode",
-        "3",
-    )
-    .await;
+    s.wait_mistral_at_3().await;
     (s, emulators)
 }
 
@@ -264,24 +249,9 @@ async fn the_python_kubernetes_client_reads_the_object_metric() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_groups_choose_what_is_served() {
-    let e = Emulator::start("m", 0.2, 1.0).await;
-    let yaml = common::variant_yaml(
-        &common::VariantSpec {
-            namespace: "ns",
-            variant: "v",
-            target: "d",
-            model: "m",
-            min: 1,
-            max: 4,
-            ready: 1,
-        },
-        &[e.port],
-    );
-    let s = Server::with_inventory(
-        &yaml,
-        &["--metrics-backend", "scrape", "--api-groups", "custom"],
-    )
-    .await;
+    let (s, _e) =
+        common::one_variant_server(&["--metrics-backend", "scrape", "--api-groups", "custom"])
+            .await;
     let (_, groups) = s.get("/apis").await;
     assert_eq!(groups["groups"].as_array().unwrap().len(), 1, "{groups}");
     assert_eq!(groups["groups"][0]["name"], "custom.metrics.k8s.io");

@@ -83,13 +83,7 @@ async fn the_inventory_file_is_reloaded_and_a_broken_version_keeps_the_last_good
 
     // A variant is added: served without a restart.
     std::fs::write(&path, two_model_inventory(&ports)).unwrap();
-    s.wait_value(
-        "llm-b",
-        "wva_desired_replicas",
-        "target_name=mistral-decode",
-        "3",
-    )
-    .await;
+    s.wait_mistral_at_3().await;
 
     // A broken version (not YAML objects) keeps both variants.
     std::fs::write(&path, "kind: [unclosed\n").unwrap();

@@ -19,39 +19,9 @@ struct Scaler {
 }
 
 async fn start(extra: &[&str]) -> Scaler {
-    let mut emulators = Vec::new();
-    for (model, kv, q) in [
-        ("meta/llama-3.1-8b", 0.20, 1.0),
-        ("meta/llama-3.1-8b", 0.30, 1.0),
-        ("meta/llama-3.1-8b", 0.25, 1.0),
-        ("mistral-7b", 0.75, 2.0),
-        ("mistral-7b", 0.76, 2.0),
-    ] {
-        emulators.push(Emulator::start(model, kv, q).await);
-    }
+    let emulators = common::two_model_emulators().await;
     let ports: Vec<u16> = emulators.iter().map(|e| e.port).collect();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("inventory.yaml");
-    std::fs::write(&path, two_model_inventory(&ports)).unwrap();
-    let inv = format!("file:{}", path.display());
-    let grpc_port = free_port();
-    let grpc = grpc_port.to_string();
-    let client = make_client_pki(dir.path(), "keda-operator");
-    let client_ca = client.ca_path.display().to_string();
-    let mut args = vec![
-        "--inventory",
-        &inv,
-        "--metrics-backend",
-        "scrape",
-        "--scrape-interval",
-        "1s",
-        "--keda-port",
-        &grpc,
-        "--keda-client-ca-file",
-        &client_ca,
-    ];
-    args.extend_from_slice(extra);
-    let server = Server::start(dir, &args).await;
+    let (server, grpc_port) = start_over(&two_model_inventory(&ports), extra).await;
     Scaler {
         server,
         grpc_port,
@@ -203,6 +173,33 @@ async fn a_changed_replica_changes_the_answer() {
     );
 }
 
+/// `serve` over an inventory file holding `yaml`, scraped every second, with
+/// the KEDA gRPC port (clients of a fresh client CA) and `extra` flags; and that port.
+async fn start_over(yaml: &str, extra: &[&str]) -> (Server, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inventory.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let inv = format!("file:{}", path.display());
+    let grpc_port = free_port();
+    let grpc = grpc_port.to_string();
+    let client = make_client_pki(dir.path(), "keda-operator");
+    let client_ca = client.ca_path.display().to_string();
+    let mut args = vec![
+        "--inventory",
+        &inv,
+        "--metrics-backend",
+        "scrape",
+        "--scrape-interval",
+        "1s",
+        "--keda-port",
+        &grpc,
+        "--keda-client-ca-file",
+        &client_ca,
+    ];
+    args.extend_from_slice(extra);
+    (Server::start(dir, &args).await, grpc_port)
+}
+
 /// `StreamIsActive` beyond its first message: an inactive variant (0
 /// replicas) says false, a change to it is pushed as true, and the value
 /// is repeated as a keepalive while nothing changes.
@@ -218,30 +215,8 @@ async fn stream_is_active_pushes_changes_and_keepalives() {
         max: 4,
         ready,
     };
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("inventory.yaml");
-    std::fs::write(&path, common::variant_yaml(&spec(0), &[])).unwrap();
-    let inv = format!("file:{}", path.display());
-    let grpc_port = free_port();
-    let grpc = grpc_port.to_string();
-    let client = make_client_pki(dir.path(), "keda-operator");
-    let client_ca = client.ca_path.display().to_string();
-    let server = Server::start(
-        dir,
-        &[
-            "--inventory",
-            &inv,
-            "--metrics-backend",
-            "scrape",
-            "--scrape-interval",
-            "1s",
-            "--keda-port",
-            &grpc,
-            "--keda-client-ca-file",
-            &client_ca,
-        ],
-    )
-    .await;
+    let (server, grpc_port) = start_over(&common::variant_yaml(&spec(0), &[]), &[]).await;
+    let path = server.dir.path().join("inventory.yaml");
     server
         .wait_value("llm-idle", "wva_desired_replicas", "variant_name=idle", "0")
         .await;
@@ -291,14 +266,7 @@ async fn stream_is_active_pushes_changes_and_keepalives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_reads_only_its_own_namespace_and_only_with_a_client_certificate() {
     let s = start(&[]).await;
-    s.server
-        .wait_value(
-            "llm-b",
-            "wva_desired_replicas",
-            "target_name=mistral-decode",
-            "3",
-        )
-        .await;
+    s.server.wait_mistral_at_3().await;
     // A ScaledObject in llm-a asking for llm-b's variant.
     let a = tokio::task::block_in_place(|| {
         s.call(
@@ -344,14 +312,7 @@ async fn errors_are_grpc_statuses_that_name_the_problem() {
         "1s",
     ])
     .await;
-    s.server
-        .wait_value(
-            "llm-b",
-            "wva_desired_replicas",
-            "target_name=mistral-decode",
-            "3",
-        )
-        .await;
+    s.server.wait_mistral_at_3().await;
 
     let a = tokio::task::block_in_place(|| {
         s.call("llm-a", &["variantName=no-such-variant"], "metrics")

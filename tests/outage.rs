@@ -15,28 +15,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::prometheus::{PrometheusServer, Target};
-use common::{eventually, two_model_inventory, Emulator, Server};
+use common::{eventually, two_model_emulators, two_model_inventory, Emulator, Server};
 
 const MISTRAL: &str = "mistral-7b";
 const PATH: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm-b/wva_desired_replicas?labelSelector=target_name%3Dmistral-decode";
 /// Stale threshold of these tests: short, so that the 503 comes within seconds.
 const STALE_SECS: u64 = 5;
-
-/// The five replicas of the two worked examples (mistral at KV 0.75/0.76
-/// desires 3 replicas).
-async fn replicas() -> Vec<Emulator> {
-    let mut out = Vec::new();
-    for (model, kv, q) in [
-        ("meta/llama-3.1-8b", 0.20, 1.0),
-        ("meta/llama-3.1-8b", 0.30, 1.0),
-        ("meta/llama-3.1-8b", 0.25, 1.0),
-        (MISTRAL, 0.75, 2.0),
-        (MISTRAL, 0.76, 2.0),
-    ] {
-        out.push(Emulator::start(model, kv, q).await);
-    }
-    out
-}
 
 /// One observation of the values endpoint during an outage.
 #[derive(Debug)]
@@ -150,9 +134,25 @@ fn print_timeline(what: &str, seen: &[Observation]) {
     }
 }
 
+/// `serve` over the two-model inventory on `ports` with `extra` flags, data
+/// fresh within 2 s and stale after STALE_SECS, once mistral answers 3.
+async fn outage_server(ports: &[u16], extra: &[&str]) -> Server {
+    let stale = format!("{STALE_SECS}s");
+    let mut args = extra.to_vec();
+    args.extend_from_slice(&[
+        "--metrics-fresh-within",
+        "2s",
+        "--metrics-stale-after",
+        &stale,
+    ]);
+    let s = Server::with_inventory(&two_model_inventory(ports), &args).await;
+    s.wait_mistral_at_3().await;
+    s
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_killed_and_restarted() {
-    let emulators = replicas().await;
+    let emulators = two_model_emulators().await;
     let targets: Vec<Target> = emulators
         .iter()
         .enumerate()
@@ -168,30 +168,18 @@ async fn prometheus_killed_and_restarted() {
         .collect();
     let mut prom = PrometheusServer::start(&targets).await;
     let ports: Vec<u16> = emulators.iter().map(|e| e.port).collect();
-    let stale = format!("{STALE_SECS}s");
     // Default fetch interval and query timeout (30 s): only the freshness
     // thresholds are shortened.
-    let s = Server::with_inventory(
-        &two_model_inventory(&ports),
+    let s = outage_server(
+        &ports,
         &[
             "--metrics-backend",
             "prometheus",
             "--prometheus-url",
             &prom.url(),
-            "--metrics-fresh-within",
-            "2s",
-            "--metrics-stale-after",
-            &stale,
             "--metrics-unavailable-after",
             "60s",
         ],
-    )
-    .await;
-    s.wait_value(
-        "llm-b",
-        "wva_desired_replicas",
-        "target_name=mistral-decode",
-        "3",
     )
     .await;
 
@@ -201,13 +189,7 @@ async fn prometheus_killed_and_restarted() {
 
     let restarted = Instant::now();
     prom.restart().await;
-    s.wait_value(
-        "llm-b",
-        "wva_desired_replicas",
-        "target_name=mistral-decode",
-        "3",
-    )
-    .await;
+    s.wait_mistral_at_3().await;
     println!("200 again {:?} after the restart", restarted.elapsed());
     let metrics = s.text("/metrics").await;
     assert!(
@@ -218,28 +200,9 @@ async fn prometheus_killed_and_restarted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scraped_pods_refusing_connections() {
-    let mut emulators = replicas().await;
+    let mut emulators = two_model_emulators().await;
     let ports: Vec<u16> = emulators.iter().map(|e| e.port).collect();
-    let stale = format!("{STALE_SECS}s");
-    let s = Server::with_inventory(
-        &two_model_inventory(&ports),
-        &[
-            "--metrics-backend",
-            "scrape",
-            "--metrics-fresh-within",
-            "2s",
-            "--metrics-stale-after",
-            &stale,
-        ],
-    )
-    .await;
-    s.wait_value(
-        "llm-b",
-        "wva_desired_replicas",
-        "target_name=mistral-decode",
-        "3",
-    )
-    .await;
+    let s = outage_server(&ports, &["--metrics-backend", "scrape"]).await;
 
     // The mistral replicas die: connections to them are refused.
     for e in &mut emulators[3..] {
@@ -258,13 +221,7 @@ async fn scraped_pods_refusing_connections() {
     for (p, kv) in ports[3..].iter().zip([0.75, 0.76]) {
         emulators.push(Emulator::start_on(*p, MISTRAL, kv, 2.0).await);
     }
-    s.wait_value(
-        "llm-b",
-        "wva_desired_replicas",
-        "target_name=mistral-decode",
-        "3",
-    )
-    .await;
+    s.wait_mistral_at_3().await;
 }
 
 /// A TCP front for a replica that either forwards to it or, once switched
@@ -318,33 +275,16 @@ impl Drop for HangingFront {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scraped_pods_that_accept_and_never_answer() {
-    let emulators = replicas().await;
+    let emulators = two_model_emulators().await;
     let mut fronts = Vec::new();
     for e in &emulators[3..] {
         fronts.push(HangingFront::start(e.port).await);
     }
     let mut ports: Vec<u16> = emulators[..3].iter().map(|e| e.port).collect();
     ports.extend(fronts.iter().map(|f| f.port));
-    let stale = format!("{STALE_SECS}s");
-    let s = Server::with_inventory(
-        &two_model_inventory(&ports),
-        &[
-            "--metrics-backend",
-            "scrape",
-            "--scrape-timeout",
-            "2s",
-            "--metrics-fresh-within",
-            "2s",
-            "--metrics-stale-after",
-            &stale,
-        ],
-    )
-    .await;
-    s.wait_value(
-        "llm-b",
-        "wva_desired_replicas",
-        "target_name=mistral-decode",
-        "3",
+    let s = outage_server(
+        &ports,
+        &["--metrics-backend", "scrape", "--scrape-timeout", "2s"],
     )
     .await;
 

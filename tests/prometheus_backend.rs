@@ -88,13 +88,7 @@ const FAST_FRESHNESS: [&str; 8] = [
 /// Waits for the mistral model's healthy answer (2 replicas at KV 75 %:
 /// desired 3).
 async fn mistral_desires_three(s: &Server) {
-    s.wait_value(
-        "llm-b",
-        "wva_desired_replicas",
-        "target_name=mistral-decode",
-        "3",
-    )
-    .await;
+    s.wait_mistral_at_3().await;
 }
 
 /// Batched queries of the backend in the query log (the harness's own

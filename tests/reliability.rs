@@ -5,62 +5,24 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{variant_yaml, Emulator, Server, VariantSpec};
+use common::pki::{self, TlsStream};
+use common::{one_variant_server, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn server(extra: &[&str]) -> (Server, Emulator) {
-    let emulator = Emulator::start("m", 0.2, 1.0).await;
-    let dir = tempfile::tempdir().unwrap();
-    let inv = dir.path().join("inventory.yaml");
-    let spec = VariantSpec {
-        namespace: "ns",
-        variant: "v",
-        target: "d",
-        model: "m",
-        min: 1,
-        max: 4,
-        ready: 1,
-    };
-    std::fs::write(&inv, variant_yaml(&spec, &[emulator.port])).unwrap();
-    let inv = format!("file:{}", inv.display());
-    let mut args = vec!["--inventory", &inv];
-    args.extend_from_slice(extra);
-    (Server::start(dir, &args).await, emulator)
-}
 
 const VALUES: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/wva_desired_replicas";
 
-/// A raw TLS connection to the server.
-async fn tls_connect(s: &Server) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+/// A raw TLS connection to the server, offering HTTP/1.1.
+async fn tls_connect(s: &Server) -> TlsStream {
     let pem = std::fs::read(s.ca_path()).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
-        .await
-        .unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .unwrap()
+    pki::tls_connect(&pem, s.port, b"http/1.1").await.unwrap()
 }
 
 #[tokio::test]
 async fn slow_headers_are_cut_off() {
-    let (s, _e) = server(&["--metrics-backend", "scrape", "--header-read-timeout", "1s"]).await;
+    let (s, _e) =
+        one_variant_server(&["--metrics-backend", "scrape", "--header-read-timeout", "1s"]).await;
     let mut tls = tls_connect(&s).await;
     let started = Instant::now();
     let request =
@@ -103,7 +65,7 @@ async fn slow_headers_are_cut_off() {
 
 #[tokio::test]
 async fn oversize_requests_get_clean_errors() {
-    let (s, _e) = server(&["--metrics-backend", "scrape"]).await;
+    let (s, _e) = one_variant_server(&["--metrics-backend", "scrape"]).await;
     // Oversize headers: 431. Over HTTP/1.1 the answer is a status line;
     // (HTTP/2 would reset the stream instead, which proves nothing here).
     let http1 = reqwest::Client::builder()

@@ -940,3 +940,25 @@ fn parse_path(path: &str) -> Option<ResourcePath<'_>> {
     }
     None
 }
+
+/// One variant in `api`: Deployment llm/llama-decode of three ready replicas,
+/// whose three Pods are fresh emulators of model "m" (KV 0.20, 0.30, 0.25),
+/// and its VariantAutoscaling; anonymous requests are denied.
+pub async fn three_replica_llama(api: &ApiServer) -> Vec<super::Emulator> {
+    let mut emulators = Vec::new();
+    for kv in [0.20, 0.30, 0.25] {
+        emulators.push(super::Emulator::start("m", kv, 1.0).await);
+    }
+    api.apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "llama-decode", "namespace": "llm"},
+        "spec": {"replicas": 3, "selector": {}, "template": {}}, "status": {"replicas": 3, "readyReplicas": 3}}));
+    for (i, e) in emulators.iter().enumerate() {
+        api.apply(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("p{i}"), "namespace": "llm", "labels": {"llm-d.ai/variant": "llama"},
+                         "annotations": {"prometheus.io/port": e.port.to_string()}},
+            "status": {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}}));
+    }
+    api.apply(json!({"apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling", "metadata": {"name": "llama", "namespace": "llm"},
+        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "llama-decode"}, "modelID": "m", "maxReplicas": 10}}));
+    api.deny_user("system:anonymous");
+    emulators
+}

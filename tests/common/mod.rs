@@ -6,7 +6,6 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_wva-metrics-server");
@@ -198,23 +197,28 @@ pub fn make_pki(dir: &Path) -> TestPki {
 /// An HTTPS client that trusts only the test CA.
 pub fn https_client(ca_pem: &str) -> reqwest::Client {
     wva_metrics_server::install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut tls = pki::rustls_config(ca_pem.as_bytes());
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
+}
+
+/// The start of a `serve` command line: on 127.0.0.1:`port` with this serving certificate and key.
+pub fn serve_args<'a>(port: &'a str, cert: &'a Path, key: &'a Path) -> Vec<&'a str> {
+    vec![
+        "serve",
+        "--bind-address",
+        "127.0.0.1",
+        "--secure-port",
+        port,
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-private-key-file",
+        key.to_str().unwrap(),
+    ]
 }
 
 /// A plain HTTP client (for emulators).
@@ -282,17 +286,7 @@ impl Server {
         let pki = make_pki(dir.path());
         let port = free_port();
         let port_s = port.to_string();
-        let mut args = vec![
-            "serve",
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            &port_s,
-            "--tls-cert-file",
-            pki.cert_path.to_str().unwrap(),
-            "--tls-private-key-file",
-            pki.key_path.to_str().unwrap(),
-        ];
+        let mut args = serve_args(&port_s, &pki.cert_path, &pki.key_path);
         args.extend_from_slice(extra);
         // Standalone servers (file inventory) have no cluster to delegate
         // authentication to: the tests run them with it explicitly off.
@@ -375,6 +369,17 @@ impl Server {
         items[0]["value"].as_str().map(str::to_owned)
     }
 
+    /// Waits until mistral-decode (llm-b) of [`two_model_inventory`] answers its worked-example 3 replicas.
+    pub async fn wait_mistral_at_3(&self) {
+        self.wait_value(
+            "llm-b",
+            "wva_desired_replicas",
+            "target_name=mistral-decode",
+            "3",
+        )
+        .await;
+    }
+
     /// Waits until `metric` for `selector` answers `want`.
     pub async fn wait_value(&self, namespace: &str, metric: &str, selector: &str, want: &str) {
         let what = format!("{metric}{{{selector}}} in {namespace} to be {want}");
@@ -384,6 +389,41 @@ impl Server {
         .await;
     }
 }
+
+/// The five replicas of [`two_model_inventory`] as fresh emulators: llama
+/// (KV .20/.30/.25, desired 2 of 3) and mistral (KV .75/.76, desired 3 of 2).
+pub async fn two_model_emulators() -> Vec<Emulator> {
+    let mut emulators = Vec::new();
+    for (model, kv, q) in [
+        ("meta/llama-3.1-8b", 0.20, 1.0),
+        ("meta/llama-3.1-8b", 0.30, 1.0),
+        ("meta/llama-3.1-8b", 0.25, 1.0),
+        ("mistral-7b", 0.75, 2.0),
+        ("mistral-7b", 0.76, 2.0),
+    ] {
+        emulators.push(Emulator::start(model, kv, q).await);
+    }
+    emulators
+}
+
+/// `serve` over a file inventory of one variant (ns/v, target d, model m,
+/// one ready replica) scraped from a fresh emulator, with `extra` flags.
+pub async fn one_variant_server(extra: &[&str]) -> (Server, Emulator) {
+    let emulator = Emulator::start("m", 0.2, 1.0).await;
+    let s = Server::with_inventory(&variant_yaml(&ONE_VARIANT, &[emulator.port]), extra).await;
+    (s, emulator)
+}
+
+/// One variant: ns/v, target d, model m, 1 to 4 replicas, 1 ready.
+pub const ONE_VARIANT: VariantSpec<'static> = VariantSpec {
+    namespace: "ns",
+    variant: "v",
+    target: "d",
+    model: "m",
+    min: 1,
+    max: 4,
+    ready: 1,
+};
 
 pub fn urlencode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
@@ -532,6 +572,7 @@ status:
     y
 }
 pub mod apiserver;
+pub mod pki;
 pub mod prometheus;
 
 /// A client CA and one client certificate it signs (for mTLS on the KEDA

@@ -126,7 +126,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let handshake = async {
                 let mut tcp = tcp;
-                if refuse_plain_http(&mut tcp).await {
+                if refuse_plain_http(&mut tcp, permit.gate()).await {
                     return None;
                 }
                 Some(acceptor.accept(tcp).await)
@@ -134,7 +134,6 @@ pub async fn serve(
             let tls = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
                 Ok(Some(Ok(s))) => s,
                 Ok(None) => {
-                    permit.gate().count_close(CloseReason::PlainHttp);
                     tracing::debug!(%peer, "plain HTTP on the HTTPS port answered 400");
                     return;
                 }
@@ -193,12 +192,15 @@ pub async fn serve(
 /// Answers a plaintext HTTP request on the TLS port with a 400 that says
 /// to use https (as Go's servers do), instead of letting the client puzzle
 /// over a TLS alert read as HTTP/0.9. Returns whether it did.
-async fn refuse_plain_http(tcp: &mut TcpStream) -> bool {
+async fn refuse_plain_http(tcp: &mut TcpStream, gate: &ConnectionGate) -> bool {
     let mut first = [0u8; 1];
     match tcp.peek(&mut first).await {
         Ok(1) if connection::looks_like_plain_http(first[0]) => {}
         _ => return false,
     }
+    // Counted before the answer goes out: a client that reads the answer
+    // and then looks at /metrics sees it.
+    gate.count_close(CloseReason::PlainHttp);
     // The request itself is not read: the answer goes out and the socket
     // closes. A write error means the client left already.
     let _ = tcp.write_all(connection::PLAIN_HTTP_RESPONSE).await;

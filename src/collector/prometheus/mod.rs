@@ -336,6 +336,12 @@ impl PrometheusBackend {
                     model_name: Arc::clone(&r.model_name),
                     ..PodRow::default()
                 });
+                // Signals are applied in no fixed order, and some series
+                // carry no model_name (vllm:cache_config_info): the first
+                // row that names the model wins.
+                if row.model_name.is_empty() && !r.model_name.is_empty() {
+                    row.model_name = Arc::clone(&r.model_name);
+                }
                 if *signal == QuerySignal::CacheConfig {
                     // Several engines: the largest cache (normally equal).
                     if r.kv_cache.map(|c| c.total_tokens()) > row.kv_cache.map(|c| c.total_tokens())

@@ -150,20 +150,15 @@ pub fn generate_with(
         source,
     })?;
     let now = time_now();
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("{service}-ca"));
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca_params.not_before = now;
-    ca_params.not_after = now + time::Duration::days(3650);
-    let ca = ca_params.self_signed(&ca_key)?;
+    let (ca_params, ca_key, ca) = new_ca(
+        &format!("{service}-ca"),
+        vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ],
+        now,
+    )?;
     let issuer = Issuer::new(ca_params, &ca_key);
 
     let key = KeyPair::generate()?;
@@ -208,6 +203,27 @@ pub struct KedaClientFiles {
     pub client_key: PathBuf,
 }
 
+/// A self-signed CA that signs leaf certificates only (path length 0),
+/// valid ten years from `now`: its parameters (for an `Issuer`), key and
+/// certificate.
+fn new_ca(
+    common_name: &str,
+    key_usages: Vec<KeyUsagePurpose>,
+    now: time::OffsetDateTime,
+) -> Result<(CertificateParams, KeyPair, rcgen::Certificate), CertsError> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    ca_params.key_usages = key_usages;
+    ca_params.not_before = now;
+    ca_params.not_after = now + time::Duration::days(3650);
+    let ca = ca_params.self_signed(&ca_key)?;
+    Ok((ca_params, ca_key, ca))
+}
+
 /// Writes a CA of its own for KEDA's client certificates
 /// (`keda-client-ca.crt`) and one client certificate it signs
 /// (`keda-client.crt`, `keda-client.key`, client-auth usage, CN
@@ -220,16 +236,11 @@ pub fn generate_keda_client(out: &Path) -> Result<KedaClientFiles, CertsError> {
         source,
     })?;
     let now = time_now();
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "wva-metrics-server-keda-client-ca");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params.not_before = now;
-    ca_params.not_after = now + time::Duration::days(3650);
-    let ca = ca_params.self_signed(&ca_key)?;
+    let (ca_params, ca_key, ca) = new_ca(
+        "wva-metrics-server-keda-client-ca",
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign],
+        now,
+    )?;
     let issuer = Issuer::new(ca_params, &ca_key);
 
     let key = KeyPair::generate()?;

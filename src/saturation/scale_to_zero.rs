@@ -706,6 +706,15 @@ mod tests {
             .collect()
     }
 
+    /// (activity, variants, analysis targets, want targets, want action)
+    type Case<'a> = (
+        ModelActivity,
+        &'a [VariantState],
+        Vec<u32>,
+        Vec<u32>,
+        ZeroAction,
+    );
+
     #[test]
     fn policy_table() {
         let on = ModelScaleToZero {
@@ -726,13 +735,7 @@ mod tests {
             scheduler_queue: queue,
         };
         // (activity, variants, analysis targets, want targets, want action)
-        let cases: Vec<(
-            ModelActivity,
-            &[VariantState],
-            Vec<u32>,
-            Vec<u32>,
-            ZeroAction,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             // Idle for the whole retention period: every variant to 0.
             (
                 act(on, 3, Some(0.0), Some(0.0)),

@@ -363,7 +363,7 @@ pub struct DemoArgs {
     /// Seconds per phase of the scripted load (ramp up, hold, ramp down).
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     pub phase: Duration,
-    /// Stop after one full script instead of repeating it.
+    /// Stop after one full script (up, down, to zero and, when the load returns, back from zero) instead of repeating it.
     #[arg(long)]
     pub once: bool,
     /// Which saturation analysis decides: v1 (percentages) or v2 (tokens,

@@ -289,6 +289,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     let mut script_start = start;
     let mut last_desired = None;
     let mut peak_replicas = deployment.spec;
+    let mut returning_since: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -312,7 +313,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
                     (in_script.saturating_sub(args.phase * 3)).as_secs()
                 );
             }
-            if args.once {
+            if args.once && !at_zero {
                 println!("demo: script finished");
                 shutdown.cancel();
                 break;
@@ -320,7 +321,24 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
             println!("demo: script starts again");
             script_start = now;
             peak_replicas = deployment.spec;
+            returning_since = at_zero.then_some(now);
             continue;
+        }
+        // The load came back to a model at zero: once a replica is ready
+        // again, the round trip is complete.
+        if let Some(since) = returning_since {
+            if deployment.ready(now) >= 1 {
+                println!(
+                    "demo: back from zero: {TARGET} has a ready replica {}s after the load returned",
+                    now.duration_since(since).as_secs()
+                );
+                returning_since = None;
+                if args.once {
+                    println!("demo: script finished");
+                    shutdown.cancel();
+                    break;
+                }
+            }
         }
         let rate = scripted_rate(in_script, args.phase);
         let ready = deployment.ready(now);

@@ -424,8 +424,6 @@ pub enum ZeroAction {
     HeldAtMin,
     /// No ready replica and requests queued: 1 on the cheapest variant.
     FromZero,
-    /// Scale to zero off and every target at 0: 1 on the cheapest variant.
-    KeptOne,
 }
 
 impl ZeroAction {
@@ -435,7 +433,6 @@ impl ZeroAction {
             ZeroAction::ScaledToZero => "scaled_to_zero",
             ZeroAction::HeldAtMin => "idle_at_min",
             ZeroAction::FromZero => "scale_from_zero",
-            ZeroAction::KeptOne => "kept_one",
         }
     }
 }
@@ -470,19 +467,14 @@ pub fn apply(
     let queued = activity.scheduler_queue.is_some_and(|q| q > 0.0);
     let total: u32 = targets.iter().map(|t| t.desired).sum();
     if activity.ready == 0 {
-        if total == 0 && (queued || !activity.config.enabled) {
+        // At zero, only the endpoint picker's queue brings a replica back
+        // (whatever the configuration: a model at zero has no replica to
+        // report demand). Without one the model stays where it is.
+        if total == 0 && queued {
             if let Some(i) = cheapest(variants) {
                 targets[i].desired = 1;
-                targets[i].reason = if queued {
-                    TargetReason::ScaleFromZero
-                } else {
-                    TargetReason::ClampedToMin
-                };
-                return if queued {
-                    ZeroAction::FromZero
-                } else {
-                    ZeroAction::KeptOne
-                };
+                targets[i].reason = TargetReason::ScaleFromZero;
+                return ZeroAction::FromZero;
             }
         }
         if total == 0 && activity.config.enabled {
@@ -823,13 +815,14 @@ mod tests {
                 vec![0, 0],
                 ZeroAction::None,
             ),
-            // At zero with scale to zero off: one replica back (upstream keeps one).
+            // At zero with scale to zero off and nothing queued: stays
+            // (only demand brings a model back).
             (
                 act(off, 0, None, Some(0.0)),
                 &at_zero,
                 vec![0, 0],
-                vec![0, 1],
-                ZeroAction::KeptOne,
+                vec![0, 0],
+                ZeroAction::None,
             ),
             // Pending replicas (desired already 1): left alone.
             (

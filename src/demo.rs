@@ -290,6 +290,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     let mut last_desired = None;
     let mut peak_replicas = deployment.spec;
     let mut returning_since: Option<Instant> = None;
+    let mut last_queued = 0.0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -370,9 +371,10 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         } else {
             0.0
         };
-        if queued > 0.0 && deployment.spec == 0 {
+        if queued > 0.0 && last_queued == 0.0 {
             println!("demo: load returns with {TARGET} at 0 replicas: the endpoint picker queues {queued} requests");
         }
+        last_queued = queued;
         epp.set_scheduler_queue(Some(queued));
         inventory.publish(resolve(&deployment.objects(now)).0);
 

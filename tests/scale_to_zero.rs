@@ -252,3 +252,94 @@ async fn zero_and_back_through_prometheus() {
         "batched, not per model: {activity:?}"
     );
 }
+
+/// `--inventory kube`: the `wva-model-scale-to-zero-config` ConfigMap in
+/// the server's namespace is followed live, with upstream's precedence: the
+/// `default` entry's retention period with `WVA_SCALE_TO_ZERO=true` puts an
+/// idle model at 0; an override for the model that turns it off brings it
+/// back to 1; a deleted ConfigMap leaves the environment's 10 minutes, which
+/// the replica's history does not cover yet (1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configmap_is_followed_in_kube_mode() {
+    use common::apiserver::ApiServer;
+    use serde_json::json;
+    const NS: &str = "llm";
+    const OWN: &str = "wva-system";
+    const MODEL: &str = "meta/llama-3.1-8b";
+    let api = ApiServer::start().await;
+    // Idle from the start: nothing completes, runs or waits.
+    let replica = Emulator::start_with(MODEL, 0.1, 0.0, &["--request-rate", "0"]).await;
+    replica.set_state(json!({"running": 0})).await;
+    for ns in [OWN, NS] {
+        api.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    }
+    api.apply(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": NS},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "d"}},
+                 "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": []}}},
+        "status": {"replicas": 1, "readyReplicas": 1}
+    }));
+    api.apply(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "d-0", "namespace": NS,
+                     "labels": {"app": "d", "llm-d.ai/variant": "v"},
+                     "annotations": {"prometheus.io/port": replica.port.to_string()}},
+        "status": {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}
+    }));
+    api.apply(json!({
+        "apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling",
+        "metadata": {"name": "v", "namespace": NS},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "d"},
+                 "modelID": MODEL, "minReplicas": 0, "maxReplicas": 4}
+    }));
+    let configmap = |data: serde_json::Value| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "wva-model-scale-to-zero-config", "namespace": OWN},
+               "data": data})
+    };
+    api.apply(configmap(json!({"default": "retention_period: \"2s\"\n"})));
+    let dir = tempfile::tempdir().unwrap();
+    let kc = api.write_kubeconfig(dir.path()).display().to_string();
+    let s = Server::start_with(
+        dir,
+        &[
+            "--inventory",
+            "kube",
+            "--metrics-backend",
+            "scrape",
+            "--scrape-interval",
+            "500ms",
+            "--namespace",
+            OWN,
+            "--update-status=false",
+        ],
+        &[("KUBECONFIG", &kc), ("WVA_SCALE_TO_ZERO", "true")],
+        true,
+    )
+    .await;
+    let sel = "target_name=d";
+    s.wait_value(NS, "wva_desired_replicas", sel, "0").await;
+
+    // An override for the model turns it off (and a broken entry beside it
+    // is skipped, not fatal).
+    api.apply(configmap(json!({
+        "default": "retention_period: \"2s\"\n",
+        "llama": format!("model_id: {MODEL}\nenable_scale_to_zero: false\n"),
+        "typo": "model_id: other\nretention: 5m\n",
+    })));
+    s.wait_value(NS, "wva_desired_replicas", sel, "1").await;
+    assert!(
+        s.log().contains("scale-to-zero entry refused"),
+        "the broken entry is logged"
+    );
+
+    // Back to the default entry only: 0 again.
+    api.apply(configmap(json!({"default": "retention_period: \"2s\"\n"})));
+    s.wait_value(NS, "wva_desired_replicas", sel, "0").await;
+
+    // Deleted: WVA_SCALE_TO_ZERO with the default 10 minutes, which the
+    // replica's counter history does not cover: busy as far as anyone knows.
+    api.delete("ConfigMap", OWN, "wva-model-scale-to-zero-config");
+    s.wait_value(NS, "wva_desired_replicas", sel, "1").await;
+}

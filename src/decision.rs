@@ -1119,6 +1119,51 @@ mod tests {
     }
 
     #[test]
+    fn the_endpoint_pickers_queue_is_v2s_scheduler_queue_demand() {
+        let e = engine_with(
+            &h100("ns", "v", "m", 4),
+            "default: {analyzerName: saturation}",
+        );
+        for i in 0..4 {
+            report_tokens(&e, "ns", &format!("v-p{i}"), 0.10);
+        }
+        let alone = e.decide("ns", &sel("")).unwrap()[0].desired;
+        assert_eq!(alone, 1, "light load: V2 scales down");
+        // 400,000 queued bytes = 100,000 tokens waiting in the endpoint
+        // picker for this model: more than the four replicas hold.
+        e.cache()
+            .set_scheduler_queues(crate::collector::SchedulerQueues {
+                by_model: [(
+                    "m".to_owned(),
+                    v2::SchedulerQueue {
+                        requests: 100.0,
+                        bytes: 400_000.0,
+                    },
+                )]
+                .into_iter()
+                .collect(),
+                at: SystemTime::now(),
+            });
+        let queued = e.decide("ns", &sel("")).unwrap()[0].desired;
+        assert!(queued > 4, "the queue is demand: {queued}");
+        // A queue older than the stale threshold no longer steers.
+        e.cache()
+            .set_scheduler_queues(crate::collector::SchedulerQueues {
+                by_model: [(
+                    "m".to_owned(),
+                    v2::SchedulerQueue {
+                        requests: 100.0,
+                        bytes: 400_000.0,
+                    },
+                )]
+                .into_iter()
+                .collect(),
+                at: SystemTime::now() - Duration::from_secs(3600),
+            });
+        assert_eq!(e.decide("ns", &sel("")).unwrap()[0].desired, 1);
+    }
+
+    #[test]
     fn v2_without_cache_config_holds_and_says_no_metrics() {
         let e = engine_with(
             &h100("ns", "v", "m", 4),

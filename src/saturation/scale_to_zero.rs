@@ -424,6 +424,9 @@ pub enum ZeroAction {
     HeldAtMin,
     /// No ready replica and requests queued: 1 on the cheapest variant.
     FromZero,
+    /// Scale to zero off, replicas running and every target at 0: 1 on the
+    /// cheapest variant (upstream's minimum with scale to zero disabled).
+    KeptOne,
 }
 
 impl ZeroAction {
@@ -433,6 +436,7 @@ impl ZeroAction {
             ZeroAction::ScaledToZero => "scaled_to_zero",
             ZeroAction::HeldAtMin => "idle_at_min",
             ZeroAction::FromZero => "scale_from_zero",
+            ZeroAction::KeptOne => "kept_one",
         }
     }
 }
@@ -483,6 +487,16 @@ pub fn apply(
             }
         }
         return ZeroAction::None;
+    }
+    if !activity.config.enabled && total == 0 {
+        // Upstream's rule with scale to zero off: a running model keeps one
+        // replica on its cheapest variant (our analyses never go below one,
+        // so this only guards against a future analysis that would).
+        if let Some(i) = cheapest(variants) {
+            targets[i].desired = 1;
+            targets[i].reason = TargetReason::ClampedToMin;
+            return ZeroAction::KeptOne;
+        }
     }
     if !is_idle(activity) {
         return ZeroAction::None;

@@ -57,6 +57,16 @@ async fn serve(inventory: &str, extra: &[&str]) -> (Server, u16) {
 
 /// KEDA's `IsActive` for the variant, from the Python grpcio client.
 fn is_active(server: &Server, grpc_port: u16, namespace: &str) -> bool {
+    keda(server, grpc_port, namespace, "active", "active")
+}
+
+/// The first message of KEDA's `StreamIsActive` for the variant.
+fn stream_is_active(server: &Server, grpc_port: u16, namespace: &str) -> bool {
+    keda(server, grpc_port, namespace, "stream", "stream")
+}
+
+/// One keda_client.py command, and the boolean `key` of its answer.
+fn keda(server: &Server, grpc_port: u16, namespace: &str, command: &str, key: &str) -> bool {
     let d = server.dir.path();
     let out = Command::new(common::python())
         .args([
@@ -75,7 +85,7 @@ fn is_active(server: &Server, grpc_port: u16, namespace: &str) -> bool {
             d.join("client.key").display().to_string(),
             "--metadata".into(),
             "variantName=v".into(),
-            "active".into(),
+            command.into(),
         ])
         .output()
         .expect("python runs (scripts/test installs grpcio into target/test-venv)");
@@ -87,9 +97,9 @@ fn is_active(server: &Server, grpc_port: u16, namespace: &str) -> bool {
     );
     let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("null"))
         .unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    v["active"]
+    v[key]
         .as_bool()
-        .unwrap_or_else(|| panic!("no active in {v}"))
+        .unwrap_or_else(|| panic!("no {key} in {v}"))
 }
 
 /// Waits (bounded) until KEDA's IsActive says `want`.
@@ -132,6 +142,9 @@ async fn idle_for_the_retention_period_goes_to_zero_and_back_scrape() {
         Some("0")
     );
     wait_active(&s, grpc, "stz", false).await;
+    assert!(!tokio::task::block_in_place(|| stream_is_active(
+        &s, grpc, "stz"
+    )));
 
     // Requests complete again: the model is busy, at least one replica.
     replica
@@ -139,6 +152,9 @@ async fn idle_for_the_retention_period_goes_to_zero_and_back_scrape() {
         .await;
     s.wait_value("stz", "wva_desired_replicas", sel, "1").await;
     wait_active(&s, grpc, "stz", true).await;
+    assert!(tokio::task::block_in_place(|| stream_is_active(
+        &s, grpc, "stz"
+    )));
 }
 
 /// A model at zero (no pod, Deployment at 0) stays there while nothing is

@@ -127,6 +127,17 @@ pub struct ServeArgs {
     /// opted-in namespace replaces the one in --namespace for that namespace. Invalid: exit code 2. With --inventory file: a file is reloaded when it changes.
     #[arg(long, value_name = "FILE")]
     pub saturation_config: Option<PathBuf>,
+    /// Scale to zero: YAML in the shape of the wva-model-scale-to-zero-config ConfigMap data (or the whole
+    /// ConfigMap): a `default` entry and per-model entries with `model_id`, optional `namespace`,
+    /// `enable_scale_to_zero` and `retention_period`. Models no entry decides for follow WVA_SCALE_TO_ZERO.
+    /// Invalid: exit code 2. With --inventory kube the ConfigMap in --namespace replaces it while it exists.
+    #[arg(long, value_name = "FILE")]
+    pub scale_to_zero_config: Option<PathBuf>,
+    /// The llm-d endpoint picker's /metrics URL, scraped every cycle with --metrics-backend scrape for its
+    /// flow-control queues (inference_extension_flow_control_queue_size/_bytes): scale from zero and V2's
+    /// scheduler queue. With Prometheus they are queried there instead.
+    #[arg(long, value_name = "URL")]
+    pub epp_metrics_url: Option<String>,
     /// Serve only VariantAutoscalings (and annotated HPAs/ScaledObjects) labelled
     /// `wva.llmd.ai/controller-instance` with this value; items carry `controller_instance`.
     /// Unset: all are served. Upstream WVA's name for it is CONTROLLER_INSTANCE.
@@ -327,6 +338,19 @@ pub fn parse_kube_api_qps(s: &str) -> Result<f64, String> {
 }
 
 /// A tolerance: a finite decimal >= 0 (or a quantity such as `50m`).
+pub fn parse_request_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of requests per second"))?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{s:?}: the request rate must be a finite number >= 0"
+        ))
+    }
+}
+
 pub fn parse_hpa_tolerance(s: &str) -> Result<f64, String> {
     crate::hpa::parse_tolerance(s).map_err(|e| e.to_string())
 }
@@ -339,13 +363,18 @@ pub struct DemoArgs {
     /// Seconds per phase of the scripted load (ramp up, hold, ramp down).
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     pub phase: Duration,
-    /// Stop after one full script instead of repeating it.
+    /// Stop after one full script (up, down, to zero and, when the load returns, back from zero) instead of repeating it.
     #[arg(long)]
     pub once: bool,
     /// Which saturation analysis decides: v1 (percentages) or v2 (tokens,
     /// `analyzerName: saturation`).
     #[arg(long, value_enum, default_value = "v1")]
     pub analyzer: DemoAnalyzer,
+    /// Scale-to-zero retention period of the demo's model: after the ramp down the load stops, and once no
+    /// request has completed for this long the model goes to 0 replicas; the next ramp brings it back
+    /// through the emulated endpoint picker's queue.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub retention: Duration,
 }
 
 /// The analysis the demo runs.
@@ -375,6 +404,10 @@ pub struct EmulateArgs {
     /// Requests running.
     #[arg(long, default_value_t = 0.0)]
     pub running: f64,
+    /// Requests completed per second: drives vllm:request_success_total and the token counters
+    /// (default: running / 2). Also `request_rate` in POST /admin/state.
+    #[arg(long, value_parser = parse_request_rate)]
+    pub request_rate: Option<f64>,
     /// KV-cache blocks reported in `vllm:cache_config_info` (`num_gpu_blocks`).
     #[arg(long, default_value_t = crate::emulator::render::NUM_GPU_BLOCKS, value_parser = clap::value_parser!(u64).range(1..))]
     pub num_gpu_blocks: u64,

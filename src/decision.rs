@@ -20,12 +20,14 @@ use crate::collector::{Freshness, FreshnessPolicy, MetricsCache};
 use crate::hpa::{ScaleState, Tolerances};
 use crate::inventory::snapshot::labels;
 use crate::inventory::{InventorySnapshot, InventoryStore, ModelKey, ReplicaPod, Variant};
+use crate::saturation::scale_to_zero::{self, ModelActivity, ZeroAction};
 use crate::saturation::v2::{
     self, ReplicaTokens, ScaleUpClaim, TokenAnalysis, TokenAnalyzer, TokenModelInput, TokenVariant,
 };
 use crate::saturation::{
     decide_acted_on, AnalyzerKind, HpaView, ModelAnalysis, ModelInput, ReplicaLoad,
-    SaturationAnalyzer, SaturationThresholds, TargetReason, ThresholdConfig, VariantState,
+    SaturationAnalyzer, SaturationThresholds, ScaleToZeroConfig, TargetReason, ThresholdConfig,
+    VariantState,
 };
 
 /// What the GPU limiter (`enableLimiter`) knows of the cluster: the
@@ -70,6 +72,8 @@ pub struct ModelOutcome {
     /// Freshness class of that newest sample (None without samples).
     pub freshness: Option<Freshness>,
     pub decisions: Vec<VariantDecision>,
+    /// What scale to zero / from zero did to the analysis' targets.
+    pub zero_action: ZeroAction,
 }
 
 /// Why no decision can be given.
@@ -140,6 +144,8 @@ pub struct DecisionEngine {
     /// The HPA controller's tolerance (`--hpa-tolerance`), for variants
     /// whose HPA sets none of its own.
     hpa_tolerance: Tolerances,
+    /// `wva-model-scale-to-zero-config` (and `WVA_SCALE_TO_ZERO`).
+    scale_to_zero: Arc<ArcSwap<ScaleToZeroConfig>>,
 }
 
 impl std::fmt::Debug for DecisionEngine {
@@ -189,7 +195,53 @@ impl DecisionEngine {
             accelerators: None,
             freshness,
             hpa_tolerance: Tolerances::default(),
+            scale_to_zero: Arc::default(),
         }
+    }
+
+    /// The scale-to-zero configuration in force (shared with the collector).
+    pub fn with_scale_to_zero(mut self, config: Arc<ArcSwap<ScaleToZeroConfig>>) -> Self {
+        self.scale_to_zero = config;
+        self
+    }
+
+    pub fn scale_to_zero(&self) -> &Arc<ArcSwap<ScaleToZeroConfig>> {
+        &self.scale_to_zero
+    }
+
+    /// The endpoint picker's queue for a model, if fetched recently enough
+    /// to steer (younger than the stale threshold).
+    fn scheduler_queue(&self, model_id: &str, now: SystemTime) -> Option<v2::SchedulerQueue> {
+        let not_before = now
+            .checked_sub(self.freshness.stale)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        self.cache.scheduler_queue(model_id, not_before)
+    }
+
+    /// Requests completed over `window`, running and waiting, summed over
+    /// the model's ready pods; None when a ready pod has no fresh entry or
+    /// its counter history does not cover `window` (or there is none).
+    fn model_requests(
+        &self,
+        snapshot: &InventorySnapshot,
+        key: &ModelKey,
+        now: SystemTime,
+        window: Duration,
+    ) -> Option<f64> {
+        let mut total = 0.0;
+        let mut any = false;
+        for pod in snapshot.model_pods(key).filter(|p| p.ready) {
+            let r = self.cache.with(&pod.key, |m| {
+                if m.age(now) > self.freshness.stale {
+                    return None;
+                }
+                let a = m.activity.filter(|a| a.window == window)?;
+                Some(a.requests + m.queue_waiting)
+            })??;
+            total += r;
+            any = true;
+        }
+        any.then_some(total)
     }
 
     /// Where the limiter (`enableLimiter: true`) reads free accelerators.
@@ -411,7 +463,7 @@ impl DecisionEngine {
                 }
             })
             .collect();
-        let (targets, analysis, token_analysis, analyzer) = match thresholds.analyzer {
+        let (mut targets, analysis, token_analysis, analyzer) = match thresholds.analyzer {
             AnalyzerKind::Percentage => {
                 // The same pure function `simulate` runs: analysis, then
                 // tolerance-aware steps.
@@ -440,7 +492,7 @@ impl DecisionEngine {
                         replicas: &tokens,
                         variants: &token_variants,
                         thresholds: &thresholds,
-                        scheduler_queue: None,
+                        scheduler_queue: self.scheduler_queue(&key.model_id, now),
                     },
                     now,
                 );
@@ -455,6 +507,26 @@ impl DecisionEngine {
                 (targets, None, decision.analysis, AnalyzerKind::Tokens)
             }
         };
+        // Scale to zero when idle for the retention period, from zero when
+        // the endpoint picker queues requests for a model with no replica.
+        let zero = self
+            .scale_to_zero
+            .load()
+            .for_model(&key.model_id, &key.namespace);
+        let activity = ModelActivity {
+            config: zero,
+            ready: states.iter().map(|s| s.ready_replicas).sum(),
+            requests: if zero.enabled {
+                self.model_requests(snapshot, key, now, zero.retention)
+            } else {
+                None
+            },
+            scheduler_queue: self.scheduler_queue(&key.model_id, now).map(|q| q.requests),
+        };
+        let zero_action = scale_to_zero::apply(&activity, &states, &mut targets);
+        if zero_action != ZeroAction::None {
+            tracing::debug!(namespace = %key.namespace, model_id = %key.model_id, action = zero_action.as_str(), "scale-to-zero policy applied");
+        }
         let decisions = variants
             .iter()
             .zip(targets)
@@ -479,6 +551,7 @@ impl DecisionEngine {
             newest_sample_age: newest,
             freshness: newest.map(|age| self.freshness.classify(age)),
             decisions,
+            zero_action,
         })
     }
 
@@ -656,7 +729,7 @@ impl DecisionEngine {
                     replicas: &inputs.tokens,
                     variants: &token_variants,
                     thresholds: &th,
-                    scheduler_queue: None,
+                    scheduler_queue: self.scheduler_queue(&other.model_id, now),
                 },
                 now,
             );
@@ -786,6 +859,7 @@ mod tests {
                 avg_prompt_tokens: None,
                 avg_generation_tokens: None,
                 kv_cache: None,
+                activity: None,
             },
         );
     }
@@ -1003,6 +1077,7 @@ mod tests {
                     num_gpu_blocks: 1000,
                     block_size: 16,
                 }),
+                activity: None,
             },
         );
     }
@@ -1041,6 +1116,51 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_endpoint_pickers_queue_is_v2s_scheduler_queue_demand() {
+        let e = engine_with(
+            &h100("ns", "v", "m", 4),
+            "default: {analyzerName: saturation}",
+        );
+        for i in 0..4 {
+            report_tokens(&e, "ns", &format!("v-p{i}"), 0.10);
+        }
+        let alone = e.decide("ns", &sel("")).unwrap()[0].desired;
+        assert_eq!(alone, 1, "light load: V2 scales down");
+        // 400,000 queued bytes = 100,000 tokens waiting in the endpoint
+        // picker for this model: more than the four replicas hold.
+        e.cache()
+            .set_scheduler_queues(crate::collector::SchedulerQueues {
+                by_model: [(
+                    "m".to_owned(),
+                    v2::SchedulerQueue {
+                        requests: 100.0,
+                        bytes: 400_000.0,
+                    },
+                )]
+                .into_iter()
+                .collect(),
+                at: SystemTime::now(),
+            });
+        let queued = e.decide("ns", &sel("")).unwrap()[0].desired;
+        assert!(queued > 4, "the queue is demand: {queued}");
+        // A queue older than the stale threshold no longer steers.
+        e.cache()
+            .set_scheduler_queues(crate::collector::SchedulerQueues {
+                by_model: [(
+                    "m".to_owned(),
+                    v2::SchedulerQueue {
+                        requests: 100.0,
+                        bytes: 400_000.0,
+                    },
+                )]
+                .into_iter()
+                .collect(),
+                at: SystemTime::now() - Duration::from_secs(3600),
+            });
+        assert_eq!(e.decide("ns", &sel("")).unwrap()[0].desired, 1);
     }
 
     #[test]

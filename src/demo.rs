@@ -1,8 +1,11 @@
 //! `wva-metrics-server demo`: the whole loop on loopback, with no cluster
 //! and no Prometheus. Emulated vLLM replicas serve real `/metrics`; the
 //! scrape backend reads them; the API answers over HTTPS; a scripted load
-//! ramps up, holds and ramps down; and the HPA's own formula is applied to
-//! the emulated Deployment so that its replicas really change.
+//! ramps up, holds and ramps down, then stops, so that the model scales to
+//! zero after the retention period and comes back from zero through an
+//! emulated endpoint picker's queue when the load returns; and the HPA's
+//! own formula is applied to the emulated Deployment so that its replicas
+//! really change.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -20,7 +23,7 @@ use crate::emulator::load::LoadModel;
 use crate::emulator::{self, objects, EmulatorHandle, EmulatorOptions, ReplicaState};
 use crate::inventory::{resolve, InventoryObjects, InventoryStore};
 use crate::run::{self, Components};
-use crate::saturation::ThresholdConfig;
+use crate::saturation::{ScaleToZeroConfig, ThresholdConfig};
 use crate::server::StackConfig;
 use crate::telemetry::Telemetry;
 
@@ -32,7 +35,11 @@ pub const TARGET: &str = "llama-8b-decode";
 pub const VARIANT: &str = "llama-8b-a100";
 /// Model served by the emulated replicas.
 pub const MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
-const MIN_REPLICAS: u32 = 1;
+/// minReplicas of the variant and of the demo's HPA (`HPAScaleToZero`, or
+/// a KEDA ScaledObject with `minReplicaCount: 0`).
+const MIN_REPLICAS: u32 = 0;
+/// Replicas of the Deployment when the demo starts.
+const START_REPLICAS: u32 = 1;
 const MAX_REPLICAS: u32 = 6;
 /// Peak arrival rate of the scripted load, requests per second.
 const PEAK_RATE: f64 = 16.0;
@@ -111,22 +118,23 @@ impl EmulatedDeployment {
     }
 }
 
-/// Longest the idle phase waits for the Deployment to come back to its
-/// minimum. Scale-down waits for the load's peak to leave the analysis's
-/// one-minute window and then takes one HPA step per replica, so about
-/// 60 s + (6 - 1) x 5 s after the ramp down; this leaves room to spare.
+/// Longest the idle phase waits for the Deployment to reach zero. A
+/// replica counts as busy while a request waited on it within the last
+/// minute (the analysis's window) or completed within the retention
+/// period, so the model goes to zero about a minute after the load stops
+/// (with a retention period up to a minute); this leaves room to spare.
 const IDLE_LIMIT: Duration = Duration::from_secs(180);
 
 /// Whether one run of the script is over at `t` into it: after at least
-/// one idle phase, once the Deployment is back at its minimum (a full cycle),
-/// or when the idle phase has waited [`IDLE_LIMIT`] for that.
-fn script_done(t: Duration, phase: Duration, back_at_minimum: bool) -> bool {
+/// one idle phase, once the Deployment is at zero (a full cycle), or when
+/// the idle phase has waited [`IDLE_LIMIT`] (plus the retention period) for that.
+fn script_done(t: Duration, phase: Duration, retention: Duration, at_zero: bool) -> bool {
     let idle_from = phase * 3;
-    (t >= phase * 4 && back_at_minimum) || t >= idle_from + IDLE_LIMIT.max(phase)
+    (t >= phase * 4 && at_zero) || t >= idle_from + IDLE_LIMIT.max(phase) + retention
 }
 
-/// Arrival rate of the script at `t`: ramp up, hold, ramp down, then idle
-/// until [`script_done`].
+/// Arrival rate of the script at `t`: ramp up, hold, ramp down, then no
+/// load at all until [`script_done`].
 fn scripted_rate(t: Duration, phase: Duration) -> f64 {
     let p = phase.as_secs_f64().max(1.0);
     let x = t.as_secs_f64();
@@ -135,8 +143,25 @@ fn scripted_rate(t: Duration, phase: Duration) -> f64 {
         x if x < p => base + (PEAK_RATE - base) * x / p,
         x if x < 2.0 * p => PEAK_RATE,
         x if x < 3.0 * p => PEAK_RATE - (PEAK_RATE - base) * (x - 2.0 * p) / p,
-        _ => base,
+        _ => 0.0,
     }
+}
+
+/// The demo's scale-to-zero configuration: on, with `retention`.
+fn demo_scale_to_zero(retention: Duration) -> anyhow::Result<ScaleToZeroConfig> {
+    let (config, errors) = ScaleToZeroConfig::from_configmap_data(
+        &[(
+            "default".to_owned(),
+            format!(
+                "enable_scale_to_zero: true\nretention_period: \"{}ms\"",
+                retention.as_millis().max(1)
+            ),
+        )]
+        .into_iter()
+        .collect(),
+    );
+    anyhow::ensure!(errors.is_empty(), "demo scale-to-zero config: {errors:?}");
+    Ok(config)
 }
 
 /// The HPA's replica computation for a `Value: 1` target on `wva_desired_ratio`,
@@ -185,35 +210,54 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
                     waiting: 0.0,
                     running: 0.0,
                 },
+                request_rate: Some(0.0),
             },
         )
         .await?;
         replicas.push(h);
     }
+    // Stands in for the llm-d endpoint picker: reports the requests that
+    // wait for a replica while the Deployment is at zero.
+    let epp = emulator::start(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        EmulatorOptions {
+            model_name: MODEL.to_owned(),
+            state: ReplicaState::default(),
+            request_rate: Some(0.0),
+        },
+    )
+    .await?;
+    epp.set_scheduler_queue(Some(0.0));
+    let scale_to_zero = Arc::new(ArcSwap::from_pointee(demo_scale_to_zero(args.retention)?));
     let start = Instant::now();
     let long_ago = start.checked_sub(STARTUP_DELAY).unwrap_or(start);
     let mut deployment = EmulatedDeployment {
         started: vec![long_ago; replicas.len()],
         replicas,
-        spec: MIN_REPLICAS,
+        spec: START_REPLICAS,
     };
 
     let inventory = Arc::new(InventoryStore::new());
     inventory.publish(resolve(&deployment.objects(start)).0);
     let mut registry = Registry::default();
     let telemetry = Telemetry::new(&mut registry);
-    let backend = Arc::new(ScrapeBackend::new(
-        ScrapeConfig {
-            timeout: Duration::from_secs(1),
-            ..ScrapeConfig::default()
-        },
-        telemetry.clone(),
-    )?);
+    let backend = Arc::new(
+        ScrapeBackend::new(
+            ScrapeConfig {
+                timeout: Duration::from_secs(1),
+                ..ScrapeConfig::default()
+            },
+            telemetry.clone(),
+        )?
+        .with_scale_to_zero(Arc::clone(&scale_to_zero))
+        .with_epp_metrics_url(Some(format!("http://{}/metrics", epp.addr()))),
+    );
     let components = Components {
         leader: None,
         inventory: Arc::clone(&inventory),
         backend,
         thresholds: Arc::new(ArcSwap::from_pointee(demo_thresholds(args.analyzer)?)),
+        scale_to_zero,
         fetch_interval: Duration::from_secs(1),
         freshness: FreshnessPolicy::default(),
         registry,
@@ -235,7 +279,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         groups: crate::api::discovery::ServedGroups::default(),
     };
     let server = run::start(components, listen, shutdown.clone(), Vec::new()).await?;
-    print_banner(server.addr);
+    print_banner(server.addr, args.retention);
 
     let selector = LabelSelector::parse(&format!("target_name={TARGET}"))
         .map_err(|e| anyhow::anyhow!("demo selector: {e}"))?;
@@ -245,6 +289,8 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     let mut script_start = start;
     let mut last_desired = None;
     let mut peak_replicas = deployment.spec;
+    let mut returning_since: Option<Instant> = None;
+    let mut last_queued = 0.0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -253,21 +299,22 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         let now = Instant::now();
         let elapsed = now.duration_since(start);
         let in_script = now.duration_since(script_start);
-        let back_at_minimum = deployment.spec == MIN_REPLICAS && last_desired == Some(MIN_REPLICAS);
-        if script_done(in_script, args.phase, back_at_minimum) {
-            if back_at_minimum {
+        let at_zero = deployment.spec == 0 && last_desired == Some(0);
+        if script_done(in_script, args.phase, args.retention, at_zero) {
+            if at_zero {
                 println!(
-                    "demo: full cycle in {}s: {TARGET} went from {MIN_REPLICAS} to {peak_replicas} replicas and back to {MIN_REPLICAS}",
-                    in_script.as_secs()
+                    "demo: full cycle in {}s: {TARGET} went from {START_REPLICAS} to {peak_replicas} replicas and, idle for the {}s retention period, to 0",
+                    in_script.as_secs(),
+                    args.retention.as_secs_f64()
                 );
             } else {
                 println!(
-                    "demo: {TARGET} is still at {} replicas {}s after the load went idle",
+                    "demo: {TARGET} is still at {} replicas {}s after the load stopped",
                     deployment.spec,
                     (in_script.saturating_sub(args.phase * 3)).as_secs()
                 );
             }
-            if args.once {
+            if args.once && !at_zero {
                 println!("demo: script finished");
                 shutdown.cancel();
                 break;
@@ -275,24 +322,60 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
             println!("demo: script starts again");
             script_start = now;
             peak_replicas = deployment.spec;
+            returning_since = at_zero.then_some(now);
             continue;
+        }
+        // The load came back to a model at zero: once a replica is ready
+        // again, the round trip is complete.
+        if let Some(since) = returning_since {
+            if deployment.ready(now) >= 1 {
+                println!(
+                    "demo: back from zero: {TARGET} has a ready replica {}s after the load returned",
+                    now.duration_since(since).as_secs()
+                );
+                returning_since = None;
+                if args.once {
+                    println!("demo: script finished");
+                    shutdown.cancel();
+                    break;
+                }
+            }
         }
         let rate = scripted_rate(in_script, args.phase);
         let ready = deployment.ready(now);
-        let state = load.replica_state(rate, ready.max(1));
+        let state = if rate > 0.0 {
+            load.replica_state(rate, ready.max(1))
+        } else {
+            ReplicaState::default()
+        };
         for (i, r) in deployment.replicas.iter().enumerate() {
             let serving = i < deployment.spec as usize
                 && now.duration_since(deployment.started[i]) >= STARTUP_DELAY;
             r.set_state(if serving {
                 state
             } else {
-                ReplicaState {
-                    kv: 0.0,
-                    waiting: 0.0,
-                    running: 0.0,
-                }
+                ReplicaState::default()
             });
+            // Completed requests follow the load: the idle phase is a
+            // counter that stops, not a flag.
+            r.set_request_rate(Some(if serving {
+                rate / f64::from(ready.max(1))
+            } else {
+                0.0
+            }));
         }
+        // With no replica ready, arriving requests wait in the endpoint
+        // picker's flow-control queue: the signal that brings the model back.
+        let queued = if ready == 0 && rate > 0.0 {
+            (rate * 2.0).ceil()
+        } else {
+            0.0
+        };
+        if queued > 0.0 && last_queued == 0.0 {
+            println!("demo: load returns with {TARGET} at 0 replicas: the endpoint picker queues {queued} requests");
+        }
+        last_queued = queued;
+        epp.set_scheduler_queue(Some(queued));
         inventory.publish(resolve(&deployment.objects(now)).0);
 
         let decision = server.engine.decide(NAMESPACE, &selector);
@@ -335,14 +418,19 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     for r in deployment.replicas {
         r.shutdown().await;
     }
+    epp.shutdown().await;
     server.join().await;
     Ok(())
 }
 
-fn print_banner(addr: SocketAddr) {
+fn print_banner(addr: SocketAddr, retention: Duration) {
     let base = format!("https://{addr}");
     println!("wva-metrics-server demo: serving {base} (self-signed certificate, no authentication: loopback demo only)");
     println!("  namespace: {NAMESPACE}   scale target: Deployment/{TARGET}   variant: {VARIANT}   model: {MODEL}");
+    println!(
+        "  scale to zero: on, retention period {}s, minReplicas {MIN_REPLICAS}",
+        retention.as_secs_f64()
+    );
     println!("Try:");
     println!("  curl -sk {base}/apis/external.metrics.k8s.io/v1beta1");
     println!("  curl -sk '{base}/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/wva_desired_ratio?labelSelector=target_name%3D{TARGET}'");
@@ -355,6 +443,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_demo_scale_to_zero_config_is_on_with_the_retention() {
+        let c = demo_scale_to_zero(Duration::from_millis(2500)).unwrap();
+        let m = c.for_model(MODEL, NAMESPACE);
+        assert!(m.enabled);
+        assert_eq!(m.retention, Duration::from_millis(2500));
+    }
+
+    #[test]
     fn the_script_ramps_holds_ramps_down_and_stays_idle() {
         let p = Duration::from_secs(20);
         let base = PEAK_RATE * 0.1;
@@ -363,32 +459,30 @@ mod tests {
         assert!((s(10) - (base + PEAK_RATE) / 2.0).abs() < 1e-9);
         assert_eq!((s(20), s(39)), (PEAK_RATE, PEAK_RATE));
         assert!((s(50) - (base + PEAK_RATE) / 2.0).abs() < 1e-9);
-        // Idle after the ramp down, for as long as the idle phase lasts: it
-        // does not wrap around into the next ramp by itself.
+        // No load after the ramp down, for as long as the idle phase lasts:
+        // it does not wrap around into the next ramp by itself.
         for t in [60, 80, 120, 400] {
-            assert!((s(t) - base).abs() < 1e-9, "t={t}");
+            assert_eq!(s(t), 0.0, "t={t}");
         }
     }
 
     #[test]
-    fn one_run_ends_back_at_the_minimum_or_at_the_idle_limit() {
+    fn one_run_ends_at_zero_or_at_the_idle_limit() {
+        let retention = Duration::from_secs(20);
         for phase in [Duration::from_secs(20), Duration::from_secs(40)] {
             let four = phase * 4;
+            let limit = phase * 3 + IDLE_LIMIT + retention;
             let table = [
-                // (time into the script, back at minimum, done)
+                // (time into the script, at zero, done)
                 (four - Duration::from_secs(1), true, false),
                 (four, true, true),
                 (four + Duration::from_secs(60), false, false),
-                (
-                    phase * 3 + IDLE_LIMIT - Duration::from_secs(1),
-                    false,
-                    false,
-                ),
-                (phase * 3 + IDLE_LIMIT, false, true),
+                (limit - Duration::from_secs(1), false, false),
+                (limit, false, true),
             ];
             for (t, back, done) in table {
                 assert_eq!(
-                    script_done(t, phase, back),
+                    script_done(t, phase, retention, back),
                     done,
                     "phase {phase:?} t {t:?} back {back}"
                 );

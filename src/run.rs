@@ -22,7 +22,7 @@ use crate::collector::scrape::{ScrapeBackend, ScrapeConfig};
 use crate::collector::{FreshnessPolicy, MetricsBackend, MetricsCache};
 use crate::decision::DecisionEngine;
 use crate::inventory::InventoryStore;
-use crate::saturation::{PercentageAnalyzer, ThresholdConfig};
+use crate::saturation::{PercentageAnalyzer, ScaleToZeroConfig, ThresholdConfig};
 use crate::server::auth::Auth;
 use crate::server::{self, App, AppState, ServerLimits, StackConfig};
 use crate::telemetry::{ScalingLabels, Telemetry, VariantLabels};
@@ -32,6 +32,8 @@ pub struct Components {
     pub inventory: Arc<InventoryStore>,
     pub backend: Arc<dyn MetricsBackend>,
     pub thresholds: Arc<ArcSwap<ThresholdConfig>>,
+    /// `wva-model-scale-to-zero-config` (shared by the backend and the decisions).
+    pub scale_to_zero: Arc<ArcSwap<ScaleToZeroConfig>>,
     pub fetch_interval: Duration,
     pub freshness: FreshnessPolicy,
     pub registry: Registry,
@@ -77,9 +79,84 @@ pub struct SaturationConfigFileError {
     pub error: crate::saturation::LocatedThresholdError,
 }
 
+/// A `--scale-to-zero-config` file that does not parse or validate (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("scale-to-zero config {}: {error}", path.display())]
+pub struct ScaleToZeroConfigFileError {
+    pub path: std::path::PathBuf,
+    pub error: crate::saturation::scale_to_zero::LocatedScaleToZeroError,
+}
+
 /// Exit code 2 for configuration errors the user must fix in a file.
 pub fn exit_code_for(error: &anyhow::Error) -> Option<u8> {
-    error.downcast_ref::<SaturationConfigFileError>().map(|_| 2)
+    (error.downcast_ref::<SaturationConfigFileError>().is_some()
+        || error.downcast_ref::<ScaleToZeroConfigFileError>().is_some())
+    .then_some(2)
+}
+
+/// Loads `--scale-to-zero-config` strictly (file, line and key on error),
+/// with `WVA_SCALE_TO_ZERO` as the fallback of models no entry decides for.
+pub fn load_scale_to_zero(
+    path: Option<&Path>,
+    env: Option<&str>,
+) -> anyhow::Result<ScaleToZeroConfig> {
+    let env = crate::saturation::scale_to_zero::env_enabled(env)
+        .map_err(|e| crate::fatal::InvalidConfiguration(e.to_string()))?;
+    let config = match path {
+        None => ScaleToZeroConfig::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read scale-to-zero config {}", path.display()))?;
+            ScaleToZeroConfig::from_yaml_str_strict(&text).map_err(|error| {
+                ScaleToZeroConfigFileError {
+                    path: path.to_owned(),
+                    error,
+                }
+            })?
+        }
+    };
+    Ok(config.with_env_enabled(env))
+}
+
+/// `--inventory kube`: follows the `wva-model-scale-to-zero-config`
+/// ConfigMap in the server's namespace. Entries that do not parse are
+/// skipped and logged (the others apply, as upstream does); a deleted
+/// ConfigMap restores `fallback` (the file, or nothing).
+fn follow_scale_to_zero_configmap(
+    client: kube::Client,
+    namespace: &str,
+    config: Arc<ArcSwap<ScaleToZeroConfig>>,
+    fallback: ScaleToZeroConfig,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    use crate::saturation::scale_to_zero::CONFIGMAP_NAME;
+    let env = fallback.env_enabled();
+    crate::inventory::kube::follow_configmap(
+        client,
+        namespace,
+        CONFIGMAP_NAME,
+        shutdown,
+        move |cm| {
+            let next = match cm {
+                None => fallback.clone(),
+                Some(cm) => {
+                    let data = cm.data.unwrap_or_default();
+                    let (parsed, errors) = ScaleToZeroConfig::from_configmap_data(&data);
+                    for e in &errors {
+                        tracing::error!(configmap = CONFIGMAP_NAME, error = %e, "scale-to-zero entry refused; the other entries apply");
+                    }
+                    parsed.with_env_enabled(env)
+                }
+            };
+            if **config.load() != next {
+                tracing::info!(
+                    configmap = CONFIGMAP_NAME,
+                    "scale-to-zero configuration updated"
+                );
+                config.store(Arc::new(next));
+            }
+        },
+    )
 }
 
 /// Loads the thresholds file, if any, strictly: any entry that does not
@@ -200,6 +277,13 @@ pub async fn components_from_args(
         args.saturation_config.as_deref(),
         &args.namespace,
     )?));
+    let scale_to_zero_file = load_scale_to_zero(
+        args.scale_to_zero_config.as_deref(),
+        std::env::var(crate::saturation::scale_to_zero::ENV_VAR)
+            .ok()
+            .as_deref(),
+    )?;
+    let scale_to_zero = Arc::new(ArcSwap::from_pointee(scale_to_zero_file.clone()));
     let mut registry = Registry::default();
     let telemetry = Telemetry::new(&mut registry);
 
@@ -287,6 +371,13 @@ pub async fn components_from_args(
                 accelerators = Some(Arc::new(store));
                 tasks.extend(reflectors);
             }
+            tasks.push(follow_scale_to_zero_configmap(
+                client.clone(),
+                &args.namespace,
+                Arc::clone(&scale_to_zero),
+                scale_to_zero_file.clone(),
+                shutdown.clone(),
+            ));
             tasks.extend(
                 crate::inventory::kube::start(
                     client,
@@ -308,7 +399,11 @@ pub async fn components_from_args(
                 ..ScrapeConfig::default()
             };
             (
-                Arc::new(ScrapeBackend::new(config, telemetry.clone())?),
+                Arc::new(
+                    ScrapeBackend::new(config, telemetry.clone())?
+                        .with_scale_to_zero(Arc::clone(&scale_to_zero))
+                        .with_epp_metrics_url(args.epp_metrics_url.clone()),
+                ),
                 args.scrape_interval,
             )
         }
@@ -340,7 +435,13 @@ pub async fn components_from_args(
             }
             apply_store_flags(&mut config, args)?;
             let interval = config.fetch_interval;
-            let backend = Arc::new(PrometheusBackend::new(config, telemetry.clone())?);
+            if args.epp_metrics_url.is_some() {
+                tracing::warn!("--epp-metrics-url is used with --metrics-backend scrape only: with Prometheus the endpoint picker's queues are queried there");
+            }
+            let backend = Arc::new(
+                PrometheusBackend::new(config, telemetry.clone())?
+                    .with_scale_to_zero(Arc::clone(&scale_to_zero)),
+            );
             let check = Arc::clone(&backend);
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = check.validate_metrics_availability().await {
@@ -360,6 +461,7 @@ pub async fn components_from_args(
         inventory,
         backend,
         thresholds,
+        scale_to_zero,
         fetch_interval,
         freshness,
         registry,
@@ -592,6 +694,7 @@ pub async fn start(
         inventory,
         backend,
         thresholds,
+        scale_to_zero,
         fetch_interval,
         freshness,
         mut registry,
@@ -610,7 +713,8 @@ pub async fn start(
         Arc::new(PercentageAnalyzer),
         freshness,
     )
-    .with_hpa_tolerance(hpa_tolerance);
+    .with_hpa_tolerance(hpa_tolerance)
+    .with_scale_to_zero(scale_to_zero);
     if let Some(accelerators) = accelerators {
         engine = engine.with_accelerators(accelerators);
     }

@@ -103,8 +103,9 @@ fn demo_once(extra: &[&str]) -> String {
 }
 
 /// One `--once` run is a full cycle: the HPA formula takes the Deployment
-/// from 1 replica up to the maximum of 6 and, once the peak has left the
-/// one-minute window, back down to 1, one step at a time.
+/// from 1 replica up to the maximum of 6; the load stops and, idle for the
+/// retention period, the model goes down to 0 (never up on the way); the
+/// load returns and the endpoint picker's queue brings it back to 1.
 fn assert_full_cycle(stdout: &str) {
     let steps: Vec<(u32, u32)> = stdout
         .lines()
@@ -117,17 +118,33 @@ fn assert_full_cycle(stdout: &str) {
     let peak = steps.iter().map(|s| s.1).max().unwrap_or(0);
     assert_eq!(peak, 6, "reaches the maximum: {steps:?}\n{stdout}");
     let at_peak = steps.iter().position(|s| s.1 == 6).unwrap();
-    let down: Vec<(u32, u32)> = steps[at_peak + 1..].to_vec();
+    let after: Vec<(u32, u32)> = steps[at_peak + 1..].to_vec();
+    let to_zero = after
+        .iter()
+        .position(|s| s.1 == 0)
+        .unwrap_or_else(|| panic!("goes to 0: {steps:?}\n{stdout}"));
+    assert!(
+        after[..=to_zero].iter().all(|(from, to)| to < from),
+        "only down from the peak to 0: {steps:?}\n{stdout}"
+    );
     assert_eq!(
-        down,
-        vec![(6, 5), (5, 4), (4, 3), (3, 2), (2, 1)],
-        "then back to 1: {steps:?}\n{stdout}"
+        &after[to_zero + 1..],
+        &[(0, 1)],
+        "then back from zero to 1: {steps:?}\n{stdout}"
     );
     assert!(
         stdout.contains("demo: full cycle in")
-            && stdout.contains("went from 1 to 6 replicas and back to 1"),
+            && stdout
+                .contains("went from 1 to 6 replicas and, idle for the 20s retention period, to 0"),
         "{stdout}"
     );
+    let queued = stdout
+        .find("the endpoint picker queues")
+        .unwrap_or_else(|| panic!("the load returns to a queue: {stdout}"));
+    let back = stdout
+        .find("demo: back from zero: llama-8b-decode has a ready replica")
+        .unwrap_or_else(|| panic!("back from zero: {stdout}"));
+    assert!(queued < back, "{stdout}");
     assert!(
         stdout.trim_end().ends_with("demo: script finished"),
         "{stdout}"
@@ -135,12 +152,12 @@ fn assert_full_cycle(stdout: &str) {
 }
 
 #[test]
-fn demo_once_with_20s_phases_goes_up_to_the_peak_and_back_down() {
+fn demo_once_with_20s_phases_goes_up_to_the_peak_to_zero_and_back() {
     assert_full_cycle(&demo_once(&["--phase", "20s"]));
 }
 
 #[test]
 #[ignore = "takes three minutes; run with: cargo test --test demo -- --ignored"]
-fn demo_once_with_default_phases_goes_up_to_the_peak_and_back_down() {
+fn demo_once_with_default_phases_goes_up_to_the_peak_to_zero_and_back() {
     assert_full_cycle(&demo_once(&[]));
 }

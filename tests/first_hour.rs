@@ -358,3 +358,48 @@ async fn a_dead_pod_is_logged_when_it_changes_not_every_scrape() {
     assert_eq!(log.matches("scrape succeeds again").count(), 1, "{log}");
     assert_eq!(failed_lines(&log), 1, "{log}");
 }
+
+/// A scale-to-zero file that does not parse stops `serve` with exit code 2,
+/// naming the file, the line and the key; so does a `WVA_SCALE_TO_ZERO`
+/// that is not a boolean (never a silent "off").
+#[test]
+fn a_bad_scale_to_zero_config_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inventory.yaml");
+    std::fs::write(&inv, GOOD_INVENTORY).unwrap();
+    let inv = format!("file:{}", inv.display());
+    let stz = dir.path().join("scale-to-zero.yaml");
+    std::fs::write(
+        &stz,
+        "default: |\n  enable_scale_to_zero: true\nllama: |\n  model_id: meta/llama-3.1-8b\n  retention_period: \"ten minutes\"\n",
+    )
+    .unwrap();
+    let port = free_port().to_string();
+    let stz_s = stz.display().to_string();
+    let args = [
+        "serve",
+        "--inventory",
+        &inv,
+        "--metrics-backend",
+        "scrape",
+        "--insecure-disable-auth",
+        "--secure-port",
+        &port,
+        "--scale-to-zero-config",
+        &stz_s,
+    ];
+    let out = run(&args, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let e = error_line(&out);
+    let want = format!("scale-to-zero config {}: line 5:", stz.display());
+    assert!(
+        e.contains(&want) && e.contains("retention_period") && e.contains("\"llama\""),
+        "{e}\nwants: {want}"
+    );
+
+    std::fs::write(&stz, "default:\n  enable_scale_to_zero: true\n").unwrap();
+    let out = run(&args, &[("WVA_SCALE_TO_ZERO", "yes")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let e = error_line(&out);
+    assert!(e.contains("WVA_SCALE_TO_ZERO=\"yes\""), "{e}");
+}

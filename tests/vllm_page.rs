@@ -164,7 +164,11 @@ async fn the_prometheus_backend_reads_a_real_page_through_prometheus() {
         (cache_config.num_gpu_blocks, cache_config.block_size),
         (27328, 16)
     );
-    assert_eq!(r.requests, 7, "{r:?}");
+    assert_eq!(
+        r.requests,
+        wva_metrics_server::collector::prometheus::queries::QuerySignal::ALL.len(),
+        "{r:?}"
+    );
     // The page never changes: no requests finish between scrapes.
     assert_eq!(m.request_rate, Some(0.0));
     let missing = backend.validate_metrics_availability().await.unwrap();
@@ -178,7 +182,8 @@ fn every_series_the_queries_use_is_on_the_real_page() {
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| l.split(['{', ' ']).next())
         .collect();
-    for signal in QuerySignal::ALL {
+    // The endpoint picker's queues are not on a vLLM page (per-model signals).
+    for signal in QuerySignal::ALL.into_iter().filter(|s| !s.per_model()) {
         let promql = queries::build(signal, Scope::All);
         let used: Vec<&str> = promql
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
@@ -192,5 +197,16 @@ fn every_series_the_queries_use_is_on_the_real_page() {
                 signal.as_str()
             );
         }
+    }
+    // The activity query (scale to zero) reads vLLM series too.
+    let promql = queries::activity(std::time::Duration::from_secs(600), Scope::All);
+    for name in promql
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|t| t.starts_with("vllm:"))
+    {
+        assert!(
+            names.contains(name),
+            "activity reads {name}, which vLLM does not write"
+        );
     }
 }

@@ -671,3 +671,141 @@ fn pending_replicas_compared_with_upstream() {
         assert_eq!(ours, upstream, "{name}: a difference must be documented");
     }
 }
+
+/// (upstream case, enabled, request count, variants, targets in, targets out, applied)
+type EnforcerCase<'a> = (
+    &'a str,
+    bool,
+    Option<f64>,
+    &'a [VariantState],
+    [u32; 2],
+    [u32; 2],
+    bool,
+);
+
+/// Upstream's scale-to-zero enforcer cases
+/// (internal/engines/pipeline/enforcer_test.go at b08b1c7) replayed against
+/// our policy. Upstream's "request count" is our activity over the
+/// retention period (None when it cannot be determined); its targets are
+/// the analysis' targets of a running model (3 ready replicas).
+#[test]
+fn upstream_scale_to_zero_enforcer_cases() {
+    use wva_metrics_server::saturation::scale_to_zero::{
+        apply, ModelActivity, ModelScaleToZero, ZeroAction,
+    };
+    use wva_metrics_server::saturation::{TargetReason, VariantTarget};
+    let variant = |name: &str, cost: f64, current: u32| VariantState {
+        name: name.into(),
+        cost,
+        min_replicas: 0,
+        max_replicas: 10,
+        spec_replicas: current,
+        ready_replicas: current,
+    };
+    let a_b = [variant("variant-a", 1.0, 2), variant("variant-b", 2.0, 1)];
+    let z_a = [variant("variant-z", 1.0, 2), variant("variant-a", 1.0, 1)];
+    let b_a = [variant("variant-b", 3.0, 2), variant("variant-a", 2.0, 1)];
+    let cfg = |enabled| ModelScaleToZero {
+        enabled,
+        retention: Duration::from_secs(600),
+    };
+    let cases: Vec<EnforcerCase> = vec![
+        (
+            "enabled, no requests: all variants to zero",
+            true,
+            Some(0.0),
+            &a_b,
+            [2, 1],
+            [0, 0],
+            true,
+        ),
+        (
+            "enabled, requests: targets unchanged",
+            true,
+            Some(100.0),
+            &a_b,
+            [2, 1],
+            [2, 1],
+            false,
+        ),
+        (
+            "enabled, count query fails: targets unchanged",
+            true,
+            None,
+            &a_b,
+            [2, 1],
+            [2, 1],
+            false,
+        ),
+        (
+            "disabled, all targets zero: one on the cheapest",
+            false,
+            Some(0.0),
+            &a_b,
+            [0, 0],
+            [1, 0],
+            true,
+        ),
+        (
+            "disabled, some targets: unchanged",
+            false,
+            Some(0.0),
+            &a_b,
+            [2, 0],
+            [2, 0],
+            false,
+        ),
+        (
+            "not in config (disabled): minimum preserved",
+            false,
+            None,
+            &a_b,
+            [0, 0],
+            [1, 0],
+            true,
+        ),
+        (
+            "equal cost: alphabetical tiebreak",
+            false,
+            Some(0.0),
+            &z_a,
+            [0, 0],
+            [0, 1],
+            true,
+        ),
+        (
+            "cheapest by cost, not by name",
+            false,
+            Some(0.0),
+            &b_a,
+            [0, 0],
+            [0, 1],
+            true,
+        ),
+    ];
+    for (case, enabled, requests, variants, input, want, applied) in cases {
+        let mut targets: Vec<VariantTarget> = variants
+            .iter()
+            .zip(input)
+            .map(|(v, d)| VariantTarget {
+                name: v.name.clone(),
+                current: v.spec_replicas,
+                desired: d,
+                reason: TargetReason::Steady,
+            })
+            .collect();
+        let action = apply(
+            &ModelActivity {
+                config: cfg(enabled),
+                ready: 3,
+                requests,
+                scheduler_queue: Some(0.0),
+            },
+            variants,
+            &mut targets,
+        );
+        let got: Vec<u32> = targets.iter().map(|t| t.desired).collect();
+        assert_eq!(got, want.to_vec(), "{case}");
+        assert_eq!(action != ZeroAction::None, applied, "{case}: {action:?}");
+    }
+}

@@ -41,6 +41,31 @@ pub struct ReplicaMetrics {
     /// `vllm:cache_config_info`'s `num_gpu_blocks` and `block_size`, when
     /// the replica exports them (the token-based analysis needs them).
     pub kv_cache: Option<crate::saturation::v2::KvCacheConfig>,
+    /// Requests completed over the model's scale-to-zero retention period
+    /// plus requests running, when scale to zero is on for the model and
+    /// the replica's counter history covers the period.
+    pub activity: Option<Activity>,
+}
+
+/// What a replica did over a scale-to-zero retention period.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Activity {
+    /// The retention period the count covers.
+    pub window: Duration,
+    /// `vllm:request_success_total`'s increase over `window` plus the
+    /// requests running (their peak over the last minute with Prometheus,
+    /// the latest scrape's count with the scrape backend).
+    pub requests: f64,
+}
+
+/// The llm-d endpoint picker's flow-control queues, per model
+/// (`target_model_name`, or `model_name` where that is empty), as fetched
+/// by one cycle. A model absent from the map has nothing queued.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulerQueues {
+    pub by_model: std::collections::HashMap<String, crate::saturation::v2::SchedulerQueue>,
+    /// When the cycle that read them started.
+    pub at: SystemTime,
 }
 
 impl ReplicaMetrics {
@@ -63,6 +88,9 @@ pub struct MetricsCache {
     /// report nothing (hold), and dates the data of a model whose backend
     /// has been failing.
     fetched: DashMap<ModelKey, SystemTime, foldhash::fast::RandomState>,
+    /// The endpoint picker's queues as last fetched (None: no source, or
+    /// not fetched yet).
+    scheduler: arc_swap::ArcSwapOption<SchedulerQueues>,
 }
 
 impl MetricsCache {
@@ -121,6 +149,23 @@ impl MetricsCache {
     /// Forgets the fetch records of models for which `keep` returns false.
     pub fn retain_models(&self, keep: impl Fn(&ModelKey) -> bool) {
         self.fetched.retain(|k, _| keep(k));
+    }
+
+    /// Replaces the endpoint picker's queues with those of a cycle.
+    pub fn set_scheduler_queues(&self, queues: SchedulerQueues) {
+        self.scheduler.store(Some(std::sync::Arc::new(queues)));
+    }
+
+    /// The queue of `model_id` in the endpoint picker, if queues were
+    /// fetched at or after `not_before` (an absent model has nothing queued).
+    pub fn scheduler_queue(
+        &self,
+        model_id: &str,
+        not_before: SystemTime,
+    ) -> Option<crate::saturation::v2::SchedulerQueue> {
+        let q = self.scheduler.load();
+        let q = q.as_ref().filter(|q| q.at >= not_before)?;
+        Some(q.by_model.get(model_id).copied().unwrap_or_default())
     }
 
     pub fn len(&self) -> usize {

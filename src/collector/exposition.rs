@@ -14,6 +14,9 @@ pub struct VllmPage {
     /// `vllm:cache_config_info{num_gpu_blocks, block_size}`, when both
     /// labels are positive integers (vLLM writes "None" before profiling).
     pub kv_cache: Option<KvCacheConfig>,
+    /// `vllm:request_success_total` summed over its series (every
+    /// `finished_reason`), when the page has it and every value is valid.
+    pub success_total: Option<f64>,
     pub rejected: Vec<RejectedSample>,
 }
 
@@ -39,6 +42,7 @@ const KV_OLD: &str = "vllm:gpu_cache_usage_perc";
 const WAITING: &str = "vllm:num_requests_waiting";
 const RUNNING: &str = "vllm:num_requests_running";
 const CACHE_CONFIG: &str = "vllm:cache_config_info";
+const SUCCESS: &str = "vllm:request_success_total";
 
 /// The KV-cache size in the labels of a `vllm:cache_config_info` sample.
 pub fn kv_cache_from_labels<'a>(
@@ -63,6 +67,19 @@ pub fn parse_vllm_page(text: &str) -> Result<VllmPage, ExpositionError> {
     let mut kv_old = None;
     let mut seen = false;
     for m in &metrics {
+        if m.name == SUCCESS {
+            // A counter: finite and not negative, or the sum is unknown.
+            let mut sum = Some(0.0);
+            for sample in &m.samples {
+                let v = sample.value.value.parse::<f64>().ok();
+                sum = match (sum, v) {
+                    (Some(acc), Some(v)) if v.is_finite() && v >= 0.0 => Some(acc + v),
+                    _ => None,
+                };
+            }
+            page.success_total = sum.filter(|_| !m.samples.is_empty());
+            continue;
+        }
         if m.name == CACHE_CONFIG {
             // Several engines: the largest cache (they are normally equal).
             for sample in &m.samples {
@@ -124,6 +141,62 @@ pub fn parse_vllm_page(text: &str) -> Result<VllmPage, ExpositionError> {
     Ok(page)
 }
 
+/// Requests queued in the endpoint picker's flow control, per model, from
+/// its `/metrics` page: `inference_extension_flow_control_queue_size` and
+/// `_bytes`, summed per `target_model_name` (or `model_name` where the
+/// target is empty) over fairness IDs, priorities and pools.
+pub fn parse_flow_control_page(
+    text: &str,
+) -> Result<std::collections::HashMap<String, crate::saturation::v2::SchedulerQueue>, ExpositionError>
+{
+    use crate::collector::prometheus::queries::{
+        FLOW_CONTROL_QUEUE_BYTES, FLOW_CONTROL_QUEUE_SIZE,
+    };
+    let (metrics, error) = prom_text_format_parser::parse_scrape(text);
+    if let Some(e) = error {
+        return Err(ExpositionError::Malformed(format!("{e:?}")));
+    }
+    let mut out: std::collections::HashMap<String, crate::saturation::v2::SchedulerQueue> =
+        std::collections::HashMap::new();
+    for m in &metrics {
+        let bytes = match m.name.as_str() {
+            FLOW_CONTROL_QUEUE_SIZE => false,
+            FLOW_CONTROL_QUEUE_BYTES => true,
+            _ => continue,
+        };
+        for sample in &m.samples {
+            let label = |k: &str| {
+                sample
+                    .labels
+                    .iter()
+                    .find(|l| l.key == k)
+                    .map(|l| l.value.as_str())
+                    .filter(|v| !v.is_empty())
+            };
+            let Some(model) = label("target_model_name").or_else(|| label("model_name")) else {
+                continue;
+            };
+            let raw = sample.value.value.as_str();
+            let value = raw
+                .parse::<f64>()
+                .map_err(|_| ExpositionError::Malformed(format!("{} has value {raw:?}", m.name)))?;
+            if !value.is_finite() || value < 0.0 {
+                return Err(ExpositionError::Malformed(format!(
+                    "{} has value {raw:?} (a queue is a finite count >= 0)",
+                    m.name
+                )));
+            }
+            let q = out.entry(model.to_owned()).or_default();
+            if bytes {
+                q.bytes += value;
+            } else {
+                q.requests += value;
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +215,28 @@ mod tests {
             },
             &c,
         )
+    }
+
+    #[test]
+    fn reads_the_success_counter_and_the_flow_control_queues() {
+        // 7 finished: 6.3 stop + 0.7 length, rendered floored: 6 + 0 + 0.
+        let p = parse_vllm_page(&emulated(0.1, 0.0)).unwrap();
+        assert_eq!(p.success_total, Some(6.0));
+        let epp = "# TYPE inference_extension_flow_control_queue_size gauge\n\
+inference_extension_flow_control_queue_size{fairness_id=\"a\",priority=\"0\",inference_pool=\"p\",model_name=\"alias\",target_model_name=\"meta/llama\"} 2\n\
+inference_extension_flow_control_queue_size{fairness_id=\"b\",priority=\"1\",inference_pool=\"p\",model_name=\"meta/llama\",target_model_name=\"\"} 1\n\
+inference_extension_flow_control_queue_size{fairness_id=\"b\",priority=\"1\",inference_pool=\"p\",model_name=\"other\",target_model_name=\"\"} 0\n\
+# TYPE inference_extension_flow_control_queue_bytes gauge\n\
+inference_extension_flow_control_queue_bytes{fairness_id=\"a\",priority=\"0\",inference_pool=\"p\",model_name=\"alias\",target_model_name=\"meta/llama\"} 4096\n";
+        let q = parse_flow_control_page(epp).unwrap();
+        let llama = q["meta/llama"];
+        assert_eq!((llama.requests, llama.bytes), (3.0, 4096.0));
+        assert_eq!(q["other"].requests, 0.0);
+        assert!(!q.contains_key("alias"));
+        assert!(parse_flow_control_page(
+            "inference_extension_flow_control_queue_size{model_name=\"m\"} -1\n"
+        )
+        .is_err());
     }
 
     #[test]

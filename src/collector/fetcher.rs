@@ -239,6 +239,7 @@ mod tests {
             avg_prompt_tokens: None,
             avg_generation_tokens: None,
             kv_cache: None,
+            activity: None,
         }
     }
 

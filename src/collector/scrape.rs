@@ -8,10 +8,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 
-use super::exposition::{parse_vllm_page, VllmPage};
-use super::window::PeakWindow;
-use super::{CollectorError, CycleReport, MetricsBackend, MetricsCache, ReplicaMetrics};
+use std::sync::Arc;
+
+use super::exposition::{parse_flow_control_page, parse_vllm_page, VllmPage};
+use super::window::{CounterHistory, PeakWindow};
+use super::{
+    Activity, CollectorError, CycleReport, MetricsBackend, MetricsCache, ReplicaMetrics,
+    SchedulerQueues,
+};
 use crate::inventory::{InventorySnapshot, ReplicaPod};
+use crate::saturation::ScaleToZeroConfig;
 use crate::telemetry::{BackendErrorLabels, BackendLabels, Telemetry};
 
 const BACKEND: &str = "scrape";
@@ -142,6 +148,13 @@ pub struct ScrapeBackend {
     telemetry: Telemetry,
     windows: Mutex<HashMap<String, PeakWindow>>,
     health: Mutex<PodHealth>,
+    /// Which models have scale to zero on, and their retention periods.
+    scale_to_zero: Arc<arc_swap::ArcSwap<ScaleToZeroConfig>>,
+    /// `vllm:request_success_total` per pod of those models, over their
+    /// retention period.
+    counters: Mutex<HashMap<String, CounterHistory>>,
+    /// The endpoint picker's `/metrics` (`--epp-metrics-url`).
+    epp_url: Option<String>,
 }
 
 impl std::fmt::Debug for ScrapeBackend {
@@ -170,7 +183,40 @@ impl ScrapeBackend {
             telemetry,
             windows: Mutex::new(HashMap::new()),
             health: Mutex::new(PodHealth::default()),
+            scale_to_zero: Arc::default(),
+            counters: Mutex::new(HashMap::new()),
+            epp_url: None,
         })
+    }
+
+    /// Follows this scale-to-zero configuration: pods of models with it on
+    /// keep their request counter's history over the retention period.
+    pub fn with_scale_to_zero(mut self, config: Arc<arc_swap::ArcSwap<ScaleToZeroConfig>>) -> Self {
+        self.scale_to_zero = config;
+        self
+    }
+
+    /// Scrapes the llm-d endpoint picker's `/metrics` every cycle for its
+    /// flow-control queues (scale from zero, V2's scheduler queue).
+    pub fn with_epp_metrics_url(mut self, url: Option<String>) -> Self {
+        self.epp_url = url;
+        self
+    }
+
+    async fn scrape_epp(&self, url: &str) -> Result<SchedulerQueues, ScrapeError> {
+        let at = SystemTime::now();
+        let started = Instant::now();
+        let result = self.fetch(url).await;
+        self.telemetry
+            .backend_duration
+            .get_or_create(&BackendLabels {
+                backend: BACKEND.to_owned(),
+                query: "epp".to_owned(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        let by_model =
+            parse_flow_control_page(&result?).map_err(|e| ScrapeError::Parse(e.to_string()))?;
+        Ok(SchedulerQueues { by_model, at })
     }
 
     /// Fetches a page, reading at most `max_body_bytes`.
@@ -215,7 +261,13 @@ impl ScrapeBackend {
     }
 
     /// Stores a good page; returns the number of rejected samples.
-    fn record(&self, pod: &ReplicaPod, page: VllmPage, cache: &MetricsCache) -> (bool, usize) {
+    fn record(
+        &self,
+        pod: &ReplicaPod,
+        page: VllmPage,
+        window: Option<Duration>,
+        cache: &MetricsCache,
+    ) -> (bool, usize) {
         for r in &page.rejected {
             self.telemetry.reject_sample(
                 BACKEND,
@@ -242,6 +294,18 @@ impl ScrapeBackend {
         let Some((kv_peak, waiting_peak)) = peaks else {
             return (false, rejected);
         };
+        let activity = window.and_then(|w| {
+            let total = page.success_total?;
+            let now = Instant::now();
+            let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+            let h = counters.entry(pod.key.clone()).or_default();
+            h.push(now, total, w);
+            let completed = h.increase(now, w)?;
+            Some(Activity {
+                window: w,
+                requests: completed + page.running.unwrap_or(0.0),
+            })
+        });
         cache.insert(
             pod.key.clone(),
             ReplicaMetrics {
@@ -254,6 +318,7 @@ impl ScrapeBackend {
                 avg_prompt_tokens: None,
                 avg_generation_tokens: None,
                 kv_cache: page.kv_cache,
+                activity,
             },
         );
         (true, rejected)
@@ -285,6 +350,34 @@ impl MetricsBackend for ScrapeBackend {
                 .buffer_unordered(self.config.concurrency.max(1))
                 .collect()
                 .await;
+        if let Some(url) = &self.epp_url {
+            report.requests += 1;
+            match self.scrape_epp(url).await {
+                Ok(queues) => {
+                    cache.set_scheduler_queues(queues);
+                    let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+                    if let HealthChange::Recovered { failures } = health.succeeded("epp") {
+                        tracing::info!(url = %url, failures, "endpoint picker scrape succeeds again");
+                    }
+                }
+                Err(e) => {
+                    report.failures += 1;
+                    self.telemetry
+                        .backend_errors
+                        .get_or_create(&BackendErrorLabels {
+                            backend: BACKEND.to_owned(),
+                            query: "epp".to_owned(),
+                            kind: e.kind().to_owned(),
+                        })
+                        .inc();
+                    let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+                    if health.failed("epp", e.kind()) == HealthChange::StartedFailing {
+                        tracing::warn!(url = %url, error = %e, "endpoint picker scrape failed: scale from zero and the scheduler queue wait for it; logged again when it recovers or fails differently");
+                    }
+                }
+            }
+        }
+        let stz = self.scale_to_zero.load_full();
         let mut reached: HashSet<&str> = HashSet::new();
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         for (pod, result) in results {
@@ -294,7 +387,9 @@ impl MetricsBackend for ScrapeBackend {
                     if let HealthChange::Recovered { failures } = health.succeeded(&pod.key) {
                         tracing::info!(pod = %pod.key, failures, "scrape succeeds again");
                     }
-                    let (updated, rejected) = self.record(pod, page, cache);
+                    let zero = stz.for_model(&pod.model_id, &pod.namespace);
+                    let window = zero.enabled.then_some(zero.retention);
+                    let (updated, rejected) = self.record(pod, page, window, cache);
                     report.replicas_updated += usize::from(updated);
                     report.samples_rejected += rejected;
                 }
@@ -332,10 +427,15 @@ impl MetricsBackend for ScrapeBackend {
             }
         }
         // Forget the windows and health of pods that are no longer scraped.
-        let live: HashSet<&str> = targets.iter().map(|p| p.key.as_str()).collect();
+        let mut live: HashSet<&str> = targets.iter().map(|p| p.key.as_str()).collect();
+        live.insert("epp");
         health.retain(&live);
         drop(health);
         self.windows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| live.contains(k.as_str()));
+        self.counters
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|k, _| live.contains(k.as_str()));

@@ -51,8 +51,113 @@ impl PeakWindow {
     }
 }
 
+/// Samples of a counter spanning at least a retention period, bounded:
+/// samples closer than `span / 64` to the one before are replaced by the
+/// newer, so a pod keeps at most about 66 whatever the scrape interval.
+#[derive(Debug, Clone, Default)]
+pub struct CounterHistory {
+    samples: VecDeque<(Instant, f64)>,
+}
+
+impl CounterHistory {
+    /// Adds the counter's value at `at`, keeping what `increase` over
+    /// `span` needs.
+    pub fn push(&mut self, at: Instant, value: f64, span: Duration) {
+        let min_gap = span / 64;
+        let n = self.samples.len();
+        if n >= 2
+            && self.samples[n - 1]
+                .0
+                .saturating_duration_since(self.samples[n - 2].0)
+                < min_gap
+        {
+            // Keep a reset visible: the replaced sample's drop would be lost.
+            if value >= self.samples[n - 1].1 {
+                self.samples.pop_back();
+            }
+        }
+        self.samples.push_back((at, value));
+        // The newest sample at least `span` old is the base; older ones go.
+        while self.samples.len() >= 2 && at.saturating_duration_since(self.samples[1].0) >= span {
+            self.samples.pop_front();
+        }
+    }
+
+    /// The counter's increase over the `window` before `now` (a drop is a
+    /// restart from zero, as Prometheus' `increase` counts it), or None
+    /// when the history does not reach back `window` yet.
+    pub fn increase(&self, now: Instant, window: Duration) -> Option<f64> {
+        let base = self
+            .samples
+            .iter()
+            .rposition(|(t, _)| now.saturating_duration_since(*t) >= window)?;
+        let mut total = 0.0;
+        let mut prev = self.samples[base].1;
+        for &(_, v) in self.samples.iter().skip(base + 1) {
+            total += if v >= prev { v - prev } else { v };
+            prev = v;
+        }
+        Some(total)
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn counter_history_covers_the_window_and_stays_bounded() {
+        let t0 = Instant::now();
+        let span = Duration::from_secs(64);
+        let mut h = CounterHistory::default();
+        // One scrape every 100 ms for 200 s; the counter grows until 100 s,
+        // restarts at 120 s (a new process), then stays flat.
+        for i in 0..=2000u64 {
+            let t = t0 + Duration::from_millis(100 * i);
+            let secs = i as f64 / 10.0;
+            let v = if secs < 100.0 {
+                secs.floor()
+            } else if secs < 120.0 {
+                100.0
+            } else {
+                3.0
+            };
+            h.push(t, v, span);
+            assert!(h.len() <= 67, "{} samples at {secs}s", h.len());
+            let covered = h.increase(t, span);
+            if secs < 64.0 {
+                assert_eq!(
+                    covered, None,
+                    "at {secs}s the history is shorter than the window"
+                );
+            }
+        }
+        let end = t0 + Duration::from_secs(200);
+        // Flat since 120 s: idle over the last 64 s.
+        assert_eq!(h.increase(end, span), Some(0.0));
+        // Over the last 90 s the restart to 3 counts as 3 (history is only 64 s + one base though).
+        assert_eq!(h.increase(end, Duration::from_secs(90)), None);
+        let mut h2 = CounterHistory::default();
+        for (s, v) in [(0, 10.0), (30, 12.0), (60, 2.0), (90, 5.0)] {
+            h2.push(t0 + Duration::from_secs(s), v, Duration::from_secs(90));
+        }
+        // 10 -> 12 (+2), restart -> 2 (+2), -> 5 (+3)
+        assert_eq!(
+            h2.increase(t0 + Duration::from_secs(90), Duration::from_secs(90)),
+            Some(7.0)
+        );
+        assert_eq!(
+            h2.increase(t0 + Duration::from_secs(90), Duration::from_secs(30)),
+            Some(3.0)
+        );
+    }
+
     use super::*;
 
     #[test]

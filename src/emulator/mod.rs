@@ -44,6 +44,8 @@ const MAX_ADMIN_BODY: usize = 64 * 1024;
 pub struct EmulatorOptions {
     pub model_name: String,
     pub state: ReplicaState,
+    /// Requests completed per second (None: running / 2).
+    pub request_rate: Option<f64>,
 }
 
 struct Shared {
@@ -55,6 +57,10 @@ struct Shared {
     last_tick: Instant,
     /// Fractional finished requests carried between renders.
     carry: f64,
+    /// Requests completed per second, when set (else running / 2).
+    request_rate: Option<f64>,
+    /// Flow-control queue reported for the model, when set.
+    scheduler_queue: Option<f64>,
 }
 
 impl Shared {
@@ -69,7 +75,8 @@ impl Shared {
         } else {
             0.0
         };
-        self.carry += running * dt * 0.5;
+        let rate = self.request_rate.unwrap_or(running * 0.5);
+        self.carry += rate * dt;
         let finished = self.carry.floor();
         self.carry -= finished;
         self.counters.finish_requests(finished as u64);
@@ -100,6 +107,19 @@ impl EmulatorHandle {
 
     pub fn state(&self) -> ReplicaState {
         lock(&self.shared).state
+    }
+
+    /// Requests completed per second from now on (None: running / 2).
+    pub fn set_request_rate(&self, rate: Option<f64>) {
+        let mut s = lock(&self.shared);
+        s.tick();
+        s.request_rate = rate.filter(|r| r.is_finite() && *r >= 0.0);
+    }
+
+    /// Reports `requests` queued for the model in the endpoint picker's
+    /// flow control (None: no flow-control series).
+    pub fn set_scheduler_queue(&self, requests: Option<f64>) {
+        lock(&self.shared).scheduler_queue = requests;
     }
 
     pub fn kv_cache(&self) -> KvCacheConfig {
@@ -133,6 +153,8 @@ pub async fn start_with_cache(
         counters: Counters::default(),
         last_tick: Instant::now(),
         carry: 0.0,
+        request_rate: opts.request_rate,
+        scheduler_queue: None,
     }));
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown.clone()));
@@ -194,11 +216,24 @@ fn reply(
 
 /// The state as `/admin/state` shows it: the load, and the KV cache that
 /// `vllm:cache_config_info` reports.
-fn state_json(s: &ReplicaState, cache: KvCacheConfig) -> String {
-    let mut v = serde_json::to_value(s).unwrap_or_default();
+fn state_json(shared: &Shared) -> String {
+    let mut v = serde_json::to_value(shared.state).unwrap_or_default();
     if let Some(m) = v.as_object_mut() {
-        m.insert("num_gpu_blocks".into(), cache.num_gpu_blocks.into());
-        m.insert("block_size".into(), cache.block_size.into());
+        m.insert(
+            "num_gpu_blocks".into(),
+            shared.kv_cache.num_gpu_blocks.into(),
+        );
+        m.insert("block_size".into(), shared.kv_cache.block_size.into());
+        m.insert("request_rate".into(), shared.request_rate.into());
+        m.insert("scheduler_queue".into(), shared.scheduler_queue.into());
+        m.insert(
+            "requests_completed".into(),
+            (shared.counters.success_stop
+                + shared.counters.success_length
+                + shared.counters.success_abort)
+                .floor()
+                .into(),
+        );
     }
     v.to_string()
 }
@@ -211,13 +246,19 @@ async fn handle(req: Request<Incoming>, shared: &Mutex<Shared>) -> Response<Full
             let page = {
                 let mut s = lock(shared);
                 s.tick();
-                render::render_with_cache(&s.model, &s.state, &s.counters, s.kv_cache)
+                let mut page =
+                    render::render_with_cache(&s.model, &s.state, &s.counters, s.kv_cache);
+                if let Some(q) = s.scheduler_queue {
+                    page.push_str(&render::flow_control(&s.model, q));
+                }
+                page
             };
             reply(StatusCode::OK, TEXT, page)
         }
         (&Method::GET, "/admin/state") => {
-            let s = lock(shared);
-            reply(StatusCode::OK, JSON, state_json(&s.state, s.kv_cache))
+            let mut s = lock(shared);
+            s.tick();
+            reply(StatusCode::OK, JSON, state_json(&s))
         }
         (&Method::POST, "/admin/state") => {
             let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY)
@@ -241,8 +282,20 @@ async fn handle(req: Request<Incoming>, shared: &Mutex<Shared>) -> Response<Full
                         "num_gpu_blocks and block_size must be positive integers\n",
                     )
                 }
+                Ok(patch)
+                    if [patch.request_rate, patch.scheduler_queue]
+                        .iter()
+                        .flatten()
+                        .any(|v| !v.is_finite() || *v < 0.0) =>
+                {
+                    reply(
+                        StatusCode::BAD_REQUEST,
+                        TEXT,
+                        "request_rate and scheduler_queue must be finite numbers >= 0\n",
+                    )
+                }
                 Ok(patch) => {
-                    let (state, cache) = {
+                    let (state, body) = {
                         let mut s = lock(shared);
                         s.tick();
                         s.state.apply(patch);
@@ -252,7 +305,13 @@ async fn handle(req: Request<Incoming>, shared: &Mutex<Shared>) -> Response<Full
                         if let Some(b) = patch.block_size {
                             s.kv_cache.block_size = b;
                         }
-                        (s.state, s.kv_cache)
+                        if let Some(r) = patch.request_rate {
+                            s.request_rate = Some(r);
+                        }
+                        if let Some(q) = patch.scheduler_queue {
+                            s.scheduler_queue = Some(q);
+                        }
+                        (s.state, state_json(&s))
                     };
                     tracing::info!(
                         kv = state.kv,
@@ -260,7 +319,7 @@ async fn handle(req: Request<Incoming>, shared: &Mutex<Shared>) -> Response<Full
                         running = state.running,
                         "emulator state changed"
                     );
-                    reply(StatusCode::OK, JSON, state_json(&state, cache))
+                    reply(StatusCode::OK, JSON, body)
                 }
                 Err(e) => reply(
                     StatusCode::BAD_REQUEST,
@@ -292,6 +351,7 @@ pub async fn run_cli(args: EmulateArgs, shutdown: CancellationToken) -> anyhow::
                 waiting: args.waiting,
                 running: args.running,
             },
+            request_rate: args.request_rate,
         },
         KvCacheConfig {
             num_gpu_blocks: args.num_gpu_blocks,

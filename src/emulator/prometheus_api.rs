@@ -69,7 +69,11 @@ impl Drop for PrometheusApiHandle {
 
 /// Which signal a batched query asks for, from the series it names.
 pub fn signal_of(promql: &str) -> Option<QuerySignal> {
-    let s = if promql.contains("kv_cache_usage_perc") {
+    let s = if promql.contains("flow_control_queue_size") {
+        QuerySignal::SchedulerQueueSize
+    } else if promql.contains("flow_control_queue_bytes") {
+        QuerySignal::SchedulerQueueBytes
+    } else if promql.contains("kv_cache_usage_perc") {
         QuerySignal::KvUsage
     } else if promql.contains("timestamp(") {
         QuerySignal::SampleTime
@@ -105,6 +109,8 @@ fn value_of(signal: QuerySignal, pod: &FleetPod, now: f64) -> f64 {
         QuerySignal::AvgPromptTokens => 512.0,
         QuerySignal::AvgGenerationTokens => 256.0,
         QuerySignal::CacheConfig => 1.0,
+        // Per model, and the fleet has no endpoint picker: never rendered.
+        QuerySignal::SchedulerQueueSize | QuerySignal::SchedulerQueueBytes => 0.0,
     }
 }
 
@@ -112,6 +118,11 @@ fn value_of(signal: QuerySignal, pod: &FleetPod, now: f64) -> f64 {
 pub fn render_signal(fleet: &Fleet, signal: QuerySignal, now: f64) -> String {
     let mut out = String::with_capacity(fleet.pod_count() * 140 + 64);
     out.push_str(r#"{"status":"success","data":{"resultType":"vector","result":["#);
+    // The fleet has no endpoint picker: nothing is queued there.
+    if signal.per_model() {
+        out.push_str("]}}");
+        return out;
+    }
     for (i, pod) in fleet.pods().enumerate() {
         if i > 0 {
             out.push(',');

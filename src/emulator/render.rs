@@ -62,6 +62,20 @@ impl Counters {
     }
 }
 
+/// The endpoint picker's flow-control gauges for `model` (one fairness ID
+/// and priority), as gateway-api-inference-extension exports them.
+pub fn flow_control(model: &str, requests: f64) -> String {
+    let l = format!(
+        "fairness_id=\"default\",priority=\"0\",inference_pool=\"emulated\",model_name=\"{m}\",target_model_name=\"{m}\"",
+        m = escape(model)
+    );
+    format!(
+        "# TYPE inference_extension_flow_control_queue_size gauge\ninference_extension_flow_control_queue_size{{{l}}} {}\n# TYPE inference_extension_flow_control_queue_bytes gauge\ninference_extension_flow_control_queue_bytes{{{l}}} {}\n",
+        prom_float(requests),
+        prom_float(requests * 2048.0)
+    )
+}
+
 /// Prometheus' spelling of a float: NaN, +Inf and -Inf included.
 pub fn prom_float(v: f64) -> String {
     if v.is_nan() {

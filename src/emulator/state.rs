@@ -33,6 +33,15 @@ pub struct StatePatch {
     /// `vllm:cache_config_info`'s `block_size`.
     #[serde(default)]
     pub block_size: Option<u64>,
+    /// Requests completed per second: drives `vllm:request_success_total`
+    /// and the token counters (unset: running / 2 per second).
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    pub request_rate: Option<f64>,
+    /// Requests this emulator reports queued for its model in the endpoint
+    /// picker's flow control (`inference_extension_flow_control_queue_size`),
+    /// so that one emulator can stand in for the endpoint picker.
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    pub scheduler_queue: Option<f64>,
 }
 
 impl ReplicaState {

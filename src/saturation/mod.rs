@@ -2,12 +2,14 @@
 //! in, per-variant desired replicas out.
 
 pub mod analyzer;
+pub mod scale_to_zero;
 pub mod steps;
 pub mod targets;
 pub mod thresholds;
 pub mod v2;
 
 pub use analyzer::{analyze_model, ModelAnalysis, ReplicaLoad};
+pub use scale_to_zero::{ModelScaleToZero, ScaleToZeroConfig};
 pub use steps::{tolerance_aware_steps, HpaView};
 pub use targets::{compute_targets, TargetReason, VariantState, VariantTarget};
 pub use thresholds::{

@@ -42,6 +42,13 @@ pub enum TargetReason {
     /// V2 with `enableLimiter`: the scale-up was cut to the accelerators
     /// free in the cluster.
     LimitedByAccelerators,
+    /// Scale to zero: no request completed over the retention period.
+    ScaledToZero,
+    /// Idle over the retention period, but a variant's minReplicas is
+    /// above zero: every variant at its minimum.
+    IdleAtMin,
+    /// No ready replica and requests queued in the endpoint picker.
+    ScaleFromZero,
 }
 
 impl TargetReason {
@@ -66,6 +73,9 @@ impl TargetReason {
             TargetReason::ToleranceHoldUp => "tolerance_hold_up",
             TargetReason::ToleranceHoldDown => "tolerance_hold_down",
             TargetReason::LimitedByAccelerators => "limited_by_accelerators",
+            TargetReason::ScaledToZero => "scaled_to_zero",
+            TargetReason::IdleAtMin => "idle_at_min",
+            TargetReason::ScaleFromZero => "scale_from_zero",
         }
     }
 }

@@ -359,7 +359,7 @@ impl Entry {
     }
 }
 
-fn yaml_inline(v: &serde_yaml::Value) -> String {
+pub(crate) fn yaml_inline(v: &serde_yaml::Value) -> String {
     serde_yaml::to_string(v)
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| format!("{v:?}"))
@@ -633,6 +633,24 @@ impl ThresholdConfig {
 /// key at fault inside the entry when there is one, the line of a syntax
 /// error inside the entry's text, else the entry's own line.
 fn locate(text: &str, r: &Rejection) -> usize {
+    locate_entry(
+        text,
+        &r.key,
+        r.problem.field.as_deref(),
+        r.problem.line_in_entry,
+    )
+}
+
+/// The line of the file (1-based) of entry `key`'s `field` (or of a syntax
+/// error at `line_in_entry` of its block text, or of the entry itself), in
+/// a file holding ConfigMap data or a whole ConfigMap. Shared with the
+/// scale-to-zero config, which has the same shape.
+pub(crate) fn locate_entry(
+    text: &str,
+    key: &str,
+    field: Option<&str>,
+    line_in_entry: Option<usize>,
+) -> usize {
     let lines: Vec<&str> = text.lines().collect();
     // In the ConfigMap form the entries sit under `data:`.
     let start = lines
@@ -640,11 +658,11 @@ fn locate(text: &str, r: &Rejection) -> usize {
         .position(|l| indent_of(l) == 0 && declares(l.trim(), "data"))
         .map(|i| i + 1)
         .unwrap_or(0);
-    let Some(entry) = (start..lines.len()).find(|&i| declares(lines[i].trim(), &r.key)) else {
+    let Some(entry) = (start..lines.len()).find(|&i| declares(lines[i].trim(), key)) else {
         return 1;
     };
     let entry_indent = indent_of(lines[entry]);
-    if let Some(field) = &r.problem.field {
+    if let Some(field) = field {
         for (i, line) in lines.iter().enumerate().skip(entry + 1) {
             let trimmed = line.trim();
             if trimmed.is_empty() || trimmed.starts_with('#') {
@@ -658,7 +676,7 @@ fn locate(text: &str, r: &Rejection) -> usize {
             }
         }
     }
-    match r.problem.line_in_entry {
+    match line_in_entry {
         // A block scalar's text starts on the line after its key.
         Some(n) if lines[entry].trim_end().ends_with(['|', '>', '-', '+']) => entry + 1 + n,
         _ => entry + 1,

@@ -1,5 +1,6 @@
-//! The Prometheus backend: seven batched PromQL queries per fetch cycle for
-//! every model at once, joined to the inventory's ready pods and written to
+//! The Prometheus backend: nine batched PromQL queries per fetch cycle for
+//! every model at once (plus one per distinct scale-to-zero retention period
+//! when scale to zero is on for some model), joined to the inventory's ready pods and written to
 //! the [`MetricsCache`]. Only the background fetcher calls it; requests
 //! never wait on Prometheus (see docs/architecture.md, "Freshness").
 
@@ -7,7 +8,7 @@ pub mod config;
 pub mod queries;
 pub mod results;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,9 +21,13 @@ use queries::{QuerySignal, Scope};
 use results::SeriesValue;
 
 use super::sample::{SampleCheck, Signal};
-use super::{CollectorError, CycleReport, MetricsBackend, MetricsCache, ReplicaMetrics};
+use super::{
+    Activity, CollectorError, CycleReport, MetricsBackend, MetricsCache, ReplicaMetrics,
+    SchedulerQueues,
+};
 use crate::inventory::snapshot::PodPositions;
 use crate::inventory::{InventorySnapshot, ModelKey};
+use crate::saturation::ScaleToZeroConfig;
 use crate::telemetry::{BackendErrorLabels, BackendLabels, Telemetry};
 
 const BACKEND: &str = "prometheus";
@@ -42,6 +47,8 @@ pub struct PrometheusBackend {
     client: prometheus_http_query::Client,
     config: PrometheusConfig,
     telemetry: Telemetry,
+    /// Which models have scale to zero on, and their retention periods.
+    scale_to_zero: Arc<arc_swap::ArcSwap<ScaleToZeroConfig>>,
 }
 
 impl std::fmt::Debug for PrometheusBackend {
@@ -129,7 +136,15 @@ impl PrometheusBackend {
             client,
             config,
             telemetry,
+            scale_to_zero: Arc::default(),
         })
+    }
+
+    /// Follows this scale-to-zero configuration: models with it on get
+    /// their request activity over their retention period fetched.
+    pub fn with_scale_to_zero(mut self, config: Arc<arc_swap::ArcSwap<ScaleToZeroConfig>>) -> Self {
+        self.scale_to_zero = config;
+        self
     }
 
     pub fn config(&self) -> &PrometheusConfig {
@@ -277,7 +292,24 @@ impl PrometheusBackend {
         }
     }
 
-    /// Runs the seven queries of a scope concurrently and returns them with the
+    /// Runs the activity query of each retention period concurrently.
+    async fn fetch_activity(
+        &self,
+        retentions: &BTreeSet<Duration>,
+        deadline: Instant,
+        retries: &AtomicUsize,
+    ) -> Result<BTreeMap<Duration, Vec<SeriesValue>>, CollectorError> {
+        let jobs = retentions.iter().map(|&r| {
+            let promql = queries::activity(r, Scope::All);
+            async move {
+                let rows = self.query("activity", &promql, deadline, retries).await?;
+                Ok::<_, CollectorError>((r, rows))
+            }
+        });
+        futures::future::join_all(jobs).await.into_iter().collect()
+    }
+
+    /// Runs the nine queries of a scope concurrently and returns them with the
     /// number of queries sent. The answers are dropped once applied: keeping
     /// them would hold every row of a large fleet between cycles.
     async fn fetch_signals(
@@ -308,15 +340,55 @@ impl PrometheusBackend {
     fn apply(
         &self,
         signals: &HashMap<QuerySignal, Vec<SeriesValue>>,
+        activity: &BTreeMap<Duration, Vec<SeriesValue>>,
         snapshot: &InventorySnapshot,
         models: &[&ModelKey],
         cache: &MetricsCache,
     ) -> CycleReport {
+        let now = SystemTime::now();
+        // The endpoint picker's queues are per model, not per pod.
+        let mut queues: HashMap<String, crate::saturation::v2::SchedulerQueue> = HashMap::new();
+        for (signal, rows) in signals.iter().filter(|(s, _)| s.per_model()) {
+            for r in rows
+                .iter()
+                .filter(|r| r.value.is_finite() && r.value >= 0.0)
+            {
+                let q = queues.entry(r.model_name.to_string()).or_default();
+                match signal {
+                    QuerySignal::SchedulerQueueSize => q.requests += r.value,
+                    _ => q.bytes += r.value,
+                }
+            }
+        }
+        cache.set_scheduler_queues(SchedulerQueues {
+            by_model: queues,
+            at: now,
+        });
+        // Activity per pod position, per retention period.
+        let activity_by_pod: BTreeMap<Duration, Vec<Option<f64>>> = activity
+            .iter()
+            .map(|(r, rows)| {
+                let mut v = vec![None; snapshot.pods().len()];
+                for row in rows
+                    .iter()
+                    .filter(|row| row.value.is_finite() && row.value >= 0.0)
+                {
+                    if let Some(&i) = snapshot
+                        .pods_of_namespace(&row.namespace)
+                        .and_then(|p| p.get(&*row.pod))
+                    {
+                        v[i] = Some(row.value);
+                    }
+                }
+                (*r, v)
+            })
+            .collect();
+        let stz = self.scale_to_zero.load();
         // Rows are joined to the inventory's pods by position: series of
         // pods that do not exist in the inventory are dropped here and never
         // steer a decision.
         let mut by_pod: Vec<Option<PodRow>> = vec![None; snapshot.pods().len()];
-        for (signal, rows) in signals {
+        for (signal, rows) in signals.iter().filter(|(s, _)| !s.per_model()) {
             // Rows come grouped by namespace, whose name is shared between
             // rows: look the namespace up once per run of rows.
             let mut current: Option<(&Arc<str>, Option<&PodPositions>)> = None;
@@ -354,9 +426,10 @@ impl PrometheusBackend {
             }
         }
         let mut report = CycleReport::default();
-        let now = SystemTime::now();
         let pods = snapshot.pods();
         for key in models {
+            let zero = stz.for_model(&key.model_id, &key.namespace);
+            let window = zero.enabled.then_some(zero.retention);
             for &i in snapshot.model_pod_positions(key) {
                 // Only ready pods count.
                 let (pod, Some(row)) = (&pods[i], &by_pod[i]) else {
@@ -409,6 +482,13 @@ impl PrometheusBackend {
                         avg_prompt_tokens: row.prompt.filter(|v| v.is_finite()),
                         avg_generation_tokens: row.generation.filter(|v| v.is_finite()),
                         kv_cache: row.kv_cache,
+                        activity: window.and_then(|w| {
+                            let requests = activity_by_pod.get(&w)?.get(i).copied().flatten()?;
+                            Some(Activity {
+                                window: w,
+                                requests,
+                            })
+                        }),
                     },
                 );
                 report.replicas_updated += 1;
@@ -440,8 +520,10 @@ impl PodRow {
             QuerySignal::RequestRate => &mut self.rate,
             QuerySignal::AvgPromptTokens => &mut self.prompt,
             QuerySignal::AvgGenerationTokens => &mut self.generation,
-            // Carried by labels, set in `apply`.
-            QuerySignal::CacheConfig => return,
+            // Carried by labels, set in `apply`; per model, not per pod.
+            QuerySignal::CacheConfig
+            | QuerySignal::SchedulerQueueSize
+            | QuerySignal::SchedulerQueueBytes => return,
         };
         // Several series per pod (several engines): keep the largest.
         *slot = Some(slot.map_or(value, |old: f64| old.max(value)));
@@ -663,12 +745,29 @@ impl MetricsBackend for PrometheusBackend {
     ) -> Result<CycleReport, CollectorError> {
         let deadline = Instant::now() + self.config.query_timeout;
         let retries = AtomicUsize::new(0);
-        let (signals, sent) = self.fetch_signals(Scope::All, deadline, &retries).await?;
         let models: Vec<&ModelKey> = inventory.models().map(|(k, _)| k).collect();
+        // One activity query per distinct retention period of the models
+        // with scale to zero on (not per model or variant).
+        let retentions: BTreeSet<Duration> = {
+            let stz = self.scale_to_zero.load();
+            models
+                .iter()
+                .map(|k| stz.for_model(&k.model_id, &k.namespace))
+                .filter(|z| z.enabled)
+                .map(|z| z.retention)
+                .collect()
+        };
+        let (signals, activity) = futures::future::join(
+            self.fetch_signals(Scope::All, deadline, &retries),
+            self.fetch_activity(&retentions, deadline, &retries),
+        )
+        .await;
+        let (signals, sent) = signals?;
+        let activity = activity?;
         // Joining every row of a large fleet takes CPU for a while: tell
         // the runtime, so that API requests move to other workers.
-        let mut report = blocking(|| self.apply(&signals, inventory, &models, cache));
-        report.requests = sent;
+        let mut report = blocking(|| self.apply(&signals, &activity, inventory, &models, cache));
+        report.requests = sent + activity.len();
         report.retries = retries.into_inner();
         Ok(report)
     }

@@ -25,10 +25,21 @@ pub enum QuerySignal {
     /// `vllm:cache_config_info`, grouped by its `num_gpu_blocks` and
     /// `block_size` labels (the token-based analysis' KV capacity).
     CacheConfig,
+    /// Requests queued in the llm-d endpoint picker's flow control, per
+    /// model (`inference_extension_flow_control_queue_size`).
+    SchedulerQueueSize,
+    /// Bytes of those requests (`inference_extension_flow_control_queue_bytes`).
+    SchedulerQueueBytes,
 }
 
+/// The endpoint picker's flow-control gauges (gateway-api-inference-extension,
+/// labels `fairness_id`, `priority`, `inference_pool`, `model_name`,
+/// `target_model_name`).
+pub const FLOW_CONTROL_QUEUE_SIZE: &str = "inference_extension_flow_control_queue_size";
+pub const FLOW_CONTROL_QUEUE_BYTES: &str = "inference_extension_flow_control_queue_bytes";
+
 impl QuerySignal {
-    pub const ALL: [QuerySignal; 7] = [
+    pub const ALL: [QuerySignal; 9] = [
         QuerySignal::KvUsage,
         QuerySignal::QueueWaiting,
         QuerySignal::SampleTime,
@@ -36,6 +47,8 @@ impl QuerySignal {
         QuerySignal::AvgPromptTokens,
         QuerySignal::AvgGenerationTokens,
         QuerySignal::CacheConfig,
+        QuerySignal::SchedulerQueueSize,
+        QuerySignal::SchedulerQueueBytes,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -47,7 +60,17 @@ impl QuerySignal {
             QuerySignal::AvgPromptTokens => "avg_prompt_tokens",
             QuerySignal::AvgGenerationTokens => "avg_generation_tokens",
             QuerySignal::CacheConfig => "cache_config",
+            QuerySignal::SchedulerQueueSize => "scheduler_queue_size",
+            QuerySignal::SchedulerQueueBytes => "scheduler_queue_bytes",
         }
+    }
+
+    /// Whether the rows are per model (the endpoint picker's queues), not per pod.
+    pub fn per_model(&self) -> bool {
+        matches!(
+            self,
+            QuerySignal::SchedulerQueueSize | QuerySignal::SchedulerQueueBytes
+        )
     }
 }
 
@@ -126,7 +149,50 @@ pub fn build(signal: QuerySignal, scope: Scope<'_>) -> String {
         QuerySignal::CacheConfig => format!(
             "max by (namespace, pod, model_name, num_gpu_blocks, block_size) (vllm:cache_config_info{m})"
         ),
+        QuerySignal::SchedulerQueueSize => flow_control(FLOW_CONTROL_QUEUE_SIZE, scope),
+        QuerySignal::SchedulerQueueBytes => flow_control(FLOW_CONTROL_QUEUE_BYTES, scope),
     }
+}
+
+/// A flow-control gauge summed per model: by `target_model_name`, or by
+/// `model_name` where the target is empty (upstream WVA's rule), which
+/// `label_replace` does in one expression (its regex matches only a
+/// non-empty target). The endpoint picker's series carry no namespace.
+fn flow_control(name: &str, scope: Scope<'_>) -> String {
+    let relabel = |selector: &str| {
+        format!("label_replace({name}{selector}, \"model_name\", \"$1\", \"target_model_name\", \"(.+)\")")
+    };
+    match scope {
+        Scope::All => format!("sum by (model_name) ({})", relabel("")),
+        Scope::Model { model_id, .. } => {
+            let m = escape_label_value(model_id);
+            format!(
+                "sum by (model_name) ({} or {name}{{target_model_name=\"\",model_name=\"{m}\"}})",
+                relabel(&format!("{{target_model_name=\"{m}\"}}"))
+            )
+        }
+    }
+}
+
+/// A Prometheus duration for `d` (whole seconds, else milliseconds).
+pub fn prom_duration(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs().max(1))
+    } else {
+        format!("{}ms", d.as_millis().max(1))
+    }
+}
+
+/// Per pod, requests completed over `retention` plus the peak of requests
+/// running over the last minute, for pods whose request counter already
+/// existed `retention` ago (so that a replica younger than the period is
+/// never taken for idle). One query per distinct retention period.
+pub fn activity(retention: std::time::Duration, scope: Scope<'_>) -> String {
+    let m = matchers(scope);
+    let r = prom_duration(retention);
+    format!(
+        "(sum {BY} (increase(vllm:request_success_total{m}[{r}])) + sum {BY} (max_over_time(vllm:num_requests_running{m}[1m]))) and on (namespace, pod, model_name) sum {BY} (vllm:request_success_total{m} offset {r})"
+    )
 }
 
 /// The vLLM series whose presence is checked at start.
@@ -166,7 +232,7 @@ mod tests {
 
     #[test]
     fn batched_queries_have_no_matchers_and_group_by_pod() {
-        for s in QuerySignal::ALL {
+        for s in QuerySignal::ALL.into_iter().filter(|s| !s.per_model()) {
             let q = build(s, Scope::All);
             assert!(!q.contains('{') || q.contains("__name__"), "{q}");
             assert!(q.contains("by (namespace, pod, model_name"), "{q}");
@@ -174,6 +240,26 @@ mod tests {
         assert_eq!(
             build(QuerySignal::QueueWaiting, Scope::All),
             "max by (namespace, pod, model_name) (max_over_time(vllm:num_requests_waiting[1m]) + 0 * vllm:num_requests_waiting)"
+        );
+    }
+
+    #[test]
+    fn flow_control_and_activity_queries() {
+        assert_eq!(
+            build(QuerySignal::SchedulerQueueSize, Scope::All),
+            "sum by (model_name) (label_replace(inference_extension_flow_control_queue_size, \"model_name\", \"$1\", \"target_model_name\", \"(.+)\"))"
+        );
+        assert_eq!(
+            build(QuerySignal::SchedulerQueueBytes, Scope::Model { namespace: "ns", model_id: "m\"" }),
+            "sum by (model_name) (label_replace(inference_extension_flow_control_queue_bytes{target_model_name=\"m\\\"\"}, \"model_name\", \"$1\", \"target_model_name\", \"(.+)\") or inference_extension_flow_control_queue_bytes{target_model_name=\"\",model_name=\"m\\\"\"})"
+        );
+        assert_eq!(
+            activity(std::time::Duration::from_secs(600), Scope::All),
+            "(sum by (namespace, pod, model_name) (increase(vllm:request_success_total[600s])) + sum by (namespace, pod, model_name) (max_over_time(vllm:num_requests_running[1m]))) and on (namespace, pod, model_name) sum by (namespace, pod, model_name) (vllm:request_success_total offset 600s)"
+        );
+        assert_eq!(
+            prom_duration(std::time::Duration::from_millis(1500)),
+            "1500ms"
         );
     }
 

@@ -192,9 +192,9 @@ pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
     let mut strings = Interner::default();
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        let Some(pod) = row.metric.pod.or(row.metric.name) else {
-            continue;
-        };
+        // Per-model rows (the endpoint picker's queues) have no pod; they
+        // never join a pod, but are read by model.
+        let pod = row.metric.pod.or(row.metric.name).unwrap_or_default();
         let text = &row.value.1 .0;
         let value = text
             .parse::<f64>()
@@ -240,7 +240,10 @@ mod tests {
               {"metric":{"namespace":"a"},"value":[1700000000,"1"]}
             ]}}"#,
         );
-        assert_eq!(rows.len(), 3, "the series without a pod is dropped");
+        // A series without a pod is kept with an empty pod (per-model
+        // answers such as the endpoint picker's queues); it joins no pod.
+        assert_eq!(rows.len(), 4);
+        assert_eq!(&*rows[3].pod, "");
         assert_eq!(&*rows[0].pod, "p\"1");
         assert_eq!(rows[0].value, 0.25);
         assert!(rows[1].value.is_nan());

@@ -167,7 +167,7 @@ fn token_variants(variants: &[&Arc<Variant>], states: &[VariantState]) -> Vec<To
         .map(|(v, s)| TokenVariant {
             state: s.clone(),
             accelerator: v.accelerator.clone(),
-            engine: None,
+            engine: v.engine.clone(),
         })
         .collect()
 }
@@ -524,6 +524,7 @@ impl DecisionEngine {
                         cache: m.kv_cache,
                         avg_input_tokens: m.avg_prompt_tokens,
                         avg_output_tokens: m.avg_generation_tokens,
+                        prefix_cache_hit_rate: m.prefix_cache_hit_rate,
                         sampled_at: m.sampled_at,
                     },
                 )
@@ -785,6 +786,7 @@ mod tests {
                 request_rate: None,
                 avg_prompt_tokens: None,
                 avg_generation_tokens: None,
+                prefix_cache_hit_rate: None,
                 kv_cache: None,
             },
         );
@@ -999,6 +1001,7 @@ mod tests {
                 request_rate: None,
                 avg_prompt_tokens: Some(100.0),
                 avg_generation_tokens: Some(50.0),
+                prefix_cache_hit_rate: None,
                 kv_cache: Some(crate::saturation::v2::KvCacheConfig {
                     num_gpu_blocks: 1000,
                     block_size: 16,

@@ -253,6 +253,7 @@ impl ScrapeBackend {
                 request_rate: None,
                 avg_prompt_tokens: None,
                 avg_generation_tokens: None,
+                prefix_cache_hit_rate: None,
                 kv_cache: page.kv_cache,
             },
         );

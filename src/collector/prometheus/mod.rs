@@ -408,6 +408,7 @@ impl PrometheusBackend {
                         request_rate: row.rate.filter(|v| v.is_finite()),
                         avg_prompt_tokens: row.prompt.filter(|v| v.is_finite()),
                         avg_generation_tokens: row.generation.filter(|v| v.is_finite()),
+                        prefix_cache_hit_rate: None,
                         kv_cache: row.kv_cache,
                     },
                 );

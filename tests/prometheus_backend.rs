@@ -5,6 +5,9 @@
 
 mod common;
 
+/// Batched queries per fetch cycle, whatever the number of variants.
+const QUERIES: usize = wva_metrics_server::collector::prometheus::queries::QuerySignal::ALL.len();
+
 use std::time::{Duration, Instant};
 
 use common::prometheus::{PrometheusServer, Target};
@@ -218,15 +221,15 @@ async fn queries_per_cycle(prom: &PrometheusServer, yaml: &str) -> (usize, usize
         .count();
     for line in log.lines().filter(|l| l.contains("fetch cycle done")) {
         assert!(
-            line.contains("requests=7"),
-            "seven queries per cycle: {line}"
+            line.contains(&format!("requests={QUERIES}")),
+            "{QUERIES} queries per cycle: {line}"
         );
     }
     // Prometheus writes its query log as it answers; wait for the last ones.
     let queries = eventually(Duration::from_secs(10), "the query log", || async {
         let log = prom.logged_queries();
         let n = batched(&log[before.min(log.len())..]).len();
-        (n >= 7 * cycles).then_some(n)
+        (n >= QUERIES * cycles).then_some(n)
     })
     .await;
     (queries, cycles)
@@ -256,7 +259,7 @@ async fn queries_per_cycle_do_not_grow_with_variants() {
     // Seven per cycle, plus at most one cycle cut short by the stop.
     for (what, q, c) in [("1 variant", q1, c1), ("200 variants", q200, c200)] {
         assert!(
-            (7 * c..7 * c + 7).contains(&q),
+            (QUERIES * c..QUERIES * c + QUERIES).contains(&q),
             "{what}: {q} queries in {c} cycles"
         );
     }
@@ -311,7 +314,7 @@ async fn hpa_requests_cause_no_queries() {
     // Seven queries per background cycle, plus at most one cycle that was
     // under way at either edge of the window: 100 requests add none.
     assert!(
-        during.len() <= 7 * (cycles + 1),
+        during.len() <= QUERIES * (cycles + 1),
         "{} queries during 100 requests and {cycles} background cycles",
         during.len()
     );

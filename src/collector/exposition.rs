@@ -14,7 +14,18 @@ pub struct VllmPage {
     /// `vllm:cache_config_info{num_gpu_blocks, block_size}`, when both
     /// labels are positive integers (vLLM writes "None" before profiling).
     pub kv_cache: Option<KvCacheConfig>,
+    /// `vllm:prefix_cache_hits_total` and `vllm:prefix_cache_queries_total`
+    /// summed over engines (counters, in tokens), when both are finite and
+    /// non-negative: the hit rate is their increase over a window.
+    pub prefix_cache: Option<PrefixCacheCounters>,
     pub rejected: Vec<RejectedSample>,
+}
+
+/// Prefix-cache counters of one page.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PrefixCacheCounters {
+    pub hits: f64,
+    pub queries: f64,
 }
 
 /// A sample that failed its check.
@@ -39,6 +50,22 @@ const KV_OLD: &str = "vllm:gpu_cache_usage_perc";
 const WAITING: &str = "vllm:num_requests_waiting";
 const RUNNING: &str = "vllm:num_requests_running";
 const CACHE_CONFIG: &str = "vllm:cache_config_info";
+const PREFIX_HITS: &str = "vllm:prefix_cache_hits_total";
+const PREFIX_QUERIES: &str = "vllm:prefix_cache_queries_total";
+
+/// Sum of a counter's samples; None when absent or any sample is not a
+/// finite non-negative number (a counter never is).
+fn counter_sum(m: &prom_text_format_parser::Metric) -> Option<f64> {
+    let mut sum = 0.0;
+    for s in &m.samples {
+        let v = s.value.value.parse::<f64>().ok()?;
+        if !v.is_finite() || v < 0.0 {
+            return None;
+        }
+        sum += v;
+    }
+    (!m.samples.is_empty()).then_some(sum)
+}
 
 /// The KV-cache size in the labels of a `vllm:cache_config_info` sample.
 pub fn kv_cache_from_labels<'a>(
@@ -62,7 +89,13 @@ pub fn parse_vllm_page(text: &str) -> Result<VllmPage, ExpositionError> {
     let mut page = VllmPage::default();
     let mut kv_old = None;
     let mut seen = false;
+    let (mut hits, mut queries) = (None, None);
     for m in &metrics {
+        match m.name.as_str() {
+            PREFIX_HITS => hits = counter_sum(m),
+            PREFIX_QUERIES => queries = counter_sum(m),
+            _ => {}
+        }
         if m.name == CACHE_CONFIG {
             // Several engines: the largest cache (they are normally equal).
             for sample in &m.samples {
@@ -118,6 +151,9 @@ pub fn parse_vllm_page(text: &str) -> Result<VllmPage, ExpositionError> {
     if page.kv_usage.is_none() {
         page.kv_usage = kv_old;
     }
+    if let (Some(hits), Some(queries)) = (hits, queries) {
+        page.prefix_cache = Some(PrefixCacheCounters { hits, queries });
+    }
     if !seen {
         return Err(ExpositionError::NoVllmSeries);
     }
@@ -153,6 +189,40 @@ mod tests {
             (Some(0.42), Some(2.0), Some(3.0))
         );
         assert!(p.rejected.is_empty());
+        // 7 requests of 512 prompt tokens, a quarter of them cached.
+        assert_eq!(
+            p.prefix_cache,
+            Some(PrefixCacheCounters {
+                hits: 896.0,
+                queries: 3584.0
+            })
+        );
+    }
+
+    #[test]
+    fn prefix_cache_counters_sum_engines_and_refuse_bad_values() {
+        let page = |hits: &str, queries: &str| {
+            format!(
+                "vllm:num_requests_waiting{{model_name=\"m\"}} 0\n\
+                 vllm:prefix_cache_hits_total{{engine=\"0\",model_name=\"m\"}} 10\n\
+                 vllm:prefix_cache_hits_total{{engine=\"1\",model_name=\"m\"}} {hits}\n\
+                 vllm:prefix_cache_queries_total{{engine=\"0\",model_name=\"m\"}} 100\n\
+                 vllm:prefix_cache_queries_total{{engine=\"1\",model_name=\"m\"}} {queries}\n"
+            )
+        };
+        let read = |h, q| parse_vllm_page(&page(h, q)).unwrap().prefix_cache;
+        assert_eq!(
+            read("30", "100"),
+            Some(PrefixCacheCounters {
+                hits: 40.0,
+                queries: 200.0
+            })
+        );
+        assert_eq!(read("NaN", "100"), None);
+        assert_eq!(read("30", "-1"), None);
+        assert_eq!(read("+Inf", "100"), None);
+        let without = "vllm:num_requests_waiting{model_name=\"m\"} 0\n";
+        assert_eq!(parse_vllm_page(without).unwrap().prefix_cache, None);
     }
 
     #[test]

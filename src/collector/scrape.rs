@@ -236,10 +236,14 @@ impl ScrapeBackend {
             let w = windows
                 .entry(pod.key.clone())
                 .or_insert_with(|| PeakWindow::new(self.config.window));
-            w.push(Instant::now(), kv, waiting);
-            w.peaks()
+            let now = Instant::now();
+            w.push(now, kv, waiting);
+            if let Some(c) = page.prefix_cache {
+                w.push_counters(now, c.hits, c.queries);
+            }
+            w.peaks().map(|p| (p, w.prefix_hit_rate()))
         };
-        let Some((kv_peak, waiting_peak)) = peaks else {
+        let Some(((kv_peak, waiting_peak), prefix_cache_hit_rate)) = peaks else {
             return (false, rejected);
         };
         cache.insert(
@@ -253,7 +257,7 @@ impl ScrapeBackend {
                 request_rate: None,
                 avg_prompt_tokens: None,
                 avg_generation_tokens: None,
-                prefix_cache_hit_rate: None,
+                prefix_cache_hit_rate,
                 kv_cache: page.kv_cache,
             },
         );

@@ -81,6 +81,8 @@ pub fn signal_of(promql: &str) -> Option<QuerySignal> {
         QuerySignal::AvgPromptTokens
     } else if promql.contains("request_generation_tokens") {
         QuerySignal::AvgGenerationTokens
+    } else if promql.contains("prefix_cache") {
+        QuerySignal::PrefixCacheHitRate
     } else if promql.contains("cache_config_info") {
         QuerySignal::CacheConfig
     } else {
@@ -105,6 +107,7 @@ fn value_of(signal: QuerySignal, pod: &FleetPod, now: f64) -> f64 {
         QuerySignal::AvgPromptTokens => 512.0,
         QuerySignal::AvgGenerationTokens => 256.0,
         QuerySignal::CacheConfig => 1.0,
+        QuerySignal::PrefixCacheHitRate => 0.25,
     }
 }
 

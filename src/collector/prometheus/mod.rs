@@ -277,7 +277,7 @@ impl PrometheusBackend {
         }
     }
 
-    /// Runs the seven queries of a scope concurrently and returns them with the
+    /// Runs the queries of a scope (one per signal) concurrently and returns them with the
     /// number of queries sent. The answers are dropped once applied: keeping
     /// them would hold every row of a large fleet between cycles.
     async fn fetch_signals(
@@ -408,7 +408,9 @@ impl PrometheusBackend {
                         request_rate: row.rate.filter(|v| v.is_finite()),
                         avg_prompt_tokens: row.prompt.filter(|v| v.is_finite()),
                         avg_generation_tokens: row.generation.filter(|v| v.is_finite()),
-                        prefix_cache_hit_rate: None,
+                        prefix_cache_hit_rate: row
+                            .prefix_hit_rate
+                            .filter(|v| (0.0..=1.0).contains(v)),
                         kv_cache: row.kv_cache,
                     },
                 );
@@ -429,6 +431,7 @@ struct PodRow {
     rate: Option<f64>,
     prompt: Option<f64>,
     generation: Option<f64>,
+    prefix_hit_rate: Option<f64>,
     kv_cache: Option<crate::saturation::v2::KvCacheConfig>,
 }
 
@@ -441,6 +444,7 @@ impl PodRow {
             QuerySignal::RequestRate => &mut self.rate,
             QuerySignal::AvgPromptTokens => &mut self.prompt,
             QuerySignal::AvgGenerationTokens => &mut self.generation,
+            QuerySignal::PrefixCacheHitRate => &mut self.prefix_hit_rate,
             // Carried by labels, set in `apply`.
             QuerySignal::CacheConfig => return,
         };

@@ -1,7 +1,7 @@
 //! The PromQL the Prometheus backend sends, built in one place. Pure.
 //!
 //! One query per signal covers every model and namespace at once, so the
-//! number of queries per fetch cycle is constant (seven) whatever the number
+//! number of queries per fetch cycle is constant (eight) whatever the number
 //! of variants. A per-model refresh uses the same shapes narrowed by label
 //! matchers whose values are escaped.
 
@@ -25,10 +25,13 @@ pub enum QuerySignal {
     /// `vllm:cache_config_info`, grouped by its `num_gpu_blocks` and
     /// `block_size` labels (the token-based analysis' KV capacity).
     CacheConfig,
+    /// Prefix-cache hits / queries over the last minute (V2 reduces the
+    /// scheduler queue's prompt tokens by it).
+    PrefixCacheHitRate,
 }
 
 impl QuerySignal {
-    pub const ALL: [QuerySignal; 7] = [
+    pub const ALL: [QuerySignal; 8] = [
         QuerySignal::KvUsage,
         QuerySignal::QueueWaiting,
         QuerySignal::SampleTime,
@@ -36,6 +39,7 @@ impl QuerySignal {
         QuerySignal::AvgPromptTokens,
         QuerySignal::AvgGenerationTokens,
         QuerySignal::CacheConfig,
+        QuerySignal::PrefixCacheHitRate,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -47,6 +51,7 @@ impl QuerySignal {
             QuerySignal::AvgPromptTokens => "avg_prompt_tokens",
             QuerySignal::AvgGenerationTokens => "avg_generation_tokens",
             QuerySignal::CacheConfig => "cache_config",
+            QuerySignal::PrefixCacheHitRate => "prefix_cache_hit_rate",
         }
     }
 }
@@ -125,6 +130,11 @@ pub fn build(signal: QuerySignal, scope: Scope<'_>) -> String {
         ),
         QuerySignal::CacheConfig => format!(
             "max by (namespace, pod, model_name, num_gpu_blocks, block_size) (vllm:cache_config_info{m})"
+        ),
+        // vLLM's counters are `vllm:prefix_cache_hits` and `_queries`,
+        // exposed with the `_total` suffix.
+        QuerySignal::PrefixCacheHitRate => format!(
+            "sum {BY} (rate(vllm:prefix_cache_hits_total{m}[1m])) / sum {BY} (rate(vllm:prefix_cache_queries_total{m}[1m]))"
         ),
     }
 }

@@ -267,6 +267,50 @@ mod tests {
         assert_eq!(h.average(&key(OutputBucket::Long)), None);
     }
 
+    /// Upstream `history_test.go` ("Rolling Average"), on our window of
+    /// [`K2_WINDOW`] (upstream's "Window eviction" row uses a window of 3,
+    /// which ours does not take; the overflow row covers eviction). An
+    /// empty window is None here where upstream answers 0.
+    #[test]
+    fn upstream_rolling_average_cases() {
+        let cases: [(&str, &[f64], Option<f64>, usize); 4] = [
+            (
+                "Add and Average: should compute the mean of added values",
+                &[10.0, 20.0, 30.0],
+                Some(20.0),
+                3,
+            ),
+            (
+                "Empty average: should return 0 for an empty rolling average",
+                &[],
+                None,
+                0,
+            ),
+            (
+                "Single value: should return the value itself as the average",
+                &[42.0],
+                Some(42.0),
+                1,
+            ),
+            (
+                "Large window with overflow: should retain only the last maxSize values",
+                &[
+                    1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
+                ],
+                Some(10.5),
+                K2_WINDOW,
+            ),
+        ];
+        for (name, values, average, len) in cases {
+            let mut h = K2History::default();
+            let k = key(OutputBucket::Short);
+            for (i, v) in values.iter().enumerate() {
+                h.observe(&k, "p", at(i as u64), *v);
+            }
+            assert_eq!((h.average(&k), h.len_of(&k)), (average, len), "{name}");
+        }
+    }
+
     #[test]
     fn the_same_sample_is_recorded_once() {
         let mut h = K2History::default();

@@ -211,6 +211,16 @@ fn upstream_analyzer_cases() {
             signals: None,
         },
         Case {
+            name: "k2 history: should store k2 observation in rolling average (checked below: history average 8000)",
+            history: &[],
+            replicas: &[("pod-1", H, 8000, 16000, 6.0, 100.0, 50.0)],
+            variants: &[(H, 1, 1, None)],
+            remembered: None,
+            queue: None,
+            per_replica: &[8000.0],
+            signals: None,
+        },
+        Case {
             name: "k2 history: should use historical k2 when queue drops below threshold",
             history: &[("pod-1", H, 8000, 16000, 6.0, 100.0, 50.0)],
             replicas: &[("pod-1", H, 6000, 16000, 2.0, 100.0, 50.0)],
@@ -407,6 +417,14 @@ fn upstream_analyzer_cases() {
             .queue
             .map(|(requests, bytes)| SchedulerQueue { requests, bytes });
         let a = analyze(&to_replicas(c.replicas, 1), &variants, q, &mut st);
+        if c.name.starts_with("k2 history: should store") {
+            let key = history::K2Key {
+                model_id: "test-model".into(),
+                accelerator: "H100".into(),
+                bucket: history::OutputBucket::Short,
+            };
+            assert_eq!(st.k2_history.average(&key), Some(8000.0), "{}", c.name);
+        }
         let got: Vec<f64> = a.variants.iter().map(|v| v.per_replica).collect();
         assert_eq!(got, c.per_replica, "{}", c.name);
         if let Some((required, spare, demand, supply, anticipated)) = c.signals {
@@ -619,6 +637,10 @@ fn upstream_estimate_capacity_from_params_cases() {
             0.0,
             None,
         ),
+        // "should return 0 when params is nil": a variant without engine
+        // parameters has no derived k2 (TokenVariant::engine None; see the
+        // analyzer row "should fall back to k1 when no batch/queue/history
+        // data exists").
         // Not capped by S: B x O / (I + O) = 2048 x 100 / 600 = 341.33 sequences.
         (
             "uncapped steady state",

@@ -1046,6 +1046,50 @@ mod tests {
         }
     }
 
+    /// A namespace-local thresholds ConfigMap selects V2 for the models of
+    /// its namespace only; the global config keeps V1 elsewhere, and a
+    /// namespace-local `analyzerName` other than `saturation` keeps V1 even
+    /// when the global default selects V2.
+    #[test]
+    fn namespace_local_analyzer_name_selects_v2_for_its_namespace_only() {
+        let yaml = format!("{}{}", h100("ns", "v", "m", 4), h100("other", "w", "m", 4));
+        let cases = [
+            (
+                "default: {}",
+                "default: {analyzerName: saturation}",
+                ("saturation-v2", 6),
+                ("saturation-v1", 5),
+            ),
+            (
+                "default: {analyzerName: saturation}",
+                "default: {analyzerName: percentage}",
+                ("saturation-v1", 5),
+                ("saturation-v2", 6),
+            ),
+        ];
+        for (global, local, in_ns, in_other) in cases {
+            let e = engine_with(&yaml, global);
+            let (local_config, errors) = ThresholdConfig::from_yaml_str(local).unwrap();
+            assert!(errors.is_empty(), "{errors:?}");
+            let config = ThresholdConfig::from_yaml_str(global)
+                .unwrap()
+                .0
+                .with_namespace_local("ns", local_config);
+            e.thresholds.store(Arc::new(config));
+            for (ns, v) in [("ns", "v"), ("other", "w")] {
+                for i in 0..4 {
+                    report_tokens(&e, ns, &format!("{v}-p{i}"), 0.98);
+                }
+            }
+            let got = |ns: &str| {
+                let d = e.decide(ns, &sel("")).unwrap();
+                (d[0].analyzer, d[0].desired)
+            };
+            assert_eq!(got("ns"), in_ns, "{global} / local {local}");
+            assert_eq!(got("other"), in_other, "{global} / local {local}");
+        }
+    }
+
     #[test]
     fn v2_without_cache_config_holds_and_says_no_metrics() {
         let e = engine_with(

@@ -5,7 +5,8 @@
 //! finishes every two seconds, a quarter of them found in the cache): the
 //! scrape backend over its own window, the Prometheus backend in its
 //! batched queries (one more query per cycle, still independent of the
-//! number of variants).
+//! number of variants). The scrape backend's mean prompt and output tokens
+//! come from the same window (histogram sums over counts).
 
 mod common;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use common::prometheus::{PrometheusServer, Target};
 use common::Emulator;
+use wva_metrics_server::collector::cache::ReplicaMetrics;
 use wva_metrics_server::collector::prometheus::queries::QuerySignal;
 use wva_metrics_server::collector::prometheus::{PrometheusBackend, PrometheusConfig};
 use wva_metrics_server::collector::scrape::{ScrapeBackend, ScrapeConfig};
@@ -33,14 +35,19 @@ fn snapshot(port: u16) -> InventorySnapshot {
     resolve(&objects).0
 }
 
-/// Runs cycles until the replica has a hit rate; returns it.
-async fn hit_rate_after_cycles(backend: &dyn MetricsBackend, snap: &InventorySnapshot) -> f64 {
+/// Runs cycles until the replica has a hit rate; returns it and the entry.
+async fn hit_rate_after_cycles(
+    backend: &dyn MetricsBackend,
+    snap: &InventorySnapshot,
+) -> (f64, ReplicaMetrics) {
     let cache = MetricsCache::new();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         backend.fetch_cycle(snap, &cache).await.unwrap();
-        if let Some(rate) = cache.get("ns/vllm-0").and_then(|m| m.prefix_cache_hit_rate) {
-            return rate;
+        if let Some(m) = cache.get("ns/vllm-0") {
+            if let Some(rate) = m.prefix_cache_hit_rate {
+                return (rate, m);
+            }
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -55,8 +62,13 @@ async fn the_scrape_backend_measures_the_hit_rate_over_its_window() {
     let e = Emulator::start(MODEL, 0.5, 0.0).await;
     let (_, telemetry) = Telemetry::standalone();
     let backend = ScrapeBackend::new(ScrapeConfig::default(), telemetry).unwrap();
-    let rate = hit_rate_after_cycles(&backend, &snapshot(e.port)).await;
+    let (rate, m) = hit_rate_after_cycles(&backend, &snapshot(e.port)).await;
     assert_eq!(rate, PREFIX_CACHE_HIT_FRACTION);
+    // The emulator's requests: 512 prompt and 128 generated tokens each.
+    assert_eq!(
+        (m.avg_prompt_tokens, m.avg_generation_tokens),
+        (Some(512.0), Some(128.0))
+    );
 }
 
 #[tokio::test]
@@ -79,7 +91,7 @@ async fn the_prometheus_backend_reads_the_hit_rate_in_its_batched_queries() {
     )
     .unwrap();
     let snap = snapshot(e.port);
-    let rate = hit_rate_after_cycles(&backend, &snap).await;
+    let (rate, _) = hit_rate_after_cycles(&backend, &snap).await;
     assert!(
         (rate - PREFIX_CACHE_HIT_FRACTION).abs() < 1e-9,
         "hit rate {rate}"

@@ -1,20 +1,24 @@
 //! Issue 14: V2 reads the vLLM engine parameters of each variant's
-//! Deployment (`--max-num-batched-tokens`, `--max-num-seqs`, in `command`
-//! or `args`, `--flag v` or `--flag=v`). Observable through a variant with
-//! no replica yet: without workload data its capacity per replica is the
-//! Deployment's per-step token budget (upstream's conservative estimate),
-//! so the number of replicas the cost-aware optimizer puts on it tells the
-//! budget the server read.
+//! Deployment (`--max-num-batched-tokens` B, `--max-num-seqs` S, in
+//! `command` or `args`, `--flag v` or `--flag=v`, `sh -c "..."`). Observable
+//! through a variant with no replica yet: its capacity per replica is k2
+//! derived from its parameters and the model's mean prompt and output
+//! tokens (the emulator's requests: I = 512, O = 128), k2 = min(B x O /
+//! (I + O), S) x (I + O/2), bounded by the live capacity of a compatible
+//! variant; the number of replicas the cost-aware optimizer puts on it
+//! tells the k2 the server derived.
 //!
-//! Model: variant `big` (cost 10) has 4 ready replicas of 1000 x 16 tokens
-//! at KV 0.98: demand 62,720, supply 51,200, required = 62,720 / 0.85 -
-//! 51,200 = 22,588 tokens. Variant `small` (cost 1, 0 replicas) is cheaper
-//! per token, so it takes the requirement: ceil(22,588 / budget) replicas:
-//! 6 with 4096, 12 with 2048, 3 with vLLM's default 8192.
+//! Model: variant `big` (cost 10, vLLM defaults) has 4 ready replicas of
+//! 1000 x 16 tokens at KV 0.98: capacity k1 = 12,800 each, demand 62,720,
+//! supply 51,200, required = 62,720 / 0.85 - 51,200 = 22,588 tokens.
+//! Variant `small` (cost 1, 0 replicas) is cheaper per token, so it takes
+//! the requirement: ceil(22,588 / k2) replicas.
 //!
 //! Kube mode runs against the in-process API server (real list/watch, the
 //! Deployment reflector keeps only the parsed numbers); file mode reads the
-//! same objects from the inventory file.
+//! same objects from the inventory file. (Until the first requests finish
+//! there are no averages and the capacity is B; the tests wait for the
+//! final count.)
 
 mod common;
 
@@ -99,11 +103,12 @@ async fn kube_deployment_args_set_the_token_budget_and_follow_changes() {
         api.apply(pod("big", i, e.port));
     }
     api.apply(va("big", "10", 1));
-    // `args`, `--flag=v` form.
+    // `args`, `--flag=v` form: B 4096, S 8 -> N = min(819.2, 8) = 8,
+    // k2 = 8 x 576 = 4608 -> ceil(22,588 / 4608) = 5.
     api.apply(deployment(
         "small",
         0,
-        json!({"command": ["vllm", "serve"], "args": [MODEL, "--max-num-batched-tokens=4096", "--max-num-seqs=128"]}),
+        json!({"command": ["vllm", "serve"], "args": [MODEL, "--max-num-batched-tokens=4096", "--max-num-seqs=8"]}),
     ));
     api.apply(va("small", "1", 0));
     api.apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -128,24 +133,32 @@ async fn kube_deployment_args_set_the_token_budget_and_follow_changes() {
         true,
     )
     .await;
-    desired(&server, "small", "6").await;
+    desired(&server, "small", "5").await;
     desired(&server, "big", "4").await;
 
-    // `command` only, `--flag v` form: the watch brings the new budget.
+    // `command` only, `--flag v` form, S 4: k2 = 4 x 576 = 2304 -> 10. (B is
+    // the default, so `small` is compatible with `big`, whose live 12,800
+    // does not bound 2304.) The watch brings the change.
     api.apply(deployment(
         "small",
         0,
-        json!({"command": ["vllm", "serve", MODEL, "--max-num-batched-tokens", "2048"]}),
+        json!({"command": ["vllm", "serve", MODEL, "--max-num-seqs", "4"]}),
     ));
-    desired(&server, "small", "12").await;
+    desired(&server, "small", "10").await;
 
-    // A shell command line.
+    // A shell command line, B 80: N = 80 x 128 / 640 = 16, k2 = 9216 -> 3.
     api.apply(deployment(
         "small",
         0,
-        json!({"command": ["/bin/sh", "-c"], "args": [format!("exec vllm serve {MODEL} --port 8000")]}),
+        json!({"command": ["/bin/sh", "-c"], "args": [format!("exec vllm serve {MODEL} --port 8000 --max-num-batched-tokens 80")]}),
     ));
     desired(&server, "small", "3").await;
+
+    // vLLM's defaults, like `big`: derived k2 = 256 x 576 = 147,456, bounded
+    // by the compatible variant's live capacity 12,800 -> 2 (unbounded: 1).
+    api.apply(deployment("small", 0, json!({"args": ["--model", MODEL]})));
+    desired(&server, "small", "2").await;
+    desired(&server, "big", "4").await;
 }
 
 #[tokio::test]
@@ -198,8 +211,9 @@ status: {{replicas: 0, readyReplicas: 0}}
 "#
         )
     };
+    // B 2048, S 4: k2 = 4 x 576 = 2304 -> 10.
     inventory.push_str(&small(
-        r#""--model", "m", "--max-num-batched-tokens", "2048""#,
+        r#""--model", "m", "--max-num-batched-tokens", "2048", "--max-num-seqs=4""#,
     ));
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("thresholds.yaml");
@@ -217,6 +231,6 @@ status: {{replicas: 0, readyReplicas: 0}}
         ],
     )
     .await;
-    desired(&server, "small", "12").await;
+    desired(&server, "small", "10").await;
     desired(&server, "big", "4").await;
 }

@@ -78,6 +78,9 @@ fn the_parser_reads_the_signals_of_a_real_page() {
     // vllm:prefix_cache_hits_total / _queries_total (not the deprecated gpu_ ones).
     let prefix = page.prefix_cache.expect("prefix cache counters");
     assert_eq!((prefix.hits, prefix.queries), (412160.0, 1083648.0));
+    // The token histograms' (sum, count), for the scrape backend's averages.
+    assert_eq!(page.prompt_tokens, Some((1.090571e6, 2093.0)));
+    assert_eq!(page.generation_tokens, Some((274530.0, 2093.0)));
 }
 
 #[test]

@@ -18,6 +18,10 @@ pub struct VllmPage {
     /// summed over engines (counters, in tokens), when both are finite and
     /// non-negative: the hit rate is their increase over a window.
     pub prefix_cache: Option<PrefixCacheCounters>,
+    /// `vllm:request_prompt_tokens` and `vllm:request_generation_tokens`
+    /// histograms: (sum, count) over engines, when finite and non-negative.
+    pub prompt_tokens: Option<(f64, f64)>,
+    pub generation_tokens: Option<(f64, f64)>,
     pub rejected: Vec<RejectedSample>,
 }
 
@@ -52,6 +56,34 @@ const RUNNING: &str = "vllm:num_requests_running";
 const CACHE_CONFIG: &str = "vllm:cache_config_info";
 const PREFIX_HITS: &str = "vllm:prefix_cache_hits_total";
 const PREFIX_QUERIES: &str = "vllm:prefix_cache_queries_total";
+const PROMPT_TOKENS: &str = "vllm:request_prompt_tokens";
+const GENERATION_TOKENS: &str = "vllm:request_generation_tokens";
+
+/// A histogram's `_sum` and `_count` over its series; None when either is
+/// missing or not a finite non-negative number.
+fn histogram_totals(m: &prom_text_format_parser::Metric) -> Option<(f64, f64)> {
+    use prom_text_format_parser::ValueType;
+    let (mut sum, mut count, mut seen) = (0.0, 0.0, (false, false));
+    for s in &m.samples {
+        let slot = match s.value.value_type {
+            ValueType::Sum => {
+                seen.0 = true;
+                &mut sum
+            }
+            ValueType::Count => {
+                seen.1 = true;
+                &mut count
+            }
+            ValueType::Sample => continue,
+        };
+        let v = s.value.value.parse::<f64>().ok()?;
+        if !v.is_finite() || v < 0.0 {
+            return None;
+        }
+        *slot += v;
+    }
+    (seen == (true, true)).then_some((sum, count))
+}
 
 /// Sum of a counter's samples; None when absent or any sample is not a
 /// finite non-negative number (a counter never is).
@@ -94,6 +126,8 @@ pub fn parse_vllm_page(text: &str) -> Result<VllmPage, ExpositionError> {
         match m.name.as_str() {
             PREFIX_HITS => hits = counter_sum(m),
             PREFIX_QUERIES => queries = counter_sum(m),
+            PROMPT_TOKENS => page.prompt_tokens = histogram_totals(m),
+            GENERATION_TOKENS => page.generation_tokens = histogram_totals(m),
             _ => {}
         }
         if m.name == CACHE_CONFIG {
@@ -189,7 +223,10 @@ mod tests {
             (Some(0.42), Some(2.0), Some(3.0))
         );
         assert!(p.rejected.is_empty());
-        // 7 requests of 512 prompt tokens, a quarter of them cached.
+        // 7 requests of 512 prompt and 128 generated tokens.
+        assert_eq!(p.prompt_tokens, Some((3584.0, 7.0)));
+        assert_eq!(p.generation_tokens, Some((896.0, 7.0)));
+        // A quarter of the prompt tokens were cached.
         assert_eq!(
             p.prefix_cache,
             Some(PrefixCacheCounters {

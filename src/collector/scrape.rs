@@ -241,9 +241,13 @@ impl ScrapeBackend {
             if let Some(c) = page.prefix_cache {
                 w.push_counters(now, c.hits, c.queries);
             }
-            w.peaks().map(|p| (p, w.prefix_hit_rate()))
+            w.push_tokens(now, page.prompt_tokens, page.generation_tokens);
+            w.peaks()
+                .map(|p| (p, w.prefix_hit_rate(), w.token_averages()))
         };
-        let Some(((kv_peak, waiting_peak), prefix_cache_hit_rate)) = peaks else {
+        let Some(((kv_peak, waiting_peak), prefix_cache_hit_rate, (avg_prompt, avg_generation))) =
+            peaks
+        else {
             return (false, rejected);
         };
         cache.insert(
@@ -255,8 +259,8 @@ impl ScrapeBackend {
                 running: page.running,
                 sampled_at: SystemTime::now(),
                 request_rate: None,
-                avg_prompt_tokens: None,
-                avg_generation_tokens: None,
+                avg_prompt_tokens: avg_prompt,
+                avg_generation_tokens: avg_generation,
                 prefix_cache_hit_rate,
                 kv_cache: page.kv_cache,
             },

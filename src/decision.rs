@@ -173,7 +173,7 @@ fn token_variants(variants: &[&Arc<Variant>], states: &[VariantState]) -> Vec<To
         .map(|(v, s)| TokenVariant {
             state: s.clone(),
             accelerator: v.accelerator.clone(),
-            engine: None,
+            engine: v.engine.clone(),
         })
         .collect()
 }
@@ -597,6 +597,7 @@ impl DecisionEngine {
                         cache: m.kv_cache,
                         avg_input_tokens: m.avg_prompt_tokens,
                         avg_output_tokens: m.avg_generation_tokens,
+                        prefix_cache_hit_rate: m.prefix_cache_hit_rate,
                         sampled_at: m.sampled_at,
                     },
                 )
@@ -858,6 +859,7 @@ mod tests {
                 request_rate: None,
                 avg_prompt_tokens: None,
                 avg_generation_tokens: None,
+                prefix_cache_hit_rate: None,
                 kv_cache: None,
                 activity: None,
             },
@@ -1073,6 +1075,7 @@ mod tests {
                 request_rate: None,
                 avg_prompt_tokens: Some(100.0),
                 avg_generation_tokens: Some(50.0),
+                prefix_cache_hit_rate: None,
                 kv_cache: Some(crate::saturation::v2::KvCacheConfig {
                     num_gpu_blocks: 1000,
                     block_size: 16,
@@ -1115,6 +1118,50 @@ mod tests {
                     "{config} at kv {kv}"
                 );
             }
+        }
+    }
+
+    /// A namespace-local thresholds ConfigMap selects V2 for the models of
+    /// its namespace only; the global config keeps V1 elsewhere, and a
+    /// namespace-local `analyzerName` other than `saturation` keeps V1 even
+    /// when the global default selects V2.
+    #[test]
+    fn namespace_local_analyzer_name_selects_v2_for_its_namespace_only() {
+        let yaml = format!("{}{}", h100("ns", "v", "m", 4), h100("other", "w", "m", 4));
+        let cases = [
+            (
+                "default: {}",
+                "default: {analyzerName: saturation}",
+                ("saturation-v2", 6),
+                ("saturation-v1", 5),
+            ),
+            (
+                "default: {analyzerName: saturation}",
+                "default: {analyzerName: percentage}",
+                ("saturation-v1", 5),
+                ("saturation-v2", 6),
+            ),
+        ];
+        for (global, local, in_ns, in_other) in cases {
+            let e = engine_with(&yaml, global);
+            let (local_config, errors) = ThresholdConfig::from_yaml_str(local).unwrap();
+            assert!(errors.is_empty(), "{errors:?}");
+            let config = ThresholdConfig::from_yaml_str(global)
+                .unwrap()
+                .0
+                .with_namespace_local("ns", local_config);
+            e.thresholds.store(Arc::new(config));
+            for (ns, v) in [("ns", "v"), ("other", "w")] {
+                for i in 0..4 {
+                    report_tokens(&e, ns, &format!("{v}-p{i}"), 0.98);
+                }
+            }
+            let got = |ns: &str| {
+                let d = e.decide(ns, &sel("")).unwrap();
+                (d[0].analyzer, d[0].desired)
+            };
+            assert_eq!(got("ns"), in_ns, "{global} / local {local}");
+            assert_eq!(got("other"), in_other, "{global} / local {local}");
         }
     }
 

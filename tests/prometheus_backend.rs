@@ -5,6 +5,9 @@
 
 mod common;
 
+/// Batched queries per fetch cycle, whatever the number of variants.
+const QUERIES: usize = wva_metrics_server::collector::prometheus::queries::QuerySignal::ALL.len();
+
 use std::time::{Duration, Instant};
 
 use common::prometheus::{PrometheusServer, Target};
@@ -99,10 +102,6 @@ fn batched(queries: &[String]) -> Vec<&String> {
         .filter(|q| q.contains("by (namespace, pod, model_name") || q.contains("by (model_name)"))
         .collect()
 }
-
-/// Batched queries per fetch cycle: one per signal (the endpoint picker's
-/// queues included), whatever the number of variants.
-const N: usize = wva_metrics_server::collector::prometheus::queries::QuerySignal::ALL.len();
 
 #[tokio::test]
 async fn same_decisions_as_the_scrape_backend() {
@@ -222,15 +221,15 @@ async fn queries_per_cycle(prom: &PrometheusServer, yaml: &str) -> (usize, usize
         .count();
     for line in log.lines().filter(|l| l.contains("fetch cycle done")) {
         assert!(
-            line.contains(&format!("requests={N}")),
-            "{N} queries per cycle: {line}"
+            line.contains(&format!("requests={QUERIES}")),
+            "{QUERIES} queries per cycle: {line}"
         );
     }
     // Prometheus writes its query log as it answers; wait for the last ones.
     let queries = eventually(Duration::from_secs(10), "the query log", || async {
         let log = prom.logged_queries();
         let n = batched(&log[before.min(log.len())..]).len();
-        (n >= N * cycles).then_some(n)
+        (n >= QUERIES * cycles).then_some(n)
     })
     .await;
     (queries, cycles)
@@ -257,10 +256,10 @@ async fn queries_per_cycle_do_not_grow_with_variants() {
     let (q1, c1) = queries_per_cycle(&prom, &one).await;
     let (q200, c200) = queries_per_cycle(&prom, &inventory(&emulators, 198)).await;
     assert!(c1 >= 3 && c200 >= 3, "several cycles ran ({c1}, {c200})");
-    // N per cycle, plus at most one cycle cut short by the stop.
+    // QUERIES per cycle, plus at most one cycle cut short by the stop.
     for (what, q, c) in [("1 variant", q1, c1), ("200 variants", q200, c200)] {
         assert!(
-            (N * c..N * c + N).contains(&q),
+            (QUERIES * c..QUERIES * c + QUERIES).contains(&q),
             "{what}: {q} queries in {c} cycles"
         );
     }
@@ -312,10 +311,10 @@ async fn hpa_requests_cause_no_queries() {
         per_model.is_empty(),
         "requests caused per-model queries: {per_model:?}"
     );
-    // N queries per background cycle, plus at most one cycle that was
+    // QUERIES per background cycle, plus at most one cycle that was
     // under way at either edge of the window: 100 requests add none.
     assert!(
-        during.len() <= N * (cycles + 1),
+        during.len() <= QUERIES * (cycles + 1),
         "{} queries during 100 requests and {cycles} background cycles",
         during.len()
     );

@@ -9,6 +9,9 @@
 
 mod common;
 
+/// Batched queries per fetch cycle.
+const QUERIES: usize = wva_metrics_server::collector::prometheus::queries::QuerySignal::ALL.len();
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -216,9 +219,6 @@ fn errors_of_kind(registry: &prometheus_client::registry::Registry, kind: &str) 
         .sum()
 }
 
-/// Queries per fetch cycle: one per signal.
-const N: usize = wva_metrics_server::collector::prometheus::queries::QuerySignal::ALL.len();
-
 #[tokio::test]
 async fn bad_queries_fail_fast_and_unavailability_is_retried() {
     let fake = FakePrometheus::start(None).await;
@@ -227,8 +227,8 @@ async fn bad_queries_fail_fast_and_unavailability_is_retried() {
     let cache = MetricsCache::new();
 
     let r = b.fetch_cycle(&snap, &cache).await.expect("a healthy cycle");
-    assert_eq!(r.requests, N);
-    assert_eq!(fake.requests(), N, "one attempt per query");
+    assert_eq!(r.requests, QUERIES);
+    assert_eq!(fake.requests(), QUERIES, "one attempt per query");
 
     // Permanent: Prometheus' bad_data, and a 4xx that is not an API answer.
     for (answer, kind) in [
@@ -247,11 +247,11 @@ async fn bad_queries_fail_fast_and_unavailability_is_retried() {
         );
         assert_eq!(
             fake.requests() - before,
-            N,
+            QUERIES,
             "{answer:?}: one attempt per query, no retry"
         );
         assert!(
-            errors_of_kind(&registry, kind) >= N as f64,
+            errors_of_kind(&registry, kind) >= QUERIES as f64,
             "{answer:?} counted as {kind}"
         );
     }
@@ -280,15 +280,15 @@ async fn bad_queries_fail_fast_and_unavailability_is_retried() {
 
     // Prometheus recovers while a cycle retries: the cycle succeeds.
     fake.set(Answer::Ok);
-    *fake.fail_first.lock().unwrap() = N;
+    *fake.fail_first.lock().unwrap() = QUERIES;
     let before = fake.requests();
     let r = b
         .fetch_cycle(&snap, &cache)
         .await
         .expect("retries reach the recovered Prometheus");
-    assert_eq!(r.requests, N);
+    assert_eq!(r.requests, QUERIES);
     assert!(
-        fake.requests() - before > N,
+        fake.requests() - before > QUERIES,
         "the failed attempts were retried"
     );
 }
@@ -310,15 +310,15 @@ async fn the_bearer_token_file_is_sent_and_reread_every_cycle() {
     std::fs::write(&token, "second-token").unwrap();
     b.fetch_cycle(&snap, &cache).await.unwrap();
     let seen = fake.authorizations();
-    assert_eq!(seen.len(), 2 * N);
+    assert_eq!(seen.len(), 2 * QUERIES);
     assert!(
-        seen[..N]
+        seen[..QUERIES]
             .iter()
             .all(|a| a.as_deref() == Some("Bearer first-token")),
         "{seen:?}"
     );
     assert!(
-        seen[N..]
+        seen[QUERIES..]
             .iter()
             .all(|a| a.as_deref() == Some("Bearer second-token")),
         "{seen:?}"
@@ -356,7 +356,7 @@ async fn an_https_prometheus_is_trusted_through_the_ca_file_only() {
         .fetch_cycle(&snap, &cache)
         .await
         .expect("TLS verified with the CA file");
-    assert_eq!(r.requests, N);
+    assert_eq!(r.requests, QUERIES);
 
     // Without the CA file the certificate is not trusted: no answer is used.
     let (untrusted, _, _) = backend(url, |c| c.query_timeout = Duration::from_secs(1));

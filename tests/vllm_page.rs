@@ -75,6 +75,12 @@ fn the_parser_reads_the_signals_of_a_real_page() {
     // vllm:cache_config_info{num_gpu_blocks="27328",block_size="16"}
     let cache = page.kv_cache.expect("cache_config_info");
     assert_eq!((cache.num_gpu_blocks, cache.block_size), (27328, 16));
+    // vllm:prefix_cache_hits_total / _queries_total (not the deprecated gpu_ ones).
+    let prefix = page.prefix_cache.expect("prefix cache counters");
+    assert_eq!((prefix.hits, prefix.queries), (412160.0, 1083648.0));
+    // The token histograms' (sum, count), for the scrape backend's averages.
+    assert_eq!(page.prompt_tokens, Some((1.090571e6, 2093.0)));
+    assert_eq!(page.generation_tokens, Some((274530.0, 2093.0)));
 }
 
 #[test]
@@ -164,13 +170,11 @@ async fn the_prometheus_backend_reads_a_real_page_through_prometheus() {
         (cache_config.num_gpu_blocks, cache_config.block_size),
         (27328, 16)
     );
-    assert_eq!(
-        r.requests,
-        wva_metrics_server::collector::prometheus::queries::QuerySignal::ALL.len(),
-        "{r:?}"
-    );
-    // The page never changes: no requests finish between scrapes.
+    assert_eq!(r.requests, QuerySignal::ALL.len(), "{r:?}");
+    // The page never changes: no requests finish between scrapes, and
+    // the prefix-cache hit rate is 0 / 0 (no lookups): unknown, not 0.
     assert_eq!(m.request_rate, Some(0.0));
+    assert_eq!(m.prefix_cache_hit_rate, None);
     let missing = backend.validate_metrics_availability().await.unwrap();
     assert!(missing.is_empty(), "series the server expects: {missing:?}");
 }

@@ -38,6 +38,8 @@ pub struct ReplicaMetrics {
     pub avg_prompt_tokens: Option<f64>,
     /// Mean generated tokens per request over the last minute, when known.
     pub avg_generation_tokens: Option<f64>,
+    /// Prefix-cache hits / queries over the last minute, in [0, 1], when known.
+    pub prefix_cache_hit_rate: Option<f64>,
     /// `vllm:cache_config_info`'s `num_gpu_blocks` and `block_size`, when
     /// the replica exports them (the token-based analysis needs them).
     pub kv_cache: Option<crate::saturation::v2::KvCacheConfig>,

@@ -17,7 +17,22 @@ pub struct VllmPage {
     /// `vllm:request_success_total` summed over its series (every
     /// `finished_reason`), when the page has it and every value is valid.
     pub success_total: Option<f64>,
+    /// `vllm:prefix_cache_hits_total` and `vllm:prefix_cache_queries_total`
+    /// summed over engines (counters, in tokens), when both are finite and
+    /// non-negative: the hit rate is their increase over a window.
+    pub prefix_cache: Option<PrefixCacheCounters>,
+    /// `vllm:request_prompt_tokens` and `vllm:request_generation_tokens`
+    /// histograms: (sum, count) over engines, when finite and non-negative.
+    pub prompt_tokens: Option<(f64, f64)>,
+    pub generation_tokens: Option<(f64, f64)>,
     pub rejected: Vec<RejectedSample>,
+}
+
+/// Prefix-cache counters of one page.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PrefixCacheCounters {
+    pub hits: f64,
+    pub queries: f64,
 }
 
 /// A sample that failed its check.
@@ -43,6 +58,50 @@ const WAITING: &str = "vllm:num_requests_waiting";
 const RUNNING: &str = "vllm:num_requests_running";
 const CACHE_CONFIG: &str = "vllm:cache_config_info";
 const SUCCESS: &str = "vllm:request_success_total";
+const PREFIX_HITS: &str = "vllm:prefix_cache_hits_total";
+const PREFIX_QUERIES: &str = "vllm:prefix_cache_queries_total";
+const PROMPT_TOKENS: &str = "vllm:request_prompt_tokens";
+const GENERATION_TOKENS: &str = "vllm:request_generation_tokens";
+
+/// A histogram's `_sum` and `_count` over its series; None when either is
+/// missing or not a finite non-negative number.
+fn histogram_totals(m: &prom_text_format_parser::Metric) -> Option<(f64, f64)> {
+    use prom_text_format_parser::ValueType;
+    let (mut sum, mut count, mut seen) = (0.0, 0.0, (false, false));
+    for s in &m.samples {
+        let slot = match s.value.value_type {
+            ValueType::Sum => {
+                seen.0 = true;
+                &mut sum
+            }
+            ValueType::Count => {
+                seen.1 = true;
+                &mut count
+            }
+            ValueType::Sample => continue,
+        };
+        let v = s.value.value.parse::<f64>().ok()?;
+        if !v.is_finite() || v < 0.0 {
+            return None;
+        }
+        *slot += v;
+    }
+    (seen == (true, true)).then_some((sum, count))
+}
+
+/// Sum of a counter's samples; None when absent or any sample is not a
+/// finite non-negative number (a counter never is).
+fn counter_sum(m: &prom_text_format_parser::Metric) -> Option<f64> {
+    let mut sum = 0.0;
+    for s in &m.samples {
+        let v = s.value.value.parse::<f64>().ok()?;
+        if !v.is_finite() || v < 0.0 {
+            return None;
+        }
+        sum += v;
+    }
+    (!m.samples.is_empty()).then_some(sum)
+}
 
 /// The KV-cache size in the labels of a `vllm:cache_config_info` sample.
 pub fn kv_cache_from_labels<'a>(
@@ -66,19 +125,16 @@ pub fn parse_vllm_page(text: &str) -> Result<VllmPage, ExpositionError> {
     let mut page = VllmPage::default();
     let mut kv_old = None;
     let mut seen = false;
+    let (mut hits, mut queries) = (None, None);
     for m in &metrics {
-        if m.name == SUCCESS {
-            // A counter: finite and not negative, or the sum is unknown.
-            let mut sum = Some(0.0);
-            for sample in &m.samples {
-                let v = sample.value.value.parse::<f64>().ok();
-                sum = match (sum, v) {
-                    (Some(acc), Some(v)) if v.is_finite() && v >= 0.0 => Some(acc + v),
-                    _ => None,
-                };
-            }
-            page.success_total = sum.filter(|_| !m.samples.is_empty());
-            continue;
+        match m.name.as_str() {
+            // Counters: finite and not negative, or the sum is unknown.
+            SUCCESS => page.success_total = counter_sum(m),
+            PREFIX_HITS => hits = counter_sum(m),
+            PREFIX_QUERIES => queries = counter_sum(m),
+            PROMPT_TOKENS => page.prompt_tokens = histogram_totals(m),
+            GENERATION_TOKENS => page.generation_tokens = histogram_totals(m),
+            _ => {}
         }
         if m.name == CACHE_CONFIG {
             // Several engines: the largest cache (they are normally equal).
@@ -134,6 +190,9 @@ pub fn parse_vllm_page(text: &str) -> Result<VllmPage, ExpositionError> {
     }
     if page.kv_usage.is_none() {
         page.kv_usage = kv_old;
+    }
+    if let (Some(hits), Some(queries)) = (hits, queries) {
+        page.prefix_cache = Some(PrefixCacheCounters { hits, queries });
     }
     if !seen {
         return Err(ExpositionError::NoVllmSeries);
@@ -248,6 +307,43 @@ inference_extension_flow_control_queue_bytes{fairness_id=\"a\",priority=\"0\",in
             (Some(0.42), Some(2.0), Some(3.0))
         );
         assert!(p.rejected.is_empty());
+        // 7 requests of 512 prompt and 128 generated tokens.
+        assert_eq!(p.prompt_tokens, Some((3584.0, 7.0)));
+        assert_eq!(p.generation_tokens, Some((896.0, 7.0)));
+        // A quarter of the prompt tokens were cached.
+        assert_eq!(
+            p.prefix_cache,
+            Some(PrefixCacheCounters {
+                hits: 896.0,
+                queries: 3584.0
+            })
+        );
+    }
+
+    #[test]
+    fn prefix_cache_counters_sum_engines_and_refuse_bad_values() {
+        let page = |hits: &str, queries: &str| {
+            format!(
+                "vllm:num_requests_waiting{{model_name=\"m\"}} 0\n\
+                 vllm:prefix_cache_hits_total{{engine=\"0\",model_name=\"m\"}} 10\n\
+                 vllm:prefix_cache_hits_total{{engine=\"1\",model_name=\"m\"}} {hits}\n\
+                 vllm:prefix_cache_queries_total{{engine=\"0\",model_name=\"m\"}} 100\n\
+                 vllm:prefix_cache_queries_total{{engine=\"1\",model_name=\"m\"}} {queries}\n"
+            )
+        };
+        let read = |h, q| parse_vllm_page(&page(h, q)).unwrap().prefix_cache;
+        assert_eq!(
+            read("30", "100"),
+            Some(PrefixCacheCounters {
+                hits: 40.0,
+                queries: 200.0
+            })
+        );
+        assert_eq!(read("NaN", "100"), None);
+        assert_eq!(read("30", "-1"), None);
+        assert_eq!(read("+Inf", "100"), None);
+        let without = "vllm:num_requests_waiting{model_name=\"m\"} 0\n";
+        assert_eq!(parse_vllm_page(without).unwrap().prefix_cache, None);
     }
 
     #[test]

@@ -238,6 +238,7 @@ mod tests {
             request_rate: None,
             avg_prompt_tokens: None,
             avg_generation_tokens: None,
+            prefix_cache_hit_rate: None,
             kv_cache: None,
             activity: None,
         }

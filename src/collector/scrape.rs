@@ -288,10 +288,18 @@ impl ScrapeBackend {
             let w = windows
                 .entry(pod.key.clone())
                 .or_insert_with(|| PeakWindow::new(self.config.window));
-            w.push(Instant::now(), kv, waiting);
+            let now = Instant::now();
+            w.push(now, kv, waiting);
+            if let Some(c) = page.prefix_cache {
+                w.push_counters(now, c.hits, c.queries);
+            }
+            w.push_tokens(now, page.prompt_tokens, page.generation_tokens);
             w.peaks()
+                .map(|p| (p, w.prefix_hit_rate(), w.token_averages()))
         };
-        let Some((kv_peak, waiting_peak)) = peaks else {
+        let Some(((kv_peak, waiting_peak), prefix_cache_hit_rate, (avg_prompt, avg_generation))) =
+            peaks
+        else {
             return (false, rejected);
         };
         let activity = window.and_then(|w| {
@@ -315,8 +323,9 @@ impl ScrapeBackend {
                 running: page.running,
                 sampled_at: SystemTime::now(),
                 request_rate: None,
-                avg_prompt_tokens: None,
-                avg_generation_tokens: None,
+                avg_prompt_tokens: avg_prompt,
+                avg_generation_tokens: avg_generation,
+                prefix_cache_hit_rate,
                 kv_cache: page.kv_cache,
                 activity,
             },

@@ -4,11 +4,51 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+/// Readings of two counters (numerator, denominator) within a time span,
+/// answering the ratio of their increases, as `rate(a) / rate(b)` does.
+#[derive(Debug, Clone, Default)]
+pub struct RatioWindow {
+    readings: VecDeque<(Instant, f64, f64)>,
+}
+
+impl RatioWindow {
+    /// Adds a reading taken at `at`. A counter that went down (the replica
+    /// restarted) starts the window over.
+    pub fn push(&mut self, span: Duration, at: Instant, num: f64, den: f64) {
+        if let Some(&(_, n, d)) = self.readings.back() {
+            if num < n || den < d {
+                self.readings.clear();
+            }
+        }
+        self.readings.push_back((at, num, den));
+        while let Some(&(t, _, _)) = self.readings.front() {
+            if at.saturating_duration_since(t) > span {
+                self.readings.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Increase of the numerator over increase of the denominator; None
+    /// with fewer than two readings or no increase of the denominator.
+    pub fn ratio(&self) -> Option<f64> {
+        let (&(_, n0, d0), &(_, n1, d1)) = (self.readings.front()?, self.readings.back()?);
+        let den = d1 - d0;
+        (den > 0.0).then(|| (n1 - n0) / den)
+    }
+}
+
 /// Samples of one replica within a time span.
 #[derive(Debug, Clone)]
 pub struct PeakWindow {
     span: Duration,
     samples: VecDeque<(Instant, f64, f64)>,
+    /// Prefix-cache hits over queries.
+    prefix: RatioWindow,
+    /// Prompt and generated tokens over requests (histogram sums over counts).
+    prompt: RatioWindow,
+    generation: RatioWindow,
 }
 
 impl PeakWindow {
@@ -16,7 +56,40 @@ impl PeakWindow {
         PeakWindow {
             span,
             samples: VecDeque::new(),
+            prefix: RatioWindow::default(),
+            prompt: RatioWindow::default(),
+            generation: RatioWindow::default(),
         }
+    }
+
+    /// Adds the prefix-cache counters read at `at`.
+    pub fn push_counters(&mut self, at: Instant, hits: f64, queries: f64) {
+        self.prefix.push(self.span, at, hits, queries);
+    }
+
+    /// Prefix-cache hit rate over the span, in [0, 1].
+    pub fn prefix_hit_rate(&self) -> Option<f64> {
+        self.prefix.ratio().map(|r| r.clamp(0.0, 1.0))
+    }
+
+    /// Adds the prompt and generation token histograms' (sum, count) read at `at`.
+    pub fn push_tokens(
+        &mut self,
+        at: Instant,
+        prompt: Option<(f64, f64)>,
+        generation: Option<(f64, f64)>,
+    ) {
+        if let Some((sum, count)) = prompt {
+            self.prompt.push(self.span, at, sum, count);
+        }
+        if let Some((sum, count)) = generation {
+            self.generation.push(self.span, at, sum, count);
+        }
+    }
+
+    /// Mean prompt and generated tokens of the requests finished within the span.
+    pub fn token_averages(&self) -> (Option<f64>, Option<f64>) {
+        (self.prompt.ratio(), self.generation.ratio())
     }
 
     /// Adds a sample (kv, waiting) taken at `at` and forgets those that
@@ -181,5 +254,45 @@ mod tests {
         w.push(at(100), 0.1, 0.0);
         assert_eq!(w.peaks(), Some((0.1, 0.0)));
         assert_eq!(w.len(), 3);
+    }
+
+    #[test]
+    fn token_averages_are_sum_over_count_of_the_span() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut w = PeakWindow::new(Duration::from_secs(60));
+        w.push_tokens(at(0), Some((1000.0, 2.0)), None);
+        assert_eq!(w.token_averages(), (None, None));
+        w.push_tokens(at(10), Some((1600.0, 4.0)), Some((50.0, 1.0)));
+        assert_eq!(w.token_averages(), (Some(300.0), None));
+        w.push_tokens(at(20), Some((1600.0, 4.0)), Some((250.0, 3.0)));
+        assert_eq!(w.token_averages(), (Some(300.0), Some(100.0)));
+        // No request finished within the span: unknown, not 0.
+        w.push_tokens(at(81), Some((1600.0, 4.0)), Some((250.0, 3.0)));
+        assert_eq!(w.token_averages(), (None, None));
+    }
+
+    #[test]
+    fn prefix_hit_rate_is_the_increase_over_the_span() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut w = PeakWindow::new(Duration::from_secs(60));
+        w.push_counters(at(0), 100.0, 1000.0);
+        assert_eq!(w.prefix_hit_rate(), None, "one reading");
+        w.push_counters(at(10), 100.0, 1000.0);
+        assert_eq!(w.prefix_hit_rate(), None, "no query in between");
+        w.push_counters(at(20), 400.0, 2000.0);
+        assert_eq!(w.prefix_hit_rate(), Some(0.3));
+        // The reading at 0 s leaves: (700 - 100) / (3000 - 1000).
+        w.push_counters(at(65), 700.0, 3000.0);
+        assert_eq!(w.prefix_hit_rate(), Some(0.3));
+        // At 71 s the reading at 10 s has left too: (1400 - 400) / (4000 - 2000).
+        w.push_counters(at(71), 1400.0, 4000.0);
+        assert_eq!(w.prefix_hit_rate(), Some(0.5));
+        // A restart resets the counters: the window starts over.
+        w.push_counters(at(80), 5.0, 10.0);
+        assert_eq!(w.prefix_hit_rate(), None);
+        w.push_counters(at(90), 15.0, 30.0);
+        assert_eq!(w.prefix_hit_rate(), Some(0.5));
     }
 }

@@ -85,6 +85,8 @@ pub fn signal_of(promql: &str) -> Option<QuerySignal> {
         QuerySignal::AvgPromptTokens
     } else if promql.contains("request_generation_tokens") {
         QuerySignal::AvgGenerationTokens
+    } else if promql.contains("prefix_cache") {
+        QuerySignal::PrefixCacheHitRate
     } else if promql.contains("cache_config_info") {
         QuerySignal::CacheConfig
     } else {
@@ -111,6 +113,7 @@ fn value_of(signal: QuerySignal, pod: &FleetPod, now: f64) -> f64 {
         QuerySignal::CacheConfig => 1.0,
         // Per model, and the fleet has no endpoint picker: never rendered.
         QuerySignal::SchedulerQueueSize | QuerySignal::SchedulerQueueBytes => 0.0,
+        QuerySignal::PrefixCacheHitRate => 0.25,
     }
 }
 

@@ -14,6 +14,10 @@ pub const TOKEN_BUCKETS: [f64; 11] = [
 pub const NUM_GPU_BLOCKS: u64 = 8192;
 pub const BLOCK_SIZE: u64 = 16;
 
+/// Share of each emulated prompt found in the prefix cache
+/// (`vllm:prefix_cache_hits_total` / `vllm:prefix_cache_queries_total`).
+pub const PREFIX_CACHE_HIT_FRACTION: f64 = 0.25;
+
 /// Counters that only grow.
 #[derive(Debug, Clone, Default)]
 pub struct Counters {
@@ -21,6 +25,9 @@ pub struct Counters {
     pub success_length: f64,
     pub success_abort: f64,
     pub prompt_tokens: f64,
+    /// Prompt tokens looked up in the prefix cache, and those found.
+    pub prefix_cache_queries: f64,
+    pub prefix_cache_hits: f64,
     pub generation_tokens: f64,
     pub prompt_hist: Histogram,
     pub generation_hist: Histogram,
@@ -56,6 +63,8 @@ impl Counters {
         self.success_stop += finished as f64 * 0.9;
         self.success_length += finished as f64 * 0.1;
         self.prompt_tokens += prompt * finished as f64;
+        self.prefix_cache_queries += prompt * finished as f64;
+        self.prefix_cache_hits += prompt * PREFIX_CACHE_HIT_FRACTION * finished as f64;
         self.generation_tokens += generated * finished as f64;
         self.prompt_hist.observe(prompt, finished);
         self.generation_hist.observe(generated, finished);
@@ -166,6 +175,16 @@ pub fn render_with_cache(
             "Number of generation tokens processed.",
             c.generation_tokens,
         ),
+        (
+            "vllm:prefix_cache_queries_total",
+            "Prefix cache queries, in terms of number of queried tokens.",
+            c.prefix_cache_queries,
+        ),
+        (
+            "vllm:prefix_cache_hits_total",
+            "Prefix cache hits, in terms of number of cached tokens.",
+            c.prefix_cache_hits,
+        ),
     ] {
         let _ = writeln!(
             o,
@@ -223,6 +242,8 @@ mod tests {
             "vllm:request_success_total{engine=\"0\",model_name=\"meta/llama\",finished_reason=\"stop\"} 9",
             "vllm:request_prompt_tokens_count{engine=\"0\",model_name=\"meta/llama\"} 10",
             "# TYPE vllm:request_generation_tokens histogram",
+            "vllm:prefix_cache_queries_total{engine=\"0\",model_name=\"meta/llama\"} 5120",
+            "vllm:prefix_cache_hits_total{engine=\"0\",model_name=\"meta/llama\"} 1280",
         ] {
             assert!(page.lines().any(|l| l == line), "missing {line:?} in\n{page}");
         }

@@ -76,9 +76,11 @@ fn container_gpus(c: &Container) -> u32 {
 /// GPUs a pod requests: its containers together, or its largest init
 /// container (init containers run one after another, before the others).
 pub fn pod_gpus(pod: &Pod) -> u32 {
-    let Some(spec) = pod.spec.as_ref() else {
-        return 0;
-    };
+    pod.spec.as_ref().map_or(0, pod_spec_gpus)
+}
+
+/// [`pod_gpus`] of a pod spec (also a workload's pod template).
+pub fn pod_spec_gpus(spec: &k8s_openapi::api::core::v1::PodSpec) -> u32 {
     let regular: u32 = spec.containers.iter().map(container_gpus).sum();
     let init = spec
         .init_containers

@@ -320,10 +320,12 @@ pub async fn start(
         Api::<HorizontalPodAutoscaler>::all(client.clone()),
         keep_all
     );
+    // Deployments: replica counts and the few engine parameters V2 reads
+    // from the pod template, not the template itself.
     let deployments = watch!(
         "deployments",
         Api::<Deployment>::all(client.clone()),
-        keep_all
+        super::resolve::strip_deployment
     );
     let stateful_sets = watch!(
         "statefulsets",

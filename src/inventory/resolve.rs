@@ -15,6 +15,7 @@ use kube::ResourceExt;
 
 use super::crd::{VariantAutoscaling, ACCELERATOR_LABEL, DEFAULT_VARIANT_COST};
 use crate::hpa::parse_tolerance;
+use crate::saturation::v2::{ContainerArgs, EngineParams};
 
 use super::snapshot::{labels, InventorySnapshot, ReplicaPod, TargetState, Variant, VariantSource};
 
@@ -42,6 +43,64 @@ pub const CONTROLLER_INSTANCE_LABEL: &str = "wva.llmd.ai/controller-instance";
 /// KEDA's defaults for a ScaledObject without replica counts.
 const SCALED_OBJECT_DEFAULT_MIN: i64 = 0;
 const SCALED_OBJECT_DEFAULT_MAX: i64 = 100;
+
+/// Annotation under which a Deployment stripped by the kube source keeps
+/// the engine parameters of its pod template ([`strip_deployment`]). Local
+/// to this server's cache: never written to the cluster.
+pub const ENGINE_PARAMS_ANNOTATION: &str = "wva-metrics-server.internal/engine-params";
+
+/// The vLLM engine parameters of a pod template: every container's command
+/// and args, `VLLM_USE_V1`, and the GPUs the pod requests.
+pub fn engine_params_of(spec: &k8s_openapi::api::core::v1::PodSpec) -> EngineParams {
+    let containers = spec.containers.iter().map(|c| ContainerArgs {
+        command: c.command.as_deref().unwrap_or_default(),
+        args: c.args.as_deref().unwrap_or_default(),
+        vllm_use_v1: c
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "VLLM_USE_V1")
+            .and_then(|e| e.value.as_deref()),
+    });
+    EngineParams::from_containers(containers, super::accelerators::pod_spec_gpus(spec))
+}
+
+/// A Deployment's engine parameters: parsed from its pod template when it
+/// has containers, else the ones [`strip_deployment`] kept, else vLLM's
+/// defaults (upstream reads every Deployment, and one without arguments
+/// runs with the defaults).
+pub fn deployment_engine(d: &Deployment) -> EngineParams {
+    match d.spec.as_ref().and_then(|s| s.template.spec.as_ref()) {
+        Some(spec) if !spec.containers.is_empty() => engine_params_of(spec),
+        _ => d
+            .annotations()
+            .get(ENGINE_PARAMS_ANNOTATION)
+            .and_then(|t| EngineParams::decode(t))
+            .unwrap_or_default(),
+    }
+}
+
+/// Keeps of a Deployment only what [`resolve`] reads: name, namespace,
+/// owner references, `spec.replicas`, the status, and the engine
+/// parameters of its pod template as a few numbers (under
+/// [`ENGINE_PARAMS_ANNOTATION`]). The pod template, labels, other
+/// annotations (a `last-applied-configuration` alone is the size of the
+/// object) and managed fields go.
+pub fn strip_deployment(d: &mut Deployment) {
+    let engine = deployment_engine(d);
+    d.metadata.managed_fields = None;
+    d.metadata.labels = None;
+    d.metadata.annotations =
+        Some(std::iter::once((ENGINE_PARAMS_ANNOTATION.to_owned(), engine.encode())).collect());
+    if let Some(spec) = d.spec.as_mut() {
+        spec.template = Default::default();
+        spec.selector = Default::default();
+        spec.strategy = None;
+    }
+    if let Some(status) = d.status.as_mut() {
+        status.conditions = None;
+    }
+}
 
 /// The objects an inventory is made of.
 #[derive(Debug, Default, Clone)]
@@ -325,6 +384,8 @@ fn variant_from_va(
     let kind = spec.scale_target_ref.kind.clone();
     let name = spec.scale_target_ref.name.clone();
     let target = targets.state(&namespace, &kind, &name);
+    let (namespace_of_target, kind_of_target, name_of_target) =
+        (namespace.clone(), kind.clone(), name.clone());
     let mut v = Variant {
         accelerator: va
             .labels()
@@ -341,6 +402,7 @@ fn variant_from_va(
         max_replicas: max,
         source: VariantSource::VariantAutoscaling,
         target,
+        engine: targets.engine(&namespace_of_target, &kind_of_target, &name_of_target),
         hpa_scale_up_tolerance: None,
         hpa_scale_down_tolerance: None,
         metric_labels: Default::default(),
@@ -484,6 +546,7 @@ impl AnnotatedScaler {
             ));
         }
         let target = targets.state(&self.namespace, &self.target_kind, &self.target_name);
+        let engine = targets.engine(&self.namespace, &self.target_kind, &self.target_name);
         let mut v = Variant {
             namespace: self.namespace,
             name: self.name,
@@ -496,6 +559,7 @@ impl AnnotatedScaler {
             max_replicas: max,
             source: self.source,
             target,
+            engine,
             hpa_scale_up_tolerance: None,
             hpa_scale_down_tolerance: None,
             metric_labels: Default::default(),
@@ -639,6 +703,8 @@ fn replica_pod(pod: &Pod, variant: &Variant) -> Result<ReplicaPod, String> {
 /// Scale targets and ReplicaSet owners, indexed by namespace, kind and name.
 struct TargetIndex {
     states: HashMap<(String, &'static str, String), TargetState>,
+    /// Deployment (namespace, name) -> engine parameters of its pods.
+    engines: HashMap<(String, String), EngineParams>,
     /// ReplicaSet (namespace, name) -> owning Deployment name.
     rs_owner: HashMap<(String, String), String>,
 }
@@ -646,7 +712,12 @@ struct TargetIndex {
 impl TargetIndex {
     fn new(objects: &InventoryObjects) -> Self {
         let mut states = HashMap::new();
+        let mut engines = HashMap::new();
         for d in &objects.deployments {
+            engines.insert(
+                (d.namespace().unwrap_or_default(), d.name_any()),
+                deployment_engine(d),
+            );
             let status = d.status.as_ref();
             let state = TargetState {
                 spec_replicas: count(d.spec.as_ref().and_then(|s| s.replicas).or(Some(1))),
@@ -691,7 +762,11 @@ impl TargetIndex {
                 );
             }
         }
-        TargetIndex { states, rs_owner }
+        TargetIndex {
+            states,
+            engines,
+            rs_owner,
+        }
     }
 
     fn state(&self, namespace: &str, kind: &str, name: &str) -> Option<TargetState> {
@@ -703,6 +778,17 @@ impl TargetIndex {
         self.states
             .get(&(namespace.to_owned(), kind, name.to_owned()))
             .copied()
+    }
+
+    /// Engine parameters of a Deployment target (upstream reads
+    /// Deployments only; a StatefulSet's variant has none).
+    fn engine(&self, namespace: &str, kind: &str, name: &str) -> Option<EngineParams> {
+        if kind != "Deployment" {
+            return None;
+        }
+        self.engines
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
     }
 
     /// The scale target owning a pod: Pod -> ReplicaSet -> Deployment, or
@@ -782,6 +868,111 @@ kind: Pod
 metadata: {name: stranger, namespace: llm}
 status: {podIP: 10.0.0.9}
 "#;
+
+    /// The engine parameters of a Deployment target reach its variant, in
+    /// both forms and from `command` or `args`; the stripped Deployment the
+    /// kube source keeps gives the same parameters and no pod template.
+    #[test]
+    fn engine_parameters_of_deployment_targets() {
+        let yaml = r#"
+apiVersion: llmd.ai/v1alpha1
+kind: VariantAutoscaling
+metadata: {name: a, namespace: llm}
+spec: {scaleTargetRef: {kind: Deployment, name: a}, modelID: m}
+---
+apiVersion: llmd.ai/v1alpha1
+kind: VariantAutoscaling
+metadata: {name: b, namespace: llm}
+spec: {scaleTargetRef: {kind: Deployment, name: b}, modelID: m}
+---
+apiVersion: llmd.ai/v1alpha1
+kind: VariantAutoscaling
+metadata: {name: s, namespace: llm}
+spec: {scaleTargetRef: {kind: StatefulSet, name: s}, modelID: m}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: a
+  namespace: llm
+  annotations: {kubectl.kubernetes.io/last-applied-configuration: "{...}"}
+  labels: {app: a}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: a}}
+  template:
+    metadata: {labels: {app: a}}
+    spec:
+      containers:
+      - name: vllm
+        image: vllm/vllm-openai
+        args: ["--model", "m", "--max-num-batched-tokens=2048", "--max-num-seqs", "64"]
+        resources: {requests: {nvidia.com/gpu: "2"}}
+      - name: sidecar
+        image: envoy
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: b, namespace: llm}
+spec:
+  selector: {matchLabels: {app: b}}
+  template:
+    spec:
+      containers:
+      - name: vllm
+        command: ["/bin/sh", "-c", "vllm serve m --max-num-seqs=32 --max-num-batched-tokens 1024"]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: s, namespace: llm}
+spec:
+  serviceName: s
+  selector: {matchLabels: {app: s}}
+  template:
+    spec:
+      containers: [{name: vllm, args: ["--max-num-seqs=8"]}]
+"#;
+        let mut objs = objects(yaml);
+        let engines = |objs: &InventoryObjects| -> Vec<Option<(u64, u64, u32)>> {
+            let (snap, problems) = resolve(objs);
+            assert!(problems.is_empty(), "{problems:?}");
+            let mut vs: Vec<_> = snap
+                .variants()
+                .iter()
+                .map(|v| (v.name.clone(), v.engine.clone()))
+                .collect();
+            vs.sort_by(|a, b| a.0.cmp(&b.0));
+            vs.into_iter()
+                .map(|(_, e)| {
+                    e.map(|e| (e.max_num_batched_tokens, e.max_num_seqs, e.gpus_per_replica))
+                })
+                .collect()
+        };
+        let want = vec![Some((2048, 64, 2)), Some((1024, 32, 1)), None];
+        assert_eq!(engines(&objs), want);
+        let before = serde_json::to_string(&objs.deployments[0]).unwrap().len();
+        objs.deployments.iter_mut().for_each(strip_deployment);
+        let after = serde_json::to_string(&objs.deployments[0]).unwrap().len();
+        assert_eq!(
+            engines(&objs),
+            want,
+            "stripped Deployments keep the parameters"
+        );
+        let d = &objs.deployments[0];
+        assert_eq!(d.spec.as_ref().and_then(|s| s.template.spec.as_ref()), None);
+        assert_eq!(d.labels().len(), 0);
+        assert_eq!(d.annotations().len(), 1);
+        assert!(after < before, "{after} >= {before}");
+        // Replica counts survive the strip.
+        let (snap, _) = resolve(&objs);
+        let a = snap.variants().iter().find(|v| v.name == "a").unwrap();
+        assert_eq!(a.target.map(|t| t.spec_replicas), Some(2));
+        // A Deployment without containers runs vLLM's defaults.
+        assert_eq!(
+            deployment_engine(&Deployment::default()),
+            EngineParams::default()
+        );
+    }
 
     #[test]
     fn variants_targets_and_pods_resolve() {

@@ -46,6 +46,9 @@ pub struct Variant {
     pub source: VariantSource,
     /// Observed target state; `None` when the target does not exist (yet).
     pub target: Option<TargetState>,
+    /// The vLLM engine parameters of the target's pods (Deployments only),
+    /// for V2's compute-bound capacity; None when unknown.
+    pub engine: Option<crate::saturation::v2::EngineParams>,
     /// `behavior.scaleUp.tolerance` / `behavior.scaleDown.tolerance` of the
     /// HPA that scales this variant's target, when it sets them (Kubernetes
     /// 1.33+): the band that HPA applies instead of the controller default.

@@ -742,6 +742,7 @@ mod tests {
             }),
             hpa_scale_up_tolerance: None,
             hpa_scale_down_tolerance: None,
+            engine: None,
             metric_labels: Default::default(),
         };
         v.compute_metric_labels();

@@ -309,7 +309,7 @@ impl PrometheusBackend {
         futures::future::join_all(jobs).await.into_iter().collect()
     }
 
-    /// Runs the nine queries of a scope concurrently and returns them with the
+    /// Runs the queries of a scope (one per signal) concurrently and returns them with the
     /// number of queries sent. The answers are dropped once applied: keeping
     /// them would hold every row of a large fleet between cycles.
     async fn fetch_signals(
@@ -481,6 +481,9 @@ impl PrometheusBackend {
                         request_rate: row.rate.filter(|v| v.is_finite()),
                         avg_prompt_tokens: row.prompt.filter(|v| v.is_finite()),
                         avg_generation_tokens: row.generation.filter(|v| v.is_finite()),
+                        prefix_cache_hit_rate: row
+                            .prefix_hit_rate
+                            .filter(|v| (0.0..=1.0).contains(v)),
                         kv_cache: row.kv_cache,
                         activity: window.and_then(|w| {
                             let requests = activity_by_pod.get(&w)?.get(i).copied().flatten()?;
@@ -508,6 +511,7 @@ struct PodRow {
     rate: Option<f64>,
     prompt: Option<f64>,
     generation: Option<f64>,
+    prefix_hit_rate: Option<f64>,
     kv_cache: Option<crate::saturation::v2::KvCacheConfig>,
 }
 
@@ -524,6 +528,7 @@ impl PodRow {
             QuerySignal::CacheConfig
             | QuerySignal::SchedulerQueueSize
             | QuerySignal::SchedulerQueueBytes => return,
+            QuerySignal::PrefixCacheHitRate => &mut self.prefix_hit_rate,
         };
         // Several series per pod (several engines): keep the largest.
         *slot = Some(slot.map_or(value, |old: f64| old.max(value)));

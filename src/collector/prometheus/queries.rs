@@ -1,7 +1,7 @@
 //! The PromQL the Prometheus backend sends, built in one place. Pure.
 //!
 //! One query per signal covers every model and namespace at once, so the
-//! number of queries per fetch cycle is constant (seven) whatever the number
+//! number of queries per fetch cycle is constant (eight) whatever the number
 //! of variants. A per-model refresh uses the same shapes narrowed by label
 //! matchers whose values are escaped.
 
@@ -30,6 +30,9 @@ pub enum QuerySignal {
     SchedulerQueueSize,
     /// Bytes of those requests (`inference_extension_flow_control_queue_bytes`).
     SchedulerQueueBytes,
+    /// Prefix-cache hits / queries over the last minute (V2 reduces the
+    /// scheduler queue's prompt tokens by it).
+    PrefixCacheHitRate,
 }
 
 /// The endpoint picker's flow-control gauges (gateway-api-inference-extension,
@@ -39,7 +42,7 @@ pub const FLOW_CONTROL_QUEUE_SIZE: &str = "inference_extension_flow_control_queu
 pub const FLOW_CONTROL_QUEUE_BYTES: &str = "inference_extension_flow_control_queue_bytes";
 
 impl QuerySignal {
-    pub const ALL: [QuerySignal; 9] = [
+    pub const ALL: [QuerySignal; 10] = [
         QuerySignal::KvUsage,
         QuerySignal::QueueWaiting,
         QuerySignal::SampleTime,
@@ -49,6 +52,7 @@ impl QuerySignal {
         QuerySignal::CacheConfig,
         QuerySignal::SchedulerQueueSize,
         QuerySignal::SchedulerQueueBytes,
+        QuerySignal::PrefixCacheHitRate,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -62,6 +66,7 @@ impl QuerySignal {
             QuerySignal::CacheConfig => "cache_config",
             QuerySignal::SchedulerQueueSize => "scheduler_queue_size",
             QuerySignal::SchedulerQueueBytes => "scheduler_queue_bytes",
+            QuerySignal::PrefixCacheHitRate => "prefix_cache_hit_rate",
         }
     }
 
@@ -151,6 +156,11 @@ pub fn build(signal: QuerySignal, scope: Scope<'_>) -> String {
         ),
         QuerySignal::SchedulerQueueSize => flow_control(FLOW_CONTROL_QUEUE_SIZE, scope),
         QuerySignal::SchedulerQueueBytes => flow_control(FLOW_CONTROL_QUEUE_BYTES, scope),
+        // vLLM's counters are `vllm:prefix_cache_hits` and `_queries`,
+        // exposed with the `_total` suffix.
+        QuerySignal::PrefixCacheHitRate => format!(
+            "sum {BY} (rate(vllm:prefix_cache_hits_total{m}[1m])) / sum {BY} (rate(vllm:prefix_cache_queries_total{m}[1m]))"
+        ),
     }
 }
 

@@ -9,7 +9,8 @@
 
 use std::time::SystemTime;
 
-use super::history::{CapacityMemory, K2History, K2Key, OutputBucket};
+pub use super::engine::EngineParams;
+use super::history::{CapacityMemory, CapacityRecord, K2History, K2Key, OutputBucket};
 use crate::saturation::{SaturationThresholds, VariantState};
 
 /// `vllm:cache_config_info`'s `num_gpu_blocks` and `block_size` labels.
@@ -41,85 +42,10 @@ pub struct ReplicaTokens {
     pub avg_input_tokens: Option<f64>,
     /// Mean generated tokens per request.
     pub avg_output_tokens: Option<f64>,
+    /// Prefix-cache hits / queries in [0, 1] (rate over the window).
+    pub prefix_cache_hit_rate: Option<f64>,
     /// Time of the newest sample: dates k2 observations.
     pub sampled_at: SystemTime,
-}
-
-/// The vLLM engine parameters that bound compute capacity, from the
-/// Deployment's container args.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EngineParams {
-    /// `--max-num-batched-tokens`, else vLLM's default (8192 with the V1
-    /// engine's chunked prefill).
-    pub max_num_batched_tokens: u64,
-    /// `--max-num-seqs`, else 256.
-    pub max_num_seqs: u64,
-}
-
-impl Default for EngineParams {
-    fn default() -> Self {
-        EngineParams {
-            max_num_batched_tokens: 8192,
-            max_num_seqs: 256,
-        }
-    }
-}
-
-impl EngineParams {
-    /// Reads `--max-num-batched-tokens` and `--max-num-seqs` (`--k=v` and
-    /// `--k v`, `-` or `_`) from a container's command and args, including
-    /// a `sh -c "vllm serve ..."` string. Unparsable values keep the default
-    /// (the Deployment is not ours to reject).
-    pub fn from_args<'a>(args: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut words: Vec<String> = Vec::new();
-        for a in args {
-            words.extend(
-                a.split_whitespace()
-                    .map(|w| w.trim_matches(['"', '\'']).to_owned()),
-            );
-        }
-        let mut p = EngineParams::default();
-        let mut i = 0;
-        while i < words.len() {
-            let w = words[i].trim_start_matches('-').replace('_', "-");
-            let (name, inline) = match w.split_once('=') {
-                Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
-                None => (w.clone(), None),
-            };
-            let is_flag = words[i].starts_with("--");
-            if is_flag && (name == "max-num-batched-tokens" || name == "max-num-seqs") {
-                let value = match inline {
-                    Some(v) => Some(v),
-                    None => {
-                        i += 1;
-                        words.get(i).cloned()
-                    }
-                };
-                if let Some(n) = value.and_then(|v| v.parse::<u64>().ok()).filter(|n| *n > 0) {
-                    if name == "max-num-seqs" {
-                        p.max_num_seqs = n;
-                    } else {
-                        p.max_num_batched_tokens = n;
-                    }
-                }
-            }
-            i += 1;
-        }
-        p
-    }
-
-    /// k2 from the engine parameters: steady-state sequences
-    /// `N = min(B x O / (I + O), S)`, each holding on average `I + O/2`
-    /// tokens. None without output-length data.
-    pub fn derived_k2(&self, avg_input: f64, avg_output: f64) -> Option<u64> {
-        if avg_output <= 0.0 || self.max_num_batched_tokens == 0 {
-            return None;
-        }
-        let (b, s) = (self.max_num_batched_tokens as f64, self.max_num_seqs as f64);
-        let n = (b * avg_output / (avg_input + avg_output)).min(s);
-        let k2 = (n * (avg_input + avg_output / 2.0)) as u64;
-        (k2 > 0).then_some(k2)
-    }
 }
 
 /// Where a replica's k2 came from.
@@ -175,7 +101,8 @@ pub const BYTES_PER_TOKEN: f64 = 4.0;
 pub struct TokenVariant {
     pub state: VariantState,
     pub accelerator: String,
-    /// From the scale target's container args, when known.
+    /// From the scale target's container args (Deployments only, as
+    /// upstream), when known.
     pub engine: Option<EngineParams>,
 }
 
@@ -246,9 +173,18 @@ pub fn median(values: &mut [u64]) -> u64 {
     }
 }
 
-/// Mean prompt and output tokens over the replicas that report either.
-pub fn workload_averages(replicas: &[ReplicaTokens]) -> (f64, f64) {
-    let (mut i, mut o, mut n) = (0.0, 0.0, 0usize);
+/// Model-level workload averages over the replicas that report prompt or
+/// output lengths: mean prompt tokens, mean output tokens, mean prefix-cache
+/// hit rate (a replica without one counts as 0, as upstream).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct WorkloadAverages {
+    pub input: f64,
+    pub output: f64,
+    pub prefix_hit_rate: f64,
+}
+
+pub fn workload_averages(replicas: &[ReplicaTokens]) -> WorkloadAverages {
+    let (mut i, mut o, mut h, mut n) = (0.0, 0.0, 0.0, 0usize);
     for r in replicas {
         let (ri, ro) = (
             r.avg_input_tokens.unwrap_or(0.0),
@@ -257,25 +193,34 @@ pub fn workload_averages(replicas: &[ReplicaTokens]) -> (f64, f64) {
         if ri > 0.0 || ro > 0.0 {
             i += ri;
             o += ro;
+            h += r.prefix_cache_hit_rate.unwrap_or(0.0).clamp(0.0, 1.0);
             n += 1;
         }
     }
     if n == 0 {
-        (0.0, 0.0)
+        WorkloadAverages::default()
     } else {
-        (i / n as f64, o / n as f64)
+        let n = n as f64;
+        WorkloadAverages {
+            input: i / n,
+            output: o / n,
+            prefix_hit_rate: h / n,
+        }
     }
 }
 
 /// Token demand of requests queued in the scheduler: input tokens estimated
-/// from bytes and from count (the larger), plus their output tokens.
+/// from bytes and from count (the larger), reduced by the prefix-cache hit
+/// rate (those prompt tokens reuse cached blocks), plus their output tokens.
+/// The local vLLM queue gets no such reduction: its requests have not been
+/// looked up in the prefix cache yet (upstream's rule).
 pub fn scheduler_queue_demand(q: Option<SchedulerQueue>, replicas: &[ReplicaTokens]) -> f64 {
     let Some(q) = q.filter(|q| q.requests > 0.0 || q.bytes > 0.0) else {
         return 0.0;
     };
-    let (avg_in, avg_out) = workload_averages(replicas);
-    let input = (q.bytes / BYTES_PER_TOKEN).max(q.requests * avg_in);
-    input + q.requests * avg_out
+    let w = workload_averages(replicas);
+    let input = (q.bytes / BYTES_PER_TOKEN).max(q.requests * w.input) * (1.0 - w.prefix_hit_rate);
+    input + q.requests * w.output
 }
 
 /// One replica's capacity; None when it has no cache config (skipped by V2).
@@ -325,6 +270,51 @@ pub fn replica_capacity(
     })
 }
 
+/// Per-replica capacity of a variant with no live replica (scaled to zero,
+/// or every pod still starting), upstream's order:
+/// 1. the capacity remembered from its last live replicas;
+/// 2. with engine parameters (any Deployment has them) and workload data
+///    from the model's other replicas: k2 derived from the parameters,
+///    bounded by its own k1 when `--num-gpu-blocks-override` fixes the
+///    cache size, and by the live capacity of a *compatible* variant (same
+///    model in any namespace, same accelerator and GPUs per replica,
+///    capacity-compatible parameters);
+/// 3. with engine parameters only: the per-step token budget (a safe
+///    lower bound, so that a new variant can still be chosen);
+/// 4. else 0: unknown, the optimizer skips the variant.
+pub fn idle_variant_capacity(
+    model_id: &str,
+    v: &TokenVariant,
+    key: &super::history::VariantKey,
+    th: &SaturationThresholds,
+    workload: &WorkloadAverages,
+    state: &TokenState,
+) -> f64 {
+    if let Some(c) = state.capacity.recall(key) {
+        return c;
+    }
+    let Some(engine) = &v.engine else {
+        return 0.0;
+    };
+    if let Some(derived) = engine.derived_k2(workload.input, workload.output) {
+        let mut bounded = derived as f64;
+        if let Some(total) = engine.override_total_tokens() {
+            let k1 = (total as f64 * th.kv_cache_threshold).floor();
+            if k1 > 0.0 {
+                bounded = bounded.min(k1);
+            }
+        }
+        if let Some(c) = state
+            .capacity
+            .find_compatible(model_id, &v.accelerator, engine)
+        {
+            bounded = bounded.min(c);
+        }
+        return bounded;
+    }
+    engine.max_num_batched_tokens as f64
+}
+
 /// The V2 analysis of one model. Replicas are visited in pod-name order so
 /// that the history does not depend on the order the inventory lists them.
 pub fn analyze_tokens(input: &TokenModelInput<'_>, state: &mut TokenState) -> TokenAnalysis {
@@ -350,41 +340,56 @@ pub fn analyze_tokens(input: &TokenModelInput<'_>, state: &mut TokenState) -> To
             )
         })
         .collect();
-    let (avg_in, avg_out) = workload_averages(input.replicas);
+    let workload = workload_averages(input.replicas);
+    let key_of = |v: &TokenVariant| {
+        (
+            input.namespace.to_owned(),
+            input.model_id.to_owned(),
+            v.state.name.clone(),
+        )
+    };
+    // First the variants with live replicas: their median is remembered
+    // before any variant without one looks for a compatible record (upstream
+    // also records every live replica before aggregating).
+    let mut live_capacity: Vec<Option<f64>> = Vec::with_capacity(input.variants.len());
+    for v in input.variants {
+        let mut eff: Vec<u64> = capacities
+            .iter()
+            .filter(|c| c.variant == v.state.name)
+            .map(|c| c.effective)
+            .collect();
+        if eff.is_empty() {
+            live_capacity.push(None);
+            continue;
+        }
+        let m = median(&mut eff) as f64;
+        let newest = replicas
+            .iter()
+            .filter(|r| r.variant == v.state.name)
+            .map(|r| r.sampled_at)
+            .max()
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        state.capacity.remember(
+            key_of(v),
+            CapacityRecord {
+                capacity: m,
+                learned_at: newest,
+                accelerator: v.accelerator.clone(),
+                engine: v.engine.clone(),
+            },
+        );
+        live_capacity.push(Some(m));
+    }
     let mut variants = Vec::with_capacity(input.variants.len());
     let (mut supply, mut anticipated, mut demand) = (0.0, 0.0, 0.0);
-    for v in input.variants {
+    for (v, live_cap) in input.variants.iter().zip(live_capacity) {
         let live: Vec<&ReplicaCapacity> = capacities
             .iter()
             .filter(|c| c.variant == v.state.name)
             .collect();
-        let key = (
-            input.namespace.to_owned(),
-            input.model_id.to_owned(),
-            v.state.name.clone(),
-        );
-        let per_replica = if live.is_empty() {
-            state
-                .capacity
-                .recall(&key)
-                .or_else(|| {
-                    v.engine
-                        .and_then(|e| e.derived_k2(avg_in, avg_out))
-                        .map(|k| k as f64)
-                })
-                .or_else(|| v.engine.map(|e| e.max_num_batched_tokens as f64))
-                .unwrap_or(0.0)
-        } else {
-            let mut eff: Vec<u64> = live.iter().map(|c| c.effective).collect();
-            let m = median(&mut eff) as f64;
-            let newest = replicas
-                .iter()
-                .filter(|r| r.variant == v.state.name)
-                .map(|r| r.sampled_at)
-                .max()
-                .unwrap_or(SystemTime::UNIX_EPOCH);
-            state.capacity.remember(key, m, newest);
-            m
+        let per_replica = match live_cap {
+            Some(m) => m,
+            None => idle_variant_capacity(input.model_id, v, &key_of(v), th, &workload, state),
         };
         let variant_demand: f64 = live.iter().map(|c| c.demand as f64).sum();
         let ready = v.state.ready_replicas;

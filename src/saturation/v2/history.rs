@@ -122,27 +122,75 @@ impl K2History {
 /// Key of a remembered capacity: namespace, model, variant.
 pub type VariantKey = (String, String, String);
 
+/// What is remembered of a variant's live replicas.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapacityRecord {
+    /// Median effective capacity per replica.
+    pub capacity: f64,
+    /// Sample time of the newest replica it came from.
+    pub learned_at: SystemTime,
+    pub accelerator: String,
+    /// The variant's engine parameters at the time (with its GPUs per
+    /// replica): what makes the record usable for a compatible variant.
+    pub engine: Option<super::engine::EngineParams>,
+}
+
 /// The last live per-replica capacity of each variant, for variants that
-/// have no live replica at the moment (scaled to zero, or all starting).
+/// have no live replica at the moment (scaled to zero, or all starting),
+/// and for compatible variants that never had one.
 #[derive(Debug, Clone, Default)]
 pub struct CapacityMemory {
-    records: HashMap<VariantKey, (f64, SystemTime)>,
+    records: HashMap<VariantKey, CapacityRecord>,
 }
 
 impl CapacityMemory {
-    pub fn remember(&mut self, key: VariantKey, capacity: f64, learned_at: SystemTime) {
+    pub fn remember(&mut self, key: VariantKey, record: CapacityRecord) {
         if !self.records.contains_key(&key) && self.records.len() >= MAX_KEYS {
-            evict_oldest(&mut self.records, |r| r.1);
+            evict_oldest(&mut self.records, |r| r.learned_at);
         }
-        let e = self.records.entry(key).or_insert((capacity, learned_at));
-        // Never let an older sample overwrite a newer one.
-        if learned_at >= e.1 {
-            *e = (capacity, learned_at);
+        match self.records.get_mut(&key) {
+            // Never let an older sample overwrite a newer one.
+            Some(e) if record.learned_at < e.learned_at => {}
+            Some(e) => *e = record,
+            None => {
+                self.records.insert(key, record);
+            }
         }
     }
 
     pub fn recall(&self, key: &VariantKey) -> Option<f64> {
-        self.records.get(key).map(|r| r.0).filter(|c| *c > 0.0)
+        self.records
+            .get(key)
+            .map(|r| r.capacity)
+            .filter(|c| *c > 0.0)
+    }
+
+    /// The live capacity of another variant of the same model (any
+    /// namespace: capacity depends on hardware and engine settings, not on
+    /// where the variant runs) on the same accelerator with the same GPUs
+    /// per replica and capacity-compatible engine parameters (upstream's
+    /// `FindCompatible`, live records only). Several matches: the most
+    /// recently learned, then the smallest key, so that every server
+    /// replica picks the same one.
+    pub fn find_compatible(
+        &self,
+        model_id: &str,
+        accelerator: &str,
+        engine: &super::engine::EngineParams,
+    ) -> Option<f64> {
+        self.records
+            .iter()
+            .filter(|(k, r)| {
+                k.1 == model_id
+                    && r.capacity > 0.0
+                    && r.accelerator == accelerator
+                    && r.engine.as_ref().is_some_and(|e| {
+                        e.gpus_per_replica == engine.gpus_per_replica
+                            && e.is_capacity_compatible(engine)
+                    })
+            })
+            .max_by(|(ka, a), (kb, b)| a.learned_at.cmp(&b.learned_at).then(kb.cmp(ka)))
+            .map(|(_, r)| r.capacity)
     }
 
     pub fn len(&self) -> usize {
@@ -157,7 +205,7 @@ impl CapacityMemory {
     pub fn evict(&mut self, now: SystemTime) -> usize {
         let before = self.records.len();
         self.records
-            .retain(|_, r| now.duration_since(r.1).unwrap_or_default() <= CAPACITY_TTL);
+            .retain(|_, r| now.duration_since(r.learned_at).unwrap_or_default() <= CAPACITY_TTL);
         before - self.records.len()
     }
 }
@@ -219,6 +267,50 @@ mod tests {
         assert_eq!(h.average(&key(OutputBucket::Long)), None);
     }
 
+    /// Upstream `history_test.go` ("Rolling Average"), on our window of
+    /// [`K2_WINDOW`] (upstream's "Window eviction" row uses a window of 3,
+    /// which ours does not take; the overflow row covers eviction). An
+    /// empty window is None here where upstream answers 0.
+    #[test]
+    fn upstream_rolling_average_cases() {
+        let cases: [(&str, &[f64], Option<f64>, usize); 4] = [
+            (
+                "Add and Average: should compute the mean of added values",
+                &[10.0, 20.0, 30.0],
+                Some(20.0),
+                3,
+            ),
+            (
+                "Empty average: should return 0 for an empty rolling average",
+                &[],
+                None,
+                0,
+            ),
+            (
+                "Single value: should return the value itself as the average",
+                &[42.0],
+                Some(42.0),
+                1,
+            ),
+            (
+                "Large window with overflow: should retain only the last maxSize values",
+                &[
+                    1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
+                ],
+                Some(10.5),
+                K2_WINDOW,
+            ),
+        ];
+        for (name, values, average, len) in cases {
+            let mut h = K2History::default();
+            let k = key(OutputBucket::Short);
+            for (i, v) in values.iter().enumerate() {
+                h.observe(&k, "p", at(i as u64), *v);
+            }
+            assert_eq!((h.average(&k), h.len_of(&k)), (average, len), "{name}");
+        }
+    }
+
     #[test]
     fn the_same_sample_is_recorded_once() {
         let mut h = K2History::default();
@@ -247,12 +339,120 @@ mod tests {
     fn capacity_is_evicted_after_7_days_and_newer_wins() {
         let mut m = CapacityMemory::default();
         let k = ("ns".to_owned(), "m".to_owned(), "v".to_owned());
-        m.remember(k.clone(), 12800.0, at(100));
-        m.remember(k.clone(), 9000.0, at(50));
+        let rec = |capacity, t| CapacityRecord {
+            capacity,
+            learned_at: at(t),
+            accelerator: "H100".into(),
+            engine: None,
+        };
+        m.remember(k.clone(), rec(12800.0, 100));
+        m.remember(k.clone(), rec(9000.0, 50));
         assert_eq!(m.recall(&k), Some(12800.0));
         assert_eq!(m.evict(at(100 + 7 * 24 * 3600)), 0);
         assert_eq!(m.evict(at(101 + 7 * 24 * 3600)), 1);
         assert_eq!(m.recall(&k), None);
+    }
+
+    /// Upstream `capacity_store_test.go`'s `FindCompatible` cases over live
+    /// records: (name, stored (namespace, model, accelerator, GPUs, engine
+    /// change, capacity), found).
+    #[test]
+    fn upstream_find_compatible_cases() {
+        use super::super::engine::EngineParams;
+        type Change = fn(&mut EngineParams);
+        type Stored = (
+            &'static str,
+            &'static str,
+            &'static str,
+            u32,
+            Option<Change>,
+            f64,
+        );
+        let cases: [(&str, Stored, Option<f64>); 8] = [
+            (
+                "should find a compatible record from another variant",
+                ("ns", "m", "H100", 1, Some(|_| {}), 40000.0),
+                Some(40000.0),
+            ),
+            (
+                "should not match across different accelerator types",
+                ("ns", "m", "A100", 1, Some(|_| {}), 40000.0),
+                None,
+            ),
+            (
+                "should not match across different GPU counts",
+                ("ns", "m", "H100", 2, Some(|_| {}), 40000.0),
+                None,
+            ),
+            (
+                "should not match across different vLLM parameters",
+                (
+                    "ns",
+                    "m",
+                    "H100",
+                    1,
+                    Some(|p| p.gpu_memory_utilization = 0.8),
+                    40000.0,
+                ),
+                None,
+            ),
+            (
+                "should match across different namespaces (capacity is hardware-dependent)",
+                ("other-ns", "m", "H100", 1, Some(|_| {}), 40000.0),
+                Some(40000.0),
+            ),
+            (
+                "should not match across different models",
+                ("ns", "other-model", "H100", 1, Some(|_| {}), 40000.0),
+                None,
+            ),
+            (
+                "should skip records with no useful capacity data",
+                ("ns", "m", "H100", 1, Some(|_| {}), 0.0),
+                None,
+            ),
+            (
+                "should return nil when nil params are provided (a record without parameters)",
+                ("ns", "m", "H100", 1, None, 40000.0),
+                None,
+            ),
+        ];
+        let wanted = EngineParams::default();
+        for (name, (ns, model, acc, gpus, change, capacity), want) in cases {
+            let mut m = CapacityMemory::default();
+            let engine = change.map(|c| {
+                let mut e = EngineParams {
+                    gpus_per_replica: gpus,
+                    ..EngineParams::default()
+                };
+                c(&mut e);
+                e
+            });
+            m.remember(
+                (ns.into(), model.into(), "variant-a".into()),
+                CapacityRecord {
+                    capacity,
+                    learned_at: at(10),
+                    accelerator: acc.into(),
+                    engine,
+                },
+            );
+            assert_eq!(m.find_compatible("m", "H100", &wanted), want, "{name}");
+        }
+        // Several matches: the newest, whatever the map order.
+        let mut m = CapacityMemory::default();
+        for (v, cap, t) in [("a", 1000.0, 5), ("b", 2000.0, 9), ("c", 3000.0, 7)] {
+            m.remember(
+                ("ns".into(), "m".into(), v.into()),
+                CapacityRecord {
+                    capacity: cap,
+                    learned_at: at(t),
+                    accelerator: "H100".into(),
+                    engine: Some(wanted.clone()),
+                },
+            );
+        }
+        assert_eq!(m.find_compatible("m", "H100", &wanted), Some(2000.0));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! history accumulates.
 
 pub mod capacity;
+pub mod engine;
 pub mod history;
 pub mod optimizer;
 
@@ -18,9 +19,11 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 pub use capacity::{
-    analyze_tokens, EngineParams, K2Source, KvCacheConfig, ReplicaCapacity, ReplicaTokens,
-    SchedulerQueue, TokenAnalysis, TokenModelInput, TokenState, TokenVariant, VariantCapacity,
+    analyze_tokens, K2Source, KvCacheConfig, ReplicaCapacity, ReplicaTokens, SchedulerQueue,
+    TokenAnalysis, TokenModelInput, TokenState, TokenVariant, VariantCapacity, WorkloadAverages,
 };
+pub use engine::{ContainerArgs, EngineParams};
+pub use history::CapacityRecord;
 pub use optimizer::{allot_accelerators, optimize, Grant, OptimizerVariant, ScaleUpClaim};
 
 use super::{HpaView, TargetReason, VariantTarget};

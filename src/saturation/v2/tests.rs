@@ -67,6 +67,7 @@ fn replica(
         }),
         avg_input_tokens: Some(avg_in),
         avg_output_tokens: Some(avg_out),
+        prefix_cache_hit_rate: None,
         sampled_at: at(0),
     }
 }
@@ -108,6 +109,7 @@ fn worked_examples_of_the_issue_v2_against_v1() {
                 }),
                 avg_input_tokens: Some(100.0),
                 avg_output_tokens: Some(50.0),
+                prefix_cache_hit_rate: None,
                 sampled_at: at(0),
             })
             .collect();
@@ -206,6 +208,16 @@ fn upstream_analyzer_cases() {
             remembered: None,
             queue: None,
             per_replica: &[4000.0],
+            signals: None,
+        },
+        Case {
+            name: "k2 history: should store k2 observation in rolling average (checked below: history average 8000)",
+            history: &[],
+            replicas: &[("pod-1", H, 8000, 16000, 6.0, 100.0, 50.0)],
+            variants: &[(H, 1, 1, None)],
+            remembered: None,
+            queue: None,
+            per_replica: &[8000.0],
             signals: None,
         },
         Case {
@@ -381,6 +393,7 @@ fn upstream_analyzer_cases() {
                 engine: engine.map(|(b, s)| EngineParams {
                     max_num_batched_tokens: b,
                     max_num_seqs: s,
+                    ..EngineParams::default()
                 }),
                 ..variant(n, 10.0, spec, ready)
             })
@@ -389,8 +402,12 @@ fn upstream_analyzer_cases() {
         if let Some((v, cap)) = c.remembered {
             st.capacity.remember(
                 ("test-ns".into(), "test-model".into(), v.into()),
-                cap,
-                at(0),
+                CapacityRecord {
+                    capacity: cap,
+                    learned_at: at(0),
+                    accelerator: "H100".into(),
+                    engine: None,
+                },
             );
         }
         if !c.history.is_empty() {
@@ -400,6 +417,14 @@ fn upstream_analyzer_cases() {
             .queue
             .map(|(requests, bytes)| SchedulerQueue { requests, bytes });
         let a = analyze(&to_replicas(c.replicas, 1), &variants, q, &mut st);
+        if c.name.starts_with("k2 history: should store") {
+            let key = history::K2Key {
+                model_id: "test-model".into(),
+                accelerator: "H100".into(),
+                bucket: history::OutputBucket::Short,
+            };
+            assert_eq!(st.k2_history.average(&key), Some(8000.0), "{}", c.name);
+        }
         let got: Vec<f64> = a.variants.iter().map(|v| v.per_replica).collect();
         assert_eq!(got, c.per_replica, "{}", c.name);
         if let Some((required, spare, demand, supply, anticipated)) = c.signals {
@@ -420,6 +445,168 @@ fn upstream_analyzer_cases() {
             );
         }
     }
+}
+
+/// Upstream's zero-replica cases that need a stored record of another
+/// variant or `--num-gpu-blocks-override` (analyzer_test.go, "Zero-replica
+/// variants"), plus the same situations around them.
+#[test]
+fn upstream_zero_replica_bound_cases() {
+    type Change = fn(&mut EngineParams);
+    struct Case {
+        name: &'static str,
+        /// Live replicas of the model: (pod, variant, accelerator, in use, total, avg in, avg out).
+        replicas: &'static [(&'static str, &'static str, &'static str, u64, u64, f64, f64)],
+        /// Variants: (name, accelerator, spec = ready, engine change from the defaults).
+        variants: &'static [(&'static str, &'static str, u32, Option<Change>)],
+        /// A remembered live record: (namespace, variant, accelerator, capacity, engine change).
+        remembered: Option<(
+            &'static str,
+            &'static str,
+            &'static str,
+            f64,
+            Option<Change>,
+        )>,
+        /// Per-replica capacity of the last variant.
+        want: f64,
+    }
+    let cases = [
+        Case {
+            name: "should bound k2 estimate by compatible variant's live EffectiveCapacity",
+            // variant-a's pod: 5000 of 50000 tokens, queue 0, I=500, O=100;
+            // its capacity is min(k1 = 40000, derived k2 = 140800) = 40000.
+            replicas: &[("pod-1", "variant-a", "H100", 5000, 50000, 500.0, 100.0)],
+            variants: &[
+                ("variant-a", "H100", 1, Some(|_| {})),
+                ("variant-b", "H100", 0, Some(|_| {})),
+            ],
+            remembered: None,
+            want: 40000.0,
+        },
+        Case {
+            name: "should bound k2 estimate by compatible variant's live EffectiveCapacity (record from another namespace)",
+            replicas: &[("pod-1", "variant-x", "L40S", 5000, 16000, 500.0, 100.0)],
+            variants: &[
+                ("variant-x", "L40S", 1, Some(|_| {})),
+                ("variant-b", "H100", 0, Some(|_| {})),
+            ],
+            remembered: Some(("other-ns", "variant-a", "H100", 40000.0, Some(|_| {}))),
+            want: 40000.0,
+        },
+        Case {
+            name: "should bound k2 estimate by own k1 when TotalKvCapacityTokens is known",
+            // k2 derived 140800; k1 = 1875 x 16 x 0.8 = 24000; L40S is not compatible.
+            replicas: &[("pod-1", "variant-x", "L40S", 5000, 16000, 500.0, 100.0)],
+            variants: &[
+                ("variant-x", "L40S", 1, None),
+                ("variant-a", "A100", 0, Some(|p| p.num_gpu_blocks_override = 1875)),
+            ],
+            remembered: None,
+            want: 24000.0,
+        },
+        Case {
+            name: "a compatible record with other engine parameters does not bound",
+            replicas: &[("pod-1", "variant-x", "L40S", 5000, 16000, 500.0, 100.0)],
+            variants: &[
+                ("variant-x", "L40S", 1, None),
+                ("variant-b", "H100", 0, Some(|_| {})),
+            ],
+            remembered: Some(("test-ns", "variant-a", "H100", 40000.0, Some(|p| p.gpu_memory_utilization = 0.95))),
+            want: 140800.0,
+        },
+        Case {
+            name: "a compatible record with another GPU count does not bound",
+            replicas: &[("pod-1", "variant-x", "L40S", 5000, 16000, 500.0, 100.0)],
+            variants: &[
+                ("variant-x", "L40S", 1, None),
+                ("variant-b", "H100", 0, Some(|_| {})),
+            ],
+            remembered: Some(("test-ns", "variant-a", "H100", 40000.0, Some(|p| p.gpus_per_replica = 2))),
+            want: 140800.0,
+        },
+        Case {
+            name: "without workload data the token budget is used, even with a compatible record",
+            replicas: &[],
+            variants: &[("variant-b", "H100", 0, Some(|p| p.max_num_batched_tokens = 4096))],
+            remembered: Some(("test-ns", "variant-a", "H100", 40000.0, Some(|p| p.max_num_batched_tokens = 4096))),
+            want: 4096.0,
+        },
+        Case {
+            name: "no engine parameters and no record: unknown (0)",
+            replicas: &[("pod-1", "variant-x", "L40S", 5000, 16000, 500.0, 100.0)],
+            variants: &[("variant-x", "L40S", 1, None), ("variant-b", "H100", 0, None)],
+            remembered: Some(("test-ns", "variant-a", "H100", 40000.0, Some(|_| {}))),
+            want: 0.0,
+        },
+    ];
+    let engine = |c: Option<Change>| {
+        c.map(|c| {
+            let mut e = EngineParams::default();
+            c(&mut e);
+            e
+        })
+    };
+    for c in cases {
+        let variants: Vec<TokenVariant> = c
+            .variants
+            .iter()
+            .map(|&(name, acc, n, e)| TokenVariant {
+                accelerator: acc.into(),
+                engine: engine(e),
+                ..variant(name, 10.0, n, n)
+            })
+            .collect();
+        let replicas: Vec<ReplicaTokens> = c
+            .replicas
+            .iter()
+            .map(|&(pod, v, acc, in_use, total, i, o)| ReplicaTokens {
+                accelerator: acc.into(),
+                ..replica(pod, v, in_use, total, 0.0, i, o)
+            })
+            .collect();
+        let mut st = TokenState::default();
+        if let Some((ns, v, acc, capacity, e)) = c.remembered {
+            st.capacity.remember(
+                (ns.into(), "test-model".into(), v.into()),
+                CapacityRecord {
+                    capacity,
+                    learned_at: at(0),
+                    accelerator: acc.into(),
+                    engine: engine(e),
+                },
+            );
+        }
+        let a = analyze(&replicas, &variants, None, &mut st);
+        let last = a.variants.last().expect("variants");
+        assert_eq!(last.per_replica, c.want, "{}", c.name);
+    }
+}
+
+/// "Scheduler queue demand: should reduce input tokens by prefix cache hit
+/// rate", and the local vLLM queue, which the hit rate does not reduce.
+#[test]
+fn upstream_prefix_cache_hit_rate_case() {
+    let variants = [variant("variant-a", 10.0, 1, 1)];
+    let r = ReplicaTokens {
+        prefix_cache_hit_rate: Some(0.5),
+        ..replica("pod-1", "variant-a", 5000, 16000, 0.0, 100.0, 50.0)
+    };
+    let q = SchedulerQueue {
+        requests: 10.0,
+        bytes: 4000.0,
+    };
+    // input max(4000 / 4, 10 x 100) x (1 - 0.5) = 500, output 10 x 50 = 500.
+    let a = analyze(
+        std::slice::from_ref(&r),
+        &variants,
+        Some(q),
+        &mut TokenState::default(),
+    );
+    assert_eq!(a.demand, 6000.0);
+    // A local queue of 10 adds 10 x 100 prompt tokens, unreduced.
+    let local = ReplicaTokens { queue: 10.0, ..r };
+    let a = analyze(&[local], &variants, None, &mut TokenState::default());
+    assert_eq!(a.demand, 6000.0);
 }
 
 #[test]
@@ -450,6 +637,10 @@ fn upstream_estimate_capacity_from_params_cases() {
             0.0,
             None,
         ),
+        // "should return 0 when params is nil": a variant without engine
+        // parameters has no derived k2 (TokenVariant::engine None; see the
+        // analyzer row "should fall back to k1 when no batch/queue/history
+        // data exists").
         // Not capped by S: B x O / (I + O) = 2048 x 100 / 600 = 341.33 sequences.
         (
             "uncapped steady state",
@@ -464,6 +655,7 @@ fn upstream_estimate_capacity_from_params_cases() {
         let p = EngineParams {
             max_num_batched_tokens: b,
             max_num_seqs: s,
+            ..EngineParams::default()
         };
         assert_eq!(p.derived_k2(i, o), want, "{name}");
     }
@@ -911,7 +1103,7 @@ proptest! {
         let replicas: Vec<ReplicaTokens> = loads.iter().enumerate().map(|(i, &(kv, queue, blocks))| ReplicaTokens {
             pod: format!("p{i}"), variant: "v".into(), accelerator: "H100".into(), kv, queue,
             cache: Some(KvCacheConfig { num_gpu_blocks: blocks, block_size: 16 }),
-            avg_input_tokens: Some(200.0), avg_output_tokens: Some(100.0), sampled_at: at(0),
+            avg_input_tokens: Some(200.0), avg_output_tokens: Some(100.0), prefix_cache_hit_rate: None, sampled_at: at(0),
         }).collect();
         let d = TokenAnalyzer::new().decide(&TokenModelInput { namespace: "ns", model_id: "m", replicas: &replicas, variants: &variants, thresholds: &th, scheduler_queue: None }, at(0));
         prop_assert!(d.targets[0].desired >= s.min_replicas && d.targets[0].desired <= s.max_replicas);

@@ -432,8 +432,8 @@ pub struct SimulateArgs {
     /// Virtual time to simulate (default: 24h for diurnal, 2h for the other scenarios, the trace's length for a file).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Comma-separated policies: v1 (this server), chain (V1 behind controller -> Prometheus -> adapter), v2 (when built in).
-    #[arg(long, default_value = "v1,chain")]
+    /// Comma-separated policies: v1 (this server, percentage analysis), v2 (this server, token-based analysis), chain (V1 behind controller -> Prometheus -> adapter).
+    #[arg(long, default_value = crate::simulate::policy::DEFAULT_POLICIES)]
     pub policies: String,
     /// Thresholds file (as for `serve`); its `default` entry, or the entry of --model-id/--namespace, applies.
     #[arg(long)]

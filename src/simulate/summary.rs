@@ -120,6 +120,7 @@ mod tests {
             requests: 4,
             interrupted_requests: 0,
             scale_events: 1,
+            scale_history: vec![(120, 3)],
             max_replicas: 3,
             replica_seconds: 600.0,
             ttfts: vec![0.5, 2.5, 2.0, 0.1],

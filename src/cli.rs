@@ -477,6 +477,9 @@ pub struct SimulateArgs {
     /// How often this server's collector refreshes (v1, v2).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub fetch_interval: Duration,
+    /// v2: give the analysis no mean prompt/output tokens per request (as the direct-scrape backend, which does not compute them; by default v2 gets the last minute's means, as the Prometheus backend computes them).
+    #[arg(long)]
+    pub v2_without_token_means: bool,
     /// chain: Prometheus scrape interval of the replicas.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub chain_scrape_interval: Duration,

@@ -56,6 +56,11 @@ pub struct SimConfig {
     pub thresholds: SaturationThresholds,
     /// The collector's refresh period for on-demand policies.
     pub fetch_interval: u64,
+    /// V2 is given the mean prompt and generated tokens of the requests
+    /// that finished in the last minute (as the Prometheus backend computes
+    /// them). False: it is given none, as with the direct-scrape backend,
+    /// which does not compute them; queued requests then add no demand.
+    pub token_means: bool,
     /// Time-to-first-token objective (p95 per minute), seconds.
     pub slo_ttft: f64,
     pub cost_per_replica_hour: f64,
@@ -86,6 +91,7 @@ impl Default for SimConfig {
             max_replicas: 20,
             thresholds: SaturationThresholds::default(),
             fetch_interval: 1,
+            token_means: true,
             slo_ttft: 2.0,
             cost_per_replica_hour: 10.0,
         }
@@ -256,6 +262,7 @@ impl Cluster<'_> {
         let targets = match &self.decider {
             Decider::Tokens(tokens) => {
                 let cache = self.config.replica_cache();
+                let means = |w: &Window| w.token_means.filter(|_| self.config.token_means);
                 let replicas: Vec<ReplicaTokens> = windows
                     .into_iter()
                     .map(|(pod, w)| ReplicaTokens {
@@ -265,8 +272,8 @@ impl Cluster<'_> {
                         kv: w.kv,
                         queue: w.queue,
                         cache: Some(cache),
-                        avg_input_tokens: w.token_means.map(|m| m.0),
-                        avg_output_tokens: w.token_means.map(|m| m.1),
+                        avg_input_tokens: means(&w).map(|m| m.0),
+                        avg_output_tokens: means(&w).map(|m| m.1),
                         sampled_at: virtual_time(now),
                     })
                     .collect();
@@ -738,6 +745,25 @@ mod tests {
             "v2 {s2:?} v1 {s1:?}"
         );
         assert_eq!(v1.requests, v2.requests);
+
+        // Without the mean prompt tokens (the direct-scrape backend today)
+        // the queue adds no demand: V2 waits for its pending pods before it
+        // adds more, and reaches four replicas more than a minute later.
+        let blind = run_policy(
+            &SimConfig {
+                token_means: false,
+                ..config.clone()
+            },
+            &policy("v2"),
+            &trace,
+            &mut |_| {},
+        );
+        let c = reach(&blind, 4);
+        assert!(
+            c.is_some_and(|c| Some(c) >= a.map(|a| a + 60)),
+            "without means {:?}",
+            blind.scale_history
+        );
     }
 
     #[test]

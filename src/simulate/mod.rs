@@ -140,6 +140,7 @@ pub fn config_from_args(args: &SimulateArgs, duration: u64) -> Result<SimConfig,
         max_replicas: nonzero("max-replicas", args.max_replicas)?,
         thresholds: Default::default(),
         fetch_interval: whole_seconds("fetch-interval", args.fetch_interval, 1)?,
+        token_means: !args.v2_without_token_means,
         slo_ttft: positive("slo-ttft", args.slo_ttft.as_secs_f64())?,
         cost_per_replica_hour: if args.cost_per_replica_hour.is_finite()
             && args.cost_per_replica_hour >= 0.0

@@ -450,6 +450,9 @@ pub struct SimulateArgs {
     /// Output directory for summary.json, report.html and charts/*.svg.
     #[arg(long, default_value = "simulate-out")]
     pub out: PathBuf,
+    /// Time run first at the trace's first-minute load and not counted, so that the trace starts on a cluster settled for its load (0s: it starts at --min-replicas).
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub warm_up: Duration,
     /// Seed of the arrival generator: the same seed gives the same summary.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

@@ -42,6 +42,10 @@ fn virtual_time(seconds: u64) -> SystemTime {
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     pub duration_seconds: u64,
+    /// Seconds run before the trace at its first minute's rate, not
+    /// counted: the cluster starts the trace settled for its load instead
+    /// of at `min_replicas` under it (see [`Trace::warm_up`]).
+    pub warm_up_seconds: u64,
     pub seed: u64,
     pub replica: ReplicaParams,
     /// Replica-model sub-steps per second.
@@ -80,6 +84,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             duration_seconds: 3600,
+            warm_up_seconds: 0,
             seed: 1,
             replica: ReplicaParams::default(),
             substeps: 4,
@@ -443,6 +448,11 @@ pub fn run_policy(
     }
     cluster.scale_history.clear();
 
+    let warm = config.warm_up_seconds;
+    let warm_trace = trace.warm_up();
+    // Another stream than the trace's, so that the trace's requests do not
+    // depend on the warm-up's length.
+    let mut warm_arrivals = Arrivals::new(&warm_trace, config.seed ^ 0x5741_524d_5550);
     let mut arrivals = Arrivals::new(trace, config.seed);
     let mut batch = Vec::new();
     let substeps = config.substeps.max(1);
@@ -459,7 +469,17 @@ pub fn run_policy(
         ttfts: Vec::new(),
     };
     let mut minute = MinuteAccumulator::default();
-    for now in 0..config.duration_seconds {
+    let end = warm + config.duration_seconds;
+    // Requests of the trace arrive from here (warm-up ones before).
+    let trace_start = warm as f64;
+    for now in 0..end {
+        let measured = now >= warm;
+        if now == warm && warm > 0 {
+            // The trace starts: what the warm-up did is not counted.
+            cluster.scale_history.clear();
+            cluster.interrupted = 0;
+            run.max_replicas = cluster.pods.len() as u32;
+        }
         cluster.control(now);
         let ready = cluster.ready(now);
         if ready > 0 {
@@ -468,9 +488,16 @@ pub fn run_policy(
             }
         }
         batch.clear();
-        arrivals.until((now + 1) as f64, &mut batch);
-        minute.arrivals += batch.len() as u32;
-        run.requests += batch.len() as u64;
+        if measured {
+            arrivals.until((now + 1 - warm) as f64, &mut batch);
+            for r in &mut batch {
+                r.arrival += trace_start;
+            }
+            minute.arrivals += batch.len() as u32;
+            run.requests += batch.len() as u64;
+        } else {
+            warm_arrivals.until((now + 1) as f64, &mut batch);
+        }
         for &r in &batch {
             cluster.dispatch(r, now);
         }
@@ -478,9 +505,11 @@ pub fn run_policy(
             for s in 0..substeps {
                 let t = now as f64 + f64::from(s) * dt;
                 pod.model.step(t, dt, |f| {
-                    let ttft = f.ttft();
-                    minute.ttfts.push(ttft);
-                    run.ttfts.push(ttft as f32);
+                    if f.arrival >= trace_start {
+                        let ttft = f.ttft();
+                        minute.ttfts.push(ttft);
+                        run.ttfts.push(ttft as f32);
+                    }
                 });
             }
             let state = pod.model.reported_state();
@@ -497,16 +526,24 @@ pub fn run_policy(
             {
                 pod.samples.pop_front();
             }
-            minute.kv_sum += state.kv;
-            minute.kv_samples += 1;
+            if measured {
+                minute.kv_sum += state.kv;
+                minute.kv_samples += 1;
+            }
+        }
+        if (now + 1) % 600 == 0 {
+            progress(600);
+        }
+        if !measured {
+            continue;
         }
         minute.pod_seconds += cluster.pods.len() as f64;
         minute.ready_seconds += f64::from(ready);
         run.replica_seconds += cluster.pods.len() as f64;
         run.max_replicas = run.max_replicas.max(cluster.pods.len() as u32);
         minute.seconds += 1;
-        if (now + 1) % 60 == 0 || now + 1 == config.duration_seconds {
-            if now + 1 == config.duration_seconds {
+        if (now + 1 - warm) % 60 == 0 || now + 1 == end {
+            if now + 1 == end {
                 // Requests never served by the end: their wait so far is a
                 // lower bound of their time to first token.
                 let end = (now + 1) as f64;
@@ -515,6 +552,7 @@ pub fn run_policy(
                     .iter()
                     .map(|r| r.arrival)
                     .chain(cluster.pods.iter().flat_map(|p| p.model.waiting_arrivals()))
+                    .filter(|&a| a >= trace_start)
                     .map(|a| end - a)
                     .collect::<Vec<_>>();
                 for w in unserved {
@@ -524,11 +562,8 @@ pub fn run_policy(
             }
             run.minutes.push(minute.finish());
         }
-        if (now + 1) % 600 == 0 {
-            progress(600);
-        }
     }
-    progress(config.duration_seconds % 600);
+    progress(end % 600);
     run.interrupted_requests = cluster.interrupted;
     run.scale_events = cluster.scale_history.len() as u32;
     run.scale_history = cluster.scale_history;
@@ -686,6 +721,37 @@ mod tests {
                 &mut |_| {},
             );
             assert_ne!(a.ttfts, c.ttfts, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_warm_up_starts_the_trace_settled_and_is_not_counted() {
+        // 12 req/s from the start: two or three replicas' worth. Without a
+        // warm-up the single starting replica queues for minutes; with one,
+        // the trace meets a cluster already sized for it.
+        let trace = rates(&[(0.0, 12.0)]);
+        for name in ["v1", "v2", "chain"] {
+            let cold = SimConfig {
+                duration_seconds: 1200,
+                ..Default::default()
+            };
+            let warm = SimConfig {
+                warm_up_seconds: 1800,
+                ..cold.clone()
+            };
+            let c = run_policy(&cold, &policy(name), &trace, &mut |_| {});
+            let w = run_policy(&warm, &policy(name), &trace, &mut |_| {});
+            let (sc, sw) = (
+                crate::simulate::summarize(&c, 2.0, 10.0),
+                crate::simulate::summarize(&w, 2.0, 10.0),
+            );
+            assert!(sc.slo_violation_minutes > 0, "{name} cold {sc:?}");
+            assert_eq!(sw.slo_violation_minutes, 0, "{name} warm {sw:?}");
+            // Counted from the trace's start only: 20 minutes, the same
+            // requests either way (the warm-up draws its own).
+            assert_eq!((c.minutes.len(), w.minutes.len()), (20, 20));
+            assert_eq!(c.requests, w.requests, "{name}");
+            assert!(w.minutes[0].replicas >= 2.0, "{name} {:?}", w.minutes[0]);
         }
     }
 

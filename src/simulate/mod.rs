@@ -100,6 +100,7 @@ pub fn config_from_args(args: &SimulateArgs, duration: u64) -> Result<SimConfig,
     }
     Ok(SimConfig {
         duration_seconds: duration,
+        warm_up_seconds: whole_seconds("warm-up", args.warm_up, 0)?,
         seed: args.seed,
         replica: ReplicaParams {
             num_gpu_blocks: nonzero("num-gpu-blocks", args.num_gpu_blocks)?,
@@ -185,6 +186,7 @@ pub fn simulate(
     let summary = Summary {
         trace: trace_name.to_owned(),
         duration_seconds: config.duration_seconds,
+        warm_up_seconds: config.warm_up_seconds,
         seed: config.seed,
         slo_ttft_seconds: config.slo_ttft,
         policies: runs
@@ -261,7 +263,7 @@ pub async fn run_cli(args: SimulateArgs) -> anyhow::Result<()> {
     let mut config = config_from_args(&args, duration)?;
     config.thresholds = thresholds;
     let out = args.out.clone();
-    let total = duration * policies.len() as u64;
+    let total = (config.warm_up_seconds + duration) * policies.len() as u64;
     let started = Instant::now();
     tracing::info!(trace = %name, duration_seconds = duration, policies = %args.policies, "simulating");
     let (summary, runs) = tokio::task::spawn_blocking(move || {

@@ -31,6 +31,8 @@ pub struct PolicySummary {
 pub struct Summary {
     pub trace: String,
     pub duration_seconds: u64,
+    /// Seconds run before the trace and not counted.
+    pub warm_up_seconds: u64,
     pub seed: u64,
     pub slo_ttft_seconds: f64,
     pub policies: Vec<PolicySummary>,

@@ -888,3 +888,4 @@ mod tests {
         assert_eq!(peaks(pod.window(100, 60, 40)), Some((0.1, 0.0)));
     }
 }
+

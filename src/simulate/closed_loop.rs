@@ -888,4 +888,3 @@ mod tests {
         assert_eq!(peaks(pod.window(100, 60, 40)), Some((0.1, 0.0)));
     }
 }
-

@@ -465,8 +465,8 @@ pub struct SimulateArgs {
     /// Virtual time to simulate (default: 24h for diurnal, 2h for the other scenarios, the trace's length for a file).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Comma-separated policies: v1 (this server), chain (V1 behind controller -> Prometheus -> adapter), v2 (when built in).
-    #[arg(long, default_value = "v1,chain")]
+    /// Comma-separated policies: v1 (this server, percentage analysis), v2 (this server, token-based analysis), chain (V1 behind controller -> Prometheus -> adapter).
+    #[arg(long, default_value = crate::simulate::policy::DEFAULT_POLICIES)]
     pub policies: String,
     /// Thresholds file (as for `serve`); its `default` entry, or the entry of --model-id/--namespace, applies.
     #[arg(long)]
@@ -483,6 +483,9 @@ pub struct SimulateArgs {
     /// Output directory for summary.json, report.html and charts/*.svg.
     #[arg(long, default_value = "simulate-out")]
     pub out: PathBuf,
+    /// Time run first at the trace's first-minute load and not counted, so that the trace starts on a cluster settled for its load (0s: it starts at --min-replicas).
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub warm_up: Duration,
     /// Seed of the arrival generator: the same seed gives the same summary.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -510,6 +513,9 @@ pub struct SimulateArgs {
     /// How often this server's collector refreshes (v1, v2).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub fetch_interval: Duration,
+    /// v2: give the analysis no mean prompt/output tokens per request (as when the metrics lack vLLM's request-token histograms; by default v2 gets the last minute's means, as the Prometheus backend computes them).
+    #[arg(long)]
+    pub v2_without_token_means: bool,
     /// chain: Prometheus scrape interval of the replicas.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub chain_scrape_interval: Duration,

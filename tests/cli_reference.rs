@@ -19,6 +19,7 @@ fn generated() -> String {
         &["emulate"],
         &["certs"],
         &["crd"],
+        &["simulate"],
     ] {
         let result = Command::new(env!("CARGO_BIN_EXE_wva-metrics-server"))
             .args(args)
@@ -40,6 +41,34 @@ fn generated() -> String {
     out.truncate(out.trim_end().len());
     out.push_str("\n```\n");
     out
+}
+
+/// A new subcommand must join the list above: every command the top-level
+/// help names (but `help`) has its block in the reference.
+#[test]
+fn every_subcommand_is_in_the_reference() {
+    let top = Command::new(env!("CARGO_BIN_EXE_wva-metrics-server"))
+        .arg("--help")
+        .env_clear()
+        .output()
+        .unwrap();
+    let help = String::from_utf8(top.stdout).unwrap();
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.len() >= 6, "{help}");
+    let reference = generated();
+    for c in commands {
+        assert!(
+            reference.contains(&format!("$ wva-metrics-server {c} --help")),
+            "`{c}` is missing from the CLI reference list in tests/cli_reference.rs"
+        );
+    }
 }
 
 #[test]

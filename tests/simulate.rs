@@ -40,6 +40,7 @@ fn a_short_scenario_prints_a_table_and_writes_summary_and_report() {
         "{stdout}"
     );
     assert!(stdout.lines().any(|l| l.starts_with("v1 ")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("v2 ")), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with("chain ")), "{stdout}");
 
     let s = summary(&out);
@@ -49,7 +50,7 @@ fn a_short_scenario_prints_a_table_and_writes_summary_and_report() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["v1", "chain"], "default policies");
+    assert_eq!(names, ["v1", "v2", "chain"], "default policies");
     for p in policies {
         for key in [
             "slo_violation_minutes",
@@ -68,10 +69,12 @@ fn a_short_scenario_prints_a_table_and_writes_summary_and_report() {
         // The burst (30 req/s) needs more than one replica.
         assert!(p["max_replicas"].as_u64().unwrap() > 1, "{p}");
     }
-    assert_eq!(
-        policies[0]["requests"], policies[1]["requests"],
-        "every policy sees the same requests"
-    );
+    for p in &policies[1..] {
+        assert_eq!(
+            policies[0]["requests"], p["requests"],
+            "every policy sees the same requests"
+        );
+    }
 
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert_eq!(html.matches("<svg").count(), 4, "four inline charts");
@@ -108,6 +111,7 @@ fn zero_load_gives_no_violations_replicas_at_min_and_the_same_summary_per_seed()
         out
     };
     let s = summary(&run("a"));
+    assert_eq!(s["policies"].as_array().unwrap().len(), 3, "{s}");
     for p in s["policies"].as_array().unwrap() {
         assert_eq!(p["slo_violation_minutes"], 0, "{p}");
         assert_eq!(p["max_replicas"], 2, "{p}");
@@ -166,14 +170,14 @@ fn bad_inputs_are_refused_with_a_clear_error() {
         "--scenario",
         "ramp",
         "--policies",
-        "v1,v2",
+        "v1,v3",
         "--out",
         out.to_str().unwrap(),
     ]);
     let stderr = text(&o.stderr);
     assert!(!o.status.success());
     assert!(
-        stderr.contains("v2 is not available in this build"),
+        stderr.contains("unknown policy \"v3\": use v1, v2 or chain"),
         "{stderr}"
     );
 

@@ -18,13 +18,18 @@
 //!   `decode_tokens_per_second` tokens per second (a fixed inter-token
 //!   latency: the slowdown of large batches is not modelled).
 //! - Reported: KV usage = used blocks / total blocks, waiting = queue
-//!   length, running = admitted sequences.
+//!   length, running = admitted sequences; and what the token-based (V2)
+//!   analysis reads besides: the cache size (`vllm:cache_config_info`) and
+//!   the prompt and generated tokens of finished requests (the `_sum` and
+//!   `_count` of `vllm:request_prompt_tokens` and
+//!   `vllm:request_generation_tokens`, observed when a request finishes).
 //!
 //! Pure and deterministic: no clock, no randomness.
 
 use std::collections::VecDeque;
 
 use super::state::ReplicaState;
+use crate::saturation::v2::KvCacheConfig;
 
 /// The engine parameters of one replica.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -103,6 +108,32 @@ impl FirstToken {
     }
 }
 
+/// Counters of finished requests, as vLLM's request histograms count them
+/// (`_count`, and the `_sum` of prompt and of generated tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FinishedCounters {
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub generation_tokens: u64,
+}
+
+impl FinishedCounters {
+    /// Mean prompt and generated tokens per request finished between
+    /// `earlier` and `self` (what `rate(_sum[w]) / rate(_count[w])` gives);
+    /// None when no request finished in between.
+    pub fn means_since(&self, earlier: &FinishedCounters) -> Option<(f64, f64)> {
+        let n = self.requests.checked_sub(earlier.requests)?;
+        if n == 0 {
+            return None;
+        }
+        let prompt = self.prompt_tokens.checked_sub(earlier.prompt_tokens)?;
+        let generated = self
+            .generation_tokens
+            .checked_sub(earlier.generation_tokens)?;
+        Some((prompt as f64 / n as f64, generated as f64 / n as f64))
+    }
+}
+
 /// One replica.
 #[derive(Debug, Clone)]
 pub struct ReplicaModel {
@@ -112,6 +143,7 @@ pub struct ReplicaModel {
     used_blocks: u64,
     /// When the prefill engine is free again.
     prefill_free_at: f64,
+    finished: FinishedCounters,
 }
 
 impl ReplicaModel {
@@ -122,6 +154,7 @@ impl ReplicaModel {
             running: Vec::new(),
             used_blocks: 0,
             prefill_free_at: 0.0,
+            finished: FinishedCounters::default(),
         }
     }
 
@@ -175,6 +208,25 @@ impl ReplicaModel {
     pub fn kv_usage(&self) -> f64 {
         let total = f64::from(self.params.num_gpu_blocks.max(1));
         (self.used_blocks as f64 / total).min(1.0)
+    }
+
+    /// The KV cache's size as `vllm:cache_config_info` reports it.
+    pub fn cache_config(&self) -> KvCacheConfig {
+        KvCacheConfig {
+            num_gpu_blocks: u64::from(self.params.num_gpu_blocks),
+            block_size: u64::from(self.params.block_size),
+        }
+    }
+
+    /// Tokens the used blocks hold room for (used blocks x block size):
+    /// what V2 reads back as KV usage x total tokens.
+    pub fn tokens_in_use(&self) -> u64 {
+        self.used_blocks * u64::from(self.params.block_size)
+    }
+
+    /// Requests finished so far and their tokens.
+    pub fn finished(&self) -> FinishedCounters {
+        self.finished
     }
 
     /// What the replica reports on `/metrics`.
@@ -260,7 +312,10 @@ impl ReplicaModel {
             let output = f64::from(r.request.output_tokens);
             if r.generated >= output {
                 self.used_blocks -= r.blocks;
-                self.running.remove(i);
+                let done = self.running.remove(i);
+                self.finished.requests += 1;
+                self.finished.prompt_tokens += u64::from(done.request.input_tokens);
+                self.finished.generation_tokens += u64::from(done.request.output_tokens);
                 continue;
             }
             let tokens = u64::from(r.request.input_tokens) + r.generated as u64;
@@ -358,12 +413,50 @@ mod tests {
         assert_eq!(m.running(), 1);
         // Decoded 0.3 s x 10 tokens/s = 3 tokens: 503 tokens, still 32 blocks.
         assert!((m.kv_usage() - 0.32).abs() < 1e-9, "{}", m.kv_usage());
+        // What V2 reads: 32 blocks x 16 of 100 x 16 = 1,600 tokens.
+        assert_eq!(m.tokens_in_use(), 512);
+        assert_eq!(m.cache_config().total_tokens(), 1600);
+        assert_eq!(m.finished(), FinishedCounters::default());
         // 20 tokens at 10/s: done 2 s after the first token (at 2.7 s).
         run(&mut m, 1.0, 1);
         assert_eq!(m.running(), 1);
         run(&mut m, 2.0, 1);
         assert_eq!(m.running(), 0);
         assert_eq!(m.kv_usage(), 0.0);
+        assert_eq!(m.tokens_in_use(), 0);
+        // Counted when it finishes, as vLLM's request histograms are.
+        assert_eq!(
+            m.finished(),
+            FinishedCounters {
+                requests: 1,
+                prompt_tokens: 500,
+                generation_tokens: 20
+            }
+        );
+    }
+
+    #[test]
+    fn token_means_are_over_the_requests_finished_in_between() {
+        let at = |requests, prompt_tokens, generation_tokens| FinishedCounters {
+            requests,
+            prompt_tokens,
+            generation_tokens,
+        };
+        let cases = [
+            (at(0, 0, 0), at(4, 2000, 400), Some((500.0, 100.0))),
+            (at(4, 2000, 400), at(6, 2300, 500), Some((150.0, 50.0))),
+            // Nothing finished: no mean (a NaN rate ratio, dropped).
+            (at(6, 2300, 500), at(6, 2300, 500), None),
+            // Counters went backwards (a new replica): no mean.
+            (at(6, 2300, 500), at(1, 10, 10), None),
+        ];
+        for (earlier, later, want) in cases {
+            assert_eq!(
+                later.means_since(&earlier),
+                want,
+                "{earlier:?} -> {later:?}"
+            );
+        }
     }
 
     #[test]

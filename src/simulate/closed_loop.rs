@@ -5,18 +5,19 @@
 //! ready pods. No clock and no sleeping: a day runs in seconds.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use crate::emulator::replica_model::{ReplicaModel, ReplicaParams, Request};
+use crate::emulator::replica_model::{FinishedCounters, ReplicaModel, ReplicaParams, Request};
 use crate::hpa::{
     external_metric_proposal, served_milli, BehaviorState, HpaBehavior, ScaleState, Tolerances,
 };
+use crate::saturation::v2::{self, ReplicaTokens, TokenAnalyzer, TokenModelInput, TokenVariant};
 use crate::saturation::{
     decide_acted_on, HpaView, ModelInput, ReplicaLoad, SaturationAnalyzer, SaturationThresholds,
     VariantState,
 };
 
-use super::policy::{DataPath, Policy};
+use super::policy::{Analysis, DataPath, Policy};
 use super::trace::{Arrivals, Trace};
 
 /// The span of the collector's (and `max_over_time`'s) peak window.
@@ -26,11 +27,25 @@ const PEAK_WINDOW: u64 = 60;
 const HPA_PHASE: u64 = 3;
 const CONTROLLER_PHASE: u64 = 7;
 const ADAPTER_PHASE: u64 = 11;
+/// The variant, accelerator, model and namespace the analyses are told of.
+const VARIANT: &str = "sim";
+const ACCELERATOR: &str = "sim-gpu";
+const MODEL_ID: &str = "simulated-model";
+const NAMESPACE: &str = "default";
+
+/// Virtual time as the wall-clock time the analyses date samples with.
+fn virtual_time(seconds: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+}
 
 /// Everything a run depends on besides the trace and the policy.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     pub duration_seconds: u64,
+    /// Seconds run before the trace at its first minute's rate, not
+    /// counted: the cluster starts the trace settled for its load instead
+    /// of at `min_replicas` under it (see [`Trace::warm_up`]).
+    pub warm_up_seconds: u64,
     pub seed: u64,
     pub replica: ReplicaParams,
     /// Replica-model sub-steps per second.
@@ -45,15 +60,31 @@ pub struct SimConfig {
     pub thresholds: SaturationThresholds,
     /// The collector's refresh period for on-demand policies.
     pub fetch_interval: u64,
+    /// V2 is given the mean prompt and generated tokens of the requests
+    /// that finished in the last minute (as the Prometheus backend computes
+    /// them). False: it is given none, as when the store lacks vLLM's
+    /// request-token histograms; queued requests then add no demand.
+    pub token_means: bool,
     /// Time-to-first-token objective (p95 per minute), seconds.
     pub slo_ttft: f64,
     pub cost_per_replica_hour: f64,
+}
+
+impl SimConfig {
+    /// The KV cache every replica reports in `vllm:cache_config_info`.
+    pub fn replica_cache(&self) -> v2::KvCacheConfig {
+        v2::KvCacheConfig {
+            num_gpu_blocks: u64::from(self.replica.num_gpu_blocks),
+            block_size: u64::from(self.replica.block_size),
+        }
+    }
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             duration_seconds: 3600,
+            warm_up_seconds: 0,
             seed: 1,
             replica: ReplicaParams::default(),
             substeps: 4,
@@ -65,6 +96,7 @@ impl Default for SimConfig {
             max_replicas: 20,
             thresholds: SaturationThresholds::default(),
             fetch_interval: 1,
+            token_means: true,
             slo_ttft: 2.0,
             cost_per_replica_hour: 10.0,
         }
@@ -93,33 +125,84 @@ pub struct PolicyRun {
     pub requests: u64,
     pub interrupted_requests: u64,
     pub scale_events: u32,
+    /// Every change of the scale target's replicas: (virtual second, new
+    /// replicas).
+    pub scale_history: Vec<(u64, u32)>,
     pub max_replicas: u32,
     pub replica_seconds: f64,
     /// Every time to first token (for the overall percentiles).
     pub ttfts: Vec<f32>,
 }
 
+/// What a scrape of a replica reads at the end of a second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sample {
+    at: u64,
+    kv: f64,
+    waiting: f64,
+    finished: FinishedCounters,
+}
+
+/// What the collector (or Prometheus) holds of a replica at some instant:
+/// the one-minute peaks, and the mean tokens of the requests that finished
+/// in that minute (`rate(_sum[1m]) / rate(_count[1m])`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Window {
+    kv: f64,
+    queue: f64,
+    /// (prompt, generated) tokens per request; None when none finished.
+    token_means: Option<(f64, f64)>,
+}
+
 struct Pod {
+    /// Its name's number, in creation order (names are never reused).
+    id: u64,
     model: ReplicaModel,
     ready_at: u64,
-    /// (end of second, kv, waiting), the last `PEAK_WINDOW` seconds.
-    samples: VecDeque<(u64, f64, f64)>,
+    /// One per second, the last `PEAK_WINDOW` seconds.
+    samples: VecDeque<Sample>,
 }
 
 impl Pod {
-    /// The peak over the window ending at `now` of the samples a scraper
-    /// with this period and phase took: what `max_over_time(...[1m])` (or
-    /// the collector's window) holds at `now`.
-    fn peak(&self, now: u64, period: u64, phase: u64) -> Option<(f64, f64)> {
+    /// The window ending at `now` of the samples a scraper with this period
+    /// and phase took: the peaks `max_over_time(...[1m])` (or the
+    /// collector's window) holds at `now`, and the token means from the
+    /// first and last of those samples, as `rate()` takes them.
+    fn window(&self, now: u64, period: u64, phase: u64) -> Option<Window> {
         let period = period.max(1);
         let from = now.saturating_sub(PEAK_WINDOW);
-        self.samples
+        let mut seen = self
+            .samples
             .iter()
-            .filter(|&&(at, _, _)| at > from && at <= now && at % period == phase % period)
-            .fold(None, |acc, &(_, kv, q)| match acc {
-                None => Some((kv, q)),
-                Some((k, w)) => Some((f64::max(k, kv), f64::max(w, q))),
-            })
+            .filter(|s| s.at > from && s.at <= now && s.at % period == phase % period);
+        let first = seen.next()?;
+        let (mut kv, mut queue, mut last) = (first.kv, first.waiting, first);
+        for s in seen {
+            kv = kv.max(s.kv);
+            queue = queue.max(s.waiting);
+            last = s;
+        }
+        Some(Window {
+            kv,
+            queue,
+            token_means: last.finished.means_since(&first.finished),
+        })
+    }
+}
+
+/// The policy's analysis as a run holds it.
+enum Decider<'a> {
+    Percentage(&'a dyn SaturationAnalyzer),
+    /// V2 with its state (k2 history, remembered capacities), one per run.
+    Tokens(TokenAnalyzer),
+}
+
+impl<'a> Decider<'a> {
+    fn new(analysis: &'a Analysis) -> Self {
+        match analysis {
+            Analysis::Percentage(a) => Decider::Percentage(a.as_ref()),
+            Analysis::Tokens => Decider::Tokens(TokenAnalyzer::new()),
+        }
     }
 }
 
@@ -127,6 +210,7 @@ impl Pod {
 struct Cluster<'a> {
     config: &'a SimConfig,
     policy: &'a Policy,
+    decider: Decider<'a>,
     pods: Vec<Pod>,
     spec: u32,
     gateway: VecDeque<Request>,
@@ -135,7 +219,8 @@ struct Cluster<'a> {
     controller_output: Option<u32>,
     adapter_value: Option<u32>,
     interrupted: u64,
-    scale_events: u32,
+    scale_history: Vec<(u64, u32)>,
+    created: u64,
 }
 
 impl Cluster<'_> {
@@ -151,26 +236,24 @@ impl Cluster<'_> {
         }
     }
 
-    /// The decision the analysis makes at `now` from samples taken every
-    /// `period` seconds: the server's code path (`decide_acted_on`).
-    fn decide(&self, analyzer: &Arc<dyn SaturationAnalyzer>, now: u64, period: u64) -> u32 {
-        let replicas: Vec<ReplicaLoad> = self
+    /// The decision the policy's analysis makes at `now` from samples
+    /// taken every `period` seconds, by the server's code path: V1 through
+    /// `decide_acted_on`; V2 through `TokenAnalyzer::decide` and
+    /// `v2::tolerance_steps` (the limiter apart: the simulated cluster has
+    /// no accelerator inventory).
+    fn decide(&self, now: u64, period: u64) -> u32 {
+        let windows: Vec<(String, Window)> = self
             .pods
             .iter()
-            .enumerate()
-            .filter(|(_, p)| p.ready_at <= now)
-            .filter_map(|(i, p)| {
-                p.peak(now, period, 0).map(|(kv, queue)| ReplicaLoad {
-                    pod: format!("pod-{i}"),
-                    variant: "sim".to_owned(),
-                    kv,
-                    queue,
-                })
+            .filter(|p| p.ready_at <= now)
+            .filter_map(|p| {
+                p.window(now, period, 0)
+                    .map(|w| (format!("pod-{:06}", p.id), w))
             })
             .collect();
         let scale = self.scale_state(now);
         let variants = [VariantState {
-            name: "sim".to_owned(),
+            name: VARIANT.to_owned(),
             cost: 10.0,
             min_replicas: self.config.min_replicas,
             max_replicas: self.config.max_replicas,
@@ -181,24 +264,74 @@ impl Cluster<'_> {
             scale,
             tolerances: self.config.tolerances,
         }];
-        let decision = decide_acted_on(
-            analyzer.as_ref(),
-            &ModelInput {
-                replicas: &replicas,
-                variants: &variants,
-                thresholds: &self.config.thresholds,
-            },
-            &hpas,
-        );
-        decision.targets.first().map_or(self.spec, |t| t.desired)
+        let targets = match &self.decider {
+            Decider::Tokens(tokens) => {
+                let cache = self.config.replica_cache();
+                let means = |w: &Window| w.token_means.filter(|_| self.config.token_means);
+                let replicas: Vec<ReplicaTokens> = windows
+                    .into_iter()
+                    .map(|(pod, w)| ReplicaTokens {
+                        pod,
+                        variant: VARIANT.to_owned(),
+                        accelerator: ACCELERATOR.to_owned(),
+                        kv: w.kv,
+                        queue: w.queue,
+                        cache: Some(cache),
+                        avg_input_tokens: means(&w).map(|m| m.0),
+                        avg_output_tokens: means(&w).map(|m| m.1),
+                        // Reduces only the scheduler queue, which simulate has none of.
+                        prefix_cache_hit_rate: None,
+                        sampled_at: virtual_time(now),
+                    })
+                    .collect();
+                let token_variants = [TokenVariant {
+                    state: variants[0].clone(),
+                    accelerator: ACCELERATOR.to_owned(),
+                    engine: None,
+                }];
+                let decision = tokens.decide(
+                    &TokenModelInput {
+                        namespace: NAMESPACE,
+                        model_id: MODEL_ID,
+                        replicas: &replicas,
+                        variants: &token_variants,
+                        thresholds: &self.config.thresholds,
+                        scheduler_queue: None,
+                    },
+                    virtual_time(now),
+                );
+                v2::tolerance_steps(&[self.config.max_replicas], &hpas, decision.targets)
+            }
+            Decider::Percentage(analyzer) => {
+                let replicas: Vec<ReplicaLoad> = windows
+                    .into_iter()
+                    .map(|(pod, w)| ReplicaLoad {
+                        pod,
+                        variant: VARIANT.to_owned(),
+                        kv: w.kv,
+                        queue: w.queue,
+                    })
+                    .collect();
+                decide_acted_on(
+                    *analyzer,
+                    &ModelInput {
+                        replicas: &replicas,
+                        variants: &variants,
+                        thresholds: &self.config.thresholds,
+                    },
+                    &hpas,
+                )
+                .targets
+            }
+        };
+        targets.first().map_or(self.spec, |t| t.desired)
     }
 
     /// The chain's controller and adapter ticks, then the HPA's sync.
     fn control(&mut self, now: u64) {
         if let DataPath::Chain(delays) = self.policy.path {
             if now % delays.controller.max(1) == CONTROLLER_PHASE % delays.controller.max(1) {
-                self.controller_output =
-                    Some(self.decide(&self.policy.analyzer, now, delays.scrape));
+                self.controller_output = Some(self.decide(now, delays.scrape));
             }
             if now % delays.adapter.max(1) == ADAPTER_PHASE % delays.adapter.max(1) {
                 self.adapter_value = self.controller_output;
@@ -210,9 +343,7 @@ impl Cluster<'_> {
         }
         let scale = self.scale_state(now);
         let desired = match self.policy.path {
-            DataPath::OnDemand => {
-                Some(self.decide(&self.policy.analyzer, now, self.config.fetch_interval))
-            }
+            DataPath::OnDemand => Some(self.decide(now, self.config.fetch_interval)),
             DataPath::Chain(_) => self.adapter_value,
         };
         // No value yet (the chain before its first output): the HPA gets an
@@ -244,10 +375,12 @@ impl Cluster<'_> {
         if spec == self.spec {
             return;
         }
-        self.scale_events += 1;
+        self.scale_history.push((now, spec));
         self.spec = spec;
         while (self.pods.len() as u32) < spec {
+            self.created += 1;
             self.pods.push(Pod {
+                id: self.created,
                 model: ReplicaModel::new(self.config.replica),
                 ready_at: now + self.config.startup_delay,
                 samples: VecDeque::new(),
@@ -299,6 +432,7 @@ pub fn run_policy(
     let mut cluster = Cluster {
         config,
         policy,
+        decider: Decider::new(&policy.analysis),
         pods: Vec::new(),
         spec: 0,
         gateway: VecDeque::new(),
@@ -306,15 +440,21 @@ pub fn run_policy(
         controller_output: None,
         adapter_value: None,
         interrupted: 0,
-        scale_events: 0,
+        scale_history: Vec::new(),
+        created: 0,
     };
     // The workload starts settled at its initial size.
     cluster.set_spec(initial, 0);
     for pod in &mut cluster.pods {
         pod.ready_at = 0;
     }
-    cluster.scale_events = 0;
+    cluster.scale_history.clear();
 
+    let warm = config.warm_up_seconds;
+    let warm_trace = trace.warm_up();
+    // Another stream than the trace's, so that the trace's requests do not
+    // depend on the warm-up's length.
+    let mut warm_arrivals = Arrivals::new(&warm_trace, config.seed ^ 0x5741_524d_5550);
     let mut arrivals = Arrivals::new(trace, config.seed);
     let mut batch = Vec::new();
     let substeps = config.substeps.max(1);
@@ -325,12 +465,23 @@ pub fn run_policy(
         requests: 0,
         interrupted_requests: 0,
         scale_events: 0,
+        scale_history: Vec::new(),
         max_replicas: initial,
         replica_seconds: 0.0,
         ttfts: Vec::new(),
     };
     let mut minute = MinuteAccumulator::default();
-    for now in 0..config.duration_seconds {
+    let end = warm + config.duration_seconds;
+    // Requests of the trace arrive from here (warm-up ones before).
+    let trace_start = warm as f64;
+    for now in 0..end {
+        let measured = now >= warm;
+        if now == warm && warm > 0 {
+            // The trace starts: what the warm-up did is not counted.
+            cluster.scale_history.clear();
+            cluster.interrupted = 0;
+            run.max_replicas = cluster.pods.len() as u32;
+        }
         cluster.control(now);
         let ready = cluster.ready(now);
         if ready > 0 {
@@ -339,9 +490,16 @@ pub fn run_policy(
             }
         }
         batch.clear();
-        arrivals.until((now + 1) as f64, &mut batch);
-        minute.arrivals += batch.len() as u32;
-        run.requests += batch.len() as u64;
+        if measured {
+            arrivals.until((now + 1 - warm) as f64, &mut batch);
+            for r in &mut batch {
+                r.arrival += trace_start;
+            }
+            minute.arrivals += batch.len() as u32;
+            run.requests += batch.len() as u64;
+        } else {
+            warm_arrivals.until((now + 1) as f64, &mut batch);
+        }
         for &r in &batch {
             cluster.dispatch(r, now);
         }
@@ -349,30 +507,45 @@ pub fn run_policy(
             for s in 0..substeps {
                 let t = now as f64 + f64::from(s) * dt;
                 pod.model.step(t, dt, |f| {
-                    let ttft = f.ttft();
-                    minute.ttfts.push(ttft);
-                    run.ttfts.push(ttft as f32);
+                    if f.arrival >= trace_start {
+                        let ttft = f.ttft();
+                        minute.ttfts.push(ttft);
+                        run.ttfts.push(ttft as f32);
+                    }
                 });
             }
             let state = pod.model.reported_state();
-            pod.samples.push_back((now + 1, state.kv, state.waiting));
+            pod.samples.push_back(Sample {
+                at: now + 1,
+                kv: state.kv,
+                waiting: state.waiting,
+                finished: pod.model.finished(),
+            });
             while pod
                 .samples
                 .front()
-                .is_some_and(|&(at, _, _)| at + PEAK_WINDOW < now + 1)
+                .is_some_and(|s| s.at + PEAK_WINDOW < now + 1)
             {
                 pod.samples.pop_front();
             }
-            minute.kv_sum += state.kv;
-            minute.kv_samples += 1;
+            if measured {
+                minute.kv_sum += state.kv;
+                minute.kv_samples += 1;
+            }
+        }
+        if (now + 1) % 600 == 0 {
+            progress(600);
+        }
+        if !measured {
+            continue;
         }
         minute.pod_seconds += cluster.pods.len() as f64;
         minute.ready_seconds += f64::from(ready);
         run.replica_seconds += cluster.pods.len() as f64;
         run.max_replicas = run.max_replicas.max(cluster.pods.len() as u32);
         minute.seconds += 1;
-        if (now + 1) % 60 == 0 || now + 1 == config.duration_seconds {
-            if now + 1 == config.duration_seconds {
+        if (now + 1 - warm) % 60 == 0 || now + 1 == end {
+            if now + 1 == end {
                 // Requests never served by the end: their wait so far is a
                 // lower bound of their time to first token.
                 let end = (now + 1) as f64;
@@ -381,6 +554,7 @@ pub fn run_policy(
                     .iter()
                     .map(|r| r.arrival)
                     .chain(cluster.pods.iter().flat_map(|p| p.model.waiting_arrivals()))
+                    .filter(|&a| a >= trace_start)
                     .map(|a| end - a)
                     .collect::<Vec<_>>();
                 for w in unserved {
@@ -390,13 +564,11 @@ pub fn run_policy(
             }
             run.minutes.push(minute.finish());
         }
-        if (now + 1) % 600 == 0 {
-            progress(600);
-        }
     }
-    progress(config.duration_seconds % 600);
+    progress(end % 600);
     run.interrupted_requests = cluster.interrupted;
-    run.scale_events = cluster.scale_events;
+    run.scale_events = cluster.scale_history.len() as u32;
+    run.scale_history = cluster.scale_history;
     run
 }
 
@@ -477,7 +649,7 @@ mod tests {
             min_replicas: 2,
             ..Default::default()
         };
-        for name in ["v1", "chain"] {
+        for name in ["v1", "v2", "chain"] {
             let run = run_policy(&config, &policy(name), &rates(&[(0.0, 0.0)]), &mut |_| {});
             assert_eq!(run.requests, 0);
             assert_eq!(run.scale_events, 0, "{name}");
@@ -487,6 +659,9 @@ mod tests {
                 .iter()
                 .all(|m| m.replicas == 2.0 && m.ttft_p95.is_none()));
             assert_eq!(run.minutes.len(), 30);
+            let summary = crate::simulate::summarize(&run, config.slo_ttft, 10.0);
+            assert_eq!(summary.slo_violation_minutes, 0, "{name}");
+            assert_eq!(summary.replica_minutes, 60.0, "{name}");
         }
     }
 
@@ -521,37 +696,197 @@ mod tests {
             duration_seconds: 900,
             ..Default::default()
         };
-        let trace = rates(&[(0.0, 8.0)]);
-        let a = run_policy(&config, &policy("v1"), &trace, &mut |_| {});
-        let b = run_policy(&config, &policy("v1"), &trace, &mut |_| {});
-        assert_eq!(a.minutes, b.minutes);
-        assert_eq!(a.ttfts, b.ttfts);
-        let c = run_policy(
-            &SimConfig { seed: 2, ..config },
-            &policy("v1"),
-            &trace,
-            &mut |_| {},
-        );
-        assert_ne!(a.ttfts, c.ttfts);
+        // Enough load to scale, so that the decisions (and V2's k2 history)
+        // take part.
+        let trace = rates(&[(0.0, 8.0), (300.0, 14.0)]);
+        for name in ["v1", "v2", "chain"] {
+            let p = policy(name);
+            let a = run_policy(&config, &p, &trace, &mut |_| {});
+            // The same Policy value again: a run keeps no state in it.
+            let b = run_policy(&config, &p, &trace, &mut |_| {});
+            assert!(a.scale_events > 0, "{name} scaled");
+            assert_eq!(a.minutes, b.minutes, "{name}");
+            assert_eq!(a.ttfts, b.ttfts, "{name}");
+            assert_eq!(a.scale_history, b.scale_history, "{name}");
+            assert_eq!(
+                crate::simulate::summarize(&a, 2.0, 10.0),
+                crate::simulate::summarize(&b, 2.0, 10.0),
+                "{name}"
+            );
+            let c = run_policy(
+                &SimConfig {
+                    seed: 2,
+                    ..config.clone()
+                },
+                &p,
+                &trace,
+                &mut |_| {},
+            );
+            assert_ne!(a.ttfts, c.ttfts, "{name}");
+        }
     }
 
     #[test]
-    fn peaks_follow_the_scrape_period_and_window() {
+    fn a_warm_up_starts_the_trace_settled_and_is_not_counted() {
+        // 12 req/s from the start: two or three replicas' worth. Without a
+        // warm-up the single starting replica queues for minutes; with one,
+        // the trace meets a cluster already sized for it.
+        let trace = rates(&[(0.0, 12.0)]);
+        for name in ["v1", "v2", "chain"] {
+            let cold = SimConfig {
+                duration_seconds: 1200,
+                ..Default::default()
+            };
+            let warm = SimConfig {
+                warm_up_seconds: 1800,
+                ..cold.clone()
+            };
+            let c = run_policy(&cold, &policy(name), &trace, &mut |_| {});
+            let w = run_policy(&warm, &policy(name), &trace, &mut |_| {});
+            let (sc, sw) = (
+                crate::simulate::summarize(&c, 2.0, 10.0),
+                crate::simulate::summarize(&w, 2.0, 10.0),
+            );
+            assert!(sc.slo_violation_minutes > 0, "{name} cold {sc:?}");
+            assert_eq!(sw.slo_violation_minutes, 0, "{name} warm {sw:?}");
+            // Counted from the trace's start only: 20 minutes, the same
+            // requests either way (the warm-up draws its own).
+            assert_eq!((c.minutes.len(), w.minutes.len()), (20, 20));
+            assert_eq!(c.requests, w.requests, "{name}");
+            assert!(w.minutes[0].replicas >= 2.0, "{name} {:?}", w.minutes[0]);
+        }
+    }
+
+    #[test]
+    fn v2_sizes_a_load_step_in_few_syncs_where_v1_steps_one_replica() {
+        // 1 req/s, then 20 req/s from minute 5: about four replicas' worth
+        // at the default thresholds (a replica serves about 6 req/s below
+        // 80 % KV). V2 scales by the missing capacity (demand includes the
+        // queued prompts), bounded by the HPA's +max(100 %, 4 pods) per
+        // 15 s; V1 moves one replica per decision.
+        let config = SimConfig {
+            duration_seconds: 1200,
+            startup_delay: 60,
+            ..Default::default()
+        };
+        let trace = rates(&[(0.0, 1.0), (300.0, 20.0)]);
+        let v1 = run_policy(&config, &policy("v1"), &trace, &mut |_| {});
+        let v2 = run_policy(&config, &policy("v2"), &trace, &mut |_| {});
+        let steps = |r: &PolicyRun| {
+            let mut prev = 1;
+            r.scale_history
+                .iter()
+                .map(|&(_, n)| {
+                    let d = i64::from(n) - i64::from(prev);
+                    prev = n;
+                    d
+                })
+                .collect::<Vec<_>>()
+        };
+        let reach = |r: &PolicyRun, n: u32| r.scale_history.iter().find(|h| h.1 >= n).map(|h| h.0);
+        assert!(
+            steps(&v1).iter().all(|d| d.abs() == 1),
+            "{:?}",
+            v1.scale_history
+        );
+        assert!(steps(&v2).iter().any(|&d| d >= 4), "{:?}", v2.scale_history);
+        // Four replicas: V2 within two HPA syncs of the step's first
+        // decision, V1 a minute later at least.
+        let (a, b) = (reach(&v2, 4), reach(&v1, 4));
+        assert!(
+            a.is_some_and(|a| a <= 300 + 3 * 15),
+            "v2 {:?}",
+            v2.scale_history
+        );
+        assert!(
+            b.is_some_and(|b| Some(b) >= a.map(|a| a + 60)),
+            "v1 {:?}",
+            v1.scale_history
+        );
+        // Its queue drained sooner: fewer minutes over the SLO.
+        let (s1, s2) = (
+            crate::simulate::summarize(&v1, config.slo_ttft, 10.0),
+            crate::simulate::summarize(&v2, config.slo_ttft, 10.0),
+        );
+        assert!(
+            s2.slo_violation_minutes < s1.slo_violation_minutes,
+            "v2 {s2:?} v1 {s1:?}"
+        );
+        assert_eq!(v1.requests, v2.requests);
+
+        // Without the mean prompt tokens (no request-token histograms)
+        // the queue adds no demand: V2 waits for its pending pods before it
+        // adds more, and reaches four replicas more than a minute later.
+        let blind = run_policy(
+            &SimConfig {
+                token_means: false,
+                ..config.clone()
+            },
+            &policy("v2"),
+            &trace,
+            &mut |_| {},
+        );
+        let c = reach(&blind, 4);
+        assert!(
+            c.is_some_and(|c| Some(c) >= a.map(|a| a + 60)),
+            "without means {:?}",
+            blind.scale_history
+        );
+    }
+
+    #[test]
+    fn windows_follow_the_scrape_period_and_window() {
         let mut pod = Pod {
+            id: 1,
             model: ReplicaModel::new(ReplicaParams::default()),
             ready_at: 0,
             samples: VecDeque::new(),
         };
         for at in 1..=120u64 {
-            // kv rises each second; a queue spike at second 50.
+            // kv rises each second; a queue spike at second 50; one request
+            // of 500 prompt and 100 generated tokens finishes every second
+            // up to 80, then one of 1000 and 10 per second.
             let q = if at == 50 { 9.0 } else { 0.0 };
-            pod.samples.push_back((at, at as f64 / 1000.0, q));
+            let (n, prompt, generated) = if at <= 80 {
+                (at, at * 500, at * 100)
+            } else {
+                (at, 80 * 500 + (at - 80) * 1000, 80 * 100 + (at - 80) * 10)
+            };
+            pod.samples.push_back(Sample {
+                at,
+                kv: at as f64 / 1000.0,
+                waiting: q,
+                finished: FinishedCounters {
+                    requests: n,
+                    prompt_tokens: prompt,
+                    generation_tokens: generated,
+                },
+            });
         }
+        let peaks = |w: Option<Window>| w.map(|w| (w.kv, w.queue));
+        let means = |w: Option<Window>| w.and_then(|w| w.token_means);
         // Every second: the newest sample and the spike within 60 s.
-        assert_eq!(pod.peak(100, 1, 0), Some((0.1, 9.0)));
+        assert_eq!(peaks(pod.window(100, 1, 0)), Some((0.1, 9.0)));
         // Prometheus every 15 s saw 45, 60, 75, 90 (not 50); newest is 90.
-        assert_eq!(pod.peak(100, 15, 0), Some((0.09, 0.0)));
+        assert_eq!(peaks(pod.window(100, 15, 0)), Some((0.09, 0.0)));
         // The window has moved past the spike.
-        assert_eq!(pod.peak(111, 1, 0), Some((0.111, 0.0)));
+        assert_eq!(peaks(pod.window(111, 1, 0)), Some((0.111, 0.0)));
+        // Means from the first and last samples of the window: 41..=80 all
+        // 500/100 tokens.
+        assert_eq!(means(pod.window(80, 1, 0)), Some((500.0, 100.0)));
+        // 41..=100: 40 s of 500/100 and 20 s of 1000/10 over 59 requests
+        // (42..=100 finished after the first sample).
+        let w = means(pod.window(100, 1, 0)).unwrap();
+        let want = (
+            (39.0 * 500.0 + 20.0 * 1000.0) / 59.0,
+            (39.0 * 100.0 + 20.0 * 10.0) / 59.0,
+        );
+        assert!(
+            (w.0 - want.0).abs() < 1e-9 && (w.1 - want.1).abs() < 1e-9,
+            "{w:?} {want:?}"
+        );
+        // One sample in the window: no rate, no mean.
+        assert_eq!(means(pod.window(100, 60, 40)), None);
+        assert_eq!(peaks(pod.window(100, 60, 40)), Some((0.1, 0.0)));
     }
 }

@@ -100,6 +100,7 @@ pub fn config_from_args(args: &SimulateArgs, duration: u64) -> Result<SimConfig,
     }
     Ok(SimConfig {
         duration_seconds: duration,
+        warm_up_seconds: whole_seconds("warm-up", args.warm_up, 0)?,
         seed: args.seed,
         replica: ReplicaParams {
             num_gpu_blocks: nonzero("num-gpu-blocks", args.num_gpu_blocks)?,
@@ -140,6 +141,7 @@ pub fn config_from_args(args: &SimulateArgs, duration: u64) -> Result<SimConfig,
         max_replicas: nonzero("max-replicas", args.max_replicas)?,
         thresholds: Default::default(),
         fetch_interval: whole_seconds("fetch-interval", args.fetch_interval, 1)?,
+        token_means: !args.v2_without_token_means,
         slo_ttft: positive("slo-ttft", args.slo_ttft.as_secs_f64())?,
         cost_per_replica_hour: if args.cost_per_replica_hour.is_finite()
             && args.cost_per_replica_hour >= 0.0
@@ -184,6 +186,7 @@ pub fn simulate(
     let summary = Summary {
         trace: trace_name.to_owned(),
         duration_seconds: config.duration_seconds,
+        warm_up_seconds: config.warm_up_seconds,
         seed: config.seed,
         slo_ttft_seconds: config.slo_ttft,
         policies: runs
@@ -260,7 +263,7 @@ pub async fn run_cli(args: SimulateArgs) -> anyhow::Result<()> {
     let mut config = config_from_args(&args, duration)?;
     config.thresholds = thresholds;
     let out = args.out.clone();
-    let total = duration * policies.len() as u64;
+    let total = (config.warm_up_seconds + duration) * policies.len() as u64;
     let started = Instant::now();
     tracing::info!(trace = %name, duration_seconds = duration, policies = %args.policies, "simulating");
     let (summary, runs) = tokio::task::spawn_blocking(move || {

@@ -2,7 +2,7 @@
 //! it. `v1` and `v2` decide at the HPA's request from data as fresh as the
 //! scrape backend keeps it; `chain` runs V1 where the replaced chain runs it
 //! (a controller reading Prometheus, its output scraped again before the
-//! HPA sees it). A V2 analyzer plugs in as one more [`PolicyKind`].
+//! HPA sees it).
 
 use std::sync::Arc;
 
@@ -10,13 +10,35 @@ use crate::hpa::ExternalTarget;
 use crate::saturation::{PercentageAnalyzer, SaturationAnalyzer};
 
 /// Policies run when `--policies` is not given.
-pub const DEFAULT_POLICIES: &str = "v1,chain";
+pub const DEFAULT_POLICIES: &str = "v1,v2,chain";
 
 /// The policies this build knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyKind {
     V1,
+    V2,
     Chain,
+}
+
+/// Which of the server's analyses decides.
+#[derive(Clone)]
+pub enum Analysis {
+    /// V1 (percentages) through `saturation::decide_acted_on`.
+    Percentage(Arc<dyn SaturationAnalyzer>),
+    /// V2 (tokens): `saturation::v2::TokenAnalyzer::decide`, then
+    /// `v2::tolerance_steps`, as the server's decision engine runs them. A
+    /// run makes its own `TokenAnalyzer` (its k2 history and remembered
+    /// capacities are per run, so that runs do not leak into each other).
+    Tokens,
+}
+
+impl Analysis {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Analysis::Percentage(a) => a.name(),
+            Analysis::Tokens => crate::saturation::v2::ANALYZER_NAME,
+        }
+    }
 }
 
 /// How stale the decision's data is.
@@ -54,7 +76,7 @@ impl Default for ChainDelays {
 pub struct Policy {
     pub kind: PolicyKind,
     pub name: &'static str,
-    pub analyzer: Arc<dyn SaturationAnalyzer>,
+    pub analysis: Analysis,
     pub path: DataPath,
     /// How the HPA reads the decision: `wva_desired_ratio` with `Value: 1`
     /// for the server, `wva_desired_replicas` with `AverageValue: 1` for the
@@ -66,7 +88,7 @@ impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Policy")
             .field("name", &self.name)
-            .field("analyzer", &self.analyzer.name())
+            .field("analysis", &self.analysis.name())
             .field("path", &self.path)
             .finish()
     }
@@ -75,8 +97,6 @@ impl std::fmt::Debug for Policy {
 /// A `--policies` list that cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
-    #[error("policy v2 is not available in this build: the V2 (token-based) analyzer is not part of it yet; use --policies v1,chain")]
-    V2NotAvailable,
     #[error("unknown policy {0:?}: use v1, v2 or chain")]
     Unknown(String),
     #[error("policy {0:?} is listed twice")]
@@ -93,18 +113,24 @@ pub fn parse_policies(list: &str, chain: ChainDelays) -> Result<Vec<Policy>, Pol
             "v1" => Policy {
                 kind: PolicyKind::V1,
                 name: "v1",
-                analyzer: Arc::new(PercentageAnalyzer),
+                analysis: Analysis::Percentage(Arc::new(PercentageAnalyzer)),
                 path: DataPath::OnDemand,
                 target: ExternalTarget::Value { milli: 1000 },
             },
             "chain" => Policy {
                 kind: PolicyKind::Chain,
                 name: "chain",
-                analyzer: Arc::new(PercentageAnalyzer),
+                analysis: Analysis::Percentage(Arc::new(PercentageAnalyzer)),
                 path: DataPath::Chain(chain),
                 target: ExternalTarget::AverageValue { milli: 1000 },
             },
-            "v2" => return Err(PolicyError::V2NotAvailable),
+            "v2" => Policy {
+                kind: PolicyKind::V2,
+                name: "v2",
+                analysis: Analysis::Tokens,
+                path: DataPath::OnDemand,
+                target: ExternalTarget::Value { milli: 1000 },
+            },
             _ => return Err(PolicyError::Unknown(name.to_owned())),
         };
         if out.iter().any(|p| p.kind == policy.kind) {
@@ -128,14 +154,44 @@ mod tests {
             parse_policies(s, ChainDelays::default())
                 .map(|v| v.iter().map(|p| p.name).collect::<Vec<_>>())
         };
-        assert_eq!(names(DEFAULT_POLICIES), Ok(vec!["v1", "chain"]));
+        assert_eq!(names(DEFAULT_POLICIES), Ok(vec!["v1", "v2", "chain"]));
         assert_eq!(names(" chain , V1 "), Ok(vec!["chain", "v1"]));
-        assert_eq!(names("v1,v2"), Err(PolicyError::V2NotAvailable));
+        assert_eq!(names("V2"), Ok(vec!["v2"]));
         assert_eq!(names("v3"), Err(PolicyError::Unknown("v3".into())));
         assert_eq!(names("v1,v1"), Err(PolicyError::Duplicate("v1".into())));
+        assert_eq!(names("v2,v1,v2"), Err(PolicyError::Duplicate("v2".into())));
         assert_eq!(names(" , "), Err(PolicyError::Empty));
-        assert!(PolicyError::V2NotAvailable
-            .to_string()
-            .contains("not available in this build"));
+    }
+
+    #[test]
+    fn each_policy_names_its_analysis_data_path_and_hpa_target() {
+        let all = parse_policies("v1,v2,chain", ChainDelays::default()).unwrap();
+        let shape: Vec<_> = all
+            .iter()
+            .map(|p| (p.name, p.analysis.name(), p.path, p.target))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (
+                    "v1",
+                    "percentage",
+                    DataPath::OnDemand,
+                    ExternalTarget::Value { milli: 1000 }
+                ),
+                (
+                    "v2",
+                    crate::saturation::v2::ANALYZER_NAME,
+                    DataPath::OnDemand,
+                    ExternalTarget::Value { milli: 1000 }
+                ),
+                (
+                    "chain",
+                    "percentage",
+                    DataPath::Chain(ChainDelays::default()),
+                    ExternalTarget::AverageValue { milli: 1000 }
+                ),
+            ]
+        );
     }
 }

@@ -203,7 +203,7 @@ figure {{ margin: 1.5em 0; }}
 figcaption {{ font-weight: bold; margin-bottom: .3em; }}
 </style></head><body>
 <h1>simulate: {trace}</h1>
-<p>{duration} s of virtual time, seed {seed}, SLO: p95 time to first token per minute &le; {slo} s.</p>
+<p>{duration} s of virtual time after {warm_up} s of warm-up at the first minute's load (not counted), seed {seed}, SLO: p95 time to first token per minute &le; {slo} s.</p>
 <table>
 <tr><th>policy</th><th>SLO-violation minutes</th><th>replica-minutes</th><th>cost</th><th>scale events</th><th>TTFT p50 s</th><th>TTFT p95 s</th><th>mean replicas</th><th>max replicas</th><th>requests</th></tr>
 {rows}</table>
@@ -211,6 +211,7 @@ figcaption {{ font-weight: bold; margin-bottom: .3em; }}
 "#,
         trace = escape(&summary.trace),
         duration = summary.duration_seconds,
+        warm_up = summary.warm_up_seconds,
         seed = summary.seed,
         slo = summary.slo_ttft_seconds,
     )
@@ -245,6 +246,7 @@ mod tests {
             &Summary {
                 trace: "<x>".into(),
                 duration_seconds: 60,
+                warm_up_seconds: 0,
                 seed: 1,
                 slo_ttft_seconds: 2.0,
                 policies: vec![],

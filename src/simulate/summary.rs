@@ -31,6 +31,8 @@ pub struct PolicySummary {
 pub struct Summary {
     pub trace: String,
     pub duration_seconds: u64,
+    /// Seconds run before the trace and not counted.
+    pub warm_up_seconds: u64,
     pub seed: u64,
     pub slo_ttft_seconds: f64,
     pub policies: Vec<PolicySummary>,
@@ -120,6 +122,7 @@ mod tests {
             requests: 4,
             interrupted_requests: 0,
             scale_events: 1,
+            scale_history: vec![(120, 3)],
             max_replicas: 3,
             replica_seconds: 600.0,
             ttfts: vec![0.5, 2.5, 2.0, 0.1],

@@ -49,6 +49,29 @@ impl Trace {
             Trace::Requests(r) => r.last().map_or(0.0, |r| r.arrival + 1.0),
         }
     }
+
+    /// The load a run settles on before the trace starts: its first
+    /// minute's rate and token lengths, held (for a request trace, the
+    /// requests of its first minute per second, with their mean lengths).
+    pub fn warm_up(&self) -> Trace {
+        let point = match self {
+            Trace::Rates(p) => p.first().map(|p| RatePoint { at: 0.0, ..*p }),
+            Trace::Requests(r) => {
+                let first: Vec<&Request> = r.iter().take_while(|r| r.arrival < 60.0).collect();
+                let n = first.len().max(1) as u64;
+                let mean = |f: fn(&Request) -> u32| {
+                    (first.iter().map(|r| u64::from(f(r))).sum::<u64>() / n) as u32
+                };
+                Some(RatePoint {
+                    at: 0.0,
+                    requests_per_second: first.len() as f64 / 60.0,
+                    input_tokens: mean(|r| r.input_tokens),
+                    output_tokens: mean(|r| r.output_tokens),
+                })
+            }
+        };
+        Trace::Rates(point.into_iter().collect())
+    }
 }
 
 /// The built-in scenarios.
@@ -536,6 +559,50 @@ mod tests {
             .iter()
             .all(|r| r.input_tokens == 7 && r.output_tokens == 3));
         assert!(one.windows(2).all(|w| w[0].arrival <= w[1].arrival));
+    }
+
+    #[test]
+    fn warm_up_holds_the_first_minutes_load() {
+        let rates = Trace::Rates(vec![
+            RatePoint {
+                at: 0.0,
+                requests_per_second: 7.5,
+                input_tokens: 300,
+                output_tokens: 90,
+            },
+            RatePoint {
+                at: 60.0,
+                requests_per_second: 30.0,
+                input_tokens: 512,
+                output_tokens: 256,
+            },
+        ]);
+        let only = |t: Trace| match t {
+            Trace::Rates(p) if p.len() == 1 => p[0],
+            other => panic!("{other:?}"),
+        };
+        let p = only(rates.warm_up());
+        assert_eq!(
+            (p.at, p.requests_per_second, p.input_tokens, p.output_tokens),
+            (0.0, 7.5, 300, 90)
+        );
+        // Requests: 3 in the first minute (100/10, 200/20, 600/60), one later.
+        let req = |arrival, input_tokens, output_tokens| Request {
+            arrival,
+            input_tokens,
+            output_tokens,
+        };
+        let requests = Trace::Requests(vec![
+            req(0.0, 100, 10),
+            req(10.0, 200, 20),
+            req(59.9, 600, 60),
+            req(60.0, 5000, 500),
+        ]);
+        let p = only(requests.warm_up());
+        assert_eq!(
+            (p.requests_per_second, p.input_tokens, p.output_tokens),
+            (0.05, 300, 30)
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod common;
 
+use rustls::pki_types::pem::PemObject;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,15 +97,13 @@ fn an_open_keda_port_is_refused_at_start() {
 fn connector(server_ca: &str, client: &ClientPki) -> tokio_rustls::TlsConnector {
     wva_metrics_server::install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut server_ca.as_bytes()) {
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(server_ca.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let chain = rustls_pemfile::certs(&mut client.cert_pem.as_bytes())
+    let chain = rustls::pki_types::CertificateDer::pem_slice_iter(client.cert_pem.as_bytes())
         .map(Result::unwrap)
         .collect();
-    let key = rustls_pemfile::private_key(&mut client.key_pem.as_bytes())
-        .unwrap()
-        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).unwrap();
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

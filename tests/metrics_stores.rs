@@ -8,6 +8,7 @@
 
 mod common;
 
+use rustls::pki_types::pem::PemObject;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -363,7 +364,7 @@ async fn a_client_certificate_passes_an_mtls_proxy() {
     let other_dir = tempfile::tempdir().unwrap();
     let other = common::make_pki(other_dir.path());
     let read_certs = |p: &std::path::Path| {
-        rustls_pemfile::certs(&mut std::fs::read(p).unwrap().as_slice())
+        rustls::pki_types::CertificateDer::pem_slice_iter(&std::fs::read(p).unwrap())
             .collect::<Result<Vec<_>, _>>()
             .unwrap()
     };
@@ -378,9 +379,9 @@ async fn a_client_certificate_passes_an_mtls_proxy() {
     )
     .build()
     .unwrap();
-    let key = rustls_pemfile::private_key(&mut std::fs::read(&pki.key_path).unwrap().as_slice())
-        .unwrap()
-        .unwrap();
+    let key =
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(&std::fs::read(&pki.key_path).unwrap())
+            .unwrap();
     let tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()

@@ -12,6 +12,7 @@ mod common;
 /// Batched queries per fetch cycle.
 const QUERIES: usize = wva_metrics_server::collector::prometheus::queries::QuerySignal::ALL.len();
 
+use rustls::pki_types::pem::PemObject;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -331,12 +332,12 @@ async fn an_https_prometheus_is_trusted_through_the_ca_file_only() {
     let dir = tempfile::tempdir().unwrap();
     let pki = common::make_pki(dir.path());
     let certs: Vec<_> =
-        rustls_pemfile::certs(&mut std::fs::read(&pki.cert_path).unwrap().as_slice())
+        rustls::pki_types::CertificateDer::pem_slice_iter(&std::fs::read(&pki.cert_path).unwrap())
             .collect::<Result<_, _>>()
             .unwrap();
-    let key = rustls_pemfile::private_key(&mut std::fs::read(&pki.key_path).unwrap().as_slice())
-        .unwrap()
-        .unwrap();
+    let key =
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(&std::fs::read(&pki.key_path).unwrap())
+            .unwrap();
     let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 
@@ -43,7 +44,7 @@ pub fn load_pem_files(cert: &Path, key: &Path) -> Result<CertifiedKeyPem, TlsErr
     };
     let cert_pem = read("certificate file", cert)?;
     let key_pem = read("private key file", key)?;
-    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .filter_map(Result::ok)
         .collect();
     if chain.is_empty() {
@@ -51,9 +52,8 @@ pub fn load_pem_files(cert: &Path, key: &Path) -> Result<CertifiedKeyPem, TlsErr
             path: cert.to_owned(),
         });
     }
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .ok()
-        .flatten()
         .ok_or_else(|| TlsError::NoKey {
             path: key.to_owned(),
         })?;
@@ -235,7 +235,7 @@ fn client_verifier(
         source,
     })?;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem_bytes.as_slice()).filter_map(Result::ok) {
+    for cert in CertificateDer::pem_slice_iter(&pem_bytes).filter_map(Result::ok) {
         roots.add(cert)?;
     }
     if roots.is_empty() {

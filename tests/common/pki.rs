@@ -2,6 +2,7 @@
 //! HTTPS clients that present them, raw TLS connections, and `serve` with
 //! kube inventory against the in-process API server.
 
+use rustls::pki_types::pem::PemObject;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,7 +87,7 @@ pub fn client_with_timeout(
 /// A rustls client configuration (ring provider, no client auth) trusting only the CAs in `ca_pem`.
 pub fn rustls_config(ca_pem: &[u8]) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut &ca_pem[..]) {
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem) {
         roots.add(c.unwrap()).unwrap();
     }
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))

@@ -85,7 +85,7 @@ async fn certs_command_writes_a_pki_the_server_and_apiservice_use() {
     }
     // The custom metrics APIServices: v1beta2 and v1beta1, same Service and CA.
     let custom_text = std::fs::read_to_string(dir.path().join("apiservice-custom.yaml")).unwrap();
-    let custom: Vec<APIService> = serde_yaml::Deserializer::from_str(&custom_text)
+    let custom: Vec<APIService> = serde_norway::Deserializer::from_str(&custom_text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
     let names: Vec<&str> = custom
@@ -108,7 +108,7 @@ async fn certs_command_writes_a_pki_the_server_and_apiservice_use() {
     }
     let ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
     let api: APIService =
-        serde_yaml::from_str(&std::fs::read_to_string(dir.path().join("apiservice.yaml")).unwrap())
+        serde_norway::from_str(&std::fs::read_to_string(dir.path().join("apiservice.yaml")).unwrap())
             .unwrap();
     assert_eq!(
         api.metadata.name.as_deref(),

@@ -19,7 +19,7 @@ fn crd_command_matches_the_deployed_crd() {
         printed == deployed,
         "deploy/crd-variantautoscaling.yaml is out of date: run `cargo run -- crd > deploy/crd-variantautoscaling.yaml`"
     );
-    let crd: serde_json::Value = serde_yaml::from_str(&printed).unwrap();
+    let crd: serde_json::Value = serde_norway::from_str(&printed).unwrap();
     let version = &crd["spec"]["versions"][0];
     let columns: Vec<&str> = version["additionalPrinterColumns"]
         .as_array()

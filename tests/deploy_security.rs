@@ -21,7 +21,7 @@ fn deploy_documents() -> Vec<Value> {
                 walk(&p, out);
             } else if p.extension().is_some_and(|x| x == "yaml") {
                 let text = std::fs::read_to_string(&p).unwrap();
-                for d in serde_yaml::Deserializer::from_str(&text) {
+                for d in serde_norway::Deserializer::from_str(&text) {
                     let v: Value = serde::Deserialize::deserialize(d).unwrap();
                     if !v.is_null() {
                         out.push(v);

@@ -32,7 +32,7 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 fn documents(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
+    serde_norway::Deserializer::from_str(&text)
         .map(|d| {
             serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         })
@@ -261,7 +261,7 @@ fn kustomization_dirs() -> Vec<PathBuf> {
 }
 
 fn kustomization(dir: &Path) -> Value {
-    serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
+    serde_norway::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
         .unwrap_or_else(|e| panic!("{}/kustomization.yaml: {e}", dir.display()))
 }
 
@@ -293,7 +293,7 @@ fn run_kustomize(dir: &Path) -> Result<Vec<Value>, String> {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
     let text = String::from_utf8(out.stdout).unwrap();
-    Ok(serde_yaml::Deserializer::from_str(&text)
+    Ok(serde_norway::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .filter(|v: &Value| !v.is_null())
         .collect())

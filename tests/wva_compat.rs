@@ -51,7 +51,7 @@ fn upstream_threshold_configmaps_load_unchanged_in_both_forms() {
         assert_eq!(config.not_used_keys().count(), 0, "{name}");
         assert!(!config.default_thresholds().enable_limiter, "{name}");
         // As the ConfigMap the kube source watches.
-        let cm: k8s_openapi::api::core::v1::ConfigMap = serde_yaml::from_str(&text).unwrap();
+        let cm: k8s_openapi::api::core::v1::ConfigMap = serde_norway::from_str(&text).unwrap();
         let (from_cluster, errors) =
             ThresholdConfig::from_configmap_data(cm.data.as_ref().unwrap());
         assert!(errors.is_empty(), "{name}: {errors:?}");

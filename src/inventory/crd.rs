@@ -81,9 +81,9 @@ pub struct ScaleTargetRef {
 }
 
 /// The CRD as YAML, generated from these types (`wva-metrics-server crd`).
-pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+pub fn crd_yaml() -> Result<String, serde_norway::Error> {
     use kube::CustomResourceExt;
-    serde_yaml::to_string(&VariantAutoscaling::crd())
+    serde_norway::to_string(&VariantAutoscaling::crd())
 }
 
 /// Observed state written back by the server.

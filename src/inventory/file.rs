@@ -170,7 +170,7 @@ fn dropped_fields(
     }
 }
 
-/// serde_yaml's message without its own " at line L column C" (which counts
+/// serde_norway's message without its own " at line L column C" (which counts
 /// from the document): the file's line is reported instead.
 fn without_location(message: &str) -> &str {
     match message.rfind(" at line ") {
@@ -179,7 +179,7 @@ fn without_location(message: &str) -> &str {
     }
 }
 
-/// `spec.minReplicas: invalid type ...` -> the field path serde_yaml names.
+/// `spec.minReplicas: invalid type ...` -> the field path serde_norway names.
 fn field_of_message(message: &str) -> Option<String> {
     let (head, _) = message.split_once(": ")?;
     let looks_like_path = !head.is_empty()
@@ -207,7 +207,7 @@ where
             field,
             message,
         };
-    let value: T = serde_yaml::from_str(doc.text).map_err(|e| {
+    let value: T = serde_norway::from_str(doc.text).map_err(|e| {
         let text = e.to_string();
         let line = e
             .location()
@@ -302,7 +302,7 @@ pub fn parse_objects_with_lines(
                 field: field.map(str::to_owned),
                 message,
             };
-        let value: serde_yaml::Value = serde_yaml::from_str(doc.text).map_err(|e| {
+        let value: serde_norway::Value = serde_norway::from_str(doc.text).map_err(|e| {
             let line = e
                 .location()
                 .map(|l| doc.first_line + l.line() - 1)

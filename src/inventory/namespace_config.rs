@@ -242,7 +242,7 @@ pub fn thresholds_from_documents(
     let mut configmaps: Vec<(usize, usize, String, ThresholdConfig)> = Vec::new();
     for (file, text) in files.iter().enumerate() {
         for (offset, doc) in documents(text) {
-            let value: serde_yaml::Value = serde_yaml::from_str(doc).map_err(|e| {
+            let value: serde_norway::Value = serde_norway::from_str(doc).map_err(|e| {
                 at(
                     file,
                     offset - 1 + e.location().map(|l| l.line()).unwrap_or(1),
@@ -253,7 +253,7 @@ pub fn thresholds_from_documents(
                 value
                     .get("metadata")
                     .and_then(|m| m.get(field))
-                    .and_then(|v| serde_yaml::from_value(v.clone()).ok())
+                    .and_then(|v| serde_norway::from_value(v.clone()).ok())
                     .unwrap_or_default()
             };
             let text_of = |field: &str| {

@@ -156,10 +156,10 @@ fn entry_error(key: &str, field: Option<&str>, message: String) -> ScaleToZeroEr
     }
 }
 
-fn parse_value(key: &str, value: &serde_yaml::Value) -> Result<Parsed, ScaleToZeroError> {
+fn parse_value(key: &str, value: &serde_norway::Value) -> Result<Parsed, ScaleToZeroError> {
     let map = match value {
-        serde_yaml::Value::Null => return Ok(Parsed::default()),
-        serde_yaml::Value::Mapping(m) => m,
+        serde_norway::Value::Null => return Ok(Parsed::default()),
+        serde_norway::Value::Mapping(m) => m,
         other => {
             return Err(entry_error(
                 key,
@@ -181,7 +181,7 @@ fn parse_value(key: &str, value: &serde_yaml::Value) -> Result<Parsed, ScaleToZe
             ));
         };
         let text = || match v {
-            serde_yaml::Value::String(s) => Ok(s.clone()),
+            serde_norway::Value::String(s) => Ok(s.clone()),
             other => Err(entry_error(
                 key,
                 Some(field),
@@ -192,8 +192,8 @@ fn parse_value(key: &str, value: &serde_yaml::Value) -> Result<Parsed, ScaleToZe
             "model_id" => p.model_id = Some(text()?),
             "namespace" => p.namespace = Some(text()?).filter(|n| !n.is_empty()),
             "enable_scale_to_zero" => match v {
-                serde_yaml::Value::Bool(b) => p.entry.enable = Some(*b),
-                serde_yaml::Value::Null => {}
+                serde_norway::Value::Bool(b) => p.entry.enable = Some(*b),
+                serde_norway::Value::Null => {}
                 other => {
                     return Err(entry_error(
                         key,
@@ -221,8 +221,8 @@ fn parse_value(key: &str, value: &serde_yaml::Value) -> Result<Parsed, ScaleToZe
 }
 
 fn parse_text(key: &str, text: &str) -> Result<Parsed, ScaleToZeroError> {
-    let value: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| ScaleToZeroError::Entry {
+    let value: serde_norway::Value =
+        serde_norway::from_str(text).map_err(|e| ScaleToZeroError::Entry {
             key: key.to_owned(),
             field: None,
             message: e.to_string(),
@@ -289,15 +289,15 @@ impl ScaleToZeroConfig {
             line,
             error: ScaleToZeroError::NotAMapping(message),
         };
-        let doc: serde_yaml::Value = serde_yaml::from_str(s)
+        let doc: serde_norway::Value = serde_norway::from_str(s)
             .map_err(|e| at(e.location().map(|l| l.line()).unwrap_or(1), e.to_string()))?;
         let doc = match doc.get("kind").and_then(|k| k.as_str()) {
             Some("ConfigMap") => doc.get("data").cloned().unwrap_or_default(),
             _ => doc,
         };
         let map = match &doc {
-            serde_yaml::Value::Mapping(m) => m.clone(),
-            serde_yaml::Value::Null => return Ok(ScaleToZeroConfig::default()),
+            serde_norway::Value::Mapping(m) => m.clone(),
+            serde_norway::Value::Null => return Ok(ScaleToZeroConfig::default()),
             _ => return Err(at(1, "the document is not a mapping".into())),
         };
         let mut entries = Vec::with_capacity(map.len());
@@ -307,7 +307,7 @@ impl ScaleToZeroConfig {
                 .ok_or_else(|| at(1, format!("key {} is not a string", yaml_inline(k))))?
                 .to_owned();
             let parsed = match v {
-                serde_yaml::Value::String(text) => parse_text(&key, text),
+                serde_norway::Value::String(text) => parse_text(&key, text),
                 other => parse_value(&key, other),
             };
             entries.push((key, parsed));

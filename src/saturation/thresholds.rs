@@ -245,7 +245,7 @@ impl Entry {
 
     /// An entry given as YAML text (the ConfigMap form: `default: |`).
     fn parse_text(text: &str) -> Result<Entry, EntryProblem> {
-        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| EntryProblem {
+        let value: serde_norway::Value = serde_norway::from_str(text).map_err(|e| EntryProblem {
             field: None,
             message: e.to_string(),
             line_in_entry: e.location().map(|l| l.line()),
@@ -253,10 +253,10 @@ impl Entry {
         Entry::parse_value(&value)
     }
 
-    fn parse_value(value: &serde_yaml::Value) -> Result<Entry, EntryProblem> {
+    fn parse_value(value: &serde_norway::Value) -> Result<Entry, EntryProblem> {
         let map = match value {
-            serde_yaml::Value::Null => return Ok(Entry::default()),
-            serde_yaml::Value::Mapping(m) => m,
+            serde_norway::Value::Null => return Ok(Entry::default()),
+            serde_norway::Value::Mapping(m) => m,
             other => {
                 return Err(EntryProblem {
                     field: None,
@@ -293,7 +293,7 @@ impl Entry {
                 "queueSpareTrigger" => e.queue_spare_trigger = number()?,
                 "analyzerName" => {
                     e.analyzer = match v {
-                        serde_yaml::Value::Null => None,
+                        serde_norway::Value::Null => None,
                         _ => text()?.map(|n| AnalyzerKind::from_config_name(&n)),
                     }
                 }
@@ -359,8 +359,8 @@ impl Entry {
     }
 }
 
-pub(crate) fn yaml_inline(v: &serde_yaml::Value) -> String {
-    serde_yaml::to_string(v)
+pub(crate) fn yaml_inline(v: &serde_norway::Value) -> String {
+    serde_norway::to_string(v)
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| format!("{v:?}"))
 }
@@ -438,7 +438,7 @@ impl ThresholdConfig {
             line,
             error: ThresholdError::NotAMapping(message),
         };
-        let doc: serde_yaml::Value = serde_yaml::from_str(s).map_err(|e| {
+        let doc: serde_norway::Value = serde_norway::from_str(s).map_err(|e| {
             let line = e.location().map(|l| l.line()).unwrap_or(1);
             at(line, e.to_string())
         })?;
@@ -447,8 +447,8 @@ impl ThresholdConfig {
             _ => doc,
         };
         let map = match &doc {
-            serde_yaml::Value::Mapping(m) => m,
-            serde_yaml::Value::Null => return Ok((ThresholdConfig::default(), Vec::new())),
+            serde_norway::Value::Mapping(m) => m,
+            serde_norway::Value::Null => return Ok((ThresholdConfig::default(), Vec::new())),
             _ => return Err(at(1, "the document is not a mapping".into())),
         };
         let mut entries = Vec::with_capacity(map.len());
@@ -458,7 +458,7 @@ impl ThresholdConfig {
                 .ok_or_else(|| at(1, format!("key {k:?} is not a string")))?
                 .to_owned();
             let entry = match v {
-                serde_yaml::Value::String(text) => Entry::parse_text(text),
+                serde_norway::Value::String(text) => Entry::parse_text(text),
                 other => Entry::parse_value(other),
             };
             entries.push((key, entry));

@@ -654,7 +654,7 @@ impl ApiServer {
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
                 let patch: Value = serde_json::from_slice(&body)
-                    .or_else(|_| serde_yaml::from_slice(&body))
+                    .or_else(|_| serde_norway::from_slice(&body))
                     .unwrap_or(Value::Null);
                 let ns = namespace.unwrap_or_default();
                 let fault = {

@@ -49,12 +49,36 @@ const RESOURCES: &[(&str, &str, &str)] = &[
     ("/api/v1", "namespaces", "Namespace"),
 ];
 
+/// One change, as a watch stream sends it: serialized once (a run with
+/// tens of thousands of objects keeps every change, and each watch sends
+/// the same line).
 #[derive(Clone, Debug)]
 struct Event {
     rv: u64,
     plural: &'static str,
-    kind: &'static str,
-    object: Value,
+    namespace: String,
+    name: String,
+    /// `{"type": ..., "object": ...}` and a newline.
+    line: Bytes,
+}
+
+impl Event {
+    fn new(rv: u64, plural: &'static str, kind_of_change: &str, object: &Value) -> Event {
+        let line = format!("{}\n", json!({"type": kind_of_change, "object": object}));
+        Event {
+            rv,
+            plural,
+            namespace: object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            name: object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            line: Bytes::from(line),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -127,7 +151,9 @@ impl ApiServer {
                 rv: 1,
                 ..Default::default()
             })),
-            events: broadcast::channel(1024).0,
+            // Room for a benchmark's burst of 10,000 changes: a watch that
+            // falls further behind ends, and the client watches again.
+            events: broadcast::channel(16384).0,
             cut: broadcast::channel(16).0,
         };
         let s = server.clone();
@@ -165,7 +191,7 @@ impl ApiServer {
     /// Creates or replaces an object (its `kind` says where it goes).
     pub fn apply(&self, object: Value) {
         let mut st = self.state.lock().unwrap();
-        let e = Self::store(&mut st, object);
+        let (e, _) = Self::store(&mut st, object);
         drop(st);
         let _ = self.events.send(e);
     }
@@ -215,9 +241,8 @@ impl ApiServer {
             st.conflicts += 1;
             return Err(r);
         }
-        let e = Self::store(&mut st, object);
+        let (e, stored) = Self::store(&mut st, object);
         drop(st);
-        let stored = e.object["object"].clone();
         let _ = self.events.send(e);
         Ok(stored)
     }
@@ -227,10 +252,10 @@ impl ApiServer {
         self.state.lock().unwrap().conflicts
     }
 
-    fn store(st: &mut State, mut object: Value) -> Event {
+    /// Stores `object`; returns the change and the object as stored.
+    fn store(st: &mut State, mut object: Value) -> (Event, Value) {
         let kind = object["kind"].as_str().unwrap().to_owned();
-        let (plural, kind) =
-            plural_of(&kind).unwrap_or_else(|| panic!("kind {kind} is not served"));
+        let (plural, _) = plural_of(&kind).unwrap_or_else(|| panic!("kind {kind} is not served"));
         let ns = object["metadata"]["namespace"]
             .as_str()
             .unwrap_or_default()
@@ -251,19 +276,14 @@ impl ApiServer {
         } else {
             "ADDED"
         };
+        let e = Event::new(rv, plural, kind_of_change, &object);
         st.objects.insert(key, object.clone());
-        let e = Event {
-            rv,
-            plural,
-            kind,
-            object: json!({"type": kind_of_change, "object": object}),
-        };
         st.events.push(e.clone());
-        e
+        (e, object)
     }
 
     pub fn delete(&self, kind: &str, namespace: &str, name: &str) {
-        let (plural, kind) = plural_of(kind).unwrap();
+        let (plural, _) = plural_of(kind).unwrap();
         let mut st = self.state.lock().unwrap();
         let Some(mut object) =
             st.objects
@@ -274,12 +294,7 @@ impl ApiServer {
         st.rv += 1;
         let rv = st.rv;
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let e = Event {
-            rv,
-            plural,
-            kind,
-            object: json!({"type": "DELETED", "object": object}),
-        };
+        let e = Event::new(rv, plural, "DELETED", &object);
         st.events.push(e.clone());
         drop(st);
         let _ = self.events.send(e);
@@ -435,6 +450,23 @@ impl ApiServer {
             .objects
             .get(&(plural.to_owned(), namespace.to_owned(), name.to_owned()))
             .cloned()
+    }
+
+    /// How many stored objects of `plural` in `namespace` satisfy `pred`
+    /// (one lock, no copies: for polls over thousands of objects).
+    pub fn count_objects(
+        &self,
+        plural: &str,
+        namespace: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .objects
+            .iter()
+            .filter(|((p, ns, _), o)| p == plural && ns == namespace && pred(o))
+            .count()
     }
 
     /// Status PATCH requests received so far.
@@ -723,14 +755,28 @@ impl ApiServer {
         namespace: &Option<String>,
         query: &BTreeMap<String, String>,
     ) -> bool {
-        let ns_ok = namespace
-            .as_ref()
-            .is_none_or(|ns| object["metadata"]["namespace"] == json!(ns));
+        Self::matches_key(
+            object["metadata"]["namespace"].as_str().unwrap_or_default(),
+            object["metadata"]["name"].as_str().unwrap_or_default(),
+            namespace,
+            query,
+        )
+    }
+
+    /// Whether an object of this namespace and name is in a list or watch
+    /// of `namespace` (None: all) with the query's `metadata.name` selector.
+    fn matches_key(
+        object_namespace: &str,
+        object_name: &str,
+        namespace: &Option<String>,
+        query: &BTreeMap<String, String>,
+    ) -> bool {
+        let ns_ok = namespace.as_ref().is_none_or(|ns| object_namespace == ns);
         let field_ok = match query
             .get("fieldSelector")
             .and_then(|f| f.strip_prefix("metadata.name="))
         {
-            Some(name) => object["metadata"]["name"] == json!(name),
+            Some(name) => object_name == name,
             None => true,
         };
         ns_ok && field_ok
@@ -804,10 +850,10 @@ impl ApiServer {
         let mut cut = self.cut.subscribe();
         let (tx, out) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
         tokio::spawn(async move {
-            let send = |e: &Event| Bytes::from(format!("{}\n", e.object));
+            let send = |e: &Event| e.line.clone();
             for e in backlog
                 .iter()
-                .filter(|e| Self::matches(&e.object["object"], &namespace, &query))
+                .filter(|e| Self::matches_key(&e.namespace, &e.name, &namespace, &query))
             {
                 if tx.send(Ok(Frame::data(send(e)))).await.is_err() {
                     return;
@@ -820,7 +866,7 @@ impl ApiServer {
                     _ = &mut deadline => return,
                     _ = cut.recv() => return,
                     e = rx.recv() => match e {
-                        Ok(e) if e.plural == plural && e.rv > from && Self::matches(&e.object["object"], &namespace, &query) => {
+                        Ok(e) if e.plural == plural && e.rv > from && Self::matches_key(&e.namespace, &e.name, &namespace, &query) => {
                             if tx.send(Ok(Frame::data(send(&e)))).await.is_err() {
                                 return;
                             }

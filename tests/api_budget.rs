@@ -212,6 +212,57 @@ async fn a_forbidden_status_write_is_logged_once_naming_the_permission() {
     );
 }
 
+#[tokio::test]
+async fn a_forbidden_list_is_logged_once_naming_the_permission() {
+    let api = ApiServer::start().await;
+    populate(&api, 1);
+    api.forbid("horizontalpodautoscalers");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let kc = kubeconfig.display().to_string();
+    // Not ready while a source cannot list: launched without waiting.
+    let server = Server::launch(
+        dir,
+        &[
+            "--inventory",
+            "kube",
+            "--metrics-backend",
+            "scrape",
+            "--namespace",
+            "wva-system",
+        ],
+        &[("KUBECONFIG", &kc)],
+        true,
+    );
+    let lists = || {
+        api.calls()
+            .iter()
+            .filter(|c| c.1 == "GET" && c.2 == "/apis/autoscaling/v2/horizontalpodautoscalers")
+            .count()
+    };
+    // The watcher's backoff retries the list: wait for three refusals.
+    eventually(WAIT, "three refused lists", || async {
+        (lists() >= 3).then_some(())
+    })
+    .await;
+    let log = server.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("lack of permission"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "logged once over {} lists: {lines:?}",
+        lists()
+    );
+    assert!(
+        lines[0].contains("get, list, watch horizontalpodautoscalers (API group autoscaling)"),
+        "{}",
+        lines[0]
+    );
+}
+
 /// The number of VariantAutoscalings whose status shows `replicas`.
 fn statuses_at(api: &ApiServer, replicas: u32) -> usize {
     api.count_objects("variantautoscalings", NS, |o| {

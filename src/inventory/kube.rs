@@ -232,6 +232,9 @@ where
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         let mut filter = ChangeFilter::new();
+        // A 403 is said once (until the list succeeds again), not on every
+        // retry of the watcher's backoff.
+        let mut forbidden_logged = false;
         loop {
             let next = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -241,6 +244,7 @@ where
                 None => return,
                 Some(Ok(event)) => {
                     if matches!(event, watcher::Event::InitDone) {
+                        forbidden_logged = false;
                         source.synced.store(true, Ordering::Release);
                         tracing::info!(resource = name, "initial list done");
                     }
@@ -259,12 +263,49 @@ where
                     }
                 }
                 // The watcher re-lists on its own (410 Gone, cut streams) with backoff.
+                Some(Err(e)) if watch_error_code(&e) == Some(403) => {
+                    if forbidden_logged {
+                        tracing::debug!(resource = name, error = %e, "list/watch still forbidden; retrying");
+                    } else {
+                        forbidden_logged = true;
+                        tracing::error!(
+                            resource = name,
+                            permission = %watch_permission(name),
+                            error = %e,
+                            "the API server refused to list or watch for lack of permission: grant the server's service account this permission (deploy/ ClusterRole); logged once, retried with backoff"
+                        );
+                    }
+                }
                 Some(Err(e)) => {
                     tracing::warn!(resource = name, error = %e, "watch failed; retrying")
                 }
             }
         }
     })
+}
+
+/// The API server's answer code of a failed list or watch, if it answered.
+fn watch_error_code(e: &watcher::Error) -> Option<u16> {
+    match e {
+        watcher::Error::InitialListFailed(k)
+        | watcher::Error::WatchStartFailed(k)
+        | watcher::Error::WatchFailed(k) => match k {
+            kube::Error::Api(status) => Some(status.code),
+            _ => None,
+        },
+        watcher::Error::WatchError(status) => Some(status.code),
+        watcher::Error::NoResourceVersion => None,
+    }
+}
+
+/// The permission a reflector of `resource` needs, as RBAC names it.
+fn watch_permission(resource: &str) -> String {
+    let group = required_rbac()
+        .into_iter()
+        .find(|r| r.resource == resource)
+        .map_or("", |r| r.api_group);
+    let group = if group.is_empty() { "core" } else { group };
+    format!("get, list, watch {resource} (API group {group})")
 }
 
 fn reflect<K>(

@@ -118,6 +118,9 @@ struct State {
     status_faults: std::collections::VecDeque<(u16, u32)>,
     /// Answers of status PATCH requests: (time, code).
     status_answers: Vec<(std::time::Instant, u16)>,
+    /// Resources (plurals) whose lists and watches are answered 403, as
+    /// when the client's ClusterRole lacks them.
+    forbidden: Vec<String>,
 }
 
 /// What a write requires of the stored object (optimistic concurrency).
@@ -401,6 +404,11 @@ impl ApiServer {
         self.state.lock().unwrap().held_lists.clear();
     }
 
+    /// Answers every list and watch of `plural` 403 Forbidden from now on.
+    pub fn forbid(&self, plural: &str) {
+        self.state.lock().unwrap().forbidden.push(plural.to_owned());
+    }
+
     /// Delays every SubjectAccessReview and TokenReview answer by `delay`.
     pub fn delay_reviews(&self, delay: std::time::Duration) {
         self.state.lock().unwrap().review_delay = delay;
@@ -554,6 +562,22 @@ impl ApiServer {
                 ),
             );
         };
+        if req.method() == Method::GET
+            && name.is_none()
+            && self
+                .state
+                .lock()
+                .unwrap()
+                .forbidden
+                .iter()
+                .any(|p| p == plural)
+        {
+            let message = format!("{plural} is forbidden: User \"test\" cannot list resource \"{plural}\" at the cluster scope");
+            return full(
+                StatusCode::FORBIDDEN,
+                status_json(403, "Forbidden", &message),
+            );
+        }
         match (req.method().clone(), name.clone(), sub) {
             (Method::GET, None, _)
                 if query.get("watch").is_some_and(|w| w == "1" || w == "true") =>

@@ -213,6 +213,39 @@ async fn a_forbidden_status_write_is_logged_once_naming_the_permission() {
 }
 
 #[tokio::test]
+async fn forbidden_events_are_logged_once_naming_the_permission() {
+    let api = ApiServer::start().await;
+    populate(&api, 3);
+    api.forbid_writes("events");
+    let server = serve(&api, &[]).await;
+    // Each VariantAutoscaling's first status brings two Events (a decision,
+    // and metrics unavailable: it has no pods): six refused.
+    let text = eventually(WAIT, "six refused Events", || async {
+        let text = server.text("/metrics").await;
+        (metric(&text, "wva_events_total{result=\"failed\"}") == Some(6.0)).then_some(text)
+    })
+    .await;
+    assert_eq!(
+        metric(&text, "wva_events_total{result=\"sent\"}"),
+        None,
+        "{text}"
+    );
+    let log = server.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("lack of permission"))
+        .collect();
+    assert_eq!(lines.len(), 1, "logged once: {lines:?}");
+    assert!(
+        lines[0].contains("create events (API group events.k8s.io)"),
+        "{}",
+        lines[0]
+    );
+    // The statuses were written all the same.
+    assert!((0..3).all(|i| written(&api, &format!("v{i:04}"))));
+}
+
+#[tokio::test]
 async fn a_forbidden_list_is_logged_once_naming_the_permission() {
     let api = ApiServer::start().await;
     populate(&api, 1);

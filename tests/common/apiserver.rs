@@ -121,6 +121,8 @@ struct State {
     /// Resources (plurals) whose lists and watches are answered 403, as
     /// when the client's ClusterRole lacks them.
     forbidden: Vec<String>,
+    /// Resources (plurals) whose creates and patches are answered 403.
+    forbidden_writes: Vec<String>,
 }
 
 /// What a write requires of the stored object (optimistic concurrency).
@@ -409,6 +411,15 @@ impl ApiServer {
         self.state.lock().unwrap().forbidden.push(plural.to_owned());
     }
 
+    /// Answers every create and patch of `plural` 403 Forbidden from now on.
+    pub fn forbid_writes(&self, plural: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .forbidden_writes
+            .push(plural.to_owned());
+    }
+
     /// Delays every SubjectAccessReview and TokenReview answer by `delay`.
     pub fn delay_reviews(&self, delay: std::time::Duration) {
         self.state.lock().unwrap().review_delay = delay;
@@ -578,6 +589,27 @@ impl ApiServer {
                 status_json(403, "Forbidden", &message),
             );
         }
+        if (req.method() == Method::POST || req.method() == Method::PATCH)
+            && self
+                .state
+                .lock()
+                .unwrap()
+                .forbidden_writes
+                .iter()
+                .any(|p| p == plural)
+        {
+            let verb = if req.method() == Method::POST {
+                "create"
+            } else {
+                "patch"
+            };
+            let message =
+                format!("{plural} is forbidden: User \"test\" cannot {verb} resource \"{plural}\"");
+            return full(
+                StatusCode::FORBIDDEN,
+                status_json(403, "Forbidden", &message),
+            );
+        }
         match (req.method().clone(), name.clone(), sub) {
             (Method::GET, None, _)
                 if query.get("watch").is_some_and(|w| w == "1" || w == "true") =>
@@ -615,7 +647,12 @@ impl ApiServer {
                 }
             }
             // Events: stored like any object (POST creates, PATCH updates a series).
+            // A PATCH is a merge patch (a series' count) of the stored Event.
             (Method::POST, None, None) | (Method::PATCH, Some(_), None) if plural == "events" => {
+                let patch_of = match (req.method() == Method::PATCH, &name) {
+                    (true, Some(n)) => Some(n.clone()),
+                    _ => None,
+                };
                 let body = req
                     .into_body()
                     .collect()
@@ -623,6 +660,22 @@ impl ApiServer {
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
                 let mut event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                if let Some(n) = patch_of {
+                    let key = (
+                        "events".to_owned(),
+                        namespace.clone().unwrap_or_default(),
+                        n,
+                    );
+                    let Some(mut stored) = self.state.lock().unwrap().objects.get(&key).cloned()
+                    else {
+                        return full(
+                            StatusCode::NOT_FOUND,
+                            status_json(404, "NotFound", "event not found"),
+                        );
+                    };
+                    merge_apply(&mut stored, &event);
+                    event = stored;
+                }
                 if event["metadata"]["name"].is_null() {
                     let n = self.state.lock().unwrap().rv;
                     event["metadata"]["name"] = json!(format!("event-{n}"));

@@ -69,6 +69,24 @@ fn written(api: &ApiServer, name: &str) -> bool {
         .is_some_and(|o| o["status"]["desiredOptimizedAlloc"]["numReplicas"].is_number())
 }
 
+/// Calls of the `reviews` budget (TokenReview, SubjectAccessReview) and
+/// of the `main` one (everything else).
+fn is_review(path: &str) -> bool {
+    path.ends_with("reviews")
+}
+
+fn is_main(path: &str) -> bool {
+    !is_review(path)
+}
+
+/// The most calls of one budget that may *arrive* within 1 s: burst + qps
+/// x 1 s, and 0.1 s more of qps for the time between a call leaving the
+/// client and the API server recording it, which varies (a call sent
+/// later can be recorded sooner after the one before it).
+fn bound(burst: usize, qps: f64) -> usize {
+    burst + (qps * 1.1) as usize
+}
+
 /// The value of an unlabelled (or first matching) sample in /metrics text.
 fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines()
@@ -120,16 +138,25 @@ async fn calls_to_the_api_server_stay_within_qps_and_burst() {
         "one write per VariantAutoscaling"
     );
     let calls = api.calls();
-    let patches = calls.iter().filter(|c| c.1 == "PATCH").count();
+    let patches = calls
+        .iter()
+        .filter(|c| c.1 == "PATCH" && c.2.ends_with("/status"))
+        .count();
     let posts = calls.iter().filter(|c| c.1 == "POST").count();
     assert_eq!(patches, N, "status writes");
     assert!(posts >= N, "Events (and reviews): {posts}");
-    // The bound of a token bucket: burst + qps x window, for every window.
-    let most = api.max_calls_within(Duration::from_secs(1));
-    assert!(
-        most <= BURST + QPS as usize,
-        "{most} calls within one second (qps {QPS}, burst {BURST})"
-    );
+    // The bound of a token bucket: burst + qps x window, for every window,
+    // per budget (reviews have their own).
+    for (budget, keep) in [
+        ("main", is_main as fn(&str) -> bool),
+        ("reviews", is_review),
+    ] {
+        let most = api.max_calls_within_matching(Duration::from_secs(1), keep);
+        assert!(
+            most <= bound(BURST, QPS),
+            "{budget}: {most} calls within one second (qps {QPS}, burst {BURST})"
+        );
+    }
     // And the calls were paced, not merely few: the whole run took at
     // least (calls - burst) / qps.
     let span = calls.last().unwrap().0 - calls.first().unwrap().0;
@@ -303,6 +330,27 @@ fn statuses_at(api: &ApiServer, replicas: u32) -> usize {
     })
 }
 
+/// CPU time (user + system) a process has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let ticks: f64 = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and
+    // stime are the 12th and 13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let used: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    Duration::from_secs_f64(used / ticks)
+}
+
 /// A memory figure of a process in KiB (`VmHWM:` peak, `VmRSS:` now).
 fn kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -447,6 +495,7 @@ async fn bench_all_decisions_change_at_once() {
     // Every decision changes at once: each Deployment goes from 2 to 3
     // replicas (no pods, so each variant holds at its new count).
     let calls_before = api.calls().len();
+    let cpu_before = cpu_time(pid);
     let t0 = std::time::Instant::now();
     for i in 0..n {
         api.apply(deployment(&format!("v{i:04}"), 3));
@@ -473,6 +522,7 @@ async fn bench_all_decisions_change_at_once() {
         assert!(t0.elapsed() < long, "statuses not current within {long:?}");
     }
     let current = t0.elapsed();
+    let cpu = cpu_time(pid).saturating_sub(cpu_before);
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (latencies, failures) = probe.await.unwrap();
     let calls: Vec<_> = api.calls()[calls_before..].to_vec();
@@ -494,6 +544,7 @@ async fn bench_all_decisions_change_at_once() {
     let full_seconds = &per_second[..per_second.len().saturating_sub(1)];
     let times: Vec<_> = in_phase.iter().map(|c| c.0).collect();
     let phase_window = max_within(&times, Duration::from_secs(1));
+    let main_window = api.max_calls_within_matching(Duration::from_secs(1), is_main);
     // After the first second (the bucket's burst): the sustained rate.
     let sustained = in_phase
         .iter()
@@ -503,11 +554,10 @@ async fn bench_all_decisions_change_at_once() {
     let text = server.text("/metrics").await;
     let p = |l: &[Duration], q: f64| percentile(l, q);
     eprintln!(
-        "\n| VariantAutoscalings | QPS / burst | calls in the change phase (status PATCH / Events, new or series / reviews) | calls per second: mean / after the first second / max 1 s bucket | most calls in any 1 s window: change phase / whole run | time until every status is current | largest backlog | HPA requests before (n / p50 / p99 / max / failed) | HPA requests meanwhile (n / p50 / p99 / max / failed) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n| {n} | {qps} / {burst} | {} ({patches} / {events} / {reviews}) | {:.1} / {sustained:.1} / {} | {phase_window} / {} | {current:.1?} | {max_backlog} | {} / {:.1?} / {:.1?} / {:.1?} / {idle_failures} | {} / {:.1?} / {:.1?} / {:.1?} / {failures} |",
+        "\n| VariantAutoscalings | QPS / burst | calls in the change phase (status PATCH / Events, new or series / reviews) | calls per second: mean / after the first second / max 1 s bucket | most calls in any 1 s window: change phase / whole run (main budget) | time until every status is current | largest backlog | HPA requests before (n / p50 / p99 / max / failed) | HPA requests meanwhile (n / p50 / p99 / max / failed) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n| {n} | {qps} / {burst} | {} ({patches} / {events} / {reviews}) | {:.1} / {sustained:.1} / {} | {phase_window} / {main_window} | {current:.1?} | {max_backlog} | {} / {:.1?} / {:.1?} / {:.1?} / {idle_failures} | {} / {:.1?} / {:.1?} / {:.1?} / {failures} |",
         in_phase.len(),
         in_phase.len() as f64 / current.as_secs_f64(),
         full_seconds.iter().max().copied().unwrap_or(0),
-        api.max_calls_within(Duration::from_secs(1)),
         idle_latencies.len(),
         p(&idle_latencies, 0.5),
         p(&idle_latencies, 0.99),
@@ -518,7 +568,7 @@ async fn bench_all_decisions_change_at_once() {
         latencies.last().copied().unwrap_or_default(),
     );
     eprintln!(
-        "initial phase {initial:.1?}; serve: peak RSS {} MiB, RSS now {} MiB; this process (in-process API server, {} calls recorded): peak RSS {} MiB",
+        "initial phase {initial:.1?}; serve: CPU {cpu:.1?} in the change phase, peak RSS {} MiB, RSS now {} MiB; this process (in-process API server, {} calls recorded): peak RSS {} MiB",
         kib(pid, "VmHWM:") / 1024,
         kib(pid, "VmRSS:") / 1024,
         api.calls().len(),
@@ -531,8 +581,9 @@ async fn bench_all_decisions_change_at_once() {
     }) {
         eprintln!("{line}");
     }
+    let main_most = api.max_calls_within_matching(Duration::from_secs(1), is_main);
     assert!(
-        api.max_calls_within(Duration::from_secs(1)) <= burst + qps,
-        "at most burst + qps in any second"
+        main_most <= bound(burst, qps as f64),
+        "{main_most} calls of the main budget within one second: more than burst + qps"
     );
 }

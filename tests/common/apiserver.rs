@@ -501,7 +501,22 @@ impl ApiServer {
     /// The most requests (watches excluded) that arrived within any
     /// `window` so far.
     pub fn max_calls_within(&self, window: std::time::Duration) -> usize {
-        let times: Vec<std::time::Instant> = self.calls().iter().map(|c| c.0).collect();
+        self.max_calls_within_matching(window, |_| true)
+    }
+
+    /// As [`ApiServer::max_calls_within`], counting only requests whose
+    /// path satisfies `keep`.
+    pub fn max_calls_within_matching(
+        &self,
+        window: std::time::Duration,
+        keep: impl Fn(&str) -> bool,
+    ) -> usize {
+        let times: Vec<std::time::Instant> = self
+            .calls()
+            .iter()
+            .filter(|c| keep(&c.2))
+            .map(|c| c.0)
+            .collect();
         let mut best = 0;
         let mut first = 0;
         for (last, t) in times.iter().enumerate() {

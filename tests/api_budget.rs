@@ -273,6 +273,42 @@ async fn forbidden_events_are_logged_once_naming_the_permission() {
 }
 
 #[tokio::test]
+async fn a_forbidden_lease_is_logged_once_naming_the_permission() {
+    let api = ApiServer::start().await;
+    populate(&api, 1);
+    api.forbid_writes("leases");
+    let server = serve(&api, &["--leader-elect-retry-period", "500ms"]).await;
+    let creates = || {
+        api.calls()
+            .iter()
+            .filter(|c| c.1 == "POST" && c.2.ends_with("/leases"))
+            .count()
+    };
+    eventually(WAIT, "three refused Lease creates", || async {
+        (creates() >= 3).then_some(())
+    })
+    .await;
+    let log = server.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("lack of permission"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "logged once over {} attempts: {lines:?}",
+        creates()
+    );
+    assert!(
+        lines[0].contains("get, create, update leases (API group coordination.k8s.io)"),
+        "{}",
+        lines[0]
+    );
+    // Not the leader: nothing written.
+    assert!(!written(&api, "v0000"));
+}
+
+#[tokio::test]
 async fn a_forbidden_list_is_logged_once_naming_the_permission() {
     let api = ApiServer::start().await;
     populate(&api, 1);

@@ -175,6 +175,8 @@ pub struct LeaderElector {
     leading: watch::Sender<bool>,
     observed: Option<Observed>,
     last_renewed: Option<Instant>,
+    /// A 403 was logged (once, until an attempt succeeds again).
+    forbidden_logged: bool,
 }
 
 /// Why one attempt failed.
@@ -203,6 +205,7 @@ impl LeaderElector {
                 leading,
                 observed: None,
                 last_renewed: None,
+                forbidden_logged: false,
             },
             rx,
         )
@@ -246,6 +249,9 @@ impl LeaderElector {
         let attempt =
             tokio::time::timeout(self.config.renew_deadline, self.try_acquire_or_renew(now)).await;
         let result = attempt.unwrap_or(Err(AttemptError::TimedOut));
+        if result.is_ok() {
+            self.forbidden_logged = false;
+        }
         match result {
             Ok(true) => {
                 self.last_renewed = Some(now);
@@ -256,6 +262,20 @@ impl LeaderElector {
                 self.set_leading(false);
             }
             Err(e) => {
+                let forbidden =
+                    matches!(&e, AttemptError::Api(kube::Error::Api(s)) if s.code == 403);
+                if forbidden && !self.forbidden_logged {
+                    // Without the Lease this replica never writes status or
+                    // Events: say why, once, not on every retry period.
+                    self.forbidden_logged = true;
+                    tracing::error!(
+                        permission = "get, create, update leases (API group coordination.k8s.io)",
+                        namespace = %self.config.namespace,
+                        lease = %self.config.lease_name,
+                        error = %e,
+                        "the API server refused the leader Lease for lack of permission: grant the server's service account this permission (deploy/ Role); logged once, retried every retry period; no status or Events are written meanwhile"
+                    );
+                }
                 tracing::debug!(error = %e, lease = %self.config.lease_name, "leader election attempt failed");
                 if *self.leading.borrow()
                     && renewal_overdue(

@@ -490,19 +490,23 @@ pub async fn build_kube_clients(
     args: &ServeArgs,
     registry: &mut Registry,
 ) -> anyhow::Result<KubeClients> {
-    use crate::kube_client::{rate_limit::BudgetMetrics, ApiBudget, ApiRateLimitLayer};
+    use crate::kube_client::rate_limit::{retry_above_budget, BudgetMetrics};
+    use crate::kube_client::{ApiBudget, ApiRateLimitLayer};
     let config = kube::Config::infer().await?;
     let settings = crate::kube_client::RateLimitSettings {
         qps: args.kube_api_qps,
         burst: args.kube_api_burst,
     };
     let metrics = BudgetMetrics::register(registry);
-    let build = |name: &str, default_retry: bool| -> anyhow::Result<kube::Client> {
+    let build = |name: &str, retry: bool| -> anyhow::Result<kube::Client> {
         let budget = ApiBudget::new(name, settings, Some(metrics.clone()))?;
         let mut config = config.clone();
-        config.default_retry = default_retry;
+        // kube's own retry would sit below the budget: off, and the same
+        // policy goes above it instead, where each retry takes a token.
+        config.default_retry = false;
         Ok(kube::client::ClientBuilder::try_from(config)?
             .with_layer(&ApiRateLimitLayer::<kube::client::Body>::new(budget))
+            .with_layer(&retry_above_budget(retry))
             .build())
     };
     tracing::info!(
@@ -510,12 +514,11 @@ pub async fn build_kube_clients(
         burst = settings.burst,
         "client-side rate limit of API server calls (budgets: main, reviews)"
     );
-    // kube's built-in retry (429/503/504) sits below the rate limit, so its
-    // retries would not be counted, and it would hold the status sender
-    // inside one call for minutes: the main client's callers retry
-    // themselves (the status writer with backoff and coalescing, reflectors
-    // with the watcher's backoff). Reviews keep it: an HPA request waits on
-    // them, and a failed review is a failed request.
+    // No retry inside a call of the main client: it would hold the status
+    // sender inside one call for minutes; its callers retry themselves (the
+    // status writer with backoff and coalescing, reflectors with the
+    // watcher's backoff). Reviews retry (429/503/504) above their budget:
+    // an HPA request waits on them, and a failed review is a failed request.
     Ok(KubeClients {
         main: build("main", false)?,
         reviews: build("reviews", true)?,

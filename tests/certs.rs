@@ -107,9 +107,10 @@ async fn certs_command_writes_a_pki_the_server_and_apiservice_use() {
         assert!(spec.ca_bundle.is_some());
     }
     let ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
-    let api: APIService =
-        serde_norway::from_str(&std::fs::read_to_string(dir.path().join("apiservice.yaml")).unwrap())
-            .unwrap();
+    let api: APIService = serde_norway::from_str(
+        &std::fs::read_to_string(dir.path().join("apiservice.yaml")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(
         api.metadata.name.as_deref(),
         Some("v1beta1.external.metrics.k8s.io")

@@ -1,6 +1,8 @@
 //! `--inventory kube`: variants, scale targets, pods, namespaces (metadata
 //! only) and the thresholds ConfigMaps from the cluster, through kube-rs
 //! reflectors (list + watch, no polling). Every change rebuilds the snapshot
+//! (an event that changes nothing the source keeps, such as our own status
+//! write coming back, is not a change: [`super::changes`])
 //! with the same [`resolve_with`] the file source uses, after a short
 //! debounce. Namespaces annotated `wva.llmd.ai/exclude: "true"` are left
 //! out; the thresholds follow the global ConfigMap and the namespace-local
@@ -29,6 +31,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::changes::{fingerprint, key_of, ChangeFilter, Observed};
 use super::crd::VariantAutoscaling;
 use super::namespace_config::{ConfigMapData, NamespacePolicy, ThresholdsReconciler};
 use super::resolve::{resolve_with, InventoryObjects, ObjectRef, ResolveOptions};
@@ -206,15 +209,19 @@ impl Stores {
 
 /// Drives one reflector: applies events to its store, marks the source
 /// synced after the initial list, and wakes the rebuild on every change.
+/// With `only_changes`, an event that leaves the object as the store keeps
+/// it (a new `resourceVersion` alone, as after one of our own status
+/// writes, whose status is stripped) wakes nothing ([`super::changes`]).
 fn spawn_reflector<K, S>(
     name: &'static str,
     stream: S,
     sources: &mut Vec<Arc<Source>>,
     changed: Vec<Arc<Notify>>,
+    only_changes: bool,
     shutdown: CancellationToken,
 ) -> JoinHandle<()>
 where
-    K: Resource + Clone + Send + Sync + 'static,
+    K: Resource + Clone + serde::Serialize + Send + Sync + 'static,
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
     let source = Arc::new(Source {
@@ -224,6 +231,10 @@ where
     sources.push(Arc::clone(&source));
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
+        let mut filter = ChangeFilter::new();
+        // A 403 is said once (until the list succeeds again), not on every
+        // retry of the watcher's backoff.
+        let mut forbidden_logged = false;
         loop {
             let next = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -233,18 +244,68 @@ where
                 None => return,
                 Some(Ok(event)) => {
                     if matches!(event, watcher::Event::InitDone) {
+                        forbidden_logged = false;
                         source.synced.store(true, Ordering::Release);
                         tracing::info!(resource = name, "initial list done");
                     }
-                    changed.iter().for_each(|c| c.notify_one());
+                    let wake = !only_changes
+                        || filter.observe(match event {
+                            watcher::Event::Init => Observed::Init,
+                            watcher::Event::InitApply(o) => {
+                                Observed::InitApply(key_of(&o), fingerprint(o))
+                            }
+                            watcher::Event::InitDone => Observed::InitDone,
+                            watcher::Event::Apply(o) => Observed::Apply(key_of(&o), fingerprint(o)),
+                            watcher::Event::Delete(o) => Observed::Delete(key_of(&o)),
+                        });
+                    if wake {
+                        changed.iter().for_each(|c| c.notify_one());
+                    }
                 }
                 // The watcher re-lists on its own (410 Gone, cut streams) with backoff.
+                Some(Err(e)) if watch_error_code(&e) == Some(403) => {
+                    if forbidden_logged {
+                        tracing::debug!(resource = name, error = %e, "list/watch still forbidden; retrying");
+                    } else {
+                        forbidden_logged = true;
+                        tracing::error!(
+                            resource = name,
+                            permission = %watch_permission(name),
+                            error = %e,
+                            "the API server refused to list or watch for lack of permission: grant the server's service account this permission (deploy/ ClusterRole); logged once, retried with backoff"
+                        );
+                    }
+                }
                 Some(Err(e)) => {
                     tracing::warn!(resource = name, error = %e, "watch failed; retrying")
                 }
             }
         }
     })
+}
+
+/// The API server's answer code of a failed list or watch, if it answered.
+fn watch_error_code(e: &watcher::Error) -> Option<u16> {
+    match e {
+        watcher::Error::InitialListFailed(k)
+        | watcher::Error::WatchStartFailed(k)
+        | watcher::Error::WatchFailed(k) => match k {
+            kube::Error::Api(status) => Some(status.code),
+            _ => None,
+        },
+        watcher::Error::WatchError(status) => Some(status.code),
+        watcher::Error::NoResourceVersion => None,
+    }
+}
+
+/// The permission a reflector of `resource` needs, as RBAC names it.
+fn watch_permission(resource: &str) -> String {
+    let group = required_rbac()
+        .into_iter()
+        .find(|r| r.resource == resource)
+        .map_or("", |r| r.api_group);
+    let group = if group.is_empty() { "core" } else { group };
+    format!("get, list, watch {resource} (API group {group})")
 }
 
 fn reflect<K>(
@@ -265,6 +326,13 @@ where
 }
 
 fn keep_all<K>(_: &mut K) {}
+
+/// VariantAutoscalings: the status is ours (the snapshot never reads it),
+/// so that our own status writes leave the stored object unchanged.
+fn strip_variant(v: &mut VariantAutoscaling) {
+    v.status = None;
+    v.metadata.managed_fields = None;
+}
 
 /// Pods: only metadata and the readiness the analysis needs are kept, to
 /// bound memory.
@@ -305,6 +373,7 @@ pub async fn start(
                 stream,
                 &mut sources,
                 vec![Arc::clone(&changed)],
+                true,
                 shutdown.clone(),
             ));
             reader
@@ -313,7 +382,7 @@ pub async fn start(
     let vas = watch!(
         "variantautoscalings",
         Api::<VariantAutoscaling>::all(client.clone()),
-        keep_all
+        strip_variant
     );
     let hpas = watch!(
         "horizontalpodautoscalers",
@@ -354,6 +423,7 @@ pub async fn start(
                 stream,
                 &mut sources,
                 vec![Arc::clone(&changed)],
+                true,
                 shutdown.clone(),
             ));
             Some(reader)
@@ -376,6 +446,7 @@ pub async fn start(
         stream,
         &mut sources,
         vec![Arc::clone(&changed), Arc::clone(&config_changed)],
+        true,
         shutdown.clone(),
     ));
     // The thresholds ConfigMaps of every namespace, by name: the global one
@@ -390,6 +461,8 @@ pub async fn start(
         stream,
         &mut sources,
         vec![Arc::clone(&config_changed)],
+        // Every version counts: a refused one is reported by its resourceVersion.
+        false,
         shutdown.clone(),
     ));
     let reporter = Reporter {

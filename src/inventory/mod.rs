@@ -5,6 +5,7 @@
 //! only reads snapshots.
 
 pub mod accelerators;
+pub mod changes;
 pub mod crd;
 pub mod file;
 pub mod kube;

@@ -18,9 +18,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::PostParams;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use kube::{Client, Resource};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -35,7 +37,8 @@ use tokio_util::sync::CancellationToken;
 use super::crd::{OptimizedAlloc, VariantAutoscaling, VariantAutoscalingStatus};
 use super::snapshot::{Variant, VariantSource};
 use super::write_queue::{
-    classify, retry_delay, EventGate, FailureClass, Next, Offered, StatusQueue,
+    classify, retry_delay, EventGate, FailureClass, Next, Offered, Publish, SeriesCache,
+    StatusQueue,
 };
 use crate::decision::{DecisionEngine, DecisionError};
 use crate::saturation::TargetReason;
@@ -262,6 +265,9 @@ const SENDERS: usize = 4;
 
 /// At most one Event per object and reason per this interval.
 pub const EVENT_INTERVAL: Duration = Duration::from_secs(60);
+/// An Event repeated within this long after the last of its series counts
+/// in that series (client-go and kube-rs use the same 6 minutes).
+pub const EVENT_SERIES_TTL: Duration = Duration::from_secs(6 * 60);
 /// First retry of a failed write (409, 429, 5xx, no answer); doubles up to
 /// [`RETRY_CAP`], with jitter.
 const RETRY_BASE: Duration = Duration::from_millis(200);
@@ -347,7 +353,7 @@ pub struct StatusWriter {
     client: Client,
     engine: Arc<DecisionEngine>,
     min_interval: Duration,
-    recorder: Recorder,
+    reporter: Reporter,
     metrics: StatusMetrics,
     /// Whether this replica holds the leader Lease (see `crate::leader`).
     leading: tokio::sync::watch::Receiver<bool>,
@@ -360,7 +366,7 @@ impl StatusWriter {
             instance: std::env::var("POD_NAME").ok(),
         };
         StatusWriter {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             client,
             engine,
             min_interval,
@@ -399,7 +405,8 @@ impl StatusWriter {
         };
         let sender = Arc::new(Sender {
             client: self.client,
-            recorder: self.recorder,
+            reporter: self.reporter,
+            series: Mutex::new(SeriesCache::new(EVENT_SERIES_TTL)),
             queue,
             wake,
             metrics: self.metrics,
@@ -488,7 +495,9 @@ impl Planner {
 
 struct Sender {
     client: Client,
-    recorder: Recorder,
+    reporter: Reporter,
+    /// Events sent in the last minutes, by object, reason and note.
+    series: Mutex<SeriesCache<(String, String, String, String)>>,
     queue: SharedQueue,
     wake: Arc<Notify>,
     metrics: StatusMetrics,
@@ -666,27 +675,134 @@ impl Sender {
             }
             *checked = now;
         }
+        plain(&self.series).expire(now);
         let due = plain(&self.gate).due(now);
         for ((namespace, name, _), event) in due {
             self.publish(&namespace, &name, &event).await;
         }
     }
 
-    /// Sends one Event; a repeat of an Event of the last minutes becomes a
-    /// series (count and last time) of the first, as Kubernetes' event
-    /// recorder does.
+    /// Sends one Event: a new Event object, or, when the same object had
+    /// an Event of the same reason and note within [`EVENT_SERIES_TTL`], a
+    /// series of that one (its count and last time), as Kubernetes' event
+    /// recorder does. A failed one goes again at the end of the object's
+    /// minute (409, 429, 5xx, no answer), unless a newer one replaces it.
     async fn publish(&self, namespace: &str, name: &str, event: &Event) {
-        let reference = VariantAutoscaling::object_ref_for(namespace, name);
-        match self.recorder.publish(event, &reference).await {
-            Ok(()) => self.metrics.event("sent"),
-            Err(e) => {
-                self.metrics.event("failed");
-                if api_answer(&e).0 == Some(403) {
-                    self.forbidden("create events (API group events.k8s.io)", namespace, &e);
-                } else {
-                    tracing::debug!(%namespace, variant = %name, error = %e, "cannot record event");
+        let key = (
+            namespace.to_owned(),
+            name.to_owned(),
+            event.reason.clone(),
+            event.note.clone().unwrap_or_default(),
+        );
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), namespace);
+        // At most two calls: a series whose Event the API server no
+        // longer has (404) is created anew at once.
+        for _ in 0..2 {
+            let plan = plain(&self.series).plan(&key, Instant::now());
+            let stamp = jiff::Timestamp::now();
+            let result = match &plan {
+                Publish::Create => {
+                    let object = self.new_event(namespace, name, event, stamp);
+                    let created = object.metadata.name.clone().unwrap_or_default();
+                    api.create(&PostParams::default(), &object)
+                        .await
+                        .map(|_| created)
+                }
+                Publish::Repeat {
+                    name: existing,
+                    count,
+                } => {
+                    let patch = serde_json::json!({
+                        "series": {"count": count, "lastObservedTime": MicroTime(stamp)}
+                    });
+                    api.patch(existing, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map(|_| existing.clone())
+                }
+            };
+            let now = Instant::now();
+            let e = match result {
+                Ok(sent) => {
+                    let mut series = plain(&self.series);
+                    match plan {
+                        Publish::Create => series.created(key, sent, now),
+                        Publish::Repeat { count, .. } => series.repeated(&key, count, now),
+                    }
+                    self.metrics.event("sent");
+                    return;
+                }
+                Err(e) => e,
+            };
+            let (code, retry_after) = api_answer(&e);
+            if matches!(plan, Publish::Repeat { .. }) && code == Some(404) {
+                plain(&self.series).forget(&key);
+                continue;
+            }
+            self.metrics.event("failed");
+            match classify(code, retry_after) {
+                FailureClass::Forbidden => {
+                    let permission = match plan {
+                        Publish::Create => "create events (API group events.k8s.io)",
+                        Publish::Repeat { .. } => "patch events (API group events.k8s.io)",
+                    };
+                    self.forbidden(permission, namespace, &e);
+                }
+                FailureClass::Retry { .. } => {
+                    let gate_key = (namespace.to_owned(), name.to_owned(), event.reason.clone());
+                    let again = Event {
+                        type_: event.type_,
+                        reason: event.reason.clone(),
+                        note: event.note.clone(),
+                        action: event.action.clone(),
+                        secondary: event.secondary.clone(),
+                    };
+                    let kept = plain(&self.gate).retry(gate_key, again, now);
+                    tracing::debug!(%namespace, variant = %name, reason = %event.reason, ?code, kept, error = %e, "cannot record event; trying again when its minute ends");
+                }
+                FailureClass::NotFound | FailureClass::Rejected => {
+                    tracing::warn!(%namespace, variant = %name, reason = %event.reason, ?code, error = %e, "event refused by the API server");
                 }
             }
+            return;
+        }
+    }
+
+    /// A new events.k8s.io/v1 Event about the VariantAutoscaling.
+    fn new_event(
+        &self,
+        namespace: &str,
+        name: &str,
+        event: &Event,
+        stamp: jiff::Timestamp,
+    ) -> k8s_openapi::api::events::v1::Event {
+        k8s_openapi::api::events::v1::Event {
+            action: Some(event.action.clone()),
+            reason: Some(event.reason.clone()),
+            note: event.note.clone(),
+            type_: Some(
+                match event.type_ {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                }
+                .to_owned(),
+            ),
+            event_time: Some(MicroTime(stamp)),
+            regarding: Some(VariantAutoscaling::object_ref_for(namespace, name)),
+            related: event.secondary.clone(),
+            reporting_controller: Some(self.reporter.controller.clone()),
+            reporting_instance: Some(
+                self.reporter
+                    .instance
+                    .clone()
+                    .unwrap_or_else(|| self.reporter.controller.clone()),
+            ),
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                namespace: Some(namespace.to_owned()),
+                name: Some(format!("{name}.{:x}", stamp.as_nanosecond())),
+                ..Default::default()
+            },
+            ..Default::default()
         }
     }
 }

@@ -10,6 +10,12 @@
 //! [`EventGate`]: at most one Event per object and reason per interval; a
 //! later one within the interval waits for its end (only the newest is
 //! kept) and the ones it replaced are counted.
+//!
+//! [`SeriesCache`]: an Event that repeats one sent within the last minutes
+//! (same object, reason and note) becomes a series of the first (its count
+//! and last time, one PATCH) instead of a new Event, as Kubernetes' event
+//! recorder does; an Event with another note is an Event of its own, so
+//! that what an Event says is always what happened.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -332,6 +338,22 @@ impl<K: Eq + Hash + Clone, T> EventGate<K, T> {
         out
     }
 
+    /// Sending `event` failed: it goes again when the key's interval ends
+    /// (which also waits out any `Retry-After`, capped at a minute), unless
+    /// a newer one is waiting by then (that one goes instead). Returns
+    /// whether it was kept.
+    pub fn retry(&mut self, key: K, event: T, now: Instant) -> bool {
+        let g = self.entries.entry(key).or_insert(Gated {
+            sent_at: now,
+            waiting: None,
+        });
+        if g.waiting.is_some() {
+            return false;
+        }
+        g.waiting = Some(event);
+        true
+    }
+
     /// Events waiting for their interval.
     pub fn waiting(&self) -> usize {
         self.entries
@@ -341,10 +363,143 @@ impl<K: Eq + Hash + Clone, T> EventGate<K, T> {
     }
 }
 
+/// How an Event goes out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Publish {
+    /// A new Event object.
+    Create,
+    /// A repeat of the Event `name`: its series now counts `count`.
+    Repeat { name: String, count: u32 },
+}
+
+#[derive(Debug, Clone)]
+struct Sent {
+    name: String,
+    count: u32,
+    last: Instant,
+}
+
+/// Events sent within `ttl`, by key (object, reason and note).
+#[derive(Debug)]
+pub struct SeriesCache<K> {
+    ttl: Duration,
+    entries: HashMap<K, Sent>,
+}
+
+impl<K: Eq + Hash + Clone> SeriesCache<K> {
+    pub fn new(ttl: Duration) -> Self {
+        SeriesCache {
+            ttl,
+            entries: HashMap::new(),
+        }
+    }
+
+    /// How the Event of `key` goes out at `now`.
+    pub fn plan(&self, key: &K, now: Instant) -> Publish {
+        match self.entries.get(key) {
+            Some(s) if now < s.last + self.ttl => Publish::Repeat {
+                name: s.name.clone(),
+                count: s.count + 1,
+            },
+            _ => Publish::Create,
+        }
+    }
+
+    /// The Event of `key` was created as `name`.
+    pub fn created(&mut self, key: K, name: String, now: Instant) {
+        self.entries.insert(
+            key,
+            Sent {
+                name,
+                count: 1,
+                last: now,
+            },
+        );
+    }
+
+    /// The series of `key` was updated to `count`.
+    pub fn repeated(&mut self, key: &K, count: u32, now: Instant) {
+        if let Some(s) = self.entries.get_mut(key) {
+            s.count = count;
+            s.last = now;
+        }
+    }
+
+    /// The Event of `key` is gone (the API server expired it): the next
+    /// one is created anew.
+    pub fn forget(&mut self, key: &K) {
+        self.entries.remove(key);
+    }
+
+    /// Drops series whose last Event is older than the ttl.
+    pub fn expire(&mut self, now: Instant) {
+        let ttl = self.ttl;
+        self.entries.retain(|_, s| now < s.last + ttl);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_repeat_of_the_same_note_is_a_series_another_note_an_event() {
+        let t = Instant::now();
+        let s = |secs: u64| t + Duration::from_secs(secs);
+        let mut c: SeriesCache<(&str, &str)> = SeriesCache::new(Duration::from_secs(360));
+        let three = ("a", "desired replicas 3");
+        let four = ("a", "desired replicas 4");
+        assert_eq!(c.plan(&three, t), Publish::Create);
+        c.created(three, "a.1".into(), t);
+        // Another note: an Event of its own, not a count on the first.
+        assert_eq!(c.plan(&four, s(60)), Publish::Create);
+        c.created(four, "a.2".into(), s(60));
+        let repeat = |count| Publish::Repeat {
+            name: "a.1".into(),
+            count,
+        };
+        assert_eq!(c.plan(&three, s(120)), repeat(2));
+        c.repeated(&three, 2, s(120));
+        assert_eq!(
+            c.plan(&three, s(400)),
+            repeat(3),
+            "the ttl runs from the last repeat"
+        );
+        c.repeated(&three, 3, s(400));
+        // Past the ttl after the last one: a new Event.
+        assert_eq!(c.plan(&three, s(760)), Publish::Create);
+        c.expire(s(760));
+        assert_eq!(c.len(), 0, "both series expired");
+        // An Event the API server no longer has: created anew.
+        c.created(three, "a.3".into(), s(800));
+        c.forget(&three);
+        assert_eq!(c.plan(&three, s(801)), Publish::Create);
+    }
+
+    #[test]
+    fn a_failed_event_goes_again_at_the_end_of_its_interval_unless_a_newer_one_waits() {
+        let t = Instant::now();
+        let mut g: EventGate<&str, u32> = EventGate::new(Duration::from_secs(60));
+        assert_eq!(g.offer("a", 1, t), (Some(1), false));
+        // Sending 1 failed: retried when the minute ends.
+        assert!(g.retry("a", 1, t));
+        assert!(g.due(t + Duration::from_secs(59)).is_empty());
+        assert_eq!(g.due(t + Duration::from_secs(60)), [("a", 1)]);
+        // Failed again, but a newer Event is waiting by then: the newer goes.
+        let t2 = t + Duration::from_secs(60);
+        assert_eq!(g.offer("a", 2, t2), (None, false));
+        assert!(!g.retry("a", 1, t2));
+        assert_eq!(g.due(t2 + Duration::from_secs(60)), [("a", 2)]);
+    }
 
     fn distance(written: Option<&i32>, desired: &i32) -> u64 {
         match written {

@@ -13,6 +13,11 @@
 //! `Retry-After` holds the whole bucket for that long: the API server said
 //! it is overloaded, and every call of this client would get the same
 //! answer.
+//!
+//! A client that retries on its own (kube's retry of 429/503/504) must have
+//! that retry *above* the budget ([`retry_above_budget`]): kube's built-in
+//! one sits below any layer added to its client, so its retries would go
+//! out uncounted.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -288,6 +293,37 @@ where
     budget: Arc<ApiBudget>,
 }
 
+impl<F, B> Clone for RateLimited<F, B>
+where
+    F: Future + Send + 'static,
+    B: Send + 'static,
+{
+    fn clone(&self) -> Self {
+        RateLimited {
+            inner: self.inner.clone(),
+            budget: Arc::clone(&self.budget),
+        }
+    }
+}
+
+/// kube's server-aware retry (429, 503, 504; exponential backoff with
+/// jitter, `Retry-After` honoured; at most 15 retries) as a layer to put
+/// above an [`ApiRateLimitLayer`], so that every retry waits for a token
+/// of its own; `None` without retries. Use it instead of the client
+/// configuration's `default_retry`, which retries below the budget.
+pub fn retry_above_budget(
+    retry: bool,
+) -> tower::util::Either<
+    tower::retry::RetryLayer<kube::client::retry::RetryPolicy>,
+    tower::layer::util::Identity,
+> {
+    tower::util::option_layer(
+        retry.then(|| {
+            tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry())
+        }),
+    )
+}
+
 impl<F, B, RB, E> Service<Request<B>> for RateLimited<F, B>
 where
     F: Future<Output = Result<Response<RB>, E>> + Send + 'static,
@@ -465,6 +501,53 @@ mod tests {
                 prop_assert_eq!(Duration::from_millis(a), s, "call {} waited", k);
             }
         }
+    }
+
+    /// Retries (kube's policy, above the budget) each wait for a token:
+    /// a call answered 503, 503, 200 is three calls of the budget, spaced
+    /// by 1/QPS, and the caller sees the 200.
+    #[tokio::test(start_paused = true)]
+    async fn retries_above_the_budget_are_counted_and_paced() {
+        let answers = Arc::new(Mutex::new(vec![200u16, 503, 503]));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let start = Instant::now();
+        let (a, s) = (Arc::clone(&answers), Arc::clone(&sent));
+        let inner = tower::service_fn(move |_req: Request<kube::client::Body>| {
+            let code = a.lock().unwrap().pop().unwrap_or(200);
+            s.lock().unwrap().push(start.elapsed());
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    Response::builder().status(code).body(()).unwrap(),
+                )
+            }
+        });
+        let mut registry = Registry::default();
+        let metrics = BudgetMetrics::register(&mut registry);
+        let budget = ApiBudget::new("test", settings(2.0, 1), Some(metrics)).unwrap();
+        let mut svc = tower::ServiceBuilder::new()
+            .layer(retry_above_budget(true))
+            .layer(ApiRateLimitLayer::new(budget))
+            .service(inner);
+        let req = Request::post("/apis/authentication.k8s.io/v1/tokenreviews")
+            .body(kube::client::Body::from(b"{}".to_vec()))
+            .unwrap();
+        let res = svc.ready().await.unwrap().call(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let sent = sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 3, "two retries");
+        for w in sent.windows(2) {
+            assert!(
+                w[1] - w[0] >= Duration::from_millis(500),
+                "a retry went out {:?} after the call before it, faster than 2 a second",
+                w[1] - w[0]
+            );
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("wva_kube_api_requests_total{budget=\"test\"} 3"),
+            "{text}"
+        );
     }
 
     /// The layer in front of a real service: calls are paced, watches are

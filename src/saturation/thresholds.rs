@@ -245,11 +245,12 @@ impl Entry {
 
     /// An entry given as YAML text (the ConfigMap form: `default: |`).
     fn parse_text(text: &str) -> Result<Entry, EntryProblem> {
-        let value: serde_norway::Value = serde_norway::from_str(text).map_err(|e| EntryProblem {
-            field: None,
-            message: e.to_string(),
-            line_in_entry: e.location().map(|l| l.line()),
-        })?;
+        let value: serde_norway::Value =
+            serde_norway::from_str(text).map_err(|e| EntryProblem {
+                field: None,
+                message: e.to_string(),
+                line_in_entry: e.location().map(|l| l.line()),
+            })?;
         Entry::parse_value(&value)
     }
 

@@ -49,12 +49,36 @@ const RESOURCES: &[(&str, &str, &str)] = &[
     ("/api/v1", "namespaces", "Namespace"),
 ];
 
+/// One change, as a watch stream sends it: serialized once (a run with
+/// tens of thousands of objects keeps every change, and each watch sends
+/// the same line).
 #[derive(Clone, Debug)]
 struct Event {
     rv: u64,
     plural: &'static str,
-    kind: &'static str,
-    object: Value,
+    namespace: String,
+    name: String,
+    /// `{"type": ..., "object": ...}` and a newline.
+    line: Bytes,
+}
+
+impl Event {
+    fn new(rv: u64, plural: &'static str, kind_of_change: &str, object: &Value) -> Event {
+        let line = format!("{}\n", json!({"type": kind_of_change, "object": object}));
+        Event {
+            rv,
+            plural,
+            namespace: object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            name: object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            line: Bytes::from(line),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -94,6 +118,11 @@ struct State {
     status_faults: std::collections::VecDeque<(u16, u32)>,
     /// Answers of status PATCH requests: (time, code).
     status_answers: Vec<(std::time::Instant, u16)>,
+    /// Resources (plurals) whose lists and watches are answered 403, as
+    /// when the client's ClusterRole lacks them.
+    forbidden: Vec<String>,
+    /// Resources (plurals) whose creates and patches are answered 403.
+    forbidden_writes: Vec<String>,
 }
 
 /// What a write requires of the stored object (optimistic concurrency).
@@ -127,7 +156,9 @@ impl ApiServer {
                 rv: 1,
                 ..Default::default()
             })),
-            events: broadcast::channel(1024).0,
+            // Room for a benchmark's burst of 10,000 changes: a watch that
+            // falls further behind ends, and the client watches again.
+            events: broadcast::channel(16384).0,
             cut: broadcast::channel(16).0,
         };
         let s = server.clone();
@@ -165,7 +196,7 @@ impl ApiServer {
     /// Creates or replaces an object (its `kind` says where it goes).
     pub fn apply(&self, object: Value) {
         let mut st = self.state.lock().unwrap();
-        let e = Self::store(&mut st, object);
+        let (e, _) = Self::store(&mut st, object);
         drop(st);
         let _ = self.events.send(e);
     }
@@ -215,9 +246,8 @@ impl ApiServer {
             st.conflicts += 1;
             return Err(r);
         }
-        let e = Self::store(&mut st, object);
+        let (e, stored) = Self::store(&mut st, object);
         drop(st);
-        let stored = e.object["object"].clone();
         let _ = self.events.send(e);
         Ok(stored)
     }
@@ -227,10 +257,10 @@ impl ApiServer {
         self.state.lock().unwrap().conflicts
     }
 
-    fn store(st: &mut State, mut object: Value) -> Event {
+    /// Stores `object`; returns the change and the object as stored.
+    fn store(st: &mut State, mut object: Value) -> (Event, Value) {
         let kind = object["kind"].as_str().unwrap().to_owned();
-        let (plural, kind) =
-            plural_of(&kind).unwrap_or_else(|| panic!("kind {kind} is not served"));
+        let (plural, _) = plural_of(&kind).unwrap_or_else(|| panic!("kind {kind} is not served"));
         let ns = object["metadata"]["namespace"]
             .as_str()
             .unwrap_or_default()
@@ -251,19 +281,14 @@ impl ApiServer {
         } else {
             "ADDED"
         };
+        let e = Event::new(rv, plural, kind_of_change, &object);
         st.objects.insert(key, object.clone());
-        let e = Event {
-            rv,
-            plural,
-            kind,
-            object: json!({"type": kind_of_change, "object": object}),
-        };
         st.events.push(e.clone());
-        e
+        (e, object)
     }
 
     pub fn delete(&self, kind: &str, namespace: &str, name: &str) {
-        let (plural, kind) = plural_of(kind).unwrap();
+        let (plural, _) = plural_of(kind).unwrap();
         let mut st = self.state.lock().unwrap();
         let Some(mut object) =
             st.objects
@@ -274,12 +299,7 @@ impl ApiServer {
         st.rv += 1;
         let rv = st.rv;
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let e = Event {
-            rv,
-            plural,
-            kind,
-            object: json!({"type": "DELETED", "object": object}),
-        };
+        let e = Event::new(rv, plural, "DELETED", &object);
         st.events.push(e.clone());
         drop(st);
         let _ = self.events.send(e);
@@ -386,6 +406,20 @@ impl ApiServer {
         self.state.lock().unwrap().held_lists.clear();
     }
 
+    /// Answers every list and watch of `plural` 403 Forbidden from now on.
+    pub fn forbid(&self, plural: &str) {
+        self.state.lock().unwrap().forbidden.push(plural.to_owned());
+    }
+
+    /// Answers every create and patch of `plural` 403 Forbidden from now on.
+    pub fn forbid_writes(&self, plural: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .forbidden_writes
+            .push(plural.to_owned());
+    }
+
     /// Delays every SubjectAccessReview and TokenReview answer by `delay`.
     pub fn delay_reviews(&self, delay: std::time::Duration) {
         self.state.lock().unwrap().review_delay = delay;
@@ -437,6 +471,23 @@ impl ApiServer {
             .cloned()
     }
 
+    /// How many stored objects of `plural` in `namespace` satisfy `pred`
+    /// (one lock, no copies: for polls over thousands of objects).
+    pub fn count_objects(
+        &self,
+        plural: &str,
+        namespace: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .objects
+            .iter()
+            .filter(|((p, ns, _), o)| p == plural && ns == namespace && pred(o))
+            .count()
+    }
+
     /// Status PATCH requests received so far.
     pub fn status_patches(&self) -> Vec<(String, Value)> {
         self.state.lock().unwrap().status_patches.clone()
@@ -450,7 +501,22 @@ impl ApiServer {
     /// The most requests (watches excluded) that arrived within any
     /// `window` so far.
     pub fn max_calls_within(&self, window: std::time::Duration) -> usize {
-        let times: Vec<std::time::Instant> = self.calls().iter().map(|c| c.0).collect();
+        self.max_calls_within_matching(window, |_| true)
+    }
+
+    /// As [`ApiServer::max_calls_within`], counting only requests whose
+    /// path satisfies `keep`.
+    pub fn max_calls_within_matching(
+        &self,
+        window: std::time::Duration,
+        keep: impl Fn(&str) -> bool,
+    ) -> usize {
+        let times: Vec<std::time::Instant> = self
+            .calls()
+            .iter()
+            .filter(|c| keep(&c.2))
+            .map(|c| c.0)
+            .collect();
         let mut best = 0;
         let mut first = 0;
         for (last, t) in times.iter().enumerate() {
@@ -522,6 +588,43 @@ impl ApiServer {
                 ),
             );
         };
+        if req.method() == Method::GET
+            && name.is_none()
+            && self
+                .state
+                .lock()
+                .unwrap()
+                .forbidden
+                .iter()
+                .any(|p| p == plural)
+        {
+            let message = format!("{plural} is forbidden: User \"test\" cannot list resource \"{plural}\" at the cluster scope");
+            return full(
+                StatusCode::FORBIDDEN,
+                status_json(403, "Forbidden", &message),
+            );
+        }
+        if (req.method() == Method::POST || req.method() == Method::PATCH)
+            && self
+                .state
+                .lock()
+                .unwrap()
+                .forbidden_writes
+                .iter()
+                .any(|p| p == plural)
+        {
+            let verb = if req.method() == Method::POST {
+                "create"
+            } else {
+                "patch"
+            };
+            let message =
+                format!("{plural} is forbidden: User \"test\" cannot {verb} resource \"{plural}\"");
+            return full(
+                StatusCode::FORBIDDEN,
+                status_json(403, "Forbidden", &message),
+            );
+        }
         match (req.method().clone(), name.clone(), sub) {
             (Method::GET, None, _)
                 if query.get("watch").is_some_and(|w| w == "1" || w == "true") =>
@@ -559,7 +662,12 @@ impl ApiServer {
                 }
             }
             // Events: stored like any object (POST creates, PATCH updates a series).
+            // A PATCH is a merge patch (a series' count) of the stored Event.
             (Method::POST, None, None) | (Method::PATCH, Some(_), None) if plural == "events" => {
+                let patch_of = match (req.method() == Method::PATCH, &name) {
+                    (true, Some(n)) => Some(n.clone()),
+                    _ => None,
+                };
                 let body = req
                     .into_body()
                     .collect()
@@ -567,6 +675,22 @@ impl ApiServer {
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
                 let mut event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                if let Some(n) = patch_of {
+                    let key = (
+                        "events".to_owned(),
+                        namespace.clone().unwrap_or_default(),
+                        n,
+                    );
+                    let Some(mut stored) = self.state.lock().unwrap().objects.get(&key).cloned()
+                    else {
+                        return full(
+                            StatusCode::NOT_FOUND,
+                            status_json(404, "NotFound", "event not found"),
+                        );
+                    };
+                    merge_apply(&mut stored, &event);
+                    event = stored;
+                }
                 if event["metadata"]["name"].is_null() {
                     let n = self.state.lock().unwrap().rv;
                     event["metadata"]["name"] = json!(format!("event-{n}"));
@@ -723,14 +847,28 @@ impl ApiServer {
         namespace: &Option<String>,
         query: &BTreeMap<String, String>,
     ) -> bool {
-        let ns_ok = namespace
-            .as_ref()
-            .is_none_or(|ns| object["metadata"]["namespace"] == json!(ns));
+        Self::matches_key(
+            object["metadata"]["namespace"].as_str().unwrap_or_default(),
+            object["metadata"]["name"].as_str().unwrap_or_default(),
+            namespace,
+            query,
+        )
+    }
+
+    /// Whether an object of this namespace and name is in a list or watch
+    /// of `namespace` (None: all) with the query's `metadata.name` selector.
+    fn matches_key(
+        object_namespace: &str,
+        object_name: &str,
+        namespace: &Option<String>,
+        query: &BTreeMap<String, String>,
+    ) -> bool {
+        let ns_ok = namespace.as_ref().is_none_or(|ns| object_namespace == ns);
         let field_ok = match query
             .get("fieldSelector")
             .and_then(|f| f.strip_prefix("metadata.name="))
         {
-            Some(name) => object["metadata"]["name"] == json!(name),
+            Some(name) => object_name == name,
             None => true,
         };
         ns_ok && field_ok
@@ -804,10 +942,10 @@ impl ApiServer {
         let mut cut = self.cut.subscribe();
         let (tx, out) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
         tokio::spawn(async move {
-            let send = |e: &Event| Bytes::from(format!("{}\n", e.object));
+            let send = |e: &Event| e.line.clone();
             for e in backlog
                 .iter()
-                .filter(|e| Self::matches(&e.object["object"], &namespace, &query))
+                .filter(|e| Self::matches_key(&e.namespace, &e.name, &namespace, &query))
             {
                 if tx.send(Ok(Frame::data(send(e)))).await.is_err() {
                     return;
@@ -820,7 +958,7 @@ impl ApiServer {
                     _ = &mut deadline => return,
                     _ = cut.recv() => return,
                     e = rx.recv() => match e {
-                        Ok(e) if e.plural == plural && e.rv > from && Self::matches(&e.object["object"], &namespace, &query) => {
+                        Ok(e) if e.plural == plural && e.rv > from && Self::matches_key(&e.namespace, &e.name, &namespace, &query) => {
                             if tx.send(Ok(Frame::data(send(&e)))).await.is_err() {
                                 return;
                             }

@@ -46,22 +46,7 @@ fn populate(api: &ApiServer, n: usize) {
 }
 
 async fn serve(api: &ApiServer, extra: &[&str]) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.write_kubeconfig(dir.path());
-    let kc = kubeconfig.display().to_string();
-    let mut args = vec![
-        "--inventory",
-        "kube",
-        "--metrics-backend",
-        "scrape",
-        "--namespace",
-        "wva-system",
-    ];
-    if !extra.contains(&"--scrape-interval") {
-        args.extend_from_slice(&["--scrape-interval", "500ms"]);
-    }
-    args.extend_from_slice(extra);
-    Server::start_with(dir, &args, &[("KUBECONFIG", &kc)], true).await
+    Server::start_kube(api, extra, &[]).await
 }
 
 fn written(api: &ApiServer, name: &str) -> bool {
@@ -313,23 +298,8 @@ async fn a_forbidden_list_is_logged_once_naming_the_permission() {
     let api = ApiServer::start().await;
     populate(&api, 1);
     api.forbid("horizontalpodautoscalers");
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.write_kubeconfig(dir.path());
-    let kc = kubeconfig.display().to_string();
     // Not ready while a source cannot list: launched without waiting.
-    let server = Server::launch(
-        dir,
-        &[
-            "--inventory",
-            "kube",
-            "--metrics-backend",
-            "scrape",
-            "--namespace",
-            "wva-system",
-        ],
-        &[("KUBECONFIG", &kc)],
-        true,
-    );
+    let server = Server::launch_kube(&api, &[], &[]);
     let lists = || {
         api.calls()
             .iter()

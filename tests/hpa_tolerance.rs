@@ -177,26 +177,7 @@ fn a_bad_tolerance_is_refused_at_start() {
 async fn a_held_variant_says_why_and_an_hpa_tolerance_from_the_cluster_applies() {
     let api = ApiServer::start().await;
     let emulators = twelve_replicas(0.85).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.write_kubeconfig(dir.path()).display().to_string();
-    let server = Server::start_with(
-        dir,
-        &[
-            "--inventory",
-            "kube",
-            "--metrics-backend",
-            "scrape",
-            "--scrape-interval",
-            "500ms",
-            "--namespace",
-            "wva-system",
-            "--status-min-interval",
-            "1s",
-        ],
-        &[("KUBECONFIG", &kubeconfig)],
-        true,
-    )
-    .await;
+    let server = Server::start_kube(&api, &["--status-min-interval", "1s"], &[]).await;
     api.apply(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": TARGET, "namespace": NS},

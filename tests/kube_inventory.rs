@@ -64,21 +64,10 @@ async fn cluster() -> Cluster {
     for (kv, q) in [(0.20, 1.0), (0.30, 1.0), (0.25, 1.0), (0.79, 4.0)] {
         emulators.push(Emulator::start(MODEL, kv, q).await);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.write_kubeconfig(dir.path());
-    let kc = kubeconfig.display().to_string();
     // An empty inventory must still become ready (every reflector synced).
-    let server = Server::start_with(
-        dir,
+    let server = Server::start_kube(
+        &api,
         &[
-            "--inventory",
-            "kube",
-            "--metrics-backend",
-            "scrape",
-            "--scrape-interval",
-            "500ms",
-            "--namespace",
-            "wva-system",
             "--metrics-fresh-within",
             "1s",
             "--metrics-stale-after",
@@ -86,8 +75,7 @@ async fn cluster() -> Cluster {
             "--status-min-interval",
             "1s",
         ],
-        &[("KUBECONFIG", &kc)],
-        true,
+        &[],
     )
     .await;
     Cluster {

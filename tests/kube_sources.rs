@@ -67,23 +67,7 @@ fn owned_pod(ns: &str, name: &str, owner: (&str, &str), port: u16) -> Value {
 
 /// `serve --inventory kube --metrics-backend scrape` with `extra` flags.
 async fn serve(api: &ApiServer, extra: &[&str]) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.write_kubeconfig(dir.path());
-    let kc = kubeconfig.display().to_string();
-    let mut args = vec![
-        "--inventory",
-        "kube",
-        "--metrics-backend",
-        "scrape",
-        "--scrape-interval",
-        "500ms",
-        "--namespace",
-        "wva-system",
-        "--update-status",
-        "false",
-    ];
-    args.extend_from_slice(extra);
-    Server::start_with(dir, &args, &[("KUBECONFIG", &kc)], true).await
+    Server::start_kube(api, &[&["--update-status", "false"], extra].concat(), &[]).await
 }
 
 async fn value_of(s: &Server, ns: &str, metric: &str, selector: &str) -> Option<String> {
@@ -279,22 +263,7 @@ async fn watch_namespaces_limits_the_variants_served() {
 async fn readyz_waits_for_the_caches_and_discovery_does_not() {
     let api = ApiServer::start().await;
     api.hold_lists("pods");
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.write_kubeconfig(dir.path());
-    let kc = kubeconfig.display().to_string();
-    let s = Server::launch(
-        dir,
-        &[
-            "--inventory",
-            "kube",
-            "--metrics-backend",
-            "scrape",
-            "--namespace",
-            "wva-system",
-        ],
-        &[("KUBECONFIG", &kc)],
-        true,
-    );
+    let s = Server::launch_kube(&api, &[], &[]);
     // Not ready while the pod list is held, and it says what it waits for
     // (first "inventory", then the resources not yet listed).
     let body = eventually(WAIT, "/readyz to name the pods it waits for", || async {

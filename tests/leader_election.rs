@@ -51,20 +51,10 @@ fn pod(index: usize, port: u16) -> Value {
 }
 
 fn replica(api: &ApiServer, name: &str) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.write_kubeconfig(dir.path()).display().to_string();
     let lease = format!("{LEASE_SECONDS}s");
-    Server::launch(
-        dir,
+    Server::launch_kube(
+        api,
         &[
-            "--inventory",
-            "kube",
-            "--metrics-backend",
-            "scrape",
-            "--scrape-interval",
-            "500ms",
-            "--namespace",
-            "wva-system",
             "--status-min-interval",
             "1s",
             "--leader-elect-lease-duration",
@@ -74,8 +64,7 @@ fn replica(api: &ApiServer, name: &str) -> Server {
             "--leader-elect-retry-period",
             "500ms",
         ],
-        &[("KUBECONFIG", &kubeconfig), ("POD_NAME", name)],
-        true,
+        &[("POD_NAME", name)],
     )
 }
 

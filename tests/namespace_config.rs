@@ -76,27 +76,8 @@ async fn cluster(env: &[(&str, &str)]) -> Cluster {
     }
     api.apply(namespace(OWN_NS, json!({}), json!({})));
     api.apply(namespace(NS, json!({}), json!({})));
-    let dir = tempfile::tempdir().unwrap();
-    let kc = api.write_kubeconfig(dir.path()).display().to_string();
-    let mut env = env.to_vec();
-    env.push(("KUBECONFIG", &kc));
-    let server = Server::start_with(
-        dir,
-        &[
-            "--inventory",
-            "kube",
-            "--metrics-backend",
-            "scrape",
-            "--scrape-interval",
-            "500ms",
-            "--namespace",
-            OWN_NS,
-            "--update-status=false",
-        ],
-        &env,
-        true,
-    )
-    .await;
+    let server =
+        Server::start_kube(&api, &["--namespace", OWN_NS, "--update-status=false"], env).await;
     Cluster {
         api,
         server,

@@ -315,23 +315,10 @@ async fn the_configmap_is_followed_in_kube_mode() {
                "data": data})
     };
     api.apply(configmap(json!({"default": "retention_period: \"2s\"\n"})));
-    let dir = tempfile::tempdir().unwrap();
-    let kc = api.write_kubeconfig(dir.path()).display().to_string();
-    let s = Server::start_with(
-        dir,
-        &[
-            "--inventory",
-            "kube",
-            "--metrics-backend",
-            "scrape",
-            "--scrape-interval",
-            "500ms",
-            "--namespace",
-            OWN,
-            "--update-status=false",
-        ],
-        &[("KUBECONFIG", &kc), ("WVA_SCALE_TO_ZERO", "true")],
-        true,
+    let s = Server::start_kube(
+        &api,
+        &["--namespace", OWN, "--update-status=false"],
+        &[("WVA_SCALE_TO_ZERO", "true")],
     )
     .await;
     let sel = "target_name=d";

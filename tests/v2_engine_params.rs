@@ -114,25 +114,7 @@ async fn kube_deployment_args_set_the_token_budget_and_follow_changes() {
     api.apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "wva-saturation-scaling-config", "namespace": "wva-system"},
         "data": {"default": "analyzerName: saturation\n"}}));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.write_kubeconfig(dir.path());
-    let kc = kubeconfig.display().to_string();
-    let server = Server::start_with(
-        dir,
-        &[
-            "--inventory",
-            "kube",
-            "--metrics-backend",
-            "scrape",
-            "--scrape-interval",
-            "500ms",
-            "--namespace",
-            "wva-system",
-        ],
-        &[("KUBECONFIG", &kc)],
-        true,
-    )
-    .await;
+    let server = Server::start_kube(&api, &[], &[]).await;
     desired(&server, "small", "5").await;
     desired(&server, "big", "4").await;
 

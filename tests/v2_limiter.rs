@@ -111,26 +111,7 @@ async fn two_models_share_the_free_gpus_by_saturation_and_the_limited_one_says_s
     api.apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "wva-saturation-scaling-config", "namespace": "wva-system"},
         "data": {"default": "analyzerName: saturation\nenableLimiter: true\n"}}));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.write_kubeconfig(dir.path());
-    let kc = kubeconfig.display().to_string();
-    let server = Server::start_with(
-        dir,
-        &[
-            "--inventory",
-            "kube",
-            "--accelerator-inventory",
-            "--metrics-backend",
-            "scrape",
-            "--scrape-interval",
-            "500ms",
-            "--namespace",
-            "wva-system",
-        ],
-        &[("KUBECONFIG", &kc)],
-        true,
-    )
-    .await;
+    let server = Server::start_kube(&api, &["--accelerator-inventory"], &[]).await;
     // The more saturated model gets the 2 it needs, the other the 1 left.
     desired(&server, "alpha", "5").await;
     desired(&server, "beta", "5").await;

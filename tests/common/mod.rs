@@ -277,6 +277,37 @@ impl Server {
 
     /// Starts `serve` as [`Server::start_with`] does, without waiting for
     /// it to become ready (for tests of readiness itself).
+    /// Launches `serve` against the in-process API server as a cluster
+    /// would run it: kube inventory (KUBECONFIG written for `api`), scrape
+    /// backend every 500 ms and `--namespace wva-system`, unless `extra`
+    /// names its own; `env` adds variables. Not waited for: [`Self::start_kube`].
+    pub fn launch_kube(api: &apiserver::ApiServer, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = api.write_kubeconfig(dir.path()).display().to_string();
+        let mut args = vec!["--inventory", "kube", "--metrics-backend", "scrape"];
+        if !extra.contains(&"--namespace") {
+            args.extend_from_slice(&["--namespace", "wva-system"]);
+        }
+        if !extra.contains(&"--scrape-interval") {
+            args.extend_from_slice(&["--scrape-interval", "500ms"]);
+        }
+        args.extend_from_slice(extra);
+        let mut env = env.to_vec();
+        env.push(("KUBECONFIG", &kubeconfig));
+        Self::launch(dir, &args, &env, true)
+    }
+
+    /// [`Self::launch_kube`], then waits until `/readyz` answers 200.
+    pub async fn start_kube(
+        api: &apiserver::ApiServer,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let server = Self::launch_kube(api, extra, env);
+        server.wait_ready().await;
+        server
+    }
+
     pub fn launch(
         dir: tempfile::TempDir,
         extra: &[&str],

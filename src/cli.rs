@@ -299,7 +299,7 @@ pub struct ServeArgs {
     pub prometheus_client_key: Option<PathBuf>,
     /// With --inventory kube: write status and Events only while holding a coordination.k8s.io
     /// Lease, so that several replicas have one writer (every replica keeps answering the API).
-    /// Default: true with --inventory kube.
+    /// Default: true with --inventory kube and --update-status (without status writes there is nothing to lead).
     #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub leader_elect: Option<bool>,
     /// How long a Lease holds without renewal before another replica may take it.

@@ -349,7 +349,9 @@ pub async fn components_from_args(
             if args.update_status {
                 status_writer = Some((client.clone(), args.status_min_interval));
             }
-            if args.leader_elect.unwrap_or(true) {
+            // The Lease only decides who writes status and Events: with status
+            // updates off there is nothing to lead (and no Lease RBAC needed).
+            if args.leader_elect.unwrap_or(args.update_status) {
                 leader = Some(start_leader_election(
                     args,
                     client.clone(),

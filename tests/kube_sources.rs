@@ -221,6 +221,15 @@ async fn pods_are_found_through_a_replica_set_and_a_stateful_set() {
     }));
     s.wait_value("llm", "wva_desired_replicas", "variant_name=llama-rs", "3")
         .await;
+    // Status updates are off (see `serve`): nothing to lead, so the server
+    // never reads or writes a Lease (and needs no RBAC for one).
+    let lease_calls: Vec<String> = api
+        .calls()
+        .into_iter()
+        .filter(|c| c.2.contains("/leases"))
+        .map(|c| format!("{} {}", c.1, c.2))
+        .collect();
+    assert!(lease_calls.is_empty(), "{lease_calls:?}");
 }
 
 #[tokio::test]

@@ -1177,36 +1177,28 @@ mod tests {
         let alone = e.decide("ns", &sel("")).unwrap()[0].desired;
         assert_eq!(alone, 1, "light load: V2 scales down");
         // 400,000 queued bytes = 100,000 tokens waiting in the endpoint
-        // picker for this model: more than the four replicas hold.
-        e.cache()
-            .set_scheduler_queues(crate::collector::SchedulerQueues {
-                by_model: [(
-                    "m".to_owned(),
-                    v2::SchedulerQueue {
-                        requests: 100.0,
-                        bytes: 400_000.0,
-                    },
-                )]
-                .into_iter()
-                .collect(),
-                at: SystemTime::now(),
-            });
+        // picker for this model, sampled at `at`.
+        let queue_at = |at: SystemTime| {
+            e.cache()
+                .set_scheduler_queues(crate::collector::SchedulerQueues {
+                    by_model: [(
+                        "m".to_owned(),
+                        v2::SchedulerQueue {
+                            requests: 100.0,
+                            bytes: 400_000.0,
+                        },
+                    )]
+                    .into_iter()
+                    .collect(),
+                    at,
+                })
+        };
+        // More than the four replicas hold.
+        queue_at(SystemTime::now());
         let queued = e.decide("ns", &sel("")).unwrap()[0].desired;
         assert!(queued > 4, "the queue is demand: {queued}");
         // A queue older than the stale threshold no longer steers.
-        e.cache()
-            .set_scheduler_queues(crate::collector::SchedulerQueues {
-                by_model: [(
-                    "m".to_owned(),
-                    v2::SchedulerQueue {
-                        requests: 100.0,
-                        bytes: 400_000.0,
-                    },
-                )]
-                .into_iter()
-                .collect(),
-                at: SystemTime::now() - Duration::from_secs(3600),
-            });
+        queue_at(SystemTime::now() - Duration::from_secs(3600));
         assert_eq!(e.decide("ns", &sel("")).unwrap()[0].desired, 1);
     }
 

@@ -13,6 +13,7 @@ pub mod freshness;
 pub mod prometheus;
 pub mod sample;
 pub mod scrape;
+pub mod text_format;
 pub mod window;
 
 pub use cache::{pod_key, Activity, MetricsCache, PodKey, ReplicaMetrics, SchedulerQueues};

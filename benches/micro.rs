@@ -6,8 +6,6 @@ use std::fmt::Write;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use wva_metrics_server::api::quantity::format_milli;
-use wva_metrics_server::api::selector::LabelSelector;
 use wva_metrics_server::collector::exposition::parse_vllm_page;
 use wva_metrics_server::collector::prometheus::queries::QuerySignal;
 use wva_metrics_server::collector::prometheus::results::decode;
@@ -15,6 +13,8 @@ use wva_metrics_server::emulator::fleet::Fleet;
 use wva_metrics_server::emulator::prometheus_api::render_signal;
 use wva_metrics_server::emulator::render::{render, Counters};
 use wva_metrics_server::emulator::ReplicaState;
+use wva_metrics_server::k8s::quantity::format_milli;
+use wva_metrics_server::k8s::selector::LabelSelector;
 use wva_metrics_server::saturation::{
     ModelInput, PercentageAnalyzer, ReplicaLoad, SaturationAnalyzer, SaturationThresholds,
     VariantState,

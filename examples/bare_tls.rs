@@ -40,7 +40,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    wva_metrics_server::install_crypto_provider();
+    wva_metrics_server::certs::install_crypto_provider();
     let args = Args::parse();
     let body = match &args.body_file {
         Some(path) => Bytes::from(std::fs::read(path)?),

@@ -99,7 +99,7 @@ fn start_fleet(args: &Args) -> anyhow::Result<(ChildGuard, String)> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    wva_metrics_server::install_crypto_provider();
+    wva_metrics_server::certs::install_crypto_provider();
     let args = Args::parse();
     let fleet = Fleet::new(args.variants, args.pods_per_variant);
     let (_child, url) = start_fleet(&args)?;

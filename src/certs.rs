@@ -1,6 +1,7 @@
 //! `wva-metrics-server certs`: a CA, a serving certificate for the
 //! Service, and the APIService with the CA in its `caBundle`, so that an
-//! install without cert-manager works the first time.
+//! install without cert-manager works the first time. Also the process's
+//! rustls crypto provider ([`install_crypto_provider`]).
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,14 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+
+/// Installs rustls' `ring` provider as the process default. Only `ring` is
+/// in the dependency tree; every TLS user (server, kube client, reqwest)
+/// picks it up from here. Safe to call more than once.
+pub fn install_crypto_provider() {
+    // Err means a provider is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 
 /// Why the files could not be made.
 #[derive(Debug, thiserror::Error)]

@@ -14,12 +14,13 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use crate::api::quantity::desired_ratio_milli;
-use crate::api::selector::LabelSelector;
 use crate::collector::{Freshness, FreshnessPolicy, MetricsCache};
 use crate::hpa::{ScaleState, Tolerances};
+use crate::inventory::accelerators::AcceleratorInventory;
 use crate::inventory::snapshot::labels;
 use crate::inventory::{InventorySnapshot, InventoryStore, ModelKey, ReplicaPod, Variant};
+use crate::k8s::quantity::desired_ratio_milli;
+use crate::k8s::selector::LabelSelector;
 use crate::saturation::scale_to_zero::{self, ModelActivity, ZeroAction};
 use crate::saturation::v2::{
     self, ReplicaTokens, ScaleUpClaim, TokenAnalysis, TokenAnalyzer, TokenModelInput, TokenVariant,
@@ -29,16 +30,6 @@ use crate::saturation::{
     SaturationAnalyzer, SaturationThresholds, ScaleToZeroConfig, TargetReason, ThresholdConfig,
     VariantState,
 };
-
-/// What the GPU limiter (`enableLimiter`) knows of the cluster: the
-/// accelerators free per type, and how many each replica of a variant takes.
-pub trait AcceleratorInventory: Send + Sync {
-    /// Free accelerators per type (allocatable on nodes minus what running
-    /// and pending pods request); None until the inventory has synced.
-    fn free_by_type(&self) -> Option<BTreeMap<String, u32>>;
-    /// GPUs one pod of `namespace/pod` requests, when known.
-    fn pod_gpus(&self, namespace: &str, pod: &str) -> Option<u32>;
-}
 
 /// The decision for one variant.
 #[derive(Debug, Clone, PartialEq)]
@@ -811,7 +802,8 @@ impl DecisionEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::{pod_key, ReplicaMetrics};
+    use crate::collector::ReplicaMetrics;
+    use crate::inventory::pod_key;
     use crate::inventory::{resolve, InventoryObjects};
     use crate::saturation::PercentageAnalyzer;
 

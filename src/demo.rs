@@ -15,8 +15,10 @@ use arc_swap::ArcSwap;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::selector::LabelSelector;
-use crate::cli::DemoArgs;
+use crate::k8s::selector::LabelSelector;
+use clap::Args;
+
+use crate::cli::parse_duration;
 use crate::collector::scrape::{ScrapeBackend, ScrapeConfig};
 use crate::collector::FreshnessPolicy;
 use crate::emulator::load::LoadModel;
@@ -26,6 +28,36 @@ use crate::run::{self, Components};
 use crate::saturation::{ScaleToZeroConfig, ThresholdConfig};
 use crate::server::StackConfig;
 use crate::telemetry::Telemetry;
+
+/// `demo`'s arguments.
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    /// Port of the HTTPS API on 127.0.0.1.
+    #[arg(long, default_value_t = 8443)]
+    pub port: u16,
+    /// Seconds per phase of the scripted load (ramp up, hold, ramp down).
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub phase: Duration,
+    /// Stop after one full script (up, down, to zero and, when the load returns, back from zero) instead of repeating it.
+    #[arg(long)]
+    pub once: bool,
+    /// Which saturation analysis decides: v1 (percentages) or v2 (tokens,
+    /// `analyzerName: saturation`).
+    #[arg(long, value_enum, default_value = "v1")]
+    pub analyzer: DemoAnalyzer,
+    /// Scale-to-zero retention period of the demo's model: after the ramp down the load stops, and once no
+    /// request has completed for this long the model goes to 0 replicas; the next ramp brings it back
+    /// through the emulated endpoint picker's queue.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub retention: Duration,
+}
+
+/// The analysis the demo runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoAnalyzer {
+    V1,
+    V2,
+}
 
 /// Namespace of the demo's variant.
 pub const NAMESPACE: &str = "llm-demo";
@@ -185,10 +217,10 @@ pub fn hpa_replicas(ratio_milli: i64, ready: u32, current: u32) -> u32 {
 
 /// The demo's thresholds: the built-in ones, with `analyzerName: saturation`
 /// for `--analyzer v2` (the emulated replicas export `vllm:cache_config_info`).
-fn demo_thresholds(analyzer: crate::cli::DemoAnalyzer) -> anyhow::Result<ThresholdConfig> {
+fn demo_thresholds(analyzer: DemoAnalyzer) -> anyhow::Result<ThresholdConfig> {
     Ok(match analyzer {
-        crate::cli::DemoAnalyzer::V1 => ThresholdConfig::default(),
-        crate::cli::DemoAnalyzer::V2 => {
+        DemoAnalyzer::V1 => ThresholdConfig::default(),
+        DemoAnalyzer::V2 => {
             let (config, errors) =
                 ThresholdConfig::from_yaml_str("default: {analyzerName: saturation}")?;
             anyhow::ensure!(errors.is_empty(), "demo thresholds: {errors:?}");

@@ -2,20 +2,26 @@
 //! `external.metrics.k8s.io/v1beta1` that answers `wva_desired_ratio` by
 //! running the WVA saturation analysis on demand over cached vLLM metrics.
 //!
-//! Layout: `server` (accept loop, TLS, tower stack) -> `api` (routing,
-//! discovery, values, Status errors; no I/O) -> `decision` (joins
-//! `inventory`, the `collector` cache and the pure `saturation` analysis).
+//! Layout: modules depend on each other one way, from `k8s` (Kubernetes
+//! vocabulary: label selectors, quantities, Status) at the bottom to
+//! `command` (the command line) at the top; the layers are listed in
+//! docs/architecture.md and checked by tests/module_layers.rs. A request
+//! goes `server` (accept loop, TLS, tower stack) -> `api` (routing,
+//! discovery, values; no I/O) -> `decision` (joins `inventory`, the
+//! `collector` cache and the pure `saturation` analysis).
 
 pub mod api;
 pub mod certs;
 pub mod cli;
 pub mod collector;
+pub mod command;
 pub mod decision;
 pub mod demo;
 pub mod emulator;
 pub mod fatal;
 pub mod hpa;
 pub mod inventory;
+pub mod k8s;
 pub mod keda;
 pub mod kube_client;
 pub mod leader;
@@ -24,11 +30,4 @@ pub mod saturation;
 pub mod server;
 pub mod simulate;
 pub mod telemetry;
-
-/// Installs rustls' `ring` provider as the process default. Only `ring` is
-/// in the dependency tree; every TLS user (server, kube client, reqwest)
-/// picks it up from here. Safe to call more than once.
-pub fn install_crypto_provider() {
-    // Err means a provider is installed already, which is what we want.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub mod writeback;

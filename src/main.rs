@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use wva_metrics_server::cli::{Cli, Command};
+use wva_metrics_server::command::{Cli, Command};
 use wva_metrics_server::server::StackConfig;
 use wva_metrics_server::{demo, emulator, run};
 
@@ -15,7 +15,7 @@ use wva_metrics_server::{demo, emulator, run};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    wva_metrics_server::install_crypto_provider();
+    wva_metrics_server::certs::install_crypto_provider();
     let cli = Cli::parse();
     wva_metrics_server::telemetry::init_tracing(cli.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -47,7 +47,7 @@ pub struct Components {
     /// The HPA controller's tolerance band (`--hpa-tolerance`).
     pub hpa_tolerance: crate::hpa::Tolerances,
     /// Free accelerators for the V2 limiter (`--accelerator-inventory`).
-    pub accelerators: Option<Arc<dyn crate::decision::AcceleratorInventory>>,
+    pub accelerators: Option<Arc<dyn crate::inventory::accelerators::AcceleratorInventory>>,
 }
 
 /// A running server.
@@ -131,7 +131,7 @@ fn follow_scale_to_zero_configmap(
 ) -> JoinHandle<()> {
     use crate::saturation::scale_to_zero::CONFIGMAP_NAME;
     let env = fallback.env_enabled();
-    crate::inventory::kube::follow_configmap(
+    crate::kube_client::configmap::follow_configmap(
         client,
         namespace,
         CONFIGMAP_NAME,
@@ -289,7 +289,8 @@ pub async fn components_from_args(
 
     let inventory = Arc::new(InventoryStore::new());
     let mut status_writer = None;
-    let mut accelerators: Option<Arc<dyn crate::decision::AcceleratorInventory>> = None;
+    let mut accelerators: Option<Arc<dyn crate::inventory::accelerators::AcceleratorInventory>> =
+        None;
     let mut leader = None;
     let standalone = matches!(args.inventory, InventorySource::File(_));
     if args.insecure_disable_auth && !standalone {
@@ -728,9 +729,8 @@ pub async fn start(
     let publisher = DecisionPublisher::new(Arc::clone(&engine), telemetry.clone());
     let cycles = Arc::new(tokio::sync::Notify::new());
     if let Some((client, interval)) = status_writer {
-        let mut writer =
-            crate::inventory::status::StatusWriter::new(client, Arc::clone(&engine), interval)
-                .with_metrics(&mut registry);
+        let mut writer = crate::writeback::StatusWriter::new(client, Arc::clone(&engine), interval)
+            .with_metrics(&mut registry);
         if let Some(leading) = leader {
             writer = writer.with_leader(leading);
         }
@@ -745,7 +745,11 @@ pub async fn start(
         freshness,
         first_cycle_done: Arc::clone(&first_cycle_done),
         on_cycle: Some(Box::new(move |outcome: &CycleOutcome| {
-            cycle_telemetry.record_cycle(outcome);
+            cycle_telemetry.record_cycle(
+                outcome.result.is_ok(),
+                outcome.duration,
+                outcome.next_gap,
+            );
             publisher.publish();
             cycles.notify_one();
         })),

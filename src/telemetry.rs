@@ -2,6 +2,7 @@
 //! tracing set-up.
 
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -279,21 +280,17 @@ impl Telemetry {
         (registry, t)
     }
 
-    /// Records the outcome of one background fetch cycle.
-    pub fn record_cycle(&self, outcome: &crate::collector::fetcher::CycleOutcome) {
-        let result = if outcome.result.is_ok() {
-            "ok"
-        } else {
-            "error"
-        };
+    /// Records one background fetch cycle: whether it succeeded, how long
+    /// it took and the gap until the next one.
+    pub fn record_cycle(&self, ok: bool, duration: Duration, next_gap: Duration) {
+        let result = if ok { "ok" } else { "error" };
         self.fetch_cycles
             .get_or_create(&ResultLabels {
                 result: result.to_owned(),
             })
             .inc();
-        self.fetch_cycle_duration
-            .set(outcome.duration.as_secs_f64());
-        self.fetch_gap.set(outcome.next_gap.as_secs_f64());
+        self.fetch_cycle_duration.set(duration.as_secs_f64());
+        self.fetch_gap.set(next_gap.as_secs_f64());
     }
 
     /// Counts one rejected sample and logs it.

@@ -39,7 +39,7 @@ fn certs(out: &std::path::Path) {
 
 /// A client that trusts only `ca_pem` and resolves the Service name to loopback.
 fn client_for(ca_pem: &str, port: u16) -> reqwest::Client {
-    wva_metrics_server::install_crypto_provider();
+    wva_metrics_server::certs::install_crypto_provider();
     let tls = pki::rustls_config(ca_pem.as_bytes());
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)

@@ -272,7 +272,7 @@ async fn insecure_disable_auth_listens_on_loopback_by_default() {
 #[test]
 fn an_explicit_bind_address_still_wins() {
     use clap::Parser;
-    use wva_metrics_server::cli::{Cli, Command};
+    use wva_metrics_server::command::{Cli, Command};
     let serve = |extra: &[&str]| -> std::net::IpAddr {
         let mut args = vec!["wva-metrics-server", "serve"];
         args.extend_from_slice(extra);

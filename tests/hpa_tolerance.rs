@@ -11,8 +11,8 @@ use common::apiserver::ApiServer;
 use common::{eventually, variant_yaml, Emulator, Server, VariantSpec};
 use serde_json::json;
 use std::time::Duration;
-use wva_metrics_server::api::quantity::parse_milli;
 use wva_metrics_server::hpa::{external_metric_proposal, ExternalTarget, ScaleState, Tolerances};
+use wva_metrics_server::k8s::quantity::parse_milli;
 
 const NS: &str = "llm";
 const TARGET: &str = "llama-70b-decode";

@@ -95,7 +95,7 @@ fn an_open_keda_port_is_refused_at_start() {
 
 /// A TLS client of the KEDA port with `client`'s certificate, ALPN h2.
 fn connector(server_ca: &str, client: &ClientPki) -> tokio_rustls::TlsConnector {
-    wva_metrics_server::install_crypto_provider();
+    wva_metrics_server::certs::install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(server_ca.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();

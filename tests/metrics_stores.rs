@@ -354,7 +354,7 @@ async fn tenant_header_basic_auth_and_extra_headers_pass_an_authenticating_proxy
 
 #[tokio::test]
 async fn a_client_certificate_passes_an_mtls_proxy() {
-    wva_metrics_server::install_crypto_provider();
+    wva_metrics_server::certs::install_crypto_provider();
     let (_emulators, targets, snap) = replicas().await;
     let vm = VictoriaServer::start(&targets).await;
     let dir = tempfile::tempdir().unwrap();

@@ -328,7 +328,7 @@ async fn the_bearer_token_file_is_sent_and_reread_every_cycle() {
 
 #[tokio::test]
 async fn an_https_prometheus_is_trusted_through_the_ca_file_only() {
-    wva_metrics_server::install_crypto_provider();
+    wva_metrics_server::certs::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let pki = common::make_pki(dir.path());
     let certs: Vec<_> =

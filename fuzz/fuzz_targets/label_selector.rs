@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wva_metrics_server::api::selector::LabelSelector;
+use wva_metrics_server::k8s::selector::LabelSelector;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

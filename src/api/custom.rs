@@ -20,10 +20,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use serde::Serialize;
 
 use super::metrics::{ServedMetric, SERVED_NAMES};
-use super::quantity::{desired_ratio_milli, write_milli};
-use super::status::ApiError;
 use super::values::{decision_error, selector_param};
 use crate::decision::{DecisionEngine, VariantDecision};
+use crate::k8s::quantity::{desired_ratio_milli, write_milli};
+use crate::k8s::status::ApiError;
 
 pub const GROUP: &str = "custom.metrics.k8s.io";
 

@@ -4,7 +4,7 @@
 use http::Method;
 
 use super::custom::{CustomQuery, CustomVersion, DescribedResource};
-use super::status::ApiError;
+use crate::k8s::status::ApiError;
 
 /// Everything the server answers.
 #[derive(Debug, Clone, PartialEq, Eq)]

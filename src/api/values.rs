@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::metrics::{ServedMetric, SERVED_NAMES};
-use super::quantity::write_milli;
-use super::selector::LabelSelector;
-use super::status::ApiError;
 use crate::decision::{DecisionEngine, DecisionError, VariantDecision};
+use crate::k8s::quantity::write_milli;
+use crate::k8s::selector::LabelSelector;
+use crate::k8s::status::ApiError;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -4,20 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 
-use crate::inventory::ModelKey;
-
-/// Cache key of a pod: `namespace/name` (see [`pod_key`]).
-pub type PodKey = String;
-
-/// Builds the cache key of a pod. Namespaces cannot contain `/`, so the key
-/// is unambiguous.
-pub fn pod_key(namespace: &str, pod: &str) -> PodKey {
-    let mut k = String::with_capacity(namespace.len() + pod.len() + 1);
-    k.push_str(namespace);
-    k.push('/');
-    k.push_str(pod);
-    k
-}
+use crate::inventory::{ModelKey, PodKey};
 
 /// The saturation signals of one replica: peaks over the last minute.
 #[derive(Debug, Clone, PartialEq)]

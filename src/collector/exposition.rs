@@ -225,20 +225,53 @@ pub fn parse_flow_control_page(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::render::{render, Counters};
-    use crate::emulator::ReplicaState;
 
+    /// The text format's spelling of a float (NaN and +Inf included).
+    fn prom_float(v: f64) -> String {
+        match v {
+            v if v.is_nan() => "NaN".to_owned(),
+            f64::INFINITY => "+Inf".to_owned(),
+            v => format!("{v}"),
+        }
+    }
+
+    /// A vLLM page (the series and labels vLLM v0.10 writes, one engine)
+    /// of a replica with `kv` KV-cache usage, `waiting` queued and 3
+    /// running requests, after 7 finished requests (6 stopped, 0.7 by
+    /// length rounded down) of 512 prompt tokens (a quarter of them found
+    /// in the prefix cache) and 128 generated tokens.
     fn emulated(kv: f64, waiting: f64) -> String {
-        let mut c = Counters::default();
-        c.finish_requests(7);
-        render(
-            "meta/llama",
-            &ReplicaState {
-                kv,
-                waiting,
-                running: 3.0,
-            },
-            &c,
+        let l = "engine=\"0\",model_name=\"meta/llama\"";
+        let (kv, waiting) = (prom_float(kv), prom_float(waiting));
+        format!(
+            "# TYPE vllm:num_requests_running gauge\n\
+             vllm:num_requests_running{{{l}}} 3\n\
+             # TYPE vllm:num_requests_waiting gauge\n\
+             vllm:num_requests_waiting{{{l}}} {waiting}\n\
+             # TYPE vllm:kv_cache_usage_perc gauge\n\
+             vllm:kv_cache_usage_perc{{{l}}} {kv}\n\
+             # TYPE vllm:request_success_total counter\n\
+             vllm:request_success_total{{{l},finished_reason=\"abort\"}} 0\n\
+             vllm:request_success_total{{{l},finished_reason=\"length\"}} 0\n\
+             vllm:request_success_total{{{l},finished_reason=\"stop\"}} 6\n\
+             # TYPE vllm:prefix_cache_queries_total counter\n\
+             vllm:prefix_cache_queries_total{{{l}}} 3584\n\
+             # TYPE vllm:prefix_cache_hits_total counter\n\
+             vllm:prefix_cache_hits_total{{{l}}} 896\n\
+             # TYPE vllm:request_prompt_tokens histogram\n\
+             vllm:request_prompt_tokens_bucket{{{l},le=\"500.0\"}} 0\n\
+             vllm:request_prompt_tokens_bucket{{{l},le=\"1000.0\"}} 7\n\
+             vllm:request_prompt_tokens_bucket{{{l},le=\"+Inf\"}} 7\n\
+             vllm:request_prompt_tokens_sum{{{l}}} 3584\n\
+             vllm:request_prompt_tokens_count{{{l}}} 7\n\
+             # TYPE vllm:request_generation_tokens histogram\n\
+             vllm:request_generation_tokens_bucket{{{l},le=\"100.0\"}} 0\n\
+             vllm:request_generation_tokens_bucket{{{l},le=\"200.0\"}} 7\n\
+             vllm:request_generation_tokens_bucket{{{l},le=\"+Inf\"}} 7\n\
+             vllm:request_generation_tokens_sum{{{l}}} 896\n\
+             vllm:request_generation_tokens_count{{{l}}} 7\n\
+             # TYPE vllm:cache_config_info gauge\n\
+             vllm:cache_config_info{{block_size=\"16\",cache_dtype=\"auto\",engine=\"0\",num_gpu_blocks=\"8192\"}} 1.0\n"
         )
     }
 

@@ -174,7 +174,8 @@ impl Fetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::{pod_key, ReplicaMetrics};
+    use crate::collector::ReplicaMetrics;
+    use crate::inventory::pod_key;
     use crate::inventory::{resolve, InventorySnapshot};
 
     /// A backend that reaches nothing, or everything, without writing.

@@ -16,7 +16,7 @@ pub mod scrape;
 pub mod text_format;
 pub mod window;
 
-pub use cache::{pod_key, Activity, MetricsCache, PodKey, ReplicaMetrics, SchedulerQueues};
+pub use cache::{Activity, MetricsCache, ReplicaMetrics, SchedulerQueues};
 pub use freshness::{Freshness, FreshnessPolicy};
 pub use sample::{RejectReason, SampleCheck, Signal};
 

@@ -167,7 +167,7 @@ impl std::fmt::Debug for ScrapeBackend {
 
 impl ScrapeBackend {
     pub fn new(config: ScrapeConfig, telemetry: Telemetry) -> Result<Self, CollectorError> {
-        crate::install_crypto_provider();
+        crate::certs::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)

@@ -7,11 +7,10 @@ pub mod load;
 pub mod objects;
 pub mod prometheus_api;
 pub mod render;
-pub mod replica_model;
 pub mod state;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,9 +25,44 @@ use tokio_util::sync::CancellationToken;
 
 pub use state::{ReplicaState, StatePatch};
 
-use crate::cli::EmulateArgs;
+use clap::Args;
+
+use crate::cli::parse_request_rate;
 use crate::saturation::v2::KvCacheConfig;
 use render::Counters;
+
+/// `emulate`'s arguments.
+#[derive(Debug, Args, Clone)]
+pub struct EmulateArgs {
+    /// Port of the plain-HTTP /metrics endpoint.
+    #[arg(long)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_address: IpAddr,
+    /// Model name reported in the `model_name` label.
+    #[arg(long)]
+    pub model_name: String,
+    /// KV-cache usage, 0 to 1.
+    #[arg(long, default_value_t = 0.0)]
+    pub kv: f64,
+    /// Requests waiting.
+    #[arg(long, default_value_t = 0.0)]
+    pub waiting: f64,
+    /// Requests running.
+    #[arg(long, default_value_t = 0.0)]
+    pub running: f64,
+    /// Requests completed per second: drives vllm:request_success_total and the token counters
+    /// (default: running / 2). Also `request_rate` in POST /admin/state.
+    #[arg(long, value_parser = parse_request_rate)]
+    pub request_rate: Option<f64>,
+    /// KV-cache blocks reported in `vllm:cache_config_info` (`num_gpu_blocks`).
+    #[arg(long, default_value_t = render::NUM_GPU_BLOCKS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub num_gpu_blocks: u64,
+    /// Tokens per KV-cache block reported in `vllm:cache_config_info` (`block_size`).
+    #[arg(long, default_value_t = render::BLOCK_SIZE, value_parser = clap::value_parser!(u64).range(1..))]
+    pub block_size: u64,
+}
 
 /// The KV cache an emulated replica reports unless told otherwise.
 pub const DEFAULT_KV_CACHE: KvCacheConfig = KvCacheConfig {

@@ -259,4 +259,34 @@ mod tests {
         assert!(nan.contains("vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\"} NaN"));
         assert!(nan.contains("vllm:num_requests_waiting{engine=\"0\",model_name=\"m\"} +Inf"));
     }
+
+    /// The page reads back through the scrape backend's parser as the
+    /// replica's state and counters.
+    #[test]
+    fn the_page_reads_back_through_the_scrape_parser() {
+        let mut c = Counters::default();
+        c.finish_requests(7);
+        let state = ReplicaState {
+            kv: 0.42,
+            waiting: 2.0,
+            running: 3.0,
+        };
+        let p = crate::collector::exposition::parse_vllm_page(&render("meta/llama", &state, &c))
+            .unwrap();
+        assert_eq!(p.model_name.as_deref(), Some("meta/llama"));
+        assert_eq!(
+            (p.kv_usage, p.queue_waiting, p.running),
+            (Some(0.42), Some(2.0), Some(3.0))
+        );
+        assert!(p.rejected.is_empty());
+        // 7 finished: 6.3 stop + 0.7 length, rendered floored: 6 + 0 + 0.
+        assert_eq!(p.success_total, Some(6.0));
+        assert_eq!(p.prompt_tokens, Some((3584.0, 7.0)));
+        assert_eq!(p.generation_tokens, Some((896.0, 7.0)));
+        let cache = p.kv_cache.unwrap();
+        assert_eq!(
+            (cache.num_gpu_blocks, cache.block_size),
+            (NUM_GPU_BLOCKS, BLOCK_SIZE)
+        );
+    }
 }

@@ -3,7 +3,7 @@
 
 use super::replica_calculator::{external_metric_proposal, ExternalTarget, ScaleState};
 use super::tolerance::Tolerances;
-use crate::api::quantity::desired_ratio_milli;
+use crate::k8s::quantity::desired_ratio_milli;
 
 /// `value: "1"` / `averageValue: "1"` in milli units.
 const ONE: i64 = 1000;

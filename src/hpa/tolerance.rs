@@ -6,7 +6,7 @@
 //! set its own per direction (`behavior.scaleUp.tolerance`,
 //! `behavior.scaleDown.tolerance`, feature gate `HPAConfigurableTolerance`).
 
-use crate::api::quantity::parse_milli;
+use crate::k8s::quantity::parse_milli;
 
 /// The controller-wide default of `--horizontal-pod-autoscaler-tolerance`.
 pub const DEFAULT_TOLERANCE: f64 = 0.1;

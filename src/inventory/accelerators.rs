@@ -21,7 +21,15 @@ use kube::{Api, Client};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::decision::AcceleratorInventory;
+/// What the GPU limiter (`enableLimiter`) knows of the cluster: the
+/// accelerators free per type, and how many each replica of a variant takes.
+pub trait AcceleratorInventory: Send + Sync {
+    /// Free accelerators per type (allocatable on nodes minus what running
+    /// and pending pods request); None until the inventory has synced.
+    fn free_by_type(&self) -> Option<BTreeMap<String, u32>>;
+    /// GPUs one pod of `namespace/pod` requests, when known.
+    fn pod_gpus(&self, namespace: &str, pod: &str) -> Option<u32>;
+}
 
 /// GPU vendors whose resources and product labels are read.
 pub const VENDORS: [&str; 3] = ["nvidia.com", "amd.com", "intel.com"];
@@ -42,7 +50,7 @@ pub fn normalize_accelerator_name(full: &str) -> String {
 
 /// Whole GPUs of a quantity ("8", "8000m"); None when not a number.
 fn gpus_of(q: &str) -> Option<u32> {
-    let milli = crate::api::quantity::parse_milli(q).ok()?;
+    let milli = crate::k8s::quantity::parse_milli(q).ok()?;
     u32::try_from((milli / 1000).max(0)).ok()
 }
 

@@ -12,11 +12,11 @@ pub mod kube;
 pub mod namespace_config;
 pub mod resolve;
 pub mod snapshot;
-pub mod status;
 pub mod store;
-pub mod write_queue;
 
 pub use crd::{VariantAutoscaling, VariantAutoscalingSpec};
 pub use resolve::{resolve, InventoryObjects};
-pub use snapshot::{InventorySnapshot, ModelKey, ReplicaPod, TargetState, Variant, VariantSource};
+pub use snapshot::{
+    pod_key, InventorySnapshot, ModelKey, PodKey, ReplicaPod, TargetState, Variant, VariantSource,
+};
 pub use store::InventoryStore;

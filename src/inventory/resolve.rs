@@ -687,7 +687,7 @@ fn replica_pod(pod: &Pod, variant: &Variant) -> Result<ReplicaPod, String> {
             .any(|c| c.type_ == "Ready" && c.status == "True");
     let name = pod.name_any();
     Ok(ReplicaPod {
-        key: crate::collector::pod_key(&variant.namespace, &name),
+        key: crate::inventory::pod_key(&variant.namespace, &name),
         namespace: variant.namespace.clone(),
         name,
         variant: variant.name.clone(),

@@ -96,6 +96,19 @@ pub struct TargetState {
     pub ready_replicas: u32,
 }
 
+/// Key of a pod in the metrics cache: `namespace/name` (see [`pod_key`]).
+pub type PodKey = String;
+
+/// Builds the cache key of a pod. Namespaces cannot contain `/`, so the key
+/// is unambiguous.
+pub fn pod_key(namespace: &str, pod: &str) -> PodKey {
+    let mut k = String::with_capacity(namespace.len() + pod.len() + 1);
+    k.push_str(namespace);
+    k.push('/');
+    k.push_str(pod);
+    k
+}
+
 /// A pod serving a model, with what is needed to scrape it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaPod {

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use crate::api::selector::LabelSelector;
 use crate::inventory::snapshot::labels;
+use crate::k8s::selector::LabelSelector;
 
 /// Which number the trigger scales on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 //! unbounded client is throttled by API Priority and Fairness, and that
 //! delays our own reflectors' re-lists with it.
 
+pub mod configmap;
 pub mod rate_limit;
 
 pub use rate_limit::{ApiBudget, ApiRateLimitLayer, RateLimitSettings, TokenBucket};

@@ -391,7 +391,7 @@ mod tests {
     /// The HPA's formulas written out from the Kubernetes documentation,
     /// independently of `crate::hpa`, reading the quantity string we serve.
     fn documented_hpa(served: &str, n: u32, average: bool) -> u32 {
-        let milli = crate::api::quantity::parse_milli(served).unwrap();
+        let milli = crate::k8s::quantity::parse_milli(served).unwrap();
         let ratio = if average {
             milli as f64 / (1000.0 * f64::from(n))
         } else {
@@ -408,7 +408,7 @@ mod tests {
 
     #[test]
     fn every_count_we_may_serve_matches_the_documented_formula_for_n_up_to_500() {
-        use crate::api::quantity::{desired_ratio_milli, format_milli};
+        use crate::k8s::quantity::{desired_ratio_milli, format_milli};
         let tol = Tolerances::default();
         for n in 1..=500u32 {
             let scale = ScaleState::settled(n);

@@ -18,9 +18,9 @@ use super::auth::{authz, Auth, PeerCertificates};
 use crate::api::custom::{custom_metric_values, CustomVersion};
 use crate::api::discovery::DiscoveryDocuments;
 use crate::api::router::{route, Route};
-use crate::api::status::ApiError;
 use crate::api::values::external_metric_values;
 use crate::decision::DecisionEngine;
+use crate::k8s::status::ApiError;
 use crate::telemetry::{RouteLabels, RouteOnly, Telemetry};
 
 pub type Body = Full<Bytes>;

@@ -16,7 +16,7 @@ use tower::{BoxError, ServiceBuilder};
 
 use super::app::{error_response, overloaded, timed_out, App, Body};
 use super::trace::TraceLayer;
-use crate::api::status::ApiError;
+use crate::k8s::status::ApiError;
 
 /// Limits of the request stack.
 #[derive(Debug, Clone, Copy)]

@@ -7,7 +7,6 @@
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
-use crate::emulator::replica_model::{FinishedCounters, ReplicaModel, ReplicaParams, Request};
 use crate::hpa::{
     external_metric_proposal, served_milli, BehaviorState, HpaBehavior, ScaleState, Tolerances,
 };
@@ -16,6 +15,7 @@ use crate::saturation::{
     decide_acted_on, HpaView, ModelInput, ReplicaLoad, SaturationAnalyzer, SaturationThresholds,
     VariantState,
 };
+use crate::simulate::replica_model::{FinishedCounters, ReplicaModel, ReplicaParams, Request};
 
 use super::policy::{Analysis, DataPath, Policy};
 use super::trace::{Arrivals, Trace};

@@ -11,6 +11,7 @@
 
 pub mod closed_loop;
 pub mod policy;
+pub mod replica_model;
 pub mod report;
 pub mod summary;
 pub mod trace;
@@ -21,14 +22,109 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::cli::SimulateArgs;
-use crate::emulator::replica_model::ReplicaParams;
+use clap::Args;
+
+use crate::cli::parse_duration;
 use crate::hpa::{HpaBehavior, ScalingRules, Tolerances};
+use replica_model::ReplicaParams;
 
 pub use closed_loop::{run_policy, PolicyRun, SimConfig};
 pub use policy::{parse_policies, ChainDelays, Policy, PolicyError};
 pub use summary::{summarize, PolicySummary, Summary};
 pub use trace::{parse_trace, scenario, Trace, TraceError};
+
+/// `simulate`'s arguments.
+#[derive(Debug, Args, Clone)]
+#[command(group(clap::ArgGroup::new("load").required(true).args(["scenario", "trace"])))]
+pub struct SimulateArgs {
+    /// Built-in load scenario: diurnal, burst, ramp or idle-then-burst.
+    #[arg(long, value_parser = ["diurnal", "burst", "ramp", "idle-then-burst"])]
+    pub scenario: Option<String>,
+    /// Load trace CSV: `timestamp_seconds,requests_per_second[,avg_input_tokens,avg_output_tokens]` or the Azure LLM trace layout `TIMESTAMP,ContextTokens,GeneratedTokens`.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// Virtual time to simulate (default: 24h for diurnal, 2h for the other scenarios, the trace's length for a file).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Comma-separated policies: v1 (this server, percentage analysis), v2 (this server, token-based analysis), chain (V1 behind controller -> Prometheus -> adapter).
+    #[arg(long, default_value = policy::DEFAULT_POLICIES)]
+    pub policies: String,
+    /// Thresholds file (as for `serve`); its `default` entry, or the entry of --model-id/--namespace, applies.
+    #[arg(long)]
+    pub saturation_config: Option<PathBuf>,
+    /// Model ID whose thresholds apply.
+    #[arg(long, default_value = "simulated-model")]
+    pub model_id: String,
+    /// Namespace whose thresholds apply.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Time-to-first-token objective: a minute whose p95 is above it is an SLO-violation minute.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub slo_ttft: Duration,
+    /// Output directory for summary.json, report.html and charts/*.svg.
+    #[arg(long, default_value = "simulate-out")]
+    pub out: PathBuf,
+    /// Time run first at the trace's first-minute load and not counted, so that the trace starts on a cluster settled for its load (0s: it starts at --min-replicas).
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub warm_up: Duration,
+    /// Seed of the arrival generator: the same seed gives the same summary.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// HPA minReplicas.
+    #[arg(long, default_value_t = 1)]
+    pub min_replicas: u32,
+    /// HPA maxReplicas.
+    #[arg(long, default_value_t = 20)]
+    pub max_replicas: u32,
+    /// Time from pod creation to Ready.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub startup_delay: Duration,
+    /// HPA sync period (--horizontal-pod-autoscaler-sync-period).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub hpa_sync_period: Duration,
+    /// HPA tolerance (--horizontal-pod-autoscaler-tolerance).
+    #[arg(long, default_value_t = 0.1)]
+    pub hpa_tolerance: f64,
+    /// HPA behavior.scaleDown.stabilizationWindowSeconds.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub scale_down_stabilization: Duration,
+    /// HPA behavior.scaleUp.stabilizationWindowSeconds.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub scale_up_stabilization: Duration,
+    /// How often this server's collector refreshes (v1, v2).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub fetch_interval: Duration,
+    /// v2: give the analysis no mean prompt/output tokens per request (as when the metrics lack vLLM's request-token histograms; by default v2 gets the last minute's means, as the Prometheus backend computes them).
+    #[arg(long)]
+    pub v2_without_token_means: bool,
+    /// chain: Prometheus scrape interval of the replicas.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub chain_scrape_interval: Duration,
+    /// chain: the controller's reconcile interval.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub chain_controller_interval: Duration,
+    /// chain: the scrape of the controller's output before the adapter serves it.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub chain_adapter_interval: Duration,
+    /// Replica model: num_gpu_blocks.
+    #[arg(long, default_value_t = 2048)]
+    pub num_gpu_blocks: u32,
+    /// Replica model: tokens per KV block.
+    #[arg(long, default_value_t = 16)]
+    pub block_size: u32,
+    /// Replica model: --max-num-seqs.
+    #[arg(long, default_value_t = 256)]
+    pub max_num_seqs: u32,
+    /// Replica model: prompt tokens prefilled per second.
+    #[arg(long, default_value_t = 8000.0)]
+    pub prefill_tokens_per_second: f64,
+    /// Replica model: tokens generated per second per running sequence.
+    #[arg(long, default_value_t = 40.0)]
+    pub decode_tokens_per_second: f64,
+    /// Cost of one replica for one hour (the variantCost scale).
+    #[arg(long, default_value_t = 10.0)]
+    pub cost_per_replica_hour: f64,
+}
 
 /// A flag value the simulation cannot use.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

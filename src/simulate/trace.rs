@@ -15,7 +15,7 @@ use std::f64::consts::PI;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::emulator::replica_model::Request;
+use crate::simulate::replica_model::Request;
 
 /// Prompt tokens of a request when the trace does not say.
 pub const DEFAULT_INPUT_TOKENS: u32 = 512;

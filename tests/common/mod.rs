@@ -196,7 +196,7 @@ pub fn make_pki(dir: &Path) -> TestPki {
 
 /// An HTTPS client that trusts only the test CA.
 pub fn https_client(ca_pem: &str) -> reqwest::Client {
-    wva_metrics_server::install_crypto_provider();
+    wva_metrics_server::certs::install_crypto_provider();
     let mut tls = pki::rustls_config(ca_pem.as_bytes());
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     reqwest::Client::builder()
@@ -223,7 +223,7 @@ pub fn serve_args<'a>(port: &'a str, cert: &'a Path, key: &'a Path) -> Vec<&'a s
 
 /// A plain HTTP client (for emulators).
 pub fn http_client() -> reqwest::Client {
-    wva_metrics_server::install_crypto_provider();
+    wva_metrics_server::certs::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

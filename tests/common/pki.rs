@@ -74,7 +74,7 @@ pub fn client_with_timeout(
     identity: Option<&(String, String)>,
     timeout: Duration,
 ) -> reqwest::Client {
-    wva_metrics_server::install_crypto_provider();
+    wva_metrics_server::certs::install_crypto_provider();
     let mut b = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(server_ca.as_bytes()).unwrap()])
         .timeout(timeout);

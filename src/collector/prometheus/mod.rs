@@ -63,7 +63,7 @@ impl PrometheusBackend {
     /// Builds the HTTP client (ring TLS provider, CA from
     /// `PROMETHEUS_CA_CERT_PATH`, request timeout) after validating the config.
     pub fn new(config: PrometheusConfig, telemetry: Telemetry) -> Result<Self, CollectorError> {
-        crate::install_crypto_provider();
+        crate::certs::install_crypto_provider();
         let reject = |message: String| CollectorError::Rejected {
             backend: BACKEND,
             message,

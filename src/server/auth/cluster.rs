@@ -58,7 +58,7 @@ pub fn config_from_data(data: &BTreeMap<String, String>) -> Result<AuthConfig, S
 /// Follows the ConfigMap; a version that does not parse keeps the previous
 /// configuration and logs why.
 pub fn watch(client: kube::Client, auth: Arc<Auth>, shutdown: CancellationToken) -> JoinHandle<()> {
-    crate::inventory::kube::watch_configmap(
+    crate::kube_client::configmap::watch_configmap(
         client,
         NAMESPACE,
         NAME,

@@ -26,7 +26,7 @@ pub use authn::{RequestHeaderNames, UserInfo};
 pub use authz::Attributes;
 pub use cache::CacheBounds;
 
-use crate::api::status::ApiError;
+use crate::k8s::status::ApiError;
 use cache::{KeyHasher, NoRandomKey, ReviewCache};
 
 /// The client certificate chain of a connection, as a request extension.

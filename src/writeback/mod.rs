@@ -1,5 +1,7 @@
 //! Writes each VariantAutoscaling's decision and conditions back to its
-//! status subresource, and records Events on changes.
+//! status subresource, and records Events on changes. Above `decision` (it
+//! consumes decisions) and `inventory` (it reads the variants), so that the
+//! inventory never depends on the decisions made from it.
 //!
 //! Only a change is written (times aside), at most once per interval per
 //! object. Writes are server-side apply with one field manager and force,
@@ -7,7 +9,7 @@
 //! instead of fighting over fields.
 //!
 //! At scale (thousands of decisions changing in one cycle) writes are
-//! queued, one per object and always the latest ([`super::write_queue`]),
+//! queued, one per object and always the latest ([`queue`]),
 //! sent one at a time at the pace of the client's rate limit, furthest from
 //! the decision first; Events are limited to one per object and reason per
 //! minute. Failed writes are retried with backoff and jitter (409, 429,
@@ -34,13 +36,15 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::crd::{OptimizedAlloc, VariantAutoscaling, VariantAutoscalingStatus};
-use super::snapshot::{Variant, VariantSource};
-use super::write_queue::{
+pub mod queue;
+
+use self::queue::{
     classify, retry_delay, EventGate, FailureClass, Next, Offered, Publish, SeriesCache,
     StatusQueue,
 };
 use crate::decision::{DecisionEngine, DecisionError};
+use crate::inventory::crd::{OptimizedAlloc, VariantAutoscaling, VariantAutoscalingStatus};
+use crate::inventory::snapshot::{Variant, VariantSource};
 use crate::saturation::TargetReason;
 
 /// Field manager of every status write.

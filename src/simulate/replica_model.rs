@@ -1,8 +1,8 @@
 //! The vLLM replica model: one replica's KV cache, running batch and
 //! waiting queue, advanced in virtual time. It is the one model of a vLLM
 //! replica in the codebase: `simulate` drives it with a load trace, and
-//! [`ReplicaModel::reported_state`] gives the [`ReplicaState`] an emulated
-//! replica serves on `/metrics`, so the emulator can replay it too.
+//! [`ReplicaModel::reported_state`] gives what a replica reports on
+//! `/metrics` (the gauges an emulated replica serves).
 //!
 //! What it models (and what vLLM does, simplified):
 //! - KV cache of `num_gpu_blocks x block_size` tokens. A request is admitted
@@ -28,8 +28,16 @@
 
 use std::collections::VecDeque;
 
-use super::state::ReplicaState;
 use crate::saturation::v2::KvCacheConfig;
+
+/// The gauges a replica reports: KV-cache usage (0 to 1), waiting and
+/// running requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReportedState {
+    pub kv: f64,
+    pub waiting: f64,
+    pub running: f64,
+}
 
 /// The engine parameters of one replica.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -230,8 +238,8 @@ impl ReplicaModel {
     }
 
     /// What the replica reports on `/metrics`.
-    pub fn reported_state(&self) -> ReplicaState {
-        ReplicaState {
+    pub fn reported_state(&self) -> ReportedState {
+        ReportedState {
             kv: self.kv_usage(),
             waiting: self.waiting.len() as f64,
             running: self.running.len() as f64,
@@ -554,7 +562,7 @@ mod tests {
     }
 
     #[test]
-    fn reported_state_is_what_the_emulator_serves() {
+    fn reported_state_is_usage_queue_and_batch() {
         let mut m = ReplicaModel::new(params());
         m.enqueue(Request {
             arrival: 0.0,

@@ -1,13 +1,15 @@
 //! The HTTPS server: accept loop (connection cap) -> plaintext check -> TLS
-//! -> HTTP/1.1 or HTTP/2 (request-head and idle deadlines) -> tower stack
-//! (trace, load shedding, concurrency limit, timeout) -> [`App`].
+//! -> HTTP/1.1 or HTTP/2 (request-head and idle deadlines) -> the tower
+//! stack of [`stack::build`] (trace, HEAD, errors as Status, limits,
+//! telemetry, routing, authentication, authorization; one file each under
+//! [`layers`]) -> the handlers of [`App`].
 
 pub mod app;
 pub mod auth;
 pub mod connection;
+pub mod layers;
 pub mod stack;
 pub mod tls;
-pub mod trace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -10,7 +10,7 @@
 //! exhaust the server. The [`ConnectionGate`] caps the count, and
 //! [`Activity`] tells the connection's driver when to give up on it.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -177,7 +177,13 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds after `opened` when the last request finished.
     idle_since_ms: AtomicU64,
-    /// Wakes the driver when a request starts or ends: its deadline moved.
+    /// Whether the driver sleeps until the first request head's deadline,
+    /// the one deadline that a finished request can move earlier (when the
+    /// idle timeout is the shorter). Every later deadline only moves later,
+    /// so the driver finds out when it wakes, and requests need not wake it.
+    header_deadline_armed: AtomicBool,
+    /// Wakes the driver when a request ends while the first request head's
+    /// deadline is armed.
     changed: tokio::sync::Notify,
 }
 
@@ -188,15 +194,17 @@ impl Activity {
             requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            header_deadline_armed: AtomicBool::new(true),
             changed: tokio::sync::Notify::new(),
         })
     }
 
-    /// Marks a request (whose head has been read) as started.
+    /// Marks a request (whose head has been read) as started. A start only
+    /// removes the deadline, so the driver is not woken: it looks again
+    /// when its sleep ends.
     pub fn request_started(self: &Arc<Self>) -> RequestGuard {
         self.requests.fetch_add(1, Ordering::AcqRel);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.changed.notify_one();
         RequestGuard(Arc::clone(self))
     }
 
@@ -229,13 +237,21 @@ impl Drop for RequestGuard {
         let since = u64::try_from(a.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         a.idle_since_ms.store(since, Ordering::Release);
         a.in_flight.fetch_sub(1, Ordering::AcqRel);
-        a.changed.notify_one();
+        if a.header_deadline_armed.load(Ordering::Acquire) {
+            a.changed.notify_one();
+        }
     }
 }
 
 /// Drives `conn` until it ends, or until the connection's [`Activity`]
 /// says it has waited too long for a request head or sat idle; then drops
 /// it, which closes the socket. Returns why the server closed it, if it did.
+///
+/// Requests do not wake the driver (that cost a timer registration and a
+/// poll of the connection per request): it sleeps until the deadline it
+/// last computed and then computes it again, which is exact because a
+/// request can only move the deadline later, except for the first
+/// request head's deadline, where a finished request wakes it.
 pub async fn drive<F: std::future::Future>(
     conn: F,
     activity: &Activity,
@@ -244,13 +260,17 @@ pub async fn drive<F: std::future::Future>(
     tokio::pin!(conn);
     loop {
         let deadline = activity.deadline(limits);
+        let header_armed = matches!(deadline, Some((_, CloseReason::NoRequestHead)));
+        activity
+            .header_deadline_armed
+            .store(header_armed, Ordering::Release);
         // While a request is in flight there is no deadline: look again
         // after the idle timeout (the request timeout ends the request).
         let wake = deadline.map_or_else(|| Instant::now() + limits.idle_timeout, |(at, _)| at);
         tokio::select! {
             out = &mut conn => return Ok(out),
-            // A request started or ended: compute the deadline again.
-            _ = activity.changed.notified() => {}
+            // The first request ended: compute the deadline again.
+            _ = activity.changed.notified(), if header_armed => {}
             _ = tokio::time::sleep_until(wake) => {
                 if let Some((at, reason)) = activity.deadline(limits) {
                     if Instant::now() >= at {
@@ -370,6 +390,45 @@ mod tests {
         let _busy = b.request_started();
         let done = async { 7 };
         assert_eq!(drive(done, &b, &l).await, Ok(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drive_closes_an_idle_connection_at_its_idle_deadline() {
+        // Idle timeout shorter than the header timeout: the first request's
+        // end moves the deadline earlier and must wake the driver.
+        let l = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(2),
+            max_connections: 2,
+        };
+        let a = Activity::new();
+        let start = Instant::now();
+        let a2 = Arc::clone(&a);
+        let requests = async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            drop(a2.request_started());
+            std::future::pending::<()>().await
+        };
+        assert_eq!(drive(requests, &a, &l).await, Err(CloseReason::Idle));
+        assert_eq!(start.elapsed(), Duration::from_secs(1 + 2));
+
+        // Later requests push the deadline on without waking the driver;
+        // it closes the connection one idle timeout after the last one.
+        let b = Activity::new();
+        let start = Instant::now();
+        let b2 = Arc::clone(&b);
+        let requests = async move {
+            for _ in 0..5 {
+                let g = b2.request_started();
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                drop(g);
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+            }
+            std::future::pending::<()>().await
+        };
+        assert_eq!(drive(requests, &b, &l).await, Err(CloseReason::Idle));
+        // The last request ended at 13.5 s; idle for 2 s after.
+        assert_eq!(start.elapsed(), Duration::from_millis(13_500 + 2000));
     }
 
     #[test]

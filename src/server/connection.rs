@@ -61,6 +61,50 @@ impl CloseReason {
     }
 }
 
+/// Where a port reports its connections (each port has its own metric
+/// names, which dashboards already use).
+pub trait PortMetrics: Send + Sync {
+    /// Open connections now (handshaking ones included).
+    fn set_open(&self, open: usize);
+    /// A connection closed at once because `max` were open.
+    fn refused(&self);
+}
+
+/// The HTTPS port's metrics: `wva_connections_open{port}` and
+/// `wva_connections_closed_by_server_total{port, reason}`.
+pub struct HttpsPortMetrics {
+    pub port: &'static str,
+    pub telemetry: Telemetry,
+}
+
+impl HttpsPortMetrics {
+    /// Counts a connection the server closed.
+    pub fn closed(&self, reason: CloseReason) {
+        self.telemetry
+            .connections_closed
+            .get_or_create(&ConnectionLabels {
+                port: self.port.to_owned(),
+                reason: reason.as_str().to_owned(),
+            })
+            .inc();
+    }
+}
+
+impl PortMetrics for HttpsPortMetrics {
+    fn set_open(&self, open: usize) {
+        self.telemetry
+            .connections_open
+            .get_or_create(&PortLabels {
+                port: self.port.to_owned(),
+            })
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    fn refused(&self) {
+        self.closed(CloseReason::OverLimit);
+    }
+}
+
 /// Counts the open connections of one port and refuses those beyond the cap.
 pub struct ConnectionGate {
     port: &'static str,
@@ -68,7 +112,9 @@ pub struct ConnectionGate {
     open: AtomicUsize,
     /// When a refusal was last logged: refusals come in floods, logs must not.
     last_refusal_log: Mutex<Option<Instant>>,
-    telemetry: Option<Telemetry>,
+    metrics: Option<Arc<dyn PortMetrics>>,
+    /// Woken when the last open connection ends (for draining).
+    all_closed: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for ConnectionGate {
@@ -82,14 +128,15 @@ impl std::fmt::Debug for ConnectionGate {
 }
 
 impl ConnectionGate {
-    /// A gate for the port named `port` (a label in `/metrics`).
-    pub fn new(port: &'static str, max: usize, telemetry: Option<Telemetry>) -> Arc<Self> {
+    /// A gate for the port named `port` (in logs).
+    pub fn new(port: &'static str, max: usize, metrics: Option<Arc<dyn PortMetrics>>) -> Arc<Self> {
         Arc::new(ConnectionGate {
             port,
             max: max.max(1),
             open: AtomicUsize::new(0),
             last_refusal_log: Mutex::new(None),
-            telemetry,
+            metrics,
+            all_closed: tokio::sync::Notify::new(),
         })
     }
 
@@ -103,7 +150,9 @@ impl ConnectionGate {
             })
             .is_ok();
         if !admitted {
-            self.count_close(CloseReason::OverLimit);
+            if let Some(m) = &self.metrics {
+                m.refused();
+            }
             let now = Instant::now();
             let mut last = self
                 .last_refusal_log
@@ -128,26 +177,22 @@ impl ConnectionGate {
         self.open.load(Ordering::Acquire)
     }
 
-    /// Counts a connection the server closed.
-    pub fn count_close(&self, reason: CloseReason) {
-        if let Some(t) = &self.telemetry {
-            t.connections_closed
-                .get_or_create(&ConnectionLabels {
-                    port: self.port.to_owned(),
-                    reason: reason.as_str().to_owned(),
-                })
-                .inc();
+    fn set_open_gauge(&self) {
+        if let Some(m) = &self.metrics {
+            m.set_open(self.open());
         }
     }
 
-    fn set_open_gauge(&self) {
-        if let Some(t) = &self.telemetry {
-            let open = i64::try_from(self.open()).unwrap_or(i64::MAX);
-            t.connections_open
-                .get_or_create(&PortLabels {
-                    port: self.port.to_owned(),
-                })
-                .set(open);
+    /// Resolves once no admitted connection is open (immediately if none is).
+    pub async fn drained(&self) {
+        loop {
+            let closed = self.all_closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if self.open() == 0 {
+                return;
+            }
+            closed.await;
         }
     }
 }
@@ -164,8 +209,65 @@ impl ConnectionPermit {
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
         self.0.set_open_gauge();
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown` is cancelled: each
+/// one the `gate` admits (those over its cap are closed at once, before
+/// any work) gets Nagle off and its own task running `serve` with the
+/// connection's permit. Shared by the HTTPS and the KEDA ports.
+pub async fn accept_loop<F, Fut>(
+    listener: tokio::net::TcpListener,
+    gate: &Arc<ConnectionGate>,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut serve: F,
+) where
+    F: FnMut(tokio::net::TcpStream, std::net::SocketAddr, ConnectionPermit) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Running out of file descriptors is transient: back off briefly.
+                    tracing::warn!(port = gate.port, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(permit) = gate.try_admit() else {
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(serve(tcp, peer, permit));
+    }
+}
+
+/// Why a TLS handshake did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("TLS handshake timed out")]
+    TimedOut,
+    #[error("TLS handshake failed: {0}")]
+    Failed(#[from] std::io::Error),
+}
+
+/// Runs a handshake (`f`) for at most `timeout`.
+pub async fn handshake<T>(
+    timeout: Duration,
+    f: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, HandshakeError> {
+    match tokio::time::timeout(timeout, f).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(HandshakeError::TimedOut),
     }
 }
 
@@ -359,6 +461,26 @@ mod tests {
         assert!(c.is_some(), "a freed slot is reused");
         drop((b, c));
         assert_eq!(gate.open(), 0);
+    }
+
+    #[tokio::test]
+    async fn drained_waits_for_the_last_connection() {
+        let gate = ConnectionGate::new("test", 2, None);
+        gate.drained().await;
+        let a = gate.try_admit().expect("first");
+        let b = gate.try_admit().expect("second");
+        let waiter = tokio::spawn({
+            let gate = Arc::clone(&gate);
+            async move { gate.drained().await }
+        });
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one connection is still open");
+        drop(b);
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("drained once both closed")
+            .expect("no panic");
     }
 
     #[tokio::test(start_paused = true)]

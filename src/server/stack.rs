@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 
 use http::{Request, Response};
-use tower::util::BoxCloneService;
+use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
 use super::app::App;
@@ -20,7 +20,7 @@ use super::layers::trace::TraceLayer;
 use super::layers::Body;
 
 /// The stack as hyper sees it: it never fails.
-pub type HttpService<B> = BoxCloneService<Request<B>, Response<Body>, Infallible>;
+pub type HttpService<B> = BoxCloneSyncService<Request<B>, Response<Body>, Infallible>;
 
 /// Builds the stack around `app`.
 pub fn build<B: Send + 'static>(app: App, config: StackConfig) -> HttpService<B> {
@@ -36,5 +36,5 @@ pub fn build<B: Send + 'static>(app: App, config: StackConfig) -> HttpService<B>
         .layer(AuthnLayer(auth.clone())) //      who: 401
         .layer(AuthzLayer(auth)) //              may they: 403
         .service(app); //                        the route's handler
-    BoxCloneService::new(service)
+    BoxCloneSyncService::new(service)
 }

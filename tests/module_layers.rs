@@ -36,8 +36,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("decision", &["decision"]),
     // Consumers of decisions: the API handlers, the status write-back.
     ("consumers", &["api", "writeback"]),
-    // Listeners.
-    ("listeners", &["server", "keda"]),
+    // Listeners: the HTTPS server, then the KEDA gRPC port, which reuses
+    // its accept loop, connection gate and client-CA verifier.
+    ("https listener", &["server"]),
+    ("keda listener", &["keda"]),
     // `serve`'s flags; fatal errors and exit codes.
     ("configuration", &["cli", "fatal"]),
     // Wiring of `serve` (and of `demo`'s server).

@@ -110,3 +110,68 @@ async fn oversize_requests_get_clean_errors() {
     let (status, _) = s.get("/apis/external.metrics.k8s.io/v1beta1").await;
     assert_eq!(status, 200);
 }
+
+/// Each layer of the request stack answers in its own way: HEAD gets the
+/// head of the GET answer (errors included) without a body, routing
+/// answers unknown paths and methods with a Status, and telemetry counts
+/// routed answers (`unmatched` for 404/405) but not those refused before
+/// routing (414).
+#[tokio::test]
+async fn head_requests_and_stack_answers() {
+    let (s, _e) = one_variant_server(&["--metrics-backend", "scrape"]).await;
+    let head = |path: &str| s.client.head(format!("{}{path}", s.base)).send();
+    let r = head("/healthz").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().len(), 0, "HEAD has no body");
+    let r = head("/apis/external.metrics.k8s.io/v1beta1").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/json",
+        "the GET answer's head"
+    );
+    assert_eq!(r.bytes().await.unwrap().len(), 0);
+    let r = head("/no/such/path").await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.bytes().await.unwrap().len(), 0, "errors too");
+
+    let (status, body) = s.get("/no/such/path").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["kind"], "Status");
+    assert_eq!(body["reason"], "NotFound");
+    let r = s
+        .client
+        .delete(format!("{}/healthz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["reason"], "MethodNotAllowed");
+    // A path that is not UTF-8 once decoded: 400 Status.
+    let (status, body) = s.get("/apis/%ff").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["reason"], "BadRequest");
+    // An escaped slash routes as a slash.
+    let (status, _) = s.get("/apis%2Fexternal.metrics.k8s.io%2Fv1beta1").await;
+    assert_eq!(status, 200);
+    let long = format!("{VALUES}?labelSelector=a%3D{}", "b".repeat(10 * 1024));
+    assert_eq!(s.get(&long).await.0, 414);
+
+    let metrics = s.text("/metrics").await;
+    let count = |labels: &str| -> Option<u64> {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("wva_http_requests_total{{{labels}}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    assert_eq!(count(r#"route="unmatched",code="404""#), Some(2));
+    assert_eq!(count(r#"route="unmatched",code="405""#), Some(1));
+    assert_eq!(count(r#"route="healthz",code="200""#), Some(1));
+    assert_eq!(count(r#"route="api_resource_list",code="200""#), Some(2));
+    assert!(
+        !metrics.contains(r#"code="414""#) && !metrics.contains(r#"code="400""#),
+        "answers refused before routing are not counted: {metrics}"
+    );
+}

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,6 +21,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::server::connection::{self, ConnectionGate, HandshakeError, PortMetrics};
 use crate::telemetry::{ConnectionCloseLabels, Telemetry};
 
 /// Limits of the KEDA port.
@@ -308,33 +309,37 @@ where
     }
 }
 
-/// Logs refused connections at most once per second, with the count of
-/// those not logged.
-struct RefusalLog {
-    last: Option<Instant>,
-    unlogged: u64,
+/// The KEDA port's metrics: `wva_keda_open_connections` and
+/// `wva_keda_connections_closed_total{reason}`.
+struct KedaPortMetrics(Telemetry);
+
+impl KedaPortMetrics {
+    fn closed(&self, reason: CloseReason) {
+        self.0
+            .keda_connections_closed
+            .get_or_create(&ConnectionCloseLabels {
+                reason: reason.as_str().to_owned(),
+            })
+            .inc();
+    }
 }
 
-impl RefusalLog {
-    fn refused(&mut self, max: usize) {
-        let now = Instant::now();
-        match self.last {
-            Some(t) if now.duration_since(t) < Duration::from_secs(1) => self.unlogged += 1,
-            _ => {
-                tracing::warn!(
-                    max_connections = max,
-                    also_refused_since_last_log = self.unlogged,
-                    "KEDA port: connection refused, too many open connections"
-                );
-                self.last = Some(now);
-                self.unlogged = 0;
-            }
-        }
+impl PortMetrics for KedaPortMetrics {
+    fn set_open(&self, open: usize) {
+        self.0
+            .keda_open_connections
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    fn refused(&self) {
+        self.closed(CloseReason::MaxConnections);
     }
 }
 
 /// Serves `service` on `listener` until `shutdown`, over TLS with `tls`,
-/// or in plain text (HTTP/2 with prior knowledge) when `tls` is None.
+/// or in plain text (HTTP/2 with prior knowledge) when `tls` is None. The
+/// accept loop, connection cap and handshake deadline are the HTTPS port's
+/// ([`crate::server::connection`]).
 pub async fn serve<S>(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -349,6 +354,7 @@ pub async fn serve<S>(
             Error = std::convert::Infallible,
         > + Clone
         + Send
+        + Sync
         + 'static,
     S::Future: Send + 'static,
 {
@@ -368,77 +374,47 @@ pub async fn serve<S>(
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
     let unary = Arc::new(Semaphore::new(limits.max_concurrent_requests));
-    let closed = move |t: &Telemetry, reason: CloseReason| {
-        t.keda_connections_closed
-            .get_or_create(&ConnectionCloseLabels {
-                reason: reason.as_str().to_owned(),
-            })
-            .inc();
-    };
-    let mut refusals = RefusalLog {
-        last: None,
-        unlogged: 0,
-    };
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Running out of file descriptors is transient: back off briefly.
-                    tracing::warn!(error = %e, "KEDA port: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-            drop(tcp);
-            closed(&telemetry, CloseReason::MaxConnections);
-            refusals.refused(limits.max_connections);
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, builder, unary, telemetry, shutdown) = (
+    let metrics = Arc::new(KedaPortMetrics(telemetry));
+    let gate = ConnectionGate::new(
+        "keda",
+        limits.max_connections,
+        Some(Arc::clone(&metrics) as Arc<dyn PortMetrics>),
+    );
+    connection::accept_loop(listener, &gate, &shutdown, |tcp, peer, permit| {
+        let (acceptor, builder, unary, metrics, shutdown, service) = (
             acceptor.clone(),
             Arc::clone(&builder),
             Arc::clone(&unary),
-            telemetry.clone(),
+            Arc::clone(&metrics),
             shutdown.clone(),
+            service.clone(),
         );
-        let service = service.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            telemetry.keda_open_connections.inc();
+        async move {
             let reason = match acceptor {
                 None => run_connection(tcp, service, &builder, unary, limits, shutdown).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await
-                    {
-                        Ok(Ok(tls)) => {
+                    match connection::handshake(limits.handshake_timeout, acceptor.accept(tcp)).await {
+                        Ok(tls) => {
                             run_connection(tls, service, &builder, unary, limits, shutdown).await
                         }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "KEDA port: TLS handshake failed");
+                        Err(HandshakeError::TimedOut) => Some(CloseReason::HandshakeTimeout),
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "KEDA port: no TLS session");
                             None
                         }
-                        Err(_) => Some(CloseReason::HandshakeTimeout),
                     }
                 }
             };
-            telemetry.keda_open_connections.dec();
+            drop(permit);
             if let Some(reason) = reason {
                 tracing::debug!(%peer, reason = reason.as_str(), "KEDA port: connection closed by the server");
-                closed(&telemetry, reason);
+                metrics.closed(reason);
             }
-        });
-    }
-    drop(listener);
-    // Every connection holds a permit until it ends: all permits back means drained.
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(limits.drain_timeout, connections.acquire_many(all))
+        }
+    })
+    .await;
+    if tokio::time::timeout(limits.drain_timeout, gate.drained())
         .await
         .is_err()
     {

@@ -1,5 +1,6 @@
-//! The innermost service: routes a request and runs its handler. Handlers
-//! read in-memory state only; nothing here waits on the network.
+//! The handlers: the innermost service of the stack, below routing,
+//! authentication and authorization (see [`super::layers`]). Handlers read
+//! in-memory state only; nothing here waits on the network.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,23 +11,21 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use http_body_util::Full;
 use prometheus_client::registry::Registry;
 
-use super::auth::{authz, Auth, PeerCertificates};
+use super::auth::Auth;
+pub use super::layers::errors::{error_response, overloaded, timed_out};
+use super::layers::routing::Routed;
+pub use super::layers::Body;
 use crate::api::custom::{custom_metric_values, CustomVersion};
 use crate::api::discovery::DiscoveryDocuments;
-use crate::api::router::{route, Route};
+use crate::api::router::Route;
+use crate::k8s::status::ApiError;
 use crate::api::values::external_metric_values;
 use crate::decision::DecisionEngine;
-use crate::k8s::status::ApiError;
-use crate::telemetry::{RouteLabels, RouteOnly, Telemetry};
-
-pub type Body = Full<Bytes>;
-
-/// Longest request URI served; a label selector never needs more.
-pub const MAX_URI_BYTES: usize = 8 * 1024;
+use crate::telemetry::Telemetry;
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
@@ -67,73 +66,17 @@ impl App {
         &self.state
     }
 
-    /// Handles one request to completion.
-    /// Only the request head is used: every route is a GET, and a body sent
-    /// along is ignored (dropped unread).
+    /// Runs the handler of a routed request (see [`Routed`]). Only the
+    /// request head is used: every route is a GET, and a body sent along
+    /// is ignored (dropped unread).
     pub async fn handle(&self, req: &http::request::Parts) -> Response<Body> {
-        let started = std::time::Instant::now();
-        if req.uri.to_string().len() > MAX_URI_BYTES {
-            return error_response(&ApiError::new(
-                http::StatusCode::URI_TOO_LONG,
-                "RequestURITooLong",
-                format!("the request URI is longer than {MAX_URI_BYTES} bytes"),
-            ));
-        }
-        // Routed on the decoded path, as Go's servers do (`%2F` is a `/`):
-        // clients that escape object names, such as the Python client's
-        // `name="target/metric"`, reach the same route.
-        let path = match percent_encoding::percent_decode_str(req.uri.path()).decode_utf8() {
-            Ok(p) => p,
-            Err(_) => {
-                return error_response(&ApiError::bad_request(
-                    "the request path is not valid UTF-8 after percent-decoding",
-                ))
-            }
+        let Some(routed) = req.extensions.get::<Routed>() else {
+            return error_response(&ApiError::internal("request reached the handlers unrouted"));
         };
-        let (route_name, response) = match route(&req.method, &path) {
-            Ok(r) => match self.check_access(&r, req).await {
-                Ok(()) => (r.name(), self.dispatch(&r, req).await),
-                Err(e) => (r.name(), error_response(&e)),
-            },
-            Err(e) => ("unmatched", error_response(&e)),
-        };
-        let t = &self.state.telemetry;
-        t.http_requests
-            .get_or_create(&RouteLabels {
-                route: route_name.to_owned(),
-                code: response.status().as_u16().to_string(),
-            })
-            .inc();
-        t.http_duration
-            .get_or_create(&RouteOnly {
-                route: route_name.to_owned(),
-            })
-            .observe(started.elapsed().as_secs_f64());
-        if req.method == Method::HEAD {
-            let (parts, _) = response.into_parts();
-            return Response::from_parts(parts, Body::default());
+        match routed.route(&req.method, &req.uri) {
+            Ok(r) => self.dispatch(&r, req).await,
+            Err(e) => error_response(&e),
         }
-        response
-    }
-
-    /// Authenticates and authorizes a routed request (always-allowed paths
-    /// such as the health checks skip both).
-    async fn check_access(
-        &self,
-        r: &Route<'_>,
-        req: &http::request::Parts,
-    ) -> Result<(), ApiError> {
-        let Some(auth) = &self.state.auth else {
-            return Ok(());
-        };
-        let path = req.uri.path();
-        if auth.always_allowed(path) {
-            return Ok(());
-        }
-        let user = auth
-            .authenticate(&req.headers, req.extensions.get::<PeerCertificates>())
-            .await?;
-        auth.authorize(&user, &authz::attributes(r, path)).await
     }
 
     async fn dispatch(&self, r: &Route<'_>, req: &http::request::Parts) -> Response<Body> {
@@ -234,14 +177,6 @@ fn ok(content_type: HeaderValue, body: Bytes) -> Response<Body> {
     r
 }
 
-/// A Status response for an error.
-pub fn error_response(e: &ApiError) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(e.to_json())));
-    *r.status_mut() = e.code;
-    r.headers_mut().insert(CONTENT_TYPE, JSON);
-    r
-}
-
 impl<B> tower::Service<Request<B>> for App {
     type Response = Response<Body>;
     type Error = Infallible;
@@ -256,17 +191,4 @@ impl<B> tower::Service<Request<B>> for App {
         let (parts, _body) = req.into_parts();
         Box::pin(async move { Ok(app.handle(&parts).await) })
     }
-}
-
-/// Status for requests the stack refused before they reached a handler.
-pub fn overloaded() -> Response<Body> {
-    error_response(&ApiError::service_unavailable(
-        "the server is handling too many requests; retry shortly",
-    ))
-}
-
-pub fn timed_out() -> Response<Body> {
-    error_response(&ApiError::timeout(
-        "the request did not complete within the server's request timeout",
-    ))
 }

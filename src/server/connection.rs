@@ -10,7 +10,7 @@
 //! exhaust the server. The [`ConnectionGate`] caps the count, and
 //! [`Activity`] tells the connection's driver when to give up on it.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -61,6 +61,50 @@ impl CloseReason {
     }
 }
 
+/// Where a port reports its connections (each port has its own metric
+/// names, which dashboards already use).
+pub trait PortMetrics: Send + Sync {
+    /// Open connections now (handshaking ones included).
+    fn set_open(&self, open: usize);
+    /// A connection closed at once because `max` were open.
+    fn refused(&self);
+}
+
+/// The HTTPS port's metrics: `wva_connections_open{port}` and
+/// `wva_connections_closed_by_server_total{port, reason}`.
+pub struct HttpsPortMetrics {
+    pub port: &'static str,
+    pub telemetry: Telemetry,
+}
+
+impl HttpsPortMetrics {
+    /// Counts a connection the server closed.
+    pub fn closed(&self, reason: CloseReason) {
+        self.telemetry
+            .connections_closed
+            .get_or_create(&ConnectionLabels {
+                port: self.port.to_owned(),
+                reason: reason.as_str().to_owned(),
+            })
+            .inc();
+    }
+}
+
+impl PortMetrics for HttpsPortMetrics {
+    fn set_open(&self, open: usize) {
+        self.telemetry
+            .connections_open
+            .get_or_create(&PortLabels {
+                port: self.port.to_owned(),
+            })
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    fn refused(&self) {
+        self.closed(CloseReason::OverLimit);
+    }
+}
+
 /// Counts the open connections of one port and refuses those beyond the cap.
 pub struct ConnectionGate {
     port: &'static str,
@@ -68,7 +112,9 @@ pub struct ConnectionGate {
     open: AtomicUsize,
     /// When a refusal was last logged: refusals come in floods, logs must not.
     last_refusal_log: Mutex<Option<Instant>>,
-    telemetry: Option<Telemetry>,
+    metrics: Option<Arc<dyn PortMetrics>>,
+    /// Woken when the last open connection ends (for draining).
+    all_closed: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for ConnectionGate {
@@ -82,14 +128,15 @@ impl std::fmt::Debug for ConnectionGate {
 }
 
 impl ConnectionGate {
-    /// A gate for the port named `port` (a label in `/metrics`).
-    pub fn new(port: &'static str, max: usize, telemetry: Option<Telemetry>) -> Arc<Self> {
+    /// A gate for the port named `port` (in logs).
+    pub fn new(port: &'static str, max: usize, metrics: Option<Arc<dyn PortMetrics>>) -> Arc<Self> {
         Arc::new(ConnectionGate {
             port,
             max: max.max(1),
             open: AtomicUsize::new(0),
             last_refusal_log: Mutex::new(None),
-            telemetry,
+            metrics,
+            all_closed: tokio::sync::Notify::new(),
         })
     }
 
@@ -103,7 +150,9 @@ impl ConnectionGate {
             })
             .is_ok();
         if !admitted {
-            self.count_close(CloseReason::OverLimit);
+            if let Some(m) = &self.metrics {
+                m.refused();
+            }
             let now = Instant::now();
             let mut last = self
                 .last_refusal_log
@@ -128,26 +177,22 @@ impl ConnectionGate {
         self.open.load(Ordering::Acquire)
     }
 
-    /// Counts a connection the server closed.
-    pub fn count_close(&self, reason: CloseReason) {
-        if let Some(t) = &self.telemetry {
-            t.connections_closed
-                .get_or_create(&ConnectionLabels {
-                    port: self.port.to_owned(),
-                    reason: reason.as_str().to_owned(),
-                })
-                .inc();
+    fn set_open_gauge(&self) {
+        if let Some(m) = &self.metrics {
+            m.set_open(self.open());
         }
     }
 
-    fn set_open_gauge(&self) {
-        if let Some(t) = &self.telemetry {
-            let open = i64::try_from(self.open()).unwrap_or(i64::MAX);
-            t.connections_open
-                .get_or_create(&PortLabels {
-                    port: self.port.to_owned(),
-                })
-                .set(open);
+    /// Resolves once no admitted connection is open (immediately if none is).
+    pub async fn drained(&self) {
+        loop {
+            let closed = self.all_closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if self.open() == 0 {
+                return;
+            }
+            closed.await;
         }
     }
 }
@@ -164,8 +209,65 @@ impl ConnectionPermit {
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
         self.0.set_open_gauge();
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown` is cancelled: each
+/// one the `gate` admits (those over its cap are closed at once, before
+/// any work) gets Nagle off and its own task running `serve` with the
+/// connection's permit. Shared by the HTTPS and the KEDA ports.
+pub async fn accept_loop<F, Fut>(
+    listener: tokio::net::TcpListener,
+    gate: &Arc<ConnectionGate>,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut serve: F,
+) where
+    F: FnMut(tokio::net::TcpStream, std::net::SocketAddr, ConnectionPermit) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Running out of file descriptors is transient: back off briefly.
+                    tracing::warn!(port = gate.port, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(permit) = gate.try_admit() else {
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(serve(tcp, peer, permit));
+    }
+}
+
+/// Why a TLS handshake did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("TLS handshake timed out")]
+    TimedOut,
+    #[error("TLS handshake failed: {0}")]
+    Failed(#[from] std::io::Error),
+}
+
+/// Runs a handshake (`f`) for at most `timeout`.
+pub async fn handshake<T>(
+    timeout: Duration,
+    f: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, HandshakeError> {
+    match tokio::time::timeout(timeout, f).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(HandshakeError::TimedOut),
     }
 }
 
@@ -177,7 +279,13 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds after `opened` when the last request finished.
     idle_since_ms: AtomicU64,
-    /// Wakes the driver when a request starts or ends: its deadline moved.
+    /// Whether the driver sleeps until the first request head's deadline,
+    /// the one deadline that a finished request can move earlier (when the
+    /// idle timeout is the shorter). Every later deadline only moves later,
+    /// so the driver finds out when it wakes, and requests need not wake it.
+    header_deadline_armed: AtomicBool,
+    /// Wakes the driver when a request ends while the first request head's
+    /// deadline is armed.
     changed: tokio::sync::Notify,
 }
 
@@ -188,15 +296,17 @@ impl Activity {
             requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            header_deadline_armed: AtomicBool::new(true),
             changed: tokio::sync::Notify::new(),
         })
     }
 
-    /// Marks a request (whose head has been read) as started.
+    /// Marks a request (whose head has been read) as started. A start only
+    /// removes the deadline, so the driver is not woken: it looks again
+    /// when its sleep ends.
     pub fn request_started(self: &Arc<Self>) -> RequestGuard {
         self.requests.fetch_add(1, Ordering::AcqRel);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.changed.notify_one();
         RequestGuard(Arc::clone(self))
     }
 
@@ -229,13 +339,21 @@ impl Drop for RequestGuard {
         let since = u64::try_from(a.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         a.idle_since_ms.store(since, Ordering::Release);
         a.in_flight.fetch_sub(1, Ordering::AcqRel);
-        a.changed.notify_one();
+        if a.header_deadline_armed.load(Ordering::Acquire) {
+            a.changed.notify_one();
+        }
     }
 }
 
 /// Drives `conn` until it ends, or until the connection's [`Activity`]
 /// says it has waited too long for a request head or sat idle; then drops
 /// it, which closes the socket. Returns why the server closed it, if it did.
+///
+/// Requests do not wake the driver (that cost a timer registration and a
+/// poll of the connection per request): it sleeps until the deadline it
+/// last computed and then computes it again, which is exact because a
+/// request can only move the deadline later, except for the first
+/// request head's deadline, where a finished request wakes it.
 pub async fn drive<F: std::future::Future>(
     conn: F,
     activity: &Activity,
@@ -244,13 +362,17 @@ pub async fn drive<F: std::future::Future>(
     tokio::pin!(conn);
     loop {
         let deadline = activity.deadline(limits);
+        let header_armed = matches!(deadline, Some((_, CloseReason::NoRequestHead)));
+        activity
+            .header_deadline_armed
+            .store(header_armed, Ordering::Release);
         // While a request is in flight there is no deadline: look again
         // after the idle timeout (the request timeout ends the request).
         let wake = deadline.map_or_else(|| Instant::now() + limits.idle_timeout, |(at, _)| at);
         tokio::select! {
             out = &mut conn => return Ok(out),
-            // A request started or ended: compute the deadline again.
-            _ = activity.changed.notified() => {}
+            // The first request ended: compute the deadline again.
+            _ = activity.changed.notified(), if header_armed => {}
             _ = tokio::time::sleep_until(wake) => {
                 if let Some((at, reason)) = activity.deadline(limits) {
                     if Instant::now() >= at {
@@ -341,6 +463,26 @@ mod tests {
         assert_eq!(gate.open(), 0);
     }
 
+    #[tokio::test]
+    async fn drained_waits_for_the_last_connection() {
+        let gate = ConnectionGate::new("test", 2, None);
+        gate.drained().await;
+        let a = gate.try_admit().expect("first");
+        let b = gate.try_admit().expect("second");
+        let waiter = tokio::spawn({
+            let gate = Arc::clone(&gate);
+            async move { gate.drained().await }
+        });
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one connection is still open");
+        drop(b);
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("drained once both closed")
+            .expect("no panic");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn deadlines_follow_the_requests_of_the_connection() {
         let a = Activity::new();
@@ -370,6 +512,45 @@ mod tests {
         let _busy = b.request_started();
         let done = async { 7 };
         assert_eq!(drive(done, &b, &l).await, Ok(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drive_closes_an_idle_connection_at_its_idle_deadline() {
+        // Idle timeout shorter than the header timeout: the first request's
+        // end moves the deadline earlier and must wake the driver.
+        let l = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(2),
+            max_connections: 2,
+        };
+        let a = Activity::new();
+        let start = Instant::now();
+        let a2 = Arc::clone(&a);
+        let requests = async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            drop(a2.request_started());
+            std::future::pending::<()>().await
+        };
+        assert_eq!(drive(requests, &a, &l).await, Err(CloseReason::Idle));
+        assert_eq!(start.elapsed(), Duration::from_secs(1 + 2));
+
+        // Later requests push the deadline on without waking the driver;
+        // it closes the connection one idle timeout after the last one.
+        let b = Activity::new();
+        let start = Instant::now();
+        let b2 = Arc::clone(&b);
+        let requests = async move {
+            for _ in 0..5 {
+                let g = b2.request_started();
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                drop(g);
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+            }
+            std::future::pending::<()>().await
+        };
+        assert_eq!(drive(requests, &b, &l).await, Err(CloseReason::Idle));
+        // The last request ended at 13.5 s; idle for 2 s after.
+        assert_eq!(start.elapsed(), Duration::from_millis(13_500 + 2000));
     }
 
     #[test]

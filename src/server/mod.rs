@@ -1,13 +1,15 @@
 //! The HTTPS server: accept loop (connection cap) -> plaintext check -> TLS
-//! -> HTTP/1.1 or HTTP/2 (request-head and idle deadlines) -> tower stack
-//! (trace, load shedding, concurrency limit, timeout) -> [`App`].
+//! -> HTTP/1.1 or HTTP/2 (request-head and idle deadlines) -> the tower
+//! stack of [`stack::build`] (trace, HEAD, errors as Status, limits,
+//! telemetry, routing, authentication, authorization; one file each under
+//! [`layers`]) -> the handlers of [`App`].
 
 pub mod app;
 pub mod auth;
 pub mod connection;
+pub mod layers;
 pub mod stack;
 pub mod tls;
-pub mod trace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +26,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 pub use app::{App, AppState};
-use connection::{Activity, CloseReason, ConnectionGate, ConnectionLimits, TrackActivity};
+use connection::{
+    Activity, CloseReason, ConnectionGate, ConnectionLimits, HttpsPortMetrics, TrackActivity,
+};
+use hyper::body::Incoming;
+use stack::HttpService;
 pub use stack::StackConfig;
 
 /// Connection-level limits.
@@ -80,13 +86,47 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let metrics = Arc::new(HttpsPortMetrics {
+        port: "https",
+        telemetry: app.telemetry().clone(),
+    });
     let gate = ConnectionGate::new(
         "https",
         limits.max_connections,
-        Some(app.telemetry().clone()),
+        Some(Arc::clone(&metrics) as Arc<dyn connection::PortMetrics>),
     );
     let service = stack::build(app, stack);
     let graceful = GracefulShutdown::new();
+    let builder = Arc::new(http_builder(&limits));
+    connection::accept_loop(listener, &gate, &shutdown, |tcp, peer, permit| {
+        let connection = Connection {
+            acceptor: acceptor.clone(),
+            service: service.clone(),
+            builder: Arc::clone(&builder),
+            metrics: Arc::clone(&metrics),
+            limits,
+        };
+        let watcher = graceful.watcher();
+        let metrics = Arc::clone(&metrics);
+        async move {
+            if let Some(reason) = connection.run(tcp, peer, watcher).await {
+                metrics.closed(reason);
+                tracing::debug!(%peer, reason = reason.as_str(), "connection closed by the server");
+            }
+            drop(permit);
+        }
+    })
+    .await;
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = tokio::time::sleep(limits.drain_timeout) => {
+            tracing::warn!(timeout = ?limits.drain_timeout, "shutdown drain timed out; closing remaining connections");
+        }
+    }
+}
+
+/// HTTP/1.1 and HTTP/2 with the request-head limits.
+fn http_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -98,93 +138,76 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    let builder = Arc::new(builder);
+    builder
+}
 
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Running out of file descriptors is transient: back off briefly.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        // Over the cap the socket is closed right here, before any work.
-        let Some(permit) = gate.try_admit() else {
-            drop(tcp);
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let service = service.clone();
-        let builder = Arc::clone(&builder);
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let handshake = async {
-                let mut tcp = tcp;
-                if refuse_plain_http(&mut tcp, permit.gate()).await {
-                    return None;
-                }
-                Some(acceptor.accept(tcp).await)
-            };
-            let tls = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
-                Ok(Some(Ok(s))) => s,
-                Ok(None) => {
-                    tracing::debug!(%peer, "plain HTTP on the HTTPS port answered 400");
-                    return;
-                }
-                Ok(Some(Err(e))) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            // The client certificate chain travels with every request of the
-            // connection; authentication judges it per request.
-            let peer_certificates = auth::PeerCertificates(Arc::new(
-                tls.get_ref()
-                    .1
-                    .peer_certificates()
-                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-                    .unwrap_or_default(),
-            ));
-            let activity = Activity::new();
-            let service = TrackActivity::new(
-                tower::ServiceExt::map_request(
-                    service,
-                    move |mut req: http::Request<hyper::body::Incoming>| {
-                        req.extensions_mut().insert(peer_certificates.clone());
-                        req
-                    },
-                ),
-                Arc::clone(&activity),
-            );
-            let conn =
-                builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
-            let conn = watcher.watch(conn.into_owned());
-            match connection::drive(conn, &activity, &limits.connection()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection closed with error"),
-                Err(reason) => {
-                    permit.gate().count_close(reason);
-                    tracing::debug!(%peer, reason = reason.as_str(), "connection closed by the server");
-                }
+/// What one connection of the HTTPS port needs.
+struct Connection {
+    acceptor: TlsAcceptor,
+    service: HttpService<Incoming>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    metrics: Arc<HttpsPortMetrics>,
+    limits: ServerLimits,
+}
+
+impl Connection {
+    /// Plaintext check, TLS handshake, then HTTP until the connection ends;
+    /// returns why the server closed it, if it did.
+    async fn run(
+        self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) -> Option<CloseReason> {
+        let handshake = connection::handshake(self.limits.handshake_timeout, async {
+            let mut tcp = tcp;
+            if refuse_plain_http(&mut tcp, &self.metrics).await {
+                return Ok(None);
             }
-            drop(permit);
+            self.acceptor.accept(tcp).await.map(Some)
         });
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
-        _ = tokio::time::sleep(limits.drain_timeout) => {
-            tracing::warn!(timeout = ?limits.drain_timeout, "shutdown drain timed out; closing remaining connections");
+        let tls = match handshake.await {
+            Ok(Some(tls)) => tls,
+            Ok(None) => {
+                tracing::debug!(%peer, "plain HTTP on the HTTPS port answered 400");
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "no TLS session");
+                return None;
+            }
+        };
+        // The client certificate chain travels with every request of the
+        // connection; authentication judges it per request.
+        let peer_certificates = auth::PeerCertificates(Arc::new(
+            tls.get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                .unwrap_or_default(),
+        ));
+        let activity = Activity::new();
+        let service = TrackActivity::new(
+            tower::ServiceExt::map_request(
+                self.service,
+                move |mut req: http::Request<Incoming>| {
+                    req.extensions_mut().insert(peer_certificates.clone());
+                    req
+                },
+            ),
+            Arc::clone(&activity),
+        );
+        let conn = self
+            .builder
+            .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
+        let conn = watcher.watch(conn.into_owned());
+        match connection::drive(conn, &activity, &self.limits.connection()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "connection closed with error");
+                None
+            }
+            Err(reason) => Some(reason),
         }
     }
 }
@@ -192,7 +215,7 @@ pub async fn serve(
 /// Answers a plaintext HTTP request on the TLS port with a 400 that says
 /// to use https (as Go's servers do), instead of letting the client puzzle
 /// over a TLS alert read as HTTP/0.9. Returns whether it did.
-async fn refuse_plain_http(tcp: &mut TcpStream, gate: &ConnectionGate) -> bool {
+async fn refuse_plain_http(tcp: &mut TcpStream, metrics: &HttpsPortMetrics) -> bool {
     let mut first = [0u8; 1];
     match tcp.peek(&mut first).await {
         Ok(1) if connection::looks_like_plain_http(first[0]) => {}
@@ -200,7 +223,7 @@ async fn refuse_plain_http(tcp: &mut TcpStream, gate: &ConnectionGate) -> bool {
     }
     // Counted before the answer goes out: a client that reads the answer
     // and then looks at /metrics sees it.
-    gate.count_close(CloseReason::PlainHttp);
+    metrics.closed(CloseReason::PlainHttp);
     // The request itself is not read: the answer goes out and the socket
     // closes. A write error means the client left already.
     let _ = tcp.write_all(connection::PLAIN_HTTP_RESPONSE).await;

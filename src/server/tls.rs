@@ -20,6 +20,11 @@ pub enum TlsError {
     NoCertificate { path: PathBuf },
     #[error("{path} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
     NoKey { path: PathBuf },
+    #[error("client CA file {path}: {source}")]
+    ClientCa {
+        path: PathBuf,
+        source: super::auth::handshake::CaError,
+    },
     #[error("cannot generate a self-signed certificate: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("certificate and key do not form a usable TLS configuration: {0}")]
@@ -208,9 +213,7 @@ fn config_builder(
         ClientAuth::Optional => {
             builder.with_client_cert_verifier(super::auth::handshake::OptionalClientCert::new())
         }
-        ClientAuth::Required(path) => {
-            builder.with_client_cert_verifier(client_verifier(path, provider)?)
-        }
+        ClientAuth::Required(path) => builder.with_client_cert_verifier(client_verifier(path)?),
     })
 }
 
@@ -225,25 +228,17 @@ pub fn server_config_with_resolver(
     Ok(Arc::new(config))
 }
 
+/// The verifier of a required client certificate, from the CA bundle at `path`.
 fn client_verifier(
     path: &Path,
-    provider: Arc<rustls::crypto::CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
-    let pem_bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
         what: "client CA file",
         path: path.to_owned(),
         source,
     })?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem_bytes).filter_map(Result::ok) {
-        roots.add(cert)?;
-    }
-    if roots.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: path.to_owned(),
-        });
-    }
-    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-        .build()
-        .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))
+    super::auth::handshake::ca_verifier(&pem).map_err(|source| TlsError::ClientCa {
+        path: path.to_owned(),
+        source,
+    })
 }

@@ -85,22 +85,36 @@ impl ClientCertVerifier for OptionalClientCert {
     }
 }
 
+/// Why a CA bundle cannot check client certificates.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("not PEM: {0}")]
+    NotPem(rustls::pki_types::pem::Error),
+    #[error("not a CA certificate: {0}")]
+    NotCa(rustls::Error),
+    #[error("no certificate in the CA bundle")]
+    Empty,
+    #[error("cannot build a verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
 /// A chain check against the CA certificates in `pem` (client-auth usage).
-pub fn ca_verifier(pem: &[u8]) -> Result<Arc<dyn ClientCertVerifier>, String> {
+/// The one builder of client-certificate verifiers: the API port's
+/// per-request checks and the KEDA port's handshake (`--keda-client-ca-file`)
+/// both use it.
+pub fn ca_verifier(pem: &[u8]) -> Result<Arc<dyn ClientCertVerifier>, CaError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(pem) {
-        let cert = cert.map_err(|e| format!("not PEM: {e}"))?;
         roots
-            .add(cert)
-            .map_err(|e| format!("not a CA certificate: {e}"))?;
+            .add(cert.map_err(CaError::NotPem)?)
+            .map_err(CaError::NotCa)?;
     }
     if roots.is_empty() {
-        return Err("no certificate in the CA bundle".to_owned());
+        return Err(CaError::Empty);
     }
-    WebPkiClientVerifier::builder_with_provider(
+    Ok(WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         Arc::new(rustls::crypto::ring::default_provider()),
     )
-    .build()
-    .map_err(|e| e.to_string())
+    .build()?)
 }

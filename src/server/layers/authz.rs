@@ -1,0 +1,92 @@
+//! Authorization: may the authenticated user make this request? Values
+//! requests are `list` on the metric as a resource in the namespace,
+//! custom metrics `get` on the described object's metric subresource,
+//! everything else a non-resource `get` on the path (see
+//! [`crate::server::auth::authz::attributes`]); `system:masters` is allowed
+//! without asking, anyone else through a cached SubjectAccessReview. A
+//! denial is answered 403 here.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::Either;
+use http::{Request, Response};
+
+use super::errors::error_response;
+use super::routing::Routed;
+use super::{Body, BoxResponseFuture};
+use crate::k8s::status::ApiError;
+use crate::server::auth::authn::UserInfo;
+use crate::server::auth::{authz, Auth};
+
+/// The [`tower::Layer`] of [`Authorize`]; None disables authorization.
+#[derive(Clone)]
+pub struct AuthzLayer(pub Option<Arc<Auth>>);
+
+impl<S> tower::Layer<S> for AuthzLayer {
+    type Service = Authorize<S>;
+    fn layer(&self, inner: S) -> Authorize<S> {
+        Authorize {
+            inner,
+            auth: self.0.clone(),
+        }
+    }
+}
+
+/// Lets allowed requests through, answers the others 403.
+#[derive(Clone)]
+pub struct Authorize<S> {
+    inner: S,
+    auth: Option<Arc<Auth>>,
+}
+
+/// What the request asks, from its route and its path as sent.
+fn attributes(head: &http::request::Parts) -> Result<authz::Attributes, ApiError> {
+    let routed = head
+        .extensions
+        .get::<Routed>()
+        .ok_or_else(|| ApiError::internal("authorization before routing"))?;
+    let route = routed.route(&head.method, &head.uri)?;
+    Ok(authz::attributes(&route, head.uri.path()))
+}
+
+impl<S, B> tower::Service<Request<B>> for Authorize<S>
+where
+    S: tower::Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Either<S::Future, BoxResponseFuture<S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let auth = match &self.auth {
+            Some(auth) if !auth.always_allowed(req.uri().path()) => Arc::clone(auth),
+            _ => return Either::Left(self.inner.call(req)),
+        };
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        Either::Right(Box::pin(async move {
+            // Only the head is held across the wait: the body need not be Sync.
+            let (head, body) = req.into_parts();
+            let Some(user) = head.extensions.get::<UserInfo>() else {
+                return Ok(error_response(&ApiError::internal(
+                    "authorization without an authenticated user",
+                )));
+            };
+            let decided = match attributes(&head) {
+                Ok(attrs) => auth.authorize(user, &attrs).await,
+                Err(e) => Err(e),
+            };
+            match decided {
+                Ok(()) => inner.call(Request::from_parts(head, body)).await,
+                Err(e) => Ok(error_response(&e)),
+            }
+        }))
+    }
+}

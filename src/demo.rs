@@ -143,7 +143,7 @@ impl EmulatedDeployment {
                 Some(r.addr().port()),
             );
             if let Ok(p) = serde_json::from_value(pod) {
-                objects.pods.push(p);
+                objects.add_pod(&p);
             }
         }
         objects

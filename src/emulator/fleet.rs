@@ -5,8 +5,10 @@
 //! query results by [`super::prometheus_api`], so the two always agree.
 
 use std::fmt::Write;
+use std::sync::Arc;
 
 use super::objects;
+use crate::inventory::pods::{Interner, PodRecord};
 use crate::inventory::InventoryObjects;
 
 /// Shape of a generated fleet.
@@ -116,13 +118,17 @@ impl Fleet {
     /// The fleet as typed inventory objects.
     pub fn objects(&self) -> Result<InventoryObjects, serde_json::Error> {
         let mut objects = InventoryObjects::default();
+        let mut interner = Interner::default();
         for value in self.object_values() {
             match value["kind"].as_str() {
                 Some("VariantAutoscaling") => objects
                     .variant_autoscalings
                     .push(serde_json::from_value(value)?),
                 Some("Deployment") => objects.deployments.push(serde_json::from_value(value)?),
-                Some(_) | None => objects.pods.push(serde_json::from_value(value)?),
+                Some(_) | None => objects.pods.push(Arc::new(PodRecord::project(
+                    &serde_json::from_value(value)?,
+                    &mut interner,
+                ))),
             }
         }
         Ok(objects)

@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use k8s_openapi::api::core::v1::Pod;
 use tokio_util::sync::CancellationToken;
 
+use super::pods::{Interner, PodRecord};
 use super::resolve::{resolve_with, InventoryObjects, ResolveOptions};
 use super::store::InventoryStore;
 
@@ -38,6 +40,8 @@ pub enum InventoryFileError {
 #[derive(Debug, Clone, Copy)]
 struct DocumentText<'a> {
     text: &'a str,
+    /// Byte offset of `text` in the file's text.
+    start: usize,
     /// 1-based line of the file where `text` starts.
     first_line: usize,
 }
@@ -70,6 +74,7 @@ fn split_documents(text: &str) -> Vec<DocumentText<'_>> {
         if separator && offset > start {
             docs.push(DocumentText {
                 text: &text[start..offset],
+                start,
                 first_line: start_line,
             });
             start = offset;
@@ -80,6 +85,7 @@ fn split_documents(text: &str) -> Vec<DocumentText<'_>> {
     if offset > start {
         docs.push(DocumentText {
             text: &text[start..],
+            start,
             first_line: start_line,
         });
     }
@@ -248,15 +254,16 @@ where
 #[derive(Debug, Clone, Default)]
 pub struct ObjectLines {
     /// (`Kind namespace/name`, first line of its document text, line of its
-    /// first content, its text).
-    documents: Vec<(String, usize, usize, String)>,
+    /// first content, where its text is in the file's text).
+    documents: Vec<(String, usize, usize, std::ops::Range<usize>)>,
 }
 
 impl ObjectLines {
     /// The line of `field` (a dotted path, or `annotation NAME`) in the
     /// document of `object`, else the document's first line.
-    fn line(&self, object: &str, reason: &str) -> Option<usize> {
-        let (_, first, content, text) = self.documents.iter().find(|(o, _, _, _)| o == object)?;
+    fn line(&self, file_text: &str, object: &str, reason: &str) -> Option<usize> {
+        let (_, first, content, range) = self.documents.iter().find(|(o, _, _, _)| o == object)?;
+        let text = file_text.get(range.clone())?;
         let head = reason.split_whitespace().next().unwrap_or_default();
         let field: Vec<String> = if head == "annotation" {
             let name = reason
@@ -293,6 +300,7 @@ pub fn parse_objects_with_lines(
 ) -> Result<(InventoryObjects, ObjectLines), InventoryFileError> {
     let mut objects = InventoryObjects::default();
     let mut lines = ObjectLines::default();
+    let mut interner = Interner::default();
     for (index, doc) in split_documents(text).into_iter().enumerate() {
         let index = index + 1;
         let invalid =
@@ -356,11 +364,12 @@ pub fn parse_objects_with_lines(
             given["metadata"]["namespace"].as_str().unwrap_or_default(),
             given["metadata"]["name"].as_str().unwrap_or_default()
         );
+        // Where the document is, not a copy of it.
         lines.documents.push((
             name,
             doc.first_line,
             doc.content_line(),
-            doc.text.to_owned(),
+            doc.start..doc.start + doc.text.len(),
         ));
         match kind.as_str() {
             "VariantAutoscaling" => objects
@@ -375,7 +384,14 @@ pub fn parse_objects_with_lines(
             "ReplicaSet" => objects
                 .replica_sets
                 .push(typed_document(path, doc, &kind, &given)?),
-            "Pod" => objects.pods.push(typed_document(path, doc, &kind, &given)?),
+            // Each Pod is kept as its projection as soon as it is read:
+            // at 100,000 pods the typed objects took hundreds of MiB.
+            "Pod" => {
+                let pod: Pod = typed_document(path, doc, &kind, &given)?;
+                objects
+                    .pods
+                    .push(Arc::new(PodRecord::project(&pod, &mut interner)));
+            }
             "HorizontalPodAutoscaler" => objects
                 .horizontal_pod_autoscalers
                 .push(typed_document(path, doc, &kind, &given)?),
@@ -422,7 +438,7 @@ pub fn load_into_with(
             .map(str::to_owned);
         return Err(InventoryFileError::Invalid {
             path: path.to_owned(),
-            line: lines.line(&p.object, &p.reason).unwrap_or(1),
+            line: lines.line(&text, &p.object, &p.reason).unwrap_or(1),
             field,
             message: format!("{}: {}", p.object, p.reason),
         });

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use super::changes::{fingerprint, key_of, ChangeFilter, Observed};
 use super::crd::VariantAutoscaling;
 use super::namespace_config::{ConfigMapData, NamespacePolicy, ThresholdsReconciler};
+use super::pods::PodStore;
 use super::resolve::{resolve_with, InventoryObjects, ObjectRef, ResolveOptions};
 use super::store::InventoryStore;
 use crate::saturation::{ThresholdConfig, CONFIGMAP_NAME};
@@ -149,7 +150,8 @@ struct Stores {
     deployments: Store<Deployment>,
     stateful_sets: Store<StatefulSet>,
     replica_sets: Store<ReplicaSet>,
-    pods: Store<Pod>,
+    /// Pods as projections, not typed objects ([`PodStore`]).
+    pods: Arc<Mutex<PodStore>>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
 }
 
@@ -202,7 +204,11 @@ impl Stores {
             deployments: collect(&self.deployments, &|o| ns_ok(o.namespace())),
             stateful_sets: collect(&self.stateful_sets, &|o| ns_ok(o.namespace())),
             replica_sets: collect(&self.replica_sets, &|o| ns_ok(o.namespace())),
-            pods: collect(&self.pods, &|o| ns_ok(o.namespace())),
+            pods: self
+                .pods
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pods(|ns| ns_ok(Some(ns.to_owned()))),
         }
     }
 }
@@ -224,6 +230,35 @@ where
     K: Resource + Clone + serde::Serialize + Send + Sync + 'static,
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
+    let mut filter = ChangeFilter::new();
+    spawn_watch(name, stream, sources, changed, shutdown, move |event| {
+        !only_changes
+            || filter.observe(match event {
+                watcher::Event::Init => Observed::Init,
+                watcher::Event::InitApply(o) => Observed::InitApply(key_of(&o), fingerprint(o)),
+                watcher::Event::InitDone => Observed::InitDone,
+                watcher::Event::Apply(o) => Observed::Apply(key_of(&o), fingerprint(o)),
+                watcher::Event::Delete(o) => Observed::Delete(key_of(&o)),
+            })
+    })
+}
+
+/// Drives one watch: hands every event to `observe` (which keeps what the
+/// source needs and says whether it changed), marks the source synced
+/// after the initial list, and wakes the rebuild on every change and when
+/// the source first becomes synced.
+fn spawn_watch<K, S>(
+    name: &'static str,
+    stream: S,
+    sources: &mut Vec<Arc<Source>>,
+    changed: Vec<Arc<Notify>>,
+    shutdown: CancellationToken,
+    mut observe: impl FnMut(watcher::Event<K>) -> bool + Send + 'static,
+) -> JoinHandle<()>
+where
+    K: Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
     let source = Arc::new(Source {
         name,
         synced: AtomicBool::new(false),
@@ -231,7 +266,6 @@ where
     sources.push(Arc::clone(&source));
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
-        let mut filter = ChangeFilter::new();
         // A 403 is said once (until the list succeeds again), not on every
         // retry of the watcher's backoff.
         let mut forbidden_logged = false;
@@ -243,22 +277,14 @@ where
             match next {
                 None => return,
                 Some(Ok(event)) => {
+                    let mut wake = false;
                     if matches!(event, watcher::Event::InitDone) {
                         forbidden_logged = false;
-                        source.synced.store(true, Ordering::Release);
+                        // The first complete list lets the rebuild run.
+                        wake = !source.synced.swap(true, Ordering::AcqRel);
                         tracing::info!(resource = name, "initial list done");
                     }
-                    let wake = !only_changes
-                        || filter.observe(match event {
-                            watcher::Event::Init => Observed::Init,
-                            watcher::Event::InitApply(o) => {
-                                Observed::InitApply(key_of(&o), fingerprint(o))
-                            }
-                            watcher::Event::InitDone => Observed::InitDone,
-                            watcher::Event::Apply(o) => Observed::Apply(key_of(&o), fingerprint(o)),
-                            watcher::Event::Delete(o) => Observed::Delete(key_of(&o)),
-                        });
-                    if wake {
+                    if observe(event) || wake {
                         changed.iter().for_each(|c| c.notify_one());
                     }
                 }
@@ -334,17 +360,6 @@ fn strip_variant(v: &mut VariantAutoscaling) {
     v.metadata.managed_fields = None;
 }
 
-/// Pods: only metadata and the readiness the analysis needs are kept, to
-/// bound memory.
-fn strip_pod(p: &mut Pod) {
-    p.spec = None;
-    p.metadata.managed_fields = None;
-    if let Some(s) = p.status.as_mut() {
-        s.container_statuses = None;
-        s.init_container_statuses = None;
-    }
-}
-
 fn strip_replica_set(r: &mut ReplicaSet) {
     r.spec = None;
     r.status = None;
@@ -406,7 +421,21 @@ pub async fn start(
         Api::<ReplicaSet>::all(client.clone()),
         strip_replica_set
     );
-    let pods = watch!("pods", Api::<Pod>::all(client.clone()), strip_pod);
+    // Pods: each event is projected as it arrives ([`PodStore`]); no
+    // typed Pod is kept.
+    let pods = Arc::new(Mutex::new(PodStore::new()));
+    {
+        let store = Arc::clone(&pods);
+        let stream = watcher(Api::<Pod>::all(client.clone()), wc()).default_backoff();
+        tasks.push(spawn_watch(
+            "pods",
+            stream,
+            &mut sources,
+            vec![Arc::clone(&changed)],
+            shutdown.clone(),
+            move |event| store.lock().unwrap_or_else(|p| p.into_inner()).apply(event),
+        ));
+    }
 
     // ScaledObjects only when KEDA's CRD is installed: a missing CRD must
     // not keep the server unready.

@@ -10,6 +10,7 @@ pub mod crd;
 pub mod file;
 pub mod kube;
 pub mod namespace_config;
+pub mod pods;
 pub mod resolve;
 pub mod snapshot;
 pub mod store;

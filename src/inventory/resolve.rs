@@ -5,15 +5,15 @@
 //! typed objects to [`resolve`], so both follow one code path.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::DynamicObject;
 use kube::ResourceExt;
 
 use super::crd::{VariantAutoscaling, ACCELERATOR_LABEL, DEFAULT_VARIANT_COST};
+use super::pods::{PodIp, PodOwner, PodRecord};
 use crate::hpa::parse_tolerance;
 use crate::saturation::v2::{ContainerArgs, EngineParams};
 
@@ -113,7 +113,17 @@ pub struct InventoryObjects {
     pub deployments: Vec<Deployment>,
     pub stateful_sets: Vec<StatefulSet>,
     pub replica_sets: Vec<ReplicaSet>,
-    pub pods: Vec<Pod>,
+    /// Pods as projected by the source ([`PodRecord`]), not typed objects.
+    pub pods: Vec<Arc<PodRecord>>,
+}
+
+impl InventoryObjects {
+    /// Adds a typed Pod as its projection (for sources that build Pods).
+    pub fn add_pod(&mut self, pod: &k8s_openapi::api::core::v1::Pod) {
+        let mut interner = super::pods::Interner::default();
+        self.pods
+            .push(Arc::new(PodRecord::project(pod, &mut interner)));
+    }
 }
 
 /// Something in the objects that could not be used, said once per object.
@@ -333,12 +343,12 @@ pub fn resolve_with(
 
     let mut pods = Vec::new();
     for pod in &objects.pods {
-        let ns = pod.namespace().unwrap_or_default();
-        let variant = match pod.labels().get(VARIANT_LABEL) {
-            Some(name) => by_name.get(&(ns.as_str(), name.as_str())).copied(),
+        let ns: &str = &pod.namespace;
+        let variant = match pod.labels.get(VARIANT_LABEL) {
+            Some(name) => by_name.get(&(ns, name.as_str())).copied(),
             None => targets.owner_target(pod).and_then(|(kind, name)| {
                 by_target
-                    .get(&(ns.as_str(), kind, name.as_str()))
+                    .get(&(ns, kind, name.as_str()))
                     .and_then(|vs| vs.first().copied())
             }),
         };
@@ -346,7 +356,7 @@ pub fn resolve_with(
         match replica_pod(pod, variant) {
             Ok(p) => pods.push(p),
             Err(reason) => problems.push(ResolveProblem {
-                object: format!("Pod {}/{}", ns, pod.name_any()),
+                object: format!("Pod {}/{}", ns, pod.name),
                 reason,
                 defaulted: None,
             }),
@@ -651,9 +661,8 @@ fn non_negative(value: Option<i32>, default: i32, field: &str) -> Result<u32, St
     u32::try_from(v).map_err(|_| format!("{field} {v} is negative"))
 }
 
-fn replica_pod(pod: &Pod, variant: &Variant) -> Result<ReplicaPod, String> {
-    let annotations = pod.annotations();
-    let port = match annotations.get(SCRAPE_PORT_ANNOTATION) {
+fn replica_pod(pod: &PodRecord, variant: &Variant) -> Result<ReplicaPod, String> {
+    let port = match pod.scrape_port.as_deref() {
         None => DEFAULT_SCRAPE_PORT,
         Some(p) => p
             .trim()
@@ -662,8 +671,8 @@ fn replica_pod(pod: &Pod, variant: &Variant) -> Result<ReplicaPod, String> {
             .filter(|p| *p != 0)
             .ok_or_else(|| format!("annotation {SCRAPE_PORT_ANNOTATION}={p:?} is not a port"))?,
     };
-    let path = match annotations.get(SCRAPE_PATH_ANNOTATION) {
-        Some(p) if p.starts_with('/') => p.clone(),
+    let path = match pod.scrape_path.as_deref() {
+        Some(p) if p.starts_with('/') => p.to_owned(),
         Some(p) => {
             return Err(format!(
                 "annotation {SCRAPE_PATH_ANNOTATION}={p:?} must start with '/'"
@@ -671,21 +680,12 @@ fn replica_pod(pod: &Pod, variant: &Variant) -> Result<ReplicaPod, String> {
         }
         None => "/metrics".to_owned(),
     };
-    let status = pod.status.as_ref();
-    let ip = match status.and_then(|s| s.pod_ip.as_deref()) {
-        None | Some("") => None,
-        Some(s) => Some(
-            s.parse::<IpAddr>()
-                .map_err(|_| format!("status.podIP {s:?} is not an IP address"))?,
-        ),
+    let ip = match &pod.ip {
+        PodIp::Missing => None,
+        PodIp::Ip(ip) => Some(*ip),
+        PodIp::Invalid(s) => return Err(format!("status.podIP {s:?} is not an IP address")),
     };
-    let ready = pod.metadata.deletion_timestamp.is_none()
-        && status
-            .and_then(|s| s.conditions.as_ref())
-            .into_iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-    let name = pod.name_any();
+    let name = pod.name.to_string();
     Ok(ReplicaPod {
         key: crate::inventory::pod_key(&variant.namespace, &name),
         namespace: variant.namespace.clone(),
@@ -695,8 +695,8 @@ fn replica_pod(pod: &Pod, variant: &Variant) -> Result<ReplicaPod, String> {
         ip,
         port,
         path,
-        ready,
-        labels: pod.labels().clone(),
+        ready: pod.ready,
+        labels: Arc::clone(&pod.labels),
     })
 }
 
@@ -795,24 +795,20 @@ impl TargetIndex {
     /// Pod -> StatefulSet. When the ReplicaSet itself is not known, its name
     /// minus the pod's `pod-template-hash` suffix is the Deployment's name,
     /// which is how the Deployment controller names ReplicaSets.
-    fn owner_target(&self, pod: &Pod) -> Option<(&'static str, String)> {
-        let ns = pod.namespace().unwrap_or_default();
-        let owner = pod
-            .owner_references()
-            .iter()
-            .find(|o| o.controller == Some(true))
-            .or_else(|| pod.owner_references().first())?;
-        match owner.kind.as_str() {
-            "StatefulSet" => Some(("StatefulSet", owner.name.clone())),
-            "ReplicaSet" => {
-                if let Some(d) = self.rs_owner.get(&(ns, owner.name.clone())) {
+    fn owner_target(&self, pod: &PodRecord) -> Option<(&'static str, String)> {
+        match pod.owner.as_ref()? {
+            PodOwner::StatefulSet(name) => Some(("StatefulSet", name.to_string())),
+            PodOwner::ReplicaSet(rs) => {
+                if let Some(d) = self
+                    .rs_owner
+                    .get(&(pod.namespace.to_string(), rs.to_string()))
+                {
                     return Some(("Deployment", d.clone()));
                 }
-                let hash = pod.labels().get("pod-template-hash")?;
-                let name = owner.name.strip_suffix(hash.as_str())?.strip_suffix('-')?;
+                let hash = pod.labels.get("pod-template-hash")?;
+                let name = rs.strip_suffix(hash.as_str())?.strip_suffix('-')?;
                 Some(("Deployment", name.to_owned()))
             }
-            _ => None,
         }
     }
 }

@@ -123,8 +123,9 @@ pub struct ReplicaPod {
     pub port: u16,
     pub path: String,
     pub ready: bool,
-    /// The pod's own labels, for label selectors on pods (custom metrics).
-    pub labels: BTreeMap<String, String>,
+    /// The pod's own labels, for label selectors on pods (custom metrics);
+    /// shared with the other pods of the same label set.
+    pub labels: Arc<BTreeMap<String, String>>,
 }
 
 impl ReplicaPod {

@@ -292,139 +292,84 @@ impl PrometheusBackend {
         }
     }
 
-    /// Runs the activity query of each retention period concurrently.
-    async fn fetch_activity(
+    /// Runs every query of the cycle (one per signal, plus one activity
+    /// query per retention period) and folds each answer into `acc` as soon
+    /// as it is decoded, so that its rows and body are dropped before the
+    /// next answer is read. At most `in_flight` queries run at once: at
+    /// 100,000 pods an answer is 11-15 MB of JSON and 100,000 decoded rows,
+    /// and holding all of them at once was most of the server's peak
+    /// memory. Returns the number of queries sent. Every query is waited
+    /// for; the first error is returned.
+    async fn fetch_into(
         &self,
         retentions: &BTreeSet<Duration>,
+        snapshot: &InventorySnapshot,
+        acc: &std::sync::Mutex<Accumulator>,
+        in_flight: usize,
         deadline: Instant,
         retries: &AtomicUsize,
-    ) -> Result<BTreeMap<Duration, Vec<SeriesValue>>, CollectorError> {
-        let jobs = retentions.iter().map(|&r| {
-            let promql = queries::activity(r, Scope::All);
-            async move {
-                let rows = self.query("activity", &promql, deadline, retries).await?;
-                Ok::<_, CollectorError>((r, rows))
-            }
-        });
-        futures::future::join_all(jobs).await.into_iter().collect()
-    }
-
-    /// Runs the queries of a scope (one per signal) concurrently and returns them with the
-    /// number of queries sent. The answers are dropped once applied: keeping
-    /// them would hold every row of a large fleet between cycles.
-    async fn fetch_signals(
-        &self,
-        scope: Scope<'_>,
-        deadline: Instant,
-        retries: &AtomicUsize,
-    ) -> Result<(HashMap<QuerySignal, Vec<SeriesValue>>, usize), CollectorError> {
-        let jobs = QuerySignal::ALL.iter().map(|&signal| {
-            let promql = queries::build(signal, scope);
-            async move {
-                let rows = self
-                    .query(signal.as_str(), &promql, deadline, retries)
-                    .await?;
-                Ok::<_, CollectorError>((signal, rows))
-            }
-        });
-        let mut out = HashMap::new();
+    ) -> Result<usize, CollectorError> {
+        let limit =
+            tokio::sync::Semaphore::new(in_flight.clamp(1, tokio::sync::Semaphore::MAX_PERMITS));
+        let fold = |what: Answer, rows: Vec<SeriesValue>| {
+            blocking(|| {
+                let mut acc = acc.lock().unwrap_or_else(|p| p.into_inner());
+                match what {
+                    Answer::Signal(signal) => acc.fold_signal(signal, &rows, snapshot),
+                    Answer::Activity(retention) => acc.fold_activity(retention, &rows, snapshot),
+                }
+                drop(acc);
+                drop(rows);
+            })
+        };
+        let jobs = QuerySignal::ALL
+            .iter()
+            .map(|&s| (Answer::Signal(s), s.as_str(), queries::build(s, Scope::All)))
+            .chain(retentions.iter().map(|&r| {
+                (
+                    Answer::Activity(r),
+                    "activity",
+                    queries::activity(r, Scope::All),
+                )
+            }))
+            .map(|(what, name, promql)| {
+                let limit = &limit;
+                let fold = &fold;
+                async move {
+                    // Closed only when dropped, which it is not here.
+                    let _permit = limit.acquire().await.ok();
+                    let rows = self.query(name, &promql, deadline, retries).await?;
+                    fold(what, rows);
+                    Ok::<_, CollectorError>(())
+                }
+            })
+            .collect::<Vec<_>>();
+        let sent = jobs.len();
         for r in futures::future::join_all(jobs).await {
-            let (signal, rows) = r?;
-            out.insert(signal, rows);
+            r?;
         }
-        let sent = out.len();
-        Ok((out, sent))
+        Ok(sent)
     }
 
-    /// Writes the rows of the given models' ready pods into the cache.
+    /// Writes the folded values of the given models' ready pods into the cache.
     fn apply(
         &self,
-        signals: &HashMap<QuerySignal, Vec<SeriesValue>>,
-        activity: &BTreeMap<Duration, Vec<SeriesValue>>,
+        acc: Accumulator,
         snapshot: &InventorySnapshot,
         models: &[&ModelKey],
         cache: &MetricsCache,
     ) -> CycleReport {
         let now = SystemTime::now();
-        // The endpoint picker's queues are per model, not per pod.
-        let mut queues: HashMap<String, crate::saturation::v2::SchedulerQueue> = HashMap::new();
-        for (signal, rows) in signals.iter().filter(|(s, _)| s.per_model()) {
-            for r in rows
-                .iter()
-                .filter(|r| r.value.is_finite() && r.value >= 0.0)
-            {
-                let q = queues.entry(r.model_name.to_string()).or_default();
-                match signal {
-                    QuerySignal::SchedulerQueueSize => q.requests += r.value,
-                    _ => q.bytes += r.value,
-                }
-            }
-        }
+        let Accumulator {
+            queues,
+            activity_by_pod,
+            by_pod,
+        } = acc;
         cache.set_scheduler_queues(SchedulerQueues {
             by_model: queues,
             at: now,
         });
-        // Activity per pod position, per retention period.
-        let activity_by_pod: BTreeMap<Duration, Vec<Option<f64>>> = activity
-            .iter()
-            .map(|(r, rows)| {
-                let mut v = vec![None; snapshot.pods().len()];
-                for row in rows
-                    .iter()
-                    .filter(|row| row.value.is_finite() && row.value >= 0.0)
-                {
-                    if let Some(&i) = snapshot
-                        .pods_of_namespace(&row.namespace)
-                        .and_then(|p| p.get(&*row.pod))
-                    {
-                        v[i] = Some(row.value);
-                    }
-                }
-                (*r, v)
-            })
-            .collect();
         let stz = self.scale_to_zero.load();
-        // Rows are joined to the inventory's pods by position: series of
-        // pods that do not exist in the inventory are dropped here and never
-        // steer a decision.
-        let mut by_pod: Vec<Option<PodRow>> = vec![None; snapshot.pods().len()];
-        for (signal, rows) in signals.iter().filter(|(s, _)| !s.per_model()) {
-            // Rows come grouped by namespace, whose name is shared between
-            // rows: look the namespace up once per run of rows.
-            let mut current: Option<(&Arc<str>, Option<&PodPositions>)> = None;
-            for r in rows.iter() {
-                let pods_of_ns = match current {
-                    Some((ns, pods)) if Arc::ptr_eq(ns, &r.namespace) => pods,
-                    _ => {
-                        let pods = snapshot.pods_of_namespace(&r.namespace);
-                        current = Some((&r.namespace, pods));
-                        pods
-                    }
-                };
-                let Some(&i) = pods_of_ns.and_then(|p| p.get(&*r.pod)) else {
-                    continue;
-                };
-                let row = by_pod[i].get_or_insert_with(|| PodRow {
-                    model_name: Arc::clone(&r.model_name),
-                    ..PodRow::default()
-                });
-                // Signals are applied in no fixed order, and some series
-                // carry no model_name (vllm:cache_config_info): the first
-                // row that names the model wins.
-                if row.model_name.is_empty() && !r.model_name.is_empty() {
-                    row.model_name = Arc::clone(&r.model_name);
-                }
-                if *signal == QuerySignal::CacheConfig {
-                    // Several engines: the largest cache (normally equal).
-                    if r.kv_cache.map(|c| c.total_tokens()) > row.kv_cache.map(|c| c.total_tokens())
-                    {
-                        row.kv_cache = r.kv_cache;
-                    }
-                    continue;
-                }
-                row.set(*signal, r.value);
-            }
-        }
         let mut report = CycleReport::default();
         let pods = snapshot.pods();
         for key in models {
@@ -501,6 +446,120 @@ impl PrometheusBackend {
     }
 }
 
+/// Which answer a query's rows are.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    Signal(QuerySignal),
+    /// The activity query of one retention period.
+    Activity(Duration),
+}
+
+/// What a cycle's answers add up to, filled answer by answer: the values
+/// of each pod (by position in the snapshot), the endpoint picker's queues
+/// per model, and the activity per pod and retention period. Series of pods
+/// that are not in the inventory are dropped here and never steer a
+/// decision.
+#[derive(Debug, Default)]
+struct Accumulator {
+    queues: HashMap<String, crate::saturation::v2::SchedulerQueue>,
+    activity_by_pod: BTreeMap<Duration, Vec<Option<f64>>>,
+    by_pod: Vec<Option<PodRow>>,
+}
+
+impl Accumulator {
+    fn new(pods: usize) -> Self {
+        Accumulator {
+            by_pod: vec![None; pods],
+            ..Default::default()
+        }
+    }
+
+    fn fold_signal(
+        &mut self,
+        signal: QuerySignal,
+        rows: &[SeriesValue],
+        snapshot: &InventorySnapshot,
+    ) {
+        if signal.per_model() {
+            // The endpoint picker's queues are per model, not per pod.
+            for r in rows
+                .iter()
+                .filter(|r| r.value.is_finite() && r.value >= 0.0)
+            {
+                let q = self.queues.entry(r.model_name.to_string()).or_default();
+                match signal {
+                    QuerySignal::SchedulerQueueSize => q.requests += r.value,
+                    _ => q.bytes += r.value,
+                }
+            }
+            return;
+        }
+        // Rows come grouped by namespace, whose name is shared between
+        // rows: look the namespace up once per run of rows.
+        let mut current: Option<(&Arc<str>, Option<&PodPositions>)> = None;
+        for r in rows {
+            let pods_of_ns = match current {
+                Some((ns, pods)) if Arc::ptr_eq(ns, &r.namespace) => pods,
+                _ => {
+                    let pods = snapshot.pods_of_namespace(&r.namespace);
+                    current = Some((&r.namespace, pods));
+                    pods
+                }
+            };
+            let Some(&i) = pods_of_ns.and_then(|p| p.get(&*r.pod)) else {
+                continue;
+            };
+            let Some(slot) = self.by_pod.get_mut(i) else {
+                continue;
+            };
+            let row = slot.get_or_insert_with(|| PodRow {
+                model_name: Arc::clone(&r.model_name),
+                ..PodRow::default()
+            });
+            // Signals are applied in no fixed order, and some series
+            // carry no model_name (vllm:cache_config_info): the first
+            // row that names the model wins.
+            if row.model_name.is_empty() && !r.model_name.is_empty() {
+                row.model_name = Arc::clone(&r.model_name);
+            }
+            if signal == QuerySignal::CacheConfig {
+                // Several engines: the largest cache (normally equal).
+                if r.kv_cache.map(|c| c.total_tokens()) > row.kv_cache.map(|c| c.total_tokens()) {
+                    row.kv_cache = r.kv_cache;
+                }
+                continue;
+            }
+            row.set(signal, r.value);
+        }
+    }
+
+    fn fold_activity(
+        &mut self,
+        retention: Duration,
+        rows: &[SeriesValue],
+        snapshot: &InventorySnapshot,
+    ) {
+        let pods = self.by_pod.len();
+        let v = self
+            .activity_by_pod
+            .entry(retention)
+            .or_insert_with(|| vec![None; pods]);
+        for row in rows
+            .iter()
+            .filter(|row| row.value.is_finite() && row.value >= 0.0)
+        {
+            if let Some(&i) = snapshot
+                .pods_of_namespace(&row.namespace)
+                .and_then(|p| p.get(&*row.pod))
+            {
+                if let Some(slot) = v.get_mut(i) {
+                    *slot = Some(row.value);
+                }
+            }
+        }
+    }
+}
+
 /// The values of one pod across the signals.
 #[derive(Debug, Default, Clone)]
 struct PodRow {
@@ -543,6 +602,14 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
         _ => f(),
     }
 }
+
+/// From this many pods on, at most [`LARGE_FLEET_IN_FLIGHT`] queries of a
+/// cycle run at once (below, all at once): each answer is then megabytes.
+const LARGE_FLEET_PODS: usize = 10_000;
+/// Queries in flight at once for a large fleet. Two keep Prometheus and
+/// the decoder both busy (one answer is decoded while the next is read);
+/// on 2 cores more do not shorten the cycle, they only hold more answers.
+const LARGE_FLEET_IN_FLIGHT: usize = 2;
 
 /// Answers larger than this are decoded on the blocking pool.
 const INLINE_DECODE_LIMIT: usize = 64 * 1024;
@@ -762,17 +829,20 @@ impl MetricsBackend for PrometheusBackend {
                 .map(|z| z.retention)
                 .collect()
         };
-        let (signals, activity) = futures::future::join(
-            self.fetch_signals(Scope::All, deadline, &retries),
-            self.fetch_activity(&retentions, deadline, &retries),
-        )
-        .await;
-        let (signals, sent) = signals?;
-        let activity = activity?;
-        // Joining every row of a large fleet takes CPU for a while: tell
+        let acc = std::sync::Mutex::new(Accumulator::new(inventory.pods().len()));
+        let in_flight = if inventory.pods().len() >= LARGE_FLEET_PODS {
+            LARGE_FLEET_IN_FLIGHT
+        } else {
+            QuerySignal::ALL.len() + retentions.len()
+        };
+        let sent = self
+            .fetch_into(&retentions, inventory, &acc, in_flight, deadline, &retries)
+            .await?;
+        let acc = acc.into_inner().unwrap_or_else(|p| p.into_inner());
+        // Writing every pod of a large fleet takes CPU for a while: tell
         // the runtime, so that API requests move to other workers.
-        let mut report = blocking(|| self.apply(&signals, &activity, inventory, &models, cache));
-        report.requests = sent + activity.len();
+        let mut report = blocking(|| self.apply(acc, inventory, &models, cache));
+        report.requests = sent;
         report.retries = retries.into_inner();
         Ok(report)
     }

@@ -1,0 +1,413 @@
+//! Pods as the inventory keeps them: a compact projection of each `Pod`
+//! with only what resolution reads, instead of the typed object.
+//!
+//! A k8s-openapi `Pod` is 2,176 bytes inline before any of its heap data; at
+//! 100,000 pods the typed objects alone took several hundred MiB. A
+//! [`PodRecord`] keeps the namespace (shared), the name, the labels (one
+//! shared map per distinct label set: the pods of one ReplicaSet carry the
+//! same labels), the address, the readiness, the owner and the two scrape
+//! annotations. The file source projects each Pod as its document is read,
+//! the kube source each Pod as its watch event arrives ([`PodStore`]).
+//!
+//! Pure: no I/O.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher;
+
+use super::resolve::{SCRAPE_PATH_ANNOTATION, SCRAPE_PORT_ANNOTATION};
+
+/// A pod's labels, shared between pods with the same set.
+pub type PodLabels = BTreeMap<String, String>;
+
+/// The controller of a pod, as far as resolution follows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodOwner {
+    ReplicaSet(Box<str>),
+    StatefulSet(Box<str>),
+}
+
+/// `status.podIP` as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodIp {
+    /// None or empty: the pod has no address yet.
+    Missing,
+    Ip(IpAddr),
+    /// Not an address: resolution reports the pod (with this text) and skips it.
+    Invalid(Box<str>),
+}
+
+/// What resolution reads of a Pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRecord {
+    pub namespace: Arc<str>,
+    pub name: Box<str>,
+    pub labels: Arc<PodLabels>,
+    /// The controller owner (else the first owner) when it is a
+    /// ReplicaSet or a StatefulSet.
+    pub owner: Option<PodOwner>,
+    pub ip: PodIp,
+    /// Condition `Ready` is `True` and the pod is not being deleted.
+    pub ready: bool,
+    /// The `prometheus.io/port` annotation as written.
+    pub scrape_port: Option<Box<str>>,
+    /// The `prometheus.io/path` annotation as written.
+    pub scrape_path: Option<Box<str>>,
+}
+
+impl PodRecord {
+    /// Projects a Pod, sharing namespace and label set through `interner`.
+    pub fn project(pod: &Pod, interner: &mut Interner) -> PodRecord {
+        let meta = &pod.metadata;
+        let owners = meta.owner_references.as_deref().unwrap_or_default();
+        let owner = owners
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .or_else(|| owners.first())
+            .and_then(|o| match o.kind.as_str() {
+                "ReplicaSet" => Some(PodOwner::ReplicaSet(o.name.as_str().into())),
+                "StatefulSet" => Some(PodOwner::StatefulSet(o.name.as_str().into())),
+                _ => None,
+            });
+        let status = pod.status.as_ref();
+        let ip = match status.and_then(|s| s.pod_ip.as_deref()) {
+            None | Some("") => PodIp::Missing,
+            Some(s) => s
+                .parse::<IpAddr>()
+                .map_or_else(|_| PodIp::Invalid(s.into()), PodIp::Ip),
+        };
+        let ready = meta.deletion_timestamp.is_none()
+            && status
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+        let annotation = |name: &str| {
+            meta.annotations
+                .as_ref()
+                .and_then(|a| a.get(name))
+                .map(|v| v.as_str().into())
+        };
+        PodRecord {
+            namespace: interner.namespace(meta.namespace.as_deref().unwrap_or_default()),
+            name: meta.name.as_deref().unwrap_or_default().into(),
+            labels: interner.labels(meta.labels.as_ref()),
+            owner,
+            ip,
+            ready,
+            scrape_port: annotation(SCRAPE_PORT_ANNOTATION),
+            scrape_path: annotation(SCRAPE_PATH_ANNOTATION),
+        }
+    }
+}
+
+/// Shares equal namespaces and label sets between pods.
+#[derive(Debug, Default)]
+pub struct Interner {
+    namespaces: HashSet<Arc<str>>,
+    label_sets: HashSet<Arc<PodLabels>>,
+    /// Entries after the last prune; the next prune comes at twice as many.
+    pruned_at: usize,
+}
+
+impl Interner {
+    pub fn namespace(&mut self, namespace: &str) -> Arc<str> {
+        if let Some(n) = self.namespaces.get(namespace) {
+            return Arc::clone(n);
+        }
+        let n: Arc<str> = namespace.into();
+        self.namespaces.insert(Arc::clone(&n));
+        self.maybe_prune();
+        n
+    }
+
+    pub fn labels(&mut self, labels: Option<&PodLabels>) -> Arc<PodLabels> {
+        let empty = PodLabels::new();
+        let labels = labels.unwrap_or(&empty);
+        if let Some(l) = self.label_sets.get(labels) {
+            return Arc::clone(l);
+        }
+        let l = Arc::new(labels.clone());
+        self.label_sets.insert(Arc::clone(&l));
+        self.maybe_prune();
+        l
+    }
+
+    /// Distinct namespaces and label sets held.
+    pub fn len(&self) -> usize {
+        self.namespaces.len() + self.label_sets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets entries no pod uses any more (only the interner holds
+    /// them), once the sets have doubled since the last time: a long-lived
+    /// watch sees label sets come and go (every rollout has a new
+    /// `pod-template-hash`).
+    fn maybe_prune(&mut self) {
+        if self.len() < (2 * self.pruned_at).max(1024) {
+            return;
+        }
+        self.namespaces.retain(|n| Arc::strong_count(n) > 1);
+        self.label_sets.retain(|l| Arc::strong_count(l) > 1);
+        self.pruned_at = self.len();
+    }
+}
+
+/// Pods by namespace and name.
+type PodMap = HashMap<(Arc<str>, Box<str>), Arc<PodRecord>>;
+
+/// The kube source's pods: the projections of a watch, kept the way a
+/// reflector store keeps objects. A (re-)list (`Init`, `InitApply`...,
+/// `InitDone`) is collected aside and replaces the pods when it is done, so
+/// that pods deleted while the watch was down are gone afterwards and
+/// readers never see half a list.
+#[derive(Debug, Default)]
+pub struct PodStore {
+    pods: PodMap,
+    listing: Option<PodMap>,
+    interner: Interner,
+}
+
+impl PodStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one watch event; true when the pods changed (a rebuild is
+    /// needed). An update that leaves the projection as it was (a new
+    /// `resourceVersion`, a container restart count) is not a change.
+    pub fn apply(&mut self, event: watcher::Event<Pod>) -> bool {
+        match event {
+            watcher::Event::Init => {
+                self.listing = Some(PodMap::new());
+                false
+            }
+            watcher::Event::InitApply(pod) => {
+                let record = PodRecord::project(&pod, &mut self.interner);
+                self.listing
+                    .get_or_insert_with(PodMap::new)
+                    .insert(key(&record), Arc::new(record));
+                false
+            }
+            watcher::Event::InitDone => {
+                match self.listing.take() {
+                    Some(listed) => {
+                        let changed = listed != self.pods;
+                        self.pods = listed;
+                        changed
+                    }
+                    // A list without its start: nothing to replace.
+                    None => true,
+                }
+            }
+            watcher::Event::Apply(pod) => {
+                let record = PodRecord::project(&pod, &mut self.interner);
+                let key = key(&record);
+                if self.pods.get(&key).is_some_and(|old| **old == record) {
+                    return false;
+                }
+                self.pods.insert(key, Arc::new(record));
+                true
+            }
+            watcher::Event::Delete(pod) => {
+                let key = (
+                    Arc::from(pod.metadata.namespace.as_deref().unwrap_or_default()),
+                    Box::from(pod.metadata.name.as_deref().unwrap_or_default()),
+                );
+                self.pods.remove(&key).is_some()
+            }
+        }
+    }
+
+    /// The pods whose namespace passes `keep`, in no particular order.
+    pub fn pods(&self, keep: impl Fn(&str) -> bool) -> Vec<Arc<PodRecord>> {
+        self.pods
+            .values()
+            .filter(|p| keep(&p.namespace))
+            .cloned()
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.pods.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pods.is_empty()
+    }
+}
+
+fn key(record: &PodRecord) -> (Arc<str>, Box<str>) {
+    (Arc::clone(&record.namespace), record.name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(yaml: &str) -> Pod {
+        serde_norway::from_str(yaml).unwrap()
+    }
+
+    fn web(name: &str, ip: &str, ready: bool, labels: &str) -> Pod {
+        pod(&format!(
+            "metadata: {{name: {name}, namespace: llm, labels: {{{labels}}}}}\nstatus: {{podIP: \"{ip}\", conditions: [{{type: Ready, status: \"{}\"}}]}}\n",
+            if ready { "True" } else { "False" }
+        ))
+    }
+
+    #[test]
+    fn the_projection_keeps_what_resolution_reads() {
+        let mut interner = Interner::default();
+        let p = pod(r#"
+metadata:
+  name: a-7d9f-x
+  namespace: llm
+  labels: {app: a, pod-template-hash: 7d9f}
+  annotations: {prometheus.io/port: "9000", prometheus.io/path: /m, other: "x"}
+  ownerReferences:
+  - {apiVersion: v1, kind: Node, name: n, uid: u0}
+  - {apiVersion: apps/v1, kind: ReplicaSet, name: a-7d9f, uid: u1, controller: true}
+spec: {containers: [{name: vllm, image: vllm}]}
+status: {podIP: "fd00::1", conditions: [{type: Ready, status: "True"}]}
+"#);
+        let r = PodRecord::project(&p, &mut interner);
+        assert_eq!(&*r.namespace, "llm");
+        assert_eq!(&*r.name, "a-7d9f-x");
+        assert_eq!(r.labels.len(), 2);
+        assert_eq!(r.owner, Some(PodOwner::ReplicaSet("a-7d9f".into())));
+        assert_eq!(r.ip, PodIp::Ip("fd00::1".parse().unwrap()));
+        assert!(r.ready);
+        assert_eq!(
+            (r.scrape_port.as_deref(), r.scrape_path.as_deref()),
+            (Some("9000"), Some("/m"))
+        );
+        // Without a controller, the first owner; other kinds lead nowhere.
+        let first = pod("metadata: {name: s-0, ownerReferences: [{apiVersion: apps/v1, kind: StatefulSet, name: s, uid: u}]}");
+        assert_eq!(
+            PodRecord::project(&first, &mut interner).owner,
+            Some(PodOwner::StatefulSet("s".into()))
+        );
+        let job = pod("metadata: {name: j, ownerReferences: [{apiVersion: batch/v1, kind: Job, name: j, uid: u, controller: true}]}");
+        assert_eq!(PodRecord::project(&job, &mut interner).owner, None);
+        // Being deleted: not ready, whatever the condition says.
+        let deleting = pod("metadata: {name: d, deletionTimestamp: \"2026-01-01T00:00:00Z\"}\nstatus: {conditions: [{type: Ready, status: \"True\"}]}");
+        assert!(!PodRecord::project(&deleting, &mut interner).ready);
+        let bad = pod("metadata: {name: b}\nstatus: {podIP: \"10.0.0\"}");
+        assert_eq!(
+            PodRecord::project(&bad, &mut interner).ip,
+            PodIp::Invalid("10.0.0".into())
+        );
+        let none = pod("metadata: {name: n}\nstatus: {podIP: \"\"}");
+        assert_eq!(PodRecord::project(&none, &mut interner).ip, PodIp::Missing);
+    }
+
+    #[test]
+    fn equal_namespaces_and_label_sets_are_shared() {
+        let mut interner = Interner::default();
+        let a = PodRecord::project(&web("a", "10.0.0.1", true, "app: x"), &mut interner);
+        let b = PodRecord::project(&web("b", "10.0.0.2", true, "app: x"), &mut interner);
+        let c = PodRecord::project(&web("c", "10.0.0.3", true, "app: y"), &mut interner);
+        assert!(Arc::ptr_eq(&a.labels, &b.labels));
+        assert!(Arc::ptr_eq(&a.namespace, &c.namespace));
+        assert!(!Arc::ptr_eq(&a.labels, &c.labels));
+        assert_eq!(interner.len(), 3, "one namespace, two label sets");
+    }
+
+    #[test]
+    fn unused_entries_are_pruned_once_the_sets_double() {
+        let mut interner = Interner::default();
+        let kept = interner.labels(Some(&PodLabels::from([("k".into(), "kept".into())])));
+        for i in 0..5000 {
+            interner.labels(Some(&PodLabels::from([("k".into(), i.to_string())])));
+        }
+        assert!(interner.len() < 2100, "{} entries", interner.len());
+        let again = interner.labels(Some(&PodLabels::from([("k".into(), "kept".into())])));
+        assert!(Arc::ptr_eq(&kept, &again), "a label set in use stays");
+    }
+
+    #[test]
+    fn a_record_is_small() {
+        // The typed Pod is 2,176 bytes inline; the record 128 at most.
+        assert!(
+            std::mem::size_of::<PodRecord>() <= 128,
+            "{}",
+            std::mem::size_of::<PodRecord>()
+        );
+    }
+
+    fn names(store: &PodStore) -> Vec<(String, bool, String)> {
+        let mut v: Vec<_> = store
+            .pods(|_| true)
+            .iter()
+            .map(|p| {
+                let ip = match &p.ip {
+                    PodIp::Ip(ip) => ip.to_string(),
+                    _ => "-".into(),
+                };
+                (p.name.to_string(), p.ready, ip)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn watch_events_update_the_store_like_a_reflector() {
+        use watcher::Event;
+        let mut s = PodStore::new();
+        assert!(!s.apply(Event::Init));
+        assert!(!s.apply(Event::InitApply(web("a", "10.0.0.1", true, "app: x"))));
+        assert!(!s.apply(Event::InitApply(web("b", "10.0.0.2", false, "app: x"))));
+        assert!(names(&s).is_empty(), "a list in progress is not visible");
+        assert!(s.apply(Event::InitDone));
+        assert_eq!(
+            names(&s),
+            [
+                ("a".into(), true, "10.0.0.1".into()),
+                ("b".into(), false, "10.0.0.2".into())
+            ]
+        );
+        // A readiness flip, a new IP: changes.
+        assert!(s.apply(Event::Apply(web("b", "10.0.0.2", true, "app: x"))));
+        assert!(s.apply(Event::Apply(web("a", "10.0.0.9", true, "app: x"))));
+        // The same projection again (a new resourceVersion only): no change.
+        let mut same = web("a", "10.0.0.9", true, "app: x");
+        same.metadata.resource_version = Some("42".into());
+        assert!(!s.apply(Event::Apply(same)));
+        // Relabelled: a change (the variant label decides membership).
+        assert!(s.apply(Event::Apply(web("a", "10.0.0.9", true, "app: z"))));
+        assert_eq!(
+            &*s.pods(|_| true)
+                .iter()
+                .find(|p| &*p.name == "a")
+                .unwrap()
+                .labels["app"],
+            "z"
+        );
+        // Deleted, and deleting what is not there.
+        assert!(s.apply(Event::Delete(web("b", "", false, ""))));
+        assert!(!s.apply(Event::Delete(web("b", "", false, ""))));
+        assert_eq!(names(&s), [("a".into(), true, "10.0.0.9".into())]);
+        // The watch drops; meanwhile `a` went away and `c` came: the relist
+        // replaces the store when it is done.
+        assert!(!s.apply(Event::Init));
+        assert!(!s.apply(Event::InitApply(web("c", "10.0.0.3", true, "app: x"))));
+        assert_eq!(names(&s), [("a".into(), true, "10.0.0.9".into())]);
+        assert!(s.apply(Event::InitDone));
+        assert_eq!(names(&s), [("c".into(), true, "10.0.0.3".into())]);
+        // A relist that finds exactly what is kept changes nothing.
+        assert!(!s.apply(Event::Init));
+        assert!(!s.apply(Event::InitApply(web("c", "10.0.0.3", true, "app: x"))));
+        assert!(!s.apply(Event::InitDone));
+        assert_eq!(s.len(), 1);
+        // Only pods of kept namespaces are handed out.
+        assert!(s.pods(|ns| ns != "llm").is_empty());
+    }
+}

@@ -1185,3 +1185,72 @@ async fn keda_bind_address_moves_the_grpc_port() {
     );
     drop(server);
 }
+
+/// The shipped Deployment's arguments and literal environment, and the
+/// forms manifests written for earlier versions (or for upstream WVA) use,
+/// still parse to what they meant.
+#[test]
+fn existing_manifests_keep_working() {
+    let _lock = ENV_LOCK.blocking_lock();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/deployment.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let deployment: Value = serde_norway::from_str(&text).unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let vars: Vec<(&str, &str)> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
+        .collect();
+    assert!(vars.iter().any(|(k, _)| *k == "PROMETHEUS_URL"), "{vars:?}");
+    let mut argv = vec!["wva-metrics-server"];
+    argv.extend_from_slice(&args);
+    let cli = with_env(&vars, || parse_cli(argv, process_env))
+        .unwrap_or_else(|e| panic!("deploy/deployment.yaml: {e}"));
+    assert!(cli.log_json);
+    let a = serve_args(&cli);
+    assert_eq!(a.keda.keda_port, Some(9443));
+    assert_eq!(
+        a.prometheus.config().unwrap().url,
+        "http://prometheus-k8s.monitoring.svc:9090"
+    );
+
+    // Older forms: a bare boolean flag, a boolean with a separate value,
+    // the no-op cache TTL, upstream's variables.
+    let cli = parse(
+        &[
+            "--update-status",
+            "false",
+            "--leader-elect",
+            "--metrics-cache-ttl",
+            "30s",
+        ],
+        &[
+            ("PROMETHEUS_BASE_URL", "http://upstream:9090"),
+            ("PROMETHEUS_TOKEN_PATH", "/var/run/token"),
+            ("PROMETHEUS_TLS_INSECURE_SKIP_VERIFY", "true"),
+            ("METRICS_BACKGROUND_FETCH", "true"),
+        ],
+    )
+    .unwrap();
+    let a = serve_args(&cli);
+    assert!(!a.status.update_status);
+    assert_eq!(a.status.leader_elect, Some(true));
+    let c = a.prometheus.config().unwrap();
+    assert_eq!(c.url, "http://upstream:9090");
+    assert_eq!(c.bearer_token_file, Some("/var/run/token".into()));
+    assert!(c.tls_insecure_skip_verify && c.background_fetch);
+    assert_eq!(c.cache_ttl, Some(Duration::from_secs(30)));
+    // `--log-json` before or after the subcommand.
+    let cli = with_env(&[], || {
+        parse_cli(["wva-metrics-server", "--log-json", "serve"], process_env)
+    })
+    .unwrap();
+    assert!(cli.log_json);
+}

@@ -306,13 +306,13 @@ pub struct MetricsArgs {
     #[arg(long, value_enum, default_value_t = BackendKind::Prometheus)]
     pub metrics_backend: BackendKind,
     /// Samples up to this age are fresh; older ones still decide, but the model is reported as aging (log, wva_model_metrics_aging).
-    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    #[arg(long, env = "PROMETHEUS_METRICS_CACHE_FRESH_THRESHOLD", default_value = "1m", value_parser = parse_duration)]
     pub metrics_fresh_within: Duration,
     /// A replica whose newest sample is older no longer steers decisions; a model with no younger sample (or whose backend has not been reached for longer) is answered 503 naming its age.
-    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    #[arg(long, env = "PROMETHEUS_METRICS_CACHE_STALE_THRESHOLD", default_value = "2m", value_parser = parse_duration)]
     pub metrics_stale_after: Duration,
     /// A replica's cached sample older than this is dropped from memory (the model stays 503 until new data arrives).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "PROMETHEUS_METRICS_CACHE_UNAVAILABLE_THRESHOLD", default_value = "5m", value_parser = parse_duration)]
     pub metrics_unavailable_after: Duration,
 }
 
@@ -334,6 +334,18 @@ pub struct PrometheusArgs {
     /// File holding a bearer token sent as `Authorization: Bearer`, re-read at every query (rotating service-account tokens).
     #[arg(long, env = "PROMETHEUS_BEARER_TOKEN_FILE", value_name = "FILE")]
     pub prometheus_bearer_token_file: Option<PathBuf>,
+    /// Upstream WVA's inline token (PROMETHEUS_BEARER_TOKEN): refused, so that a manifest copied from upstream
+    /// does not run without the credential it meant; the token belongs in a Secret file (--prometheus-bearer-token-file).
+    #[arg(
+        long,
+        env = "PROMETHEUS_BEARER_TOKEN",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub prometheus_bearer_token: Option<String>,
+    /// Upstream WVA's TLS server name override (PROMETHEUS_SERVER_NAME): refused, not supported.
+    #[arg(long, env = "PROMETHEUS_SERVER_NAME", hide = true)]
+    pub prometheus_server_name: Option<String>,
     /// Upstream WVA's name for --prometheus-bearer-token-file (PROMETHEUS_TOKEN_PATH), which wins.
     #[arg(long, env = "PROMETHEUS_TOKEN_PATH", value_name = "FILE", hide = true)]
     pub prometheus_token_path: Option<PathBuf>,
@@ -353,9 +365,12 @@ pub struct PrometheusArgs {
     /// Bound of one fetch cycle's queries, retries included.
     #[arg(long, env = "PROMETHEUS_QUERY_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
     pub prometheus_query_timeout: Duration,
-    /// Shortest gap between two Prometheus fetch cycles; the gap grows to 5x the last cycle's duration for large fleets.
-    #[arg(long, env = "METRICS_FETCH_INTERVAL", default_value = "1s", value_parser = parse_positive_duration)]
-    pub metrics_fetch_interval: Duration,
+    /// Shortest gap between two Prometheus fetch cycles (default 1s); the gap grows to 5x the last cycle's duration for large fleets.
+    #[arg(long, env = "METRICS_FETCH_INTERVAL", value_parser = parse_positive_duration)]
+    pub metrics_fetch_interval: Option<Duration>,
+    /// Upstream WVA's name for --metrics-fetch-interval, which wins.
+    #[arg(long, env = "PROMETHEUS_METRICS_CACHE_FETCH_INTERVAL", value_parser = parse_positive_duration, hide = true)]
+    pub prometheus_metrics_cache_fetch_interval: Option<Duration>,
     /// No effect (requests never refresh metrics on the network); accepted
     /// with a warning so that existing manifests keep starting.
     #[arg(long, env = "METRICS_CACHE_TTL", value_parser = parse_positive_duration, hide = true)]
@@ -829,6 +844,24 @@ impl PrometheusArgs {
             headers.push(parse_header(option::HEADER, spec)?);
         }
         let blank_path = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+        if non_blank(&self.prometheus_bearer_token).is_some() {
+            return Err(crate::collector::prometheus::ConfigError {
+                variable: option::BEARER_TOKEN,
+                value: "<redacted>".to_owned(),
+                reason: "an inline token is not supported: put it in a file (a mounted Secret) and set \
+                         --prometheus-bearer-token-file (PROMETHEUS_BEARER_TOKEN_FILE), which is re-read as it rotates"
+                    .to_owned(),
+            });
+        }
+        if let Some(name) = non_blank(&self.prometheus_server_name) {
+            return Err(crate::collector::prometheus::ConfigError {
+                variable: option::SERVER_NAME,
+                value: name,
+                reason: "overriding the TLS server name is not supported: use a --prometheus-url whose host \
+                         the store's certificate names"
+                    .to_owned(),
+            });
+        }
         Ok(crate::collector::prometheus::PrometheusConfig {
             url: over_upstream(
                 non_blank(&self.prometheus_url),
@@ -849,7 +882,15 @@ impl PrometheusArgs {
                 ("METRICS_CACHE_TTL", "PROMETHEUS_METRICS_CACHE_TTL"),
             ),
             background_fetch: self.metrics_background_fetch,
-            fetch_interval: self.metrics_fetch_interval,
+            fetch_interval: over_upstream(
+                self.metrics_fetch_interval,
+                self.prometheus_metrics_cache_fetch_interval,
+                (
+                    "METRICS_FETCH_INTERVAL",
+                    "PROMETHEUS_METRICS_CACHE_FETCH_INTERVAL",
+                ),
+            )
+            .unwrap_or(crate::collector::prometheus::PrometheusConfig::default().fetch_interval),
             tls_insecure_skip_verify: self.prometheus_tls_insecure_skip_verify,
             headers,
             tenant: non_blank(&self.prometheus_tenant),

@@ -82,6 +82,9 @@ const FLAG_TESTS: &[(&str, &str)] = &[
     ("--prometheus-base-url", "flags.rs::precedence_is_flag_then_variable_then_upstream_name_then_default"),
     ("--prometheus-ca-cert", "prometheus_errors.rs::an_https_prometheus_is_trusted_through_the_ca_file_only"),
     ("--prometheus-bearer-token-file", "prometheus_errors.rs::the_bearer_token_file_is_sent_and_reread_every_cycle"),
+    ("--prometheus-bearer-token", "flags.rs::bad_values_name_the_flag_the_value_and_the_variable"),
+    ("--prometheus-server-name", "flags.rs::bad_values_name_the_flag_the_value_and_the_variable"),
+    ("--prometheus-metrics-cache-fetch-interval", "flags.rs::precedence_is_flag_then_variable_then_upstream_name_then_default"),
     ("--prometheus-token-path", "flags.rs::precedence_is_flag_then_variable_then_upstream_name_then_default"),
     ("--prometheus-tls-insecure-skip-verify", "prometheus_errors.rs::an_https_prometheus_is_trusted_through_the_ca_file_only"),
     ("--prometheus-query-timeout", "prometheus_backend.rs::prometheus_slower_than_the_query_timeout_gives_503_not_hung_requests"),
@@ -356,7 +359,10 @@ fn help_lists_each_flag_under_its_heading_in_order() {
         hidden,
         [
             "--prometheus-base-url",
+            "--prometheus-bearer-token",
+            "--prometheus-server-name",
             "--prometheus-token-path",
+            "--prometheus-metrics-cache-fetch-interval",
             "--metrics-cache-ttl",
             "--prometheus-metrics-cache-ttl",
             "--metrics-background-fetch"
@@ -419,6 +425,36 @@ fn environment_variables_do_what_their_flags_do() {
     // (flag form, variable, value)
     let cases: &[(&[&str], &str, &str)] = &[
         (&["--log-json"], "LOG_JSON", "true"),
+        (
+            &["--metrics-fresh-within", "30s"],
+            "PROMETHEUS_METRICS_CACHE_FRESH_THRESHOLD",
+            "30s",
+        ),
+        (
+            &["--metrics-stale-after", "90s"],
+            "PROMETHEUS_METRICS_CACHE_STALE_THRESHOLD",
+            "90s",
+        ),
+        (
+            &["--metrics-unavailable-after", "10m"],
+            "PROMETHEUS_METRICS_CACHE_UNAVAILABLE_THRESHOLD",
+            "10m",
+        ),
+        (
+            &["--prometheus-metrics-cache-fetch-interval", "3s"],
+            "PROMETHEUS_METRICS_CACHE_FETCH_INTERVAL",
+            "3s",
+        ),
+        (
+            &["--prometheus-bearer-token", "secret"],
+            "PROMETHEUS_BEARER_TOKEN",
+            "secret",
+        ),
+        (
+            &["--prometheus-server-name", "prom.example"],
+            "PROMETHEUS_SERVER_NAME",
+            "prom.example",
+        ),
         (&["--api-groups", "external"], "WVA_API_GROUPS", "external"),
         (&["--namespace", "team-a"], "POD_NAMESPACE", "team-a"),
         (
@@ -608,6 +644,18 @@ fn precedence_is_flag_then_variable_then_upstream_name_then_default() {
         token(&[("PROMETHEUS_TOKEN_PATH", "/up")]),
         Some("/up".into())
     );
+    let fetch = |vars: &[(&str, &str)]| config(&[], vars).fetch_interval;
+    assert_eq!(
+        fetch(&[
+            ("PROMETHEUS_METRICS_CACHE_FETCH_INTERVAL", "30s"),
+            ("METRICS_FETCH_INTERVAL", "5s")
+        ]),
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        fetch(&[("PROMETHEUS_METRICS_CACHE_FETCH_INTERVAL", "30s")]),
+        Duration::from_secs(30)
+    );
     let ttl = |vars: &[(&str, &str)]| config(&[], vars).cache_ttl;
     assert_eq!(
         ttl(&[
@@ -792,6 +840,20 @@ fn bad_values_name_the_flag_the_value_and_the_variable() {
     let url = ("PROMETHEUS_URL", "http://127.0.0.1:9090");
     let config_errors: &[Case] = &[
         (
+            &[],
+            &[url, ("PROMETHEUS_BEARER_TOKEN", "s3cr3t")],
+            &[
+                "PROMETHEUS_BEARER_TOKEN",
+                "<redacted>",
+                "--prometheus-bearer-token-file",
+            ],
+        ),
+        (
+            &[],
+            &[url, ("PROMETHEUS_SERVER_NAME", "prom.example")],
+            &["PROMETHEUS_SERVER_NAME", "prom.example", "not supported"],
+        ),
+        (
             &["--prometheus-header", "Authorization: Bearer x"],
             &[url],
             &["--prometheus-header", "Authorization"],
@@ -852,6 +914,10 @@ fn bad_values_name_the_flag_the_value_and_the_variable() {
         for w in *want {
             assert!(e.contains(w), "{flags:?} {vars:?}: {e:?} lacks {w:?}");
         }
+        assert!(
+            !e.contains("s3cr3t"),
+            "a token never appears in a message: {e}"
+        );
     }
 }
 

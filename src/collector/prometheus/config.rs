@@ -153,6 +153,8 @@ pub mod option {
     pub const BEARER_TOKEN_FILE: &str =
         "--prometheus-bearer-token-file (PROMETHEUS_BEARER_TOKEN_FILE)";
     pub const BACKGROUND_FETCH: &str = "METRICS_BACKGROUND_FETCH";
+    pub const BEARER_TOKEN: &str = "PROMETHEUS_BEARER_TOKEN (upstream WVA)";
+    pub const SERVER_NAME: &str = "PROMETHEUS_SERVER_NAME (upstream WVA)";
     pub const HEADER: &str = "--prometheus-header";
     pub const HEADERS: &str = "--prometheus-headers (PROMETHEUS_HEADERS)";
     pub const TENANT: &str = "--prometheus-tenant (PROMETHEUS_TENANT)";

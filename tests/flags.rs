@@ -103,7 +103,7 @@ const FLAG_TESTS: &[(&str, &str)] = &[
     ("--prometheus-client-cert", "metrics_stores.rs::a_client_certificate_passes_an_mtls_proxy"),
     ("--prometheus-client-key", "metrics_stores.rs::a_client_certificate_passes_an_mtls_proxy"),
     // Scrape backend.
-    ("--scrape-interval", "first_hour.rs::a_dead_pod_is_logged_when_it_changes_not_every_scrape"),
+    ("--scrape-interval", "flags.rs::scrape_interval_sets_the_pace_of_cycles"),
     ("--scrape-timeout", "outage.rs::scraped_pods_that_accept_and_never_answer"),
     ("--epp-metrics-url", "scale_to_zero.rs::queued_requests_bring_a_model_back_from_zero_scrape"),
     // KEDA.
@@ -1319,4 +1319,34 @@ fn existing_manifests_keep_working() {
     })
     .unwrap();
     assert!(cli.log_json);
+}
+
+/// Fetch cycles a server has run (all outcomes).
+async fn fetch_cycles(server: &Server) -> u64 {
+    server
+        .text("/metrics")
+        .await
+        .lines()
+        .filter(|l| l.starts_with("wva_fetch_cycles_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// `--scrape-interval` sets the pace of scrape cycles: while a server at
+/// 200ms runs 15 cycles (about 3s; the default 2s would run two), one at
+/// 1h runs no more than its first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrape_interval_sets_the_pace_of_cycles() {
+    let _lock = ENV_LOCK.lock().await;
+    let inventory = two_model_inventory(&[1; 5]);
+    let flags =
+        |interval: &'static str| ["--metrics-backend", "scrape", "--scrape-interval", interval];
+    let slow = Server::with_inventory(&inventory, &flags("1h")).await;
+    let fast = Server::with_inventory(&inventory, &flags("200ms")).await;
+    eventually(Duration::from_secs(30), "15 cycles at 200ms", || async {
+        (fetch_cycles(&fast).await >= 15).then_some(())
+    })
+    .await;
+    let slow_cycles = fetch_cycles(&slow).await;
+    assert!(slow_cycles <= 1, "{slow_cycles} cycles at 1h");
 }

@@ -1032,3 +1032,103 @@ fn with_env_source(
     }
     error
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn value_parsers_accept_and_refuse() {
+        for (text, want) in [
+            ("true", Some(true)),
+            ("TRUE", Some(true)),
+            (" 1 ", Some(true)),
+            ("yes", Some(true)),
+            ("false", Some(false)),
+            ("0", Some(false)),
+            ("No", Some(false)),
+            ("", None),
+            ("sure", None),
+            ("on", None),
+        ] {
+            assert_eq!(parse_bool(text).ok(), want, "{text:?}");
+        }
+        // WVA_SCALE_TO_ZERO is stricter: true or false only.
+        assert_eq!(parse_scale_to_zero("True"), Ok(true));
+        assert!(parse_scale_to_zero("1")
+            .unwrap_err()
+            .contains("WVA_SCALE_TO_ZERO"));
+        for (text, want) in [
+            ("1", Some(1)),
+            ("4096", Some(4096)),
+            ("0", None),
+            ("-1", None),
+            ("x", None),
+        ] {
+            assert_eq!(parse_positive_count(text).ok(), want, "{text:?}");
+        }
+        for (text, want) in [
+            ("1s", Some(1000)),
+            ("500ms", Some(500)),
+            (" 2s ", Some(2000)),
+            ("0s", None),
+            ("soon", None),
+        ] {
+            assert_eq!(
+                parse_positive_duration(text).ok().map(|d| d.as_millis()),
+                want,
+                "{text:?}"
+            );
+        }
+    }
+
+    /// The note on a bad value names the variable only when the value
+    /// came from it: the variable is set and the flag is not on the command line.
+    #[test]
+    fn a_bad_value_names_its_variable_only_when_it_came_from_it() {
+        let env = |set: &[(&str, &str)]| {
+            let set: Vec<(String, String)> = set
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            move |k: &str| set.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        };
+        let error = || {
+            Cli::command()
+                .try_get_matches_from(["w", "serve", "--prometheus-query-timeout=soon"])
+                .unwrap_err()
+        };
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], bool);
+        let cases: &[Case] = &[
+            // The flag is on the command line: the value is its.
+            (
+                &["w", "serve", "--prometheus-query-timeout=soon"],
+                &[("PROMETHEUS_QUERY_TIMEOUT", "soon")],
+                false,
+            ),
+            (
+                &["w", "serve", "--prometheus-query-timeout", "soon"],
+                &[("PROMETHEUS_QUERY_TIMEOUT", "soon")],
+                false,
+            ),
+            // Not on the command line, variable set: from the variable.
+            (
+                &["w", "serve"],
+                &[("PROMETHEUS_QUERY_TIMEOUT", "soon")],
+                true,
+            ),
+            // Neither (cannot happen for a value error, but no false note).
+            (&["w", "serve"], &[], false),
+        ];
+        for (argv, vars, named) in cases {
+            let argv: Vec<std::ffi::OsString> = argv.iter().map(Into::into).collect();
+            let e = with_env_source(error(), &mut Cli::command(), &argv, env(vars)).to_string();
+            assert_eq!(
+                e.contains("(from environment variable PROMETHEUS_QUERY_TIMEOUT)"),
+                *named,
+                "{argv:?} {vars:?}: {e}"
+            );
+        }
+    }
+}

@@ -88,7 +88,7 @@ const FLAG_TESTS: &[(&str, &str)] = &[
     ("--prometheus-token-path", "flags.rs::precedence_is_flag_then_variable_then_upstream_name_then_default"),
     ("--prometheus-tls-insecure-skip-verify", "prometheus_errors.rs::an_https_prometheus_is_trusted_through_the_ca_file_only"),
     ("--prometheus-query-timeout", "prometheus_backend.rs::prometheus_slower_than_the_query_timeout_gives_503_not_hung_requests"),
-    ("--metrics-fetch-interval", "flags.rs::environment_variables_do_what_their_flags_do"),
+    ("--metrics-fetch-interval", "flags.rs::metrics_fetch_interval_sets_the_pace_of_cycles"),
     ("--metrics-fetch-interval", "scale_to_zero.rs::zero_and_back_through_prometheus"),
     ("--metrics-cache-ttl", "prometheus_backend.rs::queries_per_cycle_do_not_grow_with_variants"),
     ("--prometheus-metrics-cache-ttl", "flags.rs::precedence_is_flag_then_variable_then_upstream_name_then_default"),
@@ -1341,6 +1341,34 @@ async fn scrape_interval_sets_the_pace_of_cycles() {
     let inventory = two_model_inventory(&[1; 5]);
     let flags =
         |interval: &'static str| ["--metrics-backend", "scrape", "--scrape-interval", interval];
+    let slow = Server::with_inventory(&inventory, &flags("1h")).await;
+    let fast = Server::with_inventory(&inventory, &flags("200ms")).await;
+    eventually(Duration::from_secs(30), "15 cycles at 200ms", || async {
+        (fetch_cycles(&fast).await >= 15).then_some(())
+    })
+    .await;
+    let slow_cycles = fetch_cycles(&slow).await;
+    assert!(slow_cycles <= 1, "{slow_cycles} cycles at 1h");
+}
+
+/// `--metrics-fetch-interval` sets the pace of Prometheus fetch cycles in
+/// the same way (a store that refuses connections: each cycle fails within
+/// its 100ms query timeout and the next waits for the interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_fetch_interval_sets_the_pace_of_cycles() {
+    let _lock = ENV_LOCK.lock().await;
+    let inventory = two_model_inventory(&[1; 5]);
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let flags = |interval: &'static str| {
+        vec![
+            "--prometheus-url",
+            url.as_str(),
+            "--prometheus-query-timeout",
+            "100ms",
+            "--metrics-fetch-interval",
+            interval,
+        ]
+    };
     let slow = Server::with_inventory(&inventory, &flags("1h")).await;
     let fast = Server::with_inventory(&inventory, &flags("200ms")).await;
     eventually(Duration::from_secs(30), "15 cycles at 200ms", || async {

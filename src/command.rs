@@ -5,7 +5,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::cli::{CertsArgs, ServeArgs};
+use crate::cli::{parse_bool, CertsArgs, ServeArgs};
 use crate::demo::DemoArgs;
 use crate::emulator::EmulateArgs;
 use crate::simulate::SimulateArgs;
@@ -18,7 +18,18 @@ use crate::simulate::SimulateArgs;
 )]
 pub struct Cli {
     /// Log as JSON lines (for log collectors) instead of human-readable text.
-    #[arg(long, global = true, env = "LOG_JSON")]
+    #[arg(
+        long,
+        global = true,
+        env = "LOG_JSON",
+        value_name = "BOOL",
+        default_value = "false",
+        num_args = 0..=1,
+        require_equals = true,
+        action = clap::ArgAction::Set,
+        default_missing_value = "true",
+        value_parser = parse_bool
+    )]
     pub log_json: bool,
     #[command(subcommand)]
     pub command: Command,
@@ -38,4 +49,158 @@ pub enum Command {
     Certs(CertsArgs),
     /// Replay a load trace offline through the real analysis and the HPA's algorithm, per policy, in virtual time; print a table and write summary.json and report.html.
     Simulate(Box<SimulateArgs>),
+}
+
+/// Parses the command line (and the flags' environment variables). A bad
+/// value that came from an environment variable, not from the command
+/// line, is reported with the variable's name, so that a user looking at a
+/// manifest finds it.
+pub fn parse_cli<I, T>(argv: I, env: impl Fn(&str) -> Option<String>) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+    let mut command = without_blank_env(Cli::command(), &env);
+    let parsed = command
+        .try_get_matches_from_mut(argv.iter().cloned())
+        .and_then(|m| Cli::from_arg_matches(&m));
+    parsed.map_err(|e| with_env_source(e, &mut command, &argv, env))
+}
+
+/// A variable set to blanks (`value: ""` in a manifest, as templates
+/// render an unset value) counts as unset: its flag keeps its default.
+fn without_blank_env(
+    mut command: clap::Command,
+    env: &impl Fn(&str) -> Option<String>,
+) -> clap::Command {
+    let blank = |a: &clap::Arg| {
+        a.get_env()
+            .and_then(|v| v.to_str())
+            .and_then(env)
+            .is_some_and(|v| v.trim().is_empty())
+    };
+    let ids: Vec<clap::Id> = command
+        .get_arguments()
+        .filter(|a| blank(a))
+        .map(|a| a.get_id().clone())
+        .collect();
+    for id in ids {
+        command = command.mut_arg(id, |a| a.env(None));
+    }
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect();
+    for name in names {
+        command = command.mut_subcommand(name, |c| without_blank_env(c, env));
+    }
+    command
+}
+
+/// Adds "from environment variable X" to an invalid-value error whose flag
+/// has a variable that is set while the flag is not on the command line.
+fn with_env_source(
+    mut error: clap::Error,
+    command: &mut clap::Command,
+    argv: &[std::ffi::OsString],
+    env: impl Fn(&str) -> Option<String>,
+) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return error;
+    }
+    let Some(ContextValue::String(shown)) = error.get(ContextKind::InvalidArg) else {
+        return error;
+    };
+    // "--flag <VALUE>" or "--flag[=<VALUE>]": the long name.
+    let long = shown
+        .trim_start_matches("--")
+        .split([' ', '=', '[', '<'])
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let on_command_line = argv.iter().any(|a| {
+        a.to_str().is_some_and(|a| {
+            a.strip_prefix("--")
+                .is_some_and(|a| a == long || a.starts_with(&format!("{long}=")))
+        })
+    });
+    if on_command_line {
+        return error;
+    }
+    command.build();
+    let commands = std::iter::once(&*command).chain(command.get_subcommands());
+    let variable = commands
+        .flat_map(|c| c.get_arguments())
+        .find(|a| a.get_long() == Some(long.as_str()))
+        .and_then(|a| a.get_env())
+        .and_then(|v| v.to_str())
+        .map(str::to_owned);
+    if let Some(variable) = variable.filter(|v| env(v).is_some()) {
+        error.insert(
+            ContextKind::InvalidArg,
+            ContextValue::String(format!("{shown} (from environment variable {variable})")),
+        );
+    }
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The note on a bad value names the variable only when the value
+    /// came from it: the variable is set and the flag is not on the command line.
+    #[test]
+    fn a_bad_value_names_its_variable_only_when_it_came_from_it() {
+        let env = |set: &[(&str, &str)]| {
+            let set: Vec<(String, String)> = set
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            move |k: &str| set.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        };
+        let error = || {
+            Cli::command()
+                .try_get_matches_from(["w", "serve", "--prometheus-query-timeout=soon"])
+                .unwrap_err()
+        };
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], bool);
+        let cases: &[Case] = &[
+            // The flag is on the command line: the value is its.
+            (
+                &["w", "serve", "--prometheus-query-timeout=soon"],
+                &[("PROMETHEUS_QUERY_TIMEOUT", "soon")],
+                false,
+            ),
+            (
+                &["w", "serve", "--prometheus-query-timeout", "soon"],
+                &[("PROMETHEUS_QUERY_TIMEOUT", "soon")],
+                false,
+            ),
+            // Not on the command line, variable set: from the variable.
+            (
+                &["w", "serve"],
+                &[("PROMETHEUS_QUERY_TIMEOUT", "soon")],
+                true,
+            ),
+            // Neither (cannot happen for a value error, but no false note).
+            (&["w", "serve"], &[], false),
+        ];
+        for (argv, vars, named) in cases {
+            let argv: Vec<std::ffi::OsString> = argv.iter().map(Into::into).collect();
+            let e = with_env_source(error(), &mut Cli::command(), &argv, env(vars)).to_string();
+            assert_eq!(
+                e.contains("(from environment variable PROMETHEUS_QUERY_TIMEOUT)"),
+                *named,
+                "{argv:?} {vars:?}: {e}"
+            );
+        }
+    }
 }

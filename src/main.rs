@@ -1,10 +1,8 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use wva_metrics_server::command::{Cli, Command};
-use wva_metrics_server::server::StackConfig;
+use wva_metrics_server::command::Command;
 use wva_metrics_server::{demo, emulator, run};
 
 /// mimalloc instead of the system allocator: a fetch cycle over 100,000
@@ -16,7 +14,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     wva_metrics_server::certs::install_crypto_provider();
-    let cli = Cli::parse();
+    let cli = match wva_metrics_server::command::parse_cli(std::env::args_os(), |k| {
+        std::env::var_os(k).map(|v| v.to_string_lossy().into_owned())
+    }) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     wva_metrics_server::telemetry::init_tracing(cli.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -57,40 +60,30 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
     }
     match command {
         Command::Serve(args) => {
-            if args.keda_port.is_some() {
+            if args.keda.keda_port.is_some() {
                 // Refuse an unsafe KEDA port before anything starts.
                 run::keda_client_auth(&args)?;
             }
             let mut tasks = Vec::new();
             let components = run::components_from_args(&args, &shutdown, &mut tasks).await?;
             let (certificate, cert) = run::ServingCert::from_args(
-                args.tls_cert_file.as_deref(),
-                args.tls_private_key_file.as_deref(),
+                args.tls.tls_cert_file.as_deref(),
+                args.tls.tls_private_key_file.as_deref(),
                 &shutdown,
                 &mut tasks,
             )?;
             let tls = certificate.config(wva_metrics_server::server::tls::ClientAuth::Optional)?;
-            let stack = StackConfig {
-                max_concurrent_requests: args.max_concurrent_requests,
-                request_timeout: args.request_timeout,
-            };
-            let addr = SocketAddr::new(args.bind_address, args.secure_port);
-            let limits = wva_metrics_server::server::ServerLimits {
-                header_read_timeout: args.header_read_timeout,
-                idle_timeout: args.idle_timeout,
-                max_connections: args.max_connections,
-                ..Default::default()
-            };
+            let addr = SocketAddr::new(args.listen.bind_address, args.listen.secure_port);
             let listen = run::Listen {
                 addr,
                 tls,
                 certificate_pem: cert,
-                stack,
-                limits,
-                groups: wva_metrics_server::cli::ApiGroupName::served(&args.api_groups),
+                stack: args.limits.stack(),
+                limits: args.limits.server_limits(),
+                groups: wva_metrics_server::cli::ApiGroupName::served(&args.listen.api_groups),
             };
             let mut server = run::start(components, listen, shutdown.clone(), tasks).await?;
-            if let Some(port) = args.keda_port {
+            if let Some(port) = args.keda.keda_port {
                 let task = run::start_keda(&args, port, &certificate, &server, shutdown).await?;
                 server.tasks.push(task);
             }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::discovery::DiscoveryDocuments;
 use crate::cli::{BackendKind, InventorySource, ServeArgs};
 use crate::collector::fetcher::{CycleOutcome, FetchSchedule, Fetcher};
-use crate::collector::prometheus::{PrometheusBackend, PrometheusConfig};
+use crate::collector::prometheus::PrometheusBackend;
 use crate::collector::scrape::{ScrapeBackend, ScrapeConfig};
 use crate::collector::{FreshnessPolicy, MetricsBackend, MetricsCache};
 use crate::decision::DecisionEngine;
@@ -95,13 +95,9 @@ pub fn exit_code_for(error: &anyhow::Error) -> Option<u8> {
 }
 
 /// Loads `--scale-to-zero-config` strictly (file, line and key on error),
-/// with `WVA_SCALE_TO_ZERO` as the fallback of models no entry decides for.
-pub fn load_scale_to_zero(
-    path: Option<&Path>,
-    env: Option<&str>,
-) -> anyhow::Result<ScaleToZeroConfig> {
-    let env = crate::saturation::scale_to_zero::env_enabled(env)
-        .map_err(|e| crate::fatal::InvalidConfiguration(e.to_string()))?;
+/// with `--scale-to-zero` (`WVA_SCALE_TO_ZERO`) as the fallback of models
+/// no entry decides for.
+pub fn load_scale_to_zero(path: Option<&Path>, env: bool) -> anyhow::Result<ScaleToZeroConfig> {
     let config = match path {
         None => ScaleToZeroConfig::default(),
         Some(path) => {
@@ -265,23 +261,17 @@ pub async fn components_from_args(
     shutdown: &CancellationToken,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> anyhow::Result<Components> {
-    let freshness = FreshnessPolicy {
-        fresh: args.metrics_fresh_within,
-        stale: args.metrics_stale_after,
-        unavailable: args.metrics_unavailable_after,
-    };
+    let freshness = args.metrics.freshness();
     freshness
         .validate()
         .map_err(crate::fatal::InvalidConfiguration)?;
     let thresholds = Arc::new(ArcSwap::from_pointee(load_thresholds(
-        args.saturation_config.as_deref(),
-        &args.namespace,
+        args.decisions.saturation_config.as_deref(),
+        &args.inventory.namespace,
     )?));
     let scale_to_zero_file = load_scale_to_zero(
-        args.scale_to_zero_config.as_deref(),
-        std::env::var(crate::saturation::scale_to_zero::ENV_VAR)
-            .ok()
-            .as_deref(),
+        args.decisions.scale_to_zero_config.as_deref(),
+        args.decisions.scale_to_zero,
     )?;
     let scale_to_zero = Arc::new(ArcSwap::from_pointee(scale_to_zero_file.clone()));
     let mut registry = Registry::default();
@@ -292,15 +282,15 @@ pub async fn components_from_args(
     let mut accelerators: Option<Arc<dyn crate::inventory::accelerators::AcceleratorInventory>> =
         None;
     let mut leader = None;
-    let standalone = matches!(args.inventory, InventorySource::File(_));
-    if args.insecure_disable_auth && !standalone {
+    let standalone = matches!(args.inventory.inventory, InventorySource::File(_));
+    if args.authentication.insecure_disable_auth && !standalone {
         return Err(crate::fatal::InvalidConfiguration(
             "--insecure-disable-auth is only allowed with --inventory file: (standalone mode)"
                 .to_owned(),
         )
         .into());
     }
-    let clients = if !standalone || !args.insecure_disable_auth {
+    let clients = if !standalone || !args.authentication.insecure_disable_auth {
         Some(build_kube_clients(args, &mut registry).await.context(if standalone {
             "authentication and authorization are delegated to the cluster (TokenReview, SubjectAccessReview) \
              and no cluster is reachable (no in-cluster service account, no usable KUBECONFIG); for a standalone \
@@ -316,26 +306,26 @@ pub async fn components_from_args(
     let auth = match &clients {
         None => {
             tracing::warn!("--insecure-disable-auth: AUTHENTICATION AND AUTHORIZATION ARE OFF; every client can read every metric");
-            if !args.bind_address.is_loopback() {
-                tracing::warn!(bind_address = %args.bind_address, "--insecure-disable-auth with a --bind-address that is not loopback: the unauthenticated server is reachable from other hosts");
+            if !args.listen.bind_address.is_loopback() {
+                tracing::warn!(bind_address = %args.listen.bind_address, "--insecure-disable-auth with a --bind-address that is not loopback: the unauthenticated server is reachable from other hosts");
             }
             None
         }
         Some(clients) => Some(build_auth(args, clients.reviews.clone(), shutdown, tasks)?),
     };
-    match &args.inventory {
+    match &args.inventory.inventory {
         InventorySource::File(path) => {
             let task = crate::inventory::file::watch_file_with(
                 path.clone(),
                 Arc::clone(&inventory),
                 crate::inventory::resolve::ResolveOptions {
-                    controller_instance: args.controller_instance.clone(),
+                    controller_instance: args.inventory.controller_instance.clone(),
                 },
                 shutdown.clone(),
             )
             .await?;
             tasks.push(task);
-            if let Some(path) = &args.saturation_config {
+            if let Some(path) = &args.decisions.saturation_config {
                 tasks.push(watch_thresholds_file(
                     path.clone(),
                     Arc::clone(&thresholds),
@@ -347,12 +337,16 @@ pub async fn components_from_args(
             let client = client
                 .clone()
                 .context("--inventory kube needs a cluster client")?;
-            if args.update_status {
-                status_writer = Some((client.clone(), args.status_min_interval));
+            if args.status.update_status {
+                status_writer = Some((client.clone(), args.status.status_min_interval));
             }
             // The Lease only decides who writes status and Events: with status
             // updates off there is nothing to lead (and no Lease RBAC needed).
-            if args.leader_elect.unwrap_or(args.update_status) {
+            if args
+                .status
+                .leader_elect
+                .unwrap_or(args.status.update_status)
+            {
                 leader = Some(start_leader_election(
                     args,
                     client.clone(),
@@ -361,14 +355,14 @@ pub async fn components_from_args(
                 )?);
             }
             let config = crate::inventory::kube::KubeInventoryConfig {
-                namespaces: args.watch_namespaces.clone(),
-                own_namespace: args.namespace.clone(),
-                controller_instance: args.controller_instance.clone(),
+                namespaces: args.inventory.watch_namespaces.clone(),
+                own_namespace: args.inventory.namespace.clone(),
+                controller_instance: args.inventory.controller_instance.clone(),
                 config_rejections: Some(crate::inventory::kube::register_config_rejections(
                     &mut registry,
                 )),
             };
-            if args.accelerator_inventory {
+            if args.inventory.accelerator_inventory {
                 let (store, reflectors) =
                     crate::inventory::accelerators::start(client.clone(), shutdown.clone());
                 accelerators = Some(Arc::new(store));
@@ -376,7 +370,7 @@ pub async fn components_from_args(
             }
             tasks.push(follow_scale_to_zero_configmap(
                 client.clone(),
-                &args.namespace,
+                &args.inventory.namespace,
                 Arc::clone(&scale_to_zero),
                 scale_to_zero_file.clone(),
                 shutdown.clone(),
@@ -394,51 +388,43 @@ pub async fn components_from_args(
         }
     }
 
-    let (backend, fetch_interval): (Arc<dyn MetricsBackend>, Duration) = match args.metrics_backend
+    let (backend, fetch_interval): (Arc<dyn MetricsBackend>, Duration) = match args
+        .metrics
+        .metrics_backend
     {
         BackendKind::Scrape => {
             let config = ScrapeConfig {
-                timeout: args.scrape_timeout,
+                timeout: args.scrape.scrape_timeout,
                 ..ScrapeConfig::default()
             };
             (
                 Arc::new(
                     ScrapeBackend::new(config, telemetry.clone())?
                         .with_scale_to_zero(Arc::clone(&scale_to_zero))
-                        .with_epp_metrics_url(args.epp_metrics_url.clone()),
+                        .with_epp_metrics_url(args.scrape.epp_metrics_url.clone()),
                 ),
-                args.scrape_interval,
+                args.scrape.scrape_interval,
             )
         }
         BackendKind::Prometheus => {
-            let mut config = PrometheusConfig::from_env()?;
-            if let Some(url) = &args.prometheus_url {
-                config.url = url.clone();
-            }
-            if config.url.trim().is_empty() {
+            let config = args.prometheus.config()?;
+            if config.url.is_empty() {
                 return Err(crate::fatal::InvalidConfiguration(
-                    "no Prometheus to query: set PROMETHEUS_URL (or --prometheus-url) to your Prometheus or Thanos \
+                    "no Prometheus to query: set --prometheus-url (PROMETHEUS_URL) to your Prometheus or Thanos \
                      querier, or use --metrics-backend scrape to scrape the pods' /metrics directly without Prometheus"
                         .to_owned(),
                 )
                 .into());
             }
-            if let Some(t) = args.prometheus_query_timeout {
-                config.query_timeout = t;
-            }
-            if args.metrics_cache_ttl.is_some() || config.cache_ttl.is_some() {
+            if config.cache_ttl.is_some() {
                 tracing::warn!(
                     "--metrics-cache-ttl / METRICS_CACHE_TTL has no effect and will be removed: \
                      requests never refresh metrics on the network; the background fetcher keeps \
                      them current (see --metrics-fetch-interval and --metrics-stale-after)"
                 );
             }
-            if let Some(t) = args.metrics_fetch_interval {
-                config.fetch_interval = t;
-            }
-            apply_store_flags(&mut config, args)?;
             let interval = config.fetch_interval;
-            if args.epp_metrics_url.is_some() {
+            if args.scrape.epp_metrics_url.is_some() {
                 tracing::warn!("--epp-metrics-url is used with --metrics-backend scrape only: with Prometheus the endpoint picker's queues are queried there");
             }
             let backend = Arc::new(
@@ -454,7 +440,7 @@ pub async fn components_from_args(
             (backend, interval)
         }
     };
-    if standalone && args.leader_elect == Some(true) {
+    if standalone && args.status.leader_elect == Some(true) {
         anyhow::bail!(
             "--leader-elect needs --inventory kube (a standalone server writes no status)"
         );
@@ -471,7 +457,7 @@ pub async fn components_from_args(
         telemetry,
         status_writer,
         auth,
-        hpa_tolerance: crate::hpa::Tolerances::uniform(args.hpa_tolerance),
+        hpa_tolerance: crate::hpa::Tolerances::uniform(args.decisions.hpa_tolerance),
         accelerators,
     })
 }
@@ -497,8 +483,8 @@ pub async fn build_kube_clients(
     use crate::kube_client::{ApiBudget, ApiRateLimitLayer};
     let config = kube::Config::infer().await?;
     let settings = crate::kube_client::RateLimitSettings {
-        qps: args.kube_api_qps,
-        burst: args.kube_api_burst,
+        qps: args.kube_api.kube_api_qps,
+        burst: args.kube_api.kube_api_burst,
     };
     let metrics = BudgetMetrics::register(registry);
     let build = |name: &str, retry: bool| -> anyhow::Result<kube::Client> {
@@ -546,20 +532,25 @@ fn build_auth(
             .with_context(|| format!("cannot read {what} {}", path.display()))?;
         handshake::ca_verifier(&pem).map_err(|e| anyhow::anyhow!("{what} {}: {e}", path.display()))
     };
-    let request_header = match &args.requestheader_client_ca_file {
+    let request_header = match &args.authentication.requestheader_client_ca_file {
         Some(path) => Some(RequestHeaderAuth {
             ca: read(path, "--requestheader-client-ca-file")?,
             names: RequestHeaderNames {
-                username: args.requestheader_username_headers.clone(),
+                username: args.authentication.requestheader_username_headers.clone(),
                 uid: args
+                    .authentication
                     .requestheader_uid_headers
                     .iter()
                     .filter(|n| !n.is_empty())
                     .cloned()
                     .collect(),
-                group: args.requestheader_group_headers.clone(),
-                extra_prefix: args.requestheader_extra_headers_prefix.clone(),
+                group: args.authentication.requestheader_group_headers.clone(),
+                extra_prefix: args
+                    .authentication
+                    .requestheader_extra_headers_prefix
+                    .clone(),
                 allowed_names: args
+                    .authentication
                     .requestheader_allowed_names
                     .iter()
                     .filter(|n| !n.is_empty())
@@ -569,16 +560,20 @@ fn build_auth(
         }),
         None => None,
     };
-    let client_ca = match &args.client_ca_file {
+    let client_ca = match &args.authentication.client_ca_file {
         Some(path) => Some(read(path, "--client-ca-file")?),
         None => None,
     };
     let from_flags = request_header.is_some() || client_ca.is_some();
     let settings = AuthzSettings {
-        always_allow_paths: args.authorization_always_allow_paths.clone(),
-        allow_ttl: args.authorization_webhook_cache_authorized_ttl,
-        deny_ttl: args.authorization_webhook_cache_unauthorized_ttl,
-        token_ttl: args.authentication_token_webhook_cache_ttl,
+        always_allow_paths: args.authorization.authorization_always_allow_paths.clone(),
+        allow_ttl: args
+            .authorization
+            .authorization_webhook_cache_authorized_ttl,
+        deny_ttl: args
+            .authorization
+            .authorization_webhook_cache_unauthorized_ttl,
+        token_ttl: args.authentication.authentication_token_webhook_cache_ttl,
         ..AuthzSettings::default()
     };
     let auth = Arc::new(Auth::new(
@@ -589,7 +584,7 @@ fn build_auth(
         client.clone(),
         settings,
     )?);
-    if !from_flags && !args.authentication_skip_lookup {
+    if !from_flags && !args.authentication.authentication_skip_lookup {
         tasks.push(cluster::watch(client, Arc::clone(&auth), shutdown.clone()));
     }
     Ok(auth)
@@ -785,21 +780,21 @@ pub async fn start(
 /// serve anyone is refused unless explicitly asked for.
 pub fn keda_client_auth(args: &ServeArgs) -> anyhow::Result<crate::keda::KedaClientAuth> {
     Ok(crate::keda::client_auth(
-        args.keda_client_ca_file.as_deref(),
-        args.keda_plaintext,
-        args.keda_insecure_disable_client_auth,
+        args.keda.keda_client_ca_file.as_deref(),
+        args.keda.keda_plaintext,
+        args.keda.keda_insecure_disable_client_auth,
     )?)
 }
 
 /// The KEDA port's limits from the flags it shares with the HTTPS port.
 pub fn keda_limits(args: &ServeArgs) -> crate::keda::KedaLimits {
     crate::keda::KedaLimits {
-        header_read_timeout: args.header_read_timeout,
-        idle_timeout: args.idle_timeout,
-        max_connections: args.max_connections,
-        max_streams_per_connection: args.keda_max_streams_per_connection,
-        max_concurrent_requests: args.max_concurrent_requests,
-        request_timeout: args.request_timeout,
+        header_read_timeout: args.limits.header_read_timeout,
+        idle_timeout: args.limits.idle_timeout,
+        max_connections: args.limits.max_connections,
+        max_streams_per_connection: args.keda.keda_max_streams_per_connection,
+        max_concurrent_requests: args.limits.max_concurrent_requests,
+        request_timeout: args.limits.request_timeout,
         ..crate::keda::KedaLimits::default()
     }
 }
@@ -813,7 +808,12 @@ pub async fn start_keda(
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
     use crate::keda::KedaClientAuth;
-    let addr = SocketAddr::new(args.keda_bind_address.unwrap_or(args.bind_address), port);
+    let addr = SocketAddr::new(
+        args.keda
+            .keda_bind_address
+            .unwrap_or(args.listen.bind_address),
+        port,
+    );
     let client_auth = keda_client_auth(args)?;
     let tls = match &client_auth {
         KedaClientAuth::InsecurePlaintext => {
@@ -834,7 +834,7 @@ pub async fn start_keda(
     let local = listener.local_addr()?;
     let scaler = crate::keda::KedaScaler::new(Arc::clone(&running.engine), shutdown.clone());
     let limits = keda_limits(args);
-    tracing::info!(address = %local, tls = tls.is_some(), client_ca = args.keda_client_ca_file.is_some(), ?limits, "serving the KEDA external scaler (gRPC)");
+    tracing::info!(address = %local, tls = tls.is_some(), client_ca = args.keda.keda_client_ca_file.is_some(), ?limits, "serving the KEDA external scaler (gRPC)");
     let telemetry = running.telemetry.clone();
     Ok(tokio::spawn(crate::keda::serve(
         listener, tls, scaler, limits, telemetry, shutdown,
@@ -999,38 +999,6 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// The metrics-store flags over the environment's PROMETHEUS_* values.
-fn apply_store_flags(
-    config: &mut PrometheusConfig,
-    args: &ServeArgs,
-) -> Result<(), crate::collector::prometheus::ConfigError> {
-    use crate::collector::prometheus::config::parse_header;
-    for spec in &args.prometheus_headers {
-        config
-            .headers
-            .push(parse_header("--prometheus-header", spec)?);
-    }
-    if let Some(v) = &args.prometheus_tenant {
-        config.tenant = Some(v.clone());
-    }
-    if let Some(v) = &args.prometheus_tenant_header {
-        config.tenant_header = v.clone();
-    }
-    if let Some(v) = &args.prometheus_basic_auth_username {
-        config.basic_auth_username = Some(v.clone());
-    }
-    if let Some(v) = &args.prometheus_basic_auth_password_file {
-        config.basic_auth_password_file = Some(v.clone());
-    }
-    if let Some(v) = &args.prometheus_client_cert {
-        config.client_cert_path = Some(v.clone());
-    }
-    if let Some(v) = &args.prometheus_client_key {
-        config.client_key_path = Some(v.clone());
-    }
-    Ok(())
-}
-
 /// Starts the Lease election of `--leader-elect`; the receiver says
 /// whether this replica leads.
 fn start_leader_election(
@@ -1040,15 +1008,16 @@ fn start_leader_election(
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
     let config = crate::leader::LeaderConfig {
-        lease_name: args.leader_elect_resource_name.clone(),
+        lease_name: args.status.leader_elect_resource_name.clone(),
         namespace: args
+            .status
             .leader_elect_resource_namespace
             .clone()
-            .unwrap_or_else(|| args.namespace.clone()),
+            .unwrap_or_else(|| args.inventory.namespace.clone()),
         identity: crate::leader::default_identity(),
-        lease_duration: args.leader_elect_lease_duration,
-        renew_deadline: args.leader_elect_renew_deadline,
-        retry_period: args.leader_elect_retry_period,
+        lease_duration: args.status.leader_elect_lease_duration,
+        renew_deadline: args.status.leader_elect_renew_deadline,
+        retry_period: args.status.leader_elect_retry_period,
     };
     config.validate()?;
     let (elector, leading) = crate::leader::LeaderElector::new(client, config);

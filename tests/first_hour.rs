@@ -277,7 +277,7 @@ fn an_explicit_bind_address_still_wins() {
         let mut args = vec!["wva-metrics-server", "serve"];
         args.extend_from_slice(extra);
         match Cli::try_parse_from(args).unwrap().command {
-            Command::Serve(a) => a.bind_address,
+            Command::Serve(a) => a.listen.bind_address,
             other => panic!("{other:?}"),
         }
     };

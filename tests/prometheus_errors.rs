@@ -369,6 +369,17 @@ async fn an_https_prometheus_is_trusted_through_the_ca_file_only() {
         "no request got through an untrusted TLS session"
     );
 
+    // --prometheus-tls-insecure-skip-verify (PROMETHEUS_TLS_INSECURE_SKIP_VERIFY):
+    // the same untrusted certificate is accepted.
+    let (insecure, _, _) = backend(format!("https://127.0.0.1:{}", fake.port), |c| {
+        c.tls_insecure_skip_verify = true
+    });
+    let r = insecure
+        .fetch_cycle(&snap, &cache)
+        .await
+        .expect("any certificate accepted when told to");
+    assert_eq!(r.requests, QUERIES);
+
     // A CA path that is not PEM is refused when the backend is built.
     let bad = dir.path().join("not-a-ca.pem");
     std::fs::write(&bad, "not a certificate").unwrap();

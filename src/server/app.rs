@@ -22,9 +22,9 @@ pub use super::layers::Body;
 use crate::api::custom::{custom_metric_values, CustomVersion};
 use crate::api::discovery::DiscoveryDocuments;
 use crate::api::router::Route;
-use crate::k8s::status::ApiError;
 use crate::api::values::external_metric_values;
 use crate::decision::DecisionEngine;
+use crate::k8s::status::ApiError;
 use crate::telemetry::Telemetry;
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");

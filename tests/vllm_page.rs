@@ -214,3 +214,123 @@ fn every_series_the_queries_use_is_on_the_real_page() {
         );
     }
 }
+
+/// Prometheus' own verdict on a page: `promtool check metrics` exits 1 on a
+/// parse error and 0 or 3 (lint findings only, such as a missing HELP) when
+/// the page parses.
+fn promtool_accepts(page: &str) -> bool {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (Debian package prometheus; scripts/test installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(page.as_bytes())
+        .expect("promtool reads the page");
+    let out = child.wait_with_output().expect("promtool ends");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0 | 3) => true,
+        Some(1) if text.contains("parsing error") => false,
+        other => panic!("promtool exited {other:?} on {page:?}: {text}"),
+    }
+}
+
+fn we_accept(page: &str) -> bool {
+    wva_metrics_server::collector::text_format::for_each_sample(page, |_| Ok(())).is_ok()
+}
+
+/// Our text-format reader says yes or no where Prometheus' does, line by
+/// line over the format's corners, and on the real vLLM page. Deliberate
+/// differences are listed in `known_differences` below.
+#[test]
+fn the_text_format_reader_agrees_with_promtool() {
+    let lines = [
+        "x 1",
+        "x {a=\"b\"} 1",
+        "x{a=\"b\"}1",
+        "x{a=\"b\",} 1",
+        "x{,} 1",
+        "x{} 1",
+        "x\t1",
+        " x 1",
+        "x 1 -5",
+        "x 1 1.5",
+        "x Inf",
+        "x +inf",
+        "x -Inf",
+        "x infinity",
+        "x NaN",
+        "x nan",
+        "x 1e3",
+        "x .5",
+        "x 5.",
+        "x 0x10",
+        "x 1_0",
+        "x +1",
+        "x{a=\"\\t\"} 1",
+        "x{a=\"\\\\\"} 1",
+        "x{a=\"a\\\"b\\nc\"} 1",
+        "x{a=\"é\"} 1",
+        "x{a=\"b\" 1",
+        "x{a=b} 1",
+        "x{a=\"1\",a=\"2\"} 1",
+        "x{_a=\"1\"} 1",
+        "x{__name__=\"y\"} 1",
+        "x{1a=\"y\"} 1",
+        ":x 1",
+        "x:y 1",
+        "1x 1",
+        "x-y 1",
+        "x",
+        "x 1 2 3",
+        "x{ a = \"b\" } 1",
+        "x{a=\"b\" ,b=\"c\"} 1",
+        "# TYPE x gauge",
+        "# TYPE x flavour",
+        "# TYPE x",
+        "# TYPE x gauge extra",
+        "# TYPE x unknown",
+        "# HELP x",
+        "# HELP x some help",
+        "# HELP 1x y",
+        "#HELP 1x y",
+        "# EOF",
+        "# random comment {\"",
+        "vllm:num_requests_waiting{model_name=\"meta/llama\",engine=\"0\"} 2.0",
+    ];
+    let mut disagree = Vec::new();
+    for line in lines {
+        let page = format!("{line}\n");
+        let (ours, theirs) = (we_accept(&page), promtool_accepts(&page));
+        if ours != theirs {
+            disagree.push(format!("{line:?}: we say {ours}, promtool says {theirs}"));
+        }
+    }
+    assert!(disagree.is_empty(), "{disagree:#?}");
+    assert!(promtool_accepts(PAGE) && we_accept(PAGE));
+    // A page cut in the middle of a line is refused by both.
+    let cut = &PAGE[..PAGE
+        .find("vllm:kv_cache_usage_perc{")
+        .expect("the page has KV usage")
+        + 30];
+    assert!(!promtool_accepts(cut) && !we_accept(cut), "{cut:?}");
+}
+
+/// Where we deliberately differ from promtool's parser: blanks at the end
+/// of a sample line are accepted (they cannot change a number; promtool
+/// reads them as an empty timestamp).
+#[test]
+fn known_differences_from_promtool() {
+    let page = "x{a=\"b\"} 1 \n";
+    assert!(we_accept(page));
+    assert!(!promtool_accepts(page));
+}

@@ -2,6 +2,7 @@
 //! text exposition format), validating every sample.
 
 use super::sample::{RejectReason, SampleCheck, Signal};
+use super::text_format::for_each_sample;
 use crate::saturation::v2::KvCacheConfig;
 
 /// The signals of one page.
@@ -60,47 +61,47 @@ const CACHE_CONFIG: &str = "vllm:cache_config_info";
 const SUCCESS: &str = "vllm:request_success_total";
 const PREFIX_HITS: &str = "vllm:prefix_cache_hits_total";
 const PREFIX_QUERIES: &str = "vllm:prefix_cache_queries_total";
-const PROMPT_TOKENS: &str = "vllm:request_prompt_tokens";
-const GENERATION_TOKENS: &str = "vllm:request_generation_tokens";
+const PROMPT_TOKENS_SUM: &str = "vllm:request_prompt_tokens_sum";
+const PROMPT_TOKENS_COUNT: &str = "vllm:request_prompt_tokens_count";
+const GENERATION_TOKENS_SUM: &str = "vllm:request_generation_tokens_sum";
+const GENERATION_TOKENS_COUNT: &str = "vllm:request_generation_tokens_count";
 
-/// A histogram's `_sum` and `_count` over its series; None when either is
-/// missing or not a finite non-negative number.
-fn histogram_totals(m: &prom_text_format_parser::Metric) -> Option<(f64, f64)> {
-    use prom_text_format_parser::ValueType;
-    let (mut sum, mut count, mut seen) = (0.0, 0.0, (false, false));
-    for s in &m.samples {
-        let slot = match s.value.value_type {
-            ValueType::Sum => {
-                seen.0 = true;
-                &mut sum
-            }
-            ValueType::Count => {
-                seen.1 = true;
-                &mut count
-            }
-            ValueType::Sample => continue,
-        };
-        let v = s.value.value.parse::<f64>().ok()?;
-        if !v.is_finite() || v < 0.0 {
-            return None;
-        }
-        *slot += v;
-    }
-    (seen == (true, true)).then_some((sum, count))
+/// A sum over the series of a counter (or a histogram's `_sum` or
+/// `_count`): unknown when absent or when any series is not a finite
+/// non-negative number, which a counter never is.
+#[derive(Debug, Clone, Copy, Default)]
+struct CounterSum {
+    seen: bool,
+    invalid: bool,
+    sum: f64,
 }
 
-/// Sum of a counter's samples; None when absent or any sample is not a
-/// finite non-negative number (a counter never is).
-fn counter_sum(m: &prom_text_format_parser::Metric) -> Option<f64> {
-    let mut sum = 0.0;
-    for s in &m.samples {
-        let v = s.value.value.parse::<f64>().ok()?;
-        if !v.is_finite() || v < 0.0 {
-            return None;
+impl CounterSum {
+    fn add(&mut self, v: f64) {
+        self.seen = true;
+        if v.is_finite() && v >= 0.0 {
+            self.sum += v;
+        } else {
+            self.invalid = true;
         }
-        sum += v;
     }
-    (!m.samples.is_empty()).then_some(sum)
+
+    fn total(self) -> Option<f64> {
+        (self.seen && !self.invalid).then_some(self.sum)
+    }
+}
+
+/// A histogram's `_sum` and `_count` over its series.
+#[derive(Debug, Clone, Copy, Default)]
+struct HistogramTotals {
+    sum: CounterSum,
+    count: CounterSum,
+}
+
+impl HistogramTotals {
+    fn totals(self) -> Option<(f64, f64)> {
+        Some((self.sum.total()?, self.count.total()?))
+    }
 }
 
 /// The KV-cache size in the labels of a `vllm:cache_config_info` sample.
@@ -118,82 +119,61 @@ pub fn kv_cache_from_labels<'a>(
 /// half-written page must not steer scaling. When several series of one
 /// signal are present (several engines), the largest valid value counts.
 pub fn parse_vllm_page(text: &str) -> Result<VllmPage, ExpositionError> {
-    let (metrics, error) = prom_text_format_parser::parse_scrape(text);
-    if let Some(e) = error {
-        return Err(ExpositionError::Malformed(format!("{e:?}")));
-    }
     let mut page = VllmPage::default();
     let mut kv_old = None;
     let mut seen = false;
-    let (mut hits, mut queries) = (None, None);
-    for m in &metrics {
-        match m.name.as_str() {
-            // Counters: finite and not negative, or the sum is unknown.
-            SUCCESS => page.success_total = counter_sum(m),
-            PREFIX_HITS => hits = counter_sum(m),
-            PREFIX_QUERIES => queries = counter_sum(m),
-            PROMPT_TOKENS => page.prompt_tokens = histogram_totals(m),
-            GENERATION_TOKENS => page.generation_tokens = histogram_totals(m),
-            _ => {}
-        }
-        if m.name == CACHE_CONFIG {
-            // Several engines: the largest cache (they are normally equal).
-            for sample in &m.samples {
-                let found = kv_cache_from_labels(|k| {
-                    sample
-                        .labels
-                        .iter()
-                        .find(|l| l.key == k)
-                        .map(|l| l.value.as_str())
-                });
+    let (mut success, mut hits, mut queries) = <(CounterSum, CounterSum, CounterSum)>::default();
+    let (mut prompt, mut generation) = (HistogramTotals::default(), HistogramTotals::default());
+    for_each_sample(text, |sample| {
+        let value = sample.value;
+        match sample.name {
+            SUCCESS => success.add(value),
+            PREFIX_HITS => hits.add(value),
+            PREFIX_QUERIES => queries.add(value),
+            PROMPT_TOKENS_SUM => prompt.sum.add(value),
+            PROMPT_TOKENS_COUNT => prompt.count.add(value),
+            GENERATION_TOKENS_SUM => generation.sum.add(value),
+            GENERATION_TOKENS_COUNT => generation.count.add(value),
+            CACHE_CONFIG => {
+                // Several engines: the largest cache (they are normally equal).
+                let found = kv_cache_from_labels(|k| sample.label(k));
                 if found.map(|c| c.total_tokens()) > page.kv_cache.map(|c| c.total_tokens()) {
                     page.kv_cache = found;
                 }
             }
-            continue;
+            _ => {}
         }
-        let (signal, slot) = match m.name.as_str() {
+        let (signal, slot) = match sample.name {
             KV => (Signal::KvCacheUsage, &mut page.kv_usage),
             KV_OLD => (Signal::KvCacheUsage, &mut kv_old),
             WAITING => (Signal::QueueWaiting, &mut page.queue_waiting),
             RUNNING => (Signal::Running, &mut page.running),
-            _ => continue,
+            _ => return Ok(()),
         };
         seen |= signal != Signal::Running;
-        for sample in &m.samples {
-            if page.model_name.is_none() {
-                page.model_name = sample
-                    .labels
-                    .iter()
-                    .find(|l| l.key == "model_name")
-                    .map(|l| l.value.clone());
-            }
-            // The parser keeps the number as text; its own as_f64 panics on
-            // odd input, so the text is parsed here (NaN and ±Inf included).
-            let raw: &str = &sample.value.value;
-            let value = match raw {
-                "+Inf" | "Inf" => f64::INFINITY,
-                "-Inf" => f64::NEG_INFINITY,
-                other => other.parse::<f64>().map_err(|_| {
-                    ExpositionError::Malformed(format!("{} has value {other:?}", m.name))
-                })?,
-            };
-            match signal.check(value) {
-                Ok(v) => *slot = Some(slot.map_or(v, |old: f64| old.max(v))),
-                Err(reason) => page.rejected.push(RejectedSample {
-                    signal,
-                    reason,
-                    value,
-                }),
-            }
+        if page.model_name.is_none() {
+            page.model_name = sample.label("model_name").map(str::to_owned);
         }
-    }
+        match signal.check(value) {
+            Ok(v) => *slot = Some(slot.map_or(v, |old: f64| old.max(v))),
+            Err(reason) => page.rejected.push(RejectedSample {
+                signal,
+                reason,
+                value,
+            }),
+        }
+        Ok(())
+    })
+    .map_err(|e| ExpositionError::Malformed(e.to_string()))?;
     if page.kv_usage.is_none() {
         page.kv_usage = kv_old;
     }
-    if let (Some(hits), Some(queries)) = (hits, queries) {
+    page.success_total = success.total();
+    if let (Some(hits), Some(queries)) = (hits.total(), queries.total()) {
         page.prefix_cache = Some(PrefixCacheCounters { hits, queries });
     }
+    page.prompt_tokens = prompt.totals();
+    page.generation_tokens = generation.totals();
     if !seen {
         return Err(ExpositionError::NoVllmSeries);
     }
@@ -211,48 +191,34 @@ pub fn parse_flow_control_page(
     use crate::collector::prometheus::queries::{
         FLOW_CONTROL_QUEUE_BYTES, FLOW_CONTROL_QUEUE_SIZE,
     };
-    let (metrics, error) = prom_text_format_parser::parse_scrape(text);
-    if let Some(e) = error {
-        return Err(ExpositionError::Malformed(format!("{e:?}")));
-    }
     let mut out: std::collections::HashMap<String, crate::saturation::v2::SchedulerQueue> =
         std::collections::HashMap::new();
-    for m in &metrics {
-        let bytes = match m.name.as_str() {
+    for_each_sample(text, |sample| {
+        let bytes = match sample.name {
             FLOW_CONTROL_QUEUE_SIZE => false,
             FLOW_CONTROL_QUEUE_BYTES => true,
-            _ => continue,
+            _ => return Ok(()),
         };
-        for sample in &m.samples {
-            let label = |k: &str| {
-                sample
-                    .labels
-                    .iter()
-                    .find(|l| l.key == k)
-                    .map(|l| l.value.as_str())
-                    .filter(|v| !v.is_empty())
-            };
-            let Some(model) = label("target_model_name").or_else(|| label("model_name")) else {
-                continue;
-            };
-            let raw = sample.value.value.as_str();
-            let value = raw
-                .parse::<f64>()
-                .map_err(|_| ExpositionError::Malformed(format!("{} has value {raw:?}", m.name)))?;
-            if !value.is_finite() || value < 0.0 {
-                return Err(ExpositionError::Malformed(format!(
-                    "{} has value {raw:?} (a queue is a finite count >= 0)",
-                    m.name
-                )));
-            }
-            let q = out.entry(model.to_owned()).or_default();
-            if bytes {
-                q.bytes += value;
-            } else {
-                q.requests += value;
-            }
+        let label = |k: &str| sample.label(k).filter(|v| !v.is_empty());
+        let Some(model) = label("target_model_name").or_else(|| label("model_name")) else {
+            return Ok(());
+        };
+        let value = sample.value;
+        if !value.is_finite() || value < 0.0 {
+            return Err(format!(
+                "{} has the value {value} (a queue is a finite count >= 0)",
+                sample.name
+            ));
         }
-    }
+        let q = out.entry(model.to_owned()).or_default();
+        if bytes {
+            q.bytes += value;
+        } else {
+            q.requests += value;
+        }
+        Ok(())
+    })
+    .map_err(|e| ExpositionError::Malformed(e.to_string()))?;
     Ok(out)
 }
 

@@ -13,6 +13,7 @@ pub mod freshness;
 pub mod prometheus;
 pub mod sample;
 pub mod scrape;
+pub mod text_format;
 pub mod window;
 
 pub use cache::{Activity, MetricsCache, ReplicaMetrics, SchedulerQueues};

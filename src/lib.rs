@@ -16,7 +16,9 @@ pub mod cli;
 pub mod collector;
 pub mod command;
 pub mod decision;
+#[cfg(feature = "emulator")]
 pub mod demo;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod fatal;
 pub mod hpa;

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 use wva_metrics_server::command::Command;
-use wva_metrics_server::{demo, emulator, run};
+use wva_metrics_server::run;
 
 /// mimalloc instead of the system allocator: a fetch cycle over 100,000
 /// series makes millions of short-lived allocations, where glibc malloc
@@ -90,8 +90,16 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             server.join().await;
             Ok(())
         }
-        Command::Demo(args) => demo::run(args, shutdown).await,
-        Command::Emulate(args) => emulator::run_cli(args, shutdown).await,
+        #[cfg(feature = "emulator")]
+        Command::Demo(args) => wva_metrics_server::demo::run(args, shutdown).await,
+        #[cfg(feature = "emulator")]
+        Command::Emulate(args) => wva_metrics_server::emulator::run_cli(args, shutdown).await,
+        #[cfg(not(feature = "emulator"))]
+        Command::Demo(_) => Err(wva_metrics_server::command::not_in_this_build("demo").into()),
+        #[cfg(not(feature = "emulator"))]
+        Command::Emulate(_) => {
+            Err(wva_metrics_server::command::not_in_this_build("emulate").into())
+        }
         Command::Certs(args) => {
             let files = wva_metrics_server::certs::generate_with(
                 &args.namespace,

@@ -3,6 +3,8 @@
 //! SubjectAccessReview for every metric request, cached. Real certificates,
 //! a real `serve` process, reviews answered by the in-process API server.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::time::Duration;

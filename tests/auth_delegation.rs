@@ -6,6 +6,8 @@
 //! or an allow. Real certificates, a real `serve`, reviews answered by the
 //! in-process API server.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! `wva-metrics-server certs` makes a working PKI for the Service, and the
 //! server picks up a replaced certificate without a restart.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::net::SocketAddr;

@@ -2,6 +2,8 @@
 //! drift: this test fails when they differ. Regenerate it with
 //! `UPDATE_CLI_REFERENCE=1 cargo test --test cli_reference`.
 
+#![cfg(feature = "emulator")] // the reference is the default build's help, `demo` and `emulate` included
+
 use std::path::Path;
 use std::process::Command;
 

@@ -5,6 +5,8 @@
 //! HTTP gets a 400 that says to use https. `/healthz` answers throughout.
 //! Every loop here is bounded and every socket is on loopback.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::time::{Duration, Instant};

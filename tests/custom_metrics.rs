@@ -3,6 +3,8 @@
 //! the wildcard, metricSelector, Pods metrics, errors), and the official
 //! Python `kubernetes` client's CustomObjectsApi on the Object path.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::process::Command;

@@ -11,6 +11,8 @@
 //! - a 60 s soak at a fixed request rate while the emulated load changes:
 //!   every request must succeed, and the server's memory is reported.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,8 @@
 //! README gives, using curl as the client (the demo's certificate is
 //! self-signed, hence -k).
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::process::Command;

@@ -3,6 +3,8 @@
 //! kv 0.75/0.76, queue 2/2) it answers the README's selector with a scale-up
 //! from 2 to 3 replicas.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use common::{Emulator, Server};

@@ -2,6 +2,8 @@
 //! `--saturation-config` file are reloaded when they change, and a version
 //! that does not load keeps the last good one and says why in the log.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::time::Duration;

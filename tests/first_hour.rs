@@ -4,6 +4,8 @@
 //! authentication off listens on loopback only; a dead pod is logged when it
 //! goes down and when it comes back, not every scrape.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::process::{Command, Output};

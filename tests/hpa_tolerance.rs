@@ -5,6 +5,8 @@
 //! as served (quantity strings, milli rounding) by the same pure module the
 //! decision path uses.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use common::apiserver::ApiServer;

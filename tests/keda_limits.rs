@@ -3,6 +3,8 @@
 //! or stay idle, caps open connections and StreamIsActive streams per
 //! connection, and counts what it closed in /metrics.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use rustls::pki_types::pem::PemObject;

@@ -2,6 +2,8 @@
 //! client that is not written in Rust (Python grpcio, stubs generated from
 //! the repo's .proto), with the same decisions as the HTTP API.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -2,6 +2,8 @@
 //! real list/watch protocol, with the real kube client in a real `serve`
 //! process pointed at it by a kubeconfig.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -5,6 +5,8 @@
 //! before the caches are synced. The in-process API server speaks the real
 //! list/watch protocol; `serve` is the real binary.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::time::Duration;

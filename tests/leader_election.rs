@@ -3,6 +3,8 @@
 //! answers the API, only the Lease holder writes status and Events, and
 //! when it dies another takes over without repeating its Events.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -554,6 +554,16 @@ fn docs_register_the_apiservice_only_through_the_owner_check() {
 fn dockerfile_builds_the_readme_binary() {
     let docker = std::fs::read_to_string(Path::new(ROOT).join("Dockerfile")).unwrap();
     assert!(docker.contains("cargo build --release --locked"));
+    // The image holds the server, not the emulator, demo and fleet
+    // generator (cargo feature `emulator`, on by default).
+    let build = docker
+        .lines()
+        .find(|l| l.starts_with("RUN cargo build"))
+        .unwrap();
+    assert!(
+        build.contains("--no-default-features") && build.contains("--bin wva-metrics-server"),
+        "{build}"
+    );
     assert!(docker.contains("target/release/wva-metrics-server"));
     assert!(docker.contains("USER 65532"), "non-root");
     assert!(docker.contains("EXPOSE 6443"));
@@ -570,14 +580,25 @@ fn dockerfile_builds_the_readme_binary() {
         }
     }
     // Cargo loads every target declared in the manifest, even to build one
-    // binary: the build context must hold the declared benches.
+    // binary: the build context must hold the declared benches, examples
+    // and tests.
     let manifest = std::fs::read_to_string(Path::new(ROOT).join("Cargo.toml")).unwrap();
-    if manifest.contains("[[bench]]") {
-        assert!(
-            docker.contains("COPY benches ./benches"),
-            "Cargo.toml declares benches: the Dockerfile must copy benches/"
-        );
+    for (section, dir) in [
+        ("[[bench]]", "benches"),
+        ("[[example]]", "examples"),
+        ("[[test]]", "tests"),
+    ] {
+        if manifest.contains(section) {
+            assert!(
+                docker.contains(&format!("COPY {dir} ./{dir}")),
+                "Cargo.toml declares {section}: the Dockerfile must copy {dir}/"
+            );
+        }
     }
+    assert!(
+        manifest.contains("default = [\"emulator\"]"),
+        "the README's demo needs the emulator feature on by default"
+    );
     let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
     assert!(readme.contains("cargo run --release") || readme.contains("cargo build --release"));
 }

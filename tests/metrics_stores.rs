@@ -6,6 +6,8 @@
 //! extra header or client certificate, and answers 401/403 otherwise. A
 //! refused request is an error naming the option to fix.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use rustls::pki_types::pem::PemObject;

@@ -3,6 +3,8 @@
 //! namespace-local thresholds ConfigMaps (opt-in label), the exclude
 //! annotation, multi-controller isolation, and the cost default.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::time::Duration;

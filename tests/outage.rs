@@ -10,6 +10,8 @@
 //! before) and fail these tests. The latency itself is a benchmark
 //! (docs/benchmarks.md, "Outage timeline"), not an assertion.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::time::{Duration, Instant};

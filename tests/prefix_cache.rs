@@ -8,6 +8,8 @@
 //! number of variants). The scrape backend's mean prompt and output tokens
 //! come from the same window (histogram sums over counts).
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::time::Duration;

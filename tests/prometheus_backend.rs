@@ -3,6 +3,8 @@
 //! queries per cycle, no extra queries from HPA traffic, freshness and
 //! recovery, and rejected samples.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 /// Batched queries per fetch cycle, whatever the number of variants.

@@ -3,6 +3,8 @@
 //! the Status answer and that normal service follows. Loopback only,
 //! bounded in time.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -3,6 +3,8 @@
 //! every 100 ms while the load steps every 6 s (two up-and-down cycles). Prints how often and
 //! for how long their answers disagree (docs/benchmarks.md, "Two replicas").
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -4,6 +4,8 @@
 //! a Python grpcio client, and an emulated endpoint picker's flow-control
 //! queue, with both metrics backends.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::process::Command;

@@ -4,6 +4,8 @@
 //! scrapes them over loopback and answers over HTTPS. Served items and
 //! `/metrics` say which analysis decided.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use common::{eventually, http_client, variant_yaml, Emulator, Server, VariantSpec};

@@ -20,6 +20,8 @@
 //! there are no averages and the capacity is B; the tests wait for the
 //! final count.)
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::time::Duration;

@@ -4,6 +4,8 @@
 //! that request them; real `emulate` replicas report their load and KV cache.
 //! Two models compete for the 3 GPUs that are free.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::time::Duration;

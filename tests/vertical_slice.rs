@@ -2,6 +2,8 @@
 //! `serve --inventory file:... --metrics-backend scrape` scrapes them and
 //! answers the external metrics API over real HTTPS.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use common::{two_model_inventory, Emulator, Server};

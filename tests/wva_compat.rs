@@ -4,6 +4,8 @@
 //! upstream's internal/saturation/analyzer_test.go is replayed as a table
 //! against our analyzer. docs/wva-compatibility.md lists the differences.
 
+#![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
+
 mod common;
 
 use std::path::{Path, PathBuf};

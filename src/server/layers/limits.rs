@@ -178,6 +178,50 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tower::{Service, ServiceExt};
+
+    /// A handler that answers after `delay`.
+    fn slow(
+        delay: Duration,
+    ) -> impl Service<Request<()>, Response = Response<Body>, Error = BoxError, Future: Send> + Clone
+    {
+        tower::service_fn(move |_req: Request<()>| async move {
+            tokio::time::sleep(delay).await;
+            Ok::<_, BoxError>(Response::new(Body::default()))
+        })
+    }
+
+    fn get() -> Request<()> {
+        Request::get("/apis").body(()).expect("test request")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn excess_requests_are_shed_and_slow_ones_time_out() {
+        let config = StackConfig {
+            max_concurrent_requests: 1,
+            request_timeout: Duration::from_secs(30),
+        };
+        let mut limited = RequestLimitsLayer(config).layer(slow(Duration::from_secs(10)));
+        let first = limited.ready().await.unwrap().call(get());
+        let mut other = limited.clone();
+        let second = other.ready().await.unwrap().call(get()).await;
+        assert!(
+            second.unwrap_err().is::<Overloaded>(),
+            "the limit is shared by clones"
+        );
+        assert_eq!(first.await.unwrap().status(), 200);
+        let third = limited.ready().await.unwrap().call(get()).await;
+        assert_eq!(third.unwrap().status(), 200, "the permit came back");
+
+        let mut stuck = RequestLimitsLayer(config).layer(slow(Duration::from_secs(31)));
+        let answer = stuck.ready().await.unwrap().call(get()).await;
+        assert!(answer.unwrap_err().is::<TimedOut>());
+        let again = stuck.ready().await.unwrap().call(get()).await;
+        assert!(
+            again.unwrap_err().is::<TimedOut>(),
+            "a timed-out request frees its permit"
+        );
+    }
 
     #[test]
     fn uri_length_counts_what_the_client_sent() {

@@ -70,7 +70,8 @@ impl<S> tower::Layer<S> for ErrorsAsStatusLayer {
 /// Turns the errors of the layers below into Status answers.
 pub struct ErrorsAsStatus<S> {
     inner: S,
-    /// A readiness error (load shedding says so in `poll_ready`), answered
+    /// A readiness error of the layers below (none of ours fails there
+    /// today; a tower layer added later might), answered
     /// on the next call.
     ready_error: Option<BoxError>,
 }

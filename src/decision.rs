@@ -196,6 +196,11 @@ impl DecisionEngine {
         self
     }
 
+    /// The thresholds in force (replaced as a whole on a ConfigMap change).
+    pub fn thresholds(&self) -> &Arc<ArcSwap<ThresholdConfig>> {
+        &self.thresholds
+    }
+
     pub fn scale_to_zero(&self) -> &Arc<ArcSwap<ScaleToZeroConfig>> {
         &self.scale_to_zero
     }

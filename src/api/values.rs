@@ -95,6 +95,25 @@ pub async fn external_metric_values(
     metric: &str,
     query: Option<&str>,
 ) -> Result<Vec<u8>, ApiError> {
+    external_metric_answer(engine, namespace, metric, query).map(|a| a.body)
+}
+
+/// A values answer, and whether asking again with the same inputs gives
+/// the same answer (false when an analysis with state between decisions,
+/// the token-based one, took part).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValuesAnswer {
+    pub body: Vec<u8>,
+    pub repeatable: bool,
+}
+
+/// As [`external_metric_values`], with [`ValuesAnswer::repeatable`].
+pub fn external_metric_answer(
+    engine: &DecisionEngine,
+    namespace: &str,
+    metric: &str,
+    query: Option<&str>,
+) -> Result<ValuesAnswer, ApiError> {
     let (name, served) = ServedMetric::from_name(metric).ok_or_else(|| {
         let names: Vec<&str> = SERVED_NAMES.iter().map(|(n, _)| *n).collect();
         ApiError::not_found(format!(
@@ -110,7 +129,13 @@ pub async fn external_metric_values(
         .round(jiff::Unit::Second)
         .unwrap_or_else(|_| jiff::Timestamp::now())
         .to_string();
-    Ok(render_list(name, served, &decisions, &timestamp))
+    let repeatable = decisions
+        .iter()
+        .all(|d| d.analyzer != crate::saturation::v2::ANALYZER_NAME);
+    Ok(ValuesAnswer {
+        body: render_list(name, served, &decisions, &timestamp),
+        repeatable,
+    })
 }
 
 /// Serialises the list. Values are Quantities in milli units; the ratio is

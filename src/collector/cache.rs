@@ -80,6 +80,10 @@ pub struct MetricsCache {
     /// The endpoint picker's queues as last fetched (None: no source, or
     /// not fetched yet).
     scheduler: arc_swap::ArcSwapOption<SchedulerQueues>,
+    /// Counts the changes: bumped after every write, so that a value read
+    /// before a computation tells whether its inputs changed since
+    /// (`server::answers`).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl MetricsCache {
@@ -100,6 +104,7 @@ impl MetricsCache {
     /// Stores the metrics of one pod.
     pub fn insert(&self, key: PodKey, metrics: ReplicaMetrics) {
         self.replicas.insert(key, metrics);
+        self.changed();
     }
 
     /// Stores the metrics of one pod, overwriting an existing entry in
@@ -111,12 +116,14 @@ impl MetricsCache {
                 self.replicas.insert(key.to_owned(), metrics);
             }
         }
+        self.changed();
     }
 
     /// Drops the entries for which `keep` returns false (pods that no
     /// longer exist, or whose newest sample is too old to be kept).
     pub fn retain(&self, keep: impl Fn(&str, &ReplicaMetrics) -> bool) {
         self.replicas.retain(|k, m| keep(k.as_str(), m));
+        self.changed();
     }
 
     /// Records that a fetch cycle started at `at` reached the data source
@@ -128,6 +135,7 @@ impl MetricsCache {
                 self.fetched.insert(model.clone(), at);
             }
         }
+        self.changed();
     }
 
     /// When a fetch cycle last reached the data source of `model`.
@@ -138,11 +146,13 @@ impl MetricsCache {
     /// Forgets the fetch records of models for which `keep` returns false.
     pub fn retain_models(&self, keep: impl Fn(&ModelKey) -> bool) {
         self.fetched.retain(|k, _| keep(k));
+        self.changed();
     }
 
     /// Replaces the endpoint picker's queues with those of a cycle.
     pub fn set_scheduler_queues(&self, queues: SchedulerQueues) {
         self.scheduler.store(Some(std::sync::Arc::new(queues)));
+        self.changed();
     }
 
     /// The queue of `model_id` in the endpoint picker, if queues were
@@ -159,6 +169,16 @@ impl MetricsCache {
 
     pub fn len(&self) -> usize {
         self.replicas.len()
+    }
+
+    /// The number of changes so far (see the field).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     pub fn is_empty(&self) -> bool {

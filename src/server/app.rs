@@ -15,6 +15,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use prometheus_client::registry::Registry;
 
+use super::answers::Answers;
 use super::auth::Auth;
 pub use super::layers::errors::{error_response, overloaded, timed_out};
 use super::layers::routing::Routed;
@@ -22,7 +23,7 @@ pub use super::layers::Body;
 use crate::api::custom::{custom_metric_values, CustomVersion};
 use crate::api::discovery::DiscoveryDocuments;
 use crate::api::router::Route;
-use crate::api::values::external_metric_values;
+use crate::api::values::external_metric_answer;
 use crate::decision::DecisionEngine;
 use crate::k8s::status::ApiError;
 use crate::telemetry::Telemetry;
@@ -44,17 +45,24 @@ pub struct AppState {
     pub auth: Option<Arc<Auth>>,
 }
 
-/// The routing service, cheap to clone (one per connection).
+/// The handlers, cheap to clone (one per connection).
 #[derive(Clone)]
 pub struct App {
     state: Arc<AppState>,
+    answers: Arc<Answers>,
 }
 
 impl App {
     pub fn new(state: AppState) -> Self {
         App {
+            answers: Arc::new(Answers::new(Arc::clone(&state.engine))),
             state: Arc::new(state),
         }
+    }
+
+    /// The values answers kept for repeated requests.
+    pub fn answers(&self) -> &Answers {
+        &self.answers
     }
 
     /// The server's own metrics, for the layers below HTTP.
@@ -122,11 +130,26 @@ impl App {
                 Err(e) => error_response(&e),
             },
             Route::ExternalMetric { namespace, metric } => {
-                match external_metric_values(&s.engine, namespace, metric, req.uri.query()).await {
-                    Ok(body) => ok(JSON, Bytes::from(body)),
-                    Err(e) => error_response(&e),
-                }
+                self.external_values(namespace, metric, req)
             }
+        }
+    }
+
+    /// A values request: the kept answer while its inputs are unchanged
+    /// (see [`Answers`]), else a new one.
+    fn external_values(
+        &self,
+        namespace: &str,
+        metric: &str,
+        req: &http::request::Parts,
+    ) -> Response<Body> {
+        let request = req.uri.path_and_query().map_or("", |pq| pq.as_str());
+        let answer = self.answers.answer(request, || {
+            external_metric_answer(&self.state.engine, namespace, metric, req.uri.query())
+        });
+        match answer {
+            Ok(body) => ok(JSON, body),
+            Err(e) => error_response(&e),
         }
     }
 

@@ -4,6 +4,7 @@
 //! telemetry, routing, authentication, authorization; one file each under
 //! [`layers`]) -> the handlers of [`App`].
 
+pub mod answers;
 pub mod app;
 pub mod auth;
 pub mod connection;

@@ -1,7 +1,7 @@
 //! Errors as Kubernetes `Status` answers: every refusal, whatever layer
 //! makes it, is a `metav1.Status` JSON body with the matching HTTP code.
-//! [`ErrorsAsStatus`] turns the errors of the tower layers below it (load
-//! shedding, timeout) into such answers, so that hyper only ever sees a
+//! [`ErrorsAsStatus`] turns the errors of the layers below it (overload,
+//! timeout) into such answers, so that hyper only ever sees a
 //! response.
 
 use std::convert::Infallible;
@@ -13,6 +13,7 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response};
 use tower::BoxError;
 
+use super::limits::{Overloaded, TimedOut};
 use super::Body;
 use crate::k8s::status::ApiError;
 
@@ -42,9 +43,9 @@ pub fn timed_out() -> Response<Body> {
 
 /// The Status answer for an error of a tower layer.
 pub fn status_for(e: BoxError) -> Response<Body> {
-    if e.is::<tower::load_shed::error::Overloaded>() {
+    if e.is::<Overloaded>() {
         overloaded()
-    } else if e.is::<tower::timeout::error::Elapsed>() {
+    } else if e.is::<TimedOut>() {
         timed_out()
     } else {
         tracing::error!(error = %e, "request failed inside the stack");
@@ -69,7 +70,8 @@ impl<S> tower::Layer<S> for ErrorsAsStatusLayer {
 /// Turns the errors of the layers below into Status answers.
 pub struct ErrorsAsStatus<S> {
     inner: S,
-    /// A readiness error (load shedding says so in `poll_ready`), answered
+    /// A readiness error of the layers below (none of ours fails there
+    /// today; a tower layer added later might), answered
     /// on the next call.
     ready_error: Option<BoxError>,
 }

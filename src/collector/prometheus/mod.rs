@@ -611,6 +611,9 @@ const LARGE_FLEET_PODS: usize = 10_000;
 /// on 2 cores more do not shorten the cycle, they only hold more answers.
 const LARGE_FLEET_IN_FLIGHT: usize = 2;
 
+/// The most buffer reserved up front for an answer from its Content-Length.
+const PREALLOCATE_LIMIT: u64 = 64 * 1024 * 1024;
+
 /// Answers larger than this are decoded on the blocking pool.
 const INLINE_DECODE_LIMIT: usize = 64 * 1024;
 
@@ -624,9 +627,16 @@ type Failure = (ErrorClass, &'static str, String);
 async fn execute(
     request: prometheus_http_query::InstantQueryBuilder,
 ) -> Result<Vec<SeriesValue>, Failure> {
-    let response = request.get_raw().await.map_err(|e| classify(&e))?;
+    let mut response = request.get_raw().await.map_err(|e| classify(&e))?;
     let status = response.status();
-    let body = response.bytes().await.map_err(|e| classify_reqwest(&e))?;
+    // Read into one buffer of the announced size: collecting the chunks
+    // and then joining them held a large answer twice.
+    let announced = response.content_length().unwrap_or(0);
+    let mut body =
+        Vec::with_capacity(usize::try_from(announced.min(PREALLOCATE_LIMIT)).unwrap_or(0));
+    while let Some(chunk) = response.chunk().await.map_err(|e| classify_reqwest(&e))? {
+        body.extend_from_slice(&chunk);
+    }
     // Refused credentials stay refused: fail at once, whatever the body
     // (an authenticating proxy rarely answers Prometheus' JSON).
     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {

@@ -14,7 +14,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::apiserver::ApiServer;
-use common::{eventually, Server};
+use common::Server;
 use wva_metrics_server::emulator::fleet::Fleet;
 use wva_metrics_server::emulator::prometheus_api;
 
@@ -56,9 +56,15 @@ async fn bench_kube_inventory_memory() {
         .await
         .unwrap();
     let url = format!("http://{}", prometheus.addr());
-    let server = Server::launch_kube(
-        &api,
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path()).display().to_string();
+    let server = Server::launch(
+        dir,
         &[
+            "--inventory",
+            "kube",
+            "--namespace",
+            "wva-system",
             "--metrics-backend",
             "prometheus",
             "--prometheus-url",
@@ -68,22 +74,35 @@ async fn bench_kube_inventory_memory() {
             "--metrics-cache-ttl",
             "1h",
         ],
-        &[],
+        &[("KUBECONFIG", &kubeconfig)],
+        true,
     );
     let pid = server.proc.child.id();
     let started = Instant::now();
     // The first answer: the inventory is listed and a fetch cycle applied.
     let ns = fleet.namespace(42);
     let selector = format!("target_name={}", fleet.target_name(42));
-    eventually(Duration::from_secs(600), "a first values answer", || {
-        let server = &server;
-        let (ns, selector) = (&ns, &selector);
-        async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            server.value(ns, "wva_desired_ratio", selector).await
+    let url = format!(
+        "{}/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/wva_desired_ratio?labelSelector={}",
+        server.base,
+        common::urlencode(&selector)
+    );
+    // Not listening yet, or not ready: ask again.
+    let wait = Duration::from_secs(env("BENCH_WAIT_SECONDS", 600) as u64);
+    let mut last = String::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match server.client.get(&url).send().await {
+            Ok(r) if r.status() == 200 => break,
+            Ok(r) => last = format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(e) => last = e.to_string(),
         }
-    })
-    .await;
+        assert!(
+            started.elapsed() < wait,
+            "no answer within {wait:?}; last: {last}; serve's log:\n{}",
+            server.log()
+        );
+    }
     eprintln!(
         "first answer after {:.1?}; RSS {}, peak {}",
         started.elapsed(),

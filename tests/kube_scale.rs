@@ -89,14 +89,13 @@ async fn bench_kube_inventory_memory() {
     );
     // Not listening yet, or not ready: ask again.
     let wait = Duration::from_secs(env("BENCH_WAIT_SECONDS", 600) as u64);
-    let mut last = String::new();
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        match server.client.get(&url).send().await {
+        let last = match server.client.get(&url).send().await {
             Ok(r) if r.status() == 200 => break,
-            Ok(r) => last = format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
-            Err(e) => last = e.to_string(),
-        }
+            Ok(r) => format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(e) => e.to_string(),
+        };
         assert!(
             started.elapsed() < wait,
             "no answer within {wait:?}; last: {last}; serve's log:\n{}",

@@ -410,4 +410,74 @@ status: {podIP: "fd00::1", conditions: [{type: Ready, status: "True"}]}
         // Only pods of kept namespaces are handed out.
         assert!(s.pods(|ns| ns != "llm").is_empty());
     }
+
+    /// Watch events through the store and into resolution: the replicas
+    /// of the variant follow readiness, address, relabelling, deletion and
+    /// a relist after a dropped watch.
+    #[test]
+    fn the_replicas_follow_the_watched_pods() {
+        use watcher::Event;
+        let base = crate::inventory::file::parse_objects(
+            std::path::Path::new("t.yaml"),
+            "apiVersion: llmd.ai/v1alpha1\nkind: VariantAutoscaling\nmetadata: {name: v, namespace: llm}\nspec: {scaleTargetRef: {kind: Deployment, name: d}, modelID: m}\n",
+        )
+        .unwrap();
+        let replicas = |s: &PodStore| -> Vec<(String, bool, Option<String>)> {
+            let mut objects = base.clone();
+            objects.pods = s.pods(|_| true);
+            let (snap, problems) = crate::inventory::resolve(&objects);
+            assert!(problems.is_empty(), "{problems:?}");
+            let mut v: Vec<_> = snap
+                .pods()
+                .iter()
+                .map(|p| (p.name.clone(), p.ready, p.ip.map(|ip| ip.to_string())))
+                .collect();
+            v.sort();
+            v
+        };
+        let member = "llm-d.ai/variant: v";
+        let mut s = PodStore::new();
+        s.apply(Event::Init);
+        s.apply(Event::InitApply(web("a", "10.0.0.1", true, member)));
+        s.apply(Event::InitApply(web("b", "10.0.0.2", false, member)));
+        s.apply(Event::InitApply(web("x", "10.0.0.3", true, "app: other")));
+        s.apply(Event::InitDone);
+        let ip = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            replicas(&s),
+            [
+                ("a".into(), true, ip("10.0.0.1")),
+                ("b".into(), false, ip("10.0.0.2"))
+            ]
+        );
+        s.apply(Event::Apply(web("b", "10.0.0.2", true, member)));
+        s.apply(Event::Apply(web("a", "10.0.0.7", true, member)));
+        assert_eq!(
+            replicas(&s),
+            [
+                ("a".into(), true, ip("10.0.0.7")),
+                ("b".into(), true, ip("10.0.0.2"))
+            ]
+        );
+        // Relabelled out of the variant, and back in under another name.
+        s.apply(Event::Apply(web("a", "10.0.0.7", true, "app: other")));
+        s.apply(Event::Apply(web("x", "10.0.0.3", true, member)));
+        assert_eq!(
+            replicas(&s),
+            [
+                ("b".into(), true, ip("10.0.0.2")),
+                ("x".into(), true, ip("10.0.0.3"))
+            ]
+        );
+        s.apply(Event::Delete(web("b", "", false, "")));
+        assert_eq!(replicas(&s), [("x".into(), true, ip("10.0.0.3"))]);
+        // The watch drops; x is deleted and c created meanwhile: after the
+        // relist only c serves.
+        s.apply(Event::Init);
+        s.apply(Event::InitApply(web("c", "10.0.0.4", true, member)));
+        s.apply(Event::InitApply(web("a", "10.0.0.7", true, "app: other")));
+        assert_eq!(replicas(&s), [("x".into(), true, ip("10.0.0.3"))]);
+        s.apply(Event::InitDone);
+        assert_eq!(replicas(&s), [("c".into(), true, ip("10.0.0.4"))]);
+    }
 }

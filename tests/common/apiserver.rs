@@ -884,19 +884,51 @@ impl ApiServer {
     ) -> Response<TestBody> {
         let mut st = self.state.lock().unwrap();
         st.lists += 1;
-        let items: Vec<Value> = st
+        // Pages, as the kube client asks (`limit`, then `continue`): the
+        // token is the list's resourceVersion and the last key served.
+        let limit: Option<usize> = query
+            .get("limit")
+            .and_then(|l| l.parse().ok())
+            .filter(|&l| l > 0);
+        let after: Option<(String, String, String)> = query.get("continue").and_then(|c| {
+            let mut parts = c.splitn(3, '/');
+            Some((
+                parts.next()?.to_owned(),
+                parts.next()?.to_owned(),
+                parts.next()?.to_owned(),
+            ))
+        });
+        let rv = after
+            .as_ref()
+            .map_or_else(|| st.rv.to_string(), |(rv, _, _)| rv.clone());
+        let mut items: Vec<(String, String, Value)> = st
             .objects
             .iter()
-            .filter(|((p, _, _), o)| p == plural && Self::matches(o, &namespace, query))
-            .map(|(_, o)| o.clone())
+            .filter(|((p, ns, name), o)| {
+                p == plural
+                    && after
+                        .as_ref()
+                        .is_none_or(|(_, a_ns, a_name)| (ns, name) > (a_ns, a_name))
+                    && Self::matches(o, &namespace, query)
+            })
+            .take(limit.map_or(usize::MAX, |l| l + 1))
+            .map(|((_, ns, name), o)| (ns.clone(), name.clone(), o.clone()))
             .collect();
+        let mut metadata = json!({"resourceVersion": rv});
+        if limit.is_some_and(|l| items.len() > l) {
+            items.pop();
+            if let Some((ns, name, _)) = items.last() {
+                metadata["continue"] = json!(format!("{rv}/{ns}/{name}"));
+            }
+        }
+        let items: Vec<Value> = items.into_iter().map(|(_, _, o)| o).collect();
         let api_version = prefix
             .trim_start_matches("/apis/")
             .trim_start_matches("/api/");
         let body = json!({
             "kind": format!("{kind}List"),
             "apiVersion": api_version,
-            "metadata": {"resourceVersion": st.rv.to_string()},
+            "metadata": metadata,
             "items": items,
         });
         full(StatusCode::OK, body.to_string())

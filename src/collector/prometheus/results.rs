@@ -89,7 +89,7 @@ struct Envelope<'a> {
 /// vector are decoded in the same pass; any other result is skipped.
 struct Data<'a> {
     result_type: Text<'a>,
-    rows: Option<Vec<Row<'a>>>,
+    rows: Option<Vec<SeriesValue>>,
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Data<'a> {
@@ -107,7 +107,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Data<'a> {
                 while let Some(key) = map.next_key::<Text<'a>>()? {
                     match (key.0.as_ref(), result_type.as_ref()) {
                         ("resultType", _) => result_type = Some(map.next_value()?),
-                        ("result", Some(t)) if t.0 == "vector" => rows = Some(map.next_value()?),
+                        ("result", Some(t)) if t.0 == "vector" => {
+                            rows = Some(map.next_value_seed(Rows(std::marker::PhantomData))?)
+                        }
                         ("result", Some(_)) => {
                             map.next_value::<de::IgnoredAny>()?;
                         }
@@ -121,12 +123,43 @@ impl<'de: 'a, 'a> Deserialize<'de> for Data<'a> {
                 let result_type =
                     result_type.ok_or_else(|| de::Error::missing_field("resultType"))?;
                 if let (Some(raw), "vector") = (deferred, result_type.0.as_ref()) {
-                    rows = Some(serde_json::from_str(raw.get()).map_err(de::Error::custom)?);
+                    let mut d = serde_json::Deserializer::from_str(raw.get());
+                    rows = Some(
+                        de::DeserializeSeed::deserialize(Rows(std::marker::PhantomData), &mut d)
+                            .map_err(de::Error::custom)?,
+                    );
                 }
                 Ok(Data { result_type, rows })
             }
         }
         d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// The rows of a vector, each turned into a [`SeriesValue`] as soon as it
+/// is read: the wire rows of a 100,000-series answer are never all held
+/// at once (they were 17 MB, twice that while their vector grew).
+struct Rows<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> de::DeserializeSeed<'de> for Rows<'a> {
+    type Value = Vec<SeriesValue>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Vec<SeriesValue>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of series")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut strings = Interner::default();
+                let mut out = Vec::new();
+                while let Some(row) = seq.next_element::<Row<'a>>()? {
+                    out.push(series_value(row, &mut strings).map_err(de::Error::custom)?);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
     }
 }
 
@@ -189,34 +222,34 @@ pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
     let Some(rows) = data.rows else {
         return Ok(Decoded::OtherResultType(data.result_type.0.into_owned()));
     };
-    let mut strings = Interner::default();
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        // Per-model rows (the endpoint picker's queues) have no pod; they
-        // never join a pod, but are read by model.
-        let pod = row.metric.pod.or(row.metric.name).unwrap_or_default();
-        let text = &row.value.1 .0;
-        let value = text
-            .parse::<f64>()
-            .map_err(|_| DecodeError(format!("sample value {text:?} is not a number")))?;
-        let (blocks, block_size) = (&row.metric.num_gpu_blocks, &row.metric.block_size);
-        let kv_cache = match (blocks, block_size) {
-            (Some(_), Some(_)) => crate::collector::exposition::kv_cache_from_labels(|k| match k {
-                "num_gpu_blocks" => blocks.as_ref().map(|t| t.0.as_ref()),
-                "block_size" => block_size.as_ref().map(|t| t.0.as_ref()),
-                _ => None,
-            }),
+    Ok(Decoded::Vector(rows))
+}
+
+/// One wire row as a [`SeriesValue`]; Err names a value that is not a number.
+fn series_value<'a>(row: Row<'a>, strings: &mut Interner<'a>) -> Result<SeriesValue, String> {
+    // Per-model rows (the endpoint picker's queues) have no pod; they
+    // never join a pod, but are read by model.
+    let pod = row.metric.pod.or(row.metric.name).unwrap_or_default();
+    let text = &row.value.1 .0;
+    let value = text
+        .parse::<f64>()
+        .map_err(|_| format!("sample value {text:?} is not a number"))?;
+    let (blocks, block_size) = (&row.metric.num_gpu_blocks, &row.metric.block_size);
+    let kv_cache = match (blocks, block_size) {
+        (Some(_), Some(_)) => crate::collector::exposition::kv_cache_from_labels(|k| match k {
+            "num_gpu_blocks" => blocks.as_ref().map(|t| t.0.as_ref()),
+            "block_size" => block_size.as_ref().map(|t| t.0.as_ref()),
             _ => None,
-        };
-        out.push(SeriesValue {
-            namespace: strings.get(row.metric.namespace),
-            pod: pod.0.into(),
-            model_name: strings.get(row.metric.model_name),
-            value,
-            kv_cache,
-        });
-    }
-    Ok(Decoded::Vector(out))
+        }),
+        _ => None,
+    };
+    Ok(SeriesValue {
+        namespace: strings.get(row.metric.namespace),
+        pod: pod.0.into(),
+        model_name: strings.get(row.metric.model_name),
+        value,
+        kv_cache,
+    })
 }
 
 #[cfg(test)]

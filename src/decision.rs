@@ -364,9 +364,9 @@ impl DecisionEngine {
             .collect();
         let mut out = Vec::new();
         for p in snapshot.pods().iter().filter(|p| {
-            p.ready && p.namespace == namespace && pod.is_none_or(|name| p.name == name)
+            p.ready && *p.namespace == *namespace && pod.is_none_or(|name| p.name == name)
         }) {
-            let Some(v) = variant_labels.get(p.variant.as_str()) else {
+            let Some(v) = variant_labels.get(&*p.variant) else {
                 continue;
             };
             let mut labels = v.metric_labels.clone();
@@ -580,13 +580,13 @@ impl DecisionEngine {
                     m.age(now),
                     ReplicaLoad {
                         pod: pod.name.clone(),
-                        variant: pod.variant.clone(),
+                        variant: pod.variant.to_string(),
                         kv: m.kv_usage,
                         queue: m.queue_waiting,
                     },
                     ReplicaTokens {
                         pod: pod.name.clone(),
-                        variant: pod.variant.clone(),
+                        variant: pod.variant.to_string(),
                         accelerator: String::new(),
                         kv: m.kv_usage,
                         queue: m.queue_waiting,
@@ -660,7 +660,7 @@ impl DecisionEngine {
             snapshot
                 .pods()
                 .iter()
-                .filter(|p| p.namespace == v.namespace && p.variant == v.name)
+                .filter(|p| *p.namespace == *v.namespace && *p.variant == *v.name)
                 .filter_map(|p| inventory.pod_gpus(&p.namespace, &p.name))
                 .max()
                 .unwrap_or(1)

@@ -127,10 +127,11 @@ impl EmulatedDeployment {
         let deployment = objects::deployment(NAMESPACE, TARGET, self.spec, ready);
         let mut objects = InventoryObjects::default();
         if let Ok(va) = serde_json::from_value(va) {
-            objects.variant_autoscalings.push(va);
+            objects.variant_autoscalings.push(std::sync::Arc::new(va));
         }
-        if let Ok(d) = serde_json::from_value(deployment) {
-            objects.deployments.push(d);
+        if let Ok(d) = serde_json::from_value::<k8s_openapi::api::apps::v1::Deployment>(deployment)
+        {
+            objects.add_workload(&d);
         }
         for (i, r) in self.replicas.iter().enumerate().take(self.spec as usize) {
             let is_ready = now.duration_since(self.started[i]) >= STARTUP_DELAY;

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use super::objects;
 use crate::inventory::pods::{Interner, PodRecord};
+use crate::inventory::projection::Project;
+use crate::inventory::workloads::WorkloadRecord;
 use crate::inventory::InventoryObjects;
 
 /// Shape of a generated fleet.
@@ -123,8 +125,13 @@ impl Fleet {
             match value["kind"].as_str() {
                 Some("VariantAutoscaling") => objects
                     .variant_autoscalings
-                    .push(serde_json::from_value(value)?),
-                Some("Deployment") => objects.deployments.push(serde_json::from_value(value)?),
+                    .push(Arc::new(serde_json::from_value(value)?)),
+                Some("Deployment") => {
+                    let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(value)?;
+                    objects
+                        .workloads
+                        .push(Arc::new(WorkloadRecord::project(&d, &mut interner)));
+                }
                 Some(_) | None => objects.pods.push(Arc::new(PodRecord::project(
                     &serde_json::from_value(value)?,
                     &mut interner,
@@ -169,7 +176,7 @@ mod tests {
             crate::inventory::file::parse_objects(std::path::Path::new("fleet.yaml"), &text)
                 .unwrap();
         assert_eq!(parsed.variant_autoscalings.len(), 4);
-        assert_eq!(parsed.deployments.len(), 4);
+        assert_eq!(parsed.workloads.len(), 4);
         assert_eq!(parsed.pods.len(), 8);
     }
 

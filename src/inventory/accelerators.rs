@@ -68,14 +68,21 @@ pub fn node_gpus(node: &Node) -> Option<(String, u32)> {
 }
 
 fn container_gpus(c: &Container) -> u32 {
-    let Some(requests) = c.resources.as_ref().and_then(|r| r.requests.as_ref()) else {
+    let Some(resources) = c.resources.as_ref() else {
         return 0;
     };
+    // The API server defaults an extended resource's request to its limit
+    // (GPUs are usually written as limits only); objects from a file have
+    // not been through that defaulting.
     VENDORS
         .iter()
         .filter_map(|v| {
-            requests
-                .get(&format!("{v}/gpu"))
+            let name = format!("{v}/gpu");
+            resources
+                .requests
+                .as_ref()
+                .and_then(|r| r.get(&name))
+                .or_else(|| resources.limits.as_ref().and_then(|l| l.get(&name)))
                 .and_then(|q| gpus_of(&q.0))
         })
         .sum()
@@ -348,6 +355,10 @@ mod tests {
         assert_eq!(node_gpus(&cpu_only), None);
         let p = pod("metadata: {name: p, namespace: ns}\nspec: {nodeName: n1, containers: [{name: a, resources: {requests: {nvidia.com/gpu: \"2\"}}}, {name: b, resources: {requests: {nvidia.com/gpu: \"1\"}}}], initContainers: [{name: i, resources: {requests: {nvidia.com/gpu: \"4\"}}}]}\nstatus: {phase: Running}");
         assert_eq!(pod_gpus(&p), 4, "the init container's 4 > 2 + 1");
+        // A limit alone counts (the API server defaults the request to it);
+        // a request, where given, wins.
+        let limits = pod("metadata: {name: l}\nspec: {containers: [{name: a, resources: {limits: {nvidia.com/gpu: \"2\"}}}, {name: b, resources: {requests: {amd.com/gpu: \"1\"}, limits: {amd.com/gpu: \"3\"}}}]}");
+        assert_eq!(pod_gpus(&limits), 3);
         assert!(pod_holds_gpus(&p));
         let done = pod(
             "metadata: {name: q}\nspec: {nodeName: n1, containers: []}\nstatus: {phase: Succeeded}",

@@ -5,12 +5,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use tokio_util::sync::CancellationToken;
 
 use super::pods::{Interner, PodRecord};
+use super::projection::Project;
 use super::resolve::{resolve_with, InventoryObjects, ResolveOptions};
 use super::store::InventoryStore;
+use super::workloads::WorkloadRecord;
 
 /// How often the file's modification time is checked. Polling the metadata
 /// (instead of inotify) also sees the symlink swap of a mounted ConfigMap.
@@ -374,18 +377,28 @@ pub fn parse_objects_with_lines(
         match kind.as_str() {
             "VariantAutoscaling" => objects
                 .variant_autoscalings
-                .push(typed_document(path, doc, &kind, &given)?),
-            "Deployment" => objects
-                .deployments
-                .push(typed_document(path, doc, &kind, &given)?),
-            "StatefulSet" => objects
-                .stateful_sets
-                .push(typed_document(path, doc, &kind, &given)?),
-            "ReplicaSet" => objects
-                .replica_sets
-                .push(typed_document(path, doc, &kind, &given)?),
-            // Each Pod is kept as its projection as soon as it is read:
-            // at 100,000 pods the typed objects took hundreds of MiB.
+                .push(Arc::new(typed_document(path, doc, &kind, &given)?)),
+            // Workloads and Pods are kept as their projections as soon as
+            // they are read: at 100,000 pods the typed objects took
+            // hundreds of MiB.
+            "Deployment" => {
+                let d: Deployment = typed_document(path, doc, &kind, &given)?;
+                objects
+                    .workloads
+                    .push(Arc::new(WorkloadRecord::project(&d, &mut interner)));
+            }
+            "StatefulSet" => {
+                let s: StatefulSet = typed_document(path, doc, &kind, &given)?;
+                objects
+                    .workloads
+                    .push(Arc::new(WorkloadRecord::project(&s, &mut interner)));
+            }
+            "ReplicaSet" => {
+                let rs: ReplicaSet = typed_document(path, doc, &kind, &given)?;
+                objects
+                    .workloads
+                    .push(Arc::new(WorkloadRecord::project(&rs, &mut interner)));
+            }
             "Pod" => {
                 let pod: Pod = typed_document(path, doc, &kind, &given)?;
                 objects
@@ -394,10 +407,10 @@ pub fn parse_objects_with_lines(
             }
             "HorizontalPodAutoscaler" => objects
                 .horizontal_pod_autoscalers
-                .push(typed_document(path, doc, &kind, &given)?),
+                .push(Arc::new(typed_document(path, doc, &kind, &given)?)),
             _ => objects
                 .scaled_objects
-                .push(typed_document(path, doc, &kind, &given)?),
+                .push(Arc::new(typed_document(path, doc, &kind, &given)?)),
         }
     }
     Ok((objects, lines))
@@ -556,7 +569,7 @@ spec:
     fn a_valid_file_parses() {
         let objects = parse_objects(Path::new("inv.yaml"), &file_with(VA)).unwrap();
         assert_eq!(objects.variant_autoscalings.len(), 1);
-        assert_eq!(objects.deployments.len(), 1);
+        assert_eq!(objects.workloads.len(), 1);
     }
 
     #[test]

@@ -34,9 +34,11 @@ use tokio_util::sync::CancellationToken;
 use super::changes::{fingerprint, key_of, ChangeFilter, Observed};
 use super::crd::VariantAutoscaling;
 use super::namespace_config::{ConfigMapData, NamespacePolicy, ThresholdsReconciler};
-use super::pods::PodStore;
+use super::pods::PodRecord;
+use super::projection::{Project, ProjectionStore};
 use super::resolve::{resolve_with, InventoryObjects, ObjectRef, ResolveOptions};
 use super::store::InventoryStore;
+use super::workloads::WorkloadRecord;
 use crate::saturation::{ThresholdConfig, CONFIGMAP_NAME};
 
 /// How long a burst of changes is collected before the snapshot is rebuilt.
@@ -141,17 +143,22 @@ pub fn required_rbac() -> Vec<RbacRule> {
     ]
 }
 
+/// The projections of one watched kind, shared between its watch task and
+/// the rebuild loop.
+type Projected<K, R> = Arc<Mutex<ProjectionStore<K, R>>>;
+
 /// The stores of every watched kind.
 #[derive(Clone)]
 struct Stores {
     vas: Store<VariantAutoscaling>,
     hpas: Store<HorizontalPodAutoscaler>,
     scaled_objects: Option<Store<DynamicObject>>,
-    deployments: Store<Deployment>,
-    stateful_sets: Store<StatefulSet>,
-    replica_sets: Store<ReplicaSet>,
-    /// Pods as projections, not typed objects ([`PodStore`]).
-    pods: Arc<Mutex<PodStore>>,
+    /// Workloads and pods as projections, not typed objects
+    /// ([`super::projection`]).
+    deployments: Projected<Deployment, WorkloadRecord>,
+    stateful_sets: Projected<StatefulSet, WorkloadRecord>,
+    replica_sets: Projected<ReplicaSet, WorkloadRecord>,
+    pods: Projected<Pod, PodRecord>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
 }
 
@@ -161,17 +168,24 @@ struct Source {
     synced: AtomicBool,
 }
 
-fn collect<K>(store: &Store<K>, keep: &dyn Fn(&K) -> bool) -> Vec<K>
+/// The objects of a reflector store that `keep` accepts, shared, not copied.
+fn collect<K>(store: &Store<K>, keep: &dyn Fn(&K) -> bool) -> Vec<Arc<K>>
 where
     K: Clone + Resource + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    store
-        .state()
-        .iter()
-        .filter(|o| keep(o))
-        .map(|o| (**o).clone())
-        .collect()
+    let mut all = store.state();
+    all.retain(|o| keep(o));
+    all
+}
+
+/// The projections of namespaces that `keep` accepts.
+fn projected<K, R>(store: &Projected<K, R>, keep: impl Fn(&str) -> bool) -> Vec<Arc<R>>
+where
+    K: Resource,
+    R: Project<K>,
+{
+    store.lock().unwrap_or_else(|p| p.into_inner()).items(keep)
 }
 
 /// The namespace policy (exclusion, opt-in) from the namespaces' metadata.
@@ -189,26 +203,24 @@ fn namespace_policy(store: &Store<PartialObjectMeta<Namespace>>) -> NamespacePol
 impl Stores {
     fn objects(&self, namespaces: &HashSet<String>) -> InventoryObjects {
         let policy = namespace_policy(&self.namespaces);
-        let ns_ok = |ns: Option<String>| {
-            ns.as_deref().is_none_or(|n| policy.is_managed(n))
-                && (namespaces.is_empty() || ns.is_some_and(|n| namespaces.contains(&n)))
+        let ns_ok = |ns: Option<&str>| {
+            ns.is_none_or(|n| policy.is_managed(n))
+                && (namespaces.is_empty() || ns.is_some_and(|n| namespaces.contains(n)))
         };
+        let meta_ok = |m: &kube::api::ObjectMeta| ns_ok(m.namespace.as_deref());
+        let mut workloads = projected(&self.deployments, |n| ns_ok(Some(n)));
+        workloads.extend(projected(&self.stateful_sets, |n| ns_ok(Some(n))));
+        workloads.extend(projected(&self.replica_sets, |n| ns_ok(Some(n))));
         InventoryObjects {
-            variant_autoscalings: collect(&self.vas, &|o| ns_ok(o.namespace())),
-            horizontal_pod_autoscalers: collect(&self.hpas, &|o| ns_ok(o.namespace())),
+            variant_autoscalings: collect(&self.vas, &|o| meta_ok(o.meta())),
+            horizontal_pod_autoscalers: collect(&self.hpas, &|o| meta_ok(o.meta())),
             scaled_objects: self
                 .scaled_objects
                 .as_ref()
-                .map(|s| collect(s, &|o| ns_ok(o.namespace())))
+                .map(|s| collect(s, &|o| meta_ok(o.meta())))
                 .unwrap_or_default(),
-            deployments: collect(&self.deployments, &|o| ns_ok(o.namespace())),
-            stateful_sets: collect(&self.stateful_sets, &|o| ns_ok(o.namespace())),
-            replica_sets: collect(&self.replica_sets, &|o| ns_ok(o.namespace())),
-            pods: self
-                .pods
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pods(|ns| ns_ok(Some(ns.to_owned()))),
+            workloads,
+            pods: projected(&self.pods, |n| ns_ok(Some(n))),
         }
     }
 }
@@ -360,12 +372,6 @@ fn strip_variant(v: &mut VariantAutoscaling) {
     v.metadata.managed_fields = None;
 }
 
-fn strip_replica_set(r: &mut ReplicaSet) {
-    r.spec = None;
-    r.status = None;
-    r.metadata.managed_fields = None;
-}
-
 /// Starts the reflectors, the rebuild loop and the thresholds watch.
 pub async fn start(
     client: Client,
@@ -404,38 +410,35 @@ pub async fn start(
         Api::<HorizontalPodAutoscaler>::all(client.clone()),
         keep_all
     );
-    // Deployments: replica counts and the few engine parameters V2 reads
-    // from the pod template, not the template itself.
-    let deployments = watch!(
-        "deployments",
-        Api::<Deployment>::all(client.clone()),
-        super::resolve::strip_deployment
-    );
-    let stateful_sets = watch!(
-        "statefulsets",
-        Api::<StatefulSet>::all(client.clone()),
-        keep_all
-    );
-    let replica_sets = watch!(
-        "replicasets",
-        Api::<ReplicaSet>::all(client.clone()),
-        strip_replica_set
-    );
-    // Pods: each event is projected as it arrives ([`PodStore`]); no
-    // typed Pod is kept.
-    let pods = Arc::new(Mutex::new(PodStore::new()));
-    {
-        let store = Arc::clone(&pods);
-        let stream = watcher(Api::<Pod>::all(client.clone()), wc()).default_backoff();
-        tasks.push(spawn_watch(
-            "pods",
-            stream,
-            &mut sources,
-            vec![Arc::clone(&changed)],
-            shutdown.clone(),
-            move |event| store.lock().unwrap_or_else(|p| p.into_inner()).apply(event),
-        ));
+    // Workloads and pods: each event is projected as it arrives
+    // ([`super::projection`]); no typed object is kept. A Deployment keeps
+    // its replica counts and the few engine parameters V2 reads from the
+    // pod template, a ReplicaSet its owning Deployment.
+    macro_rules! project {
+        ($name:literal, $kind:ty) => {{
+            let store: Projected<$kind, _> = Arc::new(Mutex::new(ProjectionStore::new()));
+            let events = Arc::clone(&store);
+            let stream = watcher(Api::<$kind>::all(client.clone()), wc()).default_backoff();
+            tasks.push(spawn_watch(
+                $name,
+                stream,
+                &mut sources,
+                vec![Arc::clone(&changed)],
+                shutdown.clone(),
+                move |event| {
+                    events
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .apply(event)
+                },
+            ));
+            store
+        }};
     }
+    let deployments = project!("deployments", Deployment);
+    let stateful_sets = project!("statefulsets", StatefulSet);
+    let replica_sets = project!("replicasets", ReplicaSet);
+    let pods = project!("pods", Pod);
 
     // ScaledObjects only when KEDA's CRD is installed: a missing CRD must
     // not keep the server unready.

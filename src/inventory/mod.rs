@@ -11,9 +11,11 @@ pub mod file;
 pub mod kube;
 pub mod namespace_config;
 pub mod pods;
+pub mod projection;
 pub mod resolve;
 pub mod snapshot;
 pub mod store;
+pub mod workloads;
 
 pub use crd::{VariantAutoscaling, VariantAutoscalingSpec};
 pub use resolve::{resolve, InventoryObjects};

@@ -7,21 +7,25 @@
 //! shared map per distinct label set: the pods of one ReplicaSet carry the
 //! same labels), the address, the readiness, the owner and the two scrape
 //! annotations. The file source projects each Pod as its document is read,
-//! the kube source each Pod as its watch event arrives ([`PodStore`]).
+//! the kube source each Pod as its watch event arrives ([`PodStore`], a
+//! [`ProjectionStore`]).
 //!
 //! Pure: no I/O.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::watcher;
 
+pub use super::projection::Interner;
+use super::projection::{Project, ProjectionStore};
 use super::resolve::{SCRAPE_PATH_ANNOTATION, SCRAPE_PORT_ANNOTATION};
 
 /// A pod's labels, shared between pods with the same set.
-pub type PodLabels = BTreeMap<String, String>;
+pub type PodLabels = super::projection::Labels;
+
+/// The kube source's pods: the projection of each watched Pod.
+pub type PodStore = ProjectionStore<Pod, PodRecord>;
 
 /// The controller of a pod, as far as resolution follows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,152 +108,20 @@ impl PodRecord {
     }
 }
 
-/// Shares equal namespaces and label sets between pods.
-#[derive(Debug, Default)]
-pub struct Interner {
-    namespaces: HashSet<Arc<str>>,
-    label_sets: HashSet<Arc<PodLabels>>,
-    /// Entries after the last prune; the next prune comes at twice as many.
-    pruned_at: usize,
-}
-
-impl Interner {
-    pub fn namespace(&mut self, namespace: &str) -> Arc<str> {
-        if let Some(n) = self.namespaces.get(namespace) {
-            return Arc::clone(n);
-        }
-        let n: Arc<str> = namespace.into();
-        self.namespaces.insert(Arc::clone(&n));
-        self.maybe_prune();
-        n
+impl Project<Pod> for PodRecord {
+    fn project(pod: &Pod, interner: &mut Interner) -> Self {
+        PodRecord::project(pod, interner)
     }
 
-    pub fn labels(&mut self, labels: Option<&PodLabels>) -> Arc<PodLabels> {
-        let empty = PodLabels::new();
-        let labels = labels.unwrap_or(&empty);
-        if let Some(l) = self.label_sets.get(labels) {
-            return Arc::clone(l);
-        }
-        let l = Arc::new(labels.clone());
-        self.label_sets.insert(Arc::clone(&l));
-        self.maybe_prune();
-        l
+    fn key(&self) -> (&Arc<str>, &str) {
+        (&self.namespace, &self.name)
     }
-
-    /// Distinct namespaces and label sets held.
-    pub fn len(&self) -> usize {
-        self.namespaces.len() + self.label_sets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Forgets entries no pod uses any more (only the interner holds
-    /// them), once the sets have doubled since the last time: a long-lived
-    /// watch sees label sets come and go (every rollout has a new
-    /// `pod-template-hash`).
-    fn maybe_prune(&mut self) {
-        if self.len() < (2 * self.pruned_at).max(1024) {
-            return;
-        }
-        self.namespaces.retain(|n| Arc::strong_count(n) > 1);
-        self.label_sets.retain(|l| Arc::strong_count(l) > 1);
-        self.pruned_at = self.len();
-    }
-}
-
-/// Pods by namespace and name.
-type PodMap = HashMap<(Arc<str>, Box<str>), Arc<PodRecord>>;
-
-/// The kube source's pods: the projections of a watch, kept the way a
-/// reflector store keeps objects. A (re-)list (`Init`, `InitApply`...,
-/// `InitDone`) is collected aside and replaces the pods when it is done, so
-/// that pods deleted while the watch was down are gone afterwards and
-/// readers never see half a list.
-#[derive(Debug, Default)]
-pub struct PodStore {
-    pods: PodMap,
-    listing: Option<PodMap>,
-    interner: Interner,
-}
-
-impl PodStore {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Applies one watch event; true when the pods changed (a rebuild is
-    /// needed). An update that leaves the projection as it was (a new
-    /// `resourceVersion`, a container restart count) is not a change.
-    pub fn apply(&mut self, event: watcher::Event<Pod>) -> bool {
-        match event {
-            watcher::Event::Init => {
-                self.listing = Some(PodMap::new());
-                false
-            }
-            watcher::Event::InitApply(pod) => {
-                let record = PodRecord::project(&pod, &mut self.interner);
-                self.listing
-                    .get_or_insert_with(PodMap::new)
-                    .insert(key(&record), Arc::new(record));
-                false
-            }
-            watcher::Event::InitDone => {
-                match self.listing.take() {
-                    Some(listed) => {
-                        let changed = listed != self.pods;
-                        self.pods = listed;
-                        changed
-                    }
-                    // A list without its start: nothing to replace.
-                    None => true,
-                }
-            }
-            watcher::Event::Apply(pod) => {
-                let record = PodRecord::project(&pod, &mut self.interner);
-                let key = key(&record);
-                if self.pods.get(&key).is_some_and(|old| **old == record) {
-                    return false;
-                }
-                self.pods.insert(key, Arc::new(record));
-                true
-            }
-            watcher::Event::Delete(pod) => {
-                let key = (
-                    Arc::from(pod.metadata.namespace.as_deref().unwrap_or_default()),
-                    Box::from(pod.metadata.name.as_deref().unwrap_or_default()),
-                );
-                self.pods.remove(&key).is_some()
-            }
-        }
-    }
-
-    /// The pods whose namespace passes `keep`, in no particular order.
-    pub fn pods(&self, keep: impl Fn(&str) -> bool) -> Vec<Arc<PodRecord>> {
-        self.pods
-            .values()
-            .filter(|p| keep(&p.namespace))
-            .cloned()
-            .collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.pods.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pods.is_empty()
-    }
-}
-
-fn key(record: &PodRecord) -> (Arc<str>, Box<str>) {
-    (Arc::clone(&record.namespace), record.name.clone())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::runtime::watcher;
 
     fn pod(yaml: &str) -> Pod {
         serde_norway::from_str(yaml).unwrap()
@@ -309,30 +181,6 @@ status: {podIP: "fd00::1", conditions: [{type: Ready, status: "True"}]}
     }
 
     #[test]
-    fn equal_namespaces_and_label_sets_are_shared() {
-        let mut interner = Interner::default();
-        let a = PodRecord::project(&web("a", "10.0.0.1", true, "app: x"), &mut interner);
-        let b = PodRecord::project(&web("b", "10.0.0.2", true, "app: x"), &mut interner);
-        let c = PodRecord::project(&web("c", "10.0.0.3", true, "app: y"), &mut interner);
-        assert!(Arc::ptr_eq(&a.labels, &b.labels));
-        assert!(Arc::ptr_eq(&a.namespace, &c.namespace));
-        assert!(!Arc::ptr_eq(&a.labels, &c.labels));
-        assert_eq!(interner.len(), 3, "one namespace, two label sets");
-    }
-
-    #[test]
-    fn unused_entries_are_pruned_once_the_sets_double() {
-        let mut interner = Interner::default();
-        let kept = interner.labels(Some(&PodLabels::from([("k".into(), "kept".into())])));
-        for i in 0..5000 {
-            interner.labels(Some(&PodLabels::from([("k".into(), i.to_string())])));
-        }
-        assert!(interner.len() < 2100, "{} entries", interner.len());
-        let again = interner.labels(Some(&PodLabels::from([("k".into(), "kept".into())])));
-        assert!(Arc::ptr_eq(&kept, &again), "a label set in use stays");
-    }
-
-    #[test]
     fn a_record_is_small() {
         // The typed Pod is 2,176 bytes inline; the record 128 at most.
         assert!(
@@ -344,7 +192,7 @@ status: {podIP: "fd00::1", conditions: [{type: Ready, status: "True"}]}
 
     fn names(store: &PodStore) -> Vec<(String, bool, String)> {
         let mut v: Vec<_> = store
-            .pods(|_| true)
+            .items(|_| true)
             .iter()
             .map(|p| {
                 let ip = match &p.ip {
@@ -384,7 +232,7 @@ status: {podIP: "fd00::1", conditions: [{type: Ready, status: "True"}]}
         // Relabelled: a change (the variant label decides membership).
         assert!(s.apply(Event::Apply(web("a", "10.0.0.9", true, "app: z"))));
         assert_eq!(
-            &*s.pods(|_| true)
+            &*s.items(|_| true)
                 .iter()
                 .find(|p| &*p.name == "a")
                 .unwrap()
@@ -408,7 +256,7 @@ status: {podIP: "fd00::1", conditions: [{type: Ready, status: "True"}]}
         assert!(!s.apply(Event::InitDone));
         assert_eq!(s.len(), 1);
         // Only pods of kept namespaces are handed out.
-        assert!(s.pods(|ns| ns != "llm").is_empty());
+        assert!(s.items(|ns| ns != "llm").is_empty());
     }
 
     /// Watch events through the store and into resolution: the replicas
@@ -424,7 +272,7 @@ status: {podIP: "fd00::1", conditions: [{type: Ready, status: "True"}]}
         .unwrap();
         let replicas = |s: &PodStore| -> Vec<(String, bool, Option<String>)> {
             let mut objects = base.clone();
-            objects.pods = s.pods(|_| true);
+            objects.pods = s.items(|_| true);
             let (snap, problems) = crate::inventory::resolve(&objects);
             assert!(problems.is_empty(), "{problems:?}");
             let mut v: Vec<_> = snap

@@ -7,15 +7,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::api::DynamicObject;
 use kube::ResourceExt;
 
 use super::crd::{VariantAutoscaling, ACCELERATOR_LABEL, DEFAULT_VARIANT_COST};
 use super::pods::{PodIp, PodOwner, PodRecord};
+use super::projection::{Interner, Project};
+use super::workloads::{WorkloadKind, WorkloadRecord};
 use crate::hpa::parse_tolerance;
-use crate::saturation::v2::{ContainerArgs, EngineParams};
+use crate::saturation::v2::EngineParams;
 
 use super::snapshot::{labels, InventorySnapshot, ReplicaPod, TargetState, Variant, VariantSource};
 
@@ -44,75 +45,18 @@ pub const CONTROLLER_INSTANCE_LABEL: &str = "wva.llmd.ai/controller-instance";
 const SCALED_OBJECT_DEFAULT_MIN: i64 = 0;
 const SCALED_OBJECT_DEFAULT_MAX: i64 = 100;
 
-/// Annotation under which a Deployment stripped by the kube source keeps
-/// the engine parameters of its pod template ([`strip_deployment`]). Local
-/// to this server's cache: never written to the cluster.
-pub const ENGINE_PARAMS_ANNOTATION: &str = "wva-metrics-server.internal/engine-params";
-
-/// The vLLM engine parameters of a pod template: every container's command
-/// and args, `VLLM_USE_V1`, and the GPUs the pod requests.
-pub fn engine_params_of(spec: &k8s_openapi::api::core::v1::PodSpec) -> EngineParams {
-    let containers = spec.containers.iter().map(|c| ContainerArgs {
-        command: c.command.as_deref().unwrap_or_default(),
-        args: c.args.as_deref().unwrap_or_default(),
-        vllm_use_v1: c
-            .env
-            .iter()
-            .flatten()
-            .find(|e| e.name == "VLLM_USE_V1")
-            .and_then(|e| e.value.as_deref()),
-    });
-    EngineParams::from_containers(containers, super::accelerators::pod_spec_gpus(spec))
-}
-
-/// A Deployment's engine parameters: parsed from its pod template when it
-/// has containers, else the ones [`strip_deployment`] kept, else vLLM's
-/// defaults (upstream reads every Deployment, and one without arguments
-/// runs with the defaults).
-pub fn deployment_engine(d: &Deployment) -> EngineParams {
-    match d.spec.as_ref().and_then(|s| s.template.spec.as_ref()) {
-        Some(spec) if !spec.containers.is_empty() => engine_params_of(spec),
-        _ => d
-            .annotations()
-            .get(ENGINE_PARAMS_ANNOTATION)
-            .and_then(|t| EngineParams::decode(t))
-            .unwrap_or_default(),
-    }
-}
-
-/// Keeps of a Deployment only what [`resolve`] reads: name, namespace,
-/// owner references, `spec.replicas`, the status, and the engine
-/// parameters of its pod template as a few numbers (under
-/// [`ENGINE_PARAMS_ANNOTATION`]). The pod template, labels, other
-/// annotations (a `last-applied-configuration` alone is the size of the
-/// object) and managed fields go.
-pub fn strip_deployment(d: &mut Deployment) {
-    let engine = deployment_engine(d);
-    d.metadata.managed_fields = None;
-    d.metadata.labels = None;
-    d.metadata.annotations =
-        Some(std::iter::once((ENGINE_PARAMS_ANNOTATION.to_owned(), engine.encode())).collect());
-    if let Some(spec) = d.spec.as_mut() {
-        spec.template = Default::default();
-        spec.selector = Default::default();
-        spec.strategy = None;
-    }
-    if let Some(status) = d.status.as_mut() {
-        status.conditions = None;
-    }
-}
-
-/// The objects an inventory is made of.
+/// The objects an inventory is made of, shared with the source that keeps
+/// them (a rebuild copies `Arc`s, not objects).
 #[derive(Debug, Default, Clone)]
 pub struct InventoryObjects {
-    pub variant_autoscalings: Vec<VariantAutoscaling>,
+    pub variant_autoscalings: Vec<Arc<VariantAutoscaling>>,
     /// HPAs; only those annotated `llm-d.ai/managed: "true"` become variants.
-    pub horizontal_pod_autoscalers: Vec<HorizontalPodAutoscaler>,
+    pub horizontal_pod_autoscalers: Vec<Arc<HorizontalPodAutoscaler>>,
     /// KEDA ScaledObjects (untyped); only annotated ones become variants.
-    pub scaled_objects: Vec<DynamicObject>,
-    pub deployments: Vec<Deployment>,
-    pub stateful_sets: Vec<StatefulSet>,
-    pub replica_sets: Vec<ReplicaSet>,
+    pub scaled_objects: Vec<Arc<DynamicObject>>,
+    /// Deployments, StatefulSets and ReplicaSets as projected by the
+    /// source ([`WorkloadRecord`]), not typed objects.
+    pub workloads: Vec<Arc<WorkloadRecord>>,
     /// Pods as projected by the source ([`PodRecord`]), not typed objects.
     pub pods: Vec<Arc<PodRecord>>,
 }
@@ -120,9 +64,19 @@ pub struct InventoryObjects {
 impl InventoryObjects {
     /// Adds a typed Pod as its projection (for sources that build Pods).
     pub fn add_pod(&mut self, pod: &k8s_openapi::api::core::v1::Pod) {
-        let mut interner = super::pods::Interner::default();
+        let mut interner = Interner::default();
         self.pods
             .push(Arc::new(PodRecord::project(pod, &mut interner)));
+    }
+
+    /// Adds a typed Deployment, StatefulSet or ReplicaSet as its projection.
+    pub fn add_workload<K>(&mut self, object: &K)
+    where
+        WorkloadRecord: Project<K>,
+    {
+        let mut interner = Interner::default();
+        self.workloads
+            .push(Arc::new(WorkloadRecord::project(object, &mut interner)));
     }
 }
 
@@ -329,17 +283,21 @@ pub fn resolve_with(
     }
 
     // Which variants scale which target, to map pods found by owner chain.
-    let mut by_target: HashMap<(&str, &str, &str), Vec<&Variant>> = HashMap::new();
-    for v in &variants {
+    let mut by_target: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
+    for (i, v) in variants.iter().enumerate() {
         by_target
             .entry((&v.namespace, &v.target_kind, &v.target_name))
             .or_default()
-            .push(v);
+            .push(i);
     }
-    let by_name: HashMap<(&str, &str), &Variant> = variants
+    let by_name: HashMap<(&str, &str), usize> = variants
         .iter()
-        .map(|v| ((v.namespace.as_str(), v.name.as_str()), v))
+        .enumerate()
+        .map(|(i, v)| ((v.namespace.as_str(), v.name.as_str()), i))
         .collect();
+    // The strings a variant's pods share, made once per variant.
+    let shared: Vec<SharedNames> = variants.iter().map(SharedNames::of).collect();
+    let default_path: Arc<str> = Arc::from(DEFAULT_SCRAPE_PATH);
 
     let mut pods = Vec::new();
     for pod in &objects.pods {
@@ -353,7 +311,7 @@ pub fn resolve_with(
             }),
         };
         let Some(variant) = variant else { continue };
-        match replica_pod(pod, variant) {
+        match replica_pod(pod, &shared[variant], &default_path) {
             Ok(p) => pods.push(p),
             Err(reason) => problems.push(ResolveProblem {
                 object: format!("Pod {}/{}", ns, pod.name),
@@ -586,7 +544,7 @@ type TargetKey = (String, String, String);
 /// the target it scales. A tolerance the HPA controller would reject is
 /// reported and left out, so the controller default applies to that side.
 fn hpa_tolerances(
-    hpas: &[HorizontalPodAutoscaler],
+    hpas: &[Arc<HorizontalPodAutoscaler>],
     problems: &mut Vec<ResolveProblem>,
 ) -> HashMap<TargetKey, (Option<f64>, Option<f64>)> {
     let mut out = HashMap::new();
@@ -661,7 +619,31 @@ fn non_negative(value: Option<i32>, default: i32, field: &str) -> Result<u32, St
     u32::try_from(v).map_err(|_| format!("{field} {v} is negative"))
 }
 
-fn replica_pod(pod: &PodRecord, variant: &Variant) -> Result<ReplicaPod, String> {
+/// A variant's namespace, name and model, shared by its pods' records.
+struct SharedNames {
+    namespace: Arc<str>,
+    name: Arc<str>,
+    model_id: Arc<str>,
+}
+
+impl SharedNames {
+    fn of(v: &Variant) -> Self {
+        SharedNames {
+            namespace: v.namespace.as_str().into(),
+            name: v.name.as_str().into(),
+            model_id: v.model_id.as_str().into(),
+        }
+    }
+}
+
+/// The path vLLM serves its metrics on when a pod does not annotate one.
+const DEFAULT_SCRAPE_PATH: &str = "/metrics";
+
+fn replica_pod(
+    pod: &PodRecord,
+    variant: &SharedNames,
+    default_path: &Arc<str>,
+) -> Result<ReplicaPod, String> {
     let port = match pod.scrape_port.as_deref() {
         None => DEFAULT_SCRAPE_PORT,
         Some(p) => p
@@ -672,13 +654,13 @@ fn replica_pod(pod: &PodRecord, variant: &Variant) -> Result<ReplicaPod, String>
             .ok_or_else(|| format!("annotation {SCRAPE_PORT_ANNOTATION}={p:?} is not a port"))?,
     };
     let path = match pod.scrape_path.as_deref() {
-        Some(p) if p.starts_with('/') => p.to_owned(),
+        Some(DEFAULT_SCRAPE_PATH) | None => Arc::clone(default_path),
+        Some(p) if p.starts_with('/') => Arc::from(p),
         Some(p) => {
             return Err(format!(
                 "annotation {SCRAPE_PATH_ANNOTATION}={p:?} must start with '/'"
             ))
         }
-        None => "/metrics".to_owned(),
     };
     let ip = match &pod.ip {
         PodIp::Missing => None,
@@ -688,10 +670,10 @@ fn replica_pod(pod: &PodRecord, variant: &Variant) -> Result<ReplicaPod, String>
     let name = pod.name.to_string();
     Ok(ReplicaPod {
         key: crate::inventory::pod_key(&variant.namespace, &name),
-        namespace: variant.namespace.clone(),
+        namespace: Arc::clone(&variant.namespace),
         name,
-        variant: variant.name.clone(),
-        model_id: variant.model_id.clone(),
+        variant: Arc::clone(&variant.name),
+        model_id: Arc::clone(&variant.model_id),
         ip,
         port,
         path,
@@ -713,53 +695,21 @@ impl TargetIndex {
     fn new(objects: &InventoryObjects) -> Self {
         let mut states = HashMap::new();
         let mut engines = HashMap::new();
-        for d in &objects.deployments {
-            engines.insert(
-                (d.namespace().unwrap_or_default(), d.name_any()),
-                deployment_engine(d),
-            );
-            let status = d.status.as_ref();
-            let state = TargetState {
-                spec_replicas: count(d.spec.as_ref().and_then(|s| s.replicas).or(Some(1))),
-                status_replicas: count(status.and_then(|s| s.replicas)),
-                ready_replicas: count(status.and_then(|s| s.ready_replicas)),
-            };
-            states.insert(
-                (
-                    d.namespace().unwrap_or_default(),
-                    "Deployment",
-                    d.name_any(),
-                ),
-                state,
-            );
-        }
-        for s in &objects.stateful_sets {
-            let status = s.status.as_ref();
-            let state = TargetState {
-                spec_replicas: count(s.spec.as_ref().and_then(|s| s.replicas).or(Some(1))),
-                status_replicas: count(status.map(|s| s.replicas)),
-                ready_replicas: count(status.and_then(|s| s.ready_replicas)),
-            };
-            states.insert(
-                (
-                    s.namespace().unwrap_or_default(),
-                    "StatefulSet",
-                    s.name_any(),
-                ),
-                state,
-            );
-        }
         let mut rs_owner = HashMap::new();
-        for rs in &objects.replica_sets {
-            if let Some(owner) = rs
-                .owner_references()
-                .iter()
-                .find(|o| o.kind == "Deployment")
-            {
-                rs_owner.insert(
-                    (rs.namespace().unwrap_or_default(), rs.name_any()),
-                    owner.name.clone(),
-                );
+        for w in &objects.workloads {
+            let key = (w.namespace.to_string(), w.name.to_string());
+            match w.kind {
+                WorkloadKind::Deployment | WorkloadKind::StatefulSet => {
+                    if let Some(engine) = &w.engine {
+                        engines.insert(key.clone(), (**engine).clone());
+                    }
+                    states.insert((key.0, w.kind.as_str(), key.1), w.state);
+                }
+                WorkloadKind::ReplicaSet => {
+                    if let Some(owner) = &w.owner_deployment {
+                        rs_owner.insert(key, owner.to_string());
+                    }
+                }
             }
         }
         TargetIndex {
@@ -811,10 +761,6 @@ impl TargetIndex {
             }
         }
     }
-}
-
-fn count(v: Option<i32>) -> u32 {
-    v.and_then(|v| u32::try_from(v).ok()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -928,7 +874,7 @@ spec:
     spec:
       containers: [{name: vllm, args: ["--max-num-seqs=8"]}]
 "#;
-        let mut objs = objects(yaml);
+        let objs = objects(yaml);
         let engines = |objs: &InventoryObjects| -> Vec<Option<(u64, u64, u32)>> {
             let (snap, problems) = resolve(objs);
             assert!(problems.is_empty(), "{problems:?}");
@@ -946,26 +892,15 @@ spec:
         };
         let want = vec![Some((2048, 64, 2)), Some((1024, 32, 1)), None];
         assert_eq!(engines(&objs), want);
-        let before = serde_json::to_string(&objs.deployments[0]).unwrap().len();
-        objs.deployments.iter_mut().for_each(strip_deployment);
-        let after = serde_json::to_string(&objs.deployments[0]).unwrap().len();
-        assert_eq!(
-            engines(&objs),
-            want,
-            "stripped Deployments keep the parameters"
-        );
-        let d = &objs.deployments[0];
-        assert_eq!(d.spec.as_ref().and_then(|s| s.template.spec.as_ref()), None);
-        assert_eq!(d.labels().len(), 0);
-        assert_eq!(d.annotations().len(), 1);
-        assert!(after < before, "{after} >= {before}");
-        // Replica counts survive the strip.
+        // Replica counts come with the projection.
         let (snap, _) = resolve(&objs);
         let a = snap.variants().iter().find(|v| v.name == "a").unwrap();
         assert_eq!(a.target.map(|t| t.spec_replicas), Some(2));
         // A Deployment without containers runs vLLM's defaults.
         assert_eq!(
-            deployment_engine(&Deployment::default()),
+            crate::inventory::workloads::deployment_engine(
+                &k8s_openapi::api::apps::v1::Deployment::default()
+            ),
             EngineParams::default()
         );
     }

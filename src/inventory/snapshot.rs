@@ -109,19 +109,21 @@ pub fn pod_key(namespace: &str, pod: &str) -> PodKey {
     k
 }
 
-/// A pod serving a model, with what is needed to scrape it.
+/// A pod serving a model, with what is needed to scrape it. The strings
+/// pods have in common (namespace, variant, model, path) are shared: a
+/// snapshot holds 100,000 of these at scale.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaPod {
     /// `namespace/name`: the key of this pod's entry in the metrics cache.
     pub key: String,
-    pub namespace: String,
+    pub namespace: Arc<str>,
     pub name: String,
     /// Name of the variant the pod belongs to.
-    pub variant: String,
-    pub model_id: String,
+    pub variant: Arc<str>,
+    pub model_id: Arc<str>,
     pub ip: Option<IpAddr>,
     pub port: u16,
-    pub path: String,
+    pub path: Arc<str>,
     pub ready: bool,
     /// The pod's own labels, for label selectors on pods (custom metrics);
     /// shared with the other pods of the same label set.
@@ -200,11 +202,14 @@ impl InventorySnapshot {
         }
         let mut pod_positions: HashMap<String, PodPositions> = HashMap::new();
         for (i, p) in pods.iter().enumerate() {
-            pod_positions
-                .entry(p.namespace.clone())
-                .or_default()
-                .insert(p.name.clone(), i);
-            if let Some(key) = variant_model.get(&(p.namespace.as_str(), p.variant.as_str())) {
+            match pod_positions.get_mut(&*p.namespace) {
+                Some(positions) => positions.insert(p.name.clone(), i),
+                None => pod_positions
+                    .entry(p.namespace.to_string())
+                    .or_default()
+                    .insert(p.name.clone(), i),
+            };
+            if let Some(key) = variant_model.get(&(&*p.namespace, &*p.variant)) {
                 if let Some(members) = by_model.get_mut(key) {
                     members.pods.push(i);
                 }

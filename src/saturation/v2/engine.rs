@@ -20,35 +20,27 @@ pub struct ContainerArgs<'a> {
 /// The engine parameters of one variant's pods, already resolved: only
 /// the numbers V2 uses, so that the inventory keeps these instead of
 /// whole pod templates.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EngineParams {
     /// The per-step token budget: `--max-num-batched-tokens` when given,
     /// else vLLM's default (8192 with the V1 engine, 2048 with V0's
     /// chunked prefill, else `max(--max-model-len, 2048)`).
-    #[serde(rename = "b")]
     pub max_num_batched_tokens: u64,
     /// `--max-num-seqs`, else 256.
-    #[serde(rename = "s")]
     pub max_num_seqs: u64,
     /// `--gpu-memory-utilization`, else 0.9.
-    #[serde(rename = "gmu")]
     pub gpu_memory_utilization: f64,
     /// `--block-size`, else 16.
-    #[serde(rename = "bs")]
     pub block_size: u64,
     /// `--kv-cache-dtype`, else `auto`.
-    #[serde(rename = "dt")]
     pub kv_cache_dtype: String,
     /// `--tensor-parallel-size`, else 1.
-    #[serde(rename = "tp")]
     pub tensor_parallel_size: u64,
     /// `--num-gpu-blocks-override`, 0 when not set. With it the KV cache
     /// size (and so k1) is known before any pod runs.
-    #[serde(rename = "nb")]
     pub num_gpu_blocks_override: u64,
     /// GPUs one pod requests (`<vendor>/gpu` over its containers), 1 when
     /// it requests none (upstream's default).
-    #[serde(rename = "g")]
     pub gpus_per_replica: u32,
 }
 
@@ -214,17 +206,6 @@ impl EngineParams {
         let n = (b * avg_output / (avg_input + avg_output)).min(s);
         let k2 = (n * (avg_input + avg_output / 2.0)) as u64;
         (k2 > 0).then_some(k2)
-    }
-
-    /// The compact form the inventory keeps on a stripped Deployment.
-    pub fn encode(&self) -> String {
-        // A struct of numbers and one short string: serialising cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
-    }
-
-    /// Reads [`encode`](Self::encode)'s form.
-    pub fn decode(text: &str) -> Option<Self> {
-        serde_json::from_str(text).ok()
     }
 }
 
@@ -522,17 +503,7 @@ mod tests {
     }
 
     #[test]
-    fn compact_form_round_trips() {
-        let p = EngineParams {
-            kv_cache_dtype: "fp8_e4m3".into(),
-            num_gpu_blocks_override: 1875,
-            gpus_per_replica: 4,
-            ..EngineParams::default()
-        };
-        let text = p.encode();
-        assert!(text.len() < 120, "{text}");
-        assert_eq!(EngineParams::decode(&text), Some(p));
-        assert_eq!(EngineParams::decode("{not json"), None);
+    fn override_total_tokens_needs_the_override() {
         assert_eq!(EngineParams::default().override_total_tokens(), None);
         assert_eq!(
             EngineParams {

@@ -163,3 +163,156 @@ fn demo_once_with_20s_phases_goes_up_to_the_peak_to_zero_and_back() {
 fn demo_once_with_default_phases_goes_up_to_the_peak_to_zero_and_back() {
     assert_full_cycle(&demo_once(&[]));
 }
+
+/// A `demo` process whose standard output goes to a file, read as it runs
+/// (killed when dropped).
+struct DemoRun {
+    child: std::process::Child,
+    stdout: std::path::PathBuf,
+}
+
+impl DemoRun {
+    fn spawn(name: &str, flags: &[&str]) -> DemoRun {
+        let port = free_port().to_string();
+        let stdout = common::log_path(&format!("{name}-stdout"));
+        let file = |p: &std::path::Path| std::fs::File::create(p).unwrap();
+        let child = Command::new(common::BIN)
+            .args(["demo", "--port", &port])
+            .args(flags)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(file(&stdout))
+            .stderr(file(&common::log_path(name)))
+            .spawn()
+            .expect("start the demo");
+        DemoRun { child, stdout }
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// Whether it is still running.
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for DemoRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The status lines' (seconds since start, load in requests per second).
+fn loads(stdout: &str) -> Vec<(u64, f64)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("demo: t=")?;
+            let (t, rest) = rest.split_once("s load=")?;
+            let load = rest.split_whitespace().next()?;
+            Some((t.trim().parse().ok()?, load.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `--phase` sets the pace of the scripted load: with 1s phases the ramp
+/// up, hold and ramp down are over by 3s and the load is 0 from then on;
+/// with 1h phases the ramp has barely left its base (1.6 of 16 req/s).
+#[tokio::test]
+async fn phase_sets_the_pace_of_the_scripted_load() {
+    let short = DemoRun::spawn("demo-phase-1s", &["--phase", "1s"]);
+    let long = DemoRun::spawn("demo-phase-1h", &["--phase", "1h"]);
+    for demo in [&short, &long] {
+        eventually(
+            Duration::from_secs(60),
+            "a status line at 7s or later",
+            || async {
+                loads(&demo.stdout())
+                    .iter()
+                    .any(|(t, _)| *t >= 7)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    let (short, long) = (loads(&short.stdout()), loads(&long.stdout()));
+    let after_script: Vec<f64> = short.iter().filter(|(t, _)| *t >= 4).map(|l| l.1).collect();
+    assert!(
+        !after_script.is_empty() && after_script.iter().all(|l| *l == 0.0),
+        "1s phases: {short:?}"
+    );
+    assert!(
+        !long.is_empty() && long.iter().all(|(_, l)| (1.6..=1.9).contains(l)),
+        "1h phases: {long:?}"
+    );
+}
+
+/// Whether the demo's HPA took the Deployment to 0 replicas.
+fn went_to_zero(stdout: &str) -> bool {
+    stdout
+        .lines()
+        .any(|l| l.starts_with("demo: HPA scales llama-8b-decode from ") && l.ends_with(" to 0"))
+}
+
+/// `--retention` is the scale-to-zero retention period: with 2s the idle
+/// model goes to 0 (about a minute after the load, the analysis's window),
+/// with 1h it does not in that time. `--once` ends the demo after the
+/// model is back from zero; without it the demo goes on.
+#[tokio::test]
+async fn retention_decides_when_the_model_goes_to_zero_and_once_ends_the_demo() {
+    let mut once = DemoRun::spawn(
+        "demo-once",
+        &["--phase", "1s", "--retention", "2s", "--once"],
+    );
+    let mut again = DemoRun::spawn("demo-again", &["--phase", "1s", "--retention", "2s"]);
+    let mut kept = DemoRun::spawn(
+        "demo-kept",
+        &["--phase", "1s", "--retention", "1h", "--once"],
+    );
+
+    // --once: the demo exits by itself, after a full cycle and the way back.
+    let status = eventually(Duration::from_secs(240), "the --once demo to exit", || {
+        let status = once.child.try_wait().ok().flatten();
+        async move { status }
+    })
+    .await;
+    let out = once.stdout();
+    assert!(status.success(), "{out}");
+    assert!(went_to_zero(&out), "{out}");
+    let back = out
+        .find("demo: back from zero")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        out[back..].trim_end().ends_with("demo: script finished"),
+        "{out}"
+    );
+
+    // --retention 1h: meanwhile, the same script has not gone to zero.
+    assert!(kept.running(), "{}", kept.stdout());
+    let kept_out = kept.stdout();
+    assert!(!went_to_zero(&kept_out), "{kept_out}");
+    assert!(!kept_out.contains("full cycle"), "{kept_out}");
+
+    // Without --once: back from zero, and a status line after it.
+    eventually(
+        Duration::from_secs(120),
+        "a status line after the way back",
+        || {
+            let out = again.stdout();
+            let after = out
+                .find("demo: back from zero")
+                .map(|i| out[i..].contains("\ndemo: t="));
+            async move { after.filter(|a| *a).map(|_| ()) }
+        },
+    )
+    .await;
+    assert!(again.running(), "{}", again.stdout());
+    assert!(
+        !again.stdout().contains("script finished"),
+        "{}",
+        again.stdout()
+    );
+}

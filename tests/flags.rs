@@ -1,7 +1,8 @@
-//! Every flag of `serve` changes behaviour, and a test shows it: the
-//! table [`FLAG_TESTS`] names that test for each flag (a new flag without
-//! an entry fails `every_flag_has_a_test_that_shows_what_it_changes`).
-//! Here too: `--help` groups the flags under their headings; each
+//! Every flag of every subcommand changes behaviour, and a test shows it:
+//! the tables of [`FLAG_TESTS`] (one per command, read against clap's
+//! command tree) name that test for each flag (a new flag without an entry
+//! fails `every_flag_has_a_test_that_shows_what_it_changes`). For `serve`,
+//! here too: `--help` groups the flags under their headings; each
 //! environment variable does exactly what its flag does; precedence is
 //! flag > variable > default, and our variable > upstream WVA's name; a
 //! bad value is an error that names the flag, the value and, when it came
@@ -27,13 +28,36 @@ const BIN: &str = env!("CARGO_BIN_EXE_wva-metrics-server");
 /// them from the process) and start processes that inherit it: one at a time.
 static ENV_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Flag -> the test that shows what it changes (`file::function`). Several
-/// rows per flag are fine; the flags whose environment form is the one
-/// tests set are also covered by `environment_variables_do_what_their_flags_do`,
-/// which shows the two are the same.
-const FLAG_TESTS: &[(&str, &str)] = &[
-    // Global.
+/// The program's name: the key of the top-level flags in [`FLAG_TESTS`].
+const TOP: &str = "wva-metrics-server";
+
+/// Per command (the top level, then each subcommand), its flags and for
+/// each the test that shows what it changes (`file::function`). Several
+/// rows per flag are fine. A global flag is listed once, at the top level.
+const FLAG_TESTS: &[(&str, &[(&str, &str)])] = &[
+    (TOP, TOP_FLAG_TESTS),
+    ("serve", SERVE_FLAG_TESTS),
+    ("demo", DEMO_FLAG_TESTS),
+    ("emulate", EMULATE_FLAG_TESTS),
+    ("crd", &[]),
+    ("certs", CERTS_FLAG_TESTS),
+    ("simulate", SIMULATE_FLAG_TESTS),
+];
+
+/// The commands that exist only with the `emulator` cargo feature (without
+/// it they take any arguments and say they are not built).
+const EMULATOR_COMMANDS: &[&str] = &["demo", "emulate"];
+
+#[rustfmt::skip]
+const TOP_FLAG_TESTS: &[(&str, &str)] = &[
     ("--log-json", "flags.rs::log_json_writes_the_fatal_error_as_a_json_line"),
+    ("--version", "subcommand_flags.rs::version_prints_the_package_version"),
+];
+
+/// `serve`: the flags whose environment form is the one tests set are also
+/// covered by `environment_variables_do_what_their_flags_do`, which shows
+/// the two are the same.
+const SERVE_FLAG_TESTS: &[(&str, &str)] = &[
     // Serving.
     ("--secure-port", "first_hour.rs::insecure_disable_auth_listens_on_loopback_by_default"),
     ("--bind-address", "first_hour.rs::insecure_disable_auth_listens_on_loopback_by_default"),
@@ -133,6 +157,78 @@ const FLAG_TESTS: &[(&str, &str)] = &[
     ("--kube-api-qps", "api_budget.rs::calls_to_the_api_server_stay_within_qps_and_burst"),
     ("--kube-api-burst", "api_budget.rs::calls_to_the_api_server_stay_within_qps_and_burst"),
 ];
+
+#[rustfmt::skip]
+const DEMO_FLAG_TESTS: &[(&str, &str)] = &[
+    ("--port", "demo.rs::demo_answers_the_readme_requests"),
+    ("--phase", "demo.rs::phase_sets_the_pace_of_the_scripted_load"),
+    ("--once", "demo.rs::retention_decides_when_the_model_goes_to_zero_and_once_ends_the_demo"),
+    ("--analyzer", "v2_analyzer.rs::demo_runs_with_v2"),
+    ("--retention", "demo.rs::retention_decides_when_the_model_goes_to_zero_and_once_ends_the_demo"),
+];
+
+#[rustfmt::skip]
+const EMULATE_FLAG_TESTS: &[(&str, &str)] = &[
+    ("--port", "subcommand_flags.rs::emulate_flags_set_what_its_metrics_say"),
+    ("--bind-address", "subcommand_flags.rs::emulate_flags_set_what_its_metrics_say"),
+    ("--model-name", "subcommand_flags.rs::emulate_flags_set_what_its_metrics_say"),
+    ("--kv", "subcommand_flags.rs::emulate_flags_set_what_its_metrics_say"),
+    ("--waiting", "subcommand_flags.rs::emulate_flags_set_what_its_metrics_say"),
+    ("--running", "subcommand_flags.rs::emulate_flags_set_what_its_metrics_say"),
+    ("--request-rate", "subcommand_flags.rs::emulate_flags_set_what_its_metrics_say"),
+    ("--num-gpu-blocks", "subcommand_flags.rs::emulate_flags_set_what_its_metrics_say"),
+    ("--block-size", "subcommand_flags.rs::emulate_flags_set_what_its_metrics_say"),
+];
+
+#[rustfmt::skip]
+const CERTS_FLAG_TESTS: &[(&str, &str)] = &[
+    ("--namespace", "subcommand_flags.rs::certs_names_the_service_in_the_certificate_and_the_apiservices"),
+    ("--service", "subcommand_flags.rs::certs_names_the_service_in_the_certificate_and_the_apiservices"),
+    ("--out", "subcommand_flags.rs::certs_names_the_service_in_the_certificate_and_the_apiservices"),
+    ("--force", "first_hour.rs::certs_refuses_to_overwrite_without_force"),
+    ("--keda-client", "keda_limits.rs::the_certs_command_issues_a_keda_client_certificate_the_port_accepts"),
+    ("--keda-client", "subcommand_flags.rs::certs_names_the_service_in_the_certificate_and_the_apiservices"),
+];
+
+/// `simulate`: one table-driven test runs each flag away from a base run
+/// and names the number of the summary it moves (and checks that its table
+/// has every flag of `simulate`).
+#[rustfmt::skip]
+const SIMULATE_FLAG_TESTS: &[(&str, &str)] = &[
+    ("--scenario", SIMULATE_EVERY_FLAG),
+    ("--trace", SIMULATE_EVERY_FLAG),
+    ("--duration", SIMULATE_EVERY_FLAG),
+    ("--policies", SIMULATE_EVERY_FLAG),
+    ("--saturation-config", SIMULATE_EVERY_FLAG),
+    ("--model-id", SIMULATE_EVERY_FLAG),
+    ("--namespace", SIMULATE_EVERY_FLAG),
+    ("--slo-ttft", SIMULATE_EVERY_FLAG),
+    ("--out", SIMULATE_EVERY_FLAG),
+    ("--out", "simulate.rs::a_short_scenario_prints_a_table_and_writes_summary_and_report"),
+    ("--warm-up", SIMULATE_EVERY_FLAG),
+    ("--seed", SIMULATE_EVERY_FLAG),
+    ("--seed", "simulate.rs::zero_load_gives_no_violations_replicas_at_min_and_the_same_summary_per_seed"),
+    ("--min-replicas", SIMULATE_EVERY_FLAG),
+    ("--max-replicas", SIMULATE_EVERY_FLAG),
+    ("--startup-delay", SIMULATE_EVERY_FLAG),
+    ("--hpa-sync-period", SIMULATE_EVERY_FLAG),
+    ("--hpa-tolerance", SIMULATE_EVERY_FLAG),
+    ("--scale-down-stabilization", SIMULATE_EVERY_FLAG),
+    ("--scale-up-stabilization", SIMULATE_EVERY_FLAG),
+    ("--fetch-interval", SIMULATE_EVERY_FLAG),
+    ("--v2-without-token-means", SIMULATE_EVERY_FLAG),
+    ("--chain-scrape-interval", SIMULATE_EVERY_FLAG),
+    ("--chain-controller-interval", SIMULATE_EVERY_FLAG),
+    ("--chain-adapter-interval", SIMULATE_EVERY_FLAG),
+    ("--num-gpu-blocks", SIMULATE_EVERY_FLAG),
+    ("--block-size", SIMULATE_EVERY_FLAG),
+    ("--max-num-seqs", SIMULATE_EVERY_FLAG),
+    ("--prefill-tokens-per-second", SIMULATE_EVERY_FLAG),
+    ("--decode-tokens-per-second", SIMULATE_EVERY_FLAG),
+    ("--cost-per-replica-hour", SIMULATE_EVERY_FLAG),
+];
+
+const SIMULATE_EVERY_FLAG: &str = "simulate.rs::every_flag_moves_a_number_of_the_summary";
 
 /// Each `--help` heading of `serve` with its flags, in order.
 const HELP_GROUPS: &[(&str, &[&str])] = &[
@@ -278,38 +374,96 @@ fn serve_flags() -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// Every flag of the program, read from clap's command tree: (command,
+/// `--long` (or `-s`, or `<ID>` for a positional argument), its
+/// environment variable). The top level's flags are under
+/// [`TOP`]; a subcommand's exclude the global ones it inherits.
+fn cli_flags() -> Vec<(String, String, Option<String>)> {
+    let mut command = Cli::command();
+    command.build();
+    // `--long`, else `-s`, else `<ID>` for a positional argument.
+    let long_flags = |c: &clap::Command, globals: bool| -> Vec<(String, Option<String>)> {
+        c.get_arguments()
+            .filter(|a| globals || !a.is_global_set())
+            .filter(|a| a.get_long() != Some("help"))
+            .map(|a| {
+                let name = match (a.get_long(), a.get_short()) {
+                    (Some(long), _) => format!("--{long}"),
+                    (None, Some(short)) => format!("-{short}"),
+                    (None, None) => format!("<{}>", a.get_id().as_str().to_uppercase()),
+                };
+                (name, a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            })
+            .collect()
+    };
+    let mut all: Vec<(String, String, Option<String>)> = long_flags(&command, true)
+        .into_iter()
+        .map(|(f, e)| (TOP.to_owned(), f, e))
+        .collect();
+    for sub in command.get_subcommands().filter(|c| c.get_name() != "help") {
+        all.extend(
+            long_flags(sub, false)
+                .into_iter()
+                .map(|(f, e)| (sub.get_name().to_owned(), f, e)),
+        );
+    }
+    all
+}
+
 #[test]
 fn every_flag_has_a_test_that_shows_what_it_changes() {
-    let flags = serve_flags();
+    let flags = cli_flags();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    let mut missing = Vec::new();
-    for (flag, _) in &flags {
-        if !FLAG_TESTS.iter().any(|(f, _)| f == flag) {
-            missing.push(flag.clone());
-        }
+    let built = |command: &str| cfg!(feature = "emulator") || !EMULATOR_COMMANDS.contains(&command);
+    let table = |command: &str| {
+        FLAG_TESTS
+            .iter()
+            .find(|(c, _)| *c == command)
+            .map(|(_, t)| *t)
+    };
+    // Every command has a table (a new subcommand needs one, even empty).
+    let mut command = Cli::command();
+    command.build();
+    for sub in command.get_subcommands().filter(|c| c.get_name() != "help") {
+        assert!(
+            table(sub.get_name()).is_some(),
+            "FLAG_TESTS has no table for `{}`",
+            sub.get_name()
+        );
     }
+    let missing: Vec<String> = flags
+        .iter()
+        .filter(|(c, _, _)| built(c))
+        .filter(|(c, f, _)| !table(c).unwrap_or_default().iter().any(|(t, _)| t == f))
+        .map(|(c, f, _)| format!("{c} {f}"))
+        .collect();
     assert!(
         missing.is_empty(),
         "flags without a test in FLAG_TESTS (write one, or remove the flag): {missing:?}"
     );
-    for (flag, test) in FLAG_TESTS {
-        assert!(
-            flags.iter().any(|(f, _)| f == flag),
-            "FLAG_TESTS names {flag}, which `serve` no longer has"
-        );
-        let (file, function) = test.split_once("::").expect("file::function");
-        let text = std::fs::read_to_string(root.join(file))
-            .unwrap_or_else(|e| panic!("{flag}: tests/{file}: {e}"));
-        let at = text
-            .find(&format!("fn {function}("))
-            .unwrap_or_else(|| panic!("{flag}: no fn {function} in tests/{file}"));
-        // A test, not a helper.
-        let before = &text[..at];
-        let attribute = before.rfind("#[").map(|i| &before[i..]).unwrap_or_default();
-        assert!(
-            attribute.starts_with("#[test]") || attribute.starts_with("#[tokio::test"),
-            "{flag}: tests/{file}::{function} is not a test that runs (helper or #[ignore])"
-        );
+    for (command, rows) in FLAG_TESTS {
+        if !built(command) {
+            continue;
+        }
+        for (flag, test) in *rows {
+            assert!(
+                flags.iter().any(|(c, f, _)| c == command && f == flag),
+                "FLAG_TESTS names `{command} {flag}`, which the program no longer has"
+            );
+            let (file, function) = test.split_once("::").expect("file::function");
+            let text = std::fs::read_to_string(root.join(file))
+                .unwrap_or_else(|e| panic!("{command} {flag}: tests/{file}: {e}"));
+            let at = text
+                .find(&format!("fn {function}("))
+                .unwrap_or_else(|| panic!("{command} {flag}: no fn {function} in tests/{file}"));
+            // A test, not a helper.
+            let before = &text[..at];
+            let attribute = before.rfind("#[").map(|i| &before[i..]).unwrap_or_default();
+            assert!(
+                attribute.starts_with("#[test]") || attribute.starts_with("#[tokio::test"),
+                "{command} {flag}: tests/{file}::{function} is not a test that runs (helper or #[ignore])"
+            );
+        }
     }
 }
 
@@ -564,6 +718,16 @@ fn environment_variables_do_what_their_flags_do() {
         );
     }
     assert_eq!(with_env.len(), cases.len(), "{with_env:?}");
+    // The other subcommands have no variables of their own (LOG_JSON, global,
+    // is above): one added needs its cases, parsed with its subcommand.
+    let others: Vec<(String, String, Option<String>)> = cli_flags()
+        .into_iter()
+        .filter(|(c, _, e)| e.is_some() && c != "serve" && c != TOP)
+        .collect();
+    assert!(
+        others.is_empty(),
+        "variables outside `serve` without a case here: {others:?}"
+    );
     let default = runtime(&parse(&[], &[]).unwrap());
     for (flags, var, value) in cases {
         let by_flag = runtime(&parse(flags, &[]).unwrap());

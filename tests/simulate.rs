@@ -187,3 +187,179 @@ fn bad_inputs_are_refused_with_a_clear_error() {
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("diurnal"), "{}", text(&o.stderr));
 }
+
+/// Each flag of `simulate`, a run with it set away from the base run, and
+/// the number of the (only) policy's summary that the change must move.
+/// The base run: `--scenario burst --duration 20m --warm-up 0s --policies
+/// v1`; a case's flags replace the base's (`--trace` replaces `--scenario`).
+/// `base` adds flags to both runs (to isolate one flag of a pair).
+struct FlagCase {
+    flag: &'static str,
+    base: &'static [&'static str],
+    changed: &'static [&'static str],
+    moves: &'static str,
+}
+
+#[rustfmt::skip]
+const FLAG_CASES: &[FlagCase] = &[
+    FlagCase { flag: "--scenario", base: &[], changed: &["--scenario", "ramp"], moves: "requests" },
+    FlagCase { flag: "--trace", base: &[], changed: &["--trace", "TRACE"], moves: "requests" },
+    FlagCase { flag: "--duration", base: &[], changed: &["--duration", "30m"], moves: "requests" },
+    FlagCase { flag: "--policies", base: &[], changed: &["--policies", "v2"], moves: "name" },
+    FlagCase { flag: "--saturation-config", base: &[], changed: &["--saturation-config", "THRESHOLDS"], moves: "replica_minutes" },
+    // The override of THRESHOLDS is for model `special-model` in namespace
+    // `team-a`: with the other set, each of the two selects it.
+    FlagCase { flag: "--model-id", base: &["--saturation-config", "THRESHOLDS", "--namespace", "team-a"], changed: &["--model-id", "special-model"], moves: "replica_minutes" },
+    FlagCase { flag: "--namespace", base: &["--saturation-config", "THRESHOLDS", "--model-id", "special-model"], changed: &["--namespace", "team-a"], moves: "replica_minutes" },
+    FlagCase { flag: "--slo-ttft", base: &[], changed: &["--slo-ttft", "100s"], moves: "slo_violation_minutes" },
+    FlagCase { flag: "--warm-up", base: &[], changed: &["--warm-up", "30m"], moves: "ttft_p95_seconds" },
+    FlagCase { flag: "--seed", base: &[], changed: &["--seed", "2"], moves: "requests" },
+    FlagCase { flag: "--min-replicas", base: &[], changed: &["--min-replicas", "5"], moves: "replica_minutes" },
+    FlagCase { flag: "--max-replicas", base: &[], changed: &["--max-replicas", "3"], moves: "max_replicas" },
+    FlagCase { flag: "--startup-delay", base: &[], changed: &["--startup-delay", "0s"], moves: "ttft_p95_seconds" },
+    FlagCase { flag: "--hpa-sync-period", base: &[], changed: &["--hpa-sync-period", "60s"], moves: "replica_minutes" },
+    FlagCase { flag: "--hpa-tolerance", base: &[], changed: &["--hpa-tolerance", "0.5"], moves: "replica_minutes" },
+    FlagCase { flag: "--scale-down-stabilization", base: &[], changed: &["--scale-down-stabilization", "0s"], moves: "scale_events" },
+    FlagCase { flag: "--scale-up-stabilization", base: &[], changed: &["--scale-up-stabilization", "300s"], moves: "max_replicas" },
+    FlagCase { flag: "--fetch-interval", base: &[], changed: &["--fetch-interval", "60s"], moves: "replica_minutes" },
+    FlagCase { flag: "--v2-without-token-means", base: &["--policies", "v2"], changed: &["--v2-without-token-means"], moves: "replica_minutes" },
+    FlagCase { flag: "--chain-scrape-interval", base: &["--policies", "chain"], changed: &["--chain-scrape-interval", "60s"], moves: "replica_minutes" },
+    FlagCase { flag: "--chain-controller-interval", base: &["--policies", "chain"], changed: &["--chain-controller-interval", "120s"], moves: "replica_minutes" },
+    FlagCase { flag: "--chain-adapter-interval", base: &["--policies", "chain"], changed: &["--chain-adapter-interval", "60s"], moves: "replica_minutes" },
+    FlagCase { flag: "--num-gpu-blocks", base: &[], changed: &["--num-gpu-blocks", "512"], moves: "ttft_p95_seconds" },
+    FlagCase { flag: "--block-size", base: &[], changed: &["--block-size", "4"], moves: "ttft_p95_seconds" },
+    FlagCase { flag: "--max-num-seqs", base: &[], changed: &["--max-num-seqs", "16"], moves: "ttft_p95_seconds" },
+    FlagCase { flag: "--prefill-tokens-per-second", base: &[], changed: &["--prefill-tokens-per-second", "1000"], moves: "ttft_p95_seconds" },
+    FlagCase { flag: "--decode-tokens-per-second", base: &[], changed: &["--decode-tokens-per-second", "10"], moves: "ttft_p95_seconds" },
+    FlagCase { flag: "--cost-per-replica-hour", base: &[], changed: &["--cost-per-replica-hour", "20"], moves: "cost" },
+];
+
+/// `flags` over `over`: each flag of `over` replaces the same flag of
+/// `flags` (with its value, if it has one); `--trace` replaces `--scenario`.
+fn overlay(flags: &[String], over: &[String]) -> Vec<String> {
+    fn split(args: &[String]) -> Vec<(String, Option<String>)> {
+        let mut out: Vec<(String, Option<String>)> = Vec::new();
+        for a in args {
+            match out.last_mut() {
+                Some((_, value @ None)) if !a.starts_with("--") => *value = Some(a.clone()),
+                _ => out.push((a.clone(), None)),
+            }
+        }
+        out
+    }
+    let over = split(over);
+    let mut all: Vec<(String, Option<String>)> = split(flags)
+        .into_iter()
+        .filter(|(f, _)| {
+            !over
+                .iter()
+                .any(|(o, _)| o == f || (o == "--trace" && f == "--scenario"))
+        })
+        .collect();
+    all.extend(over);
+    all.into_iter()
+        .flat_map(|(f, v)| std::iter::once(f).chain(v))
+        .collect()
+}
+
+/// Every flag of `simulate` moves a number of the summary: for each flag,
+/// a run with it changed (all else equal) differs from the run without in
+/// the number the table names. (`--out` is where each run's summary is read
+/// from.) The table covers exactly the flags clap has.
+#[test]
+fn every_flag_moves_a_number_of_the_summary() {
+    use clap::CommandFactory;
+    let mut command = wva_metrics_server::command::Cli::command();
+    command.build();
+    let flags: Vec<String> = command
+        .find_subcommand("simulate")
+        .unwrap()
+        .get_arguments()
+        .filter(|a| !a.is_global_set())
+        .filter_map(|a| {
+            a.get_long()
+                .filter(|l| *l != "help")
+                .map(|l| format!("--{l}"))
+        })
+        .collect();
+    let mut covered: Vec<String> = FLAG_CASES.iter().map(|c| c.flag.to_owned()).collect();
+    covered.push("--out".into());
+    covered.sort();
+    let mut sorted = flags.clone();
+    sorted.sort();
+    assert_eq!(covered, sorted, "FLAG_CASES and `simulate`'s flags");
+
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.csv");
+    std::fs::write(
+        &trace,
+        "timestamp_seconds,requests_per_second\n0,5\n600,20\n1200,5\n",
+    )
+    .unwrap();
+    // The default entry differs from the built-in thresholds; the override
+    // differs from both.
+    let thresholds = dir.path().join("thresholds.yaml");
+    std::fs::write(
+        &thresholds,
+        "default:\n  kvCacheThreshold: 0.6\n  queueLengthThreshold: 3\n  kvSpareTrigger: 0.2\n  queueSpareTrigger: 2\n\
+         special:\n  model_id: special-model\n  namespace: team-a\n  kvCacheThreshold: 0.95\n  queueLengthThreshold: 20\n  kvSpareTrigger: 0.01\n  queueSpareTrigger: 0.5\n",
+    )
+    .unwrap();
+    let fill = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .map(|a| match *a {
+                "TRACE" => trace.display().to_string(),
+                "THRESHOLDS" => thresholds.display().to_string(),
+                a => a.to_owned(),
+            })
+            .collect()
+    };
+    let base: Vec<String> = fill(&[
+        "--scenario",
+        "burst",
+        "--duration",
+        "20m",
+        "--warm-up",
+        "0s",
+        "--policies",
+        "v1",
+    ]);
+    let mut runs: Vec<(Vec<String>, serde_json::Value)> = Vec::new();
+    let mut run = |args: Vec<String>| -> serde_json::Value {
+        if let Some((_, s)) = runs.iter().find(|(a, _)| *a == args) {
+            return s.clone();
+        }
+        let out = dir.path().join(format!("out-{}", runs.len()));
+        let mut all = args.clone();
+        all.extend(["--out".to_owned(), out.display().to_string()]);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let o = simulate(&all);
+        assert!(o.status.success(), "{all:?}: {}", text(&o.stderr));
+        let s = summary(&out);
+        runs.push((args, s.clone()));
+        s
+    };
+    for case in FLAG_CASES {
+        let without = overlay(&base, &fill(case.base));
+        let with = overlay(&without, &fill(case.changed));
+        let (a, b) = (run(without.clone()), run(with.clone()));
+        let pick = |s: &serde_json::Value| {
+            let policies = s["policies"].as_array().unwrap();
+            assert_eq!(policies.len(), 1, "{s}");
+            policies[0][case.moves].clone()
+        };
+        assert!(
+            !pick(&a).is_null(),
+            "{}: no {} in {a}",
+            case.flag,
+            case.moves
+        );
+        assert_ne!(
+            pick(&a),
+            pick(&b),
+            "{}: {} is the same with {without:?} and {with:?}",
+            case.flag,
+            case.moves
+        );
+    }
+}

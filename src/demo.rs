@@ -127,7 +127,7 @@ impl EmulatedDeployment {
         let deployment = objects::deployment(NAMESPACE, TARGET, self.spec, ready);
         let mut objects = InventoryObjects::default();
         if let Ok(va) = serde_json::from_value(va) {
-            objects.variant_autoscalings.push(std::sync::Arc::new(va));
+            objects.add_variant_autoscaling(&va);
         }
         if let Ok(d) = serde_json::from_value::<k8s_openapi::api::apps::v1::Deployment>(deployment)
         {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::objects;
 use crate::inventory::pods::{Interner, PodRecord};
 use crate::inventory::projection::Project;
+use crate::inventory::variants::VariantRecord;
 use crate::inventory::workloads::WorkloadRecord;
 use crate::inventory::InventoryObjects;
 
@@ -123,9 +124,12 @@ impl Fleet {
         let mut interner = Interner::default();
         for value in self.object_values() {
             match value["kind"].as_str() {
-                Some("VariantAutoscaling") => objects
-                    .variant_autoscalings
-                    .push(Arc::new(serde_json::from_value(value)?)),
+                Some("VariantAutoscaling") => {
+                    let va: crate::inventory::VariantAutoscaling = serde_json::from_value(value)?;
+                    objects
+                        .variant_autoscalings
+                        .push(Arc::new(VariantRecord::project(&va, &mut interner)));
+                }
                 Some("Deployment") => {
                     let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(value)?;
                     objects

@@ -9,10 +9,12 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use tokio_util::sync::CancellationToken;
 
+use super::crd::VariantAutoscaling;
 use super::pods::{Interner, PodRecord};
 use super::projection::Project;
 use super::resolve::{resolve_with, InventoryObjects, ResolveOptions};
 use super::store::InventoryStore;
+use super::variants::VariantRecord;
 use super::workloads::WorkloadRecord;
 
 /// How often the file's modification time is checked. Polling the metadata
@@ -375,9 +377,12 @@ pub fn parse_objects_with_lines(
             doc.start..doc.start + doc.text.len(),
         ));
         match kind.as_str() {
-            "VariantAutoscaling" => objects
-                .variant_autoscalings
-                .push(Arc::new(typed_document(path, doc, &kind, &given)?)),
+            "VariantAutoscaling" => {
+                let va: VariantAutoscaling = typed_document(path, doc, &kind, &given)?;
+                objects
+                    .variant_autoscalings
+                    .push(Arc::new(VariantRecord::project(&va, &mut interner)));
+            }
             // Workloads and Pods are kept as their projections as soon as
             // they are read: at 100,000 pods the typed objects took
             // hundreds of MiB.

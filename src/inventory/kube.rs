@@ -38,6 +38,7 @@ use super::pods::PodRecord;
 use super::projection::{Project, ProjectionStore};
 use super::resolve::{resolve_with, InventoryObjects, ObjectRef, ResolveOptions};
 use super::store::InventoryStore;
+use super::variants::VariantRecord;
 use super::workloads::WorkloadRecord;
 use crate::saturation::{ThresholdConfig, CONFIGMAP_NAME};
 
@@ -150,7 +151,7 @@ type Projected<K, R> = Arc<Mutex<ProjectionStore<K, R>>>;
 /// The stores of every watched kind.
 #[derive(Clone)]
 struct Stores {
-    vas: Store<VariantAutoscaling>,
+    vas: Projected<VariantAutoscaling, VariantRecord>,
     hpas: Store<HorizontalPodAutoscaler>,
     scaled_objects: Option<Store<DynamicObject>>,
     /// Workloads and pods as projections, not typed objects
@@ -212,7 +213,7 @@ impl Stores {
         workloads.extend(projected(&self.stateful_sets, |n| ns_ok(Some(n))));
         workloads.extend(projected(&self.replica_sets, |n| ns_ok(Some(n))));
         InventoryObjects {
-            variant_autoscalings: collect(&self.vas, &|o| meta_ok(o.meta())),
+            variant_autoscalings: projected(&self.vas, |n| ns_ok(Some(n))),
             horizontal_pod_autoscalers: collect(&self.hpas, &|o| meta_ok(o.meta())),
             scaled_objects: self
                 .scaled_objects
@@ -365,13 +366,6 @@ where
 
 fn keep_all<K>(_: &mut K) {}
 
-/// VariantAutoscalings: the status is ours (the snapshot never reads it),
-/// so that our own status writes leave the stored object unchanged.
-fn strip_variant(v: &mut VariantAutoscaling) {
-    v.status = None;
-    v.metadata.managed_fields = None;
-}
-
 /// Starts the reflectors, the rebuild loop and the thresholds watch.
 pub async fn start(
     client: Client,
@@ -400,11 +394,6 @@ pub async fn start(
             reader
         }};
     }
-    let vas = watch!(
-        "variantautoscalings",
-        Api::<VariantAutoscaling>::all(client.clone()),
-        strip_variant
-    );
     let hpas = watch!(
         "horizontalpodautoscalers",
         Api::<HorizontalPodAutoscaler>::all(client.clone()),
@@ -435,6 +424,9 @@ pub async fn start(
             store
         }};
     }
+    // VariantAutoscalings: without the status, which is ours, so that our
+    // own status writes coming back change nothing.
+    let vas = project!("variantautoscalings", VariantAutoscaling);
     let deployments = project!("deployments", Deployment);
     let stateful_sets = project!("statefulsets", StatefulSet);
     let replica_sets = project!("replicasets", ReplicaSet);

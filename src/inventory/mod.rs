@@ -15,6 +15,7 @@ pub mod projection;
 pub mod resolve;
 pub mod snapshot;
 pub mod store;
+pub mod variants;
 pub mod workloads;
 
 pub use crd::{VariantAutoscaling, VariantAutoscalingSpec};

@@ -11,9 +11,10 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::api::DynamicObject;
 use kube::ResourceExt;
 
-use super::crd::{VariantAutoscaling, ACCELERATOR_LABEL, DEFAULT_VARIANT_COST};
+use super::crd::{ACCELERATOR_LABEL, DEFAULT_VARIANT_COST};
 use super::pods::{PodIp, PodOwner, PodRecord};
 use super::projection::{Interner, Project};
+use super::variants::VariantRecord;
 use super::workloads::{WorkloadKind, WorkloadRecord};
 use crate::hpa::parse_tolerance;
 use crate::saturation::v2::EngineParams;
@@ -49,7 +50,8 @@ const SCALED_OBJECT_DEFAULT_MAX: i64 = 100;
 /// them (a rebuild copies `Arc`s, not objects).
 #[derive(Debug, Default, Clone)]
 pub struct InventoryObjects {
-    pub variant_autoscalings: Vec<Arc<VariantAutoscaling>>,
+    /// VariantAutoscalings as projected by the source ([`VariantRecord`]).
+    pub variant_autoscalings: Vec<Arc<VariantRecord>>,
     /// HPAs; only those annotated `llm-d.ai/managed: "true"` become variants.
     pub horizontal_pod_autoscalers: Vec<Arc<HorizontalPodAutoscaler>>,
     /// KEDA ScaledObjects (untyped); only annotated ones become variants.
@@ -62,6 +64,13 @@ pub struct InventoryObjects {
 }
 
 impl InventoryObjects {
+    /// Adds a typed VariantAutoscaling as its projection.
+    pub fn add_variant_autoscaling(&mut self, va: &super::crd::VariantAutoscaling) {
+        let mut interner = Interner::default();
+        self.variant_autoscalings
+            .push(Arc::new(VariantRecord::project(va, &mut interner)));
+    }
+
     /// Adds a typed Pod as its projection (for sources that build Pods).
     pub fn add_pod(&mut self, pod: &k8s_openapi::api::core::v1::Pod) {
         let mut interner = Interner::default();
@@ -148,13 +157,9 @@ pub fn resolve_with(
     for va in objects
         .variant_autoscalings
         .iter()
-        .filter(|va| options.owns(va.labels()))
+        .filter(|va| options.owns(&va.labels))
     {
-        let object = format!(
-            "VariantAutoscaling {}/{}",
-            va.namespace().unwrap_or_default(),
-            va.name_any()
-        );
+        let object = format!("VariantAutoscaling {}/{}", va.namespace, va.name);
         match variant_from_va(va, &targets) {
             Ok((v, warning)) => {
                 if let Some(reason) = warning {
@@ -330,12 +335,13 @@ pub fn resolve_with(
 /// The variant of a VariantAutoscaling, and a warning when a field was
 /// replaced by its default.
 fn variant_from_va(
-    va: &VariantAutoscaling,
+    va: &VariantRecord,
     targets: &TargetIndex,
 ) -> Result<(Variant, Option<String>), String> {
     let namespace = va
         .namespace()
-        .ok_or_else(|| "metadata.namespace is missing".to_owned())?;
+        .ok_or_else(|| "metadata.namespace is missing".to_owned())?
+        .to_owned();
     let spec = &va.spec;
     if spec.model_id.is_empty() {
         return Err("spec.modelID is empty".to_owned());
@@ -359,12 +365,12 @@ fn variant_from_va(
         (namespace.clone(), kind.clone(), name.clone());
     let mut v = Variant {
         accelerator: va
-            .labels()
+            .labels
             .get(ACCELERATOR_LABEL)
             .cloned()
             .unwrap_or_default(),
         namespace,
-        name: va.name_any(),
+        name: va.name.to_string(),
         model_id: spec.model_id.clone(),
         target_kind: kind,
         target_name: name,

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Reports the inventory resolve time, per cycle the fetch time, analysis
-//! time and queries sent, and the peak resident set size (VmHWM). `serve`
+//! time, CPU time (all threads, so that runs on a busy machine compare)
+//! and queries sent, and the peak resident set size (VmHWM). `serve`
 //! sets mimalloc's purge delay to 0 (src/main.rs); for the same memory
 //! figures run this with `MIMALLOC_PURGE_DELAY=0`.
 
@@ -61,6 +62,18 @@ fn status_kib(field: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = text.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU time of this process (every thread) so far, from /proc/self/stat
+/// (user + system, in USER_HZ ticks of 10 ms).
+fn cpu_time() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses.
+    let mut fields = text.rsplit_once(')')?.1.split_whitespace();
+    // utime and stime are fields 14 and 15; the first after ')' is 3.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 fn mib(kib: Option<u64>) -> String {
@@ -175,15 +188,21 @@ async fn main() -> anyhow::Result<()> {
     // The gap the background fetcher would leave after each cycle at the
     // default floor (1 s): the decision lag is at most about gap + cycle.
     let schedule = FetchSchedule::with_floor(Duration::from_secs(1));
-    println!("cycle  fetch_ms  analysis_ms  total_ms  gap_ms  queries  replicas_updated  models_decided  scale_changes");
+    println!("cycle  fetch_ms  analysis_ms  total_ms  cpu_ms  gap_ms  queries  replicas_updated  models_decided  scale_changes");
     for cycle in 1..=args.cycles {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let t0 = Instant::now();
+        let cpu0 = cpu_time();
         let report = fetcher.cycle().await?;
         let fetched = t0.elapsed();
         let t1 = Instant::now();
         let outcomes = engine.decide_all();
         let analysed = t1.elapsed();
+        // CPU of the cycle and the analysis on all threads: on a shared
+        // machine the wall times above grow with the other load, this not.
+        let cpu = cpu_time().zip(cpu0).map_or("n/a".to_owned(), |(b, a)| {
+            format!("{:.0}", (b - a).as_secs_f64() * 1e3)
+        });
         let ok: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
         let changes = ok
             .iter()
@@ -191,7 +210,7 @@ async fn main() -> anyhow::Result<()> {
             .filter(|d| d.desired != d.ready)
             .count();
         println!(
-            "{cycle:>5}  {:>8.1}  {:>11.1}  {:>8.1}  {:>6.0}  {:>7}  {:>16}  {:>14}  {changes:>13}",
+            "{cycle:>5}  {:>8.1}  {:>11.1}  {:>8.1}  {cpu:>6}  {:>6.0}  {:>7}  {:>16}  {:>14}  {changes:>13}",
             fetched.as_secs_f64() * 1e3,
             analysed.as_secs_f64() * 1e3,
             (fetched + analysed).as_secs_f64() * 1e3,

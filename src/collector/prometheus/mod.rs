@@ -1,31 +1,32 @@
 //! The Prometheus backend: nine batched PromQL queries per fetch cycle for
 //! every model at once (plus one per distinct scale-to-zero retention period
-//! when scale to zero is on for some model), joined to the inventory's ready pods and written to
-//! the [`MetricsCache`]. Only the background fetcher calls it; requests
+//! when scale to zero is on for some model), each answer folded row by row
+//! as it is decoded ([`fold`]) and joined to the inventory's ready pods,
+//! then written to the [`MetricsCache`]. Only the background fetcher calls it; requests
 //! never wait on Prometheus (see docs/architecture.md, "Freshness").
 
 pub mod config;
+pub mod fold;
 pub mod queries;
 pub mod results;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use fold::{Accumulator, Answer, Folded, Folder};
 use rand::RngExt;
-use results::Decoded;
+use results::{DecodeError, Outcome, RowRef};
 
 pub use config::{ConfigError, PrometheusConfig};
 use queries::{QuerySignal, Scope};
-use results::SeriesValue;
 
 use super::sample::{SampleCheck, Signal};
 use super::{
     Activity, CollectorError, CycleReport, MetricsBackend, MetricsCache, ReplicaMetrics,
     SchedulerQueues,
 };
-use crate::inventory::snapshot::PodPositions;
 use crate::inventory::{InventorySnapshot, ModelKey};
 use crate::saturation::ScaleToZeroConfig;
 use crate::telemetry::{BackendErrorLabels, BackendLabels, Telemetry};
@@ -165,15 +166,24 @@ impl PrometheusBackend {
     /// Logs which expected vLLM series Prometheus does not have (one query).
     pub async fn validate_metrics_availability(&self) -> Result<Vec<&'static str>, CollectorError> {
         let deadline = Instant::now() + self.config.query_timeout;
-        let rows = self
-            .query(
-                "availability",
-                &queries::availability_query(),
-                deadline,
-                &AtomicUsize::new(0),
-            )
-            .await?;
-        let present: HashSet<&str> = rows.iter().map(|r| &*r.pod).collect();
+        let mut names = HashSet::new();
+        self.query(
+            "availability",
+            &queries::availability_query(),
+            deadline,
+            &AtomicUsize::new(0),
+            &mut Vec::new(),
+            true,
+            &mut |body| {
+                names.clear();
+                results::decode_each(body, &mut |r: RowRef<'_>| {
+                    names.insert(r.pod.to_owned());
+                    Ok(())
+                })
+            },
+        )
+        .await?;
+        let present: HashSet<&str> = names.iter().map(String::as_str).collect();
         let kv_present = present.contains("vllm:kv_cache_usage_perc")
             || present.contains("vllm:gpu_cache_usage_perc");
         let missing: Vec<&'static str> = queries::EXPECTED_SERIES
@@ -198,14 +208,23 @@ impl PrometheusBackend {
     /// Runs one PromQL query with retries until `deadline`. Transient errors
     /// (connection refused, timeouts, 5xx) are retried with exponential
     /// backoff and jitter; permanent ones (bad URL, 4xx, bad query) fail fast.
-    /// Every retry is counted in `retries`.
+    /// Every retry is counted in `retries`. Each attempt reads the answer
+    /// into `body` (cleared first, its capacity kept) and hands it to
+    /// `decode`, which keeps the rows it wants; after an attempt that
+    /// failed, the next one calls `decode` again from the start. On a
+    /// runtime worker (`on_worker`), large answers are decoded in
+    /// `block_in_place`.
+    #[allow(clippy::too_many_arguments)]
     async fn query(
         &self,
         name: &'static str,
         promql: &str,
         deadline: Instant,
         retries: &AtomicUsize,
-    ) -> Result<Vec<SeriesValue>, CollectorError> {
+        body: &mut Vec<u8>,
+        on_worker: bool,
+        decode: &mut Decode<'_>,
+    ) -> Result<(), CollectorError> {
         let mut attempt: u32 = 0;
         loop {
             let started = Instant::now();
@@ -233,7 +252,9 @@ impl PrometheusBackend {
             for (header, value) in headers {
                 request = request.header(header, value);
             }
-            let outcome = tokio::time::timeout(remaining, execute(request)).await;
+            let outcome =
+                tokio::time::timeout(remaining, execute(request, body, on_worker, &mut *decode))
+                    .await;
             self.telemetry
                 .backend_duration
                 .get_or_create(&BackendLabels {
@@ -247,7 +268,7 @@ impl PrometheusBackend {
                     "timeout",
                     "query timed out".to_owned(),
                 ),
-                Ok(Ok(rows)) => return Ok(rows),
+                Ok(Ok(())) => return Ok(()),
                 Ok(Err((class, "unauthorized", message))) => (
                     class,
                     "unauthorized",
@@ -292,83 +313,175 @@ impl PrometheusBackend {
         }
     }
 
-    /// Runs every query of the cycle (one per signal, plus one activity
-    /// query per retention period) and folds each answer into `acc` as soon
-    /// as it is decoded, so that its rows and body are dropped before the
-    /// next answer is read. At most `in_flight` queries run at once: at
-    /// 100,000 pods an answer is 11-15 MB of JSON and 100,000 decoded rows,
-    /// and holding all of them at once was most of the server's peak
-    /// memory. Returns the number of queries sent. Every query is waited
-    /// for; the first error is returned.
-    async fn fetch_into(
+    /// Runs one query of the cycle and folds its answer into `folder` as
+    /// it is decoded (emptied again before each attempt).
+    #[allow(clippy::too_many_arguments)]
+    async fn run_job(
         &self,
-        retentions: &BTreeSet<Duration>,
-        snapshot: &InventorySnapshot,
-        acc: &std::sync::Mutex<Accumulator>,
-        in_flight: usize,
+        job: &Job,
+        mut folder: Folder<'_>,
+        body: &mut Vec<u8>,
+        on_worker: bool,
         deadline: Instant,
         retries: &AtomicUsize,
-    ) -> Result<usize, CollectorError> {
-        let limit =
-            tokio::sync::Semaphore::new(in_flight.clamp(1, tokio::sync::Semaphore::MAX_PERMITS));
-        let fold = |what: Answer, rows: Vec<SeriesValue>| {
-            blocking(|| {
-                let mut acc = acc.lock().unwrap_or_else(|p| p.into_inner());
-                match what {
-                    Answer::Signal(signal) => acc.fold_signal(signal, &rows, snapshot),
-                    Answer::Activity(retention) => acc.fold_activity(retention, &rows, snapshot),
-                }
-                drop(acc);
-                drop(rows);
-            })
-        };
-        let jobs = QuerySignal::ALL
-            .iter()
-            .map(|&s| (Answer::Signal(s), s.as_str(), queries::build(s, Scope::All)))
-            .chain(retentions.iter().map(|&r| {
-                (
-                    Answer::Activity(r),
-                    "activity",
-                    queries::activity(r, Scope::All),
-                )
-            }))
-            .map(|(what, name, promql)| {
+    ) -> Result<Folded, CollectorError> {
+        let mut decoded = false;
+        self.query(
+            job.name,
+            &job.promql,
+            deadline,
+            retries,
+            body,
+            on_worker,
+            &mut |body| {
+                folder.clear();
+                let outcome = results::decode_each(body, &mut |r: RowRef<'_>| {
+                    folder.row(r);
+                    Ok(())
+                })?;
+                decoded = true;
+                Ok(outcome)
+            },
+        )
+        .await?;
+        // `query` returns Ok only after a decode that gave a vector.
+        if !decoded {
+            return Err(CollectorError::Rejected {
+                backend: BACKEND,
+                message: format!("{}: no answer was decoded", job.name),
+            });
+        }
+        Ok(folder.finish())
+    }
+
+    /// Runs every query of the cycle (one per signal, plus one activity
+    /// query per retention period) and folds each answer as it is decoded:
+    /// its body is the only copy of it held, and one buffer per worker is
+    /// reused from answer to answer. A large fleet's queries run on
+    /// `workers` threads, each sending its next query when the previous
+    /// one is folded: at 100,000 pods an answer is 11-15 MB of JSON, two
+    /// are decoded at once on two cores, and the cycle's other answers wait
+    /// unsent. Otherwise all run at once on this task. Returns the folds.
+    /// Every query is waited for; the first error (in query order) is
+    /// returned.
+    async fn fetch_all(
+        &self,
+        jobs: &[Job],
+        snapshot: &InventorySnapshot,
+        workers: usize,
+        deadline: Instant,
+        retries: &AtomicUsize,
+    ) -> Result<Vec<Folded>, CollectorError> {
+        if workers >= jobs.len() || !multi_thread() {
+            // Small answers, or a single-threaded runtime (tests): on this
+            // task, at most `workers` at once.
+            let limit =
+                tokio::sync::Semaphore::new(workers.clamp(1, tokio::sync::Semaphore::MAX_PERMITS));
+            let results = futures::future::join_all(jobs.iter().map(|job| {
                 let limit = &limit;
-                let fold = &fold;
                 async move {
                     // Closed only when dropped, which it is not here.
                     let _permit = limit.acquire().await.ok();
-                    let rows = self.query(name, &promql, deadline, retries).await?;
-                    fold(what, rows);
-                    Ok::<_, CollectorError>(())
+                    let mut body = Vec::new();
+                    let folder = Folder::new(job.answer, snapshot);
+                    self.run_job(job, folder, &mut body, true, deadline, retries)
+                        .await
+                }
+            }))
+            .await;
+            return results.into_iter().collect();
+        }
+        let handle = tokio::runtime::Handle::current();
+        let next = AtomicUsize::new(0);
+        // The folds' columns are allocated here, not on the threads: they
+        // outlive the threads and are freed on this one, and memory that a
+        // thread that has exited allocated is returned to the system late
+        // (`scripts/bench-memory`, one run each: 258 MiB peak with the
+        // columns allocated on the threads, 251 MiB with them here).
+        let folders: Vec<std::sync::Mutex<Option<Folder<'_>>>> = jobs
+            .iter()
+            .map(|job| std::sync::Mutex::new(Some(Folder::new(job.answer, snapshot))))
+            .collect();
+        let mut results: Vec<Option<Result<Folded, CollectorError>>> =
+            jobs.iter().map(|_| None).collect();
+        let worker = || {
+            handle.block_on(async {
+                let mut body = Vec::new();
+                let mut done = Vec::new();
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(k) else {
+                        return done;
+                    };
+                    let folder = folders
+                        .get(k)
+                        .and_then(|f| f.lock().unwrap_or_else(|p| p.into_inner()).take())
+                        .unwrap_or_else(|| Folder::new(job.answer, snapshot));
+                    let r = self
+                        .run_job(job, folder, &mut body, false, deadline, retries)
+                        .await;
+                    done.push((k, r));
                 }
             })
-            .collect::<Vec<_>>();
-        let sent = jobs.len();
-        for r in futures::future::join_all(jobs).await {
-            r?;
+        };
+        // This task's worker hands its other tasks to the rest of the pool
+        // while the threads run; they send through the runtime's I/O driver.
+        let joined = blocking(|| {
+            std::thread::scope(|scope| {
+                let threads: Vec<_> = (0..workers)
+                    .map(|_| {
+                        std::thread::Builder::new()
+                            .name("prometheus-fetch".into())
+                            .spawn_scoped(scope, worker)
+                    })
+                    .collect();
+                threads
+                    .into_iter()
+                    .map(|t| t.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))))
+                    .collect::<Vec<_>>()
+            })
+        });
+        let mut spawned = false;
+        let mut spawn_error = None;
+        for j in joined {
+            match j {
+                Ok(done) => {
+                    spawned = true;
+                    for (k, r) in done {
+                        results[k] = Some(r);
+                    }
+                }
+                Err(e) => spawn_error = Some(e),
+            }
         }
-        Ok(sent)
+        if let (false, Some(e)) = (spawned, spawn_error) {
+            return Err(CollectorError::Rejected {
+                backend: BACKEND,
+                message: format!("cannot start a thread for the queries: {e}"),
+            });
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(CollectorError::Rejected {
+                        backend: BACKEND,
+                        message: "a query of the cycle was not run".into(),
+                    })
+                })
+            })
+            .collect()
     }
 
     /// Writes the folded values of the given models' ready pods into the cache.
     fn apply(
         &self,
-        acc: Accumulator,
+        acc: &Accumulator,
         snapshot: &InventorySnapshot,
         models: &[&ModelKey],
         cache: &MetricsCache,
+        now: SystemTime,
     ) -> CycleReport {
-        let now = SystemTime::now();
-        let Accumulator {
-            queues,
-            activity_by_pod,
-            by_pod,
-        } = acc;
-        cache.set_scheduler_queues(SchedulerQueues {
-            by_model: queues,
-            at: now,
-        });
         let stz = self.scale_to_zero.load();
         let mut report = CycleReport::default();
         let pods = snapshot.pods();
@@ -377,12 +490,11 @@ impl PrometheusBackend {
             let window = zero.enabled.then_some(zero.retention);
             for &i in snapshot.model_pod_positions(key) {
                 // Only ready pods count.
-                let (pod, Some(row)) = (&pods[i], &by_pod[i]) else {
-                    continue;
-                };
+                let pod = &pods[i];
                 if !pod.ready {
                     continue;
                 }
+                let row = acc.pod(i);
                 let checked = [
                     (Signal::KvCacheUsage, row.kv),
                     (Signal::QueueWaiting, row.queue),
@@ -431,7 +543,8 @@ impl PrometheusBackend {
                             .filter(|v| (0.0..=1.0).contains(v)),
                         kv_cache: row.kv_cache,
                         activity: window.and_then(|w| {
-                            let requests = activity_by_pod.get(&w)?.get(i).copied().flatten()?;
+                            let requests =
+                                acc.activity_by_pod.get(&w)?.get(i).copied().flatten()?;
                             Some(Activity {
                                 window: w,
                                 requests,
@@ -446,152 +559,23 @@ impl PrometheusBackend {
     }
 }
 
-/// Which answer a query's rows are.
-#[derive(Debug, Clone, Copy)]
-enum Answer {
-    Signal(QuerySignal),
-    /// The activity query of one retention period.
-    Activity(Duration),
+/// One query of a cycle.
+struct Job {
+    answer: Answer,
+    name: &'static str,
+    promql: String,
 }
 
-/// What a cycle's answers add up to, filled answer by answer: the values
-/// of each pod (by position in the snapshot), the endpoint picker's queues
-/// per model, and the activity per pod and retention period. Series of pods
-/// that are not in the inventory are dropped here and never steer a
-/// decision.
-#[derive(Debug, Default)]
-struct Accumulator {
-    queues: HashMap<String, crate::saturation::v2::SchedulerQueue>,
-    activity_by_pod: BTreeMap<Duration, Vec<Option<f64>>>,
-    by_pod: Vec<Option<PodRow>>,
-}
+/// Decodes one attempt's body, keeping the rows it wants.
+type Decode<'d> = dyn FnMut(&[u8]) -> Result<Outcome, DecodeError> + Send + 'd;
 
-impl Accumulator {
-    fn new(pods: usize) -> Self {
-        Accumulator {
-            by_pod: vec![None; pods],
-            ..Default::default()
-        }
-    }
-
-    fn fold_signal(
-        &mut self,
-        signal: QuerySignal,
-        rows: &[SeriesValue],
-        snapshot: &InventorySnapshot,
-    ) {
-        if signal.per_model() {
-            // The endpoint picker's queues are per model, not per pod.
-            for r in rows
-                .iter()
-                .filter(|r| r.value.is_finite() && r.value >= 0.0)
-            {
-                let q = self.queues.entry(r.model_name.to_string()).or_default();
-                match signal {
-                    QuerySignal::SchedulerQueueSize => q.requests += r.value,
-                    _ => q.bytes += r.value,
-                }
-            }
-            return;
-        }
-        // Rows come grouped by namespace, whose name is shared between
-        // rows: look the namespace up once per run of rows.
-        let mut current: Option<(&Arc<str>, Option<&PodPositions>)> = None;
-        for r in rows {
-            let pods_of_ns = match current {
-                Some((ns, pods)) if Arc::ptr_eq(ns, &r.namespace) => pods,
-                _ => {
-                    let pods = snapshot.pods_of_namespace(&r.namespace);
-                    current = Some((&r.namespace, pods));
-                    pods
-                }
-            };
-            let Some(&i) = pods_of_ns.and_then(|p| p.get(&*r.pod)) else {
-                continue;
-            };
-            let Some(slot) = self.by_pod.get_mut(i) else {
-                continue;
-            };
-            let row = slot.get_or_insert_with(|| PodRow {
-                model_name: Arc::clone(&r.model_name),
-                ..PodRow::default()
-            });
-            // Signals are applied in no fixed order, and some series
-            // carry no model_name (vllm:cache_config_info): the first
-            // row that names the model wins.
-            if row.model_name.is_empty() && !r.model_name.is_empty() {
-                row.model_name = Arc::clone(&r.model_name);
-            }
-            if signal == QuerySignal::CacheConfig {
-                // Several engines: the largest cache (normally equal).
-                if r.kv_cache.map(|c| c.total_tokens()) > row.kv_cache.map(|c| c.total_tokens()) {
-                    row.kv_cache = r.kv_cache;
-                }
-                continue;
-            }
-            row.set(signal, r.value);
-        }
-    }
-
-    fn fold_activity(
-        &mut self,
-        retention: Duration,
-        rows: &[SeriesValue],
-        snapshot: &InventorySnapshot,
-    ) {
-        let pods = self.by_pod.len();
-        let v = self
-            .activity_by_pod
-            .entry(retention)
-            .or_insert_with(|| vec![None; pods]);
-        for row in rows
-            .iter()
-            .filter(|row| row.value.is_finite() && row.value >= 0.0)
-        {
-            if let Some(&i) = snapshot
-                .pods_of_namespace(&row.namespace)
-                .and_then(|p| p.get(&*row.pod))
-            {
-                if let Some(slot) = v.get_mut(i) {
-                    *slot = Some(row.value);
-                }
-            }
-        }
-    }
-}
-
-/// The values of one pod across the signals.
-#[derive(Debug, Default, Clone)]
-struct PodRow {
-    model_name: Arc<str>,
-    kv: Option<f64>,
-    queue: Option<f64>,
-    sample_time: Option<f64>,
-    rate: Option<f64>,
-    prompt: Option<f64>,
-    generation: Option<f64>,
-    prefix_hit_rate: Option<f64>,
-    kv_cache: Option<crate::saturation::v2::KvCacheConfig>,
-}
-
-impl PodRow {
-    fn set(&mut self, signal: QuerySignal, value: f64) {
-        let slot = match signal {
-            QuerySignal::KvUsage => &mut self.kv,
-            QuerySignal::QueueWaiting => &mut self.queue,
-            QuerySignal::SampleTime => &mut self.sample_time,
-            QuerySignal::RequestRate => &mut self.rate,
-            QuerySignal::AvgPromptTokens => &mut self.prompt,
-            QuerySignal::AvgGenerationTokens => &mut self.generation,
-            // Carried by labels, set in `apply`; per model, not per pod.
-            QuerySignal::CacheConfig
-            | QuerySignal::SchedulerQueueSize
-            | QuerySignal::SchedulerQueueBytes => return,
-            QuerySignal::PrefixCacheHitRate => &mut self.prefix_hit_rate,
-        };
-        // Several series per pod (several engines): keep the largest.
-        *slot = Some(slot.map_or(value, |old: f64| old.max(value)));
-    }
+/// Whether this runs on a multi-threaded runtime, whose I/O driver other
+/// threads can use while this one blocks.
+fn multi_thread() -> bool {
+    matches!(
+        tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()),
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread)
+    )
 }
 
 /// Runs CPU-heavy work in place on a multi-threaded runtime after handing
@@ -606,9 +590,11 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
 /// From this many pods on, at most [`LARGE_FLEET_IN_FLIGHT`] queries of a
 /// cycle run at once (below, all at once): each answer is then megabytes.
 const LARGE_FLEET_PODS: usize = 10_000;
-/// Queries in flight at once for a large fleet. Two keep Prometheus and
-/// the decoder both busy (one answer is decoded while the next is read);
-/// on 2 cores more do not shorten the cycle, they only hold more answers.
+/// Queries in flight at once for a large fleet, each on its own thread
+/// from request to fold: two answers are decoded at once (the fold of an
+/// answer is most of its cost), and at most two bodies of 11-15 MB each are
+/// held. On 2 cores more do not shorten the cycle, they only hold more
+/// answers.
 const LARGE_FLEET_IN_FLIGHT: usize = 2;
 
 /// The most buffer reserved up front for an answer from its Content-Length.
@@ -626,14 +612,17 @@ type Failure = (ErrorClass, &'static str, String);
 /// 100,000 series that was most of a fetch cycle's time and memory.
 async fn execute(
     request: prometheus_http_query::InstantQueryBuilder,
-) -> Result<Vec<SeriesValue>, Failure> {
+    body: &mut Vec<u8>,
+    on_worker: bool,
+    decode: &mut Decode<'_>,
+) -> Result<(), Failure> {
     let mut response = request.get_raw().await.map_err(|e| classify(&e))?;
     let status = response.status();
     // Read into one buffer of the announced size: collecting the chunks
     // and then joining them held a large answer twice.
     let announced = response.content_length().unwrap_or(0);
-    let mut body =
-        Vec::with_capacity(usize::try_from(announced.min(PREALLOCATE_LIMIT)).unwrap_or(0));
+    body.clear();
+    body.reserve(usize::try_from(announced.min(PREALLOCATE_LIMIT)).unwrap_or(0));
     while let Some(chunk) = response.chunk().await.map_err(|e| classify_reqwest(&e))? {
         body.extend_from_slice(&chunk);
     }
@@ -657,26 +646,26 @@ async fn execute(
     // on this same thread, and memory freed from another thread stays with
     // the allocating thread's heap until that thread runs again; an idle
     // pool thread kept a cycle's rows resident.
-    let decoded = if body.len() > INLINE_DECODE_LIMIT {
-        blocking(|| results::decode(&body))
+    let decoded = if on_worker && body.len() > INLINE_DECODE_LIMIT {
+        blocking(|| decode(body))
     } else {
-        results::decode(&body)
+        decode(body)
     };
     match decoded {
-        Ok(Decoded::Vector(rows)) => Ok(rows),
-        Ok(Decoded::OtherResultType(t)) => Err((
+        Ok(Outcome::Vector(_)) => Ok(()),
+        Ok(Outcome::OtherResultType(t)) => Err((
             ErrorClass::Permanent,
             "result_type",
             format!("Prometheus answered a {t} result where a vector was expected"),
         )),
         // Prometheus' own error types: a bad query will stay bad; timeouts,
         // cancellations and unavailability may pass.
-        Ok(Decoded::ApiError { error_type, error }) if error_type == "bad_data" => Err((
+        Ok(Outcome::ApiError { error_type, error }) if error_type == "bad_data" => Err((
             ErrorClass::Permanent,
             "bad_data",
             format!("HTTP {status}: bad_data: {error}"),
         )),
-        Ok(Decoded::ApiError { error_type, error }) => Err((
+        Ok(Outcome::ApiError { error_type, error }) => Err((
             ErrorClass::Transient,
             "prometheus",
             format!("HTTP {status}: {error_type}: {error}"),
@@ -842,19 +831,75 @@ impl MetricsBackend for PrometheusBackend {
                 .map(|z| z.retention)
                 .collect()
         };
-        let acc = std::sync::Mutex::new(Accumulator::new(inventory.pods().len()));
-        let in_flight = if inventory.pods().len() >= LARGE_FLEET_PODS {
+        let jobs: Vec<Job> = QuerySignal::ALL
+            .iter()
+            .map(|&s| Job {
+                answer: Answer::Signal(s),
+                name: s.as_str(),
+                promql: queries::build(s, Scope::All),
+            })
+            .chain(retentions.iter().map(|&r| Job {
+                answer: Answer::Activity(r),
+                name: "activity",
+                promql: queries::activity(r, Scope::All),
+            }))
+            .collect();
+        let workers = if inventory.pods().len() >= LARGE_FLEET_PODS {
             LARGE_FLEET_IN_FLIGHT
         } else {
-            QuerySignal::ALL.len() + retentions.len()
+            jobs.len()
         };
-        let sent = self
-            .fetch_into(&retentions, inventory, &acc, in_flight, deadline, &retries)
+        let folds = self
+            .fetch_all(&jobs, inventory, workers, deadline, &retries)
             .await?;
-        let acc = acc.into_inner().unwrap_or_else(|p| p.into_inner());
+        let sent = jobs.len();
+        let mut acc = Accumulator::default();
+        for f in folds {
+            acc.add(f);
+        }
+        let now = SystemTime::now();
+        cache.set_scheduler_queues(SchedulerQueues {
+            by_model: std::mem::take(&mut acc.queues),
+            at: now,
+        });
         // Writing every pod of a large fleet takes CPU for a while: tell
-        // the runtime, so that API requests move to other workers.
-        let mut report = blocking(|| self.apply(acc, inventory, &models, cache));
+        // the runtime, so that API requests move to other workers, and
+        // share the models between the workers' threads (the cache takes
+        // concurrent writes).
+        let mut report = if workers < jobs.len() && multi_thread() {
+            let chunk = models.len().div_ceil(workers).max(1);
+            let parts = blocking(|| {
+                std::thread::scope(|scope| {
+                    let threads: Vec<_> = models
+                        .chunks(chunk)
+                        .map(|part| {
+                            let acc = &acc;
+                            std::thread::Builder::new()
+                                .name("prometheus-apply".into())
+                                .spawn_scoped(scope, move || {
+                                    self.apply(acc, inventory, part, cache, now)
+                                })
+                                // Could not start the thread: on this one.
+                                .map_err(|_| part)
+                        })
+                        .collect();
+                    threads
+                        .into_iter()
+                        .map(|t| match t {
+                            Ok(t) => t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                            Err(part) => self.apply(&acc, inventory, part, cache, now),
+                        })
+                        .collect::<Vec<_>>()
+                })
+            });
+            parts.into_iter().fold(CycleReport::default(), |mut a, b| {
+                a.replicas_updated += b.replicas_updated;
+                a.samples_rejected += b.samples_rejected;
+                a
+            })
+        } else {
+            blocking(|| self.apply(&acc, inventory, &models, cache, now))
+        };
         report.requests = sent;
         report.retries = retries.into_inner();
         Ok(report)

@@ -3,7 +3,6 @@
 //! the number of entries (least recently fetched evicted first).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::de::{self, MapAccess, Visitor};
@@ -73,34 +72,135 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    status: Text<'a>,
-    #[serde(default, borrow)]
+/// One series of an answer as the decoder reads it, borrowed from the
+/// body: handed to the caller's sink, which keeps what it needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowRef<'r> {
+    /// Empty when the series has no `namespace` label.
+    pub namespace: &'r str,
+    /// The `pod` label, else the series name (`__name__`), else empty.
+    pub pod: &'r str,
+    /// Empty when the series has no `model_name` label.
+    pub model_name: &'r str,
+    pub value: f64,
+    /// The `num_gpu_blocks` and `block_size` labels, when the series has
+    /// both as positive integers (`vllm:cache_config_info`).
+    pub kv_cache: Option<crate::saturation::v2::KvCacheConfig>,
+}
+
+/// What a Prometheus `/api/v1/query` body said, its rows aside (they went
+/// to the sink).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A vector; this many rows went to the sink.
+    Vector(usize),
+    /// A successful answer of another result type (scalar, matrix, string).
+    OtherResultType(String),
+    /// `status: error`, with Prometheus' `errorType` and message.
+    ApiError { error_type: String, error: String },
+}
+
+/// Receives each row of a vector as it is decoded; an `Err` stops the
+/// decoding and becomes the [`DecodeError`].
+pub type Sink<'s> = dyn FnMut(RowRef<'_>) -> Result<(), String> + 's;
+
+/// The body's top level. Prometheus writes `status` first; a `data` read
+/// before it is kept as raw text and decoded once the status says
+/// success, so that no row of an error answer reaches the sink.
+struct Envelope<'a, 's, 'k> {
+    sink: &'k mut Sink<'s>,
+    _body: std::marker::PhantomData<&'a ()>,
+}
+
+struct Top<'a> {
+    status: Option<Text<'a>>,
     data: Option<Data<'a>>,
-    #[serde(default, borrow, rename = "errorType")]
     error_type: Option<Text<'a>>,
-    #[serde(default, borrow)]
     error: Option<Text<'a>>,
+}
+
+impl<'de: 'a, 'a, 's, 'k> de::DeserializeSeed<'de> for Envelope<'a, 's, 'k> {
+    type Value = Top<'a>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Top<'a>, D::Error> {
+        struct V<'a, 's, 'k>(&'k mut Sink<'s>, std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a, 's, 'k> Visitor<'de> for V<'a, 's, 'k> {
+            type Value = Top<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a Prometheus API answer")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'a>, A::Error> {
+                let sink = self.0;
+                let mut top = Top {
+                    status: None,
+                    data: None,
+                    error_type: None,
+                    error: None,
+                };
+                let mut deferred: Option<&'a serde_json::value::RawValue> = None;
+                while let Some(key) = map.next_key::<Text<'a>>()? {
+                    match key.0.as_ref() {
+                        "status" => top.status = Some(map.next_value()?),
+                        "data" if top.status.as_ref().is_some_and(|s| s.0 == "success") => {
+                            top.data = Some(map.next_value_seed(DataSeed {
+                                sink: &mut *sink,
+                                _body: std::marker::PhantomData,
+                            })?)
+                        }
+                        "data" => deferred = Some(map.next_value()?),
+                        "errorType" => top.error_type = Some(map.next_value()?),
+                        "error" => top.error = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                let status = top
+                    .status
+                    .as_ref()
+                    .ok_or_else(|| de::Error::missing_field("status"))?;
+                if let (Some(raw), "success") = (deferred, status.0.as_ref()) {
+                    let mut d = serde_json::Deserializer::from_str(raw.get());
+                    top.data = Some(
+                        de::DeserializeSeed::deserialize(
+                            DataSeed {
+                                sink,
+                                _body: std::marker::PhantomData,
+                            },
+                            &mut d,
+                        )
+                        .map_err(de::Error::custom)?,
+                    );
+                }
+                Ok(top)
+            }
+        }
+        d.deserialize_map(V(self.sink, std::marker::PhantomData))
+    }
 }
 
 /// `data`: Prometheus writes `resultType` before `result`, so the rows of a
 /// vector are decoded in the same pass; any other result is skipped.
 struct Data<'a> {
     result_type: Text<'a>,
-    rows: Option<Vec<SeriesValue>>,
+    rows: Option<usize>,
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Data<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+struct DataSeed<'a, 's, 'k> {
+    sink: &'k mut Sink<'s>,
+    _body: std::marker::PhantomData<&'a ()>,
+}
+
+impl<'de: 'a, 'a, 's, 'k> de::DeserializeSeed<'de> for DataSeed<'a, 's, 'k> {
+    type Value = Data<'a>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Data<'a>, D::Error> {
+        struct V<'a, 's, 'k>(&'k mut Sink<'s>, std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a, 's, 'k> Visitor<'de> for V<'a, 's, 'k> {
             type Value = Data<'a>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a query result")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Data<'a>, A::Error> {
+                let sink = self.0;
                 let mut result_type: Option<Text<'a>> = None;
                 let mut rows = None;
                 let mut deferred: Option<&'a serde_json::value::RawValue> = None;
@@ -108,7 +208,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Data<'a> {
                     match (key.0.as_ref(), result_type.as_ref()) {
                         ("resultType", _) => result_type = Some(map.next_value()?),
                         ("result", Some(t)) if t.0 == "vector" => {
-                            rows = Some(map.next_value_seed(Rows(std::marker::PhantomData))?)
+                            rows = Some(map.next_value_seed(Rows {
+                                sink: &mut *sink,
+                                _body: std::marker::PhantomData,
+                            })?)
                         }
                         ("result", Some(_)) => {
                             map.next_value::<de::IgnoredAny>()?;
@@ -125,41 +228,51 @@ impl<'de: 'a, 'a> Deserialize<'de> for Data<'a> {
                 if let (Some(raw), "vector") = (deferred, result_type.0.as_ref()) {
                     let mut d = serde_json::Deserializer::from_str(raw.get());
                     rows = Some(
-                        de::DeserializeSeed::deserialize(Rows(std::marker::PhantomData), &mut d)
-                            .map_err(de::Error::custom)?,
+                        de::DeserializeSeed::deserialize(
+                            Rows {
+                                sink,
+                                _body: std::marker::PhantomData,
+                            },
+                            &mut d,
+                        )
+                        .map_err(de::Error::custom)?,
                     );
                 }
                 Ok(Data { result_type, rows })
             }
         }
-        d.deserialize_map(V(std::marker::PhantomData))
+        d.deserialize_map(V(self.sink, std::marker::PhantomData))
     }
 }
 
-/// The rows of a vector, each turned into a [`SeriesValue`] as soon as it
-/// is read: the wire rows of a 100,000-series answer are never all held
-/// at once (they were 17 MB, twice that while their vector grew).
-struct Rows<'a>(std::marker::PhantomData<&'a ()>);
+/// The rows of a vector, each handed to the sink as soon as it is read
+/// and never kept here: a 100,000-series answer is folded in one pass
+/// over its body, without a row allocated per series.
+struct Rows<'a, 's, 'k> {
+    sink: &'k mut Sink<'s>,
+    _body: std::marker::PhantomData<&'a ()>,
+}
 
-impl<'de: 'a, 'a> de::DeserializeSeed<'de> for Rows<'a> {
-    type Value = Vec<SeriesValue>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Vec<SeriesValue>;
+impl<'de: 'a, 'a, 's, 'k> de::DeserializeSeed<'de> for Rows<'a, 's, 'k> {
+    type Value = usize;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        struct V<'a, 's, 'k>(&'k mut Sink<'s>, std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a, 's, 'k> Visitor<'de> for V<'a, 's, 'k> {
+            type Value = usize;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a list of series")
             }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut strings = Interner::default();
-                let mut out = Vec::new();
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+                let mut n = 0;
                 while let Some(row) = seq.next_element::<Row<'a>>()? {
-                    out.push(series_value(row, &mut strings).map_err(de::Error::custom)?);
+                    (self.0)(row_ref(&row).map_err(de::Error::custom)?)
+                        .map_err(de::Error::custom)?;
+                    n += 1;
                 }
-                Ok(out)
+                Ok(n)
             }
         }
-        d.deserialize_seq(V(std::marker::PhantomData))
+        d.deserialize_seq(V(self.sink, std::marker::PhantomData))
     }
 }
 
@@ -189,51 +302,90 @@ struct Labels<'a> {
 
 /// Shares equal strings.
 #[derive(Default)]
-struct Interner<'a>(HashMap<Text<'a>, Arc<str>, foldhash::fast::RandomState>);
+struct Interner(std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>);
 
-impl<'a> Interner<'a> {
-    fn get(&mut self, s: Option<Text<'a>>) -> Arc<str> {
-        let s = s.unwrap_or_default();
-        if let Some(a) = self.0.get(&s) {
+impl Interner {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(s) {
             return Arc::clone(a);
         }
-        let a: Arc<str> = Arc::from(s.0.as_ref());
-        self.0.insert(s, Arc::clone(&a));
+        let a: Arc<str> = Arc::from(s);
+        self.0.insert(Arc::clone(&a));
         a
     }
 }
 
-/// Decodes the body of an instant query. Series without a `pod` label are
-/// dropped, except that the name of the series stands in for it (the
-/// availability check groups by `__name__`). Sample values keep
-/// Prometheus' spelling of NaN and infinities; range checks come later.
-pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
-    let envelope: Envelope<'_> =
-        serde_json::from_slice(body).map_err(|e| DecodeError(e.to_string()))?;
-    if envelope.status.0 != "success" {
-        return Ok(Decoded::ApiError {
-            error_type: envelope.error_type.unwrap_or_default().0.into_owned(),
-            error: envelope.error.unwrap_or_default().0.into_owned(),
+/// Decodes the body of an instant query, handing each row of a vector to
+/// `sink` as it is read. Series without a `pod` label get the series name
+/// in its place (the availability check groups by `__name__`), else an
+/// empty one. Sample values keep Prometheus' spelling of NaN and
+/// infinities; range checks come later. When this returns an error, rows
+/// before the fault may already have reached the sink.
+pub fn decode_each(body: &[u8], sink: &mut Sink<'_>) -> Result<Outcome, DecodeError> {
+    // The whole body checked as UTF-8 at once (fast over ASCII) rather
+    // than string by string as the slice reader does.
+    let text = std::str::from_utf8(body).map_err(|e| DecodeError(e.to_string()))?;
+    let mut d = serde_json::Deserializer::from_str(text);
+    let top = de::DeserializeSeed::deserialize(
+        Envelope {
+            sink,
+            _body: std::marker::PhantomData,
+        },
+        &mut d,
+    )
+    .and_then(|top| d.end().map(|()| top))
+    .map_err(|e| DecodeError(e.to_string()))?;
+    let status = top.status.unwrap_or_default();
+    if status.0 != "success" {
+        return Ok(Outcome::ApiError {
+            error_type: top.error_type.unwrap_or_default().0.into_owned(),
+            error: top.error.unwrap_or_default().0.into_owned(),
         });
     }
-    let data = envelope
+    let data = top
         .data
         .ok_or_else(|| DecodeError("`status: success` without `data`".to_owned()))?;
-    let Some(rows) = data.rows else {
-        return Ok(Decoded::OtherResultType(data.result_type.0.into_owned()));
-    };
-    Ok(Decoded::Vector(rows))
+    match data.rows {
+        Some(n) => Ok(Outcome::Vector(n)),
+        None => Ok(Outcome::OtherResultType(data.result_type.0.into_owned())),
+    }
 }
 
-/// One wire row as a [`SeriesValue`]; Err names a value that is not a number.
-fn series_value<'a>(row: Row<'a>, strings: &mut Interner<'a>) -> Result<SeriesValue, String> {
+/// Decodes the body of an instant query into owned rows (see
+/// [`decode_each`], which the fetch cycle uses without them).
+pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
+    let mut strings = Interner::default();
+    let mut rows = Vec::new();
+    let outcome = decode_each(body, &mut |r: RowRef<'_>| {
+        rows.push(SeriesValue {
+            namespace: strings.get(r.namespace),
+            pod: r.pod.into(),
+            model_name: strings.get(r.model_name),
+            value: r.value,
+            kv_cache: r.kv_cache,
+        });
+        Ok(())
+    })?;
+    Ok(match outcome {
+        Outcome::Vector(_) => Decoded::Vector(rows),
+        Outcome::OtherResultType(t) => Decoded::OtherResultType(t),
+        Outcome::ApiError { error_type, error } => Decoded::ApiError { error_type, error },
+    })
+}
+
+/// One wire row as a [`RowRef`]; Err names a value that is not a number.
+fn row_ref<'r>(row: &'r Row<'_>) -> Result<RowRef<'r>, String> {
     // Per-model rows (the endpoint picker's queues) have no pod; they
     // never join a pod, but are read by model.
-    let pod = row.metric.pod.or(row.metric.name).unwrap_or_default();
-    let text = &row.value.1 .0;
-    let value = text
+    let text = |t: &'r Option<Text<'_>>| t.as_ref().map_or("", |t| t.0.as_ref());
+    let pod = match &row.metric.pod {
+        Some(p) => p.0.as_ref(),
+        None => text(&row.metric.name),
+    };
+    let value_text = &row.value.1 .0;
+    let value = value_text
         .parse::<f64>()
-        .map_err(|_| format!("sample value {text:?} is not a number"))?;
+        .map_err(|_| format!("sample value {value_text:?} is not a number"))?;
     let (blocks, block_size) = (&row.metric.num_gpu_blocks, &row.metric.block_size);
     let kv_cache = match (blocks, block_size) {
         (Some(_), Some(_)) => crate::collector::exposition::kv_cache_from_labels(|k| match k {
@@ -243,10 +395,10 @@ fn series_value<'a>(row: Row<'a>, strings: &mut Interner<'a>) -> Result<SeriesVa
         }),
         _ => None,
     };
-    Ok(SeriesValue {
-        namespace: strings.get(row.metric.namespace),
-        pod: pod.0.into(),
-        model_name: strings.get(row.metric.model_name),
+    Ok(RowRef {
+        namespace: text(&row.metric.namespace),
+        pod,
+        model_name: text(&row.metric.model_name),
         value,
         kv_cache,
     })

@@ -161,12 +161,39 @@ pub struct InventorySnapshot {
     by_model: HashMap<ModelKey, ModelMembers>,
     /// namespace -> pod name -> position in `pods`: joins backend rows,
     /// which name pods by those two labels, without building keys.
-    pod_positions: HashMap<String, PodPositions>,
+    pod_positions: HashMap<String, NamespacePods>,
+    /// Hashes pod names for `pod_positions`.
+    name_hasher: foldhash::fast::RandomState,
 }
 
 /// Pod name -> position, with a fast hash: it is probed for every series
 /// of every query (600,000 times a cycle at 100,000 pods).
-pub type PodPositions = HashMap<String, usize, foldhash::fast::RandomState>;
+/// A table of positions hashed by the pod's name, which stays in `pods`:
+/// a map keyed by a copy of each name took ~6 MB at 100,000 pods.
+#[derive(Debug, Default)]
+struct NamespacePods {
+    positions: hashbrown::HashTable<u32>,
+}
+
+/// The pods of one namespace by name ([`InventorySnapshot::pods_of_namespace`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PodPositions<'a> {
+    positions: &'a hashbrown::HashTable<u32>,
+    pods: &'a [ReplicaPod],
+    hasher: &'a foldhash::fast::RandomState,
+}
+
+impl PodPositions<'_> {
+    /// Position in [`InventorySnapshot::pods`] of the pod with this name.
+    pub fn get(&self, name: &str) -> Option<usize> {
+        use std::hash::BuildHasher;
+        self.positions
+            .find(self.hasher.hash_one(name), |&i| {
+                self.pods.get(i as usize).is_some_and(|p| p.name == name)
+            })
+            .map(|&i| i as usize)
+    }
+}
 
 /// Indexes into the snapshot of one model's variants and pods.
 #[derive(Debug, Default, Clone)]
@@ -200,15 +227,31 @@ impl InventorySnapshot {
             variant_model.insert((&v.namespace, &v.name), key.clone());
             by_model.entry(key).or_default().variants.push(i);
         }
-        let mut pod_positions: HashMap<String, PodPositions> = HashMap::new();
+        let name_hasher = foldhash::fast::RandomState::default();
+        let hash = |name: &str| std::hash::BuildHasher::hash_one(&name_hasher, name);
+        let mut pod_positions: HashMap<String, NamespacePods> = HashMap::new();
         for (i, p) in pods.iter().enumerate() {
-            match pod_positions.get_mut(&*p.namespace) {
-                Some(positions) => positions.insert(p.name.clone(), i),
-                None => pod_positions
-                    .entry(p.namespace.to_string())
-                    .or_default()
-                    .insert(p.name.clone(), i),
+            // Positions fit in u32: a snapshot holds far fewer pods.
+            let Ok(position) = u32::try_from(i) else {
+                break;
             };
+            if !pod_positions.contains_key(&*p.namespace) {
+                pod_positions.insert(p.namespace.to_string(), NamespacePods::default());
+            }
+            if let Some(ns) = pod_positions.get_mut(&*p.namespace) {
+                // A name seen before in the namespace: the later pod wins,
+                // as a map insert did.
+                match ns.positions.find_mut(hash(&p.name), |&j| {
+                    pods.get(j as usize).is_some_and(|q| q.name == p.name)
+                }) {
+                    Some(slot) => *slot = position,
+                    None => {
+                        ns.positions.insert_unique(hash(&p.name), position, |&j| {
+                            pods.get(j as usize).map_or(0, |q| hash(&q.name))
+                        });
+                    }
+                }
+            }
             if let Some(key) = variant_model.get(&(&*p.namespace, &*p.variant)) {
                 if let Some(members) = by_model.get_mut(key) {
                     members.pods.push(i);
@@ -222,18 +265,23 @@ impl InventorySnapshot {
             by_target,
             by_model,
             pod_positions,
+            name_hasher,
         }
     }
 
     /// Position in [`InventorySnapshot::pods`] of the pod `namespace/name`.
     pub fn pod_position(&self, namespace: &str, name: &str) -> Option<usize> {
-        self.pod_positions.get(namespace)?.get(name).copied()
+        self.pods_of_namespace(namespace)?.get(name)
     }
 
     /// The pods of one namespace by name, for joins that handle many rows
     /// of the same namespace in a row.
-    pub fn pods_of_namespace(&self, namespace: &str) -> Option<&PodPositions> {
-        self.pod_positions.get(namespace)
+    pub fn pods_of_namespace(&self, namespace: &str) -> Option<PodPositions<'_>> {
+        self.pod_positions.get(namespace).map(|ns| PodPositions {
+            positions: &ns.positions,
+            pods: &self.pods,
+            hasher: &self.name_hasher,
+        })
     }
 
     /// Whether a pod with this cache key (`namespace/name`) exists.

@@ -30,7 +30,7 @@ pub enum Answer {
 /// looked up once per run of rows, and the pod by its borrowed name.
 struct Join<'s> {
     snapshot: &'s InventorySnapshot,
-    namespace: Option<(String, Option<&'s PodPositions>)>,
+    namespace: Option<(String, Option<PodPositions<'s>>)>,
 }
 
 impl<'s> Join<'s> {
@@ -43,7 +43,7 @@ impl<'s> Join<'s> {
                 pods
             }
         };
-        pods?.get(pod).copied()
+        pods?.get(pod)
     }
 }
 

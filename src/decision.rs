@@ -364,7 +364,7 @@ impl DecisionEngine {
             .collect();
         let mut out = Vec::new();
         for p in snapshot.pods().iter().filter(|p| {
-            p.ready && *p.namespace == *namespace && pod.is_none_or(|name| p.name == name)
+            p.ready && *p.namespace == *namespace && pod.is_none_or(|name| p.name() == name)
         }) {
             let Some(v) = variant_labels.get(&*p.variant) else {
                 continue;
@@ -579,13 +579,13 @@ impl DecisionEngine {
                 (
                     m.age(now),
                     ReplicaLoad {
-                        pod: pod.name.clone(),
+                        pod: pod.name().to_owned(),
                         variant: pod.variant.to_string(),
                         kv: m.kv_usage,
                         queue: m.queue_waiting,
                     },
                     ReplicaTokens {
-                        pod: pod.name.clone(),
+                        pod: pod.name().to_owned(),
                         variant: pod.variant.to_string(),
                         accelerator: String::new(),
                         kv: m.kv_usage,
@@ -661,7 +661,7 @@ impl DecisionEngine {
                 .pods()
                 .iter()
                 .filter(|p| *p.namespace == *v.namespace && *p.variant == *v.name)
-                .filter_map(|p| inventory.pod_gpus(&p.namespace, &p.name))
+                .filter_map(|p| inventory.pod_gpus(&p.namespace, p.name()))
                 .max()
                 .unwrap_or(1)
                 .max(1)

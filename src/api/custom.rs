@@ -273,7 +273,7 @@ pub fn custom_metric_values(
                         PodSignal::RequestsWaiting => m.queue_waiting,
                     };
                     // Milli units, rounded down like every value we serve.
-                    Some((p.name.clone(), (v * 1000.0).floor() as i64))
+                    Some((p.name().to_owned(), (v * 1000.0).floor() as i64))
                 })
                 .collect();
             if items.is_empty() {

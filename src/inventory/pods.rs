@@ -278,7 +278,7 @@ status: {podIP: "fd00::1", conditions: [{type: Ready, status: "True"}]}
             let mut v: Vec<_> = snap
                 .pods()
                 .iter()
-                .map(|p| (p.name.clone(), p.ready, p.ip.map(|ip| ip.to_string())))
+                .map(|p| (p.name().to_owned(), p.ready, p.ip.map(|ip| ip.to_string())))
                 .collect();
             v.sort();
             v

@@ -676,19 +676,17 @@ fn replica_pod(
         PodIp::Ip(ip) => Some(*ip),
         PodIp::Invalid(s) => return Err(format!("status.podIP {s:?} is not an IP address")),
     };
-    let name = pod.name.to_string();
-    Ok(ReplicaPod {
-        key: crate::inventory::pod_key(&variant.namespace, &name),
-        namespace: Arc::clone(&variant.namespace),
-        name,
-        variant: Arc::clone(&variant.name),
-        model_id: Arc::clone(&variant.model_id),
+    Ok(ReplicaPod::new(
+        Arc::clone(&variant.namespace),
+        &pod.name,
+        Arc::clone(&variant.name),
+        Arc::clone(&variant.model_id),
         ip,
         port,
         path,
-        ready: pod.ready,
-        labels: Arc::clone(&pod.labels),
-    })
+        pod.ready,
+        Arc::clone(&pod.labels),
+    ))
 }
 
 /// Scale targets and ReplicaSet owners, indexed by namespace, kind and name.
@@ -938,7 +936,7 @@ spec:
         let pods: Vec<(&str, bool, u16, Option<String>)> = snap
             .pods()
             .iter()
-            .map(|p| (p.name.as_str(), p.ready, p.port, p.scrape_url()))
+            .map(|p| (p.name(), p.ready, p.port, p.scrape_url()))
             .collect();
         assert_eq!(
             pods,

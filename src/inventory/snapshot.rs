@@ -114,10 +114,10 @@ pub fn pod_key(namespace: &str, pod: &str) -> PodKey {
 /// snapshot holds 100,000 of these at scale.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaPod {
-    /// `namespace/name`: the key of this pod's entry in the metrics cache.
+    /// `namespace/name`: the key of this pod's entry in the metrics cache,
+    /// and where the name is kept ([`ReplicaPod::name`]).
     pub key: String,
     pub namespace: Arc<str>,
-    pub name: String,
     /// Name of the variant the pod belongs to.
     pub variant: Arc<str>,
     pub model_id: Arc<str>,
@@ -131,6 +131,37 @@ pub struct ReplicaPod {
 }
 
 impl ReplicaPod {
+    /// A pod of `namespace` named `name`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        namespace: Arc<str>,
+        name: &str,
+        variant: Arc<str>,
+        model_id: Arc<str>,
+        ip: Option<IpAddr>,
+        port: u16,
+        path: Arc<str>,
+        ready: bool,
+        labels: Arc<BTreeMap<String, String>>,
+    ) -> Self {
+        ReplicaPod {
+            key: pod_key(&namespace, name),
+            namespace,
+            variant,
+            model_id,
+            ip,
+            port,
+            path,
+            ready,
+            labels,
+        }
+    }
+
+    /// The pod's name: the key after `namespace/`.
+    pub fn name(&self) -> &str {
+        self.key.get(self.namespace.len() + 1..).unwrap_or_default()
+    }
+
     /// `http://ip:port/path` when the pod has an IP.
     pub fn scrape_url(&self) -> Option<String> {
         let ip = self.ip?;
@@ -189,7 +220,7 @@ impl PodPositions<'_> {
         use std::hash::BuildHasher;
         self.positions
             .find(self.hasher.hash_one(name), |&i| {
-                self.pods.get(i as usize).is_some_and(|p| p.name == name)
+                self.pods.get(i as usize).is_some_and(|p| p.name() == name)
             })
             .map(|&i| i as usize)
     }
@@ -241,13 +272,13 @@ impl InventorySnapshot {
             if let Some(ns) = pod_positions.get_mut(&*p.namespace) {
                 // A name seen before in the namespace: the later pod wins,
                 // as a map insert did.
-                match ns.positions.find_mut(hash(&p.name), |&j| {
-                    pods.get(j as usize).is_some_and(|q| q.name == p.name)
+                match ns.positions.find_mut(hash(p.name()), |&j| {
+                    pods.get(j as usize).is_some_and(|q| q.name() == p.name())
                 }) {
                     Some(slot) => *slot = position,
                     None => {
-                        ns.positions.insert_unique(hash(&p.name), position, |&j| {
-                            pods.get(j as usize).map_or(0, |q| hash(&q.name))
+                        ns.positions.insert_unique(hash(p.name()), position, |&j| {
+                            pods.get(j as usize).map_or(0, |q| hash(q.name()))
                         });
                     }
                 }

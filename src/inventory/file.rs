@@ -10,12 +10,10 @@ use k8s_openapi::api::core::v1::Pod;
 use tokio_util::sync::CancellationToken;
 
 use super::crd::VariantAutoscaling;
-use super::pods::{Interner, PodRecord};
+use super::pods::Interner;
 use super::projection::Project;
 use super::resolve::{resolve_with, InventoryObjects, ResolveOptions};
 use super::store::InventoryStore;
-use super::variants::VariantRecord;
-use super::workloads::WorkloadRecord;
 
 /// How often the file's modification time is checked. Polling the metadata
 /// (instead of inotify) also sees the symlink swap of a mounted ConfigMap.
@@ -376,40 +374,22 @@ pub fn parse_objects_with_lines(
             doc.content_line(),
             doc.start..doc.start + doc.text.len(),
         ));
+        // Read strictly as its typed kind, then kept as its projection:
+        // at 100,000 pods the typed objects took hundreds of MiB.
+        macro_rules! projected {
+            ($kind:ty) => {{
+                let object: $kind = typed_document(path, doc, &kind, &given)?;
+                Arc::new(<_ as Project<$kind>>::project(&object, &mut interner))
+            }};
+        }
         match kind.as_str() {
-            "VariantAutoscaling" => {
-                let va: VariantAutoscaling = typed_document(path, doc, &kind, &given)?;
-                objects
-                    .variant_autoscalings
-                    .push(Arc::new(VariantRecord::project(&va, &mut interner)));
-            }
-            // Workloads and Pods are kept as their projections as soon as
-            // they are read: at 100,000 pods the typed objects took
-            // hundreds of MiB.
-            "Deployment" => {
-                let d: Deployment = typed_document(path, doc, &kind, &given)?;
-                objects
-                    .workloads
-                    .push(Arc::new(WorkloadRecord::project(&d, &mut interner)));
-            }
-            "StatefulSet" => {
-                let s: StatefulSet = typed_document(path, doc, &kind, &given)?;
-                objects
-                    .workloads
-                    .push(Arc::new(WorkloadRecord::project(&s, &mut interner)));
-            }
-            "ReplicaSet" => {
-                let rs: ReplicaSet = typed_document(path, doc, &kind, &given)?;
-                objects
-                    .workloads
-                    .push(Arc::new(WorkloadRecord::project(&rs, &mut interner)));
-            }
-            "Pod" => {
-                let pod: Pod = typed_document(path, doc, &kind, &given)?;
-                objects
-                    .pods
-                    .push(Arc::new(PodRecord::project(&pod, &mut interner)));
-            }
+            "VariantAutoscaling" => objects
+                .variant_autoscalings
+                .push(projected!(VariantAutoscaling)),
+            "Deployment" => objects.workloads.push(projected!(Deployment)),
+            "StatefulSet" => objects.workloads.push(projected!(StatefulSet)),
+            "ReplicaSet" => objects.workloads.push(projected!(ReplicaSet)),
+            "Pod" => objects.pods.push(projected!(Pod)),
             "HorizontalPodAutoscaler" => objects
                 .horizontal_pod_autoscalers
                 .push(Arc::new(typed_document(path, doc, &kind, &given)?)),

@@ -600,6 +600,12 @@ const LARGE_FLEET_IN_FLIGHT: usize = 2;
 /// The most buffer reserved up front for an answer from its Content-Length.
 const PREALLOCATE_LIMIT: u64 = 64 * 1024 * 1024;
 
+/// The largest answer read. At 100,000 pods an answer is 11-15 MB; one far
+/// larger is not a fleet this server can hold anyway, and reading it whole
+/// (a wrong URL, a proxy streaming something else) would take the pod's
+/// memory with it.
+const MAX_ANSWER_BYTES: usize = 128 * 1024 * 1024;
+
 /// Answers larger than this are decoded in `block_in_place`.
 const INLINE_DECODE_LIMIT: usize = 64 * 1024;
 
@@ -620,12 +626,7 @@ async fn execute(
     let status = response.status();
     // Read into one buffer of the announced size: collecting the chunks
     // and then joining them held a large answer twice.
-    let announced = response.content_length().unwrap_or(0);
-    body.clear();
-    body.reserve(usize::try_from(announced.min(PREALLOCATE_LIMIT)).unwrap_or(0));
-    while let Some(chunk) = response.chunk().await.map_err(|e| classify_reqwest(&e))? {
-        body.extend_from_slice(&chunk);
-    }
+    read_body(&mut response, body, MAX_ANSWER_BYTES).await?;
     // Refused credentials stay refused: fail at once, whatever the body
     // (an authenticating proxy rarely answers Prometheus' JSON).
     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
@@ -797,6 +798,38 @@ fn classify_reqwest(r: &reqwest::Error) -> Failure {
     }
 }
 
+/// Reads an answer into `body` (one buffer of its announced size), refusing
+/// one larger than `limit` bytes before or while reading it.
+async fn read_body(
+    response: &mut reqwest::Response,
+    body: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), Failure> {
+    let too_large = |size: String| {
+        (
+            ErrorClass::Permanent,
+            "too_large",
+            format!(
+                "the metrics store's answer ({size}) is larger than the {limit} bytes this server reads: check the Prometheus URL, or narrow what is served (--watch-namespaces)"
+            ),
+        )
+    };
+    let announced = response.content_length().unwrap_or(0);
+    if usize::try_from(announced).map_or(true, |n| n > limit) {
+        return Err(too_large(format!("Content-Length {announced}")));
+    }
+    body.clear();
+    body.reserve(usize::try_from(announced.min(PREALLOCATE_LIMIT)).unwrap_or(0));
+    while let Some(chunk) = response.chunk().await.map_err(|e| classify_reqwest(&e))? {
+        if body.len() + chunk.len() > limit {
+            *body = Vec::new();
+            return Err(too_large(format!("over {limit} bytes read")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(())
+}
+
 /// Exponential backoff with jitter in [0.5, 1.5) of the nominal delay.
 fn backoff(attempt: u32) -> Duration {
     let nominal = BASE_BACKOFF
@@ -910,6 +943,48 @@ impl MetricsBackend for PrometheusBackend {
 mod store_option_tests {
     use super::config::HeaderSource;
     use super::*;
+
+    #[tokio::test]
+    async fn an_answer_over_the_limit_is_refused_before_or_while_it_is_read() {
+        // Announced: a body of known length, as hyper makes of a
+        // Content-Length answer. Else streamed in chunks of 4 bytes.
+        let response = |body: &'static str, announce: bool| {
+            let body = if announce {
+                reqwest::Body::from(body)
+            } else {
+                let frames = futures::stream::iter(body.as_bytes().chunks(4).map(|c| {
+                    Ok::<_, std::io::Error>(hyper::body::Frame::data(
+                        bytes::Bytes::copy_from_slice(c),
+                    ))
+                }));
+                reqwest::Body::wrap(http_body_util::StreamBody::new(frames))
+            };
+            reqwest::Response::from(http::Response::new(body))
+        };
+        let mut body = Vec::new();
+        // Within the limit, announced or streamed: read whole.
+        for announce in [true, false] {
+            read_body(&mut response("0123456789", announce), &mut body, 10)
+                .await
+                .unwrap();
+            assert_eq!(body, b"0123456789");
+        }
+        // Announced too large: refused without reading.
+        let (class, kind, message) = read_body(&mut response("0123456789a", true), &mut body, 10)
+            .await
+            .unwrap_err();
+        assert_eq!((class, kind), (ErrorClass::Permanent, "too_large"));
+        assert!(message.contains("Content-Length 11"), "{message}");
+        assert!(message.contains("larger than the 10 bytes"), "{message}");
+        // Streamed without a length: refused once it passes the limit,
+        // and the buffer is let go.
+        let (_, kind, message) = read_body(&mut response("0123456789a", false), &mut body, 10)
+            .await
+            .unwrap_err();
+        assert_eq!(kind, "too_large");
+        assert!(message.contains("over 10 bytes read"), "{message}");
+        assert_eq!(body.capacity(), 0);
+    }
 
     #[test]
     fn request_headers_carry_tenant_basic_auth_and_extra_headers() {

@@ -313,7 +313,7 @@ pub fn resolve_with(
             Some(name) => by_name.get(&(ns, name.as_str())).copied(),
             None => targets.owner_target(pod).and_then(|(kind, name)| {
                 by_target
-                    .get(&(ns, kind, name.as_str()))
+                    .get(&(ns, kind, name))
                     .and_then(|vs| vs.first().copied())
             }),
         };
@@ -690,51 +690,35 @@ fn replica_pod(
 }
 
 /// Scale targets and ReplicaSet owners, indexed by namespace, kind and name.
-struct TargetIndex {
-    states: HashMap<(String, &'static str, String), TargetState>,
-    /// Deployment (namespace, name) -> engine parameters of its pods.
-    engines: HashMap<(String, String), EngineParams>,
-    /// ReplicaSet (namespace, name) -> owning Deployment name.
-    rs_owner: HashMap<(String, String), String>,
+struct TargetIndex<'a> {
+    /// (namespace, kind, name) -> the workload's projection, borrowed:
+    /// the projection already holds counts, engine and owner.
+    workloads: HashMap<(&'a str, WorkloadKind, &'a str), &'a WorkloadRecord>,
 }
 
-impl TargetIndex {
-    fn new(objects: &InventoryObjects) -> Self {
-        let mut states = HashMap::new();
-        let mut engines = HashMap::new();
-        let mut rs_owner = HashMap::new();
-        for w in &objects.workloads {
-            let key = (w.namespace.to_string(), w.name.to_string());
-            match w.kind {
-                WorkloadKind::Deployment | WorkloadKind::StatefulSet => {
-                    if let Some(engine) = &w.engine {
-                        engines.insert(key.clone(), (**engine).clone());
-                    }
-                    states.insert((key.0, w.kind.as_str(), key.1), w.state);
-                }
-                WorkloadKind::ReplicaSet => {
-                    if let Some(owner) = &w.owner_deployment {
-                        rs_owner.insert(key, owner.to_string());
-                    }
-                }
-            }
-        }
+impl<'a> TargetIndex<'a> {
+    fn new(objects: &'a InventoryObjects) -> Self {
         TargetIndex {
-            states,
-            engines,
-            rs_owner,
+            workloads: objects
+                .workloads
+                .iter()
+                .map(|w| ((&*w.namespace, w.kind, &*w.name), &**w))
+                .collect(),
         }
     }
 
+    fn get(&self, namespace: &str, kind: WorkloadKind, name: &str) -> Option<&'a WorkloadRecord> {
+        self.workloads.get(&(namespace, kind, name)).copied()
+    }
+
+    /// Replica counts of a Deployment or StatefulSet target.
     fn state(&self, namespace: &str, kind: &str, name: &str) -> Option<TargetState> {
-        let kind: &'static str = match kind {
-            "Deployment" => "Deployment",
-            "StatefulSet" => "StatefulSet",
+        let kind = match kind {
+            "Deployment" => WorkloadKind::Deployment,
+            "StatefulSet" => WorkloadKind::StatefulSet,
             _ => return None,
         };
-        self.states
-            .get(&(namespace.to_owned(), kind, name.to_owned()))
-            .copied()
+        self.get(namespace, kind, name).map(|w| w.state)
     }
 
     /// Engine parameters of a Deployment target (upstream reads
@@ -743,8 +727,9 @@ impl TargetIndex {
         if kind != "Deployment" {
             return None;
         }
-        self.engines
-            .get(&(namespace.to_owned(), name.to_owned()))
+        self.get(namespace, WorkloadKind::Deployment, name)?
+            .engine
+            .as_deref()
             .cloned()
     }
 
@@ -752,19 +737,19 @@ impl TargetIndex {
     /// Pod -> StatefulSet. When the ReplicaSet itself is not known, its name
     /// minus the pod's `pod-template-hash` suffix is the Deployment's name,
     /// which is how the Deployment controller names ReplicaSets.
-    fn owner_target(&self, pod: &PodRecord) -> Option<(&'static str, String)> {
+    fn owner_target<'p>(&'p self, pod: &'p PodRecord) -> Option<(&'static str, &'p str)> {
         match pod.owner.as_ref()? {
-            PodOwner::StatefulSet(name) => Some(("StatefulSet", name.to_string())),
+            PodOwner::StatefulSet(name) => Some(("StatefulSet", name)),
             PodOwner::ReplicaSet(rs) => {
-                if let Some(d) = self
-                    .rs_owner
-                    .get(&(pod.namespace.to_string(), rs.to_string()))
-                {
-                    return Some(("Deployment", d.clone()));
+                let known = self
+                    .get(&pod.namespace, WorkloadKind::ReplicaSet, rs)
+                    .and_then(|r| r.owner_deployment.as_deref());
+                if let Some(d) = known {
+                    return Some(("Deployment", d));
                 }
                 let hash = pod.labels.get("pod-template-hash")?;
                 let name = rs.strip_suffix(hash.as_str())?.strip_suffix('-')?;
-                Some(("Deployment", name.to_owned()))
+                Some(("Deployment", name))
             }
         }
     }

@@ -116,8 +116,9 @@ impl<R> ProjectionTable<R> {
         })
     }
 
-    /// Inserts or replaces the projection with the same key.
-    fn insert<K>(&mut self, hasher: &KeyHasher, record: Arc<R>)
+    /// Inserts the projection, or replaces the one with the same key when
+    /// it differs; true when the table changed.
+    fn insert<K>(&mut self, hasher: &KeyHasher, record: R) -> bool
     where
         R: Project<K>,
     {
@@ -127,13 +128,17 @@ impl<R> ProjectionTable<R> {
             .table
             .find_mut(hash, |r| same_key::<K, R>(r, namespace, name))
         {
-            *slot = record;
-            return;
+            if **slot == record {
+                return false;
+            }
+            *slot = Arc::new(record);
+            return true;
         }
-        self.table.insert_unique(hash, record, |r| {
+        self.table.insert_unique(hash, Arc::new(record), |r| {
             let (ns, name) = r.key();
             hasher.hash_one((&**ns, name))
         });
+        true
     }
 
     fn remove<K>(&mut self, hasher: &KeyHasher, namespace: &str, name: &str) -> bool
@@ -215,7 +220,7 @@ impl<K: Resource, R: Project<K>> ProjectionStore<K, R> {
                 false
             }
             watcher::Event::InitApply(object) => {
-                let record = Arc::new(R::project(&object, &mut self.interner));
+                let record = R::project(&object, &mut self.interner);
                 self.listing
                     .get_or_insert_with(ProjectionTable::default)
                     .insert::<K>(&self.hasher, record);
@@ -232,16 +237,7 @@ impl<K: Resource, R: Project<K>> ProjectionStore<K, R> {
             },
             watcher::Event::Apply(object) => {
                 let record = R::project(&object, &mut self.interner);
-                let (namespace, name) = record.key();
-                if self
-                    .items
-                    .get::<K>(&self.hasher, namespace, name)
-                    .is_some_and(|old| **old == record)
-                {
-                    return false;
-                }
-                self.items.insert::<K>(&self.hasher, Arc::new(record));
-                true
+                self.items.insert::<K>(&self.hasher, record)
             }
             watcher::Event::Delete(object) => {
                 let meta = object.meta();

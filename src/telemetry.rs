@@ -270,6 +270,7 @@ impl Telemetry {
             "Model decisions published by the background decision loop, by analyzer (saturation-v1: percentage based, saturation-v2: token based)",
             t.analyzer_decisions.clone(),
         );
+        r.register_collector(Box::new(ProcessCollector));
         t
     }
 
@@ -303,6 +304,62 @@ impl Telemetry {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+}
+
+/// `process_resident_memory_bytes` and `process_open_fds`, read from
+/// `/proc/self` at each scrape (the names every Prometheus client library
+/// uses, so that dashboards for other processes apply). Where `/proc` is
+/// missing (not Linux) the metrics are left out rather than reported as 0.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl ProcessCollector {
+    fn resident_bytes() -> Option<i64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: i64 = line
+            .trim_start_matches("VmRSS:")
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    }
+
+    fn open_fds() -> Option<i64> {
+        let entries = std::fs::read_dir("/proc/self/fd").ok()?;
+        Some(entries.count() as i64)
+    }
+}
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let samples = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                Self::resident_bytes(),
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                Self::open_fds(),
+            ),
+        ];
+        for (name, help, value) in samples {
+            let Some(value) = value else { continue };
+            let gauge = ConstGauge::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric)?;
+        }
+        Ok(())
     }
 }
 

@@ -226,6 +226,16 @@ fn alerts_use_served_metric_names() {
         "wva_replica_scaling_total",
         "wva_metrics_samples_rejected_total",
         "aggregator_unavailable_apiservice",
+        // tests/dashboard_expressions.rs evaluates every expression against
+        // a running server's /metrics.
+        "wva_http_requests_total",
+        "wva_metrics_sample_age_seconds",
+        "wva_fetch_cycles_total",
+        "wva_backend_errors_total",
+        "wva_tolerance_holds_total",
+        "wva_decisions_without_metrics_total",
+        "wva_status_writes_pending",
+        "wva_status_writes_total",
     ];
     for r in rule["spec"]["groups"][0]["rules"].as_array().unwrap() {
         let expr = r["expr"].as_str().unwrap();
@@ -486,6 +496,7 @@ fn kustomizations_render_and_follow_the_install_rules() {
     assert_eq!(
         monitoring_names,
         BTreeSet::from([
+            "ConfigMap/wva-metrics-server-dashboard".to_owned(),
             "PrometheusRule/wva-metrics-server".to_owned(),
             "ServiceMonitor/wva-metrics-server".to_owned()
         ])

@@ -119,6 +119,16 @@ pub struct Telemetry {
     pub keda_open_connections: Gauge,
     /// Model decisions published, by the analysis that made them.
     pub analyzer_decisions: Family<AnalyzerLabels, Counter>,
+    /// KEDA external scaler calls by method and gRPC code.
+    pub keda_calls: Family<KedaCallLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KedaCallLabels {
+    /// The gRPC method: IsActive, StreamIsActive, GetMetricSpec, GetMetrics.
+    pub method: String,
+    /// The gRPC status code of the answer (`Ok`, `NotFound`, `Unavailable`, ...).
+    pub code: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -163,6 +173,7 @@ impl Telemetry {
             keda_connections_closed: Family::default(),
             keda_open_connections: Gauge::default(),
             analyzer_decisions: Family::default(),
+            keda_calls: Family::default(),
         };
         let r = registry;
         r.register(
@@ -269,6 +280,11 @@ impl Telemetry {
             "wva_analyzer_decisions",
             "Model decisions published by the background decision loop, by analyzer (saturation-v1: percentage based, saturation-v2: token based)",
             t.analyzer_decisions.clone(),
+        );
+        r.register(
+            "wva_keda_requests",
+            "KEDA external scaler calls by method and gRPC code (StreamIsActive: the opening of the stream)",
+            t.keda_calls.clone(),
         );
         r.register_collector(Box::new(ProcessCollector));
         t

@@ -360,3 +360,28 @@ async fn errors_are_grpc_statuses_that_name_the_problem() {
         "{a}"
     );
 }
+
+/// Every call is counted by method and gRPC code on /metrics
+/// (`wva_keda_requests_total`, the dashboard's KEDA panel).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_counted_by_method_and_code() {
+    let s = start(&[]).await;
+    s.server.wait_mistral_at_3().await;
+    for _ in 0..2 {
+        let a = tokio::task::block_in_place(|| {
+            s.call("llm-b", &["variantName=mistral-l40s"], "metrics")
+        });
+        assert_eq!(a["metrics"][0]["metricValueFloat"], 3.0, "{a}");
+    }
+    let a = tokio::task::block_in_place(|| {
+        s.call("llm-a", &["variantName=no-such-variant"], "metrics")
+    });
+    assert_eq!(a["code"], "NOT_FOUND", "{a}");
+    let page = s.server.text("/metrics").await;
+    for want in [
+        "wva_keda_requests_total{method=\"GetMetrics\",code=\"Ok\"} 2",
+        "wva_keda_requests_total{method=\"GetMetrics\",code=\"NotFound\"} 1",
+    ] {
+        assert!(page.contains(want), "{want} not in:\n{page}");
+    }
+}

@@ -2,6 +2,7 @@
 //! In clusters where KEDA owns `external.metrics.k8s.io`, KEDA calls this
 //! instead of the APIService; the answers come from the same decisions.
 
+mod calls;
 pub mod metadata;
 pub mod server;
 pub mod service;
@@ -75,7 +76,8 @@ pub async fn serve(
     telemetry: Telemetry,
     shutdown: CancellationToken,
 ) {
-    let service = proto::external_scaler_server::ExternalScalerServer::new(scaler)
+    let counted = calls::CountedScaler::new(scaler, telemetry.keda_calls.clone());
+    let service = proto::external_scaler_server::ExternalScalerServer::new(counted)
         .max_decoding_message_size(limits.max_message_bytes);
     server::serve(listener, tls, service, limits, telemetry, shutdown).await
 }

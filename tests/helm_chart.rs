@@ -356,6 +356,14 @@ fn prometheus_values_set_tenant_mtls_and_the_store_ca() {
     assert!(env["PROMETHEUS_CLIENT_CERT_PATH"].ends_with("/tls.crt"));
     assert!(env["PROMETHEUS_CLIENT_KEY_PATH"].ends_with("/tls.key"));
     assert_eq!(volume_of(&docs, &env["PROMETHEUS_CLIENT_KEY_PATH"]), client);
+    // Basic auth: the user, and the password file from the named Secret.
+    assert_eq!(env["PROMETHEUS_BASIC_AUTH_USERNAME"], "123456");
+    let password = volume_of(&docs, &env["PROMETHEUS_BASIC_AUTH_PASSWORD_FILE"]);
+    assert_eq!(
+        password["secret"]["secretName"],
+        "wva-metrics-store-password"
+    );
+    assert!(env["PROMETHEUS_BASIC_AUTH_PASSWORD_FILE"].ends_with("/password"));
     // ... and the store's CA from a ConfigMap holding the PEM of the values file.
     let ca = volume_of(&docs, &env["PROMETHEUS_CA_CERT_PATH"]);
     let cm = find(

@@ -311,7 +311,11 @@ pub async fn components_from_args(
             }
             None
         }
-        Some(clients) => Some(build_auth(args, clients.reviews.clone(), shutdown, tasks)?),
+        Some(clients) => {
+            let auth = build_auth(args, clients.reviews.clone(), shutdown, tasks)?;
+            auth.count_cache_lookups(&telemetry.auth_cache);
+            Some(auth)
+        }
     };
     match &args.inventory.inventory {
         InventorySource::File(path) => {

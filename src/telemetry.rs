@@ -121,6 +121,16 @@ pub struct Telemetry {
     pub analyzer_decisions: Family<AnalyzerLabels, Counter>,
     /// KEDA external scaler calls by method and gRPC code.
     pub keda_calls: Family<KedaCallLabels, Counter>,
+    /// Authentication (TokenReview) and authorization (SubjectAccessReview) cache lookups.
+    pub auth_cache: Family<AuthCacheLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthCacheLabels {
+    /// `token` (TokenReview answers) or `access_review` (SubjectAccessReview answers).
+    pub cache: String,
+    /// `hit` (answered from the cache) or `miss` (the lookup ran a review).
+    pub result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -174,6 +184,7 @@ impl Telemetry {
             keda_open_connections: Gauge::default(),
             analyzer_decisions: Family::default(),
             keda_calls: Family::default(),
+            auth_cache: Family::default(),
         };
         let r = registry;
         r.register(
@@ -285,6 +296,11 @@ impl Telemetry {
             "wva_keda_requests",
             "KEDA external scaler calls by method and gRPC code (StreamIsActive: the opening of the stream)",
             t.keda_calls.clone(),
+        );
+        r.register(
+            "wva_auth_cache_lookups",
+            "Lookups of the authentication (cache=token) and authorization (cache=access_review) caches by result: hit, or miss (a review was sent)",
+            t.auth_cache.clone(),
         );
         r.register_collector(Box::new(ProcessCollector));
         t

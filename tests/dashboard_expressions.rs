@@ -357,6 +357,18 @@ async fn every_dashboard_and_rule_expression_evaluates_against_a_running_server(
     prometheus
         .wait_data("status writes", &expr_of("Status writes and Events", "A"))
         .await;
+    // Prometheus' scrapes and the requests above carry one token: after the
+    // first review the token cache answers.
+    let hits = eventually(Duration::from_secs(60), "token cache hits", || async {
+        let r = prometheus
+            .query(&expr_of("Cache hit ratio", "A"))
+            .await
+            .ok()?;
+        r.into_iter()
+            .find(|s| s["metric"]["cache"] == "token" && value(s) > 0.5)
+    })
+    .await;
+    assert!(value(&hits) <= 1.0, "{hits:?}");
     let namespaces = prometheus
         .wait_data("the namespace variable", &{
             dash.iter()

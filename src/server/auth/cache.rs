@@ -100,6 +100,16 @@ const ENTRY_OVERHEAD: usize = 32 + 16 + 96;
 /// A bounded cache of review answers.
 pub struct ReviewCache<V> {
     cache: moka::future::Cache<Digest, Entry<V>>,
+    /// Lookups answered from the cache and lookups that ran a review of
+    /// their own, once counted (`wva_auth_cache_lookups_total`).
+    lookups: std::sync::OnceLock<CacheCounters>,
+}
+
+/// The hit and miss counters of one cache.
+#[derive(Clone, Debug)]
+pub struct CacheCounters {
+    pub hit: prometheus_client::metrics::counter::Counter,
+    pub miss: prometheus_client::metrics::counter::Counter,
 }
 
 impl<V: Clone + Send + Sync + 'static> ReviewCache<V> {
@@ -112,7 +122,15 @@ impl<V: Clone + Send + Sync + 'static> ReviewCache<V> {
             })
             .expire_after(PerEntryTtl)
             .build();
-        ReviewCache { cache }
+        ReviewCache {
+            cache,
+            lookups: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Counts every later lookup into `counters` (the first call wins).
+    pub fn count_lookups(&self, counters: CacheCounters) {
+        let _ = self.lookups.set(counters);
     }
 
     /// The cached answer for `key`, or the answer of `review` (which also
@@ -124,13 +142,20 @@ impl<V: Clone + Send + Sync + 'static> ReviewCache<V> {
         F: Future<Output = Result<(V, Duration), E>>,
         E: Send + Sync + 'static,
     {
+        // Set when this lookup ran the review; a lookup that waited on
+        // another's review of the same key counts as a hit.
+        let mut reviewed = false;
         let entry = self
             .cache
-            .try_get_with(key, async move {
+            .try_get_with(key, async {
+                reviewed = true;
                 review.await.map(|(value, ttl)| Entry { value, ttl })
             })
-            .await?;
-        Ok(entry.value)
+            .await;
+        if let Some(c) = self.lookups.get() {
+            if reviewed { &c.miss } else { &c.hit }.inc();
+        }
+        Ok(entry?.value)
     }
 
     /// The cached answer, if any and not expired.
@@ -196,6 +221,33 @@ mod tests {
         assert_ne!(ab_c, h.digest([&b"a"[..], b"bc"]));
         assert_eq!(ab_c, h.digest([&b"ab"[..], b"c"]));
         assert_ne!(ab_c, other.digest([&b"ab"[..], b"c"]), "another key");
+    }
+
+    #[tokio::test]
+    async fn lookups_count_as_hits_or_misses_and_failed_reviews_as_misses() {
+        let cache: ReviewCache<u32> = ReviewCache::new(bounds(100, 100 * 1024), |_| 0);
+        let counters = CacheCounters {
+            hit: Default::default(),
+            miss: Default::default(),
+        };
+        cache.count_lookups(counters.clone());
+        let h = KeyHasher::random().unwrap();
+        let (a, b) = (h.digest([&b"a"[..]]), h.digest([&b"b"[..]]));
+        for key in [a, a, a, b] {
+            cache
+                .get_or_review::<(), _>(key, async { Ok((7, Duration::from_secs(60))) })
+                .await
+                .unwrap();
+        }
+        let failing = h.digest([&b"c"[..]]);
+        for _ in 0..2 {
+            let r = cache
+                .get_or_review(failing, async { Err::<(u32, Duration), _>("down") })
+                .await;
+            assert!(r.is_err());
+        }
+        // a: one review then two hits; b: one review; c: two failed reviews.
+        assert_eq!((counters.hit.get(), counters.miss.get()), (2, 4));
     }
 
     #[tokio::test]

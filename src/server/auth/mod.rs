@@ -126,6 +126,34 @@ pub struct Auth {
 }
 
 impl Auth {
+    /// Counts the token and access-review caches' hits and misses into
+    /// `family` (labels `cache`: `token`, `access_review`; `result`: `hit`, `miss`).
+    pub fn count_cache_lookups(
+        &self,
+        family: &prometheus_client::metrics::family::Family<
+            crate::telemetry::AuthCacheLabels,
+            prometheus_client::metrics::counter::Counter,
+        >,
+    ) {
+        // One call per counter: the read guard `get_or_create` returns must be
+        // dropped before the next call, which may insert (a write lock); two
+        // calls in one struct expression deadlocked.
+        let counter = |cache: &str, result: &str| {
+            let labels = crate::telemetry::AuthCacheLabels {
+                cache: cache.to_owned(),
+                result: result.to_owned(),
+            };
+            family.get_or_create(&labels).clone()
+        };
+        let counters = |cache: &str| {
+            let hit = counter(cache, "hit");
+            let miss = counter(cache, "miss");
+            cache::CacheCounters { hit, miss }
+        };
+        self.tokens.count_lookups(counters("token"));
+        self.reviews.count_lookups(counters("access_review"));
+    }
+
     pub fn new(
         config: AuthConfig,
         client: kube::Client,

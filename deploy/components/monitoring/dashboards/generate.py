@@ -115,6 +115,15 @@ panel("Connections closed by the server", [
 ], unit="ops", w=8, desc="Connections refused or closed for limits, idle or slow clients, on both ports (KEDA's include handshake failures).")
 endrow()
 
+row("Authentication and authorization")
+panel("Cache lookups by result", [
+    (f'sum by (cache, result) (rate(wva_auth_cache_lookups_total[{RI}]))', '{{cache}} {{result}}'),
+], unit="ops", w=12, desc="TokenReview (cache=token) and SubjectAccessReview (cache=access_review) answers: hit is answered from the cache, miss sent a review to the kube-apiserver.")
+panel("Cache hit ratio", [
+    (f'sum by (cache) (rate(wva_auth_cache_lookups_total{{result="hit"}}[{RI}])) / sum by (cache) (rate(wva_auth_cache_lookups_total[{RI}]))', '{{cache}}'),
+], unit="percentunit", w=12, desc="Low ratios with many clients mean reviews on most requests: raise --authentication-token-webhook-cache-ttl / --authorization-webhook-cache-authorized-ttl.")
+endrow()
+
 row("Kubernetes API and status writes")
 panel("Status write backlog", [
     ('max by (instance) (wva_status_writes_pending)', '{{instance}} pending'),

@@ -164,6 +164,17 @@ pub fn load_thresholds(
     path: Option<&Path>,
     own_namespace: &str,
 ) -> anyhow::Result<ThresholdConfig> {
+    load_thresholds_named(path, own_namespace, crate::saturation::CONFIGMAP_NAME, None)
+}
+
+/// [`load_thresholds`] with upstream's `SATURATION_CONFIG_MAP_NAME` and
+/// `WATCH_NAMESPACE` (a directory's ConfigMaps of that name are read).
+pub fn load_thresholds_named(
+    path: Option<&Path>,
+    own_namespace: &str,
+    configmap_name: &str,
+    watch_namespace: Option<&str>,
+) -> anyhow::Result<ThresholdConfig> {
     let Some(path) = path else {
         return Ok(ThresholdConfig::default());
     };
@@ -182,12 +193,16 @@ pub fn load_thresholds(
             );
         }
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let config =
-            crate::inventory::namespace_config::thresholds_from_documents(&texts, own_namespace)
-                .map_err(|e| SaturationConfigFileError {
-                    path: files[e.file].clone(),
-                    error: e.error,
-                })?;
+        let config = crate::inventory::namespace_config::thresholds_from_named_documents(
+            &texts,
+            own_namespace,
+            configmap_name,
+            watch_namespace,
+        )
+        .map_err(|e| SaturationConfigFileError {
+            path: files[e.file].clone(),
+            error: e.error,
+        })?;
         for ns in config.namespace_local_namespaces() {
             tracing::info!(path = %path.display(), namespace = ns, "namespace-local saturation thresholds in force");
         }
@@ -265,9 +280,11 @@ pub async fn components_from_args(
     freshness
         .validate()
         .map_err(crate::fatal::InvalidConfiguration)?;
-    let thresholds = Arc::new(ArcSwap::from_pointee(load_thresholds(
+    let thresholds = Arc::new(ArcSwap::from_pointee(load_thresholds_named(
         args.decisions.saturation_config.as_deref(),
         &args.inventory.namespace,
+        &args.upstream.saturation_config_map_name,
+        args.upstream.watch_namespace.as_deref(),
     )?));
     let scale_to_zero_file = load_scale_to_zero(
         args.decisions.scale_to_zero_config.as_deref(),
@@ -361,10 +378,15 @@ pub async fn components_from_args(
                 config_rejections: Some(crate::inventory::kube::register_config_rejections(
                     &mut registry,
                 )),
+                thresholds_configmap: args.upstream.saturation_config_map_name.clone(),
+                watch_namespace: args.upstream.watch_namespace.clone(),
             };
             if args.inventory.accelerator_inventory {
-                let (store, reflectors) =
-                    crate::inventory::accelerators::start(client.clone(), shutdown.clone());
+                let (store, reflectors) = crate::inventory::accelerators::start(
+                    client.clone(),
+                    args.upstream.wva_node_selector.as_deref(),
+                    shutdown.clone(),
+                );
                 accelerators = Some(Arc::new(store));
                 tasks.extend(reflectors);
             }

@@ -239,11 +239,18 @@ impl AcceleratorInventory for AcceleratorStore {
     }
 }
 
-/// Starts the Node and Pod reflectors of the limiter.
+/// Starts the Node and Pod reflectors of the limiter. `node_selector`
+/// (upstream's `WVA_NODE_SELECTOR`) limits the Nodes counted, to shard GPUs
+/// between instances.
 pub fn start(
     client: Client,
+    node_selector: Option<&str>,
     shutdown: CancellationToken,
 ) -> (AcceleratorStore, Vec<JoinHandle<()>>) {
+    let node_config = match node_selector.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(selector) => watcher::Config::default().labels(selector),
+        None => watcher::Config::default(),
+    };
     let synced = Arc::new([
         std::sync::atomic::AtomicBool::new(false),
         std::sync::atomic::AtomicBool::new(false),
@@ -252,7 +259,7 @@ pub fn start(
     let (pods, pod_writer) = reflector::store();
     let node_stream = reflector::reflector(
         node_writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+        watcher(Api::<Node>::all(client.clone()), node_config)
             .default_backoff()
             .modify(strip_node),
     );

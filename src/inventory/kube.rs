@@ -40,7 +40,7 @@ use super::resolve::{resolve_with, InventoryObjects, ObjectRef, ResolveOptions};
 use super::store::InventoryStore;
 use super::variants::VariantRecord;
 use super::workloads::WorkloadRecord;
-use crate::saturation::{ThresholdConfig, CONFIGMAP_NAME};
+use crate::saturation::ThresholdConfig;
 
 /// How long a burst of changes is collected before the snapshot is rebuilt.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -56,6 +56,11 @@ pub struct KubeInventoryConfig {
     pub controller_instance: Option<String>,
     /// Counts ConfigMap versions refused at run time (see [`register_config_rejections`]).
     pub config_rejections: Option<Family<ConfigRejectionLabels, Counter>>,
+    /// Name of the thresholds ConfigMaps (`SATURATION_CONFIG_MAP_NAME`).
+    pub thresholds_configmap: String,
+    /// Upstream's `WATCH_NAMESPACE`: its namespace-local ConfigMaps are read
+    /// whatever its metadata.
+    pub watch_namespace: Option<String>,
 }
 
 /// Labels of `wva_config_rejected_total`.
@@ -404,7 +409,10 @@ pub async fn start(
     // its replica counts and the few engine parameters V2 reads from the
     // pod template, a ReplicaSet its owning Deployment.
     macro_rules! project {
-        ($name:literal, $kind:ty) => {{
+        ($name:literal, $kind:ty) => {
+            project!($name, $kind, vec![Arc::clone(&changed)])
+        };
+        ($name:literal, $kind:ty, $notify:expr) => {{
             let store: Projected<$kind, _> = Arc::new(Mutex::new(ProjectionStore::new()));
             let events = Arc::clone(&store);
             let stream = watcher(Api::<$kind>::all(client.clone()), wc()).default_backoff();
@@ -412,7 +420,7 @@ pub async fn start(
                 $name,
                 stream,
                 &mut sources,
-                vec![Arc::clone(&changed)],
+                $notify,
                 shutdown.clone(),
                 move |event| {
                     events
@@ -426,7 +434,13 @@ pub async fn start(
     }
     // VariantAutoscalings: without the status, which is ours, so that our
     // own status writes coming back change nothing.
-    let vas = project!("variantautoscalings", VariantAutoscaling);
+    // A VariantAutoscaling also changes which namespaces' local
+    // ConfigMaps are read (upstream tracks the namespaces that hold one).
+    let vas = project!(
+        "variantautoscalings",
+        VariantAutoscaling,
+        vec![Arc::clone(&changed), Arc::clone(&config_changed)]
+    );
     let deployments = project!("deployments", Deployment);
     let stateful_sets = project!("statefulsets", StatefulSet);
     let replica_sets = project!("replicasets", ReplicaSet);
@@ -477,7 +491,7 @@ pub async fn start(
     // in the server's namespace and the namespace-local ones.
     let (configmaps, stream) = reflect(
         Api::<ConfigMap>::all(client.clone()),
-        wc().fields(&format!("metadata.name={CONFIGMAP_NAME}")),
+        wc().fields(&format!("metadata.name={}", config.thresholds_configmap)),
         keep_all,
     );
     tasks.push(spawn_reflector(
@@ -498,7 +512,12 @@ pub async fn start(
         ThresholdsLoop {
             configmaps,
             namespaces: namespaces.clone(),
-            reconciler: ThresholdsReconciler::new(&config.own_namespace),
+            reconciler: ThresholdsReconciler::named(
+                &config.own_namespace,
+                &config.thresholds_configmap,
+            ),
+            vas: Arc::clone(&vas),
+            watch_namespace: config.watch_namespace.clone(),
             thresholds,
             rejections: config.config_rejections.clone(),
             recorder: recorder.clone(),
@@ -572,6 +591,9 @@ pub async fn start(
 /// What the thresholds loop works with.
 struct ThresholdsLoop {
     configmaps: Store<ConfigMap>,
+    /// Namespaces holding a VariantAutoscaling have their local ConfigMaps read.
+    vas: Projected<VariantAutoscaling, VariantRecord>,
+    watch_namespace: Option<String>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     reconciler: ThresholdsReconciler,
     thresholds: Arc<ArcSwap<ThresholdConfig>>,
@@ -596,7 +618,13 @@ fn spawn_thresholds_loop(
                 _ = changed.notified() => {}
             }
             tokio::time::sleep(DEBOUNCE).await;
-            let policy = namespace_policy(&l.namespaces);
+            let tracked: HashSet<String> = projected(&l.vas, |_| true)
+                .iter()
+                .map(|va| va.namespace.to_string())
+                .collect();
+            let policy = namespace_policy(&l.namespaces)
+                .with_tracked(tracked.iter().map(String::as_str))
+                .with_watch_namespace(l.watch_namespace.as_deref());
             let state = l.configmaps.state();
             let cms: Vec<ConfigMapData<'_>> = state
                 .iter()
@@ -619,7 +647,7 @@ fn spawn_thresholds_loop(
                 .collect();
             drop(cms);
             for k in &out.not_used {
-                tracing::info!(namespace = %k.namespace, configmap = CONFIGMAP_NAME, entry = %k.entry, key = %k.key, "saturation config key not used by this server");
+                tracing::info!(namespace = %k.namespace, configmap = %l.reconciler.name(), entry = %k.entry, key = %k.key, "saturation config key not used by this server");
             }
             for r in &out.rejected {
                 let reasons: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
@@ -644,7 +672,7 @@ fn spawn_thresholds_loop(
                 }
             }
             for ns in &out.changed {
-                tracing::info!(namespace = %ns, configmap = CONFIGMAP_NAME, "saturation thresholds updated");
+                tracing::info!(namespace = %ns, configmap = %l.reconciler.name(), "saturation thresholds updated");
             }
         }
     })

@@ -270,15 +270,17 @@ pub fn apply_upstream_settings(args: &mut ServeArgs) -> Result<(), String> {
                 "WVA_NODE_SELECTOR (--wva-node-selector) {selector:?} is not a label selector: {e}"
             )
         })?;
-        if !(args.inventory.accelerator_inventory || u.wva_limited_mode) {
-            return Err(format!(
-                "WVA_NODE_SELECTOR (--wva-node-selector) {selector:?} limits the Nodes whose GPUs the limiter counts, and the GPU inventory is off: add --accelerator-inventory (or WVA_LIMITED_MODE=true), or unset it"
-            ));
-        }
     }
     if u.wva_limited_mode {
         args.inventory.accelerator_inventory = true;
     }
+    Ok(())
+}
+
+/// The upstream settings that cannot apply here, refused when `serve`
+/// starts (exit code 2), each named with why.
+pub fn refuse_inapplicable(args: &ServeArgs) -> Result<(), String> {
+    let u = &args.upstream;
     if u.epp_metric_reader_bearer_token
         .as_deref()
         .is_some_and(|t| !t.trim().is_empty())
@@ -289,6 +291,17 @@ pub fn apply_upstream_settings(args: &mut ServeArgs) -> Result<(), String> {
         return Err(format!(
             "SCALE_FROM_ZERO_ENGINE_MAX_CONCURRENCY={n:?} sizes upstream WVA's scale-from-zero worker pool, which this server does not have (scale from zero is decided in memory on every request): unset it"
         ));
+    }
+    if let Some(selector) = u
+        .wva_node_selector
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+    {
+        if !args.inventory.accelerator_inventory {
+            return Err(format!(
+                "WVA_NODE_SELECTOR (--wva-node-selector) {selector:?} limits the Nodes whose GPUs the limiter counts, and the GPU inventory is off: add --accelerator-inventory (or WVA_LIMITED_MODE=true), or unset it"
+            ));
+        }
     }
     Ok(())
 }

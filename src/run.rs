@@ -144,12 +144,14 @@ fn follow_scale_to_zero_configmap(
                     parsed.with_env_enabled(env)
                 }
             };
+            // Namespace-local configurations (kept by the kube inventory) stay.
+            let next = next.with_namespace_locals_of(&config.load());
             if **config.load() != next {
                 tracing::info!(
                     configmap = CONFIGMAP_NAME,
                     "scale-to-zero configuration updated"
                 );
-                config.store(Arc::new(next));
+                config.rcu(|c| next.clone().with_namespace_locals_of(c));
             }
         },
     )
@@ -280,6 +282,7 @@ pub async fn components_from_args(
     freshness
         .validate()
         .map_err(crate::fatal::InvalidConfiguration)?;
+    crate::config_file::refuse_inapplicable(args).map_err(crate::fatal::InvalidConfiguration)?;
     let thresholds = Arc::new(ArcSwap::from_pointee(load_thresholds_named(
         args.decisions.saturation_config.as_deref(),
         &args.inventory.namespace,
@@ -380,6 +383,7 @@ pub async fn components_from_args(
                 )),
                 thresholds_configmap: args.upstream.saturation_config_map_name.clone(),
                 watch_namespace: args.upstream.watch_namespace.clone(),
+                scale_to_zero: Some(Arc::clone(&scale_to_zero)),
             };
             if args.inventory.accelerator_inventory {
                 let (store, reflectors) = crate::inventory::accelerators::start(

@@ -40,6 +40,7 @@ use super::resolve::{resolve_with, InventoryObjects, ObjectRef, ResolveOptions};
 use super::store::InventoryStore;
 use super::variants::VariantRecord;
 use super::workloads::WorkloadRecord;
+use crate::saturation::scale_to_zero::ScaleToZeroConfig;
 use crate::saturation::ThresholdConfig;
 
 /// How long a burst of changes is collected before the snapshot is rebuilt.
@@ -61,6 +62,10 @@ pub struct KubeInventoryConfig {
     /// Upstream's `WATCH_NAMESPACE`: its namespace-local ConfigMaps are read
     /// whatever its metadata.
     pub watch_namespace: Option<String>,
+    /// The scale-to-zero configuration in force: namespace-local
+    /// `wva-model-scale-to-zero-config` ConfigMaps are added to it by the
+    /// same rules as the thresholds' (the global one is followed elsewhere).
+    pub scale_to_zero: Option<Arc<ArcSwap<ScaleToZeroConfig>>>,
 }
 
 /// Labels of `wva_config_rejected_total`.
@@ -503,6 +508,29 @@ pub async fn start(
         false,
         shutdown.clone(),
     ));
+    // Namespace-local scale-to-zero ConfigMaps, read by the same rules.
+    let zero_configmaps = match &config.scale_to_zero {
+        Some(_) => {
+            let (store, stream) = reflect(
+                Api::<ConfigMap>::all(client.clone()),
+                wc().fields(&format!(
+                    "metadata.name={}",
+                    crate::saturation::scale_to_zero::CONFIGMAP_NAME
+                )),
+                keep_all,
+            );
+            tasks.push(spawn_reflector(
+                "configmaps (scale to zero)",
+                stream,
+                &mut sources,
+                vec![Arc::clone(&config_changed)],
+                true,
+                shutdown.clone(),
+            ));
+            Some(store)
+        }
+        None => None,
+    };
     let reporter = Reporter {
         controller: EVENT_REPORTER.into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -518,6 +546,8 @@ pub async fn start(
             ),
             vas: Arc::clone(&vas),
             watch_namespace: config.watch_namespace.clone(),
+            own_namespace: config.own_namespace.clone(),
+            scale_to_zero: config.scale_to_zero.clone().zip(zero_configmaps),
             thresholds,
             rejections: config.config_rejections.clone(),
             recorder: recorder.clone(),
@@ -594,6 +624,9 @@ struct ThresholdsLoop {
     /// Namespaces holding a VariantAutoscaling have their local ConfigMaps read.
     vas: Projected<VariantAutoscaling, VariantRecord>,
     watch_namespace: Option<String>,
+    own_namespace: String,
+    /// The scale-to-zero configuration and the ConfigMaps of that name.
+    scale_to_zero: Option<(Arc<ArcSwap<ScaleToZeroConfig>>, Store<ConfigMap>)>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     reconciler: ThresholdsReconciler,
     thresholds: Arc<ArcSwap<ThresholdConfig>>,
@@ -625,6 +658,9 @@ fn spawn_thresholds_loop(
             let policy = namespace_policy(&l.namespaces)
                 .with_tracked(tracked.iter().map(String::as_str))
                 .with_watch_namespace(l.watch_namespace.as_deref());
+            if let Some((zero, store)) = &l.scale_to_zero {
+                update_local_scale_to_zero(zero, store, &policy, &l.own_namespace);
+            }
             let state = l.configmaps.state();
             let cms: Vec<ConfigMapData<'_>> = state
                 .iter()
@@ -676,6 +712,43 @@ fn spawn_thresholds_loop(
             }
         }
     })
+}
+
+/// The namespace-local scale-to-zero ConfigMaps the policy allows, put in
+/// force beside the global one (entries that do not parse are logged and
+/// left out; the others apply, as with the global one).
+fn update_local_scale_to_zero(
+    zero: &ArcSwap<ScaleToZeroConfig>,
+    store: &Store<ConfigMap>,
+    policy: &NamespacePolicy,
+    own_namespace: &str,
+) {
+    let mut locals = std::collections::BTreeMap::new();
+    for cm in store.state() {
+        let ns = cm.metadata.namespace.clone().unwrap_or_default();
+        if ns == own_namespace || !policy.local_config_allowed(&ns) {
+            continue;
+        }
+        let data = cm.data.clone().unwrap_or_default();
+        let (parsed, errors) = ScaleToZeroConfig::from_configmap_data(&data);
+        for e in &errors {
+            tracing::error!(namespace = %ns, configmap = crate::saturation::scale_to_zero::CONFIGMAP_NAME, error = %e, "namespace-local scale-to-zero entry refused; the other entries apply");
+        }
+        locals.insert(ns, parsed);
+    }
+    let current = zero.load();
+    let next = (**current).clone().with_namespace_locals(locals);
+    if *current != std::sync::Arc::new(next.clone()) {
+        let namespaces: Vec<String> = next
+            .namespace_local_namespaces()
+            .map(str::to_owned)
+            .collect();
+        zero.rcu(|c| (**c).clone().with_namespace_locals_of(&next));
+        tracing::info!(
+            ?namespaces,
+            "namespace-local scale-to-zero configuration updated"
+        );
+    }
 }
 
 fn object_ref(o: &ObjectRef) -> ObjectReference {

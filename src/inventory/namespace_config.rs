@@ -424,6 +424,55 @@ mod tests {
         NamespacePolicy::from_namespaces(all)
     }
 
+    /// Upstream's three rules (configmap_reconciler.go
+    /// shouldWatchNamespaceLocalConfigMap), in its order.
+    #[test]
+    fn local_configuration_follows_upstreams_three_rules() {
+        // (case, labelled, excluded, has a VariantAutoscaling, WATCH_NAMESPACE, read)
+        type Case<'a> = (&'a str, bool, bool, bool, Option<&'a str>, bool);
+        let cases: &[Case] = &[
+            ("nothing", false, false, false, None, false),
+            ("a VariantAutoscaling", false, false, true, None, true),
+            ("the label", true, false, false, None, true),
+            ("both", true, false, true, None, true),
+            (
+                "excluded, with a VariantAutoscaling",
+                false,
+                true,
+                true,
+                None,
+                false,
+            ),
+            ("excluded, labelled", true, true, false, None, false),
+            ("WATCH_NAMESPACE", false, false, false, Some("team"), true),
+            (
+                "WATCH_NAMESPACE wins over exclusion",
+                false,
+                true,
+                false,
+                Some("team"),
+                true,
+            ),
+            (
+                "another WATCH_NAMESPACE",
+                false,
+                false,
+                false,
+                Some("other"),
+                false,
+            ),
+        ];
+        for (case, labelled, excluded, tracked, watch, read) in cases {
+            let enabled: &[&str] = if *labelled { &["team"] } else { &[] };
+            let excluded_ns: &[&str] = if *excluded { &["team"] } else { &[] };
+            let tracked_ns: &[&str] = if *tracked { &["team"] } else { &[] };
+            let p = policy(enabled, excluded_ns)
+                .with_tracked(tracked_ns.iter().copied())
+                .with_watch_namespace(*watch);
+            assert_eq!(p.local_config_allowed("team"), *read, "{case}");
+        }
+    }
+
     #[test]
     fn precedence_table() {
         let global = data("kvCacheThreshold: 0.9");

@@ -935,7 +935,7 @@ impl ApiServer {
             object["metadata"]["name"].as_str().unwrap_or_default(),
             namespace,
             query,
-        )
+        ) && label_selector_matches(object, query.get("labelSelector"))
     }
 
     /// Whether an object of this namespace and name is in a list or watch
@@ -1093,6 +1093,27 @@ type TestBody = http_body_util::Either<
     Full<Bytes>,
     StreamBody<futures::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>>,
 >;
+
+/// A list's `labelSelector`: equality (`k=v`, `k==v`, `k!=v`) and
+/// existence (`k`, `!k`) requirements, comma-separated (lists only; the
+/// tests that use it create their objects before the client lists).
+fn label_selector_matches(object: &Value, selector: Option<&String>) -> bool {
+    let Some(selector) = selector.filter(|s| !s.trim().is_empty()) else {
+        return true;
+    };
+    let labels = &object["metadata"]["labels"];
+    selector.split(',').map(str::trim).all(|req| {
+        if let Some((k, v)) = req.split_once("!=") {
+            labels[k.trim()].as_str() != Some(v.trim())
+        } else if let Some((k, v)) = req.split_once("==").or_else(|| req.split_once('=')) {
+            labels[k.trim()].as_str() == Some(v.trim())
+        } else if let Some(k) = req.strip_prefix('!') {
+            labels[k.trim()].is_null()
+        } else {
+            !labels[req].is_null()
+        }
+    })
+}
 
 fn full(code: StatusCode, body: String) -> Response<TestBody> {
     let mut r = Response::new(http_body_util::Either::Left(Full::new(Bytes::from(body))));

@@ -861,6 +861,11 @@ pub struct UpstreamArgs {
     /// not needed (this server's cache drops a pod's metrics when the pod leaves the inventory).
     #[arg(long, env = "PROMETHEUS_METRICS_CACHE_CLEANUP_INTERVAL", value_parser = parse_positive_duration, hide = true)]
     pub prometheus_metrics_cache_cleanup_interval: Option<Duration>,
+    /// Extension of upstream: `enableLimiter: true` in a V2 model's own entry (`analyzerName: saturation`,
+    /// global, per model or namespace-local) caps its scale-ups by free accelerators too. Upstream applies
+    /// the limiter on the V1 path only, from the global `default` entry, which is what happens without this.
+    #[arg(long)]
+    pub limiter_on_v2: bool,
 }
 
 /// A ConfigMap name: a DNS subdomain (lowercase alphanumerics, '-' and '.', at most 253).

@@ -48,6 +48,8 @@ pub struct Components {
     pub hpa_tolerance: crate::hpa::Tolerances,
     /// Free accelerators for the V2 limiter (`--accelerator-inventory`).
     pub accelerators: Option<Arc<dyn crate::inventory::accelerators::AcceleratorInventory>>,
+    /// `--limiter-on-v2`: the limiter on V2 models too (an extension).
+    pub v2_limiter: bool,
 }
 
 /// A running server.
@@ -485,6 +487,7 @@ pub async fn components_from_args(
         auth,
         hpa_tolerance: crate::hpa::Tolerances::uniform(args.decisions.hpa_tolerance),
         accelerators,
+        v2_limiter: args.upstream.limiter_on_v2,
     })
 }
 
@@ -731,6 +734,7 @@ pub async fn start(
         auth,
         hpa_tolerance,
         accelerators,
+        v2_limiter,
     } = components;
     let cache = Arc::new(MetricsCache::new());
     let mut engine = DecisionEngine::new(
@@ -745,6 +749,7 @@ pub async fn start(
     if let Some(accelerators) = accelerators {
         engine = engine.with_accelerators(accelerators);
     }
+    engine = engine.with_v2_limiter(v2_limiter);
     let engine = Arc::new(engine);
     let first_cycle_done = Arc::new(AtomicBool::new(false));
     let publisher = DecisionPublisher::new(Arc::clone(&engine), telemetry.clone());

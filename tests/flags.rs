@@ -168,6 +168,7 @@ const SERVE_FLAG_TESTS: &[(&str, &str)] = &[
     ("--scale-from-zero-engine-max-concurrency", "upstream_settings.rs::settings_that_cannot_apply_are_refused_at_start_naming_them"),
     ("--global-opt-interval", "upstream_settings.rs::the_helm_charts_config_file_sets_prometheus_and_the_cache_as_upstream_reads_it"),
     ("--prometheus-metrics-cache-cleanup-interval", "upstream_settings.rs::the_helm_charts_config_file_sets_prometheus_and_the_cache_as_upstream_reads_it"),
+    ("--limiter-on-v2", "v2_limiter.rs::two_models_share_the_free_gpus_by_saturation_and_the_limited_one_says_so"),
 ];
 
 #[rustfmt::skip]
@@ -370,6 +371,7 @@ const HELP_GROUPS: &[(&str, &[&str])] = &[
             "--watch-namespace",
             "--wva-node-selector",
             "--wva-limited-mode",
+            "--limiter-on-v2",
         ],
     ),
 ];

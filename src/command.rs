@@ -80,7 +80,14 @@ where
     use clap::{CommandFactory, FromArgMatches};
     let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
     let mut command = without_blank_env(Cli::command(), &env);
-    if argv.get(1).and_then(|a| a.to_str()) == Some("serve") {
+    // The subcommand is the first argument that is not a flag (the global
+    // flag takes its value with `=`).
+    let subcommand = argv
+        .iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .find(|a| !a.starts_with('-'));
+    if subcommand == Some("serve") {
         command = with_config_file(command, &argv)?;
     }
     let parsed = command

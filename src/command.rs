@@ -80,10 +80,61 @@ where
     use clap::{CommandFactory, FromArgMatches};
     let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
     let mut command = without_blank_env(Cli::command(), &env);
+    // The subcommand is the first argument that is not a flag (the global
+    // flag takes its value with `=`).
+    let subcommand = argv
+        .iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .find(|a| !a.starts_with('-'));
+    if subcommand == Some("serve") {
+        command = with_config_file(command, &argv)?;
+    }
     let parsed = command
         .try_get_matches_from_mut(argv.iter().cloned())
         .and_then(|m| Cli::from_arg_matches(&m));
-    parsed.map_err(|e| with_env_source(e, &mut command, &argv, env))
+    let mut cli = parsed.map_err(|e| with_env_source(e, &mut command, &argv, env))?;
+    if let Command::Serve(args) = &mut cli.command {
+        crate::config_file::apply_upstream_settings(args).map_err(|message| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("{message}\n"),
+            )
+        })?;
+    }
+    Ok(cli)
+}
+
+/// `serve` with upstream WVA's config file read (`--config-file`, by
+/// default /etc/wva/config.yaml when it exists): its keys become the
+/// defaults of the flags whose environment variables they name.
+fn with_config_file(
+    command: clap::Command,
+    argv: &[std::ffi::OsString],
+) -> Result<clap::Command, clap::Error> {
+    let refused = |e: crate::config_file::ConfigFileError| {
+        clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n"))
+    };
+    let (path, named) = crate::config_file::config_file_of(argv);
+    let Some(settings) = crate::config_file::read(&path, named).map_err(refused)? else {
+        return Ok(command);
+    };
+    let mut error = None;
+    let command =
+        command.mut_subcommand(
+            "serve",
+            |serve| match crate::config_file::with_file_defaults(serve.clone(), &path, &settings) {
+                Ok(with) => with,
+                Err(e) => {
+                    error = Some(e);
+                    serve
+                }
+            },
+        );
+    match error {
+        Some(e) => Err(refused(e)),
+        None => Ok(command),
+    }
 }
 
 /// A variable set to blanks (`value: ""` in a manifest, as templates

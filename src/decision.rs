@@ -131,6 +131,9 @@ pub struct DecisionEngine {
     /// Accelerators for `enableLimiter`; without one, limited models are
     /// not capped (and say so in the log).
     accelerators: Option<Arc<dyn AcceleratorInventory>>,
+    /// `--limiter-on-v2`: `enableLimiter` of a V2 model's own entry caps
+    /// its scale-ups too (an extension; upstream limits the V1 path only).
+    v2_limiter: bool,
     freshness: FreshnessPolicy,
     /// The HPA controller's tolerance (`--hpa-tolerance`), for variants
     /// whose HPA sets none of its own.
@@ -149,6 +152,22 @@ impl std::fmt::Debug for DecisionEngine {
 }
 
 /// The inputs of one model's decision.
+/// A variant's average spare KV capacity over its replicas that are not
+/// saturated (0 when none): the limiter's priority, as upstream's
+/// `AvgSpareKvCapacity`.
+fn variant_spare_kv(replicas: &[ReplicaLoad], variant: &str, th: &SaturationThresholds) -> f64 {
+    let spare: Vec<f64> = replicas
+        .iter()
+        .filter(|r| r.variant == variant && !th.is_saturated(r))
+        .map(|r| th.kv_cache_threshold - r.kv)
+        .collect();
+    if spare.is_empty() {
+        0.0
+    } else {
+        spare.iter().sum::<f64>() / spare.len() as f64
+    }
+}
+
 struct ModelInputs<'s> {
     variants: Vec<&'s Arc<Variant>>,
     replicas: Vec<ReplicaLoad>,
@@ -184,6 +203,7 @@ impl DecisionEngine {
             analyzer,
             token_analyzer: Arc::new(TokenAnalyzer::new()),
             accelerators: None,
+            v2_limiter: false,
             freshness,
             hpa_tolerance: Tolerances::default(),
             scale_to_zero: Arc::default(),
@@ -241,6 +261,13 @@ impl DecisionEngine {
     }
 
     /// Where the limiter (`enableLimiter: true`) reads free accelerators.
+    /// Applies `enableLimiter` to V2 models too, per model and namespace
+    /// entry (`--limiter-on-v2`, an extension of upstream).
+    pub fn with_v2_limiter(mut self, on: bool) -> Self {
+        self.v2_limiter = on;
+        self
+    }
+
     pub fn with_accelerators(mut self, accelerators: Arc<dyn AcceleratorInventory>) -> Self {
         self.accelerators = Some(accelerators);
         self
@@ -445,20 +472,7 @@ impl DecisionEngine {
         } = inputs;
         // Moves inside the HPA's tolerance band would be ignored by it: widen
         // them to the smallest move it acts on, or hold and say so.
-        let hpas: Vec<HpaView> = variants
-            .iter()
-            .map(|v| {
-                let t = v.target.unwrap_or_default();
-                HpaView {
-                    scale: ScaleState {
-                        spec_replicas: t.spec_replicas,
-                        status_replicas: t.status_replicas,
-                        ready_pods: t.ready_replicas,
-                    },
-                    tolerances: self.tolerances_for(v),
-                }
-            })
-            .collect();
+        let hpas = self.hpa_views(&variants);
         let (mut targets, analysis, token_analysis, analyzer) = match thresholds.analyzer {
             AnalyzerKind::Percentage => {
                 // The same pure function `simulate` runs: analysis, then
@@ -472,12 +486,12 @@ impl DecisionEngine {
                     },
                     &hpas,
                 );
-                (
-                    decision.targets,
-                    decision.analysis,
-                    None,
-                    AnalyzerKind::Percentage,
-                )
+                let mut targets = decision.targets;
+                // Upstream's GPU limiter: the global `enableLimiter`, on V1.
+                if self.thresholds.load().default_thresholds().enable_limiter {
+                    self.limit_v1(snapshot, key, now, &variants, &replicas, &mut targets);
+                }
+                (targets, decision.analysis, None, AnalyzerKind::Percentage)
             }
             AnalyzerKind::Tokens => {
                 let token_variants = token_variants(&variants, &states);
@@ -493,7 +507,8 @@ impl DecisionEngine {
                     now,
                 );
                 let mut targets = decision.targets;
-                if thresholds.enable_limiter {
+                // Upstream has no limiter on V2: ours is an opt-in extension.
+                if self.v2_limiter && thresholds.enable_limiter {
                     if let Some(a) = &decision.analysis {
                         self.limit(snapshot, key, now, a, &variants, &mut targets);
                     }
@@ -634,6 +649,136 @@ impl DecisionEngine {
             newest,
             states,
         })
+    }
+
+    /// The HPA's view of each variant's target (for tolerance-aware steps).
+    fn hpa_views(&self, variants: &[&Arc<Variant>]) -> Vec<HpaView> {
+        variants
+            .iter()
+            .map(|v| {
+                let t = v.target.unwrap_or_default();
+                HpaView {
+                    scale: ScaleState {
+                        spec_replicas: t.spec_replicas,
+                        status_replicas: t.status_replicas,
+                        ready_pods: t.ready_replicas,
+                    },
+                    tolerances: self.tolerances_for(v),
+                }
+            })
+            .collect()
+    }
+
+    /// GPUs per replica of a variant: the most any of its pods requests
+    /// (at least 1).
+    fn gpus_per_replica(
+        inventory: &dyn AcceleratorInventory,
+        snapshot: &InventorySnapshot,
+        v: &Variant,
+    ) -> u32 {
+        snapshot
+            .pods()
+            .iter()
+            .filter(|p| *p.namespace == *v.namespace && *p.variant == *v.name)
+            .filter_map(|p| inventory.pod_gpus(&p.namespace, p.name()))
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// Upstream WVA's GPU limiter (global `enableLimiter: true`, V1 path):
+    /// every V1 model's scale-ups share the GPUs per accelerator type that
+    /// the WVA variants' current replicas leave free, most saturated variant
+    /// (lowest average spare KV) first, then the cheapest
+    /// ([`v2::greedy_limiter`]). Caps this model's targets.
+    fn limit_v1(
+        &self,
+        snapshot: &InventorySnapshot,
+        key: &ModelKey,
+        now: SystemTime,
+        variants: &[&Arc<Variant>],
+        replicas: &[ReplicaLoad],
+        targets: &mut [crate::saturation::VariantTarget],
+    ) {
+        use crate::saturation::v2::greedy_limiter::{limit, LimiterDecision};
+        if !targets.iter().any(|t| t.desired > t.current) {
+            return;
+        }
+        let Some(inventory) = &self.accelerators else {
+            tracing::warn!(namespace = %key.namespace, model_id = %key.model_id, "enableLimiter is set but the server has no accelerator inventory (--accelerator-inventory): scale-ups are not capped");
+            return;
+        };
+        let Some(capacity) = inventory.capacity_by_type() else {
+            return;
+        };
+        let config = self.thresholds.load();
+        let decision = |v: &Variant, target: u32, spare: f64| LimiterDecision {
+            spare_capacity: spare,
+            cost: v.cost,
+            ..LimiterDecision::new(
+                &format!("{}/{}", v.namespace, v.name),
+                &v.accelerator,
+                v.target.map_or(0, |t| t.spec_replicas),
+                target,
+                Self::gpus_per_replica(inventory.as_ref(), snapshot, v),
+            )
+        };
+        let mut decisions = Vec::new();
+        let mut ours = Vec::new();
+        let mut keys: Vec<&ModelKey> = snapshot.models().map(|(k, _)| k).collect();
+        keys.sort();
+        for k in keys {
+            let th = config.for_model(&k.model_id, &k.namespace);
+            if k == key {
+                for (i, (v, t)) in variants.iter().zip(targets.iter()).enumerate() {
+                    ours.push((decisions.len(), i));
+                    decisions.push(decision(
+                        v,
+                        t.desired,
+                        variant_spare_kv(replicas, &v.name, &th),
+                    ));
+                }
+                continue;
+            }
+            let inputs = self.model_inputs(snapshot, k, now).ok();
+            // Every WVA variant's replicas count as used; only V1 models'
+            // scale-ups compete (upstream applies it on the V1 path).
+            let other_targets = match (&inputs, th.analyzer) {
+                (Some(inputs), AnalyzerKind::Percentage) => Some(
+                    decide_acted_on(
+                        self.analyzer.as_ref(),
+                        &ModelInput {
+                            replicas: &inputs.replicas,
+                            variants: &inputs.states,
+                            thresholds: &th,
+                        },
+                        &self.hpa_views(&inputs.variants),
+                    )
+                    .targets,
+                ),
+                _ => None,
+            };
+            for v in snapshot.model_variants(k).filter(|v| v.target.is_some()) {
+                let target = other_targets
+                    .as_ref()
+                    .and_then(|ts| ts.iter().find(|t| t.name == v.name))
+                    .map_or(v.target.map_or(0, |t| t.spec_replicas), |t| t.desired);
+                let spare = inputs
+                    .as_ref()
+                    .map_or(0.0, |i| variant_spare_kv(&i.replicas, &v.name, &th));
+                decisions.push(decision(v, target, spare));
+            }
+        }
+        limit(&mut decisions, &capacity);
+        for (d, i) in ours {
+            let granted = &decisions[d];
+            let t = &mut targets[i];
+            if granted.was_limited && granted.target < t.desired {
+                tracing::info!(namespace = %key.namespace, model_id = %key.model_id, variant = %t.name, wanted = t.desired, granted = granted.target, accelerator = %granted.accelerator, "scale-up limited by free accelerators (upstream's limiter)");
+                t.desired = granted.target;
+                t.reason = TargetReason::LimitedByAccelerators;
+            }
+        }
     }
 
     /// `enableLimiter`: caps this model's scale-ups by the accelerators free
@@ -1224,8 +1369,50 @@ mod tests {
         fn free_by_type(&self) -> Option<BTreeMap<String, u32>> {
             Some(self.0.clone())
         }
+        fn capacity_by_type(&self) -> Option<BTreeMap<String, u32>> {
+            Some(self.0.clone())
+        }
         fn pod_gpus(&self, _: &str, _: &str) -> Option<u32> {
             Some(1)
+        }
+    }
+
+    /// Upstream's limiter on the V1 path, from the global `enableLimiter`:
+    /// 5 H100 in the cluster, 4 used by the two models' current replicas (1
+    /// GPU each), 1 free. Both models want +1; model a's replicas are
+    /// saturated (average spare KV 0), b's have 0.05 spare: a gets the GPU,
+    /// b is limited and says so. Without `enableLimiter`, both grow.
+    #[test]
+    fn upstream_limiter_on_v1_serves_the_most_saturated_variant_first() {
+        let yaml = format!("{}{}", h100("ns", "a", "ma", 2), h100("ns", "b", "mb", 2));
+        for (config, want_a, want_b) in [
+            (
+                "default: {enableLimiter: true}",
+                (3, TargetReason::ScaleUp),
+                (2, TargetReason::LimitedByAccelerators),
+            ),
+            (
+                "default: {}",
+                (3, TargetReason::ScaleUp),
+                (3, TargetReason::ScaleUp),
+            ),
+        ] {
+            let e = engine_with(&yaml, config)
+                .with_accelerators(Arc::new(FixedAccelerators([("H100".to_owned(), 5)].into())));
+            for i in 0..2 {
+                report(&e, "ns", &format!("a-p{i}"), 0.85, 0.0, Duration::ZERO);
+                report(&e, "ns", &format!("b-p{i}"), 0.75, 0.0, Duration::ZERO);
+            }
+            let d = e.decide("ns", &sel("")).unwrap();
+            let got: Vec<(&str, u32, TargetReason)> = d
+                .iter()
+                .map(|d| (d.variant.name.as_str(), d.desired, d.reason))
+                .collect();
+            assert_eq!(
+                got,
+                [("a", want_a.0, want_a.1), ("b", want_b.0, want_b.1)],
+                "{config}"
+            );
         }
     }
 
@@ -1236,6 +1423,7 @@ mod tests {
         let yaml = format!("{}{}", h100("ns", "a", "ma", 3), h100("ns", "b", "mb", 4));
         let config = "default: {analyzerName: saturation, enableLimiter: true}";
         let e = engine_with(&yaml, config)
+            .with_v2_limiter(true)
             .with_accelerators(Arc::new(FixedAccelerators([("H100".to_owned(), 3)].into())));
         for i in 0..3 {
             report_tokens(&e, "ns", &format!("a-p{i}"), 1.0);
@@ -1263,5 +1451,17 @@ mod tests {
             e.decide("ns", &sel("variant_name=b")).unwrap()[0].desired,
             6
         );
+        // With `enableLimiter: true` but without --limiter-on-v2, as
+        // upstream: V2 is not limited.
+        let e = engine_with(&yaml, config)
+            .with_accelerators(Arc::new(FixedAccelerators([("H100".to_owned(), 3)].into())));
+        for i in 0..3 {
+            report_tokens(&e, "ns", &format!("a-p{i}"), 1.0);
+        }
+        for i in 0..4 {
+            report_tokens(&e, "ns", &format!("b-p{i}"), 0.98);
+        }
+        let b = e.decide("ns", &sel("variant_name=b")).unwrap();
+        assert_eq!((b[0].desired, b[0].reason), (6, TargetReason::ScaleUp));
     }
 }

@@ -15,6 +15,7 @@ pub mod certs;
 pub mod cli;
 pub mod collector;
 pub mod command;
+pub mod config_file;
 pub mod decision;
 #[cfg(feature = "emulator")]
 pub mod demo;

@@ -48,6 +48,8 @@ pub struct Components {
     pub hpa_tolerance: crate::hpa::Tolerances,
     /// Free accelerators for the V2 limiter (`--accelerator-inventory`).
     pub accelerators: Option<Arc<dyn crate::inventory::accelerators::AcceleratorInventory>>,
+    /// `--limiter-on-v2`: the limiter on V2 models too (an extension).
+    pub v2_limiter: bool,
 }
 
 /// A running server.
@@ -144,12 +146,14 @@ fn follow_scale_to_zero_configmap(
                     parsed.with_env_enabled(env)
                 }
             };
+            // Namespace-local configurations (kept by the kube inventory) stay.
+            let next = next.with_namespace_locals_of(&config.load());
             if **config.load() != next {
                 tracing::info!(
                     configmap = CONFIGMAP_NAME,
                     "scale-to-zero configuration updated"
                 );
-                config.store(Arc::new(next));
+                config.rcu(|c| next.clone().with_namespace_locals_of(c));
             }
         },
     )
@@ -163,6 +167,17 @@ fn follow_scale_to_zero_configmap(
 pub fn load_thresholds(
     path: Option<&Path>,
     own_namespace: &str,
+) -> anyhow::Result<ThresholdConfig> {
+    load_thresholds_named(path, own_namespace, crate::saturation::CONFIGMAP_NAME, None)
+}
+
+/// [`load_thresholds`] with upstream's `SATURATION_CONFIG_MAP_NAME` and
+/// `WATCH_NAMESPACE` (a directory's ConfigMaps of that name are read).
+pub fn load_thresholds_named(
+    path: Option<&Path>,
+    own_namespace: &str,
+    configmap_name: &str,
+    watch_namespace: Option<&str>,
 ) -> anyhow::Result<ThresholdConfig> {
     let Some(path) = path else {
         return Ok(ThresholdConfig::default());
@@ -182,12 +197,16 @@ pub fn load_thresholds(
             );
         }
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let config =
-            crate::inventory::namespace_config::thresholds_from_documents(&texts, own_namespace)
-                .map_err(|e| SaturationConfigFileError {
-                    path: files[e.file].clone(),
-                    error: e.error,
-                })?;
+        let config = crate::inventory::namespace_config::thresholds_from_named_documents(
+            &texts,
+            own_namespace,
+            configmap_name,
+            watch_namespace,
+        )
+        .map_err(|e| SaturationConfigFileError {
+            path: files[e.file].clone(),
+            error: e.error,
+        })?;
         for ns in config.namespace_local_namespaces() {
             tracing::info!(path = %path.display(), namespace = ns, "namespace-local saturation thresholds in force");
         }
@@ -265,9 +284,12 @@ pub async fn components_from_args(
     freshness
         .validate()
         .map_err(crate::fatal::InvalidConfiguration)?;
-    let thresholds = Arc::new(ArcSwap::from_pointee(load_thresholds(
+    crate::config_file::refuse_inapplicable(args).map_err(crate::fatal::InvalidConfiguration)?;
+    let thresholds = Arc::new(ArcSwap::from_pointee(load_thresholds_named(
         args.decisions.saturation_config.as_deref(),
         &args.inventory.namespace,
+        &args.upstream.saturation_config_map_name,
+        args.upstream.watch_namespace.as_deref(),
     )?));
     let scale_to_zero_file = load_scale_to_zero(
         args.decisions.scale_to_zero_config.as_deref(),
@@ -365,10 +387,16 @@ pub async fn components_from_args(
                 config_rejections: Some(crate::inventory::kube::register_config_rejections(
                     &mut registry,
                 )),
+                thresholds_configmap: args.upstream.saturation_config_map_name.clone(),
+                watch_namespace: args.upstream.watch_namespace.clone(),
+                scale_to_zero: Some(Arc::clone(&scale_to_zero)),
             };
             if args.inventory.accelerator_inventory {
-                let (store, reflectors) =
-                    crate::inventory::accelerators::start(client.clone(), shutdown.clone());
+                let (store, reflectors) = crate::inventory::accelerators::start(
+                    client.clone(),
+                    args.upstream.wva_node_selector.as_deref(),
+                    shutdown.clone(),
+                );
                 accelerators = Some(Arc::new(store));
                 tasks.extend(reflectors);
             }
@@ -463,6 +491,7 @@ pub async fn components_from_args(
         auth,
         hpa_tolerance: crate::hpa::Tolerances::uniform(args.decisions.hpa_tolerance),
         accelerators,
+        v2_limiter: args.upstream.limiter_on_v2,
     })
 }
 
@@ -709,6 +738,7 @@ pub async fn start(
         auth,
         hpa_tolerance,
         accelerators,
+        v2_limiter,
     } = components;
     let cache = Arc::new(MetricsCache::new());
     let mut engine = DecisionEngine::new(
@@ -723,6 +753,7 @@ pub async fn start(
     if let Some(accelerators) = accelerators {
         engine = engine.with_accelerators(accelerators);
     }
+    engine = engine.with_v2_limiter(v2_limiter);
     let engine = Arc::new(engine);
     let first_cycle_done = Arc::new(AtomicBool::new(false));
     let publisher = DecisionPublisher::new(Arc::clone(&engine), telemetry.clone());

@@ -156,6 +156,19 @@ const SERVE_FLAG_TESTS: &[(&str, &str)] = &[
     // Kubernetes API client.
     ("--kube-api-qps", "api_budget.rs::calls_to_the_api_server_stay_within_qps_and_burst"),
     ("--kube-api-burst", "api_budget.rs::calls_to_the_api_server_stay_within_qps_and_burst"),
+    // Upstream WVA settings (issue 30).
+    ("--config-file", "upstream_settings.rs::the_helm_charts_config_file_sets_prometheus_and_the_cache_as_upstream_reads_it"),
+    ("--config-file", "upstream_settings.rs::config_file_errors_name_the_file_the_line_and_the_key"),
+    ("--saturation-config-map-name", "upstream_settings.rs::saturation_config_map_name_reads_the_charts_prefixed_configmap"),
+    ("--watch-namespace", "upstream_settings.rs::settings_that_apply_map_onto_the_servers_own"),
+    ("--watch-namespace", "namespace_local_rules.rs::watch_namespace_reads_its_local_configmaps_without_a_label"),
+    ("--wva-node-selector", "upstream_settings.rs::wva_node_selector_limits_the_nodes_the_limiter_counts"),
+    ("--wva-limited-mode", "upstream_settings.rs::settings_that_apply_map_onto_the_servers_own"),
+    ("--epp-metric-reader-bearer-token", "upstream_settings.rs::settings_that_cannot_apply_are_refused_at_start_naming_them"),
+    ("--scale-from-zero-engine-max-concurrency", "upstream_settings.rs::settings_that_cannot_apply_are_refused_at_start_naming_them"),
+    ("--global-opt-interval", "upstream_settings.rs::the_helm_charts_config_file_sets_prometheus_and_the_cache_as_upstream_reads_it"),
+    ("--prometheus-metrics-cache-cleanup-interval", "upstream_settings.rs::the_helm_charts_config_file_sets_prometheus_and_the_cache_as_upstream_reads_it"),
+    ("--limiter-on-v2", "v2_limiter.rs::two_models_share_the_free_gpus_by_saturation_and_the_limited_one_says_so"),
 ];
 
 #[rustfmt::skip]
@@ -350,6 +363,17 @@ const HELP_GROUPS: &[(&str, &[&str])] = &[
         "Kubernetes API client",
         &["--kube-api-qps", "--kube-api-burst"],
     ),
+    (
+        "Upstream WVA settings",
+        &[
+            "--config-file",
+            "--saturation-config-map-name",
+            "--watch-namespace",
+            "--wva-node-selector",
+            "--wva-limited-mode",
+            "--limiter-on-v2",
+        ],
+    ),
 ];
 
 /// The long names of every `serve` flag, hidden ones included, and the
@@ -520,7 +544,11 @@ fn help_lists_each_flag_under_its_heading_in_order() {
             "--prometheus-metrics-cache-fetch-interval",
             "--metrics-cache-ttl",
             "--prometheus-metrics-cache-ttl",
-            "--metrics-background-fetch"
+            "--metrics-background-fetch",
+            "--epp-metric-reader-bearer-token",
+            "--scale-from-zero-engine-max-concurrency",
+            "--global-opt-interval",
+            "--prometheus-metrics-cache-cleanup-interval"
         ]
     );
 }
@@ -703,6 +731,43 @@ fn environment_variables_do_what_their_flags_do() {
             &["--prometheus-client-key", "/run/k"],
             "PROMETHEUS_CLIENT_KEY_PATH",
             "/run/k",
+        ),
+        // Upstream WVA's settings (issue 30).
+        (
+            &["--saturation-config-map-name", "wva-x-config"],
+            "SATURATION_CONFIG_MAP_NAME",
+            "wva-x-config",
+        ),
+        (
+            &["--watch-namespace", "team-a"],
+            "WATCH_NAMESPACE",
+            "team-a",
+        ),
+        (
+            &["--wva-node-selector", "shard=a"],
+            "WVA_NODE_SELECTOR",
+            "shard=a",
+        ),
+        (&["--wva-limited-mode=true"], "WVA_LIMITED_MODE", "true"),
+        (
+            &["--epp-metric-reader-bearer-token", "t"],
+            "EPP_METRIC_READER_BEARER_TOKEN",
+            "t",
+        ),
+        (
+            &["--scale-from-zero-engine-max-concurrency", "10"],
+            "SCALE_FROM_ZERO_ENGINE_MAX_CONCURRENCY",
+            "10",
+        ),
+        (
+            &["--global-opt-interval", "60s"],
+            "GLOBAL_OPT_INTERVAL",
+            "60s",
+        ),
+        (
+            &["--prometheus-metrics-cache-cleanup-interval", "1m"],
+            "PROMETHEUS_METRICS_CACHE_CLEANUP_INTERVAL",
+            "1m",
         ),
     ];
     let with_env: Vec<(String, String)> = serve_flags()

@@ -199,7 +199,9 @@ async fn a_held_variant_says_why_and_an_hpa_tolerance_from_the_cluster_applies()
     }
     api.apply(json!({
         "apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling",
-        "metadata": {"name": "llama-70b-h100", "namespace": NS},
+        // With its accelerator: a status without one gets no allocation (as upstream).
+        "metadata": {"name": "llama-70b-h100", "namespace": NS,
+                     "labels": {"inference.optimization/acceleratorName": "H100"}},
         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": TARGET},
                  "modelID": "meta/llama-3.1-70b", "minReplicas": 1, "maxReplicas": 13}
     }));

@@ -42,6 +42,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("keda listener", &["keda"]),
     // `serve`'s flags; fatal errors and exit codes.
     ("configuration", &["cli", "fatal"]),
+    // Upstream WVA's config file and settings, mapped onto `serve`'s flags.
+    ("upstream configuration", &["config_file"]),
     // Wiring of `serve` (and of `demo`'s server).
     ("wiring", &["run"]),
     // Tools: the emulator (cargo feature `emulator`) and the simulator.

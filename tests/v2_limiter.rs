@@ -113,7 +113,8 @@ async fn two_models_share_the_free_gpus_by_saturation_and_the_limited_one_says_s
     api.apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "wva-saturation-scaling-config", "namespace": "wva-system"},
         "data": {"default": "analyzerName: saturation\nenableLimiter: true\n"}}));
-    let server = Server::start_kube(&api, &["--accelerator-inventory"], &[]).await;
+    let server =
+        Server::start_kube(&api, &["--accelerator-inventory", "--limiter-on-v2"], &[]).await;
     // The more saturated model gets the 2 it needs, the other the 1 left.
     desired(&server, "alpha", "5").await;
     desired(&server, "beta", "5").await;

@@ -27,6 +27,12 @@ pub trait AcceleratorInventory: Send + Sync {
     /// Free accelerators per type (allocatable on nodes minus what running
     /// and pending pods request); None until the inventory has synced.
     fn free_by_type(&self) -> Option<BTreeMap<String, u32>>;
+    /// Accelerators per type on the nodes (allocatable, nothing subtracted):
+    /// upstream's limiter counts as used only the WVA variants' replicas.
+    /// None until synced, or when unknown.
+    fn capacity_by_type(&self) -> Option<BTreeMap<String, u32>> {
+        None
+    }
     /// GPUs one pod of `namespace/pod` requests, when known.
     fn pod_gpus(&self, namespace: &str, pod: &str) -> Option<u32>;
 }
@@ -206,6 +212,26 @@ pub struct AcceleratorStore {
 }
 
 impl AcceleratorInventory for AcceleratorStore {
+    fn capacity_by_type(&self) -> Option<BTreeMap<String, u32>> {
+        use std::sync::atomic::Ordering;
+        if !self.synced.iter().all(|s| s.load(Ordering::Acquire)) {
+            return None;
+        }
+        let nodes: Vec<(String, String, u32)> = self
+            .nodes
+            .state()
+            .iter()
+            .filter_map(|n| {
+                let (t, c) = node_gpus(n)?;
+                Some((n.metadata.name.clone()?, t, c))
+            })
+            .collect();
+        Some(free_by_type(
+            nodes.iter().map(|(n, t, c)| (n.as_str(), t.clone(), *c)),
+            std::iter::empty(),
+        ))
+    }
+
     fn free_by_type(&self) -> Option<BTreeMap<String, u32>> {
         use std::sync::atomic::Ordering;
         if !self.synced.iter().all(|s| s.load(Ordering::Acquire)) {
@@ -239,11 +265,18 @@ impl AcceleratorInventory for AcceleratorStore {
     }
 }
 
-/// Starts the Node and Pod reflectors of the limiter.
+/// Starts the Node and Pod reflectors of the limiter. `node_selector`
+/// (upstream's `WVA_NODE_SELECTOR`) limits the Nodes counted, to shard GPUs
+/// between instances.
 pub fn start(
     client: Client,
+    node_selector: Option<&str>,
     shutdown: CancellationToken,
 ) -> (AcceleratorStore, Vec<JoinHandle<()>>) {
+    let node_config = match node_selector.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(selector) => watcher::Config::default().labels(selector),
+        None => watcher::Config::default(),
+    };
     let synced = Arc::new([
         std::sync::atomic::AtomicBool::new(false),
         std::sync::atomic::AtomicBool::new(false),
@@ -252,7 +285,7 @@ pub fn start(
     let (pods, pod_writer) = reflector::store();
     let node_stream = reflector::reflector(
         node_writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+        watcher(Api::<Node>::all(client.clone()), node_config)
             .default_backoff()
             .modify(strip_node),
     );

@@ -213,6 +213,7 @@ mod tests {
                 last_run_time: None,
             }),
             conditions: vec![],
+            actuation: None,
         });
         assert_ne!(fingerprint(with_status), fp);
         assert_ne!(fingerprint(va(&[("a", "2")], "m")), fp, "a label");

@@ -82,8 +82,66 @@ pub struct ScaleTargetRef {
 
 /// The CRD as YAML, generated from these types (`wva-metrics-server crd`).
 pub fn crd_yaml() -> Result<String, serde_norway::Error> {
+    serde_norway::to_string(&crd())
+}
+
+/// The CRD: generated from these types, with every validation of upstream
+/// WVA's CRD (`config/crd/bases/llmd.ai_variantautoscalings.yaml` at
+/// b08b1c7) added, so that an object valid here is valid there and the
+/// reverse (our extras aside: `spec.minReplicas`/`maxReplicas` and the
+/// rule between them).
+pub fn crd() -> serde_json::Value {
     use kube::CustomResourceExt;
-    serde_norway::to_string(&VariantAutoscaling::crd())
+    let mut crd = serde_json::to_value(VariantAutoscaling::crd()).unwrap_or_default();
+    if let Some(versions) = crd["spec"]["versions"].as_array_mut() {
+        for version in versions {
+            with_upstream_validations(&mut version["schema"]["openAPIV3Schema"]);
+        }
+    }
+    crd
+}
+
+/// Upstream's validations, written into the generated schema.
+fn with_upstream_validations(schema: &mut serde_json::Value) {
+    use serde_json::json;
+    let root = &mut schema["properties"];
+    root["apiVersion"] =
+        json!({"description": "The versioned schema of this object.", "type": "string"});
+    root["kind"] =
+        json!({"description": "The REST resource this object represents.", "type": "string"});
+    root["metadata"] = json!({"type": "object"});
+    let spec = &mut schema["properties"]["spec"]["properties"];
+    spec["modelID"]["minLength"] = json!(1);
+    spec["scaleTargetRef"]["x-kubernetes-map-type"] = json!("atomic");
+    let cost = &mut spec["variantCost"];
+    cost["default"] = json!("10.0");
+    cost["pattern"] = json!(r"^\d+(\.\d+)?$");
+    if let Some(c) = cost.as_object_mut() {
+        c.remove("nullable");
+    }
+    let status = &mut schema["properties"]["status"]["properties"];
+    let alloc = &mut status["desiredOptimizedAlloc"];
+    alloc["properties"]["accelerator"] = json!({
+        "description": "Accelerator of the variant (its inference.optimization/acceleratorName label).",
+        "minLength": 2,
+        "type": "string"
+    });
+    alloc["properties"]["numReplicas"]["minimum"] = json!(0);
+    alloc["required"] = json!(["accelerator", "numReplicas"]);
+    let conditions = &mut status["conditions"];
+    conditions["x-kubernetes-list-type"] = json!("map");
+    conditions["x-kubernetes-list-map-keys"] = json!(["type"]);
+    let item = &mut conditions["items"]["properties"];
+    item["message"]["maxLength"] = json!(32768);
+    item["observedGeneration"]["minimum"] = json!(0);
+    item["reason"]["maxLength"] = json!(1024);
+    item["reason"]["minLength"] = json!(1);
+    item["reason"]["pattern"] = json!("^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$");
+    item["status"]["enum"] = json!(["True", "False", "Unknown"]);
+    item["type"]["maxLength"] = json!(316);
+    item["type"]["pattern"] = json!(
+        r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+    );
 }
 
 /// Observed state written back by the server.
@@ -94,6 +152,17 @@ pub struct VariantAutoscalingStatus {
     pub desired_optimized_alloc: Option<OptimizedAlloc>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    /// Upstream WVA's actuation state (its controller writes it; kept in
+    /// the schema so that an upstream install's objects stay valid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actuation: Option<Actuation>,
+}
+
+/// Whether upstream's actuator applied the latest decision.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Actuation {
+    pub applied: bool,
 }
 
 /// The latest decision for the variant.
@@ -101,6 +170,7 @@ pub struct VariantAutoscalingStatus {
 #[serde(rename_all = "camelCase")]
 pub struct OptimizedAlloc {
     pub num_replicas: i32,
+    /// Required by the schema (see [`crd`]); read leniently.
     #[serde(default)]
     pub accelerator: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -40,7 +40,8 @@ use super::resolve::{resolve_with, InventoryObjects, ObjectRef, ResolveOptions};
 use super::store::InventoryStore;
 use super::variants::VariantRecord;
 use super::workloads::WorkloadRecord;
-use crate::saturation::{ThresholdConfig, CONFIGMAP_NAME};
+use crate::saturation::scale_to_zero::ScaleToZeroConfig;
+use crate::saturation::ThresholdConfig;
 
 /// How long a burst of changes is collected before the snapshot is rebuilt.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -56,6 +57,15 @@ pub struct KubeInventoryConfig {
     pub controller_instance: Option<String>,
     /// Counts ConfigMap versions refused at run time (see [`register_config_rejections`]).
     pub config_rejections: Option<Family<ConfigRejectionLabels, Counter>>,
+    /// Name of the thresholds ConfigMaps (`SATURATION_CONFIG_MAP_NAME`).
+    pub thresholds_configmap: String,
+    /// Upstream's `WATCH_NAMESPACE`: its namespace-local ConfigMaps are read
+    /// whatever its metadata.
+    pub watch_namespace: Option<String>,
+    /// The scale-to-zero configuration in force: namespace-local
+    /// `wva-model-scale-to-zero-config` ConfigMaps are added to it by the
+    /// same rules as the thresholds' (the global one is followed elsewhere).
+    pub scale_to_zero: Option<Arc<ArcSwap<ScaleToZeroConfig>>>,
 }
 
 /// Labels of `wva_config_rejected_total`.
@@ -404,7 +414,10 @@ pub async fn start(
     // its replica counts and the few engine parameters V2 reads from the
     // pod template, a ReplicaSet its owning Deployment.
     macro_rules! project {
-        ($name:literal, $kind:ty) => {{
+        ($name:literal, $kind:ty) => {
+            project!($name, $kind, vec![Arc::clone(&changed)])
+        };
+        ($name:literal, $kind:ty, $notify:expr) => {{
             let store: Projected<$kind, _> = Arc::new(Mutex::new(ProjectionStore::new()));
             let events = Arc::clone(&store);
             let stream = watcher(Api::<$kind>::all(client.clone()), wc()).default_backoff();
@@ -412,7 +425,7 @@ pub async fn start(
                 $name,
                 stream,
                 &mut sources,
-                vec![Arc::clone(&changed)],
+                $notify,
                 shutdown.clone(),
                 move |event| {
                     events
@@ -426,7 +439,13 @@ pub async fn start(
     }
     // VariantAutoscalings: without the status, which is ours, so that our
     // own status writes coming back change nothing.
-    let vas = project!("variantautoscalings", VariantAutoscaling);
+    // A VariantAutoscaling also changes which namespaces' local
+    // ConfigMaps are read (upstream tracks the namespaces that hold one).
+    let vas = project!(
+        "variantautoscalings",
+        VariantAutoscaling,
+        vec![Arc::clone(&changed), Arc::clone(&config_changed)]
+    );
     let deployments = project!("deployments", Deployment);
     let stateful_sets = project!("statefulsets", StatefulSet);
     let replica_sets = project!("replicasets", ReplicaSet);
@@ -477,7 +496,7 @@ pub async fn start(
     // in the server's namespace and the namespace-local ones.
     let (configmaps, stream) = reflect(
         Api::<ConfigMap>::all(client.clone()),
-        wc().fields(&format!("metadata.name={CONFIGMAP_NAME}")),
+        wc().fields(&format!("metadata.name={}", config.thresholds_configmap)),
         keep_all,
     );
     tasks.push(spawn_reflector(
@@ -489,6 +508,29 @@ pub async fn start(
         false,
         shutdown.clone(),
     ));
+    // Namespace-local scale-to-zero ConfigMaps, read by the same rules.
+    let zero_configmaps = match &config.scale_to_zero {
+        Some(_) => {
+            let (store, stream) = reflect(
+                Api::<ConfigMap>::all(client.clone()),
+                wc().fields(&format!(
+                    "metadata.name={}",
+                    crate::saturation::scale_to_zero::CONFIGMAP_NAME
+                )),
+                keep_all,
+            );
+            tasks.push(spawn_reflector(
+                "configmaps (scale to zero)",
+                stream,
+                &mut sources,
+                vec![Arc::clone(&config_changed)],
+                true,
+                shutdown.clone(),
+            ));
+            Some(store)
+        }
+        None => None,
+    };
     let reporter = Reporter {
         controller: EVENT_REPORTER.into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -498,7 +540,14 @@ pub async fn start(
         ThresholdsLoop {
             configmaps,
             namespaces: namespaces.clone(),
-            reconciler: ThresholdsReconciler::new(&config.own_namespace),
+            reconciler: ThresholdsReconciler::named(
+                &config.own_namespace,
+                &config.thresholds_configmap,
+            ),
+            vas: Arc::clone(&vas),
+            watch_namespace: config.watch_namespace.clone(),
+            own_namespace: config.own_namespace.clone(),
+            scale_to_zero: config.scale_to_zero.clone().zip(zero_configmaps),
             thresholds,
             rejections: config.config_rejections.clone(),
             recorder: recorder.clone(),
@@ -572,6 +621,12 @@ pub async fn start(
 /// What the thresholds loop works with.
 struct ThresholdsLoop {
     configmaps: Store<ConfigMap>,
+    /// Namespaces holding a VariantAutoscaling have their local ConfigMaps read.
+    vas: Projected<VariantAutoscaling, VariantRecord>,
+    watch_namespace: Option<String>,
+    own_namespace: String,
+    /// The scale-to-zero configuration and the ConfigMaps of that name.
+    scale_to_zero: Option<(Arc<ArcSwap<ScaleToZeroConfig>>, Store<ConfigMap>)>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     reconciler: ThresholdsReconciler,
     thresholds: Arc<ArcSwap<ThresholdConfig>>,
@@ -596,7 +651,16 @@ fn spawn_thresholds_loop(
                 _ = changed.notified() => {}
             }
             tokio::time::sleep(DEBOUNCE).await;
-            let policy = namespace_policy(&l.namespaces);
+            let tracked: HashSet<String> = projected(&l.vas, |_| true)
+                .iter()
+                .map(|va| va.namespace.to_string())
+                .collect();
+            let policy = namespace_policy(&l.namespaces)
+                .with_tracked(tracked.iter().map(String::as_str))
+                .with_watch_namespace(l.watch_namespace.as_deref());
+            if let Some((zero, store)) = &l.scale_to_zero {
+                update_local_scale_to_zero(zero, store, &policy, &l.own_namespace);
+            }
             let state = l.configmaps.state();
             let cms: Vec<ConfigMapData<'_>> = state
                 .iter()
@@ -619,7 +683,7 @@ fn spawn_thresholds_loop(
                 .collect();
             drop(cms);
             for k in &out.not_used {
-                tracing::info!(namespace = %k.namespace, configmap = CONFIGMAP_NAME, entry = %k.entry, key = %k.key, "saturation config key not used by this server");
+                tracing::info!(namespace = %k.namespace, configmap = %l.reconciler.name(), entry = %k.entry, key = %k.key, "saturation config key not used by this server");
             }
             for r in &out.rejected {
                 let reasons: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
@@ -644,10 +708,47 @@ fn spawn_thresholds_loop(
                 }
             }
             for ns in &out.changed {
-                tracing::info!(namespace = %ns, configmap = CONFIGMAP_NAME, "saturation thresholds updated");
+                tracing::info!(namespace = %ns, configmap = %l.reconciler.name(), "saturation thresholds updated");
             }
         }
     })
+}
+
+/// The namespace-local scale-to-zero ConfigMaps the policy allows, put in
+/// force beside the global one (entries that do not parse are logged and
+/// left out; the others apply, as with the global one).
+fn update_local_scale_to_zero(
+    zero: &ArcSwap<ScaleToZeroConfig>,
+    store: &Store<ConfigMap>,
+    policy: &NamespacePolicy,
+    own_namespace: &str,
+) {
+    let mut locals = std::collections::BTreeMap::new();
+    for cm in store.state() {
+        let ns = cm.metadata.namespace.clone().unwrap_or_default();
+        if ns == own_namespace || !policy.local_config_allowed(&ns) {
+            continue;
+        }
+        let data = cm.data.clone().unwrap_or_default();
+        let (parsed, errors) = ScaleToZeroConfig::from_configmap_data(&data);
+        for e in &errors {
+            tracing::error!(namespace = %ns, configmap = crate::saturation::scale_to_zero::CONFIGMAP_NAME, error = %e, "namespace-local scale-to-zero entry refused; the other entries apply");
+        }
+        locals.insert(ns, parsed);
+    }
+    let current = zero.load();
+    let next = (**current).clone().with_namespace_locals(locals);
+    if *current != std::sync::Arc::new(next.clone()) {
+        let namespaces: Vec<String> = next
+            .namespace_local_namespaces()
+            .map(str::to_owned)
+            .collect();
+        zero.rcu(|c| (**c).clone().with_namespace_locals_of(&next));
+        tracing::info!(
+            ?namespaces,
+            "namespace-local scale-to-zero configuration updated"
+        );
+    }
 }
 
 fn object_ref(o: &ObjectRef) -> ObjectReference {

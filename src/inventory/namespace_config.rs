@@ -3,9 +3,13 @@
 //!
 //! - a namespace annotated `wva.llmd.ai/exclude: "true"` is not managed at
 //!   all (its variants are not served);
-//! - a `wva-saturation-scaling-config` ConfigMap in a namespace labelled
-//!   `wva.llmd.ai/config-enabled: "true"` replaces the global one (in the
-//!   server's own namespace) for the models of that namespace.
+//! - the thresholds ConfigMap (`wva-saturation-scaling-config`, or the
+//!   name `SATURATION_CONFIG_MAP_NAME` gives) in another namespace replaces
+//!   the global one (in the server's own namespace) for the models of that
+//!   namespace when upstream's `configmap_reconciler.go` would read it:
+//!   the namespace is `WATCH_NAMESPACE` (whatever its metadata), or it is
+//!   not excluded and either holds a VariantAutoscaling or is labelled
+//!   `wva.llmd.ai/config-enabled: "true"`.
 //!
 //! Pure: the kube source feeds it the ConfigMaps and namespace metadata its
 //! reflectors hold; file mode feeds it the ConfigMaps of a directory.
@@ -24,6 +28,10 @@ pub const EXCLUDE_ANNOTATION: &str = "wva.llmd.ai/exclude";
 pub struct NamespacePolicy {
     excluded: BTreeSet<String>,
     config_enabled: BTreeSet<String>,
+    /// Namespaces that hold a VariantAutoscaling (upstream tracks them).
+    tracked: BTreeSet<String>,
+    /// `WATCH_NAMESPACE`: its ConfigMaps are read whatever its metadata.
+    watch_namespace: Option<String>,
 }
 
 fn is_true(v: Option<&String>) -> bool {
@@ -53,14 +61,32 @@ impl NamespacePolicy {
         p
     }
 
+    /// With the namespaces that hold a VariantAutoscaling.
+    pub fn with_tracked<'a>(mut self, namespaces: impl IntoIterator<Item = &'a str>) -> Self {
+        self.tracked = namespaces.into_iter().map(str::to_owned).collect();
+        self
+    }
+
+    /// With upstream's single-namespace mode (`WATCH_NAMESPACE`).
+    pub fn with_watch_namespace(mut self, namespace: Option<&str>) -> Self {
+        self.watch_namespace = namespace.map(str::to_owned);
+        self
+    }
+
     /// Whether variants of this namespace are served.
     pub fn is_managed(&self, namespace: &str) -> bool {
         !self.excluded.contains(namespace)
     }
 
-    /// Whether a ConfigMap in this namespace may replace the global one.
+    /// Whether a ConfigMap in this namespace may replace the global one:
+    /// upstream's three rules, in its order (`WATCH_NAMESPACE` first, then
+    /// exclusion, then a VariantAutoscaling in it, then the opt-in label).
     pub fn local_config_allowed(&self, namespace: &str) -> bool {
-        self.config_enabled.contains(namespace) && self.is_managed(namespace)
+        if self.watch_namespace.as_deref() == Some(namespace) {
+            return true;
+        }
+        self.is_managed(namespace)
+            && (self.tracked.contains(namespace) || self.config_enabled.contains(namespace))
     }
 }
 
@@ -111,6 +137,8 @@ pub struct Reconciled {
 #[derive(Debug, Clone, Default)]
 pub struct ThresholdsReconciler {
     own_namespace: String,
+    /// The ConfigMap's name (`SATURATION_CONFIG_MAP_NAME`).
+    name: String,
     last_good: HashMap<String, (String, ThresholdConfig)>,
     reported: HashMap<String, String>,
     reported_not_used: BTreeSet<NotUsedKey>,
@@ -118,10 +146,21 @@ pub struct ThresholdsReconciler {
 
 impl ThresholdsReconciler {
     pub fn new(own_namespace: &str) -> Self {
+        Self::named(own_namespace, CONFIGMAP_NAME)
+    }
+
+    /// For ConfigMaps of this name (`SATURATION_CONFIG_MAP_NAME`).
+    pub fn named(own_namespace: &str, name: &str) -> Self {
         ThresholdsReconciler {
             own_namespace: own_namespace.to_owned(),
+            name: name.to_owned(),
             ..Default::default()
         }
+    }
+
+    /// The ConfigMaps' name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The configuration in force for these ConfigMaps and namespaces.
@@ -132,7 +171,7 @@ impl ThresholdsReconciler {
     ) -> Reconciled {
         let mut out = Reconciled::default();
         let mut present = BTreeSet::new();
-        for cm in configmaps.iter().filter(|c| c.name == CONFIGMAP_NAME) {
+        for cm in configmaps.iter().filter(|c| c.name == self.name) {
             let ns = cm.namespace;
             if ns != self.own_namespace && !policy.local_config_allowed(ns) {
                 continue;
@@ -228,6 +267,18 @@ pub fn thresholds_from_documents(
     files: &[&str],
     own_namespace: &str,
 ) -> Result<ThresholdConfig, DirectoryFileError> {
+    thresholds_from_named_documents(files, own_namespace, CONFIGMAP_NAME, None)
+}
+
+/// [`thresholds_from_documents`] for ConfigMaps named `name`, with
+/// `WATCH_NAMESPACE`; a namespace holding a VariantAutoscaling document
+/// counts as tracked, as in a cluster.
+pub fn thresholds_from_named_documents(
+    files: &[&str],
+    own_namespace: &str,
+    name: &str,
+    watch_namespace: Option<&str>,
+) -> Result<ThresholdConfig, DirectoryFileError> {
     let at = |file: usize, line: usize, message: String| DirectoryFileError {
         file,
         error: LocatedThresholdError {
@@ -240,6 +291,7 @@ pub fn thresholds_from_documents(
     let mut namespaces: Vec<(String, Meta, Meta)> = Vec::new();
     // (file, first line of the document, namespace, parsed config)
     let mut configmaps: Vec<(usize, usize, String, ThresholdConfig)> = Vec::new();
+    let mut tracked: BTreeSet<String> = BTreeSet::new();
     for (file, text) in files.iter().enumerate() {
         for (offset, doc) in documents(text) {
             let value: serde_norway::Value = serde_norway::from_str(doc).map_err(|e| {
@@ -268,7 +320,10 @@ pub fn thresholds_from_documents(
                 Some("Namespace") => {
                     namespaces.push((text_of("name"), meta("labels"), meta("annotations")))
                 }
-                Some("ConfigMap") if text_of("name") == CONFIGMAP_NAME => {
+                Some("VariantAutoscaling") => {
+                    tracked.insert(text_of("namespace"));
+                }
+                Some("ConfigMap") if text_of("name") == name => {
                     let config = ThresholdConfig::from_yaml_str_strict(doc).map_err(|e| {
                         DirectoryFileError {
                             file,
@@ -294,7 +349,9 @@ pub fn thresholds_from_documents(
         namespaces
             .iter()
             .map(|(n, l, a)| (n.as_str(), Some(l), Some(a))),
-    );
+    )
+    .with_tracked(tracked.iter().map(String::as_str))
+    .with_watch_namespace(watch_namespace);
     let mut global = ThresholdConfig::default();
     let mut locals = Vec::new();
     let mut seen = BTreeSet::new();
@@ -303,7 +360,7 @@ pub fn thresholds_from_documents(
             return Err(at(
                 file,
                 offset,
-                format!("a second {CONFIGMAP_NAME} for namespace {ns:?}"),
+                format!("a second {name} for namespace {ns:?}"),
             ));
         }
         if ns == own_namespace {
@@ -365,6 +422,55 @@ mod tests {
             all.push((n, None, Some(&ex)));
         }
         NamespacePolicy::from_namespaces(all)
+    }
+
+    /// Upstream's three rules (configmap_reconciler.go
+    /// shouldWatchNamespaceLocalConfigMap), in its order.
+    #[test]
+    fn local_configuration_follows_upstreams_three_rules() {
+        // (case, labelled, excluded, has a VariantAutoscaling, WATCH_NAMESPACE, read)
+        type Case<'a> = (&'a str, bool, bool, bool, Option<&'a str>, bool);
+        let cases: &[Case] = &[
+            ("nothing", false, false, false, None, false),
+            ("a VariantAutoscaling", false, false, true, None, true),
+            ("the label", true, false, false, None, true),
+            ("both", true, false, true, None, true),
+            (
+                "excluded, with a VariantAutoscaling",
+                false,
+                true,
+                true,
+                None,
+                false,
+            ),
+            ("excluded, labelled", true, true, false, None, false),
+            ("WATCH_NAMESPACE", false, false, false, Some("team"), true),
+            (
+                "WATCH_NAMESPACE wins over exclusion",
+                false,
+                true,
+                false,
+                Some("team"),
+                true,
+            ),
+            (
+                "another WATCH_NAMESPACE",
+                false,
+                false,
+                false,
+                Some("other"),
+                false,
+            ),
+        ];
+        for (case, labelled, excluded, tracked, watch, read) in cases {
+            let enabled: &[&str] = if *labelled { &["team"] } else { &[] };
+            let excluded_ns: &[&str] = if *excluded { &["team"] } else { &[] };
+            let tracked_ns: &[&str] = if *tracked { &["team"] } else { &[] };
+            let p = policy(enabled, excluded_ns)
+                .with_tracked(tracked_ns.iter().copied())
+                .with_watch_namespace(*watch);
+            assert_eq!(p.local_config_allowed("team"), *read, "{case}");
+        }
     }
 
     #[test]

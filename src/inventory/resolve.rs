@@ -152,6 +152,7 @@ pub fn resolve_with(
 ) -> (InventorySnapshot, Vec<ResolveProblem>) {
     let mut problems = Vec::new();
     let targets = TargetIndex::new(objects);
+    let bounds = scaler_bounds(objects);
 
     let mut variants = Vec::with_capacity(objects.variant_autoscalings.len());
     for va in objects
@@ -160,7 +161,7 @@ pub fn resolve_with(
         .filter(|va| options.owns(&va.labels))
     {
         let object = format!("VariantAutoscaling {}/{}", va.namespace, va.name);
-        match variant_from_va(va, &targets) {
+        match variant_from_va(va, &targets, &bounds) {
             Ok((v, warning)) => {
                 if let Some(reason) = warning {
                     problems.push(ResolveProblem {
@@ -337,6 +338,7 @@ pub fn resolve_with(
 fn variant_from_va(
     va: &VariantRecord,
     targets: &TargetIndex,
+    bounds: &HashMap<TargetKey, (u32, u32)>,
 ) -> Result<(Variant, Option<String>), String> {
     let namespace = va
         .namespace()
@@ -347,10 +349,22 @@ fn variant_from_va(
         return Err("spec.modelID is empty".to_owned());
     }
     let (cost, warning) = parse_cost(spec.variant_cost.as_deref(), "spec.variantCost");
-    let min = non_negative(spec.min_replicas, 1, "spec.minReplicas")?;
+    // Upstream's CRD has no minReplicas/maxReplicas (its API server prunes
+    // them): then the bounds of the HPA or ScaledObject scaling the target.
+    let scaler = bounds.get(&(
+        va.namespace.to_string(),
+        spec.scale_target_ref.kind.clone(),
+        spec.scale_target_ref.name.clone(),
+    ));
+    let clamp = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+    let min = non_negative(
+        spec.min_replicas,
+        scaler.map_or(1, |b| clamp(b.0)),
+        "spec.minReplicas",
+    )?;
     let max = non_negative(
         spec.max_replicas,
-        UNBOUNDED_MAX_REPLICAS as i32,
+        scaler.map_or(UNBOUNDED_MAX_REPLICAS as i32, |b| clamp(b.1)),
         "spec.maxReplicas",
     )?;
     if min > max {
@@ -386,6 +400,58 @@ fn variant_from_va(
     };
     v.compute_metric_labels();
     Ok((v, warning))
+}
+
+/// (minReplicas, maxReplicas) of every HPA and ScaledObject, by the target
+/// it scales, annotated or not: a ScaledObject's over the HPA KEDA made
+/// for it. Values out of range are left out (the defaults apply).
+fn scaler_bounds(objects: &InventoryObjects) -> HashMap<TargetKey, (u32, u32)> {
+    let mut out = HashMap::new();
+    for h in &objects.horizontal_pod_autoscalers {
+        let Some(spec) = h.spec.as_ref() else {
+            continue;
+        };
+        let (Ok(min), Ok(max)) = (
+            u32::try_from(spec.min_replicas.unwrap_or(1)),
+            u32::try_from(spec.max_replicas),
+        ) else {
+            continue;
+        };
+        out.insert(
+            (
+                h.namespace().unwrap_or_default(),
+                spec.scale_target_ref.kind.clone(),
+                spec.scale_target_ref.name.clone(),
+            ),
+            (min, max),
+        );
+    }
+    for so in &objects.scaled_objects {
+        let spec = so.data.get("spec");
+        let int = |k: &str, default: i64| {
+            spec.and_then(|s| s.get(k))
+                .and_then(|v| v.as_i64())
+                .unwrap_or(default)
+        };
+        let target = spec.and_then(|s| s.get("scaleTargetRef"));
+        let text = |k: &str| target.and_then(|t| t.get(k)).and_then(|v| v.as_str());
+        let (Ok(min), Ok(max), Some(name)) = (
+            u32::try_from(int("minReplicaCount", SCALED_OBJECT_DEFAULT_MIN)),
+            u32::try_from(int("maxReplicaCount", SCALED_OBJECT_DEFAULT_MAX)),
+            text("name"),
+        ) else {
+            continue;
+        };
+        out.insert(
+            (
+                so.namespace().unwrap_or_default(),
+                text("kind").unwrap_or("Deployment").to_owned(),
+                name.to_owned(),
+            ),
+            (min, max),
+        );
+    }
+    out
 }
 
 /// A variant declared by an annotated HPA or ScaledObject.

@@ -74,6 +74,7 @@ mod tests {
                 last_run_time: None,
             }),
             conditions: vec![],
+            actuation: None,
         });
         assert!(!store.apply(Event::Apply(written)), "status only");
         assert!(store.apply(Event::Apply(va("3", "a: c", "m"))), "a label");

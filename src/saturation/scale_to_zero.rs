@@ -71,6 +71,10 @@ pub struct ScaleToZeroConfig {
     overrides: BTreeMap<(String, Option<String>), ScaleToZeroEntry>,
     /// `WVA_SCALE_TO_ZERO`.
     env_enabled: bool,
+    /// Namespace-local configurations (upstream's ConfigMap of this name in
+    /// a namespace it reads local configuration from): each replaces this
+    /// one for its namespace, as upstream's does.
+    namespace_local: BTreeMap<String, std::sync::Arc<ScaleToZeroConfig>>,
 }
 
 /// Reads `WVA_SCALE_TO_ZERO`: unset or empty is off; `true`/`false` in any
@@ -242,8 +246,43 @@ impl ScaleToZeroConfig {
         self.env_enabled
     }
 
-    /// What applies to `model_id` in `namespace`.
+    /// This configuration with these namespace-local ones (replacing any before).
+    pub fn with_namespace_locals(mut self, locals: BTreeMap<String, ScaleToZeroConfig>) -> Self {
+        self.namespace_local = locals
+            .into_iter()
+            .map(|(ns, c)| (ns, std::sync::Arc::new(c)))
+            .collect();
+        self
+    }
+
+    /// This configuration with the namespace-local ones of `other` (a new
+    /// global ConfigMap keeps the local ones in force).
+    pub fn with_namespace_locals_of(mut self, other: &ScaleToZeroConfig) -> Self {
+        self.namespace_local = other.namespace_local.clone();
+        self
+    }
+
+    /// The namespaces with a local configuration.
+    pub fn namespace_local_namespaces(&self) -> impl Iterator<Item = &str> {
+        self.namespace_local.keys().map(String::as_str)
+    }
+
+    /// What applies to `model_id` in `namespace`: its namespace's local
+    /// configuration when there is one (`WVA_SCALE_TO_ZERO` still the
+    /// fallback), else this one.
     pub fn for_model(&self, model_id: &str, namespace: &str) -> ModelScaleToZero {
+        match self.namespace_local.get(namespace) {
+            Some(local) => local.own_for_model(model_id, namespace, self.env_enabled),
+            None => self.own_for_model(model_id, namespace, self.env_enabled),
+        }
+    }
+
+    fn own_for_model(
+        &self,
+        model_id: &str,
+        namespace: &str,
+        env_enabled: bool,
+    ) -> ModelScaleToZero {
         let exact = self
             .overrides
             .get(&(model_id.to_owned(), Some(namespace.to_owned())));
@@ -254,7 +293,7 @@ impl ScaleToZeroConfig {
                 .or_else(|| any.and_then(f))
                 .or_else(|| f(&self.default))
         };
-        let enabled = pick(|e| e.enable).unwrap_or(self.env_enabled);
+        let enabled = pick(|e| e.enable).unwrap_or(env_enabled);
         let retention = exact
             .and_then(|e| e.retention)
             .or_else(|| any.and_then(|e| e.retention))
@@ -269,6 +308,7 @@ impl ScaleToZeroConfig {
         self.env_enabled
             || self.default.enable == Some(true)
             || self.overrides.values().any(|e| e.enable == Some(true))
+            || self.namespace_local.values().any(|l| l.any_enabled())
     }
 
     /// From ConfigMap data: entries that do not parse are skipped and

@@ -69,6 +69,9 @@ fn cond(kind: &str, ok: bool, reason: &str, message: String) -> (String, String,
     )
 }
 
+/// `status.desiredOptimizedAlloc.accelerator`'s `minLength` in upstream's CRD.
+pub const MIN_ACCELERATOR_CHARS: usize = 2;
+
 /// The status of a variant given its model's outcome. Pure.
 pub fn desired_status(
     v: &Variant,
@@ -137,6 +140,19 @@ pub fn desired_status(
             cond("OptimizationReady", false, "NoDecision", e.to_string()),
         ),
     };
+    let ready = if v.accelerator.chars().count() < MIN_ACCELERATOR_CHARS {
+        cond(
+            "OptimizationReady",
+            false,
+            "AcceleratorUnknown",
+            format!(
+                "no {} label (of at least {MIN_ACCELERATOR_CHARS} characters): desiredOptimizedAlloc is not written, as upstream WVA does and its CRD requires; the served metrics carry desired replicas {desired}",
+                crate::inventory::crd::ACCELERATOR_LABEL
+            ),
+        )
+    } else {
+        ready
+    };
     DesiredStatus {
         num_replicas: i32::try_from(desired).unwrap_or(i32::MAX),
         accelerator: v.accelerator.clone(),
@@ -185,13 +201,22 @@ impl DesiredStatus {
         self
     }
 
+    /// Whether `desiredOptimizedAlloc` can be written: upstream's CRD
+    /// requires an accelerator of at least 2 characters, and its
+    /// controller skips the allocation of a VariantAutoscaling without one
+    /// (writing only its conditions), as we do.
+    pub fn has_accelerator(&self) -> bool {
+        self.accelerator.chars().count() >= MIN_ACCELERATOR_CHARS
+    }
+
     fn to_status(&self, now: &Time) -> VariantAutoscalingStatus {
         VariantAutoscalingStatus {
-            desired_optimized_alloc: Some(OptimizedAlloc {
+            desired_optimized_alloc: self.has_accelerator().then(|| OptimizedAlloc {
                 num_replicas: self.num_replicas,
                 accelerator: self.accelerator.clone(),
                 last_run_time: Some(now.clone()),
             }),
+            actuation: None,
             conditions: self
                 .conditions
                 .iter()
@@ -293,6 +318,7 @@ pub struct StatusMetrics {
     writes: Family<WriteResultLabels, Counter>,
     superseded: Counter,
     events: Family<WriteResultLabels, Counter>,
+    allocations_skipped: Counter,
 }
 
 impl StatusMetrics {
@@ -312,6 +338,11 @@ impl StatusMetrics {
             "wva_status_writes_superseded",
             "Pending status writes replaced by a newer decision before they were sent (never sent)",
             m.superseded.clone(),
+        );
+        registry.register(
+            "wva_status_allocations_skipped",
+            "Status writes sent without desiredOptimizedAlloc because the VariantAutoscaling has no inference.optimization/acceleratorName label (upstream's CRD requires an accelerator of at least 2 characters; conditions are still written)",
+            m.allocations_skipped.clone(),
         );
         registry.register(
             "wva_events",
@@ -416,6 +447,7 @@ impl StatusWriter {
             metrics: self.metrics,
             gate: Mutex::new(EventGate::new(EVENT_INTERVAL)),
             forbidden_logged: Mutex::new(HashSet::new()),
+            no_accelerator_logged: Mutex::new(HashSet::new()),
             events_checked: Mutex::new(Instant::now()),
             leading: self.leading,
         });
@@ -454,29 +486,7 @@ impl Planner {
     /// Offers every VariantAutoscaling's desired status to the queue.
     fn plan(&self) {
         let snapshot = self.engine.inventory().load();
-        let now = std::time::SystemTime::now();
-        let mut desired_all = Vec::new();
-        for (key, _) in snapshot.models() {
-            let outcome = self.engine.decide_model(&snapshot, key, now);
-            for v in snapshot
-                .model_variants(key)
-                .filter(|v| v.source == VariantSource::VariantAutoscaling)
-            {
-                let (decided, has_metrics, reason) = match &outcome {
-                    Ok(o) => {
-                        let d = o.decisions.iter().find(|d| d.variant.name == v.name);
-                        (
-                            Ok(d.map(|d| d.desired)),
-                            o.analysis.is_some(),
-                            d.map(|d| d.reason),
-                        )
-                    }
-                    Err(e) => (Err(e.clone()), false, None),
-                };
-                let desired = desired_status(v, &decided, has_metrics).with_reason(v, reason);
-                desired_all.push(((v.namespace.clone(), v.name.clone()), desired));
-            }
-        }
+        let desired_all = planned_statuses(&self.engine, &snapshot, std::time::SystemTime::now());
         let live: HashSet<Key> = snapshot
             .variants()
             .iter()
@@ -497,6 +507,49 @@ impl Planner {
     }
 }
 
+/// The desired status of every VariantAutoscaling of `snapshot`, from one
+/// decision per model.
+pub fn planned_statuses(
+    engine: &DecisionEngine,
+    snapshot: &crate::inventory::snapshot::InventorySnapshot,
+    now: std::time::SystemTime,
+) -> Vec<(Key, DesiredStatus)> {
+    let mut desired_all = Vec::new();
+    for (key, _) in snapshot.models() {
+        let outcome = engine.decide_model(snapshot, key, now);
+        for v in snapshot
+            .model_variants(key)
+            .filter(|v| v.source == VariantSource::VariantAutoscaling)
+        {
+            desired_all.push((
+                (v.namespace.clone(), v.name.clone()),
+                variant_status(v, &outcome),
+            ));
+        }
+    }
+    desired_all
+}
+
+/// The status of one variant from its model's outcome: "has metrics" is
+/// whichever analysis decided (V1 or V2) having had metrics to decide from.
+pub fn variant_status(
+    v: &Variant,
+    outcome: &Result<crate::decision::ModelOutcome, DecisionError>,
+) -> DesiredStatus {
+    let (decided, has_metrics, reason) = match outcome {
+        Ok(o) => {
+            let d = o.decisions.iter().find(|d| d.variant.name == v.name);
+            (
+                Ok(d.map(|d| d.desired)),
+                o.has_metrics(),
+                d.map(|d| d.reason),
+            )
+        }
+        Err(e) => (Err(e.clone()), false, None),
+    };
+    desired_status(v, &decided, has_metrics).with_reason(v, reason)
+}
+
 struct Sender {
     client: Client,
     reporter: Reporter,
@@ -509,6 +562,8 @@ struct Sender {
     gate: Mutex<EventGate<(String, String, String), Event>>,
     /// Permissions whose absence was logged already.
     forbidden_logged: Mutex<HashSet<&'static str>>,
+    /// Variants whose missing accelerator label was logged already.
+    no_accelerator_logged: Mutex<HashSet<Key>>,
     /// When deferred Events were last looked for: once a second is enough
     /// for a one-minute gate, and each look walks every gated object.
     events_checked: Mutex<Instant>,
@@ -581,6 +636,12 @@ impl Sender {
             // that a takeover compares later changes against it.
             lock(&self.queue).mark_written(&key, desired, Instant::now());
             return;
+        }
+        if !desired.has_accelerator() {
+            self.metrics.allocations_skipped.inc();
+            if plain(&self.no_accelerator_logged).insert(key.clone()) {
+                tracing::warn!(%namespace, variant = %name, label = crate::inventory::crd::ACCELERATOR_LABEL, "the VariantAutoscaling has no accelerator label: its status gets conditions only, no desiredOptimizedAlloc (upstream's CRD requires an accelerator); its metrics are served as usual");
+            }
         }
         let result = self.send_status(namespace, name, &desired).await;
         let now = Instant::now();
@@ -867,6 +928,102 @@ mod tests {
         };
         v.compute_metric_labels();
         v
+    }
+
+    /// A file inventory of one VariantAutoscaling on H100 with four ready
+    /// pods, decided with `config`; every pod reports `kv` of a 1000 x 16
+    /// token KV cache.
+    fn file_engine_with_tokens(config: &str, kv: f64) -> DecisionEngine {
+        use crate::collector::ReplicaMetrics;
+        let mut yaml = "---\nkind: VariantAutoscaling\napiVersion: llmd.ai/v1alpha1\nmetadata: {name: v, namespace: ns, labels: {inference.optimization/acceleratorName: H100}}\nspec:\n  scaleTargetRef: {kind: Deployment, name: v-d}\n  modelID: m\n  maxReplicas: 10\n---\nkind: Deployment\napiVersion: apps/v1\nmetadata: {name: v-d, namespace: ns}\nspec: {replicas: 4, selector: {}, template: {}}\nstatus: {replicas: 4, readyReplicas: 4}\n".to_owned();
+        for i in 0..4 {
+            yaml.push_str(&format!("---\nkind: Pod\napiVersion: v1\nmetadata: {{name: v-p{i}, namespace: ns, labels: {{llm-d.ai/variant: v}}}}\nstatus: {{podIP: 127.0.0.1, conditions: [{{type: Ready, status: \"True\"}}]}}\n"));
+        }
+        let store = Arc::new(crate::inventory::store::InventoryStore::new());
+        let objects =
+            crate::inventory::file::parse_objects(std::path::Path::new("t"), &yaml).unwrap();
+        store.publish(crate::inventory::resolve(&objects).0);
+        let (config, errors) = crate::saturation::ThresholdConfig::from_yaml_str(config).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        let engine = DecisionEngine::new(
+            store,
+            Arc::new(crate::collector::MetricsCache::new()),
+            Arc::new(arc_swap::ArcSwap::from_pointee(config)),
+            Arc::new(crate::saturation::PercentageAnalyzer),
+            crate::collector::FreshnessPolicy::default(),
+        );
+        for i in 0..4 {
+            engine.cache().insert(
+                crate::inventory::pod_key("ns", &format!("v-p{i}")),
+                ReplicaMetrics {
+                    model_name: "m".into(),
+                    kv_usage: kv,
+                    queue_waiting: 0.0,
+                    running: None,
+                    sampled_at: std::time::SystemTime::now(),
+                    request_rate: None,
+                    avg_prompt_tokens: Some(100.0),
+                    avg_generation_tokens: Some(50.0),
+                    prefix_cache_hit_rate: None,
+                    kv_cache: Some(crate::saturation::v2::KvCacheConfig {
+                        num_gpu_blocks: 1000,
+                        block_size: 16,
+                    }),
+                    activity: None,
+                },
+            );
+        }
+        engine
+    }
+
+    /// Issue 29, item 1: a variant decided by V2 is written with
+    /// `MetricsAvailable=True` and V2's replicas (it was written
+    /// `MetricsMissing` and holding, because only V1's analysis counted).
+    #[test]
+    fn a_variant_decided_by_v2_has_metrics_and_v2s_replicas_in_its_status() {
+        for (config, kv, analyzer, want) in [
+            (
+                "default: {analyzerName: saturation}",
+                0.98,
+                "saturation-v2",
+                6,
+            ),
+            (
+                "default: {analyzerName: saturation}",
+                0.10,
+                "saturation-v2",
+                1,
+            ),
+            ("default: {}", 0.98, "saturation-v1", 5),
+        ] {
+            let engine = file_engine_with_tokens(config, kv);
+            let snapshot = engine.inventory().load();
+            let now = std::time::SystemTime::now();
+            let decided = engine
+                .decide(
+                    "ns",
+                    &crate::k8s::selector::LabelSelector::parse("").unwrap(),
+                )
+                .unwrap();
+            assert_eq!(
+                (decided[0].analyzer, decided[0].desired),
+                (analyzer, want),
+                "{config} kv {kv}"
+            );
+            let statuses = planned_statuses(&engine, &snapshot, now);
+            assert_eq!(statuses.len(), 1);
+            let ((ns, name), status) = &statuses[0];
+            assert_eq!((ns.as_str(), name.as_str()), ("ns", "v"));
+            assert_eq!(status.num_replicas, want as i32, "{config} kv {kv}");
+            assert_eq!(status.accelerator, "H100");
+            let metrics = &status.conditions[1];
+            assert_eq!(
+                (metrics.0.as_str(), metrics.1.as_str(), metrics.2.as_str()),
+                ("MetricsAvailable", "True", "MetricsFound"),
+                "{config} kv {kv}"
+            );
+            assert_eq!(status.conditions[2].2, "Optimized");
+        }
     }
 
     #[test]

@@ -123,6 +123,10 @@ struct State {
     forbidden: Vec<String>,
     /// Resources (plurals) whose creates and patches are answered 403.
     forbidden_writes: Vec<String>,
+    /// CRD schemas installed with [`ApiServer::install_crd`], by plural.
+    schemas: BTreeMap<String, Value>,
+    /// Status writes refused by a CRD's schema: (path, field errors).
+    schema_rejections: Vec<(String, Vec<String>)>,
 }
 
 /// What a write requires of the stored object (optimistic concurrency).
@@ -193,8 +197,84 @@ impl ApiServer {
         path
     }
 
-    /// Creates or replaces an object (its `kind` says where it goes).
+    /// Creates or replaces an object (its `kind` says where it goes),
+    /// pruned, defaulted and validated as kube-apiserver does when a CRD
+    /// schema is installed for its kind (an invalid object fails the test:
+    /// use [`Self::try_apply`] to see the errors).
     pub fn apply(&self, object: Value) {
+        if let Err(errors) = self.try_apply(object) {
+            panic!("the test API server refuses the object: {errors:?}");
+        }
+    }
+
+    /// [`Self::apply`], or the field errors of an invalid object (nothing stored).
+    pub fn try_apply(&self, mut object: Value) -> Result<Value, Vec<String>> {
+        self.admit(&mut object)?;
+        let mut st = self.state.lock().unwrap();
+        let (e, stored) = Self::store(&mut st, object);
+        drop(st);
+        let _ = self.events.send(e);
+        Ok(stored)
+    }
+
+    /// Installs a CustomResourceDefinition: objects of its kind are from
+    /// now on pruned, defaulted and validated against its openAPIV3Schema
+    /// on every write (creates and status writes), as kube-apiserver does.
+    pub fn install_crd(&self, crd: &Value) {
+        let kind = crd["spec"]["names"]["kind"].as_str().unwrap_or_default();
+        let (plural, _) = plural_of(kind).unwrap_or_else(|| panic!("kind {kind} is not served"));
+        let schema = super::openapi::crd_schema(crd).expect("the CRD has an openAPIV3Schema");
+        self.state
+            .lock()
+            .unwrap()
+            .schemas
+            .insert(plural.to_owned(), schema);
+    }
+
+    /// Status writes a CRD schema refused: (path, field errors).
+    pub fn schema_rejections(&self) -> Vec<(String, Vec<String>)> {
+        self.state.lock().unwrap().schema_rejections.clone()
+    }
+
+    /// Prunes, defaults and validates `object` against its kind's CRD
+    /// schema, if one is installed.
+    fn admit(&self, object: &mut Value) -> Result<(), Vec<String>> {
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let Some((plural, _)) = plural_of(kind) else {
+            return Ok(());
+        };
+        let schema = self.state.lock().unwrap().schemas.get(plural).cloned();
+        match schema {
+            Some(schema) => super::openapi::admit(&schema, object),
+            None => Ok(()),
+        }
+    }
+
+    /// The 422 Invalid answer kube-apiserver gives a write its schema refuses.
+    fn invalid(
+        &self,
+        path: &str,
+        kind: &str,
+        name: &str,
+        errors: Vec<String>,
+    ) -> Response<TestBody> {
+        let message = format!(
+            "{kind}.llmd.ai {name:?} is invalid: [{}]",
+            errors.join(", ")
+        );
+        self.state
+            .lock()
+            .unwrap()
+            .schema_rejections
+            .push((path.to_owned(), errors));
+        full(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            status_json(422, "Invalid", &message),
+        )
+    }
+
+    /// Creates or replaces an object without schema checks.
+    fn apply_unchecked(&self, object: Value) {
         let mut st = self.state.lock().unwrap();
         let (e, _) = Self::store(&mut st, object);
         drop(st);
@@ -826,7 +906,10 @@ impl ApiServer {
                 match current {
                     Some(mut o) => {
                         merge_apply(&mut o["status"], &patch["status"]);
-                        self.apply(o.clone());
+                        if let Err(errors) = self.admit(&mut o) {
+                            return self.invalid(&path, kind, &name, errors);
+                        }
+                        self.apply_unchecked(o.clone());
                         full(StatusCode::OK, o.to_string())
                     }
                     None => full(
@@ -852,7 +935,7 @@ impl ApiServer {
             object["metadata"]["name"].as_str().unwrap_or_default(),
             namespace,
             query,
-        )
+        ) && label_selector_matches(object, query.get("labelSelector"))
     }
 
     /// Whether an object of this namespace and name is in a list or watch
@@ -1010,6 +1093,27 @@ type TestBody = http_body_util::Either<
     Full<Bytes>,
     StreamBody<futures::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>>,
 >;
+
+/// A list's `labelSelector`: equality (`k=v`, `k==v`, `k!=v`) and
+/// existence (`k`, `!k`) requirements, comma-separated (lists only; the
+/// tests that use it create their objects before the client lists).
+fn label_selector_matches(object: &Value, selector: Option<&String>) -> bool {
+    let Some(selector) = selector.filter(|s| !s.trim().is_empty()) else {
+        return true;
+    };
+    let labels = &object["metadata"]["labels"];
+    selector.split(',').map(str::trim).all(|req| {
+        if let Some((k, v)) = req.split_once("!=") {
+            labels[k.trim()].as_str() != Some(v.trim())
+        } else if let Some((k, v)) = req.split_once("==").or_else(|| req.split_once('=')) {
+            labels[k.trim()].as_str() == Some(v.trim())
+        } else if let Some(k) = req.strip_prefix('!') {
+            labels[k.trim()].is_null()
+        } else {
+            !labels[req].is_null()
+        }
+    })
+}
 
 fn full(code: StatusCode, body: String) -> Response<TestBody> {
     let mut r = Response::new(http_body_util::Either::Left(Full::new(Bytes::from(body))));

@@ -603,6 +603,7 @@ status:
     y
 }
 pub mod apiserver;
+pub mod openapi;
 pub mod pki;
 pub mod prometheus;
 

@@ -12,6 +12,7 @@
 
 pub mod capacity;
 pub mod engine;
+pub mod greedy_limiter;
 pub mod history;
 pub mod optimizer;
 

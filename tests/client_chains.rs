@@ -76,11 +76,30 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_chain_is_refused_without_signature_checks_and_healthz_stays_up() {
     let api = ApiServer::start().await;
+    // One variant (no pods): the server has a fetch cycle to finish.
+    api.apply(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "llama", "namespace": "llm"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "llama"}},
+                 "template": {"metadata": {"labels": {"app": "llama"}}, "spec": {"containers": []}}},
+        "status": {"replicas": 1, "readyReplicas": 1}
+    }));
+    api.apply(serde_json::json!({
+        "apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling",
+        "metadata": {"name": "llama", "namespace": "llm", "labels": {"inference.optimization/acceleratorName": "H100"}},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llama"},
+                 "modelID": "m", "minReplicas": 1, "maxReplicas": 10}
+    }));
     let dir = tempfile::tempdir().unwrap();
     let users = ca("users-ca");
     let ca_path = dir.path().join("users-ca.crt");
     std::fs::write(&ca_path, &users.pem).unwrap();
-    let serve = serve_kube(&api, dir.path(), &["--client-ca-file", ca_path.to_str().unwrap()]).await;
+    let serve = serve_kube(&api, dir.path(), &[
+            "--scrape-interval",
+            "500ms",
+            "--client-ca-file",
+            ca_path.to_str().unwrap(),
+        ]).await;
     let pid = serve.proc.child.id();
     let url = format!(
         "{}/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/wva_desired_replicas?labelSelector=target_name%3Dllama",

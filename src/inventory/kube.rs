@@ -484,7 +484,10 @@ pub async fn start(
         "configmaps",
         stream,
         &mut sources,
-        vec![Arc::clone(&config_changed)],
+        // The inventory rebuild too: when this list is the last to finish,
+        // its first sync is what lets the inventory publish (and the
+        // server become ready).
+        vec![Arc::clone(&config_changed), Arc::clone(&changed)],
         // Every version counts: a refused one is reported by its resourceVersion.
         false,
         shutdown.clone(),

@@ -596,12 +596,17 @@ where
         let mut inner = self.inner.clone();
         let budget = Arc::clone(&self.budget);
         Box::pin(async move {
-            let watch = is_watch(&req);
-            if !watch {
+            let res = if is_watch(&req) {
+                inner.ready().await?.call(req).await?
+            } else {
                 budget.acquire().await?;
                 budget.sent();
-            }
-            let res = inner.ready().await?.call(req).await?;
+                // The token is spent: the call goes out (on a task of its
+                // own) even if its caller leaves now, so that every token
+                // taken is one call sent, and counted once.
+                let send = async move { inner.ready().await?.call(req).await };
+                tokio::spawn(send).await.map_err(BoxError::from)??
+            };
             if res.status() == StatusCode::TOO_MANY_REQUESTS {
                 if let Some(wait) = retry_after(&res) {
                     budget.hold_for(wait);

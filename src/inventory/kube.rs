@@ -324,7 +324,7 @@ where
 }
 
 /// The API server's answer code of a failed list or watch, if it answered.
-fn watch_error_code(e: &watcher::Error) -> Option<u16> {
+pub(crate) fn watch_error_code(e: &watcher::Error) -> Option<u16> {
     match e {
         watcher::Error::InitialListFailed(k)
         | watcher::Error::WatchStartFailed(k)

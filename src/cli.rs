@@ -217,8 +217,7 @@ pub struct InventoryArgs {
     pub controller_instance: Option<String>,
     /// Watch Nodes and Pods (only their GPU fields) so that models whose
     /// thresholds set `enableLimiter: true` (V2) have their scale-ups capped by
-    /// the accelerators free per type. Needs list/watch on nodes (deploy/components/
-    /// accelerator-inventory grants it and sets WVA_ACCELERATOR_INVENTORY=true). `--inventory kube` only.
+    /// the accelerators free per type. Needs list/watch on nodes. `--inventory kube` only.
     #[arg(long, env = "WVA_ACCELERATOR_INVENTORY")]
     pub accelerator_inventory: bool,
 }

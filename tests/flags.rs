@@ -704,6 +704,11 @@ fn environment_variables_do_what_their_flags_do() {
             "PROMETHEUS_CLIENT_KEY_PATH",
             "/run/k",
         ),
+        (
+            &["--accelerator-inventory"],
+            "WVA_ACCELERATOR_INVENTORY",
+            "true",
+        ),
     ];
     let with_env: Vec<(String, String)> = serve_flags()
         .into_iter()

@@ -406,6 +406,11 @@ pub struct KedaArgs {
     /// Required with --keda-port unless --keda-insecure-disable-client-auth is given.
     #[arg(long, value_name = "FILE")]
     pub keda_client_ca_file: Option<PathBuf>,
+    /// Accept only KEDA client certificates whose common name, or one of whose DNS or URI
+    /// subject alternative names, is in this comma list (empty: any certificate the
+    /// --keda-client-ca-file CA signed).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES", requires = "keda_client_ca_file")]
+    pub keda_client_allowed_names: Vec<String>,
     /// Serve the KEDA gRPC service without TLS (only behind a TLS-terminating proxy or mesh,
     /// which then authenticates clients; needs --keda-insecure-disable-client-auth).
     #[arg(long, conflicts_with = "keda_client_ca_file")]

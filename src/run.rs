@@ -825,7 +825,10 @@ pub async fn start_keda(
             Some(certificate.config(server::tls::ClientAuth::None)?)
         }
         KedaClientAuth::ClientCa(ca) => {
-            Some(certificate.config(server::tls::ClientAuth::Required(ca))?)
+            Some(certificate.config(server::tls::ClientAuth::Required(
+                ca,
+                &args.keda.keda_client_allowed_names,
+            ))?)
         }
     };
     let listener = server::bind(addr)

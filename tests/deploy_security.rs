@@ -152,3 +152,39 @@ fn prometheus_scrapes_metrics_with_its_token_and_a_role_for_exactly_that() {
     let subject = &binding.subjects.unwrap()[0];
     assert_eq!(subject.kind, "ServiceAccount");
 }
+
+/// The KEDA port accepts only KEDA's operator, and the cert-manager example
+/// keeps every signing key in KEDA's namespace: namespaced Issuers only, and
+/// no Certificate (so no private key) in the server's namespace.
+#[test]
+fn keda_clients_are_named_and_the_example_ca_stays_in_kedas_namespace() {
+    let docs = deploy_documents();
+    let d: Deployment = one(&docs, "Deployment", "wva-metrics-server");
+    let args = d.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(
+        args.iter()
+            .any(|a| a == "--keda-client-allowed-names=keda-operator"),
+        "{args:?}"
+    );
+    let example = Path::new(ROOT).join("deploy/examples/keda-mtls-cert-manager.yaml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    let example: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect();
+    assert!(example.iter().all(|d| d["kind"] != "ClusterIssuer"));
+    for d in &example {
+        assert_eq!(d["metadata"]["namespace"], "keda", "{d}");
+        if d["kind"] == "Certificate" {
+            assert_eq!(d["spec"]["issuerRef"]["kind"], "Issuer", "{d}");
+        }
+    }
+    let client = example
+        .iter()
+        .find(|d| d["kind"] == "Certificate" && d["metadata"]["name"] == "wva-keda-client")
+        .unwrap();
+    assert_eq!(client["spec"]["commonName"], "keda-operator");
+}

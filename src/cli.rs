@@ -409,7 +409,12 @@ pub struct KedaArgs {
     /// Accept only KEDA client certificates whose common name, or one of whose DNS or URI
     /// subject alternative names, is in this comma list (empty: any certificate the
     /// --keda-client-ca-file CA signed).
-    #[arg(long, value_delimiter = ',', value_name = "NAMES", requires = "keda_client_ca_file")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "NAMES",
+        requires = "keda_client_ca_file"
+    )]
     pub keda_client_allowed_names: Vec<String>,
     /// Serve the KEDA gRPC service without TLS (only behind a TLS-terminating proxy or mesh,
     /// which then authenticates clients; needs --keda-insecure-disable-client-auth).

@@ -94,12 +94,17 @@ async fn a_hostile_chain_is_refused_without_signature_checks_and_healthz_stays_u
     let users = ca("users-ca");
     let ca_path = dir.path().join("users-ca.crt");
     std::fs::write(&ca_path, &users.pem).unwrap();
-    let serve = serve_kube(&api, dir.path(), &[
+    let serve = serve_kube(
+        &api,
+        dir.path(),
+        &[
             "--scrape-interval",
             "500ms",
             "--client-ca-file",
             ca_path.to_str().unwrap(),
-        ]).await;
+        ],
+    )
+    .await;
     let pid = serve.proc.child.id();
     let url = format!(
         "{}/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/wva_desired_replicas?labelSelector=target_name%3Dllama",
@@ -185,7 +190,10 @@ async fn a_hostile_chain_is_refused_without_signature_checks_and_healthz_stays_u
         healthz.last().copied().unwrap_or_default(),
     );
     assert!(requests >= CONNECTIONS, "every sender was answered");
-    assert_eq!(health_failures, 0, "/healthz failed while the chains were sent");
+    assert_eq!(
+        health_failures, 0,
+        "/healthz failed while the chains were sent"
+    );
     assert!(!healthz.is_empty());
 
     // A legitimate chain (leaf + intermediate under the client CA) is
@@ -195,7 +203,8 @@ async fn a_hostile_chain_is_refused_without_signature_checks_and_healthz_stays_u
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.distinguished_name = rcgen::DistinguishedName::new();
-        p.distinguished_name.push(DnType::CommonName, "users-intermediate");
+        p.distinguished_name
+            .push(DnType::CommonName, "users-intermediate");
         let der = p.signed_by(&key, &users.issuer).unwrap();
         (der.pem(), rcgen::Issuer::new(p, key))
     };
@@ -212,7 +221,9 @@ async fn a_hostile_chain_is_refused_without_signature_checks_and_healthz_stays_u
         assert_eq!(r.status(), 200, "dave is authenticated and allowed");
     }
     assert!(
-        api.access_reviews().iter().any(|r| r["spec"]["user"] == "dave"),
+        api.access_reviews()
+            .iter()
+            .any(|r| r["spec"]["user"] == "dave"),
         "dave's request was reviewed"
     );
 }

@@ -30,7 +30,10 @@ fn client_cert(ca: &common::pki::Ca, cn: &str, uris: &[&str]) -> (String, String
         .map(|u| SanType::URI(u.to_string().try_into().unwrap()))
         .collect();
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    (p.signed_by(&key, &ca.issuer).unwrap().pem(), key.serialize_pem())
+    (
+        p.signed_by(&key, &ca.issuer).unwrap().pem(),
+        key.serialize_pem(),
+    )
 }
 
 /// Whether the KEDA port completes an HTTP/2 exchange with this client
@@ -122,15 +125,35 @@ async fn only_allowed_client_names_are_accepted_on_the_keda_port() {
     .await;
     let server_ca = std::fs::read_to_string(server.ca_path()).unwrap();
     let cases = [
-        ("the allowed common name", client_cert(&client_ca, "keda-operator", &[]), true),
-        ("an allowed URI SAN", client_cert(&client_ca, "anything", &[spiffe]), true),
-        ("another name from the same CA", client_cert(&client_ca, "mallory", &[]), false),
         (
-            "a SAN that only looks alike",
-            client_cert(&client_ca, "mallory", &["spiffe://cluster.local/ns/other/sa/keda-operator"]),
+            "the allowed common name",
+            client_cert(&client_ca, "keda-operator", &[]),
+            true,
+        ),
+        (
+            "an allowed URI SAN",
+            client_cert(&client_ca, "anything", &[spiffe]),
+            true,
+        ),
+        (
+            "another name from the same CA",
+            client_cert(&client_ca, "mallory", &[]),
             false,
         ),
-        ("the allowed name from another CA", client_cert(&ca("other-ca"), "keda-operator", &[]), false),
+        (
+            "a SAN that only looks alike",
+            client_cert(
+                &client_ca,
+                "mallory",
+                &["spiffe://cluster.local/ns/other/sa/keda-operator"],
+            ),
+            false,
+        ),
+        (
+            "the allowed name from another CA",
+            client_cert(&ca("other-ca"), "keda-operator", &[]),
+            false,
+        ),
     ];
     for (what, identity, want) in &cases {
         assert_eq!(accepted(port, &server_ca, identity).await, *want, "{what}");
@@ -141,5 +164,8 @@ async fn only_allowed_client_names_are_accepted_on_the_keda_port() {
             .then_some(log)
     })
     .await;
-    assert!(log.contains("mallory"), "the refused names are logged: {log}");
+    assert!(
+        log.contains("mallory"),
+        "the refused names are logged: {log}"
+    );
 }

@@ -45,7 +45,11 @@ fn kustomization_documents(dir: &Path) -> Vec<Value> {
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -70,9 +74,16 @@ fn builtin_rules(kind: &str, name: &str) -> Option<Vec<Value>> {
 fn discovery() -> RbacRule {
     RbacRule {
         namespace: None,
-        non_resource_urls: ["/api", "/api/*", "/apis", "/apis/*", "/version", "/version/"]
-            .map(str::to_owned)
-            .to_vec(),
+        non_resource_urls: [
+            "/api",
+            "/api/*",
+            "/apis",
+            "/apis/*",
+            "/version",
+            "/version/",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
         verbs: vec!["get".into()],
         ..Default::default()
     }
@@ -165,33 +176,137 @@ fn populate(api: &ApiServer) {
 fn the_shipped_rules_allow_what_the_server_calls_and_nothing_near_it() {
     let rules = deploy_rules();
     let allows = |r: &RbacRequest| rules.iter().any(|rule| rule.allows(r));
-    let thresholds = [("fieldSelector", "metadata.name=wva-saturation-scaling-config")];
-    let scale_to_zero = [("fieldSelector", "metadata.name=wva-model-scale-to-zero-config")];
-    let auth_cm = [("fieldSelector", "metadata.name=extension-apiserver-authentication")];
+    let thresholds = [(
+        "fieldSelector",
+        "metadata.name=wva-saturation-scaling-config",
+    )];
+    let scale_to_zero = [(
+        "fieldSelector",
+        "metadata.name=wva-model-scale-to-zero-config",
+    )];
+    let auth_cm = [(
+        "fieldSelector",
+        "metadata.name=extension-apiserver-authentication",
+    )];
     let cases: &[(&str, RbacRequest, bool)] = &[
-        ("thresholds ConfigMaps by name, every namespace", request("GET", "/api/v1/configmaps", &thresholds), true),
-        ("thresholds ConfigMaps watched by name", request("GET", "/api/v1/configmaps", &[thresholds[0], ("watch", "true")]), true),
-        ("scale-to-zero ConfigMap in the server's namespace", request("GET", "/api/v1/namespaces/wva-system/configmaps", &scale_to_zero), true),
-        ("front-proxy CA ConfigMap", request("GET", "/api/v1/namespaces/kube-system/configmaps", &auth_cm), true),
-        ("status by server-side apply", request("PATCH", "/apis/llmd.ai/v1alpha1/namespaces/llm/variantautoscalings/llama/status", &[]), true),
-        ("Events", request("POST", "/apis/events.k8s.io/v1/namespaces/llm/events", &[]), true),
-        ("SubjectAccessReview", request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", &[]), true),
-        ("Lease", request("PUT", "/apis/coordination.k8s.io/v1/namespaces/wva-system/leases/wva-metrics-server", &[]), true),
-        ("every ConfigMap", request("GET", "/api/v1/configmaps", &[]), false),
-        ("another ConfigMap by name", request("GET", "/api/v1/configmaps", &[("fieldSelector", "metadata.name=kube-root-ca.crt")]), false),
-        ("scale-to-zero ConfigMap elsewhere", request("GET", "/api/v1/namespaces/llm/configmaps", &scale_to_zero), false),
-        ("update on status", request("PUT", "/apis/llmd.ai/v1alpha1/namespaces/llm/variantautoscalings/llama/status", &[]), false),
-        ("get on status", request("GET", "/apis/llmd.ai/v1alpha1/namespaces/llm/variantautoscalings/llama/status", &[]), false),
+        (
+            "thresholds ConfigMaps by name, every namespace",
+            request("GET", "/api/v1/configmaps", &thresholds),
+            true,
+        ),
+        (
+            "thresholds ConfigMaps watched by name",
+            request(
+                "GET",
+                "/api/v1/configmaps",
+                &[thresholds[0], ("watch", "true")],
+            ),
+            true,
+        ),
+        (
+            "scale-to-zero ConfigMap in the server's namespace",
+            request(
+                "GET",
+                "/api/v1/namespaces/wva-system/configmaps",
+                &scale_to_zero,
+            ),
+            true,
+        ),
+        (
+            "front-proxy CA ConfigMap",
+            request("GET", "/api/v1/namespaces/kube-system/configmaps", &auth_cm),
+            true,
+        ),
+        (
+            "status by server-side apply",
+            request(
+                "PATCH",
+                "/apis/llmd.ai/v1alpha1/namespaces/llm/variantautoscalings/llama/status",
+                &[],
+            ),
+            true,
+        ),
+        (
+            "Events",
+            request("POST", "/apis/events.k8s.io/v1/namespaces/llm/events", &[]),
+            true,
+        ),
+        (
+            "SubjectAccessReview",
+            request(
+                "POST",
+                "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                &[],
+            ),
+            true,
+        ),
+        (
+            "Lease",
+            request(
+                "PUT",
+                "/apis/coordination.k8s.io/v1/namespaces/wva-system/leases/wva-metrics-server",
+                &[],
+            ),
+            true,
+        ),
+        (
+            "every ConfigMap",
+            request("GET", "/api/v1/configmaps", &[]),
+            false,
+        ),
+        (
+            "another ConfigMap by name",
+            request(
+                "GET",
+                "/api/v1/configmaps",
+                &[("fieldSelector", "metadata.name=kube-root-ca.crt")],
+            ),
+            false,
+        ),
+        (
+            "scale-to-zero ConfigMap elsewhere",
+            request("GET", "/api/v1/namespaces/llm/configmaps", &scale_to_zero),
+            false,
+        ),
+        (
+            "update on status",
+            request(
+                "PUT",
+                "/apis/llmd.ai/v1alpha1/namespaces/llm/variantautoscalings/llama/status",
+                &[],
+            ),
+            false,
+        ),
+        (
+            "get on status",
+            request(
+                "GET",
+                "/apis/llmd.ai/v1alpha1/namespaces/llm/variantautoscalings/llama/status",
+                &[],
+            ),
+            false,
+        ),
         ("nodes", request("GET", "/api/v1/nodes", &[]), false),
         ("secrets", request("GET", "/api/v1/secrets", &[]), false),
-        ("Lease elsewhere", request("PUT", "/apis/coordination.k8s.io/v1/namespaces/llm/leases/x", &[]), false),
+        (
+            "Lease elsewhere",
+            request(
+                "PUT",
+                "/apis/coordination.k8s.io/v1/namespaces/llm/leases/x",
+                &[],
+            ),
+            false,
+        ),
     ];
     for (what, r, want) in cases {
         assert_eq!(allows(r), *want, "{what}: {r:?}");
     }
     let with_nodes = deploy_with_accelerators_rules();
     let nodes = request("GET", "/api/v1/nodes", &[("watch", "1")]);
-    assert!(with_nodes.iter().any(|rule| rule.allows(&nodes)), "the component grants nodes");
+    assert!(
+        with_nodes.iter().any(|rule| rule.allows(&nodes)),
+        "the component grants nodes"
+    );
 }
 
 /// kube mode under the shipped rules: every call allowed, and each kind of
@@ -214,18 +329,26 @@ async fn kube_mode_runs_under_exactly_the_shipped_rbac() {
     // A request with a token: a TokenReview and a SubjectAccessReview.
     let r = server
         .client
-        .get(format!("{}/apis/external.metrics.k8s.io/v1beta1", server.base))
+        .get(format!(
+            "{}/apis/external.metrics.k8s.io/v1beta1",
+            server.base
+        ))
         .bearer_auth("reader-token")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     let made = |verb: &str, resource: &str, name: Option<&str>| {
-        api.rbac_allowed()
-            .iter()
-            .any(|r| r.verb == verb && r.resource == resource && (name.is_none() || r.name.as_deref() == name))
+        api.rbac_allowed().iter().any(|r| {
+            r.verb == verb
+                && r.resource == resource
+                && (name.is_none() || r.name.as_deref() == name)
+        })
     };
-    eventually(WAIT, "an Event sent", || async { made("create", "events", None).then_some(()) }).await;
+    eventually(WAIT, "an Event sent", || async {
+        made("create", "events", None).then_some(())
+    })
+    .await;
     let expected: &[(&str, &str, Option<&str>)] = &[
         ("list", "variantautoscalings", None),
         ("watch", "variantautoscalings", None),
@@ -237,14 +360,22 @@ async fn kube_mode_runs_under_exactly_the_shipped_rbac() {
         ("list", "namespaces", None),
         ("list", "configmaps", Some("wva-saturation-scaling-config")),
         ("list", "configmaps", Some("wva-model-scale-to-zero-config")),
-        ("list", "configmaps", Some("extension-apiserver-authentication")),
+        (
+            "list",
+            "configmaps",
+            Some("extension-apiserver-authentication"),
+        ),
         ("patch", "variantautoscalings/status", Some("llama")),
         ("create", "events", None),
         ("create", "tokenreviews", None),
         ("create", "subjectaccessreviews", None),
     ];
     for (verb, resource, name) in expected {
-        assert!(made(verb, resource, *name), "no allowed {verb} {resource} {name:?}: {:#?}", api.rbac_allowed());
+        assert!(
+            made(verb, resource, *name),
+            "no allowed {verb} {resource} {name:?}: {:#?}",
+            api.rbac_allowed()
+        );
     }
     assert_eq!(api.rbac_refused(), [], "calls outside the shipped RBAC");
     let log = server.log();

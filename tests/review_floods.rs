@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::apiserver::ApiServer;
-use common::pki::{ca, client, client_cert, serve_kube, tls_connect, Ca, KubeServe};
 use common::eventually;
+use common::pki::{ca, client, client_cert, serve_kube, tls_connect, Ca, KubeServe};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -127,8 +127,11 @@ fn spawn_legitimate(s: &Setup, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle
                 match r {
                     Ok(r) if r.status() == 429 || r.status().is_server_error() => {
                         let code = r.status().as_u16();
-                        seen.failures
-                            .push((who.to_owned(), code, r.text().await.unwrap_or_default()));
+                        seen.failures.push((
+                            who.to_owned(),
+                            code,
+                            r.text().await.unwrap_or_default(),
+                        ));
                     }
                     Ok(_) => {}
                     Err(e) => seen.failures.push((who.to_owned(), 0, e.to_string())),
@@ -160,7 +163,9 @@ where
     let stop = Arc::new(AtomicBool::new(false));
     let legit = spawn_legitimate(s, Arc::clone(&stop));
     let until = Instant::now() + FLOOD;
-    let flooders: Vec<_> = (0..FLOODERS).map(|k| tokio::spawn(flood(k, until))).collect();
+    let flooders: Vec<_> = (0..FLOODERS)
+        .map(|k| tokio::spawn(flood(k, until)))
+        .collect();
     let mut sent = 0;
     for f in flooders {
         sent += f.await.unwrap();
@@ -168,7 +173,8 @@ where
     let flood_end = Instant::now();
     stop.store(true, Ordering::SeqCst);
     let seen = legit.await.unwrap();
-    let reviews_during = s.api.access_reviews().len() + s.api.token_reviews().len() - metrics_before;
+    let reviews_during =
+        s.api.access_reviews().len() + s.api.token_reviews().len() - metrics_before;
     eprintln!(
         "{what}: {sent} flood requests in {FLOOD:?}, {reviews_during} reviews sent meanwhile; HPA and aggregator: {} answers, failures {:?}",
         seen.answers, seen.failures
@@ -193,23 +199,33 @@ where
 
     // A new legitimate user right after the flood: a token never seen,
     // a namespace never asked.
-    let token = format!("carol-token-{}", what.replace(|c: char| !c.is_ascii_alphanumeric(), "-"));
+    let token = format!(
+        "carol-token-{}",
+        what.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+    );
     s.api.add_token(&token, "carol");
     let c = client(&s.serve.server_ca, None);
     let url = format!("{}{}", s.serve.base, values_path("carol-ns"));
-    let (status, after) = eventually(Duration::from_secs(60), "carol's request to be answered", || {
-        let c = c.clone();
-        let url = url.clone();
-        let token = token.clone();
-        async move {
-            let r = c.get(&url).bearer_auth(&token).send().await.ok()?;
-            let code = r.status().as_u16();
-            (code != 429 && code < 500).then(|| (code, flood_end.elapsed()))
-        }
-    })
+    let (status, after) = eventually(
+        Duration::from_secs(60),
+        "carol's request to be answered",
+        || {
+            let c = c.clone();
+            let url = url.clone();
+            let token = token.clone();
+            async move {
+                let r = c.get(&url).bearer_auth(&token).send().await.ok()?;
+                let code = r.status().as_u16();
+                (code != 429 && code < 500).then(|| (code, flood_end.elapsed()))
+            }
+        },
+    )
     .await;
     eprintln!("{what}: a new user answered {status} {after:?} after the flood ended");
-    assert_eq!(status, 404, "{what}: carol was authenticated and allowed (no target: 404)");
+    assert_eq!(
+        status, 404,
+        "{what}: carol was authenticated and allowed (no target: 404)"
+    );
     let carol_reviews = s
         .api
         .access_reviews()
@@ -228,35 +244,48 @@ where
     // received (once the last of the flood's are answered).
     let c = client(&s.serve.server_ca, None);
     let url = format!("{}/metrics", s.serve.base);
-    let text = eventually(Duration::from_secs(30), "the review counter to match the reviews received", || {
-        let c = c.clone();
-        let url = url.clone();
-        async move {
-            let text = c
-                .get(&url)
-                .bearer_auth(METRICS_TOKEN)
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            let counted = metric(&text, "wva_kube_api_requests_total{budget=\"reviews\"}")?;
-            let received = (s.api.access_reviews().len() + s.api.token_reviews().len()) as f64;
-            eprintln!("{what}: reviews counted {counted}, received {received}");
-            (counted == received).then_some(text)
-        }
-    })
+    let text = eventually(
+        Duration::from_secs(30),
+        "the review counter to match the reviews received",
+        || {
+            let c = c.clone();
+            let url = url.clone();
+            async move {
+                let text = c
+                    .get(&url)
+                    .bearer_auth(METRICS_TOKEN)
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                let counted = metric(&text, "wva_kube_api_requests_total{budget=\"reviews\"}")?;
+                let received = (s.api.access_reviews().len() + s.api.token_reviews().len()) as f64;
+                eprintln!("{what}: reviews counted {counted}, received {received}");
+                (counted == received).then_some(text)
+            }
+        },
+    )
     .await;
-    let refused = metric(&text, "wva_kube_api_rate_limit_refused_total{budget=\"reviews\"}").unwrap_or(0.0);
-    eprintln!("{what}: {refused} reviews refused by the budget (turn past the deadline) during the flood");
+    let refused = metric(
+        &text,
+        "wva_kube_api_rate_limit_refused_total{budget=\"reviews\"}",
+    )
+    .unwrap_or(0.0);
+    eprintln!(
+        "{what}: {refused} reviews refused by the budget (turn past the deadline) during the flood"
+    );
 }
 
 /// Opens a TLS connection with `alpn`, retrying while the server is busy.
 async fn connect(ca_pem: &str, port: u16, alpn: &[u8]) -> Option<common::pki::TlsStream> {
     for _ in 0..20 {
-        if let Ok(Ok(tls)) =
-            tokio::time::timeout(Duration::from_secs(5), tls_connect(ca_pem.as_bytes(), port, alpn)).await
+        if let Ok(Ok(tls)) = tokio::time::timeout(
+            Duration::from_secs(5),
+            tls_connect(ca_pem.as_bytes(), port, alpn),
+        )
+        .await
         {
             return Some(tls);
         }
@@ -267,7 +296,12 @@ async fn connect(ca_pem: &str, port: u16, alpn: &[u8]) -> Option<common::pki::Tl
 
 /// HTTP/1.1 requests that hang up 50 ms after sending, until `until`;
 /// returns how many were sent.
-async fn hang_ups(ca_pem: String, port: u16, until: Instant, header: impl Fn(usize) -> (String, String)) -> usize {
+async fn hang_ups(
+    ca_pem: String,
+    port: u16,
+    until: Instant,
+    header: impl Fn(usize) -> (String, String),
+) -> usize {
     let mut sent = 0;
     while Instant::now() < until {
         let Some(mut tls) = connect(&ca_pem, port, b"http/1.1").await else {

@@ -640,11 +640,7 @@ mod tests {
 
     /// Send times of calls arriving at `arrivals` (ms after start, sorted);
     /// calls whose `abandons` flag is set join and leave at once.
-    fn send_times_with(
-        qps: f64,
-        burst: u32,
-        arrivals: &[(u64, bool)],
-    ) -> Vec<Duration> {
+    fn send_times_with(qps: f64, burst: u32, arrivals: &[(u64, bool)]) -> Vec<Duration> {
         let start = Instant::now();
         let mut bucket = TokenBucket::new(settings(qps, burst), start).unwrap();
         let mut t = start;
@@ -982,14 +978,15 @@ mod tests {
         let budget = ApiBudget::new("test", settings(1.0, 1), Some(metrics)).unwrap();
         let svc = ApiRateLimitLayer::new(Arc::clone(&budget)).layer(inner);
         let call = |mut svc: RateLimited<_, ()>| async move {
-            svc.call(Request::get("/api/v1/pods").body(()).unwrap()).await
+            svc.call(Request::get("/api/v1/pods").body(()).unwrap())
+                .await
         };
         let start = Instant::now();
         call(svc.clone()).await.unwrap();
         // 100 calls wait, and give up after 50 ms.
-        let abandoned = futures::future::join_all((0..100).map(|_| {
-            tokio::time::timeout(Duration::from_millis(50), call(svc.clone()))
-        }))
+        let abandoned = futures::future::join_all(
+            (0..100).map(|_| tokio::time::timeout(Duration::from_millis(50), call(svc.clone()))),
+        )
         .await;
         assert!(abandoned.iter().all(Result::is_err));
         assert_eq!(budget.waiting(), 0);

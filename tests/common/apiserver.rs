@@ -180,7 +180,9 @@ impl RbacRule {
         any(&self.api_groups, &r.api_group)
             && any(&self.resources, &r.resource)
             && (self.resource_names.is_empty()
-                || r.name.as_ref().is_some_and(|n| self.resource_names.contains(n)))
+                || r.name
+                    .as_ref()
+                    .is_some_and(|n| self.resource_names.contains(n)))
     }
 }
 

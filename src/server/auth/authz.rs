@@ -92,7 +92,9 @@ pub fn denied_message(user: &str, a: &Attributes, reason: &str) -> String {
             };
             (
                 prefix,
-                format!("User {user:?} cannot {verb} resource {shown:?} in API group {group:?} {scope}"),
+                format!(
+                    "User {user:?} cannot {verb} resource {shown:?} in API group {group:?} {scope}"
+                ),
             )
         }
         Attributes::NonResource { verb, path } => (

@@ -189,7 +189,10 @@ mod tests {
             ),
             (
                 "not a certificate",
-                vec![leaf_of_root, CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])],
+                vec![
+                    leaf_of_root,
+                    CertificateDer::from(vec![0x30, 0x03, 1, 2, 3]),
+                ],
                 Some("does not parse"),
             ),
         ];

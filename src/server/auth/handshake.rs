@@ -108,7 +108,10 @@ impl std::fmt::Debug for NamedClientCert {
 
 impl NamedClientCert {
     /// `inner` alone when `allowed` is empty (any name the CA signed).
-    pub fn wrap(inner: Arc<dyn ClientCertVerifier>, allowed: &[String]) -> Arc<dyn ClientCertVerifier> {
+    pub fn wrap(
+        inner: Arc<dyn ClientCertVerifier>,
+        allowed: &[String],
+    ) -> Arc<dyn ClientCertVerifier> {
         let allowed: Vec<String> = allowed.iter().filter(|n| !n.is_empty()).cloned().collect();
         if allowed.is_empty() {
             return inner;
@@ -155,7 +158,9 @@ impl ClientCertVerifier for NamedClientCert {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
         let names = certificate_names(end_entity);
         if names.iter().any(|n| self.allowed.contains(n)) {
             return Ok(verified);
@@ -239,7 +244,8 @@ mod tests {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, "keda-client-ca");
+        p.distinguished_name
+            .push(DnType::CommonName, "keda-client-ca");
         let pem = p.self_signed(&key).unwrap().pem();
         (pem, Issuer::new(p, key))
     }
@@ -258,16 +264,35 @@ mod tests {
     fn only_allowed_names_of_the_ca_pass() {
         let (pem, issuer) = ca();
         let (_, other) = ca();
-        let allowed = ["keda-operator".to_owned(), "spiffe://c/ns/keda/sa/op".to_owned()];
+        let allowed = [
+            "keda-operator".to_owned(),
+            "spiffe://c/ns/keda/sa/op".to_owned(),
+        ];
         let v = NamedClientCert::wrap(ca_verifier(pem.as_bytes()).unwrap(), &allowed);
         let uri = |u: &str| SanType::URI(u.to_owned().try_into().unwrap());
         let dns = |d: &str| SanType::DnsName(d.to_owned().try_into().unwrap());
         let cases = [
             ("allowed CN", leaf(&issuer, "keda-operator", vec![]), true),
-            ("allowed URI SAN", leaf(&issuer, "x", vec![uri("spiffe://c/ns/keda/sa/op")]), true),
-            ("DNS SAN named like the CN", leaf(&issuer, "x", vec![dns("keda-operator")]), true),
-            ("another name", leaf(&issuer, "mallory", vec![uri("spiffe://c/ns/x/sa/op")]), false),
-            ("allowed CN, other CA", leaf(&other, "keda-operator", vec![]), false),
+            (
+                "allowed URI SAN",
+                leaf(&issuer, "x", vec![uri("spiffe://c/ns/keda/sa/op")]),
+                true,
+            ),
+            (
+                "DNS SAN named like the CN",
+                leaf(&issuer, "x", vec![dns("keda-operator")]),
+                true,
+            ),
+            (
+                "another name",
+                leaf(&issuer, "mallory", vec![uri("spiffe://c/ns/x/sa/op")]),
+                false,
+            ),
+            (
+                "allowed CN, other CA",
+                leaf(&other, "keda-operator", vec![]),
+                false,
+            ),
         ];
         for (what, cert, want) in cases {
             assert_eq!(

@@ -208,7 +208,11 @@ impl Auth {
     /// What a connection's chain proves under `config`: computed once per
     /// connection and configuration, on the blocking pool, one chain at a
     /// time.
-    async fn chain_verdict(&self, peer: &PeerChain, config: &Arc<AuthConfig>) -> Arc<chain::Verdict> {
+    async fn chain_verdict(
+        &self,
+        peer: &PeerChain,
+        config: &Arc<AuthConfig>,
+    ) -> Arc<chain::Verdict> {
         let mut cached = peer.verdict.lock().await;
         if let Some((c, v)) = cached.as_ref() {
             if Arc::ptr_eq(c, config) {
@@ -527,7 +531,8 @@ mod tests {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.distinguished_name.push(rcgen::DnType::CommonName, "users-ca");
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "users-ca");
         let pem = p.self_signed(&key).unwrap().pem();
         let issuer = rcgen::Issuer::new(p, key);
         let leaf_key = rcgen::KeyPair::generate().unwrap();
@@ -552,7 +557,10 @@ mod tests {
         let first = connection(vec![leaf.clone()]);
         for _ in 0..5 {
             let (user, proof) = auth.authenticate(&headers, Some(&first)).await.unwrap();
-            assert_eq!((user.name.as_str(), proof), ("dave", Proof(Priority::Verified)));
+            assert_eq!(
+                (user.name.as_str(), proof),
+                ("dave", Proof(Priority::Verified))
+            );
         }
         assert_eq!(auth.chain_verifications(), 1, "once for five requests");
         // Another connection with the same chain has a verdict of its own.

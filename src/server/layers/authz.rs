@@ -16,8 +16,8 @@ use super::errors::error_response;
 use super::routing::Routed;
 use super::{Body, BoxResponseFuture};
 use crate::k8s::status::ApiError;
-use crate::server::auth::authn::UserInfo;
 use crate::kube_client::rate_limit::Priority;
+use crate::server::auth::authn::UserInfo;
 use crate::server::auth::{authz, Auth, Proof};
 
 /// The [`tower::Layer`] of [`Authorize`]; None disables authorization.

@@ -435,3 +435,66 @@ async fn http2_streams_reset_after_their_headers_leave_no_debt() {
     })
     .await;
 }
+
+/// A flood of failing requests (reviews slower than their 2 s timeout:
+/// every request a 503) writes one log line a second, not one per request,
+/// and the next line says how many were held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_requests_are_logged_once_a_second_with_a_count() {
+    let s = setup().await;
+    s.api.delay_reviews(Duration::from_secs(3));
+    let c = client(&s.serve.server_ca, None);
+    let mut failed = 0;
+    let log_path = s._dir.path().join("serve.log");
+    let suppressed = eventually(
+        Duration::from_secs(60),
+        "a failure line with a count",
+        || {
+            let c = c.clone();
+            let base = s.serve.base.clone();
+            let log_path = log_path.clone();
+            let batch = failed;
+            failed += 4;
+            async move {
+                let asks = (0..4).map(|i| {
+                    let c = c.clone();
+                    let url = format!("{base}{}", values_path(&format!("slow-{batch}-{i}")));
+                    async move { c.get(url).send().await.map(|r| r.status().as_u16()).ok() }
+                });
+                for code in futures::future::join_all(asks).await {
+                    assert_eq!(code, Some(503), "a review slower than its timeout is a 503");
+                }
+                if batch == 0 {
+                    // The first line may count lines held back at start-up
+                    // (/readyz before ready): wait for a later batch.
+                    return None;
+                }
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                // Lines about these requests only (start-up's /readyz 503s are
+                // limited the same way, and are not what is measured here).
+                log.lines()
+                    .filter(|l| l.contains("request failed") && l.contains("slow-"))
+                    .filter_map(|l| {
+                        l.split("suppressed=")
+                            .nth(1)?
+                            .split_whitespace()
+                            .next()?
+                            .parse::<u64>()
+                            .ok()
+                    })
+                    .find(|&n| n > 0)
+            }
+        },
+    )
+    .await;
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("request failed") && l.contains("slow-"))
+        .count();
+    eprintln!(
+        "{failed} failed requests, {lines} log lines, a line reported {suppressed} held back"
+    );
+    assert!(lines < failed, "{lines} lines for {failed} failed requests");
+    assert!(lines >= 1);
+}

@@ -1,8 +1,10 @@
-//! Client certificates at the TLS handshake are optional (kubelet probes and
-//! Prometheus come without one) and are not judged there: the handshake
-//! only proves the client holds the certificate's key. Whether the chain is
-//! trusted, and for what, is decided per request against the CAs in force
-//! then, so that a CA change needs no new TLS configuration.
+//! Client certificates at the TLS handshake of the API port are optional
+//! (kubelet probes and Prometheus come without one) and are not judged
+//! there: the handshake only proves the client holds the certificate's key.
+//! Whether the chain is trusted, and for what, is decided against the CAs in
+//! force, once per connection (see [`super::chain`]), so that a CA change
+//! needs no new TLS configuration. The KEDA port requires a certificate of
+//! its CA at the handshake, with an allowed name ([`NamedClientCert`]).
 
 use std::sync::Arc;
 

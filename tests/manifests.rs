@@ -201,7 +201,13 @@ fn cluster_role_grants_what_the_code_needs() {
 #[test]
 fn thresholds_configmap_is_valid() {
     let docs = all_documents();
-    let (path, cm) = docs.iter().find(|(_, d)| d["kind"] == "ConfigMap").unwrap();
+    let (path, cm) = docs
+        .iter()
+        .find(|(_, d)| {
+            d["kind"] == "ConfigMap"
+                && d["metadata"]["name"] == wva_metrics_server::saturation::CONFIGMAP_NAME
+        })
+        .unwrap();
     let cm: ConfigMap = typed(cm, path);
     let (config, errors) =
         wva_metrics_server::saturation::ThresholdConfig::from_configmap_data(&cm.data.unwrap());

@@ -423,3 +423,27 @@ async fn nodes_are_granted_only_by_the_accelerator_inventory_component() {
     assert_eq!(api.rbac_refused(), [], "calls outside the shipped RBAC");
     drop(server);
 }
+
+/// The ConfigMaps granted by name are exactly the ones the code follows.
+#[test]
+fn configmap_names_follow_the_names_the_code_uses() {
+    let granted: std::collections::BTreeSet<String> = deploy_rules()
+        .iter()
+        .filter(|r| r.resources.iter().any(|x| x == "configmaps"))
+        .flat_map(|r| {
+            assert!(
+                !r.resource_names.is_empty(),
+                "ConfigMaps only by name: {r:?}"
+            );
+            r.resource_names.clone()
+        })
+        .collect();
+    let used: std::collections::BTreeSet<String> = [
+        wva_metrics_server::saturation::CONFIGMAP_NAME,
+        wva_metrics_server::saturation::scale_to_zero::CONFIGMAP_NAME,
+        wva_metrics_server::server::auth::cluster::NAME,
+    ]
+    .map(str::to_owned)
+    .into();
+    assert_eq!(granted, used);
+}

@@ -221,7 +221,7 @@ pub struct InventoryArgs {
     /// Watch Nodes and Pods (only their GPU fields) so that models whose
     /// thresholds set `enableLimiter: true` (V2) have their scale-ups capped by
     /// the accelerators free per type. Needs list/watch on nodes. `--inventory kube` only.
-    #[arg(long)]
+    #[arg(long, env = "WVA_ACCELERATOR_INVENTORY")]
     pub accelerator_inventory: bool,
 }
 
@@ -409,6 +409,16 @@ pub struct KedaArgs {
     /// Required with --keda-port unless --keda-insecure-disable-client-auth is given.
     #[arg(long, value_name = "FILE")]
     pub keda_client_ca_file: Option<PathBuf>,
+    /// Accept only KEDA client certificates whose common name, or one of whose DNS or URI
+    /// subject alternative names, is in this comma list (empty: any certificate the
+    /// --keda-client-ca-file CA signed).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "NAMES",
+        requires = "keda_client_ca_file"
+    )]
+    pub keda_client_allowed_names: Vec<String>,
     /// Serve the KEDA gRPC service without TLS (only behind a TLS-terminating proxy or mesh,
     /// which then authenticates clients; needs --keda-insecure-disable-client-auth).
     #[arg(long, conflicts_with = "keda_client_ca_file")]

@@ -859,9 +859,9 @@ pub async fn start_keda(
             tracing::warn!("--keda-insecure-disable-client-auth: ANY CLIENT THAT REACHES THE KEDA PORT CAN READ EVERY NAMESPACE'S DECISIONS");
             Some(certificate.config(server::tls::ClientAuth::None)?)
         }
-        KedaClientAuth::ClientCa(ca) => {
-            Some(certificate.config(server::tls::ClientAuth::Required(ca))?)
-        }
+        KedaClientAuth::ClientCa(ca) => Some(certificate.config(
+            server::tls::ClientAuth::Required(ca, &args.keda.keda_client_allowed_names),
+        )?),
     };
     let listener = server::bind(addr)
         .await

@@ -152,3 +152,89 @@ fn prometheus_scrapes_metrics_with_its_token_and_a_role_for_exactly_that() {
     let subject = &binding.subjects.unwrap()[0];
     assert_eq!(subject.kind, "ServiceAccount");
 }
+
+/// The KEDA port accepts only KEDA's operator, and the cert-manager example
+/// keeps every signing key in KEDA's namespace: namespaced Issuers only, and
+/// no Certificate (so no private key) in the server's namespace.
+#[test]
+fn keda_clients_are_named_and_the_example_ca_stays_in_kedas_namespace() {
+    let docs = deploy_documents();
+    let d: Deployment = one(&docs, "Deployment", "wva-metrics-server");
+    let args = d.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(
+        args.iter()
+            .any(|a| a == "--keda-client-allowed-names=keda-operator"),
+        "{args:?}"
+    );
+    let example = Path::new(ROOT).join("deploy/examples/keda-mtls-cert-manager.yaml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    let example: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect();
+    assert!(example.iter().all(|d| d["kind"] != "ClusterIssuer"));
+    for d in &example {
+        assert_eq!(d["metadata"]["namespace"], "keda", "{d}");
+        if d["kind"] == "Certificate" {
+            assert_eq!(d["spec"]["issuerRef"]["kind"], "Issuer", "{d}");
+        }
+    }
+    let client = example
+        .iter()
+        .find(|d| d["kind"] == "Certificate" && d["metadata"]["name"] == "wva-keda-client")
+        .unwrap();
+    assert_eq!(client["spec"]["commonName"], "keda-operator");
+}
+
+/// By default the API port admits every pod (docs/security.md says why);
+/// overlays/restricted-api-port admits only the control plane's CIDR and
+/// Prometheus' namespace to it, and leaves the KEDA rule as it is.
+#[test]
+fn the_api_port_is_open_by_default_and_restricted_by_the_overlay() {
+    let docs = deploy_documents();
+    let base: NetworkPolicy = one(&docs, "NetworkPolicy", "wva-metrics-server");
+    let base_rules = base.spec.unwrap().ingress.unwrap();
+    let port = |r: &k8s_openapi::api::networking::v1::NetworkPolicyIngressRule| {
+        r.ports.as_ref().unwrap()[0].port.clone()
+    };
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    assert_eq!(port(&base_rules[0]), Some(IntOrString::Int(6443)));
+    assert!(base_rules[0].from.is_none(), "open by default");
+
+    let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_owned());
+    let out = std::process::Command::new(&kubectl)
+        .arg("kustomize")
+        .arg(Path::new(ROOT).join("overlays/restricted-api-port"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {kubectl} kustomize ({e}): scripts/test installs kubectl")
+        });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rendered: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect();
+    let restricted: NetworkPolicy = one(&rendered, "NetworkPolicy", "wva-metrics-server");
+    let rules = restricted.spec.unwrap().ingress.unwrap();
+    assert_eq!(port(&rules[0]), Some(IntOrString::Int(6443)));
+    let from = rules[0].from.as_ref().expect("restricted");
+    assert!(from
+        .iter()
+        .any(|p| p.ip_block.as_ref().is_some_and(|b| !b.cidr.is_empty())));
+    assert!(from.iter().any(|p| p
+        .namespace_selector
+        .as_ref()
+        .and_then(|s| s.match_labels.as_ref())
+        .is_some_and(
+            |l| l.get("kubernetes.io/metadata.name").map(String::as_str) == Some("monitoring")
+        )));
+    assert_eq!(rules[1], base_rules[1], "the KEDA rule is unchanged");
+}

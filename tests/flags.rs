@@ -135,6 +135,7 @@ const SERVE_FLAG_TESTS: &[(&str, &str)] = &[
     ("--keda-port", "deploy_security.rs::the_keda_port_requires_client_certificates"),
     ("--keda-bind-address", "flags.rs::keda_bind_address_moves_the_grpc_port"),
     ("--keda-client-ca-file", "deploy_security.rs::the_keda_port_requires_client_certificates"),
+    ("--keda-client-allowed-names", "keda_client_names.rs::only_allowed_client_names_are_accepted_on_the_keda_port"),
     ("--keda-plaintext", "keda_limits.rs::an_open_keda_port_is_refused_at_start"),
     ("--keda-insecure-disable-client-auth", "keda_limits.rs::an_open_keda_port_is_refused_at_start"),
     ("--keda-max-streams-per-connection", "keda_limits.rs::stream_is_active_streams_are_bounded_per_connection"),
@@ -331,6 +332,7 @@ const HELP_GROUPS: &[(&str, &[&str])] = &[
             "--keda-port",
             "--keda-bind-address",
             "--keda-client-ca-file",
+            "--keda-client-allowed-names",
             "--keda-plaintext",
             "--keda-insecure-disable-client-auth",
             "--keda-max-streams-per-connection",
@@ -768,6 +770,11 @@ fn environment_variables_do_what_their_flags_do() {
             &["--prometheus-metrics-cache-cleanup-interval", "1m"],
             "PROMETHEUS_METRICS_CACHE_CLEANUP_INTERVAL",
             "1m",
+        ),
+        (
+            &["--accelerator-inventory"],
+            "WVA_ACCELERATOR_INVENTORY",
+            "true",
         ),
     ];
     let with_env: Vec<(String, String)> = serve_flags()

@@ -204,7 +204,8 @@ fn thresholds_configmap_is_valid() {
     let (path, cm) = docs
         .iter()
         .find(|(_, d)| {
-            d["kind"] == "ConfigMap" && d["metadata"]["name"] == "wva-saturation-scaling-config"
+            d["kind"] == "ConfigMap"
+                && d["metadata"]["name"] == wva_metrics_server::saturation::CONFIGMAP_NAME
         })
         .unwrap();
     let cm: ConfigMap = typed(cm, path);

@@ -334,6 +334,8 @@ where
 {
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
+        // A 403 is said once (until a list succeeds), not on every retry.
+        let mut forbidden_logged = false;
         loop {
             let next = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -342,10 +344,21 @@ where
             match next {
                 None => return,
                 Some(Ok(watcher::Event::InitDone)) => {
+                    forbidden_logged = false;
                     synced[slot].store(true, std::sync::atomic::Ordering::Release);
                     tracing::info!(resource = name, "initial list done");
                 }
                 Some(Ok(_)) => {}
+                Some(Err(e)) if super::kube::watch_error_code(&e) == Some(403) => {
+                    if !forbidden_logged {
+                        forbidden_logged = true;
+                        tracing::error!(
+                            resource = name,
+                            error = %e,
+                            "the API server refused to list or watch for lack of permission: --accelerator-inventory needs get, list, watch on nodes (API group core), which deploy/components/accelerator-inventory grants; logged once, retried with backoff"
+                        );
+                    }
+                }
                 Some(Err(e)) => {
                     tracing::warn!(resource = name, error = %e, "watch failed; retrying")
                 }

@@ -334,7 +334,7 @@ where
 }
 
 /// The API server's answer code of a failed list or watch, if it answered.
-fn watch_error_code(e: &watcher::Error) -> Option<u16> {
+pub(crate) fn watch_error_code(e: &watcher::Error) -> Option<u16> {
     match e {
         watcher::Error::InitialListFailed(k)
         | watcher::Error::WatchStartFailed(k)
@@ -503,7 +503,10 @@ pub async fn start(
         "configmaps",
         stream,
         &mut sources,
-        vec![Arc::clone(&config_changed)],
+        // The inventory rebuild too: when this list is the last to finish,
+        // its first sync is what lets the inventory publish (and the
+        // server become ready).
+        vec![Arc::clone(&config_changed), Arc::clone(&changed)],
         // Every version counts: a refused one is reported by its resourceVersion.
         false,
         shutdown.clone(),

@@ -11,6 +11,9 @@ pub struct ApiError {
     pub code: StatusCode,
     pub reason: &'static str,
     pub message: String,
+    /// Seconds a client should wait before retrying (the `Retry-After`
+    /// header of a 429).
+    pub retry_after: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -34,6 +37,7 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
+            retry_after: None,
         }
     }
 

@@ -1,24 +1,33 @@
 //! Client-side QPS and burst for calls to the API server.
 //!
-//! A [`TokenBucket`] (pure: the caller passes the time in) hands out
-//! reservations, first come first served: a caller that finds the bucket
-//! empty is told how long to wait, and its token is taken at once, so that
-//! later callers queue behind it instead of racing it. This is the
-//! "reserve then wait" shape of Go's `x/time/rate`, which client-go's
-//! limiter uses too.
+//! A [`TokenBucket`] (pure: the caller passes the time in) holds `burst`
+//! tokens refilled at `qps`, and queues of waiting calls, one per
+//! [`Priority`]. A call takes its token only when it is at the head of the
+//! queues and a token is there, just before it is sent: a call that gives
+//! up while waiting (its client went away, its deadline passed) leaves the
+//! queue and has taken nothing, so a flood of abandoned requests leaves no
+//! debt behind. A call with a deadline is refused at once when the wait
+//! estimated for its place in the queues is longer than the time it has
+//! left, as Go's `rate.Limiter.Wait` refuses a wait past the context's
+//! deadline. Calls of a higher priority go ahead of lower ones, so that
+//! reviews for identities proven by a certificate (the aggregator, the HPA
+//! behind it) never queue behind reviews that anyone can cause.
 //!
 //! [`ApiRateLimitLayer`] puts one bucket in front of a kube client's
 //! service. Watches are long-lived streams, not calls per second, and are
 //! not counted (client-go does not count them either). A `429` answer with
 //! `Retry-After` holds the whole bucket for that long: the API server said
 //! it is overloaded, and every call of this client would get the same
-//! answer.
+//! answer. A call's deadline and priority reach the layer through
+//! [`with_call_context`] (a task-local: kube's `Api` has no place for them
+//! in the request).
 //!
 //! A client that retries on its own (kube's retry of 429/503/504) must have
 //! that retry *above* the budget ([`retry_above_budget`]): kube's built-in
 //! one sits below any layer added to its client, so its retries would go
 //! out uncounted.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -37,6 +46,76 @@ use tower::{BoxError, Layer, Service, ServiceExt as _};
 /// The longest `Retry-After` honoured: a larger value (or a date) is
 /// capped, so that a misbehaving proxy cannot stop the client for hours.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Who a call is made for; higher priorities are served first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Reviews for an identity a verified certificate already proves (the
+    /// aggregator's front proxy, x509 client certificates).
+    Verified = 0,
+    /// Calls of the server's own work, and reviews for users a TokenReview
+    /// accepted.
+    Normal = 1,
+    /// Reviews anyone can cause without credentials: TokenReviews of
+    /// unknown tokens, SubjectAccessReviews of anonymous requests.
+    Unverified = 2,
+}
+
+const PRIORITIES: usize = 3;
+
+/// The deadline and priority of the calls made inside [`with_call_context`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallContext {
+    /// A call that cannot be sent before this is refused instead of waiting.
+    pub deadline: Option<Instant>,
+    pub priority: Priority,
+}
+
+impl Default for CallContext {
+    fn default() -> Self {
+        CallContext {
+            deadline: None,
+            priority: Priority::Normal,
+        }
+    }
+}
+
+tokio::task_local! {
+    static CALL_CONTEXT: CallContext;
+}
+
+/// Runs `fut` with `context` applying to every budgeted call it makes.
+pub async fn with_call_context<F: Future>(context: CallContext, fut: F) -> F::Output {
+    CALL_CONTEXT.scope(context, fut).await
+}
+
+fn current_context() -> CallContext {
+    CALL_CONTEXT.try_with(|c| *c).unwrap_or_default()
+}
+
+/// A call refused by the client-side rate limit: its turn would come after
+/// its deadline.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("client-side rate limit of the {budget} API budget: {waiting} calls ahead, this call's turn would come after its deadline (--kube-api-qps / --kube-api-burst)")]
+pub struct BudgetRefused {
+    pub budget: String,
+    /// Calls queued ahead of this one (all priorities it yields to).
+    pub waiting: usize,
+}
+
+impl BudgetRefused {
+    /// Whether `error` (from a budgeted client, at any depth) is a refusal.
+    pub fn is_in(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut e: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(err) = e {
+            if err.is::<BudgetRefused>() {
+                return true;
+            }
+            e = err.source();
+        }
+        false
+    }
+}
 
 /// Invalid `--kube-api-qps` / `--kube-api-burst`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -66,16 +145,31 @@ impl RateLimitSettings {
     }
 }
 
-/// A token bucket: `burst` tokens, refilled at `qps` per second. Pure.
+/// A waiting call's place in a [`TokenBucket`]'s queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    id: u64,
+    priority: Priority,
+}
+
+/// Floating-point slack when comparing token counts.
+const EPSILON: f64 = 1e-9;
+
+/// A token bucket: `burst` tokens, refilled at `qps` per second, and the
+/// calls waiting for them. Pure.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
     qps: f64,
     burst: f64,
-    /// Tokens left at `updated`; negative while reservations are queued.
+    /// Tokens left at `updated` (never negative: a token is taken only
+    /// when the call goes out).
     tokens: f64,
     updated: Instant,
     /// No call goes out before this (a `Retry-After`).
     held_until: Option<Instant>,
+    /// Waiting calls, one FIFO queue per priority.
+    queues: [VecDeque<u64>; PRIORITIES],
+    next_id: u64,
 }
 
 impl TokenBucket {
@@ -88,6 +182,8 @@ impl TokenBucket {
             tokens: f64::from(settings.burst),
             updated: now,
             held_until: None,
+            queues: Default::default(),
+            next_id: 0,
         })
     }
 
@@ -97,21 +193,79 @@ impl TokenBucket {
         self.updated = self.updated.max(now);
     }
 
-    /// Takes one token and says how long the caller must wait before it
-    /// sends (zero when a token was there).
-    pub fn reserve(&mut self, now: Instant) -> Duration {
-        self.refill(now);
-        self.tokens -= 1.0;
-        let for_token = if self.tokens >= 0.0 {
-            Duration::ZERO
+    /// Calls waiting, of every priority.
+    pub fn waiting(&self) -> usize {
+        self.queues.iter().map(VecDeque::len).sum()
+    }
+
+    /// Calls ahead of `ticket` (None when it is not queued).
+    fn ahead_of(&self, ticket: Ticket) -> Option<usize> {
+        let p = ticket.priority as usize;
+        let own = self.queues[p].iter().position(|&id| id == ticket.id)?;
+        Some(self.queues[..p].iter().map(VecDeque::len).sum::<usize>() + own)
+    }
+
+    /// When a call with `ahead` calls before it can go out, if every call
+    /// ahead goes out as soon as it can.
+    fn turn(&self, ahead: usize) -> Instant {
+        let missing = ahead as f64 + 1.0 - self.tokens;
+        let for_token = if missing <= EPSILON {
+            self.updated
         } else {
-            Duration::from_secs_f64(-self.tokens / self.qps)
+            self.updated + Duration::from_secs_f64(missing / self.qps)
         };
-        let for_hold = self
-            .held_until
-            .map(|h| h.saturating_duration_since(now))
-            .unwrap_or_default();
-        for_token.max(for_hold)
+        self.held_until.map_or(for_token, |h| h.max(for_token))
+    }
+
+    /// Queues a call of `priority` (behind every call of its priority or a
+    /// higher one), or refuses it, taking nothing, when its estimated turn
+    /// is more than `max_wait` away; the error says how many calls are
+    /// ahead.
+    pub fn join(
+        &mut self,
+        now: Instant,
+        priority: Priority,
+        max_wait: Option<Duration>,
+    ) -> Result<Ticket, usize> {
+        self.refill(now);
+        let p = priority as usize;
+        let ahead = self.queues[..=p].iter().map(VecDeque::len).sum::<usize>();
+        if let Some(max) = max_wait {
+            if self.turn(ahead).saturating_duration_since(now) > max {
+                return Err(ahead);
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.queues[p].push_back(id);
+        Ok(Ticket { id, priority })
+    }
+
+    /// Takes the token of `ticket` if its turn has come (it is first in the
+    /// queues, a token is there and no `Retry-After` holds the bucket); it
+    /// then leaves the queue. Otherwise says when its turn is estimated to
+    /// come: at or before `now` when only the calls ahead of it have yet to
+    /// go, which they announce.
+    pub fn try_take(&mut self, now: Instant, ticket: Ticket) -> Result<(), Instant> {
+        self.refill(now);
+        let Some(ahead) = self.ahead_of(ticket) else {
+            return Ok(());
+        };
+        let held = self.held_until.is_some_and(|h| h > now);
+        if ahead == 0 && !held && self.tokens >= 1.0 - EPSILON {
+            self.tokens = (self.tokens - 1.0).max(0.0);
+            self.leave(ticket);
+            return Ok(());
+        }
+        Err(self.turn(ahead))
+    }
+
+    /// Removes a call that gave up; it took no token.
+    pub fn leave(&mut self, ticket: Ticket) {
+        let q = &mut self.queues[ticket.priority as usize];
+        if let Some(i) = q.iter().position(|&id| id == ticket.id) {
+            q.remove(i);
+        }
     }
 
     /// Holds every call until `now + wait` (capped at [`MAX_RETRY_AFTER`]).
@@ -133,23 +287,30 @@ pub struct BudgetMetrics {
     requests: Family<BudgetLabels, Counter>,
     waited: Family<BudgetLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     retry_after: Family<BudgetLabels, Counter>,
+    refused: Family<BudgetLabels, Counter>,
 }
 
 impl BudgetMetrics {
     /// Registers `wva_kube_api_requests_total`,
-    /// `wva_kube_api_rate_limit_wait_seconds_total` and
+    /// `wva_kube_api_rate_limit_wait_seconds_total`,
+    /// `wva_kube_api_rate_limit_refused_total` and
     /// `wva_kube_api_retry_after_total`.
     pub fn register(registry: &mut Registry) -> Self {
         let m = BudgetMetrics::default();
         registry.register(
             "wva_kube_api_requests",
-            "Calls to the API server that passed the client-side rate limit (watches not counted), by budget",
+            "Calls sent to the API server after the client-side rate limit (watches not counted), by budget",
             m.requests.clone(),
         );
         registry.register(
             "wva_kube_api_rate_limit_wait_seconds",
             "Time calls to the API server waited for the client-side rate limit, by budget",
             m.waited.clone(),
+        );
+        registry.register(
+            "wva_kube_api_rate_limit_refused",
+            "Calls not sent because their turn under the client-side rate limit would come after their deadline, by budget",
+            m.refused.clone(),
         );
         registry.register(
             "wva_kube_api_retry_after",
@@ -164,8 +325,28 @@ impl BudgetMetrics {
 pub struct ApiBudget {
     name: String,
     bucket: Mutex<TokenBucket>,
+    /// Woken when the head of the queues moves (a call took its token or
+    /// a waiting call left): the calls behind it look again.
+    moved: tokio::sync::Notify,
     metrics: Option<BudgetMetrics>,
     labels: BudgetLabels,
+}
+
+/// A call's place in the queue; leaving it (drop) before the token was
+/// taken gives the place up.
+struct Waiting<'a> {
+    budget: &'a ApiBudget,
+    ticket: Ticket,
+    taken: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.taken {
+            self.budget.bucket().leave(self.ticket);
+            self.budget.moved.notify_waiters();
+        }
+    }
 }
 
 impl ApiBudget {
@@ -177,6 +358,7 @@ impl ApiBudget {
         Ok(Arc::new(ApiBudget {
             name: name.to_owned(),
             bucket: Mutex::new(TokenBucket::new(settings, Instant::now())?),
+            moved: tokio::sync::Notify::new(),
             metrics,
             labels: BudgetLabels {
                 budget: name.to_owned(),
@@ -185,27 +367,96 @@ impl ApiBudget {
     }
 
     fn bucket(&self) -> std::sync::MutexGuard<'_, TokenBucket> {
-        // The bucket is a few numbers; a panic elsewhere cannot leave
-        // them inconsistent, so a poisoned lock is still usable.
+        // The bucket is a few numbers and queues; a panic elsewhere cannot
+        // leave them inconsistent, so a poisoned lock is still usable.
         match self.bucket.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         }
     }
 
-    /// Waits for this call's turn.
-    pub async fn acquire(&self) {
-        let wait = self.bucket().reserve(Instant::now());
+    /// Calls waiting for their turn now.
+    pub fn waiting(&self) -> usize {
+        self.bucket().waiting()
+    }
+
+    fn refused(&self, waiting: usize) -> BudgetRefused {
         if let Some(m) = &self.metrics {
-            m.requests.get_or_create(&self.labels).inc();
-            if !wait.is_zero() {
-                m.waited
-                    .get_or_create(&self.labels)
-                    .inc_by(wait.as_secs_f64());
+            m.refused.get_or_create(&self.labels).inc();
+        }
+        BudgetRefused {
+            budget: self.name.clone(),
+            waiting,
+        }
+    }
+
+    /// Waits for this call's turn (the task's [`CallContext`] gives its
+    /// priority and deadline). Dropped while waiting, it leaves the queue
+    /// having taken nothing.
+    pub async fn acquire(&self) -> Result<(), BudgetRefused> {
+        let context = current_context();
+        let joined = Instant::now();
+        let max_wait = context
+            .deadline
+            .map(|d| d.saturating_duration_since(joined));
+        let ticket = self
+            .bucket()
+            .join(joined, context.priority, max_wait)
+            .map_err(|ahead| self.refused(ahead))?;
+        let mut waiting = Waiting {
+            budget: self,
+            ticket,
+            taken: false,
+        };
+        loop {
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            let now = Instant::now();
+            let turn = self.bucket().try_take(now, ticket);
+            let turn = match turn {
+                Ok(()) => {
+                    waiting.taken = true;
+                    self.moved.notify_waiters();
+                    break;
+                }
+                Err(turn) => turn,
+            };
+            if let Some(deadline) = context.deadline {
+                if turn > deadline || now >= deadline {
+                    let ahead = self.bucket().ahead_of(ticket).unwrap_or(0);
+                    return Err(self.refused(ahead));
+                }
+            }
+            if turn > now {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(turn) => {}
+                    _ = &mut moved => {}
+                }
+            } else {
+                // Only calls ahead stand in the way: they announce when
+                // they go or leave. The sleep is a safety net.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = &mut moved => {}
+                }
             }
         }
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+        let waited = joined.elapsed();
+        if let Some(m) = &self.metrics {
+            if !waited.is_zero() {
+                m.waited
+                    .get_or_create(&self.labels)
+                    .inc_by(waited.as_secs_f64());
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a call that is being sent.
+    fn sent(&self) {
+        if let Some(m) = &self.metrics {
+            m.requests.get_or_create(&self.labels).inc();
         }
     }
 
@@ -345,11 +596,17 @@ where
         let mut inner = self.inner.clone();
         let budget = Arc::clone(&self.budget);
         Box::pin(async move {
-            let watch = is_watch(&req);
-            if !watch {
-                budget.acquire().await;
-            }
-            let res = inner.ready().await?.call(req).await?;
+            let res = if is_watch(&req) {
+                inner.ready().await?.call(req).await?
+            } else {
+                budget.acquire().await?;
+                budget.sent();
+                // The token is spent: the call goes out (on a task of its
+                // own) even if its caller leaves now, so that every token
+                // taken is one call sent, and counted once.
+                let send = async move { inner.ready().await?.call(req).await };
+                tokio::spawn(send).await.map_err(BoxError::from)??
+            };
             if res.status() == StatusCode::TOO_MANY_REQUESTS {
                 if let Some(wait) = retry_after(&res) {
                     budget.hold_for(wait);
@@ -369,17 +626,47 @@ mod tests {
         RateLimitSettings { qps, burst }
     }
 
-    /// Send times of calls arriving at `arrivals` (ms after start).
-    fn send_times(qps: f64, burst: u32, arrivals: &[u64]) -> Vec<Duration> {
+    /// The time a ticket's token is taken when its holder tries at every
+    /// turn the bucket announces, from `t` on.
+    fn take_from(bucket: &mut TokenBucket, ticket: Ticket, mut t: Instant) -> Instant {
+        for _ in 0..100_000 {
+            match bucket.try_take(t, ticket) {
+                Ok(()) => return t,
+                Err(turn) => t = turn.max(t + Duration::from_nanos(1)),
+            }
+        }
+        panic!("ticket never served");
+    }
+
+    /// Send times of calls arriving at `arrivals` (ms after start, sorted);
+    /// calls whose `abandons` flag is set join and leave at once.
+    fn send_times_with(qps: f64, burst: u32, arrivals: &[(u64, bool)]) -> Vec<Duration> {
         let start = Instant::now();
         let mut bucket = TokenBucket::new(settings(qps, burst), start).unwrap();
-        arrivals
-            .iter()
-            .map(|&a| {
-                let at = start + Duration::from_millis(a);
-                Duration::from_millis(a) + bucket.reserve(at)
-            })
-            .collect()
+        let mut t = start;
+        let mut sent = Vec::new();
+        for &(a, abandons) in arrivals {
+            let at = start + Duration::from_millis(a);
+            t = t.max(at);
+            let ticket = bucket.join(at, Priority::Normal, None).unwrap();
+            if abandons {
+                bucket.leave(ticket);
+                continue;
+            }
+            t = take_from(&mut bucket, ticket, t);
+            sent.push(t - start);
+        }
+        assert_eq!(bucket.waiting(), 0);
+        sent
+    }
+
+    fn send_times(qps: f64, burst: u32, arrivals: &[u64]) -> Vec<Duration> {
+        let a: Vec<(u64, bool)> = arrivals.iter().map(|&a| (a, false)).collect();
+        send_times_with(qps, burst, &a)
+    }
+
+    fn ms(d: &[Duration]) -> Vec<u128> {
+        d.iter().map(|d| d.as_millis()).collect()
     }
 
     #[test]
@@ -420,24 +707,92 @@ mod tests {
         assert_eq!(ms, [0, 0, 0, 10_000, 10_000, 10_000, 10_100, 10_200]);
     }
 
+    /// The wait of one call joining at `now` with nothing queued.
+    fn wait_of(bucket: &mut TokenBucket, now: Instant) -> Duration {
+        let ticket = bucket.join(now, Priority::Normal, None).unwrap();
+        take_from(bucket, ticket, now) - now
+    }
+
     #[test]
     fn retry_after_holds_every_call_and_is_capped() {
         let start = Instant::now();
         let mut bucket = TokenBucket::new(settings(100.0, 10), start).unwrap();
         bucket.hold_for(start, Duration::from_secs(2));
-        assert_eq!(bucket.reserve(start), Duration::from_secs(2));
+        assert_eq!(wait_of(&mut bucket, start), Duration::from_secs(2));
         let later = start + Duration::from_millis(1500);
-        assert_eq!(bucket.reserve(later), Duration::from_millis(500));
         // A shorter hold does not shorten a longer one.
         bucket.hold_for(later, Duration::from_millis(100));
-        assert_eq!(bucket.reserve(later), Duration::from_millis(500));
+        assert_eq!(wait_of(&mut bucket, later), Duration::from_millis(500));
         // Past the hold, tokens alone decide.
         assert_eq!(
-            bucket.reserve(start + Duration::from_secs(3)),
+            wait_of(&mut bucket, start + Duration::from_secs(3)),
             Duration::ZERO
         );
-        bucket.hold_for(start, Duration::from_secs(3600));
-        assert_eq!(bucket.reserve(start), MAX_RETRY_AFTER);
+        let t = start + Duration::from_secs(4);
+        bucket.hold_for(t, Duration::from_secs(3600));
+        assert_eq!(wait_of(&mut bucket, t), MAX_RETRY_AFTER);
+    }
+
+    #[test]
+    fn abandoned_calls_leave_no_debt() {
+        // 10 qps, burst 1: the token goes; 1,000 calls join and give up;
+        // the next call waits one token (100 ms), not 1,001.
+        let mut arrivals = vec![(0, false)];
+        arrivals.extend(std::iter::repeat_n((0, true), 1000));
+        arrivals.push((0, false));
+        assert_eq!(ms(&send_times_with(10.0, 1, &arrivals)), [0, 100]);
+    }
+
+    #[test]
+    fn a_call_whose_turn_would_pass_its_deadline_is_refused_taking_nothing() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(settings(10.0, 1), start).unwrap();
+        let limit = Some(Duration::from_millis(250));
+        // Turns at 0, 100 and 200 ms fit within 250 ms; the fourth would
+        // come at 300 ms and is refused with three calls ahead.
+        let tickets: Vec<_> = (0..3)
+            .map(|_| bucket.join(start, Priority::Normal, limit).unwrap())
+            .collect();
+        assert_eq!(bucket.join(start, Priority::Normal, limit), Err(3));
+        assert_eq!(bucket.waiting(), 3, "the refused call is not queued");
+        // One ahead gives up: a place frees for a new call.
+        bucket.leave(tickets[1]);
+        let late = bucket.join(start, Priority::Normal, limit).unwrap();
+        let mut t = start;
+        for ticket in [tickets[0], tickets[2], late] {
+            t = take_from(&mut bucket, ticket, t);
+        }
+        assert_eq!(t - start, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn verified_calls_go_ahead_of_queued_unverified_ones() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(settings(10.0, 1), start).unwrap();
+        let first = bucket.join(start, Priority::Unverified, None).unwrap();
+        assert_eq!(bucket.try_take(start, first), Ok(()));
+        let flood: Vec<_> = (0..20)
+            .map(|_| bucket.join(start, Priority::Unverified, None).unwrap())
+            .collect();
+        // An unverified newcomer with 2 s left is refused (20 ahead) ...
+        assert_eq!(
+            bucket.join(start, Priority::Unverified, Some(Duration::from_secs(2))),
+            Err(20)
+        );
+        // ... a verified one is next in line, and a normal one after it.
+        let hpa = bucket
+            .join(start, Priority::Verified, Some(Duration::from_secs(2)))
+            .unwrap();
+        let own = bucket.join(start, Priority::Normal, None).unwrap();
+        // Even once a token is there, the flood waits for them.
+        let t = take_from(&mut bucket, hpa, start);
+        assert_eq!(t - start, Duration::from_millis(100));
+        let later = t + Duration::from_millis(100);
+        assert!(bucket.try_take(later, flood[0]).is_err());
+        let t = take_from(&mut bucket, own, later);
+        assert_eq!(t - start, Duration::from_millis(200));
+        let t = take_from(&mut bucket, flood[0], t);
+        assert_eq!(t - start, Duration::from_millis(300));
     }
 
     #[test]
@@ -473,16 +828,17 @@ mod tests {
 
     proptest! {
         /// In every window [t, t + w], at most burst + qps * w calls go out,
-        /// calls go out in the order they reserved, and a call never waits
-        /// longer than its queue position requires.
+        /// calls go out in the order they joined, a call never waits longer
+        /// than its queue position requires, and calls that give up change
+        /// none of that.
         #[test]
         fn never_more_than_burst_plus_qps_per_window(
             qps in 1.0f64..200.0,
             burst in 1u32..50,
-            mut arrivals in proptest::collection::vec(0u64..5_000, 1..300),
+            mut arrivals in proptest::collection::vec((0u64..5_000, proptest::bool::weighted(0.3)), 1..300),
         ) {
             arrivals.sort_unstable();
-            let sent = send_times(qps, burst, &arrivals);
+            let sent = send_times_with(qps, burst, &arrivals);
             for w in sent.windows(2) {
                 prop_assert!(w[0] <= w[1] + Duration::from_nanos(1), "FIFO: {:?}", w);
             }
@@ -496,8 +852,9 @@ mod tests {
                     );
                 }
             }
-            // The first `burst` calls never wait.
-            for (k, (&a, &s)) in arrivals.iter().zip(&sent).enumerate().take(burst as usize) {
+            // The first `burst` calls that stay never wait.
+            let stayed: Vec<u64> = arrivals.iter().filter(|a| !a.1).map(|a| a.0).collect();
+            for (k, (&a, &s)) in stayed.iter().zip(&sent).enumerate().take(burst as usize) {
                 prop_assert_eq!(Duration::from_millis(a), s, "call {} waited", k);
             }
         }
@@ -603,5 +960,76 @@ mod tests {
             "held for {:?}",
             start.elapsed() - held_from
         );
+    }
+
+    /// Calls given up while waiting (their callers timed out) leave no
+    /// debt, and the requests counter counts calls sent, not calls that
+    /// waited.
+    #[tokio::test(start_paused = true)]
+    async fn abandoned_waits_are_not_counted_and_leave_no_debt() {
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let s = Arc::clone(&sent);
+        let inner = tower::service_fn(move |_req: Request<()>| {
+            s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Ok::<_, std::convert::Infallible>(Response::new(())) }
+        });
+        let mut registry = Registry::default();
+        let metrics = BudgetMetrics::register(&mut registry);
+        let budget = ApiBudget::new("test", settings(1.0, 1), Some(metrics)).unwrap();
+        let svc = ApiRateLimitLayer::new(Arc::clone(&budget)).layer(inner);
+        let call = |mut svc: RateLimited<_, ()>| async move {
+            svc.call(Request::get("/api/v1/pods").body(()).unwrap())
+                .await
+        };
+        let start = Instant::now();
+        call(svc.clone()).await.unwrap();
+        // 100 calls wait, and give up after 50 ms.
+        let abandoned = futures::future::join_all(
+            (0..100).map(|_| tokio::time::timeout(Duration::from_millis(50), call(svc.clone()))),
+        )
+        .await;
+        assert!(abandoned.iter().all(Result::is_err));
+        assert_eq!(budget.waiting(), 0);
+        // The next call goes when the next token comes (1 s after the
+        // first), not after 100 more.
+        call(svc.clone()).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        assert_eq!(sent.load(std::sync::atomic::Ordering::SeqCst), 2);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("wva_kube_api_requests_total{budget=\"test\"} 2"),
+            "{text}"
+        );
+    }
+
+    /// With a deadline, calls whose turn comes in time wait; the next one
+    /// is refused at once, with an error that says so.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_whose_turn_is_past_its_deadline_is_refused_at_once() {
+        let inner = tower::service_fn(|_req: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(()))
+        });
+        let budget = ApiBudget::new("reviews", settings(1.0, 1), None).unwrap();
+        let svc = ApiRateLimitLayer::new(budget).layer(inner);
+        let start = Instant::now();
+        let context = CallContext {
+            deadline: Some(start + Duration::from_secs(2)),
+            priority: Priority::Unverified,
+        };
+        let calls = (0..4).map(|_| {
+            let mut svc = svc.clone();
+            async move {
+                let out = svc.call(Request::get("/x").body(()).unwrap()).await;
+                (out.map(|_| ()), start.elapsed())
+            }
+        });
+        let results = with_call_context(context, futures::future::join_all(calls)).await;
+        let times: Vec<u64> = results.iter().map(|r| r.1.as_secs()).collect();
+        assert_eq!(times, [0, 1, 2, 0]);
+        assert!(results[..3].iter().all(|r| r.0.is_ok()));
+        let err = results[3].0.as_ref().unwrap_err();
+        assert!(BudgetRefused::is_in(err.as_ref()), "{err}");
+        assert!(err.to_string().contains("reviews API budget"), "{err}");
     }
 }

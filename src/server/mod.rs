@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod connection;
 pub mod layers;
+pub mod log_limit;
 pub mod stack;
 pub mod tls;
 
@@ -179,14 +180,15 @@ impl Connection {
             }
         };
         // The client certificate chain travels with every request of the
-        // connection; authentication judges it per request.
-        let peer_certificates = auth::PeerCertificates(Arc::new(
+        // connection; authentication verifies it at the first request that
+        // needs it and keeps the verdict for the connection.
+        let peer_certificates = auth::PeerCertificates(Arc::new(auth::PeerChain::new(
             tls.get_ref()
                 .1
                 .peer_certificates()
                 .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
                 .unwrap_or_default(),
-        ));
+        )));
         let activity = Activity::new();
         let service = TrackActivity::new(
             tower::ServiceExt::map_request(

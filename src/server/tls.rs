@@ -196,8 +196,9 @@ pub enum ClientAuth<'a> {
     None,
     /// Offered and optional; judged per request (the API port).
     Optional,
-    /// Required, chaining to the CA in this file (the KEDA port with a client CA).
-    Required(&'a Path),
+    /// Required, chaining to the CA in this file, and naming one of these
+    /// (common name or DNS/URI SAN; empty: any name) (the KEDA port).
+    Required(&'a Path, &'a [String]),
 }
 
 /// TLS 1.2/1.3 with the ring provider and the client-certificate policy;
@@ -213,7 +214,9 @@ fn config_builder(
         ClientAuth::Optional => {
             builder.with_client_cert_verifier(super::auth::handshake::OptionalClientCert::new())
         }
-        ClientAuth::Required(path) => builder.with_client_cert_verifier(client_verifier(path)?),
+        ClientAuth::Required(path, names) => builder.with_client_cert_verifier(
+            super::auth::handshake::NamedClientCert::wrap(client_verifier(path)?, names),
+        ),
     })
 }
 

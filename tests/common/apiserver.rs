@@ -127,6 +127,141 @@ struct State {
     schemas: BTreeMap<String, Value>,
     /// Status writes refused by a CRD's schema: (path, field errors).
     schema_rejections: Vec<(String, Vec<String>)>,
+    /// When set, every request is authorized against these RBAC rules
+    /// (unset: everything is allowed, as before).
+    rbac: Option<Vec<RbacRule>>,
+    /// Requests the RBAC rules allowed, and refused (403).
+    rbac_allowed: Vec<RbacRequest>,
+    rbac_refused: Vec<RbacRequest>,
+}
+
+/// One RBAC rule as granted to the client: by a ClusterRoleBinding
+/// (`namespace: None`, every namespace and cluster-scoped resources) or a
+/// RoleBinding (`namespace: Some`, that namespace only).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RbacRule {
+    pub namespace: Option<String>,
+    pub api_groups: Vec<String>,
+    pub resources: Vec<String>,
+    pub resource_names: Vec<String>,
+    pub non_resource_urls: Vec<String>,
+    pub verbs: Vec<String>,
+}
+
+/// A request as Kubernetes' RBAC authorizer sees it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RbacRequest {
+    pub verb: String,
+    pub api_group: String,
+    /// `plural` or `plural/subresource`; empty for a non-resource request.
+    pub resource: String,
+    pub namespace: Option<String>,
+    /// The object's name: from the path, or for a list or watch from a
+    /// `metadata.name=` field selector (as the API server's request-info
+    /// resolver does).
+    pub name: Option<String>,
+    pub path: String,
+}
+
+impl RbacRule {
+    /// Whether this rule grants the request (RBAC's `RuleAllows`).
+    pub fn allows(&self, r: &RbacRequest) -> bool {
+        let any = |list: &[String], v: &str| list.iter().any(|x| x == "*" || x == v);
+        if !any(&self.verbs, &r.verb) {
+            return false;
+        }
+        if r.resource.is_empty() {
+            return self.namespace.is_none()
+                && self.non_resource_urls.iter().any(|u| {
+                    u == &r.path || u.strip_suffix('*').is_some_and(|p| r.path.starts_with(p))
+                });
+        }
+        if let Some(ns) = &self.namespace {
+            if r.namespace.as_deref() != Some(ns.as_str()) {
+                return false;
+            }
+        }
+        any(&self.api_groups, &r.api_group)
+            && any(&self.resources, &r.resource)
+            && (self.resource_names.is_empty()
+                || r.name
+                    .as_ref()
+                    .is_some_and(|n| self.resource_names.contains(n)))
+    }
+}
+
+/// The RBAC attributes of a request.
+pub fn rbac_request(method: &Method, path: &str, query: &BTreeMap<String, String>) -> RbacRequest {
+    let non_resource = |verb: &str| RbacRequest {
+        verb: verb.to_owned(),
+        api_group: String::new(),
+        resource: String::new(),
+        namespace: None,
+        name: None,
+        path: path.to_owned(),
+    };
+    let http_verb = match *method {
+        Method::GET | Method::HEAD => "get",
+        Method::POST => "post",
+        Method::PUT => "put",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "unknown",
+    };
+    let (group, rest) = if let Some(rest) = path.strip_prefix("/api/v1/") {
+        ("", rest)
+    } else if let Some(rest) = path.strip_prefix("/apis/") {
+        let mut parts = rest.splitn(3, '/');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(g), Some(_version), Some(rest)) if !rest.is_empty() => (g, rest),
+            _ => return non_resource(http_verb),
+        }
+    } else {
+        return non_resource(http_verb);
+    };
+    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+    let (namespace, resource_parts) = match parts.as_slice() {
+        ["namespaces", ns, tail @ ..] if !tail.is_empty() => (Some(ns.to_string()), tail.to_vec()),
+        _ => (None, parts.clone()),
+    };
+    let (resource, name, sub) = match resource_parts.as_slice() {
+        [r] => (r.to_string(), None, None),
+        [r, n] => (r.to_string(), Some(n.to_string()), None),
+        [r, n, s, ..] => (r.to_string(), Some(n.to_string()), Some(s.to_string())),
+        [] => return non_resource(http_verb),
+    };
+    let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let verb = match (http_verb, &name) {
+        ("get", Some(_)) => "get",
+        ("get", None) if watch => "watch",
+        ("get", None) => "list",
+        ("post", _) => "create",
+        ("put", _) => "update",
+        ("delete", None) => "deletecollection",
+        (v, _) => v,
+    };
+    let name = name.or_else(|| {
+        if verb != "list" && verb != "watch" {
+            return None;
+        }
+        query.get("fieldSelector")?.split(',').find_map(|term| {
+            let v = term
+                .strip_prefix("metadata.name==")
+                .or_else(|| term.strip_prefix("metadata.name="))?;
+            Some(v.to_owned())
+        })
+    });
+    RbacRequest {
+        verb: verb.to_owned(),
+        api_group: group.to_owned(),
+        resource: match sub {
+            Some(s) => format!("{resource}/{s}"),
+            None => resource,
+        },
+        namespace,
+        name,
+        path: path.to_owned(),
+    }
 }
 
 /// What a write requires of the stored object (optimistic concurrency).
@@ -454,6 +589,31 @@ impl ApiServer {
         self.state.lock().unwrap().access_reviews.clone()
     }
 
+    /// Authorizes every later request against `rules` (RBAC semantics,
+    /// field-selector names included); a refused request is answered 403
+    /// as the API server answers it.
+    pub fn enforce_rbac(&self, rules: Vec<RbacRule>) {
+        self.state.lock().unwrap().rbac = Some(rules);
+    }
+
+    /// Whether the enforced rules allow `request` (none enforced: yes).
+    pub fn rbac_allows(&self, request: &RbacRequest) -> bool {
+        match &self.state.lock().unwrap().rbac {
+            Some(rules) => rules.iter().any(|r| r.allows(request)),
+            None => true,
+        }
+    }
+
+    /// Requests the enforced rules allowed so far.
+    pub fn rbac_allowed(&self) -> Vec<RbacRequest> {
+        self.state.lock().unwrap().rbac_allowed.clone()
+    }
+
+    /// Requests the enforced rules refused so far.
+    pub fn rbac_refused(&self) -> Vec<RbacRequest> {
+        self.state.lock().unwrap().rbac_refused.clone()
+    }
+
     /// Denies every review for `user` from now on.
     pub fn deny_user(&self, user: &str) {
         self.state
@@ -642,6 +802,29 @@ impl ApiServer {
             .query()
             .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
             .unwrap_or_default();
+        {
+            let mut st = self.state.lock().unwrap();
+            if let Some(rules) = &st.rbac {
+                let r = rbac_request(req.method(), &path, &query);
+                if rules.iter().any(|rule| rule.allows(&r)) {
+                    st.rbac_allowed.push(r);
+                } else {
+                    let scope = match &r.namespace {
+                        Some(ns) => format!("in the namespace {ns:?}"),
+                        None => "at the cluster scope".to_owned(),
+                    };
+                    let message = format!(
+                        "{}.{} is forbidden: User \"system:serviceaccount:wva-system:wva-metrics-server\" cannot {} resource {:?} in API group {:?} {scope}",
+                        r.resource, r.api_group, r.verb, r.resource, r.api_group
+                    );
+                    st.rbac_refused.push(r);
+                    return full(
+                        StatusCode::FORBIDDEN,
+                        status_json(403, "Forbidden", &message),
+                    );
+                }
+            }
+        }
         if req.method() == Method::POST
             && path == "/apis/authorization.k8s.io/v1/subjectaccessreviews"
         {

@@ -58,32 +58,54 @@ pub fn attributes(route: &Route<'_>, path: &str) -> Attributes {
     }
 }
 
-/// The 403 message: who was denied what.
+/// The 403 message, word for word as a Kubernetes API server writes it
+/// (`responsewriters.Forbidden` and `apierrors.NewForbidden`): who was
+/// denied what, then the authorizer's reason if it gave one.
 pub fn denied_message(user: &str, a: &Attributes, reason: &str) -> String {
-    let base = match a {
+    let (prefix, what) = match a {
         Attributes::Resource {
             verb,
             group,
             resource,
             namespace,
+            name,
             subresource,
             ..
-        } => match subresource {
-            Some(sub) => format!(
-                "User {user:?} cannot {verb} resource \"{resource}/{sub}\" in API group {group:?} in the namespace {namespace:?}"
-            ),
-            None => format!(
-                "User {user:?} cannot {verb} resource {resource:?} in API group {group:?} in the namespace {namespace:?}"
-            ),
-        },
-        Attributes::NonResource { verb, path } => {
-            format!("User {user:?} cannot {verb} path {path:?}")
+        } => {
+            let shown = match subresource {
+                Some(sub) => format!("{resource}/{sub}"),
+                None => resource.clone(),
+            };
+            let scope = if namespace.is_empty() {
+                "at the cluster scope".to_owned()
+            } else {
+                format!("in the namespace {namespace:?}")
+            };
+            let group_resource = if group.is_empty() {
+                resource.clone()
+            } else {
+                format!("{resource}.{group}")
+            };
+            let prefix = match name.as_deref().filter(|n| !n.is_empty()) {
+                Some(n) => format!("{group_resource} {n:?} is forbidden"),
+                None => format!("{group_resource} is forbidden"),
+            };
+            (
+                prefix,
+                format!(
+                    "User {user:?} cannot {verb} resource {shown:?} in API group {group:?} {scope}"
+                ),
+            )
         }
+        Attributes::NonResource { verb, path } => (
+            "forbidden".to_owned(),
+            format!("User {user:?} cannot {verb} path {path:?}"),
+        ),
     };
     if reason.is_empty() {
-        base
+        format!("{prefix}: {what}")
     } else {
-        format!("{base}: {reason}")
+        format!("{prefix}: {what}: {reason}")
     }
 }
 
@@ -145,7 +167,19 @@ mod tests {
         };
         assert_eq!(
             denied_message("alice", &a, ""),
-            "User \"alice\" cannot list resource \"wva_desired_ratio\" in API group \"external.metrics.k8s.io\" in the namespace \"llm\""
+            "wva_desired_ratio.external.metrics.k8s.io is forbidden: User \"alice\" cannot list resource \"wva_desired_ratio\" in API group \"external.metrics.k8s.io\" in the namespace \"llm\""
+        );
+        assert_eq!(
+            denied_message("alice", &a, "no RBAC policy matched"),
+            "wva_desired_ratio.external.metrics.k8s.io is forbidden: User \"alice\" cannot list resource \"wva_desired_ratio\" in API group \"external.metrics.k8s.io\" in the namespace \"llm\": no RBAC policy matched"
+        );
+        let path = Attributes::NonResource {
+            verb: "get",
+            path: "/metrics".into(),
+        };
+        assert_eq!(
+            denied_message("system:anonymous", &path, ""),
+            "forbidden: User \"system:anonymous\" cannot get path \"/metrics\""
         );
     }
 
@@ -173,7 +207,7 @@ mod tests {
         );
         assert_eq!(
             denied_message("bob", &a, ""),
-            "User \"bob\" cannot get resource \"deployments.apps/wva_desired_ratio\" in API group \"custom.metrics.k8s.io\" in the namespace \"llm\""
+            "deployments.apps.custom.metrics.k8s.io \"llama-decode\" is forbidden: User \"bob\" cannot get resource \"deployments.apps/wva_desired_ratio\" in API group \"custom.metrics.k8s.io\" in the namespace \"llm\""
         );
     }
 }

@@ -7,6 +7,7 @@
 pub mod authn;
 pub mod authz;
 pub mod cache;
+pub mod chain;
 pub mod cluster;
 pub mod handshake;
 
@@ -19,7 +20,7 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{
     NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::pki_types::CertificateDer;
 use rustls::server::danger::ClientCertVerifier;
 
 pub use authn::{RequestHeaderNames, UserInfo};
@@ -27,11 +28,43 @@ pub use authz::Attributes;
 pub use cache::CacheBounds;
 
 use crate::k8s::status::ApiError;
+use crate::kube_client::rate_limit::{with_call_context, BudgetRefused, CallContext, Priority};
+use crate::server::log_limit::LogLimiter;
 use cache::{KeyHasher, NoRandomKey, ReviewCache};
 
-/// The client certificate chain of a connection, as a request extension.
+/// The client certificate chain of a connection, as a request extension,
+/// with what it proved under the trust configuration last used: a chain is
+/// verified at most once per connection and configuration.
 #[derive(Debug, Clone, Default)]
-pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
+pub struct PeerCertificates(pub Arc<PeerChain>);
+
+/// A connection's client certificates and their verdict.
+#[derive(Debug, Default)]
+pub struct PeerChain {
+    certs: Vec<CertificateDer<'static>>,
+    /// The verdict and the configuration it was reached under; the lock
+    /// makes concurrent first requests of an HTTP/2 connection share one
+    /// verification.
+    verdict: tokio::sync::Mutex<Option<(Arc<AuthConfig>, Arc<chain::Verdict>)>>,
+}
+
+impl PeerChain {
+    pub fn new(certs: Vec<CertificateDer<'static>>) -> Self {
+        PeerChain {
+            certs,
+            verdict: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.certs.is_empty()
+    }
+}
+
+/// How a request's user was proven; reviews for it get the matching
+/// priority in the review budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proof(pub Priority);
 
 /// Front-proxy settings.
 #[derive(Clone)]
@@ -123,6 +156,13 @@ pub struct Auth {
     tokens: ReviewCache<Option<UserInfo>>,
     /// SubjectAccessReview answers: (allowed, reason).
     reviews: ReviewCache<(bool, String)>,
+    /// Chain verifications run one at a time on the blocking pool, so that
+    /// hostile chains take at most one core and never a request thread.
+    verify_slots: Arc<tokio::sync::Semaphore>,
+    /// Chain verifications run (for tests and diagnostics).
+    verifications: std::sync::atomic::AtomicU64,
+    /// Why requests were not authenticated, logged at most once a second.
+    refusal_log: LogLimiter,
 }
 
 impl Auth {
@@ -166,6 +206,9 @@ impl Auth {
             tokens: ReviewCache::new(settings.token_cache, |u| u.as_ref().map_or(0, user_bytes)),
             reviews: ReviewCache::new(settings.review_cache, |(_, reason)| reason.len()),
             settings,
+            verify_slots: Arc::new(tokio::sync::Semaphore::new(1)),
+            verifications: std::sync::atomic::AtomicU64::new(0),
+            refusal_log: LogLimiter::new(Duration::from_secs(1)),
         })
     }
 
@@ -183,52 +226,77 @@ impl Auth {
         self.tokens.entry_count().await
     }
 
+    /// Client certificate chains verified so far (each connection's chain
+    /// at most once per trust configuration).
+    pub fn chain_verifications(&self) -> u64 {
+        self.verifications
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// What a connection's chain proves under `config`: computed once per
+    /// connection and configuration, on the blocking pool, one chain at a
+    /// time.
+    async fn chain_verdict(
+        &self,
+        peer: &PeerChain,
+        config: &Arc<AuthConfig>,
+    ) -> Arc<chain::Verdict> {
+        let mut cached = peer.verdict.lock().await;
+        if let Some((c, v)) = cached.as_ref() {
+            if Arc::ptr_eq(c, config) {
+                return Arc::clone(v);
+            }
+        }
+        let verdict = match chain::precheck(&peer.certs) {
+            Err(reason) => Arc::new(chain::Verdict::refused(reason)),
+            Ok(()) => {
+                // The semaphore is never closed; if it were, verifying
+                // without a slot is still correct.
+                let _slot = self.verify_slots.acquire().await.ok();
+                self.verifications
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let certs = peer.certs.clone();
+                let cfg = Arc::clone(config);
+                match tokio::task::spawn_blocking(move || chain::verify(&cfg, &certs)).await {
+                    Ok(v) => Arc::new(v),
+                    Err(e) => Arc::new(chain::Verdict::refused(format!(
+                        "the chain verification did not finish: {e}"
+                    ))),
+                }
+            }
+        };
+        *cached = Some((Arc::clone(config), Arc::clone(&verdict)));
+        verdict
+    }
+
     /// The user of a request, as Kubernetes' delegated authentication
     /// decides it: front proxy, client certificate, bearer token, in that
     /// order; the first that identifies a user wins. A client certificate
     /// that no configured CA verifies, or a bearer token TokenReview
     /// rejects, is 401 unless a later method identifies the user; a
-    /// request that presents no credential at all is anonymous.
+    /// request that presents no credential at all is anonymous. The 401
+    /// says only `Unauthorized`, as Kubernetes does; why goes to the log.
+    /// Also says how the user was proven.
     pub async fn authenticate(
         &self,
         headers: &http::HeaderMap,
         peer: Option<&PeerCertificates>,
-    ) -> Result<UserInfo, ApiError> {
+    ) -> Result<(UserInfo, Proof), ApiError> {
         let config = self.config.load_full();
         let mut failures: Vec<String> = Vec::new();
-        if let Some((leaf, intermediates)) = peer.and_then(|p| p.0.split_first()) {
-            let now = UnixTime::now();
-            if let Some(rh) = &config.request_header {
-                match rh.ca.verify_client_cert(leaf, intermediates, now) {
-                    Ok(_) => {
-                        let cn = authn::common_name(leaf).unwrap_or_default();
-                        if rh.names.name_allowed(&cn) {
-                            if let Some(user) = rh.names.user(headers) {
-                                return Ok(user.authenticated());
-                            }
-                        } else {
-                            failures.push(format!(
-                                "the front-proxy certificate's common name {cn:?} is not in the allowed names"
-                            ));
-                        }
+        if let Some(peer) = peer.filter(|p| !p.0.is_empty()) {
+            let verdict = self.chain_verdict(&peer.0, &config).await;
+            if verdict.front_proxy {
+                if let Some(rh) = &config.request_header {
+                    if let Some(user) = rh.names.user(headers) {
+                        return Ok((user.authenticated(), Proof(Priority::Verified)));
                     }
-                    Err(e) => failures.push(format!(
-                        "the client certificate does not verify against the request-header CA: {e}"
-                    )),
                 }
             }
-            if let Some(ca) = &config.client_ca {
-                match ca.verify_client_cert(leaf, intermediates, now) {
-                    Ok(_) => {
-                        if let Some(user) = authn::user_from_certificate(leaf) {
-                            return Ok(user.authenticated());
-                        }
-                    }
-                    Err(e) => failures.push(format!(
-                        "the client certificate does not verify against the client CA: {e}"
-                    )),
-                }
+            if let Some(user) = &verdict.client_user {
+                return Ok((user.clone().authenticated(), Proof(Priority::Verified)));
             }
+            failures.extend(verdict.failures.iter().cloned());
         }
         if let Some(token) = authn::bearer_token(headers) {
             if token.len() > authn::MAX_TOKEN_BYTES {
@@ -238,7 +306,7 @@ impl Auth {
                 ));
             } else {
                 match self.review_token(token).await? {
-                    Some(user) => return Ok(user.authenticated()),
+                    Some(user) => return Ok((user.authenticated(), Proof(Priority::Normal))),
                     None => {
                         failures.push("the bearer token was not accepted by TokenReview".into())
                     }
@@ -246,10 +314,12 @@ impl Auth {
             }
         }
         if failures.is_empty() {
-            return Ok(UserInfo::anonymous());
+            return Ok((UserInfo::anonymous(), Proof(Priority::Unverified)));
         }
-        tracing::debug!(reasons = ?failures, "request not authenticated");
-        Err(ApiError::unauthorized(failures.join("; ")))
+        if let Some(suppressed) = self.refusal_log.allow() {
+            tracing::info!(reasons = ?failures, suppressed, "request not authenticated (401); further refusals within a second are only counted");
+        }
+        Err(ApiError::unauthorized("Unauthorized"))
     }
 
     async fn review_token(&self, token: &str) -> Result<Option<UserInfo>, ApiError> {
@@ -257,10 +327,29 @@ impl Auth {
         let ttl = self.settings.token_ttl;
         self.tokens
             .get_or_review(key, async move {
-                self.call_token_review(token).await.map(|u| (u, ttl))
+                // Anyone can send a token: its review waits behind reviews
+                // for proven identities.
+                self.in_review_context(Priority::Unverified, self.call_token_review(token))
+                    .await
+                    .map(|u| (u, ttl))
             })
             .await
             .map_err(|e| e.as_ref().clone())
+    }
+
+    /// Runs a review call with its deadline (the review timeout) and
+    /// priority in the review budget, bounded by the same timeout.
+    async fn in_review_context<T>(
+        &self,
+        priority: Priority,
+        call: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let timeout = self.settings.review_timeout;
+        let context = CallContext {
+            deadline: Some(tokio::time::Instant::now() + timeout),
+            priority,
+        };
+        with_call_context(context, call).await
     }
 
     async fn call_token_review(&self, token: &str) -> Result<Option<UserInfo>, ApiError> {
@@ -277,7 +366,7 @@ impl Auth {
         let answer = tokio::time::timeout(self.settings.review_timeout, call)
             .await
             .map_err(|_| ApiError::service_unavailable("TokenReview timed out"))?
-            .map_err(|e| ApiError::service_unavailable(format!("TokenReview failed: {e}")))?;
+            .map_err(|e| review_error("TokenReview", &e))?;
         let status = answer.status.unwrap_or_default();
         Ok((status.authenticated == Some(true))
             .then_some(status.user)
@@ -352,7 +441,12 @@ impl Auth {
 
     /// Allows or denies: `system:masters` without a review, else a cached
     /// SubjectAccessReview.
-    pub async fn authorize(&self, user: &UserInfo, attrs: &Attributes) -> Result<(), ApiError> {
+    pub async fn authorize(
+        &self,
+        user: &UserInfo,
+        proof: Proof,
+        attrs: &Attributes,
+    ) -> Result<(), ApiError> {
         if user.groups.iter().any(|g| g == authn::MASTERS) {
             return Ok(());
         }
@@ -361,7 +455,8 @@ impl Auth {
         let (allowed, reason) = self
             .reviews
             .get_or_review(key, async move {
-                self.review_access(user, attrs).await.map(|answer| {
+                let review = self.review_access(user, attrs);
+                self.in_review_context(proof.0, review).await.map(|answer| {
                     let ttl = if answer.0 { allow_ttl } else { deny_ttl };
                     (answer, ttl)
                 })
@@ -427,10 +522,96 @@ impl Auth {
         let answer = tokio::time::timeout(self.settings.review_timeout, call)
             .await
             .map_err(|_| ApiError::service_unavailable("SubjectAccessReview timed out"))?
-            .map_err(|e| {
-                ApiError::service_unavailable(format!("SubjectAccessReview failed: {e}"))
-            })?;
+            .map_err(|e| review_error("SubjectAccessReview", &e))?;
         let status = answer.status.unwrap_or_default();
         Ok((status.allowed, status.reason.unwrap_or_default()))
+    }
+}
+
+/// A failed review call: 429 when the client-side budget refused it (the
+/// client may retry shortly, as after Kubernetes' own priority and fairness
+/// refusals), else 503.
+fn review_error(what: &str, e: &kube::Error) -> ApiError {
+    if BudgetRefused::is_in(e) {
+        let mut err = ApiError::new(
+            http::StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            format!("too many requests are waiting for a {what}; try again shortly"),
+        );
+        err.retry_after = Some(1);
+        return err;
+    }
+    ApiError::service_unavailable(format!("{what} failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client for an API server that is never called.
+    fn offline_client() -> kube::Client {
+        crate::certs::install_crypto_provider();
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        kube::Client::try_from(config).unwrap()
+    }
+
+    fn users_ca_and_leaf() -> (String, CertificateDer<'static>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "users-ca");
+        let pem = p.self_signed(&key).unwrap().pem();
+        let issuer = rcgen::Issuer::new(p, key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let mut l = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        l.distinguished_name = rcgen::DistinguishedName::new();
+        l.distinguished_name.push(rcgen::DnType::CommonName, "dave");
+        l.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let leaf = l.signed_by(&leaf_key, &issuer).unwrap().der().clone();
+        (pem, leaf)
+    }
+
+    #[tokio::test]
+    async fn a_connection_s_chain_is_verified_once_per_trust_configuration() {
+        let (pem, leaf) = users_ca_and_leaf();
+        let config = AuthConfig {
+            request_header: None,
+            client_ca: Some(handshake::ca_verifier(pem.as_bytes()).unwrap()),
+        };
+        let auth = Auth::new(config.clone(), offline_client(), AuthzSettings::default()).unwrap();
+        let connection = |certs| PeerCertificates(Arc::new(PeerChain::new(certs)));
+        let headers = http::HeaderMap::new();
+        let first = connection(vec![leaf.clone()]);
+        for _ in 0..5 {
+            let (user, proof) = auth.authenticate(&headers, Some(&first)).await.unwrap();
+            assert_eq!(
+                (user.name.as_str(), proof),
+                ("dave", Proof(Priority::Verified))
+            );
+        }
+        assert_eq!(auth.chain_verifications(), 1, "once for five requests");
+        // Another connection with the same chain has a verdict of its own.
+        let second = connection(vec![leaf.clone()]);
+        auth.authenticate(&headers, Some(&second)).await.unwrap();
+        assert_eq!(auth.chain_verifications(), 2);
+        // A new trust configuration: judged again, once.
+        auth.set_config(config);
+        for _ in 0..3 {
+            auth.authenticate(&headers, Some(&first)).await.unwrap();
+        }
+        assert_eq!(auth.chain_verifications(), 3);
+        // A chain over the bound: 401 saying only "Unauthorized", and no
+        // verification at all.
+        let long = connection(vec![leaf; chain::MAX_CHAIN_CERTIFICATES + 1]);
+        for _ in 0..3 {
+            let e = auth.authenticate(&headers, Some(&long)).await.unwrap_err();
+            assert_eq!((e.code.as_u16(), e.message.as_str()), (401, "Unauthorized"));
+        }
+        assert_eq!(auth.chain_verifications(), 3);
+        // No certificate: anonymous, the lowest review priority.
+        let (user, proof) = auth.authenticate(&headers, None).await.unwrap();
+        assert!(user.is_anonymous());
+        assert_eq!(proof, Proof(Priority::Unverified));
     }
 }

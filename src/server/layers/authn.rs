@@ -67,8 +67,9 @@ where
                 .authenticate(&head.headers, head.extensions.get::<PeerCertificates>())
                 .await;
             match user {
-                Ok(user) => {
+                Ok((user, proof)) => {
                     head.extensions.insert(user);
+                    head.extensions.insert(proof);
                     inner.call(Request::from_parts(head, body)).await
                 }
                 Err(e) => Ok(error_response(&e)),

@@ -16,8 +16,9 @@ use super::errors::error_response;
 use super::routing::Routed;
 use super::{Body, BoxResponseFuture};
 use crate::k8s::status::ApiError;
+use crate::kube_client::rate_limit::Priority;
 use crate::server::auth::authn::UserInfo;
-use crate::server::auth::{authz, Auth};
+use crate::server::auth::{authz, Auth, Proof};
 
 /// The [`tower::Layer`] of [`Authorize`]; None disables authorization.
 #[derive(Clone)]
@@ -79,8 +80,15 @@ where
                     "authorization without an authenticated user",
                 )));
             };
+            // A user without a proof was made by a layer that did not say
+            // how: its reviews get the lowest priority.
+            let proof = head
+                .extensions
+                .get::<Proof>()
+                .copied()
+                .unwrap_or(Proof(Priority::Unverified));
             let decided = match attributes(&head) {
-                Ok(attrs) => auth.authorize(user, &attrs).await,
+                Ok(attrs) => auth.authorize(user, proof, &attrs).await,
                 Err(e) => Err(e),
             };
             match decided {

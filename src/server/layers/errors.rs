@@ -24,6 +24,10 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
     let mut r = Response::new(Body::new(e.to_json().into()));
     *r.status_mut() = e.code;
     r.headers_mut().insert(CONTENT_TYPE, JSON);
+    if let Some(secs) = e.retry_after {
+        r.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     r
 }
 

@@ -10,6 +10,10 @@ use std::time::Instant;
 use http::{Request, Response};
 use tracing::Instrument;
 
+/// Lines about failed (5xx) requests: at most one a second, process-wide.
+static FAILURE_LOG: crate::server::log_limit::LogLimiter =
+    crate::server::log_limit::LogLimiter::new(std::time::Duration::from_secs(1));
+
 /// Wraps a service with a span per request.
 #[derive(Clone, Debug)]
 pub struct TraceRequests<S> {
@@ -65,13 +69,19 @@ where
                 let result = fut.await;
                 let micros = started.elapsed().as_micros() as u64;
                 match &result {
-                    Ok(r) if r.status().is_server_error() => tracing::warn!(
-                        %method,
-                        path = uri.path(),
-                        status = r.status().as_u16(),
-                        micros,
-                        "request failed"
-                    ),
+                    Ok(r) if r.status().is_server_error() => {
+                        // A flood of failing requests must not flood the log.
+                        if let Some(suppressed) = FAILURE_LOG.allow() {
+                            tracing::warn!(
+                                %method,
+                                path = uri.path(),
+                                status = r.status().as_u16(),
+                                micros,
+                                suppressed,
+                                "request failed (further failed requests within a second are counted in the next such line as suppressed)"
+                            )
+                        }
+                    }
                     Ok(r) => tracing::debug!(status = r.status().as_u16(), micros, "request done"),
                     Err(e) => tracing::error!(%method, path = uri.path(), error = %e, micros, "request error"),
                 }

@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use serde_json::Value;
@@ -798,26 +798,6 @@ fn by_identity(docs: Vec<Value>) -> BTreeMap<String, Value> {
 }
 
 /// Every (group, resource, name, verb) a rule list grants; `*` for all names.
-fn grants(rules: &[PolicyRule]) -> BTreeSet<(String, String, String, String)> {
-    let mut out = BTreeSet::new();
-    for r in rules {
-        let names = r
-            .resource_names
-            .clone()
-            .unwrap_or_else(|| vec!["*".to_owned()]);
-        for g in r.api_groups.iter().flatten() {
-            for res in r.resources.iter().flatten() {
-                for n in &names {
-                    for v in &r.verbs {
-                        out.insert((g.clone(), res.clone(), n.clone(), v.clone()));
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn chart_renders_the_objects_of_the_kustomize_install_for_the_same_settings() {
     let root = Path::new(ROOT);
@@ -840,36 +820,6 @@ fn chart_renders_the_objects_of_the_kustomize_install_for_the_same_settings() {
     assert!(k_ids.len() >= 25, "{k_ids:?}");
     for (id, k) in &kustomized {
         let c = &charted[id];
-        if id == "ClusterRole /wva-metrics-server" {
-            // Issue 28 narrows the server's ClusterRole (ConfigMaps by name,
-            // nodes only with --accelerator-inventory, status patch without
-            // update); the chart has that shape already. Until deploy/rbac.yaml
-            // has it too, the chart must grant nothing deploy/ does not, and
-            // everything the code needs.
-            let k: ClusterRole = typed(k);
-            let c: ClusterRole = typed(c);
-            let kg = grants(&k.rules.unwrap_or_default());
-            let cg = grants(&c.rules.unwrap_or_default());
-            for g in &cg {
-                let wildcard = (g.0.clone(), g.1.clone(), "*".to_owned(), g.3.clone());
-                assert!(
-                    kg.contains(g) || kg.contains(&wildcard),
-                    "the chart's ClusterRole grants {g:?}, which deploy/rbac.yaml does not"
-                );
-            }
-            for need in wva_metrics_server::inventory::kube::required_rbac() {
-                for verb in need.verbs {
-                    assert!(
-                        cg.iter()
-                            .any(|g| g.0 == need.api_group && g.1 == need.resource && g.3 == *verb),
-                        "the chart's ClusterRole lacks {verb} on {}/{}",
-                        need.api_group,
-                        need.resource
-                    );
-                }
-            }
-            continue;
-        }
         assert_eq!(
             k,
             c,

@@ -263,10 +263,17 @@ fn the_shipped_rules_allow_what_the_server_calls_and_nothing_near_it() {
             ),
             false,
         ),
+        // Namespace-local scale-to-zero ConfigMaps (upstream's namespace
+        // rules), listed across namespaces by name.
         (
-            "scale-to-zero ConfigMap elsewhere",
+            "namespace-local scale-to-zero ConfigMap",
             request("GET", "/api/v1/namespaces/llm/configmaps", &scale_to_zero),
-            false,
+            true,
+        ),
+        (
+            "scale-to-zero ConfigMaps in every namespace, by name",
+            request("GET", "/api/v1/configmaps", &scale_to_zero),
+            true,
         ),
         (
             "update on status",

@@ -92,7 +92,4 @@ with a message naming the values involved and what to change.
 {{- if and $v.wva.namespaceScoped $v.watchNamespaces -}}
 {{- fail "wva.namespaceScoped=true and watchNamespaces are both set: namespaceScoped means the release namespace only." -}}
 {{- end -}}
-{{- if and $v.keda.allowedClientNames (not $v.keda.enabled) -}}
-{{- fail "keda.allowedClientNames is set but keda.enabled is false." -}}
-{{- end -}}
 {{- end -}}

@@ -68,6 +68,27 @@ impl RunningServer {
             let _ = t.await;
         }
     }
+
+    /// Waits for every task to end, but once `shutdown` is cancelled for
+    /// at most `drain` (plus a second for the tasks to notice): a task
+    /// stuck on the network (a fetch cycle waiting on an unreachable
+    /// Prometheus, a watch) must not keep the process from exiting on
+    /// SIGTERM, or every rollout waits for the pod's grace period.
+    pub async fn join_within(self, shutdown: &CancellationToken, drain: Duration) {
+        let all = self.join();
+        tokio::pin!(all);
+        tokio::select! {
+            _ = &mut all => return,
+            _ = shutdown.cancelled() => {}
+        }
+        let bound = drain + Duration::from_secs(1);
+        if tokio::time::timeout(bound, all).await.is_err() {
+            tracing::warn!(
+                timeout = ?bound,
+                "tasks still running at the end of the drain timeout; exiting without them"
+            );
+        }
+    }
 }
 
 /// A thresholds file given with `--saturation-config` that does not parse
@@ -255,6 +276,41 @@ fn watch_thresholds_file(
     })
 }
 
+/// The checks of `serve`'s flags that need no file and no network, made
+/// before anything starts: a mistake here is a configuration error (exit
+/// code 2), never a runtime failure found after tasks started.
+pub fn check_before_start(args: &ServeArgs) -> anyhow::Result<()> {
+    let standalone = matches!(args.inventory.inventory, InventorySource::File(_));
+    if standalone && args.status.leader_elect == Some(true) {
+        return Err(crate::fatal::InvalidConfiguration(
+            "--leader-elect needs --inventory kube: a standalone server (--inventory file:) writes no status, so there is nothing to lead".to_owned(),
+        )
+        .into());
+    }
+    match (&args.tls.tls_cert_file, &args.tls.tls_private_key_file) {
+        (Some(_), None) => {
+            return Err(crate::fatal::InvalidConfiguration(
+                "--tls-cert-file needs --tls-private-key-file (give both, or neither for a self-signed certificate)".to_owned(),
+            )
+            .into())
+        }
+        (None, Some(_)) => {
+            return Err(crate::fatal::InvalidConfiguration(
+                "--tls-private-key-file needs --tls-cert-file (give both, or neither for a self-signed certificate)".to_owned(),
+            )
+            .into())
+        }
+        _ => {}
+    }
+    if args.metrics.metrics_backend == BackendKind::Prometheus {
+        let config = args.prometheus.config()?;
+        if !config.url.is_empty() {
+            config.validate()?;
+        }
+    }
+    Ok(())
+}
+
 /// Builds the components of `serve` from its flags.
 pub async fn components_from_args(
     args: &ServeArgs,
@@ -283,6 +339,7 @@ pub async fn components_from_args(
         None;
     let mut leader = None;
     let standalone = matches!(args.inventory.inventory, InventorySource::File(_));
+    check_before_start(args)?;
     if args.authentication.insecure_disable_auth && !standalone {
         return Err(crate::fatal::InvalidConfiguration(
             "--insecure-disable-auth is only allowed with --inventory file: (standalone mode)"
@@ -427,24 +484,26 @@ pub async fn components_from_args(
             if args.scrape.epp_metrics_url.is_some() {
                 tracing::warn!("--epp-metrics-url is used with --metrics-backend scrape only: with Prometheus the endpoint picker's queues are queried there");
             }
+            config.validate()?;
             let backend = Arc::new(
                 PrometheusBackend::new(config, telemetry.clone())?
                     .with_scale_to_zero(Arc::clone(&scale_to_zero)),
             );
             let check = Arc::clone(&backend);
+            let stop = shutdown.clone();
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = check.validate_metrics_availability().await {
-                    tracing::warn!(error = %e, "cannot check which vLLM series Prometheus has");
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    checked = check.validate_metrics_availability() => {
+                        if let Err(e) = checked {
+                            tracing::warn!(error = %e, "cannot check which vLLM series Prometheus has");
+                        }
+                    }
                 }
             }));
             (backend, interval)
         }
     };
-    if standalone && args.status.leader_elect == Some(true) {
-        anyhow::bail!(
-            "--leader-elect needs --inventory kube (a standalone server writes no status)"
-        );
-    }
     Ok(Components {
         leader,
         inventory,
@@ -528,9 +587,12 @@ fn build_auth(
     let read = |path: &Path,
                 what: &str|
      -> anyhow::Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
-        let pem = std::fs::read(path)
-            .with_context(|| format!("cannot read {what} {}", path.display()))?;
-        handshake::ca_verifier(&pem).map_err(|e| anyhow::anyhow!("{what} {}: {e}", path.display()))
+        let pem = std::fs::read(path).map_err(|e| {
+            crate::fatal::InvalidConfiguration(format!("cannot read {what} {}: {e}", path.display()))
+        })?;
+        handshake::ca_verifier(&pem).map_err(|e| {
+            crate::fatal::InvalidConfiguration(format!("{what} {}: {e}", path.display())).into()
+        })
     };
     let request_header = match &args.authentication.requestheader_client_ca_file {
         Some(path) => Some(RequestHeaderAuth {

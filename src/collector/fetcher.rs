@@ -88,7 +88,12 @@ impl Fetcher {
             let started = tokio::time::Instant::now();
             // Changes seen before this cycle are covered by it.
             changes.borrow_and_update();
-            let outcome = self.cycle().await;
+            // A cycle waiting on an unreachable backend is abandoned at
+            // shutdown rather than waited for.
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                outcome = self.cycle() => outcome,
+            };
             let duration = started.elapsed();
             // A cycle with failures spent its time waiting on an unreachable
             // backend or pod, not working: the next one starts after the

@@ -65,7 +65,7 @@ impl PrometheusBackend {
     /// `PROMETHEUS_CA_CERT_PATH`, request timeout) after validating the config.
     pub fn new(config: PrometheusConfig, telemetry: Telemetry) -> Result<Self, CollectorError> {
         crate::certs::install_crypto_provider();
-        let reject = |message: String| CollectorError::Rejected {
+        let reject = |message: String| CollectorError::Configuration {
             backend: BACKEND,
             message,
         };

@@ -122,9 +122,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 let task = run::start_keda(&args, port, &certificate, &server, shutdown).await?;
                 server.tasks.push(task);
             }
-            server
-                .join_within(&shutdown_token, drain_timeout)
-                .await;
+            server.join_within(&shutdown_token, drain_timeout).await;
             Ok(())
         }
         #[cfg(feature = "emulator")]

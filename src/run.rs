@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -588,7 +587,10 @@ fn build_auth(
                 what: &str|
      -> anyhow::Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
         let pem = std::fs::read(path).map_err(|e| {
-            crate::fatal::InvalidConfiguration(format!("cannot read {what} {}: {e}", path.display()))
+            crate::fatal::InvalidConfiguration(format!(
+                "cannot read {what} {}: {e}",
+                path.display()
+            ))
         })?;
         handshake::ca_verifier(&pem).map_err(|e| {
             crate::fatal::InvalidConfiguration(format!("{what} {}: {e}", path.display())).into()
@@ -782,7 +784,6 @@ pub async fn start(
         engine = engine.with_accelerators(accelerators);
     }
     let engine = Arc::new(engine);
-    let first_cycle_done = Arc::new(AtomicBool::new(false));
     let publisher = DecisionPublisher::new(Arc::clone(&engine), telemetry.clone());
     let cycles = Arc::new(tokio::sync::Notify::new());
     if let Some((client, interval)) = status_writer {
@@ -800,7 +801,6 @@ pub async fn start(
         inventory,
         schedule: FetchSchedule::with_floor(fetch_interval),
         freshness,
-        first_cycle_done: Arc::clone(&first_cycle_done),
         on_cycle: Some(Box::new(move |outcome: &CycleOutcome| {
             cycle_telemetry.record_cycle(
                 outcome.result.is_ok(),
@@ -822,7 +822,6 @@ pub async fn start(
         discovery: DiscoveryDocuments::build_for(groups),
         registry,
         telemetry: telemetry.clone(),
-        first_fetch_done: first_cycle_done,
         auth,
     });
     tasks.push(tokio::spawn(server::serve(

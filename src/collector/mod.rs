@@ -10,6 +10,7 @@ pub mod cache;
 pub mod exposition;
 pub mod fetcher;
 pub mod freshness;
+pub mod health;
 pub mod prometheus;
 pub mod sample;
 pub mod scrape;

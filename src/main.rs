@@ -83,8 +83,10 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     {
         let shutdown = shutdown.clone();
+        // Handlers installed now, before anything else starts.
+        let signal = run::shutdown_signal();
         tokio::spawn(async move {
-            run::shutdown_signal().await;
+            signal.await;
             shutdown.cancel();
         });
     }

@@ -272,6 +272,13 @@ fn configuration_and_usage_mistakes_exit_2() {
             says: "invalid value",
         },
         Case {
+            what: "simulate: a trace file that does not exist",
+            args: strings(&["simulate", "--trace", &missing]),
+            env: vec![],
+            code: 2,
+            says: "cannot read trace",
+        },
+        Case {
             what: "certs: missing flag",
             args: strings(&["certs", "--out", "x"]),
             env: vec![],

@@ -101,9 +101,11 @@ fn an_inventory_file_with_a_mistake_stops_serve_with_exit_2_naming_file_line_and
                 "# a comment\n---\n{}",
                 GOOD_INVENTORY.replace("modelID", "modelId")
             ),
-            // modelID is required: its absence is reported first, at spec.
-            9,
-            "spec",
+            // modelID is required and `modelId` looks like it: the key
+            // given is named, at its own line (the message suggests
+            // `modelID`: tests/exit_codes.rs).
+            12,
+            "spec.modelId",
         ),
     ];
     for (text, line, field) in table {
@@ -602,8 +604,8 @@ async fn a_pod_that_never_answered_is_named_in_the_answer() {
     .await;
 }
 
-/// `serve` whose stdout and stderr go to a pipe that its reader closed
-/// (`serve 2>&1 | head -2`) still exits on SIGTERM and on SIGINT, within
+/// `serve` whose stdout and stderr go to pipes that their readers closed
+/// (as with `serve 2>&1 | head -2`) still exits on SIGTERM and on SIGINT, within
 /// the drain timeout (10 s) and a margin.
 #[test]
 fn serve_exits_on_a_signal_with_its_log_pipe_closed() {
@@ -615,8 +617,7 @@ fn serve_exits_on_a_signal_with_its_log_pipe_closed() {
         std::fs::write(&path, one_pod_inventory(free_port())).unwrap();
         let inv = format!("file:{}", path.display());
         let port = free_port().to_string();
-        let (reader, writer) = std::io::pipe().unwrap();
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .args([
                 "serve",
                 "--inventory",
@@ -631,24 +632,31 @@ fn serve_exits_on_a_signal_with_its_log_pipe_closed() {
             ])
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
-            .stdout(writer.try_clone().unwrap())
-            .stderr(writer)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let (stdout, reader) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
         // Killed if the test fails.
         let mut guard = Proc {
             child,
             name: "serve".into(),
             log: dir.path().join("none"),
         };
-        // Read two lines, then close the pipe, as `head -2` does.
+        // Read up to the line saying it serves (bounded: the log's first
+        // lines), then close the pipe, as `head` does.
         let mut lines = BufReader::new(reader);
         let mut line = String::new();
-        for _ in 0..2 {
+        for n in 0.. {
             line.clear();
-            lines.read_line(&mut line).unwrap();
+            let read = lines.read_line(&mut line).unwrap();
+            assert!(read > 0 && n < 100, "serve stopped before serving");
+            if line.contains("serving external.metrics.k8s.io") {
+                break;
+            }
         }
         drop(lines);
+        drop(stdout);
         // The signal: the server logs that it received it, into the
         // closed pipe (that write used to panic the signal task).
         let pid = guard.child.id().to_string();

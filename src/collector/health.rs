@@ -295,6 +295,7 @@ mod tests {
 
     #[tokio::test]
     async fn request_errors_are_named_by_their_cause_without_the_url() {
+        crate::certs::install_crypto_provider();
         // A port with nothing listening: bind, note the port, close.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())

@@ -163,7 +163,9 @@ fn readme_sample() -> (Vec<String>, Vec<String>) {
         .find(marker)
         .expect("README introduces the demo's sample output with its command");
     let intro = &readme[..at];
-    let command = intro[intro.rfind("`cargo run --release -- demo").expect("the command")..]
+    let command = intro[intro
+        .rfind("`cargo run --release -- demo")
+        .expect("the command")..]
         .trim_start_matches('`');
     let command = &command[..command.find('`').unwrap()];
     let mut flags: Vec<String> = command
@@ -187,14 +189,22 @@ fn normalized(line: &str) -> String {
     let mut out = String::new();
     let words: Vec<&str> = line.split(' ').collect();
     for (i, w) in words.iter().enumerate() {
-        let duration = w.trim_end_matches([':', ',']).strip_suffix('s').is_some_and(|n| {
-            !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())
-        }) && words.get(i + 1) != Some(&"retention");
+        let duration = w
+            .trim_end_matches([':', ','])
+            .strip_suffix('s')
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+            && words.get(i + 1) != Some(&"retention");
         let queued = words.get(i + 1) == Some(&"requests") && w.chars().all(|c| c.is_ascii_digit());
         if i > 0 {
             out.push(' ');
         }
-        out.push_str(if duration { "<time>" } else if queued { "<n>" } else { w });
+        out.push_str(if duration {
+            "<time>"
+        } else if queued {
+            "<n>"
+        } else {
+            w
+        });
     }
     out
 }
@@ -207,7 +217,12 @@ fn demo_once_with_20s_phases_goes_up_to_the_peak_to_zero_and_back() {
         ["--phase", "20s", "--once"],
         "the README's sample is from the run this test makes"
     );
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    // demo_once adds --once.
+    let flags: Vec<&str> = flags
+        .iter()
+        .map(String::as_str)
+        .filter(|f| *f != "--once")
+        .collect();
     let stdout = demo_once(&flags);
     assert_full_cycle(&stdout);
     // Every line of the README's sample is printed, in that order

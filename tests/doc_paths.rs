@@ -9,8 +9,18 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// Top-level directories of the repository: a backticked word starting
 /// with one of them is a path that must exist.
 const TOP_DIRS: &[&str] = &[
-    "deploy/", "docs/", "src/", "tests/", "scripts/", "overlays/", "examples/", "benches/",
-    "apiservice/", "fuzz/", "proto/", "charts/",
+    "deploy/",
+    "docs/",
+    "src/",
+    "tests/",
+    "scripts/",
+    "overlays/",
+    "examples/",
+    "benches/",
+    "apiservice/",
+    "fuzz/",
+    "proto/",
+    "charts/",
     // Not in the repository: a mention is a stale pointer (design-notes.md
     // named `shared/DESIGN.md`).
     "shared/",
@@ -95,7 +105,11 @@ fn every_relative_link_and_path_in_the_docs_exists() {
         }
     }
     assert!(checked > 50, "the docs were read: {checked} paths");
-    assert!(missing.is_empty(), "paths in the docs that do not exist:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "paths in the docs that do not exist:\n{}",
+        missing.join("\n")
+    );
 }
 
 #[test]

@@ -252,15 +252,20 @@ fn draw<'a>(chart: &Chart, out: &'a mut String) -> Result<(), Box<dyn std::error
         for segment in segments.into_iter().filter(|s| !s.is_empty()) {
             let series = match dash {
                 None => ctx.draw_series(LineSeries::new(segment, style))?,
-                Some((on, off)) => ctx.draw_series(DashedLineSeries::new(segment, on, off, style))?,
+                Some((on, off)) => {
+                    ctx.draw_series(DashedLineSeries::new(segment, on, off, style))?
+                }
             };
             if first {
-                series.label(name.as_str()).legend(move |(x, y)| match dash {
-                    None => PathElement::new(vec![(x, y), (x + 24, y)], style).into_dyn(),
-                    Some((on, off)) => {
-                        DashedPathElement::new(vec![(x, y), (x + 24, y)], on, off, style).into_dyn()
-                    }
-                });
+                series
+                    .label(name.as_str())
+                    .legend(move |(x, y)| match dash {
+                        None => PathElement::new(vec![(x, y), (x + 24, y)], style).into_dyn(),
+                        Some((on, off)) => {
+                            DashedPathElement::new(vec![(x, y), (x + 24, y)], on, off, style)
+                                .into_dyn()
+                        }
+                    });
                 first = false;
             }
         }
@@ -430,10 +435,15 @@ mod tests {
             .collect();
         assert!(!labels.is_empty(), "{s}");
         assert!(
-            labels.iter().all(|l| !l.contains('.') || chart.x_label == "minutes"),
+            labels
+                .iter()
+                .all(|l| !l.contains('.') || chart.x_label == "minutes"),
             "{labels:?}"
         );
-        assert!(!s.contains(">\n2.0\n<") && !s.contains(">\n4.0\n<"), "{labels:?}");
+        assert!(
+            !s.contains(">\n2.0\n<") && !s.contains(">\n4.0\n<"),
+            "{labels:?}"
+        );
         for name in ["v1", "v2", "chain", "oracle", "slo"] {
             assert!(!policy_description(name).contains("see docs"), "{name}");
         }

@@ -389,6 +389,21 @@ impl Server {
         Server::start(dir, &args).await
     }
 
+    /// As [`Server::with_inventory`], for an inventory whose pods (or
+    /// Prometheus) do not answer: such a server is not ready (no fetch
+    /// reached its source), so this waits for it to listen instead.
+    pub async fn with_unreachable_source(yaml: &str, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let inv = format!("file:{}", path.display());
+        let mut args = vec!["--inventory", inv.as_str()];
+        args.extend_from_slice(extra);
+        let server = Server::launch(dir, &args, &[], false);
+        server.wait_listening().await;
+        server
+    }
+
     /// The log of a server started with `log` set.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()

@@ -17,7 +17,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -165,7 +164,6 @@ async fn main() -> anyhow::Result<()> {
         inventory: Arc::clone(&inventory),
         schedule: FetchSchedule::with_floor(Duration::from_secs(15)),
         freshness: FreshnessPolicy::default(),
-        first_cycle_done: Arc::new(AtomicBool::new(false)),
         on_cycle: None,
     };
     let engine = DecisionEngine::new(

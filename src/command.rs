@@ -93,7 +93,8 @@ where
     let parsed = command
         .try_get_matches_from_mut(argv.iter().cloned())
         .and_then(|m| Cli::from_arg_matches(&m));
-    let mut cli = parsed.map_err(|e| with_env_source(e, &mut command, &argv, env))?;
+    let mut cli = parsed
+        .map_err(|e| with_renamed_flag_hint(with_env_source(e, &mut command, &argv, env), &argv))?;
     if let Command::Serve(args) = &mut cli.command {
         crate::config_file::apply_upstream_settings(args).map_err(|message| {
             clap::Error::raw(
@@ -135,6 +136,46 @@ fn with_config_file(
         Some(e) => Err(refused(e)),
         None => Ok(command),
     }
+}
+
+/// Flags of other commands (or of other tools) a user is likely to type,
+/// and this command's flag for the same thing: clap suggests only names
+/// that look alike, and `--port` (the demo's flag) does not look like
+/// `--secure-port`.
+const RENAMED_FLAGS: &[(&str, &str, &str)] = &[
+    ("serve", "--port", "--secure-port"),
+    ("serve", "--bind", "--bind-address"),
+    ("serve", "--cert", "--tls-cert-file"),
+    ("serve", "--key", "--tls-private-key-file"),
+];
+
+/// Adds "tip: a similar argument exists: '--secure-port'" to an unknown
+/// argument error for a flag of [`RENAMED_FLAGS`].
+fn with_renamed_flag_hint(mut error: clap::Error, argv: &[std::ffi::OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() != ErrorKind::UnknownArgument {
+        return error;
+    }
+    let Some(ContextValue::String(given)) = error.get(ContextKind::InvalidArg) else {
+        return error;
+    };
+    let flag = given.split('=').next().unwrap_or_default().to_owned();
+    let command = argv
+        .iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .find(|a| !a.starts_with('-'));
+    let hint = RENAMED_FLAGS
+        .iter()
+        .find(|(c, from, _)| Some(*c) == command && *from == flag)
+        .map(|(_, _, to)| *to);
+    if let Some(to) = hint {
+        error.insert(
+            ContextKind::SuggestedArg,
+            ContextValue::String(to.to_owned()),
+        );
+    }
+    error
 }
 
 /// A variable set to blanks (`value: ""` in a manifest, as templates
@@ -288,6 +329,28 @@ mod tests {
                 *named,
                 "{argv:?} {vars:?}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn flags_of_other_commands_point_to_this_one() {
+        let argv = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        for (args, want) in [
+            (&["w", "serve", "--port", "8443"][..], Some("--secure-port")),
+            (&["w", "serve", "--port=8443"], Some("--secure-port")),
+            (&["w", "serve", "--bind", "0.0.0.0"], Some("--bind-address")),
+            (&["w", "serve", "--nonsense"], None),
+        ] {
+            let e = parse_cli(argv(args), |_| None).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+            let text = e.to_string();
+            match want {
+                Some(to) => assert!(
+                    text.contains(&format!("a similar argument exists: '{to}'")),
+                    "{args:?}: {text}"
+                ),
+                None => assert!(!text.contains("similar argument"), "{text}"),
+            }
         }
     }
 

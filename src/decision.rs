@@ -81,8 +81,15 @@ pub enum DecisionError {
         kind: String,
         name: String,
     },
-    #[error("metrics of model {model_id:?} in namespace {namespace:?} are not fetched yet: the background fetcher has not reached them since the model appeared; retry in a few seconds")]
-    NotFetchedYet { namespace: String, model_id: String },
+    /// No fetch has reached the model's metrics since it appeared: `why`
+    /// says what happened (the source's failure), or that the first fetch
+    /// is still to come.
+    #[error("no metrics for model {model_id:?} in namespace {namespace:?}: {why}")]
+    NotFetchedYet {
+        namespace: String,
+        model_id: String,
+        why: String,
+    },
     #[error("metrics of model {model_id:?} in namespace {namespace:?} are stale: the newest sample is {age_secs}s old (stale after {stale_secs}s)")]
     Stale {
         namespace: String,
@@ -90,12 +97,14 @@ pub enum DecisionError {
         age_secs: u64,
         stale_secs: u64,
     },
-    #[error("metrics of model {model_id:?} in namespace {namespace:?} are stale: the metrics backend has not been reached for {age_secs}s (stale after {stale_secs}s)")]
+    #[error("metrics of model {model_id:?} in namespace {namespace:?} are stale: the metrics backend has not been reached for {age_secs}s (stale after {stale_secs}s){why}")]
     BackendUnreachable {
         namespace: String,
         model_id: String,
         age_secs: u64,
         stale_secs: u64,
+        /// `: <the source's failure>` when known, else empty.
+        why: String,
     },
 }
 
@@ -915,10 +924,15 @@ impl DecisionEngine {
                 stale_secs,
             });
         }
+        let failure = || self.cache.health().why_not_fetched(key);
         match self.cache.fetched_at(key) {
             None => Err(DecisionError::NotFetchedYet {
                 namespace: key.namespace.clone(),
                 model_id: key.model_id.clone(),
+                why: match failure() {
+                    Some(f) => f.to_string(),
+                    None => "the first fetch since the model appeared has not finished; retry in a few seconds".to_owned(),
+                },
             }),
             Some(at) => {
                 let age = now.duration_since(at).unwrap_or_default();
@@ -928,6 +942,7 @@ impl DecisionEngine {
                         model_id: key.model_id.clone(),
                         age_secs: age.as_secs(),
                         stale_secs,
+                        why: failure().map(|f| format!(": {f}")).unwrap_or_default(),
                     })
                 } else {
                     Ok(())
@@ -1076,7 +1091,7 @@ mod tests {
                 namespace: "ns".into(),
                 model_id: "m".into(),
                 age_secs: 150,
-                stale_secs: 120
+                stale_secs: 120,
             }
         );
         assert!(err.to_string().contains("150s old"), "{err}");
@@ -1102,9 +1117,22 @@ mod tests {
             e.decide("ns", &sel("")).unwrap_err(),
             DecisionError::NotFetchedYet {
                 namespace: "ns".into(),
-                model_id: "m".into()
+                model_id: "m".into(),
+                why: "the first fetch since the model appeared has not finished; retry in a few seconds".into()
             }
         );
+        // A failed fetch is said, with its cause and since when.
+        e.cache().health().source_failed(
+            "Prometheus at http://prometheus:9090 unreachable",
+            "connection refused",
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(
+            e.decide("ns", &sel("")).unwrap_err().to_string(),
+            "no metrics for model \"m\" in namespace \"ns\": Prometheus at http://prometheus:9090 \
+             unreachable since 1970-01-01T00:00:00Z: connection refused"
+        );
+        e.cache().health().source_answered();
         // Fetched, and the backend has no series for the pods: hold.
         e.cache().mark_fetched(&model("ns", "m"), SystemTime::now());
         let d = e.decide("ns", &sel("")).unwrap();
@@ -1126,7 +1154,8 @@ mod tests {
                 namespace: "ns".into(),
                 model_id: "m".into(),
                 age_secs: 150,
-                stale_secs: 120
+                stale_secs: 120,
+                why: String::new(),
             }
         );
         assert!(err.is_unavailable());

@@ -7,6 +7,13 @@
 //! own formula is applied to the emulated Deployment so that its replicas
 //! really change.
 
+/// `println!` that does not panic when stdout is gone (`demo | head`).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        crate::telemetry::print_line(format_args!($($arg)*))
+    };
+}
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -336,24 +343,24 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         let at_zero = deployment.spec == 0 && last_desired == Some(0);
         if script_done(in_script, args.phase, args.retention, at_zero) {
             if at_zero {
-                println!(
+                say!(
                     "demo: full cycle in {}s: {TARGET} went from {START_REPLICAS} to {peak_replicas} replicas and, idle for the {}s retention period, to 0",
                     in_script.as_secs(),
                     args.retention.as_secs_f64()
                 );
             } else {
-                println!(
+                say!(
                     "demo: {TARGET} is still at {} replicas {}s after the load stopped",
                     deployment.spec,
                     (in_script.saturating_sub(args.phase * 3)).as_secs()
                 );
             }
             if args.once && !at_zero {
-                println!("demo: script finished");
+                say!("demo: script finished");
                 shutdown.cancel();
                 break;
             }
-            println!("demo: script starts again");
+            say!("demo: script starts again");
             script_start = now;
             peak_replicas = deployment.spec;
             returning_since = at_zero.then_some(now);
@@ -363,13 +370,13 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         // again, the round trip is complete.
         if let Some(since) = returning_since {
             if deployment.ready(now) >= 1 {
-                println!(
+                say!(
                     "demo: back from zero: {TARGET} has a ready replica {}s after the load returned",
                     now.duration_since(since).as_secs()
                 );
                 returning_since = None;
                 if args.once {
-                    println!("demo: script finished");
+                    say!("demo: script finished");
                     shutdown.cancel();
                     break;
                 }
@@ -406,7 +413,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
             0.0
         };
         if queued > 0.0 && last_queued == 0.0 {
-            println!("demo: load returns with {TARGET} at 0 replicas: the endpoint picker queues {queued} requests");
+            say!("demo: load returns with {TARGET} at 0 replicas: the endpoint picker queues {queued} requests");
         }
         last_queued = queued;
         epp.set_scheduler_queue(Some(queued));
@@ -423,7 +430,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
             if let Ok(Some(d)) = decision.as_ref().map(|ds| ds.first()) {
                 let proposed = hpa_replicas(d.ratio_milli, d.ready, deployment.spec);
                 if proposed != deployment.spec {
-                    println!(
+                    say!(
                         "demo: HPA scales {TARGET} from {} to {}",
                         deployment.spec,
                         proposed.clamp(MIN_REPLICAS, MAX_REPLICAS)
@@ -438,14 +445,14 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
             match &decision {
                 Ok(ds) => {
                     if let Some(d) = ds.first() {
-                        println!(
+                        say!(
                             "demo: t={:>4}s load={:>5.1} req/s kv={:.2} queue={:>4.1} desired={} ratio={:.3} replicas={} ready={}",
                             elapsed.as_secs(), rate, state.kv, state.waiting, d.desired,
                             d.ratio_milli as f64 / 1000.0, deployment.spec, ready
                         );
                     }
                 }
-                Err(e) => println!("demo: t={:>4}s no decision: {e}", elapsed.as_secs()),
+                Err(e) => say!("demo: t={:>4}s no decision: {e}", elapsed.as_secs()),
             }
         }
     }
@@ -459,17 +466,17 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
 
 fn print_banner(addr: SocketAddr, retention: Duration) {
     let base = format!("https://{addr}");
-    println!("wva-metrics-server demo: serving {base} (self-signed certificate, no authentication: loopback demo only)");
-    println!("  namespace: {NAMESPACE}   scale target: Deployment/{TARGET}   variant: {VARIANT}   model: {MODEL}");
-    println!(
+    say!("wva-metrics-server demo: serving {base} (self-signed certificate, no authentication: loopback demo only)");
+    say!("  namespace: {NAMESPACE}   scale target: Deployment/{TARGET}   variant: {VARIANT}   model: {MODEL}");
+    say!(
         "  scale to zero: on, retention period {}s, minReplicas {MIN_REPLICAS}",
         retention.as_secs_f64()
     );
-    println!("Try:");
-    println!("  curl -sk {base}/apis/external.metrics.k8s.io/v1beta1");
-    println!("  curl -sk '{base}/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/wva_desired_ratio?labelSelector=target_name%3D{TARGET}'");
-    println!("  curl -sk '{base}/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/wva_desired_replicas?labelSelector=target_name%3D{TARGET}'");
-    println!("  curl -sk {base}/metrics");
+    say!("Try:");
+    say!("  curl -sk {base}/apis/external.metrics.k8s.io/v1beta1");
+    say!("  curl -sk '{base}/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/wva_desired_ratio?labelSelector=target_name%3D{TARGET}'");
+    say!("  curl -sk '{base}/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/wva_desired_replicas?labelSelector=target_name%3D{TARGET}'");
+    say!("  curl -sk {base}/metrics");
 }
 
 #[cfg(test)]

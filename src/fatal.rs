@@ -20,10 +20,21 @@ pub struct InvalidConfiguration(pub String);
 /// The exit code for a fatal error: 2 when its chain holds a configuration
 /// mistake, 1 otherwise.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
+    use crate::collector::CollectorError;
+    use crate::server::tls::TlsError;
     let invalid = error.chain().any(|e| {
         e.is::<InvalidConfiguration>()
             || e.is::<crate::inventory::file::InventoryFileError>()
             || e.is::<crate::collector::prometheus::ConfigError>()
+            || matches!(
+                e.downcast_ref::<CollectorError>(),
+                Some(CollectorError::Configuration { .. })
+            )
+            // A certificate or key file given on the command line that is
+            // missing or unusable (not a failure to generate one).
+            || e
+                .downcast_ref::<TlsError>()
+                .is_some_and(|t| !matches!(t, TlsError::Generate(_)))
     });
     if invalid {
         EXIT_INVALID_CONFIGURATION

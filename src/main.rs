@@ -50,20 +50,27 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            wva_metrics_server::telemetry::eprint_line(format_args!(
+                "error: cannot start the async runtime: {e}"
+            ));
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run_command(cli.command)) {
+    let result = runtime.block_on(run_command(cli.command));
+    // Tasks still blocked (a query thread, a blocking read) are not waited
+    // for: the process is exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Said once: as a JSON log line for log collectors, else as a
-            // plain line for the person at the terminal.
+            // plain line for the person at the terminal (never a panic
+            // when stderr is gone).
             let message = wva_metrics_server::fatal::one_line(e.as_ref());
             if cli.log_json {
                 tracing::error!(error = %message, "fatal");
             } else {
-                eprintln!("error: {message}");
+                wva_metrics_server::telemetry::eprint_line(format_args!("error: {message}"));
             }
             ExitCode::from(
                 run::exit_code_for(&e).unwrap_or_else(|| wva_metrics_server::fatal::exit_code(&e)),
@@ -76,8 +83,10 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     {
         let shutdown = shutdown.clone();
+        // Handlers installed now, before anything else starts.
+        let signal = run::shutdown_signal();
         tokio::spawn(async move {
-            run::shutdown_signal().await;
+            signal.await;
             shutdown.cancel();
         });
     }
@@ -87,14 +96,17 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 // Refuse an unsafe KEDA port before anything starts.
                 run::keda_client_auth(&args)?;
             }
+            // Flags and files first: a mistake in them stops `serve` with
+            // exit code 2 before any task starts.
+            run::check_before_start(&args)?;
             let mut tasks = Vec::new();
-            let components = run::components_from_args(&args, &shutdown, &mut tasks).await?;
             let (certificate, cert) = run::ServingCert::from_args(
                 args.tls.tls_cert_file.as_deref(),
                 args.tls.tls_private_key_file.as_deref(),
                 &shutdown,
                 &mut tasks,
             )?;
+            let components = run::components_from_args(&args, &shutdown, &mut tasks).await?;
             let tls = certificate.config(wva_metrics_server::server::tls::ClientAuth::Optional)?;
             let addr = SocketAddr::new(args.listen.bind_address, args.listen.secure_port);
             let listen = run::Listen {
@@ -105,12 +117,14 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 limits: args.limits.server_limits(),
                 groups: wva_metrics_server::cli::ApiGroupName::served(&args.listen.api_groups),
             };
+            let drain_timeout = listen.limits.drain_timeout;
+            let shutdown_token = shutdown.clone();
             let mut server = run::start(components, listen, shutdown.clone(), tasks).await?;
             if let Some(port) = args.keda.keda_port {
                 let task = run::start_keda(&args, port, &certificate, &server, shutdown).await?;
                 server.tasks.push(task);
             }
-            server.join().await;
+            server.join_within(&shutdown_token, drain_timeout).await;
             Ok(())
         }
         #[cfg(feature = "emulator")]
@@ -130,7 +144,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 &args.out,
                 args.force,
             )?;
-            println!(
+            wva_metrics_server::say!(
                 "wrote {}, {}, {}, {} and {}",
                 files.ca_cert.display(),
                 files.ca_key.display(),
@@ -138,7 +152,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 files.tls_key.display(),
                 files.apiservice.display()
             );
-            println!(
+            wva_metrics_server::say!(
                 "next: kubectl -n {ns} create secret generic {svc}-tls --from-file={} --from-file={} --from-file={} && scripts/install-apiservice {}",
                 files.tls_cert.display(),
                 files.tls_key.display(),
@@ -149,7 +163,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             );
             if args.keda_client {
                 let keda = wva_metrics_server::certs::generate_keda_client(&args.out)?;
-                println!(
+                wva_metrics_server::say!(
                     "wrote {}, {} and {} for the KEDA port (serve --keda-client-ca-file {}; KEDA's tlsClientCert and tlsClientKey)",
                     keda.ca_cert.display(),
                     keda.client_cert.display(),
@@ -161,7 +175,8 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
         }
         Command::Simulate(args) => wva_metrics_server::simulate::run_cli(*args).await,
         Command::Crd => {
-            print!("{}", wva_metrics_server::inventory::crd::crd_yaml()?);
+            let crd = wva_metrics_server::inventory::crd::crd_yaml()?;
+            wva_metrics_server::say!("{}", crd.trim_end());
             Ok(())
         }
     }

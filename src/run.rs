@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,6 +67,27 @@ impl RunningServer {
     pub async fn join(self) {
         for t in self.tasks {
             let _ = t.await;
+        }
+    }
+
+    /// Waits for every task to end, but once `shutdown` is cancelled for
+    /// at most `drain` (plus a second for the tasks to notice): a task
+    /// stuck on the network (a fetch cycle waiting on an unreachable
+    /// Prometheus, a watch) must not keep the process from exiting on
+    /// SIGTERM, or every rollout waits for the pod's grace period.
+    pub async fn join_within(self, shutdown: &CancellationToken, drain: Duration) {
+        let all = self.join();
+        tokio::pin!(all);
+        tokio::select! {
+            _ = &mut all => return,
+            _ = shutdown.cancelled() => {}
+        }
+        let bound = drain + Duration::from_secs(1);
+        if tokio::time::timeout(bound, all).await.is_err() {
+            tracing::warn!(
+                timeout = ?bound,
+                "tasks still running at the end of the drain timeout; exiting without them"
+            );
         }
     }
 }
@@ -274,6 +294,41 @@ fn watch_thresholds_file(
     })
 }
 
+/// The checks of `serve`'s flags that need no file and no network, made
+/// before anything starts: a mistake here is a configuration error (exit
+/// code 2), never a runtime failure found after tasks started.
+pub fn check_before_start(args: &ServeArgs) -> anyhow::Result<()> {
+    let standalone = matches!(args.inventory.inventory, InventorySource::File(_));
+    if standalone && args.status.leader_elect == Some(true) {
+        return Err(crate::fatal::InvalidConfiguration(
+            "--leader-elect needs --inventory kube: a standalone server (--inventory file:) writes no status, so there is nothing to lead".to_owned(),
+        )
+        .into());
+    }
+    match (&args.tls.tls_cert_file, &args.tls.tls_private_key_file) {
+        (Some(_), None) => {
+            return Err(crate::fatal::InvalidConfiguration(
+                "--tls-cert-file needs --tls-private-key-file (give both, or neither for a self-signed certificate)".to_owned(),
+            )
+            .into())
+        }
+        (None, Some(_)) => {
+            return Err(crate::fatal::InvalidConfiguration(
+                "--tls-private-key-file needs --tls-cert-file (give both, or neither for a self-signed certificate)".to_owned(),
+            )
+            .into())
+        }
+        _ => {}
+    }
+    if args.metrics.metrics_backend == BackendKind::Prometheus {
+        let config = args.prometheus.config()?;
+        if !config.url.is_empty() {
+            config.validate()?;
+        }
+    }
+    Ok(())
+}
+
 /// Builds the components of `serve` from its flags.
 pub async fn components_from_args(
     args: &ServeArgs,
@@ -305,6 +360,7 @@ pub async fn components_from_args(
         None;
     let mut leader = None;
     let standalone = matches!(args.inventory.inventory, InventorySource::File(_));
+    check_before_start(args)?;
     if args.authentication.insecure_disable_auth && !standalone {
         return Err(crate::fatal::InvalidConfiguration(
             "--insecure-disable-auth is only allowed with --inventory file: (standalone mode)"
@@ -459,24 +515,26 @@ pub async fn components_from_args(
             if args.scrape.epp_metrics_url.is_some() {
                 tracing::warn!("--epp-metrics-url is used with --metrics-backend scrape only: with Prometheus the endpoint picker's queues are queried there");
             }
+            config.validate()?;
             let backend = Arc::new(
                 PrometheusBackend::new(config, telemetry.clone())?
                     .with_scale_to_zero(Arc::clone(&scale_to_zero)),
             );
             let check = Arc::clone(&backend);
+            let stop = shutdown.clone();
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = check.validate_metrics_availability().await {
-                    tracing::warn!(error = %e, "cannot check which vLLM series Prometheus has");
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    checked = check.validate_metrics_availability() => {
+                        if let Err(e) = checked {
+                            tracing::warn!(error = %e, "cannot check which vLLM series Prometheus has");
+                        }
+                    }
                 }
             }));
             (backend, interval)
         }
     };
-    if standalone && args.status.leader_elect == Some(true) {
-        anyhow::bail!(
-            "--leader-elect needs --inventory kube (a standalone server writes no status)"
-        );
-    }
     Ok(Components {
         leader,
         inventory,
@@ -561,9 +619,15 @@ fn build_auth(
     let read = |path: &Path,
                 what: &str|
      -> anyhow::Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
-        let pem = std::fs::read(path)
-            .with_context(|| format!("cannot read {what} {}", path.display()))?;
-        handshake::ca_verifier(&pem).map_err(|e| anyhow::anyhow!("{what} {}: {e}", path.display()))
+        let pem = std::fs::read(path).map_err(|e| {
+            crate::fatal::InvalidConfiguration(format!(
+                "cannot read {what} {}: {e}",
+                path.display()
+            ))
+        })?;
+        handshake::ca_verifier(&pem).map_err(|e| {
+            crate::fatal::InvalidConfiguration(format!("{what} {}: {e}", path.display())).into()
+        })
     };
     let request_header = match &args.authentication.requestheader_client_ca_file {
         Some(path) => Some(RequestHeaderAuth {
@@ -755,7 +819,6 @@ pub async fn start(
     }
     engine = engine.with_v2_limiter(v2_limiter);
     let engine = Arc::new(engine);
-    let first_cycle_done = Arc::new(AtomicBool::new(false));
     let publisher = DecisionPublisher::new(Arc::clone(&engine), telemetry.clone());
     let cycles = Arc::new(tokio::sync::Notify::new());
     if let Some((client, interval)) = status_writer {
@@ -773,7 +836,6 @@ pub async fn start(
         inventory,
         schedule: FetchSchedule::with_floor(fetch_interval),
         freshness,
-        first_cycle_done: Arc::clone(&first_cycle_done),
         on_cycle: Some(Box::new(move |outcome: &CycleOutcome| {
             cycle_telemetry.record_cycle(
                 outcome.result.is_ok(),
@@ -795,7 +857,6 @@ pub async fn start(
         discovery: DiscoveryDocuments::build_for(groups),
         registry,
         telemetry: telemetry.clone(),
-        first_fetch_done: first_cycle_done,
         auth,
     });
     tasks.push(tokio::spawn(server::serve(
@@ -1012,25 +1073,35 @@ impl DecisionPublisher {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when the future is first polled: a signal that arrives
+/// while the spawned task waiting on it has not run yet must not take the
+/// default action (terminate at once, without draining).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(interrupt) => tracing::info!("SIGINT received, shutting down"),
+                _ = wait(terminate) => tracing::info!("SIGTERM received, shutting down"),
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-        _ = term => tracing::info!("SIGTERM received, shutting down"),
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("interrupted, shutting down");
     }
 }
 

@@ -396,6 +396,12 @@ impl prometheus_client::collector::Collector for ProcessCollector {
 }
 
 /// Sets up structured logging: `RUST_LOG` style filter, JSON when asked.
+///
+/// A log line that cannot be written (stderr is a pipe whose reader went
+/// away, as with `serve 2>&1 | head`) is dropped: tracing-subscriber's
+/// default reports such a failure with `eprintln!`, which panics on a
+/// closed stderr, and the panic killed whatever task was logging (the
+/// signal handler among them, so SIGTERM was never acted on).
 pub fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -404,11 +410,38 @@ pub fn init_tracing(json: bool) {
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(ansi)
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     // A second initialisation (tests) is harmless, so its error is ignored.
     let _ = if json {
         builder.json().try_init()
     } else {
         builder.try_init()
+    };
+}
+
+/// Writes a line to stdout, ignoring a failure: a reader that went away
+/// (`demo | head`) must not panic the task that prints, as `println!`
+/// would. For the progress lines of `demo` and the results of short
+/// commands.
+pub fn print_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(line).and_then(|()| out.write_all(b"\n"));
+    let _ = out.flush();
+}
+
+/// Writes a line to stderr, ignoring a failure (see [`print_line`]).
+pub fn eprint_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(line).and_then(|()| err.write_all(b"\n"));
+}
+
+/// `println!` that never panics: [`print_line`].
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::telemetry::print_line(format_args!($($arg)*))
     };
 }

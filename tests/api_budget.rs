@@ -208,8 +208,9 @@ async fn a_forbidden_status_write_is_logged_once_naming_the_permission() {
             .then_some(text)
     })
     .await;
-    // Retried every minute, not every cycle: nothing else was sent.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Retried every minute, not every cycle: nothing else was sent over
+    // the next cycles.
+    server.wait_fetch_cycles(4).await;
     assert_eq!(api.status_answers().len(), 3, "{text}");
     let log = server.log();
     let lines: Vec<&str> = log

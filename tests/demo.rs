@@ -153,9 +153,101 @@ fn assert_full_cycle(stdout: &str) {
     );
 }
 
+/// The README's sample of the demo's output: the command it names (the
+/// flags after `demo`, `--port` left out) and the lines of the block.
+fn readme_sample() -> (Vec<String>, Vec<String>) {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let marker = "prints (a real run; times vary by a few seconds):";
+    let at = readme
+        .find(marker)
+        .expect("README introduces the demo's sample output with its command");
+    let intro = &readme[..at];
+    let command = intro[intro
+        .rfind("`cargo run --release -- demo")
+        .expect("the command")..]
+        .trim_start_matches('`');
+    let command = &command[..command.find('`').unwrap()];
+    let mut flags: Vec<String> = command
+        .split_whitespace()
+        .skip_while(|w| *w != "demo")
+        .skip(1)
+        .map(str::to_owned)
+        .collect();
+    if let Some(i) = flags.iter().position(|f| f == "--port") {
+        flags.drain(i..i + 2);
+    }
+    let block = &readme[at..];
+    let block = &block[block.find("```text\n").unwrap() + 8..];
+    let block = &block[..block.find("```").unwrap()];
+    (flags, block.lines().map(str::to_owned).collect())
+}
+
+/// A line with the numbers that vary between runs (durations, queued
+/// requests) replaced: replica counts and the retention stay.
+fn normalized(line: &str) -> String {
+    let mut out = String::new();
+    let words: Vec<&str> = line.split(' ').collect();
+    for (i, w) in words.iter().enumerate() {
+        let duration = w
+            .trim_end_matches([':', ','])
+            .strip_suffix('s')
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+            && words.get(i + 1) != Some(&"retention");
+        let queued = words.get(i + 1) == Some(&"requests") && w.chars().all(|c| c.is_ascii_digit());
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(if duration {
+            "<time>"
+        } else if queued {
+            "<n>"
+        } else {
+            w
+        });
+    }
+    out
+}
+
 #[test]
 fn demo_once_with_20s_phases_goes_up_to_the_peak_to_zero_and_back() {
-    assert_full_cycle(&demo_once(&["--phase", "20s"]));
+    let (flags, sample) = readme_sample();
+    assert_eq!(
+        flags,
+        ["--phase", "20s", "--once"],
+        "the README's sample is from the run this test makes"
+    );
+    // demo_once adds --once.
+    let flags: Vec<&str> = flags
+        .iter()
+        .map(String::as_str)
+        .filter(|f| *f != "--once")
+        .collect();
+    let stdout = demo_once(&flags);
+    assert_full_cycle(&stdout);
+    // Every line of the README's sample is printed, in that order
+    // (`...` stands for lines left out).
+    let printed: Vec<String> = stdout.lines().map(normalized).collect();
+    let mut from = 0;
+    for line in sample.iter().filter(|l| l.trim() != "...") {
+        let want = normalized(line);
+        match printed[from..].iter().position(|p| *p == want) {
+            Some(i) => from += i + 1,
+            None => panic!("README line not printed (in order): {line:?}\nprinted:\n{stdout}"),
+        }
+    }
+}
+
+#[test]
+fn normalizing_keeps_the_counts_that_matter() {
+    assert_eq!(
+        normalized("demo: full cycle in 83s: llama-8b-decode went from 1 to 6 replicas and, idle for the 20s retention period, to 0"),
+        "demo: full cycle in <time> llama-8b-decode went from 1 to 6 replicas and, idle for the 20s retention period, to 0"
+    );
+    assert_eq!(
+        normalized("demo: load returns with llama-8b-decode at 0 replicas: the endpoint picker queues 7 requests"),
+        "demo: load returns with llama-8b-decode at 0 replicas: the endpoint picker queues <n> requests"
+    );
 }
 
 #[test]

@@ -170,7 +170,7 @@ async fn the_saturation_config_file_is_reloaded_and_a_bad_version_is_refused() {
     )
     .await;
     assert!(s.log().contains("kvCacheThreshold"), "the log says why");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.wait_fetch_cycles(3).await;
     assert_eq!(
         s.value("llm-a", "wva_desired_replicas", "target_name=llama-decode")
             .await

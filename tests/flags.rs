@@ -1454,7 +1454,8 @@ async fn status_leader_and_lookup_flags_turn_parts_off() {
 async fn keda_bind_address_moves_the_grpc_port() {
     let _lock = ENV_LOCK.lock().await;
     let keda = free_port().to_string();
-    let server = Server::with_inventory(
+    // Port 1: no pod answers, so the server is not ready; it listens.
+    let server = Server::with_unreachable_source(
         &two_model_inventory(&[1; 5]),
         &[
             "--metrics-backend",
@@ -1578,8 +1579,9 @@ async fn scrape_interval_sets_the_pace_of_cycles() {
     let inventory = two_model_inventory(&[1; 5]);
     let flags =
         |interval: &'static str| ["--metrics-backend", "scrape", "--scrape-interval", interval];
-    let slow = Server::with_inventory(&inventory, &flags("1h")).await;
-    let fast = Server::with_inventory(&inventory, &flags("200ms")).await;
+    // Nothing answers (port 1, or no Prometheus): not ready, listening.
+    let slow = Server::with_unreachable_source(&inventory, &flags("1h")).await;
+    let fast = Server::with_unreachable_source(&inventory, &flags("200ms")).await;
     eventually(Duration::from_secs(30), "15 cycles at 200ms", || async {
         (fetch_cycles(&fast).await >= 15).then_some(())
     })
@@ -1606,8 +1608,9 @@ async fn metrics_fetch_interval_sets_the_pace_of_cycles() {
             interval,
         ]
     };
-    let slow = Server::with_inventory(&inventory, &flags("1h")).await;
-    let fast = Server::with_inventory(&inventory, &flags("200ms")).await;
+    // Nothing answers (port 1, or no Prometheus): not ready, listening.
+    let slow = Server::with_unreachable_source(&inventory, &flags("1h")).await;
+    let fast = Server::with_unreachable_source(&inventory, &flags("200ms")).await;
     eventually(Duration::from_secs(30), "15 cycles at 200ms", || async {
         (fetch_cycles(&fast).await >= 15).then_some(())
     })

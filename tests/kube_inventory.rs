@@ -377,7 +377,7 @@ async fn status_receives_the_decision_once_per_change() {
     // write before the first scrape, MetricsMissing, may precede the one
     // found above; what counts is that nothing follows it.)
     let writes = c.api.status_patches().len();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.server.wait_fetch_cycles(4).await;
     let after = c.api.status_patches();
     assert_eq!(
         after.len(),
@@ -401,11 +401,16 @@ async fn status_receives_the_decision_once_per_change() {
         stored["status"]["actualAlloc"]["numReplicas"], 3,
         "another manager's status field survives our apply: {stored}"
     );
-    let events = c.api.events();
-    assert!(
-        events.iter().any(|e| e["reason"] == "ScalingDecision"),
-        "{events:?}"
-    );
+    // The Event is a call of its own, made after the status write
+    // returned: wait for it rather than expect it with the write.
+    eventually(WAIT, "a ScalingDecision Event", || async {
+        c.api
+            .events()
+            .iter()
+            .any(|e| e["reason"] == "ScalingDecision")
+            .then_some(())
+    })
+    .await;
 
     // Metrics go stale: the conditions change, one write and one Warning event.
     drop(c.emulators);
@@ -417,13 +422,29 @@ async fn status_receives_the_decision_once_per_change() {
             .then_some(())
     })
     .await;
-    let warnings = c.api.events();
-    assert!(
-        warnings
-            .iter()
-            .any(|e| e["reason"] == "MetricsUnavailable" && e["type"] == "Warning"),
-        "{warnings:?}"
-    );
+    // The Warning follows the write that carries the condition (it failed
+    // under load when read right after the write: only ScalingDecision was
+    // there yet). It is the one about staleness, not a MetricsMissing
+    // Warning from before the first scrape, which also delays it: one
+    // Event per object and reason per minute (EVENT_INTERVAL).
+    eventually(
+        WAIT + Duration::from_secs(60),
+        "a MetricsUnavailable Warning saying MetricsStale",
+        || async {
+            c.api
+                .events()
+                .iter()
+                .any(|e| {
+                    e["reason"] == "MetricsUnavailable"
+                        && e["type"] == "Warning"
+                        && e["note"]
+                            .as_str()
+                            .is_some_and(|n| n.starts_with("MetricsStale"))
+                })
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -294,8 +294,9 @@ async fn readyz_waits_for_the_caches_and_discovery_does_not() {
     // Discovery never depends on the caches (the aggregator probes it).
     let (status, body) = s.get("/apis/external.metrics.k8s.io/v1beta1").await;
     assert_eq!(status, 200, "{body}");
-    // Still not ready a while later: it waits for the lists, not for a clock.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Still not ready several fetch cycles later: it waits for the lists,
+    // not for a clock.
+    s.wait_fetch_cycles(3).await;
     let (status, _) = s.get("/readyz").await;
     assert_eq!(status, 503);
     api.release_lists();

@@ -151,7 +151,9 @@ async fn one_replica_writes_and_another_takes_over_when_it_dies() {
     .await;
     // Several fetch cycles and renewals later: one writer, one Event per
     // change (a first write before the first scrape may say 3).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    for r in &c.replicas {
+        r.wait_fetch_cycles(4).await;
+    }
     let events = decisions(&c.api);
     assert!(
         events.iter().all(|(who, _)| who == leader_name),
@@ -188,8 +190,9 @@ async fn one_replica_writes_and_another_takes_over_when_it_dies() {
         .unwrap();
     assert_eq!(lease["spec"]["leaseTransitions"], 1, "{lease}");
     assert_ne!(taken, first);
-    // The new leader does not repeat the old leader's Event...
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The new leader does not repeat the old leader's Event (over several
+    // of its cycles)...
+    c.replicas[follower].wait_fetch_cycles(4).await;
     assert_eq!(decisions(&c.api), events, "no Event repeated on takeover");
     // ...and reports the next change itself.
     for e in &c.emulators {

@@ -88,11 +88,18 @@ pub struct MetricsCache {
     /// before a computation tells whether its inputs changed since
     /// (`server::answers`).
     generation: std::sync::atomic::AtomicU64,
+    /// Whether the source answers, and why not (answers, `/readyz`).
+    health: super::health::FetchHealth,
 }
 
 impl MetricsCache {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// What the fetcher knows about the source's health.
+    pub fn health(&self) -> &super::health::FetchHealth {
+        &self.health
     }
 
     /// The metrics of one pod, if any were ever accepted.

@@ -3,12 +3,12 @@
 //! old to keep, and waits for the next cycle: an adaptive gap (see
 //! [`FetchSchedule`]), or sooner when the inventory changes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
+use super::health::{rfc3339_seconds, Change};
 use super::{CollectorError, CycleReport, FreshnessPolicy, MetricsBackend, MetricsCache};
 use crate::inventory::{InventoryStore, ModelKey};
 
@@ -70,10 +70,6 @@ pub struct Fetcher {
     pub schedule: FetchSchedule,
     /// Entries older than `freshness.unavailable` are dropped.
     pub freshness: FreshnessPolicy,
-    /// Set after the first cycle over the synced inventory, successful or
-    /// not: readiness must not wait on the metrics backend, or an outage
-    /// would take discovery down too.
-    pub first_cycle_done: Arc<AtomicBool>,
     pub on_cycle: Option<CycleHook>,
 }
 
@@ -88,7 +84,12 @@ impl Fetcher {
             let started = tokio::time::Instant::now();
             // Changes seen before this cycle are covered by it.
             changes.borrow_and_update();
-            let outcome = self.cycle().await;
+            // A cycle waiting on an unreachable backend is abandoned at
+            // shutdown rather than waited for.
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                outcome = self.cycle() => outcome,
+            };
             let duration = started.elapsed();
             // A cycle with failures spent its time waiting on an unreachable
             // backend or pod, not working: the next one starts after the
@@ -137,6 +138,7 @@ impl Fetcher {
         let backend = self.backend.name();
         let started = SystemTime::now();
         let outcome = self.backend.fetch_cycle(&snapshot, &self.cache).await;
+        let health = self.cache.health();
         match &outcome {
             Ok(report) => {
                 tracing::debug!(
@@ -152,20 +154,48 @@ impl Fetcher {
                         self.cache.mark_fetched(key, started);
                     }
                 }
+                if let Change::Recovered { since } = health.source_answered() {
+                    tracing::info!(
+                        backend,
+                        failing_since = %rfc3339_seconds(since),
+                        "the metrics source answers again"
+                    );
+                }
             }
-            Err(e) => tracing::warn!(backend, error = %e, "fetch cycle failed"),
+            // The backend records (and logs) what failed as it happens,
+            // once per change; an error it did not record is recorded here.
+            Err(e) => match health.source_failure() {
+                Some(_) => tracing::debug!(backend, error = %e, "fetch cycle failed"),
+                None => {
+                    health.source_failed(
+                        &format!("metrics backend {backend} failed"),
+                        &e.to_string(),
+                        started,
+                    );
+                    tracing::warn!(backend, error = %e, "fetch cycle failed; logged again when it succeeds or fails differently");
+                }
+            },
         }
+        health.retain_models(|k| snapshot.has_model(k));
         let now = SystemTime::now();
         let unavailable = self.freshness.unavailable;
         self.cache
             .retain(|k, m| snapshot.has_pod_key(k) && m.age(now) <= unavailable);
         self.cache
             .retain_models(|k: &ModelKey| snapshot.has_model(k));
-        // Only a cycle over the synced inventory counts for readiness: one
-        // that ran before the first sync reached no model, and a ready
-        // server would then answer "not fetched yet" for a moment.
-        if synced {
-            self.first_cycle_done.store(true, Ordering::Release);
+        // Readiness: a cycle over the synced inventory (one that ran before
+        // the first sync reached no model) that reached the source: every
+        // query answered, or some model's pods did (an inventory with
+        // nothing to fetch counts too).
+        let reached_something = match &outcome {
+            Ok(report) => {
+                report.unreached_models.is_empty()
+                    || report.unreached_models.len() < snapshot.models().count()
+            }
+            Err(_) => false,
+        };
+        if synced && reached_something {
+            health.mark_succeeded();
         }
         outcome
     }
@@ -224,7 +254,6 @@ mod tests {
             inventory,
             schedule: FetchSchedule::with_floor(Duration::from_secs(1)),
             freshness: FreshnessPolicy::default(),
-            first_cycle_done: Arc::new(AtomicBool::new(false)),
             on_cycle: None,
         }
     }
@@ -272,7 +301,10 @@ mod tests {
             "older than unavailable: dropped"
         );
         assert!(f.cache.get("ns/gone").is_none(), "pod left the inventory");
-        assert!(f.first_cycle_done.load(Ordering::Acquire));
+        assert!(
+            f.cache.health().has_succeeded(),
+            "a cycle that reached the source"
+        );
     }
 
     #[tokio::test]
@@ -287,11 +319,19 @@ mod tests {
                 fail: true,
             },
         ] {
+            let failing = stub.fail;
             let f = fetcher(stub);
             let _ = f.cycle().await;
             assert_eq!(f.cache.fetched_at(&model()), None);
-            // Readiness does not wait for the backend to work.
-            assert!(f.first_cycle_done.load(Ordering::Acquire));
+            // Not ready until a cycle reaches the source.
+            assert!(!f.cache.health().has_succeeded());
+            // A failed cycle the backend did not record is recorded here.
+            assert_eq!(
+                f.cache.health().source_failure().is_some(),
+                failing,
+                "{:?}",
+                f.cache.health().source_failure()
+            );
         }
     }
 

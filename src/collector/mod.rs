@@ -10,6 +10,7 @@ pub mod cache;
 pub mod exposition;
 pub mod fetcher;
 pub mod freshness;
+pub mod health;
 pub mod prometheus;
 pub mod sample;
 pub mod scrape;
@@ -57,6 +58,13 @@ pub enum CollectorError {
     },
     #[error("metrics backend {backend} timed out after {seconds:.1}s")]
     Timeout { backend: &'static str, seconds: f64 },
+    /// A setting of the backend that cannot work (a URL that is not one, a
+    /// CA file that is not PEM): found before any request, exit code 2.
+    #[error("{message}")]
+    Configuration {
+        backend: &'static str,
+        message: String,
+    },
 }
 
 /// A source of per-replica metrics.

@@ -79,9 +79,9 @@ impl ScrapeError {
         if e.is_timeout() {
             ScrapeError::Timeout
         } else if e.is_connect() {
-            ScrapeError::Connect(e.to_string())
+            ScrapeError::Connect(super::health::describe_request_error(&e))
         } else {
-            ScrapeError::Request(e.to_string())
+            ScrapeError::Request(super::health::describe_request_error(&e))
         }
     }
 }
@@ -388,6 +388,8 @@ impl MetricsBackend for ScrapeBackend {
         }
         let stz = self.scale_to_zero.load_full();
         let mut reached: HashSet<&str> = HashSet::new();
+        // Why each pod that failed did, for the answers of its model.
+        let mut failed: HashMap<&str, String> = HashMap::new();
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         for (pod, result) in results {
             match result {
@@ -404,6 +406,14 @@ impl MetricsBackend for ScrapeBackend {
                 }
                 Err(e) => {
                     report.failures += 1;
+                    failed.insert(
+                        pod.key.as_str(),
+                        format!(
+                            "{} ({}): {e}",
+                            pod.key,
+                            pod.scrape_url().unwrap_or_else(|| "no pod IP".to_owned())
+                        ),
+                    );
                     self.telemetry
                         .backend_errors
                         .get_or_create(&BackendErrorLabels {
@@ -426,13 +436,23 @@ impl MetricsBackend for ScrapeBackend {
         }
         // A model none of whose scrape targets answered was not reached:
         // its data is only as recent as the last scrape that worked.
+        // Its answers say which pods failed and why.
+        let source = cache.health();
+        let now = SystemTime::now();
         for (key, _) in inventory.models() {
-            let mut targets = inventory
+            let targets: Vec<&ReplicaPod> = inventory
                 .model_pods(key)
                 .filter(|p| p.ready && p.ip.is_some())
-                .peekable();
-            if targets.peek().is_some() && !targets.any(|p| reached.contains(p.key.as_str())) {
+                .collect();
+            if !targets.is_empty() && !targets.iter().any(|p| reached.contains(p.key.as_str())) {
                 report.unreached_models.push(key.clone());
+                let what = format!(
+                    "no ready pod of model {:?} in namespace {:?} answered its /metrics",
+                    key.model_id, key.namespace
+                );
+                source.model_failed(key, &what, &pod_failures(&targets, &failed), now);
+            } else {
+                source.model_answered(key);
             }
         }
         // Forget the windows and health of pods that are no longer scraped.
@@ -450,6 +470,27 @@ impl MetricsBackend for ScrapeBackend {
             .retain(|k, _| live.contains(k.as_str()));
         Ok(report)
     }
+}
+
+/// The failures of a model's pods in one line: the first three, and how
+/// many more.
+fn pod_failures(pods: &[&ReplicaPod], failed: &HashMap<&str, String>) -> String {
+    const SHOWN: usize = 3;
+    let mut lines: Vec<&str> = pods
+        .iter()
+        .filter_map(|p| failed.get(p.key.as_str()).map(String::as_str))
+        .collect();
+    lines.sort_unstable();
+    let more = lines.len().saturating_sub(SHOWN);
+    lines.truncate(SHOWN);
+    let mut text = lines.join("; ");
+    if more > 0 {
+        text.push_str(&format!("; and {more} more"));
+    }
+    if text.is_empty() {
+        text.push_str("no scrape was made");
+    }
+    text
 }
 
 #[cfg(test)]

@@ -179,13 +179,80 @@ fn dropped_fields(
     }
 }
 
-/// serde_norway's message without its own " at line L column C" (which counts
-/// from the document): the file's line is reported instead.
-fn without_location(message: &str) -> &str {
-    match message.rfind(" at line ") {
-        Some(at) if message[at..].contains(" column ") => &message[..at],
-        _ => message,
+/// A key given where a required field was missing, that looks like it.
+struct Misspelled {
+    given: String,
+    wanted: String,
+}
+
+/// For "missing field `modelID`" at `field` (`spec`): a key of the given
+/// object at that path that differs from `modelID` only by case or by up
+/// to two edits, and is not itself expected there.
+fn misspelled_required_field(
+    given: &serde_json::Value,
+    field: Option<&str>,
+    message: &str,
+) -> Option<Misspelled> {
+    let wanted = message
+        .strip_prefix("missing field `")?
+        .split('`')
+        .next()?
+        .to_owned();
+    let mut object = given;
+    for segment in field.iter().flat_map(|f| f.split('.')) {
+        object = object.get(segment)?;
     }
+    let keys = object.as_object()?;
+    let close = |k: &str| k.eq_ignore_ascii_case(&wanted) || edit_distance(k, &wanted) <= 2;
+    keys.keys()
+        .find(|k| k.as_str() != wanted && close(k))
+        .map(|k| Misspelled {
+            given: k.clone(),
+            wanted,
+        })
+}
+
+/// Levenshtein distance between two short keys.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// serde_norway's message without its own positions: " at line L column
+/// C" (counted from the document, not the file), which can appear twice
+/// ("did not find expected key at line 11 column 3, while parsing a block
+/// mapping at line 6 column 3"): the file's line is reported instead, once.
+fn without_location(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(" at line ") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + " at line ".len()..];
+        let digits = |s: &str| s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let n = digits(after);
+        let tail = &after[n..];
+        match tail.strip_prefix(" column ") {
+            Some(col) if n > 0 => rest = &col[digits(col)..],
+            _ => {
+                out.push_str(" at line ");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `spec.minReplicas: invalid type ...` -> the field path serde_norway names.
@@ -223,11 +290,33 @@ where
             .map(|l| doc.first_line + l.line() - 1)
             .unwrap_or(doc.first_line);
         let message = without_location(&text);
+        let message = message.as_str();
         let field = field_of_message(message);
         let message = match &field {
             Some(f) => message[f.len() + 2..].to_owned(),
             None => message.to_owned(),
         };
+        // A required field "missing" because it is spelled differently
+        // (`modelId` for `modelID`): name the key that is there.
+        if let Some(unknown) = misspelled_required_field(given, field.as_deref(), &message) {
+            let path: Vec<String> = field
+                .iter()
+                .flat_map(|f| f.split('.'))
+                .map(str::to_owned)
+                .chain(std::iter::once(unknown.given.clone()))
+                .collect();
+            let line = line_of_field(doc.text, &path)
+                .map(|l| doc.first_line + l - 1)
+                .unwrap_or(line);
+            return invalid(
+                line,
+                Some(path.join(".")),
+                format!(
+                    "unknown field `{}` of {kind}, did you mean `{}`?",
+                    unknown.given, unknown.wanted
+                ),
+            );
+        }
         invalid(line, field, format!("not a valid {kind}: {message}"))
     })?;
     let kept = serde_json::to_value(&value).map_err(|e| {
@@ -599,9 +688,23 @@ spec:
             (
                 "    name: llama\n",
                 "    nmae: llama\n",
-                29,
-                Some("spec.scaleTargetRef"),
-                "missing field `name`",
+                30,
+                Some("spec.scaleTargetRef.nmae"),
+                "unknown field `nmae` of VariantAutoscaling, did you mean `name`?",
+            ),
+            (
+                "  modelID: meta/llama-3.1-8b\n",
+                "  modelId: meta/llama-3.1-8b\n",
+                31,
+                Some("spec.modelId"),
+                "unknown field `modelId` of VariantAutoscaling, did you mean `modelID`?",
+            ),
+            (
+                "    name: llama\n",
+                "    name: llama\n  - x: 1\n",
+                31,
+                None,
+                "not valid YAML: did not find expected key, while parsing a block mapping",
             ),
             (
                 "  modelID: meta/llama-3.1-8b\n",

@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -39,8 +38,6 @@ pub struct AppState {
     pub discovery: DiscoveryDocuments,
     pub registry: Registry,
     pub telemetry: Telemetry,
-    /// Set once the first metrics fetch cycle has finished.
-    pub first_fetch_done: Arc<AtomicBool>,
     /// Authentication and authorization; None only when explicitly disabled.
     pub auth: Option<Arc<Auth>>,
 }
@@ -163,8 +160,15 @@ impl App {
                 inventory.pending().join(", ")
             ));
         }
-        if !s.first_fetch_done.load(Ordering::Acquire) {
-            failing.push("metrics: first fetch cycle not finished".to_owned());
+        // Ready once a fetch cycle reached the metrics source; later
+        // outages do not take readiness back (the answers say them), see
+        // docs/architecture.md "Readiness".
+        let health = s.engine.cache().health();
+        if !health.has_succeeded() {
+            failing.push(match health.any_failure() {
+                Some(failure) => format!("metrics: no fetch has succeeded yet: {failure}"),
+                None => "metrics: the first fetch cycle has not finished".to_owned(),
+            });
         }
         if failing.is_empty() {
             ok(TEXT, Bytes::from_static(b"ok"))

@@ -344,8 +344,13 @@ pub async fn run_cli(args: SimulateArgs) -> anyhow::Result<()> {
             (name.clone(), trace, duration)
         }
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read trace {}", path.display()))?;
+            // A file the user named: a mistake to fix, exit code 2.
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                crate::fatal::InvalidConfiguration(format!(
+                    "cannot read trace {}: {e}",
+                    path.display()
+                ))
+            })?;
             let trace = parse_trace(&path.display().to_string(), &text)?;
             let natural = trace.natural_duration();
             (path.display().to_string(), trace, natural)

@@ -275,6 +275,46 @@ impl Server {
         .await;
     }
 
+    /// Waits (30 s at most) until the server answers `/healthz` 200: it
+    /// listens, whether or not its metrics source answers (for servers
+    /// whose source is down at start, which are not ready).
+    pub async fn wait_listening(&self) {
+        let url = format!("{}/healthz", self.base);
+        eventually(Duration::from_secs(30), "serve to listen", || {
+            let c = self.client.clone();
+            let url = url.clone();
+            async move {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => Some(()),
+                    _ => None,
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Fetch cycles finished so far (`wva_fetch_cycles_total`, any result).
+    pub async fn fetch_cycles(&self) -> u64 {
+        let text = self.text("/metrics").await;
+        text.lines()
+            .filter(|l| l.starts_with("wva_fetch_cycles_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    /// Waits (60 s at most) until `n` more fetch cycles have finished: the
+    /// bounded wait before asserting that something did NOT happen ("no
+    /// further write"), instead of a fixed sleep that a loaded machine
+    /// may not fill with the cycles it assumes.
+    pub async fn wait_fetch_cycles(&self, n: u64) {
+        let start = self.fetch_cycles().await;
+        let what = format!("{n} more fetch cycles (from {start})");
+        eventually(Duration::from_secs(60), &what, || async {
+            (self.fetch_cycles().await >= start + n).then_some(())
+        })
+        .await;
+    }
+
     /// Starts `serve` as [`Server::start_with`] does, without waiting for
     /// it to become ready (for tests of readiness itself).
     /// Launches `serve` against the in-process API server as a cluster
@@ -347,6 +387,21 @@ impl Server {
         let mut args = vec!["--inventory", inv.as_str()];
         args.extend_from_slice(extra);
         Server::start(dir, &args).await
+    }
+
+    /// As [`Server::with_inventory`], for an inventory whose pods (or
+    /// Prometheus) do not answer: such a server is not ready (no fetch
+    /// reached its source), so this waits for it to listen instead.
+    pub async fn with_unreachable_source(yaml: &str, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let inv = format!("file:{}", path.display());
+        let mut args = vec!["--inventory", inv.as_str()];
+        args.extend_from_slice(extra);
+        let server = Server::launch(dir, &args, &[], false);
+        server.wait_listening().await;
+        server
     }
 
     /// The log of a server started with `log` set.

@@ -194,13 +194,28 @@ impl PrometheusConfig {
                 "required with --metrics-backend prometheus (or pass --prometheus-url)",
             ));
         }
-        let parsed = reqwest::Url::parse(&self.url)
-            .map_err(|e| invalid(option::URL, &self.url, format!("not a URL: {e}")))?;
+        // `localhost:9090` parses as a URL of scheme `localhost`: say what
+        // was probably meant.
+        let hint = if !self.url.contains("://")
+            && !self.url.is_empty()
+            && !self.url.contains(char::is_whitespace)
+        {
+            format!(" (did you mean \"http://{}\"?)", self.url)
+        } else {
+            String::new()
+        };
+        let parsed = reqwest::Url::parse(&self.url).map_err(|e| {
+            invalid(
+                option::URL,
+                &self.url,
+                format!("not a URL: {e}; give an http:// or https:// URL{hint}"),
+            )
+        })?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
             return Err(invalid(
                 option::URL,
                 &self.url,
-                "must be an http:// or https:// URL with a host",
+                format!("must be an http:// or https:// URL with a host{hint}"),
             ));
         }
         if !self.background_fetch {

@@ -22,6 +22,7 @@ use results::{DecodeError, Outcome, RowRef};
 pub use config::{ConfigError, PrometheusConfig};
 use queries::{QuerySignal, Scope};
 
+use super::health::{describe_request_error, Change, FetchHealth};
 use super::sample::{SampleCheck, Signal};
 use super::{
     Activity, CollectorError, CycleReport, MetricsBackend, MetricsCache, ReplicaMetrics,
@@ -65,7 +66,7 @@ impl PrometheusBackend {
     /// `PROMETHEUS_CA_CERT_PATH`, request timeout) after validating the config.
     pub fn new(config: PrometheusConfig, telemetry: Telemetry) -> Result<Self, CollectorError> {
         crate::certs::install_crypto_provider();
-        let reject = |message: String| CollectorError::Rejected {
+        let reject = |message: String| CollectorError::Configuration {
             backend: BACKEND,
             message,
         };
@@ -181,6 +182,7 @@ impl PrometheusBackend {
                     Ok(())
                 })
             },
+            None,
         )
         .await?;
         let present: HashSet<&str> = names.iter().map(String::as_str).collect();
@@ -224,6 +226,7 @@ impl PrometheusBackend {
         body: &mut Vec<u8>,
         on_worker: bool,
         decode: &mut Decode<'_>,
+        health: Option<&FetchHealth>,
     ) -> Result<(), CollectorError> {
         let mut attempt: u32 = 0;
         loop {
@@ -284,19 +287,36 @@ impl PrometheusBackend {
                     kind: kind.to_owned(),
                 })
                 .inc();
+            // Said at the first failed attempt, once per change, with the
+            // URL and the cause (the retries go on quietly).
+            let what = format!("Prometheus at {} unreachable", self.config.url);
+            let newly = health.map(|h| h.source_failed(&what, &message, SystemTime::now()));
+            if newly == Some(Change::StartedFailing) {
+                if class == ErrorClass::Permanent {
+                    tracing::error!(url = %self.config.url, cause = %message, query = name, "Prometheus unreachable: the request was refused; check --prometheus-url (PROMETHEUS_URL) and the credentials; logged again when it answers or fails differently");
+                } else {
+                    tracing::warn!(url = %self.config.url, cause = %message, query = name, "Prometheus unreachable; retrying, answers are 503 naming this cause until it answers; logged again when it answers or fails differently");
+                }
+            }
             if class == ErrorClass::Permanent {
-                tracing::error!(query = name, url = %self.config.url, error = %message, "Prometheus query failed permanently; check PROMETHEUS_URL, credentials and the query");
+                if health.is_none() {
+                    tracing::error!(query = name, url = %self.config.url, error = %message, "Prometheus query failed permanently; check PROMETHEUS_URL, credentials and the query");
+                }
                 return Err(CollectorError::Rejected {
                     backend: BACKEND,
-                    message: format!("{name}: {message}"),
+                    message: format!("{}: {message} (query {name})", self.config.url),
                 });
             }
             let backoff = backoff(attempt);
             if Instant::now() + backoff >= deadline {
-                tracing::warn!(query = name, attempts = attempt + 1, error = %message, "Prometheus query failed; giving up at the deadline");
+                tracing::debug!(query = name, attempts = attempt + 1, error = %message, "Prometheus query failed; giving up at the deadline");
                 return Err(CollectorError::Unreachable {
                     backend: BACKEND,
-                    message: format!("{name}: {message}"),
+                    message: format!(
+                        "{}: {message} (query {name}, {} attempts)",
+                        self.config.url,
+                        attempt + 1
+                    ),
                 });
             }
             tracing::debug!(query = name, attempt, error = %message, ?backoff, "retrying Prometheus query");
@@ -324,6 +344,7 @@ impl PrometheusBackend {
         on_worker: bool,
         deadline: Instant,
         retries: &AtomicUsize,
+        health: &FetchHealth,
     ) -> Result<Folded, CollectorError> {
         let mut decoded = false;
         self.query(
@@ -342,6 +363,7 @@ impl PrometheusBackend {
                 decoded = true;
                 Ok(outcome)
             },
+            Some(health),
         )
         .await?;
         // `query` returns Ok only after a decode that gave a vector.
@@ -371,6 +393,7 @@ impl PrometheusBackend {
         workers: usize,
         deadline: Instant,
         retries: &AtomicUsize,
+        health: &FetchHealth,
     ) -> Result<Vec<Folded>, CollectorError> {
         if workers >= jobs.len() || !multi_thread() {
             // Small answers, or a single-threaded runtime (tests): on this
@@ -384,7 +407,7 @@ impl PrometheusBackend {
                     let _permit = limit.acquire().await.ok();
                     let mut body = Vec::new();
                     let folder = Folder::new(job.answer, snapshot);
-                    self.run_job(job, folder, &mut body, true, deadline, retries)
+                    self.run_job(job, folder, &mut body, true, deadline, retries, health)
                         .await
                 }
             }))
@@ -418,7 +441,7 @@ impl PrometheusBackend {
                         .and_then(|f| f.lock().unwrap_or_else(|p| p.into_inner()).take())
                         .unwrap_or_else(|| Folder::new(job.answer, snapshot));
                     let r = self
-                        .run_job(job, folder, &mut body, false, deadline, retries)
+                        .run_job(job, folder, &mut body, false, deadline, retries, health)
                         .await;
                     done.push((k, r));
                 }
@@ -786,15 +809,18 @@ fn classify(e: &prometheus_http_query::Error) -> Failure {
     }
 }
 
+/// The cause in a few words, never reqwest's whole message: that one
+/// carries the request URL, URL-encoded PromQL included.
 fn classify_reqwest(r: &reqwest::Error) -> Failure {
+    let cause = describe_request_error(r);
     if r.is_timeout() {
-        (ErrorClass::Transient, "timeout", r.to_string())
+        (ErrorClass::Transient, "timeout", cause)
     } else if r.is_connect() {
-        (ErrorClass::Transient, "connect", r.to_string())
+        (ErrorClass::Transient, "connect", cause)
     } else if r.is_builder() {
-        (ErrorClass::Permanent, "client", r.to_string())
+        (ErrorClass::Permanent, "client", cause)
     } else {
-        (ErrorClass::Transient, "request", r.to_string())
+        (ErrorClass::Transient, "request", cause)
     }
 }
 
@@ -883,7 +909,14 @@ impl MetricsBackend for PrometheusBackend {
             jobs.len()
         };
         let folds = self
-            .fetch_all(&jobs, inventory, workers, deadline, &retries)
+            .fetch_all(
+                &jobs,
+                inventory,
+                workers,
+                deadline,
+                &retries,
+                cache.health(),
+            )
             .await?;
         let sent = jobs.len();
         let mut acc = Accumulator::default();

@@ -1435,9 +1435,33 @@ async fn status_leader_and_lookup_flags_turn_parts_off() {
         .access_reviews()
         .iter()
         .any(|r| r["spec"]["user"] == "bob"));
-    // Decisions are made (the first server wrote within this time), but
-    // nothing is written and no Lease is taken.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Decisions are made (the first server wrote after its first cycles),
+    // but nothing is written and no Lease is taken: wait for three more
+    // fetch cycles, read from /metrics with a token the API server knows.
+    api.add_token("metrics-token", "metrics-reader");
+    let reader = client(&serve.server_ca, None);
+    let cycles = || async {
+        let text = reader
+            .get(format!("{}/metrics", serve.base))
+            .bearer_auth("metrics-token")
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        Some(
+            text.lines()
+                .filter(|l| l.starts_with("wva_fetch_cycles_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64,
+        )
+    };
+    let start = eventually(Duration::from_secs(20), "/metrics with a token", cycles).await;
+    eventually(Duration::from_secs(60), "three more fetch cycles", || async {
+        cycles().await.filter(|n| *n >= start + 3)
+    })
+    .await;
     assert!(
         api.status_patches().is_empty(),
         "{:?}",

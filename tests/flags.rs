@@ -1458,9 +1458,11 @@ async fn status_leader_and_lookup_flags_turn_parts_off() {
         )
     };
     let start = eventually(Duration::from_secs(20), "/metrics with a token", cycles).await;
-    eventually(Duration::from_secs(60), "three more fetch cycles", || async {
-        cycles().await.filter(|n| *n >= start + 3)
-    })
+    eventually(
+        Duration::from_secs(60),
+        "three more fetch cycles",
+        || async { cycles().await.filter(|n| *n >= start + 3) },
+    )
     .await;
     assert!(
         api.status_patches().is_empty(),

@@ -526,7 +526,9 @@ pub async fn start(
                 "configmaps (scale to zero)",
                 stream,
                 &mut sources,
-                vec![Arc::clone(&config_changed)],
+                // The inventory rebuild too: it publishes only once every
+                // source has synced, and this list may be the last.
+                vec![Arc::clone(&config_changed), Arc::clone(&changed)],
                 true,
                 shutdown.clone(),
             ));

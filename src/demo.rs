@@ -300,6 +300,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         auth: None,
         hpa_tolerance: crate::hpa::Tolerances::default(),
         accelerators: None,
+        service_classes: Arc::default(),
     };
     let (tls, cert) = run::tls_config(None, None)?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));

@@ -119,6 +119,18 @@ pub struct Telemetry {
     pub keda_open_connections: Gauge,
     /// Model decisions published, by the analysis that made them.
     pub analyzer_decisions: Family<AnalyzerLabels, Counter>,
+    /// `analyzerName: slo` decisions taken by a fallback, by missing signal.
+    pub slo_fallbacks: Family<SloFallbackLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SloFallbackLabels {
+    pub namespace: String,
+    pub model_id: String,
+    /// The signal the `slo` analysis missed.
+    pub missing: String,
+    /// The analysis that decided instead.
+    pub analyzer: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -163,6 +175,7 @@ impl Telemetry {
             keda_connections_closed: Family::default(),
             keda_open_connections: Gauge::default(),
             analyzer_decisions: Family::default(),
+            slo_fallbacks: Family::default(),
         };
         let r = registry;
         r.register(
@@ -267,8 +280,13 @@ impl Telemetry {
         );
         r.register(
             "wva_analyzer_decisions",
-            "Model decisions published by the background decision loop, by analyzer (saturation-v1: percentage based, saturation-v2: token based)",
+            "Model decisions published by the background decision loop, by analyzer (saturation-v1: percentage based, saturation-v2: token based, slo: sized to the latency objective)",
             t.analyzer_decisions.clone(),
+        );
+        r.register(
+            "wva_slo_fallback_decisions",
+            "Decisions of models with analyzerName slo taken by another analysis because a signal the slo analysis needs is missing, by missing signal and deciding analyzer",
+            t.slo_fallbacks.clone(),
         );
         t
     }

@@ -131,7 +131,10 @@ pub fn external_metric_answer(
         .to_string();
     let repeatable = decisions
         .iter()
-        .all(|d| d.analyzer != crate::saturation::v2::ANALYZER_NAME);
+        .all(|d| {
+            d.analyzer != crate::saturation::v2::ANALYZER_NAME
+                && d.analyzer != crate::saturation::slo::ANALYZER_NAME
+        });
     Ok(ValuesAnswer {
         body: render_list(name, served, &decisions, &timestamp),
         repeatable,

@@ -23,8 +23,8 @@ use crate::k8s::quantity::desired_ratio_milli;
 use crate::k8s::selector::LabelSelector;
 use crate::saturation::scale_to_zero::{self, ModelActivity, ZeroAction};
 use crate::saturation::slo::{
-    MissingSignal, ServiceClasses, SloAnalysis, SloAnalyzer, SloDecision, SloModelInput, SloObjective,
-    SloReplica,
+    MissingSignal, ServiceClasses, SloAnalysis, SloAnalyzer, SloDecision, SloModelInput,
+    SloObjective, SloReplica,
 };
 use crate::saturation::v2::{
     self, ReplicaTokens, ScaleUpClaim, TokenAnalysis, TokenAnalyzer, TokenModelInput, TokenVariant,

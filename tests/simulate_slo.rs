@@ -165,7 +165,12 @@ const ITB_STEPS: &[(u64, u64)] = &[(3540, 4800)];
 fn slo_is_better_than_v1_and_v2_on_both_axes_and_near_the_oracle() {
     let mut missed = Vec::new();
     let cases: Vec<(&str, Trace, u64, &[(u64, u64)])> = vec![
-        ("burst", scenario("burst", 7200.0).unwrap(), 7200, BURST_STEPS),
+        (
+            "burst",
+            scenario("burst", 7200.0).unwrap(),
+            7200,
+            BURST_STEPS,
+        ),
         (
             "idle-then-burst",
             scenario("idle-then-burst", 7200.0).unwrap(),

@@ -188,7 +188,10 @@ impl SaturationThresholds {
                 return Err(ThresholdError::NotFinite { field, value });
             }
         }
-        for (field, value) in [("sloTtftMs", self.slo_ttft_ms), ("sloTpotMs", self.slo_tpot_ms)] {
+        for (field, value) in [
+            ("sloTtftMs", self.slo_ttft_ms),
+            ("sloTpotMs", self.slo_tpot_ms),
+        ] {
             if let Some(value) = value.filter(|v| !(v.is_finite() && *v > 0.0)) {
                 return Err(ThresholdError::NotPositive { field, value });
             }

@@ -199,7 +199,10 @@ impl Pod {
             token_means: last.finished.means_since(&first.finished),
             running: last.running,
             completion_rate: (span > 0).then(|| {
-                last.finished.requests.saturating_sub(first.finished.requests) as f64 / span as f64
+                last.finished
+                    .requests
+                    .saturating_sub(first.finished.requests) as f64
+                    / span as f64
             }),
         })
     }
@@ -287,9 +290,9 @@ impl Lookahead<'_> {
 /// Replicas the oracle keeps: the most that any minute starting within
 /// `horizon` seconds of `from` needs (sliding by 15 s), by the replica
 /// model's parameters: a replica carries the rate whose p95 of sequences
-/// fits its cache (plus what it finishes within half the objective) and
-/// keeps its prefill engine below 80 % busy. The backlog already waiting is
-/// added as a rate drained over a minute.
+/// fits its cache and keeps its prefill engine below 80 % busy. The
+/// backlog already waiting is added as a rate drained within the
+/// objective, at most doubling the rate (as `slo` does).
 fn oracle_replicas(
     params: &ReplicaParams,
     slo_ttft: f64,
@@ -308,12 +311,21 @@ fn oracle_replicas(
         let window = &ahead[lo..hi];
         let mut rate = window.len() as f64 / 60.0;
         if k == 0.0 {
-            rate += waiting / 60.0;
+            // The backlog drained within the objective, at most doubling.
+            rate += (waiting / slo_ttft.max(0.001)).min(rate);
         }
         if !window.is_empty() && rate > 0.0 {
             let n = window.len() as f64;
-            let prompt = window.iter().map(|r| f64::from(r.input_tokens)).sum::<f64>() / n;
-            let output = window.iter().map(|r| f64::from(r.output_tokens)).sum::<f64>() / n;
+            let prompt = window
+                .iter()
+                .map(|r| f64::from(r.input_tokens))
+                .sum::<f64>()
+                / n;
+            let output = window
+                .iter()
+                .map(|r| f64::from(r.output_tokens))
+                .sum::<f64>()
+                / n;
             let tokens = prompt + output / 2.0 + f64::from(params.block_size) / 2.0;
             let shape = ReplicaShape {
                 sequences: (total / tokens.max(1.0)).min(f64::from(params.max_num_seqs)),
@@ -321,7 +333,7 @@ fn oracle_replicas(
                     + output / params.decode_tokens_per_second,
             };
             let prefill_bound = 0.8 * params.prefill_tokens_per_second / prompt.max(1.0);
-            let per_replica = shape.max_rate(Z_P95, slo_ttft / 2.0).min(prefill_bound);
+            let per_replica = shape.max_rate(Z_P95, 0.0).min(prefill_bound);
             need = need.max(replicas_for(rate, per_replica));
         }
         k += 15.0;
@@ -372,9 +384,7 @@ impl Cluster<'_> {
         }];
         let targets = match &self.decider {
             Decider::Tokens(tokens) => self.decide_v2(tokens, &windows, &variants, &hpas, now),
-            Decider::Percentage(analyzer) => {
-                self.decide_v1(*analyzer, &windows, &variants, &hpas)
-            }
+            Decider::Percentage(analyzer) => self.decide_v1(*analyzer, &windows, &variants, &hpas),
             Decider::Slo(slo, tokens) => {
                 let replicas: Vec<SloReplica> = windows
                     .iter()
@@ -503,12 +513,8 @@ impl Cluster<'_> {
             return self.spec;
         };
         let horizon = self.config.startup_delay + self.config.hpa_sync_period;
-        let waiting: usize = self
-            .pods
-            .iter()
-            .map(|p| p.model.waiting())
-            .sum::<usize>()
-            + self.gateway.len();
+        let waiting: usize =
+            self.pods.iter().map(|p| p.model.waiting()).sum::<usize>() + self.gateway.len();
         let (ahead, _) = future.requests.as_slices();
         let need = oracle_replicas(
             &self.config.replica,
@@ -1085,8 +1091,8 @@ mod tests {
 
     /// The oracle's count for a known minute: 30 req/s of 512/256 tokens on
     /// default replicas: 648 tokens per sequence (50.6 in the cache), 6.46 s
-    /// each; p95 rule with 1 s of wait: N + 1.645 sqrt N <= 58.4, N = 47.1,
-    /// 7.29 req/s per replica: 5 replicas (60 req/s: 9).
+    /// each; p95 rule: N + 1.645 sqrt N <= 50.6, N = 40.2, 6.21 req/s per
+    /// replica: 5 replicas (60 req/s: 10).
     #[test]
     fn the_oracle_sizes_a_known_minute() {
         let reqs: Vec<Request> = (0..1800)
@@ -1106,7 +1112,7 @@ mod tests {
                 output_tokens: 256,
             })
             .collect();
-        assert_eq!(oracle_replicas(&p, 2.0, &twice, 0.0, 0.0, 0.0), 9);
+        assert_eq!(oracle_replicas(&p, 2.0, &twice, 0.0, 0.0, 0.0), 10);
         // Nothing ahead: nothing needed.
         assert_eq!(oracle_replicas(&p, 2.0, &[], 0.0, 135.0, 0.0), 0);
         // A minute ahead within the horizon counts.
@@ -1175,9 +1181,15 @@ mod tests {
         );
         // One request finished per second: the completion rate over the
         // window's first and last samples.
-        assert_eq!(pod.window(100, 1, 0).and_then(|w| w.completion_rate), Some(1.0));
+        assert_eq!(
+            pod.window(100, 1, 0).and_then(|w| w.completion_rate),
+            Some(1.0)
+        );
         // One sample in the window: no rate, no mean.
-        assert_eq!(pod.window(100, 60, 40).and_then(|w| w.completion_rate), None);
+        assert_eq!(
+            pod.window(100, 60, 40).and_then(|w| w.completion_rate),
+            None
+        );
         assert_eq!(means(pod.window(100, 60, 40)), None);
         assert_eq!(peaks(pod.window(100, 60, 40)), Some((0.1, 0.0)));
     }

@@ -119,7 +119,9 @@ impl MissingSignal {
         match self {
             MissingSignal::CacheConfig => "vllm:cache_config_info",
             MissingSignal::CompletionRate => "vllm:request_success_total",
-            MissingSignal::TokenLengths => "vllm:request_prompt_tokens/vllm:request_generation_tokens",
+            MissingSignal::TokenLengths => {
+                "vllm:request_prompt_tokens/vllm:request_generation_tokens"
+            }
         }
     }
 }
@@ -161,8 +163,8 @@ struct ModelHistory {
     last_seen: f64,
     seconds_per_request: Option<f64>,
     tokens_per_sequence: Option<f64>,
-    /// (t, running + waiting).
-    in_system: VecDeque<(f64, f64)>,
+    /// Per pod, (t, waiting); the endpoint picker's queue under "".
+    waiting: BTreeMap<String, VecDeque<(f64, f64)>>,
     /// (t, running).
     running: VecDeque<(f64, f64)>,
     /// (t, arrival rate).
@@ -269,7 +271,11 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
             targets: hold(input.variants, TargetReason::NoMetrics),
         };
     }
-    let caches: Vec<&KvCacheConfig> = input.replicas.iter().filter_map(|r| r.cache.as_ref()).collect();
+    let caches: Vec<&KvCacheConfig> = input
+        .replicas
+        .iter()
+        .filter_map(|r| r.cache.as_ref())
+        .collect();
     let Some(model_cache) = median(caches.iter().map(|c| c.total_tokens() as f64).collect()) else {
         return SloDecision::Missing(MissingSignal::CacheConfig);
     };
@@ -304,9 +310,17 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         let tokens = p + o / 2.0 + block / 2.0;
         h.tokens_per_sequence = Some(blend(h.tokens_per_sequence, tokens, dt, 1.0));
     }
-    let waiting: f64 = input.replicas.iter().map(|r| r.waiting.max(0.0)).sum::<f64>()
+    let waiting: f64 = input
+        .replicas
+        .iter()
+        .map(|r| r.waiting.max(0.0))
+        .sum::<f64>()
         + input.scheduler_queue.unwrap_or(0.0).max(0.0);
-    let busy = waiting > 0.0 || input.replicas.iter().any(|r| r.kv > 0.0 || r.running.is_some_and(|n| n > 0.0));
+    let busy = waiting > 0.0
+        || input
+            .replicas
+            .iter()
+            .any(|r| r.kv > 0.0 || r.running.is_some_and(|n| n > 0.0));
     let Some(tokens_per_sequence) = h.tokens_per_sequence else {
         if busy {
             return SloDecision::Missing(MissingSignal::TokenLengths);
@@ -326,10 +340,35 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         })
         .sum();
     let sequences = model_cache / tokens_per_sequence;
-    // Arrivals: completions plus the growth of the requests in the system.
-    push(&mut h.in_system, (t, running + waiting), GROWTH_WINDOW);
+    // Arrivals: completions plus the growth of the queues (the requests
+    // the replicas do not keep up with), pod by pod, over pods seen for the
+    // whole window. The growth of the running set is left out (it grows
+    // when new replicas fill, at no change of arrivals), and so is a new
+    // pod's queue: a load-aware picker levels it with the others as it
+    // joins while the total backlog shrinks, and the waiting reported is a
+    // one-minute peak, which would take that levelling for growth.
     push(&mut h.running, (t, running), GROWTH_WINDOW);
-    let growth = slope(&h.in_system.iter().copied().collect::<Vec<_>>()).unwrap_or(0.0);
+    let queues = input
+        .replicas
+        .iter()
+        .map(|r| (r.pod.as_str(), r.waiting.max(0.0)))
+        .chain(input.scheduler_queue.map(|q| ("", q.max(0.0))));
+    for (pod, w) in queues {
+        let series = h.waiting.entry(pod.to_owned()).or_default();
+        push(series, (t, w), GROWTH_WINDOW);
+    }
+    h.waiting
+        .retain(|_, v| v.back().is_some_and(|(at, _)| t - at <= GROWTH_WINDOW));
+    let growth: f64 = h
+        .waiting
+        .values()
+        .filter(|v| {
+            v.front()
+                .is_some_and(|(at, _)| t - at >= GROWTH_WINDOW * 0.75)
+        })
+        .filter_map(|v| slope(&v.iter().copied().collect::<Vec<_>>()))
+        .map(|g| g.max(0.0))
+        .sum();
     let spanned = h
         .running
         .front()
@@ -342,12 +381,15 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         // capacity; a minute that was partly idle says little.
         let n = h.running.len() as f64;
         let mean = h.running.iter().map(|(_, r)| r).sum::<f64>() / n;
-        let least = h.running.iter().map(|(_, r)| *r).fold(f64::INFINITY, f64::min);
+        let least = h
+            .running
+            .iter()
+            .map(|(_, r)| *r)
+            .fold(f64::INFINITY, f64::min);
         if mean >= 1.0 && least >= 0.5 * mean {
             let observed = mean / rate;
             let load = mean / (sequences * input.replicas.len() as f64);
-            h.seconds_per_request =
-                Some(blend(h.seconds_per_request, observed, dt, load.max(0.2)));
+            h.seconds_per_request = Some(blend(h.seconds_per_request, observed, dt, load.max(0.2)));
         }
     }
     let arrival_rate = rate + growth.max(0.0);
@@ -359,11 +401,17 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         return idle(input, h);
     };
     let startup = h.startup.unwrap_or(DEFAULT_STARTUP.as_secs_f64());
-    let trend = robust_slope(&h.arrivals.iter().copied().collect::<Vec<_>>()).unwrap_or(0.0);
+    // A trend is growth in both halves of the window: a load step (seen as
+    // a one-minute rise through the completion rate's window) rises in one.
+    let arrivals: Vec<(f64, f64)> = h.arrivals.iter().copied().collect();
+    let (older, newer) = arrivals.split_at(arrivals.len() / 2);
+    let trend = robust_slope(older)
+        .zip(robust_slope(newer))
+        .map_or(0.0, |(a, b)| a.min(b));
     let projected = arrival_rate + trend.max(0.0) * startup;
-    // The backlog drains within the start-up delay, at most doubling the
-    // rate asked for (a queue spike alone never asks for everything).
-    let drain = (waiting / startup.max(1.0)).min(projected.max(rate));
+    // The backlog drains within the objective, at most doubling the rate
+    // asked for (a queue spike alone never asks for everything).
+    let drain = (waiting / input.objective.ttft_seconds.max(0.001)).min(projected.max(rate));
     let sized_rate = projected + drain;
     let recent_peak = h
         .arrivals
@@ -373,8 +421,11 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         .fold(arrival_rate, f64::max)
         + drain;
 
-    // Per variant: its replicas' cache, else the model's.
-    let allowed_wait = (input.objective.ttft_seconds / 2.0).max(0.0);
+    // Per variant: its replicas' cache, else the model's. No wait for a
+    // slot is counted on: the objective is a p95 per minute, and a minute
+    // holds several independent looks at the replica, so the stationary
+    // p95 of sequences within the cache is already the loose end of it.
+    let allowed_wait = 0.0;
     let per_replica: Vec<f64> = input
         .variants
         .iter()

@@ -186,10 +186,16 @@ mod tests {
             PREMIUM.lines().map(|l| format!("    {l}\n")).collect::<String>()
         );
         let a = ServiceClasses::from_yaml_str(&cm).unwrap();
-        assert_eq!(a.for_model("meta/llama0-70b").map(|o| o.ttft_seconds), Some(0.5));
+        assert_eq!(
+            a.for_model("meta/llama0-70b").map(|o| o.ttft_seconds),
+            Some(0.5)
+        );
         let data = format!(
             "premium.yaml: |\n{}",
-            PREMIUM.lines().map(|l| format!("  {l}\n")).collect::<String>()
+            PREMIUM
+                .lines()
+                .map(|l| format!("  {l}\n"))
+                .collect::<String>()
         );
         assert_eq!(ServiceClasses::from_yaml_str(&data).unwrap(), a);
         assert!(ServiceClasses::from_yaml_str("kind: Secret\n").is_err());
@@ -198,11 +204,23 @@ mod tests {
 
     #[test]
     fn bad_classes_are_named() {
-        let e = ServiceClasses::from_data([("x.yaml", "name: X\ndata:\n  - model: m\n    slo-ttft: -5\n")])
-            .unwrap_err();
-        assert!(e.to_string().contains("x.yaml") && e.to_string().contains("slo-ttft"), "{e}");
-        let e = ServiceClasses::from_data([("y.yaml", "name: Y\ndata:\n  - model: m\n    slo-tft: 5\n")])
-            .unwrap_err();
-        assert!(e.to_string().contains("y.yaml") && e.to_string().contains("slo-tft"), "{e}");
+        let e = ServiceClasses::from_data([(
+            "x.yaml",
+            "name: X\ndata:\n  - model: m\n    slo-ttft: -5\n",
+        )])
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("x.yaml") && e.to_string().contains("slo-ttft"),
+            "{e}"
+        );
+        let e = ServiceClasses::from_data([(
+            "y.yaml",
+            "name: Y\ndata:\n  - model: m\n    slo-tft: 5\n",
+        )])
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("y.yaml") && e.to_string().contains("slo-tft"),
+            "{e}"
+        );
     }
 }

@@ -33,7 +33,8 @@ impl ReplicaShape {
         if !(self.sequences > 0.0 && self.seconds_per_request > 0.0) {
             return 0.0;
         }
-        let finished_while_waiting = self.sequences * allowed_wait.max(0.0) / self.seconds_per_request;
+        let finished_while_waiting =
+            self.sequences * allowed_wait.max(0.0) / self.seconds_per_request;
         let bound = self.sequences + finished_while_waiting;
         // Largest N with N + z sqrt(N) <= bound: sqrt(N) = (-z + sqrt(z^2 + 4 bound)) / 2.
         let root = (-z + (z * z + 4.0 * bound).sqrt()) / 2.0;
@@ -144,7 +145,9 @@ mod tests {
 
     #[test]
     fn slope_of_a_line_and_of_too_little() {
-        let line: Vec<(f64, f64)> = (0..10).map(|i| (i as f64 * 15.0, 2.0 + 0.1 * i as f64 * 15.0)).collect();
+        let line: Vec<(f64, f64)> = (0..10)
+            .map(|i| (i as f64 * 15.0, 2.0 + 0.1 * i as f64 * 15.0))
+            .collect();
         assert!((slope(&line).unwrap() - 0.1).abs() < 1e-12);
         assert_eq!(slope(&line[..2]), None);
         assert_eq!(slope(&[(1.0, 1.0), (1.0, 2.0), (1.0, 3.0)]), None);
@@ -152,12 +155,19 @@ mod tests {
 
     #[test]
     fn a_step_is_not_a_trend_but_a_ramp_is() {
-        let ramp: Vec<(f64, f64)> = (0..20).map(|i| (i as f64 * 15.0, 1.0 + 0.01 * i as f64 * 15.0)).collect();
+        let ramp: Vec<(f64, f64)> = (0..20)
+            .map(|i| (i as f64 * 15.0, 1.0 + 0.01 * i as f64 * 15.0))
+            .collect();
         assert!((robust_slope(&ramp).unwrap() - 0.01).abs() < 1e-12);
         // 17 points at 5 req/s, then 3 at 30.
-        let step: Vec<(f64, f64)> = (0..20).map(|i| (i as f64 * 15.0, if i < 17 { 5.0 } else { 30.0 })).collect();
+        let step: Vec<(f64, f64)> = (0..20)
+            .map(|i| (i as f64 * 15.0, if i < 17 { 5.0 } else { 30.0 }))
+            .collect();
         assert_eq!(robust_slope(&step), Some(0.0));
-        assert!(slope(&step).unwrap() > 0.05, "least squares takes the step for a trend");
+        assert!(
+            slope(&step).unwrap() > 0.05,
+            "least squares takes the step for a trend"
+        );
         assert_eq!(robust_slope(&ramp[..2]), None);
     }
 }

@@ -58,13 +58,12 @@ async fn replicas() -> Vec<Emulator> {
                 "2048",
                 "--block-size",
                 "16",
-                "--running",
-                "10",
                 "--request-rate",
                 "2",
             ],
         )
         .await;
+        e.set_state(json!({"running": 10})).await;
         out.push(e);
     }
     out
@@ -110,8 +109,20 @@ async fn load_step(s: &Server, emulators: &[Emulator]) {
     // per request from a busy minute and asks for 2.
     eventually(
         Duration::from_secs(240),
-        "2 replicas before the step",
-        || async { (desired(s).await == Some(2)).then_some(()) },
+        "slo (not its V2 fallback) to answer 2 before the step",
+        || async {
+            // Until the scrape backend has two readings of the counter
+            // there is no completion rate: V2 decides and the label says so.
+            let (status, body) = s
+                .get(&format!(
+                    "/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/wva_desired_replicas?labelSelector={}",
+                    common::urlencode(SELECTOR)
+                ))
+                .await;
+            let item = &body["items"][0];
+            (status == 200 && item["metricLabels"]["analyzer"] == "slo" && item["value"] == "2")
+                .then_some(())
+        },
     )
     .await;
     let (status, body) = s

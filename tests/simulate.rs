@@ -183,7 +183,7 @@ fn bad_inputs_are_refused_with_a_clear_error() {
     let stderr = text(&o.stderr);
     assert!(!o.status.success());
     assert!(
-        stderr.contains("unknown policy \"v3\": use v1, v2 or chain"),
+        stderr.contains("unknown policy \"v3\": use v1, v2, chain, slo or oracle"),
         "{stderr}"
     );
 

@@ -239,6 +239,12 @@ pub struct DecisionArgs {
     /// Invalid: exit code 2. With --inventory kube the ConfigMap in --namespace replaces it while it exists.
     #[arg(long, value_name = "FILE")]
     pub scale_to_zero_config: Option<PathBuf>,
+    /// Latency objectives for `analyzerName: slo`: YAML in the shape of upstream WVA's service-classes-config
+    /// ConfigMap data (or the whole ConfigMap): one key per class, each `{name, priority, data: [{model,
+    /// slo-ttft, slo-tpot}]}` in milliseconds, `model: default/default` as the fallback. Invalid: exit code 2.
+    /// With --inventory kube the ConfigMap service-classes-config in --namespace replaces it while it exists.
+    #[arg(long, value_name = "FILE")]
+    pub service_classes_config: Option<PathBuf>,
     /// Scale to zero for models no entry of the scale-to-zero configuration decides for (upstream WVA's
     /// WVA_SCALE_TO_ZERO): true or false.
     #[arg(

@@ -22,6 +22,10 @@ use crate::inventory::{InventorySnapshot, InventoryStore, ModelKey, ReplicaPod, 
 use crate::k8s::quantity::desired_ratio_milli;
 use crate::k8s::selector::LabelSelector;
 use crate::saturation::scale_to_zero::{self, ModelActivity, ZeroAction};
+use crate::saturation::slo::{
+    MissingSignal, ServiceClasses, SloAnalysis, SloAnalyzer, SloDecision, SloModelInput,
+    SloObjective, SloReplica,
+};
 use crate::saturation::v2::{
     self, ReplicaTokens, ScaleUpClaim, TokenAnalysis, TokenAnalyzer, TokenModelInput, TokenVariant,
 };
@@ -56,6 +60,11 @@ pub struct ModelOutcome {
     pub token_analysis: Option<TokenAnalysis>,
     /// Which analysis decided.
     pub analyzer: &'static str,
+    /// `analyzerName: slo` could not size the model: the signal it missed
+    /// (the analysis named in `analyzer` decided instead).
+    pub slo_fallback: Option<MissingSignal>,
+    /// The objective-sized analysis, when it decided.
+    pub slo_analysis: Option<SloAnalysis>,
     /// Replicas whose metrics were used.
     pub replicas_used: usize,
     /// Age of the newest sample among the model's ready replicas.
@@ -111,7 +120,7 @@ pub enum DecisionError {
 impl ModelOutcome {
     /// Whether the analysis had metrics to decide from (else it held).
     pub fn has_metrics(&self) -> bool {
-        self.analysis.is_some() || self.token_analysis.is_some()
+        self.analysis.is_some() || self.token_analysis.is_some() || self.slo_analysis.is_some()
     }
 }
 
@@ -137,6 +146,10 @@ pub struct DecisionEngine {
     analyzer: Arc<dyn SaturationAnalyzer>,
     /// The token-based analysis, for models whose thresholds select it.
     token_analyzer: Arc<TokenAnalyzer>,
+    /// The objective-sized analysis (`analyzerName: slo`), with its state.
+    slo_analyzer: Arc<SloAnalyzer>,
+    /// Upstream's service classes: the objectives per model.
+    service_classes: Arc<ArcSwap<ServiceClasses>>,
     /// Accelerators for `enableLimiter`; without one, limited models are
     /// not capped (and say so in the log).
     accelerators: Option<Arc<dyn AcceleratorInventory>>,
@@ -181,6 +194,7 @@ struct ModelInputs<'s> {
     variants: Vec<&'s Arc<Variant>>,
     replicas: Vec<ReplicaLoad>,
     tokens: Vec<ReplicaTokens>,
+    slo: Vec<SloReplica>,
     newest: Option<Duration>,
     states: Vec<VariantState>,
 }
@@ -211,11 +225,38 @@ impl DecisionEngine {
             thresholds,
             analyzer,
             token_analyzer: Arc::new(TokenAnalyzer::new()),
+            slo_analyzer: Arc::new(SloAnalyzer::new()),
+            service_classes: Arc::default(),
             accelerators: None,
             v2_limiter: false,
             freshness,
             hpa_tolerance: Tolerances::default(),
             scale_to_zero: Arc::default(),
+        }
+    }
+
+    /// The service classes in force (upstream's
+    /// `<release>-workload-variant-autoscaler-service-classes-config`).
+    pub fn with_service_classes(mut self, classes: Arc<ArcSwap<ServiceClasses>>) -> Self {
+        self.service_classes = classes;
+        self
+    }
+
+    /// A model's latency objective: the thresholds' `sloTtftMs`/`sloTpotMs`
+    /// over its service class (or `default/default`'s), over the built-in.
+    pub fn objective_for(&self, thresholds: &SaturationThresholds, model_id: &str) -> SloObjective {
+        let base = self
+            .service_classes
+            .load()
+            .for_model(model_id)
+            .unwrap_or_default();
+        SloObjective {
+            ttft_seconds: thresholds
+                .slo_ttft_ms
+                .map_or(base.ttft_seconds, |ms| ms / 1000.0),
+            tpot_seconds: thresholds
+                .slo_tpot_ms
+                .map_or(base.tpot_seconds, |ms| ms / 1000.0),
         }
     }
 
@@ -476,55 +517,101 @@ impl DecisionEngine {
             variants,
             replicas,
             tokens,
+            slo,
             newest,
             states,
         } = inputs;
         // Moves inside the HPA's tolerance band would be ignored by it: widen
         // them to the smallest move it acts on, or hold and say so.
         let hpas = self.hpa_views(&variants);
-        let (mut targets, analysis, token_analysis, analyzer) = match thresholds.analyzer {
-            AnalyzerKind::Percentage => {
-                // The same pure function `simulate` runs: analysis, then
-                // tolerance-aware steps.
-                let decision = decide_acted_on(
-                    self.analyzer.as_ref(),
-                    &ModelInput {
-                        replicas: &replicas,
-                        variants: &states,
-                        thresholds: &thresholds,
-                    },
-                    &hpas,
-                );
-                let mut targets = decision.targets;
-                // Upstream's GPU limiter: the global `enableLimiter`, on V1.
-                if self.thresholds.load().default_thresholds().enable_limiter {
-                    self.limit_v1(snapshot, key, now, &variants, &replicas, &mut targets);
-                }
-                (targets, decision.analysis, None, AnalyzerKind::Percentage)
+        let run_v1 = || {
+            // The same pure function `simulate` runs: analysis, then
+            // tolerance-aware steps.
+            let decision = decide_acted_on(
+                self.analyzer.as_ref(),
+                &ModelInput {
+                    replicas: &replicas,
+                    variants: &states,
+                    thresholds: &thresholds,
+                },
+                &hpas,
+            );
+            let mut targets = decision.targets;
+            // Upstream's GPU limiter: the global `enableLimiter`, on V1.
+            if self.thresholds.load().default_thresholds().enable_limiter {
+                self.limit_v1(snapshot, key, now, &variants, &replicas, &mut targets);
             }
-            AnalyzerKind::Tokens => {
-                let token_variants = token_variants(&variants, &states);
-                let decision = self.token_analyzer.decide(
-                    &TokenModelInput {
+            (targets, decision.analysis, None, AnalyzerKind::Percentage)
+        };
+        let run_v2 = || {
+            let token_variants = token_variants(&variants, &states);
+            let decision = self.token_analyzer.decide(
+                &TokenModelInput {
+                    namespace: &key.namespace,
+                    model_id: &key.model_id,
+                    replicas: &tokens,
+                    variants: &token_variants,
+                    thresholds: &thresholds,
+                    scheduler_queue: self.scheduler_queue(&key.model_id, now),
+                },
+                now,
+            );
+            let mut targets = decision.targets;
+            // Upstream has no limiter on V2: ours is an opt-in extension.
+            if self.v2_limiter && thresholds.enable_limiter {
+                if let Some(a) = &decision.analysis {
+                    self.limit(snapshot, key, now, a, &variants, &mut targets);
+                }
+            }
+            let max: Vec<u32> = states.iter().map(|s| s.max_replicas).collect();
+            let targets = v2::tolerance_steps(&max, &hpas, targets);
+            (targets, None, decision.analysis, AnalyzerKind::Tokens)
+        };
+        let mut slo_fallback = None;
+        let mut slo_analysis = None;
+        let (mut targets, analysis, token_analysis, analyzer) = match thresholds.analyzer {
+            AnalyzerKind::Percentage => run_v1(),
+            AnalyzerKind::Tokens => run_v2(),
+            AnalyzerKind::Slo => {
+                let decision = self.slo_analyzer.decide(
+                    &SloModelInput {
                         namespace: &key.namespace,
                         model_id: &key.model_id,
-                        replicas: &tokens,
-                        variants: &token_variants,
-                        thresholds: &thresholds,
-                        scheduler_queue: self.scheduler_queue(&key.model_id, now),
+                        replicas: &slo,
+                        variants: &states,
+                        objective: self.objective_for(&thresholds, &key.model_id),
+                        scheduler_queue: self
+                            .scheduler_queue(&key.model_id, now)
+                            .map(|q| q.requests),
                     },
                     now,
                 );
-                let mut targets = decision.targets;
-                // Upstream has no limiter on V2: ours is an opt-in extension.
-                if self.v2_limiter && thresholds.enable_limiter {
-                    if let Some(a) = &decision.analysis {
-                        self.limit(snapshot, key, now, a, &variants, &mut targets);
+                match decision {
+                    SloDecision::Sized { targets, analysis } => {
+                        slo_analysis = Some(analysis);
+                        let max: Vec<u32> = states.iter().map(|s| s.max_replicas).collect();
+                        let targets = v2::tolerance_steps(&max, &hpas, targets);
+                        (targets, None, None, AnalyzerKind::Slo)
+                    }
+                    SloDecision::NoMetrics { targets } => (targets, None, None, AnalyzerKind::Slo),
+                    SloDecision::Missing(missing) => {
+                        slo_fallback = Some(missing);
+                        // V2 needs the cache size too; without it, V1.
+                        let fallback = if missing == MissingSignal::CacheConfig {
+                            run_v1()
+                        } else {
+                            run_v2()
+                        };
+                        tracing::debug!(
+                            namespace = %key.namespace,
+                            model_id = %key.model_id,
+                            missing = missing.as_str(),
+                            fallback = fallback.3.as_str(),
+                            "analyzerName slo cannot size the model without this signal: another analysis decides"
+                        );
+                        fallback
                     }
                 }
-                let max: Vec<u32> = states.iter().map(|s| s.max_replicas).collect();
-                let targets = v2::tolerance_steps(&max, &hpas, targets);
-                (targets, None, decision.analysis, AnalyzerKind::Tokens)
             }
         };
         // Scale to zero when idle for the retention period, from zero when
@@ -567,6 +654,8 @@ impl DecisionEngine {
             analysis,
             token_analysis,
             analyzer: analyzer.as_str(),
+            slo_fallback,
+            slo_analysis,
             replicas_used: replicas.len(),
             newest_sample_age: newest,
             freshness: newest.map(|age| self.freshness.classify(age)),
@@ -597,9 +686,10 @@ impl DecisionEngine {
         };
         let mut replicas = Vec::new();
         let mut tokens = Vec::new();
+        let mut slo = Vec::new();
         let mut newest: Option<Duration> = None;
         for pod in snapshot.model_pods(key).filter(|p| p.ready) {
-            let Some((age, load, token)) = self.cache.with(&pod.key, |m| {
+            let Some((age, load, token, slo_replica)) = self.cache.with(&pod.key, |m| {
                 (
                     m.age(now),
                     ReplicaLoad {
@@ -620,6 +710,17 @@ impl DecisionEngine {
                         prefix_cache_hit_rate: m.prefix_cache_hit_rate,
                         sampled_at: m.sampled_at,
                     },
+                    SloReplica {
+                        pod: pod.name().to_owned(),
+                        variant: pod.variant.to_string(),
+                        kv: m.kv_usage,
+                        waiting: m.queue_waiting,
+                        running: m.running,
+                        completion_rate: m.request_rate,
+                        avg_prompt_tokens: m.avg_prompt_tokens,
+                        avg_output_tokens: m.avg_generation_tokens,
+                        cache: m.kv_cache,
+                    },
                 )
             }) else {
                 continue;
@@ -628,6 +729,7 @@ impl DecisionEngine {
             // A replica whose newest sample is stale no longer steers decisions.
             if age <= self.freshness.stale {
                 replicas.push(load);
+                slo.push(slo_replica);
                 tokens.push(ReplicaTokens {
                     accelerator: accelerator_of(&token.variant),
                     ..token
@@ -655,6 +757,7 @@ impl DecisionEngine {
             variants,
             replicas,
             tokens,
+            slo,
             newest,
             states,
         })

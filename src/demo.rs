@@ -308,6 +308,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         hpa_tolerance: crate::hpa::Tolerances::default(),
         accelerators: None,
         v2_limiter: false,
+        service_classes: Arc::default(),
     };
     let (tls, cert) = run::tls_config(None, None)?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));

@@ -49,6 +49,8 @@ pub struct Components {
     pub accelerators: Option<Arc<dyn crate::inventory::accelerators::AcceleratorInventory>>,
     /// `--limiter-on-v2`: the limiter on V2 models too (an extension).
     pub v2_limiter: bool,
+    /// Latency objectives per model (`analyzerName: slo`).
+    pub service_classes: Arc<ArcSwap<crate::saturation::slo::ServiceClasses>>,
 }
 
 /// A running server.
@@ -109,11 +111,81 @@ pub struct ScaleToZeroConfigFileError {
     pub error: crate::saturation::scale_to_zero::LocatedScaleToZeroError,
 }
 
+/// A `--service-classes-config` file that does not parse (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("service classes config {}: {error}", path.display())]
+pub struct ServiceClassesFileError {
+    pub path: std::path::PathBuf,
+    pub error: crate::saturation::slo::objective::ServiceClassError,
+}
+
 /// Exit code 2 for configuration errors the user must fix in a file.
 pub fn exit_code_for(error: &anyhow::Error) -> Option<u8> {
     (error.downcast_ref::<SaturationConfigFileError>().is_some()
-        || error.downcast_ref::<ScaleToZeroConfigFileError>().is_some())
+        || error.downcast_ref::<ScaleToZeroConfigFileError>().is_some()
+        || error.downcast_ref::<ServiceClassesFileError>().is_some())
     .then_some(2)
+}
+
+/// Loads `--service-classes-config` (nothing given: no classes, the
+/// thresholds' keys or the built-in objective apply).
+pub fn load_service_classes(
+    path: Option<&Path>,
+) -> anyhow::Result<crate::saturation::slo::ServiceClasses> {
+    let Some(path) = path else {
+        return Ok(Default::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read service classes config {}", path.display()))?;
+    Ok(
+        crate::saturation::slo::ServiceClasses::from_yaml_str(&text).map_err(|error| {
+            ServiceClassesFileError {
+                path: path.to_owned(),
+                error,
+            }
+        })?,
+    )
+}
+
+/// `--inventory kube`: follows upstream's `service-classes-config`
+/// ConfigMap in the server's namespace; a class that does not parse keeps
+/// the last good classes (and says why); a deleted ConfigMap restores
+/// `fallback` (the file, or nothing).
+fn follow_service_classes_configmap(
+    client: kube::Client,
+    namespace: &str,
+    classes: Arc<ArcSwap<crate::saturation::slo::ServiceClasses>>,
+    fallback: crate::saturation::slo::ServiceClasses,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    use crate::saturation::slo::objective::CONFIGMAP_NAME;
+    crate::kube_client::configmap::follow_configmap(
+        client,
+        namespace,
+        CONFIGMAP_NAME,
+        shutdown,
+        move |cm| {
+            let next = match cm {
+                None => fallback.clone(),
+                Some(cm) => {
+                    let data = cm.data.unwrap_or_default();
+                    match crate::saturation::slo::ServiceClasses::from_data(
+                        data.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                    ) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::error!(configmap = CONFIGMAP_NAME, error = %e, "service classes refused; the last good ones stay in force");
+                            return;
+                        }
+                    }
+                }
+            };
+            if **classes.load() != next {
+                tracing::info!(configmap = CONFIGMAP_NAME, "service classes updated");
+                classes.store(Arc::new(next));
+            }
+        },
+    )
 }
 
 /// Loads `--scale-to-zero-config` strictly (file, line and key on error),
@@ -351,6 +423,9 @@ pub async fn components_from_args(
         args.decisions.scale_to_zero,
     )?;
     let scale_to_zero = Arc::new(ArcSwap::from_pointee(scale_to_zero_file.clone()));
+    let service_classes_file =
+        load_service_classes(args.decisions.service_classes_config.as_deref())?;
+    let service_classes = Arc::new(ArcSwap::from_pointee(service_classes_file.clone()));
     let mut registry = Registry::default();
     let telemetry = Telemetry::new(&mut registry);
 
@@ -463,6 +538,13 @@ pub async fn components_from_args(
                 scale_to_zero_file.clone(),
                 shutdown.clone(),
             ));
+            tasks.push(follow_service_classes_configmap(
+                client.clone(),
+                &args.inventory.namespace,
+                Arc::clone(&service_classes),
+                service_classes_file.clone(),
+                shutdown.clone(),
+            ));
             tasks.extend(
                 crate::inventory::kube::start(
                     client,
@@ -550,6 +632,7 @@ pub async fn components_from_args(
         hpa_tolerance: crate::hpa::Tolerances::uniform(args.decisions.hpa_tolerance),
         accelerators,
         v2_limiter: args.upstream.limiter_on_v2,
+        service_classes,
     })
 }
 
@@ -803,6 +886,7 @@ pub async fn start(
         hpa_tolerance,
         accelerators,
         v2_limiter,
+        service_classes,
     } = components;
     let cache = Arc::new(MetricsCache::new());
     let mut engine = DecisionEngine::new(
@@ -813,7 +897,8 @@ pub async fn start(
         freshness,
     )
     .with_hpa_tolerance(hpa_tolerance)
-    .with_scale_to_zero(scale_to_zero);
+    .with_scale_to_zero(scale_to_zero)
+    .with_service_classes(service_classes);
     if let Some(accelerators) = accelerators {
         engine = engine.with_accelerators(accelerators);
     }
@@ -978,6 +1063,23 @@ impl DecisionPublisher {
                     analyzer: outcome.analyzer.to_owned(),
                 })
                 .inc();
+            if let Some(missing) = outcome.slo_fallback {
+                t.slo_fallbacks
+                    .get_or_create(&crate::telemetry::SloFallbackLabels {
+                        namespace: outcome.key.namespace.clone(),
+                        model_id: outcome.key.model_id.clone(),
+                        missing: missing.as_str().to_owned(),
+                        analyzer: outcome.analyzer.to_owned(),
+                    })
+                    .inc();
+                tracing::warn!(
+                    namespace = %outcome.key.namespace,
+                    model_id = %outcome.key.model_id,
+                    missing = missing.as_str(),
+                    fallback = outcome.analyzer,
+                    "analyzerName slo cannot size the model without this signal: another analysis decided"
+                );
+            }
             if !outcome.has_metrics() {
                 t.decisions_without_metrics
                     .get_or_create(&crate::telemetry::ModelLabels {

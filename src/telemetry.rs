@@ -123,6 +123,8 @@ pub struct Telemetry {
     pub keda_calls: Family<KedaCallLabels, Counter>,
     /// Authentication (TokenReview) and authorization (SubjectAccessReview) cache lookups.
     pub auth_cache: Family<AuthCacheLabels, Counter>,
+    /// `analyzerName: slo` decisions taken by a fallback, by missing signal.
+    pub slo_fallbacks: Family<SloFallbackLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -139,6 +141,16 @@ pub struct KedaCallLabels {
     pub method: String,
     /// The gRPC status code of the answer (`Ok`, `NotFound`, `Unavailable`, ...).
     pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SloFallbackLabels {
+    pub namespace: String,
+    pub model_id: String,
+    /// The signal the `slo` analysis missed.
+    pub missing: String,
+    /// The analysis that decided instead.
+    pub analyzer: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -185,6 +197,7 @@ impl Telemetry {
             analyzer_decisions: Family::default(),
             keda_calls: Family::default(),
             auth_cache: Family::default(),
+            slo_fallbacks: Family::default(),
         };
         let r = registry;
         r.register(
@@ -289,7 +302,7 @@ impl Telemetry {
         );
         r.register(
             "wva_analyzer_decisions",
-            "Model decisions published by the background decision loop, by analyzer (saturation-v1: percentage based, saturation-v2: token based)",
+            "Model decisions published by the background decision loop, by analyzer (saturation-v1: percentage based, saturation-v2: token based, slo: sized to the latency objective)",
             t.analyzer_decisions.clone(),
         );
         r.register(
@@ -301,6 +314,11 @@ impl Telemetry {
             "wva_auth_cache_lookups",
             "Lookups of the authentication (cache=token) and authorization (cache=access_review) caches by result: hit, or miss (a review was sent)",
             t.auth_cache.clone(),
+        );
+        r.register(
+            "wva_slo_fallback_decisions",
+            "Decisions of models with analyzerName slo taken by another analysis because a signal the slo analysis needs is missing, by missing signal and deciding analyzer",
+            t.slo_fallbacks.clone(),
         );
         r.register_collector(Box::new(ProcessCollector));
         t

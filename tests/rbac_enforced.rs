@@ -448,6 +448,7 @@ fn configmap_names_follow_the_names_the_code_uses() {
     let used: std::collections::BTreeSet<String> = [
         wva_metrics_server::saturation::CONFIGMAP_NAME,
         wva_metrics_server::saturation::scale_to_zero::CONFIGMAP_NAME,
+        wva_metrics_server::saturation::slo::objective::CONFIGMAP_NAME,
         wva_metrics_server::server::auth::cluster::NAME,
     ]
     .map(str::to_owned)

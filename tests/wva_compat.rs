@@ -331,6 +331,8 @@ const UPSTREAM_THRESHOLDS: SaturationThresholds = SaturationThresholds {
     scale_up_threshold: 0.85,
     scale_down_boundary: 0.70,
     enable_limiter: false,
+    slo_ttft_ms: None,
+    slo_tpot_ms: None,
     kv_cache_threshold: 0.80,
     queue_length_threshold: 5.0,
     kv_spare_trigger: 0.10,

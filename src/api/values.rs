@@ -129,9 +129,10 @@ pub fn external_metric_answer(
         .round(jiff::Unit::Second)
         .unwrap_or_else(|_| jiff::Timestamp::now())
         .to_string();
-    let repeatable = decisions
-        .iter()
-        .all(|d| d.analyzer != crate::saturation::v2::ANALYZER_NAME);
+    let repeatable = decisions.iter().all(|d| {
+        d.analyzer != crate::saturation::v2::ANALYZER_NAME
+            && d.analyzer != crate::saturation::slo::ANALYZER_NAME
+    });
     Ok(ValuesAnswer {
         body: render_list(name, served, &decisions, &timestamp),
         repeatable,

@@ -294,11 +294,24 @@ impl ScrapeBackend {
                 w.push_counters(now, c.hits, c.queries);
             }
             w.push_tokens(now, page.prompt_tokens, page.generation_tokens);
-            w.peaks()
-                .map(|p| (p, w.prefix_hit_rate(), w.token_averages()))
+            if let Some(total) = page.success_total {
+                w.push_completions(now, total);
+            }
+            w.peaks().map(|p| {
+                (
+                    p,
+                    w.prefix_hit_rate(),
+                    w.token_averages(),
+                    w.completion_rate(),
+                )
+            })
         };
-        let Some(((kv_peak, waiting_peak), prefix_cache_hit_rate, (avg_prompt, avg_generation))) =
-            peaks
+        let Some((
+            (kv_peak, waiting_peak),
+            prefix_cache_hit_rate,
+            (avg_prompt, avg_generation),
+            request_rate,
+        )) = peaks
         else {
             return (false, rejected);
         };
@@ -322,7 +335,7 @@ impl ScrapeBackend {
                 queue_waiting: waiting_peak,
                 running: page.running,
                 sampled_at: SystemTime::now(),
-                request_rate: None,
+                request_rate,
                 avg_prompt_tokens: avg_prompt,
                 avg_generation_tokens: avg_generation,
                 prefix_cache_hit_rate,

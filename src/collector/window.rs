@@ -49,6 +49,9 @@ pub struct PeakWindow {
     /// Prompt and generated tokens over requests (histogram sums over counts).
     prompt: RatioWindow,
     generation: RatioWindow,
+    /// Finished requests over seconds since `created`.
+    completions: RatioWindow,
+    created: Instant,
 }
 
 impl PeakWindow {
@@ -59,7 +62,20 @@ impl PeakWindow {
             prefix: RatioWindow::default(),
             prompt: RatioWindow::default(),
             generation: RatioWindow::default(),
+            completions: RatioWindow::default(),
+            created: Instant::now(),
         }
+    }
+
+    /// Adds `vllm:request_success_total` read at `at`.
+    pub fn push_completions(&mut self, at: Instant, total: f64) {
+        let elapsed = at.saturating_duration_since(self.created).as_secs_f64();
+        self.completions.push(self.span, at, total, elapsed);
+    }
+
+    /// Finished requests per second over the span (`rate(...[1m])`).
+    pub fn completion_rate(&self) -> Option<f64> {
+        self.completions.ratio().map(|r| r.max(0.0))
     }
 
     /// Adds the prefix-cache counters read at `at`.

@@ -3,6 +3,7 @@
 
 pub mod analyzer;
 pub mod scale_to_zero;
+pub mod slo;
 pub mod steps;
 pub mod targets;
 pub mod thresholds;

@@ -18,31 +18,36 @@ pub const CONFIGMAP_NAME: &str = "wva-saturation-scaling-config";
 /// server", never a reason to drop the entry.
 pub const UPSTREAM_KEYS_NOT_USED: &[&str] = &[];
 
-/// The keys that select and tune the token-based analysis (V2).
+/// The keys that select and tune the token-based analysis (V2), and the
+/// objective-sized one (`slo`).
 const V2_KEYS: &[&str] = &[
     "analyzerName",
     "scaleUpThreshold",
     "scaleDownBoundary",
     "enableLimiter",
+    "sloTtftMs",
+    "sloTpotMs",
 ];
 
 /// Which analysis decides a model: upstream's `analyzerName: saturation`
-/// selects the token-based one; anything else (absent, empty, another name)
-/// keeps the percentage-based V1, as upstream does.
+/// selects the token-based one, `slo` this server's objective-sized one;
+/// anything else (absent, empty, another name) keeps the percentage-based
+/// V1, as upstream does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AnalyzerKind {
     #[default]
     Percentage,
     Tokens,
+    Slo,
 }
 
 impl AnalyzerKind {
     pub fn from_config_name(name: &str) -> Self {
-        if name == "saturation" {
-            AnalyzerKind::Tokens
-        } else {
-            AnalyzerKind::Percentage
+        match name {
+            "saturation" => AnalyzerKind::Tokens,
+            "slo" => AnalyzerKind::Slo,
+            _ => AnalyzerKind::Percentage,
         }
     }
 
@@ -51,6 +56,7 @@ impl AnalyzerKind {
         match self {
             AnalyzerKind::Percentage => "saturation-v1",
             AnalyzerKind::Tokens => "saturation-v2",
+            AnalyzerKind::Slo => "slo",
         }
     }
 }
@@ -90,6 +96,13 @@ pub struct SaturationThresholds {
     /// V2: cap scale-ups by the accelerators free in the cluster.
     #[serde(default)]
     pub enable_limiter: bool,
+    /// `slo`: the model's TTFT objective in milliseconds, over the service
+    /// class's.
+    #[serde(default)]
+    pub slo_ttft_ms: Option<f64>,
+    /// `slo`: the model's TPOT objective in milliseconds.
+    #[serde(default)]
+    pub slo_tpot_ms: Option<f64>,
 }
 
 fn default_scale_up_threshold() -> f64 {
@@ -111,6 +124,8 @@ impl Default for SaturationThresholds {
             scale_up_threshold: default_scale_up_threshold(),
             scale_down_boundary: default_scale_down_boundary(),
             enable_limiter: false,
+            slo_ttft_ms: None,
+            slo_tpot_ms: None,
         }
     }
 }
@@ -133,6 +148,8 @@ pub enum ThresholdError {
     },
     #[error("thresholds must satisfy 0 < scaleDownBoundary ({boundary}) < scaleUpThreshold ({threshold}) <= 1")]
     V2Order { boundary: f64, threshold: f64 },
+    #[error("{field} must be a positive number of milliseconds, got {value}")]
+    NotPositive { field: &'static str, value: f64 },
     #[error("saturation config is not a YAML mapping of entries: {0}")]
     NotAMapping(String),
 }
@@ -171,6 +188,14 @@ impl SaturationThresholds {
                 return Err(ThresholdError::NotFinite { field, value });
             }
         }
+        for (field, value) in [
+            ("sloTtftMs", self.slo_ttft_ms),
+            ("sloTpotMs", self.slo_tpot_ms),
+        ] {
+            if let Some(value) = value.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                return Err(ThresholdError::NotPositive { field, value });
+            }
+        }
         let (spare, threshold) = (self.kv_spare_trigger, self.kv_cache_threshold);
         if !(0.0 <= spare && spare <= threshold && threshold <= 1.0) {
             return Err(ThresholdError::KvOrder { spare, threshold });
@@ -203,6 +228,8 @@ struct Entry {
     scale_up_threshold: Option<f64>,
     scale_down_boundary: Option<f64>,
     enable_limiter: Option<bool>,
+    slo_ttft_ms: Option<f64>,
+    slo_tpot_ms: Option<f64>,
     model_id: Option<String>,
     namespace: Option<String>,
     not_used: Vec<String>,
@@ -240,6 +267,8 @@ impl Entry {
             scale_up_threshold: self.scale_up_threshold.unwrap_or(base.scale_up_threshold),
             scale_down_boundary: self.scale_down_boundary.unwrap_or(base.scale_down_boundary),
             enable_limiter: self.enable_limiter.unwrap_or(base.enable_limiter),
+            slo_ttft_ms: self.slo_ttft_ms.or(base.slo_ttft_ms),
+            slo_tpot_ms: self.slo_tpot_ms.or(base.slo_tpot_ms),
         }
     }
 
@@ -299,6 +328,8 @@ impl Entry {
                     }
                 }
                 "scaleUpThreshold" => e.scale_up_threshold = number()?,
+                "sloTtftMs" => e.slo_ttft_ms = number()?,
+                "sloTpotMs" => e.slo_tpot_ms = number()?,
                 "scaleDownBoundary" => e.scale_down_boundary = number()?,
                 "enableLimiter" => {
                     e.enable_limiter = match v.as_bool() {
@@ -334,7 +365,9 @@ impl Entry {
     /// involved keys the entry sets itself (else the first involved key).
     fn field_of(&self, err: &ThresholdError) -> Option<String> {
         let involved: &[(&str, bool)] = match err {
-            ThresholdError::NotFinite { field, .. } => return Some((*field).to_owned()),
+            ThresholdError::NotFinite { field, .. } | ThresholdError::NotPositive { field, .. } => {
+                return Some((*field).to_owned())
+            }
             ThresholdError::KvOrder { .. } => &[
                 ("kvCacheThreshold", self.kv_cache_threshold.is_some()),
                 ("kvSpareTrigger", self.kv_spare_trigger.is_some()),

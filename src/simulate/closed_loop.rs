@@ -10,16 +10,20 @@ use std::time::{Duration, SystemTime};
 use crate::hpa::{
     external_metric_proposal, served_milli, BehaviorState, HpaBehavior, ScaleState, Tolerances,
 };
+use crate::saturation::slo::sizing::{replicas_for, ReplicaShape, Z_P95};
+use crate::saturation::slo::{SloAnalyzer, SloDecision, SloModelInput, SloObjective, SloReplica};
 use crate::saturation::v2::{self, ReplicaTokens, TokenAnalyzer, TokenModelInput, TokenVariant};
 use crate::saturation::{
-    decide_acted_on, HpaView, ModelInput, ReplicaLoad, SaturationAnalyzer, SaturationThresholds,
-    VariantState,
+    decide_acted_on, HpaView, ModelInput, PercentageAnalyzer, ReplicaLoad, SaturationAnalyzer,
+    SaturationThresholds, VariantState,
 };
 use crate::simulate::replica_model::{FinishedCounters, ReplicaModel, ReplicaParams, Request};
 
 use super::policy::{Analysis, DataPath, Policy};
 use super::trace::{Arrivals, Trace};
 
+/// Mixed into the seed of the warm-up's arrivals.
+const WARM_SEED: u64 = 0x5741_524d_5550;
 /// The span of the collector's (and `max_over_time`'s) peak window.
 const PEAK_WINDOW: u64 = 60;
 /// Phases (seconds into their period) of the independent processes, so
@@ -140,6 +144,7 @@ struct Sample {
     at: u64,
     kv: f64,
     waiting: f64,
+    running: f64,
     finished: FinishedCounters,
 }
 
@@ -152,6 +157,11 @@ struct Window {
     queue: f64,
     /// (prompt, generated) tokens per request; None when none finished.
     token_means: Option<(f64, f64)>,
+    /// The newest sample's running requests.
+    running: f64,
+    /// Finished requests per second between the first and last samples
+    /// (`rate(vllm:request_success_total[1m])`); None with one sample.
+    completion_rate: Option<f64>,
 }
 
 struct Pod {
@@ -182,10 +192,18 @@ impl Pod {
             queue = queue.max(s.waiting);
             last = s;
         }
+        let span = last.at.saturating_sub(first.at);
         Some(Window {
             kv,
             queue,
             token_means: last.finished.means_since(&first.finished),
+            running: last.running,
+            completion_rate: (span > 0).then(|| {
+                last.finished
+                    .requests
+                    .saturating_sub(first.finished.requests) as f64
+                    / span as f64
+            }),
         })
     }
 }
@@ -195,6 +213,10 @@ enum Decider<'a> {
     Percentage(&'a dyn SaturationAnalyzer),
     /// V2 with its state (k2 history, remembered capacities), one per run.
     Tokens(TokenAnalyzer),
+    /// The objective-sized analysis with its state, and the V2 it falls
+    /// back to (V1 behind that is stateless), one per run.
+    Slo(Box<SloAnalyzer>, TokenAnalyzer),
+    Oracle,
 }
 
 impl<'a> Decider<'a> {
@@ -202,6 +224,8 @@ impl<'a> Decider<'a> {
         match analysis {
             Analysis::Percentage(a) => Decider::Percentage(a.as_ref()),
             Analysis::Tokens => Decider::Tokens(TokenAnalyzer::new()),
+            Analysis::Slo => Decider::Slo(Box::new(SloAnalyzer::new()), TokenAnalyzer::new()),
+            Analysis::Oracle => Decider::Oracle,
         }
     }
 }
@@ -221,6 +245,100 @@ struct Cluster<'a> {
     interrupted: u64,
     scale_history: Vec<(u64, u32)>,
     created: u64,
+    /// The oracle's view of the arrivals ahead (None for other policies).
+    future: Option<Lookahead<'a>>,
+}
+
+/// The arrivals ahead of the loop, as the oracle sees them: the same
+/// streams (same seeds) the loop draws from, run ahead.
+struct Lookahead<'t> {
+    warm: Arrivals<'t>,
+    trace: Arrivals<'t>,
+    warm_end: f64,
+    reached: f64,
+    requests: VecDeque<Request>,
+    scratch: Vec<Request>,
+}
+
+impl Lookahead<'_> {
+    /// Draws the arrivals up to `until` and forgets those before `now`.
+    fn advance(&mut self, now: f64, until: f64) {
+        if until > self.reached {
+            if self.reached < self.warm_end {
+                self.scratch.clear();
+                self.warm.until(until.min(self.warm_end), &mut self.scratch);
+                self.requests.extend(self.scratch.iter().copied());
+            }
+            if until > self.warm_end {
+                self.scratch.clear();
+                self.trace.until(until - self.warm_end, &mut self.scratch);
+                let shift = self.warm_end;
+                self.requests.extend(self.scratch.iter().map(|r| Request {
+                    arrival: r.arrival + shift,
+                    ..*r
+                }));
+            }
+            self.reached = until;
+        }
+        while self.requests.front().is_some_and(|r| r.arrival < now) {
+            self.requests.pop_front();
+        }
+        self.requests.make_contiguous();
+    }
+}
+
+/// Replicas the oracle keeps: the most that any minute starting within
+/// `horizon` seconds of `from` needs (sliding by 15 s), by the replica
+/// model's parameters: a replica carries the rate whose p95 of sequences
+/// fits its cache and keeps its prefill engine below 80 % busy. The
+/// backlog already waiting is added as a rate drained within the
+/// objective, at most doubling the rate (as `slo` does).
+fn oracle_replicas(
+    params: &ReplicaParams,
+    slo_ttft: f64,
+    ahead: &[Request],
+    from: f64,
+    horizon: f64,
+    waiting: f64,
+) -> u32 {
+    let total = f64::from(params.num_gpu_blocks) * f64::from(params.block_size);
+    let mut need = 0;
+    let mut k = 0.0;
+    while k <= horizon {
+        let (a, b) = (from + k, from + k + 60.0);
+        let lo = ahead.partition_point(|r| r.arrival < a);
+        let hi = ahead.partition_point(|r| r.arrival < b);
+        let window = &ahead[lo..hi];
+        let mut rate = window.len() as f64 / 60.0;
+        if k == 0.0 {
+            // The backlog drained within the objective, at most doubling.
+            rate += (waiting / slo_ttft.max(0.001)).min(rate);
+        }
+        if !window.is_empty() && rate > 0.0 {
+            let n = window.len() as f64;
+            let prompt = window
+                .iter()
+                .map(|r| f64::from(r.input_tokens))
+                .sum::<f64>()
+                / n;
+            let output = window
+                .iter()
+                .map(|r| f64::from(r.output_tokens))
+                .sum::<f64>()
+                / n;
+            let tokens = prompt + output / 2.0 + f64::from(params.block_size) / 2.0;
+            let shape = ReplicaShape {
+                sequences: (total / tokens.max(1.0)).min(f64::from(params.max_num_seqs)),
+                seconds_per_request: prompt / params.prefill_tokens_per_second
+                    + output / params.decode_tokens_per_second,
+            };
+            let prefill_bound = 0.8 * params.prefill_tokens_per_second / prompt.max(1.0);
+            let per_replica = shape.max_rate(Z_P95, 0.0).min(prefill_bound);
+            need = need.max(replicas_for(rate, per_replica));
+        }
+        k += 15.0;
+    }
+    need
 }
 
 impl Cluster<'_> {
@@ -265,68 +383,149 @@ impl Cluster<'_> {
             tolerances: self.config.tolerances,
         }];
         let targets = match &self.decider {
-            Decider::Tokens(tokens) => {
-                let cache = self.config.replica_cache();
-                let means = |w: &Window| w.token_means.filter(|_| self.config.token_means);
-                let replicas: Vec<ReplicaTokens> = windows
-                    .into_iter()
-                    .map(|(pod, w)| ReplicaTokens {
-                        pod,
+            Decider::Tokens(tokens) => self.decide_v2(tokens, &windows, &variants, &hpas, now),
+            Decider::Percentage(analyzer) => self.decide_v1(*analyzer, &windows, &variants, &hpas),
+            Decider::Slo(slo, tokens) => {
+                let replicas: Vec<SloReplica> = windows
+                    .iter()
+                    .map(|(pod, w)| SloReplica {
+                        pod: pod.clone(),
                         variant: VARIANT.to_owned(),
-                        accelerator: ACCELERATOR.to_owned(),
                         kv: w.kv,
-                        queue: w.queue,
-                        cache: Some(cache),
-                        avg_input_tokens: means(&w).map(|m| m.0),
-                        avg_output_tokens: means(&w).map(|m| m.1),
-                        // Reduces only the scheduler queue, which simulate has none of.
-                        prefix_cache_hit_rate: None,
-                        sampled_at: virtual_time(now),
+                        waiting: w.queue,
+                        running: Some(w.running),
+                        completion_rate: w.completion_rate,
+                        avg_prompt_tokens: w.token_means.map(|m| m.0),
+                        avg_output_tokens: w.token_means.map(|m| m.1),
+                        cache: Some(self.config.replica_cache()),
                     })
                     .collect();
-                let token_variants = [TokenVariant {
-                    state: variants[0].clone(),
-                    accelerator: ACCELERATOR.to_owned(),
-                    engine: None,
-                }];
-                let decision = tokens.decide(
-                    &TokenModelInput {
+                let decision = slo.decide(
+                    &SloModelInput {
                         namespace: NAMESPACE,
                         model_id: MODEL_ID,
                         replicas: &replicas,
-                        variants: &token_variants,
-                        thresholds: &self.config.thresholds,
+                        variants: &variants,
+                        objective: SloObjective {
+                            ttft_seconds: self.config.slo_ttft,
+                            ..SloObjective::default()
+                        },
                         scheduler_queue: None,
                     },
                     virtual_time(now),
                 );
-                v2::tolerance_steps(&[self.config.max_replicas], &hpas, decision.targets)
+                match decision {
+                    SloDecision::Sized { targets, .. } | SloDecision::NoMetrics { targets } => {
+                        v2::tolerance_steps(&[self.config.max_replicas], &hpas, targets)
+                    }
+                    // As the server: V2 when the cache size is known, else V1.
+                    SloDecision::Missing(crate::saturation::slo::MissingSignal::CacheConfig) => {
+                        self.decide_v1(&PercentageAnalyzer, &windows, &variants, &hpas)
+                    }
+                    SloDecision::Missing(_) => {
+                        self.decide_v2(tokens, &windows, &variants, &hpas, now)
+                    }
+                }
             }
-            Decider::Percentage(analyzer) => {
-                let replicas: Vec<ReplicaLoad> = windows
-                    .into_iter()
-                    .map(|(pod, w)| ReplicaLoad {
-                        pod,
-                        variant: VARIANT.to_owned(),
-                        kv: w.kv,
-                        queue: w.queue,
-                    })
-                    .collect();
-                decide_acted_on(
-                    *analyzer,
-                    &ModelInput {
-                        replicas: &replicas,
-                        variants: &variants,
-                        thresholds: &self.config.thresholds,
-                    },
-                    &hpas,
-                )
-                .targets
-            }
+            Decider::Oracle => return self.oracle(now),
         };
         targets.first().map_or(self.spec, |t| t.desired)
     }
 
+    fn decide_v2(
+        &self,
+        tokens: &TokenAnalyzer,
+        windows: &[(String, Window)],
+        variants: &[VariantState],
+        hpas: &[HpaView],
+        now: u64,
+    ) -> Vec<crate::saturation::VariantTarget> {
+        let cache = self.config.replica_cache();
+        let means = |w: &Window| w.token_means.filter(|_| self.config.token_means);
+        let replicas: Vec<ReplicaTokens> = windows
+            .iter()
+            .map(|(pod, w)| ReplicaTokens {
+                pod: pod.clone(),
+                variant: VARIANT.to_owned(),
+                accelerator: ACCELERATOR.to_owned(),
+                kv: w.kv,
+                queue: w.queue,
+                cache: Some(cache),
+                avg_input_tokens: means(w).map(|m| m.0),
+                avg_output_tokens: means(w).map(|m| m.1),
+                // Reduces only the scheduler queue, which simulate has none of.
+                prefix_cache_hit_rate: None,
+                sampled_at: virtual_time(now),
+            })
+            .collect();
+        let token_variants = [TokenVariant {
+            state: variants[0].clone(),
+            accelerator: ACCELERATOR.to_owned(),
+            engine: None,
+        }];
+        let decision = tokens.decide(
+            &TokenModelInput {
+                namespace: NAMESPACE,
+                model_id: MODEL_ID,
+                replicas: &replicas,
+                variants: &token_variants,
+                thresholds: &self.config.thresholds,
+                scheduler_queue: None,
+            },
+            virtual_time(now),
+        );
+        v2::tolerance_steps(&[self.config.max_replicas], hpas, decision.targets)
+    }
+
+    fn decide_v1(
+        &self,
+        analyzer: &dyn SaturationAnalyzer,
+        windows: &[(String, Window)],
+        variants: &[VariantState],
+        hpas: &[HpaView],
+    ) -> Vec<crate::saturation::VariantTarget> {
+        let replicas: Vec<ReplicaLoad> = windows
+            .iter()
+            .map(|(pod, w)| ReplicaLoad {
+                pod: pod.clone(),
+                variant: VARIANT.to_owned(),
+                kv: w.kv,
+                queue: w.queue,
+            })
+            .collect();
+        decide_acted_on(
+            analyzer,
+            &ModelInput {
+                replicas: &replicas,
+                variants,
+                thresholds: &self.config.thresholds,
+            },
+            hpas,
+        )
+        .targets
+    }
+
+    /// The oracle: the replicas the next start-up delay's arrivals need
+    /// (plus a sync period, so that what it asks for is ready in time), by
+    /// the replica model's own parameters.
+    fn oracle(&self, now: u64) -> u32 {
+        let Some(future) = &self.future else {
+            return self.spec;
+        };
+        let horizon = self.config.startup_delay + self.config.hpa_sync_period;
+        let waiting: usize =
+            self.pods.iter().map(|p| p.model.waiting()).sum::<usize>() + self.gateway.len();
+        let (ahead, _) = future.requests.as_slices();
+        let need = oracle_replicas(
+            &self.config.replica,
+            self.config.slo_ttft,
+            ahead,
+            now as f64,
+            horizon as f64,
+            waiting as f64,
+        );
+        need.clamp(self.config.min_replicas.max(1), self.config.max_replicas)
+    }
     /// The chain's controller and adapter ticks, then the HPA's sync.
     fn control(&mut self, now: u64) {
         if let DataPath::Chain(delays) = self.policy.path {
@@ -429,6 +628,16 @@ pub fn run_policy(
     progress: &mut dyn FnMut(u64),
 ) -> PolicyRun {
     let initial = config.min_replicas.max(1).min(config.max_replicas.max(1));
+    let warm = config.warm_up_seconds;
+    let warm_trace = trace.warm_up();
+    let future = matches!(policy.analysis, Analysis::Oracle).then(|| Lookahead {
+        warm: Arrivals::new(&warm_trace, config.seed ^ WARM_SEED),
+        trace: Arrivals::new(trace, config.seed),
+        warm_end: warm as f64,
+        reached: 0.0,
+        requests: VecDeque::new(),
+        scratch: Vec::new(),
+    });
     let mut cluster = Cluster {
         config,
         policy,
@@ -442,6 +651,7 @@ pub fn run_policy(
         interrupted: 0,
         scale_history: Vec::new(),
         created: 0,
+        future,
     };
     // The workload starts settled at its initial size.
     cluster.set_spec(initial, 0);
@@ -450,11 +660,9 @@ pub fn run_policy(
     }
     cluster.scale_history.clear();
 
-    let warm = config.warm_up_seconds;
-    let warm_trace = trace.warm_up();
     // Another stream than the trace's, so that the trace's requests do not
     // depend on the warm-up's length.
-    let mut warm_arrivals = Arrivals::new(&warm_trace, config.seed ^ 0x5741_524d_5550);
+    let mut warm_arrivals = Arrivals::new(&warm_trace, config.seed ^ WARM_SEED);
     let mut arrivals = Arrivals::new(trace, config.seed);
     let mut batch = Vec::new();
     let substeps = config.substeps.max(1);
@@ -481,6 +689,10 @@ pub fn run_policy(
             cluster.scale_history.clear();
             cluster.interrupted = 0;
             run.max_replicas = cluster.pods.len() as u32;
+        }
+        if let Some(f) = &mut cluster.future {
+            let ahead = config.startup_delay + config.hpa_sync_period + 60;
+            f.advance(now as f64, (now + ahead) as f64);
         }
         cluster.control(now);
         let ready = cluster.ready(now);
@@ -519,6 +731,7 @@ pub fn run_policy(
                 at: now + 1,
                 kv: state.kv,
                 waiting: state.waiting,
+                running: state.running,
                 finished: pod.model.finished(),
             });
             while pod
@@ -649,7 +862,7 @@ mod tests {
             min_replicas: 2,
             ..Default::default()
         };
-        for name in ["v1", "v2", "chain"] {
+        for name in ["v1", "v2", "chain", "slo", "oracle"] {
             let run = run_policy(&config, &policy(name), &rates(&[(0.0, 0.0)]), &mut |_| {});
             assert_eq!(run.requests, 0);
             assert_eq!(run.scale_events, 0, "{name}");
@@ -699,7 +912,7 @@ mod tests {
         // Enough load to scale, so that the decisions (and V2's k2 history)
         // take part.
         let trace = rates(&[(0.0, 8.0), (300.0, 14.0)]);
-        for name in ["v1", "v2", "chain"] {
+        for name in ["v1", "v2", "chain", "slo", "oracle"] {
             let p = policy(name);
             let a = run_policy(&config, &p, &trace, &mut |_| {});
             // The same Policy value again: a run keeps no state in it.
@@ -834,6 +1047,86 @@ mod tests {
         );
     }
 
+    /// The oracle reads the arrivals ahead from the same streams the loop
+    /// draws from: the requests it sees are the ones that then arrive.
+    #[test]
+    fn the_oracle_sees_the_requests_that_then_arrive() {
+        let trace = rates(&[(0.0, 3.0), (120.0, 9.0)]);
+        let warm_trace = trace.warm_up();
+        let mut ahead = Lookahead {
+            warm: Arrivals::new(&warm_trace, 7 ^ WARM_SEED),
+            trace: Arrivals::new(&trace, 7),
+            warm_end: 60.0,
+            reached: 0.0,
+            requests: VecDeque::new(),
+            scratch: Vec::new(),
+        };
+        ahead.advance(0.0, 400.0);
+        let seen: Vec<f64> = ahead.requests.iter().map(|r| r.arrival).collect();
+        let mut warm = Arrivals::new(&warm_trace, 7 ^ WARM_SEED);
+        let mut main = Arrivals::new(&trace, 7);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        // The loop draws second by second.
+        for now in 0..400u64 {
+            if now < 60 {
+                warm.until((now + 1) as f64, &mut a);
+            } else {
+                main.until((now + 1 - 60) as f64, &mut b);
+            }
+        }
+        let expected: Vec<f64> = a
+            .iter()
+            .map(|r| r.arrival)
+            .chain(b.iter().map(|r| r.arrival + 60.0))
+            .collect();
+        assert_eq!(seen, expected);
+        // Forgetting the past keeps what is ahead.
+        ahead.advance(200.0, 400.0);
+        assert!(ahead.requests.iter().all(|r| r.arrival >= 200.0));
+        assert_eq!(
+            ahead.requests.len(),
+            expected.iter().filter(|&&t| t >= 200.0).count()
+        );
+    }
+
+    /// The oracle's count for a known minute: 30 req/s of 512/256 tokens on
+    /// default replicas: 648 tokens per sequence (50.6 in the cache), 6.46 s
+    /// each; p95 rule: N + 1.645 sqrt N <= 50.6, N = 40.2, 6.21 req/s per
+    /// replica: 5 replicas (60 req/s: 10).
+    #[test]
+    fn the_oracle_sizes_a_known_minute() {
+        let reqs: Vec<Request> = (0..1800)
+            .map(|i| Request {
+                arrival: i as f64 / 30.0,
+                input_tokens: 512,
+                output_tokens: 256,
+            })
+            .collect();
+        let p = ReplicaParams::default();
+        assert_eq!(oracle_replicas(&p, 2.0, &reqs, 0.0, 0.0, 0.0), 5);
+        // Twice the rate.
+        let twice: Vec<Request> = (0..3600)
+            .map(|i| Request {
+                arrival: i as f64 / 60.0,
+                input_tokens: 512,
+                output_tokens: 256,
+            })
+            .collect();
+        assert_eq!(oracle_replicas(&p, 2.0, &twice, 0.0, 0.0, 0.0), 10);
+        // Nothing ahead: nothing needed.
+        assert_eq!(oracle_replicas(&p, 2.0, &[], 0.0, 135.0, 0.0), 0);
+        // A minute ahead within the horizon counts.
+        let later: Vec<Request> = reqs
+            .iter()
+            .map(|r| Request {
+                arrival: r.arrival + 120.0,
+                ..*r
+            })
+            .collect();
+        assert_eq!(oracle_replicas(&p, 2.0, &later, 0.0, 135.0, 0.0), 5);
+        assert_eq!(oracle_replicas(&p, 2.0, &later, 0.0, 45.0, 0.0), 0);
+    }
+
     #[test]
     fn windows_follow_the_scrape_period_and_window() {
         let mut pod = Pod {
@@ -856,6 +1149,7 @@ mod tests {
                 at,
                 kv: at as f64 / 1000.0,
                 waiting: q,
+                running: 0.0,
                 finished: FinishedCounters {
                     requests: n,
                     prompt_tokens: prompt,
@@ -885,7 +1179,17 @@ mod tests {
             (w.0 - want.0).abs() < 1e-9 && (w.1 - want.1).abs() < 1e-9,
             "{w:?} {want:?}"
         );
+        // One request finished per second: the completion rate over the
+        // window's first and last samples.
+        assert_eq!(
+            pod.window(100, 1, 0).and_then(|w| w.completion_rate),
+            Some(1.0)
+        );
         // One sample in the window: no rate, no mean.
+        assert_eq!(
+            pod.window(100, 60, 40).and_then(|w| w.completion_rate),
+            None
+        );
         assert_eq!(means(pod.window(100, 60, 40)), None);
         assert_eq!(peaks(pod.window(100, 60, 40)), Some((0.1, 0.0)));
     }

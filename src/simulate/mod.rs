@@ -3,7 +3,8 @@
 //! algorithm, once per policy, and reports latency and cost side by side.
 //!
 //! - [`trace`]: built-in scenarios and CSV traces, seeded arrivals;
-//! - [`policy`]: who decides on which data (`v1`, `chain`; `v2` when built);
+//! - [`policy`]: who decides on which data (`v1`, `v2`, `chain`, `slo`,
+//!   and the clairvoyant `oracle` that bounds them);
 //! - [`closed_loop`]: the loop of one policy;
 //! - [`summary`], [`report`]: `summary.json`, the table, `report.html`.
 //!
@@ -46,7 +47,7 @@ pub struct SimulateArgs {
     /// Virtual time to simulate (default: 24h for diurnal, 2h for the other scenarios, the trace's length for a file).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Comma-separated policies: v1 (this server, percentage analysis), v2 (this server, token-based analysis), chain (V1 behind controller -> Prometheus -> adapter).
+    /// Comma-separated policies: v1 (this server, percentage analysis), v2 (this server, token-based analysis), chain (V1 behind controller -> Prometheus -> adapter), slo (this server, sized to the latency objective), oracle (clairvoyant bound: sees the arrivals one start-up delay ahead and the replica model's parameters).
     #[arg(long, default_value = policy::DEFAULT_POLICIES)]
     pub policies: String,
     /// Thresholds file (as for `serve`); its `default` entry, or the entry of --model-id/--namespace, applies.

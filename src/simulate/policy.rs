@@ -10,7 +10,7 @@ use crate::hpa::ExternalTarget;
 use crate::saturation::{PercentageAnalyzer, SaturationAnalyzer};
 
 /// Policies run when `--policies` is not given.
-pub const DEFAULT_POLICIES: &str = "v1,v2,chain";
+pub const DEFAULT_POLICIES: &str = "v1,v2,chain,slo,oracle";
 
 /// The policies this build knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +18,8 @@ pub enum PolicyKind {
     V1,
     V2,
     Chain,
+    Slo,
+    Oracle,
 }
 
 /// Which of the server's analyses decides.
@@ -30,6 +32,14 @@ pub enum Analysis {
     /// run makes its own `TokenAnalyzer` (its k2 history and remembered
     /// capacities are per run, so that runs do not leak into each other).
     Tokens,
+    /// The analysis sized to the latency objective
+    /// (`saturation::slo::SloAnalyzer`), falling back to V2 then V1 as the
+    /// server does; one analyzer per run.
+    Slo,
+    /// Clairvoyant: sees the trace's arrivals one start-up delay ahead and
+    /// reads the replica model's parameters (no other policy may). The
+    /// bound every policy is measured against.
+    Oracle,
 }
 
 impl Analysis {
@@ -37,6 +47,8 @@ impl Analysis {
         match self {
             Analysis::Percentage(a) => a.name(),
             Analysis::Tokens => crate::saturation::v2::ANALYZER_NAME,
+            Analysis::Slo => crate::saturation::slo::ANALYZER_NAME,
+            Analysis::Oracle => "oracle",
         }
     }
 }
@@ -97,11 +109,11 @@ impl std::fmt::Debug for Policy {
 /// A `--policies` list that cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
-    #[error("unknown policy {0:?}: use v1, v2 or chain")]
+    #[error("unknown policy {0:?}: use v1, v2, chain, slo or oracle")]
     Unknown(String),
     #[error("policy {0:?} is listed twice")]
     Duplicate(String),
-    #[error("no policy given: use v1, v2 or chain")]
+    #[error("no policy given: use v1, v2, chain, slo or oracle")]
     Empty,
 }
 
@@ -131,6 +143,20 @@ pub fn parse_policies(list: &str, chain: ChainDelays) -> Result<Vec<Policy>, Pol
                 path: DataPath::OnDemand,
                 target: ExternalTarget::Value { milli: 1000 },
             },
+            "slo" => Policy {
+                kind: PolicyKind::Slo,
+                name: "slo",
+                analysis: Analysis::Slo,
+                path: DataPath::OnDemand,
+                target: ExternalTarget::Value { milli: 1000 },
+            },
+            "oracle" => Policy {
+                kind: PolicyKind::Oracle,
+                name: "oracle",
+                analysis: Analysis::Oracle,
+                path: DataPath::OnDemand,
+                target: ExternalTarget::Value { milli: 1000 },
+            },
             _ => return Err(PolicyError::Unknown(name.to_owned())),
         };
         if out.iter().any(|p| p.kind == policy.kind) {
@@ -154,7 +180,11 @@ mod tests {
             parse_policies(s, ChainDelays::default())
                 .map(|v| v.iter().map(|p| p.name).collect::<Vec<_>>())
         };
-        assert_eq!(names(DEFAULT_POLICIES), Ok(vec!["v1", "v2", "chain"]));
+        assert_eq!(
+            names(DEFAULT_POLICIES),
+            Ok(vec!["v1", "v2", "chain", "slo", "oracle"])
+        );
+        assert_eq!(names("oracle,SLO"), Ok(vec!["oracle", "slo"]));
         assert_eq!(names(" chain , V1 "), Ok(vec!["chain", "v1"]));
         assert_eq!(names("V2"), Ok(vec!["v2"]));
         assert_eq!(names("v3"), Err(PolicyError::Unknown("v3".into())));

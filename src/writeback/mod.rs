@@ -209,6 +209,30 @@ impl DesiredStatus {
         self.accelerator.chars().count() >= MIN_ACCELERATOR_CHARS
     }
 
+    /// `analyzerName: slo` fell back to another analysis: the
+    /// OptimizationReady condition says which signal was missing and who
+    /// decided instead (reason `SLOFallback`).
+    pub fn with_slo_fallback(
+        mut self,
+        fallback: Option<crate::saturation::slo::MissingSignal>,
+        analyzer: &str,
+    ) -> Self {
+        let Some(missing) = fallback else {
+            return self;
+        };
+        for c in &mut self.conditions {
+            if c.0 == "OptimizationReady" && c.1 == "True" {
+                c.2 = "SLOFallback".to_owned();
+                c.3 = format!(
+                    "{}; analyzerName slo is missing {}, {analyzer} decided",
+                    c.3,
+                    missing.as_str()
+                );
+            }
+        }
+        self
+    }
+
     fn to_status(&self, now: &Time) -> VariantAutoscalingStatus {
         VariantAutoscalingStatus {
             desired_optimized_alloc: self.has_accelerator().then(|| OptimizedAlloc {
@@ -536,18 +560,21 @@ pub fn variant_status(
     v: &Variant,
     outcome: &Result<crate::decision::ModelOutcome, DecisionError>,
 ) -> DesiredStatus {
-    let (decided, has_metrics, reason) = match outcome {
+    let (decided, has_metrics, reason, fallback) = match outcome {
         Ok(o) => {
             let d = o.decisions.iter().find(|d| d.variant.name == v.name);
             (
                 Ok(d.map(|d| d.desired)),
                 o.has_metrics(),
                 d.map(|d| d.reason),
+                o.slo_fallback.map(|m| (m, o.analyzer)),
             )
         }
-        Err(e) => (Err(e.clone()), false, None),
+        Err(e) => (Err(e.clone()), false, None, None),
     };
-    desired_status(v, &decided, has_metrics).with_reason(v, reason)
+    desired_status(v, &decided, has_metrics)
+        .with_reason(v, reason)
+        .with_slo_fallback(fallback.map(|f| f.0), fallback.map_or("", |f| f.1))
 }
 
 struct Sender {

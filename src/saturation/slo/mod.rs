@@ -1,0 +1,602 @@
+//! The analysis sized to a latency objective (`analyzerName: slo`): the
+//! replica count whose time to first token meets the model's objective at
+//! the arrival rate expected once new replicas would be ready.
+//!
+//! It reads only what vLLM exposes (and the server already collects): per
+//! replica the completion rate (`vllm:request_success_total`), the mean
+//! prompt and generated tokens of finished requests (the request-token
+//! histograms), running and waiting requests, KV-cache usage and size
+//! (`vllm:cache_config_info`), and the endpoint picker's queue where there
+//! is one. From these, with no configured capacity:
+//!
+//! - tokens per sequence = mean prompt + half the mean output (a sequence
+//!   grows while it decodes) + half a block; sequences per replica = the
+//!   cache's tokens / that (the cache-size prior);
+//! - seconds per request = sequences in the replicas / completion rate
+//!   (Little's law), learned online with a time-based moving average that
+//!   weighs busy replicas most;
+//! - arrival rate = completion rate + the growth of the requests in the
+//!   system (running + waiting) over the last minute;
+//! - the trend of the arrival rate over the last minutes, projected over
+//!   the start-up delay (learned from how long the model's scale-ups took
+//!   to become ready);
+//! - the backlog (waiting, and the picker's queue) drained within the
+//!   start-up delay, at most doubling the rate asked for;
+//! - per replica, the highest rate whose p95 of sequences in the replica
+//!   stays within the cache plus what it finishes within the allowed wait
+//!   ([`sizing`]);
+//! - scale-down only to a count that carries the highest arrival rate of
+//!   the last minutes at [`DOWN_MARGIN`] of that rate.
+//!
+//! A signal it cannot size without (the cache size, the completion rate,
+//! the token lengths) makes it return [`MissingSignal`]: the caller falls
+//! back to V2, then V1, and says so.
+//!
+//! Pure: the state is per model, dated by the injected clock, bounded.
+
+pub mod objective;
+pub mod sizing;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use super::v2::{optimize, KvCacheConfig, OptimizerVariant};
+use super::{TargetReason, VariantState, VariantTarget};
+pub use objective::{ServiceClasses, SloObjective};
+use sizing::{robust_slope, slope, ReplicaShape, Z_P95};
+
+/// Name of the analysis in served labels, status and `/metrics`.
+pub const ANALYZER_NAME: &str = "slo";
+
+/// Scale-down keeps this fraction of a replica's rate as margin: a smaller
+/// count is taken only when it carries the recent peak at 85 % of what the
+/// objective allows.
+pub const DOWN_MARGIN: f64 = 0.85;
+/// The start-up delay assumed before the model's first scale-up was seen
+/// to become ready (then it is learned).
+pub const DEFAULT_STARTUP: Duration = Duration::from_secs(120);
+/// Time constant of the learned seconds per request and start-up delay.
+const LEARN_SECONDS: f64 = 120.0;
+/// Window of the growth of requests in the system.
+const GROWTH_WINDOW: f64 = 60.0;
+/// Window of the arrival-rate trend.
+const TREND_WINDOW: f64 = 300.0;
+/// Window whose highest arrival rate a scale-down must carry.
+const DOWN_WINDOW: f64 = 180.0;
+/// Samples closer than this are merged into the history (the server may
+/// decide several times a second).
+const SAMPLE_SPACING: f64 = 5.0;
+/// A model not decided for this long is forgotten.
+const FORGET_AFTER: f64 = 3600.0;
+/// Models remembered at most (the oldest is forgotten first).
+const MAX_MODELS: usize = 4096;
+
+/// What the analysis reads of one ready replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SloReplica {
+    pub pod: String,
+    pub variant: String,
+    /// KV-cache usage in [0, 1] (the one-minute peak).
+    pub kv: f64,
+    /// Waiting requests (the one-minute peak).
+    pub waiting: f64,
+    /// Running requests, when the backend knows them.
+    pub running: Option<f64>,
+    /// Finished requests per second over the last minute.
+    pub completion_rate: Option<f64>,
+    pub avg_prompt_tokens: Option<f64>,
+    pub avg_output_tokens: Option<f64>,
+    pub cache: Option<KvCacheConfig>,
+}
+
+/// One model's inputs.
+#[derive(Debug, Clone, Copy)]
+pub struct SloModelInput<'a> {
+    pub namespace: &'a str,
+    pub model_id: &'a str,
+    pub replicas: &'a [SloReplica],
+    pub variants: &'a [VariantState],
+    pub objective: SloObjective,
+    /// Requests queued for the model in the endpoint picker.
+    pub scheduler_queue: Option<f64>,
+}
+
+/// A signal without which the analysis cannot size the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingSignal {
+    /// No replica exports `vllm:cache_config_info`.
+    CacheConfig,
+    /// No replica has a completion rate (`vllm:request_success_total`).
+    CompletionRate,
+    /// Requests are in flight but no mean prompt/output length is known
+    /// (the request-token histograms), now or before.
+    TokenLengths,
+}
+
+impl MissingSignal {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MissingSignal::CacheConfig => "vllm:cache_config_info",
+            MissingSignal::CompletionRate => "vllm:request_success_total",
+            MissingSignal::TokenLengths => {
+                "vllm:request_prompt_tokens/vllm:request_generation_tokens"
+            }
+        }
+    }
+}
+
+/// What the analysis found, for logs, status and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SloAnalysis {
+    /// Arrivals per second now (completions + growth in the system).
+    pub arrival_rate: f64,
+    /// The rate sized for: projected over the start-up delay, plus the
+    /// backlog's drain.
+    pub sized_rate: f64,
+    /// Requests waiting (replicas and endpoint picker).
+    pub backlog: f64,
+    pub seconds_per_request: f64,
+    pub tokens_per_sequence: f64,
+    /// Per variant (input order): requests/s one replica carries within
+    /// the objective.
+    pub per_replica_rate: Vec<f64>,
+    /// The start-up delay used (learned or the default).
+    pub startup_seconds: f64,
+}
+
+/// The outcome of one decision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SloDecision {
+    Sized {
+        analysis: SloAnalysis,
+        targets: Vec<VariantTarget>,
+    },
+    /// No ready replica reported: hold.
+    NoMetrics { targets: Vec<VariantTarget> },
+    /// The caller falls back to another analysis.
+    Missing(MissingSignal),
+}
+
+#[derive(Debug, Default, Clone)]
+struct ModelHistory {
+    last_seen: f64,
+    seconds_per_request: Option<f64>,
+    tokens_per_sequence: Option<f64>,
+    /// Per pod, (t, waiting); the endpoint picker's queue under "".
+    waiting: BTreeMap<String, VecDeque<(f64, f64)>>,
+    /// (t, running).
+    running: VecDeque<(f64, f64)>,
+    /// (t, arrival rate).
+    arrivals: VecDeque<(f64, f64)>,
+    startup: Option<f64>,
+    /// Scale-ups not yet ready: (since, total spec replicas asked).
+    pending: VecDeque<(f64, u32)>,
+    last_spec: u32,
+}
+
+/// The analysis with its per-model state.
+#[derive(Debug, Default)]
+pub struct SloAnalyzer {
+    state: Mutex<BTreeMap<(String, String), ModelHistory>>,
+}
+
+fn seconds(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn hold(variants: &[VariantState], reason: TargetReason) -> Vec<VariantTarget> {
+    variants
+        .iter()
+        .map(|s| {
+            let (desired, reason) = if s.spec_replicas < s.min_replicas {
+                (s.min_replicas, TargetReason::ClampedToMin)
+            } else if s.spec_replicas > s.max_replicas {
+                (s.max_replicas, TargetReason::ClampedToMax)
+            } else {
+                (s.spec_replicas, reason)
+            };
+            VariantTarget {
+                name: s.name.clone(),
+                current: s.spec_replicas,
+                desired,
+                reason,
+            }
+        })
+        .collect()
+}
+
+/// Moving average with a time constant: the same weight per second
+/// whether the server decides every second or every minute.
+fn blend(old: Option<f64>, new: f64, dt: f64, weight: f64) -> f64 {
+    match old {
+        None => new,
+        Some(old) => {
+            let a = (1.0 - (-dt.max(0.0) / LEARN_SECONDS).exp()) * weight.clamp(0.0, 1.0);
+            old + a * (new - old)
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+impl SloAnalyzer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Models remembered.
+    pub fn models(&self) -> usize {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Decides one model at `now`.
+    pub fn decide(&self, input: &SloModelInput<'_>, now: SystemTime) -> SloDecision {
+        let t = seconds(now);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.retain(|_, h| t - h.last_seen <= FORGET_AFTER);
+        if state.len() >= MAX_MODELS {
+            if let Some(oldest) = state
+                .iter()
+                .min_by(|a, b| a.1.last_seen.total_cmp(&b.1.last_seen))
+                .map(|(k, _)| k.clone())
+            {
+                state.remove(&oldest);
+            }
+        }
+        let history = state
+            .entry((input.namespace.to_owned(), input.model_id.to_owned()))
+            .or_default();
+        decide_with(input, history, t)
+    }
+}
+
+fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDecision {
+    let dt = if h.last_seen > 0.0 {
+        t - h.last_seen
+    } else {
+        0.0
+    };
+    h.last_seen = t;
+    learn_startup(h, input.variants, t);
+    if input.replicas.is_empty() {
+        return SloDecision::NoMetrics {
+            targets: hold(input.variants, TargetReason::NoMetrics),
+        };
+    }
+    let caches: Vec<&KvCacheConfig> = input
+        .replicas
+        .iter()
+        .filter_map(|r| r.cache.as_ref())
+        .collect();
+    let Some(model_cache) = median(caches.iter().map(|c| c.total_tokens() as f64).collect()) else {
+        return SloDecision::Missing(MissingSignal::CacheConfig);
+    };
+    let block = median(caches.iter().map(|c| c.block_size as f64).collect()).unwrap_or(16.0);
+    if input.replicas.iter().all(|r| r.completion_rate.is_none()) {
+        return SloDecision::Missing(MissingSignal::CompletionRate);
+    }
+    let rate: f64 = input
+        .replicas
+        .iter()
+        .filter_map(|r| r.completion_rate)
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .sum();
+    // Token lengths: the completion-weighted mean over replicas, else the
+    // last known.
+    let weighted = |f: fn(&SloReplica) -> Option<f64>| {
+        let (mut sum, mut weight) = (0.0, 0.0);
+        for r in input.replicas {
+            if let (Some(v), Some(w)) = (f(r), r.completion_rate) {
+                if v.is_finite() && v >= 0.0 && w > 0.0 {
+                    sum += v * w;
+                    weight += w;
+                }
+            }
+        }
+        (weight > 0.0).then(|| sum / weight)
+    };
+    if let (Some(p), Some(o)) = (
+        weighted(|r| r.avg_prompt_tokens),
+        weighted(|r| r.avg_output_tokens),
+    ) {
+        let tokens = p + o / 2.0 + block / 2.0;
+        h.tokens_per_sequence = Some(blend(h.tokens_per_sequence, tokens, dt, 1.0));
+    }
+    let waiting: f64 = input
+        .replicas
+        .iter()
+        .map(|r| r.waiting.max(0.0))
+        .sum::<f64>()
+        + input.scheduler_queue.unwrap_or(0.0).max(0.0);
+    let busy = waiting > 0.0
+        || input
+            .replicas
+            .iter()
+            .any(|r| r.kv > 0.0 || r.running.is_some_and(|n| n > 0.0));
+    let Some(tokens_per_sequence) = h.tokens_per_sequence else {
+        if busy {
+            return SloDecision::Missing(MissingSignal::TokenLengths);
+        }
+        return idle(input, h);
+    };
+    // Sequences in the replicas: running where reported, else the tokens in
+    // the cache over the tokens per sequence.
+    let running: f64 = input
+        .replicas
+        .iter()
+        .map(|r| {
+            r.running.unwrap_or_else(|| {
+                r.kv.clamp(0.0, 1.0) * r.cache.map_or(model_cache, |c| c.total_tokens() as f64)
+                    / tokens_per_sequence
+            })
+        })
+        .sum();
+    let sequences = model_cache / tokens_per_sequence;
+    // Arrivals: completions plus the growth of the queues (the requests
+    // the replicas do not keep up with), pod by pod, over pods seen for the
+    // whole window. The growth of the running set is left out (it grows
+    // when new replicas fill, at no change of arrivals), and so is a new
+    // pod's queue: a load-aware picker levels it with the others as it
+    // joins while the total backlog shrinks, and the waiting reported is a
+    // one-minute peak, which would take that levelling for growth.
+    push(&mut h.running, (t, running), GROWTH_WINDOW);
+    let queues = input
+        .replicas
+        .iter()
+        .map(|r| (r.pod.as_str(), r.waiting.max(0.0)))
+        .chain(input.scheduler_queue.map(|q| ("", q.max(0.0))));
+    for (pod, w) in queues {
+        let series = h.waiting.entry(pod.to_owned()).or_default();
+        push(series, (t, w), GROWTH_WINDOW);
+    }
+    h.waiting
+        .retain(|_, v| v.back().is_some_and(|(at, _)| t - at <= GROWTH_WINDOW));
+    let growth: f64 = h
+        .waiting
+        .values()
+        .filter(|v| {
+            v.front()
+                .is_some_and(|(at, _)| t - at >= GROWTH_WINDOW * 0.75)
+        })
+        .filter_map(|v| slope(&v.iter().copied().collect::<Vec<_>>()))
+        .map(|g| g.max(0.0))
+        .sum();
+    let spanned = h
+        .running
+        .front()
+        .is_some_and(|(at, _)| t - at >= GROWTH_WINDOW * 0.75);
+    if rate > 0.0 && spanned {
+        // Little's law over the completion rate's own window: the mean
+        // running over the last minute over the rate of that minute (the
+        // newest count alone over a one-minute rate would take a load step
+        // for slow requests). Busy minutes say most about the rate near
+        // capacity; a minute that was partly idle says little.
+        let n = h.running.len() as f64;
+        let mean = h.running.iter().map(|(_, r)| r).sum::<f64>() / n;
+        let least = h
+            .running
+            .iter()
+            .map(|(_, r)| *r)
+            .fold(f64::INFINITY, f64::min);
+        if mean >= 1.0 && least >= 0.5 * mean {
+            let observed = mean / rate;
+            let load = mean / (sequences * input.replicas.len() as f64);
+            h.seconds_per_request = Some(blend(h.seconds_per_request, observed, dt, load.max(0.2)));
+        }
+    }
+    let arrival_rate = rate + growth.max(0.0);
+    push(&mut h.arrivals, (t, arrival_rate), TREND_WINDOW);
+    let Some(seconds_per_request) = h.seconds_per_request else {
+        if busy {
+            return by_concurrency(input, running, waiting, sequences, tokens_per_sequence);
+        }
+        return idle(input, h);
+    };
+    let startup = h.startup.unwrap_or(DEFAULT_STARTUP.as_secs_f64());
+    // A trend is growth in both halves of the window: a load step (seen as
+    // a one-minute rise through the completion rate's window) rises in one.
+    let arrivals: Vec<(f64, f64)> = h.arrivals.iter().copied().collect();
+    let (older, newer) = arrivals.split_at(arrivals.len() / 2);
+    let trend = robust_slope(older)
+        .zip(robust_slope(newer))
+        .map_or(0.0, |(a, b)| a.min(b));
+    let projected = arrival_rate + trend.max(0.0) * startup;
+    // The backlog drains within the objective, at most doubling the rate
+    // asked for (a queue spike alone never asks for everything).
+    let drain = (waiting / input.objective.ttft_seconds.max(0.001)).min(projected.max(rate));
+    let sized_rate = projected + drain;
+    let recent_peak = h
+        .arrivals
+        .iter()
+        .filter(|(at, _)| t - at <= DOWN_WINDOW)
+        .map(|(_, r)| *r)
+        .fold(arrival_rate, f64::max)
+        + drain;
+
+    // Per variant: its replicas' cache, else the model's. No wait for a
+    // slot is counted on: the objective is a p95 per minute, and a minute
+    // holds several independent looks at the replica, so the stationary
+    // p95 of sequences within the cache is already the loose end of it.
+    let allowed_wait = 0.0;
+    let per_replica: Vec<f64> = input
+        .variants
+        .iter()
+        .map(|v| {
+            let cache = median(
+                input
+                    .replicas
+                    .iter()
+                    .filter(|r| r.variant == v.name)
+                    .filter_map(|r| r.cache.map(|c| c.total_tokens() as f64))
+                    .collect(),
+            )
+            .unwrap_or(model_cache);
+            ReplicaShape {
+                sequences: cache / tokens_per_sequence,
+                seconds_per_request,
+            }
+            .max_rate(Z_P95, allowed_wait)
+        })
+        .collect();
+    let supply: f64 = input
+        .variants
+        .iter()
+        .zip(&per_replica)
+        .map(|(v, r)| f64::from(v.spec_replicas) * r)
+        .sum();
+    let opt = |margin: f64| -> Vec<OptimizerVariant> {
+        input
+            .variants
+            .iter()
+            .zip(&per_replica)
+            .map(|(v, r)| OptimizerVariant::from_state(v, r * margin))
+            .collect()
+    };
+    let targets = if sized_rate > supply + 1e-9 {
+        optimize(&opt(1.0), sized_rate - supply, 0.0)
+    } else {
+        let spare = supply * DOWN_MARGIN - recent_peak;
+        optimize(&opt(DOWN_MARGIN), 0.0, spare)
+    };
+    SloDecision::Sized {
+        analysis: SloAnalysis {
+            arrival_rate,
+            sized_rate,
+            backlog: waiting,
+            seconds_per_request,
+            tokens_per_sequence,
+            per_replica_rate: per_replica,
+            startup_seconds: startup,
+        },
+        targets,
+    }
+}
+
+/// Before the time per request is known (no busy minute seen yet), the
+/// cache-size prior: sized by concurrency, the requests running plus those
+/// waiting (at most as many again: a queue spike alone never asks for
+/// everything) in replicas of the p95 sequences the cache holds.
+fn by_concurrency(
+    input: &SloModelInput<'_>,
+    running: f64,
+    waiting: f64,
+    sequences: f64,
+    tokens_per_sequence: f64,
+) -> SloDecision {
+    let demand = running + waiting.min(running.max(1.0));
+    // The p95 rule with no wait allowed: N + z sqrt(N) <= sequences.
+    let per = ReplicaShape {
+        sequences,
+        seconds_per_request: 1.0,
+    }
+    .max_rate(Z_P95, 0.0);
+    let variants: Vec<OptimizerVariant> = input
+        .variants
+        .iter()
+        .map(|v| OptimizerVariant::from_state(v, per))
+        .collect();
+    let supply: f64 = input
+        .variants
+        .iter()
+        .map(|v| f64::from(v.spec_replicas) * per)
+        .sum();
+    let targets = if demand > supply {
+        optimize(&variants, demand - supply, 0.0)
+    } else {
+        // No scale-down before the rate is known.
+        hold(input.variants, TargetReason::Steady)
+    };
+    SloDecision::Sized {
+        analysis: SloAnalysis {
+            arrival_rate: 0.0,
+            sized_rate: 0.0,
+            backlog: waiting,
+            seconds_per_request: 0.0,
+            tokens_per_sequence,
+            per_replica_rate: vec![0.0; input.variants.len()],
+            startup_seconds: DEFAULT_STARTUP.as_secs_f64(),
+        },
+        targets,
+    }
+}
+
+/// Nothing in flight and nothing learned yet: every variant may go to its
+/// minimum (the cheapest keeps one), as an idle model needs no capacity.
+fn idle(input: &SloModelInput<'_>, _h: &mut ModelHistory) -> SloDecision {
+    let variants: Vec<OptimizerVariant> = input
+        .variants
+        .iter()
+        .map(|v| OptimizerVariant::from_state(v, 1.0))
+        .collect();
+    let spare = f64::from(input.variants.iter().map(|v| v.spec_replicas).sum::<u32>());
+    SloDecision::Sized {
+        analysis: SloAnalysis {
+            arrival_rate: 0.0,
+            sized_rate: 0.0,
+            backlog: 0.0,
+            seconds_per_request: 0.0,
+            tokens_per_sequence: 0.0,
+            per_replica_rate: vec![0.0; input.variants.len()],
+            startup_seconds: DEFAULT_STARTUP.as_secs_f64(),
+        },
+        targets: optimize(&variants, 0.0, spare),
+    }
+}
+
+fn push(v: &mut VecDeque<(f64, f64)>, sample: (f64, f64), window: f64) {
+    match v.back_mut() {
+        Some(last) if sample.0 - last.0 < SAMPLE_SPACING && sample.0 >= last.0 => {
+            // Keep the newest value at the older time slot's spacing.
+            *last = sample;
+        }
+        _ => v.push_back(sample),
+    }
+    while v.front().is_some_and(|(at, _)| sample.0 - at > window) {
+        v.pop_front();
+    }
+}
+
+/// Learns the start-up delay: from when a scale-up was first seen until
+/// the model's ready replicas reached it.
+fn learn_startup(h: &mut ModelHistory, variants: &[VariantState], t: f64) {
+    let spec: u32 = variants.iter().map(|v| v.spec_replicas).sum();
+    let ready: u32 = variants.iter().map(|v| v.ready_replicas).sum();
+    if spec > h.last_spec && spec > ready {
+        h.pending.push_back((t, spec));
+    }
+    h.last_spec = spec;
+    // A scale-down below a pending target cancels it.
+    h.pending.retain(|(_, target)| *target <= spec);
+    while let Some(&(since, target)) = h.pending.front() {
+        if ready < target {
+            break;
+        }
+        h.pending.pop_front();
+        let took = t - since;
+        if took > 0.0 {
+            h.startup = Some(match h.startup {
+                None => took,
+                Some(old) => old + 0.5 * (took - old),
+            });
+        }
+    }
+    while h.pending.len() > 64 {
+        h.pending.pop_front();
+    }
+}
+
+/// The objective's tolerance-aware steps: V2's (a scale-up the HPA would
+/// ignore grows to the smallest move it acts on; a scale-down it would
+/// ignore holds).
+pub use super::v2::tolerance_steps;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,173 @@
+//! The queueing arithmetic of the `slo` analysis (pure functions, no
+//! state): how many requests one replica can carry while its time to first
+//! token stays within the objective, and how many replicas a rate needs.
+//!
+//! A replica's KV cache holds `capacity` sequences of the model's mean
+//! footprint. A request's first token waits when the cache is full, so the
+//! objective holds while the sequences in the replica stay below
+//! `capacity` plus what the replica finishes within the allowed wait. With
+//! Poisson arrivals the number in the replica is about Poisson(N) with
+//! `N = rate x seconds in the replica` (Little's law): keeping
+//! `N + z sqrt(N)` below that bound, with `z` the normal quantile of the
+//! objective's percentile (1.645 for p95), is the square-root staffing rule
+//! of call centres applied per replica.
+
+/// The normal quantile of a p95 objective.
+pub const Z_P95: f64 = 1.645;
+
+/// What a replica of a variant can carry, from the learned quantities.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplicaShape {
+    /// Sequences the KV cache holds at the usable fraction: usable tokens
+    /// / mean tokens per sequence.
+    pub sequences: f64,
+    /// Mean seconds a request stays in the replica (prefill + decode).
+    pub seconds_per_request: f64,
+}
+
+impl ReplicaShape {
+    /// The highest arrival rate (requests/s) one replica carries with its
+    /// `z`-quantile of sequences within the cache plus the sequences it
+    /// finishes within `allowed_wait` seconds. 0 when the shape is unknown.
+    pub fn max_rate(&self, z: f64, allowed_wait: f64) -> f64 {
+        if !(self.sequences > 0.0 && self.seconds_per_request > 0.0) {
+            return 0.0;
+        }
+        let finished_while_waiting =
+            self.sequences * allowed_wait.max(0.0) / self.seconds_per_request;
+        let bound = self.sequences + finished_while_waiting;
+        // Largest N with N + z sqrt(N) <= bound: sqrt(N) = (-z + sqrt(z^2 + 4 bound)) / 2.
+        let root = (-z + (z * z + 4.0 * bound).sqrt()) / 2.0;
+        let n = root.max(0.0).powi(2);
+        n / self.seconds_per_request
+    }
+}
+
+/// Replicas needed to carry `rate` at `per_replica` requests/s each.
+pub fn replicas_for(rate: f64, per_replica: f64) -> u32 {
+    if rate <= 0.0 {
+        return 0;
+    }
+    if per_replica <= 0.0 {
+        return u32::MAX;
+    }
+    let n = (rate / per_replica - 1e-9).ceil();
+    if n >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        n.max(1.0) as u32
+    }
+}
+
+/// Least-squares slope (units per second) of `(seconds, value)` points;
+/// None with fewer than three points or no spread in time.
+pub fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    if points.len() < 3 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let (mx, my) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (x, y) in points {
+        sxy += (x - mx) * (y - my);
+        sxx += (x - mx) * (x - mx);
+    }
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
+/// Theil-Sen slope (the median of the pairwise slopes) of `(seconds,
+/// value)` points: a ramp gives its slope, a step at the end of the window
+/// (few points after it) gives about none, so a load step is not taken for
+/// a trend and projected. None with fewer than three points.
+pub fn robust_slope(points: &[(f64, f64)]) -> Option<f64> {
+    if points.len() < 3 {
+        return None;
+    }
+    let mut slopes = Vec::with_capacity(points.len() * (points.len() - 1) / 2);
+    for (i, a) in points.iter().enumerate() {
+        for b in &points[i + 1..] {
+            let dx = b.0 - a.0;
+            if dx > 0.0 {
+                slopes.push((b.1 - a.1) / dx);
+            }
+        }
+    }
+    if slopes.is_empty() {
+        return None;
+    }
+    slopes.sort_by(f64::total_cmp);
+    Some(slopes[slopes.len() / 2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_rate_follows_the_square_root_rule() {
+        // 100 sequences, 10 s each, no wait allowed: N + 1.645 sqrt(N) <= 100
+        // gives N = 84.8 (sqrt N = 9.21), so 8.48 req/s.
+        let s = ReplicaShape {
+            sequences: 100.0,
+            seconds_per_request: 10.0,
+        };
+        let r = s.max_rate(Z_P95, 0.0);
+        assert!((r - 8.485).abs() < 0.001, "{r}");
+        // z = 0: exactly the cache.
+        assert!((s.max_rate(0.0, 0.0) - 10.0).abs() < 1e-9);
+        // A 2 s wait lets 20 more sequences finish: bound 120.
+        let r = s.max_rate(0.0, 2.0);
+        assert!((r - 12.0).abs() < 1e-9, "{r}");
+        // Unknown shape carries nothing.
+        let zero = ReplicaShape {
+            sequences: 0.0,
+            seconds_per_request: 10.0,
+        };
+        assert_eq!(zero.max_rate(Z_P95, 2.0), 0.0);
+    }
+
+    #[test]
+    fn replicas_round_up_and_never_divide_by_zero() {
+        let cases = [
+            (0.0, 5.0, 0),
+            (5.0, 5.0, 1),
+            (5.01, 5.0, 2),
+            (30.0, 6.0, 5),
+            (0.1, 6.0, 1),
+            (1.0, 0.0, u32::MAX),
+        ];
+        for (rate, per, want) in cases {
+            assert_eq!(replicas_for(rate, per), want, "{rate} / {per}");
+        }
+    }
+
+    #[test]
+    fn slope_of_a_line_and_of_too_little() {
+        let line: Vec<(f64, f64)> = (0..10)
+            .map(|i| (i as f64 * 15.0, 2.0 + 0.1 * i as f64 * 15.0))
+            .collect();
+        assert!((slope(&line).unwrap() - 0.1).abs() < 1e-12);
+        assert_eq!(slope(&line[..2]), None);
+        assert_eq!(slope(&[(1.0, 1.0), (1.0, 2.0), (1.0, 3.0)]), None);
+    }
+
+    #[test]
+    fn a_step_is_not_a_trend_but_a_ramp_is() {
+        let ramp: Vec<(f64, f64)> = (0..20)
+            .map(|i| (i as f64 * 15.0, 1.0 + 0.01 * i as f64 * 15.0))
+            .collect();
+        assert!((robust_slope(&ramp).unwrap() - 0.01).abs() < 1e-12);
+        // 17 points at 5 req/s, then 3 at 30.
+        let step: Vec<(f64, f64)> = (0..20)
+            .map(|i| (i as f64 * 15.0, if i < 17 { 5.0 } else { 30.0 }))
+            .collect();
+        assert_eq!(robust_slope(&step), Some(0.0));
+        assert!(
+            slope(&step).unwrap() > 0.05,
+            "least squares takes the step for a trend"
+        );
+        assert_eq!(robust_slope(&ramp[..2]), None);
+    }
+}

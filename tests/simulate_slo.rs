@@ -1,0 +1,270 @@
+//! Issue 31: the analysis sized to the latency objective (`slo`) against
+//! V1, V2 and the clairvoyant `oracle`, in `simulate` with its defaults
+//! and seed 1, on the built-in load steps, a ramp, a day and a
+//! request-level trace; then the same on replica models the analysis was
+//! not developed on (decode twice as fast, half the KV cache, 2,048-token
+//! prompts). `--nocapture` prints the table the docs quote.
+
+use wva_metrics_server::simulate::trace::RatePoint;
+use wva_metrics_server::simulate::{
+    parse_policies, parse_trace, run_policy, scenario, summarize, ChainDelays, PolicySummary,
+    SimConfig, Trace,
+};
+
+/// `simulate`'s defaults (30 min warm-up, seed 1, 120 s start-up).
+fn config(duration: u64) -> SimConfig {
+    SimConfig {
+        duration_seconds: duration,
+        warm_up_seconds: 1800,
+        ..Default::default()
+    }
+}
+
+struct Outcome {
+    name: &'static str,
+    summary: PolicySummary,
+    /// Violation minutes per load step window.
+    steps: Vec<u32>,
+}
+
+/// Runs v1, v2, slo and oracle; `steps` are (from, to) seconds of the trace
+/// whose violation minutes are compared with the oracle's.
+fn run_all(config: &SimConfig, trace: &Trace, steps: &[(u64, u64)]) -> Vec<Outcome> {
+    parse_policies("v1,v2,slo,oracle", ChainDelays::default())
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            let run = run_policy(config, &p, trace, &mut |_| {});
+            let summary = summarize(&run, config.slo_ttft, 10.0);
+            let steps = steps
+                .iter()
+                .map(|&(from, to)| {
+                    run.minutes[(from / 60) as usize..((to / 60) as usize).min(run.minutes.len())]
+                        .iter()
+                        .filter(|m| m.ttft_p95.is_some_and(|p| p > config.slo_ttft))
+                        .count() as u32
+                })
+                .collect();
+            Outcome {
+                name: p.name,
+                summary,
+                steps,
+            }
+        })
+        .collect()
+}
+
+fn print(label: &str, outcomes: &[Outcome]) {
+    for o in outcomes {
+        println!(
+            "| {label} | {} | {} | {:.0} | {} | {:?} |",
+            o.name,
+            o.summary.slo_violation_minutes,
+            o.summary.replica_minutes,
+            o.summary.max_replicas,
+            o.steps
+        );
+    }
+}
+
+/// What holds today on every trace (the floor a change must keep): slo
+/// costs no more than V2 at no more than V2's violation minutes + 3.
+fn floor(label: &str, outcomes: &[Outcome]) -> Vec<String> {
+    let get = |n: &str| outcomes.iter().find(|o| o.name == n).unwrap();
+    let (v2, slo) = (get("v2"), get("slo"));
+    let mut missed = Vec::new();
+    if slo.summary.replica_minutes > v2.summary.replica_minutes {
+        missed.push(format!("{label}: slo costs more than v2"));
+    }
+    if slo.summary.slo_violation_minutes > v2.summary.slo_violation_minutes + 3 {
+        missed.push(format!("{label}: slo violates 3+ minutes more than v2"));
+    }
+    missed
+}
+
+/// The targets of issue 31: slo at most the lower of v1 and v2 on both
+/// axes at once, and within 2 violation minutes of the oracle per step.
+/// Met on the ramp and the day; on load steps the cost and the distance to
+/// the oracle are not (docs/simulate.md says why): printed, asserted where met.
+fn check(label: &str, outcomes: &[Outcome]) -> Vec<String> {
+    let get = |n: &str| outcomes.iter().find(|o| o.name == n).unwrap();
+    let (v1, v2, slo, oracle) = (get("v1"), get("v2"), get("slo"), get("oracle"));
+    let mut missed = Vec::new();
+    let best_viol = v1
+        .summary
+        .slo_violation_minutes
+        .min(v2.summary.slo_violation_minutes);
+    let best_cost = v1.summary.replica_minutes.min(v2.summary.replica_minutes);
+    if slo.summary.slo_violation_minutes > best_viol {
+        missed.push(format!(
+            "{label}: slo {} violation minutes > min(v1, v2) {best_viol}",
+            slo.summary.slo_violation_minutes
+        ));
+    }
+    if slo.summary.replica_minutes > best_cost {
+        missed.push(format!(
+            "{label}: slo {:.0} replica-minutes > min(v1, v2) {best_cost:.0}",
+            slo.summary.replica_minutes
+        ));
+    }
+    for (i, (s, o)) in slo.steps.iter().zip(&oracle.steps).enumerate() {
+        if *s > o + 2 {
+            missed.push(format!(
+                "{label}: load step {i}: slo {s} violation minutes, oracle {o}"
+            ));
+        }
+    }
+    missed
+}
+
+/// A request-level trace in the Azure LLM inference layout
+/// (`TIMESTAMP,ContextTokens,GeneratedTokens`), 40 minutes: Poisson
+/// arrivals at 8 req/s, a step to 20 req/s from minute 15 to 30, then 10;
+/// heavy-tailed prompt and output lengths (log-normal, median 700 and 180
+/// tokens). Generated from a fixed seed so that it is the same every run.
+fn request_trace() -> Trace {
+    // SplitMix64, one stream for the gaps and one for the lengths.
+    fn stream(mut state: u64) -> impl FnMut() -> f64 {
+        move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        }
+    }
+    let mut uniform = stream(0x2023_1116);
+    let mut lengths = stream(0x1815_4668);
+    let mut normal = move || {
+        let (a, b) = (lengths(), lengths());
+        (-2.0 * a.ln()).sqrt() * (2.0 * std::f64::consts::PI * b).cos()
+    };
+    let mut csv = String::from("TIMESTAMP,ContextTokens,GeneratedTokens\n");
+    let mut t = 0.0f64;
+    while t < 2400.0 {
+        let rate = if (900.0..1800.0).contains(&t) {
+            20.0
+        } else if t >= 1800.0 {
+            10.0
+        } else {
+            8.0
+        };
+        t += -(1.0 - uniform()).ln() / rate;
+        let prompt = (700.0 * (0.8 * normal()).exp()).clamp(16.0, 6000.0).round();
+        let output = (180.0 * (0.7 * normal()).exp()).clamp(4.0, 1500.0).round();
+        csv.push_str(&format!("{t:.4},{prompt},{output}\n"));
+    }
+    parse_trace("requests.csv", &csv).unwrap()
+}
+
+/// A scenario with every prompt (and output) of the given length.
+fn with_tokens(trace: Trace, input: u32, output: u32) -> Trace {
+    match trace {
+        Trace::Rates(points) => Trace::Rates(
+            points
+                .into_iter()
+                .map(|p| RatePoint {
+                    input_tokens: input,
+                    output_tokens: output,
+                    ..p
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// (label, trace, duration, load-step windows).
+type Case = (&'static str, Trace, u64, &'static [(u64, u64)]);
+
+const BURST_STEPS: &[(u64, u64)] = &[(1740, 3000), (4620, 5880)];
+const ITB_STEPS: &[(u64, u64)] = &[(3540, 4800)];
+
+#[test]
+fn slo_against_v1_v2_and_the_oracle_on_steps_a_ramp_and_requests() {
+    let mut missed = Vec::new();
+    let cases: Vec<Case> = vec![
+        (
+            "burst",
+            scenario("burst", 7200.0).unwrap(),
+            7200,
+            BURST_STEPS,
+        ),
+        (
+            "idle-then-burst",
+            scenario("idle-then-burst", 7200.0).unwrap(),
+            7200,
+            ITB_STEPS,
+        ),
+        ("ramp", scenario("ramp", 7200.0).unwrap(), 7200, &[]),
+        ("requests", request_trace(), 2400, &[(840, 1800)]),
+    ];
+    for (label, trace, duration, steps) in cases {
+        let outcomes = run_all(&config(duration), &trace, steps);
+        print(label, &outcomes);
+        let targets = check(label, &outcomes);
+        println!("{label}: targets missed: {targets:?}");
+        if label == "ramp" {
+            missed.extend(targets);
+        }
+        missed.extend(floor(label, &outcomes));
+    }
+    assert!(missed.is_empty(), "{missed:#?}");
+}
+
+#[test]
+fn slo_meets_the_targets_over_a_day() {
+    let trace = scenario("diurnal", 86_400.0).unwrap();
+    let outcomes = run_all(&config(86_400), &trace, &[]);
+    print("diurnal", &outcomes);
+    let missed = check("diurnal", &outcomes);
+    assert!(missed.is_empty(), "{missed:#?}");
+}
+
+/// Replica models the analysis was not developed on: it learns them from
+/// their metrics; the issue's targets are printed, the floor asserted.
+#[test]
+fn slo_on_replica_models_it_was_not_developed_on_keeps_the_floor() {
+    let mut missed = Vec::new();
+    let base = SimConfig::default().replica;
+    let models = [
+        (
+            "decode x2",
+            SimConfig {
+                replica: wva_metrics_server::simulate::replica_model::ReplicaParams {
+                    decode_tokens_per_second: base.decode_tokens_per_second * 2.0,
+                    ..base
+                },
+                ..config(7200)
+            },
+            None,
+        ),
+        (
+            "half KV",
+            SimConfig {
+                replica: wva_metrics_server::simulate::replica_model::ReplicaParams {
+                    num_gpu_blocks: base.num_gpu_blocks / 2,
+                    ..base
+                },
+                ..config(7200)
+            },
+            None,
+        ),
+        ("2048-token prompts", config(7200), Some((2048, 256))),
+    ];
+    for (model, config, tokens) in models {
+        for (name, steps) in [("burst", BURST_STEPS), ("idle-then-burst", ITB_STEPS)] {
+            let mut trace = scenario(name, 7200.0).unwrap();
+            if let Some((i, o)) = tokens {
+                trace = with_tokens(trace, i, o);
+            }
+            let label = format!("{model}, {name}");
+            let outcomes = run_all(&config, &trace, steps);
+            print(&label, &outcomes);
+            println!("{label}: targets missed: {:?}", check(&label, &outcomes));
+            missed.extend(floor(&label, &outcomes));
+        }
+    }
+    assert!(missed.is_empty(), "{missed:#?}");
+}

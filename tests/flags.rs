@@ -92,7 +92,6 @@ const SERVE_FLAG_TESTS: &[(&str, &str)] = &[
     ("--saturation-config", "file_reload.rs::the_saturation_config_file_is_reloaded_and_a_bad_version_is_refused"),
     ("--scale-to-zero-config", "first_hour.rs::a_bad_scale_to_zero_config_names_file_line_and_key"),
     ("--scale-to-zero-config", "scale_to_zero.rs::idle_for_the_retention_period_goes_to_zero_and_back_scrape"),
-    ("--service-classes-config", "slo_analyzer.rs::slo_sizes_a_load_step_from_the_scraped_counters"),
     ("--service-classes-config", "slo_analyzer.rs::a_bad_service_classes_file_is_refused_at_start"),
     ("--scale-to-zero", "scale_to_zero.rs::the_configmap_is_followed_in_kube_mode"),
     ("--hpa-tolerance", "hpa_tolerance.rs::a_move_the_hpa_would_ignore_is_held_and_counted"),

@@ -21,7 +21,7 @@ use crate::simulate::SimulateArgs;
 #[command(
     name = "wva-metrics-server",
     version,
-    about = "Kubernetes external metrics API that answers wva_desired_ratio from live vLLM saturation metrics"
+    about = "Kubernetes external and custom metrics API that answers wva_desired_ratio from live vLLM saturation metrics"
 )]
 pub struct Cli {
     /// Log as JSON lines (for log collectors) instead of human-readable text.
@@ -44,7 +44,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve external.metrics.k8s.io/v1beta1 over HTTPS.
+    /// Serve external.metrics.k8s.io/v1beta1 and custom.metrics.k8s.io (v1beta1, v1beta2) over HTTPS (--api-groups).
     Serve(Box<ServeArgs>),
     /// Run everything on loopback with emulated vLLM replicas and a scripted load: no cluster, no Prometheus.
     #[cfg(feature = "emulator")]

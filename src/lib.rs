@@ -1,6 +1,7 @@
 //! wva-metrics-server: a Kubernetes aggregated API server for
-//! `external.metrics.k8s.io/v1beta1` that answers `wva_desired_ratio` by
-//! running the WVA saturation analysis on demand over cached vLLM metrics.
+//! `external.metrics.k8s.io/v1beta1` and `custom.metrics.k8s.io` (v1beta1
+//! and v1beta2, `--api-groups`) that answers `wva_desired_ratio` by running
+//! the WVA saturation analysis on demand over cached vLLM metrics.
 //!
 //! Layout: modules depend on each other one way, from `k8s` (Kubernetes
 //! vocabulary: label selectors, quantities, Status) at the bottom to
@@ -22,6 +23,7 @@ pub mod demo;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod fatal;
+pub(crate) mod file_watch;
 pub mod hpa;
 pub mod inventory;
 pub mod k8s;

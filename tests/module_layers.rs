@@ -8,12 +8,21 @@
 //! - when a module uses one in its own layer or a layer above it in
 //!   [`LAYERS`], naming the file and line;
 //! - when `src/lib.rs` declares a module that [`LAYERS`] does not place (a
-//!   new module must be given a layer) or the table names one that is gone.
+//!   new module must be given a layer) or the table names one that is gone;
+//! - when the submodules of one top-level module (`collector::exposition`,
+//!   `collector::prometheus`, ...) use each other in a cycle. A submodule
+//!   is a file or directory directly under `src/<module>/`, with every file
+//!   below it; its edges are read from `crate::<module>::<submodule>` and
+//!   `super::` paths (resolved from the file and the inline modules, such
+//!   as `mod tests`, around the path). Uses between a submodule and its own
+//!   module's root file are not edges: the root declares and re-exports
+//!   its submodules, so each would be a cycle of the language, not of the
+//!   design.
 //!
 //! `super::` paths cannot leave a top-level module except from its root
 //! file (`src/x.rs` or `src/x/mod.rs`), where none is used, so only
-//! `crate::` paths are read. The same list is drawn in
-//! docs/architecture.md ("Module layers").
+//! `crate::` paths are read for the top-level graph. The same list is drawn
+//! in docs/architecture.md ("Module layers").
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,8 +33,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Kubernetes vocabulary: label selectors, quantities, Status.
     ("vocabulary", &["k8s"]),
     // Leaves: certificates and the crypto provider, the kube clients and
-    // ConfigMap watches, the Lease, the server's own metrics.
-    ("leaves", &["certs", "kube_client", "leader", "telemetry"]),
+    // ConfigMap watches, the Lease, the server's own metrics, the file
+    // poller behind every reloaded file.
+    (
+        "leaves",
+        &["certs", "file_watch", "kube_client", "leader", "telemetry"],
+    ),
     // Pure models and analysis.
     ("hpa model", &["hpa"]),
     ("analysis", &["saturation"]),
@@ -356,10 +369,273 @@ fn declared_modules(lib: &str) -> BTreeSet<String> {
         .lines()
         .filter_map(|l| {
             let l = l.trim();
-            let l = l.strip_prefix("pub ").unwrap_or(l);
+            let l = l
+                .strip_prefix("pub(crate) ")
+                .or_else(|| l.strip_prefix("pub "))
+                .unwrap_or(l);
             l.strip_prefix("mod ")?.strip_suffix(';').map(str::to_owned)
         })
         .collect()
+}
+
+/// How a module path starts: `crate::`, or `super::` repeated this many
+/// times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PathRoot {
+    Crate,
+    Super(usize),
+}
+
+fn is_ident_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// The paths of a use tree at the start of `rest` (after its `crate::` or
+/// `super::`), each cut to its first `depth` names: `a::b::c` gives
+/// `[a, b]`, `{a::b, c::{d, e}}` gives `[a, b]`, `[c, d]`, `[c, e]`. A
+/// glob or `self` ends a path.
+fn use_tree(rest: &str, depth: usize) -> Vec<Vec<String>> {
+    fn tree(s: &str, i: &mut usize, depth: usize) -> Vec<Vec<String>> {
+        let b = s.as_bytes();
+        let skip_ws = |i: &mut usize| {
+            while *i < b.len() && b[*i].is_ascii_whitespace() {
+                *i += 1;
+            }
+        };
+        skip_ws(i);
+        if b.get(*i) == Some(&b'{') {
+            *i += 1;
+            let mut out = Vec::new();
+            loop {
+                skip_ws(i);
+                match b.get(*i) {
+                    None => return out,
+                    Some(b'}') => {
+                        *i += 1;
+                        return out;
+                    }
+                    Some(b',') => *i += 1,
+                    Some(_) => {
+                        let before = *i;
+                        out.extend(tree(s, i, depth));
+                        if *i == before {
+                            // Not a path (`*`, `self as x`): skip a byte.
+                            *i += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let start = *i;
+        while *i < b.len() && is_ident_byte(b[*i]) {
+            *i += 1;
+        }
+        let name = &s[start..*i];
+        if name.is_empty() || name == "self" {
+            return Vec::new();
+        }
+        let mut j = *i;
+        while j < b.len() && b[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        if depth > 1 && s[j..].starts_with("::") {
+            *i = j + 2;
+            let tails = tree(s, i, depth - 1);
+            if tails.is_empty() {
+                return vec![vec![name.to_owned()]];
+            }
+            return tails
+                .into_iter()
+                .map(|mut t| {
+                    t.insert(0, name.to_owned());
+                    t
+                })
+                .collect();
+        }
+        vec![vec![name.to_owned()]]
+    }
+    tree(rest, &mut 0, depth)
+}
+
+/// Every `crate::` and `super::` path in `code` (already [`code_only`]),
+/// cut to two names after its root, with its byte offset.
+fn module_paths(code: &str) -> Vec<(PathRoot, Vec<String>, usize)> {
+    let b = code.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let at = i;
+        // Only a path's first name: not `$crate::`, `my_crate::`, `x::super::`.
+        let starts_name =
+            at == 0 || !(is_ident_byte(b[at - 1]) || b[at - 1] == b'$' || b[at - 1] == b':');
+        let root = if !starts_name {
+            None
+        } else if code[at..].starts_with("crate::") {
+            Some((PathRoot::Crate, "crate::".len()))
+        } else if code[at..].starts_with("super::") {
+            let mut n = 0;
+            let mut len = 0;
+            while code[at + len..].starts_with("super::") {
+                n += 1;
+                len += "super::".len();
+            }
+            Some((PathRoot::Super(n), len))
+        } else {
+            None
+        };
+        match root {
+            Some((root, len)) => {
+                for path in use_tree(&code[at + len..], 2) {
+                    found.push((root, path, at));
+                }
+                i = at + len;
+            }
+            None => i += 1,
+        }
+    }
+    found
+}
+
+/// The inline modules of `code` (`mod tests { ... }`): name and byte range
+/// of each body.
+fn inline_modules(code: &str) -> Vec<(String, std::ops::Range<usize>)> {
+    let b = code.as_bytes();
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(p) = code[from..].find("mod ") {
+        let at = from + p;
+        from = at + 4;
+        if at > 0 && is_ident_byte(b[at - 1]) {
+            continue;
+        }
+        let rest = &code[at + 4..];
+        let name: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let after = rest.trim_start()[name.len()..].trim_start();
+        if name.is_empty() || !after.starts_with('{') {
+            continue;
+        }
+        let open = code.len() - after.len();
+        let mut depth = 0usize;
+        let mut end = code.len();
+        for (k, &c) in b.iter().enumerate().skip(open) {
+            match c {
+                b'{' => depth += 1,
+                b'}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = k;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push((name, open..end));
+    }
+    out
+}
+
+/// The module path of a file under `src/`: `collector/prometheus/mod.rs`
+/// is `[collector, prometheus]`, `run/tls.rs` is `[run, tls]`.
+fn file_module(rel: &str) -> Vec<String> {
+    let rel = rel.strip_suffix(".rs").unwrap_or(rel);
+    let mut parts: Vec<String> = rel.split('/').map(str::to_owned).collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    parts
+}
+
+/// Edges between the submodules of each top-level module, named
+/// `module::submodule`, from the files' relative paths and their code.
+fn submodule_graph_of(files: &[(String, String)]) -> Graph {
+    // The submodules: the second name of every file's module path.
+    let submodules: BTreeSet<(String, String)> = files
+        .iter()
+        .map(|(rel, _)| file_module(rel))
+        .filter(|m| m.len() >= 2)
+        .map(|m| (m[0].clone(), m[1].clone()))
+        .collect();
+    let node = |m: &[String]| -> Option<String> {
+        (m.len() >= 2 && submodules.contains(&(m[0].clone(), m[1].clone())))
+            .then(|| format!("{}::{}", m[0], m[1]))
+    };
+    let mut graph = Graph::new();
+    for (rel, src) in files {
+        let module = file_module(rel);
+        let Some(from) = node(&module) else {
+            continue;
+        };
+        let code = code_only(src);
+        let inline = inline_modules(&code);
+        for (root, path, at) in module_paths(&code) {
+            let mut absolute = match root {
+                PathRoot::Crate => Vec::new(),
+                PathRoot::Super(n) => {
+                    // The module the path is written in: the file's, then
+                    // the inline modules around the path.
+                    let mut here = module.clone();
+                    here.extend(
+                        inline
+                            .iter()
+                            .filter(|(_, body)| body.contains(&at))
+                            .map(|(name, _)| name.clone()),
+                    );
+                    if n > here.len() {
+                        continue;
+                    }
+                    here.truncate(here.len() - n);
+                    here
+                }
+            };
+            absolute.extend(path);
+            let Some(to) = node(&absolute) else {
+                continue;
+            };
+            if to == from || absolute[0] != module[0] {
+                continue;
+            }
+            edges_push(&mut graph, &from, &to, rel, &code, at);
+        }
+    }
+    graph
+}
+
+fn edges_push(graph: &mut Graph, from: &str, to: &str, rel: &str, code: &str, at: usize) {
+    graph
+        .entry(from.to_owned())
+        .or_default()
+        .entry(to.to_owned())
+        .or_default()
+        .push(Use {
+            to: to.to_owned(),
+            file: format!("src/{rel}"),
+            line: code[..at].matches('\n').count() + 1,
+        });
+}
+
+/// The submodule graph of the crate under `src`.
+fn submodule_graph(src: &Path) -> Graph {
+    let mut paths = Vec::new();
+    rust_files(src, &mut paths);
+    paths.sort();
+    let files: Vec<(String, String)> = paths
+        .iter()
+        .map(|p| {
+            let rel = p.strip_prefix(src).unwrap();
+            let rel = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            (rel, std::fs::read_to_string(p).unwrap())
+        })
+        .collect();
+    submodule_graph_of(&files)
 }
 
 fn src() -> PathBuf {
@@ -491,4 +767,165 @@ fn a_cycle_and_an_upward_use_are_reported_with_their_place() {
     );
     graph.get_mut("b").unwrap().clear();
     assert_eq!(find_cycle(&graph), None);
+}
+
+#[test]
+fn submodules_have_no_cycle() {
+    let graph = submodule_graph(&src());
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!(
+            "submodule dependency cycle: {}",
+            describe_cycle(&graph, &cycle)
+        );
+    }
+    // Not vacuous: edges between submodules are seen, from `crate::` and
+    // from `super::` paths.
+    for (from, to) in [
+        ("collector::prometheus", "collector::exposition"),
+        ("inventory::resolve", "inventory::pods"),
+    ] {
+        assert!(
+            graph.get(from).is_some_and(|e| e.contains_key(to)),
+            "{from} -> {to} not found"
+        );
+    }
+}
+
+#[test]
+fn a_submodule_cycle_is_found_from_crate_and_super_paths() {
+    let file = |rel: &str, code: &str| (rel.to_owned(), code.to_owned());
+    let files = [
+        // collector::exposition -> collector::prometheus by a crate path
+        // inside a function.
+        file(
+            "collector/exposition.rs",
+            "fn f() {\n    use crate::collector::prometheus::queries::{A, B};\n}",
+        ),
+        // collector::prometheus -> collector::exposition from a file two
+        // levels down, by `crate::` in code and `super::super::`.
+        file(
+            "collector/prometheus/results.rs",
+            "fn g() { crate::collector::exposition::kv(1); }\nuse super::super::sample::S;",
+        ),
+        file("collector/prometheus/mod.rs", "pub mod results;"),
+        file("collector/sample.rs", "pub struct S;"),
+        file("collector/mod.rs", "pub mod exposition;\npub use prometheus::X;"),
+        // inventory::pods <-> inventory::resolve by `super::` paths; the
+        // test module's `super::` is pods itself, not a sibling.
+        file(
+            "inventory/pods.rs",
+            "use super::{resolve::{A, B}, store};\nmod tests {\n    use super::resolve_me;\n}",
+        ),
+        file("inventory/resolve.rs", "use super::pods::P;"),
+        file("inventory/store.rs", ""),
+        // Not edges: to another top-level module, to the module's root,
+        // in comments and strings.
+        file(
+            "inventory/snapshot.rs",
+            "use crate::collector::sample::S;\nuse super::Root;\n// super::pods\nlet s = \"super::pods\";",
+        ),
+    ];
+    let graph = submodule_graph_of(&files);
+    let edges: Vec<(String, String, String, usize)> = graph
+        .iter()
+        .flat_map(|(from, tos)| {
+            tos.iter().flat_map(move |(to, uses)| {
+                uses.iter()
+                    .map(move |u| (from.clone(), to.clone(), u.file.clone(), u.line))
+            })
+        })
+        .collect();
+    let edge =
+        |f: &str, t: &str, file: &str, line| (f.to_owned(), t.to_owned(), file.to_owned(), line);
+    assert_eq!(
+        edges,
+        [
+            edge(
+                "collector::exposition",
+                "collector::prometheus",
+                "src/collector/exposition.rs",
+                2
+            ),
+            edge(
+                "collector::prometheus",
+                "collector::exposition",
+                "src/collector/prometheus/results.rs",
+                1
+            ),
+            edge(
+                "collector::prometheus",
+                "collector::sample",
+                "src/collector/prometheus/results.rs",
+                2
+            ),
+            edge(
+                "inventory::pods",
+                "inventory::resolve",
+                "src/inventory/pods.rs",
+                1
+            ),
+            edge(
+                "inventory::pods",
+                "inventory::store",
+                "src/inventory/pods.rs",
+                1
+            ),
+            edge(
+                "inventory::resolve",
+                "inventory::pods",
+                "src/inventory/resolve.rs",
+                1
+            ),
+        ]
+    );
+    let cycle = find_cycle(&graph).unwrap();
+    assert_eq!(
+        cycle,
+        [
+            "collector::exposition",
+            "collector::prometheus",
+            "collector::exposition"
+        ]
+    );
+    assert_eq!(
+        describe_cycle(&graph, &cycle),
+        "collector::exposition -> collector::prometheus -> collector::exposition\n  \
+         collector::exposition -> collector::prometheus: src/collector/exposition.rs:2\n  \
+         collector::prometheus -> collector::exposition: src/collector/prometheus/results.rs:1"
+    );
+    // Broken one way, the other cycle is still found; broken both ways,
+    // none is.
+    let mut graph = graph;
+    graph.get_mut("collector::exposition").unwrap().clear();
+    assert_eq!(
+        find_cycle(&graph).unwrap(),
+        ["inventory::pods", "inventory::resolve", "inventory::pods"]
+    );
+    graph.get_mut("inventory::resolve").unwrap().clear();
+    assert_eq!(find_cycle(&graph), None);
+}
+
+#[test]
+fn use_trees_and_module_paths_are_read_to_two_names() {
+    assert_eq!(use_tree("a::b::c;", 2), [["a", "b"]]);
+    assert_eq!(
+        use_tree("{a::b, c::{d, e::f}, g, self, *};", 2),
+        [vec!["a", "b"], vec!["c", "d"], vec!["c", "e"], vec!["g"]]
+    );
+    assert_eq!(use_tree("x(1)", 2), [["x"]]);
+    let got: Vec<(PathRoot, Vec<String>)> = module_paths(&code_only(
+        "use super::super::a::b; $crate::x::y; my_crate::z; crate::{p::q, r};",
+    ))
+    .into_iter()
+    .map(|(r, p, _)| (r, p))
+    .collect();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        got,
+        [
+            (PathRoot::Super(2), s(&["a", "b"])),
+            (PathRoot::Crate, s(&["p", "q"])),
+            (PathRoot::Crate, s(&["r"])),
+        ]
+    );
 }

@@ -5,6 +5,12 @@ use super::sample::{RejectReason, SampleCheck, Signal};
 use super::text_format::for_each_sample;
 use crate::saturation::v2::KvCacheConfig;
 
+/// The endpoint picker's flow-control gauges (gateway-api-inference-extension,
+/// labels `fairness_id`, `priority`, `inference_pool`, `model_name`,
+/// `target_model_name`).
+pub const FLOW_CONTROL_QUEUE_SIZE: &str = "inference_extension_flow_control_queue_size";
+pub const FLOW_CONTROL_QUEUE_BYTES: &str = "inference_extension_flow_control_queue_bytes";
+
 /// The signals of one page.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct VllmPage {
@@ -188,9 +194,6 @@ pub fn parse_flow_control_page(
     text: &str,
 ) -> Result<std::collections::HashMap<String, crate::saturation::v2::SchedulerQueue>, ExpositionError>
 {
-    use crate::collector::prometheus::queries::{
-        FLOW_CONTROL_QUEUE_BYTES, FLOW_CONTROL_QUEUE_SIZE,
-    };
     let mut out: std::collections::HashMap<String, crate::saturation::v2::SchedulerQueue> =
         std::collections::HashMap::new();
     for_each_sample(text, |sample| {

@@ -13,7 +13,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Container, Node, Pod};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -332,39 +331,17 @@ where
     K: Send + 'static,
     S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        // A 403 is said once (until a list succeeds), not on every retry.
-        let mut forbidden_logged = false;
-        loop {
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                n = stream.next() => n,
-            };
-            match next {
-                None => return,
-                Some(Ok(watcher::Event::InitDone)) => {
-                    forbidden_logged = false;
-                    synced[slot].store(true, std::sync::atomic::Ordering::Release);
-                    tracing::info!(resource = name, "initial list done");
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) if super::kube::watch_error_code(&e) == Some(403) => {
-                    if !forbidden_logged {
-                        forbidden_logged = true;
-                        tracing::error!(
-                            resource = name,
-                            error = %e,
-                            "the API server refused to list or watch for lack of permission: --accelerator-inventory needs get, list, watch on nodes (API group core), which deploy/components/accelerator-inventory grants; logged once, retried with backoff"
-                        );
-                    }
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(resource = name, error = %e, "watch failed; retrying")
-                }
+    crate::kube_client::watch::drive_watch(
+        name,
+        stream,
+        "--accelerator-inventory needs get, list, watch on nodes (API group core), which deploy/components/accelerator-inventory grants".to_owned(),
+        shutdown,
+        move |event| {
+            if matches!(event, watcher::Event::InitDone) {
+                synced[slot].store(true, std::sync::atomic::Ordering::Release);
             }
-        }
-    })
+        },
+    )
 }
 
 #[cfg(test)]

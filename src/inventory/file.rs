@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
@@ -14,10 +13,6 @@ use super::pods::Interner;
 use super::projection::Project;
 use super::resolve::{resolve_with, InventoryObjects, ResolveOptions};
 use super::store::InventoryStore;
-
-/// How often the file's modification time is checked. Polling the metadata
-/// (instead of inotify) also sees the symlink swap of a mounted ConfigMap.
-pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why the inventory file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -541,17 +536,9 @@ pub fn load_into_with(
 }
 
 /// Loads the file once (an error here stops start-up), then reloads it in the
-/// background whenever its modification time or size changes. A reload that
-/// fails keeps the previous inventory and logs why.
-pub async fn watch_file(
-    path: PathBuf,
-    store: Arc<InventoryStore>,
-    shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, InventoryFileError> {
-    watch_file_with(path, store, ResolveOptions::default(), shutdown).await
-}
-
-/// [`watch_file`] with resolve options (controller-instance filtering).
+/// background whenever its modification time or size changes
+/// ([`crate::file_watch`]). A reload that fails keeps the previous inventory
+/// and logs why. `options`: controller-instance filtering.
 pub async fn watch_file_with(
     path: PathBuf,
     store: Arc<InventoryStore>,
@@ -559,29 +546,16 @@ pub async fn watch_file_with(
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, InventoryFileError> {
     load_into_with(&path, &store, &options)?;
-    let mut last = stamp(&path);
-    Ok(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(RELOAD_CHECK_INTERVAL);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let now = stamp(&path);
-            if now == last {
-                continue;
-            }
-            last = now;
+    Ok(crate::file_watch::poll_files(
+        vec![path.clone()],
+        crate::file_watch::RELOAD_CHECK_INTERVAL,
+        shutdown,
+        move || {
             if let Err(e) = load_into_with(&path, &store, &options) {
                 tracing::error!(error = %e, "inventory reload failed; keeping the previous inventory");
             }
-        }
-    }))
-}
-
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+        },
+    ))
 }
 
 #[cfg(test)]

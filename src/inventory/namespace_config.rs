@@ -112,22 +112,12 @@ pub struct ConfigRejection {
     pub no_previous: bool,
 }
 
-/// Upstream keys an entry carries that this server does not use.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct NotUsedKey {
-    pub namespace: String,
-    pub entry: String,
-    pub key: String,
-}
-
 /// The outcome of one reconciliation.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Reconciled {
     pub config: ThresholdConfig,
     /// Versions refused now (each version is reported once).
     pub rejected: Vec<ConfigRejection>,
-    /// Keys not used by this server, each reported once.
-    pub not_used: Vec<NotUsedKey>,
     /// Namespaces whose local config changed (installed, replaced, dropped).
     pub changed: Vec<String>,
 }
@@ -141,7 +131,6 @@ pub struct ThresholdsReconciler {
     name: String,
     last_good: HashMap<String, (String, ThresholdConfig)>,
     reported: HashMap<String, String>,
-    reported_not_used: BTreeSet<NotUsedKey>,
 }
 
 impl ThresholdsReconciler {
@@ -187,16 +176,6 @@ impl ThresholdsReconciler {
             let empty = BTreeMap::new();
             let (config, errors) = ThresholdConfig::from_configmap_data(cm.data.unwrap_or(&empty));
             if errors.is_empty() {
-                for (entry, key) in config.not_used_keys() {
-                    let k = NotUsedKey {
-                        namespace: ns.to_owned(),
-                        entry: entry.to_owned(),
-                        key: key.to_owned(),
-                    };
-                    if self.reported_not_used.insert(k.clone()) {
-                        out.not_used.push(k);
-                    }
-                }
                 self.reported.remove(ns);
                 self.last_good
                     .insert(ns.to_owned(), (cm.resource_version.to_owned(), config));
@@ -513,18 +492,15 @@ mod tests {
         let bad = data("kvCacheThreshold: 0.7\nkvCacheTreshold: 0.6");
         let out = r.reconcile(&[cm("team", "1", &good)], &p);
         assert!(out.rejected.is_empty());
-        // enableLimiter is implemented (V2 limiter): nothing is unused.
-        assert!(out.not_used.is_empty(), "{:?}", out.not_used);
         assert_eq!(out.config.for_model("m", "team").kv_cache_threshold, 0.7);
         let out = r.reconcile(&[cm("team", "2", &bad)], &p);
         assert_eq!(out.rejected.len(), 1);
         assert!(!out.rejected[0].no_previous);
         assert_eq!(out.rejected[0].errors[0].field(), Some("kvCacheTreshold"));
         assert_eq!(out.config.for_model("m", "team").kv_cache_threshold, 0.7);
-        // The same bad version again (another reflector event): not reported twice,
-        // and the good key is not reported as unused twice either.
+        // The same bad version again (another reflector event): not reported twice.
         let out = r.reconcile(&[cm("team", "2", &bad)], &p);
-        assert!(out.rejected.is_empty() && out.not_used.is_empty());
+        assert!(out.rejected.is_empty());
         assert_eq!(out.config.for_model("m", "team").kv_cache_threshold, 0.7);
         // Deleted: the global config (defaults here) applies again.
         let out = r.reconcile(&[], &p);

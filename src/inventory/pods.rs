@@ -19,7 +19,11 @@ use k8s_openapi::api::core::v1::Pod;
 
 pub use super::projection::Interner;
 use super::projection::{Project, ProjectionStore};
-use super::resolve::{SCRAPE_PATH_ANNOTATION, SCRAPE_PORT_ANNOTATION};
+
+/// Pod annotation with the port vLLM serves `/metrics` on.
+pub const SCRAPE_PORT_ANNOTATION: &str = "prometheus.io/port";
+/// Pod annotation with the metrics path.
+pub const SCRAPE_PATH_ANNOTATION: &str = "prometheus.io/path";
 
 /// A pod's labels, shared between pods with the same set.
 pub type PodLabels = super::projection::Labels;

@@ -1,8 +1,9 @@
-//! Follows one ConfigMap by name with a watch: the thresholds, the
-//! scale-to-zero configuration and the aggregator's
-//! `extension-apiserver-authentication` are all read this way.
+//! Follows one ConfigMap by name with a watch: the global scale-to-zero
+//! configuration, the service classes and the aggregator's
+//! `extension-apiserver-authentication` are read this way. (The thresholds
+//! ConfigMaps, global and namespace-local, are read by a reflector of the
+//! kube inventory, `inventory::kube`, which needs every namespace's.)
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use kube::runtime::{watcher, WatchStreamExt};
@@ -40,33 +41,26 @@ pub fn follow_configmap(
 ) -> JoinHandle<()> {
     let api: Api<ConfigMap> = Api::namespaced(client, namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    tokio::spawn(async move {
-        let stream = watcher(api, config).default_backoff();
-        let mut stream = std::pin::pin!(stream);
-        let mut listed = false;
-        loop {
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                n = stream.next() => n,
-            };
-            match next {
-                None => return,
-                Some(Ok(watcher::Event::Init)) => listed = false,
-                Some(Ok(watcher::Event::InitApply(cm))) => {
-                    listed = true;
-                    on_change(Some(cm));
-                }
-                Some(Ok(watcher::Event::InitDone)) => {
-                    if !listed {
-                        on_change(None);
-                    }
-                }
-                Some(Ok(watcher::Event::Apply(cm))) => on_change(Some(cm)),
-                Some(Ok(watcher::Event::Delete(_))) => on_change(None),
-                Some(Err(e)) => {
-                    tracing::warn!(configmap = name, error = %e, "ConfigMap watch failed; retrying")
+    let stream = watcher(api, config).default_backoff();
+    let mut listed = false;
+    super::watch::drive_watch(
+        name,
+        stream,
+        format!("get, list, watch configmaps (API group core) in namespace {namespace}"),
+        shutdown,
+        move |event| match event {
+            watcher::Event::Init => listed = false,
+            watcher::Event::InitApply(cm) => {
+                listed = true;
+                on_change(Some(cm));
+            }
+            watcher::Event::InitDone => {
+                if !listed {
+                    on_change(None);
                 }
             }
-        }
-    })
+            watcher::Event::Apply(cm) => on_change(Some(cm)),
+            watcher::Event::Delete(_) => on_change(None),
+        },
+    )
 }

@@ -6,5 +6,6 @@
 
 pub mod configmap;
 pub mod rate_limit;
+pub(crate) mod watch;
 
 pub use rate_limit::{ApiBudget, ApiRateLimitLayer, RateLimitSettings, TokenBucket};

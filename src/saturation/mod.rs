@@ -15,7 +15,7 @@ pub use steps::{tolerance_aware_steps, HpaView};
 pub use targets::{compute_targets, TargetReason, VariantState, VariantTarget};
 pub use thresholds::{
     AnalyzerKind, LocatedThresholdError, SaturationThresholds, ThresholdConfig, ThresholdError,
-    CONFIGMAP_NAME, UPSTREAM_KEYS_NOT_USED,
+    CONFIGMAP_NAME,
 };
 
 /// Everything one model's decision depends on.

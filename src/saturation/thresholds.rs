@@ -2,21 +2,22 @@
 //! that sets them: a `default` entry plus per-model overrides.
 //!
 //! Entries are read key by key rather than through a derived deserializer:
-//! upstream WVA's own ConfigMaps carry keys this server does not implement
-//! yet (`enableLimiter`, `analyzerName`, ...), and those must load, while a
-//! key nobody defines is a typo that must be named with its line.
+//! every key upstream WVA's ConfigMaps carry is implemented here (the V1
+//! thresholds, `analyzerName`, the V2 keys, `enableLimiter`), and a key
+//! nobody defines is a typo that must be named with its line, so each key
+//! gets its own check and message.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod entry;
+
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use entry::{locate, Entry, EntryProblem, Rejection};
+pub(crate) use entry::{locate_entry, yaml_inline};
+
 /// Name of the ConfigMap that holds the thresholds.
 pub const CONFIGMAP_NAME: &str = "wva-saturation-scaling-config";
-
-/// Keys of an entry that upstream WVA defines and this server accepts but
-/// does not act on (yet). They are reported once as "not used by this
-/// server", never a reason to drop the entry.
-pub const UPSTREAM_KEYS_NOT_USED: &[&str] = &[];
 
 /// The keys that select and tune the token-based analysis (V2), and the
 /// objective-sized one (`slo`).
@@ -215,214 +216,11 @@ impl SaturationThresholds {
     }
 }
 
-/// One entry of the ConfigMap: the fields it sets, for overrides the model
-/// and namespace it applies to, and the upstream keys it carries that this
-/// server does not use.
-#[derive(Debug, Default)]
-struct Entry {
-    kv_cache_threshold: Option<f64>,
-    queue_length_threshold: Option<f64>,
-    kv_spare_trigger: Option<f64>,
-    queue_spare_trigger: Option<f64>,
-    analyzer: Option<AnalyzerKind>,
-    scale_up_threshold: Option<f64>,
-    scale_down_boundary: Option<f64>,
-    enable_limiter: Option<bool>,
-    slo_ttft_ms: Option<f64>,
-    slo_tpot_ms: Option<f64>,
-    model_id: Option<String>,
-    namespace: Option<String>,
-    not_used: Vec<String>,
-}
-
-/// Why an entry could not be read: the key at fault (if one is) and, for
-/// YAML syntax errors inside an entry's text, the line within that text.
-#[derive(Debug, Clone, PartialEq)]
-struct EntryProblem {
-    field: Option<String>,
-    message: String,
-    line_in_entry: Option<usize>,
-}
-
-impl EntryProblem {
-    fn field(field: &str, message: String) -> Self {
-        EntryProblem {
-            field: Some(field.to_owned()),
-            message,
-            line_in_entry: None,
-        }
-    }
-}
-
-impl Entry {
-    fn over(&self, base: SaturationThresholds) -> SaturationThresholds {
-        SaturationThresholds {
-            kv_cache_threshold: self.kv_cache_threshold.unwrap_or(base.kv_cache_threshold),
-            queue_length_threshold: self
-                .queue_length_threshold
-                .unwrap_or(base.queue_length_threshold),
-            kv_spare_trigger: self.kv_spare_trigger.unwrap_or(base.kv_spare_trigger),
-            queue_spare_trigger: self.queue_spare_trigger.unwrap_or(base.queue_spare_trigger),
-            analyzer: self.analyzer.unwrap_or(base.analyzer),
-            scale_up_threshold: self.scale_up_threshold.unwrap_or(base.scale_up_threshold),
-            scale_down_boundary: self.scale_down_boundary.unwrap_or(base.scale_down_boundary),
-            enable_limiter: self.enable_limiter.unwrap_or(base.enable_limiter),
-            slo_ttft_ms: self.slo_ttft_ms.or(base.slo_ttft_ms),
-            slo_tpot_ms: self.slo_tpot_ms.or(base.slo_tpot_ms),
-        }
-    }
-
-    /// An entry given as YAML text (the ConfigMap form: `default: |`).
-    fn parse_text(text: &str) -> Result<Entry, EntryProblem> {
-        let value: serde_norway::Value =
-            serde_norway::from_str(text).map_err(|e| EntryProblem {
-                field: None,
-                message: e.to_string(),
-                line_in_entry: e.location().map(|l| l.line()),
-            })?;
-        Entry::parse_value(&value)
-    }
-
-    fn parse_value(value: &serde_norway::Value) -> Result<Entry, EntryProblem> {
-        let map = match value {
-            serde_norway::Value::Null => return Ok(Entry::default()),
-            serde_norway::Value::Mapping(m) => m,
-            other => {
-                return Err(EntryProblem {
-                    field: None,
-                    message: format!("an entry is a mapping of threshold keys, got {other:?}"),
-                    line_in_entry: None,
-                })
-            }
-        };
-        let mut e = Entry::default();
-        for (k, v) in map {
-            let key = k.as_str().ok_or_else(|| EntryProblem {
-                field: None,
-                message: format!("key {k:?} is not a string"),
-                line_in_entry: None,
-            })?;
-            let number = || match v.as_f64() {
-                Some(n) => Ok(Some(n)),
-                None => Err(EntryProblem::field(
-                    key,
-                    format!("must be a number, got {}", yaml_inline(v)),
-                )),
-            };
-            let text = || match v.as_str() {
-                Some(s) => Ok(Some(s.to_owned())),
-                None => Err(EntryProblem::field(
-                    key,
-                    format!("must be a string, got {}", yaml_inline(v)),
-                )),
-            };
-            match key {
-                "kvCacheThreshold" => e.kv_cache_threshold = number()?,
-                "queueLengthThreshold" => e.queue_length_threshold = number()?,
-                "kvSpareTrigger" => e.kv_spare_trigger = number()?,
-                "queueSpareTrigger" => e.queue_spare_trigger = number()?,
-                "analyzerName" => {
-                    e.analyzer = match v {
-                        serde_norway::Value::Null => None,
-                        _ => text()?.map(|n| AnalyzerKind::from_config_name(&n)),
-                    }
-                }
-                "scaleUpThreshold" => e.scale_up_threshold = number()?,
-                "sloTtftMs" => e.slo_ttft_ms = number()?,
-                "sloTpotMs" => e.slo_tpot_ms = number()?,
-                "scaleDownBoundary" => e.scale_down_boundary = number()?,
-                "enableLimiter" => {
-                    e.enable_limiter = match v.as_bool() {
-                        Some(b) => Some(b),
-                        None => {
-                            return Err(EntryProblem::field(
-                                key,
-                                format!("must be true or false, got {}", yaml_inline(v)),
-                            ))
-                        }
-                    }
-                }
-                NAMESPACE_KEY => e.namespace = text()?,
-                k if MODEL_ID_KEYS.contains(&k) => e.model_id = text()?,
-                k if UPSTREAM_KEYS_NOT_USED.contains(&k) => e.not_used.push(k.to_owned()),
-                other => {
-                    return Err(EntryProblem::field(
-                        other,
-                        format!(
-                        "unknown key {other:?}: neither this server nor upstream WVA defines it \
-                             (keys: {}, model_id, namespace, {})",
-                        THRESHOLD_KEYS.join(", "),
-                        V2_KEYS.join(", ")
-                    ),
-                    ))
-                }
-            }
-        }
-        Ok(e)
-    }
-
-    /// The key of this entry a validation error is about: the first of the
-    /// involved keys the entry sets itself (else the first involved key).
-    fn field_of(&self, err: &ThresholdError) -> Option<String> {
-        let involved: &[(&str, bool)] = match err {
-            ThresholdError::NotFinite { field, .. } | ThresholdError::NotPositive { field, .. } => {
-                return Some((*field).to_owned())
-            }
-            ThresholdError::KvOrder { .. } => &[
-                ("kvCacheThreshold", self.kv_cache_threshold.is_some()),
-                ("kvSpareTrigger", self.kv_spare_trigger.is_some()),
-            ],
-            ThresholdError::QueueOrder { .. } => &[
-                (
-                    "queueLengthThreshold",
-                    self.queue_length_threshold.is_some(),
-                ),
-                ("queueSpareTrigger", self.queue_spare_trigger.is_some()),
-            ],
-            ThresholdError::V2Order { .. } => &[
-                ("scaleUpThreshold", self.scale_up_threshold.is_some()),
-                ("scaleDownBoundary", self.scale_down_boundary.is_some()),
-            ],
-            _ => return None,
-        };
-        involved
-            .iter()
-            .find(|(_, set)| *set)
-            .or(involved.first())
-            .map(|(f, _)| (*f).to_owned())
-    }
-}
-
-pub(crate) fn yaml_inline(v: &serde_norway::Value) -> String {
-    serde_norway::to_string(v)
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| format!("{v:?}"))
-}
-
-/// A rejected entry before it becomes a [`ThresholdError`].
-struct Rejection {
-    key: String,
-    problem: EntryProblem,
-}
-
-impl Rejection {
-    fn error(&self) -> ThresholdError {
-        ThresholdError::Entry {
-            key: self.key.clone(),
-            field: self.problem.field.clone(),
-            message: self.problem.message.clone(),
-        }
-    }
-}
-
 /// The thresholds in force: a default and validated per-model overrides.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ThresholdConfig {
     default: SaturationThresholds,
     overrides: HashMap<(String, String), SaturationThresholds>,
-    /// Upstream keys the entries carry that this server does not use:
-    /// (entry, key).
-    not_used: BTreeSet<(String, String)>,
     /// Namespace-local configs (upstream's `wva-saturation-scaling-config`
     /// in an opted-in namespace): each replaces this one, as a whole, for
     /// the models of its namespace.
@@ -454,8 +252,7 @@ impl ThresholdConfig {
 
     /// Parses a thresholds file strictly, for start-up: the first entry that
     /// does not parse or validate is an error naming its line in the file
-    /// and the key. Upstream keys this server does not use are accepted
-    /// (see [`ThresholdConfig::not_used_keys`]).
+    /// and the key.
     pub fn from_yaml_str_strict(s: &str) -> Result<Self, LocatedThresholdError> {
         let (config, rejected) = Self::from_yaml_entries(s)?;
         match rejected.into_iter().min_by_key(|r| locate(s, r)) {
@@ -510,12 +307,6 @@ impl ThresholdConfig {
                 line_in_entry: None,
             },
         };
-        let mut not_used = BTreeSet::new();
-        for (key, e) in &entries {
-            if let Ok(e) = e {
-                not_used.extend(e.not_used.iter().map(|f| (key.clone(), f.clone())));
-            }
-        }
         let mut default = SaturationThresholds::default();
         if let Some((key, parsed)) = entries.iter().find(|(k, _)| k == "default") {
             match parsed {
@@ -599,7 +390,6 @@ impl ThresholdConfig {
             ThresholdConfig {
                 default,
                 overrides,
-                not_used,
                 namespace_local: BTreeMap::new(),
             },
             rejected,
@@ -629,12 +419,6 @@ impl ThresholdConfig {
         self.default
     }
 
-    /// Upstream keys present in the entries that this server does not use,
-    /// as (entry, key), sorted.
-    pub fn not_used_keys(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.not_used.iter().map(|(e, k)| (e.as_str(), k.as_str()))
-    }
-
     /// This config with `local` in force for the models of `namespace`
     /// (replacing this config there as a whole, as upstream does).
     pub fn with_namespace_local(mut self, namespace: &str, local: ThresholdConfig) -> Self {
@@ -661,75 +445,6 @@ impl ThresholdConfig {
     pub fn namespace_local_namespaces(&self) -> impl Iterator<Item = &str> {
         self.namespace_local.keys().map(String::as_str)
     }
-}
-
-/// The line of the file (1-based) a rejected entry is about: the line of the
-/// key at fault inside the entry when there is one, the line of a syntax
-/// error inside the entry's text, else the entry's own line.
-fn locate(text: &str, r: &Rejection) -> usize {
-    locate_entry(
-        text,
-        &r.key,
-        r.problem.field.as_deref(),
-        r.problem.line_in_entry,
-    )
-}
-
-/// The line of the file (1-based) of entry `key`'s `field` (or of a syntax
-/// error at `line_in_entry` of its block text, or of the entry itself), in
-/// a file holding ConfigMap data or a whole ConfigMap. Shared with the
-/// scale-to-zero config, which has the same shape.
-pub(crate) fn locate_entry(
-    text: &str,
-    key: &str,
-    field: Option<&str>,
-    line_in_entry: Option<usize>,
-) -> usize {
-    let lines: Vec<&str> = text.lines().collect();
-    // In the ConfigMap form the entries sit under `data:`.
-    let start = lines
-        .iter()
-        .position(|l| indent_of(l) == 0 && declares(l.trim(), "data"))
-        .map(|i| i + 1)
-        .unwrap_or(0);
-    let Some(entry) = (start..lines.len()).find(|&i| declares(lines[i].trim(), key)) else {
-        return 1;
-    };
-    let entry_indent = indent_of(lines[entry]);
-    if let Some(field) = field {
-        for (i, line) in lines.iter().enumerate().skip(entry + 1) {
-            let trimmed = line.trim();
-            if trimmed.is_empty() || trimmed.starts_with('#') {
-                continue;
-            }
-            if indent_of(line) <= entry_indent {
-                break;
-            }
-            if declares(trimmed, field) {
-                return i + 1;
-            }
-        }
-    }
-    match line_in_entry {
-        // A block scalar's text starts on the line after its key.
-        Some(n) if lines[entry].trim_end().ends_with(['|', '>', '-', '+']) => entry + 1 + n,
-        _ => entry + 1,
-    }
-}
-
-fn indent_of(line: &str) -> usize {
-    line.len() - line.trim_start().len()
-}
-
-/// Whether a trimmed YAML line declares `key` (plain or quoted).
-fn declares(trimmed: &str, key: &str) -> bool {
-    [key.to_owned(), format!("\"{key}\""), format!("'{key}'")]
-        .iter()
-        .any(|k| {
-            trimmed
-                .strip_prefix(k.as_str())
-                .is_some_and(|rest| rest.trim_start().starts_with(':'))
-        })
 }
 
 #[cfg(test)]
@@ -867,7 +582,6 @@ mod tests {
         assert_eq!(l.kv_cache_threshold, 0.95);
         assert_eq!((l.analyzer, l.enable_limiter), (AnalyzerKind::Tokens, true));
         assert_eq!((l.scale_up_threshold, l.scale_down_boundary), (0.9, 0.6));
-        assert_eq!(c.not_used_keys().count(), 0);
         // Any other analyzer name keeps V1, as upstream.
         for name in ["", "percentage", "Saturation", "saturation-v2"] {
             let (c, errors) = ThresholdConfig::from_configmap_data(&data(&[(

@@ -5,6 +5,7 @@
 //! of variants. A per-model refresh uses the same shapes narrowed by label
 //! matchers whose values are escaped.
 
+use crate::collector::exposition::{FLOW_CONTROL_QUEUE_BYTES, FLOW_CONTROL_QUEUE_SIZE};
 use std::fmt::Write;
 
 /// The signals fetched every cycle.
@@ -34,12 +35,6 @@ pub enum QuerySignal {
     /// scheduler queue's prompt tokens by it).
     PrefixCacheHitRate,
 }
-
-/// The endpoint picker's flow-control gauges (gateway-api-inference-extension,
-/// labels `fairness_id`, `priority`, `inference_pool`, `model_name`,
-/// `target_model_name`).
-pub const FLOW_CONTROL_QUEUE_SIZE: &str = "inference_extension_flow_control_queue_size";
-pub const FLOW_CONTROL_QUEUE_BYTES: &str = "inference_extension_flow_control_queue_bytes";
 
 impl QuerySignal {
     pub const ALL: [QuerySignal; 10] = [

@@ -438,6 +438,10 @@ fn use_tree(rest: &str, depth: usize) -> Vec<Vec<String>> {
         while j < b.len() && b[j].is_ascii_whitespace() {
             j += 1;
         }
+        if b.get(j) == Some(&b'(') {
+            // A function (`crate::inventory::resolve(x)`), not a module.
+            return vec![vec!["()".to_owned()]];
+        }
         if depth > 1 && s[j..].starts_with("::") {
             *i = j + 2;
             let tails = tree(s, i, depth - 1);
@@ -452,7 +456,47 @@ fn use_tree(rest: &str, depth: usize) -> Vec<Vec<String>> {
                 })
                 .collect();
         }
+        skip_rest(s, i);
         vec![vec![name.to_owned()]]
+    }
+    /// Past the names beyond the depth read (`::c`, `::{d, e}`, `::*`).
+    fn skip_rest(s: &str, i: &mut usize) {
+        let b = s.as_bytes();
+        loop {
+            let mut j = *i;
+            while j < b.len() && b[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            if !s[j..].starts_with("::") {
+                return;
+            }
+            j += 2;
+            while j < b.len() && b[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            if b.get(j) == Some(&b'{') {
+                let mut depth = 0usize;
+                while j < b.len() {
+                    match b[j] {
+                        b'{' => depth += 1,
+                        b'}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                j += 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    j += 1;
+                }
+            } else {
+                while j < b.len() && (is_ident_byte(b[j]) || b[j] == b'*') {
+                    j += 1;
+                }
+            }
+            *i = j;
+        }
     }
     tree(rest, &mut 0, depth)
 }
@@ -496,9 +540,17 @@ fn module_paths(code: &str) -> Vec<(PathRoot, Vec<String>, usize)> {
     found
 }
 
-/// The inline modules of `code` (`mod tests { ... }`): name and byte range
-/// of each body.
-fn inline_modules(code: &str) -> Vec<(String, std::ops::Range<usize>)> {
+/// An inline module of a file (`mod tests { ... }`).
+struct InlineModule {
+    name: String,
+    /// Its body's byte range.
+    body: std::ops::Range<usize>,
+    /// Compiled for tests only (`#[cfg(test)]` before it).
+    test_only: bool,
+}
+
+/// The inline modules of `code` (already [`code_only`]).
+fn inline_modules(code: &str) -> Vec<InlineModule> {
     let b = code.as_bytes();
     let mut out = Vec::new();
     let mut from = 0;
@@ -534,7 +586,12 @@ fn inline_modules(code: &str) -> Vec<(String, std::ops::Range<usize>)> {
                 _ => {}
             }
         }
-        out.push((name, open..end));
+        let test_only = code[..at].trim_end().ends_with("#[cfg(test)]");
+        out.push(InlineModule {
+            name,
+            body: open..end,
+            test_only,
+        });
     }
     out
 }
@@ -573,18 +630,20 @@ fn submodule_graph_of(files: &[(String, String)]) -> Graph {
         let code = code_only(src);
         let inline = inline_modules(&code);
         for (root, path, at) in module_paths(&code) {
+            let around = || inline.iter().filter(|m| m.body.contains(&at));
+            // A test module is a module nothing uses: a use from it cannot
+            // close a cycle (a test of `resolve` may read its input with
+            // the file parser, which uses `resolve`).
+            if around().any(|m| m.test_only) {
+                continue;
+            }
             let mut absolute = match root {
                 PathRoot::Crate => Vec::new(),
                 PathRoot::Super(n) => {
                     // The module the path is written in: the file's, then
                     // the inline modules around the path.
                     let mut here = module.clone();
-                    here.extend(
-                        inline
-                            .iter()
-                            .filter(|(_, body)| body.contains(&at))
-                            .map(|(name, _)| name.clone()),
-                    );
+                    here.extend(around().map(|m| m.name.clone()));
                     if n > here.len() {
                         continue;
                     }
@@ -605,17 +664,21 @@ fn submodule_graph_of(files: &[(String, String)]) -> Graph {
     graph
 }
 
+/// Adds the edge `from -> to` at `rel`'s byte `at`, once per line.
 fn edges_push(graph: &mut Graph, from: &str, to: &str, rel: &str, code: &str, at: usize) {
-    graph
+    let at = Use {
+        to: to.to_owned(),
+        file: format!("src/{rel}"),
+        line: code[..at].matches('\n').count() + 1,
+    };
+    let uses = graph
         .entry(from.to_owned())
         .or_default()
         .entry(to.to_owned())
-        .or_default()
-        .push(Use {
-            to: to.to_owned(),
-            file: format!("src/{rel}"),
-            line: code[..at].matches('\n').count() + 1,
-        });
+        .or_default();
+    if !uses.contains(&at) {
+        uses.push(at);
+    }
 }
 
 /// The submodule graph of the crate under `src`.
@@ -810,72 +873,43 @@ fn a_submodule_cycle_is_found_from_crate_and_super_paths() {
         file("collector/prometheus/mod.rs", "pub mod results;"),
         file("collector/sample.rs", "pub struct S;"),
         file("collector/mod.rs", "pub mod exposition;\npub use prometheus::X;"),
-        // inventory::pods <-> inventory::resolve by `super::` paths; the
-        // test module's `super::` is pods itself, not a sibling.
+        // inventory::pods <-> inventory::resolve by `super::` paths; an
+        // inline module's `super::` is pods itself, not a sibling; a test
+        // module's uses are not edges.
         file(
             "inventory/pods.rs",
-            "use super::{resolve::{A, B}, store};\nmod tests {\n    use super::resolve_me;\n}",
+            "use super::{resolve::{A, B}, store};\nmod inner {\n    use super::resolve_me;\n}\n#[cfg(test)]\nmod tests {\n    use crate::inventory::file::parse;\n}",
         ),
         file("inventory/resolve.rs", "use super::pods::P;"),
         file("inventory/store.rs", ""),
-        // Not edges: to another top-level module, to the module's root,
-        // in comments and strings.
+        file("inventory/file.rs", "use super::resolve::resolve;"),
+        // Not edges: to another top-level module, to the module's root
+        // (and a function of it), in comments and strings.
         file(
             "inventory/snapshot.rs",
-            "use crate::collector::sample::S;\nuse super::Root;\n// super::pods\nlet s = \"super::pods\";",
+            "use crate::collector::sample::S;\nuse super::Root;\n// super::pods\nlet s = \"super::pods\";\nsuper::pods(1);",
         ),
     ];
     let graph = submodule_graph_of(&files);
-    let edges: Vec<(String, String, String, usize)> = graph
+    let edges: Vec<String> = graph
         .iter()
         .flat_map(|(from, tos)| {
             tos.iter().flat_map(move |(to, uses)| {
                 uses.iter()
-                    .map(move |u| (from.clone(), to.clone(), u.file.clone(), u.line))
+                    .map(move |u| format!("{from} -> {to} at {}:{}", u.file, u.line))
             })
         })
         .collect();
-    let edge =
-        |f: &str, t: &str, file: &str, line| (f.to_owned(), t.to_owned(), file.to_owned(), line);
     assert_eq!(
         edges,
         [
-            edge(
-                "collector::exposition",
-                "collector::prometheus",
-                "src/collector/exposition.rs",
-                2
-            ),
-            edge(
-                "collector::prometheus",
-                "collector::exposition",
-                "src/collector/prometheus/results.rs",
-                1
-            ),
-            edge(
-                "collector::prometheus",
-                "collector::sample",
-                "src/collector/prometheus/results.rs",
-                2
-            ),
-            edge(
-                "inventory::pods",
-                "inventory::resolve",
-                "src/inventory/pods.rs",
-                1
-            ),
-            edge(
-                "inventory::pods",
-                "inventory::store",
-                "src/inventory/pods.rs",
-                1
-            ),
-            edge(
-                "inventory::resolve",
-                "inventory::pods",
-                "src/inventory/resolve.rs",
-                1
-            ),
+            "collector::exposition -> collector::prometheus at src/collector/exposition.rs:2",
+            "collector::prometheus -> collector::exposition at src/collector/prometheus/results.rs:1",
+            "collector::prometheus -> collector::sample at src/collector/prometheus/results.rs:2",
+            "inventory::file -> inventory::resolve at src/inventory/file.rs:1",
+            "inventory::pods -> inventory::resolve at src/inventory/pods.rs:1",
+            "inventory::pods -> inventory::store at src/inventory/pods.rs:1",
+            "inventory::resolve -> inventory::pods at src/inventory/resolve.rs:1",
         ]
     );
     let cycle = find_cycle(&graph).unwrap();
@@ -899,7 +933,11 @@ fn a_submodule_cycle_is_found_from_crate_and_super_paths() {
     graph.get_mut("collector::exposition").unwrap().clear();
     assert_eq!(
         find_cycle(&graph).unwrap(),
-        ["inventory::pods", "inventory::resolve", "inventory::pods"]
+        [
+            "inventory::resolve",
+            "inventory::pods",
+            "inventory::resolve"
+        ]
     );
     graph.get_mut("inventory::resolve").unwrap().clear();
     assert_eq!(find_cycle(&graph), None);
@@ -912,7 +950,8 @@ fn use_trees_and_module_paths_are_read_to_two_names() {
         use_tree("{a::b, c::{d, e::f}, g, self, *};", 2),
         [vec!["a", "b"], vec!["c", "d"], vec!["c", "e"], vec!["g"]]
     );
-    assert_eq!(use_tree("x(1)", 2), [["x"]]);
+    // A function call is not a module path.
+    assert_eq!(use_tree("x(1)", 2), [["()"]]);
     let got: Vec<(PathRoot, Vec<String>)> = module_paths(&code_only(
         "use super::super::a::b; $crate::x::y; my_crate::z; crate::{p::q, r};",
     ))

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::state::ReplicaState;
+use super::state::{prom_float, ReplicaState};
 use crate::saturation::v2::KvCacheConfig;
 
 /// Token-count histogram buckets, as vLLM uses for request tokens.
@@ -83,19 +83,6 @@ pub fn flow_control(model: &str, requests: f64) -> String {
         prom_float(requests),
         prom_float(requests * 2048.0)
     )
-}
-
-/// Prometheus' spelling of a float: NaN, +Inf and -Inf included.
-pub fn prom_float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".to_owned()
-    } else if v == f64::INFINITY {
-        "+Inf".to_owned()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".to_owned()
-    } else {
-        format!("{v}")
-    }
 }
 
 fn escape(v: &str) -> String {

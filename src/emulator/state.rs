@@ -89,11 +89,25 @@ fn de_opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> 
     de_f64(d).map(Some)
 }
 
+/// Prometheus' spelling of a float: NaN, +Inf and -Inf included (the
+/// state's JSON and the rendered page spell floats alike).
+pub fn prom_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v == f64::INFINITY {
+        "+Inf".to_owned()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".to_owned()
+    } else {
+        format!("{v}")
+    }
+}
+
 fn ser_f64<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
     if v.is_finite() {
         s.serialize_f64(*v)
     } else {
-        s.serialize_str(&super::render::prom_float(*v))
+        s.serialize_str(&prom_float(*v))
     }
 }
 

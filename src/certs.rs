@@ -48,12 +48,10 @@ pub struct CertFiles {
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
     pub apiservice: PathBuf,
-    /// The two custom.metrics.k8s.io APIServices (v1beta1, v1beta2).
-    pub apiservice_custom: PathBuf,
 }
 
 /// The DNS names the serving certificate covers.
-pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
+pub(crate) fn service_names(service: &str, namespace: &str) -> Vec<String> {
     vec![
         format!("{service}.{namespace}.svc"),
         format!("{service}.{namespace}.svc.cluster.local"),
@@ -88,7 +86,7 @@ fn write(path: PathBuf, data: &str, private: bool) -> Result<PathBuf, CertsError
 }
 
 /// The APIService for `service` in `namespace`, trusting `ca_pem`.
-pub fn apiservice_yaml(service: &str, namespace: &str, ca_pem: &str) -> String {
+pub(crate) fn apiservice_yaml(service: &str, namespace: &str, ca_pem: &str) -> String {
     let bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     format!(
         "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata:\n  name: v1beta1.external.metrics.k8s.io\n  labels:\n    app.kubernetes.io/name: wva-metrics-server\nspec:\n  group: external.metrics.k8s.io\n  version: v1beta1\n  groupPriorityMinimum: 100\n  versionPriority: 100\n  service:\n    name: {service}\n    namespace: {namespace}\n    port: 443\n  caBundle: {bundle}\n"
@@ -100,7 +98,7 @@ pub fn apiservice_yaml(service: &str, namespace: &str, ca_pem: &str) -> String {
 /// `ca_pem`. A separate file from the external one: a cluster where
 /// Prometheus Adapter still owns custom.metrics.k8s.io registers only the
 /// external one (and the other way round where KEDA owns external).
-pub fn custom_apiservices_yaml(service: &str, namespace: &str, ca_pem: &str) -> String {
+pub(crate) fn custom_apiservices_yaml(service: &str, namespace: &str, ca_pem: &str) -> String {
     let bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     // The higher versionPriority is the version clients prefer.
     [("v1beta2", 200), ("v1beta1", 100)]
@@ -115,7 +113,7 @@ pub fn custom_apiservices_yaml(service: &str, namespace: &str, ca_pem: &str) -> 
 }
 
 /// The files `certs` writes into `out`, in the order it writes them.
-pub const FILE_NAMES: [&str; 6] = [
+pub(crate) const FILE_NAMES: [&str; 6] = [
     "ca.crt",
     "ca.key",
     "tls.crt",
@@ -184,6 +182,12 @@ pub fn generate_with(
     params.not_after = now + time::Duration::days(365);
     let cert = params.signed_by(&key, &issuer)?;
 
+    // The two custom.metrics.k8s.io APIServices (v1beta1, v1beta2).
+    write(
+        out.join("apiservice-custom.yaml"),
+        &custom_apiservices_yaml(service, namespace, &ca.pem()),
+        false,
+    )?;
     Ok(CertFiles {
         ca_cert: write(out.join("ca.crt"), &ca.pem(), false)?,
         ca_key: write(out.join("ca.key"), &ca_key.serialize_pem(), true)?,
@@ -192,11 +196,6 @@ pub fn generate_with(
         apiservice: write(
             out.join("apiservice.yaml"),
             &apiservice_yaml(service, namespace, &ca.pem()),
-            false,
-        )?,
-        apiservice_custom: write(
-            out.join("apiservice-custom.yaml"),
-            &custom_apiservices_yaml(service, namespace, &ca.pem()),
             false,
         )?,
     })

@@ -13,8 +13,11 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 pub use prometheus::PrometheusArgs;
-pub use upstream::{UpstreamArgs, DEFAULT_CONFIG_FILE};
-pub use values::{parse_bool, parse_duration, parse_request_rate};
+pub use upstream::UpstreamArgs;
+pub(crate) use upstream::DEFAULT_CONFIG_FILE;
+#[cfg(feature = "emulator")]
+pub(crate) use values::parse_request_rate;
+pub(crate) use values::{parse_bool, parse_duration};
 pub(crate) use values::{
     parse_controller_instance, parse_hpa_tolerance, parse_kube_api_qps, parse_positive_count,
     parse_positive_duration, parse_scale_to_zero,
@@ -63,7 +66,7 @@ impl ApiGroupName {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendKind {
+pub(crate) enum BackendKind {
     /// Query Prometheus (batched PromQL, cached).
     Prometheus,
     /// Scrape every ready pod's /metrics directly.
@@ -102,7 +105,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub limits: LimitsArgs,
     #[command(flatten)]
-    pub kube_api: KubeApiArgs,
+    pub(crate) kube_api: KubeApiArgs,
     #[command(flatten)]
     pub upstream: UpstreamArgs,
 }
@@ -165,34 +168,34 @@ pub struct TlsArgs {
 pub struct AuthenticationArgs {
     /// CA bundle that signs the front proxy's (aggregator's) client certificate.
     #[arg(long, value_name = "FILE")]
-    pub requestheader_client_ca_file: Option<PathBuf>,
+    pub(crate) requestheader_client_ca_file: Option<PathBuf>,
     /// Common names allowed as front proxy (comma list; empty = any signed by the CA).
     #[arg(long, value_delimiter = ',')]
-    pub requestheader_allowed_names: Vec<String>,
+    pub(crate) requestheader_allowed_names: Vec<String>,
     /// Headers that carry the user name.
     #[arg(long, value_delimiter = ',', default_value = "X-Remote-User")]
-    pub requestheader_username_headers: Vec<String>,
+    pub(crate) requestheader_username_headers: Vec<String>,
     /// Headers that carry the user's UID (empty: none).
     #[arg(long, value_delimiter = ',')]
-    pub requestheader_uid_headers: Vec<String>,
+    pub(crate) requestheader_uid_headers: Vec<String>,
     /// Headers that carry the groups.
     #[arg(long, value_delimiter = ',', default_value = "X-Remote-Group")]
-    pub requestheader_group_headers: Vec<String>,
+    pub(crate) requestheader_group_headers: Vec<String>,
     /// Header prefixes that carry extra user information.
     #[arg(long, value_delimiter = ',', default_value = "X-Remote-Extra-")]
-    pub requestheader_extra_headers_prefix: Vec<String>,
+    pub(crate) requestheader_extra_headers_prefix: Vec<String>,
     /// CA bundle for direct client certificates (user = CN, groups = O).
     #[arg(long, value_name = "FILE")]
-    pub client_ca_file: Option<PathBuf>,
+    pub(crate) client_ca_file: Option<PathBuf>,
     /// Do not read kube-system/extension-apiserver-authentication when no requestheader flag is given.
     #[arg(long)]
-    pub authentication_skip_lookup: bool,
+    pub(crate) authentication_skip_lookup: bool,
     /// How long a TokenReview answer (accepted or rejected token) is reused.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub authentication_token_webhook_cache_ttl: Duration,
+    pub(crate) authentication_token_webhook_cache_ttl: Duration,
     /// Standalone only (--inventory file:): serve everyone without authentication or authorization.
     #[arg(long)]
-    pub insecure_disable_auth: bool,
+    pub(crate) insecure_disable_auth: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -200,13 +203,13 @@ pub struct AuthenticationArgs {
 pub struct AuthorizationArgs {
     /// Paths served without authentication or authorization.
     #[arg(long, value_delimiter = ',', default_value = "/healthz,/livez,/readyz")]
-    pub authorization_always_allow_paths: Vec<String>,
+    pub(crate) authorization_always_allow_paths: Vec<String>,
     /// How long an allowing SubjectAccessReview is reused.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub authorization_webhook_cache_authorized_ttl: Duration,
+    pub(crate) authorization_webhook_cache_authorized_ttl: Duration,
     /// How long a denying SubjectAccessReview is reused.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub authorization_webhook_cache_unauthorized_ttl: Duration,
+    pub(crate) authorization_webhook_cache_unauthorized_ttl: Duration,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -240,19 +243,19 @@ pub struct DecisionArgs {
     /// (or the whole ConfigMap); or a directory of ConfigMap and Namespace files, where a ConfigMap in an
     /// opted-in namespace replaces the one in --namespace for that namespace. Invalid: exit code 2. With --inventory file: a file is reloaded when it changes.
     #[arg(long, value_name = "FILE")]
-    pub saturation_config: Option<PathBuf>,
+    pub(crate) saturation_config: Option<PathBuf>,
     /// Scale to zero: YAML in the shape of the wva-model-scale-to-zero-config ConfigMap data (or the whole
     /// ConfigMap): a `default` entry and per-model entries with `model_id`, optional `namespace`,
     /// `enable_scale_to_zero` and `retention_period`. Models no entry decides for follow --scale-to-zero.
     /// Invalid: exit code 2. With --inventory kube the ConfigMap in --namespace replaces it while it exists.
     #[arg(long, value_name = "FILE")]
-    pub scale_to_zero_config: Option<PathBuf>,
+    pub(crate) scale_to_zero_config: Option<PathBuf>,
     /// Latency objectives for `analyzerName: slo`: YAML in the shape of upstream WVA's service-classes-config
     /// ConfigMap data (or the whole ConfigMap): one key per class, each `{name, priority, data: [{model,
     /// slo-ttft, slo-tpot}]}` in milliseconds, `model: default/default` as the fallback. Invalid: exit code 2.
     /// With --inventory kube the ConfigMap service-classes-config in --namespace replaces it while it exists.
     #[arg(long, value_name = "FILE")]
-    pub service_classes_config: Option<PathBuf>,
+    pub(crate) service_classes_config: Option<PathBuf>,
     /// Scale to zero for models no entry of the scale-to-zero configuration decides for (upstream WVA's
     /// WVA_SCALE_TO_ZERO): true or false.
     #[arg(
@@ -280,16 +283,16 @@ pub struct DecisionArgs {
 pub struct MetricsArgs {
     /// Where vLLM metrics come from.
     #[arg(long, value_enum, default_value_t = BackendKind::Prometheus)]
-    pub metrics_backend: BackendKind,
+    pub(crate) metrics_backend: BackendKind,
     /// Samples up to this age are fresh; older ones still decide, but the model is reported as aging (log, wva_model_metrics_aging).
     #[arg(long, env = "PROMETHEUS_METRICS_CACHE_FRESH_THRESHOLD", default_value = "1m", value_parser = parse_duration)]
-    pub metrics_fresh_within: Duration,
+    pub(crate) metrics_fresh_within: Duration,
     /// A replica whose newest sample is older no longer steers decisions; a model with no younger sample (or whose backend has not been reached for longer) is answered 503 naming its age.
     #[arg(long, env = "PROMETHEUS_METRICS_CACHE_STALE_THRESHOLD", default_value = "2m", value_parser = parse_duration)]
-    pub metrics_stale_after: Duration,
+    pub(crate) metrics_stale_after: Duration,
     /// A replica's cached sample older than this is dropped from memory (the model stays 503 until new data arrives).
     #[arg(long, env = "PROMETHEUS_METRICS_CACHE_UNAVAILABLE_THRESHOLD", default_value = "5m", value_parser = parse_duration)]
-    pub metrics_unavailable_after: Duration,
+    pub(crate) metrics_unavailable_after: Duration,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -305,7 +308,7 @@ pub struct ScrapeArgs {
     /// flow-control queues (inference_extension_flow_control_queue_size/_bytes): scale from zero and V2's
     /// scheduler queue. With Prometheus they are queried there instead.
     #[arg(long, value_name = "URL")]
-    pub epp_metrics_url: Option<String>,
+    pub(crate) epp_metrics_url: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -316,11 +319,11 @@ pub struct KedaArgs {
     pub keda_port: Option<u16>,
     /// Address of the KEDA gRPC service (default: --bind-address).
     #[arg(long)]
-    pub keda_bind_address: Option<IpAddr>,
+    pub(crate) keda_bind_address: Option<IpAddr>,
     /// Require KEDA to present a client certificate signed by this CA (its tlsClientCert).
     /// Required with --keda-port unless --keda-insecure-disable-client-auth is given.
     #[arg(long, value_name = "FILE")]
-    pub keda_client_ca_file: Option<PathBuf>,
+    pub(crate) keda_client_ca_file: Option<PathBuf>,
     /// Accept only KEDA client certificates whose common name, or one of whose DNS or URI
     /// subject alternative names, is in this comma list (empty: any certificate the
     /// --keda-client-ca-file CA signed).
@@ -330,19 +333,19 @@ pub struct KedaArgs {
         value_name = "NAMES",
         requires = "keda_client_ca_file"
     )]
-    pub keda_client_allowed_names: Vec<String>,
+    pub(crate) keda_client_allowed_names: Vec<String>,
     /// Serve the KEDA gRPC service without TLS (only behind a TLS-terminating proxy or mesh,
     /// which then authenticates clients; needs --keda-insecure-disable-client-auth).
     #[arg(long, conflicts_with = "keda_client_ca_file")]
-    pub keda_plaintext: bool,
+    pub(crate) keda_plaintext: bool,
     /// Serve the KEDA gRPC service to any client, without client certificates: every
     /// client that reaches the port can read every namespace's decisions.
     #[arg(long)]
-    pub keda_insecure_disable_client_auth: bool,
+    pub(crate) keda_insecure_disable_client_auth: bool,
     /// At most this many open StreamIsActive streams per KEDA connection; more are refused
     /// with RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 512)]
-    pub keda_max_streams_per_connection: u32,
+    pub(crate) keda_max_streams_per_connection: u32,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -353,7 +356,7 @@ pub struct StatusArgs {
     pub update_status: bool,
     /// At most one status write per VariantAutoscaling per this interval.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub status_min_interval: Duration,
+    pub(crate) status_min_interval: Duration,
     /// With --inventory kube: write status and Events only while holding a coordination.k8s.io
     /// Lease, so that several replicas have one writer (every replica keeps answering the API).
     /// Default: true with --inventory kube and --update-status (without status writes there is nothing to lead).
@@ -361,19 +364,19 @@ pub struct StatusArgs {
     pub leader_elect: Option<bool>,
     /// How long a Lease holds without renewal before another replica may take it.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
-    pub leader_elect_lease_duration: Duration,
+    pub(crate) leader_elect_lease_duration: Duration,
     /// The leader stops writing when it could not renew for this long (less than the lease duration).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub leader_elect_renew_deadline: Duration,
+    pub(crate) leader_elect_renew_deadline: Duration,
     /// Gap between two attempts to acquire or renew the Lease.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    pub leader_elect_retry_period: Duration,
+    pub(crate) leader_elect_retry_period: Duration,
     /// Name of the Lease.
     #[arg(long, default_value = "wva-metrics-server")]
-    pub leader_elect_resource_name: String,
+    pub(crate) leader_elect_resource_name: String,
     /// Namespace of the Lease (default: --namespace).
     #[arg(long)]
-    pub leader_elect_resource_namespace: Option<String>,
+    pub(crate) leader_elect_resource_namespace: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -381,10 +384,10 @@ pub struct StatusArgs {
 pub struct LimitsArgs {
     /// Requests beyond this many in flight are answered 503 at once.
     #[arg(long, default_value_t = 1024, value_parser = parse_positive_count)]
-    pub max_concurrent_requests: usize,
+    pub(crate) max_concurrent_requests: usize,
     /// A client must send a complete request head within this time: after the TLS handshake (HTTP/1 and HTTP/2 alike), and for each later HTTP/1 request once it starts.
     #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed (kube-apiserver closes idle connections after 90s too).
     #[arg(long, default_value = "90s", value_parser = parse_positive_duration)]
     pub idle_timeout: Duration,
@@ -393,18 +396,18 @@ pub struct LimitsArgs {
     pub max_connections: usize,
     /// A request that takes longer is answered 504.
     #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
 }
 
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Kubernetes API client")]
-pub struct KubeApiArgs {
+pub(crate) struct KubeApiArgs {
     /// Calls per second to the API server, sustained (watches not counted). Status writes, Events and list calls share it; TokenReviews and SubjectAccessReviews have a budget of their own of the same size.
     #[arg(long, default_value = "20", value_parser = parse_kube_api_qps)]
-    pub kube_api_qps: f64,
+    pub(crate) kube_api_qps: f64,
     /// Calls to the API server allowed at once above --kube-api-qps before calls wait.
     #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
-    pub kube_api_burst: u32,
+    pub(crate) kube_api_burst: u32,
 }
 
 #[derive(Debug, Args, Clone)]

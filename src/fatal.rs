@@ -7,9 +7,9 @@ use std::error::Error;
 /// Exit code of a failure the user can fix in what they gave the program
 /// (a flag, a file, an environment variable): the same as clap's for a bad
 /// flag.
-pub const EXIT_INVALID_CONFIGURATION: u8 = 2;
+pub(crate) const EXIT_INVALID_CONFIGURATION: u8 = 2;
 /// Exit code of every other fatal error.
-pub const EXIT_FAILURE: u8 = 1;
+pub(crate) const EXIT_FAILURE: u8 = 1;
 
 /// A mistake in the configuration given at start-up, with what to do about
 /// it. Anywhere in an error's chain, it makes the exit code 2.

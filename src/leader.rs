@@ -29,19 +29,19 @@ use tokio_util::sync::CancellationToken;
 
 /// Settings of the election (flags `--leader-elect-*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaderConfig {
-    pub lease_name: String,
+pub(crate) struct LeaderConfig {
+    pub(crate) lease_name: String,
     pub namespace: String,
     /// This replica's holder identity: unique per process.
     pub identity: String,
-    pub lease_duration: Duration,
-    pub renew_deadline: Duration,
-    pub retry_period: Duration,
+    pub(crate) lease_duration: Duration,
+    pub(crate) renew_deadline: Duration,
+    pub(crate) retry_period: Duration,
 }
 
 /// A configuration error of the election flags.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LeaderConfigError {
+pub(crate) enum LeaderConfigError {
     #[error("--leader-elect-renew-deadline ({renew:?}) must be shorter than --leader-elect-lease-duration ({lease:?}): the leader must stop writing before another replica can take over")]
     RenewNotBelowLease { renew: Duration, lease: Duration },
     #[error("--leader-elect-retry-period ({retry:?}) must be shorter than --leader-elect-renew-deadline ({renew:?}): the leader must get at least one renewal attempt per deadline")]
@@ -75,7 +75,7 @@ impl LeaderConfig {
 /// A holder identity: the pod's name (or host name) and a random suffix,
 /// so that a restarted process never mistakes its predecessor's Lease for
 /// its own.
-pub fn default_identity() -> String {
+pub(crate) fn default_identity() -> String {
     let host = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "wva-metrics-server".to_owned());
@@ -85,18 +85,18 @@ pub fn default_identity() -> String {
 
 /// What this replica last saw of the Lease, and when (on its own clock).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observed {
+pub(crate) struct Observed {
     pub holder: Option<String>,
     /// `renewTime` as written by the holder: a change means it is alive.
-    pub renew_time: Option<String>,
-    pub lease_duration: Duration,
+    pub(crate) renew_time: Option<String>,
+    pub(crate) lease_duration: Duration,
     /// When this replica first saw the Lease in this state.
     pub since: Instant,
 }
 
 /// What to do with the Lease now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// No Lease yet: create it with us as holder.
     Create,
     /// We hold it: renew.
@@ -109,7 +109,7 @@ pub enum Step {
 
 /// The pure decision of one attempt. `observed` is `None` when the Lease
 /// does not exist.
-pub fn next_step(observed: Option<&Observed>, identity: &str, now: Instant) -> Step {
+pub(crate) fn next_step(observed: Option<&Observed>, identity: &str, now: Instant) -> Step {
     let Some(o) = observed else {
         return Step::Create;
     };
@@ -123,7 +123,7 @@ pub fn next_step(observed: Option<&Observed>, identity: &str, now: Instant) -> S
 
 /// Updates what we observed from a freshly read Lease: the clock restarts
 /// only when the holder or its renew time changed.
-pub fn observe(
+pub(crate) fn observe(
     previous: Option<&Observed>,
     lease: &Lease,
     default_duration: Duration,
@@ -151,7 +151,7 @@ pub fn observe(
 
 /// Whether the leader must step down: it has not renewed for the renew
 /// deadline.
-pub fn renewal_overdue(
+pub(crate) fn renewal_overdue(
     last_renewed: Option<Instant>,
     renew_deadline: Duration,
     now: Instant,
@@ -161,7 +161,7 @@ pub fn renewal_overdue(
 
 /// A receiver that always says "leading": for a single replica with
 /// election switched off.
-pub fn always_leading() -> watch::Receiver<bool> {
+pub(crate) fn always_leading() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(true);
     // The receiver keeps the value after the sender is gone.
     drop(tx);
@@ -169,7 +169,7 @@ pub fn always_leading() -> watch::Receiver<bool> {
 }
 
 /// Runs the election against the cluster.
-pub struct LeaderElector {
+pub(crate) struct LeaderElector {
     api: Api<Lease>,
     config: LeaderConfig,
     leading: watch::Sender<bool>,

@@ -45,6 +45,7 @@ use config_files::{
 pub(crate) use config_files::{load_service_classes, load_thresholds, load_thresholds_named};
 pub use keda::{keda_client_auth, start_keda};
 pub use signal::shutdown_signal;
+#[cfg(feature = "emulator")]
 pub(crate) use tls::tls_config;
 pub use tls::ServingCert;
 
@@ -60,7 +61,7 @@ pub struct Components {
     pub registry: Registry,
     pub telemetry: Telemetry,
     /// Status write-back to the cluster: client and minimum interval per object.
-    pub status_writer: Option<(kube::Client, Duration)>,
+    pub(crate) status_writer: Option<(kube::Client, Duration)>,
     /// Whether this replica leads (holds the Lease); None: no election, it writes.
     pub leader: Option<tokio::sync::watch::Receiver<bool>>,
     /// Authentication and authorization; None only when explicitly disabled.
@@ -72,7 +73,7 @@ pub struct Components {
     /// `--limiter-on-v2`: the limiter on V2 models too (an extension).
     pub v2_limiter: bool,
     /// Latency objectives per model (`analyzerName: slo`).
-    pub service_classes: Arc<ArcSwap<crate::saturation::slo::ServiceClasses>>,
+    pub(crate) service_classes: Arc<ArcSwap<crate::saturation::slo::ServiceClasses>>,
 }
 
 /// A running server.

@@ -15,7 +15,7 @@ use super::values::{parse_bool, parse_positive_duration};
 pub struct PrometheusArgs {
     /// Prometheus (or Thanos querier, Mimir, VictoriaMetrics) API base URL. Required with --metrics-backend prometheus.
     #[arg(long, env = "PROMETHEUS_URL", value_name = "URL")]
-    pub prometheus_url: Option<String>,
+    pub(crate) prometheus_url: Option<String>,
     /// Upstream WVA's name for --prometheus-url (PROMETHEUS_BASE_URL); --prometheus-url/PROMETHEUS_URL win.
     #[arg(long, env = "PROMETHEUS_BASE_URL", value_name = "URL", hide = true)]
     pub prometheus_base_url: Option<String>,
@@ -24,7 +24,7 @@ pub struct PrometheusArgs {
     pub prometheus_ca_cert: Option<PathBuf>,
     /// File holding a bearer token sent as `Authorization: Bearer`, re-read at every query (rotating service-account tokens).
     #[arg(long, env = "PROMETHEUS_BEARER_TOKEN_FILE", value_name = "FILE")]
-    pub prometheus_bearer_token_file: Option<PathBuf>,
+    pub(crate) prometheus_bearer_token_file: Option<PathBuf>,
     /// Upstream WVA's inline token (PROMETHEUS_BEARER_TOKEN): refused, so that a manifest copied from upstream
     /// does not run without the credential it meant; the token belongs in a Secret file (--prometheus-bearer-token-file).
     #[arg(
@@ -33,13 +33,13 @@ pub struct PrometheusArgs {
         hide = true,
         hide_env_values = true
     )]
-    pub prometheus_bearer_token: Option<String>,
+    pub(crate) prometheus_bearer_token: Option<String>,
     /// Upstream WVA's TLS server name override (PROMETHEUS_SERVER_NAME): refused, not supported.
     #[arg(long, env = "PROMETHEUS_SERVER_NAME", hide = true)]
-    pub prometheus_server_name: Option<String>,
+    pub(crate) prometheus_server_name: Option<String>,
     /// Upstream WVA's name for --prometheus-bearer-token-file (PROMETHEUS_TOKEN_PATH), which wins.
     #[arg(long, env = "PROMETHEUS_TOKEN_PATH", value_name = "FILE", hide = true)]
-    pub prometheus_token_path: Option<PathBuf>,
+    pub(crate) prometheus_token_path: Option<PathBuf>,
     /// Accept any certificate from the store (upstream WVA's PROMETHEUS_TLS_INSECURE_SKIP_VERIFY); logged loudly.
     #[arg(
         long,
@@ -55,20 +55,20 @@ pub struct PrometheusArgs {
     pub prometheus_tls_insecure_skip_verify: bool,
     /// Bound of one fetch cycle's queries, retries included.
     #[arg(long, env = "PROMETHEUS_QUERY_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
-    pub prometheus_query_timeout: Duration,
+    pub(crate) prometheus_query_timeout: Duration,
     /// Shortest gap between two Prometheus fetch cycles (default 1s); the gap grows to 5x the last cycle's duration for large fleets.
     #[arg(long, env = "METRICS_FETCH_INTERVAL", value_parser = parse_positive_duration)]
-    pub metrics_fetch_interval: Option<Duration>,
+    pub(crate) metrics_fetch_interval: Option<Duration>,
     /// Upstream WVA's name for --metrics-fetch-interval, which wins.
     #[arg(long, env = "PROMETHEUS_METRICS_CACHE_FETCH_INTERVAL", value_parser = parse_positive_duration, hide = true)]
-    pub prometheus_metrics_cache_fetch_interval: Option<Duration>,
+    pub(crate) prometheus_metrics_cache_fetch_interval: Option<Duration>,
     /// No effect (requests never refresh metrics on the network); accepted
     /// with a warning so that existing manifests keep starting.
     #[arg(long, env = "METRICS_CACHE_TTL", value_parser = parse_positive_duration, hide = true)]
-    pub metrics_cache_ttl: Option<Duration>,
+    pub(crate) metrics_cache_ttl: Option<Duration>,
     /// Upstream WVA's name for --metrics-cache-ttl (no effect either).
     #[arg(long, env = "PROMETHEUS_METRICS_CACHE_TTL", value_parser = parse_positive_duration, hide = true)]
-    pub prometheus_metrics_cache_ttl: Option<Duration>,
+    pub(crate) prometheus_metrics_cache_ttl: Option<Duration>,
     /// Only `true` is accepted: metrics are fetched in the background only, so that no request waits on Prometheus.
     #[arg(
         long,
@@ -80,33 +80,33 @@ pub struct PrometheusArgs {
         value_parser = parse_bool,
         hide = true
     )]
-    pub metrics_background_fetch: bool,
+    pub(crate) metrics_background_fetch: bool,
     /// Extra header sent to the metrics store with every query, repeatable: `Name: value`, or
     /// `Name=@/path/file` to read the value from a file (a mounted Secret) at every query.
     /// Adds to --prometheus-headers.
     #[arg(long = "prometheus-header", value_name = "HEADER")]
-    pub prometheus_header: Vec<String>,
+    pub(crate) prometheus_header: Vec<String>,
     /// Extra headers, one per line, in the form of --prometheus-header (the environment form; both add up).
     #[arg(long, env = "PROMETHEUS_HEADERS", value_name = "LINES")]
-    pub prometheus_headers: Option<String>,
+    pub(crate) prometheus_headers: Option<String>,
     /// Tenant (org) id sent in --prometheus-tenant-header.
     #[arg(long, env = "PROMETHEUS_TENANT")]
-    pub prometheus_tenant: Option<String>,
+    pub(crate) prometheus_tenant: Option<String>,
     /// Header that carries the tenant: X-Scope-OrgID for Mimir and Cortex; THANOS-TENANT for Thanos.
     #[arg(long, env = "PROMETHEUS_TENANT_HEADER", default_value = crate::collector::prometheus::config::DEFAULT_TENANT_HEADER)]
-    pub prometheus_tenant_header: String,
+    pub(crate) prometheus_tenant_header: String,
     /// User of HTTP basic auth to the metrics store.
     #[arg(long, env = "PROMETHEUS_BASIC_AUTH_USERNAME")]
-    pub prometheus_basic_auth_username: Option<String>,
+    pub(crate) prometheus_basic_auth_username: Option<String>,
     /// File holding the basic-auth password, re-read at every query.
     #[arg(long, env = "PROMETHEUS_BASIC_AUTH_PASSWORD_FILE", value_name = "FILE")]
-    pub prometheus_basic_auth_password_file: Option<PathBuf>,
+    pub(crate) prometheus_basic_auth_password_file: Option<PathBuf>,
     /// PEM client certificate for mTLS to the metrics store.
     #[arg(long, env = "PROMETHEUS_CLIENT_CERT_PATH", value_name = "FILE")]
-    pub prometheus_client_cert: Option<PathBuf>,
+    pub(crate) prometheus_client_cert: Option<PathBuf>,
     /// PEM private key of --prometheus-client-cert (unencrypted).
     #[arg(long, env = "PROMETHEUS_CLIENT_KEY_PATH", value_name = "FILE")]
-    pub prometheus_client_key: Option<PathBuf>,
+    pub(crate) prometheus_client_key: Option<PathBuf>,
 }
 
 /// A string setting with surrounding blanks removed; blank is unset (an

@@ -10,7 +10,7 @@ use clap::Args;
 use super::values::{parse_bool, parse_configmap_name, parse_positive_duration};
 
 /// Where upstream WVA's Helm chart mounts its config file.
-pub const DEFAULT_CONFIG_FILE: &str = "/etc/wva/config.yaml";
+pub(crate) const DEFAULT_CONFIG_FILE: &str = "/etc/wva/config.yaml";
 
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Upstream WVA settings")]
@@ -48,7 +48,7 @@ pub struct UpstreamArgs {
         default_missing_value = "true",
         value_parser = parse_bool
     )]
-    pub wva_limited_mode: bool,
+    pub(crate) wva_limited_mode: bool,
     /// Upstream WVA's EPP_METRIC_READER_BEARER_TOKEN (a token to scrape the endpoint picker's
     /// metrics): refused when not empty; this server reads the endpoint picker's queue from
     /// Prometheus (--metrics-backend prometheus).
@@ -62,7 +62,7 @@ pub struct UpstreamArgs {
     /// Upstream WVA's SCALE_FROM_ZERO_ENGINE_MAX_CONCURRENCY (workers of its scale-from-zero
     /// loop): refused; scale from zero is decided in memory on every request, with no workers to size.
     #[arg(long, env = "SCALE_FROM_ZERO_ENGINE_MAX_CONCURRENCY", hide = true)]
-    pub scale_from_zero_engine_max_concurrency: Option<String>,
+    pub(crate) scale_from_zero_engine_max_concurrency: Option<String>,
     /// Upstream WVA's GLOBAL_OPT_INTERVAL: checked as a duration and, as upstream at b08b1c7 does
     /// (its loop runs every 30 s whatever the value), not used; answers here are computed on demand.
     #[arg(long, env = "GLOBAL_OPT_INTERVAL", value_parser = parse_positive_duration, hide = true)]
@@ -75,5 +75,5 @@ pub struct UpstreamArgs {
     /// global, per model or namespace-local) caps its scale-ups by free accelerators too. Upstream applies
     /// the limiter on the V1 path only, from the global `default` entry, which is what happens without this.
     #[arg(long)]
-    pub limiter_on_v2: bool,
+    pub(crate) limiter_on_v2: bool,
 }

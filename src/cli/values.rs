@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 /// Parses durations such as `2s`, `500ms`, `1m30s`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("{s:?} is not a duration (like 2s, 500ms, 1m): {e}"))
 }
 
 /// A boolean flag value: true/false (also 1/0, yes/no), any case.
-pub fn parse_bool(s: &str) -> Result<bool, String> {
+pub(crate) fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
@@ -25,7 +25,7 @@ pub(crate) fn parse_scale_to_zero(s: &str) -> Result<bool, String> {
 }
 
 /// A count above zero.
-pub fn parse_positive_count(s: &str) -> Result<usize, String> {
+pub(crate) fn parse_positive_count(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(0) => Err(format!("{s:?}: must be at least 1")),
         Ok(n) => Ok(n),
@@ -34,7 +34,7 @@ pub fn parse_positive_count(s: &str) -> Result<usize, String> {
 }
 
 /// A duration above zero (a zero timeout or interval would spin or fail everything).
-pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s.trim())?;
     if d.is_zero() {
         return Err(format!("{s:?}: must be greater than zero"));
@@ -43,7 +43,7 @@ pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// `--kube-api-qps`: a finite number above 0.
-pub fn parse_kube_api_qps(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_kube_api_qps(s: &str) -> Result<f64, String> {
     let qps: f64 = s
         .trim()
         .parse()
@@ -54,8 +54,9 @@ pub fn parse_kube_api_qps(s: &str) -> Result<f64, String> {
         .map_err(|e| e.to_string())
 }
 
-/// A tolerance: a finite decimal >= 0 (or a quantity such as `50m`).
-pub fn parse_request_rate(s: &str) -> Result<f64, String> {
+/// A request rate: a finite number >= 0 of requests per second.
+#[cfg(feature = "emulator")]
+pub(crate) fn parse_request_rate(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of requests per second"))?;
@@ -68,7 +69,8 @@ pub fn parse_request_rate(s: &str) -> Result<f64, String> {
     }
 }
 
-pub fn parse_hpa_tolerance(s: &str) -> Result<f64, String> {
+/// A tolerance: a finite decimal >= 0 (or a quantity such as `50m`).
+pub(crate) fn parse_hpa_tolerance(s: &str) -> Result<f64, String> {
     crate::hpa::parse_tolerance(s).map_err(|e| e.to_string())
 }
 
@@ -90,7 +92,7 @@ pub(crate) fn parse_controller_instance(s: &str) -> Result<String, String> {
 }
 
 /// A ConfigMap name: a DNS subdomain (lowercase alphanumerics, '-' and '.', at most 253).
-pub fn parse_configmap_name(s: &str) -> Result<String, String> {
+pub(crate) fn parse_configmap_name(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 253
         && s.chars()

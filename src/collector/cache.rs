@@ -51,8 +51,8 @@ pub struct Activity {
 /// (`target_model_name`, or `model_name` where that is empty), as fetched
 /// by one cycle. A model absent from the map has nothing queued.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SchedulerQueues {
-    pub by_model: std::collections::HashMap<String, crate::saturation::v2::SchedulerQueue>,
+pub(crate) struct SchedulerQueues {
+    pub(crate) by_model: std::collections::HashMap<String, crate::saturation::v2::SchedulerQueue>,
     /// When the cycle that read them started.
     pub at: SystemTime,
 }
@@ -120,7 +120,7 @@ impl MetricsCache {
 
     /// Stores the metrics of one pod, overwriting an existing entry in
     /// place: the common case every cycle, and then no key is copied.
-    pub fn upsert(&self, key: &str, metrics: ReplicaMetrics) {
+    pub(crate) fn upsert(&self, key: &str, metrics: ReplicaMetrics) {
         match self.replicas.get_mut(key) {
             Some(mut entry) => **entry = metrics,
             None => {
@@ -139,7 +139,7 @@ impl MetricsCache {
 
     /// Records that a fetch cycle started at `at` reached the data source
     /// of `model`.
-    pub fn mark_fetched(&self, model: &ModelKey, at: SystemTime) {
+    pub(crate) fn mark_fetched(&self, model: &ModelKey, at: SystemTime) {
         match self.fetched.get_mut(model) {
             Some(mut t) => *t = at,
             None => {
@@ -150,18 +150,18 @@ impl MetricsCache {
     }
 
     /// When a fetch cycle last reached the data source of `model`.
-    pub fn fetched_at(&self, model: &ModelKey) -> Option<SystemTime> {
+    pub(crate) fn fetched_at(&self, model: &ModelKey) -> Option<SystemTime> {
         self.fetched.get(model).map(|t| *t)
     }
 
     /// Forgets the fetch records of models for which `keep` returns false.
-    pub fn retain_models(&self, keep: impl Fn(&ModelKey) -> bool) {
+    pub(crate) fn retain_models(&self, keep: impl Fn(&ModelKey) -> bool) {
         self.fetched.retain(|k, _| keep(k));
         self.changed();
     }
 
     /// Replaces the endpoint picker's queues with those of a cycle.
-    pub fn set_scheduler_queues(&self, queues: SchedulerQueues) {
+    pub(crate) fn set_scheduler_queues(&self, queues: SchedulerQueues) {
         self.scheduler.store(Some(std::sync::Arc::new(queues)));
         self.changed();
     }

@@ -8,8 +8,8 @@ use crate::saturation::v2::KvCacheConfig;
 /// The endpoint picker's flow-control gauges (gateway-api-inference-extension,
 /// labels `fairness_id`, `priority`, `inference_pool`, `model_name`,
 /// `target_model_name`).
-pub const FLOW_CONTROL_QUEUE_SIZE: &str = "inference_extension_flow_control_queue_size";
-pub const FLOW_CONTROL_QUEUE_BYTES: &str = "inference_extension_flow_control_queue_bytes";
+pub(crate) const FLOW_CONTROL_QUEUE_SIZE: &str = "inference_extension_flow_control_queue_size";
+pub(crate) const FLOW_CONTROL_QUEUE_BYTES: &str = "inference_extension_flow_control_queue_bytes";
 
 /// The signals of one page.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -23,7 +23,7 @@ pub struct VllmPage {
     pub kv_cache: Option<KvCacheConfig>,
     /// `vllm:request_success_total` summed over its series (every
     /// `finished_reason`), when the page has it and every value is valid.
-    pub success_total: Option<f64>,
+    pub(crate) success_total: Option<f64>,
     /// `vllm:prefix_cache_hits_total` and `vllm:prefix_cache_queries_total`
     /// summed over engines (counters, in tokens), when both are finite and
     /// non-negative: the hit rate is their increase over a window.
@@ -111,7 +111,7 @@ impl HistogramTotals {
 }
 
 /// The KV-cache size in the labels of a `vllm:cache_config_info` sample.
-pub fn kv_cache_from_labels<'a>(
+pub(crate) fn kv_cache_from_labels<'a>(
     mut label: impl FnMut(&str) -> Option<&'a str>,
 ) -> Option<KvCacheConfig> {
     let num = |v: Option<&str>| v?.trim().parse::<u64>().ok().filter(|n| *n > 0);
@@ -190,7 +190,7 @@ pub fn parse_vllm_page(text: &str) -> Result<VllmPage, ExpositionError> {
 /// its `/metrics` page: `inference_extension_flow_control_queue_size` and
 /// `_bytes`, summed per `target_model_name` (or `model_name` where the
 /// target is empty) over fairness IDs, priorities and pools.
-pub fn parse_flow_control_page(
+pub(crate) fn parse_flow_control_page(
     text: &str,
 ) -> Result<std::collections::HashMap<String, crate::saturation::v2::SchedulerQueue>, ExpositionError>
 {

@@ -14,7 +14,7 @@ use crate::inventory::{InventoryStore, ModelKey};
 
 /// The shortest time between the starts of two cycles started early by an
 /// inventory change.
-pub const MIN_CYCLE_GAP: Duration = Duration::from_secs(1);
+pub(crate) const MIN_CYCLE_GAP: Duration = Duration::from_secs(1);
 
 /// How long the fetcher waits between the starts of two cycles: at least
 /// `floor`, and at least `cost_multiple` times what the last cycle took.
@@ -27,12 +27,12 @@ pub const MIN_CYCLE_GAP: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FetchSchedule {
     pub floor: Duration,
-    pub cost_multiple: u32,
+    pub(crate) cost_multiple: u32,
 }
 
 impl FetchSchedule {
     /// The default multiple of the last cycle's duration.
-    pub const DEFAULT_COST_MULTIPLE: u32 = 5;
+    pub(crate) const DEFAULT_COST_MULTIPLE: u32 = 5;
 
     /// A schedule with `floor` and the default multiple.
     pub fn with_floor(floor: Duration) -> Self {
@@ -50,7 +50,7 @@ impl FetchSchedule {
 }
 
 /// Called after every cycle, for telemetry and status write-back.
-pub type CycleHook = Box<dyn Fn(&CycleOutcome) + Send + Sync>;
+pub(crate) type CycleHook = Box<dyn Fn(&CycleOutcome) + Send + Sync>;
 
 /// What the hook learns about a cycle.
 #[derive(Debug)]
@@ -59,7 +59,7 @@ pub struct CycleOutcome {
     /// How long the cycle took.
     pub duration: Duration,
     /// The gap until the next scheduled cycle.
-    pub next_gap: Duration,
+    pub(crate) next_gap: Duration,
 }
 
 /// Drives a [`MetricsBackend`].

@@ -46,7 +46,7 @@ impl FreshnessPolicy {
         Ok(())
     }
 
-    pub fn classify(&self, age: Duration) -> Freshness {
+    pub(crate) fn classify(&self, age: Duration) -> Freshness {
         if age <= self.fresh {
             Freshness::Fresh
         } else if age <= self.stale {

@@ -16,7 +16,7 @@ use crate::inventory::ModelKey;
 
 /// A source (or a model's pods) that did not answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceFailure {
+pub(crate) struct SourceFailure {
     /// What failed, with where: `Prometheus at http://prometheus:9090
     /// unreachable`, or `no ready pod of model "m" answered its /metrics`.
     pub what: String,
@@ -40,7 +40,7 @@ impl std::fmt::Display for SourceFailure {
 }
 
 /// `2026-12-07T00:15:02Z`.
-pub fn rfc3339_seconds(t: SystemTime) -> String {
+pub(crate) fn rfc3339_seconds(t: SystemTime) -> String {
     match jiff::Timestamp::try_from(t) {
         Ok(ts) => ts
             .round(jiff::Unit::Second)
@@ -53,7 +53,7 @@ pub fn rfc3339_seconds(t: SystemTime) -> String {
 
 /// What changed by recording a result: the caller logs on changes only.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// Failing now, and was not (or failed differently): log it.
     StartedFailing,
     /// The same failure as before: nothing to log.
@@ -78,13 +78,13 @@ pub struct FetchHealth {
 
 impl FetchHealth {
     /// Records a failure of the whole source.
-    pub fn source_failed(&self, what: &str, cause: &str, now: SystemTime) -> Change {
+    pub(crate) fn source_failed(&self, what: &str, cause: &str, now: SystemTime) -> Change {
         let mut source = self.source.lock().unwrap_or_else(|p| p.into_inner());
         fail(&mut source, what, cause, now)
     }
 
     /// Records that the whole source answered.
-    pub fn source_answered(&self) -> Change {
+    pub(crate) fn source_answered(&self) -> Change {
         let mut source = self.source.lock().unwrap_or_else(|p| p.into_inner());
         match source.take() {
             Some(f) => Change::Recovered { since: f.since },
@@ -93,7 +93,7 @@ impl FetchHealth {
     }
 
     /// The source's current failure, if any.
-    pub fn source_failure(&self) -> Option<SourceFailure> {
+    pub(crate) fn source_failure(&self) -> Option<SourceFailure> {
         self.source
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -101,7 +101,7 @@ impl FetchHealth {
     }
 
     /// Records that no pod of `model` answered.
-    pub fn model_failed(
+    pub(crate) fn model_failed(
         &self,
         model: &ModelKey,
         what: &str,
@@ -117,7 +117,7 @@ impl FetchHealth {
     }
 
     /// Records that a pod of `model` answered.
-    pub fn model_answered(&self, model: &ModelKey) -> Change {
+    pub(crate) fn model_answered(&self, model: &ModelKey) -> Change {
         match self.models.remove(model) {
             Some((_, f)) => Change::Recovered { since: f.since },
             None => Change::StillHealthy,
@@ -125,13 +125,13 @@ impl FetchHealth {
     }
 
     /// Forgets models for which `keep` is false (gone from the inventory).
-    pub fn retain_models(&self, keep: impl Fn(&ModelKey) -> bool) {
+    pub(crate) fn retain_models(&self, keep: impl Fn(&ModelKey) -> bool) {
         self.models.retain(|k, _| keep(k));
     }
 
     /// Why the metrics of `model` could not be fetched, if the last
     /// attempt failed: the model's own failure, else the source's.
-    pub fn why_not_fetched(&self, model: &ModelKey) -> Option<SourceFailure> {
+    pub(crate) fn why_not_fetched(&self, model: &ModelKey) -> Option<SourceFailure> {
         self.models
             .get(model)
             .map(|f| f.clone())
@@ -139,7 +139,7 @@ impl FetchHealth {
     }
 
     /// Any current failure: the source's, else one model's (for `/readyz`).
-    pub fn any_failure(&self) -> Option<SourceFailure> {
+    pub(crate) fn any_failure(&self) -> Option<SourceFailure> {
         self.source_failure().or_else(|| {
             let mut failures: Vec<SourceFailure> =
                 self.models.iter().map(|e| e.value().clone()).collect();
@@ -149,12 +149,12 @@ impl FetchHealth {
     }
 
     /// Marks that a fetch cycle over the synced inventory succeeded.
-    pub fn mark_succeeded(&self) {
+    pub(crate) fn mark_succeeded(&self) {
         self.succeeded.store(true, Ordering::Release);
     }
 
     /// Whether a fetch cycle over the synced inventory has succeeded once.
-    pub fn has_succeeded(&self) -> bool {
+    pub(crate) fn has_succeeded(&self) -> bool {
         self.succeeded.load(Ordering::Acquire)
     }
 }
@@ -183,7 +183,7 @@ fn fail(slot: &mut Option<SourceFailure>, what: &str, cause: &str, now: SystemTi
 /// The cause of a failed HTTP request in a few words, without the request
 /// URL (reqwest's own message carries the whole URL, URL-encoded PromQL
 /// included): `connection refused`, `timed out`, `TLS: ...`, `DNS: ...`.
-pub fn describe_request_error(e: &reqwest::Error) -> String {
+pub(crate) fn describe_request_error(e: &reqwest::Error) -> String {
     use std::error::Error as _;
     if e.is_timeout() {
         return "no answer in time (timed out)".to_owned();

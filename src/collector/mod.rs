@@ -17,9 +17,10 @@ pub mod scrape;
 pub mod text_format;
 pub mod window;
 
-pub use cache::{Activity, MetricsCache, ReplicaMetrics, SchedulerQueues};
+pub(crate) use cache::SchedulerQueues;
+pub use cache::{Activity, MetricsCache, ReplicaMetrics};
 pub use freshness::{Freshness, FreshnessPolicy};
-pub use sample::{RejectReason, SampleCheck, Signal};
+pub use sample::{RejectReason, Signal};
 
 use crate::inventory::{InventorySnapshot, ModelKey};
 
@@ -40,7 +41,7 @@ pub struct CycleReport {
     /// Models of the snapshot whose data source could not be reached this
     /// cycle (every ready pod's scrape failed). The fetcher records every
     /// other model of the snapshot as fetched.
-    pub unreached_models: Vec<ModelKey>,
+    pub(crate) unreached_models: Vec<ModelKey>,
 }
 
 /// Why a fetch cycle failed as a whole.

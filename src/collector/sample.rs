@@ -48,7 +48,7 @@ impl fmt::Display for RejectReason {
 }
 
 /// The check applied to every sample before it is stored.
-pub trait SampleCheck {
+pub(crate) trait SampleCheck {
     fn check(&self, value: f64) -> Result<f64, RejectReason>;
 }
 

@@ -191,14 +191,17 @@ impl ScrapeBackend {
 
     /// Follows this scale-to-zero configuration: pods of models with it on
     /// keep their request counter's history over the retention period.
-    pub fn with_scale_to_zero(mut self, config: Arc<arc_swap::ArcSwap<ScaleToZeroConfig>>) -> Self {
+    pub(crate) fn with_scale_to_zero(
+        mut self,
+        config: Arc<arc_swap::ArcSwap<ScaleToZeroConfig>>,
+    ) -> Self {
         self.scale_to_zero = config;
         self
     }
 
     /// Scrapes the llm-d endpoint picker's `/metrics` every cycle for its
     /// flow-control queues (scale from zero, V2's scheduler queue).
-    pub fn with_epp_metrics_url(mut self, url: Option<String>) -> Self {
+    pub(crate) fn with_epp_metrics_url(mut self, url: Option<String>) -> Self {
         self.epp_url = url;
         self
     }

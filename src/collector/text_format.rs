@@ -35,7 +35,7 @@ pub struct Sample<'a, 'l> {
     pub name: &'a str,
     pub labels: &'l [Label<'a>],
     pub value: f64,
-    pub timestamp_ms: Option<i64>,
+    pub(crate) timestamp_ms: Option<i64>,
 }
 
 impl Sample<'_, '_> {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 /// Readings of two counters (numerator, denominator) within a time span,
 /// answering the ratio of their increases, as `rate(a) / rate(b)` does.
 #[derive(Debug, Clone, Default)]
-pub struct RatioWindow {
+pub(crate) struct RatioWindow {
     readings: VecDeque<(Instant, f64, f64)>,
 }
 
@@ -41,7 +41,7 @@ impl RatioWindow {
 
 /// Samples of one replica within a time span.
 #[derive(Debug, Clone)]
-pub struct PeakWindow {
+pub(crate) struct PeakWindow {
     span: Duration,
     samples: VecDeque<(Instant, f64, f64)>,
     /// Prefix-cache hits over queries.
@@ -68,28 +68,28 @@ impl PeakWindow {
     }
 
     /// Adds `vllm:request_success_total` read at `at`.
-    pub fn push_completions(&mut self, at: Instant, total: f64) {
+    pub(crate) fn push_completions(&mut self, at: Instant, total: f64) {
         let elapsed = at.saturating_duration_since(self.created).as_secs_f64();
         self.completions.push(self.span, at, total, elapsed);
     }
 
     /// Finished requests per second over the span (`rate(...[1m])`).
-    pub fn completion_rate(&self) -> Option<f64> {
+    pub(crate) fn completion_rate(&self) -> Option<f64> {
         self.completions.ratio().map(|r| r.max(0.0))
     }
 
     /// Adds the prefix-cache counters read at `at`.
-    pub fn push_counters(&mut self, at: Instant, hits: f64, queries: f64) {
+    pub(crate) fn push_counters(&mut self, at: Instant, hits: f64, queries: f64) {
         self.prefix.push(self.span, at, hits, queries);
     }
 
     /// Prefix-cache hit rate over the span, in [0, 1].
-    pub fn prefix_hit_rate(&self) -> Option<f64> {
+    pub(crate) fn prefix_hit_rate(&self) -> Option<f64> {
         self.prefix.ratio().map(|r| r.clamp(0.0, 1.0))
     }
 
     /// Adds the prompt and generation token histograms' (sum, count) read at `at`.
-    pub fn push_tokens(
+    pub(crate) fn push_tokens(
         &mut self,
         at: Instant,
         prompt: Option<(f64, f64)>,
@@ -104,7 +104,7 @@ impl PeakWindow {
     }
 
     /// Mean prompt and generated tokens of the requests finished within the span.
-    pub fn token_averages(&self) -> (Option<f64>, Option<f64>) {
+    pub(crate) fn token_averages(&self) -> (Option<f64>, Option<f64>) {
         (self.prompt.ratio(), self.generation.ratio())
     }
 
@@ -131,12 +131,9 @@ impl PeakWindow {
             })
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.samples.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
     }
 }
 
@@ -144,7 +141,7 @@ impl PeakWindow {
 /// samples closer than `span / 64` to the one before are replaced by the
 /// newer, so a pod keeps at most about 66 whatever the scrape interval.
 #[derive(Debug, Clone, Default)]
-pub struct CounterHistory {
+pub(crate) struct CounterHistory {
     samples: VecDeque<(Instant, f64)>,
 }
 
@@ -175,7 +172,7 @@ impl CounterHistory {
     /// The counter's increase over the `window` before `now` (a drop is a
     /// restart from zero, as Prometheus' `increase` counts it), or None
     /// when the history does not reach back `window` yet.
-    pub fn increase(&self, now: Instant, window: Duration) -> Option<f64> {
+    pub(crate) fn increase(&self, now: Instant, window: Duration) -> Option<f64> {
         let base = self
             .samples
             .iter()
@@ -189,12 +186,9 @@ impl CounterHistory {
         Some(total)
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.samples.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
     }
 }
 

@@ -37,10 +37,10 @@ pub trait AcceleratorInventory: Send + Sync {
 }
 
 /// GPU vendors whose resources and product labels are read.
-pub const VENDORS: [&str; 3] = ["nvidia.com", "amd.com", "intel.com"];
+pub(crate) const VENDORS: [&str; 3] = ["nvidia.com", "amd.com", "intel.com"];
 
 /// The short accelerator name of a product label value.
-pub fn normalize_accelerator_name(full: &str) -> String {
+pub(crate) fn normalize_accelerator_name(full: &str) -> String {
     let parts: Vec<&str> = full.split('-').collect();
     if parts.len() < 2 {
         return full.to_owned();
@@ -60,7 +60,7 @@ fn gpus_of(q: &str) -> Option<u32> {
 }
 
 /// A node's accelerator type and allocatable GPUs, if it has any.
-pub fn node_gpus(node: &Node) -> Option<(String, u32)> {
+pub(crate) fn node_gpus(node: &Node) -> Option<(String, u32)> {
     let labels = node.metadata.labels.as_ref()?;
     let allocatable = node.status.as_ref()?.allocatable.as_ref()?;
     VENDORS.iter().find_map(|vendor| {
@@ -95,12 +95,12 @@ fn container_gpus(c: &Container) -> u32 {
 
 /// GPUs a pod requests: its containers together, or its largest init
 /// container (init containers run one after another, before the others).
-pub fn pod_gpus(pod: &Pod) -> u32 {
+pub(crate) fn pod_gpus(pod: &Pod) -> u32 {
     pod.spec.as_ref().map_or(0, pod_spec_gpus)
 }
 
 /// [`pod_gpus`] of a pod spec (also a workload's pod template).
-pub fn pod_spec_gpus(spec: &k8s_openapi::api::core::v1::PodSpec) -> u32 {
+pub(crate) fn pod_spec_gpus(spec: &k8s_openapi::api::core::v1::PodSpec) -> u32 {
     let regular: u32 = spec.containers.iter().map(container_gpus).sum();
     let init = spec
         .init_containers
@@ -113,7 +113,7 @@ pub fn pod_spec_gpus(spec: &k8s_openapi::api::core::v1::PodSpec) -> u32 {
 }
 
 /// Whether a pod holds its GPUs: scheduled, not finished.
-pub fn pod_holds_gpus(pod: &Pod) -> bool {
+pub(crate) fn pod_holds_gpus(pod: &Pod) -> bool {
     let scheduled = pod
         .spec
         .as_ref()
@@ -125,7 +125,7 @@ pub fn pod_holds_gpus(pod: &Pod) -> bool {
 
 /// Free GPUs per accelerator type: allocatable on the nodes of that type
 /// minus what the pods scheduled on them request (never below 0).
-pub fn free_by_type<'a>(
+pub(crate) fn free_by_type<'a>(
     nodes: impl IntoIterator<Item = (&'a str, String, u32)>,
     pods: impl IntoIterator<Item = (&'a str, u32)>,
 ) -> BTreeMap<String, u32> {

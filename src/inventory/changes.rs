@@ -22,11 +22,11 @@ use kube::Resource;
 use serde::Serialize;
 
 /// An object's identity within one watched kind: (namespace, name).
-pub type ObjectKey = (String, String);
+pub(crate) type ObjectKey = (String, String);
 
 /// A watch event reduced to what the filter needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Observed {
+pub(crate) enum Observed {
     /// A (re-)list starts: the store will be replaced when it is done.
     Init,
     /// An object of the (re-)list.
@@ -40,7 +40,7 @@ pub enum Observed {
 
 /// Remembers the fingerprint of every object of one watched kind.
 #[derive(Debug, Default)]
-pub struct ChangeFilter {
+pub(crate) struct ChangeFilter {
     seen: HashMap<ObjectKey, u64>,
     /// The objects of a list in progress; they replace `seen` when it ends.
     listing: Option<HashMap<ObjectKey, u64>>,
@@ -54,7 +54,7 @@ impl ChangeFilter {
     /// Whether this event can change the snapshot (a rebuild is needed).
     /// Objects of a list in progress are not: the store is replaced only
     /// when the list is done, and that event is.
-    pub fn observe(&mut self, event: Observed) -> bool {
+    pub(crate) fn observe(&mut self, event: Observed) -> bool {
         match event {
             Observed::Init => {
                 self.listing = Some(HashMap::new());
@@ -83,17 +83,14 @@ impl ChangeFilter {
     }
 
     /// Objects remembered.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.seen.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
     }
 }
 
 /// The key of an object.
-pub fn key_of<K: Resource>(o: &K) -> ObjectKey {
+pub(crate) fn key_of<K: Resource>(o: &K) -> ObjectKey {
     let meta = o.meta();
     (
         meta.namespace.clone().unwrap_or_default(),
@@ -106,7 +103,7 @@ pub fn key_of<K: Resource>(o: &K) -> ObjectKey {
 /// the source strips). Two objects with the same fingerprint build the
 /// same snapshot. An object that cannot be serialized gets a fingerprint
 /// of its own every time, so that it always counts as changed.
-pub fn fingerprint<K: Resource + Serialize>(mut o: K) -> u64 {
+pub(crate) fn fingerprint<K: Resource + Serialize>(mut o: K) -> u64 {
     let meta = o.meta_mut();
     meta.resource_version = None;
     meta.managed_fields = None;

@@ -8,10 +8,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Default `spec.variantCost` when a variant does not name one (DESIGN section 5).
-pub const DEFAULT_VARIANT_COST: f64 = 10.0;
+pub(crate) const DEFAULT_VARIANT_COST: f64 = 10.0;
 
 /// Label on a VariantAutoscaling that names its accelerator (for example `A100`).
-pub const ACCELERATOR_LABEL: &str = "inference.optimization/acceleratorName";
+pub(crate) const ACCELERATOR_LABEL: &str = "inference.optimization/acceleratorName";
 
 /// Spec of a VariantAutoscaling: one way (variant) of serving a model, scaled through its target.
 // The printer columns repeat `type_ = ...`, which clippy takes for duplicated attributes.
@@ -53,13 +53,13 @@ pub const ACCELERATOR_LABEL: &str = "inference.optimization/acceleratorName";
 #[serde(rename_all = "camelCase")]
 pub struct VariantAutoscalingSpec {
     /// The workload (Deployment or StatefulSet) whose replicas this variant scales.
-    pub scale_target_ref: ScaleTargetRef,
+    pub(crate) scale_target_ref: ScaleTargetRef,
     /// Model served by the target, as vLLM reports it in `model_name`.
     #[serde(rename = "modelID")]
     pub model_id: String,
     /// Relative cost of one replica, a decimal string ("10.0" when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant_cost: Option<String>,
+    pub(crate) variant_cost: Option<String>,
     /// Lower bound for the desired replicas (1 when absent; 0 allowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
@@ -73,7 +73,7 @@ pub struct VariantAutoscalingSpec {
 /// Reference to the scaled workload, as in `autoscaling/v2` `CrossVersionObjectReference`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ScaleTargetRef {
+pub(crate) struct ScaleTargetRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
     pub kind: String,
@@ -149,7 +149,7 @@ fn with_upstream_validations(schema: &mut serde_json::Value) {
 #[serde(rename_all = "camelCase")]
 pub struct VariantAutoscalingStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub desired_optimized_alloc: Option<OptimizedAlloc>,
+    pub(crate) desired_optimized_alloc: Option<OptimizedAlloc>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
     /// Upstream WVA's actuation state (its controller writes it; kept in
@@ -168,11 +168,11 @@ pub struct Actuation {
 /// The latest decision for the variant.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct OptimizedAlloc {
-    pub num_replicas: i32,
+pub(crate) struct OptimizedAlloc {
+    pub(crate) num_replicas: i32,
     /// Required by the schema (see [`crd`]); read leniently.
     #[serde(default)]
     pub accelerator: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_run_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    pub(crate) last_run_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }

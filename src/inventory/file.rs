@@ -339,7 +339,7 @@ where
 /// Where each object came from in the file, to report validation problems
 /// found after parsing at the object's line.
 #[derive(Debug, Clone, Default)]
-pub struct ObjectLines {
+pub(crate) struct ObjectLines {
     /// (`Kind namespace/name`, first line of its document text, line of its
     /// first content, where its text is in the file's text).
     documents: Vec<(String, usize, usize, std::ops::Range<usize>)>,
@@ -381,7 +381,7 @@ pub fn parse_objects(path: &Path, text: &str) -> Result<InventoryObjects, Invent
 }
 
 /// [`parse_objects`], also returning where each object is in the file.
-pub fn parse_objects_with_lines(
+pub(crate) fn parse_objects_with_lines(
     path: &Path,
     text: &str,
 ) -> Result<(InventoryObjects, ObjectLines), InventoryFileError> {
@@ -489,12 +489,13 @@ pub fn parse_objects_with_lines(
 /// object that cannot be used (a negative minReplicas, an empty modelID, ...)
 /// is an error here, naming its line: in a file, unlike a cluster, it can
 /// only be a mistake in the file.
-pub fn load_into(path: &Path, store: &InventoryStore) -> Result<(), InventoryFileError> {
+#[cfg(test)]
+pub(crate) fn load_into(path: &Path, store: &InventoryStore) -> Result<(), InventoryFileError> {
     load_into_with(path, store, &ResolveOptions::default())
 }
 
 /// [`load_into`] with resolve options (controller-instance filtering).
-pub fn load_into_with(
+pub(crate) fn load_into_with(
     path: &Path,
     store: &InventoryStore,
     options: &ResolveOptions,
@@ -539,7 +540,7 @@ pub fn load_into_with(
 /// background whenever its modification time or size changes
 /// ([`crate::file_watch`]). A reload that fails keeps the previous inventory
 /// and logs why. `options`: controller-instance filtering.
-pub async fn watch_file_with(
+pub(crate) async fn watch_file_with(
     path: PathBuf,
     store: Arc<InventoryStore>,
     options: ResolveOptions,

@@ -52,7 +52,7 @@ use thresholds::{spawn_thresholds_loop, ThresholdsLoop};
 use watch::{keep_all, reflect, spawn_reflector, spawn_watch, Sources};
 
 /// How long a burst of changes is collected before the snapshot is rebuilt.
-pub const DEBOUNCE: Duration = Duration::from_millis(100);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// Where to watch.
 #[derive(Debug, Clone, Default)]
@@ -60,13 +60,13 @@ pub struct KubeInventoryConfig {
     /// Namespaces whose variants are served; empty = all.
     pub namespaces: Vec<String>,
     /// Namespace of the thresholds ConfigMap (the server's own, `POD_NAMESPACE`).
-    pub own_namespace: String,
+    pub(crate) own_namespace: String,
     /// `CONTROLLER_INSTANCE`: serve only variants labelled for this instance.
     pub controller_instance: Option<String>,
     /// Counts ConfigMap versions refused at run time (see [`register_config_rejections`]).
-    pub config_rejections: Option<Family<ConfigRejectionLabels, Counter>>,
+    pub(crate) config_rejections: Option<Family<ConfigRejectionLabels, Counter>>,
     /// Name of the thresholds ConfigMaps (`SATURATION_CONFIG_MAP_NAME`).
-    pub thresholds_configmap: String,
+    pub(crate) thresholds_configmap: String,
     /// Upstream's `WATCH_NAMESPACE`: its namespace-local ConfigMaps are read
     /// whatever its metadata.
     pub watch_namespace: Option<String>,
@@ -78,14 +78,14 @@ pub struct KubeInventoryConfig {
 
 /// Labels of `wva_config_rejected_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ConfigRejectionLabels {
+pub(crate) struct ConfigRejectionLabels {
     pub namespace: String,
     pub configmap: String,
 }
 
 /// Registers `wva_config_rejected_total`: thresholds ConfigMap versions
 /// refused at run time (the last good configuration stayed in force).
-pub fn register_config_rejections(
+pub(crate) fn register_config_rejections(
     registry: &mut prometheus_client::registry::Registry,
 ) -> Family<ConfigRejectionLabels, Counter> {
     let family = Family::<ConfigRejectionLabels, Counter>::default();

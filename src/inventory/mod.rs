@@ -11,16 +11,17 @@ pub mod file;
 pub mod kube;
 pub mod namespace_config;
 pub mod pods;
-pub mod projection;
+pub(crate) mod projection;
 pub mod resolve;
 pub mod snapshot;
 pub mod store;
 pub mod variants;
-pub mod workloads;
+pub(crate) mod workloads;
 
 pub use crd::{VariantAutoscaling, VariantAutoscalingSpec};
 pub use resolve::{resolve, InventoryObjects};
-pub use snapshot::{
-    pod_key, InventorySnapshot, ModelKey, PodKey, ReplicaPod, TargetState, Variant, VariantSource,
-};
+#[cfg(test)]
+pub(crate) use snapshot::pod_key;
+pub(crate) use snapshot::PodKey;
+pub use snapshot::{InventorySnapshot, ModelKey, ReplicaPod, TargetState, Variant, VariantSource};
 pub use store::InventoryStore;

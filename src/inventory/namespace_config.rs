@@ -16,16 +16,18 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::saturation::{LocatedThresholdError, ThresholdConfig, ThresholdError, CONFIGMAP_NAME};
+#[cfg(test)]
+use crate::saturation::CONFIGMAP_NAME;
+use crate::saturation::{LocatedThresholdError, ThresholdConfig, ThresholdError};
 
 /// Namespace label that opts a namespace into namespace-local ConfigMaps.
-pub const CONFIG_ENABLED_LABEL: &str = "wva.llmd.ai/config-enabled";
+pub(crate) const CONFIG_ENABLED_LABEL: &str = "wva.llmd.ai/config-enabled";
 /// Namespace annotation that takes a namespace out of management.
-pub const EXCLUDE_ANNOTATION: &str = "wva.llmd.ai/exclude";
+pub(crate) const EXCLUDE_ANNOTATION: &str = "wva.llmd.ai/exclude";
 
 /// What the metadata of the namespaces says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NamespacePolicy {
+pub(crate) struct NamespacePolicy {
     excluded: BTreeSet<String>,
     config_enabled: BTreeSet<String>,
     /// Namespaces that hold a VariantAutoscaling (upstream tracks them).
@@ -40,7 +42,7 @@ fn is_true(v: Option<&String>) -> bool {
 
 impl NamespacePolicy {
     /// From (name, labels, annotations) of every namespace.
-    pub fn from_namespaces<'a>(
+    pub(crate) fn from_namespaces<'a>(
         namespaces: impl IntoIterator<
             Item = (
                 &'a str,
@@ -62,26 +64,29 @@ impl NamespacePolicy {
     }
 
     /// With the namespaces that hold a VariantAutoscaling.
-    pub fn with_tracked<'a>(mut self, namespaces: impl IntoIterator<Item = &'a str>) -> Self {
+    pub(crate) fn with_tracked<'a>(
+        mut self,
+        namespaces: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
         self.tracked = namespaces.into_iter().map(str::to_owned).collect();
         self
     }
 
     /// With upstream's single-namespace mode (`WATCH_NAMESPACE`).
-    pub fn with_watch_namespace(mut self, namespace: Option<&str>) -> Self {
+    pub(crate) fn with_watch_namespace(mut self, namespace: Option<&str>) -> Self {
         self.watch_namespace = namespace.map(str::to_owned);
         self
     }
 
     /// Whether variants of this namespace are served.
-    pub fn is_managed(&self, namespace: &str) -> bool {
+    pub(crate) fn is_managed(&self, namespace: &str) -> bool {
         !self.excluded.contains(namespace)
     }
 
     /// Whether a ConfigMap in this namespace may replace the global one:
     /// upstream's three rules, in its order (`WATCH_NAMESPACE` first, then
     /// exclusion, then a VariantAutoscaling in it, then the opt-in label).
-    pub fn local_config_allowed(&self, namespace: &str) -> bool {
+    pub(crate) fn local_config_allowed(&self, namespace: &str) -> bool {
         if self.watch_namespace.as_deref() == Some(namespace) {
             return true;
         }
@@ -92,29 +97,29 @@ impl NamespacePolicy {
 
 /// A thresholds ConfigMap as the reconciler needs it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ConfigMapData<'a> {
+pub(crate) struct ConfigMapData<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
     /// Changes with every version of the object.
-    pub resource_version: &'a str,
+    pub(crate) resource_version: &'a str,
     pub data: Option<&'a BTreeMap<String, String>>,
 }
 
 /// A ConfigMap version that was refused: the previous good configuration of
 /// its namespace stays in force.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ConfigRejection {
+pub(crate) struct ConfigRejection {
     pub namespace: String,
     pub name: String,
     pub errors: Vec<ThresholdError>,
     /// True when the namespace has no good version yet, so the global
     /// configuration (or the built-in defaults) applies there.
-    pub no_previous: bool,
+    pub(crate) no_previous: bool,
 }
 
 /// The outcome of one reconciliation.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Reconciled {
+pub(crate) struct Reconciled {
     pub config: ThresholdConfig,
     /// Versions refused now (each version is reported once).
     pub rejected: Vec<ConfigRejection>,
@@ -125,7 +130,7 @@ pub struct Reconciled {
 /// Keeps the last good configuration of every namespace across versions of
 /// the ConfigMaps.
 #[derive(Debug, Clone, Default)]
-pub struct ThresholdsReconciler {
+pub(crate) struct ThresholdsReconciler {
     own_namespace: String,
     /// The ConfigMap's name (`SATURATION_CONFIG_MAP_NAME`).
     name: String,
@@ -134,7 +139,8 @@ pub struct ThresholdsReconciler {
 }
 
 impl ThresholdsReconciler {
-    pub fn new(own_namespace: &str) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(own_namespace: &str) -> Self {
         Self::named(own_namespace, CONFIGMAP_NAME)
     }
 
@@ -153,7 +159,7 @@ impl ThresholdsReconciler {
     }
 
     /// The configuration in force for these ConfigMaps and namespaces.
-    pub fn reconcile(
+    pub(crate) fn reconcile(
         &mut self,
         configmaps: &[ConfigMapData<'_>],
         policy: &NamespacePolicy,
@@ -228,7 +234,7 @@ impl ThresholdsReconciler {
 
 /// A problem in one file of a thresholds directory.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DirectoryFileError {
+pub(crate) struct DirectoryFileError {
     /// Index of the file in the input.
     pub file: usize,
     pub error: LocatedThresholdError,
@@ -242,7 +248,8 @@ pub struct DirectoryFileError {
 /// document carries the opt-in label (and not the exclude annotation)
 /// replaces it there. Strict, as the single-file form: the first invalid
 /// entry is an error with its line in its file.
-pub fn thresholds_from_documents(
+#[cfg(test)]
+pub(crate) fn thresholds_from_documents(
     files: &[&str],
     own_namespace: &str,
 ) -> Result<ThresholdConfig, DirectoryFileError> {
@@ -252,7 +259,7 @@ pub fn thresholds_from_documents(
 /// [`thresholds_from_documents`] for ConfigMaps named `name`, with
 /// `WATCH_NAMESPACE`; a namespace holding a VariantAutoscaling document
 /// counts as tracked, as in a cluster.
-pub fn thresholds_from_named_documents(
+pub(crate) fn thresholds_from_named_documents(
     files: &[&str],
     own_namespace: &str,
     name: &str,

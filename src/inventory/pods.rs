@@ -8,7 +8,7 @@
 //! same labels), the address, the readiness, the owner and the two scrape
 //! annotations. The file source projects each Pod as its document is read,
 //! the kube source each Pod as its watch event arrives ([`PodStore`], a
-//! [`ProjectionStore`]).
+//! [`super::projection::ProjectionStore`]).
 //!
 //! Pure: no I/O.
 
@@ -18,18 +18,19 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 
 pub use super::projection::Interner;
-use super::projection::{Project, ProjectionStore};
+use super::projection::Project;
 
 /// Pod annotation with the port vLLM serves `/metrics` on.
-pub const SCRAPE_PORT_ANNOTATION: &str = "prometheus.io/port";
+pub(crate) const SCRAPE_PORT_ANNOTATION: &str = "prometheus.io/port";
 /// Pod annotation with the metrics path.
-pub const SCRAPE_PATH_ANNOTATION: &str = "prometheus.io/path";
+pub(crate) const SCRAPE_PATH_ANNOTATION: &str = "prometheus.io/path";
 
 /// A pod's labels, shared between pods with the same set.
-pub type PodLabels = super::projection::Labels;
+pub(crate) type PodLabels = super::projection::Labels;
 
 /// The kube source's pods: the projection of each watched Pod.
-pub type PodStore = ProjectionStore<Pod, PodRecord>;
+#[cfg(test)]
+pub(crate) type PodStore = super::projection::ProjectionStore<Pod, PodRecord>;
 
 /// The controller of a pod, as far as resolution follows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +41,7 @@ pub enum PodOwner {
 
 /// `status.podIP` as given.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PodIp {
+pub(crate) enum PodIp {
     /// None or empty: the pod has no address yet.
     Missing,
     Ip(IpAddr),
@@ -57,13 +58,13 @@ pub struct PodRecord {
     /// The controller owner (else the first owner) when it is a
     /// ReplicaSet or a StatefulSet.
     pub owner: Option<PodOwner>,
-    pub ip: PodIp,
+    pub(crate) ip: PodIp,
     /// Condition `Ready` is `True` and the pod is not being deleted.
     pub ready: bool,
     /// The `prometheus.io/port` annotation as written.
-    pub scrape_port: Option<Box<str>>,
+    pub(crate) scrape_port: Option<Box<str>>,
     /// The `prometheus.io/path` annotation as written.
-    pub scrape_path: Option<Box<str>>,
+    pub(crate) scrape_path: Option<Box<str>>,
 }
 
 impl PodRecord {

@@ -24,7 +24,7 @@ use kube::Resource;
 pub type Labels = BTreeMap<String, String>;
 
 /// What the inventory keeps of an object of kind `K`.
-pub trait Project<K>: PartialEq + Sized {
+pub(crate) trait Project<K>: PartialEq + Sized {
     /// The projection of `object`, sharing strings through `interner`.
     fn project(object: &K, interner: &mut Interner) -> Self;
     /// (namespace, name): the object's identity within its kind.
@@ -184,7 +184,7 @@ fn same_key<K, R: Project<K>>(r: &R, namespace: &str, name: &str) -> bool {
 /// deleted while the watch was down are gone afterwards and readers never
 /// see half a list.
 #[derive(Debug)]
-pub struct ProjectionStore<K, R> {
+pub(crate) struct ProjectionStore<K, R> {
     items: ProjectionTable<R>,
     listing: Option<ProjectionTable<R>>,
     hasher: KeyHasher,
@@ -260,11 +260,13 @@ impl<K: Resource, R: Project<K>> ProjectionStore<K, R> {
             .collect()
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.items.table.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.items.table.is_empty()
     }
 }

@@ -15,6 +15,7 @@ use kube::ResourceExt;
 
 use super::crd::{ACCELERATOR_LABEL, DEFAULT_VARIANT_COST};
 use super::pods::{PodIp, PodOwner, PodRecord, SCRAPE_PATH_ANNOTATION, SCRAPE_PORT_ANNOTATION};
+#[cfg(feature = "emulator")]
 use super::projection::{Interner, Project};
 use super::variants::VariantRecord;
 use super::workloads::{WorkloadKind, WorkloadRecord};
@@ -26,22 +27,22 @@ use scalers::{
 use super::snapshot::{labels, InventorySnapshot, ReplicaPod, TargetState, Variant, VariantSource};
 
 /// Pod label that names the variant a pod belongs to.
-pub const VARIANT_LABEL: &str = "llm-d.ai/variant";
+pub(crate) const VARIANT_LABEL: &str = "llm-d.ai/variant";
 /// vLLM's default HTTP port, used when a pod has no port annotation.
-pub const DEFAULT_SCRAPE_PORT: u16 = 8000;
+pub(crate) const DEFAULT_SCRAPE_PORT: u16 = 8000;
 /// Upper bound used when a variant names no maximum: large but finite, so
 /// that arithmetic on it cannot overflow.
-pub const UNBOUNDED_MAX_REPLICAS: u32 = 10_000;
+pub(crate) const UNBOUNDED_MAX_REPLICAS: u32 = 10_000;
 
 /// Annotation that marks an HPA or ScaledObject as a variant (newer WVA).
-pub const MANAGED_ANNOTATION: &str = "llm-d.ai/managed";
+pub(crate) const MANAGED_ANNOTATION: &str = "llm-d.ai/managed";
 /// Annotation naming the model of an annotated scaler.
-pub const MODEL_ID_ANNOTATION: &str = "llm-d.ai/model-id";
+pub(crate) const MODEL_ID_ANNOTATION: &str = "llm-d.ai/model-id";
 /// Annotation with the cost of an annotated scaler's variant.
-pub const VARIANT_COST_ANNOTATION: &str = "llm-d.ai/variant-cost";
+pub(crate) const VARIANT_COST_ANNOTATION: &str = "llm-d.ai/variant-cost";
 /// Label that assigns a VariantAutoscaling (or annotated scaler) to one of
 /// several controller instances (upstream WVA's multi-controller isolation).
-pub const CONTROLLER_INSTANCE_LABEL: &str = "wva.llmd.ai/controller-instance";
+pub(crate) const CONTROLLER_INSTANCE_LABEL: &str = "wva.llmd.ai/controller-instance";
 /// KEDA's defaults for a ScaledObject without replica counts.
 const SCALED_OBJECT_DEFAULT_MIN: i64 = 0;
 const SCALED_OBJECT_DEFAULT_MAX: i64 = 100;
@@ -51,35 +52,37 @@ const SCALED_OBJECT_DEFAULT_MAX: i64 = 100;
 #[derive(Debug, Default, Clone)]
 pub struct InventoryObjects {
     /// VariantAutoscalings as projected by the source ([`VariantRecord`]).
-    pub variant_autoscalings: Vec<Arc<VariantRecord>>,
+    pub(crate) variant_autoscalings: Vec<Arc<VariantRecord>>,
     /// HPAs; only those annotated `llm-d.ai/managed: "true"` become variants.
-    pub horizontal_pod_autoscalers: Vec<Arc<HorizontalPodAutoscaler>>,
+    pub(crate) horizontal_pod_autoscalers: Vec<Arc<HorizontalPodAutoscaler>>,
     /// KEDA ScaledObjects (untyped); only annotated ones become variants.
-    pub scaled_objects: Vec<Arc<DynamicObject>>,
+    pub(crate) scaled_objects: Vec<Arc<DynamicObject>>,
     /// Deployments, StatefulSets and ReplicaSets as projected by the
     /// source ([`WorkloadRecord`]), not typed objects.
-    pub workloads: Vec<Arc<WorkloadRecord>>,
+    pub(crate) workloads: Vec<Arc<WorkloadRecord>>,
     /// Pods as projected by the source ([`PodRecord`]), not typed objects.
     pub pods: Vec<Arc<PodRecord>>,
 }
 
+/// Built by hand by `demo` (its inventory is made in memory).
+#[cfg(feature = "emulator")]
 impl InventoryObjects {
     /// Adds a typed VariantAutoscaling as its projection.
-    pub fn add_variant_autoscaling(&mut self, va: &super::crd::VariantAutoscaling) {
+    pub(crate) fn add_variant_autoscaling(&mut self, va: &super::crd::VariantAutoscaling) {
         let mut interner = Interner::default();
         self.variant_autoscalings
             .push(Arc::new(VariantRecord::project(va, &mut interner)));
     }
 
     /// Adds a typed Pod as its projection (for sources that build Pods).
-    pub fn add_pod(&mut self, pod: &k8s_openapi::api::core::v1::Pod) {
+    pub(crate) fn add_pod(&mut self, pod: &k8s_openapi::api::core::v1::Pod) {
         let mut interner = Interner::default();
         self.pods
             .push(Arc::new(PodRecord::project(pod, &mut interner)));
     }
 
     /// Adds a typed Deployment, StatefulSet or ReplicaSet as its projection.
-    pub fn add_workload<K>(&mut self, object: &K)
+    pub(crate) fn add_workload<K>(&mut self, object: &K)
     where
         WorkloadRecord: Project<K>,
     {
@@ -122,7 +125,7 @@ impl ResolveProblem {
 
 /// How objects become variants beyond what the objects say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ResolveOptions {
+pub(crate) struct ResolveOptions {
     /// `CONTROLLER_INSTANCE`: when set, only VariantAutoscalings and
     /// annotated scalers labelled `wva.llmd.ai/controller-instance` with this
     /// value are variants, and their items carry `controller_instance`.
@@ -146,7 +149,7 @@ pub fn resolve(objects: &InventoryObjects) -> (InventorySnapshot, Vec<ResolvePro
 }
 
 /// [`resolve`] with options (controller-instance filtering).
-pub fn resolve_with(
+pub(crate) fn resolve_with(
     objects: &InventoryObjects,
     options: &ResolveOptions,
 ) -> (InventorySnapshot, Vec<ResolveProblem>) {

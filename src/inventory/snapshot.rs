@@ -11,13 +11,13 @@ use std::sync::Arc;
 
 /// Labels every served metric item carries; selectors are matched against them.
 pub mod labels {
-    pub const TARGET_NAME: &str = "target_name";
-    pub const TARGET_KIND: &str = "target_kind";
-    pub const VARIANT_NAME: &str = "variant_name";
+    pub(crate) const TARGET_NAME: &str = "target_name";
+    pub(crate) const TARGET_KIND: &str = "target_kind";
+    pub(crate) const VARIANT_NAME: &str = "variant_name";
     pub const NAMESPACE: &str = "namespace";
-    pub const EXPORTED_NAMESPACE: &str = "exported_namespace";
-    pub const ACCELERATOR_TYPE: &str = "accelerator_type";
-    pub const MODEL_ID: &str = "model_id";
+    pub(crate) const EXPORTED_NAMESPACE: &str = "exported_namespace";
+    pub(crate) const ACCELERATOR_TYPE: &str = "accelerator_type";
+    pub(crate) const MODEL_ID: &str = "model_id";
     /// Only with `CONTROLLER_INSTANCE` set, as upstream WVA labels its metrics.
     pub const CONTROLLER_INSTANCE: &str = "controller_instance";
 }
@@ -52,16 +52,16 @@ pub struct Variant {
     /// `behavior.scaleUp.tolerance` / `behavior.scaleDown.tolerance` of the
     /// HPA that scales this variant's target, when it sets them (Kubernetes
     /// 1.33+): the band that HPA applies instead of the controller default.
-    pub hpa_scale_up_tolerance: Option<f64>,
-    pub hpa_scale_down_tolerance: Option<f64>,
+    pub(crate) hpa_scale_up_tolerance: Option<f64>,
+    pub(crate) hpa_scale_down_tolerance: Option<f64>,
     /// The labels served with every metric item of this variant, precomputed
     /// once per snapshot so that the request path does not build them.
-    pub metric_labels: BTreeMap<String, String>,
+    pub(crate) metric_labels: BTreeMap<String, String>,
 }
 
 impl Variant {
     /// Builds the served label set from the other fields.
-    pub fn compute_metric_labels(&mut self) {
+    pub(crate) fn compute_metric_labels(&mut self) {
         let mut l = BTreeMap::new();
         l.insert(labels::TARGET_NAME.to_owned(), self.target_name.clone());
         l.insert(labels::TARGET_KIND.to_owned(), self.target_kind.clone());
@@ -97,11 +97,11 @@ pub struct TargetState {
 }
 
 /// Key of a pod in the metrics cache: `namespace/name` (see [`pod_key`]).
-pub type PodKey = String;
+pub(crate) type PodKey = String;
 
 /// Builds the cache key of a pod. Namespaces cannot contain `/`, so the key
 /// is unambiguous.
-pub fn pod_key(namespace: &str, pod: &str) -> PodKey {
+pub(crate) fn pod_key(namespace: &str, pod: &str) -> PodKey {
     let mut k = String::with_capacity(namespace.len() + pod.len() + 1);
     k.push_str(namespace);
     k.push('/');
@@ -121,7 +121,7 @@ pub struct ReplicaPod {
     /// Name of the variant the pod belongs to.
     pub variant: Arc<str>,
     pub model_id: Arc<str>,
-    pub ip: Option<IpAddr>,
+    pub(crate) ip: Option<IpAddr>,
     pub port: u16,
     pub path: Arc<str>,
     pub ready: bool,
@@ -163,7 +163,7 @@ impl ReplicaPod {
     }
 
     /// `http://ip:port/path` when the pod has an IP.
-    pub fn scrape_url(&self) -> Option<String> {
+    pub(crate) fn scrape_url(&self) -> Option<String> {
         let ip = self.ip?;
         let host = match ip {
             IpAddr::V4(v4) => v4.to_string(),
@@ -208,7 +208,7 @@ struct NamespacePods {
 
 /// The pods of one namespace by name ([`InventorySnapshot::pods_of_namespace`]).
 #[derive(Debug, Clone, Copy)]
-pub struct PodPositions<'a> {
+pub(crate) struct PodPositions<'a> {
     positions: &'a hashbrown::HashTable<u32>,
     pods: &'a [ReplicaPod],
     hasher: &'a foldhash::fast::RandomState,
@@ -301,13 +301,13 @@ impl InventorySnapshot {
     }
 
     /// Position in [`InventorySnapshot::pods`] of the pod `namespace/name`.
-    pub fn pod_position(&self, namespace: &str, name: &str) -> Option<usize> {
+    pub(crate) fn pod_position(&self, namespace: &str, name: &str) -> Option<usize> {
         self.pods_of_namespace(namespace)?.get(name)
     }
 
     /// The pods of one namespace by name, for joins that handle many rows
     /// of the same namespace in a row.
-    pub fn pods_of_namespace(&self, namespace: &str) -> Option<PodPositions<'_>> {
+    pub(crate) fn pods_of_namespace(&self, namespace: &str) -> Option<PodPositions<'_>> {
         self.pod_positions.get(namespace).map(|ns| PodPositions {
             positions: &ns.positions,
             pods: &self.pods,
@@ -316,13 +316,13 @@ impl InventorySnapshot {
     }
 
     /// Whether a pod with this cache key (`namespace/name`) exists.
-    pub fn has_pod_key(&self, key: &str) -> bool {
+    pub(crate) fn has_pod_key(&self, key: &str) -> bool {
         key.split_once('/')
             .is_some_and(|(ns, name)| self.pod_position(ns, name).is_some())
     }
 
     /// Positions of a model's pods in [`InventorySnapshot::pods`].
-    pub fn model_pod_positions(&self, key: &ModelKey) -> &[usize] {
+    pub(crate) fn model_pod_positions(&self, key: &ModelKey) -> &[usize] {
         self.by_model.get(key).map_or(&[], |m| m.pods.as_slice())
     }
 
@@ -335,7 +335,7 @@ impl InventorySnapshot {
     }
 
     /// Variants of one namespace, in name order.
-    pub fn variants_in(&self, namespace: &str) -> impl Iterator<Item = &Arc<Variant>> {
+    pub(crate) fn variants_in(&self, namespace: &str) -> impl Iterator<Item = &Arc<Variant>> {
         self.by_namespace
             .get(namespace)
             .into_iter()
@@ -346,7 +346,7 @@ impl InventorySnapshot {
     /// Variants of one namespace, in name order, narrowed to one scale
     /// target when `target_name` is given. Callers still match the full
     /// selector; this only skips variants that cannot match.
-    pub fn variants_for_target<'a>(
+    pub(crate) fn variants_for_target<'a>(
         &'a self,
         namespace: &str,
         target_name: Option<&str>,
@@ -365,7 +365,7 @@ impl InventorySnapshot {
     }
 
     /// Whether the snapshot has a variant of this model.
-    pub fn has_model(&self, key: &ModelKey) -> bool {
+    pub(crate) fn has_model(&self, key: &ModelKey) -> bool {
         self.by_model.contains_key(key)
     }
 
@@ -375,7 +375,7 @@ impl InventorySnapshot {
     }
 
     /// The variants of a model, in name order.
-    pub fn model_variants(&self, key: &ModelKey) -> impl Iterator<Item = &Arc<Variant>> {
+    pub(crate) fn model_variants(&self, key: &ModelKey) -> impl Iterator<Item = &Arc<Variant>> {
         self.by_model
             .get(key)
             .into_iter()
@@ -384,7 +384,7 @@ impl InventorySnapshot {
     }
 
     /// The pods of a model (ready or not).
-    pub fn model_pods(&self, key: &ModelKey) -> impl Iterator<Item = &ReplicaPod> {
+    pub(crate) fn model_pods(&self, key: &ModelKey) -> impl Iterator<Item = &ReplicaPod> {
         self.by_model
             .get(key)
             .into_iter()
@@ -393,7 +393,7 @@ impl InventorySnapshot {
     }
 
     /// Ready pods with an address: what a scraper should visit.
-    pub fn scrape_targets(&self) -> impl Iterator<Item = &ReplicaPod> {
+    pub(crate) fn scrape_targets(&self) -> impl Iterator<Item = &ReplicaPod> {
         self.pods.iter().filter(|p| p.ready && p.ip.is_some())
     }
 }

@@ -51,12 +51,12 @@ impl InventoryStore {
     }
 
     /// True once a source has published a complete view.
-    pub fn is_synced(&self) -> bool {
+    pub(crate) fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
     }
 
     /// Names the sources that have not finished their initial load.
-    pub fn set_pending(&self, pending: Vec<String>) {
+    pub(crate) fn set_pending(&self, pending: Vec<String>) {
         *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = pending;
     }
 

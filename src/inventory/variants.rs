@@ -14,7 +14,7 @@ use super::projection::{Interner, Labels, Project};
 
 /// What resolution reads of a VariantAutoscaling.
 #[derive(Debug, Clone, PartialEq)]
-pub struct VariantRecord {
+pub(crate) struct VariantRecord {
     /// Empty when the object has none (only a file can say so).
     pub namespace: Arc<str>,
     pub name: Box<str>,

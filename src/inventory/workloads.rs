@@ -19,26 +19,15 @@ use crate::saturation::v2::{ContainerArgs, EngineParams};
 
 /// The kinds of workload resolution follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WorkloadKind {
+pub(crate) enum WorkloadKind {
     Deployment,
     StatefulSet,
     ReplicaSet,
 }
 
-impl WorkloadKind {
-    /// The kind as `scaleTargetRef.kind` names it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkloadKind::Deployment => "Deployment",
-            WorkloadKind::StatefulSet => "StatefulSet",
-            WorkloadKind::ReplicaSet => "ReplicaSet",
-        }
-    }
-}
-
 /// What resolution reads of a Deployment, StatefulSet or ReplicaSet.
 #[derive(Debug, Clone, PartialEq)]
-pub struct WorkloadRecord {
+pub(crate) struct WorkloadRecord {
     pub kind: WorkloadKind,
     pub namespace: Arc<str>,
     pub name: Box<str>,
@@ -47,7 +36,7 @@ pub struct WorkloadRecord {
     /// A Deployment's vLLM engine parameters, from its pod template.
     pub engine: Option<Box<EngineParams>>,
     /// A ReplicaSet's owning Deployment.
-    pub owner_deployment: Option<Box<str>>,
+    pub(crate) owner_deployment: Option<Box<str>>,
 }
 
 impl WorkloadRecord {
@@ -122,7 +111,7 @@ impl Project<ReplicaSet> for WorkloadRecord {
 
 /// The vLLM engine parameters of a pod template: every container's command
 /// and args, `VLLM_USE_V1`, and the GPUs the pod requests.
-pub fn engine_params_of(spec: &PodSpec) -> EngineParams {
+pub(crate) fn engine_params_of(spec: &PodSpec) -> EngineParams {
     let containers = spec.containers.iter().map(|c| ContainerArgs {
         command: c.command.as_deref().unwrap_or_default(),
         args: c.args.as_deref().unwrap_or_default(),
@@ -139,7 +128,7 @@ pub fn engine_params_of(spec: &PodSpec) -> EngineParams {
 /// A Deployment's engine parameters, parsed from its pod template; vLLM's
 /// defaults for one without containers (upstream reads every Deployment,
 /// and one without arguments runs with the defaults).
-pub fn deployment_engine(d: &Deployment) -> EngineParams {
+pub(crate) fn deployment_engine(d: &Deployment) -> EngineParams {
     d.spec
         .as_ref()
         .and_then(|s| s.template.spec.as_ref())

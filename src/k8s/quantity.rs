@@ -19,7 +19,7 @@ pub fn format_milli(milli: i64) -> String {
 }
 
 /// Write into an existing buffer without allocating (hot path: one call per served item).
-pub fn write_milli(out: &mut String, milli: i64) {
+pub(crate) fn write_milli(out: &mut String, milli: i64) {
     if milli == 0 {
         out.push('0');
         return;
@@ -316,7 +316,7 @@ fn excerpt(s: &str) -> String {
 /// ceiling says 250. Serving 16.599 instead gives 248.985, whose ceiling is 249. This is exact for
 /// every pair with ready <= 1000 (checked exhaustively in the tests); beyond that, milli precision
 /// itself cannot express every ratio, and the HPA's tolerance band absorbs the difference.
-pub fn desired_ratio_milli(desired: u32, ready: u32) -> i64 {
+pub(crate) fn desired_ratio_milli(desired: u32, ready: u32) -> i64 {
     let desired_milli = i64::from(desired) * 1000;
     if ready == 0 {
         return desired_milli;

@@ -223,7 +223,7 @@ impl LabelSelector {
     /// value. Used to index lookups: every label set this selector matches has `key` set to the
     /// returned value. The converse does not hold (other requirements may still reject), so
     /// callers must still run [`LabelSelector::matches`] on the candidates.
-    pub fn exact_value(&self, key: &str) -> Option<&str> {
+    pub(crate) fn exact_value(&self, key: &str) -> Option<&str> {
         self.requirements
             .iter()
             .filter(|r| r.key == key && matches!(r.operator, Operator::Equals | Operator::In))

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 /// Follows one ConfigMap by name, calling `on_change` with every version
 /// (the watch re-lists on its own after errors, with backoff). Deletions
 /// are not reported; see [`follow_configmap`].
-pub fn watch_configmap(
+pub(crate) fn watch_configmap(
     client: Client,
     namespace: &str,
     name: &'static str,
@@ -32,7 +32,7 @@ pub fn watch_configmap(
 /// `on_change(None)` when it is deleted, or found missing when the watch
 /// lists (at start, and after a dropped watch, in which case a deletion
 /// that happened meanwhile is seen this way).
-pub fn follow_configmap(
+pub(crate) fn follow_configmap(
     client: Client,
     namespace: &str,
     name: &'static str,

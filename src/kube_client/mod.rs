@@ -5,7 +5,7 @@
 //! delays our own reflectors' re-lists with it.
 
 pub mod configmap;
-pub mod rate_limit;
+pub(crate) mod rate_limit;
 pub(crate) mod watch;
 
-pub use rate_limit::{ApiBudget, ApiRateLimitLayer, RateLimitSettings, TokenBucket};
+pub(crate) use rate_limit::{ApiBudget, ApiRateLimitLayer, RateLimitSettings};

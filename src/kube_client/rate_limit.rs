@@ -44,11 +44,11 @@ use tokio::time::Instant;
 use tower::buffer::Buffer;
 use tower::{BoxError, Layer, Service, ServiceExt as _};
 
-pub use bucket::{Ticket, TokenBucket};
+pub(crate) use bucket::{Ticket, TokenBucket};
 
 /// The longest `Retry-After` honoured: a larger value (or a date) is
 /// capped, so that a misbehaving proxy cannot stop the client for hours.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Who a call is made for; higher priorities are served first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -68,7 +68,7 @@ const PRIORITIES: usize = 3;
 
 /// The deadline and priority of the calls made inside [`with_call_context`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CallContext {
+pub(crate) struct CallContext {
     /// A call that cannot be sent before this is refused instead of waiting.
     pub deadline: Option<Instant>,
     pub priority: Priority,
@@ -88,7 +88,7 @@ tokio::task_local! {
 }
 
 /// Runs `fut` with `context` applying to every budgeted call it makes.
-pub async fn with_call_context<F: Future>(context: CallContext, fut: F) -> F::Output {
+pub(crate) async fn with_call_context<F: Future>(context: CallContext, fut: F) -> F::Output {
     CALL_CONTEXT.scope(context, fut).await
 }
 
@@ -100,7 +100,7 @@ fn current_context() -> CallContext {
 /// its deadline.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("client-side rate limit of the {budget} API budget: {waiting} calls ahead, this call's turn would come after its deadline (--kube-api-qps / --kube-api-burst)")]
-pub struct BudgetRefused {
+pub(crate) struct BudgetRefused {
     pub budget: String,
     /// Calls queued ahead of this one (all priorities it yields to).
     pub waiting: usize,
@@ -108,7 +108,7 @@ pub struct BudgetRefused {
 
 impl BudgetRefused {
     /// Whether `error` (from a budgeted client, at any depth) is a refusal.
-    pub fn is_in(error: &(dyn std::error::Error + 'static)) -> bool {
+    pub(crate) fn is_in(error: &(dyn std::error::Error + 'static)) -> bool {
         let mut e: Option<&(dyn std::error::Error + 'static)> = Some(error);
         while let Some(err) = e {
             if err.is::<BudgetRefused>() {
@@ -122,7 +122,7 @@ impl BudgetRefused {
 
 /// Invalid `--kube-api-qps` / `--kube-api-burst`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum RateLimitError {
+pub(crate) enum RateLimitError {
     #[error("--kube-api-qps must be a finite number above 0, got {0}")]
     Qps(f64),
     #[error("--kube-api-burst must be at least 1, got {0}")]
@@ -131,7 +131,7 @@ pub enum RateLimitError {
 
 /// QPS and burst of one budget.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateLimitSettings {
+pub(crate) struct RateLimitSettings {
     pub qps: f64,
     pub burst: u32,
 }
@@ -150,13 +150,13 @@ impl RateLimitSettings {
 
 /// Label of the rate limiter's metrics: which budget.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BudgetLabels {
+pub(crate) struct BudgetLabels {
     pub budget: String,
 }
 
 /// Metrics of every budget (registered once).
 #[derive(Clone, Default)]
-pub struct BudgetMetrics {
+pub(crate) struct BudgetMetrics {
     requests: Family<BudgetLabels, Counter>,
     waited: Family<BudgetLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     retry_after: Family<BudgetLabels, Counter>,
@@ -195,7 +195,7 @@ impl BudgetMetrics {
 }
 
 /// One named token bucket shared by every clone of a client.
-pub struct ApiBudget {
+pub(crate) struct ApiBudget {
     name: String,
     bucket: Mutex<TokenBucket>,
     /// Woken when the head of the queues moves (a call took its token or
@@ -249,7 +249,8 @@ impl ApiBudget {
     }
 
     /// Calls waiting for their turn now.
-    pub fn waiting(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
         self.bucket().waiting()
     }
 
@@ -266,7 +267,7 @@ impl ApiBudget {
     /// Waits for this call's turn (the task's [`CallContext`] gives its
     /// priority and deadline). Dropped while waiting, it leaves the queue
     /// having taken nothing.
-    pub async fn acquire(&self) -> Result<(), BudgetRefused> {
+    pub(crate) async fn acquire(&self) -> Result<(), BudgetRefused> {
         let context = current_context();
         let joined = Instant::now();
         let max_wait = context
@@ -368,7 +369,7 @@ pub fn retry_after<B>(res: &Response<B>) -> Option<Duration> {
 
 /// Puts an [`ApiBudget`] in front of a kube client's service whose
 /// requests have bodies of type `B`.
-pub struct ApiRateLimitLayer<B> {
+pub(crate) struct ApiRateLimitLayer<B> {
     budget: Arc<ApiBudget>,
     body: std::marker::PhantomData<fn(B)>,
 }
@@ -409,7 +410,7 @@ where
 }
 
 /// A rate-limited kube client service.
-pub struct RateLimited<F, B>
+pub(crate) struct RateLimited<F, B>
 where
     F: Future,
 {
@@ -435,7 +436,7 @@ where
 /// above an [`ApiRateLimitLayer`], so that every retry waits for a token
 /// of its own; `None` without retries. Use it instead of the client
 /// configuration's `default_retry`, which retries below the budget.
-pub fn retry_above_budget(
+pub(crate) fn retry_above_budget(
     retry: bool,
 ) -> tower::util::Either<
     tower::retry::RetryLayer<kube::client::retry::RetryPolicy>,

@@ -32,7 +32,7 @@ pub(crate) fn metrics_backend(
             (
                 Arc::new(
                     ScrapeBackend::new(config, telemetry.clone())?
-                        .with_scale_to_zero(Arc::clone(&scale_to_zero))
+                        .with_scale_to_zero(Arc::clone(scale_to_zero))
                         .with_epp_metrics_url(args.scrape.epp_metrics_url.clone()),
                 ),
                 args.scrape.scrape_interval,
@@ -62,7 +62,7 @@ pub(crate) fn metrics_backend(
             config.validate()?;
             let backend = Arc::new(
                 PrometheusBackend::new(config, telemetry.clone())?
-                    .with_scale_to_zero(Arc::clone(&scale_to_zero)),
+                    .with_scale_to_zero(Arc::clone(scale_to_zero)),
             );
             let check = Arc::clone(&backend);
             let stop = shutdown.clone();

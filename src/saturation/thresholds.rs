@@ -44,7 +44,7 @@ pub enum AnalyzerKind {
 }
 
 impl AnalyzerKind {
-    pub fn from_config_name(name: &str) -> Self {
+    pub(crate) fn from_config_name(name: &str) -> Self {
         match name {
             "saturation" => AnalyzerKind::Tokens,
             "slo" => AnalyzerKind::Slo,
@@ -245,7 +245,7 @@ impl ThresholdConfig {
     /// Parses a YAML file holding the same data: a mapping of entries (each
     /// a YAML string or a nested mapping), or a whole ConfigMap object.
     /// Lenient: rejected entries are returned beside the config.
-    pub fn from_yaml_str(s: &str) -> Result<(Self, Vec<ThresholdError>), ThresholdError> {
+    pub(crate) fn from_yaml_str(s: &str) -> Result<(Self, Vec<ThresholdError>), ThresholdError> {
         let (config, rejected) = Self::from_yaml_entries(s).map_err(|e| e.error)?;
         Ok((config, rejected.iter().map(Rejection::error).collect()))
     }
@@ -398,7 +398,7 @@ impl ThresholdConfig {
 
     /// The thresholds of one model in one namespace: the namespace-local
     /// config when the namespace has one, else this one.
-    pub fn for_model(&self, model_id: &str, namespace: &str) -> SaturationThresholds {
+    pub(crate) fn for_model(&self, model_id: &str, namespace: &str) -> SaturationThresholds {
         let config = if self.namespace_local.is_empty() {
             self
         } else {
@@ -421,7 +421,7 @@ impl ThresholdConfig {
 
     /// This config with `local` in force for the models of `namespace`
     /// (replacing this config there as a whole, as upstream does).
-    pub fn with_namespace_local(mut self, namespace: &str, local: ThresholdConfig) -> Self {
+    pub(crate) fn with_namespace_local(mut self, namespace: &str, local: ThresholdConfig) -> Self {
         let mut local = local;
         local.namespace_local.clear();
         self.namespace_local.insert(namespace.to_owned(), local);
@@ -429,20 +429,14 @@ impl ThresholdConfig {
     }
 
     /// This config without a namespace-local config for `namespace`.
-    pub fn without_namespace_local(mut self, namespace: &str) -> Self {
+    #[cfg(test)]
+    pub(crate) fn without_namespace_local(mut self, namespace: &str) -> Self {
         self.namespace_local.remove(namespace);
         self
     }
 
-    /// This config with the namespace-local configs of `other` (used when
-    /// the global config is replaced and the local ones stay).
-    pub fn with_namespace_locals_of(mut self, other: &ThresholdConfig) -> Self {
-        self.namespace_local = other.namespace_local.clone();
-        self
-    }
-
     /// Namespaces that have a namespace-local config in force.
-    pub fn namespace_local_namespaces(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn namespace_local_namespaces(&self) -> impl Iterator<Item = &str> {
         self.namespace_local.keys().map(String::as_str)
     }
 }

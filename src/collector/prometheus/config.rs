@@ -60,11 +60,11 @@ pub enum HeaderSource {
 }
 
 /// The default tenant header: Mimir's and Cortex's.
-pub const DEFAULT_TENANT_HEADER: &str = "X-Scope-OrgID";
+pub(crate) const DEFAULT_TENANT_HEADER: &str = "X-Scope-OrgID";
 
 /// Parses one extra header, `Name: value` or `Name=@/path/to/file` (value
 /// read from the file). `variable` names the option in errors.
-pub fn parse_header(
+pub(crate) fn parse_header(
     variable: &'static str,
     spec: &str,
 ) -> Result<(String, HeaderSource), ConfigError> {
@@ -149,22 +149,22 @@ impl Default for PrometheusConfig {
 /// variable (`cli::PrometheusArgs`), so that a user finds it either way.
 pub mod option {
     pub const URL: &str = "--prometheus-url (PROMETHEUS_URL)";
-    pub const CA_CERT: &str = "--prometheus-ca-cert (PROMETHEUS_CA_CERT_PATH)";
-    pub const BEARER_TOKEN_FILE: &str =
+    pub(crate) const CA_CERT: &str = "--prometheus-ca-cert (PROMETHEUS_CA_CERT_PATH)";
+    pub(crate) const BEARER_TOKEN_FILE: &str =
         "--prometheus-bearer-token-file (PROMETHEUS_BEARER_TOKEN_FILE)";
-    pub const BACKGROUND_FETCH: &str = "METRICS_BACKGROUND_FETCH";
-    pub const BEARER_TOKEN: &str = "PROMETHEUS_BEARER_TOKEN (upstream WVA)";
-    pub const SERVER_NAME: &str = "PROMETHEUS_SERVER_NAME (upstream WVA)";
-    pub const HEADER: &str = "--prometheus-header";
+    pub(crate) const BACKGROUND_FETCH: &str = "METRICS_BACKGROUND_FETCH";
+    pub(crate) const BEARER_TOKEN: &str = "PROMETHEUS_BEARER_TOKEN (upstream WVA)";
+    pub(crate) const SERVER_NAME: &str = "PROMETHEUS_SERVER_NAME (upstream WVA)";
+    pub(crate) const HEADER: &str = "--prometheus-header";
     pub const HEADERS: &str = "--prometheus-headers (PROMETHEUS_HEADERS)";
     pub const TENANT: &str = "--prometheus-tenant (PROMETHEUS_TENANT)";
-    pub const TENANT_HEADER: &str = "--prometheus-tenant-header (PROMETHEUS_TENANT_HEADER)";
-    pub const BASIC_AUTH_USERNAME: &str =
+    pub(crate) const TENANT_HEADER: &str = "--prometheus-tenant-header (PROMETHEUS_TENANT_HEADER)";
+    pub(crate) const BASIC_AUTH_USERNAME: &str =
         "--prometheus-basic-auth-username (PROMETHEUS_BASIC_AUTH_USERNAME)";
-    pub const BASIC_AUTH_PASSWORD_FILE: &str =
+    pub(crate) const BASIC_AUTH_PASSWORD_FILE: &str =
         "--prometheus-basic-auth-password-file (PROMETHEUS_BASIC_AUTH_PASSWORD_FILE)";
-    pub const CLIENT_CERT: &str = "--prometheus-client-cert (PROMETHEUS_CLIENT_CERT_PATH)";
-    pub const CLIENT_KEY: &str = "--prometheus-client-key (PROMETHEUS_CLIENT_KEY_PATH)";
+    pub(crate) const CLIENT_CERT: &str = "--prometheus-client-cert (PROMETHEUS_CLIENT_CERT_PATH)";
+    pub(crate) const CLIENT_KEY: &str = "--prometheus-client-key (PROMETHEUS_CLIENT_KEY_PATH)";
 }
 
 /// An invalid setting.

@@ -106,7 +106,7 @@ impl Names {
 /// One per-pod answer folded: a value (or, for `vllm:cache_config_info`,
 /// a KV-cache size) and a model name per pod.
 #[derive(Debug)]
-pub struct Column {
+pub(crate) struct Column {
     signal: QuerySignal,
     values: Vec<Option<f64>>,
     configs: Vec<Option<KvCacheConfig>>,
@@ -115,7 +115,7 @@ pub struct Column {
 
 /// What one answer folded.
 #[derive(Debug)]
-pub enum Folded {
+pub(crate) enum Folded {
     PerPod(Column),
     /// The endpoint picker's queues: a sum per model.
     PerModel {
@@ -129,7 +129,7 @@ pub enum Folded {
 }
 
 /// Folds the rows of one answer as the decoder hands them over.
-pub struct Folder<'s> {
+pub(crate) struct Folder<'s> {
     join: Join<'s>,
     folded: Folded,
     /// Whether a row was folded since the last `clear`.
@@ -253,27 +253,27 @@ impl<'s> Folder<'s> {
 
 /// The values of one pod across the signals.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct PodRow {
+pub(crate) struct PodRow {
     pub model_name: Arc<str>,
     pub kv: Option<f64>,
     pub queue: Option<f64>,
-    pub sample_time: Option<f64>,
+    pub(crate) sample_time: Option<f64>,
     pub rate: Option<f64>,
     pub prompt: Option<f64>,
     pub generation: Option<f64>,
-    pub prefix_hit_rate: Option<f64>,
+    pub(crate) prefix_hit_rate: Option<f64>,
     pub kv_cache: Option<KvCacheConfig>,
 }
 
 /// What a cycle's answers add up to.
 #[derive(Debug, Default)]
-pub struct Accumulator {
+pub(crate) struct Accumulator {
     /// The per-pod columns by signal (`QuerySignal::ALL` order).
     columns: [Option<Column>; QuerySignal::ALL.len()],
     /// The endpoint picker's queues per model.
     pub queues: HashMap<String, SchedulerQueue>,
     /// Per retention period, the activity per pod.
-    pub activity_by_pod: BTreeMap<Duration, Vec<Option<f64>>>,
+    pub(crate) activity_by_pod: BTreeMap<Duration, Vec<Option<f64>>>,
     empty: Arc<str>,
 }
 

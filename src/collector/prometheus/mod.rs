@@ -6,7 +6,7 @@
 //! never wait on Prometheus (see docs/architecture.md, "Freshness").
 
 pub mod config;
-pub mod fold;
+pub(crate) mod fold;
 pub mod queries;
 pub mod results;
 mod transport;
@@ -135,7 +135,10 @@ impl PrometheusBackend {
 
     /// Follows this scale-to-zero configuration: models with it on get
     /// their request activity over their retention period fetched.
-    pub fn with_scale_to_zero(mut self, config: Arc<arc_swap::ArcSwap<ScaleToZeroConfig>>) -> Self {
+    pub(crate) fn with_scale_to_zero(
+        mut self,
+        config: Arc<arc_swap::ArcSwap<ScaleToZeroConfig>>,
+    ) -> Self {
         self.scale_to_zero = config;
         self
     }

@@ -85,7 +85,7 @@ pub enum Scope<'a> {
 }
 
 /// Escapes a string for use inside a double-quoted PromQL label value.
-pub fn escape_label_value(value: &str) -> String {
+pub(crate) fn escape_label_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     for c in value.chars() {
         match c {
@@ -180,7 +180,7 @@ fn flow_control(name: &str, scope: Scope<'_>) -> String {
 }
 
 /// A Prometheus duration for `d` (whole seconds, else milliseconds).
-pub fn prom_duration(d: std::time::Duration) -> String {
+pub(crate) fn prom_duration(d: std::time::Duration) -> String {
     if d.subsec_millis() == 0 {
         format!("{}s", d.as_secs().max(1))
     } else {
@@ -201,7 +201,7 @@ pub fn activity(retention: std::time::Duration, scope: Scope<'_>) -> String {
 }
 
 /// The vLLM series whose presence is checked at start.
-pub const EXPECTED_SERIES: [&str; 4] = [
+pub(crate) const EXPECTED_SERIES: [&str; 4] = [
     "vllm:kv_cache_usage_perc",
     "vllm:num_requests_waiting",
     "vllm:num_requests_running",
@@ -209,7 +209,7 @@ pub const EXPECTED_SERIES: [&str; 4] = [
 ];
 
 /// One query listing which of the expected series exist.
-pub fn availability_query() -> String {
+pub(crate) fn availability_query() -> String {
     format!(
         "count by (__name__) ({{__name__=~\"{}|vllm:gpu_cache_usage_perc\"}})",
         EXPECTED_SERIES.join("|")

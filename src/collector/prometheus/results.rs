@@ -75,7 +75,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 /// One series of an answer as the decoder reads it, borrowed from the
 /// body: handed to the caller's sink, which keeps what it needs.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RowRef<'r> {
+pub(crate) struct RowRef<'r> {
     /// Empty when the series has no `namespace` label.
     pub namespace: &'r str,
     /// The `pod` label, else the series name (`__name__`), else empty.
@@ -102,7 +102,7 @@ pub enum Outcome {
 
 /// Receives each row of a vector as it is decoded; an `Err` stops the
 /// decoding and becomes the [`DecodeError`].
-pub type Sink<'s> = dyn FnMut(RowRef<'_>) -> Result<(), String> + 's;
+pub(crate) type Sink<'s> = dyn FnMut(RowRef<'_>) -> Result<(), String> + 's;
 
 /// The body's top level. Prometheus writes `status` first; a `data` read
 /// before it is kept as raw text and decoded once the status says
@@ -321,7 +321,7 @@ impl Interner {
 /// empty one. Sample values keep Prometheus' spelling of NaN and
 /// infinities; range checks come later. When this returns an error, rows
 /// before the fault may already have reached the sink.
-pub fn decode_each(body: &[u8], sink: &mut Sink<'_>) -> Result<Outcome, DecodeError> {
+pub(crate) fn decode_each(body: &[u8], sink: &mut Sink<'_>) -> Result<Outcome, DecodeError> {
     // The whole body checked as UTF-8 at once (fast over ASCII) rather
     // than string by string as the slice reader does.
     let text = std::str::from_utf8(body).map_err(|e| DecodeError(e.to_string()))?;

@@ -11,7 +11,7 @@ use super::{Priority, RateLimitError, RateLimitSettings, MAX_RETRY_AFTER, PRIORI
 
 /// A waiting call's place in a [`TokenBucket`]'s queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ticket {
+pub(crate) struct Ticket {
     id: u64,
     priority: Priority,
 }
@@ -22,7 +22,7 @@ const EPSILON: f64 = 1e-9;
 /// A token bucket: `burst` tokens, refilled at `qps` per second, and the
 /// calls waiting for them. Pure.
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     qps: f64,
     burst: f64,
     /// Tokens left at `updated` (never negative: a token is taken only
@@ -58,7 +58,8 @@ impl TokenBucket {
     }
 
     /// Calls waiting, of every priority.
-    pub fn waiting(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
         self.queues.iter().map(VecDeque::len).sum()
     }
 
@@ -110,7 +111,7 @@ impl TokenBucket {
     /// then leaves the queue. Otherwise says when its turn is estimated to
     /// come: at or before `now` when only the calls ahead of it have yet to
     /// go, which they announce.
-    pub fn try_take(&mut self, now: Instant, ticket: Ticket) -> Result<(), Instant> {
+    pub(crate) fn try_take(&mut self, now: Instant, ticket: Ticket) -> Result<(), Instant> {
         self.refill(now);
         let Some(ahead) = self.ahead_of(ticket) else {
             return Ok(());
@@ -133,7 +134,7 @@ impl TokenBucket {
     }
 
     /// Holds every call until `now + wait` (capped at [`MAX_RETRY_AFTER`]).
-    pub fn hold_for(&mut self, now: Instant, wait: Duration) {
+    pub(crate) fn hold_for(&mut self, now: Instant, wait: Duration) {
         let until = now + wait.min(MAX_RETRY_AFTER);
         self.held_until = Some(self.held_until.map_or(until, |h| h.max(until)));
     }

@@ -275,6 +275,36 @@ fn read_yaml(name: &str) -> Value {
     serde_norway::from_str(&std::fs::read_to_string(fixture(name)).unwrap()).unwrap()
 }
 
+/// The environment of the `manager` container of upstream's rendered
+/// Deployment, as the kubelet gives it: plain values, and the field
+/// references the chart uses (`metadata.namespace`) resolved to the
+/// Deployment's namespace.
+fn chart_env() -> Vec<(String, String)> {
+    let deployment = read_yaml("helm-rendered-deployment-controller-manager.yaml");
+    let namespace = deployment["metadata"]["namespace"].as_str().unwrap();
+    let containers = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    let manager = containers
+        .iter()
+        .find(|c| c["name"] == "manager")
+        .expect("the chart's manager container");
+    manager["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().unwrap().to_owned();
+            let value = match (&e["value"], &e["valueFrom"]["fieldRef"]["fieldPath"]) {
+                (Value::String(v), _) => v.clone(),
+                (_, Value::String(path)) if path == "metadata.namespace" => namespace.to_owned(),
+                other => panic!("{name}: an env source this test does not resolve: {other:?}"),
+            };
+            (name, value)
+        })
+        .collect()
+}
+
 const QWEN: &str = "Qwen/Qwen3-0.6B";
 const QWEN_NS: &str = "llm-d-autoscaler";
 const SYSTEM_NS: &str = "workload-variant-autoscaler-system";
@@ -316,21 +346,19 @@ async fn saturation_config_map_name_reads_the_charts_prefixed_configmap() {
     ];
     qwen_objects(&api, &emulators);
     api.apply(read_yaml("helm-rendered-saturation-scaling-config.yaml"));
-    // The chart's environment (wva-deployment-controller-manager.yaml).
-    let chart_env = [
-        ("POD_NAMESPACE", SYSTEM_NS),
-        (
+    // The chart's environment, from its rendered Deployment.
+    let chart_env = chart_env();
+    let chart_env: Vec<(&str, &str)> = chart_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert!(
+        chart_env.contains(&(
             "SATURATION_CONFIG_MAP_NAME",
-            "workload-variant-autoscaler-wva-saturation-scaling-config",
-        ),
-        (
-            "CONFIG_MAP_NAME",
-            "workload-variant-autoscaler-variantautoscaling-config",
-        ),
-        ("WVA_LIMITED_MODE", "false"),
-        ("WVA_NODE_SELECTOR", ""),
-        ("LOG_LEVEL", "info"),
-    ];
+            "workload-variant-autoscaler-wva-saturation-scaling-config"
+        )),
+        "{chart_env:?}"
+    );
     let with = Server::start_kube(&api, &["--namespace", SYSTEM_NS], &chart_env).await;
     let without = Server::start_kube(
         &api,

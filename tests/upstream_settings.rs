@@ -524,3 +524,67 @@ async fn enable_limiter_caps_v1_scale_ups_as_upstream() {
     .await;
     assert!(!free.log().contains("scale-up limited"));
 }
+
+/// The chart's container arguments. With the chart's default
+/// `namespaceScoped: true` it passes `--watch-namespace=$(POD_NAMESPACE)`,
+/// so upstream manages its own namespace only; the same flag (and
+/// `--leader-elect`, `--config-file`) means the same here. The arguments of
+/// upstream's controller-runtime endpoints (health probe, metrics) name
+/// flags this server does not have (one port serves the API, health and
+/// metrics) and are refused by name: an install replaces the container's
+/// arguments, and keeps its environment and mounts.
+#[test]
+fn the_charts_arguments_select_the_same_namespace() {
+    let deployment = read_yaml("helm-rendered-deployment-controller-manager.yaml");
+    let namespace = deployment["metadata"]["namespace"].as_str().unwrap();
+    let manager = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "manager")
+        .expect("the chart's manager container")
+        .clone();
+    let config = fixture("helm-rendered-config.yaml");
+    // The kubelet substitutes $(POD_NAMESPACE); the mounted file is the
+    // rendered config.yaml.
+    let args: Vec<String> = manager["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            a.as_str()
+                .unwrap()
+                .replace("$(POD_NAMESPACE)", namespace)
+                .replace("/etc/wva/config.yaml", config.to_str().unwrap())
+        })
+        .collect();
+    let (shared, upstream_only): (Vec<&str>, Vec<&str>) = args
+        .iter()
+        .map(String::as_str)
+        .partition(|a| {
+            ["--leader-elect", "--config-file", "--watch-namespace"]
+                .iter()
+                .any(|f| a.starts_with(&format!("{f}=")))
+        });
+    assert_eq!(shared.len(), 3, "{args:?}");
+    let a = serve_args(&shared, &[]).unwrap();
+    assert_eq!(a.inventory.watch_namespaces, [namespace]);
+    assert_eq!(a.status.leader_elect, Some(true));
+    assert_eq!(
+        a.prometheus.prometheus_base_url.as_deref(),
+        Some("https://thanos-querier.openshift-monitoring.svc.cluster.local:9091")
+    );
+    assert_eq!(
+        upstream_only,
+        [
+            "--health-probe-bind-address=:8081",
+            "--metrics-bind-address=:8443",
+            "--metrics-secure=true"
+        ]
+    );
+    for arg in upstream_only {
+        let flag = arg.split('=').next().unwrap_or_default();
+        let err = serve_args(&[arg], &[]).unwrap_err();
+        assert!(err.contains(flag), "{arg}: {err}");
+    }
+}

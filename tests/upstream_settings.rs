@@ -558,10 +558,8 @@ fn the_charts_arguments_select_the_same_namespace() {
                 .replace("/etc/wva/config.yaml", config.to_str().unwrap())
         })
         .collect();
-    let (shared, upstream_only): (Vec<&str>, Vec<&str>) = args
-        .iter()
-        .map(String::as_str)
-        .partition(|a| {
+    let (shared, upstream_only): (Vec<&str>, Vec<&str>) =
+        args.iter().map(String::as_str).partition(|a| {
             ["--leader-elect", "--config-file", "--watch-namespace"]
                 .iter()
                 .any(|f| a.starts_with(&format!("{f}=")))

@@ -72,11 +72,20 @@ fn loader_flag_env_file_precedence() {
     let a = serve(&flag, &env, file).unwrap();
     assert_eq!(base_url(&a), Some("https://flag-value:9090"), "flag wins");
     let a = serve(&[], &env, file).unwrap();
-    assert_eq!(base_url(&a), Some("https://env-value:9090"), "env over file");
+    assert_eq!(
+        base_url(&a),
+        Some("https://env-value:9090"),
+        "env over file"
+    );
     let a = serve(&[], &[], file).unwrap();
     assert_eq!(base_url(&a), Some("https://file-value:9090"), "the file");
     // Upstream's own key: refused here, named with its file and line.
-    let err = serve(&[], &[], Some("# bind\nMETRICS_BIND_ADDRESS: \"file-value\"\n")).unwrap_err();
+    let err = serve(
+        &[],
+        &[],
+        Some("# bind\nMETRICS_BIND_ADDRESS: \"file-value\"\n"),
+    )
+    .unwrap_err();
     assert!(
         err.contains("line 2: METRICS_BIND_ADDRESS") && err.contains("no equivalent"),
         "{err}"
@@ -111,16 +120,29 @@ fn loader_prometheus_url_required() {
     let a = serve(&[], &[], None).unwrap();
     let config = a.prometheus.config().unwrap();
     let err = config.validate().unwrap_err().to_string();
-    assert!(err.contains("required with --metrics-backend prometheus"), "{err}");
+    assert!(
+        err.contains("required with --metrics-backend prometheus"),
+        "{err}"
+    );
     // With the file's URL it validates.
-    let a = serve(&[], &[], Some("PROMETHEUS_BASE_URL: \"https://prometheus:9090\"\n")).unwrap();
+    let a = serve(
+        &[],
+        &[],
+        Some("PROMETHEUS_BASE_URL: \"https://prometheus:9090\"\n"),
+    )
+    .unwrap();
     assert!(a.prometheus.config().unwrap().validate().is_ok());
 }
 
 /// TestLoad_PrometheusConfigFromEnv and TestLoad_PrometheusConfigFromFile.
 #[test]
 fn loader_prometheus_url_from_env_and_from_file() {
-    let a = serve(&[], &[("PROMETHEUS_BASE_URL", "https://prometheus-env:9090")], None).unwrap();
+    let a = serve(
+        &[],
+        &[("PROMETHEUS_BASE_URL", "https://prometheus-env:9090")],
+        None,
+    )
+    .unwrap();
     assert_eq!(base_url(&a), Some("https://prometheus-env:9090"));
     let a = serve(
         &[],
@@ -135,7 +157,10 @@ fn loader_prometheus_url_from_env_and_from_file() {
 #[test]
 fn loader_optimization_interval_from_file() {
     let a = serve(&[], &[], Some("GLOBAL_OPT_INTERVAL: \"30s\"\n")).unwrap();
-    assert_eq!(a.upstream.global_opt_interval, Some(Duration::from_secs(30)));
+    assert_eq!(
+        a.upstream.global_opt_interval,
+        Some(Duration::from_secs(30))
+    );
 }
 
 /// TestLoad_FeatureFlagsFromFile: scale to zero on, limited mode off, and
@@ -182,7 +207,12 @@ fn loader_cache_ttl_from_file() {
 /// TestLoad_MissingConfigFile: a named file that does not exist is an error.
 #[test]
 fn loader_missing_named_config_file() {
-    let err = serve(&["--config-file", "/nonexistent/path/config.yaml"], &[], None).unwrap_err();
+    let err = serve(
+        &["--config-file", "/nonexistent/path/config.yaml"],
+        &[],
+        None,
+    )
+    .unwrap_err();
     assert!(err.contains("/nonexistent/path/config.yaml"), "{err}");
 }
 
@@ -215,7 +245,10 @@ fn loader_config_from_file() {
         Some(Path::new("/custom/ca.crt"))
     );
     let refusal = config_file::refuse_inapplicable(&a).unwrap_err();
-    assert!(refusal.contains("EPP_METRIC_READER_BEARER_TOKEN"), "{refusal}");
+    assert!(
+        refusal.contains("EPP_METRIC_READER_BEARER_TOKEN"),
+        "{refusal}"
+    );
 }
 
 /// TestLoad_BoolPrecedence (4 subtests, LEADER_ELECT) and
@@ -241,9 +274,15 @@ fn loader_leader_election_keys_are_refused_and_the_flags_work() {
     let a = serve(&["--leader-elect=true"], &[], None).unwrap();
     assert_eq!(a.status.leader_elect, Some(true));
     let a = serve(&["--leader-elect-lease-duration", "45s"], &[], None).unwrap();
-    assert_eq!(a.status.leader_elect_lease_duration, Duration::from_secs(45));
+    assert_eq!(
+        a.status.leader_elect_lease_duration,
+        Duration::from_secs(45)
+    );
     let a = serve(&[], &[], None).unwrap();
-    assert_eq!(a.status.leader_elect_lease_duration, Duration::from_secs(15));
+    assert_eq!(
+        a.status.leader_elect_lease_duration,
+        Duration::from_secs(15)
+    );
 }
 
 fn thresholds(entries: &[(&str, &str)]) -> ThresholdConfig {
@@ -307,7 +346,10 @@ fn config_namespace_aware_resolution_precedence() {
         .clone()
         .with_namespace_local(ns, thresholds(&[("default", LOCAL)]));
     let t = with_local.for_model(model, ns);
-    assert_eq!((t.kv_cache_threshold, t.queue_length_threshold), (0.70, 3.0));
+    assert_eq!(
+        (t.kv_cache_threshold, t.queue_length_threshold),
+        (0.70, 3.0)
+    );
     let s2z = global_s2z.clone().with_namespace_locals(BTreeMap::from([(
         ns.to_owned(),
         scale_to_zero(&[(
@@ -365,16 +407,25 @@ fn config_multiple_namespaces() {
     )])
     .with_namespace_local(
         "namespace1",
-        thresholds(&[("default", "kvCacheThreshold: 0.70\nqueueLengthThreshold: 3\n")]),
+        thresholds(&[(
+            "default",
+            "kvCacheThreshold: 0.70\nqueueLengthThreshold: 3\n",
+        )]),
     )
     .with_namespace_local(
         "namespace2",
-        thresholds(&[("default", "kvCacheThreshold: 0.90\nqueueLengthThreshold: 7\n")]),
+        thresholds(&[(
+            "default",
+            "kvCacheThreshold: 0.90\nqueueLengthThreshold: 7\n",
+        )]),
     );
     let kv = |ns: &str| config.for_model("m", ns).kv_cache_threshold;
     assert_eq!(
         (kv("namespace1"), kv("namespace2"), kv("")),
         (0.70, 0.90, 0.80)
     );
-    assert_eq!(config.for_model("m", "namespace2").queue_length_threshold, 7.0);
+    assert_eq!(
+        config.for_model("m", "namespace2").queue_length_threshold,
+        7.0
+    );
 }

@@ -42,7 +42,11 @@ fn cm<'a>(namespace: &'a str, data: &'a BTreeMap<String, String>) -> ConfigMapDa
 }
 
 /// Namespace metadata: (name, labels, annotations).
-type Meta = (&'static str, BTreeMap<String, String>, BTreeMap<String, String>);
+type Meta = (
+    &'static str,
+    BTreeMap<String, String>,
+    BTreeMap<String, String>,
+);
 
 fn ns(name: &'static str, label: bool, excluded: bool) -> Meta {
     let mut labels = BTreeMap::new();
@@ -74,7 +78,10 @@ fn global_saturation_configmap() {
     let out = r.reconcile(&[cm(SYSTEM, &d)], &policy(&[], &[], None));
     assert!(out.rejected.is_empty(), "{:?}", out.rejected);
     let t = out.config.default_thresholds();
-    assert_eq!((t.kv_cache_threshold, t.queue_length_threshold), (0.75, 5.0));
+    assert_eq!(
+        (t.kv_cache_threshold, t.queue_length_threshold),
+        (0.75, 5.0)
+    );
     // The default name is not read when the chart names another.
     let mut default_name = ThresholdsReconciler::new(SYSTEM);
     let out = default_name.reconcile(&[cm(SYSTEM, &d)], &policy(&[], &[], None));
@@ -86,7 +93,10 @@ fn global_saturation_configmap() {
 #[test]
 fn global_scale_to_zero_configmap() {
     let d = data(&[
-        ("default", "enable_scale_to_zero: true\nretention_period: 5m"),
+        (
+            "default",
+            "enable_scale_to_zero: true\nretention_period: 5m",
+        ),
         (
             "model1",
             "model_id: model1\nenable_scale_to_zero: true\nretention_period: 10m",
@@ -112,15 +122,24 @@ const LOCAL: &str =
 #[test]
 fn namespace_local_configmaps_tracked_and_untracked() {
     let local = data(&[("default", LOCAL)]);
-    let untracked = data(&[("default", "kvCacheThreshold: 0.99\nqueueLengthThreshold: 99")]);
-    let namespaces = [ns(TEST_NS, false, false), ns("untracked-namespace", false, false)];
+    let untracked = data(&[(
+        "default",
+        "kvCacheThreshold: 0.99\nqueueLengthThreshold: 99",
+    )]);
+    let namespaces = [
+        ns(TEST_NS, false, false),
+        ns("untracked-namespace", false, false),
+    ];
     let mut r = ThresholdsReconciler::named(SYSTEM, NAME);
     let out = r.reconcile(
         &[cm(TEST_NS, &local), cm("untracked-namespace", &untracked)],
         &policy(&namespaces, &[TEST_NS], None),
     );
     let t = out.config.for_model(MODEL, TEST_NS);
-    assert_eq!((t.kv_cache_threshold, t.queue_length_threshold), (0.60, 10.0));
+    assert_eq!(
+        (t.kv_cache_threshold, t.queue_length_threshold),
+        (0.60, 10.0)
+    );
     let u = out.config.for_model(MODEL, "untracked-namespace");
     assert_eq!(u.kv_cache_threshold, 0.80, "the global (built-in) value");
     assert_eq!(out.changed, [TEST_NS]);
@@ -135,9 +154,15 @@ fn configmap_deletion_and_absence() {
     let p = policy(&[ns(TEST_NS, false, false)], &[TEST_NS], None);
     let mut r = ThresholdsReconciler::named(SYSTEM, NAME);
     let out = r.reconcile(&[cm(SYSTEM, &global), cm(TEST_NS, &local)], &p);
-    assert_eq!(out.config.for_model(MODEL, TEST_NS).kv_cache_threshold, 0.60);
+    assert_eq!(
+        out.config.for_model(MODEL, TEST_NS).kv_cache_threshold,
+        0.60
+    );
     let out = r.reconcile(&[cm(SYSTEM, &global)], &p);
-    assert_eq!(out.config.for_model(MODEL, TEST_NS).kv_cache_threshold, 0.75);
+    assert_eq!(
+        out.config.for_model(MODEL, TEST_NS).kv_cache_threshold,
+        0.75
+    );
     assert_eq!(out.changed, [TEST_NS]);
     // No ConfigMap at all: no error, the built-in defaults.
     let mut empty = ThresholdsReconciler::named(SYSTEM, NAME);
@@ -173,7 +198,10 @@ fn namespace_tracking() {
 fn single_namespace_mode() {
     let watched = "watched-namespace";
     let excluded_watched = policy(
-        &[ns(watched, false, true), ns("non-watched-excluded", false, true)],
+        &[
+            ns(watched, false, true),
+            ns("non-watched-excluded", false, true),
+        ],
         &[],
         Some(watched),
     );
@@ -181,11 +209,17 @@ fn single_namespace_mode() {
     assert!(excluded_watched.local_config_allowed(watched));
     assert!(plain_watched.local_config_allowed(watched));
     assert!(!excluded_watched.local_config_allowed("non-watched-excluded"));
-    let d = data(&[("default", "kvCacheThreshold: 0.85\nqueueLengthThreshold: 15")]);
+    let d = data(&[(
+        "default",
+        "kvCacheThreshold: 0.85\nqueueLengthThreshold: 15",
+    )]);
     let mut r = ThresholdsReconciler::named(SYSTEM, NAME);
     let out = r.reconcile(&[cm(watched, &d)], &excluded_watched);
     let t = out.config.for_model(MODEL, watched);
-    assert_eq!((t.kv_cache_threshold, t.queue_length_threshold), (0.85, 15.0));
+    assert_eq!(
+        (t.kv_cache_threshold, t.queue_length_threshold),
+        (0.85, 15.0)
+    );
 }
 
 /// "Error Handling": invalid YAML is handled without an error. Upstream

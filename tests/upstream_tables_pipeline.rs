@@ -88,7 +88,12 @@ fn default_limiter_name_and_decision_step() {
 /// over the nodes; with nothing used, available equals the capacity.
 #[test]
 fn type_inventory_refresh_aggregates_capacity() {
-    type Case<'a> = (&'a str, Vec<(&'a str, &'a str, u32)>, Vec<(&'a str, u32)>, u32);
+    type Case<'a> = (
+        &'a str,
+        Vec<(&'a str, &'a str, u32)>,
+        Vec<(&'a str, u32)>,
+        u32,
+    );
     let cases: Vec<Case> = vec![
         (
             "single node single type",
@@ -156,8 +161,16 @@ fn type_inventory_used_and_over_allocation() {
 /// Node and Pod reflectors always run together (no counterpart).
 #[test]
 fn type_inventory_refresh_all_with_usage() {
-    let nodes = [("node-1", "H100".to_owned(), 16), ("node-2", "A100".to_owned(), 8)];
-    let pods = [("node-1", 3), ("node-1", 1), ("node-2", 2), ("elsewhere", 5)];
+    let nodes = [
+        ("node-1", "H100".to_owned(), 16),
+        ("node-2", "A100".to_owned(), 8),
+    ];
+    let pods = [
+        ("node-1", 3),
+        ("node-1", 1),
+        ("node-2", 2),
+        ("elsewhere", 5),
+    ];
     let free = free_by_type(nodes.iter().map(|(n, t, c)| (*n, t.clone(), *c)), pods);
     assert_eq!(free, types(&[("A100", 6), ("H100", 12)]));
     assert_eq!(total(&free), 18);
@@ -196,7 +209,14 @@ fn type_inventory_create_allocator() {
 /// counts 0), which is what happens here.
 #[test]
 fn type_allocator_try_allocate() {
-    type Case<'a> = (&'a str, Vec<(&'a str, u32)>, &'a str, u32, u32, Vec<(&'a str, u32)>);
+    type Case<'a> = (
+        &'a str,
+        Vec<(&'a str, u32)>,
+        &'a str,
+        u32,
+        u32,
+        Vec<(&'a str, u32)>,
+    );
     let cases: Vec<Case> = vec![
         (
             "allocate from available pool",

@@ -64,7 +64,11 @@ fn finds_the_va_through_owner_references() {
         deployment("llama-deploy", "default"),
         va("llama-va", "default", "llama-deploy"),
         replica_set("llama-deploy-abc123", "default", "llama-deploy"),
-        pod("llama-deploy-abc123-xyz", "default", Some("llama-deploy-abc123")),
+        pod(
+            "llama-deploy-abc123-xyz",
+            "default",
+            Some("llama-deploy-abc123"),
+        ),
     ]);
     assert_eq!(
         found(&m, "default/llama-deploy-abc123-xyz").as_deref(),
@@ -76,7 +80,11 @@ fn finds_the_va_through_owner_references() {
         deployment("llama-deploy", "default"),
         va("llama-va", "default", "llama-deploy"),
         replica_set("llama-deploy-abc123", "default", "llama-deploy"),
-        pod("llama-deploy-abc123-xyz", "default", Some("llama-deploy-abc123")),
+        pod(
+            "llama-deploy-abc123-xyz",
+            "default",
+            Some("llama-deploy-abc123"),
+        ),
     ]);
     assert_eq!(m, again);
 }
@@ -89,7 +97,11 @@ fn unknown_pod_and_deployment_without_va_map_to_nothing() {
     let m = mapping(&[
         deployment("orphan-deploy", "default"),
         replica_set("orphan-deploy-abc123", "default", "orphan-deploy"),
-        pod("orphan-deploy-abc123-xyz", "default", Some("orphan-deploy-abc123")),
+        pod(
+            "orphan-deploy-abc123-xyz",
+            "default",
+            Some("orphan-deploy-abc123"),
+        ),
     ]);
     assert!(m.is_empty(), "{m:?}");
 }
@@ -100,7 +112,11 @@ fn a_va_in_another_namespace_does_not_match() {
         deployment("llama-deploy", "default"),
         va("llama-va", "production", "llama-deploy"),
         replica_set("llama-deploy-abc123", "default", "llama-deploy"),
-        pod("llama-deploy-abc123-xyz", "default", Some("llama-deploy-abc123")),
+        pod(
+            "llama-deploy-abc123-xyz",
+            "default",
+            Some("llama-deploy-abc123"),
+        ),
     ]);
     assert!(m.is_empty(), "{m:?}");
 }
@@ -116,7 +132,10 @@ fn several_deployments_one_va() {
     docs.push(pod("deploy-b-pod-xyz", "default", Some("deploy-b-rs")));
     docs.push(pod("deploy-a-pod-xyz", "default", Some("deploy-a-rs")));
     let m = mapping(&docs);
-    assert_eq!(found(&m, "default/deploy-b-pod-xyz").as_deref(), Some("va-b"));
+    assert_eq!(
+        found(&m, "default/deploy-b-pod-xyz").as_deref(),
+        Some("va-b")
+    );
     assert_eq!(found(&m, "default/deploy-a-pod-xyz"), None);
 }
 
@@ -131,7 +150,11 @@ fn deployment_gone() {
         deployment("removable-deploy", "default"),
         va("removable-va", "default", "removable-deploy"),
         replica_set("removable-deploy-rs", "default", "removable-deploy"),
-        pod("removable-deploy-pod-xyz", "default", Some("removable-deploy-rs")),
+        pod(
+            "removable-deploy-pod-xyz",
+            "default",
+            Some("removable-deploy-rs"),
+        ),
     ];
     let key = "default/removable-deploy-pod-xyz";
     assert_eq!(found(&mapping(&with), key).as_deref(), Some("removable-va"));
@@ -142,7 +165,10 @@ fn deployment_gone() {
         .variants_in("default")
         .find(|v| v.name == "removable-va")
         .expect("the variant stays");
-    assert!(variant.target.is_none(), "no target state without the Deployment");
+    assert!(
+        variant.target.is_none(),
+        "no target state without the Deployment"
+    );
 }
 
 #[test]
@@ -164,8 +190,16 @@ fn the_same_deployment_name_in_two_namespaces() {
         va("va-b", "namespace-b", "shared-deploy"),
         replica_set("shared-deploy-rs-a", "namespace-a", "shared-deploy"),
         replica_set("shared-deploy-rs-b", "namespace-b", "shared-deploy"),
-        pod("shared-deploy-pod-a", "namespace-a", Some("shared-deploy-rs-a")),
-        pod("shared-deploy-pod-b", "namespace-b", Some("shared-deploy-rs-b")),
+        pod(
+            "shared-deploy-pod-a",
+            "namespace-a",
+            Some("shared-deploy-rs-a"),
+        ),
+        pod(
+            "shared-deploy-pod-b",
+            "namespace-b",
+            Some("shared-deploy-rs-b"),
+        ),
     ]);
     assert_eq!(
         found(&m, "namespace-a/shared-deploy-pod-a").as_deref(),

@@ -38,7 +38,8 @@ fn load(text: &str) -> Result<SaturationThresholds, String> {
 /// `Validate` refuses it.
 type Case = (&'static str, &'static str, bool);
 
-const V1: &str = "kvCacheThreshold: 0.80\nqueueLengthThreshold: 5\nkvSpareTrigger: 0.10\nqueueSpareTrigger: 3\n";
+const V1: &str =
+    "kvCacheThreshold: 0.80\nqueueLengthThreshold: 5\nkvSpareTrigger: 0.10\nqueueSpareTrigger: 3\n";
 
 #[test]
 fn upstream_validate_cases() {
@@ -140,7 +141,10 @@ fn upstream_validate_cases() {
         (AnalyzerKind::Tokens, 0.90, 0.60)
     );
     // analyzerName "" keeps the percentage-based analysis, as upstream.
-    assert_eq!(load(&cases[14].1).unwrap().analyzer, AnalyzerKind::Percentage);
+    assert_eq!(
+        load(&cases[14].1).unwrap().analyzer,
+        AnalyzerKind::Percentage
+    );
     // Each refusal names the key at fault.
     for (i, key) in [
         (2, "kvCacheThreshold"),

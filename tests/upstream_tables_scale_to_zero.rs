@@ -107,7 +107,10 @@ fn scale_from_zero_engine_cases() {
     let mut t = targets(&at_zero);
     let action = apply(&activity_of(0, None, Some(3.0)), &at_zero, &mut t);
     assert_eq!(action, ZeroAction::FromZero);
-    assert_eq!((t[0].desired, t[0].reason), (1, TargetReason::ScaleFromZero));
+    assert_eq!(
+        (t[0].desired, t[0].reason),
+        (1, TargetReason::ScaleFromZero)
+    );
     // Zero inactive variants: the variant has a replica; nothing changes.
     let running = [variant("resource", 10.0, 1)];
     let mut t = targets(&running);

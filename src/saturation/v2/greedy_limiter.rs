@@ -95,7 +95,10 @@ impl LimiterDecision {
                 self.gpus_allocated
             )
         } else {
-            format!("allocated {} GPUs for +{added} replicas", self.gpus_allocated)
+            format!(
+                "allocated {} GPUs for +{added} replicas",
+                self.gpus_allocated
+            )
         };
         LimiterStep {
             name: LIMITER_NAME,

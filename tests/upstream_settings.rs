@@ -586,3 +586,50 @@ fn the_charts_arguments_select_the_same_namespace() {
         assert!(err.contains(flag), "{arg}: {err}");
     }
 }
+
+/// LOG_LEVEL (the chart sets `info`): upstream's four levels, any case,
+/// when RUST_LOG is unset; another value logs at info, as upstream, and
+/// here says so.
+#[test]
+fn log_level_is_upstreams_when_rust_log_is_unset() {
+    use wva_metrics_server::telemetry::upstream_log_level;
+    for (value, level) in [
+        (None, "info"),
+        (Some(""), "info"),
+        (Some("debug"), "debug"),
+        (Some("INFO"), "info"),
+        (Some("warn"), "warn"),
+        (Some("error"), "error"),
+    ] {
+        assert_eq!(upstream_log_level(value), (level, None), "{value:?}");
+    }
+    assert_eq!(
+        upstream_log_level(Some("verbose")),
+        ("info", Some("verbose".to_owned()))
+    );
+    // In the binary (RUST_LOG unset): an unknown value is named in the
+    // log; at `error` the start's warnings (a generated certificate) are
+    // filtered out, at `warn` they show; the refusal of an inapplicable
+    // setting is the start's error and shows at every level.
+    let run = |level: &str| {
+        let out = Command::new(BIN)
+            .arg("serve")
+            .env("LOG_LEVEL", level)
+            .env("SCALE_FROM_ZERO_ENGINE_MAX_CONCURRENCY", "10")
+            .env_remove("RUST_LOG")
+            .env_remove("KUBECONFIG")
+            .output()
+            .expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("SCALE_FROM_ZERO_ENGINE_MAX_CONCURRENCY"), "{err}");
+        err
+    };
+    let generated = "serving a self-signed certificate generated at start";
+    let err = run("verbose");
+    assert!(err.contains("LOG_LEVEL is not one of"), "{err}");
+    assert!(err.contains(generated), "info shows warnings: {err}");
+    assert!(run("warn").contains(generated));
+    let err = run("error");
+    assert!(!err.contains(generated), "{err}");
+}

@@ -36,7 +36,8 @@ pub struct LimiterDecision {
     pub current: u32,
     /// The analysis' target; lowered by [`limit`] when GPUs are short.
     pub target: u32,
-    /// From the workload's pod template; 0: unknown (1 is assumed).
+    /// GPUs one replica takes (upstream: the sum of the Deployment's pod
+    /// template requests); 0: unknown (1 is assumed).
     pub gpus_per_replica: u32,
     /// The variant's average spare KV capacity (V1's analysis).
     pub spare_capacity: f64,

@@ -622,7 +622,10 @@ fn log_level_is_upstreams_when_rust_log_is_unset() {
             .expect("runs");
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(2), "{err}");
-        assert!(err.contains("SCALE_FROM_ZERO_ENGINE_MAX_CONCURRENCY"), "{err}");
+        assert!(
+            err.contains("SCALE_FROM_ZERO_ENGINE_MAX_CONCURRENCY"),
+            "{err}"
+        );
         err
     };
     let generated = "serving a self-signed certificate generated at start";

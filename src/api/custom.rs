@@ -19,10 +19,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use serde::Serialize;
 
-use super::metrics::{ServedMetric, SERVED_NAMES};
-use super::values::{decision_error, selector_param};
+use super::metrics::{answer_time, ServedMetric, SERVED_NAMES};
+use super::router::CustomQuery;
+use super::values::decision_error;
 use crate::decision::{DecisionEngine, VariantDecision};
-use crate::k8s::quantity::{desired_ratio_milli, write_milli};
+use crate::k8s::quantity::write_milli;
 use crate::k8s::status::ApiError;
 
 pub const GROUP: &str = "custom.metrics.k8s.io";
@@ -216,35 +217,13 @@ struct MetricValueList<'a> {
     items: Vec<MetricValue<'a>>,
 }
 
-/// What a request asks for, after routing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CustomQuery<'a> {
-    pub version: CustomVersion,
-    pub namespace: &'a str,
-    pub resource: DescribedResource,
-    /// `*` for every object of the resource in the namespace.
-    pub name: &'a str,
-    pub metric: &'a str,
-}
-
-fn timestamp_now() -> String {
-    jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .unwrap_or_else(|_| jiff::Timestamp::now())
-        .to_string()
-}
-
 /// Answers a custom metrics request with a `MetricValueList` JSON body.
-pub fn custom_metric_values(
-    engine: &DecisionEngine,
-    q: &CustomQuery<'_>,
-    query: Option<&str>,
-) -> Result<Vec<u8>, ApiError> {
-    let timestamp = timestamp_now();
-    let name = (q.name != "*").then_some(q.name);
+pub fn custom_metric_values(engine: &DecisionEngine, q: &CustomQuery) -> Result<Vec<u8>, ApiError> {
+    let timestamp = answer_time().to_string();
+    let name = q.object_name();
     match q.resource {
         DescribedResource::Pods => {
-            let (metric_name, signal) = PodSignal::from_name(q.metric).ok_or_else(|| {
+            let (metric_name, signal) = PodSignal::from_name(&q.metric).ok_or_else(|| {
                 let names: Vec<&str> = POD_SIGNALS.iter().map(|(n, _)| *n).collect();
                 ApiError::not_found(format!(
                     "custom metric {:?} is not served for pods; served: {}",
@@ -252,9 +231,9 @@ pub fn custom_metric_values(
                     names.join(", ")
                 ))
             })?;
-            let selector = selector_param(query, "labelSelector")?;
+            let selector = q.label_selector.as_ref().map_err(Clone::clone)?;
             let pods = engine
-                .ready_pod_metrics(q.namespace, name, &selector)
+                .ready_pod_metrics(&q.namespace, name, selector)
                 .map_err(decision_error)?;
             if pods.is_empty() {
                 return Err(ApiError::not_found(format!(
@@ -286,14 +265,14 @@ pub fn custom_metric_values(
             Ok(render(
                 q.version,
                 DescribedResource::Pods,
-                q.namespace,
+                &q.namespace,
                 metric_name,
                 items.iter().map(|(n, v)| (n.as_str(), *v)),
                 &timestamp,
             ))
         }
         target => {
-            let (metric_name, served) = ServedMetric::from_name(q.metric).ok_or_else(|| {
+            let (metric_name, served) = ServedMetric::from_name(&q.metric).ok_or_else(|| {
                 let names: Vec<&str> = SERVED_NAMES.iter().map(|(n, _)| *n).collect();
                 ApiError::not_found(format!(
                     "custom metric {:?} is not served for {}; served: {}",
@@ -302,21 +281,21 @@ pub fn custom_metric_values(
                     names.join(", ")
                 ))
             })?;
-            let selector = selector_param(query, "metricSelector")?;
-            if !selector_param(query, "labelSelector")?.is_empty() {
+            let selector = q.metric_selector.as_ref().map_err(Clone::clone)?;
+            if !q.label_selector.as_ref().map_err(Clone::clone)?.is_empty() {
                 return Err(ApiError::bad_request(
                     "labelSelector selects scale targets by their own labels, which this server does not keep; \
                      name the target, or use metricSelector with target_name, variant_name, model_id or accelerator_type",
                 ));
             }
             let decisions = engine
-                .decide_for_targets(q.namespace, target.kind(), name, &selector)
+                .decide_for_targets(&q.namespace, target.kind(), name, selector)
                 .map_err(decision_error)?;
             let items = per_target(&decisions, served);
             Ok(render(
                 q.version,
                 target,
-                q.namespace,
+                &q.namespace,
                 metric_name,
                 items.iter().map(|(n, v)| (n.as_str(), *v)),
                 &timestamp,
@@ -337,12 +316,7 @@ fn per_target(decisions: &[VariantDecision], metric: ServedMetric) -> Vec<(Strin
     }
     sums.into_iter()
         .map(|(target, (desired, ready))| {
-            let milli = match metric {
-                ServedMetric::DesiredRatio => desired_ratio_milli(desired, ready),
-                ServedMetric::DesiredReplicas => i64::from(desired) * 1000,
-                ServedMetric::CurrentReplicas => i64::from(ready) * 1000,
-            };
-            (target.to_owned(), milli)
+            (target.to_owned(), metric.milli(desired, ready))
         })
         .collect()
 }

@@ -1,4 +1,7 @@
-//! The metrics this server serves and their legacy aliases.
+//! The metrics this server serves and their legacy aliases, their values
+//! in milli units, and the timestamp every values answer carries.
+
+use crate::k8s::quantity::desired_ratio_milli;
 
 /// One served external metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,6 +34,25 @@ impl ServedMetric {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .copied()
     }
+
+    /// The value in milli units for `desired` of `ready` replicas: the
+    /// ratio rounded down so that the HPA's `ceil(ready * value)` is the
+    /// desired count. The one mapping of external, Object and KEDA values.
+    pub fn milli(self, desired: u32, ready: u32) -> i64 {
+        match self {
+            ServedMetric::DesiredRatio => desired_ratio_milli(desired, ready),
+            ServedMetric::DesiredReplicas => i64::from(desired) * 1000,
+            ServedMetric::CurrentReplicas => i64::from(ready) * 1000,
+        }
+    }
+}
+
+/// The timestamp of a values answer made now: the current second (rounded
+/// to the nearest). The answer cache keys on the same second, so that a
+/// kept answer never carries another second's timestamp.
+pub fn answer_time() -> jiff::Timestamp {
+    let now = jiff::Timestamp::now();
+    now.round(jiff::Unit::Second).unwrap_or(now)
 }
 
 #[cfg(test)]
@@ -56,6 +78,20 @@ mod tests {
                 want,
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn values_are_milli_units_with_the_ratio_rounded_down() {
+        let cases = [
+            (ServedMetric::DesiredRatio, 2, 3, 666),
+            (ServedMetric::DesiredRatio, 3, 2, 1500),
+            (ServedMetric::DesiredRatio, 7, 0, 7000),
+            (ServedMetric::DesiredReplicas, 2, 3, 2000),
+            (ServedMetric::CurrentReplicas, 2, 3, 3000),
+        ];
+        for (metric, desired, ready, want) in cases {
+            assert_eq!(metric.milli(desired, ready), want, "{metric:?} {desired}/{ready}");
         }
     }
 }

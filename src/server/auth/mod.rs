@@ -221,11 +221,6 @@ impl Auth {
         self.settings.always_allow_paths.iter().any(|p| p == path)
     }
 
-    /// Cached TokenReview answers (for tests and diagnostics).
-    pub async fn cached_tokens(&self) -> u64 {
-        self.tokens.entry_count().await
-    }
-
     /// Client certificate chains verified so far (each connection's chain
     /// at most once per trust configuration).
     pub fn chain_verifications(&self) -> u64 {

@@ -13,8 +13,8 @@ mod common;
 use std::time::Duration;
 
 use common::apiserver::{three_replica_llama, ApiServer};
-use common::pki::{ca, client, client_cert, serve_kube};
 use common::eventually;
+use common::pki::{ca, client, client_cert, serve_kube};
 
 const EXTERNAL: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/wva_desired_replicas?labelSelector=target_name%3Dllama-decode";
 

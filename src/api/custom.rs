@@ -26,7 +26,7 @@ use crate::decision::{DecisionEngine, VariantDecision};
 use crate::k8s::quantity::write_milli;
 use crate::k8s::status::ApiError;
 
-pub const GROUP: &str = "custom.metrics.k8s.io";
+pub(crate) const GROUP: &str = "custom.metrics.k8s.io";
 
 /// A served version of the group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,9 +37,9 @@ pub enum CustomVersion {
 
 impl CustomVersion {
     /// Newest first: the order of discovery, the first is preferred.
-    pub const ALL: [CustomVersion; 2] = [CustomVersion::V1beta2, CustomVersion::V1beta1];
+    pub(crate) const ALL: [CustomVersion; 2] = [CustomVersion::V1beta2, CustomVersion::V1beta1];
 
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "v1beta1" => Some(CustomVersion::V1beta1),
             "v1beta2" => Some(CustomVersion::V1beta2),
@@ -47,14 +47,14 @@ impl CustomVersion {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CustomVersion::V1beta1 => "v1beta1",
             CustomVersion::V1beta2 => "v1beta2",
         }
     }
 
-    pub fn group_version(self) -> &'static str {
+    pub(crate) fn group_version(self) -> &'static str {
         match self {
             CustomVersion::V1beta1 => "custom.metrics.k8s.io/v1beta1",
             CustomVersion::V1beta2 => "custom.metrics.k8s.io/v1beta2",
@@ -72,19 +72,19 @@ pub enum DescribedResource {
 }
 
 impl DescribedResource {
-    pub const ALL: [DescribedResource; 3] = [
+    pub(crate) const ALL: [DescribedResource; 3] = [
         DescribedResource::Deployments,
         DescribedResource::StatefulSets,
         DescribedResource::Pods,
     ];
 
-    pub fn parse(segment: &str) -> Option<Self> {
+    pub(crate) fn parse(segment: &str) -> Option<Self> {
         DescribedResource::ALL
             .into_iter()
             .find(|r| r.segment().eq_ignore_ascii_case(segment))
     }
 
-    pub fn segment(self) -> &'static str {
+    pub(crate) fn segment(self) -> &'static str {
         match self {
             DescribedResource::Deployments => "deployments.apps",
             DescribedResource::StatefulSets => "statefulsets.apps",
@@ -92,7 +92,7 @@ impl DescribedResource {
         }
     }
 
-    pub fn kind(self) -> &'static str {
+    pub(crate) fn kind(self) -> &'static str {
         match self {
             DescribedResource::Deployments => "Deployment",
             DescribedResource::StatefulSets => "StatefulSet",
@@ -100,7 +100,7 @@ impl DescribedResource {
         }
     }
 
-    pub fn api_version(self) -> &'static str {
+    pub(crate) fn api_version(self) -> &'static str {
         match self {
             DescribedResource::Deployments | DescribedResource::StatefulSets => "apps/v1",
             DescribedResource::Pods => "v1",
@@ -110,20 +110,20 @@ impl DescribedResource {
 
 /// The raw signals served per pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PodSignal {
+pub(crate) enum PodSignal {
     /// Peak KV-cache usage over the last minute, in [0, 1].
     KvCacheUsage,
     /// Peak waiting requests over the last minute.
     RequestsWaiting,
 }
 
-pub const POD_SIGNALS: [(&str, PodSignal); 2] = [
+pub(crate) const POD_SIGNALS: [(&str, PodSignal); 2] = [
     ("vllm_kv_cache_usage", PodSignal::KvCacheUsage),
     ("vllm_num_requests_waiting", PodSignal::RequestsWaiting),
 ];
 
 impl PodSignal {
-    pub fn from_name(name: &str) -> Option<(&'static str, PodSignal)> {
+    pub(crate) fn from_name(name: &str) -> Option<(&'static str, PodSignal)> {
         POD_SIGNALS
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -132,7 +132,7 @@ impl PodSignal {
 }
 
 /// The APIGroup document: v1beta2 preferred.
-pub fn api_group() -> APIGroup {
+pub(crate) fn api_group() -> APIGroup {
     let versions: Vec<GroupVersionForDiscovery> = CustomVersion::ALL
         .iter()
         .map(|v| GroupVersionForDiscovery {
@@ -150,7 +150,7 @@ pub fn api_group() -> APIGroup {
 
 /// The APIResourceList of one version: `{resource}/{metric}` for every
 /// object metric and pod signal (the custom metrics API's convention).
-pub fn resource_list(version: CustomVersion) -> APIResourceList {
+pub(crate) fn resource_list(version: CustomVersion) -> APIResourceList {
     let resource = |name: String| APIResource {
         name,
         singular_name: String::new(),
@@ -218,7 +218,10 @@ struct MetricValueList<'a> {
 }
 
 /// Answers a custom metrics request with a `MetricValueList` JSON body.
-pub fn custom_metric_values(engine: &DecisionEngine, q: &CustomQuery) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn custom_metric_values(
+    engine: &DecisionEngine,
+    q: &CustomQuery,
+) -> Result<Vec<u8>, ApiError> {
     let timestamp = answer_time().to_string();
     let name = q.object_name();
     match q.resource {
@@ -315,9 +318,7 @@ fn per_target(decisions: &[VariantDecision], metric: ServedMetric) -> Vec<(Strin
         e.1 += d.ready;
     }
     sums.into_iter()
-        .map(|(target, (desired, ready))| {
-            (target.to_owned(), metric.milli(desired, ready))
-        })
+        .map(|(target, (desired, ready))| (target.to_owned(), metric.milli(desired, ready)))
         .collect()
 }
 

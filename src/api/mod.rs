@@ -6,6 +6,6 @@
 
 pub mod custom;
 pub mod discovery;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod router;
 pub mod values;

@@ -42,42 +42,42 @@ pub enum ApiRequest {
 /// A values request of `external.metrics.k8s.io`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalQuery {
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// The metric as asked (any case).
-    pub metric: String,
+    pub(crate) metric: String,
     /// `labelSelector`, or the 400 its parse gave: answered by the handler,
     /// after authentication and authorization, as before the parse moved.
-    pub selector: Result<LabelSelector, ApiError>,
+    pub(crate) selector: Result<LabelSelector, ApiError>,
 }
 
 /// A request of `custom.metrics.k8s.io` for one described object or all
 /// (`*`) of a resource in a namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomQuery {
-    pub version: CustomVersion,
-    pub namespace: String,
-    pub resource: DescribedResource,
+    pub(crate) version: CustomVersion,
+    pub(crate) namespace: String,
+    pub(crate) resource: DescribedResource,
     /// `*` for every object of the resource in the namespace.
-    pub name: String,
+    pub(crate) name: String,
     /// The metric as asked (any case).
-    pub metric: String,
+    pub(crate) metric: String,
     /// `labelSelector` (or its 400, answered by the handler).
-    pub label_selector: Result<LabelSelector, ApiError>,
+    pub(crate) label_selector: Result<LabelSelector, ApiError>,
     /// `metricSelector` of an Object metric (or its 400); everything for
     /// Pods metrics, which do not read it.
-    pub metric_selector: Result<LabelSelector, ApiError>,
+    pub(crate) metric_selector: Result<LabelSelector, ApiError>,
 }
 
 impl CustomQuery {
     /// The described object's name; None for `*`.
-    pub fn object_name(&self) -> Option<&str> {
+    pub(crate) fn object_name(&self) -> Option<&str> {
         (self.name != "*").then_some(self.name.as_str())
     }
 }
 
 impl ApiRequest {
     /// A low-cardinality name for telemetry and tracing.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             ApiRequest::ApiGroupList => "apis",
             ApiRequest::ApiGroup => "api_group",
@@ -102,7 +102,7 @@ impl ApiRequest {
 static PARSED: AtomicU64 = AtomicU64::new(0);
 
 /// Requests parsed by [`route`] so far in this process.
-pub fn requests_parsed() -> u64 {
+pub(crate) fn requests_parsed() -> u64 {
     PARSED.load(Ordering::Relaxed)
 }
 
@@ -293,8 +293,9 @@ mod tests {
                 "wva_desired_ratio"
             ))
         );
-        let pods = get("/apis/custom.metrics.k8s.io/v1beta2/namespaces/llm/pods/*/vllm_kv_cache_usage")
-            .unwrap();
+        let pods =
+            get("/apis/custom.metrics.k8s.io/v1beta2/namespaces/llm/pods/*/vllm_kv_cache_usage")
+                .unwrap();
         assert_eq!(
             pods,
             ApiRequest::PodsMetric(custom(

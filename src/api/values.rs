@@ -40,7 +40,7 @@ struct ItemLabels<'a> {
 }
 
 /// Label added to every item: which analysis decided.
-pub const ANALYZER_LABEL: &str = "analyzer";
+pub(crate) const ANALYZER_LABEL: &str = "analyzer";
 
 impl Serialize for ItemLabels<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -57,7 +57,7 @@ impl Serialize for ItemLabels<'_> {
 }
 
 /// Maps a decision failure to the Status the client sees.
-pub fn decision_error(e: DecisionError) -> ApiError {
+pub(crate) fn decision_error(e: DecisionError) -> ApiError {
     match e {
         DecisionError::NoMatch { .. } | DecisionError::TargetMissing { .. } => {
             ApiError::not_found(e.to_string())
@@ -72,12 +72,12 @@ pub fn decision_error(e: DecisionError) -> ApiError {
 /// the token-based one, took part).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValuesAnswer {
-    pub body: Vec<u8>,
-    pub repeatable: bool,
+    pub(crate) body: Vec<u8>,
+    pub(crate) repeatable: bool,
 }
 
 /// Answers a values request with an `ExternalMetricValueList` JSON body.
-pub fn external_metric_answer(
+pub(crate) fn external_metric_answer(
     engine: &DecisionEngine,
     q: &ExternalQuery,
 ) -> Result<ValuesAnswer, ApiError> {
@@ -106,7 +106,7 @@ pub fn external_metric_answer(
 
 /// Serialises the list. Values are Quantities in milli units; the ratio is
 /// rounded down so that the HPA's `ceil(ready * value)` is the desired count.
-pub fn render_list(
+pub(crate) fn render_list(
     name: &str,
     metric: ServedMetric,
     decisions: &[VariantDecision],

@@ -16,8 +16,8 @@ use prometheus_client::registry::Registry;
 
 use super::answers::Answers;
 use super::auth::Auth;
-pub use super::layers::errors::{error_response, overloaded, timed_out};
-pub use super::layers::Body;
+use super::layers::errors::error_response;
+pub(crate) use super::layers::Body;
 use crate::api::custom::{custom_metric_values, CustomVersion};
 use crate::api::discovery::DiscoveryDocuments;
 use crate::api::router::{ApiRequest, ExternalQuery};
@@ -32,24 +32,24 @@ const OPENMETRICS: HeaderValue =
     HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
 
 /// Shared state of the API.
-pub struct AppState {
-    pub engine: Arc<DecisionEngine>,
-    pub discovery: DiscoveryDocuments,
-    pub registry: Registry,
-    pub telemetry: Telemetry,
+pub(crate) struct AppState {
+    pub(crate) engine: Arc<DecisionEngine>,
+    pub(crate) discovery: DiscoveryDocuments,
+    pub(crate) registry: Registry,
+    pub(crate) telemetry: Telemetry,
     /// Authentication and authorization; None only when explicitly disabled.
-    pub auth: Option<Arc<Auth>>,
+    pub(crate) auth: Option<Arc<Auth>>,
 }
 
 /// The handlers, cheap to clone (one per connection).
 #[derive(Clone)]
-pub struct App {
+pub(crate) struct App {
     state: Arc<AppState>,
     answers: Arc<Answers>,
 }
 
 impl App {
-    pub fn new(mut state: AppState) -> Self {
+    pub(crate) fn new(mut state: AppState) -> Self {
         state
             .registry
             .register_collector(Box::new(super::layers::routing::RoutesParsed));
@@ -59,17 +59,12 @@ impl App {
         }
     }
 
-    /// The values answers kept for repeated requests.
-    pub fn answers(&self) -> &Answers {
-        &self.answers
-    }
-
     /// The server's own metrics, for the layers below HTTP.
-    pub fn telemetry(&self) -> &Telemetry {
+    pub(crate) fn telemetry(&self) -> &Telemetry {
         &self.state.telemetry
     }
 
-    pub fn state(&self) -> &Arc<AppState> {
+    pub(crate) fn state(&self) -> &Arc<AppState> {
         &self.state
     }
 
@@ -77,7 +72,7 @@ impl App {
     /// layer parsed is in its extensions. Only the request head is used:
     /// every route is a GET, and a body sent along is ignored (dropped
     /// unread).
-    pub async fn handle(&self, req: &http::request::Parts) -> Response<Body> {
+    pub(crate) async fn handle(&self, req: &http::request::Parts) -> Response<Body> {
         let Some(r) = req.extensions.get::<ApiRequest>() else {
             return error_response(&ApiError::internal("request reached the handlers unrouted"));
         };

@@ -34,12 +34,12 @@ pub enum TlsError {
 /// A certificate chain and its key.
 #[derive(Debug)]
 pub struct CertifiedKeyPem {
-    pub chain: Vec<CertificateDer<'static>>,
-    pub key: PrivateKeyDer<'static>,
+    pub(crate) chain: Vec<CertificateDer<'static>>,
+    pub(crate) key: PrivateKeyDer<'static>,
 }
 
 /// Reads a PEM certificate chain and private key.
-pub fn load_pem_files(cert: &Path, key: &Path) -> Result<CertifiedKeyPem, TlsError> {
+pub(crate) fn load_pem_files(cert: &Path, key: &Path) -> Result<CertifiedKeyPem, TlsError> {
     let read = |what, path: &Path| {
         std::fs::read(path).map_err(|source| TlsError::Read {
             what,
@@ -107,7 +107,7 @@ pub struct ReloadingCert {
 }
 
 /// How often the files' modification times are checked.
-pub const CERT_RELOAD_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+pub(crate) const CERT_RELOAD_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn certified_key(pem: CertifiedKeyPem) -> Result<rustls::sign::CertifiedKey, TlsError> {
     let provider = rustls::crypto::ring::default_provider();

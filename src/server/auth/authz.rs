@@ -5,7 +5,7 @@ use crate::api::router::ApiRequest;
 
 /// Attributes of a SubjectAccessReview.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Attributes {
+pub(crate) enum Attributes {
     Resource {
         verb: &'static str,
         group: &'static str,
@@ -23,11 +23,11 @@ pub enum Attributes {
     },
 }
 
-pub const GROUP: &str = "external.metrics.k8s.io";
+pub(crate) const GROUP: &str = "external.metrics.k8s.io";
 
 /// A values GET names no object, so Kubernetes calls it `list` on the
 /// metric as resource; everything else is a non-resource `get` on the path.
-pub fn attributes(request: &ApiRequest, path: &str) -> Attributes {
+pub(crate) fn attributes(request: &ApiRequest, path: &str) -> Attributes {
     match request {
         ApiRequest::ExternalValues(q) => Attributes::Resource {
             verb: "list",
@@ -61,7 +61,7 @@ pub fn attributes(request: &ApiRequest, path: &str) -> Attributes {
 /// The 403 message, word for word as a Kubernetes API server writes it
 /// (`responsewriters.Forbidden` and `apierrors.NewForbidden`): who was
 /// denied what, then the authorizer's reason if it gave one.
-pub fn denied_message(user: &str, a: &Attributes, reason: &str) -> String {
+pub(crate) fn denied_message(user: &str, a: &Attributes, reason: &str) -> String {
     let (prefix, what) = match a {
         Attributes::Resource {
             verb,

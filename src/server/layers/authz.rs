@@ -22,7 +22,7 @@ use crate::server::auth::{authz, Auth, Proof};
 
 /// The [`tower::Layer`] of [`Authorize`]; None disables authorization.
 #[derive(Clone)]
-pub struct AuthzLayer(pub Option<Arc<Auth>>);
+pub(crate) struct AuthzLayer(pub Option<Arc<Auth>>);
 
 impl<S> tower::Layer<S> for AuthzLayer {
     type Service = Authorize<S>;
@@ -36,7 +36,7 @@ impl<S> tower::Layer<S> for AuthzLayer {
 
 /// Lets allowed requests through, answers the others 403.
 #[derive(Clone)]
-pub struct Authorize<S> {
+pub(crate) struct Authorize<S> {
     inner: S,
     auth: Option<Arc<Auth>>,
 }

@@ -14,22 +14,22 @@
 //!
 //! Below them, [`super::app::App`] runs the route's handler.
 
-pub mod authn;
-pub mod authz;
-pub mod errors;
-pub mod head;
-pub mod limits;
-pub mod routing;
-pub mod telemetry;
-pub mod trace;
+pub(crate) mod authn;
+pub(crate) mod authz;
+pub(crate) mod errors;
+pub(crate) mod head;
+pub(crate) mod limits;
+pub(crate) mod routing;
+pub(crate) mod telemetry;
+pub(crate) mod trace;
 
 use bytes::Bytes;
 use http_body_util::Full;
 
 /// The body of every answer: the whole answer is in memory.
-pub type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
 /// The future of a layer that either answers at once or waits on the layer below.
-pub type BoxResponseFuture<E> = std::pin::Pin<
+pub(crate) type BoxResponseFuture<E> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<http::Response<Body>, E>> + Send + 'static>,
 >;

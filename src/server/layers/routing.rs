@@ -22,10 +22,10 @@ use crate::k8s::status::ApiError;
 
 /// The route name of an answer (`unmatched` for 404s and 405s), for telemetry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteName(pub &'static str);
+pub(crate) struct RouteName(pub &'static str);
 
 /// The path after percent-decoding, or a 400 Status.
-pub fn decoded_path(uri: &http::Uri) -> Result<Cow<'_, str>, ApiError> {
+pub(crate) fn decoded_path(uri: &http::Uri) -> Result<Cow<'_, str>, ApiError> {
     percent_encoding::percent_decode_str(uri.path())
         .decode_utf8()
         .map_err(|_| {
@@ -35,7 +35,7 @@ pub fn decoded_path(uri: &http::Uri) -> Result<Cow<'_, str>, ApiError> {
 
 /// The [`tower::Layer`] of [`Routing`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RoutingLayer;
+pub(crate) struct RoutingLayer;
 
 impl<S> tower::Layer<S> for RoutingLayer {
     type Service = Routing<S>;
@@ -46,13 +46,13 @@ impl<S> tower::Layer<S> for RoutingLayer {
 
 /// Routes each request, answering those that match no route.
 #[derive(Debug, Clone)]
-pub struct Routing<S> {
+pub(crate) struct Routing<S> {
     inner: S,
 }
 
 pin_project_lite::pin_project! {
     /// The answer of a routed request, labelled with its [`RouteName`].
-    pub struct Named<F> {
+    pub(crate) struct Named<F> {
         #[pin]
         inner: F,
         name: &'static str,
@@ -114,7 +114,7 @@ where
 /// authorization and the handlers read the parsed request from the
 /// extensions instead of parsing again.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RoutesParsed;
+pub(crate) struct RoutesParsed;
 
 impl prometheus_client::collector::Collector for RoutesParsed {
     fn encode(
@@ -122,8 +122,9 @@ impl prometheus_client::collector::Collector for RoutesParsed {
         mut encoder: prometheus_client::encoding::DescriptorEncoder,
     ) -> Result<(), std::fmt::Error> {
         use prometheus_client::encoding::EncodeMetric;
-        let counter =
-            prometheus_client::metrics::counter::ConstCounter::new(crate::api::router::requests_parsed());
+        let counter = prometheus_client::metrics::counter::ConstCounter::new(
+            crate::api::router::requests_parsed(),
+        );
         let metric = encoder.encode_descriptor(
             "wva_routes_parsed",
             "Requests whose method, path and query were parsed into a route (once per request).",

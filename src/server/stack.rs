@@ -32,7 +32,7 @@ pub(crate) fn build<B: Send + 'static>(app: App, config: StackConfig) -> HttpSer
         .layer(ErrorsAsStatusLayer) //           errors below -> Status answers
         .layer(RequestLimitsLayer(config)) //    shed, concurrency, timeout, URI length
         .layer(TelemetryLayer(metrics)) //       requests and latency per route
-        .layer(RoutingLayer) //                  path -> Route, 404 / 405
+        .layer(RoutingLayer) //                  parse once -> ApiRequest, 404 / 405
         .layer(AuthnLayer(auth.clone())) //      who: 401
         .layer(AuthzLayer(auth)) //              may they: 403
         .service(app); //                        the route's handler

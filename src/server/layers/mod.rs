@@ -8,7 +8,7 @@
 //! | errors as Status | [`errors`] | errors of the layers below become `metav1.Status` answers |
 //! | limits | [`limits`] | load shedding, concurrency limit, request timeout, URI length |
 //! | telemetry | [`telemetry`] | `wva_http_requests` and `wva_http_request_duration_seconds` per route |
-//! | routing | [`routing`] | decodes the path, picks the [`Route`](crate::api::router::Route), 404/405 |
+//! | routing | [`routing`] | decodes the path and parses the request once into an [`ApiRequest`](crate::api::router::ApiRequest) in its extensions, 404/405 |
 //! | authentication | [`authn`] | who is asking (front proxy, client certificate, bearer token) |
 //! | authorization | [`authz`] | may they (SubjectAccessReview) |
 //!

@@ -47,7 +47,8 @@ async fn main() -> anyhow::Result<()> {
         None => Bytes::from(vec![b'x'; args.body_bytes]),
     };
     let (pem, _) = tls::self_signed(&[])?;
-    let acceptor = TlsAcceptor::from(tls::server_config(pem)?);
+    let cert = tls::ReloadingCert::fixed(pem)?;
+    let acceptor = TlsAcceptor::from(tls::server_config(cert, tls::ClientAuth::Optional)?);
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, args.port))).await?;
     println!(
         "listening on {} ({} byte body)",

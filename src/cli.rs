@@ -364,7 +364,7 @@ pub struct StatusArgs {
     pub leader_elect: Option<bool>,
     /// How long a Lease holds without renewal before another replica may take it.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
-    pub(crate) leader_elect_lease_duration: Duration,
+    pub leader_elect_lease_duration: Duration,
     /// The leader stops writing when it could not renew for this long (less than the lease duration).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) leader_elect_renew_deadline: Duration,

@@ -398,12 +398,14 @@ pub async fn start(
     tasks.push(tokio::spawn(server::serve(
         listener, tls, app, stack, limits, shutdown,
     )));
-    tracing::info!(
-        address = %local,
-        external = groups.external,
-        custom = groups.custom,
-        "serving the metrics API groups (external.metrics.k8s.io, custom.metrics.k8s.io) over HTTPS"
-    );
+    let served: Vec<&str> = [
+        (groups.external, "external.metrics.k8s.io/v1beta1"),
+        (groups.custom, "custom.metrics.k8s.io (v1beta1, v1beta2)"),
+    ]
+    .into_iter()
+    .filter_map(|(on, group)| on.then_some(group))
+    .collect();
+    tracing::info!(address = %local, "serving {} over HTTPS", served.join(" and "));
     Ok(RunningServer {
         addr: local,
         engine,

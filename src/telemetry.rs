@@ -421,8 +421,14 @@ impl prometheus_client::collector::Collector for ProcessCollector {
 /// closed stderr, and the panic killed whatever task was logging (the
 /// signal handler among them, so SIGTERM was never acted on).
 pub fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // RUST_LOG first; else upstream WVA's LOG_LEVEL, which its chart sets.
+    let (filter, unknown_level) = match tracing_subscriber::EnvFilter::try_from_default_env() {
+        Ok(filter) => (filter, None),
+        Err(_) => {
+            let (level, unknown) = upstream_log_level(std::env::var("LOG_LEVEL").ok().as_deref());
+            (tracing_subscriber::EnvFilter::new(level), unknown)
+        }
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -436,6 +442,26 @@ pub fn init_tracing(json: bool) {
     } else {
         builder.try_init()
     };
+    if let Some(value) = unknown_level {
+        tracing::warn!(log_level = %value, "LOG_LEVEL is not one of debug, info, warn, error: logging at info (set RUST_LOG for finer filters)");
+    }
+}
+
+/// The log level when `RUST_LOG` is unset: upstream WVA's `LOG_LEVEL`
+/// (`debug`, `info`, `warn`, `error`, any case; its Helm chart sets it),
+/// else `info`. A value upstream does not know is `info` there too; it is
+/// returned as the second element so that it can be warned about.
+pub fn upstream_log_level(value: Option<&str>) -> (&'static str, Option<String>) {
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return ("info", None);
+    };
+    match value.to_ascii_lowercase().as_str() {
+        "debug" => ("debug", None),
+        "info" => ("info", None),
+        "warn" => ("warn", None),
+        "error" => ("error", None),
+        _ => ("info", Some(value.to_owned())),
+    }
 }
 
 /// Writes a line to stdout, ignoring a failure: a reader that went away

@@ -1452,12 +1452,7 @@ async fn status_leader_and_lookup_flags_turn_parts_off() {
             .text()
             .await
             .ok()?;
-        Some(
-            text.lines()
-                .filter(|l| l.starts_with("wva_fetch_cycles_total{"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>() as u64,
-        )
+        Some(common::counter_sum(&text, "wva_fetch_cycles_total"))
     };
     let start = eventually(Duration::from_secs(20), "/metrics with a token", cycles).await;
     eventually(
@@ -1587,17 +1582,6 @@ fn existing_manifests_keep_working() {
     assert!(cli.log_json);
 }
 
-/// Fetch cycles a server has run (all outcomes).
-async fn fetch_cycles(server: &Server) -> u64 {
-    server
-        .text("/metrics")
-        .await
-        .lines()
-        .filter(|l| l.starts_with("wva_fetch_cycles_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 /// `--scrape-interval` sets the pace of scrape cycles: while a server at
 /// 200ms runs 15 cycles (about 3s; the default 2s would run two), one at
 /// 1h runs no more than its first.
@@ -1611,10 +1595,10 @@ async fn scrape_interval_sets_the_pace_of_cycles() {
     let slow = Server::with_unreachable_source(&inventory, &flags("1h")).await;
     let fast = Server::with_unreachable_source(&inventory, &flags("200ms")).await;
     eventually(Duration::from_secs(30), "15 cycles at 200ms", || async {
-        (fetch_cycles(&fast).await >= 15).then_some(())
+        (fast.fetch_cycles().await >= 15).then_some(())
     })
     .await;
-    let slow_cycles = fetch_cycles(&slow).await;
+    let slow_cycles = slow.fetch_cycles().await;
     assert!(slow_cycles <= 1, "{slow_cycles} cycles at 1h");
 }
 
@@ -1640,9 +1624,9 @@ async fn metrics_fetch_interval_sets_the_pace_of_cycles() {
     let slow = Server::with_unreachable_source(&inventory, &flags("1h")).await;
     let fast = Server::with_unreachable_source(&inventory, &flags("200ms")).await;
     eventually(Duration::from_secs(30), "15 cycles at 200ms", || async {
-        (fetch_cycles(&fast).await >= 15).then_some(())
+        (fast.fetch_cycles().await >= 15).then_some(())
     })
     .await;
-    let slow_cycles = fetch_cycles(&slow).await;
+    let slow_cycles = slow.fetch_cycles().await;
     assert!(slow_cycles <= 1, "{slow_cycles} cycles at 1h");
 }

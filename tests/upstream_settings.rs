@@ -275,6 +275,36 @@ fn read_yaml(name: &str) -> Value {
     serde_norway::from_str(&std::fs::read_to_string(fixture(name)).unwrap()).unwrap()
 }
 
+/// The environment of the `manager` container of upstream's rendered
+/// Deployment, as the kubelet gives it: plain values, and the field
+/// references the chart uses (`metadata.namespace`) resolved to the
+/// Deployment's namespace.
+fn chart_env() -> Vec<(String, String)> {
+    let deployment = read_yaml("helm-rendered-deployment-controller-manager.yaml");
+    let namespace = deployment["metadata"]["namespace"].as_str().unwrap();
+    let containers = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    let manager = containers
+        .iter()
+        .find(|c| c["name"] == "manager")
+        .expect("the chart's manager container");
+    manager["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().unwrap().to_owned();
+            let value = match (&e["value"], &e["valueFrom"]["fieldRef"]["fieldPath"]) {
+                (Value::String(v), _) => v.clone(),
+                (_, Value::String(path)) if path == "metadata.namespace" => namespace.to_owned(),
+                other => panic!("{name}: an env source this test does not resolve: {other:?}"),
+            };
+            (name, value)
+        })
+        .collect()
+}
+
 const QWEN: &str = "Qwen/Qwen3-0.6B";
 const QWEN_NS: &str = "llm-d-autoscaler";
 const SYSTEM_NS: &str = "workload-variant-autoscaler-system";
@@ -316,21 +346,19 @@ async fn saturation_config_map_name_reads_the_charts_prefixed_configmap() {
     ];
     qwen_objects(&api, &emulators);
     api.apply(read_yaml("helm-rendered-saturation-scaling-config.yaml"));
-    // The chart's environment (wva-deployment-controller-manager.yaml).
-    let chart_env = [
-        ("POD_NAMESPACE", SYSTEM_NS),
-        (
+    // The chart's environment, from its rendered Deployment.
+    let chart_env = chart_env();
+    let chart_env: Vec<(&str, &str)> = chart_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert!(
+        chart_env.contains(&(
             "SATURATION_CONFIG_MAP_NAME",
-            "workload-variant-autoscaler-wva-saturation-scaling-config",
-        ),
-        (
-            "CONFIG_MAP_NAME",
-            "workload-variant-autoscaler-variantautoscaling-config",
-        ),
-        ("WVA_LIMITED_MODE", "false"),
-        ("WVA_NODE_SELECTOR", ""),
-        ("LOG_LEVEL", "info"),
-    ];
+            "workload-variant-autoscaler-wva-saturation-scaling-config"
+        )),
+        "{chart_env:?}"
+    );
     let with = Server::start_kube(&api, &["--namespace", SYSTEM_NS], &chart_env).await;
     let without = Server::start_kube(
         &api,
@@ -495,4 +523,116 @@ async fn enable_limiter_caps_v1_scale_ups_as_upstream() {
     )
     .await;
     assert!(!free.log().contains("scale-up limited"));
+}
+
+/// The chart's container arguments. With the chart's default
+/// `namespaceScoped: true` it passes `--watch-namespace=$(POD_NAMESPACE)`,
+/// so upstream manages its own namespace only; the same flag (and
+/// `--leader-elect`, `--config-file`) means the same here. The arguments of
+/// upstream's controller-runtime endpoints (health probe, metrics) name
+/// flags this server does not have (one port serves the API, health and
+/// metrics) and are refused by name: an install replaces the container's
+/// arguments, and keeps its environment and mounts.
+#[test]
+fn the_charts_arguments_select_the_same_namespace() {
+    let deployment = read_yaml("helm-rendered-deployment-controller-manager.yaml");
+    let namespace = deployment["metadata"]["namespace"].as_str().unwrap();
+    let manager = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "manager")
+        .expect("the chart's manager container")
+        .clone();
+    let config = fixture("helm-rendered-config.yaml");
+    // The kubelet substitutes $(POD_NAMESPACE); the mounted file is the
+    // rendered config.yaml.
+    let args: Vec<String> = manager["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            a.as_str()
+                .unwrap()
+                .replace("$(POD_NAMESPACE)", namespace)
+                .replace("/etc/wva/config.yaml", config.to_str().unwrap())
+        })
+        .collect();
+    let (shared, upstream_only): (Vec<&str>, Vec<&str>) =
+        args.iter().map(String::as_str).partition(|a| {
+            ["--leader-elect", "--config-file", "--watch-namespace"]
+                .iter()
+                .any(|f| a.starts_with(&format!("{f}=")))
+        });
+    assert_eq!(shared.len(), 3, "{args:?}");
+    let a = serve_args(&shared, &[]).unwrap();
+    assert_eq!(a.inventory.watch_namespaces, [namespace]);
+    assert_eq!(a.status.leader_elect, Some(true));
+    assert_eq!(
+        a.prometheus.prometheus_base_url.as_deref(),
+        Some("https://thanos-querier.openshift-monitoring.svc.cluster.local:9091")
+    );
+    assert_eq!(
+        upstream_only,
+        [
+            "--health-probe-bind-address=:8081",
+            "--metrics-bind-address=:8443",
+            "--metrics-secure=true"
+        ]
+    );
+    for arg in upstream_only {
+        let flag = arg.split('=').next().unwrap_or_default();
+        let err = serve_args(&[arg], &[]).unwrap_err();
+        assert!(err.contains(flag), "{arg}: {err}");
+    }
+}
+
+/// LOG_LEVEL (the chart sets `info`): upstream's four levels, any case,
+/// when RUST_LOG is unset; another value logs at info, as upstream, and
+/// here says so.
+#[test]
+fn log_level_is_upstreams_when_rust_log_is_unset() {
+    use wva_metrics_server::telemetry::upstream_log_level;
+    for (value, level) in [
+        (None, "info"),
+        (Some(""), "info"),
+        (Some("debug"), "debug"),
+        (Some("INFO"), "info"),
+        (Some("warn"), "warn"),
+        (Some("error"), "error"),
+    ] {
+        assert_eq!(upstream_log_level(value), (level, None), "{value:?}");
+    }
+    assert_eq!(
+        upstream_log_level(Some("verbose")),
+        ("info", Some("verbose".to_owned()))
+    );
+    // In the binary (RUST_LOG unset): an unknown value is named in the
+    // log; at `error` the start's warnings (a generated certificate) are
+    // filtered out, at `warn` they show; the refusal of an inapplicable
+    // setting is the start's error and shows at every level.
+    let run = |level: &str| {
+        let out = Command::new(BIN)
+            .arg("serve")
+            .env("LOG_LEVEL", level)
+            .env("SCALE_FROM_ZERO_ENGINE_MAX_CONCURRENCY", "10")
+            .env_remove("RUST_LOG")
+            .env_remove("KUBECONFIG")
+            .output()
+            .expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("SCALE_FROM_ZERO_ENGINE_MAX_CONCURRENCY"),
+            "{err}"
+        );
+        err
+    };
+    let generated = "serving a self-signed certificate generated at start";
+    let err = run("verbose");
+    assert!(err.contains("LOG_LEVEL is not one of"), "{err}");
+    assert!(err.contains(generated), "info shows warnings: {err}");
+    assert!(run("warn").contains(generated));
+    let err = run("error");
+    assert!(!err.contains(generated), "{err}");
 }

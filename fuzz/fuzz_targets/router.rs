@@ -1,10 +1,9 @@
-//! The request router and the query-string selector: any method, path and
-//! query either routes or yields a Status error, never a panic.
+//! The request parser (route and query-string selectors): any method, path
+//! and query either parses or yields a Status error, never a panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use wva_metrics_server::api::router::route;
-use wva_metrics_server::api::values::selector_from_query;
 
 const METHODS: [http::Method; 5] = [
     http::Method::GET,
@@ -26,6 +25,5 @@ fuzz_target!(|data: &[u8]| {
         Some((p, q)) => (p, Some(q)),
         None => (text, None),
     };
-    let _ = route(method, path);
-    let _ = selector_from_query(query);
+    let _ = route(method, path, query);
 });

@@ -19,13 +19,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use serde::Serialize;
 
-use super::metrics::{ServedMetric, SERVED_NAMES};
-use super::values::{decision_error, selector_param};
+use super::metrics::{answer_time, ServedMetric, SERVED_NAMES};
+use super::router::CustomQuery;
+use super::values::decision_error;
 use crate::decision::{DecisionEngine, VariantDecision};
-use crate::k8s::quantity::{desired_ratio_milli, write_milli};
+use crate::k8s::quantity::write_milli;
 use crate::k8s::status::ApiError;
 
-pub const GROUP: &str = "custom.metrics.k8s.io";
+pub(crate) const GROUP: &str = "custom.metrics.k8s.io";
 
 /// A served version of the group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,9 +37,9 @@ pub enum CustomVersion {
 
 impl CustomVersion {
     /// Newest first: the order of discovery, the first is preferred.
-    pub const ALL: [CustomVersion; 2] = [CustomVersion::V1beta2, CustomVersion::V1beta1];
+    pub(crate) const ALL: [CustomVersion; 2] = [CustomVersion::V1beta2, CustomVersion::V1beta1];
 
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "v1beta1" => Some(CustomVersion::V1beta1),
             "v1beta2" => Some(CustomVersion::V1beta2),
@@ -46,14 +47,14 @@ impl CustomVersion {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CustomVersion::V1beta1 => "v1beta1",
             CustomVersion::V1beta2 => "v1beta2",
         }
     }
 
-    pub fn group_version(self) -> &'static str {
+    pub(crate) fn group_version(self) -> &'static str {
         match self {
             CustomVersion::V1beta1 => "custom.metrics.k8s.io/v1beta1",
             CustomVersion::V1beta2 => "custom.metrics.k8s.io/v1beta2",
@@ -71,19 +72,19 @@ pub enum DescribedResource {
 }
 
 impl DescribedResource {
-    pub const ALL: [DescribedResource; 3] = [
+    pub(crate) const ALL: [DescribedResource; 3] = [
         DescribedResource::Deployments,
         DescribedResource::StatefulSets,
         DescribedResource::Pods,
     ];
 
-    pub fn parse(segment: &str) -> Option<Self> {
+    pub(crate) fn parse(segment: &str) -> Option<Self> {
         DescribedResource::ALL
             .into_iter()
             .find(|r| r.segment().eq_ignore_ascii_case(segment))
     }
 
-    pub fn segment(self) -> &'static str {
+    pub(crate) fn segment(self) -> &'static str {
         match self {
             DescribedResource::Deployments => "deployments.apps",
             DescribedResource::StatefulSets => "statefulsets.apps",
@@ -91,7 +92,7 @@ impl DescribedResource {
         }
     }
 
-    pub fn kind(self) -> &'static str {
+    pub(crate) fn kind(self) -> &'static str {
         match self {
             DescribedResource::Deployments => "Deployment",
             DescribedResource::StatefulSets => "StatefulSet",
@@ -99,7 +100,7 @@ impl DescribedResource {
         }
     }
 
-    pub fn api_version(self) -> &'static str {
+    pub(crate) fn api_version(self) -> &'static str {
         match self {
             DescribedResource::Deployments | DescribedResource::StatefulSets => "apps/v1",
             DescribedResource::Pods => "v1",
@@ -109,20 +110,20 @@ impl DescribedResource {
 
 /// The raw signals served per pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PodSignal {
+pub(crate) enum PodSignal {
     /// Peak KV-cache usage over the last minute, in [0, 1].
     KvCacheUsage,
     /// Peak waiting requests over the last minute.
     RequestsWaiting,
 }
 
-pub const POD_SIGNALS: [(&str, PodSignal); 2] = [
+pub(crate) const POD_SIGNALS: [(&str, PodSignal); 2] = [
     ("vllm_kv_cache_usage", PodSignal::KvCacheUsage),
     ("vllm_num_requests_waiting", PodSignal::RequestsWaiting),
 ];
 
 impl PodSignal {
-    pub fn from_name(name: &str) -> Option<(&'static str, PodSignal)> {
+    pub(crate) fn from_name(name: &str) -> Option<(&'static str, PodSignal)> {
         POD_SIGNALS
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -131,7 +132,7 @@ impl PodSignal {
 }
 
 /// The APIGroup document: v1beta2 preferred.
-pub fn api_group() -> APIGroup {
+pub(crate) fn api_group() -> APIGroup {
     let versions: Vec<GroupVersionForDiscovery> = CustomVersion::ALL
         .iter()
         .map(|v| GroupVersionForDiscovery {
@@ -149,7 +150,7 @@ pub fn api_group() -> APIGroup {
 
 /// The APIResourceList of one version: `{resource}/{metric}` for every
 /// object metric and pod signal (the custom metrics API's convention).
-pub fn resource_list(version: CustomVersion) -> APIResourceList {
+pub(crate) fn resource_list(version: CustomVersion) -> APIResourceList {
     let resource = |name: String| APIResource {
         name,
         singular_name: String::new(),
@@ -216,35 +217,16 @@ struct MetricValueList<'a> {
     items: Vec<MetricValue<'a>>,
 }
 
-/// What a request asks for, after routing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CustomQuery<'a> {
-    pub version: CustomVersion,
-    pub namespace: &'a str,
-    pub resource: DescribedResource,
-    /// `*` for every object of the resource in the namespace.
-    pub name: &'a str,
-    pub metric: &'a str,
-}
-
-fn timestamp_now() -> String {
-    jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .unwrap_or_else(|_| jiff::Timestamp::now())
-        .to_string()
-}
-
 /// Answers a custom metrics request with a `MetricValueList` JSON body.
-pub fn custom_metric_values(
+pub(crate) fn custom_metric_values(
     engine: &DecisionEngine,
-    q: &CustomQuery<'_>,
-    query: Option<&str>,
+    q: &CustomQuery,
 ) -> Result<Vec<u8>, ApiError> {
-    let timestamp = timestamp_now();
-    let name = (q.name != "*").then_some(q.name);
+    let timestamp = answer_time().to_string();
+    let name = q.object_name();
     match q.resource {
         DescribedResource::Pods => {
-            let (metric_name, signal) = PodSignal::from_name(q.metric).ok_or_else(|| {
+            let (metric_name, signal) = PodSignal::from_name(&q.metric).ok_or_else(|| {
                 let names: Vec<&str> = POD_SIGNALS.iter().map(|(n, _)| *n).collect();
                 ApiError::not_found(format!(
                     "custom metric {:?} is not served for pods; served: {}",
@@ -252,9 +234,9 @@ pub fn custom_metric_values(
                     names.join(", ")
                 ))
             })?;
-            let selector = selector_param(query, "labelSelector")?;
+            let selector = q.label_selector.as_ref().map_err(Clone::clone)?;
             let pods = engine
-                .ready_pod_metrics(q.namespace, name, &selector)
+                .ready_pod_metrics(&q.namespace, name, selector)
                 .map_err(decision_error)?;
             if pods.is_empty() {
                 return Err(ApiError::not_found(format!(
@@ -286,14 +268,14 @@ pub fn custom_metric_values(
             Ok(render(
                 q.version,
                 DescribedResource::Pods,
-                q.namespace,
+                &q.namespace,
                 metric_name,
                 items.iter().map(|(n, v)| (n.as_str(), *v)),
                 &timestamp,
             ))
         }
         target => {
-            let (metric_name, served) = ServedMetric::from_name(q.metric).ok_or_else(|| {
+            let (metric_name, served) = ServedMetric::from_name(&q.metric).ok_or_else(|| {
                 let names: Vec<&str> = SERVED_NAMES.iter().map(|(n, _)| *n).collect();
                 ApiError::not_found(format!(
                     "custom metric {:?} is not served for {}; served: {}",
@@ -302,21 +284,21 @@ pub fn custom_metric_values(
                     names.join(", ")
                 ))
             })?;
-            let selector = selector_param(query, "metricSelector")?;
-            if !selector_param(query, "labelSelector")?.is_empty() {
+            let selector = q.metric_selector.as_ref().map_err(Clone::clone)?;
+            if !q.label_selector.as_ref().map_err(Clone::clone)?.is_empty() {
                 return Err(ApiError::bad_request(
                     "labelSelector selects scale targets by their own labels, which this server does not keep; \
                      name the target, or use metricSelector with target_name, variant_name, model_id or accelerator_type",
                 ));
             }
             let decisions = engine
-                .decide_for_targets(q.namespace, target.kind(), name, &selector)
+                .decide_for_targets(&q.namespace, target.kind(), name, selector)
                 .map_err(decision_error)?;
             let items = per_target(&decisions, served);
             Ok(render(
                 q.version,
                 target,
-                q.namespace,
+                &q.namespace,
                 metric_name,
                 items.iter().map(|(n, v)| (n.as_str(), *v)),
                 &timestamp,
@@ -336,14 +318,7 @@ fn per_target(decisions: &[VariantDecision], metric: ServedMetric) -> Vec<(Strin
         e.1 += d.ready;
     }
     sums.into_iter()
-        .map(|(target, (desired, ready))| {
-            let milli = match metric {
-                ServedMetric::DesiredRatio => desired_ratio_milli(desired, ready),
-                ServedMetric::DesiredReplicas => i64::from(desired) * 1000,
-                ServedMetric::CurrentReplicas => i64::from(ready) * 1000,
-            };
-            (target.to_owned(), milli)
-        })
+        .map(|(target, (desired, ready))| (target.to_owned(), metric.milli(desired, ready)))
         .collect()
 }
 

@@ -12,15 +12,15 @@ use serde_json::json;
 use super::custom::{self, CustomVersion};
 use super::metrics::SERVED_NAMES;
 
-pub const GROUP: &str = "external.metrics.k8s.io";
-pub const VERSION: &str = "v1beta1";
-pub const GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
+pub(crate) const GROUP: &str = "external.metrics.k8s.io";
+pub(crate) const VERSION: &str = "v1beta1";
+pub(crate) const GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
 
 /// Which API groups this server serves (`--api-groups`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServedGroups {
-    pub external: bool,
-    pub custom: bool,
+    pub(crate) external: bool,
+    pub(crate) custom: bool,
 }
 
 impl Default for ServedGroups {
@@ -34,18 +34,18 @@ impl Default for ServedGroups {
 
 /// Pre-serialised discovery bodies.
 #[derive(Debug, Clone)]
-pub struct DiscoveryDocuments {
-    pub groups: ServedGroups,
-    pub api_group_list: Bytes,
-    pub api_group: Bytes,
-    pub api_resource_list: Bytes,
-    pub version: Bytes,
-    pub openapi_v2: Bytes,
-    pub openapi_v3_root: Bytes,
-    pub openapi_v3_group: Bytes,
-    pub custom_api_group: Bytes,
-    pub custom_v1beta1: Bytes,
-    pub custom_v1beta2: Bytes,
+pub(crate) struct DiscoveryDocuments {
+    pub(crate) groups: ServedGroups,
+    pub(crate) api_group_list: Bytes,
+    pub(crate) api_group: Bytes,
+    pub(crate) api_resource_list: Bytes,
+    pub(crate) version: Bytes,
+    pub(crate) openapi_v2: Bytes,
+    pub(crate) openapi_v3_root: Bytes,
+    pub(crate) openapi_v3_group: Bytes,
+    pub(crate) custom_api_group: Bytes,
+    pub(crate) custom_v1beta1: Bytes,
+    pub(crate) custom_v1beta2: Bytes,
 }
 
 fn group() -> APIGroup {
@@ -62,7 +62,7 @@ fn group() -> APIGroup {
 }
 
 /// The APIResourceList: one resource per served metric name (never empty).
-pub fn resource_list() -> APIResourceList {
+pub(crate) fn resource_list() -> APIResourceList {
     APIResourceList {
         group_version: GROUP_VERSION.to_owned(),
         resources: SERVED_NAMES
@@ -86,12 +86,13 @@ fn to_bytes<T: serde::Serialize>(value: &T) -> Bytes {
 
 impl DiscoveryDocuments {
     /// The documents of a server that serves both groups.
-    pub fn build() -> Self {
+    #[cfg(test)]
+    pub(crate) fn build() -> Self {
         Self::build_for(ServedGroups::default())
     }
 
     /// The documents of a server that serves `groups`.
-    pub fn build_for(groups: ServedGroups) -> Self {
+    pub(crate) fn build_for(groups: ServedGroups) -> Self {
         let version = Info {
             major: "0".to_owned(),
             minor: "1".to_owned(),

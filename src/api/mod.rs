@@ -1,10 +1,11 @@
 //! The wire contract of external.metrics.k8s.io/v1beta1 and
-//! custom.metrics.k8s.io (v1beta1, v1beta2). No I/O here: routing,
-//! discovery documents and the values handlers (label selectors,
+//! custom.metrics.k8s.io (v1beta1, v1beta2). No I/O here: parsing a
+//! request into an owned [`router::ApiRequest`] (once per request),
+//! discovery documents, and rendering values answers (label selectors,
 //! quantities and Status errors are in [`crate::k8s`]).
 
 pub mod custom;
 pub mod discovery;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod router;
 pub mod values;

@@ -1,21 +1,34 @@
-//! Maps a method and path to a [`Route`]. Pure, so that the fuzzer and the
-//! tests can drive it without a server.
+//! Parses a request's method, path and query into an owned [`ApiRequest`],
+//! once per request: the routing layer stores it in the request's
+//! extensions, where authentication, authorization and the handlers read
+//! it. Pure, so that the fuzzer and the tests can drive it without a
+//! server.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::Method;
 
-use super::custom::{CustomQuery, CustomVersion, DescribedResource};
+use super::custom::{CustomVersion, DescribedResource};
+use crate::k8s::selector::LabelSelector;
 use crate::k8s::status::ApiError;
 
-/// Everything the server answers.
+/// Everything the server answers, with what the request asks parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route<'a> {
+pub enum ApiRequest {
     ApiGroupList,
     ApiGroup,
     ApiResourceList,
-    ExternalMetric { namespace: &'a str, metric: &'a str },
+    /// `external.metrics.k8s.io` values of a namespace's variants.
+    ExternalValues(ExternalQuery),
     CustomApiGroup,
-    CustomResourceList { version: CustomVersion },
-    CustomMetric(CustomQuery<'a>),
+    CustomResourceList {
+        version: CustomVersion,
+    },
+    /// `custom.metrics.k8s.io`: a decision as an Object metric on a scale
+    /// target (a Deployment or StatefulSet).
+    ObjectMetric(CustomQuery),
+    /// `custom.metrics.k8s.io`: a raw signal per pod, as Pods metrics.
+    PodsMetric(CustomQuery),
     Healthz,
     Livez,
     Readyz,
@@ -26,61 +39,109 @@ pub enum Route<'a> {
     Metrics,
 }
 
-impl Route<'_> {
+/// A values request of `external.metrics.k8s.io`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalQuery {
+    pub(crate) namespace: String,
+    /// The metric as asked (any case).
+    pub(crate) metric: String,
+    /// `labelSelector`, or the 400 its parse gave: answered by the handler,
+    /// after authentication and authorization, as before the parse moved.
+    pub(crate) selector: Result<LabelSelector, ApiError>,
+}
+
+/// A request of `custom.metrics.k8s.io` for one described object or all
+/// (`*`) of a resource in a namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomQuery {
+    pub(crate) version: CustomVersion,
+    pub(crate) namespace: String,
+    pub(crate) resource: DescribedResource,
+    /// `*` for every object of the resource in the namespace.
+    pub(crate) name: String,
+    /// The metric as asked (any case).
+    pub(crate) metric: String,
+    /// `labelSelector` (or its 400, answered by the handler).
+    pub(crate) label_selector: Result<LabelSelector, ApiError>,
+    /// `metricSelector` of an Object metric (or its 400); everything for
+    /// Pods metrics, which do not read it.
+    pub(crate) metric_selector: Result<LabelSelector, ApiError>,
+}
+
+impl CustomQuery {
+    /// The described object's name; None for `*`.
+    pub(crate) fn object_name(&self) -> Option<&str> {
+        (self.name != "*").then_some(self.name.as_str())
+    }
+}
+
+impl ApiRequest {
     /// A low-cardinality name for telemetry and tracing.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
-            Route::ApiGroupList => "apis",
-            Route::ApiGroup => "api_group",
-            Route::ApiResourceList => "api_resource_list",
-            Route::ExternalMetric { .. } => "external_metric",
-            Route::CustomApiGroup => "custom_api_group",
-            Route::CustomResourceList { .. } => "custom_api_resource_list",
-            Route::CustomMetric(_) => "custom_metric",
-            Route::Healthz => "healthz",
-            Route::Livez => "livez",
-            Route::Readyz => "readyz",
-            Route::Version => "version",
-            Route::OpenApiV2 => "openapi_v2",
-            Route::OpenApiV3Root | Route::OpenApiV3Group => "openapi_v3",
-            Route::Metrics => "metrics",
+            ApiRequest::ApiGroupList => "apis",
+            ApiRequest::ApiGroup => "api_group",
+            ApiRequest::ApiResourceList => "api_resource_list",
+            ApiRequest::ExternalValues(_) => "external_metric",
+            ApiRequest::CustomApiGroup => "custom_api_group",
+            ApiRequest::CustomResourceList { .. } => "custom_api_resource_list",
+            ApiRequest::ObjectMetric(_) | ApiRequest::PodsMetric(_) => "custom_metric",
+            ApiRequest::Healthz => "healthz",
+            ApiRequest::Livez => "livez",
+            ApiRequest::Readyz => "readyz",
+            ApiRequest::Version => "version",
+            ApiRequest::OpenApiV2 => "openapi_v2",
+            ApiRequest::OpenApiV3Root | ApiRequest::OpenApiV3Group => "openapi_v3",
+            ApiRequest::Metrics => "metrics",
         }
     }
+}
+
+/// Requests parsed since the process started (`wva_routes_parsed_total`):
+/// equal to the requests routed, which shows that nothing parses twice.
+static PARSED: AtomicU64 = AtomicU64::new(0);
+
+/// Requests parsed by [`route`] so far in this process.
+pub(crate) fn requests_parsed() -> u64 {
+    PARSED.load(Ordering::Relaxed)
 }
 
 const GROUP_PREFIX: &str = "/apis/external.metrics.k8s.io";
 const CUSTOM_PREFIX: &str = "/apis/custom.metrics.k8s.io";
 
-/// Resolves a request. Unknown paths are 404 and any method other than GET
-/// (or HEAD) on a known path is 405, each as a Status.
-pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
+/// Parses a request: `path` is the decoded path, `query` the query string
+/// as sent. Unknown paths are 404 and any method other than GET (or HEAD)
+/// on a known path is 405, each as a Status. A selector that does not
+/// parse is kept in the request as its 400 (see [`ExternalQuery::selector`]).
+pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<ApiRequest, ApiError> {
+    PARSED.fetch_add(1, Ordering::Relaxed);
     let trimmed = if path.len() > 1 {
         path.trim_end_matches('/')
     } else {
         path
     };
     let r = match trimmed {
-        "/apis" => Route::ApiGroupList,
-        GROUP_PREFIX => Route::ApiGroup,
-        "/healthz" => Route::Healthz,
-        "/livez" => Route::Livez,
-        "/readyz" => Route::Readyz,
-        "/version" => Route::Version,
-        "/openapi/v2" => Route::OpenApiV2,
-        "/openapi/v3" => Route::OpenApiV3Root,
+        "/apis" => ApiRequest::ApiGroupList,
+        GROUP_PREFIX => ApiRequest::ApiGroup,
+        "/healthz" => ApiRequest::Healthz,
+        "/livez" => ApiRequest::Livez,
+        "/readyz" => ApiRequest::Readyz,
+        "/version" => ApiRequest::Version,
+        "/openapi/v2" => ApiRequest::OpenApiV2,
+        "/openapi/v3" => ApiRequest::OpenApiV3Root,
         "/openapi/v3/apis/external.metrics.k8s.io/v1beta1"
         | "/openapi/v3/apis/custom.metrics.k8s.io/v1beta1"
-        | "/openapi/v3/apis/custom.metrics.k8s.io/v1beta2" => Route::OpenApiV3Group,
-        "/metrics" => Route::Metrics,
-        CUSTOM_PREFIX => Route::CustomApiGroup,
+        | "/openapi/v3/apis/custom.metrics.k8s.io/v1beta2" => ApiRequest::OpenApiV3Group,
+        "/metrics" => ApiRequest::Metrics,
+        CUSTOM_PREFIX => ApiRequest::CustomApiGroup,
         _ => {
             if let Some(rest) = trimmed.strip_prefix(GROUP_PREFIX) {
                 match rest {
-                    "/v1beta1" => Route::ApiResourceList,
-                    rest => metric_route(rest, path)?,
+                    "/v1beta1" => ApiRequest::ApiResourceList,
+                    rest => metric_route(rest, path, query)?,
                 }
             } else if let Some(rest) = trimmed.strip_prefix(CUSTOM_PREFIX) {
-                custom_route(rest, path)?
+                custom_route(rest, path, query)?
             } else {
                 return Err(not_found(path));
             }
@@ -92,17 +153,18 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> 
     Ok(r)
 }
 
-fn metric_route<'a>(rest: &'a str, path: &str) -> Result<Route<'a>, ApiError> {
+fn metric_route(rest: &str, path: &str, query: Option<&str>) -> Result<ApiRequest, ApiError> {
     let rest = rest
         .strip_prefix("/v1beta1/")
         .ok_or_else(|| not_found(path))?;
     let mut parts = rest.split('/');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some("namespaces"), Some(ns), Some(metric), None) if !ns.is_empty() && !metric.is_empty() => {
-            Ok(Route::ExternalMetric {
-                namespace: ns,
-                metric,
-            })
+            Ok(ApiRequest::ExternalValues(ExternalQuery {
+                namespace: ns.to_owned(),
+                metric: metric.to_owned(),
+                selector: selector_param(query, "labelSelector"),
+            }))
         }
         (Some(metric), None, None, None) if !metric.is_empty() => Err(ApiError::not_found(format!(
             "external metrics are namespaced: use /apis/external.metrics.k8s.io/v1beta1/namespaces/{{namespace}}/{metric}"
@@ -113,7 +175,7 @@ fn metric_route<'a>(rest: &'a str, path: &str) -> Result<Route<'a>, ApiError> {
 
 /// `/{version}` or `/{version}/namespaces/{ns}/{resource}/{name}/{metric}`
 /// under the custom metrics group.
-fn custom_route<'a>(rest: &'a str, path: &str) -> Result<Route<'a>, ApiError> {
+fn custom_route(rest: &str, path: &str, query: Option<&str>) -> Result<ApiRequest, ApiError> {
     let rest = rest.strip_prefix('/').ok_or_else(|| not_found(path))?;
     let mut parts = rest.split('/');
     let version = parts
@@ -122,7 +184,7 @@ fn custom_route<'a>(rest: &'a str, path: &str) -> Result<Route<'a>, ApiError> {
         .ok_or_else(|| not_found(path))?;
     let parts: Vec<&str> = parts.collect();
     match parts.as_slice() {
-        [] => Ok(Route::CustomResourceList { version }),
+        [] => Ok(ApiRequest::CustomResourceList { version }),
         ["namespaces", namespace, resource, name, metric]
             if !namespace.is_empty() && !name.is_empty() && !metric.is_empty() =>
         {
@@ -133,19 +195,48 @@ fn custom_route<'a>(rest: &'a str, path: &str) -> Result<Route<'a>, ApiError> {
                     served.join(", ")
                 ))
             })?;
-            Ok(Route::CustomMetric(CustomQuery {
+            let pods = resource == DescribedResource::Pods;
+            let q = CustomQuery {
                 version,
-                namespace,
+                namespace: (*namespace).to_owned(),
                 resource,
-                name,
-                metric,
-            }))
+                name: (*name).to_owned(),
+                metric: (*metric).to_owned(),
+                label_selector: selector_param(query, "labelSelector"),
+                metric_selector: if pods {
+                    Ok(LabelSelector::everything())
+                } else {
+                    selector_param(query, "metricSelector")
+                },
+            };
+            Ok(if pods {
+                ApiRequest::PodsMetric(q)
+            } else {
+                ApiRequest::ObjectMetric(q)
+            })
         }
         [_, _, _] | [_, _] => Err(ApiError::not_found(format!(
             "only namespaced objects have custom metrics here: use /apis/custom.metrics.k8s.io/{}/namespaces/{{namespace}}/{{resource}}/{{name}}/{{metric}}",
             version.as_str()
         ))),
         _ => Err(not_found(path)),
+    }
+}
+
+/// The selector in query parameter `param` (`labelSelector`, or
+/// `metricSelector` on the custom metrics API); everything when absent.
+/// The aggregator re-encodes the query as form data (space as `+`), so it
+/// is decoded as such.
+fn selector_param(query: Option<&str>, param: &str) -> Result<LabelSelector, ApiError> {
+    let raw = query
+        .into_iter()
+        .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
+        .find(|(k, _)| k == param)
+        .map(|(_, v)| v);
+    match raw {
+        None => Ok(LabelSelector::everything()),
+        Some(s) => LabelSelector::parse(&s)
+            .map_err(|e| ApiError::bad_request(format!("invalid {param} {:?}: {e}", s.as_ref()))),
     }
 }
 
@@ -159,41 +250,65 @@ fn not_found(path: &str) -> ApiError {
 mod tests {
     use super::*;
 
+    fn get(p: &str) -> Result<ApiRequest, ApiError> {
+        route(&Method::GET, p, None)
+    }
+
+    fn custom(
+        version: CustomVersion,
+        resource: DescribedResource,
+        name: &str,
+        metric: &str,
+    ) -> CustomQuery {
+        CustomQuery {
+            version,
+            namespace: "llm".into(),
+            resource,
+            name: name.into(),
+            metric: metric.into(),
+            label_selector: Ok(LabelSelector::everything()),
+            metric_selector: Ok(LabelSelector::everything()),
+        }
+    }
+
     #[test]
     fn routes_custom_metrics_paths() {
-        let get = |p: &'static str| route(&Method::GET, p);
         assert_eq!(
             get("/apis/custom.metrics.k8s.io").unwrap(),
-            Route::CustomApiGroup
+            ApiRequest::CustomApiGroup
         );
         assert_eq!(
             get("/apis/custom.metrics.k8s.io/v1beta2/").unwrap(),
-            Route::CustomResourceList {
+            ApiRequest::CustomResourceList {
                 version: CustomVersion::V1beta2
             }
         );
         assert_eq!(
             get("/apis/custom.metrics.k8s.io/v1beta1/namespaces/llm/deployments.apps/llama-decode/wva_desired_ratio")
                 .unwrap(),
-            Route::CustomMetric(CustomQuery {
-                version: CustomVersion::V1beta1,
-                namespace: "llm",
-                resource: DescribedResource::Deployments,
-                name: "llama-decode",
-                metric: "wva_desired_ratio",
-            })
+            ApiRequest::ObjectMetric(custom(
+                CustomVersion::V1beta1,
+                DescribedResource::Deployments,
+                "llama-decode",
+                "wva_desired_ratio"
+            ))
         );
-        assert_eq!(
+        let pods =
             get("/apis/custom.metrics.k8s.io/v1beta2/namespaces/llm/pods/*/vllm_kv_cache_usage")
-                .unwrap(),
-            Route::CustomMetric(CustomQuery {
-                version: CustomVersion::V1beta2,
-                namespace: "llm",
-                resource: DescribedResource::Pods,
-                name: "*",
-                metric: "vllm_kv_cache_usage",
-            })
+                .unwrap();
+        assert_eq!(
+            pods,
+            ApiRequest::PodsMetric(custom(
+                CustomVersion::V1beta2,
+                DescribedResource::Pods,
+                "*",
+                "vllm_kv_cache_usage"
+            ))
         );
+        match pods {
+            ApiRequest::PodsMetric(q) => assert_eq!(q.object_name(), None),
+            other => panic!("{other:?}"),
+        }
         for (bad, code) in [
             ("/apis/custom.metrics.k8s.io/v2", 404),
             (
@@ -211,7 +326,7 @@ mod tests {
         let e = get("/apis/custom.metrics.k8s.io/v1beta2/namespaces/llm/services/x/m").unwrap_err();
         assert!(e.message.contains("deployments.apps"), "{}", e.message);
         assert_eq!(
-            route(&Method::POST, "/apis/custom.metrics.k8s.io/v1beta2")
+            route(&Method::POST, "/apis/custom.metrics.k8s.io/v1beta2", None)
                 .unwrap_err()
                 .code
                 .as_u16(),
@@ -220,36 +335,95 @@ mod tests {
     }
 
     #[test]
+    fn custom_queries_carry_their_parsed_selectors() {
+        let path = "/apis/custom.metrics.k8s.io/v1beta2/namespaces/llm/deployments.apps/d/wva_desired_ratio";
+        let q = "metricSelector=model_id%3Dm&labelSelector=a+in+(x,y)";
+        let ApiRequest::ObjectMetric(object) = route(&Method::GET, path, Some(q)).unwrap() else {
+            panic!("not an Object metric");
+        };
+        assert_eq!(object.object_name(), Some("d"));
+        assert_eq!(
+            object.metric_selector.map(|s| s.to_string()),
+            Ok("model_id=m".to_owned())
+        );
+        assert_eq!(
+            object.label_selector.map(|s| s.to_string()),
+            Ok("a in (x,y)".to_owned())
+        );
+        // A bad selector is a 400 the handler answers (after authorization).
+        let ApiRequest::ObjectMetric(bad) =
+            route(&Method::GET, path, Some("metricSelector=a%20in%20(")).unwrap()
+        else {
+            panic!("not an Object metric");
+        };
+        assert_eq!(bad.metric_selector.unwrap_err().code.as_u16(), 400);
+        // Pods metrics do not read metricSelector.
+        let pods = "/apis/custom.metrics.k8s.io/v1beta2/namespaces/llm/pods/*/vllm_kv_cache_usage";
+        let ApiRequest::PodsMetric(p) =
+            route(&Method::GET, pods, Some("metricSelector=a%20in%20(")).unwrap()
+        else {
+            panic!("not a Pods metric");
+        };
+        assert_eq!(p.metric_selector, Ok(LabelSelector::everything()));
+    }
+
+    #[test]
+    fn selector_is_decoded_as_form_data() {
+        let path = "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/wva_desired_ratio";
+        let cases = [
+            (None, Ok("")),
+            (
+                Some("labelSelector=target_name%3Dllama"),
+                Ok("target_name=llama"),
+            ),
+            (Some("labelSelector=a+in+(x,y)"), Ok("a in (x,y)")),
+            (Some("foo=bar"), Ok("")),
+            (Some("labelSelector=target_name%20in%20("), Err(400)),
+        ];
+        for (query, want) in cases {
+            let Ok(ApiRequest::ExternalValues(q)) = route(&Method::GET, path, query) else {
+                panic!("{query:?} does not route to external values");
+            };
+            let got = q
+                .selector
+                .map(|s| s.to_string())
+                .map_err(|e| e.code.as_u16());
+            assert_eq!(got, want.map(str::to_owned), "{query:?}");
+        }
+    }
+
+    #[test]
     fn routes_known_paths() {
         let cases = [
-            ("/apis", Route::ApiGroupList),
-            ("/apis/", Route::ApiGroupList),
-            ("/apis/external.metrics.k8s.io", Route::ApiGroup),
+            ("/apis", ApiRequest::ApiGroupList),
+            ("/apis/", ApiRequest::ApiGroupList),
+            ("/apis/external.metrics.k8s.io", ApiRequest::ApiGroup),
             (
                 "/apis/external.metrics.k8s.io/v1beta1",
-                Route::ApiResourceList,
+                ApiRequest::ApiResourceList,
             ),
             (
                 "/apis/external.metrics.k8s.io/v1beta1/",
-                Route::ApiResourceList,
+                ApiRequest::ApiResourceList,
             ),
             (
                 "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/wva_desired_ratio",
-                Route::ExternalMetric {
-                    namespace: "llm",
-                    metric: "wva_desired_ratio",
-                },
+                ApiRequest::ExternalValues(ExternalQuery {
+                    namespace: "llm".into(),
+                    metric: "wva_desired_ratio".into(),
+                    selector: Ok(LabelSelector::everything()),
+                }),
             ),
-            ("/healthz", Route::Healthz),
-            ("/livez", Route::Livez),
-            ("/readyz", Route::Readyz),
-            ("/version", Route::Version),
-            ("/openapi/v2", Route::OpenApiV2),
-            ("/openapi/v3", Route::OpenApiV3Root),
-            ("/metrics", Route::Metrics),
+            ("/healthz", ApiRequest::Healthz),
+            ("/livez", ApiRequest::Livez),
+            ("/readyz", ApiRequest::Readyz),
+            ("/version", ApiRequest::Version),
+            ("/openapi/v2", ApiRequest::OpenApiV2),
+            ("/openapi/v3", ApiRequest::OpenApiV3Root),
+            ("/metrics", ApiRequest::Metrics),
         ];
         for (path, want) in cases {
-            assert_eq!(route(&Method::GET, path), Ok(want), "{path}");
+            assert_eq!(get(path), Ok(want), "{path}");
         }
     }
 
@@ -285,7 +459,7 @@ mod tests {
             (Method::POST, "/nope", 404),
         ];
         for (method, path, code) in cases {
-            let err = route(&method, path).unwrap_err();
+            let err = route(&method, path, None).unwrap_err();
             assert_eq!(err.code.as_u16(), code, "{method} {path}");
         }
     }

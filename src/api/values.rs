@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::metrics::{ServedMetric, SERVED_NAMES};
+use super::metrics::{answer_time, ServedMetric, SERVED_NAMES};
+use super::router::ExternalQuery;
 use crate::decision::{DecisionEngine, DecisionError, VariantDecision};
 use crate::k8s::quantity::write_milli;
-use crate::k8s::selector::LabelSelector;
 use crate::k8s::status::ApiError;
 
 #[derive(Serialize)]
@@ -40,7 +40,7 @@ struct ItemLabels<'a> {
 }
 
 /// Label added to every item: which analysis decided.
-pub const ANALYZER_LABEL: &str = "analyzer";
+pub(crate) const ANALYZER_LABEL: &str = "analyzer";
 
 impl Serialize for ItemLabels<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -56,29 +56,8 @@ impl Serialize for ItemLabels<'_> {
     }
 }
 
-/// The label selector of a query string. The aggregator re-encodes the query
-/// as form data (space as `+`), so it is decoded as such.
-pub fn selector_from_query(query: Option<&str>) -> Result<LabelSelector, ApiError> {
-    selector_param(query, "labelSelector")
-}
-
-/// The selector in query parameter `param` (`labelSelector`, or
-/// `metricSelector` on the custom metrics API); everything when absent.
-pub fn selector_param(query: Option<&str>, param: &str) -> Result<LabelSelector, ApiError> {
-    let raw = query
-        .into_iter()
-        .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
-        .find(|(k, _)| k == param)
-        .map(|(_, v)| v);
-    match raw {
-        None => Ok(LabelSelector::everything()),
-        Some(s) => LabelSelector::parse(&s)
-            .map_err(|e| ApiError::bad_request(format!("invalid {param} {:?}: {e}", s.as_ref()))),
-    }
-}
-
 /// Maps a decision failure to the Status the client sees.
-pub fn decision_error(e: DecisionError) -> ApiError {
+pub(crate) fn decision_error(e: DecisionError) -> ApiError {
     match e {
         DecisionError::NoMatch { .. } | DecisionError::TargetMissing { .. } => {
             ApiError::not_found(e.to_string())
@@ -88,32 +67,21 @@ pub fn decision_error(e: DecisionError) -> ApiError {
     }
 }
 
-/// Answers a values request with an `ExternalMetricValueList` JSON body.
-pub async fn external_metric_values(
-    engine: &DecisionEngine,
-    namespace: &str,
-    metric: &str,
-    query: Option<&str>,
-) -> Result<Vec<u8>, ApiError> {
-    external_metric_answer(engine, namespace, metric, query).map(|a| a.body)
-}
-
 /// A values answer, and whether asking again with the same inputs gives
 /// the same answer (false when an analysis with state between decisions,
 /// the token-based one, took part).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValuesAnswer {
-    pub body: Vec<u8>,
-    pub repeatable: bool,
+    pub(crate) body: Vec<u8>,
+    pub(crate) repeatable: bool,
 }
 
-/// As [`external_metric_values`], with [`ValuesAnswer::repeatable`].
-pub fn external_metric_answer(
+/// Answers a values request with an `ExternalMetricValueList` JSON body.
+pub(crate) fn external_metric_answer(
     engine: &DecisionEngine,
-    namespace: &str,
-    metric: &str,
-    query: Option<&str>,
+    q: &ExternalQuery,
 ) -> Result<ValuesAnswer, ApiError> {
+    let metric = &q.metric;
     let (name, served) = ServedMetric::from_name(metric).ok_or_else(|| {
         let names: Vec<&str> = SERVED_NAMES.iter().map(|(n, _)| *n).collect();
         ApiError::not_found(format!(
@@ -121,14 +89,11 @@ pub fn external_metric_answer(
             names.join(", ")
         ))
     })?;
-    let selector = selector_from_query(query)?;
+    let selector = q.selector.as_ref().map_err(Clone::clone)?;
     let decisions = engine
-        .decide(namespace, &selector)
+        .decide(&q.namespace, selector)
         .map_err(decision_error)?;
-    let timestamp = jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .unwrap_or_else(|_| jiff::Timestamp::now())
-        .to_string();
+    let timestamp = answer_time().to_string();
     let repeatable = decisions.iter().all(|d| {
         d.analyzer != crate::saturation::v2::ANALYZER_NAME
             && d.analyzer != crate::saturation::slo::ANALYZER_NAME
@@ -141,7 +106,7 @@ pub fn external_metric_answer(
 
 /// Serialises the list. Values are Quantities in milli units; the ratio is
 /// rounded down so that the HPA's `ceil(ready * value)` is the desired count.
-pub fn render_list(
+pub(crate) fn render_list(
     name: &str,
     metric: ServedMetric,
     decisions: &[VariantDecision],
@@ -150,13 +115,8 @@ pub fn render_list(
     let items = decisions
         .iter()
         .map(|d| {
-            let milli = match metric {
-                ServedMetric::DesiredRatio => d.ratio_milli,
-                ServedMetric::DesiredReplicas => i64::from(d.desired) * 1000,
-                ServedMetric::CurrentReplicas => i64::from(d.ready) * 1000,
-            };
             let mut value = String::with_capacity(8);
-            write_milli(&mut value, milli);
+            write_milli(&mut value, metric.milli(d.desired, d.ready));
             ExternalMetricValue {
                 metric_name: name,
                 metric_labels: ItemLabels {
@@ -176,29 +136,4 @@ pub fn render_list(
     };
     // Strings, maps of strings and integers always serialise.
     serde_json::to_vec(&list).unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn selector_is_decoded_as_form_data() {
-        let cases = [
-            (None, Ok("")),
-            (
-                Some("labelSelector=target_name%3Dllama"),
-                Ok("target_name=llama"),
-            ),
-            (Some("labelSelector=a+in+(x,y)"), Ok("a in (x,y)")),
-            (Some("foo=bar"), Ok("")),
-            (Some("labelSelector=target_name%20in%20("), Err(400)),
-        ];
-        for (query, want) in cases {
-            let got = selector_from_query(query)
-                .map(|s| s.to_string())
-                .map_err(|e| e.code.as_u16());
-            assert_eq!(got, want.map(str::to_owned), "{query:?}");
-        }
-    }
 }

@@ -68,7 +68,7 @@ pub struct PrometheusArgs {
     pub(crate) metrics_cache_ttl: Option<Duration>,
     /// Upstream WVA's name for --metrics-cache-ttl (no effect either).
     #[arg(long, env = "PROMETHEUS_METRICS_CACHE_TTL", value_parser = parse_positive_duration, hide = true)]
-    pub(crate) prometheus_metrics_cache_ttl: Option<Duration>,
+    pub prometheus_metrics_cache_ttl: Option<Duration>,
     /// Only `true` is accepted: metrics are fetched in the background only, so that no request waits on Prometheus.
     #[arg(
         long,

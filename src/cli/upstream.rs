@@ -62,7 +62,7 @@ pub struct UpstreamArgs {
     /// Upstream WVA's SCALE_FROM_ZERO_ENGINE_MAX_CONCURRENCY (workers of its scale-from-zero
     /// loop): refused; scale from zero is decided in memory on every request, with no workers to size.
     #[arg(long, env = "SCALE_FROM_ZERO_ENGINE_MAX_CONCURRENCY", hide = true)]
-    pub(crate) scale_from_zero_engine_max_concurrency: Option<String>,
+    pub scale_from_zero_engine_max_concurrency: Option<String>,
     /// Upstream WVA's GLOBAL_OPT_INTERVAL: checked as a duration and, as upstream at b08b1c7 does
     /// (its loop runs every 30 s whatever the value), not used; answers here are computed on demand.
     #[arg(long, env = "GLOBAL_OPT_INTERVAL", value_parser = parse_positive_duration, hide = true)]

@@ -40,7 +40,7 @@ pub trait AcceleratorInventory: Send + Sync {
 pub(crate) const VENDORS: [&str; 3] = ["nvidia.com", "amd.com", "intel.com"];
 
 /// The short accelerator name of a product label value.
-pub(crate) fn normalize_accelerator_name(full: &str) -> String {
+pub fn normalize_accelerator_name(full: &str) -> String {
     let parts: Vec<&str> = full.split('-').collect();
     if parts.len() < 2 {
         return full.to_owned();
@@ -125,7 +125,7 @@ pub(crate) fn pod_holds_gpus(pod: &Pod) -> bool {
 
 /// Free GPUs per accelerator type: allocatable on the nodes of that type
 /// minus what the pods scheduled on them request (never below 0).
-pub(crate) fn free_by_type<'a>(
+pub fn free_by_type<'a>(
     nodes: impl IntoIterator<Item = (&'a str, String, u32)>,
     pods: impl IntoIterator<Item = (&'a str, u32)>,
 ) -> BTreeMap<String, u32> {

@@ -16,18 +16,17 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-#[cfg(test)]
 use crate::saturation::CONFIGMAP_NAME;
 use crate::saturation::{LocatedThresholdError, ThresholdConfig, ThresholdError};
 
 /// Namespace label that opts a namespace into namespace-local ConfigMaps.
-pub(crate) const CONFIG_ENABLED_LABEL: &str = "wva.llmd.ai/config-enabled";
+pub const CONFIG_ENABLED_LABEL: &str = "wva.llmd.ai/config-enabled";
 /// Namespace annotation that takes a namespace out of management.
-pub(crate) const EXCLUDE_ANNOTATION: &str = "wva.llmd.ai/exclude";
+pub const EXCLUDE_ANNOTATION: &str = "wva.llmd.ai/exclude";
 
 /// What the metadata of the namespaces says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct NamespacePolicy {
+pub struct NamespacePolicy {
     excluded: BTreeSet<String>,
     config_enabled: BTreeSet<String>,
     /// Namespaces that hold a VariantAutoscaling (upstream tracks them).
@@ -42,7 +41,7 @@ fn is_true(v: Option<&String>) -> bool {
 
 impl NamespacePolicy {
     /// From (name, labels, annotations) of every namespace.
-    pub(crate) fn from_namespaces<'a>(
+    pub fn from_namespaces<'a>(
         namespaces: impl IntoIterator<
             Item = (
                 &'a str,
@@ -64,29 +63,26 @@ impl NamespacePolicy {
     }
 
     /// With the namespaces that hold a VariantAutoscaling.
-    pub(crate) fn with_tracked<'a>(
-        mut self,
-        namespaces: impl IntoIterator<Item = &'a str>,
-    ) -> Self {
+    pub fn with_tracked<'a>(mut self, namespaces: impl IntoIterator<Item = &'a str>) -> Self {
         self.tracked = namespaces.into_iter().map(str::to_owned).collect();
         self
     }
 
     /// With upstream's single-namespace mode (`WATCH_NAMESPACE`).
-    pub(crate) fn with_watch_namespace(mut self, namespace: Option<&str>) -> Self {
+    pub fn with_watch_namespace(mut self, namespace: Option<&str>) -> Self {
         self.watch_namespace = namespace.map(str::to_owned);
         self
     }
 
     /// Whether variants of this namespace are served.
-    pub(crate) fn is_managed(&self, namespace: &str) -> bool {
+    pub fn is_managed(&self, namespace: &str) -> bool {
         !self.excluded.contains(namespace)
     }
 
     /// Whether a ConfigMap in this namespace may replace the global one:
     /// upstream's three rules, in its order (`WATCH_NAMESPACE` first, then
     /// exclusion, then a VariantAutoscaling in it, then the opt-in label).
-    pub(crate) fn local_config_allowed(&self, namespace: &str) -> bool {
+    pub fn local_config_allowed(&self, namespace: &str) -> bool {
         if self.watch_namespace.as_deref() == Some(namespace) {
             return true;
         }
@@ -97,29 +93,29 @@ impl NamespacePolicy {
 
 /// A thresholds ConfigMap as the reconciler needs it.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ConfigMapData<'a> {
+pub struct ConfigMapData<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
     /// Changes with every version of the object.
-    pub(crate) resource_version: &'a str,
+    pub resource_version: &'a str,
     pub data: Option<&'a BTreeMap<String, String>>,
 }
 
 /// A ConfigMap version that was refused: the previous good configuration of
 /// its namespace stays in force.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ConfigRejection {
+pub struct ConfigRejection {
     pub namespace: String,
     pub name: String,
     pub errors: Vec<ThresholdError>,
     /// True when the namespace has no good version yet, so the global
     /// configuration (or the built-in defaults) applies there.
-    pub(crate) no_previous: bool,
+    pub no_previous: bool,
 }
 
 /// The outcome of one reconciliation.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct Reconciled {
+pub struct Reconciled {
     pub config: ThresholdConfig,
     /// Versions refused now (each version is reported once).
     pub rejected: Vec<ConfigRejection>,
@@ -130,7 +126,7 @@ pub(crate) struct Reconciled {
 /// Keeps the last good configuration of every namespace across versions of
 /// the ConfigMaps.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct ThresholdsReconciler {
+pub struct ThresholdsReconciler {
     own_namespace: String,
     /// The ConfigMap's name (`SATURATION_CONFIG_MAP_NAME`).
     name: String,
@@ -139,8 +135,7 @@ pub(crate) struct ThresholdsReconciler {
 }
 
 impl ThresholdsReconciler {
-    #[cfg(test)]
-    pub(crate) fn new(own_namespace: &str) -> Self {
+    pub fn new(own_namespace: &str) -> Self {
         Self::named(own_namespace, CONFIGMAP_NAME)
     }
 
@@ -159,7 +154,7 @@ impl ThresholdsReconciler {
     }
 
     /// The configuration in force for these ConfigMaps and namespaces.
-    pub(crate) fn reconcile(
+    pub fn reconcile(
         &mut self,
         configmaps: &[ConfigMapData<'_>],
         policy: &NamespacePolicy,

@@ -125,7 +125,7 @@ impl ResolveProblem {
 
 /// How objects become variants beyond what the objects say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct ResolveOptions {
+pub struct ResolveOptions {
     /// `CONTROLLER_INSTANCE`: when set, only VariantAutoscalings and
     /// annotated scalers labelled `wva.llmd.ai/controller-instance` with this
     /// value are variants, and their items carry `controller_instance`.

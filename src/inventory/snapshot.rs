@@ -335,7 +335,7 @@ impl InventorySnapshot {
     }
 
     /// Variants of one namespace, in name order.
-    pub(crate) fn variants_in(&self, namespace: &str) -> impl Iterator<Item = &Arc<Variant>> {
+    pub fn variants_in(&self, namespace: &str) -> impl Iterator<Item = &Arc<Variant>> {
         self.by_namespace
             .get(namespace)
             .into_iter()

@@ -8,7 +8,7 @@ use crate::k8s::selector::LabelSelector;
 
 /// Which number the trigger scales on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KedaMetric {
+pub(crate) enum KedaMetric {
     /// Desired replicas; KEDA's `AverageValue` target of 1 then yields exactly that count.
     DesiredReplicas,
     /// Desired over ready replicas.
@@ -17,7 +17,7 @@ pub enum KedaMetric {
 
 impl KedaMetric {
     /// The metric name reported to KEDA.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             KedaMetric::DesiredReplicas => "wva_desired_replicas",
             KedaMetric::DesiredRatio => "wva_desired_ratio",
@@ -27,17 +27,17 @@ impl KedaMetric {
 
 /// A parsed trigger.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ScalerQuery {
-    pub namespace: String,
-    pub selector: LabelSelector,
-    pub metric: KedaMetric,
+pub(crate) struct ScalerQuery {
+    pub(crate) namespace: String,
+    pub(crate) selector: LabelSelector,
+    pub(crate) metric: KedaMetric,
     /// `variant "x"` or `target "y"`, for messages.
-    pub subject: String,
+    pub(crate) subject: String,
 }
 
 /// A trigger whose metadata cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MetadataError {
+pub(crate) enum MetadataError {
     /// Missing or malformed metadata (gRPC INVALID_ARGUMENT).
     #[error("{0}")]
     Invalid(String),
@@ -48,10 +48,10 @@ pub enum MetadataError {
 }
 
 /// Metadata keys.
-pub const VARIANT_NAME: &str = "variantName";
-pub const TARGET_NAME: &str = "targetName";
-pub const NAMESPACE: &str = "namespace";
-pub const METRIC: &str = "metric";
+pub(crate) const VARIANT_NAME: &str = "variantName";
+pub(crate) const TARGET_NAME: &str = "targetName";
+pub(crate) const NAMESPACE: &str = "namespace";
+pub(crate) const METRIC: &str = "metric";
 
 /// Parses the metadata of a ScaledObject in `object_namespace`. The variant
 /// is named by `variantName`, or `targetName` (all variants scaling that
@@ -59,7 +59,7 @@ pub const METRIC: &str = "metric";
 /// a `namespace` key naming another one is refused, or a ScaledObject in
 /// one namespace could read the decisions of any other. `metric` is
 /// `desiredReplicas` (default) or `desiredRatio`.
-pub fn parse(
+pub(crate) fn parse(
     object_namespace: &str,
     metadata: &HashMap<String, String>,
 ) -> Result<ScalerQuery, MetadataError> {

@@ -3,9 +3,9 @@
 //! instead of the APIService; the answers come from the same decisions.
 
 mod calls;
-pub mod metadata;
+pub(crate) mod metadata;
 pub mod server;
-pub mod service;
+pub(crate) mod service;
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use server::KedaLimits;
-pub use service::KedaScaler;
+pub(crate) use service::KedaScaler;
 
 use crate::telemetry::Telemetry;
 
@@ -37,7 +37,7 @@ pub enum KedaClientAuth {
 
 /// Why the KEDA flags do not make a safe configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KedaConfigError {
+pub(crate) enum KedaConfigError {
     #[error(
         "--keda-port without --keda-client-ca-file would serve every namespace's decisions to anyone \
          who reaches the port: give --keda-client-ca-file (the CA of KEDA's client certificate), or \
@@ -51,7 +51,7 @@ pub enum KedaConfigError {
 }
 
 /// The client authentication the flags ask for. Pure.
-pub fn client_auth(
+pub(crate) fn client_auth(
     client_ca: Option<&std::path::Path>,
     plaintext: bool,
     insecure_disable_client_auth: bool,
@@ -68,7 +68,7 @@ pub fn client_auth(
 /// Serves the scaler on `listener` until `shutdown`: over TLS with `tls`,
 /// or in plain text when `tls` is None (for set-ups that terminate TLS in
 /// front of the pod), within `limits`.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     scaler: KedaScaler,

@@ -28,32 +28,32 @@ use crate::telemetry::{ConnectionCloseLabels, Telemetry};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KedaLimits {
     /// A TLS handshake that takes longer is dropped.
-    pub handshake_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
     /// A connection whose first complete request (HTTP/2 preface, settings
     /// and a HEADERS frame) has not arrived this long after the handshake
     /// is closed.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// Open connections (handshaking included); beyond, new ones are closed at once.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// `StreamIsActive` streams open at once on one connection.
-    pub max_streams_per_connection: u32,
+    pub(crate) max_streams_per_connection: u32,
     /// Unary calls in flight over all connections; beyond, RESOURCE_EXHAUSTED.
-    pub max_concurrent_requests: usize,
+    pub(crate) max_concurrent_requests: usize,
     /// A unary call that takes longer is answered DEADLINE_EXCEEDED.
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// Streams a client may reset before they are accepted (rapid reset).
-    pub max_pending_accept_reset_streams: usize,
+    pub(crate) max_pending_accept_reset_streams: usize,
     /// Streams this server may reset for protocol errors before the
     /// connection is closed (HTTP/2 "MadeYouReset").
-    pub max_local_error_reset_streams: usize,
+    pub(crate) max_local_error_reset_streams: usize,
     /// Largest decoded request message.
-    pub max_message_bytes: usize,
+    pub(crate) max_message_bytes: usize,
     /// Largest request header list.
-    pub max_header_list_bytes: u32,
+    pub(crate) max_header_list_bytes: u32,
     /// How long shutdown waits for open connections to finish.
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
 }
 
 impl Default for KedaLimits {
@@ -79,18 +79,18 @@ impl Default for KedaLimits {
 impl KedaLimits {
     /// HTTP/2 streams allowed at once per connection: every permitted
     /// `StreamIsActive` plus room for unary calls beside them.
-    pub fn max_concurrent_streams(&self) -> u32 {
+    pub(crate) fn max_concurrent_streams(&self) -> u32 {
         self.max_streams_per_connection.saturating_add(64)
     }
 }
 
 /// The gRPC path of the one server-streaming method.
-pub const STREAM_IS_ACTIVE_PATH: &str = "/externalscaler.ExternalScaler/StreamIsActive";
+pub(crate) const STREAM_IS_ACTIVE_PATH: &str = "/externalscaler.ExternalScaler/StreamIsActive";
 
 /// Why the server closed a connection (the `reason` label of
 /// `wva_keda_connections_closed_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     MaxConnections,
     HandshakeTimeout,
     HeaderTimeout,
@@ -98,7 +98,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             CloseReason::MaxConnections => "max_connections",
             CloseReason::HandshakeTimeout => "handshake_timeout",
@@ -178,7 +178,7 @@ impl Drop for InFlight {
 
 pin_project_lite::pin_project! {
     /// A response body that keeps its request counted until it ends.
-    pub struct GuardedBody {
+    pub(crate) struct GuardedBody {
         #[pin]
         inner: tonic::body::Body,
         guard: Option<InFlight>,
@@ -228,7 +228,7 @@ fn status_response(status: tonic::Status, guard: InFlight) -> http::Response<Gua
 
 /// Applies the per-request limits in front of the gRPC service.
 #[derive(Clone)]
-pub struct Guard<S> {
+pub(crate) struct Guard<S> {
     inner: S,
     activity: Arc<watch::Sender<Activity>>,
     /// `StreamIsActive` streams of this connection.
@@ -340,7 +340,7 @@ impl PortMetrics for KedaPortMetrics {
 /// or in plain text (HTTP/2 with prior knowledge) when `tls` is None. The
 /// accept loop, connection cap and handshake deadline are the HTTPS port's
 /// ([`crate::server::connection`]).
-pub async fn serve<S>(
+pub(crate) async fn serve<S>(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     service: S,

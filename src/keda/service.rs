@@ -18,33 +18,33 @@ use super::proto::{
 use crate::decision::{DecisionEngine, DecisionError};
 
 /// How often `StreamIsActive` re-evaluates the decision.
-pub const STREAM_POLL: Duration = Duration::from_millis(500);
+pub(crate) const STREAM_POLL: Duration = Duration::from_millis(500);
 /// `StreamIsActive` repeats the current value at least this often, so that
 /// KEDA (and proxies between) see the stream is alive.
-pub const STREAM_KEEPALIVE: Duration = Duration::from_secs(10);
+pub(crate) const STREAM_KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// The decision for a trigger, summed over the variants it selects (as the
 /// HPA sums the items of an external metric).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TriggerValue {
-    pub desired_replicas: u32,
-    pub value: f64,
+pub(crate) struct TriggerValue {
+    pub(crate) desired_replicas: u32,
+    pub(crate) value: f64,
 }
 
 /// KEDA's external scaler.
 #[derive(Clone)]
-pub struct KedaScaler {
+pub(crate) struct KedaScaler {
     engine: Arc<DecisionEngine>,
     shutdown: CancellationToken,
 }
 
 impl KedaScaler {
-    pub fn new(engine: Arc<DecisionEngine>, shutdown: CancellationToken) -> Self {
+    pub(crate) fn new(engine: Arc<DecisionEngine>, shutdown: CancellationToken) -> Self {
         KedaScaler { engine, shutdown }
     }
 
     /// The current value of a trigger, or the gRPC status that explains why not.
-    pub async fn evaluate(&self, query: &ScalerQuery) -> Result<TriggerValue, Status> {
+    pub(crate) async fn evaluate(&self, query: &ScalerQuery) -> Result<TriggerValue, Status> {
         let decisions = self
             .engine
             .decide(&query.namespace, &query.selector)

@@ -6,6 +6,6 @@
 
 pub mod configmap;
 pub(crate) mod rate_limit;
-pub(crate) mod watch;
+pub mod watch;
 
 pub(crate) use rate_limit::{ApiBudget, ApiRateLimitLayer, RateLimitSettings};

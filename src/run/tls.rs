@@ -64,12 +64,11 @@ impl ServingCert {
         client_auth: server::tls::ClientAuth<'_>,
     ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         Ok(match self {
-            ServingCert::Files(r) => {
-                server::tls::server_config_with_resolver(Arc::clone(r), client_auth)?
-            }
-            ServingCert::SelfSigned(pem) => {
-                server::tls::server_config_with_client_ca(pem.clone(), client_auth)?
-            }
+            ServingCert::Files(r) => server::tls::server_config(Arc::clone(r), client_auth)?,
+            ServingCert::SelfSigned(pem) => server::tls::server_config(
+                server::tls::ReloadingCert::fixed(pem.clone())?,
+                client_auth,
+            )?,
         })
     }
 }
@@ -81,5 +80,7 @@ pub fn tls_config(
     key: Option<&Path>,
 ) -> anyhow::Result<(Arc<rustls::ServerConfig>, Option<String>)> {
     let (pem, cert_pem) = serving_certificate(cert, key)?;
-    Ok((server::tls::server_config(pem)?, cert_pem))
+    let cert = server::tls::ReloadingCert::fixed(pem)?;
+    let config = server::tls::server_config(cert, server::tls::ClientAuth::Optional)?;
+    Ok((config, cert_pem))
 }

@@ -398,7 +398,7 @@ impl ThresholdConfig {
 
     /// The thresholds of one model in one namespace: the namespace-local
     /// config when the namespace has one, else this one.
-    pub(crate) fn for_model(&self, model_id: &str, namespace: &str) -> SaturationThresholds {
+    pub fn for_model(&self, model_id: &str, namespace: &str) -> SaturationThresholds {
         let config = if self.namespace_local.is_empty() {
             self
         } else {
@@ -421,7 +421,7 @@ impl ThresholdConfig {
 
     /// This config with `local` in force for the models of `namespace`
     /// (replacing this config there as a whole, as upstream does).
-    pub(crate) fn with_namespace_local(mut self, namespace: &str, local: ThresholdConfig) -> Self {
+    pub fn with_namespace_local(mut self, namespace: &str, local: ThresholdConfig) -> Self {
         let mut local = local;
         local.namespace_local.clear();
         self.namespace_local.insert(namespace.to_owned(), local);
@@ -429,8 +429,7 @@ impl ThresholdConfig {
     }
 
     /// This config without a namespace-local config for `namespace`.
-    #[cfg(test)]
-    pub(crate) fn without_namespace_local(mut self, namespace: &str) -> Self {
+    pub fn without_namespace_local(mut self, namespace: &str) -> Self {
         self.namespace_local.remove(namespace);
         self
     }

@@ -144,8 +144,7 @@ impl Answers {
 /// The second an answer made now is stamped with (the values handler
 /// rounds its timestamp to the nearest second).
 fn answer_second() -> i64 {
-    let now = jiff::Timestamp::now();
-    now.round(jiff::Unit::Second).unwrap_or(now).as_second()
+    crate::api::metrics::answer_time().as_second()
 }
 
 #[cfg(test)]
@@ -156,7 +155,6 @@ mod tests {
     use arc_swap::ArcSwap;
 
     use super::*;
-    use crate::api::values::external_metric_answer;
     use crate::collector::FreshnessPolicy;
     use crate::collector::{MetricsCache, ReplicaMetrics};
     use crate::inventory::pod_key;
@@ -217,6 +215,22 @@ mod tests {
                     activity: None,
                 },
             );
+        }
+    }
+
+    /// The answer of a values request parsed as the routing layer parses it.
+    fn external_metric_answer(
+        e: &DecisionEngine,
+        namespace: &str,
+        metric: &str,
+        query: Option<&str>,
+    ) -> Result<ValuesAnswer, ApiError> {
+        let path = format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}");
+        match crate::api::router::route(&http::Method::GET, &path, query)? {
+            crate::api::router::ApiRequest::ExternalValues(q) => {
+                crate::api::values::external_metric_answer(e, &q)
+            }
+            other => panic!("{path} routed to {other:?}"),
         }
     }
 

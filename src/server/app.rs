@@ -16,12 +16,11 @@ use prometheus_client::registry::Registry;
 
 use super::answers::Answers;
 use super::auth::Auth;
-pub use super::layers::errors::{error_response, overloaded, timed_out};
-use super::layers::routing::Routed;
-pub use super::layers::Body;
+use super::layers::errors::error_response;
+pub(crate) use super::layers::Body;
 use crate::api::custom::{custom_metric_values, CustomVersion};
 use crate::api::discovery::DiscoveryDocuments;
-use crate::api::router::Route;
+use crate::api::router::{ApiRequest, ExternalQuery};
 use crate::api::values::external_metric_answer;
 use crate::decision::DecisionEngine;
 use crate::k8s::status::ApiError;
@@ -33,58 +32,54 @@ const OPENMETRICS: HeaderValue =
     HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
 
 /// Shared state of the API.
-pub struct AppState {
-    pub engine: Arc<DecisionEngine>,
-    pub discovery: DiscoveryDocuments,
-    pub registry: Registry,
-    pub telemetry: Telemetry,
+pub(crate) struct AppState {
+    pub(crate) engine: Arc<DecisionEngine>,
+    pub(crate) discovery: DiscoveryDocuments,
+    pub(crate) registry: Registry,
+    pub(crate) telemetry: Telemetry,
     /// Authentication and authorization; None only when explicitly disabled.
-    pub auth: Option<Arc<Auth>>,
+    pub(crate) auth: Option<Arc<Auth>>,
 }
 
 /// The handlers, cheap to clone (one per connection).
 #[derive(Clone)]
-pub struct App {
+pub(crate) struct App {
     state: Arc<AppState>,
     answers: Arc<Answers>,
 }
 
 impl App {
-    pub fn new(state: AppState) -> Self {
+    pub(crate) fn new(mut state: AppState) -> Self {
+        state
+            .registry
+            .register_collector(Box::new(super::layers::routing::RoutesParsed));
         App {
             answers: Arc::new(Answers::new(Arc::clone(&state.engine))),
             state: Arc::new(state),
         }
     }
 
-    /// The values answers kept for repeated requests.
-    pub fn answers(&self) -> &Answers {
-        &self.answers
-    }
-
     /// The server's own metrics, for the layers below HTTP.
-    pub fn telemetry(&self) -> &Telemetry {
+    pub(crate) fn telemetry(&self) -> &Telemetry {
         &self.state.telemetry
     }
 
-    pub fn state(&self) -> &Arc<AppState> {
+    pub(crate) fn state(&self) -> &Arc<AppState> {
         &self.state
     }
 
-    /// Runs the handler of a routed request (see [`Routed`]). Only the
-    /// request head is used: every route is a GET, and a body sent along
-    /// is ignored (dropped unread).
-    pub async fn handle(&self, req: &http::request::Parts) -> Response<Body> {
-        let Some(routed) = req.extensions.get::<Routed>() else {
+    /// Runs the handler of a routed request: the [`ApiRequest`] the routing
+    /// layer parsed is in its extensions. Only the request head is used:
+    /// every route is a GET, and a body sent along is ignored (dropped
+    /// unread).
+    pub(crate) async fn handle(&self, req: &http::request::Parts) -> Response<Body> {
+        let Some(r) = req.extensions.get::<ApiRequest>() else {
             return error_response(&ApiError::internal("request reached the handlers unrouted"));
         };
-        match routed.route(&req.method, &req.uri) {
-            Ok(r) => self.dispatch(&r, req).await,
-            Err(e) => error_response(&e),
-        }
+        self.dispatch(r, req).await
     }
 
-    async fn dispatch(&self, r: &Route<'_>, req: &http::request::Parts) -> Response<Body> {
+    async fn dispatch(&self, r: &ApiRequest, req: &http::request::Parts) -> Response<Body> {
         let s = &self.state;
         let d = &s.discovery;
         if let Some(group) = unserved_group(r, d) {
@@ -96,16 +91,16 @@ impl App {
             // The aggregator asks /apis for aggregated discovery (apidiscovery.k8s.io
             // v2); a plain APIGroupList with a plain JSON content type makes it fall
             // back to legacy discovery, whatever the Accept header says.
-            Route::ApiGroupList => ok(JSON, d.api_group_list.clone()),
-            Route::ApiGroup => ok(JSON, d.api_group.clone()),
-            Route::ApiResourceList => ok(JSON, d.api_resource_list.clone()),
-            Route::Version => ok(JSON, d.version.clone()),
-            Route::OpenApiV2 => ok(JSON, d.openapi_v2.clone()),
-            Route::OpenApiV3Root => ok(JSON, d.openapi_v3_root.clone()),
-            Route::OpenApiV3Group => ok(JSON, d.openapi_v3_group.clone()),
-            Route::Healthz | Route::Livez => ok(TEXT, Bytes::from_static(b"ok")),
-            Route::Readyz => self.readyz(),
-            Route::Metrics => {
+            ApiRequest::ApiGroupList => ok(JSON, d.api_group_list.clone()),
+            ApiRequest::ApiGroup => ok(JSON, d.api_group.clone()),
+            ApiRequest::ApiResourceList => ok(JSON, d.api_resource_list.clone()),
+            ApiRequest::Version => ok(JSON, d.version.clone()),
+            ApiRequest::OpenApiV2 => ok(JSON, d.openapi_v2.clone()),
+            ApiRequest::OpenApiV3Root => ok(JSON, d.openapi_v3_root.clone()),
+            ApiRequest::OpenApiV3Group => ok(JSON, d.openapi_v3_group.clone()),
+            ApiRequest::Healthz | ApiRequest::Livez => ok(TEXT, Bytes::from_static(b"ok")),
+            ApiRequest::Readyz => self.readyz(),
+            ApiRequest::Metrics => {
                 let mut out = String::new();
                 match prometheus_client::encoding::text::encode(&mut out, &s.registry) {
                     Ok(()) => ok(OPENMETRICS, Bytes::from(out)),
@@ -114,36 +109,31 @@ impl App {
                     }
                 }
             }
-            Route::CustomApiGroup => ok(JSON, d.custom_api_group.clone()),
-            Route::CustomResourceList { version } => ok(
+            ApiRequest::CustomApiGroup => ok(JSON, d.custom_api_group.clone()),
+            ApiRequest::CustomResourceList { version } => ok(
                 JSON,
                 match version {
                     CustomVersion::V1beta1 => d.custom_v1beta1.clone(),
                     CustomVersion::V1beta2 => d.custom_v1beta2.clone(),
                 },
             ),
-            Route::CustomMetric(q) => match custom_metric_values(&s.engine, q, req.uri.query()) {
-                Ok(body) => ok(JSON, Bytes::from(body)),
-                Err(e) => error_response(&e),
-            },
-            Route::ExternalMetric { namespace, metric } => {
-                self.external_values(namespace, metric, req)
+            ApiRequest::ObjectMetric(q) | ApiRequest::PodsMetric(q) => {
+                match custom_metric_values(&s.engine, q) {
+                    Ok(body) => ok(JSON, Bytes::from(body)),
+                    Err(e) => error_response(&e),
+                }
             }
+            ApiRequest::ExternalValues(q) => self.external_values(q, req),
         }
     }
 
     /// A values request: the kept answer while its inputs are unchanged
     /// (see [`Answers`]), else a new one.
-    fn external_values(
-        &self,
-        namespace: &str,
-        metric: &str,
-        req: &http::request::Parts,
-    ) -> Response<Body> {
+    fn external_values(&self, q: &ExternalQuery, req: &http::request::Parts) -> Response<Body> {
         let request = req.uri.path_and_query().map_or("", |pq| pq.as_str());
-        let answer = self.answers.answer(request, || {
-            external_metric_answer(&self.state.engine, namespace, metric, req.uri.query())
-        });
+        let answer = self
+            .answers
+            .answer(request, || external_metric_answer(&self.state.engine, q));
         match answer {
             Ok(body) => ok(JSON, body),
             Err(e) => error_response(&e),
@@ -182,14 +172,17 @@ impl App {
 }
 
 /// The group of a route when this server was told not to serve it.
-fn unserved_group(r: &Route<'_>, d: &DiscoveryDocuments) -> Option<&'static str> {
+fn unserved_group(r: &ApiRequest, d: &DiscoveryDocuments) -> Option<&'static str> {
     match r {
-        Route::CustomApiGroup | Route::CustomResourceList { .. } | Route::CustomMetric(_)
+        ApiRequest::CustomApiGroup
+        | ApiRequest::CustomResourceList { .. }
+        | ApiRequest::ObjectMetric(_)
+        | ApiRequest::PodsMetric(_)
             if !d.groups.custom =>
         {
             Some(crate::api::custom::GROUP)
         }
-        Route::ApiGroup | Route::ApiResourceList | Route::ExternalMetric { .. }
+        ApiRequest::ApiGroup | ApiRequest::ApiResourceList | ApiRequest::ExternalValues(_)
             if !d.groups.external =>
         {
             Some(crate::api::discovery::GROUP)

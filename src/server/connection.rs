@@ -21,14 +21,14 @@ use crate::telemetry::{ConnectionLabels, PortLabels, Telemetry};
 
 /// The limits of one listening port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     /// After the TLS handshake, the first complete request head must arrive
     /// within this time.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// Connections beyond this many are closed at once.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -43,7 +43,7 @@ impl Default for ConnectionLimits {
 
 /// Why the server closed a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     OverLimit,
     NoRequestHead,
     Idle,
@@ -51,7 +51,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CloseReason::OverLimit => "over_limit",
             CloseReason::NoRequestHead => "no_request_head",
@@ -63,7 +63,7 @@ impl CloseReason {
 
 /// Where a port reports its connections (each port has its own metric
 /// names, which dashboards already use).
-pub trait PortMetrics: Send + Sync {
+pub(crate) trait PortMetrics: Send + Sync {
     /// Open connections now (handshaking ones included).
     fn set_open(&self, open: usize);
     /// A connection closed at once because `max` were open.
@@ -72,14 +72,14 @@ pub trait PortMetrics: Send + Sync {
 
 /// The HTTPS port's metrics: `wva_connections_open{port}` and
 /// `wva_connections_closed_by_server_total{port, reason}`.
-pub struct HttpsPortMetrics {
-    pub port: &'static str,
-    pub telemetry: Telemetry,
+pub(crate) struct HttpsPortMetrics {
+    pub(crate) port: &'static str,
+    pub(crate) telemetry: Telemetry,
 }
 
 impl HttpsPortMetrics {
     /// Counts a connection the server closed.
-    pub fn closed(&self, reason: CloseReason) {
+    pub(crate) fn closed(&self, reason: CloseReason) {
         self.telemetry
             .connections_closed
             .get_or_create(&ConnectionLabels {
@@ -106,7 +106,7 @@ impl PortMetrics for HttpsPortMetrics {
 }
 
 /// Counts the open connections of one port and refuses those beyond the cap.
-pub struct ConnectionGate {
+pub(crate) struct ConnectionGate {
     port: &'static str,
     max: usize,
     open: AtomicUsize,
@@ -129,7 +129,11 @@ impl std::fmt::Debug for ConnectionGate {
 
 impl ConnectionGate {
     /// A gate for the port named `port` (in logs).
-    pub fn new(port: &'static str, max: usize, metrics: Option<Arc<dyn PortMetrics>>) -> Arc<Self> {
+    pub(crate) fn new(
+        port: &'static str,
+        max: usize,
+        metrics: Option<Arc<dyn PortMetrics>>,
+    ) -> Arc<Self> {
         Arc::new(ConnectionGate {
             port,
             max: max.max(1),
@@ -142,7 +146,7 @@ impl ConnectionGate {
 
     /// Admits one more connection, or refuses it (logged at most once per
     /// second, counted) when `max` are open already.
-    pub fn try_admit(self: &Arc<Self>) -> Option<ConnectionPermit> {
+    pub(crate) fn try_admit(self: &Arc<Self>) -> Option<ConnectionPermit> {
         let admitted = self
             .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -173,7 +177,7 @@ impl ConnectionGate {
     }
 
     /// Open connections now.
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
 
@@ -184,7 +188,7 @@ impl ConnectionGate {
     }
 
     /// Resolves once no admitted connection is open (immediately if none is).
-    pub async fn drained(&self) {
+    pub(crate) async fn drained(&self) {
         loop {
             let closed = self.all_closed.notified();
             tokio::pin!(closed);
@@ -199,13 +203,7 @@ impl ConnectionGate {
 
 /// One admitted connection; releases its slot when dropped.
 #[derive(Debug)]
-pub struct ConnectionPermit(Arc<ConnectionGate>);
-
-impl ConnectionPermit {
-    pub fn gate(&self) -> &ConnectionGate {
-        &self.0
-    }
-}
+pub(crate) struct ConnectionPermit(Arc<ConnectionGate>);
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
@@ -220,7 +218,7 @@ impl Drop for ConnectionPermit {
 /// one the `gate` admits (those over its cap are closed at once, before
 /// any work) gets Nagle off and its own task running `serve` with the
 /// connection's permit. Shared by the HTTPS and the KEDA ports.
-pub async fn accept_loop<F, Fut>(
+pub(crate) async fn accept_loop<F, Fut>(
     listener: tokio::net::TcpListener,
     gate: &Arc<ConnectionGate>,
     shutdown: &tokio_util::sync::CancellationToken,
@@ -253,7 +251,7 @@ pub async fn accept_loop<F, Fut>(
 
 /// Why a TLS handshake did not complete.
 #[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
+pub(crate) enum HandshakeError {
     #[error("TLS handshake timed out")]
     TimedOut,
     #[error("TLS handshake failed: {0}")]
@@ -261,7 +259,7 @@ pub enum HandshakeError {
 }
 
 /// Runs a handshake (`f`) for at most `timeout`.
-pub async fn handshake<T>(
+pub(crate) async fn handshake<T>(
     timeout: Duration,
     f: impl std::future::Future<Output = std::io::Result<T>>,
 ) -> Result<T, HandshakeError> {
@@ -273,7 +271,7 @@ pub async fn handshake<T>(
 
 /// What the requests of one connection are doing, for its driver.
 #[derive(Debug)]
-pub struct Activity {
+pub(crate) struct Activity {
     opened: Instant,
     requests: AtomicU64,
     in_flight: AtomicUsize,
@@ -290,7 +288,7 @@ pub struct Activity {
 }
 
 impl Activity {
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Activity {
             opened: Instant::now(),
             requests: AtomicU64::new(0),
@@ -304,7 +302,7 @@ impl Activity {
     /// Marks a request (whose head has been read) as started. A start only
     /// removes the deadline, so the driver is not woken: it looks again
     /// when its sleep ends.
-    pub fn request_started(self: &Arc<Self>) -> RequestGuard {
+    pub(crate) fn request_started(self: &Arc<Self>) -> RequestGuard {
         self.requests.fetch_add(1, Ordering::AcqRel);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         RequestGuard(Arc::clone(self))
@@ -313,7 +311,7 @@ impl Activity {
     /// When the connection must be closed unless something happens first,
     /// and why; `None` while a request is in flight (the request timeout
     /// bounds it).
-    pub fn deadline(&self, limits: &ConnectionLimits) -> Option<(Instant, CloseReason)> {
+    pub(crate) fn deadline(&self, limits: &ConnectionLimits) -> Option<(Instant, CloseReason)> {
         if self.requests.load(Ordering::Acquire) == 0 {
             return Some((
                 self.opened + limits.header_read_timeout,
@@ -331,7 +329,7 @@ impl Activity {
 
 /// Ends a request's part in its connection's activity when dropped.
 #[derive(Debug)]
-pub struct RequestGuard(Arc<Activity>);
+pub(crate) struct RequestGuard(Arc<Activity>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
@@ -354,7 +352,7 @@ impl Drop for RequestGuard {
 /// last computed and then computes it again, which is exact because a
 /// request can only move the deadline later, except for the first
 /// request head's deadline, where a finished request wakes it.
-pub async fn drive<F: std::future::Future>(
+pub(crate) async fn drive<F: std::future::Future>(
     conn: F,
     activity: &Activity,
     limits: &ConnectionLimits,
@@ -387,13 +385,13 @@ pub async fn drive<F: std::future::Future>(
 /// A service wrapper that reports each request to the connection's
 /// [`Activity`] while it is in flight.
 #[derive(Clone)]
-pub struct TrackActivity<S> {
+pub(crate) struct TrackActivity<S> {
     inner: S,
     activity: Arc<Activity>,
 }
 
 impl<S> TrackActivity<S> {
-    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
+    pub(crate) fn new(inner: S, activity: Arc<Activity>) -> Self {
         TrackActivity { inner, activity }
     }
 }
@@ -428,13 +426,13 @@ where
 /// Whether the first byte of a connection on a TLS port shows a plaintext
 /// HTTP/1 request (a method starts with an ASCII capital letter; a TLS
 /// ClientHello starts with the handshake record type 0x16).
-pub fn looks_like_plain_http(first: u8) -> bool {
+pub(crate) fn looks_like_plain_http(first: u8) -> bool {
     first.is_ascii_uppercase()
 }
 
 /// What Go's HTTPS server answers to plaintext HTTP, so that curl and
 /// browsers show the user what to do.
-pub const PLAIN_HTTP_RESPONSE: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server: use https:// for this port.\n";
+pub(crate) const PLAIN_HTTP_RESPONSE: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server: use https:// for this port.\n";
 
 #[cfg(test)]
 mod tests {

@@ -12,14 +12,14 @@ use tokio::time::Instant;
 
 /// At most one line per `interval`, with the count of suppressed lines.
 #[derive(Debug)]
-pub struct LogLimiter {
+pub(crate) struct LogLimiter {
     interval: Duration,
     last: Mutex<Option<Instant>>,
     suppressed: AtomicU64,
 }
 
 impl LogLimiter {
-    pub const fn new(interval: Duration) -> Self {
+    pub(crate) const fn new(interval: Duration) -> Self {
         LogLimiter {
             interval,
             last: Mutex::new(None),
@@ -29,7 +29,7 @@ impl LogLimiter {
 
     /// `Some(n)` when a line may be written now (`n` lines were held back
     /// since the last one), `None` when this one is only counted.
-    pub fn allow(&self) -> Option<u64> {
+    pub(crate) fn allow(&self) -> Option<u64> {
         self.allow_at(Instant::now())
     }
 

@@ -5,12 +5,12 @@
 //! [`layers`]) -> the handlers of [`App`].
 
 pub mod answers;
-pub mod app;
+pub(crate) mod app;
 pub mod auth;
-pub mod connection;
-pub mod layers;
-pub mod log_limit;
-pub mod stack;
+pub(crate) mod connection;
+pub(crate) mod layers;
+pub(crate) mod log_limit;
+pub(crate) mod stack;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -27,7 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-pub use app::{App, AppState};
+pub(crate) use app::{App, AppState};
 use connection::{
     Activity, CloseReason, ConnectionGate, ConnectionLimits, HttpsPortMetrics, TrackActivity,
 };
@@ -55,7 +55,7 @@ pub struct ServerLimits {
 
 impl ServerLimits {
     /// The limits that the connection driver enforces.
-    pub fn connection(&self) -> ConnectionLimits {
+    pub(crate) fn connection(&self) -> ConnectionLimits {
         ConnectionLimits {
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,
@@ -79,7 +79,7 @@ impl Default for ServerLimits {
 
 /// Serves `app` over TLS on `listener` until `shutdown` is cancelled, then
 /// drains open connections for at most `limits.drain_timeout`.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     app: App,
@@ -235,6 +235,6 @@ async fn refuse_plain_http(tcp: &mut TcpStream, metrics: &HttpsPortMetrics) -> b
 }
 
 /// Binds the listening socket.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }

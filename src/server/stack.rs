@@ -20,10 +20,10 @@ use super::layers::trace::TraceLayer;
 use super::layers::Body;
 
 /// The stack as hyper sees it: it never fails.
-pub type HttpService<B> = BoxCloneSyncService<Request<B>, Response<Body>, Infallible>;
+pub(crate) type HttpService<B> = BoxCloneSyncService<Request<B>, Response<Body>, Infallible>;
 
 /// Builds the stack around `app`.
-pub fn build<B: Send + 'static>(app: App, config: StackConfig) -> HttpService<B> {
+pub(crate) fn build<B: Send + 'static>(app: App, config: StackConfig) -> HttpService<B> {
     let auth = app.state().auth.clone();
     let metrics = RequestMetrics::new(app.telemetry().clone());
     let service = ServiceBuilder::new()
@@ -32,7 +32,7 @@ pub fn build<B: Send + 'static>(app: App, config: StackConfig) -> HttpService<B>
         .layer(ErrorsAsStatusLayer) //           errors below -> Status answers
         .layer(RequestLimitsLayer(config)) //    shed, concurrency, timeout, URI length
         .layer(TelemetryLayer(metrics)) //       requests and latency per route
-        .layer(RoutingLayer) //                  path -> Route, 404 / 405
+        .layer(RoutingLayer) //                  parse once -> ApiRequest, 404 / 405
         .layer(AuthnLayer(auth.clone())) //      who: 401
         .layer(AuthzLayer(auth)) //              may they: 403
         .service(app); //                        the route's handler

@@ -34,12 +34,12 @@ pub enum TlsError {
 /// A certificate chain and its key.
 #[derive(Debug)]
 pub struct CertifiedKeyPem {
-    pub chain: Vec<CertificateDer<'static>>,
-    pub key: PrivateKeyDer<'static>,
+    pub(crate) chain: Vec<CertificateDer<'static>>,
+    pub(crate) key: PrivateKeyDer<'static>,
 }
 
 /// Reads a PEM certificate chain and private key.
-pub fn load_pem_files(cert: &Path, key: &Path) -> Result<CertifiedKeyPem, TlsError> {
+pub(crate) fn load_pem_files(cert: &Path, key: &Path) -> Result<CertifiedKeyPem, TlsError> {
     let read = |what, path: &Path| {
         std::fs::read(path).map_err(|source| TlsError::Read {
             what,
@@ -96,34 +96,18 @@ impl Clone for CertifiedKeyPem {
     }
 }
 
-/// The rustls server configuration: TLS 1.2 and 1.3 only, ALPN h2 and
-/// http/1.1, no client certificate required at the handshake.
-pub fn server_config(pem: CertifiedKeyPem) -> Result<Arc<ServerConfig>, TlsError> {
-    server_config_with_client_ca(pem, ClientAuth::Optional)
-}
-
-/// As [`server_config`]; when `client_ca` is given, every client must
-/// present a certificate that chains to it.
-pub fn server_config_with_client_ca(
-    pem: CertifiedKeyPem,
-    client_auth: ClientAuth<'_>,
-) -> Result<Arc<ServerConfig>, TlsError> {
-    let builder = config_builder(client_auth)?;
-    let mut config = builder.with_single_cert(pem.chain, pem.key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// Serves the certificate currently in two PEM files and follows changes
-/// to them, so that a rotated certificate (a renewed Secret) is used by
-/// new connections without a restart.
+/// The certificate a listener serves: one made at start
+/// ([`ReloadingCert::fixed`]), or the one currently in two PEM files,
+/// following changes to them ([`ReloadingCert::load`] and
+/// [`ReloadingCert::watch`]), so that a rotated certificate (a renewed
+/// Secret) is used by new connections without a restart.
 #[derive(Debug)]
 pub struct ReloadingCert {
     current: arc_swap::ArcSwap<rustls::sign::CertifiedKey>,
 }
 
 /// How often the files' modification times are checked.
-pub const CERT_RELOAD_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+pub(crate) const CERT_RELOAD_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn certified_key(pem: CertifiedKeyPem) -> Result<rustls::sign::CertifiedKey, TlsError> {
     let provider = rustls::crypto::ring::default_provider();
@@ -136,6 +120,13 @@ fn certified_key(pem: CertifiedKeyPem) -> Result<rustls::sign::CertifiedKey, Tls
 }
 
 impl ReloadingCert {
+    /// A certificate that never changes (a self-signed one made at start).
+    pub fn fixed(pem: CertifiedKeyPem) -> Result<Arc<Self>, TlsError> {
+        Ok(Arc::new(ReloadingCert {
+            current: arc_swap::ArcSwap::from_pointee(certified_key(pem)?),
+        }))
+    }
+
     /// Loads the pair once (an error here stops start-up).
     pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
         let ck = certified_key(load_pem_files(cert, key)?)?;
@@ -220,13 +211,15 @@ fn config_builder(
     })
 }
 
-/// A server configuration whose certificate comes from `resolver`.
-pub fn server_config_with_resolver(
-    resolver: Arc<ReloadingCert>,
+/// The one rustls server configuration of every listener (the API port,
+/// the KEDA port): TLS 1.2 and 1.3 only, ALPN h2 and http/1.1, serving
+/// `cert`, treating client certificates as `client_auth` says.
+pub fn server_config(
+    cert: Arc<ReloadingCert>,
     client_auth: ClientAuth<'_>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let builder = config_builder(client_auth)?;
-    let mut config = builder.with_cert_resolver(resolver);
+    let mut config = builder.with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

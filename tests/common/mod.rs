@@ -261,26 +261,20 @@ impl Server {
 
     /// Waits (30 s at most) until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
-        let url = format!("{}/readyz", self.base);
-        eventually(Duration::from_secs(30), "serve to become ready", || {
-            let c = self.client.clone();
-            let url = url.clone();
-            async move {
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => Some(()),
-                    _ => None,
-                }
-            }
-        })
-        .await;
+        self.wait_ok("/readyz", "serve to become ready").await;
     }
 
     /// Waits (30 s at most) until the server answers `/healthz` 200: it
     /// listens, whether or not its metrics source answers (for servers
     /// whose source is down at start, which are not ready).
     pub async fn wait_listening(&self) {
-        let url = format!("{}/healthz", self.base);
-        eventually(Duration::from_secs(30), "serve to listen", || {
+        self.wait_ok("/healthz", "serve to listen").await;
+    }
+
+    /// Waits (30 s at most) until `path` answers 200.
+    async fn wait_ok(&self, path: &str, what: &str) {
+        let url = format!("{}{path}", self.base);
+        eventually(Duration::from_secs(30), what, || {
             let c = self.client.clone();
             let url = url.clone();
             async move {
@@ -295,11 +289,7 @@ impl Server {
 
     /// Fetch cycles finished so far (`wva_fetch_cycles_total`, any result).
     pub async fn fetch_cycles(&self) -> u64 {
-        let text = self.text("/metrics").await;
-        text.lines()
-            .filter(|l| l.starts_with("wva_fetch_cycles_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
+        counter_sum(&self.text("/metrics").await, "wva_fetch_cycles_total")
     }
 
     /// Waits (60 s at most) until `n` more fetch cycles have finished: the
@@ -720,3 +710,15 @@ pub fn python() -> std::path::PathBuf {
     "python3".into()
 }
 pub mod victoria;
+
+/// The sum over every series of counter `name` in a Prometheus text page
+/// (0 when the page has none).
+pub fn counter_sum(page: &str, name: &str) -> u64 {
+    page.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}

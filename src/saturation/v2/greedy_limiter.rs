@@ -13,10 +13,19 @@
 //!   granted. The GPUs granted are taken from the pool even when they do
 //!   not make a whole replica (as upstream's allocator does).
 //!
-//! Not yet wired into the decisions (issue 30, must-show 3): the server's
-//! limiter is still [`super::allot_accelerators`] on V2.
+//! - A decision the limiter cut names it (`limited_by`, upstream's
+//!   `LimitedBy`), and every decision gets the limiter's step (upstream's
+//!   `DecisionSteps` entry), for the log.
+//!
+//! Called by `decision.rs` on the V1 path (upstream's default); the V2
+//! limiter is [`super::allot_accelerators`] (`--limiter-on-v2`).
 
 use std::collections::BTreeMap;
+
+/// The limiter's name, as upstream's engine gives it (`engine.go`:
+/// `NewDefaultLimiter("gpu-limiter", ...)`): a limited decision's
+/// `limited_by`, and the name of its step.
+pub const LIMITER_NAME: &str = "gpu-limiter";
 
 /// One variant's decision as the limiter sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,7 +36,8 @@ pub struct LimiterDecision {
     pub current: u32,
     /// The analysis' target; lowered by [`limit`] when GPUs are short.
     pub target: u32,
-    /// From the workload's pod template; 0: unknown (1 is assumed).
+    /// GPUs one replica takes (upstream: the sum of the Deployment's pod
+    /// template requests); 0: unknown (1 is assumed).
     pub gpus_per_replica: u32,
     /// The variant's average spare KV capacity (V1's analysis).
     pub spare_capacity: f64,
@@ -36,6 +46,17 @@ pub struct LimiterDecision {
     pub gpus_allocated: u32,
     /// Whether fewer replicas were granted than asked for.
     pub was_limited: bool,
+    /// The limiter that cut the decision ([`LIMITER_NAME`]), set by [`limit`].
+    pub limited_by: Option<&'static str>,
+}
+
+/// What the limiter did to one decision, as upstream records it in the
+/// decision's steps (`default_limiter.go: buildStepReason`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimiterStep {
+    pub name: &'static str,
+    pub reason: String,
+    pub limited: bool,
 }
 
 impl LimiterDecision {
@@ -56,6 +77,34 @@ impl LimiterDecision {
             cost: 0.0,
             gpus_allocated: 0,
             was_limited: false,
+            limited_by: None,
+        }
+    }
+
+    /// The limiter's step for this decision, after [`limit`]: no scale-up,
+    /// or the GPUs allocated for the replicas added (limited or not).
+    pub fn step(&self) -> LimiterStep {
+        let added = i64::from(self.target) - i64::from(self.current);
+        let reason = if added <= 0 {
+            format!(
+                "no scale-up (target={}, current={})",
+                self.target, self.current
+            )
+        } else if self.was_limited {
+            format!(
+                "limited: allocated {} GPUs for +{added} replicas",
+                self.gpus_allocated
+            )
+        } else {
+            format!(
+                "allocated {} GPUs for +{added} replicas",
+                self.gpus_allocated
+            )
+        };
+        LimiterStep {
+            name: LIMITER_NAME,
+            reason,
+            limited: self.was_limited,
         }
     }
 }
@@ -132,6 +181,9 @@ pub fn limit(
         *pool -= granted;
         granted
     });
+    for d in decisions.iter_mut().filter(|d| d.was_limited) {
+        d.limited_by = Some(LIMITER_NAME);
+    }
     pools
 }
 

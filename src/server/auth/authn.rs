@@ -7,22 +7,22 @@ use http::HeaderMap;
 
 /// The authenticated user, as Kubernetes' `user.Info`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserInfo {
-    pub name: String,
+pub(crate) struct UserInfo {
+    pub(crate) name: String,
     /// Kubernetes' user UID (from TokenReview or the front proxy's UID
     /// header); empty when unknown.
-    pub uid: String,
-    pub groups: Vec<String>,
-    pub extra: BTreeMap<String, Vec<String>>,
+    pub(crate) uid: String,
+    pub(crate) groups: Vec<String>,
+    pub(crate) extra: BTreeMap<String, Vec<String>>,
 }
 
-pub const ANONYMOUS: &str = "system:anonymous";
-pub const UNAUTHENTICATED: &str = "system:unauthenticated";
-pub const AUTHENTICATED: &str = "system:authenticated";
-pub const MASTERS: &str = "system:masters";
+pub(crate) const ANONYMOUS: &str = "system:anonymous";
+pub(crate) const UNAUTHENTICATED: &str = "system:unauthenticated";
+pub(crate) const AUTHENTICATED: &str = "system:authenticated";
+pub(crate) const MASTERS: &str = "system:masters";
 
 impl UserInfo {
-    pub fn anonymous() -> Self {
+    pub(crate) fn anonymous() -> Self {
         UserInfo {
             name: ANONYMOUS.to_owned(),
             uid: String::new(),
@@ -35,7 +35,7 @@ impl UserInfo {
     /// does: not to `system:anonymous`, and not to a user who already is in
     /// `system:authenticated` or in `system:unauthenticated` (a front proxy
     /// forwarding an anonymous request says so with that group).
-    pub fn authenticated(mut self) -> Self {
+    pub(crate) fn authenticated(mut self) -> Self {
         let marked = self
             .groups
             .iter()
@@ -46,21 +46,22 @@ impl UserInfo {
         self
     }
 
-    pub fn is_anonymous(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_anonymous(&self) -> bool {
         self.name == ANONYMOUS
     }
 }
 
 /// Header names of the front-proxy (request-header) authenticator.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestHeaderNames {
-    pub username: Vec<String>,
+pub(crate) struct RequestHeaderNames {
+    pub(crate) username: Vec<String>,
     /// Headers that carry the user's UID (`requestheader-uid-headers`).
-    pub uid: Vec<String>,
-    pub group: Vec<String>,
-    pub extra_prefix: Vec<String>,
+    pub(crate) uid: Vec<String>,
+    pub(crate) group: Vec<String>,
+    pub(crate) extra_prefix: Vec<String>,
     /// Common names allowed to act as the front proxy; empty = any signed by the CA.
-    pub allowed_names: Vec<String>,
+    pub(crate) allowed_names: Vec<String>,
 }
 
 impl Default for RequestHeaderNames {
@@ -77,7 +78,7 @@ impl Default for RequestHeaderNames {
 
 impl RequestHeaderNames {
     /// Whether a proxy certificate with this common name may assert users.
-    pub fn name_allowed(&self, common_name: &str) -> bool {
+    pub(crate) fn name_allowed(&self, common_name: &str) -> bool {
         self.allowed_names.is_empty() || self.allowed_names.iter().any(|n| n == common_name)
     }
 
@@ -85,7 +86,7 @@ impl RequestHeaderNames {
     /// username headers (and of the UID headers); every non-empty value of
     /// the group headers; extra keys lower-cased and URL-unescaped, keys
     /// that end up empty dropped. None when no username header is set.
-    pub fn user(&self, headers: &HeaderMap) -> Option<UserInfo> {
+    pub(crate) fn user(&self, headers: &HeaderMap) -> Option<UserInfo> {
         let first = |names: &[String]| {
             names
                 .iter()
@@ -136,14 +137,14 @@ impl RequestHeaderNames {
 /// Kubernetes-issued token comes near it (service-account JWTs are about
 /// 1 KiB), and reviewing arbitrary blobs would let any client make the API
 /// server do work and this server hold memory.
-pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// The token of an `Authorization: Bearer <token>` header, as Kubernetes
 /// reads it: the value trimmed, split at spaces, the scheme compared
 /// case-insensitively, the second field the token. None when the header is
 /// absent, not a bearer, or the token is empty (such a request is
 /// anonymous, not rejected).
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let mut parts = value.trim().splitn(3, ' ');
     let scheme = parts.next()?;
@@ -153,7 +154,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 
 /// User = CN, groups = O of a client certificate (as Kubernetes' x509
 /// authenticator). None when the certificate has no common name.
-pub fn user_from_certificate(der: &[u8]) -> Option<UserInfo> {
+pub(crate) fn user_from_certificate(der: &[u8]) -> Option<UserInfo> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let name = common_name_of(cert.subject())?;
     let groups = cert
@@ -171,7 +172,7 @@ pub fn user_from_certificate(der: &[u8]) -> Option<UserInfo> {
 
 /// The common name of a certificate: as Go's `pkix.Name.CommonName`, the
 /// LAST CN attribute of the subject when there are several.
-pub fn common_name(der: &[u8]) -> Option<String> {
+pub(crate) fn common_name(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     common_name_of(cert.subject())
 }

@@ -1,11 +1,11 @@
 //! What is being asked: request attributes as Kubernetes authorizes them,
 //! and the message of a denial. Pure.
 
-use crate::api::router::Route;
+use crate::api::router::ApiRequest;
 
 /// Attributes of a SubjectAccessReview.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Attributes {
+pub(crate) enum Attributes {
     Resource {
         verb: &'static str,
         group: &'static str,
@@ -23,18 +23,18 @@ pub enum Attributes {
     },
 }
 
-pub const GROUP: &str = "external.metrics.k8s.io";
+pub(crate) const GROUP: &str = "external.metrics.k8s.io";
 
 /// A values GET names no object, so Kubernetes calls it `list` on the
 /// metric as resource; everything else is a non-resource `get` on the path.
-pub fn attributes(route: &Route<'_>, path: &str) -> Attributes {
-    match route {
-        Route::ExternalMetric { namespace, metric } => Attributes::Resource {
+pub(crate) fn attributes(request: &ApiRequest, path: &str) -> Attributes {
+    match request {
+        ApiRequest::ExternalValues(q) => Attributes::Resource {
             verb: "list",
             group: GROUP,
             version: "v1beta1",
-            resource: metric.to_ascii_lowercase(),
-            namespace: (*namespace).to_owned(),
+            resource: q.metric.to_ascii_lowercase(),
+            namespace: q.namespace.clone(),
             name: None,
             subresource: None,
         },
@@ -42,13 +42,13 @@ pub fn attributes(route: &Route<'_>, path: &str) -> Attributes {
         // custom-metrics-apiserver library authorizes it): the described
         // resource with its group, the object's name (`*` included), and
         // the metric as the subresource, verb get.
-        Route::CustomMetric(q) => Attributes::Resource {
+        ApiRequest::ObjectMetric(q) | ApiRequest::PodsMetric(q) => Attributes::Resource {
             verb: "get",
             group: crate::api::custom::GROUP,
             version: q.version.as_str(),
             resource: q.resource.segment().to_owned(),
-            namespace: q.namespace.to_owned(),
-            name: Some(q.name.to_owned()),
+            namespace: q.namespace.clone(),
+            name: Some(q.name.clone()),
             subresource: Some(q.metric.to_ascii_lowercase()),
         },
         _ => Attributes::NonResource {
@@ -61,7 +61,7 @@ pub fn attributes(route: &Route<'_>, path: &str) -> Attributes {
 /// The 403 message, word for word as a Kubernetes API server writes it
 /// (`responsewriters.Forbidden` and `apierrors.NewForbidden`): who was
 /// denied what, then the authorizer's reason if it gave one.
-pub fn denied_message(user: &str, a: &Attributes, reason: &str) -> String {
+pub(crate) fn denied_message(user: &str, a: &Attributes, reason: &str) -> String {
     let (prefix, what) = match a {
         Attributes::Resource {
             verb,
@@ -112,15 +112,18 @@ pub fn denied_message(user: &str, a: &Attributes, reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::router::{CustomQuery, ExternalQuery};
+    use crate::k8s::selector::LabelSelector;
 
     #[test]
     fn maps_routes_to_review_attributes() {
         let cases = [
             (
-                Route::ExternalMetric {
-                    namespace: "llm",
-                    metric: "WVA_Desired_Ratio",
-                },
+                ApiRequest::ExternalValues(ExternalQuery {
+                    namespace: "llm".into(),
+                    metric: "WVA_Desired_Ratio".into(),
+                    selector: Ok(LabelSelector::everything()),
+                }),
                 "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/WVA_Desired_Ratio",
                 Attributes::Resource {
                     verb: "list",
@@ -133,7 +136,7 @@ mod tests {
                 },
             ),
             (
-                Route::ApiResourceList,
+                ApiRequest::ApiResourceList,
                 "/apis/external.metrics.k8s.io/v1beta1",
                 Attributes::NonResource {
                     verb: "get",
@@ -141,7 +144,7 @@ mod tests {
                 },
             ),
             (
-                Route::Metrics,
+                ApiRequest::Metrics,
                 "/metrics",
                 Attributes::NonResource {
                     verb: "get",
@@ -185,14 +188,16 @@ mod tests {
 
     #[test]
     fn custom_metrics_are_authorized_as_the_described_object_s_subresource() {
-        let q = crate::api::custom::CustomQuery {
+        let q = CustomQuery {
             version: crate::api::custom::CustomVersion::V1beta2,
-            namespace: "llm",
+            namespace: "llm".into(),
             resource: crate::api::custom::DescribedResource::Deployments,
-            name: "llama-decode",
-            metric: "WVA_Desired_Ratio",
+            name: "llama-decode".into(),
+            metric: "WVA_Desired_Ratio".into(),
+            label_selector: Ok(LabelSelector::everything()),
+            metric_selector: Ok(LabelSelector::everything()),
         };
-        let a = attributes(&Route::CustomMetric(q), "/ignored");
+        let a = attributes(&ApiRequest::ObjectMetric(q), "/ignored");
         assert_eq!(
             a,
             Attributes::Resource {

@@ -22,19 +22,19 @@ use std::time::{Duration, Instant};
 use ring::hmac;
 
 /// The cache key: HMAC-SHA-256 of the input.
-pub type Digest = [u8; 32];
+pub(crate) type Digest = [u8; 32];
 
 /// Derives cache keys from client input with a key nobody else knows, so
 /// that neither a memory dump nor a crafted input reveals or collides keys.
-pub struct KeyHasher(hmac::Key);
+pub(crate) struct KeyHasher(hmac::Key);
 
 /// The operating system gave no random bytes for the hash key.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot draw a random key for the authentication caches from the operating system")]
-pub struct NoRandomKey;
+pub(crate) struct NoRandomKey;
 
 impl KeyHasher {
-    pub fn random() -> Result<Self, NoRandomKey> {
+    pub(crate) fn random() -> Result<Self, NoRandomKey> {
         let rng = ring::rand::SystemRandom::new();
         hmac::Key::generate(hmac::HMAC_SHA256, &rng)
             .map(KeyHasher)
@@ -43,7 +43,7 @@ impl KeyHasher {
 
     /// The digest of a sequence of fields. Each field is length-prefixed,
     /// so `["ab", "c"]` and `["a", "bc"]` give different digests.
-    pub fn digest<'a>(&self, fields: impl IntoIterator<Item = &'a [u8]>) -> Digest {
+    pub(crate) fn digest<'a>(&self, fields: impl IntoIterator<Item = &'a [u8]>) -> Digest {
         let mut ctx = hmac::Context::with_key(&self.0);
         for f in fields {
             ctx.update(&(f.len() as u64).to_le_bytes());
@@ -58,15 +58,15 @@ impl KeyHasher {
 
 /// Bounds of one cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheBounds {
-    pub max_entries: u64,
-    pub max_bytes: u64,
+pub(crate) struct CacheBounds {
+    pub(crate) max_entries: u64,
+    pub(crate) max_bytes: u64,
 }
 
 impl CacheBounds {
     /// The weight of an entry of `bytes` estimated size: never below the
     /// share that keeps the entry count within `max_entries`.
-    pub fn weight(&self, bytes: usize) -> u32 {
+    pub(crate) fn weight(&self, bytes: usize) -> u32 {
         let floor = self.max_bytes / self.max_entries.max(1);
         let w = (bytes as u64).max(floor).max(1);
         u32::try_from(w).unwrap_or(u32::MAX)
@@ -98,7 +98,7 @@ impl<V> moka::Expiry<Digest, Entry<V>> for PerEntryTtl {
 const ENTRY_OVERHEAD: usize = 32 + 16 + 96;
 
 /// A bounded cache of review answers.
-pub struct ReviewCache<V> {
+pub(crate) struct ReviewCache<V> {
     cache: moka::future::Cache<Digest, Entry<V>>,
     /// Lookups answered from the cache and lookups that ran a review of
     /// their own, once counted (`wva_auth_cache_lookups_total`).
@@ -107,14 +107,14 @@ pub struct ReviewCache<V> {
 
 /// The hit and miss counters of one cache.
 #[derive(Clone, Debug)]
-pub struct CacheCounters {
-    pub hit: prometheus_client::metrics::counter::Counter,
-    pub miss: prometheus_client::metrics::counter::Counter,
+pub(crate) struct CacheCounters {
+    pub(crate) hit: prometheus_client::metrics::counter::Counter,
+    pub(crate) miss: prometheus_client::metrics::counter::Counter,
 }
 
 impl<V: Clone + Send + Sync + 'static> ReviewCache<V> {
     /// A cache within `bounds`; `size_of` estimates the heap bytes of a value.
-    pub fn new(bounds: CacheBounds, size_of: fn(&V) -> usize) -> Self {
+    pub(crate) fn new(bounds: CacheBounds, size_of: fn(&V) -> usize) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(bounds.max_bytes)
             .weigher(move |_k: &Digest, e: &Entry<V>| {
@@ -129,7 +129,7 @@ impl<V: Clone + Send + Sync + 'static> ReviewCache<V> {
     }
 
     /// Counts every later lookup into `counters` (the first call wins).
-    pub fn count_lookups(&self, counters: CacheCounters) {
+    pub(crate) fn count_lookups(&self, counters: CacheCounters) {
         let _ = self.lookups.set(counters);
     }
 
@@ -137,7 +137,7 @@ impl<V: Clone + Send + Sync + 'static> ReviewCache<V> {
     /// says how long to keep it). Concurrent calls with the same missing
     /// key run one review and share its answer; a failed review is not
     /// cached.
-    pub async fn get_or_review<E, F>(&self, key: Digest, review: F) -> Result<V, Arc<E>>
+    pub(crate) async fn get_or_review<E, F>(&self, key: Digest, review: F) -> Result<V, Arc<E>>
     where
         F: Future<Output = Result<(V, Duration), E>>,
         E: Send + Sync + 'static,
@@ -159,18 +159,21 @@ impl<V: Clone + Send + Sync + 'static> ReviewCache<V> {
     }
 
     /// The cached answer, if any and not expired.
-    pub async fn get(&self, key: &Digest) -> Option<V> {
+    #[cfg(test)]
+    pub(crate) async fn get(&self, key: &Digest) -> Option<V> {
         self.cache.get(key).await.map(|e| e.value)
     }
 
     /// Entries held (after pending evictions have run).
-    pub async fn entry_count(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) async fn entry_count(&self) -> u64 {
         self.cache.run_pending_tasks().await;
         self.cache.entry_count()
     }
 
     /// Total weight held, in estimated bytes (after pending evictions have run).
-    pub async fn weighted_size(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) async fn weighted_size(&self) -> u64 {
         self.cache.run_pending_tasks().await;
         self.cache.weighted_size()
     }

@@ -21,23 +21,23 @@ use super::AuthConfig;
 
 /// The longest chain looked at: the leaf and four intermediates. Kubernetes
 /// client certificates come straight from a CA, or with one intermediate.
-pub const MAX_CHAIN_CERTIFICATES: usize = 5;
+pub(crate) const MAX_CHAIN_CERTIFICATES: usize = 5;
 
 /// What a chain proves under one trust configuration.
 #[derive(Debug, Clone, Default)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// The chain verifies against the request-header CA and its common
     /// name is allowed: the front proxy's headers name the user.
-    pub front_proxy: bool,
+    pub(crate) front_proxy: bool,
     /// The user the chain proves against the client CA.
-    pub client_user: Option<UserInfo>,
+    pub(crate) client_user: Option<UserInfo>,
     /// Why it proves less (for the log).
-    pub failures: Vec<String>,
+    pub(crate) failures: Vec<String>,
 }
 
 impl Verdict {
     /// A chain not verified at all.
-    pub fn refused(reason: String) -> Self {
+    pub(crate) fn refused(reason: String) -> Self {
         Verdict {
             front_proxy: false,
             client_user: None,
@@ -48,7 +48,7 @@ impl Verdict {
 
 /// Refuses chains whose verification could cost more than the bound,
 /// without checking a signature.
-pub fn precheck(certs: &[CertificateDer<'_>]) -> Result<(), String> {
+pub(crate) fn precheck(certs: &[CertificateDer<'_>]) -> Result<(), String> {
     if certs.len() > MAX_CHAIN_CERTIFICATES {
         return Err(format!(
             "the client certificate chain has {} certificates, more than {MAX_CHAIN_CERTIFICATES}",
@@ -80,7 +80,7 @@ pub fn precheck(certs: &[CertificateDer<'_>]) -> Result<(), String> {
 
 /// Verifies a chain that passed [`precheck`] against the configured CAs.
 /// CPU work (signature checks): run it off the request threads.
-pub fn verify(config: &AuthConfig, certs: &[CertificateDer<'_>]) -> Verdict {
+pub(crate) fn verify(config: &AuthConfig, certs: &[CertificateDer<'_>]) -> Verdict {
     let mut verdict = Verdict::default();
     let Some((leaf, intermediates)) = certs.split_first() else {
         return verdict;

@@ -25,7 +25,7 @@ fn json_list(data: &BTreeMap<String, String>, key: &str) -> Result<Option<Vec<St
 }
 
 /// Builds the trust configuration from the ConfigMap's data. Pure.
-pub fn config_from_data(data: &BTreeMap<String, String>) -> Result<AuthConfig, String> {
+pub(crate) fn config_from_data(data: &BTreeMap<String, String>) -> Result<AuthConfig, String> {
     let request_header = match data.get("requestheader-client-ca-file") {
         None => None,
         Some(pem) => {
@@ -57,7 +57,11 @@ pub fn config_from_data(data: &BTreeMap<String, String>) -> Result<AuthConfig, S
 
 /// Follows the ConfigMap; a version that does not parse keeps the previous
 /// configuration and logs why.
-pub fn watch(client: kube::Client, auth: Arc<Auth>, shutdown: CancellationToken) -> JoinHandle<()> {
+pub(crate) fn watch(
+    client: kube::Client,
+    auth: Arc<Auth>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
     crate::kube_client::configmap::watch_configmap(
         client,
         NAMESPACE,

@@ -18,12 +18,12 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 /// Accepts any client certificate (or none); checks handshake signatures.
 #[derive(Debug)]
-pub struct OptionalClientCert {
+pub(crate) struct OptionalClientCert {
     provider: Arc<CryptoProvider>,
 }
 
 impl OptionalClientCert {
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(OptionalClientCert {
             provider: Arc::new(rustls::crypto::ring::default_provider()),
         })
@@ -91,7 +91,7 @@ impl ClientCertVerifier for OptionalClientCert {
 /// common name or a DNS/URI subject alternative name must be one of
 /// `allowed` (the KEDA port's `--keda-client-allowed-names`), so that
 /// another certificate the same CA issued is not enough.
-pub struct NamedClientCert {
+pub(crate) struct NamedClientCert {
     inner: Arc<dyn ClientCertVerifier>,
     allowed: Vec<String>,
 }
@@ -110,7 +110,7 @@ impl std::fmt::Debug for NamedClientCert {
 
 impl NamedClientCert {
     /// `inner` alone when `allowed` is empty (any name the CA signed).
-    pub fn wrap(
+    pub(crate) fn wrap(
         inner: Arc<dyn ClientCertVerifier>,
         allowed: &[String],
     ) -> Arc<dyn ClientCertVerifier> {
@@ -124,7 +124,7 @@ impl NamedClientCert {
 
 /// The names a client certificate answers to: its common name, then its
 /// DNS and URI subject alternative names. Empty when it does not parse.
-pub fn certificate_names(der: &[u8]) -> Vec<String> {
+pub(crate) fn certificate_names(der: &[u8]) -> Vec<String> {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return Vec::new();
     };
@@ -220,7 +220,7 @@ pub enum CaError {
 /// The one builder of client-certificate verifiers: the API port's
 /// per-request checks and the KEDA port's handshake (`--keda-client-ca-file`)
 /// both use it.
-pub fn ca_verifier(pem: &[u8]) -> Result<Arc<dyn ClientCertVerifier>, CaError> {
+pub(crate) fn ca_verifier(pem: &[u8]) -> Result<Arc<dyn ClientCertVerifier>, CaError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(pem) {
         roots

@@ -4,10 +4,10 @@
 //! certificates, bearer tokens by TokenReview, else anonymous; then a
 //! SubjectAccessReview per request, cached.
 
-pub mod authn;
-pub mod authz;
-pub mod cache;
-pub mod chain;
+pub(crate) mod authn;
+pub(crate) mod authz;
+pub(crate) mod cache;
+pub(crate) mod chain;
 pub mod cluster;
 pub mod handshake;
 
@@ -23,9 +23,9 @@ use k8s_openapi::api::authorization::v1::{
 use rustls::pki_types::CertificateDer;
 use rustls::server::danger::ClientCertVerifier;
 
-pub use authn::{RequestHeaderNames, UserInfo};
-pub use authz::Attributes;
-pub use cache::CacheBounds;
+pub(crate) use authn::{RequestHeaderNames, UserInfo};
+pub(crate) use authz::Attributes;
+pub(crate) use cache::CacheBounds;
 
 use crate::k8s::status::ApiError;
 use crate::kube_client::rate_limit::{with_call_context, BudgetRefused, CallContext, Priority};
@@ -36,11 +36,11 @@ use cache::{KeyHasher, NoRandomKey, ReviewCache};
 /// with what it proved under the trust configuration last used: a chain is
 /// verified at most once per connection and configuration.
 #[derive(Debug, Clone, Default)]
-pub struct PeerCertificates(pub Arc<PeerChain>);
+pub(crate) struct PeerCertificates(pub Arc<PeerChain>);
 
 /// A connection's client certificates and their verdict.
 #[derive(Debug, Default)]
-pub struct PeerChain {
+pub(crate) struct PeerChain {
     certs: Vec<CertificateDer<'static>>,
     /// The verdict and the configuration it was reached under; the lock
     /// makes concurrent first requests of an HTTP/2 connection share one
@@ -49,14 +49,14 @@ pub struct PeerChain {
 }
 
 impl PeerChain {
-    pub fn new(certs: Vec<CertificateDer<'static>>) -> Self {
+    pub(crate) fn new(certs: Vec<CertificateDer<'static>>) -> Self {
         PeerChain {
             certs,
             verdict: tokio::sync::Mutex::new(None),
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.certs.is_empty()
     }
 }
@@ -64,40 +64,40 @@ impl PeerChain {
 /// How a request's user was proven; reviews for it get the matching
 /// priority in the review budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Proof(pub Priority);
+pub(crate) struct Proof(pub Priority);
 
 /// Front-proxy settings.
 #[derive(Clone)]
-pub struct RequestHeaderAuth {
-    pub ca: Arc<dyn ClientCertVerifier>,
-    pub names: RequestHeaderNames,
+pub(crate) struct RequestHeaderAuth {
+    pub(crate) ca: Arc<dyn ClientCertVerifier>,
+    pub(crate) names: RequestHeaderNames,
 }
 
 /// The trust configuration; replaced as a whole when the cluster's
 /// `extension-apiserver-authentication` ConfigMap changes.
 #[derive(Clone, Default)]
-pub struct AuthConfig {
-    pub request_header: Option<RequestHeaderAuth>,
-    pub client_ca: Option<Arc<dyn ClientCertVerifier>>,
+pub(crate) struct AuthConfig {
+    pub(crate) request_header: Option<RequestHeaderAuth>,
+    pub(crate) client_ca: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 /// Settings of the authenticator and authorizer.
 #[derive(Debug, Clone)]
-pub struct AuthzSettings {
-    pub always_allow_paths: Vec<String>,
+pub(crate) struct AuthzSettings {
+    pub(crate) always_allow_paths: Vec<String>,
     /// How long an allowing SubjectAccessReview is reused.
-    pub allow_ttl: Duration,
+    pub(crate) allow_ttl: Duration,
     /// How long a denying SubjectAccessReview is reused.
-    pub deny_ttl: Duration,
+    pub(crate) deny_ttl: Duration,
     /// How long a TokenReview answer (accepted or rejected) is reused.
-    pub token_ttl: Duration,
+    pub(crate) token_ttl: Duration,
     /// Bounds of the TokenReview cache.
-    pub token_cache: CacheBounds,
+    pub(crate) token_cache: CacheBounds,
     /// Bounds of the SubjectAccessReview cache.
-    pub review_cache: CacheBounds,
+    pub(crate) review_cache: CacheBounds,
     /// Bound on one TokenReview or SubjectAccessReview call, well inside
     /// the aggregator's 5 s discovery budget.
-    pub review_timeout: Duration,
+    pub(crate) review_timeout: Duration,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -168,7 +168,7 @@ pub struct Auth {
 impl Auth {
     /// Counts the token and access-review caches' hits and misses into
     /// `family` (labels `cache`: `token`, `access_review`; `result`: `hit`, `miss`).
-    pub fn count_cache_lookups(
+    pub(crate) fn count_cache_lookups(
         &self,
         family: &prometheus_client::metrics::family::Family<
             crate::telemetry::AuthCacheLabels,
@@ -194,7 +194,7 @@ impl Auth {
         self.reviews.count_lookups(counters("access_review"));
     }
 
-    pub fn new(
+    pub(crate) fn new(
         config: AuthConfig,
         client: kube::Client,
         settings: AuthzSettings,
@@ -213,22 +213,18 @@ impl Auth {
     }
 
     /// Replaces the trust configuration.
-    pub fn set_config(&self, config: AuthConfig) {
+    pub(crate) fn set_config(&self, config: AuthConfig) {
         self.config.store(Arc::new(config));
     }
 
-    pub fn always_allowed(&self, path: &str) -> bool {
+    pub(crate) fn always_allowed(&self, path: &str) -> bool {
         self.settings.always_allow_paths.iter().any(|p| p == path)
-    }
-
-    /// Cached TokenReview answers (for tests and diagnostics).
-    pub async fn cached_tokens(&self) -> u64 {
-        self.tokens.entry_count().await
     }
 
     /// Client certificate chains verified so far (each connection's chain
     /// at most once per trust configuration).
-    pub fn chain_verifications(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn chain_verifications(&self) -> u64 {
         self.verifications
             .load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -277,7 +273,7 @@ impl Auth {
     /// request that presents no credential at all is anonymous. The 401
     /// says only `Unauthorized`, as Kubernetes does; why goes to the log.
     /// Also says how the user was proven.
-    pub async fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         headers: &http::HeaderMap,
         peer: Option<&PeerCertificates>,
@@ -441,7 +437,7 @@ impl Auth {
 
     /// Allows or denies: `system:masters` without a review, else a cached
     /// SubjectAccessReview.
-    pub async fn authorize(
+    pub(crate) async fn authorize(
         &self,
         user: &UserInfo,
         proof: Proof,

@@ -18,7 +18,7 @@ use crate::server::auth::{Auth, PeerCertificates};
 
 /// The [`tower::Layer`] of [`Authenticate`]; None disables authentication.
 #[derive(Clone)]
-pub struct AuthnLayer(pub Option<Arc<Auth>>);
+pub(crate) struct AuthnLayer(pub Option<Arc<Auth>>);
 
 impl<S> tower::Layer<S> for AuthnLayer {
     type Service = Authenticate<S>;
@@ -32,7 +32,7 @@ impl<S> tower::Layer<S> for AuthnLayer {
 
 /// Attaches the user of each request, or answers 401.
 #[derive(Clone)]
-pub struct Authenticate<S> {
+pub(crate) struct Authenticate<S> {
     inner: S,
     auth: Option<Arc<Auth>>,
 }

@@ -13,8 +13,8 @@ use futures::future::Either;
 use http::{Request, Response};
 
 use super::errors::error_response;
-use super::routing::Routed;
 use super::{Body, BoxResponseFuture};
+use crate::api::router::ApiRequest;
 use crate::k8s::status::ApiError;
 use crate::kube_client::rate_limit::Priority;
 use crate::server::auth::authn::UserInfo;
@@ -22,7 +22,7 @@ use crate::server::auth::{authz, Auth, Proof};
 
 /// The [`tower::Layer`] of [`Authorize`]; None disables authorization.
 #[derive(Clone)]
-pub struct AuthzLayer(pub Option<Arc<Auth>>);
+pub(crate) struct AuthzLayer(pub Option<Arc<Auth>>);
 
 impl<S> tower::Layer<S> for AuthzLayer {
     type Service = Authorize<S>;
@@ -36,19 +36,19 @@ impl<S> tower::Layer<S> for AuthzLayer {
 
 /// Lets allowed requests through, answers the others 403.
 #[derive(Clone)]
-pub struct Authorize<S> {
+pub(crate) struct Authorize<S> {
     inner: S,
     auth: Option<Arc<Auth>>,
 }
 
-/// What the request asks, from its route and its path as sent.
+/// What the request asks, from the request the routing layer parsed and
+/// its path as sent.
 fn attributes(head: &http::request::Parts) -> Result<authz::Attributes, ApiError> {
-    let routed = head
+    let request = head
         .extensions
-        .get::<Routed>()
+        .get::<ApiRequest>()
         .ok_or_else(|| ApiError::internal("authorization before routing"))?;
-    let route = routed.route(&head.method, &head.uri)?;
-    Ok(authz::attributes(&route, head.uri.path()))
+    Ok(authz::attributes(request, head.uri.path()))
 }
 
 impl<S, B> tower::Service<Request<B>> for Authorize<S>

@@ -20,7 +20,7 @@ use crate::k8s::status::ApiError;
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// A Status answer for an error.
-pub fn error_response(e: &ApiError) -> Response<Body> {
+pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
     let mut r = Response::new(Body::new(e.to_json().into()));
     *r.status_mut() = e.code;
     r.headers_mut().insert(CONTENT_TYPE, JSON);
@@ -32,21 +32,21 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
 }
 
 /// 503 for a request refused by load shedding.
-pub fn overloaded() -> Response<Body> {
+pub(crate) fn overloaded() -> Response<Body> {
     error_response(&ApiError::service_unavailable(
         "the server is handling too many requests; retry shortly",
     ))
 }
 
 /// 504 for a request that ran out of time.
-pub fn timed_out() -> Response<Body> {
+pub(crate) fn timed_out() -> Response<Body> {
     error_response(&ApiError::timeout(
         "the request did not complete within the server's request timeout",
     ))
 }
 
 /// The Status answer for an error of a tower layer.
-pub fn status_for(e: BoxError) -> Response<Body> {
+pub(crate) fn status_for(e: BoxError) -> Response<Body> {
     if e.is::<Overloaded>() {
         overloaded()
     } else if e.is::<TimedOut>() {
@@ -59,7 +59,7 @@ pub fn status_for(e: BoxError) -> Response<Body> {
 
 /// The [`tower::Layer`] of [`ErrorsAsStatus`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ErrorsAsStatusLayer;
+pub(crate) struct ErrorsAsStatusLayer;
 
 impl<S> tower::Layer<S> for ErrorsAsStatusLayer {
     type Service = ErrorsAsStatus<S>;
@@ -72,7 +72,7 @@ impl<S> tower::Layer<S> for ErrorsAsStatusLayer {
 }
 
 /// Turns the errors of the layers below into Status answers.
-pub struct ErrorsAsStatus<S> {
+pub(crate) struct ErrorsAsStatus<S> {
     inner: S,
     /// A readiness error of the layers below (none of ours fails there
     /// today; a tower layer added later might), answered

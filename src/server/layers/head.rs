@@ -12,7 +12,7 @@ use super::Body;
 
 /// The [`tower::Layer`] of [`Head`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct HeadLayer;
+pub(crate) struct HeadLayer;
 
 impl<S> tower::Layer<S> for HeadLayer {
     type Service = Head<S>;
@@ -23,12 +23,12 @@ impl<S> tower::Layer<S> for HeadLayer {
 
 /// Answers HEAD requests with the head of the GET answer.
 #[derive(Debug, Clone)]
-pub struct Head<S> {
+pub(crate) struct Head<S> {
     inner: S,
 }
 
 /// Drops the body of an answer, keeping its head.
-pub fn without_body<E>(r: Result<Response<Body>, E>) -> Result<Response<Body>, E> {
+pub(crate) fn without_body<E>(r: Result<Response<Body>, E>) -> Result<Response<Body>, E> {
     r.map(|response| {
         let (parts, _) = response.into_parts();
         Response::from_parts(parts, Body::default())

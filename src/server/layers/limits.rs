@@ -21,15 +21,15 @@ use super::Body;
 use crate::k8s::status::ApiError;
 
 /// Longest request URI served; a label selector never needs more.
-pub const MAX_URI_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_URI_BYTES: usize = 8 * 1024;
 
 /// Limits of the request stack.
 #[derive(Debug, Clone, Copy)]
 pub struct StackConfig {
     /// Requests in flight over all connections; beyond, 503 at once.
-    pub max_concurrent_requests: usize,
+    pub(crate) max_concurrent_requests: usize,
     /// A request not answered within this time is answered 504.
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
 }
 
 impl Default for StackConfig {
@@ -47,7 +47,7 @@ impl Default for StackConfig {
 /// [`TimedOut`]; [`super::errors::ErrorsAsStatus`] above turns both into
 /// Status answers.
 #[derive(Debug, Clone, Copy)]
-pub struct RequestLimitsLayer(pub StackConfig);
+pub(crate) struct RequestLimitsLayer(pub StackConfig);
 
 impl<S> Layer<S> for RequestLimitsLayer {
     type Service = RequestLimits<S>;
@@ -64,18 +64,18 @@ impl<S> Layer<S> for RequestLimitsLayer {
 /// More requests in flight than `--max-concurrent-requests`.
 #[derive(Debug, Default, thiserror::Error)]
 #[error("too many requests in flight")]
-pub struct Overloaded;
+pub(crate) struct Overloaded;
 
 /// No answer within `--request-timeout`.
 #[derive(Debug, Default, thiserror::Error)]
 #[error("request timed out")]
-pub struct TimedOut;
+pub(crate) struct TimedOut;
 
 /// Sheds requests beyond the concurrency limit and times out slow ones.
 /// Clones share the limit (hyper clones the stack per request, so the
 /// clone is two reference counts and a copy).
 #[derive(Debug, Clone)]
-pub struct RequestLimits<S> {
+pub(crate) struct RequestLimits<S> {
     inner: UriLimit<S>,
     permits: Arc<Semaphore>,
     timeout: Duration,
@@ -83,7 +83,7 @@ pub struct RequestLimits<S> {
 
 pin_project_lite::pin_project! {
     /// A request in flight: holds its permit until its answer is ready.
-    pub struct Limited<F> {
+    pub(crate) struct Limited<F> {
         #[pin]
         inner: tokio::time::Timeout<F>,
         permit: Option<OwnedSemaphorePermit>,
@@ -137,7 +137,7 @@ where
 
 /// Refuses request URIs longer than [`MAX_URI_BYTES`] with a 414 Status.
 #[derive(Debug, Clone)]
-pub struct UriLimit<S> {
+pub(crate) struct UriLimit<S> {
     inner: S,
 }
 

@@ -1,10 +1,11 @@
 //! Routing: decodes the request path, as Go's servers do (`%2F` is a `/`,
 //! so clients that escape object names, such as the Python client's
 //! `name="target/metric"`, reach the same route), and resolves it with
-//! [`crate::api::router::route`]. Unknown paths are answered 404 and other
-//! methods than GET and HEAD 405 here; a routed request carries [`Routed`]
-//! to the layers below, and every answer carries the [`RouteName`] for
-//! telemetry.
+//! [`crate::api::router::route`], the one parse of the request. Unknown
+//! paths are answered 404 and other methods than GET and HEAD 405 here; a
+//! routed request carries its [`ApiRequest`] in its extensions to the
+//! layers below (authentication, authorization, the handlers read it
+//! there), and every answer carries the [`RouteName`] for telemetry.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -16,41 +17,15 @@ use http::{Request, Response};
 
 use super::errors::error_response;
 use super::Body;
-use crate::api::router::{route, Route};
+use crate::api::router::{route, ApiRequest};
 use crate::k8s::status::ApiError;
-
-/// The route of a request, for the layers below routing.
-#[derive(Debug, Clone)]
-pub struct Routed {
-    /// The route's low-cardinality name.
-    pub name: &'static str,
-    /// The decoded path when it differs from the request's path.
-    decoded: Option<Box<str>>,
-}
-
-impl Routed {
-    /// The path the request was routed on.
-    pub fn path<'r>(&'r self, uri: &'r http::Uri) -> &'r str {
-        self.decoded.as_deref().unwrap_or(uri.path())
-    }
-
-    /// The route, resolved again from the path (routing is a few string
-    /// comparisons; this keeps the route's borrowed parts borrowed).
-    pub fn route<'r>(
-        &'r self,
-        method: &http::Method,
-        uri: &'r http::Uri,
-    ) -> Result<Route<'r>, ApiError> {
-        route(method, self.path(uri))
-    }
-}
 
 /// The route name of an answer (`unmatched` for 404s and 405s), for telemetry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteName(pub &'static str);
+pub(crate) struct RouteName(pub &'static str);
 
 /// The path after percent-decoding, or a 400 Status.
-pub fn decoded_path(uri: &http::Uri) -> Result<Cow<'_, str>, ApiError> {
+pub(crate) fn decoded_path(uri: &http::Uri) -> Result<Cow<'_, str>, ApiError> {
     percent_encoding::percent_decode_str(uri.path())
         .decode_utf8()
         .map_err(|_| {
@@ -60,7 +35,7 @@ pub fn decoded_path(uri: &http::Uri) -> Result<Cow<'_, str>, ApiError> {
 
 /// The [`tower::Layer`] of [`Routing`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RoutingLayer;
+pub(crate) struct RoutingLayer;
 
 impl<S> tower::Layer<S> for RoutingLayer {
     type Service = Routing<S>;
@@ -71,13 +46,13 @@ impl<S> tower::Layer<S> for RoutingLayer {
 
 /// Routes each request, answering those that match no route.
 #[derive(Debug, Clone)]
-pub struct Routing<S> {
+pub(crate) struct Routing<S> {
     inner: S,
 }
 
 pin_project_lite::pin_project! {
     /// The answer of a routed request, labelled with its [`RouteName`].
-    pub struct Named<F> {
+    pub(crate) struct Named<F> {
         #[pin]
         inner: F,
         name: &'static str,
@@ -112,29 +87,50 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let routed = match decoded_path(req.uri()) {
+        let request: ApiRequest = match decoded_path(req.uri()) {
             // Not counted in telemetry: no route to name it by.
             Err(e) => return Either::Left(futures::future::ready(Ok(error_response(&e)))),
-            Ok(path) => match route(req.method(), &path) {
+            Ok(path) => match route(req.method(), &path, req.uri().query()) {
                 Err(e) => {
                     let mut r = error_response(&e);
                     r.extensions_mut().insert(RouteName("unmatched"));
                     return Either::Left(futures::future::ready(Ok(r)));
                 }
-                Ok(r) => Routed {
-                    name: r.name(),
-                    decoded: match &path {
-                        Cow::Borrowed(_) => None,
-                        Cow::Owned(p) => Some(p.as_str().into()),
-                    },
-                },
+                Ok(request) => request,
             },
         };
-        let name = routed.name;
-        req.extensions_mut().insert(routed);
+        let name = request.name();
+        req.extensions_mut().insert(request);
         Either::Right(Named {
             inner: self.inner.call(req),
             name,
         })
+    }
+}
+
+/// `wva_routes_parsed_total`: requests parsed by
+/// [`crate::api::router::route`] in this process. Equal to the requests
+/// routed (answered or refused 404/405), since authentication,
+/// authorization and the handlers read the parsed request from the
+/// extensions instead of parsing again.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RoutesParsed;
+
+impl prometheus_client::collector::Collector for RoutesParsed {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let counter = prometheus_client::metrics::counter::ConstCounter::new(
+            crate::api::router::requests_parsed(),
+        );
+        let metric = encoder.encode_descriptor(
+            "wva_routes_parsed",
+            "Requests whose method, path and query were parsed into a route (once per request).",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
     }
 }

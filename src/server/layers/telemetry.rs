@@ -28,13 +28,13 @@ struct Handles {
 }
 
 /// Metric handles by route and status code, filled on first use.
-pub struct RequestMetrics {
+pub(crate) struct RequestMetrics {
     telemetry: Telemetry,
     handles: RwLock<HashMap<(&'static str, u16), Handles>>,
 }
 
 impl RequestMetrics {
-    pub fn new(telemetry: Telemetry) -> Arc<Self> {
+    pub(crate) fn new(telemetry: Telemetry) -> Arc<Self> {
         Arc::new(RequestMetrics {
             telemetry,
             handles: RwLock::default(),
@@ -42,7 +42,7 @@ impl RequestMetrics {
     }
 
     /// Counts one answer of `route` with `code` that took `seconds`.
-    pub fn record(&self, route: &'static str, code: u16, seconds: f64) {
+    pub(crate) fn record(&self, route: &'static str, code: u16, seconds: f64) {
         let key = (route, code);
         let known = self
             .handles
@@ -80,7 +80,7 @@ impl RequestMetrics {
 
 /// The [`tower::Layer`] of [`RecordRequests`].
 #[derive(Clone)]
-pub struct TelemetryLayer(pub Arc<RequestMetrics>);
+pub(crate) struct TelemetryLayer(pub Arc<RequestMetrics>);
 
 impl<S> tower::Layer<S> for TelemetryLayer {
     type Service = RecordRequests<S>;
@@ -94,14 +94,14 @@ impl<S> tower::Layer<S> for TelemetryLayer {
 
 /// Counts and times each answer by its route.
 #[derive(Clone)]
-pub struct RecordRequests<S> {
+pub(crate) struct RecordRequests<S> {
     inner: S,
     metrics: Arc<RequestMetrics>,
 }
 
 pin_project_lite::pin_project! {
     /// An answer on its way, timed from the call.
-    pub struct Recorded<F> {
+    pub(crate) struct Recorded<F> {
         #[pin]
         inner: F,
         started: Instant,

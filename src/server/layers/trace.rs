@@ -16,13 +16,13 @@ static FAILURE_LOG: crate::server::log_limit::LogLimiter =
 
 /// Wraps a service with a span per request.
 #[derive(Clone, Debug)]
-pub struct TraceRequests<S> {
+pub(crate) struct TraceRequests<S> {
     inner: S,
 }
 
 /// The [`tower::Layer`] of [`TraceRequests`].
 #[derive(Clone, Copy, Debug, Default)]
-pub struct TraceLayer;
+pub(crate) struct TraceLayer;
 
 impl<S> tower::Layer<S> for TraceLayer {
     type Service = TraceRequests<S>;

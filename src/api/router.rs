@@ -8,9 +8,88 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::Method;
 
-use super::custom::{CustomVersion, DescribedResource};
 use crate::k8s::selector::LabelSelector;
 use crate::k8s::status::ApiError;
+
+/// A served version of the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CustomVersion {
+    V1beta1,
+    V1beta2,
+}
+
+impl CustomVersion {
+    /// Newest first: the order of discovery, the first is preferred.
+    pub(crate) const ALL: [CustomVersion; 2] = [CustomVersion::V1beta2, CustomVersion::V1beta1];
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "v1beta1" => Some(CustomVersion::V1beta1),
+            "v1beta2" => Some(CustomVersion::V1beta2),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CustomVersion::V1beta1 => "v1beta1",
+            CustomVersion::V1beta2 => "v1beta2",
+        }
+    }
+
+    pub(crate) fn group_version(self) -> &'static str {
+        match self {
+            CustomVersion::V1beta1 => "custom.metrics.k8s.io/v1beta1",
+            CustomVersion::V1beta2 => "custom.metrics.k8s.io/v1beta2",
+        }
+    }
+}
+
+/// The kinds of object metrics are served for, by their path segment
+/// (`{resource}.{group}` as the HPA's REST mapping writes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DescribedResource {
+    Deployments,
+    StatefulSets,
+    Pods,
+}
+
+impl DescribedResource {
+    pub(crate) const ALL: [DescribedResource; 3] = [
+        DescribedResource::Deployments,
+        DescribedResource::StatefulSets,
+        DescribedResource::Pods,
+    ];
+
+    pub(crate) fn parse(segment: &str) -> Option<Self> {
+        DescribedResource::ALL
+            .into_iter()
+            .find(|r| r.segment().eq_ignore_ascii_case(segment))
+    }
+
+    pub(crate) fn segment(self) -> &'static str {
+        match self {
+            DescribedResource::Deployments => "deployments.apps",
+            DescribedResource::StatefulSets => "statefulsets.apps",
+            DescribedResource::Pods => "pods",
+        }
+    }
+
+    pub(crate) fn kind(self) -> &'static str {
+        match self {
+            DescribedResource::Deployments => "Deployment",
+            DescribedResource::StatefulSets => "StatefulSet",
+            DescribedResource::Pods => "Pod",
+        }
+    }
+
+    pub(crate) fn api_version(self) -> &'static str {
+        match self {
+            DescribedResource::Deployments | DescribedResource::StatefulSets => "apps/v1",
+            DescribedResource::Pods => "v1",
+        }
+    }
+}
 
 /// Everything the server answers, with what the request asks parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -507,10 +507,14 @@ impl Planner {
         }
     }
 
-    /// Offers every VariantAutoscaling's desired status to the queue.
+    /// Offers every VariantAutoscaling's desired status, from the last
+    /// sweep (the fetch cycle that notified), to the queue.
     fn plan(&self) {
-        let snapshot = self.engine.inventory().load();
-        let desired_all = planned_statuses(&self.engine, &snapshot, std::time::SystemTime::now());
+        let Some(sweep) = self.engine.last_sweep() else {
+            return;
+        };
+        let snapshot = sweep.snapshot();
+        let desired_all = planned_statuses(&sweep);
         let live: HashSet<Key> = snapshot
             .variants()
             .iter()
@@ -531,23 +535,19 @@ impl Planner {
     }
 }
 
-/// The desired status of every VariantAutoscaling of `snapshot`, from one
-/// decision per model.
-pub fn planned_statuses(
-    engine: &DecisionEngine,
-    snapshot: &crate::inventory::snapshot::InventorySnapshot,
-    now: std::time::SystemTime,
-) -> Vec<(Key, DesiredStatus)> {
+/// The desired status of every VariantAutoscaling of the sweep's snapshot,
+/// from the sweep's decision of its model.
+pub fn planned_statuses(sweep: &crate::decision::Sweep) -> Vec<(Key, DesiredStatus)> {
+    let snapshot = sweep.snapshot();
     let mut desired_all = Vec::new();
-    for (key, _) in snapshot.models() {
-        let outcome = engine.decide_model(snapshot, key, now);
+    for (key, outcome) in &sweep.outcomes {
         for v in snapshot
             .model_variants(key)
             .filter(|v| v.source == VariantSource::VariantAutoscaling)
         {
             desired_all.push((
                 (v.namespace.clone(), v.name.clone()),
-                variant_status(v, &outcome),
+                variant_status(v, outcome),
             ));
         }
     }
@@ -1024,8 +1024,6 @@ mod tests {
             ("default: {}", 0.98, "saturation-v1", 5),
         ] {
             let engine = file_engine_with_tokens(config, kv);
-            let snapshot = engine.inventory().load();
-            let now = std::time::SystemTime::now();
             let decided = engine
                 .decide(
                     "ns",
@@ -1037,7 +1035,7 @@ mod tests {
                 (analyzer, want),
                 "{config} kv {kv}"
             );
-            let statuses = planned_statuses(&engine, &snapshot, now);
+            let statuses = planned_statuses(&engine.sweep());
             assert_eq!(statuses.len(), 1);
             let ((ns, name), status) = &statuses[0];
             assert_eq!((ns.as_str(), name.as_str()), ("ns", "v"));

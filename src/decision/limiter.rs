@@ -75,6 +75,8 @@ impl LimiterView {
 struct Cap {
     desired: u32,
     accelerator: String,
+    /// Upstream's limiter (V1) rather than ours (V2).
+    upstream: bool,
 }
 
 /// The limiter's caps for the whole fleet, by (namespace, variant).
@@ -106,7 +108,11 @@ impl Allotment {
             let Some(cap) = self.caps.get(&(v.namespace.clone(), v.name.clone())) else {
                 continue;
             };
-            tracing::info!(namespace = %key.namespace, model_id = %key.model_id, variant = %t.name, wanted = t.desired, granted = cap.desired, accelerator = %cap.accelerator, "scale-up limited by free accelerators");
+            if cap.upstream {
+                tracing::info!(namespace = %key.namespace, model_id = %key.model_id, variant = %t.name, wanted = t.desired, granted = cap.desired, accelerator = %cap.accelerator, "scale-up limited by free accelerators (upstream's limiter)");
+            } else {
+                tracing::info!(namespace = %key.namespace, model_id = %key.model_id, variant = %t.name, wanted = t.desired, granted = cap.desired, accelerator = %cap.accelerator, "scale-up limited by free accelerators");
+            }
             t.desired = cap.desired;
             t.reason = TargetReason::LimitedByAccelerators;
         }
@@ -182,6 +188,7 @@ impl DecisionEngine {
                         Cap {
                             desired: granted.target,
                             accelerator: granted.accelerator.clone(),
+                            upstream: true,
                         },
                     );
                 }
@@ -220,6 +227,7 @@ impl DecisionEngine {
                         Cap {
                             desired: t.current + g.granted,
                             accelerator: v.accelerator.clone(),
+                            upstream: false,
                         },
                     );
                 }

@@ -1,6 +1,7 @@
 //! One model's decision in two halves around the fleet's limiter:
 //! [`DecisionEngine::analyse`] runs the analysis the thresholds select
-//! (V1, V2 or slo, with slo's fallback), [`DecisionEngine::finish`] applies
+//! (`saturation::analyzers`: V1, V2 or slo, with slo's fallback, the same
+//! dispatch `simulate` calls), [`DecisionEngine::finish`] applies
 //! the fleet's accelerator allotment, the HPA's tolerance band and scale
 //! to zero, and builds the outcome.
 
@@ -13,55 +14,33 @@ use super::sweep::Trigger;
 use super::{DecisionEngine, DecisionError, ModelOutcome, VariantDecision};
 use crate::inventory::{InventorySnapshot, ModelKey};
 use crate::k8s::quantity::desired_ratio_milli;
+use crate::saturation::analyzers::{Analysis, AnalysisInput, Decided};
 use crate::saturation::scale_to_zero::{self, ModelActivity, ZeroAction};
-use crate::saturation::slo::{MissingSignal, SloAnalysis, SloDecision, SloModelInput};
-use crate::saturation::v2::{self, TokenAnalysis, TokenModelInput};
-use crate::saturation::{
-    decide_acted_on, AnalyzerKind, HpaView, ModelAnalysis, ModelInput, SaturationThresholds,
-    VariantTarget,
-};
-
-/// What a model's analysis found, by the analysis that decided; a model
-/// decided without metrics (it holds) has none.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Analysis {
-    V1(ModelAnalysis),
-    V2(TokenAnalysis),
-    Slo(SloAnalysis),
-}
+use crate::saturation::v2::TokenAnalysis;
+use crate::saturation::{AnalyzerKind, HpaView, SaturationThresholds};
 
 /// A model analysed, before the fleet's limiter and the last steps.
 pub(crate) struct Analysed<'s> {
     pub(crate) inputs: ModelInputs<'s>,
     pub(crate) thresholds: SaturationThresholds,
     hpas: Vec<HpaView>,
-    pub(crate) targets: Vec<VariantTarget>,
-    pub(crate) analysis: Option<Analysis>,
-    pub(crate) decided_by: AnalyzerKind,
-    slo_fallback: Option<MissingSignal>,
-    /// V2 and slo step their targets into the HPA's band after the limiter
-    /// (V1's steps are part of its analysis, before the limiter).
-    steps_after_limit: bool,
+    pub(crate) decided: Decided,
 }
 
 impl Analysed<'_> {
     /// Whether any variant wants to grow.
     pub(crate) fn scales_up(&self) -> bool {
-        self.targets.iter().any(|t| t.desired > t.current)
+        self.decided.targets.iter().any(|t| t.desired > t.current)
     }
 
     /// V2's analysis, when V2 decided with metrics.
     pub(crate) fn token_analysis(&self) -> Option<&TokenAnalysis> {
-        match &self.analysis {
+        match &self.decided.analysis {
             Some(Analysis::V2(a)) => Some(a),
             _ => None,
         }
     }
 }
-
-/// One analysis' result: targets, what it found, who decided, whether the
-/// tolerance steps are still to come.
-type Ran = (Vec<VariantTarget>, Option<Analysis>, AnalyzerKind, bool);
 
 impl DecisionEngine {
     /// Runs the analysis the model's thresholds select over its inputs.
@@ -82,97 +61,30 @@ impl DecisionEngine {
         // Moves inside the HPA's tolerance band would be ignored by it: widen
         // them to the smallest move it acts on, or hold and say so.
         let hpas = self.hpa_views(&inputs.variants);
-        let run_v1 = || -> Ran {
-            // The same function `simulate` runs: analysis, then
-            // tolerance-aware steps.
-            let decision = decide_acted_on(
-                self.analyzer.as_ref(),
-                &ModelInput {
-                    replicas: &inputs.replicas,
-                    variants: &inputs.states,
-                    thresholds: &thresholds,
-                },
-                &hpas,
-            );
-            (
-                decision.targets,
-                decision.analysis.map(Analysis::V1),
-                AnalyzerKind::Percentage,
-                false,
-            )
-        };
-        let run_v2 = || -> Ran {
-            let token_variants = token_variants(&inputs.variants, &inputs.states);
-            let decision = self.token_analyzer.decide(
-                &TokenModelInput {
-                    namespace: &key.namespace,
-                    model_id: &key.model_id,
-                    replicas: &inputs.tokens,
-                    variants: &token_variants,
-                    thresholds: &thresholds,
-                    scheduler_queue: self.scheduler_queue(&key.model_id, now),
-                },
-                now,
-            );
-            (
-                decision.targets,
-                decision.analysis.map(Analysis::V2),
-                AnalyzerKind::Tokens,
-                true,
-            )
-        };
-        let mut slo_fallback = None;
-        let (targets, analysis, decided_by, steps_after_limit) = match thresholds.analyzer {
-            AnalyzerKind::Percentage => run_v1(),
-            AnalyzerKind::Tokens => run_v2(),
-            AnalyzerKind::Slo => {
-                let decision = self.slo_analyzer.decide(
-                    &SloModelInput {
-                        namespace: &key.namespace,
-                        model_id: &key.model_id,
-                        replicas: &inputs.slo,
-                        variants: &inputs.states,
-                        objective: self.objective_for(&thresholds, &key.model_id),
-                        scheduler_queue: self
-                            .scheduler_queue(&key.model_id, now)
-                            .map(|q| q.requests),
-                    },
-                    now,
-                );
-                match decision {
-                    SloDecision::Sized { targets, analysis } => {
-                        (targets, Some(Analysis::Slo(analysis)), AnalyzerKind::Slo, true)
-                    }
-                    SloDecision::NoMetrics { targets } => (targets, None, AnalyzerKind::Slo, false),
-                    SloDecision::Missing(missing) => {
-                        slo_fallback = Some(missing);
-                        // V2 needs the cache size too; without it, V1.
-                        let fallback = if missing == MissingSignal::CacheConfig {
-                            run_v1()
-                        } else {
-                            run_v2()
-                        };
-                        tracing::debug!(
-                            namespace = %key.namespace,
-                            model_id = %key.model_id,
-                            missing = missing.as_str(),
-                            fallback = fallback.2.as_str(),
-                            "analyzerName slo cannot size the model without this signal: another analysis decides"
-                        );
-                        fallback
-                    }
-                }
-            }
-        };
+        let token_variants = token_variants(&inputs.variants, &inputs.states);
+        // The same dispatch `simulate` runs.
+        let decided = self.analyzers.decide(
+            thresholds.analyzer,
+            &AnalysisInput {
+                namespace: &key.namespace,
+                model_id: &key.model_id,
+                loads: &inputs.replicas,
+                tokens: &inputs.tokens,
+                slo: &inputs.slo,
+                variants: &inputs.states,
+                token_variants: &token_variants,
+                thresholds: &thresholds,
+                objective: self.objective_for(&thresholds, &key.model_id),
+                scheduler_queue: self.scheduler_queue(&key.model_id, now),
+                hpas: &hpas,
+            },
+            now,
+        );
         Ok(Analysed {
             inputs,
             thresholds,
             hpas,
-            targets,
-            analysis,
-            decided_by,
-            slo_fallback,
-            steps_after_limit,
+            decided,
         })
     }
 
@@ -180,7 +92,7 @@ impl DecisionEngine {
     /// `enableLimiter` on V1, or its own entry's on V2 with
     /// `--limiter-on-v2`; only scale-ups are limited.
     pub(crate) fn limited(&self, a: &Analysed<'_>) -> bool {
-        let v1 = a.decided_by == AnalyzerKind::Percentage
+        let v1 = a.decided.decided_by == AnalyzerKind::Percentage
             && self.thresholds.load().default_thresholds().enable_limiter;
         let v2 = self.v2_limiter && a.thresholds.enable_limiter && a.token_analysis().is_some();
         (v1 || v2) && a.scales_up()
@@ -200,19 +112,19 @@ impl DecisionEngine {
             inputs,
             thresholds: _,
             hpas,
+            mut decided,
+        } = analysed;
+        if let Some(allotment) = allotment {
+            allotment.cap(key, &inputs.variants, &mut decided.targets);
+        }
+        decided.step(&inputs.states, &hpas);
+        let Decided {
             mut targets,
             analysis,
             decided_by,
             slo_fallback,
-            steps_after_limit,
-        } = analysed;
-        if let Some(allotment) = allotment {
-            allotment.cap(key, &inputs.variants, &mut targets);
-        }
-        if steps_after_limit {
-            let max: Vec<u32> = inputs.states.iter().map(|s| s.max_replicas).collect();
-            targets = v2::tolerance_steps(&max, &hpas, targets);
-        }
+            steps_pending: _,
+        } = decided;
         // Scale to zero when idle for the retention period, from zero when
         // the endpoint picker queues requests for a model with no replica.
         let zero = self

@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::analysis::Analysed;
-use super::inputs::{token_variants, variant_spare_kv, ModelInputs};
+use super::inputs::{variant_spare_kv, ModelInputs};
 use super::sweep::Trigger;
 use super::DecisionEngine;
 use crate::inventory::{InventorySnapshot, ModelKey, Variant};
 use crate::saturation::v2::greedy_limiter::{limit, LimiterDecision};
-use crate::saturation::v2::{self, ScaleUpClaim, TokenModelInput};
+use crate::saturation::v2::{self, ScaleUpClaim};
 use crate::saturation::{
-    decide_acted_on, AnalyzerKind, ModelInput, SaturationThresholds, TargetReason, VariantTarget,
+    AnalyzerKind, SaturationThresholds, TargetReason, VariantTarget,
 };
 
 /// What the limiter needs of one model.
@@ -40,13 +40,13 @@ impl LimiterView {
     /// A model analysed by the sweep (or on demand).
     pub(crate) fn analysed(a: &Analysed<'_>) -> Self {
         let mut view = Self::unanalysed(Some(&a.inputs), &a.inputs.variants, &a.thresholds);
-        if a.decided_by == AnalyzerKind::Percentage {
-            view.v1_targets = Some(a.targets.clone());
+        if a.decided.decided_by == AnalyzerKind::Percentage {
+            view.v1_targets = Some(a.decided.targets.clone());
         }
         if a.thresholds.enable_limiter {
             view.v2 = a
                 .token_analysis()
-                .map(|t| (t.utilization(), a.targets.clone()));
+                .map(|t| (t.utilization(), a.decided.targets.clone()));
         }
         view
     }
@@ -247,7 +247,7 @@ impl DecisionEngine {
         now: SystemTime,
     ) -> Allotment {
         let config = self.thresholds.load();
-        let v1 = ours.decided_by == AnalyzerKind::Percentage
+        let v1 = ours.decided.decided_by == AnalyzerKind::Percentage
             && config.default_thresholds().enable_limiter;
         let v2 =
             self.v2_limiter && ours.thresholds.enable_limiter && ours.token_analysis().is_some();
@@ -260,43 +260,24 @@ impl DecisionEngine {
                     return LimiterView::analysed(ours);
                 }
                 let th = config.for_model(&k.model_id, &k.namespace);
-                let Ok(inputs) = self.model_inputs(snapshot, k, now) else {
-                    let variants: Vec<&Arc<Variant>> = snapshot
-                        .model_variants(k)
-                        .filter(|v| v.target.is_some())
-                        .collect();
-                    return LimiterView::unanalysed(None, &variants, &th);
-                };
-                let mut view = LimiterView::unanalysed(Some(&inputs), &inputs.variants, &th);
-                if v1 && th.analyzer == AnalyzerKind::Percentage {
-                    self.counters.analysed(Trigger::demand);
-                    let d = decide_acted_on(
-                        self.analyzer.as_ref(),
-                        &ModelInput {
-                            replicas: &inputs.replicas,
-                            variants: &inputs.states,
-                            thresholds: &th,
-                        },
-                        &self.hpa_views(&inputs.variants),
-                    );
-                    view.v1_targets = Some(d.targets);
+                let competes = (v1 && th.analyzer == AnalyzerKind::Percentage)
+                    || (v2 && th.analyzer == AnalyzerKind::Tokens && th.enable_limiter);
+                if competes {
+                    if let Ok(a) = self.analyse(snapshot, k, now, Trigger::demand) {
+                        return LimiterView::analysed(&a);
+                    }
                 }
-                if v2 && th.analyzer == AnalyzerKind::Tokens && th.enable_limiter {
-                    self.counters.analysed(Trigger::demand);
-                    let d = self.token_analyzer.decide(
-                        &TokenModelInput {
-                            namespace: &k.namespace,
-                            model_id: &k.model_id,
-                            replicas: &inputs.tokens,
-                            variants: &token_variants(&inputs.variants, &inputs.states),
-                            thresholds: &th,
-                            scheduler_queue: self.scheduler_queue(&k.model_id, now),
-                        },
-                        now,
-                    );
-                    view.v2 = d.analysis.map(|a| (a.utilization(), d.targets));
+                let inputs = self.model_inputs(snapshot, k, now).ok();
+                match &inputs {
+                    Some(i) => LimiterView::unanalysed(Some(i), &i.variants, &th),
+                    None => {
+                        let variants: Vec<&Arc<Variant>> = snapshot
+                            .model_variants(k)
+                            .filter(|v| v.target.is_some())
+                            .collect();
+                        LimiterView::unanalysed(None, &variants, &th)
+                    }
                 }
-                view
             })
             .collect();
         self.allot(snapshot, &views, v1, v2)

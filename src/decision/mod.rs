@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-pub use analysis::Analysis;
+pub use crate::saturation::analyzers::Analysis;
 pub use errors::DecisionError;
 pub use sweep::{DecisionCounters, Sweep};
 
@@ -42,8 +42,8 @@ use crate::inventory::snapshot::labels;
 use crate::inventory::{InventorySnapshot, InventoryStore, ModelKey, ReplicaPod, Variant};
 use crate::k8s::selector::LabelSelector;
 use crate::saturation::scale_to_zero::ZeroAction;
-use crate::saturation::slo::{MissingSignal, ServiceClasses, SloAnalyzer};
-use crate::saturation::v2::TokenAnalyzer;
+use crate::saturation::analyzers::Analyzers;
+use crate::saturation::slo::{MissingSignal, ServiceClasses};
 use crate::saturation::{
     SaturationAnalyzer, ScaleToZeroConfig, TargetReason, ThresholdConfig,
 };
@@ -100,11 +100,8 @@ pub struct DecisionEngine {
     inventory: Arc<InventoryStore>,
     cache: Arc<MetricsCache>,
     thresholds: Arc<ArcSwap<ThresholdConfig>>,
-    analyzer: Arc<dyn SaturationAnalyzer>,
-    /// The token-based analysis, for models whose thresholds select it.
-    token_analyzer: Arc<TokenAnalyzer>,
-    /// The objective-sized analysis (`analyzerName: slo`), with its state.
-    slo_analyzer: Arc<SloAnalyzer>,
+    /// The analyses (V1, V2, slo), with V2's and slo's history.
+    analyzers: Analyzers,
     /// Upstream's service classes: the objectives per model.
     service_classes: Arc<ArcSwap<ServiceClasses>>,
     /// Accelerators for `enableLimiter`; without one, limited models are
@@ -127,7 +124,7 @@ pub struct DecisionEngine {
 impl std::fmt::Debug for DecisionEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DecisionEngine")
-            .field("analyzer", &self.analyzer.name())
+            .field("analyzers", &self.analyzers)
             .field("freshness", &self.freshness)
             .finish()
     }
@@ -145,9 +142,7 @@ impl DecisionEngine {
             inventory,
             cache,
             thresholds,
-            analyzer,
-            token_analyzer: Arc::new(TokenAnalyzer::new()),
-            slo_analyzer: Arc::new(SloAnalyzer::new()),
+            analyzers: Analyzers::new(analyzer),
             service_classes: Arc::default(),
             accelerators: None,
             v2_limiter: false,
@@ -192,11 +187,6 @@ impl DecisionEngine {
     pub fn with_accelerators(mut self, accelerators: Arc<dyn AcceleratorInventory>) -> Self {
         self.accelerators = Some(accelerators);
         self
-    }
-
-    /// The V2 analyzer (its state sizes are exported as telemetry).
-    pub fn token_analyzer(&self) -> &Arc<TokenAnalyzer> {
-        &self.token_analyzer
     }
 
     /// The tolerance band the cluster's HPA controller applies

@@ -5,16 +5,18 @@
 //! ready pods. No clock and no sleeping: a day runs in seconds.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::hpa::{
     external_metric_proposal, served_milli, BehaviorState, HpaBehavior, ScaleState, Tolerances,
 };
+use crate::saturation::analyzers::{AnalysisInput, Analyzers};
 use crate::saturation::slo::sizing::{replicas_for, ReplicaShape, Z_P95};
-use crate::saturation::slo::{SloAnalyzer, SloDecision, SloModelInput, SloObjective, SloReplica};
-use crate::saturation::v2::{self, ReplicaTokens, TokenAnalyzer, TokenModelInput, TokenVariant};
+use crate::saturation::slo::{SloObjective, SloReplica};
+use crate::saturation::v2::{self, ReplicaTokens, TokenVariant};
 use crate::saturation::{
-    decide_acted_on, HpaView, ModelInput, PercentageAnalyzer, ReplicaLoad, SaturationAnalyzer,
+    AnalyzerKind, HpaView, PercentageAnalyzer, ReplicaLoad, SaturationAnalyzer,
     SaturationThresholds, VariantState,
 };
 use crate::simulate::replica_model::{FinishedCounters, ReplicaModel, ReplicaParams, Request};
@@ -208,25 +210,23 @@ impl Pod {
     }
 }
 
-/// The policy's analysis as a run holds it.
-enum Decider<'a> {
-    Percentage(&'a dyn SaturationAnalyzer),
-    /// V2 with its state (k2 history, remembered capacities), one per run.
-    Tokens(TokenAnalyzer),
-    /// The objective-sized analysis with its state, and the V2 it falls
-    /// back to (V1 behind that is stateless), one per run.
-    Slo(Box<SloAnalyzer>, TokenAnalyzer),
+/// The policy's analysis as a run holds it: the server's analyses (one
+/// per run, with their own history) and the kind the policy selects, or
+/// the oracle.
+enum Decider {
+    Analysis(AnalyzerKind, Box<Analyzers>),
     Oracle,
 }
 
-impl<'a> Decider<'a> {
-    fn new(analysis: &'a Analysis) -> Self {
-        match analysis {
-            Analysis::Percentage(a) => Decider::Percentage(a.as_ref()),
-            Analysis::Tokens => Decider::Tokens(TokenAnalyzer::new()),
-            Analysis::Slo => Decider::Slo(Box::new(SloAnalyzer::new()), TokenAnalyzer::new()),
-            Analysis::Oracle => Decider::Oracle,
-        }
+impl Decider {
+    fn new(analysis: &Analysis) -> Self {
+        let (kind, v1): (AnalyzerKind, Arc<dyn SaturationAnalyzer>) = match analysis {
+            Analysis::Percentage(a) => (AnalyzerKind::Percentage, Arc::clone(a)),
+            Analysis::Tokens => (AnalyzerKind::Tokens, Arc::new(PercentageAnalyzer)),
+            Analysis::Slo => (AnalyzerKind::Slo, Arc::new(PercentageAnalyzer)),
+            Analysis::Oracle => return Decider::Oracle,
+        };
+        Decider::Analysis(kind, Box::new(Analyzers::new(v1)))
     }
 }
 
@@ -234,7 +234,7 @@ impl<'a> Decider<'a> {
 struct Cluster<'a> {
     config: &'a SimConfig,
     policy: &'a Policy,
-    decider: Decider<'a>,
+    decider: Decider,
     pods: Vec<Pod>,
     spec: u32,
     gateway: VecDeque<Request>,
@@ -355,11 +355,15 @@ impl Cluster<'_> {
     }
 
     /// The decision the policy's analysis makes at `now` from samples
-    /// taken every `period` seconds, by the server's code path: V1 through
-    /// `decide_acted_on`; V2 through `TokenAnalyzer::decide` and
-    /// `v2::tolerance_steps` (the limiter apart: the simulated cluster has
-    /// no accelerator inventory).
+    /// taken every `period` seconds, by the server's code path:
+    /// `Analyzers::decide` (V1, V2 or slo with its fallback), then the
+    /// tolerance steps (the limiter apart: the simulated cluster has no
+    /// accelerator inventory).
     fn decide(&self, now: u64, period: u64) -> u32 {
+        let (kind, analyzers) = match &self.decider {
+            Decider::Oracle => return self.oracle(now),
+            Decider::Analysis(kind, analyzers) => (*kind, analyzers),
+        };
         let windows: Vec<(String, Window)> = self
             .pods
             .iter()
@@ -382,67 +386,18 @@ impl Cluster<'_> {
             scale,
             tolerances: self.config.tolerances,
         }];
-        let targets = match &self.decider {
-            Decider::Tokens(tokens) => self.decide_v2(tokens, &windows, &variants, &hpas, now),
-            Decider::Percentage(analyzer) => self.decide_v1(*analyzer, &windows, &variants, &hpas),
-            Decider::Slo(slo, tokens) => {
-                let replicas: Vec<SloReplica> = windows
-                    .iter()
-                    .map(|(pod, w)| SloReplica {
-                        pod: pod.clone(),
-                        variant: VARIANT.to_owned(),
-                        kv: w.kv,
-                        waiting: w.queue,
-                        running: Some(w.running),
-                        completion_rate: w.completion_rate,
-                        avg_prompt_tokens: w.token_means.map(|m| m.0),
-                        avg_output_tokens: w.token_means.map(|m| m.1),
-                        cache: Some(self.config.replica_cache()),
-                    })
-                    .collect();
-                let decision = slo.decide(
-                    &SloModelInput {
-                        namespace: NAMESPACE,
-                        model_id: MODEL_ID,
-                        replicas: &replicas,
-                        variants: &variants,
-                        objective: SloObjective {
-                            ttft_seconds: self.config.slo_ttft,
-                            ..SloObjective::default()
-                        },
-                        scheduler_queue: None,
-                    },
-                    virtual_time(now),
-                );
-                match decision {
-                    SloDecision::Sized { targets, .. } | SloDecision::NoMetrics { targets } => {
-                        v2::tolerance_steps(&[self.config.max_replicas], &hpas, targets)
-                    }
-                    // As the server: V2 when the cache size is known, else V1.
-                    SloDecision::Missing(crate::saturation::slo::MissingSignal::CacheConfig) => {
-                        self.decide_v1(&PercentageAnalyzer, &windows, &variants, &hpas)
-                    }
-                    SloDecision::Missing(_) => {
-                        self.decide_v2(tokens, &windows, &variants, &hpas, now)
-                    }
-                }
-            }
-            Decider::Oracle => return self.oracle(now),
-        };
-        targets.first().map_or(self.spec, |t| t.desired)
-    }
-
-    fn decide_v2(
-        &self,
-        tokens: &TokenAnalyzer,
-        windows: &[(String, Window)],
-        variants: &[VariantState],
-        hpas: &[HpaView],
-        now: u64,
-    ) -> Vec<crate::saturation::VariantTarget> {
+        let loads: Vec<ReplicaLoad> = windows
+            .iter()
+            .map(|(pod, w)| ReplicaLoad {
+                pod: pod.clone(),
+                variant: VARIANT.to_owned(),
+                kv: w.kv,
+                queue: w.queue,
+            })
+            .collect();
         let cache = self.config.replica_cache();
         let means = |w: &Window| w.token_means.filter(|_| self.config.token_means);
-        let replicas: Vec<ReplicaTokens> = windows
+        let tokens: Vec<ReplicaTokens> = windows
             .iter()
             .map(|(pod, w)| ReplicaTokens {
                 pod: pod.clone(),
@@ -458,51 +413,47 @@ impl Cluster<'_> {
                 sampled_at: virtual_time(now),
             })
             .collect();
+        let slo: Vec<SloReplica> = windows
+            .iter()
+            .map(|(pod, w)| SloReplica {
+                pod: pod.clone(),
+                variant: VARIANT.to_owned(),
+                kv: w.kv,
+                waiting: w.queue,
+                running: Some(w.running),
+                completion_rate: w.completion_rate,
+                avg_prompt_tokens: w.token_means.map(|m| m.0),
+                avg_output_tokens: w.token_means.map(|m| m.1),
+                cache: Some(cache),
+            })
+            .collect();
         let token_variants = [TokenVariant {
             state: variants[0].clone(),
             accelerator: ACCELERATOR.to_owned(),
             engine: None,
         }];
-        let decision = tokens.decide(
-            &TokenModelInput {
+        let mut decided = analyzers.decide(
+            kind,
+            &AnalysisInput {
                 namespace: NAMESPACE,
                 model_id: MODEL_ID,
-                replicas: &replicas,
-                variants: &token_variants,
+                loads: &loads,
+                tokens: &tokens,
+                slo: &slo,
+                variants: &variants,
+                token_variants: &token_variants,
                 thresholds: &self.config.thresholds,
+                objective: SloObjective {
+                    ttft_seconds: self.config.slo_ttft,
+                    ..SloObjective::default()
+                },
                 scheduler_queue: None,
+                hpas: &hpas,
             },
             virtual_time(now),
         );
-        v2::tolerance_steps(&[self.config.max_replicas], hpas, decision.targets)
-    }
-
-    fn decide_v1(
-        &self,
-        analyzer: &dyn SaturationAnalyzer,
-        windows: &[(String, Window)],
-        variants: &[VariantState],
-        hpas: &[HpaView],
-    ) -> Vec<crate::saturation::VariantTarget> {
-        let replicas: Vec<ReplicaLoad> = windows
-            .iter()
-            .map(|(pod, w)| ReplicaLoad {
-                pod: pod.clone(),
-                variant: VARIANT.to_owned(),
-                kv: w.kv,
-                queue: w.queue,
-            })
-            .collect();
-        decide_acted_on(
-            analyzer,
-            &ModelInput {
-                replicas: &replicas,
-                variants,
-                thresholds: &self.config.thresholds,
-            },
-            hpas,
-        )
-        .targets
+        decided.step(&variants, &hpas);
+        decided.targets.first().map_or(self.spec, |t| t.desired)
     }
 
     /// The oracle: the replicas the next start-up delay's arrivals need

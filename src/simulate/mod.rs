@@ -11,8 +11,10 @@
 //! Everything but [`run_cli`] is pure.
 
 pub mod closed_loop;
+mod oracle;
 pub mod policy;
 pub mod replica_model;
+mod sampling;
 pub mod report;
 pub mod summary;
 pub mod trace;

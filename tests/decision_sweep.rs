@@ -105,7 +105,8 @@ async fn hpa_requests_between_cycles_do_not_analyse_again() {
     }
     let after = counts(&s).await;
     assert_eq!(
-        after.on_demand, before.on_demand,
+        after.on_demand,
+        before.on_demand,
         "60 requests over {} sweeps analysed on demand: {before:?} -> {after:?}",
         after.sweeps - before.sweeps
     );

@@ -18,9 +18,7 @@ use super::DecisionEngine;
 use crate::inventory::{InventorySnapshot, ModelKey, Variant};
 use crate::saturation::v2::greedy_limiter::{limit, LimiterDecision};
 use crate::saturation::v2::{self, ScaleUpClaim};
-use crate::saturation::{
-    AnalyzerKind, SaturationThresholds, TargetReason, VariantTarget,
-};
+use crate::saturation::{AnalyzerKind, SaturationThresholds, TargetReason, VariantTarget};
 
 /// What the limiter needs of one model.
 pub(crate) struct LimiterView {
@@ -103,7 +101,12 @@ fn gpus_by_variant<'s>(
 impl Allotment {
     /// Caps `targets` (of the model `key`, in `variants`' order) to what
     /// the limiter granted.
-    pub(crate) fn cap(&self, key: &ModelKey, variants: &[&Arc<Variant>], targets: &mut [VariantTarget]) {
+    pub(crate) fn cap(
+        &self,
+        key: &ModelKey,
+        variants: &[&Arc<Variant>],
+        targets: &mut [VariantTarget],
+    ) {
         for (v, t) in variants.iter().zip(targets.iter_mut()) {
             let Some(cap) = self.caps.get(&(v.namespace.clone(), v.name.clone())) else {
                 continue;
@@ -131,8 +134,14 @@ impl DecisionEngine {
         v2: bool,
     ) -> Allotment {
         let up = |ts: &[VariantTarget]| ts.iter().any(|t| t.desired > t.current);
-        let v1 = v1 && views.iter().any(|v| v.v1_targets.as_deref().is_some_and(up));
-        let v2 = v2 && views.iter().any(|v| v.v2.as_ref().is_some_and(|(_, ts)| up(ts)));
+        let v1 = v1
+            && views
+                .iter()
+                .any(|v| v.v1_targets.as_deref().is_some_and(up));
+        let v2 = v2
+            && views
+                .iter()
+                .any(|v| v.v2.as_ref().is_some_and(|(_, ts)| up(ts)));
         let mut allotment = Allotment::default();
         if !v1 && !v2 {
             return allotment;
@@ -148,7 +157,11 @@ impl DecisionEngine {
                 .unwrap_or(1)
                 .max(1)
         };
-        let capacity = if v1 { inventory.capacity_by_type() } else { None };
+        let capacity = if v1 {
+            inventory.capacity_by_type()
+        } else {
+            None
+        };
         if let Some(capacity) = capacity {
             // Upstream WVA's GPU limiter: every V1 model's scale-ups share
             // the GPUs per accelerator type that the WVA variants' current

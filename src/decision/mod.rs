@@ -41,12 +41,10 @@ use crate::inventory::accelerators::AcceleratorInventory;
 use crate::inventory::snapshot::labels;
 use crate::inventory::{InventorySnapshot, InventoryStore, ModelKey, ReplicaPod, Variant};
 use crate::k8s::selector::LabelSelector;
-use crate::saturation::scale_to_zero::ZeroAction;
 use crate::saturation::analyzers::Analyzers;
+use crate::saturation::scale_to_zero::ZeroAction;
 use crate::saturation::slo::{MissingSignal, ServiceClasses};
-use crate::saturation::{
-    SaturationAnalyzer, ScaleToZeroConfig, TargetReason, ThresholdConfig,
-};
+use crate::saturation::{SaturationAnalyzer, ScaleToZeroConfig, TargetReason, ThresholdConfig};
 
 /// The decision for one variant.
 #[derive(Debug, Clone, PartialEq)]

@@ -73,7 +73,7 @@ impl DecisionPublisher {
                     })
                     .inc();
             }
-            self.note_aging(&outcome);
+            self.note_aging(outcome);
             if let Some(age) = outcome.newest_sample_age {
                 t.sample_age
                     .get_or_create(&crate::telemetry::ModelLabels {
@@ -159,4 +159,3 @@ impl DecisionPublisher {
             .set(i64::from(aging_now));
     }
 }
-

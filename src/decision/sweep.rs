@@ -73,7 +73,9 @@ impl DecisionCounters {
 
     /// Counts one model analysis.
     pub(crate) fn analysed(&self, trigger: Trigger) {
-        self.analyses.get_or_create(&TriggerLabels { trigger }).inc();
+        self.analyses
+            .get_or_create(&TriggerLabels { trigger })
+            .inc();
     }
 
     /// Sweeps so far.

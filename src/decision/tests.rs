@@ -79,8 +79,7 @@ fn steps_follow_the_hpa_tolerance_flag_and_the_hpa_behavior() {
         }
     };
     // A 0.3 band: 7/8 and 6/8 are inside, 5/8 = 0.625 is outside and safe.
-    let e =
-        engine(objects("ns", "v", "m", 8, 8, 8)).with_hpa_tolerance(Tolerances::uniform(0.3));
+    let e = engine(objects("ns", "v", "m", 8, 8, 8)).with_hpa_tolerance(Tolerances::uniform(0.3));
     idle(&e);
     let d = e.decide("ns", &sel("variant_name=v")).unwrap();
     assert_eq!((d[0].desired, d[0].reason), (5, TargetReason::ScaleDown));
@@ -151,7 +150,9 @@ fn no_metrics_holds_at_current_once_fetched() {
         DecisionError::NotFetchedYet {
             namespace: "ns".into(),
             model_id: "m".into(),
-            why: "the first fetch since the model appeared has not finished; retry in a few seconds".into()
+            why:
+                "the first fetch since the model appeared has not finished; retry in a few seconds"
+                    .into()
         }
     );
     // A failed fetch is said, with its cause and since when.
@@ -252,8 +253,7 @@ fn h100(ns: &str, variant: &str, model: &str, ready: u32) -> String {
 
 fn engine_with(yaml: &str, config: &str) -> DecisionEngine {
     let store = Arc::new(InventoryStore::new());
-    let objects =
-        crate::inventory::file::parse_objects(std::path::Path::new("t"), yaml).unwrap();
+    let objects = crate::inventory::file::parse_objects(std::path::Path::new("t"), yaml).unwrap();
     store.publish(resolve(&objects).0);
     let (config, errors) = ThresholdConfig::from_yaml_str(config).unwrap();
     assert!(errors.is_empty(), "{errors:?}");

@@ -15,8 +15,13 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::slo::{MissingSignal, SloAnalysis, SloAnalyzer, SloDecision, SloModelInput, SloObjective, SloReplica};
-use super::v2::{self, ReplicaTokens, SchedulerQueue, TokenAnalysis, TokenAnalyzer, TokenModelInput, TokenVariant};
+use super::slo::{
+    MissingSignal, SloAnalysis, SloAnalyzer, SloDecision, SloModelInput, SloObjective, SloReplica,
+};
+use super::v2::{
+    self, ReplicaTokens, SchedulerQueue, TokenAnalysis, TokenAnalyzer, TokenModelInput,
+    TokenVariant,
+};
 use super::{
     decide_acted_on, AnalyzerKind, HpaView, ModelAnalysis, ModelInput, PercentageAnalyzer,
     ReplicaLoad, SaturationAnalyzer, SaturationThresholds, VariantState, VariantTarget,
@@ -94,7 +99,9 @@ impl Default for Analyzers {
 
 impl std::fmt::Debug for Analyzers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Analyzers").field("v1", &self.v1.name()).finish()
+        f.debug_struct("Analyzers")
+            .field("v1", &self.v1.name())
+            .finish()
     }
 }
 
@@ -156,7 +163,12 @@ impl Analyzers {
 
     /// The analysis `kind` names over `input`; slo falls back to V2 when
     /// it misses a signal, to V1 when V2 would miss it too (the cache size).
-    pub fn decide(&self, kind: AnalyzerKind, input: &AnalysisInput<'_>, now: SystemTime) -> Decided {
+    pub fn decide(
+        &self,
+        kind: AnalyzerKind,
+        input: &AnalysisInput<'_>,
+        now: SystemTime,
+    ) -> Decided {
         match kind {
             AnalyzerKind::Percentage => self.decide_v1(input),
             AnalyzerKind::Tokens => self.decide_v2(input, now),

@@ -14,8 +14,8 @@ pub mod closed_loop;
 mod oracle;
 pub mod policy;
 pub mod replica_model;
-mod sampling;
 pub mod report;
+mod sampling;
 pub mod summary;
 pub mod trace;
 

@@ -98,4 +98,3 @@ pub(crate) fn oracle_replicas(
     }
     need
 }
-

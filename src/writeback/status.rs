@@ -304,4 +304,3 @@ pub fn variant_status(
         .with_reason(v, reason)
         .with_slo_fallback(fallback.map(|f| f.0), fallback.map_or("", |f| f.1))
 }
-

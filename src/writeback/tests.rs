@@ -37,8 +37,7 @@ fn file_engine_with_tokens(config: &str, kv: f64) -> DecisionEngine {
         yaml.push_str(&format!("---\nkind: Pod\napiVersion: v1\nmetadata: {{name: v-p{i}, namespace: ns, labels: {{llm-d.ai/variant: v}}}}\nstatus: {{podIP: 127.0.0.1, conditions: [{{type: Ready, status: \"True\"}}]}}\n"));
     }
     let store = Arc::new(crate::inventory::store::InventoryStore::new());
-    let objects =
-        crate::inventory::file::parse_objects(std::path::Path::new("t"), &yaml).unwrap();
+    let objects = crate::inventory::file::parse_objects(std::path::Path::new("t"), &yaml).unwrap();
     store.publish(crate::inventory::resolve(&objects).0);
     let (config, errors) = crate::saturation::ThresholdConfig::from_yaml_str(config).unwrap();
     assert!(errors.is_empty(), "{errors:?}");

@@ -13,9 +13,8 @@ mod keda;
 mod signal;
 mod tls;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -28,12 +27,13 @@ use crate::api::discovery::DiscoveryDocuments;
 use crate::cli::{InventorySource, ServeArgs};
 use crate::collector::fetcher::{CycleOutcome, FetchSchedule, Fetcher};
 use crate::collector::{FreshnessPolicy, MetricsBackend, MetricsCache};
+use crate::decision::publish::DecisionPublisher;
 use crate::decision::DecisionEngine;
 use crate::inventory::InventoryStore;
 use crate::saturation::{PercentageAnalyzer, ScaleToZeroConfig, ThresholdConfig};
 use crate::server::auth::Auth;
 use crate::server::{self, App, AppState, ServerLimits, StackConfig};
-use crate::telemetry::{ScalingLabels, Telemetry, VariantLabels};
+use crate::telemetry::Telemetry;
 
 use auth::build_auth;
 pub use checks::check_before_start;
@@ -355,7 +355,9 @@ pub async fn start(
     }
     engine = engine.with_v2_limiter(v2_limiter);
     let engine = Arc::new(engine);
-    let publisher = DecisionPublisher::new(Arc::clone(&engine), telemetry.clone());
+    engine.counters().register(&mut registry);
+    let publisher = DecisionPublisher::new(telemetry.clone());
+    let sweeper = Arc::clone(&engine);
     let cycles = Arc::new(tokio::sync::Notify::new());
     if let Some((client, interval)) = status_writer {
         let mut writer = crate::writeback::StatusWriter::new(client, Arc::clone(&engine), interval)
@@ -378,7 +380,10 @@ pub async fn start(
                 outcome.duration,
                 outcome.next_gap,
             );
-            publisher.publish();
+            // One sweep per fetch cycle: telemetry here, the status
+            // write-back and the request path read the published sweep.
+            let sweep = sweeper.sweep();
+            publisher.publish(&sweep);
             cycles.notify_one();
         })),
     };
@@ -413,157 +418,4 @@ pub async fn start(
         tasks,
         telemetry,
     })
-}
-
-/// Publishes every model's decision as gauges after each fetch cycle and
-/// counts scaling recommendations when they change.
-struct DecisionPublisher {
-    engine: Arc<DecisionEngine>,
-    telemetry: Telemetry,
-    last: Mutex<HashMap<(String, String), (u32, u32)>>,
-    /// Models whose newest sample was aging at the last publication.
-    aging: Mutex<std::collections::HashSet<crate::inventory::ModelKey>>,
-}
-
-impl DecisionPublisher {
-    fn new(engine: Arc<DecisionEngine>, telemetry: Telemetry) -> Self {
-        DecisionPublisher {
-            engine,
-            telemetry,
-            last: Mutex::new(HashMap::new()),
-            aging: Mutex::new(std::collections::HashSet::new()),
-        }
-    }
-
-    fn publish(&self) {
-        let t = &self.telemetry;
-        let mut last = match self.last.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        for outcome in self.engine.decide_all() {
-            let outcome = match outcome {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::warn!(error = %e, "no decision for model");
-                    continue;
-                }
-            };
-            t.analyzer_decisions
-                .get_or_create(&crate::telemetry::AnalyzerLabels {
-                    namespace: outcome.key.namespace.clone(),
-                    model_id: outcome.key.model_id.clone(),
-                    analyzer: outcome.analyzer.to_owned(),
-                })
-                .inc();
-            if let Some(missing) = outcome.slo_fallback {
-                t.slo_fallbacks
-                    .get_or_create(&crate::telemetry::SloFallbackLabels {
-                        namespace: outcome.key.namespace.clone(),
-                        model_id: outcome.key.model_id.clone(),
-                        missing: missing.as_str().to_owned(),
-                        analyzer: outcome.analyzer.to_owned(),
-                    })
-                    .inc();
-                tracing::warn!(
-                    namespace = %outcome.key.namespace,
-                    model_id = %outcome.key.model_id,
-                    missing = missing.as_str(),
-                    fallback = outcome.analyzer,
-                    "analyzerName slo cannot size the model without this signal: another analysis decided"
-                );
-            }
-            if !outcome.has_metrics() {
-                t.decisions_without_metrics
-                    .get_or_create(&crate::telemetry::ModelLabels {
-                        namespace: outcome.key.namespace.clone(),
-                        model_id: outcome.key.model_id.clone(),
-                    })
-                    .inc();
-            }
-            self.note_aging(&outcome);
-            if let Some(age) = outcome.newest_sample_age {
-                t.sample_age
-                    .get_or_create(&crate::telemetry::ModelLabels {
-                        namespace: outcome.key.namespace.clone(),
-                        model_id: outcome.key.model_id.clone(),
-                    })
-                    .set(age.as_secs_f64());
-            }
-            for d in &outcome.decisions {
-                let v = &d.variant;
-                let labels = VariantLabels {
-                    variant_name: v.name.clone(),
-                    target_name: v.target_name.clone(),
-                    target_kind: v.target_kind.clone(),
-                    namespace: v.namespace.clone(),
-                    accelerator_type: v.accelerator.clone(),
-                };
-                t.desired_replicas
-                    .get_or_create(&labels)
-                    .set(i64::from(d.desired));
-                t.current_replicas
-                    .get_or_create(&labels)
-                    .set(i64::from(d.ready));
-                t.desired_ratio
-                    .get_or_create(&labels)
-                    .set(d.ratio_milli as f64 / 1000.0);
-                let current = v.target.map(|s| s.spec_replicas).unwrap_or(0);
-                if let Some(direction) = d.reason.tolerance_hold_direction() {
-                    t.tolerance_holds
-                        .get_or_create(&ScalingLabels {
-                            variant_name: v.name.clone(),
-                            namespace: v.namespace.clone(),
-                            direction: direction.to_owned(),
-                            reason: d.reason.as_str().to_owned(),
-                        })
-                        .inc();
-                    tracing::debug!(variant = %v.name, namespace = %v.namespace, current, direction, "move held: the HPA would ignore it and a larger one is not safe");
-                }
-                let key = (v.namespace.clone(), v.name.clone());
-                let now = (current, d.desired);
-                if d.desired != current && last.get(&key) != Some(&now) {
-                    let direction = if d.desired > current { "up" } else { "down" };
-                    t.scaling_total
-                        .get_or_create(&ScalingLabels {
-                            variant_name: v.name.clone(),
-                            namespace: v.namespace.clone(),
-                            direction: direction.to_owned(),
-                            reason: d.reason.as_str().to_owned(),
-                        })
-                        .inc();
-                    tracing::info!(variant = %v.name, namespace = %v.namespace, current, desired = d.desired, reason = d.reason.as_str(), "scaling recommended");
-                }
-                last.insert(key, now);
-            }
-        }
-    }
-}
-
-impl DecisionPublisher {
-    /// Logs when a model's newest sample becomes older than the fresh
-    /// threshold (and when it is fresh again), once per transition.
-    fn note_aging(&self, outcome: &crate::decision::ModelOutcome) {
-        let aging_now = outcome.freshness == Some(crate::collector::Freshness::Aging);
-        let mut aging = match self.aging.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let key = &outcome.key;
-        let was = aging.contains(key);
-        if aging_now && !was {
-            tracing::warn!(namespace = %key.namespace, model = %key.model_id, age_secs = outcome.newest_sample_age.map(|a| a.as_secs()), "metrics of the model are aging: still used, but older than --metrics-fresh-within; check the metrics backend");
-            aging.insert(key.clone());
-        } else if !aging_now && was {
-            tracing::info!(namespace = %key.namespace, model = %key.model_id, "metrics of the model are fresh again");
-            aging.remove(key);
-        }
-        self.telemetry
-            .models_aging
-            .get_or_create(&crate::telemetry::ModelLabels {
-                namespace: key.namespace.clone(),
-                model_id: key.model_id.clone(),
-            })
-            .set(i64::from(aging_now));
-    }
 }

@@ -178,6 +178,12 @@ impl MetricsCache {
         Some(q.by_model.get(model_id).copied().unwrap_or_default())
     }
 
+    /// When the endpoint picker's queues were read (None before the first
+    /// read): a decision that used them holds until they turn stale.
+    pub fn scheduler_queues_at(&self) -> Option<SystemTime> {
+        self.scheduler.load().as_ref().map(|q| q.at)
+    }
+
     pub fn len(&self) -> usize {
         self.replicas.len()
     }

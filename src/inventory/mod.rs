@@ -20,8 +20,7 @@ pub(crate) mod workloads;
 
 pub use crd::{VariantAutoscaling, VariantAutoscalingSpec};
 pub use resolve::{resolve, InventoryObjects};
-#[cfg(test)]
-pub(crate) use snapshot::pod_key;
+pub use snapshot::pod_key;
 pub(crate) use snapshot::PodKey;
 pub use snapshot::{InventorySnapshot, ModelKey, ReplicaPod, TargetState, Variant, VariantSource};
 pub use store::InventoryStore;

@@ -101,7 +101,7 @@ pub(crate) type PodKey = String;
 
 /// Builds the cache key of a pod. Namespaces cannot contain `/`, so the key
 /// is unambiguous.
-pub(crate) fn pod_key(namespace: &str, pod: &str) -> PodKey {
+pub fn pod_key(namespace: &str, pod: &str) -> PodKey {
     let mut k = String::with_capacity(namespace.len() + pod.len() + 1);
     k.push_str(namespace);
     k.push('/');

@@ -2,6 +2,7 @@
 //! in, per-variant desired replicas out.
 
 pub mod analyzer;
+pub mod analyzers;
 pub mod scale_to_zero;
 pub mod slo;
 pub mod steps;
@@ -33,8 +34,9 @@ pub struct ModelDecision {
     pub targets: Vec<VariantTarget>,
 }
 
-/// An analysis strategy. V1 is percentage based; a token-based analyzer can
-/// come later behind the same trait.
+/// V1's analysis behind a trait, so that tests and benchmarks can pass
+/// their own; the analyses as a whole (V1, V2, slo) are chosen per model
+/// in [`analyzers::Analyzers::decide`].
 pub trait SaturationAnalyzer: Send + Sync {
     fn name(&self) -> &'static str;
     fn decide(&self, input: &ModelInput<'_>) -> ModelDecision;

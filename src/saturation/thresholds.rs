@@ -245,7 +245,7 @@ impl ThresholdConfig {
     /// Parses a YAML file holding the same data: a mapping of entries (each
     /// a YAML string or a nested mapping), or a whole ConfigMap object.
     /// Lenient: rejected entries are returned beside the config.
-    pub(crate) fn from_yaml_str(s: &str) -> Result<(Self, Vec<ThresholdError>), ThresholdError> {
+    pub fn from_yaml_str(s: &str) -> Result<(Self, Vec<ThresholdError>), ThresholdError> {
         let (config, rejected) = Self::from_yaml_entries(s).map_err(|e| e.error)?;
         Ok((config, rejected.iter().map(Rejection::error).collect()))
     }

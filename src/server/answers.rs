@@ -16,9 +16,12 @@
 //!   bounds how late a change that only time makes (a sample ageing past a
 //!   freshness threshold) can be seen: within that same second.
 //!
-//! Answers of the token-based analysis are not kept: it keeps state
-//! between decisions, so asking again is not the same as reading again.
-//! Errors are not kept either.
+//! Underneath, the decisions themselves come from the fleet sweep of the
+//! last fetch cycle (`decision::sweep`) while its inputs hold; this cache
+//! keeps only the rendered bytes. Answers of V2 and slo are not kept
+//! (`api::values` marks them not repeatable), a rule from before the
+//! sweep, when asking again advanced their history; errors are not kept
+//! either.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -5,27 +5,31 @@
 //! ready pods. No clock and no sleeping: a day runs in seconds.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::hpa::{
     external_metric_proposal, served_milli, BehaviorState, HpaBehavior, ScaleState, Tolerances,
 };
-use crate::saturation::slo::sizing::{replicas_for, ReplicaShape, Z_P95};
-use crate::saturation::slo::{SloAnalyzer, SloDecision, SloModelInput, SloObjective, SloReplica};
-use crate::saturation::v2::{self, ReplicaTokens, TokenAnalyzer, TokenModelInput, TokenVariant};
+use crate::saturation::analyzers::{AnalysisInput, Analyzers};
+use crate::saturation::slo::{SloObjective, SloReplica};
+use crate::saturation::v2::{self, ReplicaTokens, TokenVariant};
 use crate::saturation::{
-    decide_acted_on, HpaView, ModelInput, PercentageAnalyzer, ReplicaLoad, SaturationAnalyzer,
+    AnalyzerKind, HpaView, PercentageAnalyzer, ReplicaLoad, SaturationAnalyzer,
     SaturationThresholds, VariantState,
 };
-use crate::simulate::replica_model::{FinishedCounters, ReplicaModel, ReplicaParams, Request};
+use crate::simulate::replica_model::{ReplicaModel, ReplicaParams, Request};
 
+use super::oracle::{oracle_replicas, Lookahead};
 use super::policy::{Analysis, DataPath, Policy};
+pub use super::sampling::percentile;
+use super::sampling::{MinuteAccumulator, Pod, Sample, Window};
 use super::trace::{Arrivals, Trace};
 
 /// Mixed into the seed of the warm-up's arrivals.
 const WARM_SEED: u64 = 0x5741_524d_5550;
 /// The span of the collector's (and `max_over_time`'s) peak window.
-const PEAK_WINDOW: u64 = 60;
+pub(crate) const PEAK_WINDOW: u64 = 60;
 /// Phases (seconds into their period) of the independent processes, so
 /// that they do not all tick at the same instant as no real cluster does.
 const HPA_PHASE: u64 = 3;
@@ -138,95 +142,23 @@ pub struct PolicyRun {
     pub ttfts: Vec<f32>,
 }
 
-/// What a scrape of a replica reads at the end of a second.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Sample {
-    at: u64,
-    kv: f64,
-    waiting: f64,
-    running: f64,
-    finished: FinishedCounters,
-}
-
-/// What the collector (or Prometheus) holds of a replica at some instant:
-/// the one-minute peaks, and the mean tokens of the requests that finished
-/// in that minute (`rate(_sum[1m]) / rate(_count[1m])`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Window {
-    kv: f64,
-    queue: f64,
-    /// (prompt, generated) tokens per request; None when none finished.
-    token_means: Option<(f64, f64)>,
-    /// The newest sample's running requests.
-    running: f64,
-    /// Finished requests per second between the first and last samples
-    /// (`rate(vllm:request_success_total[1m])`); None with one sample.
-    completion_rate: Option<f64>,
-}
-
-struct Pod {
-    /// Its name's number, in creation order (names are never reused).
-    id: u64,
-    model: ReplicaModel,
-    ready_at: u64,
-    /// One per second, the last `PEAK_WINDOW` seconds.
-    samples: VecDeque<Sample>,
-}
-
-impl Pod {
-    /// The window ending at `now` of the samples a scraper with this period
-    /// and phase took: the peaks `max_over_time(...[1m])` (or the
-    /// collector's window) holds at `now`, and the token means from the
-    /// first and last of those samples, as `rate()` takes them.
-    fn window(&self, now: u64, period: u64, phase: u64) -> Option<Window> {
-        let period = period.max(1);
-        let from = now.saturating_sub(PEAK_WINDOW);
-        let mut seen = self
-            .samples
-            .iter()
-            .filter(|s| s.at > from && s.at <= now && s.at % period == phase % period);
-        let first = seen.next()?;
-        let (mut kv, mut queue, mut last) = (first.kv, first.waiting, first);
-        for s in seen {
-            kv = kv.max(s.kv);
-            queue = queue.max(s.waiting);
-            last = s;
-        }
-        let span = last.at.saturating_sub(first.at);
-        Some(Window {
-            kv,
-            queue,
-            token_means: last.finished.means_since(&first.finished),
-            running: last.running,
-            completion_rate: (span > 0).then(|| {
-                last.finished
-                    .requests
-                    .saturating_sub(first.finished.requests) as f64
-                    / span as f64
-            }),
-        })
-    }
-}
-
-/// The policy's analysis as a run holds it.
-enum Decider<'a> {
-    Percentage(&'a dyn SaturationAnalyzer),
-    /// V2 with its state (k2 history, remembered capacities), one per run.
-    Tokens(TokenAnalyzer),
-    /// The objective-sized analysis with its state, and the V2 it falls
-    /// back to (V1 behind that is stateless), one per run.
-    Slo(Box<SloAnalyzer>, TokenAnalyzer),
+/// The policy's analysis as a run holds it: the server's analyses (one
+/// per run, with their own history) and the kind the policy selects, or
+/// the oracle.
+enum Decider {
+    Analysis(AnalyzerKind, Box<Analyzers>),
     Oracle,
 }
 
-impl<'a> Decider<'a> {
-    fn new(analysis: &'a Analysis) -> Self {
-        match analysis {
-            Analysis::Percentage(a) => Decider::Percentage(a.as_ref()),
-            Analysis::Tokens => Decider::Tokens(TokenAnalyzer::new()),
-            Analysis::Slo => Decider::Slo(Box::new(SloAnalyzer::new()), TokenAnalyzer::new()),
-            Analysis::Oracle => Decider::Oracle,
-        }
+impl Decider {
+    fn new(analysis: &Analysis) -> Self {
+        let (kind, v1): (AnalyzerKind, Arc<dyn SaturationAnalyzer>) = match analysis {
+            Analysis::Percentage(a) => (AnalyzerKind::Percentage, Arc::clone(a)),
+            Analysis::Tokens => (AnalyzerKind::Tokens, Arc::new(PercentageAnalyzer)),
+            Analysis::Slo => (AnalyzerKind::Slo, Arc::new(PercentageAnalyzer)),
+            Analysis::Oracle => return Decider::Oracle,
+        };
+        Decider::Analysis(kind, Box::new(Analyzers::new(v1)))
     }
 }
 
@@ -234,7 +166,7 @@ impl<'a> Decider<'a> {
 struct Cluster<'a> {
     config: &'a SimConfig,
     policy: &'a Policy,
-    decider: Decider<'a>,
+    decider: Decider,
     pods: Vec<Pod>,
     spec: u32,
     gateway: VecDeque<Request>,
@@ -247,98 +179,6 @@ struct Cluster<'a> {
     created: u64,
     /// The oracle's view of the arrivals ahead (None for other policies).
     future: Option<Lookahead<'a>>,
-}
-
-/// The arrivals ahead of the loop, as the oracle sees them: the same
-/// streams (same seeds) the loop draws from, run ahead.
-struct Lookahead<'t> {
-    warm: Arrivals<'t>,
-    trace: Arrivals<'t>,
-    warm_end: f64,
-    reached: f64,
-    requests: VecDeque<Request>,
-    scratch: Vec<Request>,
-}
-
-impl Lookahead<'_> {
-    /// Draws the arrivals up to `until` and forgets those before `now`.
-    fn advance(&mut self, now: f64, until: f64) {
-        if until > self.reached {
-            if self.reached < self.warm_end {
-                self.scratch.clear();
-                self.warm.until(until.min(self.warm_end), &mut self.scratch);
-                self.requests.extend(self.scratch.iter().copied());
-            }
-            if until > self.warm_end {
-                self.scratch.clear();
-                self.trace.until(until - self.warm_end, &mut self.scratch);
-                let shift = self.warm_end;
-                self.requests.extend(self.scratch.iter().map(|r| Request {
-                    arrival: r.arrival + shift,
-                    ..*r
-                }));
-            }
-            self.reached = until;
-        }
-        while self.requests.front().is_some_and(|r| r.arrival < now) {
-            self.requests.pop_front();
-        }
-        self.requests.make_contiguous();
-    }
-}
-
-/// Replicas the oracle keeps: the most that any minute starting within
-/// `horizon` seconds of `from` needs (sliding by 15 s), by the replica
-/// model's parameters: a replica carries the rate whose p95 of sequences
-/// fits its cache and keeps its prefill engine below 80 % busy. The
-/// backlog already waiting is added as a rate drained within the
-/// objective, at most doubling the rate (as `slo` does).
-fn oracle_replicas(
-    params: &ReplicaParams,
-    slo_ttft: f64,
-    ahead: &[Request],
-    from: f64,
-    horizon: f64,
-    waiting: f64,
-) -> u32 {
-    let total = f64::from(params.num_gpu_blocks) * f64::from(params.block_size);
-    let mut need = 0;
-    let mut k = 0.0;
-    while k <= horizon {
-        let (a, b) = (from + k, from + k + 60.0);
-        let lo = ahead.partition_point(|r| r.arrival < a);
-        let hi = ahead.partition_point(|r| r.arrival < b);
-        let window = &ahead[lo..hi];
-        let mut rate = window.len() as f64 / 60.0;
-        if k == 0.0 {
-            // The backlog drained within the objective, at most doubling.
-            rate += (waiting / slo_ttft.max(0.001)).min(rate);
-        }
-        if !window.is_empty() && rate > 0.0 {
-            let n = window.len() as f64;
-            let prompt = window
-                .iter()
-                .map(|r| f64::from(r.input_tokens))
-                .sum::<f64>()
-                / n;
-            let output = window
-                .iter()
-                .map(|r| f64::from(r.output_tokens))
-                .sum::<f64>()
-                / n;
-            let tokens = prompt + output / 2.0 + f64::from(params.block_size) / 2.0;
-            let shape = ReplicaShape {
-                sequences: (total / tokens.max(1.0)).min(f64::from(params.max_num_seqs)),
-                seconds_per_request: prompt / params.prefill_tokens_per_second
-                    + output / params.decode_tokens_per_second,
-            };
-            let prefill_bound = 0.8 * params.prefill_tokens_per_second / prompt.max(1.0);
-            let per_replica = shape.max_rate(Z_P95, 0.0).min(prefill_bound);
-            need = need.max(replicas_for(rate, per_replica));
-        }
-        k += 15.0;
-    }
-    need
 }
 
 impl Cluster<'_> {
@@ -355,11 +195,15 @@ impl Cluster<'_> {
     }
 
     /// The decision the policy's analysis makes at `now` from samples
-    /// taken every `period` seconds, by the server's code path: V1 through
-    /// `decide_acted_on`; V2 through `TokenAnalyzer::decide` and
-    /// `v2::tolerance_steps` (the limiter apart: the simulated cluster has
-    /// no accelerator inventory).
+    /// taken every `period` seconds, by the server's code path:
+    /// `Analyzers::decide` (V1, V2 or slo with its fallback), then the
+    /// tolerance steps (the limiter apart: the simulated cluster has no
+    /// accelerator inventory).
     fn decide(&self, now: u64, period: u64) -> u32 {
+        let (kind, analyzers) = match &self.decider {
+            Decider::Oracle => return self.oracle(now),
+            Decider::Analysis(kind, analyzers) => (*kind, analyzers),
+        };
         let windows: Vec<(String, Window)> = self
             .pods
             .iter()
@@ -382,67 +226,18 @@ impl Cluster<'_> {
             scale,
             tolerances: self.config.tolerances,
         }];
-        let targets = match &self.decider {
-            Decider::Tokens(tokens) => self.decide_v2(tokens, &windows, &variants, &hpas, now),
-            Decider::Percentage(analyzer) => self.decide_v1(*analyzer, &windows, &variants, &hpas),
-            Decider::Slo(slo, tokens) => {
-                let replicas: Vec<SloReplica> = windows
-                    .iter()
-                    .map(|(pod, w)| SloReplica {
-                        pod: pod.clone(),
-                        variant: VARIANT.to_owned(),
-                        kv: w.kv,
-                        waiting: w.queue,
-                        running: Some(w.running),
-                        completion_rate: w.completion_rate,
-                        avg_prompt_tokens: w.token_means.map(|m| m.0),
-                        avg_output_tokens: w.token_means.map(|m| m.1),
-                        cache: Some(self.config.replica_cache()),
-                    })
-                    .collect();
-                let decision = slo.decide(
-                    &SloModelInput {
-                        namespace: NAMESPACE,
-                        model_id: MODEL_ID,
-                        replicas: &replicas,
-                        variants: &variants,
-                        objective: SloObjective {
-                            ttft_seconds: self.config.slo_ttft,
-                            ..SloObjective::default()
-                        },
-                        scheduler_queue: None,
-                    },
-                    virtual_time(now),
-                );
-                match decision {
-                    SloDecision::Sized { targets, .. } | SloDecision::NoMetrics { targets } => {
-                        v2::tolerance_steps(&[self.config.max_replicas], &hpas, targets)
-                    }
-                    // As the server: V2 when the cache size is known, else V1.
-                    SloDecision::Missing(crate::saturation::slo::MissingSignal::CacheConfig) => {
-                        self.decide_v1(&PercentageAnalyzer, &windows, &variants, &hpas)
-                    }
-                    SloDecision::Missing(_) => {
-                        self.decide_v2(tokens, &windows, &variants, &hpas, now)
-                    }
-                }
-            }
-            Decider::Oracle => return self.oracle(now),
-        };
-        targets.first().map_or(self.spec, |t| t.desired)
-    }
-
-    fn decide_v2(
-        &self,
-        tokens: &TokenAnalyzer,
-        windows: &[(String, Window)],
-        variants: &[VariantState],
-        hpas: &[HpaView],
-        now: u64,
-    ) -> Vec<crate::saturation::VariantTarget> {
+        let loads: Vec<ReplicaLoad> = windows
+            .iter()
+            .map(|(pod, w)| ReplicaLoad {
+                pod: pod.clone(),
+                variant: VARIANT.to_owned(),
+                kv: w.kv,
+                queue: w.queue,
+            })
+            .collect();
         let cache = self.config.replica_cache();
         let means = |w: &Window| w.token_means.filter(|_| self.config.token_means);
-        let replicas: Vec<ReplicaTokens> = windows
+        let tokens: Vec<ReplicaTokens> = windows
             .iter()
             .map(|(pod, w)| ReplicaTokens {
                 pod: pod.clone(),
@@ -458,51 +253,47 @@ impl Cluster<'_> {
                 sampled_at: virtual_time(now),
             })
             .collect();
+        let slo: Vec<SloReplica> = windows
+            .iter()
+            .map(|(pod, w)| SloReplica {
+                pod: pod.clone(),
+                variant: VARIANT.to_owned(),
+                kv: w.kv,
+                waiting: w.queue,
+                running: Some(w.running),
+                completion_rate: w.completion_rate,
+                avg_prompt_tokens: w.token_means.map(|m| m.0),
+                avg_output_tokens: w.token_means.map(|m| m.1),
+                cache: Some(cache),
+            })
+            .collect();
         let token_variants = [TokenVariant {
             state: variants[0].clone(),
             accelerator: ACCELERATOR.to_owned(),
             engine: None,
         }];
-        let decision = tokens.decide(
-            &TokenModelInput {
+        let mut decided = analyzers.decide(
+            kind,
+            &AnalysisInput {
                 namespace: NAMESPACE,
                 model_id: MODEL_ID,
-                replicas: &replicas,
-                variants: &token_variants,
+                loads: &loads,
+                tokens: &tokens,
+                slo: &slo,
+                variants: &variants,
+                token_variants: &token_variants,
                 thresholds: &self.config.thresholds,
+                objective: SloObjective {
+                    ttft_seconds: self.config.slo_ttft,
+                    ..SloObjective::default()
+                },
                 scheduler_queue: None,
+                hpas: &hpas,
             },
             virtual_time(now),
         );
-        v2::tolerance_steps(&[self.config.max_replicas], hpas, decision.targets)
-    }
-
-    fn decide_v1(
-        &self,
-        analyzer: &dyn SaturationAnalyzer,
-        windows: &[(String, Window)],
-        variants: &[VariantState],
-        hpas: &[HpaView],
-    ) -> Vec<crate::saturation::VariantTarget> {
-        let replicas: Vec<ReplicaLoad> = windows
-            .iter()
-            .map(|(pod, w)| ReplicaLoad {
-                pod: pod.clone(),
-                variant: VARIANT.to_owned(),
-                kv: w.kv,
-                queue: w.queue,
-            })
-            .collect();
-        decide_acted_on(
-            analyzer,
-            &ModelInput {
-                replicas: &replicas,
-                variants,
-                thresholds: &self.config.thresholds,
-            },
-            hpas,
-        )
-        .targets
+        decided.step(&variants, &hpas);
+        decided.targets.first().map_or(self.spec, |t| t.desired)
     }
 
     /// The oracle: the replicas the next start-up delay's arrivals need
@@ -785,46 +576,11 @@ pub fn run_policy(
     run
 }
 
-#[derive(Default)]
-struct MinuteAccumulator {
-    seconds: u32,
-    arrivals: u32,
-    pod_seconds: f64,
-    ready_seconds: f64,
-    kv_sum: f64,
-    kv_samples: u32,
-    ttfts: Vec<f64>,
-}
-
-impl MinuteAccumulator {
-    fn finish(&mut self) -> Minute {
-        let seconds = f64::from(self.seconds.max(1));
-        let m = Minute {
-            arrivals: self.arrivals,
-            replicas: self.pod_seconds / seconds,
-            ready_replicas: self.ready_seconds / seconds,
-            ttft_p95: percentile(&mut self.ttfts, 0.95),
-            kv_usage: (self.kv_samples > 0).then(|| self.kv_sum / f64::from(self.kv_samples)),
-        };
-        *self = MinuteAccumulator::default();
-        m
-    }
-}
-
-/// The nearest-rank percentile (`q` in (0, 1]); None for no values.
-pub fn percentile(values: &mut [f64], q: f64) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
-    Some(values[rank - 1])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::simulate::policy::{parse_policies, ChainDelays};
+    use crate::simulate::replica_model::FinishedCounters;
     use crate::simulate::trace::RatePoint;
 
     fn rates(points: &[(f64, f64)]) -> Trace {

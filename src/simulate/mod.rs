@@ -11,9 +11,11 @@
 //! Everything but [`run_cli`] is pure.
 
 pub mod closed_loop;
+mod oracle;
 pub mod policy;
 pub mod replica_model;
 pub mod report;
+mod sampling;
 pub mod summary;
 pub mod trace;
 

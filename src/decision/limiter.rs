@@ -1,0 +1,298 @@
+//! The fleet's accelerator allotment (`enableLimiter`), computed once over
+//! every model's analysis and then read by each model's decision: the
+//! sweep computes it once per fetch cycle from the models it has just
+//! analysed; a decision made on demand between sweeps computes a fresh one
+//! over the current inputs (it re-analyses the models that compete, as
+//! every decision did before sweeps existed), because the last sweep's
+//! allotment was made for other inputs than the ones that sent the model
+//! off the sweep.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::analysis::Analysed;
+use super::inputs::{variant_spare_kv, ModelInputs};
+use super::sweep::Trigger;
+use super::DecisionEngine;
+use crate::inventory::{InventorySnapshot, ModelKey, Variant};
+use crate::saturation::v2::greedy_limiter::{limit, LimiterDecision};
+use crate::saturation::v2::{self, ScaleUpClaim};
+use crate::saturation::{AnalyzerKind, SaturationThresholds, TargetReason, VariantTarget};
+
+/// What the limiter needs of one model.
+pub(crate) struct LimiterView {
+    /// The variants with a scale target, in the analysis' order.
+    variants: Vec<Arc<Variant>>,
+    /// Each variant's average spare KV (upstream's priority).
+    spare: Vec<f64>,
+    /// V1's targets, when V1 decided the model (it competes in upstream's
+    /// limiter); else its variants only use what they run.
+    v1_targets: Option<Vec<VariantTarget>>,
+    /// V2's utilization and targets, when V2 decided with metrics and the
+    /// model's entry sets `enableLimiter` (`--limiter-on-v2`).
+    v2: Option<(f64, Vec<VariantTarget>)>,
+}
+
+impl LimiterView {
+    /// A model analysed by the sweep (or on demand).
+    pub(crate) fn analysed(a: &Analysed<'_>) -> Self {
+        let mut view = Self::unanalysed(Some(&a.inputs), &a.inputs.variants, &a.thresholds);
+        if a.decided.decided_by == AnalyzerKind::Percentage {
+            view.v1_targets = Some(a.decided.targets.clone());
+        }
+        if a.thresholds.enable_limiter {
+            view.v2 = a
+                .token_analysis()
+                .map(|t| (t.utilization(), a.decided.targets.clone()));
+        }
+        view
+    }
+
+    /// A model that competes with nothing: its variants' current replicas
+    /// count as used.
+    pub(crate) fn unanalysed(
+        inputs: Option<&ModelInputs<'_>>,
+        variants: &[&Arc<Variant>],
+        th: &SaturationThresholds,
+    ) -> Self {
+        LimiterView {
+            variants: variants.iter().map(|v| Arc::clone(v)).collect(),
+            spare: variants
+                .iter()
+                .map(|v| inputs.map_or(0.0, |i| variant_spare_kv(&i.replicas, &v.name, th)))
+                .collect(),
+            v1_targets: None,
+            v2: None,
+        }
+    }
+}
+
+/// A variant's scale-up as the limiter granted it.
+#[derive(Debug, Clone)]
+struct Cap {
+    desired: u32,
+    accelerator: String,
+    /// Upstream's limiter (V1) rather than ours (V2).
+    upstream: bool,
+}
+
+/// The limiter's caps for the whole fleet, by (namespace, variant).
+#[derive(Debug, Default)]
+pub(crate) struct Allotment {
+    caps: HashMap<(String, String), Cap>,
+}
+
+/// GPUs per replica of each variant: the most any of its pods requests.
+fn gpus_by_variant<'s>(
+    inventory: &dyn crate::inventory::accelerators::AcceleratorInventory,
+    snapshot: &'s InventorySnapshot,
+) -> HashMap<(&'s str, &'s str), u32> {
+    let mut gpus = HashMap::new();
+    for p in snapshot.pods() {
+        if let Some(g) = inventory.pod_gpus(&p.namespace, p.name()) {
+            let e = gpus.entry((&*p.namespace, &*p.variant)).or_insert(0);
+            *e = (*e).max(g);
+        }
+    }
+    gpus
+}
+
+impl Allotment {
+    /// Caps `targets` (of the model `key`, in `variants`' order) to what
+    /// the limiter granted.
+    pub(crate) fn cap(
+        &self,
+        key: &ModelKey,
+        variants: &[&Arc<Variant>],
+        targets: &mut [VariantTarget],
+    ) {
+        for (v, t) in variants.iter().zip(targets.iter_mut()) {
+            let Some(cap) = self.caps.get(&(v.namespace.clone(), v.name.clone())) else {
+                continue;
+            };
+            if cap.upstream {
+                tracing::info!(namespace = %key.namespace, model_id = %key.model_id, variant = %t.name, wanted = t.desired, granted = cap.desired, accelerator = %cap.accelerator, "scale-up limited by free accelerators (upstream's limiter)");
+            } else {
+                tracing::info!(namespace = %key.namespace, model_id = %key.model_id, variant = %t.name, wanted = t.desired, granted = cap.desired, accelerator = %cap.accelerator, "scale-up limited by free accelerators");
+            }
+            t.desired = cap.desired;
+            t.reason = TargetReason::LimitedByAccelerators;
+        }
+    }
+}
+
+impl DecisionEngine {
+    /// The allotment over `views` (every model of `snapshot`, in key
+    /// order): upstream's limiter over the V1 models when `v1`, ours over
+    /// the V2 models when `v2`.
+    pub(crate) fn allot(
+        &self,
+        snapshot: &InventorySnapshot,
+        views: &[LimiterView],
+        v1: bool,
+        v2: bool,
+    ) -> Allotment {
+        let up = |ts: &[VariantTarget]| ts.iter().any(|t| t.desired > t.current);
+        let v1 = v1
+            && views
+                .iter()
+                .any(|v| v.v1_targets.as_deref().is_some_and(up));
+        let v2 = v2
+            && views
+                .iter()
+                .any(|v| v.v2.as_ref().is_some_and(|(_, ts)| up(ts)));
+        let mut allotment = Allotment::default();
+        if !v1 && !v2 {
+            return allotment;
+        }
+        let Some(inventory) = &self.accelerators else {
+            tracing::warn!("enableLimiter is set but the server has no accelerator inventory (--accelerator-inventory): scale-ups are not capped");
+            return allotment;
+        };
+        let gpus = gpus_by_variant(inventory.as_ref(), snapshot);
+        let gpus_of = |v: &Variant| {
+            gpus.get(&(v.namespace.as_str(), v.name.as_str()))
+                .copied()
+                .unwrap_or(1)
+                .max(1)
+        };
+        let capacity = if v1 {
+            inventory.capacity_by_type()
+        } else {
+            None
+        };
+        if let Some(capacity) = capacity {
+            // Upstream WVA's GPU limiter: every V1 model's scale-ups share
+            // the GPUs per accelerator type that the WVA variants' current
+            // replicas leave free, most saturated variant (lowest average
+            // spare KV) first, then the cheapest.
+            let mut decisions = Vec::new();
+            let mut competing = Vec::new();
+            for view in views {
+                for (i, v) in view.variants.iter().enumerate() {
+                    let current = v.target.map_or(0, |t| t.spec_replicas);
+                    let target = match &view.v1_targets {
+                        Some(ts) => {
+                            competing.push((decisions.len(), &ts[i], v));
+                            ts[i].desired
+                        }
+                        None => current,
+                    };
+                    decisions.push(LimiterDecision {
+                        spare_capacity: view.spare[i],
+                        cost: v.cost,
+                        ..LimiterDecision::new(
+                            &format!("{}/{}", v.namespace, v.name),
+                            &v.accelerator,
+                            current,
+                            target,
+                            gpus_of(v),
+                        )
+                    });
+                }
+            }
+            limit(&mut decisions, &capacity);
+            for (d, t, v) in competing {
+                let granted = &decisions[d];
+                if granted.was_limited && granted.target < t.desired {
+                    allotment.caps.insert(
+                        (v.namespace.clone(), v.name.clone()),
+                        Cap {
+                            desired: granted.target,
+                            accelerator: granted.accelerator.clone(),
+                            upstream: true,
+                        },
+                    );
+                }
+            }
+        }
+        let free = if v2 { inventory.free_by_type() } else { None };
+        if let Some(free) = free {
+            // Ours on V2: the free accelerators per type, allotted greedily
+            // over the models that want to grow, most saturated first.
+            let mut claims = Vec::new();
+            let mut owners = Vec::new();
+            for (n, view) in views.iter().enumerate() {
+                let Some((utilization, targets)) = &view.v2 else {
+                    continue;
+                };
+                for (v, t) in view.variants.iter().zip(targets) {
+                    if t.desired > t.current {
+                        owners.push((v, t));
+                        claims.push(ScaleUpClaim {
+                            model: n,
+                            variant: v.name.clone(),
+                            accelerator: v.accelerator.clone(),
+                            gpus_per_replica: gpus_of(v),
+                            wanted: t.desired - t.current,
+                            utilization: *utilization,
+                            cost: v.cost,
+                        });
+                    }
+                }
+            }
+            let grants = v2::allot_accelerators(&claims, &free);
+            for ((v, t), g) in owners.into_iter().zip(grants) {
+                if g.limited {
+                    allotment.caps.insert(
+                        (v.namespace.clone(), v.name.clone()),
+                        Cap {
+                            desired: t.current + g.granted,
+                            accelerator: v.accelerator.clone(),
+                            upstream: false,
+                        },
+                    );
+                }
+            }
+        }
+        allotment
+    }
+
+    /// The allotment for one model decided on demand: the other models
+    /// that compete with it are analysed over the current inputs (V2
+    /// models advance their history, as they did before sweeps).
+    pub(crate) fn fresh_allotment(
+        &self,
+        snapshot: &InventorySnapshot,
+        key: &ModelKey,
+        ours: &Analysed<'_>,
+        now: SystemTime,
+    ) -> Allotment {
+        let config = self.thresholds.load();
+        let v1 = ours.decided.decided_by == AnalyzerKind::Percentage
+            && config.default_thresholds().enable_limiter;
+        let v2 =
+            self.v2_limiter && ours.thresholds.enable_limiter && ours.token_analysis().is_some();
+        let mut keys: Vec<&ModelKey> = snapshot.models().map(|(k, _)| k).collect();
+        keys.sort();
+        let views: Vec<LimiterView> = keys
+            .into_iter()
+            .map(|k| {
+                if k == key {
+                    return LimiterView::analysed(ours);
+                }
+                let th = config.for_model(&k.model_id, &k.namespace);
+                let competes = (v1 && th.analyzer == AnalyzerKind::Percentage)
+                    || (v2 && th.analyzer == AnalyzerKind::Tokens && th.enable_limiter);
+                if competes {
+                    if let Ok(a) = self.analyse(snapshot, k, now, Trigger::demand) {
+                        return LimiterView::analysed(&a);
+                    }
+                }
+                let inputs = self.model_inputs(snapshot, k, now).ok();
+                match &inputs {
+                    Some(i) => LimiterView::unanalysed(Some(i), &i.variants, &th),
+                    None => {
+                        let variants: Vec<&Arc<Variant>> = snapshot
+                            .model_variants(k)
+                            .filter(|v| v.target.is_some())
+                            .collect();
+                        LimiterView::unanalysed(None, &variants, &th)
+                    }
+                }
+            })
+            .collect();
+        self.allot(snapshot, &views, v1, v2)
+    }
+}

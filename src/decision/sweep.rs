@@ -1,0 +1,221 @@
+//! One fleet sweep per fetch cycle: every model decided once, with the
+//! limiter's allotment computed once for the fleet, published for the
+//! readers (telemetry, status write-back, the request path).
+//!
+//! A request whose model is in the current sweep takes the sweep's
+//! outcome while what it was computed from is unchanged: the same
+//! inventory snapshot, thresholds, scale-to-zero and service-class
+//! configurations. The metrics cache is not compared: only fetch cycles
+//! write it, and each is followed by a sweep, so a request that arrives
+//! while a cycle is writing answers the previous sweep, as it would have
+//! a moment earlier (comparing it would decide such requests on demand,
+//! advancing V2's and slo's history from requests). What only time changes
+//! is re-checked at answer time without analysing again: the outcome
+//! holds until the first sample (or endpoint-picker queue, or fetch
+//! record) it used turns stale (`valid_until`), and its newest sample's
+//! age and freshness class are advanced by the time since the sweep.
+//! Anything else is analysed on demand (a model new since the sweep, a
+//! configuration change, an error outcome, which may be time-dependent).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use super::limiter::LimiterView;
+use super::{DecisionEngine, DecisionError, ModelOutcome};
+use crate::inventory::{InventorySnapshot, ModelKey, Variant};
+use crate::saturation::slo::ServiceClasses;
+use crate::saturation::{ScaleToZeroConfig, ThresholdConfig};
+
+/// What ran an analysis.
+/// (Lower case: the variants are the label's values.)
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub(crate) enum Trigger {
+    /// The fleet sweep after a fetch cycle.
+    sweep,
+    /// A request the sweep could not answer (or a direct call).
+    demand,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct TriggerLabels {
+    trigger: Trigger,
+}
+
+/// Counts of decision work, exported on `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct DecisionCounters {
+    /// Fleet sweeps (one per fetch cycle).
+    sweeps: Counter,
+    /// Model analyses run, by what ran them.
+    analyses: Family<TriggerLabels, Counter>,
+}
+
+impl DecisionCounters {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "wva_decision_sweeps",
+            "Fleet decision sweeps (every model decided once, after each fetch cycle)",
+            self.sweeps.clone(),
+        );
+        registry.register(
+            "wva_model_analyses",
+            "Model analyses run, by the sweep (trigger=sweep) or on demand for what the sweep could not answer (trigger=demand)",
+            self.analyses.clone(),
+        );
+    }
+
+    /// Counts one model analysis.
+    pub(crate) fn analysed(&self, trigger: Trigger) {
+        self.analyses
+            .get_or_create(&TriggerLabels { trigger })
+            .inc();
+    }
+
+    /// Sweeps so far.
+    pub fn sweeps(&self) -> u64 {
+        self.sweeps.get()
+    }
+}
+
+/// What a sweep was computed from: compared by identity, so that a
+/// request can tell whether the sweep's outcomes are still its answer.
+struct SweepInputs {
+    snapshot: Arc<InventorySnapshot>,
+    thresholds: Arc<ThresholdConfig>,
+    scale_to_zero: Arc<ScaleToZeroConfig>,
+    service_classes: Arc<ServiceClasses>,
+}
+
+impl SweepInputs {
+    fn same_as(&self, o: &SweepInputs) -> bool {
+        Arc::ptr_eq(&self.snapshot, &o.snapshot)
+            && Arc::ptr_eq(&self.thresholds, &o.thresholds)
+            && Arc::ptr_eq(&self.scale_to_zero, &o.scale_to_zero)
+            && Arc::ptr_eq(&self.service_classes, &o.service_classes)
+    }
+}
+
+/// Every model's decision at one moment.
+pub struct Sweep {
+    /// When the models were decided.
+    pub at: SystemTime,
+    inputs: SweepInputs,
+    /// Each model's outcome (or why it has none), in key order.
+    pub outcomes: BTreeMap<ModelKey, Result<ModelOutcome, DecisionError>>,
+}
+
+impl Sweep {
+    /// The inventory snapshot the sweep decided.
+    pub fn snapshot(&self) -> &Arc<InventorySnapshot> {
+        &self.inputs.snapshot
+    }
+}
+
+impl DecisionEngine {
+    /// The state decisions are made from now.
+    fn sweep_inputs(&self) -> SweepInputs {
+        SweepInputs {
+            snapshot: self.inventory.load(),
+            thresholds: self.thresholds.load_full(),
+            scale_to_zero: self.scale_to_zero.load_full(),
+            service_classes: self.service_classes.load_full(),
+        }
+    }
+
+    /// Decides every model of the current snapshot once (the limiter's
+    /// allotment once for the fleet) and publishes the result.
+    pub fn sweep(&self) -> Arc<Sweep> {
+        let inputs = self.sweep_inputs();
+        let now = SystemTime::now();
+        let snapshot = Arc::clone(&inputs.snapshot);
+        let mut keys: Vec<&ModelKey> = snapshot.models().map(|(k, _)| k).collect();
+        keys.sort();
+        let analysed: Vec<_> = keys
+            .iter()
+            .map(|k| (*k, self.analyse(&snapshot, k, now, Trigger::sweep)))
+            .collect();
+        let v1 = inputs.thresholds.default_thresholds().enable_limiter;
+        let allotment = (v1 || self.v2_limiter).then(|| {
+            let views: Vec<LimiterView> = analysed
+                .iter()
+                .map(|(k, a)| match a {
+                    Ok(a) => LimiterView::analysed(a),
+                    Err(_) => {
+                        let variants: Vec<&Arc<Variant>> = snapshot
+                            .model_variants(k)
+                            .filter(|v| v.target.is_some())
+                            .collect();
+                        let th = inputs.thresholds.for_model(&k.model_id, &k.namespace);
+                        LimiterView::unanalysed(None, &variants, &th)
+                    }
+                })
+                .collect();
+            self.allot(&snapshot, &views, v1, self.v2_limiter)
+        });
+        let outcomes = analysed
+            .into_iter()
+            .map(|(k, a)| {
+                let outcome = a.map(|a| {
+                    let limited = self.limited(&a);
+                    self.finish(&snapshot, k, now, a, allotment.as_ref().filter(|_| limited))
+                });
+                (k.clone(), outcome)
+            })
+            .collect();
+        let sweep = Arc::new(Sweep {
+            at: now,
+            inputs,
+            outcomes,
+        });
+        self.counters.sweeps.inc();
+        self.sweep.store(Some(Arc::clone(&sweep)));
+        sweep
+    }
+
+    /// The last sweep, if any.
+    pub fn last_sweep(&self) -> Option<Arc<Sweep>> {
+        self.sweep.load_full()
+    }
+
+    /// The last sweep when it was computed from the state decisions are
+    /// made from now (else None: decide on demand).
+    pub(crate) fn current_sweep(&self, snapshot: &Arc<InventorySnapshot>) -> Option<Arc<Sweep>> {
+        let sweep = self.sweep.load_full()?;
+        let now = SweepInputs {
+            snapshot: Arc::clone(snapshot),
+            thresholds: self.thresholds.load_full(),
+            scale_to_zero: self.scale_to_zero.load_full(),
+            service_classes: self.service_classes.load_full(),
+        };
+        sweep.inputs.same_as(&now).then_some(sweep)
+    }
+
+    /// The sweep's outcome for `key` as it stands at `now`: None when the
+    /// model is not in the sweep, had no decision, or a sample it used has
+    /// turned stale since.
+    pub(crate) fn swept_outcome(
+        &self,
+        sweep: &Sweep,
+        key: &ModelKey,
+        now: SystemTime,
+    ) -> Option<ModelOutcome> {
+        let outcome = sweep.outcomes.get(key)?.as_ref().ok()?;
+        if now > outcome.valid_until {
+            return None;
+        }
+        let elapsed = now.duration_since(sweep.at).unwrap_or_default();
+        let mut outcome = outcome.clone();
+        outcome.newest_sample_age = outcome.newest_sample_age.map(|age| age + elapsed);
+        outcome.freshness = outcome
+            .newest_sample_age
+            .map(|age| self.freshness.classify(age));
+        Some(outcome)
+    }
+}

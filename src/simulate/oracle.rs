@@ -1,0 +1,100 @@
+//! The oracle policy: the replicas the arrivals ahead need, by the
+//! replica model's own parameters (a bound no real autoscaler reaches).
+
+use std::collections::VecDeque;
+
+use super::replica_model::{ReplicaParams, Request};
+use super::trace::Arrivals;
+use crate::saturation::slo::sizing::{replicas_for, ReplicaShape, Z_P95};
+
+/// The arrivals ahead of the loop, as the oracle sees them: the same
+/// streams (same seeds) the loop draws from, run ahead.
+pub(crate) struct Lookahead<'t> {
+    pub(crate) warm: Arrivals<'t>,
+    pub(crate) trace: Arrivals<'t>,
+    pub(crate) warm_end: f64,
+    pub(crate) reached: f64,
+    pub(crate) requests: VecDeque<Request>,
+    pub(crate) scratch: Vec<Request>,
+}
+
+impl Lookahead<'_> {
+    /// Draws the arrivals up to `until` and forgets those before `now`.
+    pub(crate) fn advance(&mut self, now: f64, until: f64) {
+        if until > self.reached {
+            if self.reached < self.warm_end {
+                self.scratch.clear();
+                self.warm.until(until.min(self.warm_end), &mut self.scratch);
+                self.requests.extend(self.scratch.iter().copied());
+            }
+            if until > self.warm_end {
+                self.scratch.clear();
+                self.trace.until(until - self.warm_end, &mut self.scratch);
+                let shift = self.warm_end;
+                self.requests.extend(self.scratch.iter().map(|r| Request {
+                    arrival: r.arrival + shift,
+                    ..*r
+                }));
+            }
+            self.reached = until;
+        }
+        while self.requests.front().is_some_and(|r| r.arrival < now) {
+            self.requests.pop_front();
+        }
+        self.requests.make_contiguous();
+    }
+}
+
+/// Replicas the oracle keeps: the most that any minute starting within
+/// `horizon` seconds of `from` needs (sliding by 15 s), by the replica
+/// model's parameters: a replica carries the rate whose p95 of sequences
+/// fits its cache and keeps its prefill engine below 80 % busy. The
+/// backlog already waiting is added as a rate drained within the
+/// objective, at most doubling the rate (as `slo` does).
+pub(crate) fn oracle_replicas(
+    params: &ReplicaParams,
+    slo_ttft: f64,
+    ahead: &[Request],
+    from: f64,
+    horizon: f64,
+    waiting: f64,
+) -> u32 {
+    let total = f64::from(params.num_gpu_blocks) * f64::from(params.block_size);
+    let mut need = 0;
+    let mut k = 0.0;
+    while k <= horizon {
+        let (a, b) = (from + k, from + k + 60.0);
+        let lo = ahead.partition_point(|r| r.arrival < a);
+        let hi = ahead.partition_point(|r| r.arrival < b);
+        let window = &ahead[lo..hi];
+        let mut rate = window.len() as f64 / 60.0;
+        if k == 0.0 {
+            // The backlog drained within the objective, at most doubling.
+            rate += (waiting / slo_ttft.max(0.001)).min(rate);
+        }
+        if !window.is_empty() && rate > 0.0 {
+            let n = window.len() as f64;
+            let prompt = window
+                .iter()
+                .map(|r| f64::from(r.input_tokens))
+                .sum::<f64>()
+                / n;
+            let output = window
+                .iter()
+                .map(|r| f64::from(r.output_tokens))
+                .sum::<f64>()
+                / n;
+            let tokens = prompt + output / 2.0 + f64::from(params.block_size) / 2.0;
+            let shape = ReplicaShape {
+                sequences: (total / tokens.max(1.0)).min(f64::from(params.max_num_seqs)),
+                seconds_per_request: prompt / params.prefill_tokens_per_second
+                    + output / params.decode_tokens_per_second,
+            };
+            let prefill_bound = 0.8 * params.prefill_tokens_per_second / prompt.max(1.0);
+            let per_replica = shape.max_rate(Z_P95, 0.0).min(prefill_bound);
+            need = need.max(replicas_for(rate, per_replica));
+        }
+        k += 15.0;
+    }
+    need
+}

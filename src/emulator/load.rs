@@ -5,7 +5,7 @@ use super::state::ReplicaState;
 
 /// Capacity of one replica.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LoadModel {
+pub(crate) struct LoadModel {
     /// Requests per second one replica serves when its KV cache is full.
     pub capacity_per_replica: f64,
     /// Concurrent requests a replica holds at full KV cache.
@@ -25,7 +25,7 @@ impl LoadModel {
     /// The state of each replica. Utilisation rho = rate / (replicas x
     /// capacity); KV usage follows rho and saturates just below 1; a queue
     /// forms as rho nears 1 and grows with the excess beyond it.
-    pub fn replica_state(&self, arrival_rate: f64, ready_replicas: u32) -> ReplicaState {
+    pub(crate) fn replica_state(&self, arrival_rate: f64, ready_replicas: u32) -> ReplicaState {
         let replicas = f64::from(ready_replicas.max(1));
         let rate = if arrival_rate.is_finite() {
             arrival_rate.max(0.0)

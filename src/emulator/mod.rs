@@ -23,7 +23,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use state::{ReplicaState, StatePatch};
+pub use state::ReplicaState;
+use state::StatePatch;
 
 use clap::Args;
 
@@ -65,7 +66,7 @@ pub struct EmulateArgs {
 }
 
 /// The KV cache an emulated replica reports unless told otherwise.
-pub const DEFAULT_KV_CACHE: KvCacheConfig = KvCacheConfig {
+pub(crate) const DEFAULT_KV_CACHE: KvCacheConfig = KvCacheConfig {
     num_gpu_blocks: render::NUM_GPU_BLOCKS,
     block_size: render::BLOCK_SIZE,
 };
@@ -173,7 +174,7 @@ pub async fn start(bind: SocketAddr, opts: EmulatorOptions) -> std::io::Result<E
 }
 
 /// [`start`], reporting `kv_cache` in `vllm:cache_config_info`.
-pub async fn start_with_cache(
+pub(crate) async fn start_with_cache(
     bind: SocketAddr,
     opts: EmulatorOptions,
     kv_cache: KvCacheConfig,

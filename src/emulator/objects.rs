@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 /// A VariantAutoscaling that scales the Deployment `target`.
-pub struct VariantSpec<'a> {
+pub(crate) struct VariantSpec<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
     pub target: &'a str,
@@ -17,7 +17,7 @@ pub struct VariantSpec<'a> {
     pub max_replicas: u32,
 }
 
-pub fn variant_autoscaling(v: &VariantSpec<'_>) -> Value {
+pub(crate) fn variant_autoscaling(v: &VariantSpec<'_>) -> Value {
     json!({
         "apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling",
         "metadata": {"name": v.name, "namespace": v.namespace,
@@ -29,7 +29,7 @@ pub fn variant_autoscaling(v: &VariantSpec<'_>) -> Value {
 }
 
 /// The scale target, selecting its pods by `app: <name>`.
-pub fn deployment(namespace: &str, name: &str, replicas: u32, ready: u32) -> Value {
+pub(crate) fn deployment(namespace: &str, name: &str, replicas: u32, ready: u32) -> Value {
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": namespace},
@@ -40,7 +40,7 @@ pub fn deployment(namespace: &str, name: &str, replicas: u32, ready: u32) -> Val
 }
 
 /// A pod of `variant` on 127.0.0.1, scraped on `port` when given.
-pub fn pod(
+pub(crate) fn pod(
     namespace: &str,
     name: &str,
     target: &str,

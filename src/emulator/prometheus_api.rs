@@ -68,7 +68,7 @@ impl Drop for PrometheusApiHandle {
 }
 
 /// Which signal a batched query asks for, from the series it names.
-pub fn signal_of(promql: &str) -> Option<QuerySignal> {
+pub(crate) fn signal_of(promql: &str) -> Option<QuerySignal> {
     let s = if promql.contains("flow_control_queue_size") {
         QuerySignal::SchedulerQueueSize
     } else if promql.contains("flow_control_queue_bytes") {

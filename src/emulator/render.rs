@@ -7,12 +7,12 @@ use super::state::{prom_float, ReplicaState};
 use crate::saturation::v2::KvCacheConfig;
 
 /// Token-count histogram buckets, as vLLM uses for request tokens.
-pub const TOKEN_BUCKETS: [f64; 11] = [
+pub(crate) const TOKEN_BUCKETS: [f64; 11] = [
     1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0,
 ];
 /// KV-cache blocks of the emulated GPU and their size.
-pub const NUM_GPU_BLOCKS: u64 = 8192;
-pub const BLOCK_SIZE: u64 = 16;
+pub(crate) const NUM_GPU_BLOCKS: u64 = 8192;
+pub(crate) const BLOCK_SIZE: u64 = 16;
 
 /// Share of each emulated prompt found in the prefix cache
 /// (`vllm:prefix_cache_hits_total` / `vllm:prefix_cache_queries_total`).
@@ -73,7 +73,7 @@ impl Counters {
 
 /// The endpoint picker's flow-control gauges for `model` (one fairness ID
 /// and priority), as gateway-api-inference-extension exports them.
-pub fn flow_control(model: &str, requests: f64) -> String {
+pub(crate) fn flow_control(model: &str, requests: f64) -> String {
     let l = format!(
         "fairness_id=\"default\",priority=\"0\",inference_pool=\"emulated\",model_name=\"{m}\",target_model_name=\"{m}\"",
         m = escape(model)
@@ -105,7 +105,7 @@ pub fn render(model: &str, s: &ReplicaState, c: &Counters) -> String {
 }
 
 /// The whole page, with `vllm:cache_config_info` naming `cache`.
-pub fn render_with_cache(
+pub(crate) fn render_with_cache(
     model: &str,
     s: &ReplicaState,
     c: &Counters,

@@ -19,7 +19,7 @@ pub struct ReplicaState {
 /// A partial update: missing fields keep their value.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StatePatch {
+pub(crate) struct StatePatch {
     #[serde(default, deserialize_with = "de_opt_f64")]
     pub kv: Option<f64>,
     #[serde(default, deserialize_with = "de_opt_f64")]
@@ -45,7 +45,7 @@ pub struct StatePatch {
 }
 
 impl ReplicaState {
-    pub fn apply(&mut self, p: StatePatch) {
+    pub(crate) fn apply(&mut self, p: StatePatch) {
         if let Some(v) = p.kv {
             self.kv = v;
         }

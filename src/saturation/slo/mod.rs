@@ -15,16 +15,15 @@
 //! - seconds per request = sequences in the replicas / completion rate
 //!   (Little's law), learned online with a time-based moving average that
 //!   weighs busy replicas most;
-//! - arrival rate = completion rate + the growth of the requests in the
-//!   system (running + waiting) over the last minute;
+//! - arrival rate = completion rate + the growth of the queues (waiting,
+//!   and the picker's) over the last minute, pod by pod;
 //! - the trend of the arrival rate over the last minutes, projected over
 //!   the start-up delay (learned from how long the model's scale-ups took
 //!   to become ready);
 //! - the backlog (waiting, and the picker's queue) drained within the
-//!   start-up delay, at most doubling the rate asked for;
+//!   TTFT objective, at most doubling the rate asked for;
 //! - per replica, the highest rate whose p95 of sequences in the replica
-//!   stays within the cache plus what it finishes within the allowed wait
-//!   ([`sizing`]);
+//!   stays within the cache ([`sizing`]);
 //! - scale-down only to a count that carries the highest arrival rate of
 //!   the last minutes at [`DOWN_MARGIN`] of that rate.
 //!
@@ -32,17 +31,20 @@
 //! the token lengths) makes it return [`MissingSignal`]: the caller falls
 //! back to V2, then V1, and says so.
 //!
-//! Pure: the state is per model, dated by the injected clock, bounded.
+//! Pure: the state is per model ([`history`]), dated by the injected
+//! clock, bounded.
 
+mod history;
 pub mod objective;
 pub mod sizing;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use super::v2::{optimize, KvCacheConfig, OptimizerVariant};
 use super::{TargetReason, VariantState, VariantTarget};
+use history::{blend, learn_startup, median, push, ModelHistory};
 pub use objective::{ServiceClasses, SloObjective};
 use sizing::{robust_slope, slope, ReplicaShape, Z_P95};
 
@@ -52,21 +54,16 @@ pub const ANALYZER_NAME: &str = "slo";
 /// Scale-down keeps this fraction of a replica's rate as margin: a smaller
 /// count is taken only when it carries the recent peak at 85 % of what the
 /// objective allows.
-pub const DOWN_MARGIN: f64 = 0.85;
+pub(crate) const DOWN_MARGIN: f64 = 0.85;
 /// The start-up delay assumed before the model's first scale-up was seen
 /// to become ready (then it is learned).
-pub const DEFAULT_STARTUP: Duration = Duration::from_secs(120);
-/// Time constant of the learned seconds per request and start-up delay.
-const LEARN_SECONDS: f64 = 120.0;
+pub(crate) const DEFAULT_STARTUP: Duration = Duration::from_secs(120);
 /// Window of the growth of requests in the system.
 const GROWTH_WINDOW: f64 = 60.0;
 /// Window of the arrival-rate trend.
 const TREND_WINDOW: f64 = 300.0;
 /// Window whose highest arrival rate a scale-down must carry.
 const DOWN_WINDOW: f64 = 180.0;
-/// Samples closer than this are merged into the history (the server may
-/// decide several times a second).
-const SAMPLE_SPACING: f64 = 5.0;
 /// A model not decided for this long is forgotten.
 const FORGET_AFTER: f64 = 3600.0;
 /// Models remembered at most (the oldest is forgotten first).
@@ -158,23 +155,6 @@ pub enum SloDecision {
     Missing(MissingSignal),
 }
 
-#[derive(Debug, Default, Clone)]
-struct ModelHistory {
-    last_seen: f64,
-    seconds_per_request: Option<f64>,
-    tokens_per_sequence: Option<f64>,
-    /// Per pod, (t, waiting); the endpoint picker's queue under "".
-    waiting: BTreeMap<String, VecDeque<(f64, f64)>>,
-    /// (t, running).
-    running: VecDeque<(f64, f64)>,
-    /// (t, arrival rate).
-    arrivals: VecDeque<(f64, f64)>,
-    startup: Option<f64>,
-    /// Scale-ups not yet ready: (since, total spec replicas asked).
-    pending: VecDeque<(f64, u32)>,
-    last_spec: u32,
-}
-
 /// The analysis with its per-model state.
 #[derive(Debug, Default)]
 pub struct SloAnalyzer {
@@ -205,26 +185,6 @@ fn hold(variants: &[VariantState], reason: TargetReason) -> Vec<VariantTarget> {
             }
         })
         .collect()
-}
-
-/// Moving average with a time constant: the same weight per second
-/// whether the server decides every second or every minute.
-fn blend(old: Option<f64>, new: f64, dt: f64, weight: f64) -> f64 {
-    match old {
-        None => new,
-        Some(old) => {
-            let a = (1.0 - (-dt.max(0.0) / LEARN_SECONDS).exp()) * weight.clamp(0.0, 1.0);
-            old + a * (new - old)
-        }
-    }
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    Some(v[v.len() / 2])
 }
 
 impl SloAnalyzer {
@@ -403,10 +363,17 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
     let startup = h.startup.unwrap_or(DEFAULT_STARTUP.as_secs_f64());
     // A trend is growth in both halves of the window: a load step (seen as
     // a one-minute rise through the completion rate's window) rises in one.
+    // So only over a history that spans most of the window: over the two
+    // minutes of a server just started, that one-minute rise fills both
+    // halves and was projected as a steep ramp.
     let arrivals: Vec<(f64, f64)> = h.arrivals.iter().copied().collect();
     let (older, newer) = arrivals.split_at(arrivals.len() / 2);
+    let spans_window = arrivals
+        .first()
+        .is_some_and(|(at, _)| t - at >= TREND_WINDOW * 0.75);
     let trend = robust_slope(older)
         .zip(robust_slope(newer))
+        .filter(|_| spans_window)
         .map_or(0.0, |(a, b)| a.min(b));
     let projected = arrival_rate + trend.max(0.0) * startup;
     // The backlog drains within the objective, at most doubling the rate
@@ -550,53 +517,6 @@ fn idle(input: &SloModelInput<'_>, _h: &mut ModelHistory) -> SloDecision {
         targets: optimize(&variants, 0.0, spare),
     }
 }
-
-fn push(v: &mut VecDeque<(f64, f64)>, sample: (f64, f64), window: f64) {
-    match v.back_mut() {
-        Some(last) if sample.0 - last.0 < SAMPLE_SPACING && sample.0 >= last.0 => {
-            // Keep the newest value at the older time slot's spacing.
-            *last = sample;
-        }
-        _ => v.push_back(sample),
-    }
-    while v.front().is_some_and(|(at, _)| sample.0 - at > window) {
-        v.pop_front();
-    }
-}
-
-/// Learns the start-up delay: from when a scale-up was first seen until
-/// the model's ready replicas reached it.
-fn learn_startup(h: &mut ModelHistory, variants: &[VariantState], t: f64) {
-    let spec: u32 = variants.iter().map(|v| v.spec_replicas).sum();
-    let ready: u32 = variants.iter().map(|v| v.ready_replicas).sum();
-    if spec > h.last_spec && spec > ready {
-        h.pending.push_back((t, spec));
-    }
-    h.last_spec = spec;
-    // A scale-down below a pending target cancels it.
-    h.pending.retain(|(_, target)| *target <= spec);
-    while let Some(&(since, target)) = h.pending.front() {
-        if ready < target {
-            break;
-        }
-        h.pending.pop_front();
-        let took = t - since;
-        if took > 0.0 {
-            h.startup = Some(match h.startup {
-                None => took,
-                Some(old) => old + 0.5 * (took - old),
-            });
-        }
-    }
-    while h.pending.len() > 64 {
-        h.pending.pop_front();
-    }
-}
-
-/// The objective's tolerance-aware steps: V2's (a scale-up the HPA would
-/// ignore grows to the smallest move it acts on; a scale-down it would
-/// ignore holds).
-pub use super::v2::tolerance_steps;
 
 #[cfg(test)]
 mod tests;

@@ -61,7 +61,7 @@ pub fn replicas_for(rate: f64, per_replica: f64) -> u32 {
 
 /// Least-squares slope (units per second) of `(seconds, value)` points;
 /// None with fewer than three points or no spread in time.
-pub fn slope(points: &[(f64, f64)]) -> Option<f64> {
+pub(crate) fn slope(points: &[(f64, f64)]) -> Option<f64> {
     if points.len() < 3 {
         return None;
     }
@@ -81,7 +81,7 @@ pub fn slope(points: &[(f64, f64)]) -> Option<f64> {
 /// value)` points: a ramp gives its slope, a step at the end of the window
 /// (few points after it) gives about none, so a load step is not taken for
 /// a trend and projected. None with fewer than three points.
-pub fn robust_slope(points: &[(f64, f64)]) -> Option<f64> {
+pub(crate) fn robust_slope(points: &[(f64, f64)]) -> Option<f64> {
     if points.len() < 3 {
         return None;
     }

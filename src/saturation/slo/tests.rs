@@ -90,6 +90,38 @@ fn steady_load_is_sized_by_littles_law_and_the_cache() {
     assert_eq!(desired(&d), 5);
 }
 
+/// Asked every 200 ms (an HPA and KEDA polling, a test's bounded wait):
+/// the history still spans the minute Little's law needs, and the same
+/// load is sized the same as when asked every 15 s.
+#[test]
+fn asked_more_often_than_the_sample_spacing_it_still_learns() {
+    let a = SloAnalyzer::new();
+    let reps: Vec<_> = (0..4).map(|i| replica(i, 5.0, 40.0, 0.0)).collect();
+    let mut last = None;
+    for ms in (0..90_000u64).step_by(200) {
+        last = Some(a.decide(
+            &SloModelInput {
+                namespace: "ns",
+                model_id: "m",
+                replicas: &reps,
+                variants: &[variant(4, 4)],
+                objective: SloObjective::default(),
+                scheduler_queue: None,
+            },
+            at(0) + Duration::from_millis(ms),
+        ));
+    }
+    let d = last.unwrap();
+    let SloDecision::Sized { analysis, .. } = &d else {
+        panic!("{d:?}")
+    };
+    assert!(
+        (analysis.seconds_per_request - 8.0).abs() < 1e-6,
+        "learned from the busy minute: {analysis:?}"
+    );
+    assert_eq!(desired(&d), 5);
+}
+
 #[test]
 fn signals_missing_are_named_for_the_fallback() {
     let a = SloAnalyzer::new();

@@ -144,27 +144,15 @@ impl ReloadingCert {
         shutdown: tokio_util::sync::CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let me = Arc::clone(self);
-        tokio::spawn(async move {
-            let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-            let mut last = (stamp(&cert), stamp(&key));
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(CERT_RELOAD_CHECK) => {}
+        let paths = vec![cert.clone(), key.clone()];
+        crate::file_watch::poll_files(paths, CERT_RELOAD_CHECK, shutdown, move || {
+            match load_pem_files(&cert, &key).and_then(certified_key) {
+                Ok(ck) => {
+                    me.current.store(Arc::new(ck));
+                    tracing::info!(cert = %cert.display(), "serving certificate reloaded");
                 }
-                let now = (stamp(&cert), stamp(&key));
-                if now == last {
-                    continue;
-                }
-                last = now;
-                match load_pem_files(&cert, &key).and_then(certified_key) {
-                    Ok(ck) => {
-                        me.current.store(Arc::new(ck));
-                        tracing::info!(cert = %cert.display(), "serving certificate reloaded");
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "new serving certificate not usable; keeping the previous one")
-                    }
+                Err(e) => {
+                    tracing::error!(error = %e, "new serving certificate not usable; keeping the previous one")
                 }
             }
         })

@@ -226,3 +226,70 @@ fn client_verifier(
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The leaf certificate served now.
+    fn serving(cert: &ReloadingCert) -> Vec<u8> {
+        cert.current.load().cert[0].as_ref().to_vec()
+    }
+
+    /// Waits (bounded: 15 s) until `cert` serves `want`.
+    async fn serves(cert: &ReloadingCert, want: &[u8]) -> bool {
+        for _ in 0..300 {
+            if serving(cert) == want {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    fn leaf_der(pem_path: &Path) -> Vec<u8> {
+        CertificateDer::pem_file_iter(pem_path)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .as_ref()
+            .to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_rotated_pair_is_served_and_a_broken_one_keeps_the_last() {
+        crate::certs::install_crypto_provider();
+        let first = tempfile::tempdir().unwrap();
+        let second = tempfile::tempdir().unwrap();
+        let a = crate::certs::generate("ns", "svc", first.path()).unwrap();
+        let b = crate::certs::generate("ns", "svc", second.path()).unwrap();
+        let live = tempfile::tempdir().unwrap();
+        let (cert, key) = (live.path().join("tls.crt"), live.path().join("tls.key"));
+        std::fs::copy(&a.tls_cert, &cert).unwrap();
+        std::fs::copy(&a.tls_key, &key).unwrap();
+        let reloading = ReloadingCert::load(&cert, &key).unwrap();
+        assert_eq!(serving(&reloading), leaf_der(&a.tls_cert));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = reloading.watch(cert.clone(), key.clone(), shutdown.clone());
+
+        // Rotated: the new pair is served within a few checks.
+        std::fs::copy(&b.tls_key, &key).unwrap();
+        std::fs::copy(&b.tls_cert, &cert).unwrap();
+        assert!(serves(&reloading, &leaf_der(&b.tls_cert)).await);
+
+        // A certificate that does not parse keeps the pair served before.
+        std::fs::write(&cert, "not a certificate").unwrap();
+        for _ in 0..3 {
+            tokio::time::sleep(CERT_RELOAD_CHECK).await;
+        }
+        assert_eq!(serving(&reloading), leaf_der(&b.tls_cert));
+
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -525,6 +525,79 @@ async fn enable_limiter_caps_v1_scale_ups_as_upstream() {
     assert!(!free.log().contains("scale-up limited"));
 }
 
+/// Upstream's limiter inputs end to end: a Node labelled as NVIDIA's
+/// feature discovery labels a T4 (`Tesla-T4`, no vendor word) holds GPUs
+/// of type `T4`, the VariantAutoscaling's label; GPUs per replica are the
+/// Deployment template's 2, although the running pods (of an older
+/// template) request 1. Shard a (7 GPUs): 3 replicas use 6, the fourth
+/// needs 2, so V1's scale-up is held at 3; with shard b's GPU (8) it gets
+/// its 4th. Counting the pods' GPUs both would grow; with the whole name
+/// `Tesla-T4` neither would.
+#[tokio::test]
+async fn limiter_counts_template_gpus_and_short_tesla_names_as_upstream() {
+    let api = ApiServer::start().await;
+    for (name, shard, gpus) in [("n1", "a", 7), ("n2", "b", 1)] {
+        api.apply(json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {"nvidia.com/gpu.product": "Tesla-T4",
+                                                   "wva.llmd.ai/shard": shard}},
+            "spec": {},
+            "status": {"allocatable": {"nvidia.com/gpu": gpus.to_string()},
+                       "capacity": {"nvidia.com/gpu": gpus.to_string()}}}));
+    }
+    let model = "org/model-t4";
+    let mut emulators = Vec::new();
+    for _ in 0..3 {
+        emulators.push(Emulator::start(model, 0.9, 0.0).await);
+    }
+    api.apply(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "t4-d", "namespace": "llm"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "t4"}},
+                 "template": {"metadata": {"labels": {"app": "t4"}},
+                              "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai",
+                                       "resources": {"requests": {"nvidia.com/gpu": "2"}}}]}}},
+        "status": {"replicas": 3, "readyReplicas": 3}}));
+    for (i, e) in emulators.iter().enumerate() {
+        api.apply(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("t4-{i}"), "namespace": "llm",
+                         "labels": {"app": "t4", "llm-d.ai/variant": "t4"},
+                         "annotations": {"prometheus.io/port": e.port.to_string()}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "vllm", "image": "vllm/vllm-openai",
+                     "resources": {"requests": {"nvidia.com/gpu": "1"}}}]},
+            "status": {"phase": "Running", "podIP": "127.0.0.1",
+                       "conditions": [{"type": "Ready", "status": "True"}]}}));
+    }
+    api.apply(
+        json!({"apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling",
+        "metadata": {"name": "t4", "namespace": "llm",
+                     "labels": {"inference.optimization/acceleratorName": "T4"}},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "t4-d"},
+                 "modelID": model, "minReplicas": 1, "maxReplicas": 10}}),
+    );
+    api.apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "wva-saturation-scaling-config", "namespace": "wva-limited"},
+        "data": {"default": "kvCacheThreshold: 0.80\nqueueLengthThreshold: 5\nkvSpareTrigger: 0.1\nqueueSpareTrigger: 3\nenableLimiter: true\n"}}));
+    let args = ["--namespace", "wva-limited", "--accelerator-inventory"];
+    let shard_a =
+        Server::start_kube(&api, &args, &[("WVA_NODE_SELECTOR", "wva.llmd.ai/shard=a")]).await;
+    let both = Server::start_kube(&api, &args, &[]).await;
+    both.wait_value("llm", "wva_desired_replicas", "variant_name=t4", "4")
+        .await;
+    shard_a
+        .wait_value("llm", "wva_desired_replicas", "variant_name=t4", "3")
+        .await;
+    common::eventually(
+        Duration::from_secs(20),
+        "the limiter's log line",
+        || async {
+            shard_a
+                .log()
+                .contains("scale-up limited by free accelerators (upstream's limiter)")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// The chart's container arguments. With the chart's default
 /// `namespaceScoped: true` it passes `--watch-namespace=$(POD_NAMESPACE)`,
 /// so upstream manages its own namespace only; the same flag (and

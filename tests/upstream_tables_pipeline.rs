@@ -307,8 +307,7 @@ fn type_allocator_multiple_allocations() {
 }
 
 /// `normalizeAcceleratorName` (9 entries) and its `TypeInventory`
-/// integration case. The last entry differs on purpose (see
-/// docs/wva-compatibility.md, "Accelerator name of a Node").
+/// integration case.
 #[test]
 fn normalize_accelerator_name_cases() {
     for (name, full, short) in [
@@ -320,15 +319,10 @@ fn normalize_accelerator_name_cases() {
         ("already short - A100", "A100", "A100"),
         ("already short - H100", "H100", "H100"),
         ("lowercase nvidia", "nvidia-A100-PCIE-80GB", "A100"),
+        ("unknown vendor fallback", "Unknown-GPU-Model-123", "GPU"),
     ] {
         assert_eq!(normalize_accelerator_name(full), short, "{name}");
     }
-    // "unknown vendor fallback": upstream "GPU" (the second part); here the
-    // whole name.
-    assert_eq!(
-        normalize_accelerator_name("Unknown-GPU-Model-123"),
-        "Unknown-GPU-Model-123"
-    );
     // Integration: discovered types are the short names; the full ones
     // hold nothing.
     let limits = capacity(&[

@@ -83,7 +83,8 @@ pub(crate) struct Allotment {
     caps: HashMap<(String, String), Cap>,
 }
 
-/// GPUs per replica of each variant: the most any of its pods requests.
+/// GPUs per replica of each variant as its running pods request them: the
+/// most any of them requests.
 fn gpus_by_variant<'s>(
     inventory: &dyn crate::inventory::accelerators::AcceleratorInventory,
     snapshot: &'s InventorySnapshot,
@@ -96,6 +97,17 @@ fn gpus_by_variant<'s>(
         }
     }
     gpus
+}
+
+/// A variant's current replicas as upstream's limiter counts them
+/// (`engine.go` `BuildVariantStates`): its workload's `status.replicas`
+/// (the pods that exist, so a rollout's surge pod holds its GPUs), or
+/// `spec.replicas` while that is 0; 0 without a workload.
+pub(super) fn upstream_current_replicas(v: &Variant) -> u32 {
+    v.target.map_or(0, |t| match t.status_replicas {
+        0 => t.spec_replicas,
+        n => n,
+    })
 }
 
 impl Allotment {
@@ -151,9 +163,16 @@ impl DecisionEngine {
             return allotment;
         };
         let gpus = gpus_by_variant(inventory.as_ref(), snapshot);
+        // Upstream's count first: the Deployment's pod template
+        // (`engine.go` `getDeploymentGPUsPerReplica`, 1 when it requests
+        // none), known before any pod runs and during a rollout that
+        // changes it. The running pods' only where no template is kept
+        // (a StatefulSet target, or a missing Deployment).
         let gpus_of = |v: &Variant| {
-            gpus.get(&(v.namespace.as_str(), v.name.as_str()))
-                .copied()
+            v.engine
+                .as_ref()
+                .map(|e| e.gpus_per_replica)
+                .or_else(|| gpus.get(&(v.namespace.as_str(), v.name.as_str())).copied())
                 .unwrap_or(1)
                 .max(1)
         };
@@ -171,11 +190,20 @@ impl DecisionEngine {
             let mut competing = Vec::new();
             for view in views {
                 for (i, v) in view.variants.iter().enumerate() {
-                    let current = v.target.map_or(0, |t| t.spec_replicas);
+                    let current = upstream_current_replicas(v);
                     let target = match &view.v1_targets {
                         Some(ts) => {
                             competing.push((decisions.len(), &ts[i], v));
-                            ts[i].desired
+                            // V1 decides from `spec.replicas`: what it
+                            // does not raise above that is no scale-up
+                            // here either, even while `status.replicas`
+                            // lags behind.
+                            let t = &ts[i];
+                            if t.desired > t.current {
+                                t.desired
+                            } else {
+                                t.desired.min(current)
+                            }
                         }
                         None => current,
                     };
@@ -195,11 +223,16 @@ impl DecisionEngine {
             limit(&mut decisions, &capacity);
             for (d, t, v) in competing {
                 let granted = &decisions[d];
-                if granted.was_limited && granted.target < t.desired {
+                // Never below V1's current (`spec.replicas`): the limiter
+                // cuts scale-ups, it does not turn one into a scale-down
+                // should `status.replicas` lag the spec (V1 scales up only
+                // settled models, so only a stale status would).
+                let granted_target = granted.target.max(t.current);
+                if granted.was_limited && granted_target < t.desired {
                     allotment.caps.insert(
                         (v.namespace.clone(), v.name.clone()),
                         Cap {
-                            desired: granted.target,
+                            desired: granted_target,
                             accelerator: granted.accelerator.clone(),
                             upstream: true,
                         },

@@ -240,8 +240,34 @@ fn unsynced_inventory_is_unavailable() {
 
 /// A VariantAutoscaling on H100 with `ready` ready pods.
 fn h100(ns: &str, variant: &str, model: &str, ready: u32) -> String {
+    h100_target(
+        ns,
+        variant,
+        model,
+        "Deployment",
+        (ready, ready, ready),
+        "{}",
+    )
+}
+
+/// A VariantAutoscaling on H100 whose `kind` target has (`spec.replicas`,
+/// `status.replicas`, ready replicas) and pod `template`, with one ready
+/// pod per ready replica.
+fn h100_target(
+    ns: &str,
+    variant: &str,
+    model: &str,
+    kind: &str,
+    (spec, status, ready): (u32, u32, u32),
+    template: &str,
+) -> String {
+    let service_name = if kind == "StatefulSet" {
+        format!("serviceName: {variant}, ")
+    } else {
+        String::new()
+    };
     let mut y = format!(
-        "---\nkind: VariantAutoscaling\napiVersion: llmd.ai/v1alpha1\nmetadata: {{name: {variant}, namespace: {ns}, labels: {{inference.optimization/acceleratorName: H100}}}}\nspec:\n  scaleTargetRef: {{kind: Deployment, name: {variant}-d}}\n  modelID: {model}\n  maxReplicas: 10\n---\nkind: Deployment\napiVersion: apps/v1\nmetadata: {{name: {variant}-d, namespace: {ns}}}\nspec: {{replicas: {ready}, selector: {{}}, template: {{}}}}\nstatus: {{replicas: {ready}, readyReplicas: {ready}}}\n"
+        "---\nkind: VariantAutoscaling\napiVersion: llmd.ai/v1alpha1\nmetadata: {{name: {variant}, namespace: {ns}, labels: {{inference.optimization/acceleratorName: H100}}}}\nspec:\n  scaleTargetRef: {{kind: {kind}, name: {variant}-d}}\n  modelID: {model}\n  maxReplicas: 10\n---\nkind: {kind}\napiVersion: apps/v1\nmetadata: {{name: {variant}-d, namespace: {ns}}}\nspec: {{replicas: {spec}, {service_name}selector: {{}}, template: {template}}}\nstatus: {{replicas: {status}, readyReplicas: {ready}}}\n"
     );
     for i in 0..ready {
         y.push_str(&format!(
@@ -437,6 +463,174 @@ impl AcceleratorInventory for FixedAccelerators {
     fn pod_gpus(&self, _: &str, _: &str) -> Option<u32> {
         Some(1)
     }
+}
+
+/// `h100` GPUs in the cluster, each pod requesting `per_pod`.
+struct PodGpus {
+    h100: u32,
+    per_pod: u32,
+}
+
+impl AcceleratorInventory for PodGpus {
+    fn free_by_type(&self) -> Option<BTreeMap<String, u32>> {
+        Some([("H100".to_owned(), self.h100)].into())
+    }
+    fn capacity_by_type(&self) -> Option<BTreeMap<String, u32>> {
+        self.free_by_type()
+    }
+    fn pod_gpus(&self, _: &str, _: &str) -> Option<u32> {
+        Some(self.per_pod)
+    }
+}
+
+/// One saturated variant `a` (2 ready replicas, V1 wants 3) of `yaml`
+/// under the global `enableLimiter` with `gpus`: its desired replicas and
+/// reason.
+fn v1_limited(yaml: &str, gpus: PodGpus) -> (u32, TargetReason) {
+    let e = engine_with(yaml, "default: {enableLimiter: true}").with_accelerators(Arc::new(gpus));
+    for i in 0..2 {
+        report(&e, "ns", &format!("a-p{i}"), 0.85, 0.0, Duration::ZERO);
+    }
+    let d = e.decide("ns", &sel("")).unwrap();
+    assert_eq!(d.len(), 1);
+    (d[0].desired, d[0].reason)
+}
+
+/// GPUs per replica are the Deployment's pod template's, as upstream
+/// (`getDeploymentGPUsPerReplica`), even when the running pods request
+/// fewer (a rollout from 1 to 2 GPUs): 2 replicas x 2 GPUs use 4 of 5,
+/// and a third replica needs 2. Counting the pods' 1 GPU each, 3 would be
+/// free and the third replica granted. A StatefulSet, whose template the
+/// inventory does not keep, counts its pods' requests.
+#[test]
+fn upstream_limiter_takes_gpus_per_replica_from_the_deployment_template() {
+    let two_gpus =
+        "{spec: {containers: [{name: vllm, resources: {requests: {nvidia.com/gpu: 2}}}]}}";
+    let deployment = h100_target("ns", "a", "ma", "Deployment", (2, 2, 2), two_gpus);
+    let got = v1_limited(
+        &deployment,
+        PodGpus {
+            h100: 5,
+            per_pod: 1,
+        },
+    );
+    assert_eq!(got, (2, TargetReason::LimitedByAccelerators));
+    // The same with the 5th GPU free for the third replica: granted.
+    let no_gpus = "{spec: {containers: [{name: vllm}]}}";
+    let deployment = h100_target("ns", "a", "ma", "Deployment", (2, 2, 2), no_gpus);
+    let got = v1_limited(
+        &deployment,
+        PodGpus {
+            h100: 3,
+            per_pod: 2,
+        },
+    );
+    assert_eq!(
+        got,
+        (3, TargetReason::ScaleUp),
+        "1 GPU per replica when the template requests none"
+    );
+    // A StatefulSet: its pods' 2 GPUs each.
+    let statefulset = h100_target("ns", "a", "ma", "StatefulSet", (2, 2, 2), two_gpus);
+    let got = v1_limited(
+        &statefulset,
+        PodGpus {
+            h100: 5,
+            per_pod: 2,
+        },
+    );
+    assert_eq!(got, (2, TargetReason::LimitedByAccelerators));
+    let got = v1_limited(
+        &statefulset,
+        PodGpus {
+            h100: 6,
+            per_pod: 2,
+        },
+    );
+    assert_eq!(got, (3, TargetReason::ScaleUp));
+}
+
+/// Current replicas are the Deployment's `status.replicas` for upstream's
+/// limiter (`BuildVariantStates`). On 2 GPUs, 2 replicas settled: V1's
+/// third is cut (2 used, none free). With a rollout's surge pod
+/// (`status.replicas` 3, `spec.replicas` 2) the third replica exists
+/// already: no scale-up for the limiter, not cut (counted from the spec,
+/// it was).
+#[test]
+fn upstream_limiter_counts_status_replicas_as_current() {
+    let settled = h100_target("ns", "a", "ma", "Deployment", (2, 2, 2), "{}");
+    let got = v1_limited(
+        &settled,
+        PodGpus {
+            h100: 2,
+            per_pod: 1,
+        },
+    );
+    assert_eq!(got, (2, TargetReason::LimitedByAccelerators));
+    let surge = h100_target("ns", "a", "ma", "Deployment", (2, 3, 2), "{}");
+    let got = v1_limited(
+        &surge,
+        PodGpus {
+            h100: 2,
+            per_pod: 1,
+        },
+    );
+    assert_eq!(got, (3, TargetReason::ScaleUp));
+}
+
+/// While a Deployment's `status.replicas` lags its spec (b: 3 asked, 2
+/// exist), V1 holds b at 3 (in transition): that is no scale-up for the
+/// limiter, so b, although more saturated (no spare KV; a has 0.05),
+/// takes no GPU, and model a (settled at 2) gets the one free of 5 (4
+/// used).
+#[test]
+fn upstream_limiter_sees_no_scale_up_while_status_lags_spec() {
+    let yaml = format!(
+        "{}{}",
+        h100_target("ns", "a", "ma", "Deployment", (2, 2, 2), "{}"),
+        h100_target("ns", "b", "mb", "Deployment", (3, 2, 2), "{}"),
+    );
+    let e =
+        engine_with(&yaml, "default: {enableLimiter: true}").with_accelerators(Arc::new(PodGpus {
+            h100: 5,
+            per_pod: 1,
+        }));
+    for i in 0..2 {
+        report(&e, "ns", &format!("a-p{i}"), 0.75, 0.0, Duration::ZERO);
+        report(&e, "ns", &format!("b-p{i}"), 0.95, 0.0, Duration::ZERO);
+    }
+    let d = e.decide("ns", &sel("")).unwrap();
+    let got: Vec<(&str, u32, TargetReason)> = d
+        .iter()
+        .map(|d| (d.variant.name.as_str(), d.desired, d.reason))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a", 3, TargetReason::ScaleUp),
+            ("b", 3, TargetReason::InTransition)
+        ]
+    );
+}
+
+/// `status.replicas`, or `spec.replicas` while the status says 0.
+#[test]
+fn upstream_current_replicas_prefer_the_status() {
+    let yaml = format!(
+        "{}{}{}",
+        h100_target("ns", "a", "ma", "Deployment", (2, 3, 2), "{}"),
+        h100_target("ns", "b", "mb", "Deployment", (4, 0, 0), "{}"),
+        h100_target("ns", "c", "mc", "Deployment", (0, 0, 0), "{}"),
+    );
+    let e = engine_with(&yaml, "default: {}");
+    let snapshot = e.inventory().load();
+    let mut got: Vec<(&str, u32)> = snapshot
+        .variants()
+        .iter()
+        .map(|v| (v.name.as_str(), limiter::upstream_current_replicas(v)))
+        .collect();
+    got.sort();
+    assert_eq!(got, [("a", 3), ("b", 4), ("c", 0)]);
 }
 
 /// Upstream's limiter on the V1 path, from the global `enableLimiter`:

@@ -48,8 +48,9 @@ pub fn normalize_accelerator_name(full: &str) -> String {
     match parts[0].to_ascii_uppercase().as_str() {
         "NVIDIA" | "AMD" => parts[1].to_owned(),
         "INTEL" if parts.len() >= 3 => format!("{}-{}", parts[1], parts[2]),
-        "INTEL" => parts[1].to_owned(),
-        _ => full.to_owned(),
+        // Any other first word is taken for a vendor too, as upstream does:
+        // NVIDIA's older product labels ("Tesla-T4") name the model second.
+        _ => parts[1].to_owned(),
     }
 }
 
@@ -356,7 +357,9 @@ mod tests {
             ("AMD-MI300X-192G", "MI300X"),
             ("Intel-Gaudi-2-96GB", "Gaudi-2"),
             ("A100", "A100"),
-            ("Acme-X1", "Acme-X1"),
+            ("Acme-X1", "X1"),
+            ("Tesla-T4", "T4"),
+            ("Tesla-V100-SXM2-16GB", "V100"),
         ] {
             assert_eq!(normalize_accelerator_name(full), short, "{full}");
         }

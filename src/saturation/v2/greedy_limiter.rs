@@ -17,7 +17,7 @@
 //!   `LimitedBy`), and every decision gets the limiter's step (upstream's
 //!   `DecisionSteps` entry), for the log.
 //!
-//! Called by `decision.rs` on the V1 path (upstream's default); the V2
+//! Called by `decision/limiter.rs` on the V1 path (upstream's default); the V2
 //! limiter is [`super::allot_accelerators`] (`--limiter-on-v2`).
 
 use std::collections::BTreeMap;

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::allotment::Allotment;
 use super::inputs::{token_variants, ModelInputs};
-use super::limiter::Allotment;
 use super::sweep::Trigger;
 use super::{DecisionEngine, DecisionError, ModelOutcome, VariantDecision};
 use crate::inventory::{InventorySnapshot, ModelKey};

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::allotment::{Allotment, Cap};
 use super::analysis::Analysed;
 use super::inputs::{variant_spare_kv, ModelInputs};
 use super::sweep::Trigger;
@@ -18,7 +19,7 @@ use super::DecisionEngine;
 use crate::inventory::{InventorySnapshot, ModelKey, Variant};
 use crate::saturation::v2::greedy_limiter::{limit, LimiterDecision};
 use crate::saturation::v2::{self, ScaleUpClaim};
-use crate::saturation::{AnalyzerKind, SaturationThresholds, TargetReason, VariantTarget};
+use crate::saturation::{AnalyzerKind, SaturationThresholds, VariantTarget};
 
 /// What the limiter needs of one model.
 pub(crate) struct LimiterView {
@@ -68,21 +69,6 @@ impl LimiterView {
     }
 }
 
-/// A variant's scale-up as the limiter granted it.
-#[derive(Debug, Clone)]
-struct Cap {
-    desired: u32,
-    accelerator: String,
-    /// Upstream's limiter (V1) rather than ours (V2).
-    upstream: bool,
-}
-
-/// The limiter's caps for the whole fleet, by (namespace, variant).
-#[derive(Debug, Default)]
-pub(crate) struct Allotment {
-    caps: HashMap<(String, String), Cap>,
-}
-
 /// GPUs per replica of each variant as its running pods request them: the
 /// most any of them requests.
 fn gpus_by_variant<'s>(
@@ -108,30 +94,6 @@ pub(super) fn upstream_current_replicas(v: &Variant) -> u32 {
         0 => t.spec_replicas,
         n => n,
     })
-}
-
-impl Allotment {
-    /// Caps `targets` (of the model `key`, in `variants`' order) to what
-    /// the limiter granted.
-    pub(crate) fn cap(
-        &self,
-        key: &ModelKey,
-        variants: &[&Arc<Variant>],
-        targets: &mut [VariantTarget],
-    ) {
-        for (v, t) in variants.iter().zip(targets.iter_mut()) {
-            let Some(cap) = self.caps.get(&(v.namespace.clone(), v.name.clone())) else {
-                continue;
-            };
-            if cap.upstream {
-                tracing::info!(namespace = %key.namespace, model_id = %key.model_id, variant = %t.name, wanted = t.desired, granted = cap.desired, accelerator = %cap.accelerator, "scale-up limited by free accelerators (upstream's limiter)");
-            } else {
-                tracing::info!(namespace = %key.namespace, model_id = %key.model_id, variant = %t.name, wanted = t.desired, granted = cap.desired, accelerator = %cap.accelerator, "scale-up limited by free accelerators");
-            }
-            t.desired = cap.desired;
-            t.reason = TargetReason::LimitedByAccelerators;
-        }
-    }
 }
 
 impl DecisionEngine {

@@ -18,6 +18,7 @@
 //! - `sweep`: the sweep, its counters, answers from it;
 //! - `publish`: the sweep's gauges and counters on `/metrics`.
 
+mod allotment;
 mod analysis;
 mod errors;
 mod inputs;

@@ -265,7 +265,7 @@ fn with_env_source(
 #[derive(Debug, Clone, Args)]
 pub struct NotBuilt {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
+    pub(crate) args: Vec<String>,
 }
 
 /// What `demo` and `emulate` answer in a build without the `emulator`

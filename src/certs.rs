@@ -124,7 +124,12 @@ pub(crate) const FILE_NAMES: [&str; 6] = [
 
 /// Writes ca.crt, ca.key, tls.crt, tls.key and apiservice.yaml into `out`,
 /// refusing when any of them exists already.
-pub(crate) fn generate(namespace: &str, service: &str, out: &Path) -> Result<CertFiles, CertsError> {
+#[cfg(test)]
+pub(crate) fn generate(
+    namespace: &str,
+    service: &str,
+    out: &Path,
+) -> Result<CertFiles, CertsError> {
     generate_with(namespace, service, out, false)
 }
 

@@ -78,10 +78,10 @@ pub struct Components {
 
 /// A running server.
 pub struct RunningServer {
+    /// The bound address (the demo prints it).
+    #[cfg(feature = "emulator")]
     pub(crate) addr: SocketAddr,
     pub(crate) engine: Arc<DecisionEngine>,
-    /// The PEM certificate clients should trust.
-    pub(crate) certificate_pem: Option<String>,
     pub tasks: Vec<JoinHandle<()>>,
     /// The server's metrics, for listeners started beside it (the KEDA port).
     pub(crate) telemetry: Telemetry,
@@ -317,7 +317,7 @@ pub async fn start(
     let Listen {
         addr,
         tls,
-        certificate_pem,
+        certificate_pem: _,
         stack,
         limits,
         groups,
@@ -412,9 +412,9 @@ pub async fn start(
     .collect();
     tracing::info!(address = %local, "serving {} over HTTPS", served.join(" and "));
     Ok(RunningServer {
+        #[cfg(feature = "emulator")]
         addr: local,
         engine,
-        certificate_pem,
         tasks,
         telemetry,
     })

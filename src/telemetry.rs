@@ -345,7 +345,14 @@ impl Telemetry {
     }
 
     /// Counts one rejected sample and logs it.
-    pub(crate) fn reject_sample(&self, backend: &str, signal: &str, reason: &str, pod: &str, value: f64) {
+    pub(crate) fn reject_sample(
+        &self,
+        backend: &str,
+        signal: &str,
+        reason: &str,
+        pod: &str,
+        value: f64,
+    ) {
         tracing::warn!(backend, signal, reason, pod, value, "sample rejected");
         self.samples_rejected
             .get_or_create(&RejectedLabels {

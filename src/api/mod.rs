@@ -7,5 +7,5 @@
 pub(crate) mod custom;
 pub(crate) mod discovery;
 pub(crate) mod metrics;
-pub(crate) mod router;
+pub mod router;
 pub(crate) mod values;

@@ -13,7 +13,7 @@ use crate::k8s::status::ApiError;
 
 /// A served version of the group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum CustomVersion {
+pub enum CustomVersion {
     V1beta1,
     V1beta2,
 }
@@ -93,7 +93,7 @@ impl DescribedResource {
 
 /// Everything the server answers, with what the request asks parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ApiRequest {
+pub enum ApiRequest {
     ApiGroupList,
     ApiGroup,
     ApiResourceList,
@@ -120,7 +120,7 @@ pub(crate) enum ApiRequest {
 
 /// A values request of `external.metrics.k8s.io`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ExternalQuery {
+pub struct ExternalQuery {
     pub(crate) namespace: String,
     /// The metric as asked (any case).
     pub(crate) metric: String,
@@ -132,7 +132,7 @@ pub(crate) struct ExternalQuery {
 /// A request of `custom.metrics.k8s.io` for one described object or all
 /// (`*`) of a resource in a namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CustomQuery {
+pub struct CustomQuery {
     pub(crate) version: CustomVersion,
     pub(crate) namespace: String,
     pub(crate) resource: DescribedResource,
@@ -192,7 +192,7 @@ const CUSTOM_PREFIX: &str = "/apis/custom.metrics.k8s.io";
 /// as sent. Unknown paths are 404 and any method other than GET (or HEAD)
 /// on a known path is 405, each as a Status. A selector that does not
 /// parse is kept in the request as its 400 (see [`ExternalQuery::selector`]).
-pub(crate) fn route(method: &Method, path: &str, query: Option<&str>) -> Result<ApiRequest, ApiError> {
+pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<ApiRequest, ApiError> {
     PARSED.fetch_add(1, Ordering::Relaxed);
     let trimmed = if path.len() > 1 {
         path.trim_end_matches('/')

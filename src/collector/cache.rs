@@ -197,8 +197,4 @@ impl MetricsCache {
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.replicas.is_empty()
-    }
 }

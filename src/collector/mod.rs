@@ -20,7 +20,6 @@ pub(crate) mod window;
 pub(crate) use cache::SchedulerQueues;
 pub use cache::{Activity, MetricsCache, ReplicaMetrics};
 pub use freshness::{Freshness, FreshnessPolicy};
-pub(crate) use sample::{RejectReason, Signal};
 
 use crate::inventory::{InventorySnapshot, ModelKey};
 

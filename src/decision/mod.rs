@@ -202,10 +202,6 @@ impl DecisionEngine {
         &self.cache
     }
 
-    pub(crate) fn freshness(&self) -> FreshnessPolicy {
-        self.freshness
-    }
-
     /// Sweeps and analyses so far (registered on `/metrics` by `run`).
     pub(crate) fn counters(&self) -> &DecisionCounters {
         &self.counters

@@ -77,11 +77,6 @@ impl DecisionCounters {
             .get_or_create(&TriggerLabels { trigger })
             .inc();
     }
-
-    /// Sweeps so far.
-    pub(crate) fn sweeps(&self) -> u64 {
-        self.sweeps.get()
-    }
 }
 
 /// What a sweep was computed from: compared by identity, so that a

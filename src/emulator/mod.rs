@@ -140,10 +140,6 @@ impl EmulatorHandle {
         lock(&self.shared).state = state;
     }
 
-    pub(crate) fn state(&self) -> ReplicaState {
-        lock(&self.shared).state
-    }
-
     /// Requests completed per second from now on (None: running / 2).
     pub(crate) fn set_request_rate(&self, rate: Option<f64>) {
         let mut s = lock(&self.shared);
@@ -157,10 +153,6 @@ impl EmulatorHandle {
         lock(&self.shared).scheduler_queue = requests;
     }
 
-    pub(crate) fn kv_cache(&self) -> KvCacheConfig {
-        lock(&self.shared).kv_cache
-    }
-
     /// Stops accepting and waits (briefly) for the accept loop to end.
     pub(crate) async fn shutdown(self) {
         self.shutdown.cancel();
@@ -169,7 +161,10 @@ impl EmulatorHandle {
 }
 
 /// Starts an emulator on `bind` (port 0 picks a free port).
-pub(crate) async fn start(bind: SocketAddr, opts: EmulatorOptions) -> std::io::Result<EmulatorHandle> {
+pub(crate) async fn start(
+    bind: SocketAddr,
+    opts: EmulatorOptions,
+) -> std::io::Result<EmulatorHandle> {
     start_with_cache(bind, opts, DEFAULT_KV_CACHE).await
 }
 

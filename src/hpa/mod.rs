@@ -7,12 +7,15 @@ pub(crate) mod replica_calculator;
 pub(crate) mod served;
 pub(crate) mod tolerance;
 
-pub use behavior::{PolicyKind, RatePolicy, ScalingRules, SelectPolicy}; pub use behavior::{BehaviorState, HpaBehavior};
+pub use behavior::{BehaviorState, HpaBehavior};
+pub use behavior::{PolicyKind, RatePolicy, ScalingRules, SelectPolicy};
 
+pub use replica_calculator::{
+    desired_replicas, CalculatorError, HpaBounds, HpaOutcome, MetricProposal,
+};
+pub use replica_calculator::{external_metric_proposal, ExternalTarget, ScaleState};
 
-pub use replica_calculator::{desired_replicas, CalculatorError, HpaBounds, HpaOutcome, MetricProposal}; pub use replica_calculator::{external_metric_proposal, ExternalTarget, ScaleState};
-
-
-
-pub(crate) use served::{hpa_proposal, hpa_reaches, served_milli, SERVED_TARGETS};
+#[cfg(test)]
+pub(crate) use served::{hpa_proposal, SERVED_TARGETS};
+pub(crate) use served::{hpa_reaches, served_milli};
 pub use tolerance::{parse_tolerance, ToleranceError, Tolerances, DEFAULT_TOLERANCE};

@@ -47,7 +47,8 @@ use crate::saturation::scale_to_zero::ScaleToZeroConfig;
 use crate::saturation::ThresholdConfig;
 
 use events::{object_ref, publish_warning, EVENT_REPORTER};
-pub use rbac::{RbacRule}; pub use rbac::{required_rbac};
+pub use rbac::required_rbac;
+pub use rbac::RbacRule;
 use thresholds::{spawn_thresholds_loop, ThresholdsLoop};
 use watch::{keep_all, reflect, spawn_reflector, spawn_watch, Sources};
 

@@ -68,10 +68,6 @@ impl Interner {
         self.namespaces.len() + self.label_sets.len()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Forgets entries no projection uses any more (only the interner
     /// holds them), once the sets have doubled since the last time: a
     /// long-lived watch sees label sets come and go (every rollout has a

@@ -7,7 +7,7 @@ use serde::Serialize;
 /// An API error: HTTP code, Kubernetes reason and a message that says what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code} {reason}: {message}")]
-pub(crate) struct ApiError {
+pub struct ApiError {
     pub(crate) code: StatusCode,
     pub(crate) reason: &'static str,
     pub(crate) message: String,

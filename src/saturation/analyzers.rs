@@ -114,11 +114,6 @@ impl Analyzers {
         }
     }
 
-    /// V2 (its state sizes are exported as telemetry).
-    pub(crate) fn v2(&self) -> &TokenAnalyzer {
-        &self.v2
-    }
-
     /// V1 over `input`: the analysis, then tolerance-aware steps.
     pub(crate) fn decide_v1(&self, input: &AnalysisInput<'_>) -> Decided {
         let decision = decide_acted_on(

@@ -14,10 +14,8 @@ pub use analyzer::{analyze_model, ModelAnalysis, ReplicaLoad};
 pub use scale_to_zero::{ModelScaleToZero, ScaleToZeroConfig};
 pub(crate) use steps::{tolerance_aware_steps, HpaView};
 pub use targets::{compute_targets, TargetReason, VariantState, VariantTarget};
-pub use thresholds::{LocatedThresholdError, ThresholdError}; pub use thresholds::{AnalyzerKind, SaturationThresholds, ThresholdConfig, CONFIGMAP_NAME};
-
-
-
+pub use thresholds::{AnalyzerKind, SaturationThresholds, ThresholdConfig, CONFIGMAP_NAME};
+pub use thresholds::{LocatedThresholdError, ThresholdError};
 
 /// Everything one model's decision depends on.
 #[derive(Debug, Clone, Copy)]

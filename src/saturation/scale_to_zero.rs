@@ -304,6 +304,7 @@ impl ScaleToZeroConfig {
 
     /// Whether any model could have scale to zero on (then the collectors
     /// fetch request counts).
+    #[cfg(test)]
     pub(crate) fn any_enabled(&self) -> bool {
         self.env_enabled
             || self.default.enable == Some(true)

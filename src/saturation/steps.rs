@@ -22,7 +22,12 @@ pub(crate) struct HpaView {
 /// Spare capacity per replica when the load of `n` non-saturated replicas
 /// is spread over `n - k`: `load' = (threshold - spare) x n/(n-k)`,
 /// `spare' = threshold - load'`. None when nothing would be left.
-pub(crate) fn spare_after_removing(n: usize, k: usize, avg_spare: f64, threshold: f64) -> Option<f64> {
+pub(crate) fn spare_after_removing(
+    n: usize,
+    k: usize,
+    avg_spare: f64,
+    threshold: f64,
+) -> Option<f64> {
     if k >= n {
         return None;
     }
@@ -32,7 +37,11 @@ pub(crate) fn spare_after_removing(n: usize, k: usize, avg_spare: f64, threshold
 
 /// True when removing `k` replicas keeps both spares at or above their
 /// triggers (DESIGN section 4 step 4, for k replicas instead of one).
-pub(crate) fn scale_down_by_is_safe(a: &ModelAnalysis, k: usize, th: &SaturationThresholds) -> bool {
+pub(crate) fn scale_down_by_is_safe(
+    a: &ModelAnalysis,
+    k: usize,
+    th: &SaturationThresholds,
+) -> bool {
     let kv = spare_after_removing(a.non_saturated, k, a.avg_spare_kv, th.kv_cache_threshold);
     let q = spare_after_removing(
         a.non_saturated,

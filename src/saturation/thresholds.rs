@@ -157,6 +157,7 @@ pub enum ThresholdError {
 
 impl ThresholdError {
     /// The key inside an entry this error is about, if any.
+    #[cfg(test)]
     pub(crate) fn field(&self) -> Option<&str> {
         match self {
             ThresholdError::Entry { field, .. } => field.as_deref(),

@@ -135,10 +135,12 @@ impl Answers {
     }
 
     /// Answers kept now.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }

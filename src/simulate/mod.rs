@@ -181,7 +181,10 @@ fn nonzero(flag: &'static str, v: u32) -> Result<u32, SimulateError> {
 }
 
 /// The simulation's configuration from the flags (thresholds apart).
-pub(crate) fn config_from_args(args: &SimulateArgs, duration: u64) -> Result<SimConfig, SimulateError> {
+pub(crate) fn config_from_args(
+    args: &SimulateArgs,
+    duration: u64,
+) -> Result<SimConfig, SimulateError> {
     let defaults = HpaBehavior::default();
     if args.min_replicas > args.max_replicas {
         return Err(SimulateError::BadFlag {

@@ -28,6 +28,7 @@
 
 use std::collections::VecDeque;
 
+#[cfg(test)]
 use crate::saturation::v2::KvCacheConfig;
 
 /// The gauges a replica reports: KV-cache usage (0 to 1), waiting and
@@ -166,10 +167,6 @@ impl ReplicaModel {
         }
     }
 
-    pub(crate) fn params(&self) -> &ReplicaParams {
-        &self.params
-    }
-
     /// Queues a request (it is admitted on the next [`ReplicaModel::step`]).
     pub(crate) fn enqueue(&mut self, request: Request) {
         self.waiting.push_back(Queued {
@@ -219,6 +216,7 @@ impl ReplicaModel {
     }
 
     /// The KV cache's size as `vllm:cache_config_info` reports it.
+    #[cfg(test)]
     pub(crate) fn cache_config(&self) -> KvCacheConfig {
         KvCacheConfig {
             num_gpu_blocks: u64::from(self.params.num_gpu_blocks),
@@ -228,6 +226,7 @@ impl ReplicaModel {
 
     /// Tokens the used blocks hold room for (used blocks x block size):
     /// what V2 reads back as KV usage x total tokens.
+    #[cfg(test)]
     pub(crate) fn tokens_in_use(&self) -> u64 {
         self.used_blocks * u64::from(self.params.block_size)
     }

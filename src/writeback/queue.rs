@@ -86,6 +86,7 @@ impl<K: Eq + Hash + Clone + Ord, S: PartialEq + Clone> StatusQueue<K, S> {
     }
 
     /// The status last written for `key`.
+    #[cfg(test)]
     pub(crate) fn written(&self, key: &K) -> Option<&S> {
         self.written.get(key).map(|(s, _)| s)
     }
@@ -355,6 +356,7 @@ impl<K: Eq + Hash + Clone, T> EventGate<K, T> {
     }
 
     /// Events waiting for their interval.
+    #[cfg(test)]
     pub(crate) fn waiting(&self) -> usize {
         self.entries
             .values()
@@ -437,12 +439,9 @@ impl<K: Eq + Hash + Clone> SeriesCache<K> {
         self.entries.retain(|_, s| now < s.last + ttl);
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 

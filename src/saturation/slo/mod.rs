@@ -192,11 +192,6 @@ impl SloAnalyzer {
         Self::default()
     }
 
-    /// Models remembered.
-    pub(crate) fn models(&self) -> usize {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
     /// Decides one model at `now`.
     pub(crate) fn decide(&self, input: &SloModelInput<'_>, now: SystemTime) -> SloDecision {
         let t = seconds(now);

@@ -150,10 +150,6 @@ impl ServiceClasses {
             .or_else(|| self.by_model.get(DEFAULT_MODEL))
             .map(|(_, _, o)| *o)
     }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.by_model.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -68,7 +68,13 @@ pub(crate) struct K2History {
 impl K2History {
     /// Records an observation; false when this pod's sample at this time
     /// was already recorded (a decision repeated on the same data).
-    pub(crate) fn observe(&mut self, key: &K2Key, pod: &str, sampled_at: SystemTime, tokens: f64) -> bool {
+    pub(crate) fn observe(
+        &mut self,
+        key: &K2Key,
+        pod: &str,
+        sampled_at: SystemTime,
+        tokens: f64,
+    ) -> bool {
         if let Some(w) = self.windows.get(key) {
             if w.samples
                 .iter()
@@ -101,10 +107,12 @@ impl K2History {
     }
 
     /// Observations held for `key`.
+    #[cfg(test)]
     pub(crate) fn len_of(&self, key: &K2Key) -> usize {
         self.windows.get(key).map_or(0, |w| w.samples.len())
     }
 
+    #[cfg(test)]
     pub(crate) fn keys(&self) -> usize {
         self.windows.len()
     }
@@ -195,10 +203,6 @@ impl CapacityMemory {
 
     pub fn len(&self) -> usize {
         self.records.len()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.records.is_empty()
     }
 
     /// Drops records not refreshed within [`CAPACITY_TTL`] of `now`.

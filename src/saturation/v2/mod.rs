@@ -20,12 +20,15 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 pub(crate) use capacity::{
-    analyze_tokens, K2Source, KvCacheConfig, ReplicaCapacity, ReplicaTokens, SchedulerQueue,
-    TokenAnalysis, TokenModelInput, TokenState, TokenVariant, VariantCapacity, WorkloadAverages,
+    analyze_tokens, KvCacheConfig, ReplicaTokens, SchedulerQueue, TokenAnalysis, TokenModelInput,
+    TokenState, TokenVariant,
 };
 pub(crate) use engine::{ContainerArgs, EngineParams};
+#[cfg(test)]
 pub(crate) use history::CapacityRecord;
-pub(crate) use optimizer::{allot_accelerators, optimize, Grant, OptimizerVariant, ScaleUpClaim};
+#[cfg(test)]
+pub(crate) use optimizer::Grant;
+pub(crate) use optimizer::{allot_accelerators, optimize, OptimizerVariant, ScaleUpClaim};
 
 use super::{HpaView, TargetReason, VariantTarget};
 use crate::hpa::hpa_reaches;
@@ -63,6 +66,7 @@ impl TokenAnalyzer {
     }
 
     /// Sizes of the state: (k2 history keys, remembered capacities).
+    #[cfg(test)]
     pub(crate) fn state_sizes(&self) -> (usize, usize) {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         (state.k2_history.keys(), state.capacity.len())

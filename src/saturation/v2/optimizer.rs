@@ -172,7 +172,10 @@ pub(crate) struct Grant {
 /// taking the whole replicas it can pay for with what is left. Returns one
 /// grant per claim, in input order. An accelerator type missing from `free`
 /// has none free.
-pub(crate) fn allot_accelerators(claims: &[ScaleUpClaim], free: &BTreeMap<String, u32>) -> Vec<Grant> {
+pub(crate) fn allot_accelerators(
+    claims: &[ScaleUpClaim],
+    free: &BTreeMap<String, u32>,
+) -> Vec<Grant> {
     let mut left = free.clone();
     let mut order: Vec<usize> = (0..claims.len()).collect();
     order.sort_by(|&a, &b| {

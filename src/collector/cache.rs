@@ -188,6 +188,10 @@ impl MetricsCache {
         self.replicas.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.replicas.is_empty()
+    }
+
     /// The number of changes so far (see the field).
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)

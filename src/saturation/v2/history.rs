@@ -205,6 +205,10 @@ impl CapacityMemory {
         self.records.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
     /// Drops records not refreshed within [`CAPACITY_TTL`] of `now`.
     pub fn evict(&mut self, now: SystemTime) -> usize {
         let before = self.records.len();

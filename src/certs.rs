@@ -122,13 +122,18 @@ pub(crate) const FILE_NAMES: [&str; 6] = [
     "apiservice-custom.yaml",
 ];
 
-/// Writes ca.crt, ca.key, tls.crt, tls.key and apiservice.yaml into `out`,
-/// refusing when any of them exists already.
-pub fn generate(namespace: &str, service: &str, out: &Path) -> Result<CertFiles, CertsError> {
+/// [`generate_with`] without `overwrite` (the unit tests' shorthand).
+#[cfg(test)]
+pub(crate) fn generate(
+    namespace: &str,
+    service: &str,
+    out: &Path,
+) -> Result<CertFiles, CertsError> {
     generate_with(namespace, service, out, false)
 }
 
-/// As [`generate`]; with `overwrite`, existing files are replaced (`--force`).
+/// Writes ca.crt, ca.key, tls.crt, tls.key and apiservice.yaml into `out`;
+/// an existing one is refused, or with `overwrite` replaced (`--force`).
 pub fn generate_with(
     namespace: &str,
     service: &str,

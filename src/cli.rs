@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-pub use prometheus::PrometheusArgs;
-pub use upstream::UpstreamArgs;
+pub(crate) use prometheus::PrometheusArgs;
+pub(crate) use upstream::UpstreamArgs;
 pub(crate) use upstream::DEFAULT_CONFIG_FILE;
 #[cfg(feature = "emulator")]
 pub(crate) use values::parse_request_rate;
@@ -25,7 +25,7 @@ pub(crate) use values::{
 
 /// Where variants come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InventorySource {
+pub(crate) enum InventorySource {
     /// Watch the cluster.
     Kube,
     /// Read a multi-document YAML file of Kubernetes objects.
@@ -85,9 +85,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub tls: TlsArgs,
     #[command(flatten)]
-    pub authentication: AuthenticationArgs,
+    pub(crate) authentication: AuthenticationArgs,
     #[command(flatten)]
-    pub authorization: AuthorizationArgs,
+    pub(crate) authorization: AuthorizationArgs,
     #[command(flatten)]
     pub inventory: InventoryArgs,
     #[command(flatten)]
@@ -97,7 +97,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub prometheus: PrometheusArgs,
     #[command(flatten)]
-    pub scrape: ScrapeArgs,
+    pub(crate) scrape: ScrapeArgs,
     #[command(flatten)]
     pub keda: KedaArgs,
     #[command(flatten)]
@@ -165,7 +165,7 @@ pub struct TlsArgs {
 
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Authentication")]
-pub struct AuthenticationArgs {
+pub(crate) struct AuthenticationArgs {
     /// CA bundle that signs the front proxy's (aggregator's) client certificate.
     #[arg(long, value_name = "FILE")]
     pub(crate) requestheader_client_ca_file: Option<PathBuf>,
@@ -200,7 +200,7 @@ pub struct AuthenticationArgs {
 
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Authorization")]
-pub struct AuthorizationArgs {
+pub(crate) struct AuthorizationArgs {
     /// Paths served without authentication or authorization.
     #[arg(long, value_delimiter = ',', default_value = "/healthz,/livez,/readyz")]
     pub(crate) authorization_always_allow_paths: Vec<String>,
@@ -217,10 +217,10 @@ pub struct AuthorizationArgs {
 pub struct InventoryArgs {
     /// Where variants come from: `kube` or `file:PATH`.
     #[arg(long, default_value = "kube")]
-    pub inventory: InventorySource,
+    pub(crate) inventory: InventorySource,
     /// The server's own namespace: where the thresholds ConfigMap lives.
     #[arg(long, env = "POD_NAMESPACE", default_value = "wva-system")]
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// With --inventory kube: serve variants of these namespaces only (comma list; empty = all).
     #[arg(long, value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
@@ -228,7 +228,7 @@ pub struct InventoryArgs {
     /// `wva.llmd.ai/controller-instance` with this value; items carry `controller_instance`.
     /// Unset: all are served. Upstream WVA's name for it is CONTROLLER_INSTANCE.
     #[arg(long, env = "CONTROLLER_INSTANCE", value_parser = parse_controller_instance)]
-    pub controller_instance: Option<String>,
+    pub(crate) controller_instance: Option<String>,
     /// Watch Nodes and Pods (only their GPU fields) so that models whose
     /// thresholds set `enableLimiter: true` (V2) have their scale-ups capped by
     /// the accelerators free per type. Needs list/watch on nodes. `--inventory kube` only.
@@ -275,7 +275,7 @@ pub struct DecisionArgs {
     /// are widened to the smallest safe one outside it, or held. An HPA's
     /// `behavior.scaleUp/scaleDown.tolerance` overrides it for its target.
     #[arg(long, default_value = "0.1", value_parser = parse_hpa_tolerance)]
-    pub hpa_tolerance: f64,
+    pub(crate) hpa_tolerance: f64,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -297,13 +297,13 @@ pub struct MetricsArgs {
 
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Scrape backend")]
-pub struct ScrapeArgs {
+pub(crate) struct ScrapeArgs {
     /// Shortest gap between two scrape cycles over every ready pod; the gap grows to 5x the last cycle's duration for large fleets.
     #[arg(long, default_value = "2s", value_parser = parse_positive_duration)]
-    pub scrape_interval: Duration,
+    pub(crate) scrape_interval: Duration,
     /// Timeout of one scrape.
     #[arg(long, default_value = "2s", value_parser = parse_positive_duration)]
-    pub scrape_timeout: Duration,
+    pub(crate) scrape_timeout: Duration,
     /// The llm-d endpoint picker's /metrics URL, scraped every cycle with --metrics-backend scrape for its
     /// flow-control queues (inference_extension_flow_control_queue_size/_bytes): scale from zero and V2's
     /// scheduler queue. With Prometheus they are queried there instead.
@@ -390,10 +390,10 @@ pub struct LimitsArgs {
     pub(crate) header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed (kube-apiserver closes idle connections after 90s too).
     #[arg(long, default_value = "90s", value_parser = parse_positive_duration)]
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// Open connections beyond this many are closed at once (logged at most once per second, counted in /metrics).
     #[arg(long, default_value_t = 4096, value_parser = parse_positive_count)]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// A request that takes longer is answered 504.
     #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
     pub(crate) request_timeout: Duration,

@@ -14,6 +14,7 @@ use crate::cli::{parse_bool, CertsArgs, ServeArgs};
 use crate::demo::DemoArgs;
 #[cfg(feature = "emulator")]
 use crate::emulator::EmulateArgs;
+#[cfg(any(test, not(feature = "emulator")))]
 use crate::fatal::InvalidConfiguration;
 use crate::simulate::SimulateArgs;
 
@@ -265,11 +266,12 @@ fn with_env_source(
 #[derive(Debug, Clone, Args)]
 pub struct NotBuilt {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
+    pub(crate) args: Vec<String>,
 }
 
 /// What `demo` and `emulate` answer in a build without the `emulator`
 /// feature: a configuration error (exit code 2) that says how to get them.
+#[cfg(any(test, not(feature = "emulator")))]
 pub fn not_in_this_build(command: &str) -> InvalidConfiguration {
     InvalidConfiguration(format!(
         "`{command}` is not in this build: it was built without the `emulator` cargo feature \

@@ -21,7 +21,7 @@ use crate::cli::{ServeArgs, DEFAULT_CONFIG_FILE};
 /// Keys upstream WVA's config loader reads (internal/config/loader.go at
 /// b08b1c7). Those that are the environment variable of one of our flags
 /// are taken; the others are refused by name.
-pub const UPSTREAM_KEYS: &[&str] = &[
+pub(crate) const UPSTREAM_KEYS: &[&str] = &[
     "METRICS_BIND_ADDRESS",
     "HEALTH_PROBE_BIND_ADDRESS",
     "LEADER_ELECT",
@@ -63,18 +63,18 @@ pub const UPSTREAM_KEYS: &[&str] = &[
 
 /// One `KEY: value` of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileSetting {
+pub(crate) struct FileSetting {
     /// Upper case (viper's keys are case-insensitive).
-    pub key: String,
+    pub(crate) key: String,
     /// The value as text (`true`, `60s`, `https://...`).
-    pub value: String,
+    pub(crate) value: String,
     /// 1-based line of the key.
-    pub line: usize,
+    pub(crate) line: usize,
 }
 
 /// Why the config file cannot be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ConfigFileError {
+pub(crate) enum ConfigFileError {
     #[error("config file {path}: cannot read it: {reason}")]
     Read { path: String, reason: String },
     #[error("config file {path}: not YAML of KEY: value: {reason}")]
@@ -90,7 +90,7 @@ pub enum ConfigFileError {
 
 /// The settings of the file's text (empty values count as unset, as an
 /// empty environment variable does). Pure.
-pub fn parse(path: &str, text: &str) -> Result<Vec<FileSetting>, ConfigFileError> {
+pub(crate) fn parse(path: &str, text: &str) -> Result<Vec<FileSetting>, ConfigFileError> {
     let syntax = |reason: String| ConfigFileError::Syntax {
         path: path.to_owned(),
         reason,
@@ -164,7 +164,7 @@ fn line_of(text: &str, key: &str) -> usize {
 
 /// The config file `argv` names (`--config-file X` or `--config-file=X`
 /// after `serve`), else the default path; and whether it was named.
-pub fn config_file_of(argv: &[OsString]) -> (PathBuf, bool) {
+pub(crate) fn config_file_of(argv: &[OsString]) -> (PathBuf, bool) {
     let mut args = argv.iter().filter_map(|a| a.to_str());
     while let Some(a) = args.next() {
         if a == "--config-file" {
@@ -179,7 +179,7 @@ pub fn config_file_of(argv: &[OsString]) -> (PathBuf, bool) {
 }
 
 /// Reads the config file: None when it is the default path and absent.
-pub fn read(path: &Path, named: bool) -> Result<Option<Vec<FileSetting>>, ConfigFileError> {
+pub(crate) fn read(path: &Path, named: bool) -> Result<Option<Vec<FileSetting>>, ConfigFileError> {
     let shown = path.display().to_string();
     match std::fs::read_to_string(path) {
         Ok(text) => parse(&shown, &text).map(Some),
@@ -194,7 +194,7 @@ pub fn read(path: &Path, named: bool) -> Result<Option<Vec<FileSetting>>, Config
 /// `serve`'s command with the file's settings as the defaults of the flags
 /// whose environment variable each names. Every value is checked with its
 /// flag's parser here, so that an error names the file, line and key.
-pub fn with_file_defaults(
+pub(crate) fn with_file_defaults(
     mut serve: clap::Command,
     path: &Path,
     settings: &[FileSetting],
@@ -241,7 +241,7 @@ pub fn with_file_defaults(
 
 /// The settings of [`crate::cli::UpstreamArgs`] that map onto our own
 /// flags, applied; or the first that cannot apply, named.
-pub fn apply_upstream_settings(args: &mut ServeArgs) -> Result<(), String> {
+pub(crate) fn apply_upstream_settings(args: &mut ServeArgs) -> Result<(), String> {
     let u = args.upstream.clone();
     if let Some(ns) = u
         .watch_namespace

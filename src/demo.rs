@@ -41,39 +41,39 @@ use crate::telemetry::Telemetry;
 pub struct DemoArgs {
     /// Port of the HTTPS API on 127.0.0.1.
     #[arg(long, default_value_t = 8443)]
-    pub port: u16,
+    pub(crate) port: u16,
     /// Seconds per phase of the scripted load (ramp up, hold, ramp down).
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
-    pub phase: Duration,
+    pub(crate) phase: Duration,
     /// Stop after one full script (up, down, to zero and, when the load returns, back from zero) instead of repeating it.
     #[arg(long)]
-    pub once: bool,
+    pub(crate) once: bool,
     /// Which saturation analysis decides: v1 (percentages) or v2 (tokens,
     /// `analyzerName: saturation`).
     #[arg(long, value_enum, default_value = "v1")]
-    pub analyzer: DemoAnalyzer,
+    pub(crate) analyzer: DemoAnalyzer,
     /// Scale-to-zero retention period of the demo's model: after the ramp down the load stops, and once no
     /// request has completed for this long the model goes to 0 replicas; the next ramp brings it back
     /// through the emulated endpoint picker's queue.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
-    pub retention: Duration,
+    pub(crate) retention: Duration,
 }
 
 /// The analysis the demo runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DemoAnalyzer {
+pub(crate) enum DemoAnalyzer {
     V1,
     V2,
 }
 
 /// Namespace of the demo's variant.
-pub const NAMESPACE: &str = "llm-demo";
+pub(crate) const NAMESPACE: &str = "llm-demo";
 /// The demo's scale target (a Deployment).
-pub const TARGET: &str = "llama-8b-decode";
+pub(crate) const TARGET: &str = "llama-8b-decode";
 /// The demo's VariantAutoscaling.
-pub const VARIANT: &str = "llama-8b-a100";
+pub(crate) const VARIANT: &str = "llama-8b-a100";
 /// Model served by the emulated replicas.
-pub const MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
+pub(crate) const MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
 /// minReplicas of the variant and of the demo's HPA (`HPAScaleToZero`, or
 /// a KEDA ScaledObject with `minReplicaCount: 0`).
 const MIN_REPLICAS: u32 = 0;
@@ -207,7 +207,7 @@ fn demo_scale_to_zero(retention: Duration) -> anyhow::Result<ScaleToZeroConfig> 
 /// The HPA's replica computation for a `Value: 1` target on `wva_desired_ratio`,
 /// by the shared model of Kubernetes' replica calculator (band inclusive at
 /// both ends, as the HPA has it).
-pub fn hpa_replicas(ratio_milli: i64, ready: u32, current: u32) -> u32 {
+pub(crate) fn hpa_replicas(ratio_milli: i64, ready: u32, current: u32) -> u32 {
     let scale = crate::hpa::ScaleState {
         spec_replicas: current,
         status_replicas: current,

@@ -31,9 +31,9 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LeaderConfig {
     pub(crate) lease_name: String,
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// This replica's holder identity: unique per process.
-    pub identity: String,
+    pub(crate) identity: String,
     pub(crate) lease_duration: Duration,
     pub(crate) renew_deadline: Duration,
     pub(crate) retry_period: Duration,
@@ -52,7 +52,7 @@ pub(crate) enum LeaderConfigError {
 
 impl LeaderConfig {
     /// The relations client-go enforces between the three durations.
-    pub fn validate(&self) -> Result<(), LeaderConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), LeaderConfigError> {
         if self.lease_duration < Duration::from_secs(1) {
             return Err(LeaderConfigError::LeaseTooShort(self.lease_duration));
         }
@@ -86,12 +86,12 @@ pub(crate) fn default_identity() -> String {
 /// What this replica last saw of the Lease, and when (on its own clock).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Observed {
-    pub holder: Option<String>,
+    pub(crate) holder: Option<String>,
     /// `renewTime` as written by the holder: a change means it is alive.
     pub(crate) renew_time: Option<String>,
     pub(crate) lease_duration: Duration,
     /// When this replica first saw the Lease in this state.
-    pub since: Instant,
+    pub(crate) since: Instant,
 }
 
 /// What to do with the Lease now.
@@ -195,7 +195,7 @@ fn is_conflict(e: &kube::Error) -> bool {
 }
 
 impl LeaderElector {
-    pub fn new(client: Client, config: LeaderConfig) -> (Self, watch::Receiver<bool>) {
+    pub(crate) fn new(client: Client, config: LeaderConfig) -> (Self, watch::Receiver<bool>) {
         let (leading, rx) = watch::channel(false);
         let api = Api::namespaced(client, &config.namespace);
         (
@@ -212,7 +212,7 @@ impl LeaderElector {
     }
 
     /// Runs until shutdown, then releases the Lease if held.
-    pub fn spawn(mut self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn spawn(mut self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             tracing::info!(
                 lease = %self.config.lease_name,

@@ -51,45 +51,45 @@ pub use tls::ServingCert;
 
 /// The parts a server is made of, before it runs.
 pub struct Components {
-    pub inventory: Arc<InventoryStore>,
-    pub backend: Arc<dyn MetricsBackend>,
-    pub thresholds: Arc<ArcSwap<ThresholdConfig>>,
+    pub(crate) inventory: Arc<InventoryStore>,
+    pub(crate) backend: Arc<dyn MetricsBackend>,
+    pub(crate) thresholds: Arc<ArcSwap<ThresholdConfig>>,
     /// `wva-model-scale-to-zero-config` (shared by the backend and the decisions).
-    pub scale_to_zero: Arc<ArcSwap<ScaleToZeroConfig>>,
-    pub fetch_interval: Duration,
-    pub freshness: FreshnessPolicy,
-    pub registry: Registry,
-    pub telemetry: Telemetry,
+    pub(crate) scale_to_zero: Arc<ArcSwap<ScaleToZeroConfig>>,
+    pub(crate) fetch_interval: Duration,
+    pub(crate) freshness: FreshnessPolicy,
+    pub(crate) registry: Registry,
+    pub(crate) telemetry: Telemetry,
     /// Status write-back to the cluster: client and minimum interval per object.
     pub(crate) status_writer: Option<(kube::Client, Duration)>,
     /// Whether this replica leads (holds the Lease); None: no election, it writes.
-    pub leader: Option<tokio::sync::watch::Receiver<bool>>,
+    pub(crate) leader: Option<tokio::sync::watch::Receiver<bool>>,
     /// Authentication and authorization; None only when explicitly disabled.
-    pub auth: Option<Arc<Auth>>,
+    pub(crate) auth: Option<Arc<Auth>>,
     /// The HPA controller's tolerance band (`--hpa-tolerance`).
-    pub hpa_tolerance: crate::hpa::Tolerances,
+    pub(crate) hpa_tolerance: crate::hpa::Tolerances,
     /// Free accelerators for the V2 limiter (`--accelerator-inventory`).
-    pub accelerators: Option<Arc<dyn crate::inventory::accelerators::AcceleratorInventory>>,
+    pub(crate) accelerators: Option<Arc<dyn crate::inventory::accelerators::AcceleratorInventory>>,
     /// `--limiter-on-v2`: the limiter on V2 models too (an extension).
-    pub v2_limiter: bool,
+    pub(crate) v2_limiter: bool,
     /// Latency objectives per model (`analyzerName: slo`).
     pub(crate) service_classes: Arc<ArcSwap<crate::saturation::slo::ServiceClasses>>,
 }
 
 /// A running server.
 pub struct RunningServer {
-    pub addr: SocketAddr,
-    pub engine: Arc<DecisionEngine>,
-    /// The PEM certificate clients should trust.
-    pub certificate_pem: Option<String>,
+    /// The bound address (the demo prints it).
+    #[cfg(feature = "emulator")]
+    pub(crate) addr: SocketAddr,
+    pub(crate) engine: Arc<DecisionEngine>,
     pub tasks: Vec<JoinHandle<()>>,
     /// The server's metrics, for listeners started beside it (the KEDA port).
-    pub telemetry: Telemetry,
+    pub(crate) telemetry: Telemetry,
 }
 
 impl RunningServer {
     /// Waits for every task to end (after the shutdown token is cancelled).
-    pub async fn join(self) {
+    pub(crate) async fn join(self) {
         for t in self.tasks {
             let _ = t.await;
         }
@@ -317,7 +317,7 @@ pub async fn start(
     let Listen {
         addr,
         tls,
-        certificate_pem,
+        certificate_pem: _,
         stack,
         limits,
         groups,
@@ -412,9 +412,9 @@ pub async fn start(
     .collect();
     tracing::info!(address = %local, "serving {} over HTTPS", served.join(" and "));
     Ok(RunningServer {
+        #[cfg(feature = "emulator")]
         addr: local,
         engine,
-        certificate_pem,
         tasks,
         telemetry,
     })

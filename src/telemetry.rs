@@ -13,82 +13,82 @@ use prometheus_client::registry::Registry;
 
 /// Labels of the per-variant decision gauges (DESIGN section 7).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VariantLabels {
-    pub variant_name: String,
-    pub target_name: String,
-    pub target_kind: String,
-    pub namespace: String,
-    pub accelerator_type: String,
+pub(crate) struct VariantLabels {
+    pub(crate) variant_name: String,
+    pub(crate) target_name: String,
+    pub(crate) target_kind: String,
+    pub(crate) namespace: String,
+    pub(crate) accelerator_type: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ScalingLabels {
-    pub variant_name: String,
-    pub namespace: String,
-    pub direction: String,
-    pub reason: String,
+pub(crate) struct ScalingLabels {
+    pub(crate) variant_name: String,
+    pub(crate) namespace: String,
+    pub(crate) direction: String,
+    pub(crate) reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RejectedLabels {
-    pub backend: String,
-    pub signal: String,
-    pub reason: String,
+pub(crate) struct RejectedLabels {
+    pub(crate) backend: String,
+    pub(crate) signal: String,
+    pub(crate) reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BackendLabels {
-    pub backend: String,
+pub(crate) struct BackendLabels {
+    pub(crate) backend: String,
     /// The scrape target kind or the PromQL signal name.
-    pub query: String,
+    pub(crate) query: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BackendErrorLabels {
-    pub backend: String,
-    pub query: String,
-    pub kind: String,
+pub(crate) struct BackendErrorLabels {
+    pub(crate) backend: String,
+    pub(crate) query: String,
+    pub(crate) kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ModelLabels {
-    pub namespace: String,
-    pub model_id: String,
+pub(crate) struct ModelLabels {
+    pub(crate) namespace: String,
+    pub(crate) model_id: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    pub route: String,
-    pub code: String,
+pub(crate) struct RouteLabels {
+    pub(crate) route: String,
+    pub(crate) code: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteOnly {
-    pub route: String,
+pub(crate) struct RouteOnly {
+    pub(crate) route: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    pub result: String,
+pub(crate) struct ResultLabels {
+    pub(crate) result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ConnectionLabels {
+pub(crate) struct ConnectionLabels {
     /// `https` or `keda`.
-    pub port: String,
+    pub(crate) port: String,
     /// Why the server closed it: `over_limit`, `no_request_head`, `idle`, `plain_http`.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PortLabels {
-    pub port: String,
+pub(crate) struct PortLabels {
+    pub(crate) port: String,
 }
 
 /// Why the KEDA port closed a connection.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ConnectionCloseLabels {
-    pub reason: String,
+pub(crate) struct ConnectionCloseLabels {
+    pub(crate) reason: String,
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -97,67 +97,67 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 /// their storage.
 #[derive(Clone)]
 pub struct Telemetry {
-    pub desired_replicas: Family<VariantLabels, Gauge>,
-    pub current_replicas: Family<VariantLabels, Gauge>,
-    pub desired_ratio: Family<VariantLabels, FloatGauge>,
-    pub scaling_total: Family<ScalingLabels, Counter>,
-    pub samples_rejected: Family<RejectedLabels, Counter>,
-    pub backend_duration: Family<BackendLabels, Histogram>,
-    pub backend_errors: Family<BackendErrorLabels, Counter>,
-    pub sample_age: Family<ModelLabels, FloatGauge>,
-    pub fetch_cycles: Family<ResultLabels, Counter>,
-    pub fetch_cycle_duration: Gauge<f64, AtomicU64>,
-    pub fetch_gap: Gauge<f64, AtomicU64>,
-    pub connections_open: Family<PortLabels, Gauge>,
-    pub connections_closed: Family<ConnectionLabels, Counter>,
-    pub models_aging: Family<ModelLabels, Gauge>,
-    pub http_requests: Family<RouteLabels, Counter>,
-    pub http_duration: Family<RouteOnly, Histogram>,
-    pub decisions_without_metrics: Family<ModelLabels, Counter>,
-    pub tolerance_holds: Family<ScalingLabels, Counter>,
-    pub keda_connections_closed: Family<ConnectionCloseLabels, Counter>,
-    pub keda_open_connections: Gauge,
+    pub(crate) desired_replicas: Family<VariantLabels, Gauge>,
+    pub(crate) current_replicas: Family<VariantLabels, Gauge>,
+    pub(crate) desired_ratio: Family<VariantLabels, FloatGauge>,
+    pub(crate) scaling_total: Family<ScalingLabels, Counter>,
+    pub(crate) samples_rejected: Family<RejectedLabels, Counter>,
+    pub(crate) backend_duration: Family<BackendLabels, Histogram>,
+    pub(crate) backend_errors: Family<BackendErrorLabels, Counter>,
+    pub(crate) sample_age: Family<ModelLabels, FloatGauge>,
+    pub(crate) fetch_cycles: Family<ResultLabels, Counter>,
+    pub(crate) fetch_cycle_duration: Gauge<f64, AtomicU64>,
+    pub(crate) fetch_gap: Gauge<f64, AtomicU64>,
+    pub(crate) connections_open: Family<PortLabels, Gauge>,
+    pub(crate) connections_closed: Family<ConnectionLabels, Counter>,
+    pub(crate) models_aging: Family<ModelLabels, Gauge>,
+    pub(crate) http_requests: Family<RouteLabels, Counter>,
+    pub(crate) http_duration: Family<RouteOnly, Histogram>,
+    pub(crate) decisions_without_metrics: Family<ModelLabels, Counter>,
+    pub(crate) tolerance_holds: Family<ScalingLabels, Counter>,
+    pub(crate) keda_connections_closed: Family<ConnectionCloseLabels, Counter>,
+    pub(crate) keda_open_connections: Gauge,
     /// Model decisions published, by the analysis that made them.
-    pub analyzer_decisions: Family<AnalyzerLabels, Counter>,
+    pub(crate) analyzer_decisions: Family<AnalyzerLabels, Counter>,
     /// KEDA external scaler calls by method and gRPC code.
-    pub keda_calls: Family<KedaCallLabels, Counter>,
+    pub(crate) keda_calls: Family<KedaCallLabels, Counter>,
     /// Authentication (TokenReview) and authorization (SubjectAccessReview) cache lookups.
-    pub auth_cache: Family<AuthCacheLabels, Counter>,
+    pub(crate) auth_cache: Family<AuthCacheLabels, Counter>,
     /// `analyzerName: slo` decisions taken by a fallback, by missing signal.
-    pub slo_fallbacks: Family<SloFallbackLabels, Counter>,
+    pub(crate) slo_fallbacks: Family<SloFallbackLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AuthCacheLabels {
+pub(crate) struct AuthCacheLabels {
     /// `token` (TokenReview answers) or `access_review` (SubjectAccessReview answers).
-    pub cache: String,
+    pub(crate) cache: String,
     /// `hit` (answered from the cache) or `miss` (the lookup ran a review).
-    pub result: String,
+    pub(crate) result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KedaCallLabels {
+pub(crate) struct KedaCallLabels {
     /// The gRPC method: IsActive, StreamIsActive, GetMetricSpec, GetMetrics.
-    pub method: String,
+    pub(crate) method: String,
     /// The gRPC status code of the answer (`Ok`, `NotFound`, `Unavailable`, ...).
-    pub code: String,
+    pub(crate) code: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SloFallbackLabels {
-    pub namespace: String,
-    pub model_id: String,
+pub(crate) struct SloFallbackLabels {
+    pub(crate) namespace: String,
+    pub(crate) model_id: String,
     /// The signal the `slo` analysis missed.
-    pub missing: String,
+    pub(crate) missing: String,
     /// The analysis that decided instead.
-    pub analyzer: String,
+    pub(crate) analyzer: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AnalyzerLabels {
-    pub namespace: String,
-    pub model_id: String,
-    pub analyzer: String,
+pub(crate) struct AnalyzerLabels {
+    pub(crate) namespace: String,
+    pub(crate) model_id: String,
+    pub(crate) analyzer: String,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -333,7 +333,7 @@ impl Telemetry {
 
     /// Records one background fetch cycle: whether it succeeded, how long
     /// it took and the gap until the next one.
-    pub fn record_cycle(&self, ok: bool, duration: Duration, next_gap: Duration) {
+    pub(crate) fn record_cycle(&self, ok: bool, duration: Duration, next_gap: Duration) {
         let result = if ok { "ok" } else { "error" };
         self.fetch_cycles
             .get_or_create(&ResultLabels {
@@ -345,7 +345,14 @@ impl Telemetry {
     }
 
     /// Counts one rejected sample and logs it.
-    pub fn reject_sample(&self, backend: &str, signal: &str, reason: &str, pod: &str, value: f64) {
+    pub(crate) fn reject_sample(
+        &self,
+        backend: &str,
+        signal: &str,
+        reason: &str,
+        pod: &str,
+        value: f64,
+    ) {
         tracing::warn!(backend, signal, reason, pod, value, "sample rejected");
         self.samples_rejected
             .get_or_create(&RejectedLabels {

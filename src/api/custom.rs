@@ -23,7 +23,7 @@ use super::metrics::{answer_time, ServedMetric, SERVED_NAMES};
 // The versions and resources are the router's vocabulary (it parses
 // them); re-exported here, where the custom metrics API is.
 use super::router::CustomQuery;
-pub use super::router::{CustomVersion, DescribedResource};
+pub(crate) use super::router::{CustomVersion, DescribedResource};
 use super::values::decision_error;
 use crate::decision::{DecisionEngine, VariantDecision};
 use crate::k8s::quantity::write_milli;

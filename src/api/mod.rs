@@ -4,8 +4,8 @@
 //! discovery documents, and rendering values answers (label selectors,
 //! quantities and Status errors are in [`crate::k8s`]).
 
-pub mod custom;
-pub mod discovery;
+pub(crate) mod custom;
+pub(crate) mod discovery;
 pub(crate) mod metrics;
 pub mod router;
-pub mod values;
+pub(crate) mod values;

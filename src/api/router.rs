@@ -48,7 +48,7 @@ impl CustomVersion {
 /// The kinds of object metrics are served for, by their path segment
 /// (`{resource}.{group}` as the HPA's REST mapping writes it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DescribedResource {
+pub(crate) enum DescribedResource {
     Deployments,
     StatefulSets,
     Pods,

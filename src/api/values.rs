@@ -71,7 +71,7 @@ pub(crate) fn decision_error(e: DecisionError) -> ApiError {
 /// the same answer (false when an analysis with state between decisions,
 /// the token-based one, took part).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValuesAnswer {
+pub(crate) struct ValuesAnswer {
     pub(crate) body: Vec<u8>,
     pub(crate) repeatable: bool,
 }

@@ -40,11 +40,11 @@ pub struct ReplicaMetrics {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Activity {
     /// The retention period the count covers.
-    pub window: Duration,
+    pub(crate) window: Duration,
     /// `vllm:request_success_total`'s increase over `window` plus the
     /// requests running (their peak over the last minute with Prometheus,
     /// the latest scrape's count with the scrape backend).
-    pub requests: f64,
+    pub(crate) requests: f64,
 }
 
 /// The llm-d endpoint picker's flow-control queues, per model
@@ -54,12 +54,12 @@ pub struct Activity {
 pub(crate) struct SchedulerQueues {
     pub(crate) by_model: std::collections::HashMap<String, crate::saturation::v2::SchedulerQueue>,
     /// When the cycle that read them started.
-    pub at: SystemTime,
+    pub(crate) at: SystemTime,
 }
 
 impl ReplicaMetrics {
     /// Age of the newest sample at `now` (zero if the clock went backwards).
-    pub fn age(&self, now: SystemTime) -> Duration {
+    pub(crate) fn age(&self, now: SystemTime) -> Duration {
         now.duration_since(self.sampled_at).unwrap_or_default()
     }
 }
@@ -98,7 +98,7 @@ impl MetricsCache {
     }
 
     /// What the fetcher knows about the source's health.
-    pub fn health(&self) -> &super::health::FetchHealth {
+    pub(crate) fn health(&self) -> &super::health::FetchHealth {
         &self.health
     }
 
@@ -108,7 +108,7 @@ impl MetricsCache {
     }
 
     /// Runs `f` on the pod's entry without cloning it.
-    pub fn with<R>(&self, key: &str, f: impl FnOnce(&ReplicaMetrics) -> R) -> Option<R> {
+    pub(crate) fn with<R>(&self, key: &str, f: impl FnOnce(&ReplicaMetrics) -> R) -> Option<R> {
         self.replicas.get(key).map(|e| f(e.value()))
     }
 
@@ -132,7 +132,7 @@ impl MetricsCache {
 
     /// Drops the entries for which `keep` returns false (pods that no
     /// longer exist, or whose newest sample is too old to be kept).
-    pub fn retain(&self, keep: impl Fn(&str, &ReplicaMetrics) -> bool) {
+    pub(crate) fn retain(&self, keep: impl Fn(&str, &ReplicaMetrics) -> bool) {
         self.replicas.retain(|k, m| keep(k.as_str(), m));
         self.changed();
     }
@@ -168,7 +168,7 @@ impl MetricsCache {
 
     /// The queue of `model_id` in the endpoint picker, if queues were
     /// fetched at or after `not_before` (an absent model has nothing queued).
-    pub fn scheduler_queue(
+    pub(crate) fn scheduler_queue(
         &self,
         model_id: &str,
         not_before: SystemTime,
@@ -180,7 +180,7 @@ impl MetricsCache {
 
     /// When the endpoint picker's queues were read (None before the first
     /// read): a decision that used them holds until they turn stale.
-    pub fn scheduler_queues_at(&self) -> Option<SystemTime> {
+    pub(crate) fn scheduler_queues_at(&self) -> Option<SystemTime> {
         self.scheduler.load().as_ref().map(|q| q.at)
     }
 
@@ -188,17 +188,17 @@ impl MetricsCache {
         self.replicas.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.replicas.is_empty()
+    }
+
     /// The number of changes so far (see the field).
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn changed(&self) {
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.replicas.is_empty()
     }
 }

@@ -45,9 +45,9 @@ pub struct PrefixCacheCounters {
 /// A sample that failed its check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RejectedSample {
-    pub signal: Signal,
-    pub reason: RejectReason,
-    pub value: f64,
+    pub(crate) signal: Signal,
+    pub(crate) reason: RejectReason,
+    pub(crate) value: f64,
 }
 
 /// Why a page could not be used.

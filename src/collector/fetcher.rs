@@ -26,7 +26,7 @@ pub(crate) const MIN_CYCLE_GAP: Duration = Duration::from_secs(1);
 /// gap grows and shrinks with the fleet on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FetchSchedule {
-    pub floor: Duration,
+    pub(crate) floor: Duration,
     pub(crate) cost_multiple: u32,
 }
 
@@ -55,9 +55,9 @@ pub(crate) type CycleHook = Box<dyn Fn(&CycleOutcome) + Send + Sync>;
 /// What the hook learns about a cycle.
 #[derive(Debug)]
 pub struct CycleOutcome {
-    pub result: Result<CycleReport, CollectorError>,
+    pub(crate) result: Result<CycleReport, CollectorError>,
     /// How long the cycle took.
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// The gap until the next scheduled cycle.
     pub(crate) next_gap: Duration,
 }
@@ -78,7 +78,7 @@ impl Fetcher {
     /// next cycle early (a new model gets data without waiting a whole gap),
     /// but never sooner than [`MIN_CYCLE_GAP`] after the last start, so
     /// that a busy cluster cannot turn into a query storm.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         let mut changes = self.inventory.subscribe();
         loop {
             let started = tokio::time::Instant::now();

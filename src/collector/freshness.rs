@@ -36,7 +36,7 @@ pub enum Freshness {
 
 impl FreshnessPolicy {
     /// Rejects thresholds that are not increasing.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if self.fresh.is_zero() || self.fresh > self.stale || self.stale > self.unavailable {
             return Err(format!(
                 "freshness thresholds must satisfy 0 < fresh <= stale <= unavailable (fresh {:?}, stale {:?}, unavailable {:?})",

@@ -19,12 +19,12 @@ use crate::inventory::ModelKey;
 pub(crate) struct SourceFailure {
     /// What failed, with where: `Prometheus at http://prometheus:9090
     /// unreachable`, or `no ready pod of model "m" answered its /metrics`.
-    pub what: String,
+    pub(crate) what: String,
     /// Why, as short as the cause allows: `connection refused`, `HTTP 503
     /// Service Unavailable`, `TLS: invalid peer certificate: UnknownIssuer`.
-    pub cause: String,
+    pub(crate) cause: String,
     /// The first failure of this run of failures.
-    pub since: SystemTime,
+    pub(crate) since: SystemTime,
 }
 
 impl std::fmt::Display for SourceFailure {
@@ -67,7 +67,7 @@ pub(crate) enum Change {
 /// The fetcher's knowledge of its source. Shared through the
 /// [`MetricsCache`](super::MetricsCache).
 #[derive(Debug, Default)]
-pub struct FetchHealth {
+pub(crate) struct FetchHealth {
     /// The source as a whole (Prometheus): set while its queries fail.
     source: Mutex<Option<SourceFailure>>,
     /// Models none of whose pods answered (the scrape backend).

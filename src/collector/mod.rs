@@ -9,18 +9,17 @@
 pub mod cache;
 pub mod exposition;
 pub mod fetcher;
-pub mod freshness;
-pub mod health;
+pub(crate) mod freshness;
+pub(crate) mod health;
 pub mod prometheus;
-pub mod sample;
+pub(crate) mod sample;
 pub mod scrape;
 pub mod text_format;
-pub mod window;
+pub(crate) mod window;
 
 pub(crate) use cache::SchedulerQueues;
 pub use cache::{Activity, MetricsCache, ReplicaMetrics};
 pub use freshness::{Freshness, FreshnessPolicy};
-pub use sample::{RejectReason, Signal};
 
 use crate::inventory::{InventorySnapshot, ModelKey};
 
@@ -37,7 +36,7 @@ pub struct CycleReport {
     pub requests: usize,
     /// Requests retried after a transient failure. A cycle that retried
     /// spent its time waiting, not working: it does not stretch the gap.
-    pub retries: usize,
+    pub(crate) retries: usize,
     /// Models of the snapshot whose data source could not be reached this
     /// cycle (every ready pod's scrape failed). The fetcher records every
     /// other model of the snapshot as fetched.

@@ -6,7 +6,7 @@ use std::fmt;
 
 /// The vLLM signals the analysis uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Signal {
+pub(crate) enum Signal {
     /// KV-cache usage, a fraction in [0, 1].
     KvCacheUsage,
     /// Requests waiting in the queue, >= 0.
@@ -16,7 +16,7 @@ pub enum Signal {
 }
 
 impl Signal {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Signal::KvCacheUsage => "kv_cache_usage",
             Signal::QueueWaiting => "num_requests_waiting",
@@ -27,13 +27,13 @@ impl Signal {
 
 /// Why a sample was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RejectReason {
+pub(crate) enum RejectReason {
     NotFinite,
     OutOfRange,
 }
 
 impl RejectReason {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             RejectReason::NotFinite => "not_finite",
             RejectReason::OutOfRange => "out_of_range",

@@ -24,23 +24,23 @@ use std::borrow::Cow;
 
 /// A label of one sample.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Label<'a> {
-    pub name: &'a str,
-    pub value: Cow<'a, str>,
+pub(crate) struct Label<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) value: Cow<'a, str>,
 }
 
 /// One sample line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample<'a, 'l> {
-    pub name: &'a str,
-    pub labels: &'l [Label<'a>],
-    pub value: f64,
+    pub(crate) name: &'a str,
+    pub(crate) labels: &'l [Label<'a>],
+    pub(crate) value: f64,
     pub(crate) timestamp_ms: Option<i64>,
 }
 
 impl Sample<'_, '_> {
     /// The value of a label, if the sample has it.
-    pub fn label(&self, name: &str) -> Option<&str> {
+    pub(crate) fn label(&self, name: &str) -> Option<&str> {
         self.labels
             .iter()
             .find(|l| l.name == name)
@@ -53,8 +53,8 @@ impl Sample<'_, '_> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {problem}")]
 pub struct TextFormatError {
-    pub line: usize,
-    pub problem: String,
+    pub(crate) line: usize,
+    pub(crate) problem: String,
 }
 
 /// The metric types a `# TYPE` line may name (OpenMetrics' `unknown`,

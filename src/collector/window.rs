@@ -14,7 +14,7 @@ pub(crate) struct RatioWindow {
 impl RatioWindow {
     /// Adds a reading taken at `at`. A counter that went down (the replica
     /// restarted) starts the window over.
-    pub fn push(&mut self, span: Duration, at: Instant, num: f64, den: f64) {
+    pub(crate) fn push(&mut self, span: Duration, at: Instant, num: f64, den: f64) {
         if let Some(&(_, n, d)) = self.readings.back() {
             if num < n || den < d {
                 self.readings.clear();
@@ -32,7 +32,7 @@ impl RatioWindow {
 
     /// Increase of the numerator over increase of the denominator; None
     /// with fewer than two readings or no increase of the denominator.
-    pub fn ratio(&self) -> Option<f64> {
+    pub(crate) fn ratio(&self) -> Option<f64> {
         let (&(_, n0, d0), &(_, n1, d1)) = (self.readings.front()?, self.readings.back()?);
         let den = d1 - d0;
         (den > 0.0).then(|| (n1 - n0) / den)
@@ -55,7 +55,7 @@ pub(crate) struct PeakWindow {
 }
 
 impl PeakWindow {
-    pub fn new(span: Duration) -> Self {
+    pub(crate) fn new(span: Duration) -> Self {
         PeakWindow {
             span,
             samples: VecDeque::new(),
@@ -110,7 +110,7 @@ impl PeakWindow {
 
     /// Adds a sample (kv, waiting) taken at `at` and forgets those that
     /// fell out of the span.
-    pub fn push(&mut self, at: Instant, kv: f64, waiting: f64) {
+    pub(crate) fn push(&mut self, at: Instant, kv: f64, waiting: f64) {
         self.samples.push_back((at, kv, waiting));
         while let Some(&(t, _, _)) = self.samples.front() {
             if at.saturating_duration_since(t) > self.span {
@@ -122,7 +122,7 @@ impl PeakWindow {
     }
 
     /// Peak kv and waiting over the span, None when empty.
-    pub fn peaks(&self) -> Option<(f64, f64)> {
+    pub(crate) fn peaks(&self) -> Option<(f64, f64)> {
         self.samples
             .iter()
             .fold(None, |acc, &(_, kv, q)| match acc {
@@ -148,7 +148,7 @@ pub(crate) struct CounterHistory {
 impl CounterHistory {
     /// Adds the counter's value at `at`, keeping what `increase` over
     /// `span` needs.
-    pub fn push(&mut self, at: Instant, value: f64, span: Duration) {
+    pub(crate) fn push(&mut self, at: Instant, value: f64, span: Duration) {
         let min_gap = span / 64;
         let n = self.samples.len();
         if n >= 2

@@ -44,7 +44,7 @@ pub enum DecisionError {
 impl DecisionError {
     /// Whether the error is about data that is not there (yet), which a
     /// client should retry, rather than about what it asked for.
-    pub fn is_unavailable(&self) -> bool {
+    pub(crate) fn is_unavailable(&self) -> bool {
         matches!(
             self,
             DecisionError::InventoryNotSynced

@@ -64,7 +64,11 @@ pub(crate) fn token_variants(
 impl DecisionEngine {
     /// A model's latency objective: the thresholds' `sloTtftMs`/`sloTpotMs`
     /// over its service class (or `default/default`'s), over the built-in.
-    pub fn objective_for(&self, thresholds: &SaturationThresholds, model_id: &str) -> SloObjective {
+    pub(crate) fn objective_for(
+        &self,
+        thresholds: &SaturationThresholds,
+        model_id: &str,
+    ) -> SloObjective {
         let base = self
             .service_classes
             .load()

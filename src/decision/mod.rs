@@ -32,9 +32,9 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-pub use crate::saturation::analyzers::Analysis;
-pub use errors::DecisionError;
-pub use sweep::{DecisionCounters, Sweep};
+pub(crate) use crate::saturation::analyzers::Analysis;
+pub(crate) use errors::DecisionError;
+pub(crate) use sweep::{DecisionCounters, Sweep};
 
 use crate::collector::{Freshness, FreshnessPolicy, MetricsCache};
 use crate::hpa::Tolerances;
@@ -50,46 +50,46 @@ use crate::saturation::{SaturationAnalyzer, ScaleToZeroConfig, TargetReason, Thr
 /// The decision for one variant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VariantDecision {
-    pub variant: Arc<Variant>,
+    pub(crate) variant: Arc<Variant>,
     pub desired: u32,
     /// Ready replicas of the scale target.
     pub ready: u32,
     /// desired / ready in milli units, rounded down (desired when ready is 0).
-    pub ratio_milli: i64,
+    pub(crate) ratio_milli: i64,
     pub reason: TargetReason,
     /// Which analysis decided ("saturation-v1" or "saturation-v2").
-    pub analyzer: &'static str,
+    pub(crate) analyzer: &'static str,
 }
 
 /// The outcome of one model's analysis.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelOutcome {
-    pub key: ModelKey,
+    pub(crate) key: ModelKey,
     /// What the analysis that decided found; None when no ready replica
     /// reported the metrics it needs (decisions hold).
-    pub analysis: Option<Analysis>,
+    pub(crate) analysis: Option<Analysis>,
     /// Which analysis decided.
-    pub analyzer: &'static str,
+    pub(crate) analyzer: &'static str,
     /// `analyzerName: slo` could not size the model: the signal it missed
     /// (the analysis named in `analyzer` decided instead).
-    pub slo_fallback: Option<MissingSignal>,
+    pub(crate) slo_fallback: Option<MissingSignal>,
     /// Replicas whose metrics were used.
-    pub replicas_used: usize,
+    pub(crate) replicas_used: usize,
     /// Age of the newest sample among the model's ready replicas.
-    pub newest_sample_age: Option<Duration>,
+    pub(crate) newest_sample_age: Option<Duration>,
     /// Freshness class of that newest sample (None without samples).
-    pub freshness: Option<Freshness>,
+    pub(crate) freshness: Option<Freshness>,
     pub decisions: Vec<VariantDecision>,
     /// What scale to zero / from zero did to the analysis' targets.
-    pub zero_action: ZeroAction,
+    pub(crate) zero_action: ZeroAction,
     /// Until when the outcome stays the decision with only time passing:
     /// when the first sample it used turns stale.
-    pub valid_until: SystemTime,
+    pub(crate) valid_until: SystemTime,
 }
 
 impl ModelOutcome {
     /// Whether the analysis had metrics to decide from (else it held).
-    pub fn has_metrics(&self) -> bool {
+    pub(crate) fn has_metrics(&self) -> bool {
         self.analysis.is_some()
     }
 }
@@ -155,30 +155,30 @@ impl DecisionEngine {
 
     /// The service classes in force (upstream's
     /// `<release>-workload-variant-autoscaler-service-classes-config`).
-    pub fn with_service_classes(mut self, classes: Arc<ArcSwap<ServiceClasses>>) -> Self {
+    pub(crate) fn with_service_classes(mut self, classes: Arc<ArcSwap<ServiceClasses>>) -> Self {
         self.service_classes = classes;
         self
     }
 
     /// The scale-to-zero configuration in force (shared with the collector).
-    pub fn with_scale_to_zero(mut self, config: Arc<ArcSwap<ScaleToZeroConfig>>) -> Self {
+    pub(crate) fn with_scale_to_zero(mut self, config: Arc<ArcSwap<ScaleToZeroConfig>>) -> Self {
         self.scale_to_zero = config;
         self
     }
 
     /// The thresholds in force (replaced as a whole on a ConfigMap change).
-    pub fn thresholds(&self) -> &Arc<ArcSwap<ThresholdConfig>> {
+    pub(crate) fn thresholds(&self) -> &Arc<ArcSwap<ThresholdConfig>> {
         &self.thresholds
     }
 
-    pub fn scale_to_zero(&self) -> &Arc<ArcSwap<ScaleToZeroConfig>> {
+    pub(crate) fn scale_to_zero(&self) -> &Arc<ArcSwap<ScaleToZeroConfig>> {
         &self.scale_to_zero
     }
 
     /// Where the limiter (`enableLimiter: true`) reads free accelerators.
     /// Applies `enableLimiter` to V2 models too, per model and namespace
     /// entry (`--limiter-on-v2`, an extension of upstream).
-    pub fn with_v2_limiter(mut self, on: bool) -> Self {
+    pub(crate) fn with_v2_limiter(mut self, on: bool) -> Self {
         self.v2_limiter = on;
         self
     }
@@ -190,32 +190,28 @@ impl DecisionEngine {
 
     /// The tolerance band the cluster's HPA controller applies
     /// (`--horizontal-pod-autoscaler-tolerance`), default 0.1.
-    pub fn with_hpa_tolerance(mut self, tolerance: Tolerances) -> Self {
+    pub(crate) fn with_hpa_tolerance(mut self, tolerance: Tolerances) -> Self {
         self.hpa_tolerance = tolerance;
         self
     }
 
-    pub fn inventory(&self) -> &Arc<InventoryStore> {
+    pub(crate) fn inventory(&self) -> &Arc<InventoryStore> {
         &self.inventory
     }
 
-    pub fn cache(&self) -> &Arc<MetricsCache> {
+    pub(crate) fn cache(&self) -> &Arc<MetricsCache> {
         &self.cache
     }
 
-    pub fn freshness(&self) -> FreshnessPolicy {
-        self.freshness
-    }
-
     /// Sweeps and analyses so far (registered on `/metrics` by `run`).
-    pub fn counters(&self) -> &DecisionCounters {
+    pub(crate) fn counters(&self) -> &DecisionCounters {
         &self.counters
     }
 
     /// Decisions for the variants of `namespace` that `selector` matches,
     /// in variant name order. Reads only memory: the published inventory
     /// snapshot and the metrics cache.
-    pub fn decide(
+    pub(crate) fn decide(
         &self,
         namespace: &str,
         selector: &LabelSelector,
@@ -241,7 +237,7 @@ impl DecisionEngine {
     /// `target` (every target of that kind in the namespace when None) and
     /// whose metric labels match `selector`: the custom metrics API's
     /// Object metrics, which name the scale target itself.
-    pub fn decide_for_targets(
+    pub(crate) fn decide_for_targets(
         &self,
         namespace: &str,
         kind: &str,
@@ -276,7 +272,7 @@ impl DecisionEngine {
     /// variant's metric labels, match `selector` (optionally one pod by
     /// name), each with its cached metrics if they are younger than the
     /// stale threshold.
-    pub fn ready_pod_metrics(
+    pub(crate) fn ready_pod_metrics(
         &self,
         namespace: &str,
         pod: Option<&str>,
@@ -363,7 +359,7 @@ impl DecisionEngine {
 
     /// Decides one model now, on demand (its history advances), with a
     /// fresh fleet allotment when the limiter applies to it.
-    pub fn decide_model(
+    pub(crate) fn decide_model(
         &self,
         snapshot: &InventorySnapshot,
         key: &ModelKey,

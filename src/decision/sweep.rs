@@ -50,7 +50,7 @@ pub(crate) struct TriggerLabels {
 
 /// Counts of decision work, exported on `/metrics`.
 #[derive(Debug, Clone, Default)]
-pub struct DecisionCounters {
+pub(crate) struct DecisionCounters {
     /// Fleet sweeps (one per fetch cycle).
     sweeps: Counter,
     /// Model analyses run, by what ran them.
@@ -58,7 +58,7 @@ pub struct DecisionCounters {
 }
 
 impl DecisionCounters {
-    pub fn register(&self, registry: &mut Registry) {
+    pub(crate) fn register(&self, registry: &mut Registry) {
         registry.register(
             "wva_decision_sweeps",
             "Fleet decision sweeps (every model decided once, after each fetch cycle)",
@@ -76,11 +76,6 @@ impl DecisionCounters {
         self.analyses
             .get_or_create(&TriggerLabels { trigger })
             .inc();
-    }
-
-    /// Sweeps so far.
-    pub fn sweeps(&self) -> u64 {
-        self.sweeps.get()
     }
 }
 
@@ -103,17 +98,17 @@ impl SweepInputs {
 }
 
 /// Every model's decision at one moment.
-pub struct Sweep {
+pub(crate) struct Sweep {
     /// When the models were decided.
-    pub at: SystemTime,
+    pub(crate) at: SystemTime,
     inputs: SweepInputs,
     /// Each model's outcome (or why it has none), in key order.
-    pub outcomes: BTreeMap<ModelKey, Result<ModelOutcome, DecisionError>>,
+    pub(crate) outcomes: BTreeMap<ModelKey, Result<ModelOutcome, DecisionError>>,
 }
 
 impl Sweep {
     /// The inventory snapshot the sweep decided.
-    pub fn snapshot(&self) -> &Arc<InventorySnapshot> {
+    pub(crate) fn snapshot(&self) -> &Arc<InventorySnapshot> {
         &self.inputs.snapshot
     }
 }
@@ -131,7 +126,7 @@ impl DecisionEngine {
 
     /// Decides every model of the current snapshot once (the limiter's
     /// allotment once for the fleet) and publishes the result.
-    pub fn sweep(&self) -> Arc<Sweep> {
+    pub(crate) fn sweep(&self) -> Arc<Sweep> {
         let inputs = self.sweep_inputs();
         let now = SystemTime::now();
         let snapshot = Arc::clone(&inputs.snapshot);
@@ -180,7 +175,7 @@ impl DecisionEngine {
     }
 
     /// The last sweep, if any.
-    pub fn last_sweep(&self) -> Option<Arc<Sweep>> {
+    pub(crate) fn last_sweep(&self) -> Option<Arc<Sweep>> {
         self.sweep.load_full()
     }
 

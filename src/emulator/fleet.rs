@@ -18,13 +18,13 @@ use crate::inventory::InventoryObjects;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fleet {
     pub variants: usize,
-    pub pods_per_variant: usize,
+    pub(crate) pods_per_variant: usize,
     /// Variants per model: a model is served by this many variants (for
     /// example one per accelerator type), so that the model-level analysis
     /// and the cost order across variants are exercised.
     pub variants_per_model: usize,
     /// Variants per namespace.
-    pub variants_per_namespace: usize,
+    pub(crate) variants_per_namespace: usize,
 }
 
 /// One pod of the fleet and the load it reports.
@@ -59,11 +59,11 @@ impl Fleet {
         format!("llm-{:04}", variant / self.variants_per_namespace.max(1))
     }
 
-    pub fn model(&self, variant: usize) -> String {
+    pub(crate) fn model(&self, variant: usize) -> String {
         format!("model-{:05}", variant / self.variants_per_model.max(1))
     }
 
-    pub fn variant_name(&self, variant: usize) -> String {
+    pub(crate) fn variant_name(&self, variant: usize) -> String {
         format!("variant-{variant:05}")
     }
 

@@ -7,9 +7,9 @@ use super::state::ReplicaState;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct LoadModel {
     /// Requests per second one replica serves when its KV cache is full.
-    pub capacity_per_replica: f64,
+    pub(crate) capacity_per_replica: f64,
     /// Concurrent requests a replica holds at full KV cache.
-    pub max_running: f64,
+    pub(crate) max_running: f64,
 }
 
 impl Default for LoadModel {

@@ -3,11 +3,11 @@
 //! the demo change its state with `POST /admin/state`.
 
 pub mod fleet;
-pub mod load;
-pub mod objects;
+pub(crate) mod load;
+pub(crate) mod objects;
 pub mod prometheus_api;
 pub mod render;
-pub mod state;
+pub(crate) mod state;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -37,32 +37,32 @@ use render::Counters;
 pub struct EmulateArgs {
     /// Port of the plain-HTTP /metrics endpoint.
     #[arg(long)]
-    pub port: u16,
+    pub(crate) port: u16,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
-    pub bind_address: IpAddr,
+    pub(crate) bind_address: IpAddr,
     /// Model name reported in the `model_name` label.
     #[arg(long)]
-    pub model_name: String,
+    pub(crate) model_name: String,
     /// KV-cache usage, 0 to 1.
     #[arg(long, default_value_t = 0.0)]
-    pub kv: f64,
+    pub(crate) kv: f64,
     /// Requests waiting.
     #[arg(long, default_value_t = 0.0)]
-    pub waiting: f64,
+    pub(crate) waiting: f64,
     /// Requests running.
     #[arg(long, default_value_t = 0.0)]
-    pub running: f64,
+    pub(crate) running: f64,
     /// Requests completed per second: drives vllm:request_success_total and the token counters
     /// (default: running / 2). Also `request_rate` in POST /admin/state.
     #[arg(long, value_parser = parse_request_rate)]
-    pub request_rate: Option<f64>,
+    pub(crate) request_rate: Option<f64>,
     /// KV-cache blocks reported in `vllm:cache_config_info` (`num_gpu_blocks`).
     #[arg(long, default_value_t = render::NUM_GPU_BLOCKS, value_parser = clap::value_parser!(u64).range(1..))]
-    pub num_gpu_blocks: u64,
+    pub(crate) num_gpu_blocks: u64,
     /// Tokens per KV-cache block reported in `vllm:cache_config_info` (`block_size`).
     #[arg(long, default_value_t = render::BLOCK_SIZE, value_parser = clap::value_parser!(u64).range(1..))]
-    pub block_size: u64,
+    pub(crate) block_size: u64,
 }
 
 /// The KV cache an emulated replica reports unless told otherwise.
@@ -76,11 +76,11 @@ const MAX_ADMIN_BODY: usize = 64 * 1024;
 
 /// What an emulator starts with.
 #[derive(Debug, Clone)]
-pub struct EmulatorOptions {
-    pub model_name: String,
-    pub state: ReplicaState,
+pub(crate) struct EmulatorOptions {
+    pub(crate) model_name: String,
+    pub(crate) state: ReplicaState,
     /// Requests completed per second (None: running / 2).
-    pub request_rate: Option<f64>,
+    pub(crate) request_rate: Option<f64>,
 }
 
 struct Shared {
@@ -119,7 +119,7 @@ impl Shared {
 }
 
 /// A running emulator.
-pub struct EmulatorHandle {
+pub(crate) struct EmulatorHandle {
     addr: SocketAddr,
     shared: Arc<Mutex<Shared>>,
     shutdown: CancellationToken,
@@ -132,20 +132,16 @@ fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 }
 
 impl EmulatorHandle {
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    pub fn set_state(&self, state: ReplicaState) {
+    pub(crate) fn set_state(&self, state: ReplicaState) {
         lock(&self.shared).state = state;
     }
 
-    pub fn state(&self) -> ReplicaState {
-        lock(&self.shared).state
-    }
-
     /// Requests completed per second from now on (None: running / 2).
-    pub fn set_request_rate(&self, rate: Option<f64>) {
+    pub(crate) fn set_request_rate(&self, rate: Option<f64>) {
         let mut s = lock(&self.shared);
         s.tick();
         s.request_rate = rate.filter(|r| r.is_finite() && *r >= 0.0);
@@ -153,23 +149,22 @@ impl EmulatorHandle {
 
     /// Reports `requests` queued for the model in the endpoint picker's
     /// flow control (None: no flow-control series).
-    pub fn set_scheduler_queue(&self, requests: Option<f64>) {
+    pub(crate) fn set_scheduler_queue(&self, requests: Option<f64>) {
         lock(&self.shared).scheduler_queue = requests;
     }
 
-    pub fn kv_cache(&self) -> KvCacheConfig {
-        lock(&self.shared).kv_cache
-    }
-
     /// Stops accepting and waits (briefly) for the accept loop to end.
-    pub async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
     }
 }
 
 /// Starts an emulator on `bind` (port 0 picks a free port).
-pub async fn start(bind: SocketAddr, opts: EmulatorOptions) -> std::io::Result<EmulatorHandle> {
+pub(crate) async fn start(
+    bind: SocketAddr,
+    opts: EmulatorOptions,
+) -> std::io::Result<EmulatorHandle> {
     start_with_cache(bind, opts, DEFAULT_KV_CACHE).await
 }
 

@@ -7,14 +7,14 @@ use serde_json::{json, Value};
 
 /// A VariantAutoscaling that scales the Deployment `target`.
 pub(crate) struct VariantSpec<'a> {
-    pub namespace: &'a str,
-    pub name: &'a str,
-    pub target: &'a str,
-    pub model: &'a str,
-    pub accelerator: &'a str,
-    pub cost: f64,
-    pub min_replicas: u32,
-    pub max_replicas: u32,
+    pub(crate) namespace: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) target: &'a str,
+    pub(crate) model: &'a str,
+    pub(crate) accelerator: &'a str,
+    pub(crate) cost: f64,
+    pub(crate) min_replicas: u32,
+    pub(crate) max_replicas: u32,
 }
 
 pub(crate) fn variant_autoscaling(v: &VariantSpec<'_>) -> Value {

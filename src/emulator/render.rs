@@ -21,28 +21,28 @@ pub const PREFIX_CACHE_HIT_FRACTION: f64 = 0.25;
 /// Counters that only grow.
 #[derive(Debug, Clone, Default)]
 pub struct Counters {
-    pub success_stop: f64,
-    pub success_length: f64,
-    pub success_abort: f64,
-    pub prompt_tokens: f64,
+    pub(crate) success_stop: f64,
+    pub(crate) success_length: f64,
+    pub(crate) success_abort: f64,
+    pub(crate) prompt_tokens: f64,
     /// Prompt tokens looked up in the prefix cache, and those found.
-    pub prefix_cache_queries: f64,
-    pub prefix_cache_hits: f64,
-    pub generation_tokens: f64,
-    pub prompt_hist: Histogram,
-    pub generation_hist: Histogram,
+    pub(crate) prefix_cache_queries: f64,
+    pub(crate) prefix_cache_hits: f64,
+    pub(crate) generation_tokens: f64,
+    pub(crate) prompt_hist: Histogram,
+    pub(crate) generation_hist: Histogram,
 }
 
 /// Cumulative bucket counts, sum and count of a histogram.
 #[derive(Debug, Clone, Default)]
-pub struct Histogram {
-    pub buckets: [u64; TOKEN_BUCKETS.len()],
-    pub count: u64,
-    pub sum: f64,
+pub(crate) struct Histogram {
+    pub(crate) buckets: [u64; TOKEN_BUCKETS.len()],
+    pub(crate) count: u64,
+    pub(crate) sum: f64,
 }
 
 impl Histogram {
-    pub fn observe(&mut self, v: f64, times: u64) {
+    pub(crate) fn observe(&mut self, v: f64, times: u64) {
         for (i, b) in TOKEN_BUCKETS.iter().enumerate() {
             if v <= *b {
                 self.buckets[i] += times;
@@ -55,7 +55,7 @@ impl Histogram {
 
 impl Counters {
     /// Advances the counters by `finished` requests with typical lengths.
-    pub fn finish_requests(&mut self, finished: u64) {
+    pub(crate) fn finish_requests(&mut self, finished: u64) {
         if finished == 0 {
             return;
         }

@@ -21,27 +21,27 @@ pub struct ReplicaState {
 #[serde(deny_unknown_fields)]
 pub(crate) struct StatePatch {
     #[serde(default, deserialize_with = "de_opt_f64")]
-    pub kv: Option<f64>,
+    pub(crate) kv: Option<f64>,
     #[serde(default, deserialize_with = "de_opt_f64")]
-    pub waiting: Option<f64>,
+    pub(crate) waiting: Option<f64>,
     #[serde(default, deserialize_with = "de_opt_f64")]
-    pub running: Option<f64>,
+    pub(crate) running: Option<f64>,
     /// `vllm:cache_config_info`'s `num_gpu_blocks` (what vLLM found room
     /// for at start; changing it emulates a replica with another GPU).
     #[serde(default)]
-    pub num_gpu_blocks: Option<u64>,
+    pub(crate) num_gpu_blocks: Option<u64>,
     /// `vllm:cache_config_info`'s `block_size`.
     #[serde(default)]
-    pub block_size: Option<u64>,
+    pub(crate) block_size: Option<u64>,
     /// Requests completed per second: drives `vllm:request_success_total`
     /// and the token counters (unset: running / 2 per second).
     #[serde(default, deserialize_with = "de_opt_f64")]
-    pub request_rate: Option<f64>,
+    pub(crate) request_rate: Option<f64>,
     /// Requests this emulator reports queued for its model in the endpoint
     /// picker's flow control (`inference_extension_flow_control_queue_size`),
     /// so that one emulator can stand in for the endpoint picker.
     #[serde(default, deserialize_with = "de_opt_f64")]
-    pub scheduler_queue: Option<f64>,
+    pub(crate) scheduler_queue: Option<f64>,
 }
 
 impl ReplicaState {
@@ -91,7 +91,7 @@ fn de_opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> 
 
 /// Prometheus' spelling of a float: NaN, +Inf and -Inf included (the
 /// state's JSON and the rendered page spell floats alike).
-pub fn prom_float(v: f64) -> String {
+pub(crate) fn prom_float(v: f64) -> String {
     if v.is_nan() {
         "NaN".to_owned()
     } else if v == f64::INFINITY {

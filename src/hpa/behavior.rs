@@ -23,8 +23,8 @@ pub enum PolicyKind {
 /// One `behavior.scaleUp/scaleDown.policies` entry.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RatePolicy {
-    pub kind: PolicyKind,
-    pub period_seconds: u32,
+    pub(crate) kind: PolicyKind,
+    pub(crate) period_seconds: u32,
 }
 
 /// `selectPolicy`.
@@ -41,16 +41,16 @@ pub enum SelectPolicy {
 /// One direction of `behavior`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScalingRules {
-    pub stabilization_window_seconds: u32,
-    pub select_policy: SelectPolicy,
-    pub policies: Vec<RatePolicy>,
+    pub(crate) stabilization_window_seconds: u32,
+    pub(crate) select_policy: SelectPolicy,
+    pub(crate) policies: Vec<RatePolicy>,
 }
 
 /// `spec.behavior` of an HPA.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HpaBehavior {
-    pub scale_up: ScalingRules,
-    pub scale_down: ScalingRules,
+    pub(crate) scale_up: ScalingRules,
+    pub(crate) scale_down: ScalingRules,
 }
 
 impl Default for HpaBehavior {

@@ -2,17 +2,20 @@
 //! computes from the values we serve, so that the analysis serves moves the
 //! HPA acts on and `simulate` can run the same algorithm offline.
 
-pub mod behavior;
-pub mod replica_calculator;
-pub mod served;
-pub mod tolerance;
+pub(crate) mod behavior;
+pub(crate) mod replica_calculator;
+pub(crate) mod served;
+pub(crate) mod tolerance;
 
-pub use behavior::{
-    BehaviorState, HpaBehavior, PolicyKind, RatePolicy, ScalingRules, SelectPolicy,
-};
+pub use behavior::{BehaviorState, HpaBehavior};
+pub use behavior::{PolicyKind, RatePolicy, ScalingRules, SelectPolicy};
+
 pub use replica_calculator::{
-    desired_replicas, external_metric_proposal, CalculatorError, ExternalTarget, HpaBounds,
-    HpaOutcome, MetricProposal, ScaleState,
+    desired_replicas, CalculatorError, HpaBounds, HpaOutcome, MetricProposal,
 };
-pub use served::{hpa_proposal, hpa_reaches, served_milli, SERVED_TARGETS};
+pub use replica_calculator::{external_metric_proposal, ExternalTarget, ScaleState};
+
+#[cfg(test)]
+pub(crate) use served::{hpa_proposal, SERVED_TARGETS};
+pub(crate) use served::{hpa_reaches, served_milli};
 pub use tolerance::{parse_tolerance, ToleranceError, Tolerances, DEFAULT_TOLERANCE};

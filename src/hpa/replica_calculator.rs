@@ -49,10 +49,10 @@ impl ScaleState {
 pub struct MetricProposal {
     pub replicas: u32,
     /// The ratio compared with the tolerance band.
-    pub usage_ratio: f64,
+    pub(crate) usage_ratio: f64,
     /// True when the ratio was inside the band, so the proposal is the
     /// current replicas.
-    pub within_tolerance: bool,
+    pub(crate) within_tolerance: bool,
 }
 
 /// A target the HPA would refuse.
@@ -142,8 +142,8 @@ pub fn external_metric_proposal(
 /// `minReplicas` / `maxReplicas` of an HPA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HpaBounds {
-    pub min_replicas: u32,
-    pub max_replicas: u32,
+    pub(crate) min_replicas: u32,
+    pub(crate) max_replicas: u32,
 }
 
 /// Why the HPA ends where it ends.

@@ -9,7 +9,7 @@ use crate::k8s::quantity::desired_ratio_milli;
 const ONE: i64 = 1000;
 
 /// The two ways an HPA reads our decision, with the recommended target of 1.
-pub const SERVED_TARGETS: [ExternalTarget; 2] = [
+pub(crate) const SERVED_TARGETS: [ExternalTarget; 2] = [
     ExternalTarget::Value { milli: ONE },
     ExternalTarget::AverageValue { milli: ONE },
 ];
@@ -17,7 +17,7 @@ pub const SERVED_TARGETS: [ExternalTarget; 2] = [
 /// The milli value served for `desired` under `target`: `wva_desired_ratio`
 /// (desired / ready, rounded down) for `Value`, `wva_desired_replicas`
 /// (desired itself) for `AverageValue`.
-pub fn served_milli(target: ExternalTarget, desired: u32, ready: u32) -> i64 {
+pub(crate) fn served_milli(target: ExternalTarget, desired: u32, ready: u32) -> i64 {
     match target {
         ExternalTarget::Value { .. } => desired_ratio_milli(desired, ready),
         ExternalTarget::AverageValue { .. } => i64::from(desired) * 1000,
@@ -26,7 +26,7 @@ pub fn served_milli(target: ExternalTarget, desired: u32, ready: u32) -> i64 {
 
 /// The replicas an HPA with target 1 proposes from what we serve for
 /// `desired`, or None when the calculator refuses the target.
-pub fn hpa_proposal(
+pub(crate) fn hpa_proposal(
     target: ExternalTarget,
     desired: u32,
     scale: &ScaleState,
@@ -41,7 +41,7 @@ pub fn hpa_proposal(
 /// True when an HPA with either target type, given what we serve for
 /// `desired`, proposes exactly `desired`: the move is one the HPA acts on,
 /// neither swallowed by the tolerance band nor off by a rounding.
-pub fn hpa_reaches(desired: u32, scale: &ScaleState, tolerances: &Tolerances) -> bool {
+pub(crate) fn hpa_reaches(desired: u32, scale: &ScaleState, tolerances: &Tolerances) -> bool {
     SERVED_TARGETS
         .iter()
         .all(|&t| hpa_proposal(t, desired, scale, tolerances) == Some(desired))

@@ -15,9 +15,9 @@ pub const DEFAULT_TOLERANCE: f64 = 0.1;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tolerances {
     /// How far below 1 a ratio may fall and still change nothing.
-    pub scale_down: f64,
+    pub(crate) scale_down: f64,
     /// How far above 1 a ratio may rise and still change nothing.
-    pub scale_up: f64,
+    pub(crate) scale_up: f64,
 }
 
 impl Default for Tolerances {
@@ -37,7 +37,7 @@ pub enum ToleranceError {
 
 impl Tolerances {
     /// The same tolerance in both directions, as the controller flag sets it.
-    pub const fn uniform(tolerance: f64) -> Self {
+    pub(crate) const fn uniform(tolerance: f64) -> Self {
         Tolerances {
             scale_down: tolerance,
             scale_up: tolerance,
@@ -48,7 +48,7 @@ impl Tolerances {
     /// Kubernetes (`1.0 - 0.1` is the float64 nearest 0.9, as is `900m /
     /// 1000`), so the band edges land where the HPA puts them: exactly 0.9
     /// and exactly 1.1 are inside. NaN is outside, as in Go.
-    pub fn is_within(&self, usage_ratio: f64) -> bool {
+    pub(crate) fn is_within(&self, usage_ratio: f64) -> bool {
         (1.0 - self.scale_down) <= usage_ratio && usage_ratio <= (1.0 + self.scale_up)
     }
 }

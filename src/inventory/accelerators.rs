@@ -205,7 +205,7 @@ fn strip_pod(p: &mut Pod) {
 
 /// The reflectors' stores, read by the decision engine's limiter.
 #[derive(Clone)]
-pub struct AcceleratorStore {
+pub(crate) struct AcceleratorStore {
     nodes: Store<Node>,
     pods: Store<Pod>,
     synced: Arc<[std::sync::atomic::AtomicBool; 2]>,
@@ -268,7 +268,7 @@ impl AcceleratorInventory for AcceleratorStore {
 /// Starts the Node and Pod reflectors of the limiter. `node_selector`
 /// (upstream's `WVA_NODE_SELECTOR`) limits the Nodes counted, to shard GPUs
 /// between instances.
-pub fn start(
+pub(crate) fn start(
     client: Client,
     node_selector: Option<&str>,
     shutdown: CancellationToken,

@@ -47,7 +47,7 @@ pub(crate) struct ChangeFilter {
 }
 
 impl ChangeFilter {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 

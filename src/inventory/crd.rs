@@ -56,18 +56,18 @@ pub struct VariantAutoscalingSpec {
     pub(crate) scale_target_ref: ScaleTargetRef,
     /// Model served by the target, as vLLM reports it in `model_name`.
     #[serde(rename = "modelID")]
-    pub model_id: String,
+    pub(crate) model_id: String,
     /// Relative cost of one replica, a decimal string ("10.0" when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) variant_cost: Option<String>,
     /// Lower bound for the desired replicas (1 when absent; 0 allowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
-    pub min_replicas: Option<i32>,
+    pub(crate) min_replicas: Option<i32>,
     /// Upper bound for the desired replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
-    pub max_replicas: Option<i32>,
+    pub(crate) max_replicas: Option<i32>,
 }
 
 /// Reference to the scaled workload, as in `autoscaling/v2` `CrossVersionObjectReference`.
@@ -75,9 +75,9 @@ pub struct VariantAutoscalingSpec {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ScaleTargetRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_version: Option<String>,
-    pub kind: String,
-    pub name: String,
+    pub(crate) api_version: Option<String>,
+    pub(crate) kind: String,
+    pub(crate) name: String,
 }
 
 /// The CRD as YAML, generated from these types (`wva-metrics-server crd`).
@@ -90,7 +90,7 @@ pub fn crd_yaml() -> Result<String, serde_norway::Error> {
 /// b08b1c7) added, so that an object valid here is valid there and the
 /// reverse (our extras aside: `spec.minReplicas`/`maxReplicas` and the
 /// rule between them).
-pub fn crd() -> serde_json::Value {
+pub(crate) fn crd() -> serde_json::Value {
     use kube::CustomResourceExt;
     let mut crd = serde_json::to_value(VariantAutoscaling::crd()).unwrap_or_default();
     if let Some(versions) = crd["spec"]["versions"].as_array_mut() {
@@ -151,18 +151,18 @@ pub struct VariantAutoscalingStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) desired_optimized_alloc: Option<OptimizedAlloc>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    pub(crate) conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
     /// Upstream WVA's actuation state (its controller writes it; kept in
     /// the schema so that an upstream install's objects stay valid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub actuation: Option<Actuation>,
+    pub(crate) actuation: Option<Actuation>,
 }
 
 /// Whether upstream's actuator applied the latest decision.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Actuation {
-    pub applied: bool,
+pub(crate) struct Actuation {
+    pub(crate) applied: bool,
 }
 
 /// The latest decision for the variant.
@@ -172,7 +172,7 @@ pub(crate) struct OptimizedAlloc {
     pub(crate) num_replicas: i32,
     /// Required by the schema (see [`crd`]); read leniently.
     #[serde(default)]
-    pub accelerator: String,
+    pub(crate) accelerator: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) last_run_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }

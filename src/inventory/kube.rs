@@ -47,7 +47,8 @@ use crate::saturation::scale_to_zero::ScaleToZeroConfig;
 use crate::saturation::ThresholdConfig;
 
 use events::{object_ref, publish_warning, EVENT_REPORTER};
-pub use rbac::{required_rbac, RbacRule};
+pub use rbac::required_rbac;
+pub use rbac::RbacRule;
 use thresholds::{spawn_thresholds_loop, ThresholdsLoop};
 use watch::{keep_all, reflect, spawn_reflector, spawn_watch, Sources};
 
@@ -56,31 +57,31 @@ pub(crate) const DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// Where to watch.
 #[derive(Debug, Clone, Default)]
-pub struct KubeInventoryConfig {
+pub(crate) struct KubeInventoryConfig {
     /// Namespaces whose variants are served; empty = all.
-    pub namespaces: Vec<String>,
+    pub(crate) namespaces: Vec<String>,
     /// Namespace of the thresholds ConfigMap (the server's own, `POD_NAMESPACE`).
     pub(crate) own_namespace: String,
     /// `CONTROLLER_INSTANCE`: serve only variants labelled for this instance.
-    pub controller_instance: Option<String>,
+    pub(crate) controller_instance: Option<String>,
     /// Counts ConfigMap versions refused at run time (see [`register_config_rejections`]).
     pub(crate) config_rejections: Option<Family<ConfigRejectionLabels, Counter>>,
     /// Name of the thresholds ConfigMaps (`SATURATION_CONFIG_MAP_NAME`).
     pub(crate) thresholds_configmap: String,
     /// Upstream's `WATCH_NAMESPACE`: its namespace-local ConfigMaps are read
     /// whatever its metadata.
-    pub watch_namespace: Option<String>,
+    pub(crate) watch_namespace: Option<String>,
     /// The scale-to-zero configuration in force: namespace-local
     /// `wva-model-scale-to-zero-config` ConfigMaps are added to it by the
     /// same rules as the thresholds' (the global one is followed elsewhere).
-    pub scale_to_zero: Option<Arc<ArcSwap<ScaleToZeroConfig>>>,
+    pub(crate) scale_to_zero: Option<Arc<ArcSwap<ScaleToZeroConfig>>>,
 }
 
 /// Labels of `wva_config_rejected_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ConfigRejectionLabels {
-    pub namespace: String,
-    pub configmap: String,
+    pub(crate) namespace: String,
+    pub(crate) configmap: String,
 }
 
 /// Registers `wva_config_rejected_total`: thresholds ConfigMap versions
@@ -174,7 +175,7 @@ impl Stores {
 }
 
 /// Starts the reflectors, the rebuild loop and the thresholds watch.
-pub async fn start(
+pub(crate) async fn start(
     client: Client,
     config: KubeInventoryConfig,
     store: Arc<InventoryStore>,

@@ -5,7 +5,7 @@
 //! only reads snapshots.
 
 pub mod accelerators;
-pub mod changes;
+pub(crate) mod changes;
 pub mod crd;
 pub mod file;
 pub mod kube;
@@ -13,9 +13,9 @@ pub mod namespace_config;
 pub mod pods;
 pub(crate) mod projection;
 pub mod resolve;
-pub mod snapshot;
-pub mod store;
-pub mod variants;
+pub(crate) mod snapshot;
+pub(crate) mod store;
+pub(crate) mod variants;
 pub(crate) mod workloads;
 
 pub use crd::{VariantAutoscaling, VariantAutoscalingSpec};

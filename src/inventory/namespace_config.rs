@@ -105,9 +105,9 @@ pub struct ConfigMapData<'a> {
 /// its namespace stays in force.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigRejection {
-    pub namespace: String,
+    pub(crate) namespace: String,
     pub name: String,
-    pub errors: Vec<ThresholdError>,
+    pub(crate) errors: Vec<ThresholdError>,
     /// True when the namespace has no good version yet, so the global
     /// configuration (or the built-in defaults) applies there.
     pub no_previous: bool,
@@ -149,7 +149,7 @@ impl ThresholdsReconciler {
     }
 
     /// The ConfigMaps' name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
@@ -231,8 +231,8 @@ impl ThresholdsReconciler {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct DirectoryFileError {
     /// Index of the file in the input.
-    pub file: usize,
-    pub error: LocatedThresholdError,
+    pub(crate) file: usize,
+    pub(crate) error: LocatedThresholdError,
 }
 
 /// File mode's counterpart of the cluster: the thresholds from a directory's

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
-pub use super::projection::Interner;
+pub(crate) use super::projection::Interner;
 use super::projection::Project;
 
 /// Pod annotation with the port vLLM serves `/metrics` on.
@@ -34,7 +34,7 @@ pub(crate) type PodStore = super::projection::ProjectionStore<Pod, PodRecord>;
 
 /// The controller of a pod, as far as resolution follows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PodOwner {
+pub(crate) enum PodOwner {
     ReplicaSet(Box<str>),
     StatefulSet(Box<str>),
 }
@@ -52,15 +52,15 @@ pub(crate) enum PodIp {
 /// What resolution reads of a Pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodRecord {
-    pub namespace: Arc<str>,
-    pub name: Box<str>,
-    pub labels: Arc<PodLabels>,
+    pub(crate) namespace: Arc<str>,
+    pub(crate) name: Box<str>,
+    pub(crate) labels: Arc<PodLabels>,
     /// The controller owner (else the first owner) when it is a
     /// ReplicaSet or a StatefulSet.
-    pub owner: Option<PodOwner>,
+    pub(crate) owner: Option<PodOwner>,
     pub(crate) ip: PodIp,
     /// Condition `Ready` is `True` and the pod is not being deleted.
-    pub ready: bool,
+    pub(crate) ready: bool,
     /// The `prometheus.io/port` annotation as written.
     pub(crate) scrape_port: Option<Box<str>>,
     /// The `prometheus.io/path` annotation as written.
@@ -69,7 +69,7 @@ pub struct PodRecord {
 
 impl PodRecord {
     /// Projects a Pod, sharing namespace and label set through `interner`.
-    pub fn project(pod: &Pod, interner: &mut Interner) -> PodRecord {
+    pub(crate) fn project(pod: &Pod, interner: &mut Interner) -> PodRecord {
         let meta = &pod.metadata;
         let owners = meta.owner_references.as_deref().unwrap_or_default();
         let owner = owners

@@ -21,7 +21,7 @@ use kube::Resource;
 
 /// A set of labels, shared between the objects that carry the same one
 /// (the pods of one ReplicaSet).
-pub type Labels = BTreeMap<String, String>;
+pub(crate) type Labels = BTreeMap<String, String>;
 
 /// What the inventory keeps of an object of kind `K`.
 pub(crate) trait Project<K>: PartialEq + Sized {
@@ -33,7 +33,7 @@ pub(crate) trait Project<K>: PartialEq + Sized {
 
 /// Shares equal namespaces and label sets between projections.
 #[derive(Debug, Default)]
-pub struct Interner {
+pub(crate) struct Interner {
     namespaces: HashSet<Arc<str>>,
     label_sets: HashSet<Arc<Labels>>,
     /// Entries after the last prune; the next prune comes at twice as many.
@@ -41,7 +41,7 @@ pub struct Interner {
 }
 
 impl Interner {
-    pub fn namespace(&mut self, namespace: &str) -> Arc<str> {
+    pub(crate) fn namespace(&mut self, namespace: &str) -> Arc<str> {
         if let Some(n) = self.namespaces.get(namespace) {
             return Arc::clone(n);
         }
@@ -51,7 +51,7 @@ impl Interner {
         n
     }
 
-    pub fn labels(&mut self, labels: Option<&Labels>) -> Arc<Labels> {
+    pub(crate) fn labels(&mut self, labels: Option<&Labels>) -> Arc<Labels> {
         let empty = Labels::new();
         let labels = labels.unwrap_or(&empty);
         if let Some(l) = self.label_sets.get(labels) {
@@ -64,12 +64,8 @@ impl Interner {
     }
 
     /// Distinct namespaces and label sets held.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.namespaces.len() + self.label_sets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Forgets entries no projection uses any more (only the interner
@@ -205,7 +201,7 @@ impl<K, R> Default for ProjectionStore<K, R> {
 }
 
 impl<K: Resource, R: Project<K>> ProjectionStore<K, R> {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -213,7 +209,7 @@ impl<K: Resource, R: Project<K>> ProjectionStore<K, R> {
     /// rebuild is needed). An update that leaves the projection as it was
     /// (a new `resourceVersion`, a container restart count, the status the
     /// server itself wrote) is not a change.
-    pub fn apply(&mut self, event: watcher::Event<K>) -> bool {
+    pub(crate) fn apply(&mut self, event: watcher::Event<K>) -> bool {
         match event {
             watcher::Event::Init => {
                 self.listing = Some(ProjectionTable::default());
@@ -251,7 +247,7 @@ impl<K: Resource, R: Project<K>> ProjectionStore<K, R> {
     }
 
     /// The projections whose namespace passes `keep`, in no particular order.
-    pub fn items(&self, keep: impl Fn(&str) -> bool) -> Vec<Arc<R>> {
+    pub(crate) fn items(&self, keep: impl Fn(&str) -> bool) -> Vec<Arc<R>> {
         self.items
             .table
             .iter()

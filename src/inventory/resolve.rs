@@ -61,7 +61,7 @@ pub struct InventoryObjects {
     /// source ([`WorkloadRecord`]), not typed objects.
     pub(crate) workloads: Vec<Arc<WorkloadRecord>>,
     /// Pods as projected by the source ([`PodRecord`]), not typed objects.
-    pub pods: Vec<Arc<PodRecord>>,
+    pub(crate) pods: Vec<Arc<PodRecord>>,
 }
 
 /// Built by hand by `demo` (its inventory is made in memory).
@@ -95,26 +95,26 @@ impl InventoryObjects {
 /// Something in the objects that could not be used, said once per object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolveProblem {
-    pub object: String,
-    pub reason: String,
+    pub(crate) object: String,
+    pub(crate) reason: String,
     /// Set when the object was used anyway, with a default in place of the
     /// field the reason names (a warning, for example an unparsable
     /// `variantCost`, which upstream WVA also reads as 10); None when the
     /// object was skipped.
-    pub defaulted: Option<ObjectRef>,
+    pub(crate) defaulted: Option<ObjectRef>,
 }
 
 /// Kind, namespace and name of an object, for Events about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectRef {
-    pub kind: &'static str,
-    pub namespace: String,
-    pub name: String,
+pub(crate) struct ObjectRef {
+    pub(crate) kind: &'static str,
+    pub(crate) namespace: String,
+    pub(crate) name: String,
 }
 
 impl ResolveProblem {
     /// What the object became: used with a default, or skipped.
-    pub fn outcome(&self) -> &'static str {
+    pub(crate) fn outcome(&self) -> &'static str {
         if self.defaulted.is_some() {
             "used with a default value"
         } else {

@@ -10,16 +10,16 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Labels every served metric item carries; selectors are matched against them.
-pub mod labels {
+pub(crate) mod labels {
     pub(crate) const TARGET_NAME: &str = "target_name";
     pub(crate) const TARGET_KIND: &str = "target_kind";
     pub(crate) const VARIANT_NAME: &str = "variant_name";
-    pub const NAMESPACE: &str = "namespace";
+    pub(crate) const NAMESPACE: &str = "namespace";
     pub(crate) const EXPORTED_NAMESPACE: &str = "exported_namespace";
     pub(crate) const ACCELERATOR_TYPE: &str = "accelerator_type";
     pub(crate) const MODEL_ID: &str = "model_id";
     /// Only with `CONTROLLER_INSTANCE` set, as upstream WVA labels its metrics.
-    pub const CONTROLLER_INSTANCE: &str = "controller_instance";
+    pub(crate) const CONTROLLER_INSTANCE: &str = "controller_instance";
 }
 
 /// Where a variant came from; decides nothing, but shows up in logs and status.
@@ -37,18 +37,18 @@ pub struct Variant {
     /// Variant name: the VariantAutoscaling's (or annotated scaler's) name.
     pub name: String,
     pub model_id: String,
-    pub target_kind: String,
+    pub(crate) target_kind: String,
     pub target_name: String,
     pub accelerator: String,
     pub cost: f64,
-    pub min_replicas: u32,
-    pub max_replicas: u32,
-    pub source: VariantSource,
+    pub(crate) min_replicas: u32,
+    pub(crate) max_replicas: u32,
+    pub(crate) source: VariantSource,
     /// Observed target state; `None` when the target does not exist (yet).
     pub target: Option<TargetState>,
     /// The vLLM engine parameters of the target's pods (Deployments only),
     /// for V2's compute-bound capacity; None when unknown.
-    pub engine: Option<crate::saturation::v2::EngineParams>,
+    pub(crate) engine: Option<crate::saturation::v2::EngineParams>,
     /// `behavior.scaleUp.tolerance` / `behavior.scaleDown.tolerance` of the
     /// HPA that scales this variant's target, when it sets them (Kubernetes
     /// 1.33+): the band that HPA applies instead of the controller default.
@@ -80,7 +80,7 @@ impl Variant {
     }
 
     /// Ready replicas of the target, 0 when the target is missing.
-    pub fn ready_replicas(&self) -> u32 {
+    pub(crate) fn ready_replicas(&self) -> u32 {
         self.target.map(|t| t.ready_replicas).unwrap_or(0)
     }
 }
@@ -91,9 +91,9 @@ pub struct TargetState {
     /// `spec.replicas`: what the workload is asked to run.
     pub spec_replicas: u32,
     /// `status.replicas`: pods that exist.
-    pub status_replicas: u32,
+    pub(crate) status_replicas: u32,
     /// `status.readyReplicas`: pods that serve.
-    pub ready_replicas: u32,
+    pub(crate) ready_replicas: u32,
 }
 
 /// Key of a pod in the metrics cache: `namespace/name` (see [`pod_key`]).
@@ -117,23 +117,23 @@ pub struct ReplicaPod {
     /// `namespace/name`: the key of this pod's entry in the metrics cache,
     /// and where the name is kept ([`ReplicaPod::name`]).
     pub key: String,
-    pub namespace: Arc<str>,
+    pub(crate) namespace: Arc<str>,
     /// Name of the variant the pod belongs to.
     pub variant: Arc<str>,
-    pub model_id: Arc<str>,
+    pub(crate) model_id: Arc<str>,
     pub(crate) ip: Option<IpAddr>,
-    pub port: u16,
-    pub path: Arc<str>,
-    pub ready: bool,
+    pub(crate) port: u16,
+    pub(crate) path: Arc<str>,
+    pub(crate) ready: bool,
     /// The pod's own labels, for label selectors on pods (custom metrics);
     /// shared with the other pods of the same label set.
-    pub labels: Arc<BTreeMap<String, String>>,
+    pub(crate) labels: Arc<BTreeMap<String, String>>,
 }
 
 impl ReplicaPod {
     /// A pod of `namespace` named `name`.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         namespace: Arc<str>,
         name: &str,
         variant: Arc<str>,
@@ -158,7 +158,7 @@ impl ReplicaPod {
     }
 
     /// The pod's name: the key after `namespace/`.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         self.key.get(self.namespace.len() + 1..).unwrap_or_default()
     }
 
@@ -176,8 +176,8 @@ impl ReplicaPod {
 /// Identifies a model within a namespace: the unit of saturation analysis.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ModelKey {
-    pub namespace: String,
-    pub model_id: String,
+    pub(crate) namespace: String,
+    pub(crate) model_id: String,
 }
 
 /// An immutable view of all variants and pods, with indexes for the request path.
@@ -216,7 +216,7 @@ pub(crate) struct PodPositions<'a> {
 
 impl PodPositions<'_> {
     /// Position in [`InventorySnapshot::pods`] of the pod with this name.
-    pub fn get(&self, name: &str) -> Option<usize> {
+    pub(crate) fn get(&self, name: &str) -> Option<usize> {
         use std::hash::BuildHasher;
         self.positions
             .find(self.hasher.hash_one(name), |&i| {
@@ -228,15 +228,15 @@ impl PodPositions<'_> {
 
 /// Indexes into the snapshot of one model's variants and pods.
 #[derive(Debug, Default, Clone)]
-pub struct ModelMembers {
-    pub variants: Vec<usize>,
-    pub pods: Vec<usize>,
+pub(crate) struct ModelMembers {
+    pub(crate) variants: Vec<usize>,
+    pub(crate) pods: Vec<usize>,
 }
 
 impl InventorySnapshot {
     /// Builds the indexes. Variants are ordered by (namespace, name) so that
     /// answers list items in a stable order.
-    pub fn new(mut variants: Vec<Variant>, pods: Vec<ReplicaPod>) -> Self {
+    pub(crate) fn new(mut variants: Vec<Variant>, pods: Vec<ReplicaPod>) -> Self {
         variants.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         let variants: Vec<Arc<Variant>> = variants.into_iter().map(Arc::new).collect();
         let mut by_namespace: HashMap<String, Vec<usize>> = HashMap::new();
@@ -370,7 +370,7 @@ impl InventorySnapshot {
     }
 
     /// All models and their members.
-    pub fn models(&self) -> impl Iterator<Item = (&ModelKey, &ModelMembers)> {
+    pub(crate) fn models(&self) -> impl Iterator<Item = (&ModelKey, &ModelMembers)> {
         self.by_model.iter()
     }
 

@@ -38,7 +38,7 @@ impl InventoryStore {
     }
 
     /// The current snapshot.
-    pub fn load(&self) -> Arc<InventorySnapshot> {
+    pub(crate) fn load(&self) -> Arc<InventorySnapshot> {
         self.current.load_full()
     }
 
@@ -61,7 +61,7 @@ impl InventoryStore {
     }
 
     /// The sources still loading (empty once synced).
-    pub fn pending(&self) -> Vec<String> {
+    pub(crate) fn pending(&self) -> Vec<String> {
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -69,7 +69,7 @@ impl InventoryStore {
     }
 
     /// A receiver that sees a new value after every publish.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
     }
 }

@@ -16,15 +16,15 @@ use super::projection::{Interner, Labels, Project};
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct VariantRecord {
     /// Empty when the object has none (only a file can say so).
-    pub namespace: Arc<str>,
-    pub name: Box<str>,
-    pub labels: Arc<Labels>,
-    pub spec: VariantAutoscalingSpec,
+    pub(crate) namespace: Arc<str>,
+    pub(crate) name: Box<str>,
+    pub(crate) labels: Arc<Labels>,
+    pub(crate) spec: VariantAutoscalingSpec,
 }
 
 impl VariantRecord {
     /// The namespace, None when the object has none.
-    pub fn namespace(&self) -> Option<&str> {
+    pub(crate) fn namespace(&self) -> Option<&str> {
         (!self.namespace.is_empty()).then_some(&*self.namespace)
     }
 }

@@ -28,13 +28,13 @@ pub(crate) enum WorkloadKind {
 /// What resolution reads of a Deployment, StatefulSet or ReplicaSet.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct WorkloadRecord {
-    pub kind: WorkloadKind,
-    pub namespace: Arc<str>,
-    pub name: Box<str>,
+    pub(crate) kind: WorkloadKind,
+    pub(crate) namespace: Arc<str>,
+    pub(crate) name: Box<str>,
     /// Replica counts (Deployments and StatefulSets; zero for ReplicaSets).
-    pub state: TargetState,
+    pub(crate) state: TargetState,
     /// A Deployment's vLLM engine parameters, from its pod template.
-    pub engine: Option<Box<EngineParams>>,
+    pub(crate) engine: Option<Box<EngineParams>>,
     /// A ReplicaSet's owning Deployment.
     pub(crate) owner_deployment: Option<Box<str>>,
 }

@@ -5,4 +5,4 @@
 
 pub mod quantity;
 pub mod selector;
-pub mod status;
+pub(crate) mod status;

@@ -38,7 +38,7 @@ use parse::Parser;
 /// Kubernetes distinguishes `=` from `==` only in how it prints them; both parse to
 /// [`Operator::Equals`] here and print as `=`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Operator {
+pub(crate) enum Operator {
     Equals,
     NotEquals,
     In,
@@ -51,12 +51,12 @@ pub enum Operator {
 
 /// One comma-separated term of a selector. All terms must match for the selector to match.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Requirement {
-    pub key: String,
-    pub operator: Operator,
+pub(crate) struct Requirement {
+    pub(crate) key: String,
+    pub(crate) operator: Operator,
     /// Sorted and deduplicated, so that matching can binary-search and the printed form is
     /// canonical. Empty for `Exists`/`DoesNotExist`, exactly one value for `=`, `!=`, `>`, `<`.
-    pub values: Vec<String>,
+    pub(crate) values: Vec<String>,
 }
 
 /// A parsed, validated label selector. The empty selector selects everything.
@@ -71,7 +71,7 @@ pub struct LabelSelector {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct SelectorError {
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl SelectorError {
@@ -129,7 +129,7 @@ impl<L: Labels + ?Sized> Labels for &L {
 impl Requirement {
     /// Whether `labels` satisfy this requirement. As in Kubernetes, `!=` and `notin` match when
     /// the label is absent, while `=`, `in`, `>` and `<` need it present.
-    pub fn matches<L: Labels + ?Sized>(&self, labels: &L) -> bool {
+    pub(crate) fn matches<L: Labels + ?Sized>(&self, labels: &L) -> bool {
         let value = labels.label(&self.key);
         match self.operator {
             Operator::Equals | Operator::In => value.is_some_and(|v| self.has_value(v)),
@@ -206,11 +206,11 @@ impl LabelSelector {
     }
 
     /// True when the selector has no requirements (selects everything).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.requirements.is_empty()
     }
 
-    pub fn requirements(&self) -> &[Requirement] {
+    pub(crate) fn requirements(&self) -> &[Requirement] {
         &self.requirements
     }
 

@@ -4,7 +4,7 @@
 
 mod calls;
 pub(crate) mod metadata;
-pub mod server;
+pub(crate) mod server;
 pub(crate) mod service;
 
 use std::sync::Arc;
@@ -12,14 +12,14 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use server::KedaLimits;
+pub(crate) use server::KedaLimits;
 pub(crate) use service::KedaScaler;
 
 use crate::telemetry::Telemetry;
 
 /// Code generated from `proto/externalscaler.proto` by build.rs.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
-pub mod proto {
+pub(crate) mod proto {
     include!(concat!(env!("OUT_DIR"), "/externalscaler.rs"));
 }
 

@@ -26,7 +26,7 @@ use crate::telemetry::{ConnectionCloseLabels, Telemetry};
 
 /// Limits of the KEDA port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KedaLimits {
+pub(crate) struct KedaLimits {
     /// A TLS handshake that takes longer is dropped.
     pub(crate) handshake_timeout: Duration,
     /// A connection whose first complete request (HTTP/2 preface, settings

@@ -4,8 +4,8 @@
 //! unbounded client is throttled by API Priority and Fairness, and that
 //! delays our own reflectors' re-lists with it.
 
-pub mod configmap;
+pub(crate) mod configmap;
 pub(crate) mod rate_limit;
-pub mod watch;
+pub(crate) mod watch;
 
 pub(crate) use rate_limit::{ApiBudget, ApiRateLimitLayer, RateLimitSettings};

@@ -52,7 +52,7 @@ pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Who a call is made for; higher priorities are served first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Priority {
+pub(crate) enum Priority {
     /// Reviews for an identity a verified certificate already proves (the
     /// aggregator's front proxy, x509 client certificates).
     Verified = 0,
@@ -70,8 +70,8 @@ const PRIORITIES: usize = 3;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CallContext {
     /// A call that cannot be sent before this is refused instead of waiting.
-    pub deadline: Option<Instant>,
-    pub priority: Priority,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) priority: Priority,
 }
 
 impl Default for CallContext {
@@ -101,9 +101,9 @@ fn current_context() -> CallContext {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("client-side rate limit of the {budget} API budget: {waiting} calls ahead, this call's turn would come after its deadline (--kube-api-qps / --kube-api-burst)")]
 pub(crate) struct BudgetRefused {
-    pub budget: String,
+    pub(crate) budget: String,
     /// Calls queued ahead of this one (all priorities it yields to).
-    pub waiting: usize,
+    pub(crate) waiting: usize,
 }
 
 impl BudgetRefused {
@@ -132,12 +132,12 @@ pub(crate) enum RateLimitError {
 /// QPS and burst of one budget.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct RateLimitSettings {
-    pub qps: f64,
-    pub burst: u32,
+    pub(crate) qps: f64,
+    pub(crate) burst: u32,
 }
 
 impl RateLimitSettings {
-    pub fn validate(&self) -> Result<(), RateLimitError> {
+    pub(crate) fn validate(&self) -> Result<(), RateLimitError> {
         if !(self.qps.is_finite() && self.qps > 0.0) {
             return Err(RateLimitError::Qps(self.qps));
         }
@@ -151,7 +151,7 @@ impl RateLimitSettings {
 /// Label of the rate limiter's metrics: which budget.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct BudgetLabels {
-    pub budget: String,
+    pub(crate) budget: String,
 }
 
 /// Metrics of every budget (registered once).
@@ -168,7 +168,7 @@ impl BudgetMetrics {
     /// `wva_kube_api_rate_limit_wait_seconds_total`,
     /// `wva_kube_api_rate_limit_refused_total` and
     /// `wva_kube_api_retry_after_total`.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
         let m = BudgetMetrics::default();
         registry.register(
             "wva_kube_api_requests",
@@ -223,7 +223,7 @@ impl Drop for Waiting<'_> {
 }
 
 impl ApiBudget {
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         settings: RateLimitSettings,
         metrics: Option<BudgetMetrics>,
@@ -349,7 +349,7 @@ impl ApiBudget {
 }
 
 /// True for a watch request (`?watch=true` or `?watch=1`).
-pub fn is_watch<B>(req: &Request<B>) -> bool {
+pub(crate) fn is_watch<B>(req: &Request<B>) -> bool {
     req.uri().query().is_some_and(|q| {
         form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "watch" && (v == "true" || v == "1"))
     })
@@ -357,7 +357,7 @@ pub fn is_watch<B>(req: &Request<B>) -> bool {
 
 /// `Retry-After` in seconds (the API server sends seconds; an HTTP date
 /// is not used by it and is ignored).
-pub fn retry_after<B>(res: &Response<B>) -> Option<Duration> {
+pub(crate) fn retry_after<B>(res: &Response<B>) -> Option<Duration> {
     let value = res
         .headers()
         .get(http::header::RETRY_AFTER)?
@@ -381,7 +381,7 @@ impl<B> Clone for ApiRateLimitLayer<B> {
 }
 
 impl<B> ApiRateLimitLayer<B> {
-    pub fn new(budget: Arc<ApiBudget>) -> Self {
+    pub(crate) fn new(budget: Arc<ApiBudget>) -> Self {
         ApiRateLimitLayer {
             budget,
             body: std::marker::PhantomData,

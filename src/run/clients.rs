@@ -11,7 +11,7 @@ use crate::cli::ServeArgs;
 /// `--kube-api-qps` / `--kube-api-burst` (watches not counted).
 pub(crate) struct KubeClients {
     /// Inventory lists, status writes, Events.
-    pub main: kube::Client,
+    pub(crate) main: kube::Client,
     /// TokenReviews and SubjectAccessReviews: a budget of their own, so
     /// that authenticating an HPA request never queues behind a backlog of
     /// status writes.

@@ -17,24 +17,24 @@ use crate::saturation::{ScaleToZeroConfig, ThresholdConfig};
 #[derive(Debug, thiserror::Error)]
 #[error("saturation config {}: {error}", path.display())]
 pub(crate) struct SaturationConfigFileError {
-    pub path: std::path::PathBuf,
-    pub error: crate::saturation::LocatedThresholdError,
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) error: crate::saturation::LocatedThresholdError,
 }
 
 /// A `--scale-to-zero-config` file that does not parse or validate (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("scale-to-zero config {}: {error}", path.display())]
 pub(crate) struct ScaleToZeroConfigFileError {
-    pub path: std::path::PathBuf,
-    pub error: crate::saturation::scale_to_zero::LocatedScaleToZeroError,
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) error: crate::saturation::scale_to_zero::LocatedScaleToZeroError,
 }
 
 /// A `--service-classes-config` file that does not parse (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("service classes config {}: {error}", path.display())]
 pub(crate) struct ServiceClassesFileError {
-    pub path: std::path::PathBuf,
-    pub error: crate::saturation::slo::objective::ServiceClassError,
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) error: crate::saturation::slo::objective::ServiceClassError,
 }
 
 /// Exit code 2 for configuration errors the user must fix in a file.

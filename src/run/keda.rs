@@ -22,7 +22,7 @@ pub fn keda_client_auth(args: &ServeArgs) -> anyhow::Result<crate::keda::KedaCli
 }
 
 /// The KEDA port's limits from the flags it shares with the HTTPS port.
-pub fn keda_limits(args: &ServeArgs) -> crate::keda::KedaLimits {
+pub(crate) fn keda_limits(args: &ServeArgs) -> crate::keda::KedaLimits {
     crate::keda::KedaLimits {
         header_read_timeout: args.limits.header_read_timeout,
         idle_timeout: args.limits.idle_timeout,

@@ -75,7 +75,7 @@ impl ServingCert {
 
 /// TLS from files, or a self-signed certificate (logged) when none are given.
 #[cfg(feature = "emulator")]
-pub fn tls_config(
+pub(crate) fn tls_config(
     cert: Option<&Path>,
     key: Option<&Path>,
 ) -> anyhow::Result<(Arc<rustls::ServerConfig>, Option<String>)> {

@@ -66,7 +66,7 @@ pub fn analyze_model(replicas: &[ReplicaLoad], th: &SaturationThresholds) -> Mod
 /// Spare capacity left per replica when the load of `n` non-saturated
 /// replicas is spread over `n - 1`: `load' = (threshold - spare) * n/(n-1)`,
 /// `spare' = threshold - load'`.
-pub fn spare_after_removal(n: usize, avg_spare: f64, threshold: f64) -> Option<f64> {
+pub(crate) fn spare_after_removal(n: usize, avg_spare: f64, threshold: f64) -> Option<f64> {
     if n < 2 {
         return None;
     }

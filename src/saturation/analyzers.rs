@@ -30,7 +30,7 @@ use super::{
 /// What the analysis that decided found (a model held without the
 /// metrics it needs has none).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Analysis {
+pub(crate) enum Analysis {
     V1(ModelAnalysis),
     V2(TokenAnalysis),
     Slo(SloAnalysis),
@@ -38,45 +38,45 @@ pub enum Analysis {
 
 /// One model's inputs, in the shape of each analysis.
 #[derive(Debug, Clone, Copy)]
-pub struct AnalysisInput<'a> {
-    pub namespace: &'a str,
-    pub model_id: &'a str,
+pub(crate) struct AnalysisInput<'a> {
+    pub(crate) namespace: &'a str,
+    pub(crate) model_id: &'a str,
     /// V1's view of the ready replicas.
-    pub loads: &'a [ReplicaLoad],
+    pub(crate) loads: &'a [ReplicaLoad],
     /// V2's view.
-    pub tokens: &'a [ReplicaTokens],
+    pub(crate) tokens: &'a [ReplicaTokens],
     /// slo's view.
-    pub slo: &'a [SloReplica],
-    pub variants: &'a [VariantState],
+    pub(crate) slo: &'a [SloReplica],
+    pub(crate) variants: &'a [VariantState],
     /// V2's view of the variants (in `variants`' order).
-    pub token_variants: &'a [TokenVariant],
-    pub thresholds: &'a SaturationThresholds,
-    pub objective: SloObjective,
+    pub(crate) token_variants: &'a [TokenVariant],
+    pub(crate) thresholds: &'a SaturationThresholds,
+    pub(crate) objective: SloObjective,
     /// The endpoint picker's queue, when fresh.
-    pub scheduler_queue: Option<SchedulerQueue>,
+    pub(crate) scheduler_queue: Option<SchedulerQueue>,
     /// The HPA's view of each variant (in `variants`' order).
-    pub hpas: &'a [HpaView],
+    pub(crate) hpas: &'a [HpaView],
 }
 
 /// What [`Analyzers::decide`] decided.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decided {
+pub(crate) struct Decided {
     /// Per variant, in input order: V1's already stepped into the HPA's
     /// tolerance band; V2's and slo's not yet (see [`Decided::steps_pending`]),
     /// because the limiter caps them first.
-    pub targets: Vec<VariantTarget>,
-    pub analysis: Option<Analysis>,
-    pub decided_by: AnalyzerKind,
+    pub(crate) targets: Vec<VariantTarget>,
+    pub(crate) analysis: Option<Analysis>,
+    pub(crate) decided_by: AnalyzerKind,
     /// slo could not size the model: the signal it missed.
-    pub slo_fallback: Option<MissingSignal>,
+    pub(crate) slo_fallback: Option<MissingSignal>,
     /// Whether [`Decided::step`] still has to run.
-    pub steps_pending: bool,
+    pub(crate) steps_pending: bool,
 }
 
 impl Decided {
     /// Steps V2's and slo's targets into the HPA's tolerance band (after
     /// the limiter, if any); V1's already are.
-    pub fn step(&mut self, variants: &[VariantState], hpas: &[HpaView]) {
+    pub(crate) fn step(&mut self, variants: &[VariantState], hpas: &[HpaView]) {
         if std::mem::take(&mut self.steps_pending) {
             let max: Vec<u32> = variants.iter().map(|s| s.max_replicas).collect();
             self.targets = v2::tolerance_steps(&max, hpas, std::mem::take(&mut self.targets));
@@ -85,7 +85,7 @@ impl Decided {
 }
 
 /// The analyses, with the history V2 and slo keep per model.
-pub struct Analyzers {
+pub(crate) struct Analyzers {
     v1: Arc<dyn SaturationAnalyzer>,
     v2: TokenAnalyzer,
     slo: SloAnalyzer,
@@ -106,7 +106,7 @@ impl std::fmt::Debug for Analyzers {
 }
 
 impl Analyzers {
-    pub fn new(v1: Arc<dyn SaturationAnalyzer>) -> Self {
+    pub(crate) fn new(v1: Arc<dyn SaturationAnalyzer>) -> Self {
         Analyzers {
             v1,
             v2: TokenAnalyzer::new(),
@@ -114,13 +114,8 @@ impl Analyzers {
         }
     }
 
-    /// V2 (its state sizes are exported as telemetry).
-    pub fn v2(&self) -> &TokenAnalyzer {
-        &self.v2
-    }
-
     /// V1 over `input`: the analysis, then tolerance-aware steps.
-    pub fn decide_v1(&self, input: &AnalysisInput<'_>) -> Decided {
+    pub(crate) fn decide_v1(&self, input: &AnalysisInput<'_>) -> Decided {
         let decision = decide_acted_on(
             self.v1.as_ref(),
             &ModelInput {
@@ -140,7 +135,7 @@ impl Analyzers {
     }
 
     /// V2 over `input` (advances its history of the model).
-    pub fn decide_v2(&self, input: &AnalysisInput<'_>, now: SystemTime) -> Decided {
+    pub(crate) fn decide_v2(&self, input: &AnalysisInput<'_>, now: SystemTime) -> Decided {
         let decision = self.v2.decide(
             &TokenModelInput {
                 namespace: input.namespace,
@@ -163,7 +158,7 @@ impl Analyzers {
 
     /// The analysis `kind` names over `input`; slo falls back to V2 when
     /// it misses a signal, to V1 when V2 would miss it too (the cache size).
-    pub fn decide(
+    pub(crate) fn decide(
         &self,
         kind: AnalyzerKind,
         input: &AnalysisInput<'_>,

@@ -1,23 +1,21 @@
 //! The saturation analysis (pure, no I/O): replica metrics and thresholds
 //! in, per-variant desired replicas out.
 
-pub mod analyzer;
-pub mod analyzers;
+pub(crate) mod analyzer;
+pub(crate) mod analyzers;
 pub mod scale_to_zero;
 pub mod slo;
-pub mod steps;
-pub mod targets;
+pub(crate) mod steps;
+pub(crate) mod targets;
 pub mod thresholds;
 pub mod v2;
 
 pub use analyzer::{analyze_model, ModelAnalysis, ReplicaLoad};
 pub use scale_to_zero::{ModelScaleToZero, ScaleToZeroConfig};
-pub use steps::{tolerance_aware_steps, HpaView};
+pub(crate) use steps::{tolerance_aware_steps, HpaView};
 pub use targets::{compute_targets, TargetReason, VariantState, VariantTarget};
-pub use thresholds::{
-    AnalyzerKind, LocatedThresholdError, SaturationThresholds, ThresholdConfig, ThresholdError,
-    CONFIGMAP_NAME,
-};
+pub use thresholds::{AnalyzerKind, SaturationThresholds, ThresholdConfig, CONFIGMAP_NAME};
+pub use thresholds::{LocatedThresholdError, ThresholdError};
 
 /// Everything one model's decision depends on.
 #[derive(Debug, Clone, Copy)]
@@ -30,8 +28,8 @@ pub struct ModelInput<'a> {
 /// The analysis and the per-variant targets (in input order).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelDecision {
-    pub analysis: Option<ModelAnalysis>,
-    pub targets: Vec<VariantTarget>,
+    pub(crate) analysis: Option<ModelAnalysis>,
+    pub(crate) targets: Vec<VariantTarget>,
 }
 
 /// V1's analysis behind a trait, so that tests and benchmarks can pass
@@ -45,7 +43,7 @@ pub trait SaturationAnalyzer: Send + Sync {
 /// The decision served for one model: the analyzer's targets rewritten into
 /// moves the HPA acts on (tolerance-aware steps). The server's decision
 /// engine and `simulate` both call this, so they cannot drift apart.
-pub fn decide_acted_on(
+pub(crate) fn decide_acted_on(
     analyzer: &dyn SaturationAnalyzer,
     input: &ModelInput<'_>,
     hpas: &[HpaView],

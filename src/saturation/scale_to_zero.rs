@@ -20,16 +20,16 @@ use super::thresholds::{locate_entry, yaml_inline};
 pub const CONFIGMAP_NAME: &str = "wva-model-scale-to-zero-config";
 /// The environment variable that turns scale to zero on for models no
 /// entry decides for.
-pub const ENV_VAR: &str = "WVA_SCALE_TO_ZERO";
+pub(crate) const ENV_VAR: &str = "WVA_SCALE_TO_ZERO";
 /// Retention period when no entry sets one (upstream's default).
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_RETENTION: Duration = Duration::from_secs(600);
 const DEFAULT_KEY: &str = "default";
 
 /// One entry: each field unset inherits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ScaleToZeroEntry {
-    pub enable: Option<bool>,
-    pub retention: Option<Duration>,
+pub(crate) struct ScaleToZeroEntry {
+    pub(crate) enable: Option<bool>,
+    pub(crate) retention: Option<Duration>,
 }
 
 /// What applies to one model.
@@ -58,9 +58,9 @@ pub enum ScaleToZeroError {
 /// A problem in a scale-to-zero file with its line (1-based).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {error}")]
-pub struct LocatedScaleToZeroError {
-    pub line: usize,
-    pub error: ScaleToZeroError,
+pub(crate) struct LocatedScaleToZeroError {
+    pub(crate) line: usize,
+    pub(crate) error: ScaleToZeroError,
 }
 
 /// The configuration in force.
@@ -79,7 +79,7 @@ pub struct ScaleToZeroConfig {
 
 /// Reads `WVA_SCALE_TO_ZERO`: unset or empty is off; `true`/`false` in any
 /// case; anything else is an error (never a silent "off").
-pub fn env_enabled(value: Option<&str>) -> Result<bool, ScaleToZeroError> {
+pub(crate) fn env_enabled(value: Option<&str>) -> Result<bool, ScaleToZeroError> {
     match value.map(str::trim) {
         None | Some("") => Ok(false),
         Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
@@ -91,7 +91,7 @@ pub fn env_enabled(value: Option<&str>) -> Result<bool, ScaleToZeroError> {
 /// Parses a Go duration (`time.ParseDuration`): a sequence of decimal
 /// numbers with units `ns`, `us`, `µs`, `ms`, `s`, `m`, `h`, such as
 /// `"10m"`, `"1h30m"` or `"1.5h"`. A retention period must be positive.
-pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_go_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
         return Err("retention period cannot be empty".into());
@@ -237,7 +237,7 @@ fn parse_text(key: &str, text: &str) -> Result<Parsed, ScaleToZeroError> {
 
 impl ScaleToZeroConfig {
     /// This config with `WVA_SCALE_TO_ZERO`'s value as the fallback.
-    pub fn with_env_enabled(mut self, enabled: bool) -> Self {
+    pub(crate) fn with_env_enabled(mut self, enabled: bool) -> Self {
         self.env_enabled = enabled;
         self
     }
@@ -257,13 +257,13 @@ impl ScaleToZeroConfig {
 
     /// This configuration with the namespace-local ones of `other` (a new
     /// global ConfigMap keeps the local ones in force).
-    pub fn with_namespace_locals_of(mut self, other: &ScaleToZeroConfig) -> Self {
+    pub(crate) fn with_namespace_locals_of(mut self, other: &ScaleToZeroConfig) -> Self {
         self.namespace_local = other.namespace_local.clone();
         self
     }
 
     /// The namespaces with a local configuration.
-    pub fn namespace_local_namespaces(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn namespace_local_namespaces(&self) -> impl Iterator<Item = &str> {
         self.namespace_local.keys().map(String::as_str)
     }
 
@@ -304,7 +304,8 @@ impl ScaleToZeroConfig {
 
     /// Whether any model could have scale to zero on (then the collectors
     /// fetch request counts).
-    pub fn any_enabled(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn any_enabled(&self) -> bool {
         self.env_enabled
             || self.default.enable == Some(true)
             || self.overrides.values().any(|e| e.enable == Some(true))
@@ -324,7 +325,7 @@ impl ScaleToZeroConfig {
     /// From a file holding the ConfigMap's data (entries as YAML text or
     /// nested mappings) or the whole ConfigMap. Strict: the first problem is
     /// an error with its line in the file.
-    pub fn from_yaml_str_strict(s: &str) -> Result<Self, LocatedScaleToZeroError> {
+    pub(crate) fn from_yaml_str_strict(s: &str) -> Result<Self, LocatedScaleToZeroError> {
         let at = |line: usize, message: String| LocatedScaleToZeroError {
             line,
             error: ScaleToZeroError::NotAMapping(message),
@@ -470,7 +471,7 @@ pub enum ZeroAction {
 }
 
 impl ZeroAction {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             ZeroAction::None => "none",
             ZeroAction::ScaledToZero => "scaled_to_zero",

@@ -14,15 +14,20 @@ use crate::hpa::{hpa_reaches, ScaleState, Tolerances};
 
 /// How a variant's HPA sees its scale target, and the band it applies.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HpaView {
-    pub scale: ScaleState,
-    pub tolerances: Tolerances,
+pub(crate) struct HpaView {
+    pub(crate) scale: ScaleState,
+    pub(crate) tolerances: Tolerances,
 }
 
 /// Spare capacity per replica when the load of `n` non-saturated replicas
 /// is spread over `n - k`: `load' = (threshold - spare) x n/(n-k)`,
 /// `spare' = threshold - load'`. None when nothing would be left.
-pub fn spare_after_removing(n: usize, k: usize, avg_spare: f64, threshold: f64) -> Option<f64> {
+pub(crate) fn spare_after_removing(
+    n: usize,
+    k: usize,
+    avg_spare: f64,
+    threshold: f64,
+) -> Option<f64> {
     if k >= n {
         return None;
     }
@@ -32,7 +37,11 @@ pub fn spare_after_removing(n: usize, k: usize, avg_spare: f64, threshold: f64) 
 
 /// True when removing `k` replicas keeps both spares at or above their
 /// triggers (DESIGN section 4 step 4, for k replicas instead of one).
-pub fn scale_down_by_is_safe(a: &ModelAnalysis, k: usize, th: &SaturationThresholds) -> bool {
+pub(crate) fn scale_down_by_is_safe(
+    a: &ModelAnalysis,
+    k: usize,
+    th: &SaturationThresholds,
+) -> bool {
     let kv = spare_after_removing(a.non_saturated, k, a.avg_spare_kv, th.kv_cache_threshold);
     let q = spare_after_removing(
         a.non_saturated,
@@ -57,7 +66,7 @@ pub fn scale_down_by_is_safe(a: &ModelAnalysis, k: usize, th: &SaturationThresho
 ///   among those it left steady, as it does for a variant at its bounds.
 /// - When no variant has one, the chosen variant holds at its current count
 ///   with `ToleranceHoldUp` / `ToleranceHoldDown`.
-pub fn tolerance_aware_steps(
+pub(crate) fn tolerance_aware_steps(
     analysis: Option<&ModelAnalysis>,
     thresholds: &SaturationThresholds,
     variants: &[VariantState],

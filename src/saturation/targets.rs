@@ -53,7 +53,7 @@ pub enum TargetReason {
 
 impl TargetReason {
     /// "up" / "down" for a move held by the HPA's tolerance band.
-    pub fn tolerance_hold_direction(&self) -> Option<&'static str> {
+    pub(crate) fn tolerance_hold_direction(&self) -> Option<&'static str> {
         match self {
             TargetReason::ToleranceHoldUp => Some("up"),
             TargetReason::ToleranceHoldDown => Some("down"),
@@ -61,7 +61,7 @@ impl TargetReason {
         }
     }
 
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             TargetReason::ScaleUp => "scale_up",
             TargetReason::ScaleDown => "scale_down",

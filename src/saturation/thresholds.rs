@@ -53,7 +53,7 @@ impl AnalyzerKind {
     }
 
     /// The name served in the `analyzer` label and counted in `/metrics`.
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             AnalyzerKind::Percentage => "saturation-v1",
             AnalyzerKind::Tokens => "saturation-v2",
@@ -157,7 +157,8 @@ pub enum ThresholdError {
 
 impl ThresholdError {
     /// The key inside an entry this error is about, if any.
-    pub fn field(&self) -> Option<&str> {
+    #[cfg(test)]
+    pub(crate) fn field(&self) -> Option<&str> {
         match self {
             ThresholdError::Entry { field, .. } => field.as_deref(),
             ThresholdError::NotFinite { field, .. } => Some(field),
@@ -171,12 +172,12 @@ impl ThresholdError {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("line {line}: {error}")]
 pub struct LocatedThresholdError {
-    pub line: usize,
-    pub error: ThresholdError,
+    pub(crate) line: usize,
+    pub(crate) error: ThresholdError,
 }
 
 impl SaturationThresholds {
-    pub fn validate(&self) -> Result<(), ThresholdError> {
+    pub(crate) fn validate(&self) -> Result<(), ThresholdError> {
         for (field, value) in [
             ("kvCacheThreshold", self.kv_cache_threshold),
             ("queueLengthThreshold", self.queue_length_threshold),

@@ -36,11 +36,11 @@ use crate::saturation::{ScaleToZeroConfig, ThresholdConfig};
 
 /// Most answers kept; at the limit, answers of an older state are dropped
 /// first, and a new one is not kept if all are current.
-pub const MAX_ANSWERS: usize = 4096;
+pub(crate) const MAX_ANSWERS: usize = 4096;
 
 /// What an answer was computed from.
 #[derive(Clone)]
-pub struct Inputs {
+pub(crate) struct Inputs {
     inventory: u64,
     metrics: u64,
     thresholds: Arc<ThresholdConfig>,
@@ -64,14 +64,14 @@ struct Entry {
 }
 
 /// Values answers by request.
-pub struct Answers {
+pub(crate) struct Answers {
     engine: Arc<DecisionEngine>,
     inventory: watch::Receiver<u64>,
     entries: RwLock<HashMap<Box<str>, Entry>>,
 }
 
 impl Answers {
-    pub fn new(engine: Arc<DecisionEngine>) -> Self {
+    pub(crate) fn new(engine: Arc<DecisionEngine>) -> Self {
         Answers {
             inventory: engine.inventory().subscribe(),
             engine,
@@ -80,7 +80,7 @@ impl Answers {
     }
 
     /// The state now; read it before computing an answer.
-    pub fn inputs(&self) -> Inputs {
+    pub(crate) fn inputs(&self) -> Inputs {
         Inputs {
             inventory: *self.inventory.borrow(),
             metrics: self.engine.cache().generation(),
@@ -92,7 +92,7 @@ impl Answers {
 
     /// The answer to `request`: the kept one while its inputs are
     /// unchanged, else `compute`'s (kept when repeatable).
-    pub fn answer(
+    pub(crate) fn answer(
         &self,
         request: &str,
         compute: impl FnOnce() -> Result<ValuesAnswer, ApiError>,
@@ -110,7 +110,7 @@ impl Answers {
     }
 
     /// The answer to `request` computed from `inputs`, if there is one.
-    pub fn get(&self, request: &str, inputs: &Inputs) -> Option<Bytes> {
+    pub(crate) fn get(&self, request: &str, inputs: &Inputs) -> Option<Bytes> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         entries
             .get(request)
@@ -120,7 +120,7 @@ impl Answers {
 
     /// Keeps the answer to `request` computed from `inputs` (unless the
     /// second turned while it was computed: its timestamp may be the next).
-    pub fn put(&self, request: &str, inputs: Inputs, body: Bytes) {
+    pub(crate) fn put(&self, request: &str, inputs: Inputs, body: Bytes) {
         if answer_second() != inputs.second {
             return;
         }
@@ -135,11 +135,13 @@ impl Answers {
     }
 
     /// Answers kept now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.entries.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -4,7 +4,7 @@
 //! telemetry, routing, authentication, authorization; one file each under
 //! [`layers`]) -> the handlers of [`App`].
 
-pub mod answers;
+pub(crate) mod answers;
 pub(crate) mod app;
 pub mod auth;
 pub(crate) mod connection;
@@ -33,22 +33,22 @@ use connection::{
 };
 use hyper::body::Incoming;
 use stack::HttpService;
-pub use stack::StackConfig;
+pub(crate) use stack::StackConfig;
 
 /// Connection-level limits.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
     /// A TLS handshake that takes longer is dropped.
-    pub handshake_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
     /// Clients must send a complete request head within this time: the
     /// first after the handshake, and each later HTTP/1 one once started.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
     pub idle_timeout: Duration,
     /// Open connections beyond this many are closed at once.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Largest request head (request line plus headers) accepted, in bytes.
-    pub max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
     /// How long shutdown waits for open connections to finish.
     pub drain_timeout: Duration,
 }

@@ -13,7 +13,7 @@ use super::layers::authz::AuthzLayer;
 use super::layers::errors::ErrorsAsStatusLayer;
 use super::layers::head::HeadLayer;
 use super::layers::limits::RequestLimitsLayer;
-pub use super::layers::limits::StackConfig;
+pub(crate) use super::layers::limits::StackConfig;
 use super::layers::routing::RoutingLayer;
 use super::layers::telemetry::{RequestMetrics, TelemetryLayer};
 use super::layers::trace::TraceLayer;

@@ -128,7 +128,7 @@ impl ReloadingCert {
     }
 
     /// Loads the pair once (an error here stops start-up).
-    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
+    pub(crate) fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
         let ck = certified_key(load_pem_files(cert, key)?)?;
         Ok(Arc::new(ReloadingCert {
             current: arc_swap::ArcSwap::from_pointee(ck),
@@ -137,7 +137,7 @@ impl ReloadingCert {
 
     /// Checks the files every [`CERT_RELOAD_CHECK`]; a new pair that does
     /// not load keeps the previous one and logs why.
-    pub fn watch(
+    pub(crate) fn watch(
         self: &Arc<Self>,
         cert: PathBuf,
         key: PathBuf,

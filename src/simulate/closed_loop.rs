@@ -22,7 +22,7 @@ use crate::simulate::replica_model::{ReplicaModel, ReplicaParams, Request};
 
 use super::oracle::{oracle_replicas, Lookahead};
 use super::policy::{Analysis, DataPath, Policy};
-pub use super::sampling::percentile;
+pub(crate) use super::sampling::percentile;
 use super::sampling::{MinuteAccumulator, Pod, Sample, Window};
 use super::trace::{Arrivals, Trace};
 
@@ -80,7 +80,7 @@ pub struct SimConfig {
 
 impl SimConfig {
     /// The KV cache every replica reports in `vllm:cache_config_info`.
-    pub fn replica_cache(&self) -> v2::KvCacheConfig {
+    pub(crate) fn replica_cache(&self) -> v2::KvCacheConfig {
         v2::KvCacheConfig {
             num_gpu_blocks: u64::from(self.replica.num_gpu_blocks),
             block_size: u64::from(self.replica.block_size),
@@ -115,31 +115,31 @@ impl Default for SimConfig {
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Minute {
     /// Requests that arrived.
-    pub arrivals: u32,
+    pub(crate) arrivals: u32,
     /// Mean pods (ready or starting): what is paid for.
-    pub replicas: f64,
-    pub ready_replicas: f64,
+    pub(crate) replicas: f64,
+    pub(crate) ready_replicas: f64,
     /// p95 of the times to first token that went out this minute.
     pub ttft_p95: Option<f64>,
     /// Mean KV-cache usage over ready pods.
-    pub kv_usage: Option<f64>,
+    pub(crate) kv_usage: Option<f64>,
 }
 
 /// The outcome of one policy.
 #[derive(Debug, Clone)]
 pub struct PolicyRun {
-    pub name: String,
+    pub(crate) name: String,
     pub minutes: Vec<Minute>,
-    pub requests: u64,
-    pub interrupted_requests: u64,
-    pub scale_events: u32,
+    pub(crate) requests: u64,
+    pub(crate) interrupted_requests: u64,
+    pub(crate) scale_events: u32,
     /// Every change of the scale target's replicas: (virtual second, new
     /// replicas).
-    pub scale_history: Vec<(u64, u32)>,
-    pub max_replicas: u32,
-    pub replica_seconds: f64,
+    pub(crate) scale_history: Vec<(u64, u32)>,
+    pub(crate) max_replicas: u32,
+    pub(crate) replica_seconds: f64,
     /// Every time to first token (for the overall percentiles).
-    pub ttfts: Vec<f32>,
+    pub(crate) ttfts: Vec<f32>,
 }
 
 /// The policy's analysis as a run holds it: the server's analyses (one

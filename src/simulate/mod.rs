@@ -10,13 +10,13 @@
 //!
 //! Everything but [`run_cli`] is pure.
 
-pub mod closed_loop;
+pub(crate) mod closed_loop;
 mod oracle;
-pub mod policy;
+pub(crate) mod policy;
 pub mod replica_model;
-pub mod report;
+pub(crate) mod report;
 mod sampling;
-pub mod summary;
+pub(crate) mod summary;
 pub mod trace;
 
 use std::io::IsTerminal;
@@ -42,96 +42,96 @@ pub use trace::{parse_trace, scenario, Trace, TraceError};
 pub struct SimulateArgs {
     /// Built-in load scenario: diurnal, burst, ramp or idle-then-burst.
     #[arg(long, value_parser = ["diurnal", "burst", "ramp", "idle-then-burst"])]
-    pub scenario: Option<String>,
+    pub(crate) scenario: Option<String>,
     /// Load trace CSV: `timestamp_seconds,requests_per_second[,avg_input_tokens,avg_output_tokens]` or the Azure LLM trace layout `TIMESTAMP,ContextTokens,GeneratedTokens`.
     #[arg(long)]
-    pub trace: Option<PathBuf>,
+    pub(crate) trace: Option<PathBuf>,
     /// Virtual time to simulate (default: 24h for diurnal, 2h for the other scenarios, the trace's length for a file).
     #[arg(long, value_parser = parse_duration)]
-    pub duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
     /// Comma-separated policies: v1 (this server, percentage analysis), v2 (this server, token-based analysis), chain (V1 behind controller -> Prometheus -> adapter), slo (this server, sized to the latency objective), oracle (clairvoyant bound: sees the arrivals one start-up delay ahead and the replica model's parameters).
     #[arg(long, default_value = policy::DEFAULT_POLICIES)]
-    pub policies: String,
+    pub(crate) policies: String,
     /// Thresholds file (as for `serve`); its `default` entry, or the entry of --model-id/--namespace, applies.
     #[arg(long)]
-    pub saturation_config: Option<PathBuf>,
+    pub(crate) saturation_config: Option<PathBuf>,
     /// Model ID whose thresholds apply.
     #[arg(long, default_value = "simulated-model")]
-    pub model_id: String,
+    pub(crate) model_id: String,
     /// Namespace whose thresholds apply.
     #[arg(long, default_value = "default")]
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// Time-to-first-token objective: a minute whose p95 is above it is an SLO-violation minute.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    pub slo_ttft: Duration,
+    pub(crate) slo_ttft: Duration,
     /// Output directory for summary.json, report.html and charts/*.svg.
     #[arg(long, default_value = "simulate-out")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Time run first at the trace's first-minute load and not counted, so that the trace starts on a cluster settled for its load (0s: it starts at --min-replicas).
     #[arg(long, default_value = "30m", value_parser = parse_duration)]
-    pub warm_up: Duration,
+    pub(crate) warm_up: Duration,
     /// Seed of the arrival generator: the same seed gives the same summary.
     #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// HPA minReplicas.
     #[arg(long, default_value_t = 1)]
-    pub min_replicas: u32,
+    pub(crate) min_replicas: u32,
     /// HPA maxReplicas.
     #[arg(long, default_value_t = 20)]
-    pub max_replicas: u32,
+    pub(crate) max_replicas: u32,
     /// Time from pod creation to Ready.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
-    pub startup_delay: Duration,
+    pub(crate) startup_delay: Duration,
     /// HPA sync period (--horizontal-pod-autoscaler-sync-period).
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
-    pub hpa_sync_period: Duration,
+    pub(crate) hpa_sync_period: Duration,
     /// HPA tolerance (--horizontal-pod-autoscaler-tolerance).
     #[arg(long, default_value_t = 0.1)]
-    pub hpa_tolerance: f64,
+    pub(crate) hpa_tolerance: f64,
     /// HPA behavior.scaleDown.stabilizationWindowSeconds.
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
-    pub scale_down_stabilization: Duration,
+    pub(crate) scale_down_stabilization: Duration,
     /// HPA behavior.scaleUp.stabilizationWindowSeconds.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
-    pub scale_up_stabilization: Duration,
+    pub(crate) scale_up_stabilization: Duration,
     /// How often this server's collector refreshes (v1, v2).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    pub fetch_interval: Duration,
+    pub(crate) fetch_interval: Duration,
     /// v2: give the analysis no mean prompt/output tokens per request (as when the metrics lack vLLM's request-token histograms; by default v2 gets the last minute's means, as the Prometheus backend computes them).
     #[arg(long)]
-    pub v2_without_token_means: bool,
+    pub(crate) v2_without_token_means: bool,
     /// chain: Prometheus scrape interval of the replicas.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
-    pub chain_scrape_interval: Duration,
+    pub(crate) chain_scrape_interval: Duration,
     /// chain: the controller's reconcile interval.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub chain_controller_interval: Duration,
+    pub(crate) chain_controller_interval: Duration,
     /// chain: the scrape of the controller's output before the adapter serves it.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
-    pub chain_adapter_interval: Duration,
+    pub(crate) chain_adapter_interval: Duration,
     /// Replica model: num_gpu_blocks.
     #[arg(long, default_value_t = 2048)]
-    pub num_gpu_blocks: u32,
+    pub(crate) num_gpu_blocks: u32,
     /// Replica model: tokens per KV block.
     #[arg(long, default_value_t = 16)]
-    pub block_size: u32,
+    pub(crate) block_size: u32,
     /// Replica model: --max-num-seqs.
     #[arg(long, default_value_t = 256)]
-    pub max_num_seqs: u32,
+    pub(crate) max_num_seqs: u32,
     /// Replica model: prompt tokens prefilled per second.
     #[arg(long, default_value_t = 8000.0)]
-    pub prefill_tokens_per_second: f64,
+    pub(crate) prefill_tokens_per_second: f64,
     /// Replica model: tokens generated per second per running sequence.
     #[arg(long, default_value_t = 40.0)]
-    pub decode_tokens_per_second: f64,
+    pub(crate) decode_tokens_per_second: f64,
     /// Cost of one replica for one hour (the variantCost scale).
     #[arg(long, default_value_t = 10.0)]
-    pub cost_per_replica_hour: f64,
+    pub(crate) cost_per_replica_hour: f64,
 }
 
 /// A flag value the simulation cannot use.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SimulateError {
+pub(crate) enum SimulateError {
     #[error("--{flag} {value}: {reason}")]
     BadFlag {
         flag: &'static str,
@@ -181,7 +181,10 @@ fn nonzero(flag: &'static str, v: u32) -> Result<u32, SimulateError> {
 }
 
 /// The simulation's configuration from the flags (thresholds apart).
-pub fn config_from_args(args: &SimulateArgs, duration: u64) -> Result<SimConfig, SimulateError> {
+pub(crate) fn config_from_args(
+    args: &SimulateArgs,
+    duration: u64,
+) -> Result<SimConfig, SimulateError> {
     let defaults = HpaBehavior::default();
     if args.min_replicas > args.max_replicas {
         return Err(SimulateError::BadFlag {
@@ -257,7 +260,7 @@ pub fn config_from_args(args: &SimulateArgs, duration: u64) -> Result<SimConfig,
 }
 
 /// The chain's periods from the flags.
-pub fn chain_from_args(args: &SimulateArgs) -> Result<ChainDelays, SimulateError> {
+pub(crate) fn chain_from_args(args: &SimulateArgs) -> Result<ChainDelays, SimulateError> {
     Ok(ChainDelays {
         scrape: whole_seconds("chain-scrape-interval", args.chain_scrape_interval, 1)?,
         controller: whole_seconds(
@@ -271,7 +274,7 @@ pub fn chain_from_args(args: &SimulateArgs) -> Result<ChainDelays, SimulateError
 
 /// Runs every policy over the trace (one after the other: the machine's
 /// cores are better left to the rest) and totals them.
-pub fn simulate(
+pub(crate) fn simulate(
     trace_name: &str,
     trace: &Trace,
     config: &SimConfig,
@@ -297,7 +300,7 @@ pub fn simulate(
 }
 
 /// Writes `summary.json`, `report.html` and `charts/*.svg` into `out`.
-pub fn write_outputs(
+pub(crate) fn write_outputs(
     out: &Path,
     summary: &Summary,
     runs: &[PolicyRun],

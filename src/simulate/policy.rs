@@ -10,11 +10,11 @@ use crate::hpa::ExternalTarget;
 use crate::saturation::{PercentageAnalyzer, SaturationAnalyzer};
 
 /// Policies run when `--policies` is not given.
-pub const DEFAULT_POLICIES: &str = "v1,v2,chain,slo,oracle";
+pub(crate) const DEFAULT_POLICIES: &str = "v1,v2,chain,slo,oracle";
 
 /// The policies this build knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PolicyKind {
+pub(crate) enum PolicyKind {
     V1,
     V2,
     Chain,
@@ -24,7 +24,7 @@ pub enum PolicyKind {
 
 /// Which of the server's analyses decides.
 #[derive(Clone)]
-pub enum Analysis {
+pub(crate) enum Analysis {
     /// V1 (percentages) through `saturation::decide_acted_on`.
     Percentage(Arc<dyn SaturationAnalyzer>),
     /// V2 (tokens): `saturation::v2::TokenAnalyzer::decide`, then
@@ -43,7 +43,7 @@ pub enum Analysis {
 }
 
 impl Analysis {
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Analysis::Percentage(a) => a.name(),
             Analysis::Tokens => crate::saturation::v2::ANALYZER_NAME,
@@ -55,7 +55,7 @@ impl Analysis {
 
 /// How stale the decision's data is.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum DataPath {
+pub(crate) enum DataPath {
     /// The server: the collector refreshes every `fetch_interval` seconds
     /// and the decision is made when the HPA asks.
     OnDemand,
@@ -68,9 +68,9 @@ pub enum DataPath {
 /// The three periods of the replaced chain (seconds).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ChainDelays {
-    pub scrape: u64,
-    pub controller: u64,
-    pub adapter: u64,
+    pub(crate) scrape: u64,
+    pub(crate) controller: u64,
+    pub(crate) adapter: u64,
 }
 
 impl Default for ChainDelays {
@@ -86,14 +86,14 @@ impl Default for ChainDelays {
 /// One policy of a simulation.
 #[derive(Clone)]
 pub struct Policy {
-    pub kind: PolicyKind,
+    pub(crate) kind: PolicyKind,
     pub name: &'static str,
-    pub analysis: Analysis,
-    pub path: DataPath,
+    pub(crate) analysis: Analysis,
+    pub(crate) path: DataPath,
     /// How the HPA reads the decision: `wva_desired_ratio` with `Value: 1`
     /// for the server, `wva_desired_replicas` with `AverageValue: 1` for the
     /// chain (as upstream's samples configure it).
-    pub target: ExternalTarget,
+    pub(crate) target: ExternalTarget,
 }
 
 impl std::fmt::Debug for Policy {

@@ -28,15 +28,16 @@
 
 use std::collections::VecDeque;
 
+#[cfg(test)]
 use crate::saturation::v2::KvCacheConfig;
 
 /// The gauges a replica reports: KV-cache usage (0 to 1), waiting and
 /// running requests.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ReportedState {
-    pub kv: f64,
-    pub waiting: f64,
-    pub running: f64,
+pub(crate) struct ReportedState {
+    pub(crate) kv: f64,
+    pub(crate) waiting: f64,
+    pub(crate) running: f64,
 }
 
 /// The engine parameters of one replica.
@@ -71,7 +72,7 @@ impl Default for ReplicaParams {
 
 impl ReplicaParams {
     /// Blocks holding `tokens` tokens.
-    pub fn blocks_for(&self, tokens: u64) -> u64 {
+    pub(crate) fn blocks_for(&self, tokens: u64) -> u64 {
         tokens.div_ceil(u64::from(self.block_size.max(1)))
     }
 }
@@ -80,9 +81,9 @@ impl ReplicaParams {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Request {
     /// Arrival time (virtual seconds).
-    pub arrival: f64,
-    pub input_tokens: u32,
-    pub output_tokens: u32,
+    pub(crate) arrival: f64,
+    pub(crate) input_tokens: u32,
+    pub(crate) output_tokens: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -105,13 +106,13 @@ struct Running {
 
 /// A finished prefill: the first token of a request.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FirstToken {
-    pub arrival: f64,
-    pub at: f64,
+pub(crate) struct FirstToken {
+    pub(crate) arrival: f64,
+    pub(crate) at: f64,
 }
 
 impl FirstToken {
-    pub fn ttft(&self) -> f64 {
+    pub(crate) fn ttft(&self) -> f64 {
         self.at - self.arrival
     }
 }
@@ -119,17 +120,17 @@ impl FirstToken {
 /// Counters of finished requests, as vLLM's request histograms count them
 /// (`_count`, and the `_sum` of prompt and of generated tokens).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FinishedCounters {
-    pub requests: u64,
-    pub prompt_tokens: u64,
-    pub generation_tokens: u64,
+pub(crate) struct FinishedCounters {
+    pub(crate) requests: u64,
+    pub(crate) prompt_tokens: u64,
+    pub(crate) generation_tokens: u64,
 }
 
 impl FinishedCounters {
     /// Mean prompt and generated tokens per request finished between
     /// `earlier` and `self` (what `rate(_sum[w]) / rate(_count[w])` gives);
     /// None when no request finished in between.
-    pub fn means_since(&self, earlier: &FinishedCounters) -> Option<(f64, f64)> {
+    pub(crate) fn means_since(&self, earlier: &FinishedCounters) -> Option<(f64, f64)> {
         let n = self.requests.checked_sub(earlier.requests)?;
         if n == 0 {
             return None;
@@ -144,7 +145,7 @@ impl FinishedCounters {
 
 /// One replica.
 #[derive(Debug, Clone)]
-pub struct ReplicaModel {
+pub(crate) struct ReplicaModel {
     params: ReplicaParams,
     waiting: VecDeque<Queued>,
     running: Vec<Running>,
@@ -155,7 +156,7 @@ pub struct ReplicaModel {
 }
 
 impl ReplicaModel {
-    pub fn new(params: ReplicaParams) -> Self {
+    pub(crate) fn new(params: ReplicaParams) -> Self {
         ReplicaModel {
             params,
             waiting: VecDeque::new(),
@@ -166,12 +167,8 @@ impl ReplicaModel {
         }
     }
 
-    pub fn params(&self) -> &ReplicaParams {
-        &self.params
-    }
-
     /// Queues a request (it is admitted on the next [`ReplicaModel::step`]).
-    pub fn enqueue(&mut self, request: Request) {
+    pub(crate) fn enqueue(&mut self, request: Request) {
         self.waiting.push_back(Queued {
             request,
             first_token_at: None,
@@ -181,7 +178,7 @@ impl ReplicaModel {
     /// Removes every request, waiting or running (the replica goes away).
     /// Returns the requests that have not had their first token yet, for
     /// another replica to serve, and how many were cut off mid-stream.
-    pub fn drain(&mut self) -> (Vec<Request>, usize) {
+    pub(crate) fn drain(&mut self) -> (Vec<Request>, usize) {
         let mut requeue = Vec::new();
         let mut interrupted = 0;
         for (request, first) in self
@@ -204,22 +201,23 @@ impl ReplicaModel {
         (requeue, interrupted)
     }
 
-    pub fn waiting(&self) -> usize {
+    pub(crate) fn waiting(&self) -> usize {
         self.waiting.len()
     }
 
-    pub fn running(&self) -> usize {
+    pub(crate) fn running(&self) -> usize {
         self.running.len()
     }
 
     /// KV-cache usage in [0, 1].
-    pub fn kv_usage(&self) -> f64 {
+    pub(crate) fn kv_usage(&self) -> f64 {
         let total = f64::from(self.params.num_gpu_blocks.max(1));
         (self.used_blocks as f64 / total).min(1.0)
     }
 
     /// The KV cache's size as `vllm:cache_config_info` reports it.
-    pub fn cache_config(&self) -> KvCacheConfig {
+    #[cfg(test)]
+    pub(crate) fn cache_config(&self) -> KvCacheConfig {
         KvCacheConfig {
             num_gpu_blocks: u64::from(self.params.num_gpu_blocks),
             block_size: u64::from(self.params.block_size),
@@ -228,17 +226,18 @@ impl ReplicaModel {
 
     /// Tokens the used blocks hold room for (used blocks x block size):
     /// what V2 reads back as KV usage x total tokens.
-    pub fn tokens_in_use(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn tokens_in_use(&self) -> u64 {
         self.used_blocks * u64::from(self.params.block_size)
     }
 
     /// Requests finished so far and their tokens.
-    pub fn finished(&self) -> FinishedCounters {
+    pub(crate) fn finished(&self) -> FinishedCounters {
         self.finished
     }
 
     /// What the replica reports on `/metrics`.
-    pub fn reported_state(&self) -> ReportedState {
+    pub(crate) fn reported_state(&self) -> ReportedState {
         ReportedState {
             kv: self.kv_usage(),
             waiting: self.waiting.len() as f64,
@@ -248,7 +247,7 @@ impl ReplicaModel {
 
     /// The requests still waiting, with their arrival times (for the
     /// time-to-first-token of requests never served before the end).
-    pub fn waiting_arrivals(&self) -> impl Iterator<Item = f64> + '_ {
+    pub(crate) fn waiting_arrivals(&self) -> impl Iterator<Item = f64> + '_ {
         self.waiting
             .iter()
             .filter(|q| q.first_token_at.is_none())
@@ -258,7 +257,7 @@ impl ReplicaModel {
     /// Advances the replica over `[now, now + dt)`: admits what fits,
     /// prefills, decodes, finishes and preempts. Calls `first_token` for
     /// every request whose first token goes out in this step.
-    pub fn step(&mut self, now: f64, dt: f64, mut first_token: impl FnMut(FirstToken)) {
+    pub(crate) fn step(&mut self, now: f64, dt: f64, mut first_token: impl FnMut(FirstToken)) {
         let end = now + dt;
         self.admit(now, end);
         self.decode(now, end, &mut first_token);

@@ -20,21 +20,21 @@ const MINUTES_UP_TO_SECONDS: f64 = 6.0 * 3600.0;
 const LATENCY_CLIP_TIMES_OBJECTIVE: f64 = 5.0;
 
 /// A named line: (time, value) points; a None value breaks the line.
-pub type Series = (String, Vec<(f64, Option<f64>)>);
+pub(crate) type Series = (String, Vec<(f64, Option<f64>)>);
 
 /// One chart: a title, a y-axis name and one line per series.
-pub struct Chart {
+pub(crate) struct Chart {
     /// File stem (`replicas` -> `replicas.svg`).
-    pub id: &'static str,
-    pub title: String,
-    pub y_label: &'static str,
+    pub(crate) id: &'static str,
+    pub(crate) title: String,
+    pub(crate) y_label: &'static str,
     /// `minutes` or `hours`: the unit of the series' x values.
-    pub x_label: &'static str,
+    pub(crate) x_label: &'static str,
     /// The y axis shows whole numbers only (replicas).
-    pub integer_y: bool,
+    pub(crate) integer_y: bool,
     /// Values above this are drawn at it (the axis ends there).
-    pub y_clip: Option<f64>,
-    pub series: Vec<Series>,
+    pub(crate) y_clip: Option<f64>,
+    pub(crate) series: Vec<Series>,
 }
 
 /// What each policy is, for the page; a policy without an entry gets a
@@ -48,7 +48,7 @@ const POLICY_DESCRIPTIONS: &[(&str, &str)] = &[
 ];
 
 /// The description of a policy by name.
-pub fn policy_description(name: &str) -> String {
+pub(crate) fn policy_description(name: &str) -> String {
     POLICY_DESCRIPTIONS
         .iter()
         .find(|(n, _)| *n == name)
@@ -58,7 +58,7 @@ pub fn policy_description(name: &str) -> String {
 
 /// The four charts of a run. Time is in minutes for runs under 6 hours,
 /// else in hours.
-pub fn charts(runs: &[PolicyRun], slo_ttft: f64) -> Vec<Chart> {
+pub(crate) fn charts(runs: &[PolicyRun], slo_ttft: f64) -> Vec<Chart> {
     let minutes = runs.first().map_or(0, |r| r.minutes.len());
     let (x_label, per_minute) = if minutes as f64 * 60.0 < MINUTES_UP_TO_SECONDS {
         ("minutes", 1.0)
@@ -149,7 +149,7 @@ pub fn charts(runs: &[PolicyRun], slo_ttft: f64) -> Vec<Chart> {
 }
 
 /// Draws a chart as an SVG document.
-pub fn svg(chart: &Chart) -> Result<String, String> {
+pub(crate) fn svg(chart: &Chart) -> Result<String, String> {
     let mut out = String::new();
     draw(chart, &mut out).map_err(|e| format!("drawing chart {:?}: {e}", chart.title))?;
     Ok(out)
@@ -289,7 +289,7 @@ fn escape(s: &str) -> String {
 
 /// The HTML page: what each policy is, the summary table with units, and
 /// the charts, inline. Fits a 1,000 px window without scrolling sideways.
-pub fn html(summary: &Summary, charts: &[(String, String)]) -> String {
+pub(crate) fn html(summary: &Summary, charts: &[(String, String)]) -> String {
     let mut rows = String::new();
     let mut policies = String::new();
     for p in &summary.policies {

@@ -104,7 +104,7 @@ impl MinuteAccumulator {
 }
 
 /// The nearest-rank percentile (`q` in (0, 1]); None for no values.
-pub fn percentile(values: &mut [f64], q: f64) -> Option<f64> {
+pub(crate) fn percentile(values: &mut [f64], q: f64) -> Option<f64> {
     if values.is_empty() {
         return None;
     }

@@ -7,35 +7,35 @@ use super::closed_loop::{percentile, PolicyRun};
 /// One policy's totals.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PolicySummary {
-    pub name: String,
+    pub(crate) name: String,
     /// Minutes whose p95 time to first token exceeded the SLO.
     pub slo_violation_minutes: u32,
     /// Pods (ready or starting) x minutes: what the accelerators cost.
     pub replica_minutes: f64,
     /// replica hours x cost per replica hour.
-    pub cost: f64,
+    pub(crate) cost: f64,
     /// Changes of the scale target's replicas by the HPA.
-    pub scale_events: u32,
-    pub requests: u64,
+    pub(crate) scale_events: u32,
+    pub(crate) requests: u64,
     /// Requests cut off mid-stream by a scale-down.
-    pub interrupted_requests: u64,
-    pub ttft_p50_seconds: Option<f64>,
-    pub ttft_p95_seconds: Option<f64>,
-    pub ttft_p99_seconds: Option<f64>,
+    pub(crate) interrupted_requests: u64,
+    pub(crate) ttft_p50_seconds: Option<f64>,
+    pub(crate) ttft_p95_seconds: Option<f64>,
+    pub(crate) ttft_p99_seconds: Option<f64>,
     pub max_replicas: u32,
-    pub mean_replicas: f64,
+    pub(crate) mean_replicas: f64,
 }
 
 /// `summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
-    pub trace: String,
-    pub duration_seconds: u64,
+    pub(crate) trace: String,
+    pub(crate) duration_seconds: u64,
     /// Seconds run before the trace and not counted.
-    pub warm_up_seconds: u64,
-    pub seed: u64,
-    pub slo_ttft_seconds: f64,
-    pub policies: Vec<PolicySummary>,
+    pub(crate) warm_up_seconds: u64,
+    pub(crate) seed: u64,
+    pub(crate) slo_ttft_seconds: f64,
+    pub(crate) policies: Vec<PolicySummary>,
 }
 
 /// Totals of one run.
@@ -68,7 +68,7 @@ fn round3(x: f64) -> f64 {
 }
 
 /// The table printed at the end.
-pub fn table(summary: &Summary) -> String {
+pub(crate) fn table(summary: &Summary) -> String {
     let mut out = format!(
         "{:<8} {:>14} {:>15} {:>10} {:>12} {:>12} {:>12} {:>9}\n",
         "policy",

@@ -18,9 +18,9 @@ use rand::{RngExt, SeedableRng};
 use crate::simulate::replica_model::Request;
 
 /// Prompt tokens of a request when the trace does not say.
-pub const DEFAULT_INPUT_TOKENS: u32 = 512;
+pub(crate) const DEFAULT_INPUT_TOKENS: u32 = 512;
 /// Generated tokens of a request when the trace does not say.
-pub const DEFAULT_OUTPUT_TOKENS: u32 = 256;
+pub(crate) const DEFAULT_OUTPUT_TOKENS: u32 = 256;
 
 /// A rate that holds from `at` until the next point.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,7 +43,7 @@ pub enum Trace {
 impl Trace {
     /// The time the trace covers: the last request, or the last rate point
     /// plus one minute.
-    pub fn natural_duration(&self) -> f64 {
+    pub(crate) fn natural_duration(&self) -> f64 {
         match self {
             Trace::Rates(p) => p.last().map_or(0.0, |p| p.at + 60.0),
             Trace::Requests(r) => r.last().map_or(0.0, |r| r.arrival + 1.0),
@@ -53,7 +53,7 @@ impl Trace {
     /// The load a run settles on before the trace starts: its first
     /// minute's rate and token lengths, held (for a request trace, the
     /// requests of its first minute per second, with their mean lengths).
-    pub fn warm_up(&self) -> Trace {
+    pub(crate) fn warm_up(&self) -> Trace {
         let point = match self {
             Trace::Rates(p) => p.first().map(|p| RatePoint { at: 0.0, ..*p }),
             Trace::Requests(r) => {
@@ -75,10 +75,10 @@ impl Trace {
 }
 
 /// The built-in scenarios.
-pub const SCENARIOS: [&str; 4] = ["diurnal", "burst", "ramp", "idle-then-burst"];
+pub(crate) const SCENARIOS: [&str; 4] = ["diurnal", "burst", "ramp", "idle-then-burst"];
 
 /// A scenario's default duration.
-pub fn scenario_default_duration(name: &str) -> f64 {
+pub(crate) fn scenario_default_duration(name: &str) -> f64 {
     if name == "diurnal" {
         86_400.0
     } else {
@@ -327,7 +327,7 @@ fn parse_requests<'a>(
 /// Produces the requests of a trace in time order. Rate traces give
 /// Poisson arrivals from a seeded generator: the same seed, the same
 /// requests, so every policy sees exactly the same load.
-pub struct Arrivals<'a> {
+pub(crate) struct Arrivals<'a> {
     trace: &'a Trace,
     rng: StdRng,
     /// Rate traces: the time reached and the segment index.
@@ -339,7 +339,7 @@ pub struct Arrivals<'a> {
 }
 
 impl<'a> Arrivals<'a> {
-    pub fn new(trace: &'a Trace, seed: u64) -> Self {
+    pub(crate) fn new(trace: &'a Trace, seed: u64) -> Self {
         Arrivals {
             trace,
             rng: StdRng::seed_from_u64(seed),
@@ -351,7 +351,7 @@ impl<'a> Arrivals<'a> {
     }
 
     /// Appends the requests arriving before `end`.
-    pub fn until(&mut self, end: f64, out: &mut Vec<Request>) {
+    pub(crate) fn until(&mut self, end: f64, out: &mut Vec<Request>) {
         match self.trace {
             Trace::Requests(r) => {
                 while let Some(req) = r.get(self.next) {

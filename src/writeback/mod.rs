@@ -36,12 +36,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub mod queue;
+pub(crate) mod queue;
 mod sender;
 mod status;
 
 use self::sender::Sender;
-pub use self::status::*;
+pub(crate) use self::status::*;
 
 use self::queue::{
     classify, retry_delay, EventGate, FailureClass, Next, Offered, Publish, SeriesCache,
@@ -53,7 +53,7 @@ use crate::inventory::snapshot::{Variant, VariantSource};
 use crate::saturation::TargetReason;
 
 /// Field manager of every status write.
-pub const FIELD_MANAGER: &str = "wva-metrics-server";
+pub(crate) const FIELD_MANAGER: &str = "wva-metrics-server";
 
 /// Writes in flight at once (each to a different object). One would do if
 /// the API server answered within 1/QPS; a few keep the configured rate
@@ -61,10 +61,10 @@ pub const FIELD_MANAGER: &str = "wva-metrics-server";
 const SENDERS: usize = 4;
 
 /// At most one Event per object and reason per this interval.
-pub const EVENT_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const EVENT_INTERVAL: Duration = Duration::from_secs(60);
 /// An Event repeated within this long after the last of its series counts
 /// in that series (client-go and kube-rs use the same 6 minutes).
-pub const EVENT_SERIES_TTL: Duration = Duration::from_secs(6 * 60);
+pub(crate) const EVENT_SERIES_TTL: Duration = Duration::from_secs(6 * 60);
 /// First retry of a failed write (409, 429, 5xx, no answer); doubles up to
 /// [`RETRY_CAP`], with jitter.
 const RETRY_BASE: Duration = Duration::from_millis(200);
@@ -75,13 +75,13 @@ const SLOW_RETRY: Duration = Duration::from_secs(60);
 
 /// Label of the status writer's counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WriteResultLabels {
-    pub result: String,
+pub(crate) struct WriteResultLabels {
+    pub(crate) result: String,
 }
 
 /// The status writer's metrics.
 #[derive(Clone, Default)]
-pub struct StatusMetrics {
+pub(crate) struct StatusMetrics {
     pending: Gauge,
     writes: Family<WriteResultLabels, Counter>,
     superseded: Counter,
@@ -90,7 +90,7 @@ pub struct StatusMetrics {
 }
 
 impl StatusMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
         let m = StatusMetrics::default();
         registry.register(
             "wva_status_writes_pending",
@@ -152,7 +152,7 @@ fn lock(queue: &SharedQueue) -> std::sync::MutexGuard<'_, StatusQueue<Key, Desir
 /// decisions into the latest desired status per VariantAutoscaling (queued,
 /// coalesced), and one sender writes them, furthest from the decision
 /// first, paced by the client's rate limit.
-pub struct StatusWriter {
+pub(crate) struct StatusWriter {
     client: Client,
     engine: Arc<DecisionEngine>,
     min_interval: Duration,
@@ -163,7 +163,7 @@ pub struct StatusWriter {
 }
 
 impl StatusWriter {
-    pub fn new(client: Client, engine: Arc<DecisionEngine>, min_interval: Duration) -> Self {
+    pub(crate) fn new(client: Client, engine: Arc<DecisionEngine>, min_interval: Duration) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -182,19 +182,19 @@ impl StatusWriter {
     /// leads; a follower records what it would have written as written, so
     /// that on taking over it neither repeats the old leader's Events nor
     /// rewrites statuses that did not change since.
-    pub fn with_leader(mut self, leading: tokio::sync::watch::Receiver<bool>) -> Self {
+    pub(crate) fn with_leader(mut self, leading: tokio::sync::watch::Receiver<bool>) -> Self {
         self.leading = leading;
         self
     }
 
     /// Exports the backlog and results in `registry`.
-    pub fn with_metrics(mut self, registry: &mut Registry) -> Self {
+    pub(crate) fn with_metrics(mut self, registry: &mut Registry) -> Self {
         self.metrics = StatusMetrics::register(registry);
         self
     }
 
     /// Plans after every notification and sends until shutdown.
-    pub fn spawn(self, cycles: Arc<Notify>, shutdown: CancellationToken) -> JoinHandle<()> {
+    pub(crate) fn spawn(self, cycles: Arc<Notify>, shutdown: CancellationToken) -> JoinHandle<()> {
         let queue: SharedQueue = Arc::new(Mutex::new(StatusQueue::new(
             self.min_interval,
             status_distance,

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 /// What an offered desired status did to the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Offered {
+pub(crate) enum Offered {
     /// Equal to what is written (a pending older change, if any, was dropped).
     Current,
     /// A new pending write.
@@ -38,7 +38,7 @@ pub enum Offered {
 
 /// The next thing the sender should do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Next<K, S> {
+pub(crate) enum Next<K, S> {
     /// Send this status now (it left the queue).
     Send { key: K, desired: S, attempt: u32 },
     /// Nothing is due before this time.
@@ -58,7 +58,7 @@ struct Pending<S> {
 
 /// Pending status writes, one per object.
 #[derive(Debug)]
-pub struct StatusQueue<K, S> {
+pub(crate) struct StatusQueue<K, S> {
     written: HashMap<K, (S, Instant)>,
     pending: HashMap<K, Pending<S>>,
     /// Objects whose write is being sent: never two at once for one
@@ -70,7 +70,7 @@ pub struct StatusQueue<K, S> {
 
 impl<K: Eq + Hash + Clone + Ord, S: PartialEq + Clone> StatusQueue<K, S> {
     /// `distance(written, desired)` ranks pending writes: the largest first.
-    pub fn new(min_interval: Duration, distance: fn(Option<&S>, &S) -> u64) -> Self {
+    pub(crate) fn new(min_interval: Duration, distance: fn(Option<&S>, &S) -> u64) -> Self {
         StatusQueue {
             written: HashMap::new(),
             pending: HashMap::new(),
@@ -81,17 +81,18 @@ impl<K: Eq + Hash + Clone + Ord, S: PartialEq + Clone> StatusQueue<K, S> {
     }
 
     /// Writes waiting to be sent.
-    pub fn backlog(&self) -> usize {
+    pub(crate) fn backlog(&self) -> usize {
         self.pending.len()
     }
 
     /// The status last written for `key`.
-    pub fn written(&self, key: &K) -> Option<&S> {
+    #[cfg(test)]
+    pub(crate) fn written(&self, key: &K) -> Option<&S> {
         self.written.get(key).map(|(s, _)| s)
     }
 
     /// The latest desired status of `key`.
-    pub fn offer(&mut self, key: K, desired: S) -> Offered {
+    pub(crate) fn offer(&mut self, key: K, desired: S) -> Offered {
         let written = self.written.get(&key);
         if written.is_some_and(|(w, _)| *w == desired) {
             return match self.pending.remove(&key) {
@@ -125,7 +126,7 @@ impl<K: Eq + Hash + Clone + Ord, S: PartialEq + Clone> StatusQueue<K, S> {
 
     /// Takes the due write furthest from its written status (ties: the
     /// smallest key, so that the order is reproducible).
-    pub fn next(&mut self, now: Instant) -> Next<K, S> {
+    pub(crate) fn next(&mut self, now: Instant) -> Next<K, S> {
         let mut best: Option<(&K, &Pending<S>)> = None;
         let mut earliest: Option<Instant> = None;
         for (k, p) in &self.pending {
@@ -166,7 +167,7 @@ impl<K: Eq + Hash + Clone + Ord, S: PartialEq + Clone> StatusQueue<K, S> {
     }
 
     /// `desired` was written at `now`; returns the status written before.
-    pub fn mark_written(&mut self, key: &K, desired: S, now: Instant) -> Option<S> {
+    pub(crate) fn mark_written(&mut self, key: &K, desired: S, now: Instant) -> Option<S> {
         self.in_flight.remove(key);
         let previous = self
             .written
@@ -189,7 +190,7 @@ impl<K: Eq + Hash + Clone + Ord, S: PartialEq + Clone> StatusQueue<K, S> {
     /// Writing `desired` failed: it is tried again at `retry_at`, unless a
     /// newer status was offered meanwhile (that one goes instead, not
     /// before `retry_at` either).
-    pub fn mark_failed(&mut self, key: K, desired: S, attempt: u32, retry_at: Instant) {
+    pub(crate) fn mark_failed(&mut self, key: K, desired: S, attempt: u32, retry_at: Instant) {
         self.in_flight.remove(&key);
         let written = self.written.get(&key).map(|(w, _)| w);
         match self.pending.get_mut(&key) {
@@ -214,13 +215,13 @@ impl<K: Eq + Hash + Clone + Ord, S: PartialEq + Clone> StatusQueue<K, S> {
 
     /// Sending `key` ended without a write and without a retry (the
     /// object is gone).
-    pub fn mark_dropped(&mut self, key: &K) {
+    pub(crate) fn mark_dropped(&mut self, key: &K) {
         self.in_flight.remove(key);
     }
 
     /// Forgets objects that no longer exist; returns how many pending
     /// writes were dropped with them.
-    pub fn retain(&mut self, live: impl Fn(&K) -> bool) -> usize {
+    pub(crate) fn retain(&mut self, live: impl Fn(&K) -> bool) -> usize {
         self.written.retain(|k, _| live(k));
         let before = self.pending.len();
         self.pending.retain(|k, _| live(k));
@@ -232,7 +233,7 @@ impl<K: Eq + Hash + Clone + Ord, S: PartialEq + Clone> StatusQueue<K, S> {
 /// `base` up to `cap`, scaled by `jitter` in [0, 1] to between half and the
 /// whole of it (so that many objects failing together do not retry in
 /// step), and never before the server's `Retry-After`.
-pub fn retry_delay(
+pub(crate) fn retry_delay(
     attempt: u32,
     base: Duration,
     cap: Duration,
@@ -246,7 +247,7 @@ pub fn retry_delay(
 
 /// What to do about a failed API call, by its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureClass {
+pub(crate) enum FailureClass {
     /// 409, 429, 5xx, or no answer at all: retry with backoff, not before
     /// the `Retry-After` if the server gave one.
     Retry { retry_after: Option<Duration> },
@@ -260,7 +261,7 @@ pub enum FailureClass {
 }
 
 /// Classifies an answer code (None: no answer, a transport error).
-pub fn classify(code: Option<u16>, retry_after_secs: u32) -> FailureClass {
+pub(crate) fn classify(code: Option<u16>, retry_after_secs: u32) -> FailureClass {
     let retry_after = (retry_after_secs > 0).then(|| Duration::from_secs(retry_after_secs.into()));
     match code {
         None | Some(409) | Some(429) | Some(500..=599) => FailureClass::Retry { retry_after },
@@ -278,13 +279,13 @@ struct Gated<T> {
 
 /// At most one Event per key (object and reason) per interval.
 #[derive(Debug)]
-pub struct EventGate<K, T> {
+pub(crate) struct EventGate<K, T> {
     interval: Duration,
     entries: HashMap<K, Gated<T>>,
 }
 
 impl<K: Eq + Hash + Clone, T> EventGate<K, T> {
-    pub fn new(interval: Duration) -> Self {
+    pub(crate) fn new(interval: Duration) -> Self {
         EventGate {
             interval,
             entries: HashMap::new(),
@@ -294,7 +295,7 @@ impl<K: Eq + Hash + Clone, T> EventGate<K, T> {
     /// Some(event) when it may go now; None when it waits for the end of
     /// the interval. The bool says whether it replaced an event that was
     /// waiting (which is then never sent).
-    pub fn offer(&mut self, key: K, event: T, now: Instant) -> (Option<T>, bool) {
+    pub(crate) fn offer(&mut self, key: K, event: T, now: Instant) -> (Option<T>, bool) {
         match self.entries.get_mut(&key) {
             Some(g) if now < g.sent_at + self.interval => {
                 let replaced = g.waiting.replace(event).is_some();
@@ -320,7 +321,7 @@ impl<K: Eq + Hash + Clone, T> EventGate<K, T> {
 
     /// Waiting events whose interval has passed; they count as sent now.
     /// Keys with nothing waiting and an interval long past are forgotten.
-    pub fn due(&mut self, now: Instant) -> Vec<(K, T)> {
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<(K, T)> {
         let interval = self.interval;
         let mut out = Vec::new();
         self.entries.retain(|k, g| {
@@ -342,7 +343,7 @@ impl<K: Eq + Hash + Clone, T> EventGate<K, T> {
     /// (which also waits out any `Retry-After`, capped at a minute), unless
     /// a newer one is waiting by then (that one goes instead). Returns
     /// whether it was kept.
-    pub fn retry(&mut self, key: K, event: T, now: Instant) -> bool {
+    pub(crate) fn retry(&mut self, key: K, event: T, now: Instant) -> bool {
         let g = self.entries.entry(key).or_insert(Gated {
             sent_at: now,
             waiting: None,
@@ -355,7 +356,8 @@ impl<K: Eq + Hash + Clone, T> EventGate<K, T> {
     }
 
     /// Events waiting for their interval.
-    pub fn waiting(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
         self.entries
             .values()
             .filter(|g| g.waiting.is_some())
@@ -365,7 +367,7 @@ impl<K: Eq + Hash + Clone, T> EventGate<K, T> {
 
 /// How an Event goes out.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Publish {
+pub(crate) enum Publish {
     /// A new Event object.
     Create,
     /// A repeat of the Event `name`: its series now counts `count`.
@@ -381,13 +383,13 @@ struct Sent {
 
 /// Events sent within `ttl`, by key (object, reason and note).
 #[derive(Debug)]
-pub struct SeriesCache<K> {
+pub(crate) struct SeriesCache<K> {
     ttl: Duration,
     entries: HashMap<K, Sent>,
 }
 
 impl<K: Eq + Hash + Clone> SeriesCache<K> {
-    pub fn new(ttl: Duration) -> Self {
+    pub(crate) fn new(ttl: Duration) -> Self {
         SeriesCache {
             ttl,
             entries: HashMap::new(),
@@ -395,7 +397,7 @@ impl<K: Eq + Hash + Clone> SeriesCache<K> {
     }
 
     /// How the Event of `key` goes out at `now`.
-    pub fn plan(&self, key: &K, now: Instant) -> Publish {
+    pub(crate) fn plan(&self, key: &K, now: Instant) -> Publish {
         match self.entries.get(key) {
             Some(s) if now < s.last + self.ttl => Publish::Repeat {
                 name: s.name.clone(),
@@ -406,7 +408,7 @@ impl<K: Eq + Hash + Clone> SeriesCache<K> {
     }
 
     /// The Event of `key` was created as `name`.
-    pub fn created(&mut self, key: K, name: String, now: Instant) {
+    pub(crate) fn created(&mut self, key: K, name: String, now: Instant) {
         self.entries.insert(
             key,
             Sent {
@@ -418,7 +420,7 @@ impl<K: Eq + Hash + Clone> SeriesCache<K> {
     }
 
     /// The series of `key` was updated to `count`.
-    pub fn repeated(&mut self, key: &K, count: u32, now: Instant) {
+    pub(crate) fn repeated(&mut self, key: &K, count: u32, now: Instant) {
         if let Some(s) = self.entries.get_mut(key) {
             s.count = count;
             s.last = now;
@@ -427,22 +429,19 @@ impl<K: Eq + Hash + Clone> SeriesCache<K> {
 
     /// The Event of `key` is gone (the API server expired it): the next
     /// one is created anew.
-    pub fn forget(&mut self, key: &K) {
+    pub(crate) fn forget(&mut self, key: &K) {
         self.entries.remove(key);
     }
 
     /// Drops series whose last Event is older than the ttl.
-    pub fn expire(&mut self, now: Instant) {
+    pub(crate) fn expire(&mut self, now: Instant) {
         let ttl = self.ttl;
         self.entries.retain(|_, s| now < s.last + ttl);
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 

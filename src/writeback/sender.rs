@@ -338,7 +338,7 @@ fn api_answer(e: &kube::Error) -> (Option<u16>, u32) {
 
 impl VariantAutoscaling {
     /// An object reference for Events without the whole object at hand.
-    pub fn object_ref_for(
+    pub(crate) fn object_ref_for(
         namespace: &str,
         name: &str,
     ) -> k8s_openapi::api::core::v1::ObjectReference {

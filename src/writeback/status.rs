@@ -4,11 +4,11 @@ use super::*;
 
 /// The status one decision implies, before times are stamped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DesiredStatus {
-    pub num_replicas: i32,
-    pub accelerator: String,
+pub(crate) struct DesiredStatus {
+    pub(crate) num_replicas: i32,
+    pub(crate) accelerator: String,
     /// (type, status, reason, message) of each condition.
-    pub conditions: Vec<(String, String, String, String)>,
+    pub(crate) conditions: Vec<(String, String, String, String)>,
 }
 
 fn cond(kind: &str, ok: bool, reason: &str, message: String) -> (String, String, String, String) {
@@ -22,10 +22,10 @@ fn cond(kind: &str, ok: bool, reason: &str, message: String) -> (String, String,
 }
 
 /// `status.desiredOptimizedAlloc.accelerator`'s `minLength` in upstream's CRD.
-pub const MIN_ACCELERATOR_CHARS: usize = 2;
+pub(crate) const MIN_ACCELERATOR_CHARS: usize = 2;
 
 /// The status of a variant given its model's outcome. Pure.
-pub fn desired_status(
+pub(crate) fn desired_status(
     v: &Variant,
     outcome: &Result<Option<u32>, DecisionError>,
     has_metrics: bool,
@@ -115,7 +115,7 @@ pub fn desired_status(
 /// The `OptimizationReady` condition of a variant whose move is held
 /// because the HPA would ignore it (inside its tolerance band) and every
 /// larger move is unsafe or out of bounds. None for any other reason.
-pub fn tolerance_hold_condition(
+pub(crate) fn tolerance_hold_condition(
     v: &Variant,
     reason: TargetReason,
 ) -> Option<(String, String, String, String)> {
@@ -142,7 +142,7 @@ pub fn tolerance_hold_condition(
 impl DesiredStatus {
     /// Replaces the `OptimizationReady` condition when the move is held by
     /// the HPA's tolerance band.
-    pub fn with_reason(mut self, v: &Variant, reason: Option<TargetReason>) -> Self {
+    pub(crate) fn with_reason(mut self, v: &Variant, reason: Option<TargetReason>) -> Self {
         if let Some(held) = reason.and_then(|r| tolerance_hold_condition(v, r)) {
             for c in &mut self.conditions {
                 if c.0 == held.0 {
@@ -157,14 +157,14 @@ impl DesiredStatus {
     /// requires an accelerator of at least 2 characters, and its
     /// controller skips the allocation of a VariantAutoscaling without one
     /// (writing only its conditions), as we do.
-    pub fn has_accelerator(&self) -> bool {
+    pub(crate) fn has_accelerator(&self) -> bool {
         self.accelerator.chars().count() >= MIN_ACCELERATOR_CHARS
     }
 
     /// `analyzerName: slo` fell back to another analysis: the
     /// OptimizationReady condition says which signal was missing and who
     /// decided instead (reason `SLOFallback`).
-    pub fn with_slo_fallback(
+    pub(crate) fn with_slo_fallback(
         mut self,
         fallback: Option<crate::saturation::slo::MissingSignal>,
         analyzer: &str,
@@ -216,7 +216,7 @@ pub(crate) type Key = (String, String);
 /// writes: a status never written by this process first, then by replicas
 /// apart (a one-replica change outranks any change of conditions alone),
 /// then by conditions that differ.
-pub fn status_distance(written: Option<&DesiredStatus>, desired: &DesiredStatus) -> u64 {
+pub(crate) fn status_distance(written: Option<&DesiredStatus>, desired: &DesiredStatus) -> u64 {
     let Some(written) = written else {
         return u64::MAX;
     };
@@ -237,7 +237,7 @@ pub fn status_distance(written: Option<&DesiredStatus>, desired: &DesiredStatus)
 
 /// Events of one change from `previous` to `now`: a scaling decision, or
 /// metrics becoming unavailable. Pure.
-pub fn events_for(previous: Option<&DesiredStatus>, now: &DesiredStatus) -> Vec<Event> {
+pub(crate) fn events_for(previous: Option<&DesiredStatus>, now: &DesiredStatus) -> Vec<Event> {
     let metrics = |d: &DesiredStatus| d.conditions.get(1).cloned();
     let mut events = Vec::new();
     if previous.map(|p| p.num_replicas) != Some(now.num_replicas) {
@@ -265,7 +265,7 @@ pub fn events_for(previous: Option<&DesiredStatus>, now: &DesiredStatus) -> Vec<
 
 /// The desired status of every VariantAutoscaling of the sweep's snapshot,
 /// from the sweep's decision of its model.
-pub fn planned_statuses(sweep: &crate::decision::Sweep) -> Vec<(Key, DesiredStatus)> {
+pub(crate) fn planned_statuses(sweep: &crate::decision::Sweep) -> Vec<(Key, DesiredStatus)> {
     let snapshot = sweep.snapshot();
     let mut desired_all = Vec::new();
     for (key, outcome) in &sweep.outcomes {
@@ -284,7 +284,7 @@ pub fn planned_statuses(sweep: &crate::decision::Sweep) -> Vec<(Key, DesiredStat
 
 /// The status of one variant from its model's outcome: "has metrics" is
 /// whichever analysis decided (V1 or V2) having had metrics to decide from.
-pub fn variant_status(
+pub(crate) fn variant_status(
     v: &Variant,
     outcome: &Result<crate::decision::ModelOutcome, DecisionError>,
 ) -> DesiredStatus {

@@ -147,8 +147,8 @@ impl Default for PrometheusConfig {
 
 /// The names errors give each setting: its flag and its environment
 /// variable (`cli::PrometheusArgs`), so that a user finds it either way.
-pub mod option {
-    pub const URL: &str = "--prometheus-url (PROMETHEUS_URL)";
+pub(crate) mod option {
+    pub(crate) const URL: &str = "--prometheus-url (PROMETHEUS_URL)";
     pub(crate) const CA_CERT: &str = "--prometheus-ca-cert (PROMETHEUS_CA_CERT_PATH)";
     pub(crate) const BEARER_TOKEN_FILE: &str =
         "--prometheus-bearer-token-file (PROMETHEUS_BEARER_TOKEN_FILE)";
@@ -156,8 +156,8 @@ pub mod option {
     pub(crate) const BEARER_TOKEN: &str = "PROMETHEUS_BEARER_TOKEN (upstream WVA)";
     pub(crate) const SERVER_NAME: &str = "PROMETHEUS_SERVER_NAME (upstream WVA)";
     pub(crate) const HEADER: &str = "--prometheus-header";
-    pub const HEADERS: &str = "--prometheus-headers (PROMETHEUS_HEADERS)";
-    pub const TENANT: &str = "--prometheus-tenant (PROMETHEUS_TENANT)";
+    pub(crate) const HEADERS: &str = "--prometheus-headers (PROMETHEUS_HEADERS)";
+    pub(crate) const TENANT: &str = "--prometheus-tenant (PROMETHEUS_TENANT)";
     pub(crate) const TENANT_HEADER: &str = "--prometheus-tenant-header (PROMETHEUS_TENANT_HEADER)";
     pub(crate) const BASIC_AUTH_USERNAME: &str =
         "--prometheus-basic-auth-username (PROMETHEUS_BASIC_AUTH_USERNAME)";
@@ -171,9 +171,9 @@ pub mod option {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {variable} {value:?}: {reason}")]
 pub struct ConfigError {
-    pub variable: &'static str,
-    pub value: String,
-    pub reason: String,
+    pub(crate) variable: &'static str,
+    pub(crate) value: String,
+    pub(crate) reason: String,
 }
 
 fn invalid(variable: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {

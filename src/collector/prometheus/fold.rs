@@ -20,7 +20,7 @@ use crate::saturation::v2::{KvCacheConfig, SchedulerQueue};
 
 /// Which answer a query's rows are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     Signal(QuerySignal),
     /// The activity query of one retention period.
     Activity(Duration),
@@ -138,7 +138,7 @@ pub(crate) struct Folder<'s> {
 
 impl<'s> Folder<'s> {
     /// An empty fold of `answer` for the pods of `snapshot`.
-    pub fn new(answer: Answer, snapshot: &'s InventorySnapshot) -> Self {
+    pub(crate) fn new(answer: Answer, snapshot: &'s InventorySnapshot) -> Self {
         let pods = snapshot.pods().len();
         let folded = match answer {
             Answer::Signal(signal) if signal.per_model() => Folded::PerModel {
@@ -175,7 +175,7 @@ impl<'s> Folder<'s> {
     }
 
     /// Empties the fold for another attempt (without giving its memory back).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         if !self.dirty {
             return;
         }
@@ -193,7 +193,7 @@ impl<'s> Folder<'s> {
     }
 
     /// Folds one row.
-    pub fn row(&mut self, r: RowRef<'_>) {
+    pub(crate) fn row(&mut self, r: RowRef<'_>) {
         self.dirty = true;
         match &mut self.folded {
             Folded::PerModel { by_model, .. } => {
@@ -242,7 +242,7 @@ impl<'s> Folder<'s> {
         }
     }
 
-    pub fn finish(mut self) -> Folded {
+    pub(crate) fn finish(mut self) -> Folded {
         if let Folded::PerPod(column) = &mut self.folded {
             // Only needed while folding.
             column.names.index = HashMap::default();
@@ -254,15 +254,15 @@ impl<'s> Folder<'s> {
 /// The values of one pod across the signals.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct PodRow {
-    pub model_name: Arc<str>,
-    pub kv: Option<f64>,
-    pub queue: Option<f64>,
+    pub(crate) model_name: Arc<str>,
+    pub(crate) kv: Option<f64>,
+    pub(crate) queue: Option<f64>,
     pub(crate) sample_time: Option<f64>,
-    pub rate: Option<f64>,
-    pub prompt: Option<f64>,
-    pub generation: Option<f64>,
+    pub(crate) rate: Option<f64>,
+    pub(crate) prompt: Option<f64>,
+    pub(crate) generation: Option<f64>,
     pub(crate) prefix_hit_rate: Option<f64>,
-    pub kv_cache: Option<KvCacheConfig>,
+    pub(crate) kv_cache: Option<KvCacheConfig>,
 }
 
 /// What a cycle's answers add up to.
@@ -271,7 +271,7 @@ pub(crate) struct Accumulator {
     /// The per-pod columns by signal (`QuerySignal::ALL` order).
     columns: [Option<Column>; QuerySignal::ALL.len()],
     /// The endpoint picker's queues per model.
-    pub queues: HashMap<String, SchedulerQueue>,
+    pub(crate) queues: HashMap<String, SchedulerQueue>,
     /// Per retention period, the activity per pod.
     pub(crate) activity_by_pod: BTreeMap<Duration, Vec<Option<f64>>>,
     empty: Arc<str>,
@@ -285,7 +285,7 @@ fn slot(signal: QuerySignal) -> usize {
 }
 
 impl Accumulator {
-    pub fn add(&mut self, folded: Folded) {
+    pub(crate) fn add(&mut self, folded: Folded) {
         match folded {
             Folded::PerPod(column) => {
                 let k = slot(column.signal);
@@ -308,7 +308,7 @@ impl Accumulator {
 
     /// The values of the pod at position `i`. Its model name is the first
     /// in signal order that an answer named.
-    pub fn pod(&self, i: usize) -> PodRow {
+    pub(crate) fn pod(&self, i: usize) -> PodRow {
         let value = |s: QuerySignal| {
             self.columns[slot(s)]
                 .as_ref()

@@ -20,7 +20,8 @@ use fold::{Accumulator, Answer, Folded, Folder};
 use results::RowRef;
 use transport::{blocking, multi_thread, Job, LARGE_FLEET_IN_FLIGHT, LARGE_FLEET_PODS};
 
-pub use config::{ConfigError, PrometheusConfig};
+pub use config::ConfigError;
+pub use config::PrometheusConfig;
 use queries::{QuerySignal, Scope};
 
 use super::health::{describe_request_error, Change, FetchHealth};
@@ -141,10 +142,6 @@ impl PrometheusBackend {
     ) -> Self {
         self.scale_to_zero = config;
         self
-    }
-
-    pub fn config(&self) -> &PrometheusConfig {
-        &self.config
     }
 
     fn bearer_token(&self) -> Option<String> {

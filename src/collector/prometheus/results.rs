@@ -13,13 +13,13 @@ use serde::Deserialize;
 /// shared; the pod name is the row's own.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesValue {
-    pub namespace: Arc<str>,
-    pub pod: Box<str>,
-    pub model_name: Arc<str>,
-    pub value: f64,
+    pub(crate) namespace: Arc<str>,
+    pub(crate) pod: Box<str>,
+    pub(crate) model_name: Arc<str>,
+    pub(crate) value: f64,
     /// The `num_gpu_blocks` and `block_size` labels, when the series has
     /// both as positive integers (`vllm:cache_config_info`).
-    pub kv_cache: Option<crate::saturation::v2::KvCacheConfig>,
+    pub(crate) kv_cache: Option<crate::saturation::v2::KvCacheConfig>,
 }
 
 /// What a Prometheus `/api/v1/query` body said.
@@ -77,21 +77,21 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct RowRef<'r> {
     /// Empty when the series has no `namespace` label.
-    pub namespace: &'r str,
+    pub(crate) namespace: &'r str,
     /// The `pod` label, else the series name (`__name__`), else empty.
-    pub pod: &'r str,
+    pub(crate) pod: &'r str,
     /// Empty when the series has no `model_name` label.
-    pub model_name: &'r str,
-    pub value: f64,
+    pub(crate) model_name: &'r str,
+    pub(crate) value: f64,
     /// The `num_gpu_blocks` and `block_size` labels, when the series has
     /// both as positive integers (`vllm:cache_config_info`).
-    pub kv_cache: Option<crate::saturation::v2::KvCacheConfig>,
+    pub(crate) kv_cache: Option<crate::saturation::v2::KvCacheConfig>,
 }
 
 /// What a Prometheus `/api/v1/query` body said, its rows aside (they went
 /// to the sink).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// A vector; this many rows went to the sink.
     Vector(usize),
     /// A successful answer of another result type (scalar, matrix, string).

@@ -38,7 +38,7 @@ pub(crate) struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket.
-    pub fn new(settings: RateLimitSettings, now: Instant) -> Result<Self, RateLimitError> {
+    pub(crate) fn new(settings: RateLimitSettings, now: Instant) -> Result<Self, RateLimitError> {
         settings.validate()?;
         Ok(TokenBucket {
             qps: settings.qps,
@@ -86,7 +86,7 @@ impl TokenBucket {
     /// higher one), or refuses it, taking nothing, when its estimated turn
     /// is more than `max_wait` away; the error says how many calls are
     /// ahead.
-    pub fn join(
+    pub(crate) fn join(
         &mut self,
         now: Instant,
         priority: Priority,
@@ -126,7 +126,7 @@ impl TokenBucket {
     }
 
     /// Removes a call that gave up; it took no token.
-    pub fn leave(&mut self, ticket: Ticket) {
+    pub(crate) fn leave(&mut self, ticket: Ticket) {
         let q = &mut self.queues[ticket.priority as usize];
         if let Some(i) = q.iter().position(|&id| id == ticket.id) {
             q.remove(i);

@@ -45,11 +45,11 @@ use std::time::{Duration, SystemTime};
 use super::v2::{optimize, KvCacheConfig, OptimizerVariant};
 use super::{TargetReason, VariantState, VariantTarget};
 use history::{blend, learn_startup, median, push, ModelHistory};
-pub use objective::{ServiceClasses, SloObjective};
+pub(crate) use objective::{ServiceClasses, SloObjective};
 use sizing::{robust_slope, slope, ReplicaShape, Z_P95};
 
 /// Name of the analysis in served labels, status and `/metrics`.
-pub const ANALYZER_NAME: &str = "slo";
+pub(crate) const ANALYZER_NAME: &str = "slo";
 
 /// Scale-down keeps this fraction of a replica's rate as margin: a smaller
 /// count is taken only when it carries the recent peak at 85 % of what the
@@ -71,37 +71,37 @@ const MAX_MODELS: usize = 4096;
 
 /// What the analysis reads of one ready replica.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SloReplica {
-    pub pod: String,
-    pub variant: String,
+pub(crate) struct SloReplica {
+    pub(crate) pod: String,
+    pub(crate) variant: String,
     /// KV-cache usage in [0, 1] (the one-minute peak).
-    pub kv: f64,
+    pub(crate) kv: f64,
     /// Waiting requests (the one-minute peak).
-    pub waiting: f64,
+    pub(crate) waiting: f64,
     /// Running requests, when the backend knows them.
-    pub running: Option<f64>,
+    pub(crate) running: Option<f64>,
     /// Finished requests per second over the last minute.
-    pub completion_rate: Option<f64>,
-    pub avg_prompt_tokens: Option<f64>,
-    pub avg_output_tokens: Option<f64>,
-    pub cache: Option<KvCacheConfig>,
+    pub(crate) completion_rate: Option<f64>,
+    pub(crate) avg_prompt_tokens: Option<f64>,
+    pub(crate) avg_output_tokens: Option<f64>,
+    pub(crate) cache: Option<KvCacheConfig>,
 }
 
 /// One model's inputs.
 #[derive(Debug, Clone, Copy)]
-pub struct SloModelInput<'a> {
-    pub namespace: &'a str,
-    pub model_id: &'a str,
-    pub replicas: &'a [SloReplica],
-    pub variants: &'a [VariantState],
-    pub objective: SloObjective,
+pub(crate) struct SloModelInput<'a> {
+    pub(crate) namespace: &'a str,
+    pub(crate) model_id: &'a str,
+    pub(crate) replicas: &'a [SloReplica],
+    pub(crate) variants: &'a [VariantState],
+    pub(crate) objective: SloObjective,
     /// Requests queued for the model in the endpoint picker.
-    pub scheduler_queue: Option<f64>,
+    pub(crate) scheduler_queue: Option<f64>,
 }
 
 /// A signal without which the analysis cannot size the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MissingSignal {
+pub(crate) enum MissingSignal {
     /// No replica exports `vllm:cache_config_info`.
     CacheConfig,
     /// No replica has a completion rate (`vllm:request_success_total`).
@@ -112,7 +112,7 @@ pub enum MissingSignal {
 }
 
 impl MissingSignal {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             MissingSignal::CacheConfig => "vllm:cache_config_info",
             MissingSignal::CompletionRate => "vllm:request_success_total",
@@ -125,26 +125,26 @@ impl MissingSignal {
 
 /// What the analysis found, for logs, status and tests.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SloAnalysis {
+pub(crate) struct SloAnalysis {
     /// Arrivals per second now (completions + growth in the system).
-    pub arrival_rate: f64,
+    pub(crate) arrival_rate: f64,
     /// The rate sized for: projected over the start-up delay, plus the
     /// backlog's drain.
-    pub sized_rate: f64,
+    pub(crate) sized_rate: f64,
     /// Requests waiting (replicas and endpoint picker).
-    pub backlog: f64,
-    pub seconds_per_request: f64,
-    pub tokens_per_sequence: f64,
+    pub(crate) backlog: f64,
+    pub(crate) seconds_per_request: f64,
+    pub(crate) tokens_per_sequence: f64,
     /// Per variant (input order): requests/s one replica carries within
     /// the objective.
-    pub per_replica_rate: Vec<f64>,
+    pub(crate) per_replica_rate: Vec<f64>,
     /// The start-up delay used (learned or the default).
-    pub startup_seconds: f64,
+    pub(crate) startup_seconds: f64,
 }
 
 /// The outcome of one decision.
 #[derive(Debug, Clone, PartialEq)]
-pub enum SloDecision {
+pub(crate) enum SloDecision {
     Sized {
         analysis: SloAnalysis,
         targets: Vec<VariantTarget>,
@@ -157,7 +157,7 @@ pub enum SloDecision {
 
 /// The analysis with its per-model state.
 #[derive(Debug, Default)]
-pub struct SloAnalyzer {
+pub(crate) struct SloAnalyzer {
     state: Mutex<BTreeMap<(String, String), ModelHistory>>,
 }
 
@@ -188,17 +188,12 @@ fn hold(variants: &[VariantState], reason: TargetReason) -> Vec<VariantTarget> {
 }
 
 impl SloAnalyzer {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
-    /// Models remembered.
-    pub fn models(&self) -> usize {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
     /// Decides one model at `now`.
-    pub fn decide(&self, input: &SloModelInput<'_>, now: SystemTime) -> SloDecision {
+    pub(crate) fn decide(&self, input: &SloModelInput<'_>, now: SystemTime) -> SloDecision {
         let t = seconds(now);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.retain(|_, h| t - h.last_seen <= FORGET_AFTER);

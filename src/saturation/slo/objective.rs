@@ -12,15 +12,15 @@ use serde::Deserialize;
 /// namespace (its Helm chart prefixes `<release>-workload-variant-autoscaler-`).
 pub const CONFIGMAP_NAME: &str = "service-classes-config";
 /// The entry that applies to models no class names.
-pub const DEFAULT_MODEL: &str = "default/default";
+pub(crate) const DEFAULT_MODEL: &str = "default/default";
 
 /// A model's latency objective.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SloObjective {
+pub(crate) struct SloObjective {
     /// Time to first token (p95), seconds.
-    pub ttft_seconds: f64,
+    pub(crate) ttft_seconds: f64,
     /// Time per output token, seconds (reported; the sizing is by TTFT).
-    pub tpot_seconds: f64,
+    pub(crate) tpot_seconds: f64,
 }
 
 impl Default for SloObjective {
@@ -36,7 +36,7 @@ impl Default for SloObjective {
 
 /// Why a service class could not be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ServiceClassError {
+pub(crate) enum ServiceClassError {
     #[error("service class {key:?}: {message}")]
     Invalid { key: String, message: String },
 }
@@ -63,7 +63,7 @@ struct ClassEntry {
 
 /// The objectives of every model named by a service class.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ServiceClasses {
+pub(crate) struct ServiceClasses {
     /// model -> (priority, class name, objective); the class with the
     /// lowest priority number (upstream: 1 is the highest) wins.
     by_model: BTreeMap<String, (i64, String, SloObjective)>,
@@ -71,7 +71,7 @@ pub struct ServiceClasses {
 
 impl ServiceClasses {
     /// Reads the ConfigMap's data (key -> YAML document).
-    pub fn from_data<'a>(
+    pub(crate) fn from_data<'a>(
         data: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, ServiceClassError> {
         let mut out = ServiceClasses::default();
@@ -114,7 +114,7 @@ impl ServiceClasses {
 
     /// A file: the whole ConfigMap (`kind: ConfigMap` with `data`), or its
     /// `data` mapping (class key -> YAML document).
-    pub fn from_yaml_str(text: &str) -> Result<Self, ServiceClassError> {
+    pub(crate) fn from_yaml_str(text: &str) -> Result<Self, ServiceClassError> {
         let invalid = |message: String| ServiceClassError::Invalid {
             key: "(file)".to_owned(),
             message,
@@ -144,15 +144,11 @@ impl ServiceClasses {
     }
 
     /// The objective of `model_id`: its class's, else `default/default`'s.
-    pub fn for_model(&self, model_id: &str) -> Option<SloObjective> {
+    pub(crate) fn for_model(&self, model_id: &str) -> Option<SloObjective> {
         self.by_model
             .get(model_id)
             .or_else(|| self.by_model.get(DEFAULT_MODEL))
             .map(|(_, _, o)| *o)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_model.is_empty()
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::time::SystemTime;
 
-pub use super::engine::EngineParams;
+pub(crate) use super::engine::EngineParams;
 use super::history::{CapacityMemory, CapacityRecord, K2History, K2Key, OutputBucket};
 use crate::saturation::{SaturationThresholds, VariantState};
 
@@ -21,36 +21,36 @@ pub struct KvCacheConfig {
 }
 
 impl KvCacheConfig {
-    pub fn total_tokens(&self) -> u64 {
+    pub(crate) fn total_tokens(&self) -> u64 {
         self.num_gpu_blocks.saturating_mul(self.block_size)
     }
 }
 
 /// What V2 needs of one replica.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ReplicaTokens {
-    pub pod: String,
-    pub variant: String,
-    pub accelerator: String,
+pub(crate) struct ReplicaTokens {
+    pub(crate) pod: String,
+    pub(crate) variant: String,
+    pub(crate) accelerator: String,
     /// KV-cache usage in [0, 1].
-    pub kv: f64,
+    pub(crate) kv: f64,
     /// Waiting requests.
-    pub queue: f64,
+    pub(crate) queue: f64,
     /// None: the replica does not report `vllm:cache_config_info`; V2 skips it.
-    pub cache: Option<KvCacheConfig>,
+    pub(crate) cache: Option<KvCacheConfig>,
     /// Mean prompt tokens per request (rate of `_sum` / `_count`).
-    pub avg_input_tokens: Option<f64>,
+    pub(crate) avg_input_tokens: Option<f64>,
     /// Mean generated tokens per request.
-    pub avg_output_tokens: Option<f64>,
+    pub(crate) avg_output_tokens: Option<f64>,
     /// Prefix-cache hits / queries in [0, 1] (rate over the window).
-    pub prefix_cache_hit_rate: Option<f64>,
+    pub(crate) prefix_cache_hit_rate: Option<f64>,
     /// Time of the newest sample: dates k2 observations.
-    pub sampled_at: SystemTime,
+    pub(crate) sampled_at: SystemTime,
 }
 
 /// Where a replica's k2 came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum K2Source {
+pub(crate) enum K2Source {
     Observed,
     History,
     Derived,
@@ -59,82 +59,82 @@ pub enum K2Source {
 
 /// One replica's capacity.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ReplicaCapacity {
-    pub pod: String,
-    pub variant: String,
-    pub total_tokens: u64,
-    pub tokens_in_use: u64,
-    pub demand: u64,
-    pub k1: u64,
-    pub k2: u64,
-    pub k2_source: K2Source,
-    pub effective: u64,
+pub(crate) struct ReplicaCapacity {
+    pub(crate) pod: String,
+    pub(crate) variant: String,
+    pub(crate) total_tokens: u64,
+    pub(crate) tokens_in_use: u64,
+    pub(crate) demand: u64,
+    pub(crate) k1: u64,
+    pub(crate) k2: u64,
+    pub(crate) k2_source: K2Source,
+    pub(crate) effective: u64,
 }
 
 /// One variant's capacity.
 #[derive(Debug, Clone, PartialEq)]
-pub struct VariantCapacity {
-    pub name: String,
-    pub cost: f64,
-    pub accelerator: String,
-    pub ready: u32,
-    pub pending: u32,
+pub(crate) struct VariantCapacity {
+    pub(crate) name: String,
+    pub(crate) cost: f64,
+    pub(crate) accelerator: String,
+    pub(crate) ready: u32,
+    pub(crate) pending: u32,
     /// Median effective capacity of its live replicas, else remembered /
     /// derived capacity, else 0 (unknown: the optimizer skips it).
-    pub per_replica: f64,
-    pub supply: f64,
-    pub demand: f64,
+    pub(crate) per_replica: f64,
+    pub(crate) supply: f64,
+    pub(crate) demand: f64,
 }
 
 /// Requests queued in the llm-d scheduler's flow control (not yet on a pod).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct SchedulerQueue {
-    pub requests: f64,
-    pub bytes: f64,
+pub(crate) struct SchedulerQueue {
+    pub(crate) requests: f64,
+    pub(crate) bytes: f64,
 }
 
 /// Bytes per token used to turn the scheduler queue's bytes into tokens (upstream: 4).
-pub const BYTES_PER_TOKEN: f64 = 4.0;
+pub(crate) const BYTES_PER_TOKEN: f64 = 4.0;
 
 /// A variant as V2 sees it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TokenVariant {
-    pub state: VariantState,
-    pub accelerator: String,
+pub(crate) struct TokenVariant {
+    pub(crate) state: VariantState,
+    pub(crate) accelerator: String,
     /// From the scale target's container args (Deployments only, as
     /// upstream), when known.
-    pub engine: Option<EngineParams>,
+    pub(crate) engine: Option<EngineParams>,
 }
 
 /// Everything one model's V2 decision depends on.
 #[derive(Debug, Clone, Copy)]
-pub struct TokenModelInput<'a> {
-    pub namespace: &'a str,
-    pub model_id: &'a str,
-    pub replicas: &'a [ReplicaTokens],
-    pub variants: &'a [TokenVariant],
-    pub thresholds: &'a SaturationThresholds,
-    pub scheduler_queue: Option<SchedulerQueue>,
+pub(crate) struct TokenModelInput<'a> {
+    pub(crate) namespace: &'a str,
+    pub(crate) model_id: &'a str,
+    pub(crate) replicas: &'a [ReplicaTokens],
+    pub(crate) variants: &'a [TokenVariant],
+    pub(crate) thresholds: &'a SaturationThresholds,
+    pub(crate) scheduler_queue: Option<SchedulerQueue>,
 }
 
 /// The model-level result.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TokenAnalysis {
-    pub replicas: Vec<ReplicaCapacity>,
+pub(crate) struct TokenAnalysis {
+    pub(crate) replicas: Vec<ReplicaCapacity>,
     /// In input variant order.
-    pub variants: Vec<VariantCapacity>,
-    pub supply: f64,
-    pub anticipated_supply: f64,
-    pub demand: f64,
+    pub(crate) variants: Vec<VariantCapacity>,
+    pub(crate) supply: f64,
+    pub(crate) anticipated_supply: f64,
+    pub(crate) demand: f64,
     /// Tokens of capacity to add: demand / scaleUpThreshold - anticipated supply (>= 0).
-    pub required: f64,
+    pub(crate) required: f64,
     /// Tokens of capacity that can go: supply - demand / scaleDownBoundary (>= 0).
-    pub spare: f64,
+    pub(crate) spare: f64,
 }
 
 impl TokenAnalysis {
     /// Demand over supply, 0 without supply: orders models for the limiter.
-    pub fn utilization(&self) -> f64 {
+    pub(crate) fn utilization(&self) -> f64 {
         if self.supply > 0.0 {
             self.demand / self.supply
         } else if self.demand > 0.0 {
@@ -147,20 +147,20 @@ impl TokenAnalysis {
 
 /// The mutable state V2 keeps between decisions.
 #[derive(Debug, Clone, Default)]
-pub struct TokenState {
-    pub k2_history: K2History,
-    pub capacity: CapacityMemory,
+pub(crate) struct TokenState {
+    pub(crate) k2_history: K2History,
+    pub(crate) capacity: CapacityMemory,
 }
 
 impl TokenState {
     /// Upstream's evictions (k2 history 24 h, capacity 7 days).
-    pub fn evict(&mut self, now: SystemTime) -> usize {
+    pub(crate) fn evict(&mut self, now: SystemTime) -> usize {
         self.k2_history.evict(now) + self.capacity.evict(now)
     }
 }
 
 /// Median, the mean of the middle two (rounded down) for an even count.
-pub fn median(values: &mut [u64]) -> u64 {
+pub(crate) fn median(values: &mut [u64]) -> u64 {
     if values.is_empty() {
         return 0;
     }
@@ -177,13 +177,13 @@ pub fn median(values: &mut [u64]) -> u64 {
 /// output lengths: mean prompt tokens, mean output tokens, mean prefix-cache
 /// hit rate (a replica without one counts as 0, as upstream).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct WorkloadAverages {
-    pub input: f64,
-    pub output: f64,
-    pub prefix_hit_rate: f64,
+pub(crate) struct WorkloadAverages {
+    pub(crate) input: f64,
+    pub(crate) output: f64,
+    pub(crate) prefix_hit_rate: f64,
 }
 
-pub fn workload_averages(replicas: &[ReplicaTokens]) -> WorkloadAverages {
+pub(crate) fn workload_averages(replicas: &[ReplicaTokens]) -> WorkloadAverages {
     let (mut i, mut o, mut h, mut n) = (0.0, 0.0, 0.0, 0usize);
     for r in replicas {
         let (ri, ro) = (
@@ -214,7 +214,7 @@ pub fn workload_averages(replicas: &[ReplicaTokens]) -> WorkloadAverages {
 /// rate (those prompt tokens reuse cached blocks), plus their output tokens.
 /// The local vLLM queue gets no such reduction: its requests have not been
 /// looked up in the prefix cache yet (upstream's rule).
-pub fn scheduler_queue_demand(q: Option<SchedulerQueue>, replicas: &[ReplicaTokens]) -> f64 {
+pub(crate) fn scheduler_queue_demand(q: Option<SchedulerQueue>, replicas: &[ReplicaTokens]) -> f64 {
     let Some(q) = q.filter(|q| q.requests > 0.0 || q.bytes > 0.0) else {
         return 0.0;
     };
@@ -225,7 +225,7 @@ pub fn scheduler_queue_demand(q: Option<SchedulerQueue>, replicas: &[ReplicaToke
 
 /// One replica's capacity; None when it has no cache config (skipped by V2).
 /// Records a k2 observation in `history` when the queue is saturated.
-pub fn replica_capacity(
+pub(crate) fn replica_capacity(
     r: &ReplicaTokens,
     model_id: &str,
     engine: Option<&EngineParams>,
@@ -282,7 +282,7 @@ pub fn replica_capacity(
 /// 3. with engine parameters only: the per-step token budget (a safe
 ///    lower bound, so that a new variant can still be chosen);
 /// 4. else 0: unknown, the optimizer skips the variant.
-pub fn idle_variant_capacity(
+pub(crate) fn idle_variant_capacity(
     model_id: &str,
     v: &TokenVariant,
     key: &super::history::VariantKey,
@@ -317,7 +317,7 @@ pub fn idle_variant_capacity(
 
 /// The V2 analysis of one model. Replicas are visited in pod-name order so
 /// that the history does not depend on the order the inventory lists them.
-pub fn analyze_tokens(input: &TokenModelInput<'_>, state: &mut TokenState) -> TokenAnalysis {
+pub(crate) fn analyze_tokens(input: &TokenModelInput<'_>, state: &mut TokenState) -> TokenAnalysis {
     let th = input.thresholds;
     let mut replicas: Vec<&ReplicaTokens> = input.replicas.iter().collect();
     replicas.sort_by(|a, b| a.pod.cmp(&b.pod));

@@ -10,11 +10,11 @@
 
 /// One container as the parser sees it.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ContainerArgs<'a> {
-    pub command: &'a [String],
-    pub args: &'a [String],
+pub(crate) struct ContainerArgs<'a> {
+    pub(crate) command: &'a [String],
+    pub(crate) args: &'a [String],
     /// Value of the `VLLM_USE_V1` environment variable, when set.
-    pub vllm_use_v1: Option<&'a str>,
+    pub(crate) vllm_use_v1: Option<&'a str>,
 }
 
 /// The engine parameters of one variant's pods, already resolved: only
@@ -27,21 +27,21 @@ pub struct EngineParams {
     /// chunked prefill, else `max(--max-model-len, 2048)`).
     pub max_num_batched_tokens: u64,
     /// `--max-num-seqs`, else 256.
-    pub max_num_seqs: u64,
+    pub(crate) max_num_seqs: u64,
     /// `--gpu-memory-utilization`, else 0.9.
     pub gpu_memory_utilization: f64,
     /// `--block-size`, else 16.
-    pub block_size: u64,
+    pub(crate) block_size: u64,
     /// `--kv-cache-dtype`, else `auto`.
-    pub kv_cache_dtype: String,
+    pub(crate) kv_cache_dtype: String,
     /// `--tensor-parallel-size`, else 1.
-    pub tensor_parallel_size: u64,
+    pub(crate) tensor_parallel_size: u64,
     /// `--num-gpu-blocks-override`, 0 when not set. With it the KV cache
     /// size (and so k1) is known before any pod runs.
-    pub num_gpu_blocks_override: u64,
+    pub(crate) num_gpu_blocks_override: u64,
     /// GPUs one pod requests (`<vendor>/gpu` over its containers), 1 when
     /// it requests none (upstream's default).
-    pub gpus_per_replica: u32,
+    pub(crate) gpus_per_replica: u32,
 }
 
 impl Default for EngineParams {
@@ -75,7 +75,7 @@ impl EngineParams {
     /// `bash`, `/bin/sh`, `/bin/bash`) is read from its command string.
     /// A value that does not parse keeps the default: the Deployment is not
     /// ours to reject, and vLLM would refuse to start with it anyway.
-    pub fn from_containers<'a>(
+    pub(crate) fn from_containers<'a>(
         containers: impl IntoIterator<Item = ContainerArgs<'a>>,
         gpus_per_replica: u32,
     ) -> Self {
@@ -186,7 +186,7 @@ impl EngineParams {
     /// block size, cache dtype, tensor parallelism, block override and token
     /// budget; the sequence cap is not compared). GPUs per replica are
     /// compared by the caller, as upstream does.
-    pub fn is_capacity_compatible(&self, other: &EngineParams) -> bool {
+    pub(crate) fn is_capacity_compatible(&self, other: &EngineParams) -> bool {
         self.gpu_memory_utilization == other.gpu_memory_utilization
             && self.block_size == other.block_size
             && self.kv_cache_dtype == other.kv_cache_dtype
@@ -198,7 +198,7 @@ impl EngineParams {
     /// k2 from the engine parameters: steady-state sequences
     /// `N = min(B x O / (I + O), S)`, each holding on average `I + O/2`
     /// tokens. None without output-length data.
-    pub fn derived_k2(&self, avg_input: f64, avg_output: f64) -> Option<u64> {
+    pub(crate) fn derived_k2(&self, avg_input: f64, avg_output: f64) -> Option<u64> {
         if avg_output <= 0.0 || self.max_num_batched_tokens == 0 {
             return None;
         }

@@ -30,18 +30,18 @@ pub const LIMITER_NAME: &str = "gpu-limiter";
 /// One variant's decision as the limiter sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimiterDecision {
-    pub variant: String,
+    pub(crate) variant: String,
     /// Accelerator type (the VariantAutoscaling's label); empty: none.
-    pub accelerator: String,
-    pub current: u32,
+    pub(crate) accelerator: String,
+    pub(crate) current: u32,
     /// The analysis' target; lowered by [`limit`] when GPUs are short.
     pub target: u32,
     /// GPUs one replica takes (upstream: the sum of the Deployment's pod
     /// template requests); 0: unknown (1 is assumed).
-    pub gpus_per_replica: u32,
+    pub(crate) gpus_per_replica: u32,
     /// The variant's average spare KV capacity (V1's analysis).
     pub spare_capacity: f64,
-    pub cost: f64,
+    pub(crate) cost: f64,
     /// GPUs of the whole replicas granted.
     pub gpus_allocated: u32,
     /// Whether fewer replicas were granted than asked for.
@@ -138,7 +138,7 @@ pub fn available_by_type(
 
 /// Greedy by saturation: serves the scale-ups in upstream's order, each
 /// asking `try_allocate(accelerator, gpus)` for what it needs.
-pub fn allocate_greedy(
+pub(crate) fn allocate_greedy(
     decisions: &mut [LimiterDecision],
     mut try_allocate: impl FnMut(&str, u32) -> u32,
 ) {

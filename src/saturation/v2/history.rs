@@ -14,25 +14,25 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
 /// Observations kept per k2 history key (upstream: 10).
-pub const K2_WINDOW: usize = 10;
+pub(crate) const K2_WINDOW: usize = 10;
 /// A k2 history key not updated for this long is dropped (upstream: 24 h).
-pub const K2_HISTORY_TTL: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const K2_HISTORY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// A remembered capacity not refreshed for this long is dropped (upstream: 7 days).
 pub const CAPACITY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Hard cap on keys per structure, so that churn of models cannot grow
 /// memory between evictions; the least recently updated key goes first.
-pub const MAX_KEYS: usize = 20_000;
+pub(crate) const MAX_KEYS: usize = 20_000;
 
 /// Output-length bucket of a workload (upstream: short < 100 <= medium < 500 <= long).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum OutputBucket {
+pub(crate) enum OutputBucket {
     Short,
     Medium,
     Long,
 }
 
 impl OutputBucket {
-    pub fn classify(avg_output_tokens: f64) -> Self {
+    pub(crate) fn classify(avg_output_tokens: f64) -> Self {
         if avg_output_tokens < 100.0 {
             OutputBucket::Short
         } else if avg_output_tokens < 500.0 {
@@ -45,10 +45,10 @@ impl OutputBucket {
 
 /// Key of the k2 history: model, accelerator, output-length bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct K2Key {
-    pub model_id: String,
-    pub accelerator: String,
-    pub bucket: OutputBucket,
+pub(crate) struct K2Key {
+    pub(crate) model_id: String,
+    pub(crate) accelerator: String,
+    pub(crate) bucket: OutputBucket,
 }
 
 #[derive(Debug, Clone)]
@@ -61,14 +61,20 @@ struct Window {
 /// Rolling averages of observed k2 (tokens in use while the queue is at or
 /// above its threshold).
 #[derive(Debug, Clone, Default)]
-pub struct K2History {
+pub(crate) struct K2History {
     windows: HashMap<K2Key, Window>,
 }
 
 impl K2History {
     /// Records an observation; false when this pod's sample at this time
     /// was already recorded (a decision repeated on the same data).
-    pub fn observe(&mut self, key: &K2Key, pod: &str, sampled_at: SystemTime, tokens: f64) -> bool {
+    pub(crate) fn observe(
+        &mut self,
+        key: &K2Key,
+        pod: &str,
+        sampled_at: SystemTime,
+        tokens: f64,
+    ) -> bool {
         if let Some(w) = self.windows.get(key) {
             if w.samples
                 .iter()
@@ -92,7 +98,7 @@ impl K2History {
     }
 
     /// Mean of the window, None when the key has no observation.
-    pub fn average(&self, key: &K2Key) -> Option<f64> {
+    pub(crate) fn average(&self, key: &K2Key) -> Option<f64> {
         let w = self.windows.get(key)?;
         if w.samples.is_empty() {
             return None;
@@ -101,16 +107,18 @@ impl K2History {
     }
 
     /// Observations held for `key`.
-    pub fn len_of(&self, key: &K2Key) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len_of(&self, key: &K2Key) -> usize {
         self.windows.get(key).map_or(0, |w| w.samples.len())
     }
 
-    pub fn keys(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> usize {
         self.windows.len()
     }
 
     /// Drops keys not updated within [`K2_HISTORY_TTL`] of `now`; returns how many.
-    pub fn evict(&mut self, now: SystemTime) -> usize {
+    pub(crate) fn evict(&mut self, now: SystemTime) -> usize {
         let before = self.windows.len();
         self.windows.retain(|_, w| {
             now.duration_since(w.last_updated).unwrap_or_default() <= K2_HISTORY_TTL
@@ -120,7 +128,7 @@ impl K2History {
 }
 
 /// Key of a remembered capacity: namespace, model, variant.
-pub type VariantKey = (String, String, String);
+pub(crate) type VariantKey = (String, String, String);
 
 /// What is remembered of a variant's live replicas.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,7 +180,7 @@ impl CapacityMemory {
     /// `FindCompatible`, live records only). Several matches: the most
     /// recently learned, then the smallest key, so that every server
     /// replica picks the same one.
-    pub fn find_compatible(
+    pub(crate) fn find_compatible(
         &self,
         model_id: &str,
         accelerator: &str,

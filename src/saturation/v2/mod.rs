@@ -10,7 +10,7 @@
 //! current time; keep the same `TokenAnalyzer` across calls so that its k2
 //! history accumulates.
 
-pub mod capacity;
+pub(crate) mod capacity;
 pub mod engine;
 pub mod greedy_limiter;
 pub mod history;
@@ -19,58 +19,62 @@ pub mod optimizer;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-pub use capacity::{
-    analyze_tokens, K2Source, KvCacheConfig, ReplicaCapacity, ReplicaTokens, SchedulerQueue,
-    TokenAnalysis, TokenModelInput, TokenState, TokenVariant, VariantCapacity, WorkloadAverages,
+pub(crate) use capacity::{
+    analyze_tokens, KvCacheConfig, ReplicaTokens, SchedulerQueue, TokenAnalysis, TokenModelInput,
+    TokenState, TokenVariant,
 };
-pub use engine::{ContainerArgs, EngineParams};
-pub use history::CapacityRecord;
-pub use optimizer::{allot_accelerators, optimize, Grant, OptimizerVariant, ScaleUpClaim};
+pub(crate) use engine::{ContainerArgs, EngineParams};
+#[cfg(test)]
+pub(crate) use history::CapacityRecord;
+#[cfg(test)]
+pub(crate) use optimizer::Grant;
+pub(crate) use optimizer::{allot_accelerators, optimize, OptimizerVariant, ScaleUpClaim};
 
 use super::{HpaView, TargetReason, VariantTarget};
 use crate::hpa::hpa_reaches;
 
 /// Name of V2 in served labels and `/metrics`.
-pub const ANALYZER_NAME: &str = "saturation-v2";
+pub(crate) const ANALYZER_NAME: &str = "saturation-v2";
 
 /// A V2 decision for one model.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TokenDecision {
+pub(crate) struct TokenDecision {
     /// None when no replica reports `vllm:cache_config_info` (hold).
-    pub analysis: Option<TokenAnalysis>,
+    pub(crate) analysis: Option<TokenAnalysis>,
     /// In input variant order.
-    pub targets: Vec<VariantTarget>,
+    pub(crate) targets: Vec<VariantTarget>,
 }
 
 /// The V2 analyzer with its state. Shared by all requests; the lock is
 /// held for one model's analysis (microseconds).
 #[derive(Debug, Default)]
-pub struct TokenAnalyzer {
+pub(crate) struct TokenAnalyzer {
     state: Mutex<TokenState>,
 }
 
 impl TokenAnalyzer {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Analyses one model and places the result on its variants. `now`
     /// drives the evictions only.
-    pub fn decide(&self, input: &TokenModelInput<'_>, now: SystemTime) -> TokenDecision {
+    pub(crate) fn decide(&self, input: &TokenModelInput<'_>, now: SystemTime) -> TokenDecision {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.evict(now);
         decide_with(input, &mut state)
     }
 
     /// Sizes of the state: (k2 history keys, remembered capacities).
-    pub fn state_sizes(&self) -> (usize, usize) {
+    #[cfg(test)]
+    pub(crate) fn state_sizes(&self) -> (usize, usize) {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         (state.k2_history.keys(), state.capacity.len())
     }
 }
 
 /// [`TokenAnalyzer::decide`] on explicit state.
-pub fn decide_with(input: &TokenModelInput<'_>, state: &mut TokenState) -> TokenDecision {
+pub(crate) fn decide_with(input: &TokenModelInput<'_>, state: &mut TokenState) -> TokenDecision {
     let hold = |reason| -> Vec<VariantTarget> {
         input
             .variants
@@ -118,7 +122,7 @@ pub fn decide_with(input: &TokenModelInput<'_>, state: &mut TokenState) -> Token
 /// required is safe), up to `maxReplicas`; a scale-down it would ignore
 /// holds, since removing more than the spare allows would cross the
 /// scale-down boundary.
-pub fn tolerance_steps(
+pub(crate) fn tolerance_steps(
     max_replicas: &[u32],
     hpas: &[HpaView],
     mut targets: Vec<VariantTarget>,

@@ -147,24 +147,24 @@ pub fn optimize(variants: &[OptimizerVariant], required: f64, spare: f64) -> Vec
 
 /// One variant's scale-up competing for accelerators.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ScaleUpClaim {
+pub(crate) struct ScaleUpClaim {
     /// Index of the model in the caller's list (for the result).
-    pub model: usize,
-    pub variant: String,
-    pub accelerator: String,
-    pub gpus_per_replica: u32,
+    pub(crate) model: usize,
+    pub(crate) variant: String,
+    pub(crate) accelerator: String,
+    pub(crate) gpus_per_replica: u32,
     /// Replicas the optimizer added.
-    pub wanted: u32,
+    pub(crate) wanted: u32,
     /// Demand over supply of the model: the most saturated model goes first.
-    pub utilization: f64,
-    pub cost: f64,
+    pub(crate) utilization: f64,
+    pub(crate) cost: f64,
 }
 
 /// What the limiter granted a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    pub granted: u32,
-    pub limited: bool,
+pub(crate) struct Grant {
+    pub(crate) granted: u32,
+    pub(crate) limited: bool,
 }
 
 /// Allots the free accelerators of each type to scale-ups, greedily: the
@@ -172,7 +172,10 @@ pub struct Grant {
 /// taking the whole replicas it can pay for with what is left. Returns one
 /// grant per claim, in input order. An accelerator type missing from `free`
 /// has none free.
-pub fn allot_accelerators(claims: &[ScaleUpClaim], free: &BTreeMap<String, u32>) -> Vec<Grant> {
+pub(crate) fn allot_accelerators(
+    claims: &[ScaleUpClaim],
+    free: &BTreeMap<String, u32>,
+) -> Vec<Grant> {
     let mut left = free.clone();
     let mut order: Vec<usize> = (0..claims.len()).collect();
     order.sort_by(|&a, &b| {

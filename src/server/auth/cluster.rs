@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::handshake::ca_verifier;
 use super::{Auth, AuthConfig, RequestHeaderAuth, RequestHeaderNames};
 
-pub const NAMESPACE: &str = "kube-system";
+pub(crate) const NAMESPACE: &str = "kube-system";
 pub const NAME: &str = "extension-apiserver-authentication";
 
 fn json_list(data: &BTreeMap<String, String>, key: &str) -> Result<Option<Vec<String>>, String> {

@@ -9,7 +9,7 @@ pub(crate) mod authz;
 pub(crate) mod cache;
 pub(crate) mod chain;
 pub mod cluster;
-pub mod handshake;
+pub(crate) mod handshake;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -147,7 +147,7 @@ fn user_bytes(u: &UserInfo) -> usize {
 }
 
 /// Authenticates and authorizes requests.
-pub struct Auth {
+pub(crate) struct Auth {
     config: ArcSwap<AuthConfig>,
     client: kube::Client,
     settings: AuthzSettings,

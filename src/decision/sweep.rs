@@ -132,12 +132,49 @@ impl DecisionEngine {
         let snapshot = Arc::clone(&inputs.snapshot);
         let mut keys: Vec<&ModelKey> = snapshot.models().map(|(k, _)| k).collect();
         keys.sort();
+        let v1 = inputs.thresholds.default_thresholds().enable_limiter;
+        let outcomes = if v1 || self.v2_limiter {
+            self.decide_limited(&snapshot, &inputs, &keys, now, v1)
+        } else {
+            // Without the limiter nothing needs every model's inputs at
+            // once: each model is finished as it is analysed, so only one
+            // model's replica inputs are alive at a time (at 100,000 pods
+            // they are tens of MiB).
+            keys.iter()
+                .map(|&k| {
+                    let outcome = self
+                        .analyse(&snapshot, k, now, Trigger::sweep)
+                        .map(|a| self.finish(&snapshot, k, now, a, None));
+                    (k.clone(), outcome)
+                })
+                .collect()
+        };
+        let sweep = Arc::new(Sweep {
+            at: now,
+            inputs,
+            outcomes,
+        });
+        self.counters.sweeps.inc();
+        self.sweep.store(Some(Arc::clone(&sweep)));
+        sweep
+    }
+
+    /// Every model's outcome with the limiter on: all models are analysed
+    /// first, the allotment is computed once over them, then each is
+    /// finished with it.
+    fn decide_limited(
+        &self,
+        snapshot: &Arc<InventorySnapshot>,
+        inputs: &SweepInputs,
+        keys: &[&ModelKey],
+        now: SystemTime,
+        v1: bool,
+    ) -> BTreeMap<ModelKey, Result<ModelOutcome, DecisionError>> {
         let analysed: Vec<_> = keys
             .iter()
-            .map(|k| (*k, self.analyse(&snapshot, k, now, Trigger::sweep)))
+            .map(|k| (*k, self.analyse(snapshot, k, now, Trigger::sweep)))
             .collect();
-        let v1 = inputs.thresholds.default_thresholds().enable_limiter;
-        let allotment = (v1 || self.v2_limiter).then(|| {
+        let allotment = {
             let views: Vec<LimiterView> = analysed
                 .iter()
                 .map(|(k, a)| match a {
@@ -152,26 +189,18 @@ impl DecisionEngine {
                     }
                 })
                 .collect();
-            self.allot(&snapshot, &views, v1, self.v2_limiter)
-        });
-        let outcomes = analysed
+            self.allot(snapshot, &views, v1, self.v2_limiter)
+        };
+        analysed
             .into_iter()
             .map(|(k, a)| {
                 let outcome = a.map(|a| {
                     let limited = self.limited(&a);
-                    self.finish(&snapshot, k, now, a, allotment.as_ref().filter(|_| limited))
+                    self.finish(snapshot, k, now, a, Some(&allotment).filter(|_| limited))
                 });
                 (k.clone(), outcome)
             })
-            .collect();
-        let sweep = Arc::new(Sweep {
-            at: now,
-            inputs,
-            outcomes,
-        });
-        self.counters.sweeps.inc();
-        self.sweep.store(Some(Arc::clone(&sweep)));
-        sweep
+            .collect()
     }
 
     /// The last sweep, if any.

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::allotment::Allotment;
+use super::counters::Trigger;
 use super::inputs::{token_variants, ModelInputs};
-use super::sweep::Trigger;
 use super::{DecisionEngine, DecisionError, ModelOutcome, VariantDecision};
 use crate::inventory::{InventorySnapshot, ModelKey};
 use crate::k8s::quantity::desired_ratio_milli;

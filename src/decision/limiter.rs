@@ -13,8 +13,8 @@ use std::time::SystemTime;
 
 use super::allotment::{Allotment, Cap};
 use super::analysis::Analysed;
+use super::counters::Trigger;
 use super::inputs::{variant_spare_kv, ModelInputs};
-use super::sweep::Trigger;
 use super::DecisionEngine;
 use crate::inventory::{InventorySnapshot, ModelKey, Variant};
 use crate::saturation::v2::greedy_limiter::{limit, LimiterDecision};

@@ -20,6 +20,7 @@
 
 mod allotment;
 mod analysis;
+mod counters;
 mod errors;
 mod inputs;
 mod limiter;
@@ -33,8 +34,9 @@ use std::time::{Duration, SystemTime};
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 pub(crate) use crate::saturation::analyzers::Analysis;
+pub(crate) use counters::DecisionCounters;
 pub(crate) use errors::DecisionError;
-pub(crate) use sweep::{DecisionCounters, Sweep};
+pub(crate) use sweep::Sweep;
 
 use crate::collector::{Freshness, FreshnessPolicy, MetricsCache};
 use crate::hpa::Tolerances;
@@ -365,7 +367,7 @@ impl DecisionEngine {
         key: &ModelKey,
         now: SystemTime,
     ) -> Result<ModelOutcome, DecisionError> {
-        let analysed = self.analyse(snapshot, key, now, sweep::Trigger::demand)?;
+        let analysed = self.analyse(snapshot, key, now, counters::Trigger::demand)?;
         let allotment = self
             .limited(&analysed)
             .then(|| self.fresh_allotment(snapshot, key, &analysed, now));

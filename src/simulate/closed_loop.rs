@@ -23,13 +23,12 @@ use crate::simulate::replica_model::{ReplicaModel, ReplicaParams, Request};
 use super::oracle::{oracle_replicas, Lookahead};
 use super::policy::{Analysis, DataPath, Policy};
 pub(crate) use super::sampling::percentile;
-use super::sampling::{MinuteAccumulator, Pod, Sample, Window};
+pub use super::sampling::Minute;
+use super::sampling::{MinuteAccumulator, Pod, Sample, Window, PEAK_WINDOW};
 use super::trace::{Arrivals, Trace};
 
 /// Mixed into the seed of the warm-up's arrivals.
 const WARM_SEED: u64 = 0x5741_524d_5550;
-/// The span of the collector's (and `max_over_time`'s) peak window.
-pub(crate) const PEAK_WINDOW: u64 = 60;
 /// Phases (seconds into their period) of the independent processes, so
 /// that they do not all tick at the same instant as no real cluster does.
 const HPA_PHASE: u64 = 3;
@@ -109,20 +108,6 @@ impl Default for SimConfig {
             cost_per_replica_hour: 10.0,
         }
     }
-}
-
-/// One simulated minute of one policy.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct Minute {
-    /// Requests that arrived.
-    pub(crate) arrivals: u32,
-    /// Mean pods (ready or starting): what is paid for.
-    pub(crate) replicas: f64,
-    pub(crate) ready_replicas: f64,
-    /// p95 of the times to first token that went out this minute.
-    pub ttft_p95: Option<f64>,
-    /// Mean KV-cache usage over ready pods.
-    pub(crate) kv_usage: Option<f64>,
 }
 
 /// The outcome of one policy.

@@ -4,8 +4,24 @@
 
 use std::collections::VecDeque;
 
-use super::closed_loop::{Minute, PEAK_WINDOW};
 use super::replica_model::{FinishedCounters, ReplicaModel};
+
+/// The span of the collector's (and `max_over_time`'s) peak window.
+pub(crate) const PEAK_WINDOW: u64 = 60;
+
+/// One simulated minute of one policy.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Minute {
+    /// Requests that arrived.
+    pub(crate) arrivals: u32,
+    /// Mean pods (ready or starting): what is paid for.
+    pub(crate) replicas: f64,
+    pub(crate) ready_replicas: f64,
+    /// p95 of the times to first token that went out this minute.
+    pub ttft_p95: Option<f64>,
+    /// Mean KV-cache usage over ready pods.
+    pub(crate) kv_usage: Option<f64>,
+}
 
 /// What a scrape of a replica reads at the end of a second.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -2,22 +2,26 @@
 //! group, upstream WVA's settings and the value parsers live beside this
 //! file in `src/cli/`.
 
+mod auth;
 mod prometheus;
 mod upstream;
 mod values;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::fatal::CommandError;
+
+pub(crate) use auth::{AuthenticationArgs, AuthorizationArgs};
 pub(crate) use prometheus::PrometheusArgs;
 pub(crate) use upstream::UpstreamArgs;
 pub(crate) use upstream::DEFAULT_CONFIG_FILE;
 #[cfg(feature = "emulator")]
 pub(crate) use values::parse_request_rate;
-pub(crate) use values::{parse_bool, parse_duration};
+pub(crate) use values::{parse_bool, parse_duration, BoolFlag};
 pub(crate) use values::{
     parse_controller_instance, parse_hpa_tolerance, parse_kube_api_qps, parse_positive_count,
     parse_positive_duration, parse_scale_to_zero,
@@ -164,55 +168,6 @@ pub struct TlsArgs {
 }
 
 #[derive(Debug, Args, Clone)]
-#[command(next_help_heading = "Authentication")]
-pub(crate) struct AuthenticationArgs {
-    /// CA bundle that signs the front proxy's (aggregator's) client certificate.
-    #[arg(long, value_name = "FILE")]
-    pub(crate) requestheader_client_ca_file: Option<PathBuf>,
-    /// Common names allowed as front proxy (comma list; empty = any signed by the CA).
-    #[arg(long, value_delimiter = ',')]
-    pub(crate) requestheader_allowed_names: Vec<String>,
-    /// Headers that carry the user name.
-    #[arg(long, value_delimiter = ',', default_value = "X-Remote-User")]
-    pub(crate) requestheader_username_headers: Vec<String>,
-    /// Headers that carry the user's UID (empty: none).
-    #[arg(long, value_delimiter = ',')]
-    pub(crate) requestheader_uid_headers: Vec<String>,
-    /// Headers that carry the groups.
-    #[arg(long, value_delimiter = ',', default_value = "X-Remote-Group")]
-    pub(crate) requestheader_group_headers: Vec<String>,
-    /// Header prefixes that carry extra user information.
-    #[arg(long, value_delimiter = ',', default_value = "X-Remote-Extra-")]
-    pub(crate) requestheader_extra_headers_prefix: Vec<String>,
-    /// CA bundle for direct client certificates (user = CN, groups = O).
-    #[arg(long, value_name = "FILE")]
-    pub(crate) client_ca_file: Option<PathBuf>,
-    /// Do not read kube-system/extension-apiserver-authentication when no requestheader flag is given.
-    #[arg(long)]
-    pub(crate) authentication_skip_lookup: bool,
-    /// How long a TokenReview answer (accepted or rejected token) is reused.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub(crate) authentication_token_webhook_cache_ttl: Duration,
-    /// Standalone only (--inventory file:): serve everyone without authentication or authorization.
-    #[arg(long)]
-    pub(crate) insecure_disable_auth: bool,
-}
-
-#[derive(Debug, Args, Clone)]
-#[command(next_help_heading = "Authorization")]
-pub(crate) struct AuthorizationArgs {
-    /// Paths served without authentication or authorization.
-    #[arg(long, value_delimiter = ',', default_value = "/healthz,/livez,/readyz")]
-    pub(crate) authorization_always_allow_paths: Vec<String>,
-    /// How long an allowing SubjectAccessReview is reused.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub(crate) authorization_webhook_cache_authorized_ttl: Duration,
-    /// How long a denying SubjectAccessReview is reused.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub(crate) authorization_webhook_cache_unauthorized_ttl: Duration,
-}
-
-#[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Inventory")]
 pub struct InventoryArgs {
     /// Where variants come from: `kube` or `file:PATH`.
@@ -261,12 +216,7 @@ pub struct DecisionArgs {
     #[arg(
         long,
         env = "WVA_SCALE_TO_ZERO",
-        value_name = "BOOL",
-        default_value = "false",
-        num_args = 0..=1,
-        require_equals = true,
-        action = clap::ArgAction::Set,
-        default_missing_value = "true",
+        bool_flag = false,
         value_parser = parse_scale_to_zero
     )]
     pub scale_to_zero: bool,
@@ -437,6 +387,94 @@ impl MetricsArgs {
             fresh: self.metrics_fresh_within,
             stale: self.metrics_stale_after,
             unavailable: self.metrics_unavailable_after,
+        }
+    }
+
+    /// [`Self::freshness`], refused unless fresh <= stale <= unavailable.
+    pub(crate) fn checked_freshness(
+        &self,
+    ) -> Result<crate::collector::FreshnessPolicy, CommandError> {
+        let freshness = self.freshness();
+        freshness.validate().map_err(CommandError::invalid)?;
+        Ok(freshness)
+    }
+}
+
+impl TlsArgs {
+    /// The serving certificate and key files, both or neither (a
+    /// self-signed certificate); one without the other is refused (the
+    /// config file can set one alone, which clap's `requires` does not see).
+    pub fn files(&self) -> Result<Option<(&Path, &Path)>, CommandError> {
+        match (&self.tls_cert_file, &self.tls_private_key_file) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(CommandError::invalid(
+                "--tls-cert-file needs --tls-private-key-file (give both, or neither for a self-signed certificate)",
+            )),
+            (None, Some(_)) => Err(CommandError::invalid(
+                "--tls-private-key-file needs --tls-cert-file (give both, or neither for a self-signed certificate)",
+            )),
+        }
+    }
+}
+
+impl KedaArgs {
+    /// How the KEDA port authenticates its clients; a port that would
+    /// serve anyone is refused unless explicitly asked for.
+    pub(crate) fn client_auth(
+        &self,
+    ) -> Result<crate::keda::KedaClientAuth, crate::keda::KedaConfigError> {
+        crate::keda::client_auth(
+            self.keda_client_ca_file.as_deref(),
+            self.keda_plaintext,
+            self.keda_insecure_disable_client_auth,
+        )
+    }
+
+    /// The KEDA port's limits: its own stream bound, and the connection
+    /// and request limits it shares with the HTTPS port.
+    pub(crate) fn limits(&self, shared: &LimitsArgs) -> crate::keda::KedaLimits {
+        crate::keda::KedaLimits {
+            header_read_timeout: shared.header_read_timeout,
+            idle_timeout: shared.idle_timeout,
+            max_connections: shared.max_connections,
+            max_streams_per_connection: self.keda_max_streams_per_connection,
+            max_concurrent_requests: shared.max_concurrent_requests,
+            request_timeout: shared.request_timeout,
+            ..crate::keda::KedaLimits::default()
+        }
+    }
+}
+
+impl StatusArgs {
+    /// The Lease election's settings (the Lease in `own_namespace` unless
+    /// --leader-elect-resource-namespace says otherwise), checked.
+    pub(crate) fn leader_config(
+        &self,
+        own_namespace: &str,
+    ) -> Result<crate::leader::LeaderConfig, crate::leader::LeaderConfigError> {
+        let config = crate::leader::LeaderConfig {
+            lease_name: self.leader_elect_resource_name.clone(),
+            namespace: self
+                .leader_elect_resource_namespace
+                .clone()
+                .unwrap_or_else(|| own_namespace.to_owned()),
+            identity: crate::leader::default_identity(),
+            lease_duration: self.leader_elect_lease_duration,
+            renew_deadline: self.leader_elect_renew_deadline,
+            retry_period: self.leader_elect_retry_period,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl KubeApiArgs {
+    /// The client-side budget of each kube client.
+    pub(crate) fn rate_limit(&self) -> crate::kube_client::RateLimitSettings {
+        crate::kube_client::RateLimitSettings {
+            qps: self.kube_api_qps,
+            burst: self.kube_api_burst,
         }
     }
 }

@@ -9,13 +9,13 @@
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::cli::{parse_bool, CertsArgs, ServeArgs};
+use crate::cli::{parse_bool, BoolFlag, CertsArgs, ServeArgs};
 #[cfg(feature = "emulator")]
 use crate::demo::DemoArgs;
 #[cfg(feature = "emulator")]
 use crate::emulator::EmulateArgs;
 #[cfg(any(test, not(feature = "emulator")))]
-use crate::fatal::InvalidConfiguration;
+use crate::fatal::CommandError;
 use crate::simulate::SimulateArgs;
 
 #[derive(Debug, Parser)]
@@ -26,18 +26,7 @@ use crate::simulate::SimulateArgs;
 )]
 pub struct Cli {
     /// Log as JSON lines (for log collectors) instead of human-readable text.
-    #[arg(
-        long,
-        global = true,
-        env = "LOG_JSON",
-        value_name = "BOOL",
-        default_value = "false",
-        num_args = 0..=1,
-        require_equals = true,
-        action = clap::ArgAction::Set,
-        default_missing_value = "true",
-        value_parser = parse_bool
-    )]
+    #[arg(long, global = true, env = "LOG_JSON", bool_flag = false, value_parser = parse_bool)]
     pub log_json: bool,
     #[command(subcommand)]
     pub command: Command,
@@ -272,8 +261,8 @@ pub struct NotBuilt {
 /// What `demo` and `emulate` answer in a build without the `emulator`
 /// feature: a configuration error (exit code 2) that says how to get them.
 #[cfg(any(test, not(feature = "emulator")))]
-pub fn not_in_this_build(command: &str) -> InvalidConfiguration {
-    InvalidConfiguration(format!(
+pub fn not_in_this_build(command: &str) -> CommandError {
+    CommandError::invalid(format!(
         "`{command}` is not in this build: it was built without the `emulator` cargo feature \
          (`--no-default-features`, as the container image is); build with the default features \
          to run it, for example `cargo run --release -- {command}`"
@@ -364,17 +353,14 @@ mod tests {
 
     #[test]
     fn a_command_left_out_says_so_and_exits_2() {
-        let error = anyhow::Error::new(not_in_this_build("demo"));
+        let error = not_in_this_build("demo");
         assert_eq!(
             error.to_string(),
             "`demo` is not in this build: it was built without the `emulator` cargo feature \
              (`--no-default-features`, as the container image is); build with the default \
              features to run it, for example `cargo run --release -- demo`"
         );
-        assert_eq!(
-            crate::fatal::exit_code(&error),
-            crate::fatal::EXIT_INVALID_CONFIGURATION
-        );
+        assert_eq!(error.exit_code(), crate::fatal::EXIT_INVALID_CONFIGURATION);
     }
 
     #[cfg(feature = "emulator")]

@@ -310,12 +310,11 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         v2_limiter: false,
         service_classes: Arc::default(),
     };
-    let (tls, cert) = run::tls_config(None, None)?;
+    let tls = run::tls_config(None, None)?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
     let listen = run::Listen {
         addr,
         tls,
-        certificate_pem: cert,
         stack: StackConfig::default(),
         limits: crate::server::ServerLimits::default(),
         groups: crate::api::discovery::ServedGroups::default(),

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 use wva_metrics_server::command::Command;
+use wva_metrics_server::fatal::CommandError;
 use wva_metrics_server::run;
 
 /// mimalloc instead of the system allocator: a fetch cycle over 100,000
@@ -41,7 +42,13 @@ fn main() -> ExitCode {
         std::env::var_os(k).map(|v| v.to_string_lossy().into_owned())
     }) {
         Ok(cli) => cli,
-        Err(e) => e.exit(),
+        // `--help` and `--version` print and exit 0 as clap decides.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // Printed as clap formats it (suggestions, usage line).
+            let _ = e.print();
+            return ExitCode::from(CommandError::from(e).exit_code());
+        }
     };
     wva_metrics_server::telemetry::init_tracing(cli.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -53,7 +60,8 @@ fn main() -> ExitCode {
             wva_metrics_server::telemetry::eprint_line(format_args!(
                 "error: cannot start the async runtime: {e}"
             ));
-            return ExitCode::FAILURE;
+            let failure = CommandError::Runtime(e.into());
+            return ExitCode::from(failure.exit_code());
         }
     };
     let result = runtime.block_on(run_command(cli.command));
@@ -66,20 +74,19 @@ fn main() -> ExitCode {
             // Said once: as a JSON log line for log collectors, else as a
             // plain line for the person at the terminal (never a panic
             // when stderr is gone).
-            let message = wva_metrics_server::fatal::one_line(e.as_ref());
+            let message = wva_metrics_server::fatal::one_line(&e);
             if cli.log_json {
                 tracing::error!(error = %message, "fatal");
             } else {
                 wva_metrics_server::telemetry::eprint_line(format_args!("error: {message}"));
             }
-            ExitCode::from(
-                run::exit_code_for(&e).unwrap_or_else(|| wva_metrics_server::fatal::exit_code(&e)),
-            )
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
-async fn run_command(command: Command) -> anyhow::Result<()> {
+/// Runs one command; its failure says by its class how the process exits.
+async fn run_command(command: Command) -> Result<(), CommandError> {
     let shutdown = CancellationToken::new();
     {
         let shutdown = shutdown.clone();
@@ -100,19 +107,14 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             // exit code 2 before any task starts.
             run::check_before_start(&args)?;
             let mut tasks = Vec::new();
-            let (certificate, cert) = run::ServingCert::from_args(
-                args.tls.tls_cert_file.as_deref(),
-                args.tls.tls_private_key_file.as_deref(),
-                &shutdown,
-                &mut tasks,
-            )?;
+            let certificate =
+                run::ServingCert::from_args(args.tls.files()?, &shutdown, &mut tasks)?;
             let components = run::components_from_args(&args, &shutdown, &mut tasks).await?;
             let tls = certificate.config(wva_metrics_server::server::tls::ClientAuth::Optional)?;
             let addr = SocketAddr::new(args.listen.bind_address, args.listen.secure_port);
             let listen = run::Listen {
                 addr,
                 tls,
-                certificate_pem: cert,
                 stack: args.limits.stack(),
                 limits: args.limits.server_limits(),
                 groups: wva_metrics_server::cli::ApiGroupName::served(&args.listen.api_groups),
@@ -128,22 +130,21 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         #[cfg(feature = "emulator")]
-        Command::Demo(args) => wva_metrics_server::demo::run(args, shutdown).await,
+        Command::Demo(args) => Ok(wva_metrics_server::demo::run(args, shutdown).await?),
         #[cfg(feature = "emulator")]
-        Command::Emulate(args) => wva_metrics_server::emulator::run_cli(args, shutdown).await,
+        Command::Emulate(args) => Ok(wva_metrics_server::emulator::run_cli(args, shutdown).await?),
         #[cfg(not(feature = "emulator"))]
-        Command::Demo(_) => Err(wva_metrics_server::command::not_in_this_build("demo").into()),
+        Command::Demo(_) => Err(wva_metrics_server::command::not_in_this_build("demo")),
         #[cfg(not(feature = "emulator"))]
-        Command::Emulate(_) => {
-            Err(wva_metrics_server::command::not_in_this_build("emulate").into())
-        }
+        Command::Emulate(_) => Err(wva_metrics_server::command::not_in_this_build("emulate")),
         Command::Certs(args) => {
             let files = wva_metrics_server::certs::generate_with(
                 &args.namespace,
                 &args.service,
                 &args.out,
                 args.force,
-            )?;
+            )
+            .map_err(anyhow::Error::from)?;
             wva_metrics_server::say!(
                 "wrote {}, {}, {}, {} and {}",
                 files.ca_cert.display(),
@@ -162,7 +163,8 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 svc = args.service
             );
             if args.keda_client {
-                let keda = wva_metrics_server::certs::generate_keda_client(&args.out)?;
+                let keda = wva_metrics_server::certs::generate_keda_client(&args.out)
+                    .map_err(anyhow::Error::from)?;
                 wva_metrics_server::say!(
                     "wrote {}, {} and {} for the KEDA port (serve --keda-client-ca-file {}; KEDA's tlsClientCert and tlsClientKey)",
                     keda.ca_cert.display(),
@@ -173,9 +175,10 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Simulate(args) => wva_metrics_server::simulate::run_cli(*args).await,
+        Command::Simulate(args) => Ok(wva_metrics_server::simulate::run_cli(*args).await?),
         Command::Crd => {
-            let crd = wva_metrics_server::inventory::crd::crd_yaml()?;
+            let crd =
+                wva_metrics_server::inventory::crd::crd_yaml().map_err(anyhow::Error::from)?;
             wva_metrics_server::say!("{}", crd.trim_end());
             Ok(())
         }

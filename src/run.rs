@@ -38,7 +38,7 @@ use crate::telemetry::Telemetry;
 use auth::build_auth;
 pub use checks::check_before_start;
 use clients::{build_kube_clients, start_leader_election};
-pub use config_files::{exit_code_for, load_scale_to_zero};
+pub use config_files::load_scale_to_zero;
 use config_files::{
     follow_scale_to_zero_configmap, follow_service_classes_configmap, watch_thresholds_file,
 };
@@ -123,11 +123,8 @@ pub async fn components_from_args(
     shutdown: &CancellationToken,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> anyhow::Result<Components> {
-    let freshness = args.metrics.freshness();
-    freshness
-        .validate()
-        .map_err(crate::fatal::InvalidConfiguration)?;
-    crate::config_file::refuse_inapplicable(args).map_err(crate::fatal::InvalidConfiguration)?;
+    let freshness = args.metrics.checked_freshness()?;
+    crate::config_file::refuse_inapplicable(args).map_err(crate::fatal::CommandError::invalid)?;
     let thresholds = Arc::new(ArcSwap::from_pointee(load_thresholds_named(
         args.decisions.saturation_config.as_deref(),
         &args.inventory.namespace,
@@ -153,7 +150,7 @@ pub async fn components_from_args(
     let standalone = matches!(args.inventory.inventory, InventorySource::File(_));
     check_before_start(args)?;
     if args.authentication.insecure_disable_auth && !standalone {
-        return Err(crate::fatal::InvalidConfiguration(
+        return Err(crate::fatal::CommandError::invalid(
             "--insecure-disable-auth is only allowed with --inventory file: (standalone mode)"
                 .to_owned(),
         )
@@ -299,8 +296,6 @@ pub async fn components_from_args(
 pub struct Listen {
     pub addr: SocketAddr,
     pub tls: Arc<rustls::ServerConfig>,
-    /// The PEM certificate clients should trust, when self-signed.
-    pub certificate_pem: Option<String>,
     pub stack: StackConfig,
     pub limits: ServerLimits,
     /// The metrics API groups served.
@@ -317,7 +312,6 @@ pub async fn start(
     let Listen {
         addr,
         tls,
-        certificate_pem: _,
         stack,
         limits,
         groups,

@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::apiserver::{three_replica_llama, ApiServer};
-use common::pki::{ca, client, client_cert, serve_kube, Ca};
+use common::pki::{ca, client, client_cert, serve_behind_front_proxy, Ca, FrontProxyServe};
 use common::{eventually, Emulator, Proc};
 use serde_json::json;
 
@@ -30,18 +30,13 @@ struct Setup {
 async fn setup() -> Setup {
     let api = ApiServer::start().await;
     let emulators = three_replica_llama(&api).await;
-    let dir = tempfile::tempdir().unwrap();
-    let front_proxy = ca("front-proxy-ca");
-    let fp_path = dir.path().join("front-proxy-ca.crt");
-    std::fs::write(&fp_path, &front_proxy.pem).unwrap();
-    let serve = serve_kube(
+    let FrontProxyServe {
+        serve,
+        front_proxy,
+        dir,
+    } = serve_behind_front_proxy(
         &api,
-        dir.path(),
         &[
-            "--scrape-interval",
-            "500ms",
-            "--requestheader-client-ca-file",
-            fp_path.to_str().unwrap(),
             "--requestheader-allowed-names",
             "front-proxy-client",
             "--authorization-webhook-cache-authorized-ttl",

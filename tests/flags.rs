@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clap::CommandFactory;
 use common::apiserver::{three_replica_llama, ApiServer};
-use common::pki::{ca, client, client_cert, serve_kube};
+use common::pki::{ca, client, client_cert, serve_behind_front_proxy, serve_kube, FrontProxyServe};
 use common::{eventually, free_port, two_model_inventory, Server};
 use serde_json::{json, Value};
 use wva_metrics_server::cli::{ServeArgs, SERVE_HELP_HEADINGS};
@@ -1272,18 +1272,13 @@ async fn request_path_flags_change_what_clients_get() {
     let _lock = ENV_LOCK.lock().await;
     let api = ApiServer::start().await;
     let _emulators = three_replica_llama(&api).await;
-    let dir = tempfile::tempdir().unwrap();
-    let front_proxy = ca("front-proxy-ca");
-    let fp_path = dir.path().join("front-proxy-ca.crt");
-    std::fs::write(&fp_path, &front_proxy.pem).unwrap();
-    let serve = serve_kube(
+    let FrontProxyServe {
+        serve,
+        front_proxy,
+        dir: _dir,
+    } = serve_behind_front_proxy(
         &api,
-        dir.path(),
         &[
-            "--scrape-interval",
-            "500ms",
-            "--requestheader-client-ca-file",
-            fp_path.to_str().unwrap(),
             "--requestheader-username-headers",
             "X-User",
             "--requestheader-group-headers",

@@ -53,8 +53,11 @@ const LAYERS: &[(&str, &[&str])] = &[
     // its accept loop, connection gate and client-CA verifier.
     ("https listener", &["server"]),
     ("keda listener", &["keda"]),
-    // `serve`'s flags; fatal errors and exit codes.
-    ("configuration", &["cli", "fatal"]),
+    // Fatal errors: the one error type that decides exit codes (and the
+    // status of the same failure), below the flag groups that return it.
+    ("fatal errors", &["fatal"]),
+    // `serve`'s flags: each group validates itself and builds its config.
+    ("configuration", &["cli"]),
     // Upstream WVA's config file and settings, mapped onto `serve`'s flags.
     ("upstream configuration", &["config_file"]),
     // Wiring of `serve` (and of `demo`'s server).

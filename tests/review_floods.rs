@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use common::apiserver::ApiServer;
 use common::eventually;
-use common::pki::{ca, client, client_cert, serve_kube, tls_connect, Ca, KubeServe};
+use common::pki::{
+    client, client_cert, serve_behind_front_proxy, tls_connect, Ca, FrontProxyServe, KubeServe,
+};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -54,18 +56,13 @@ async fn setup() -> Setup {
         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llama"},
                  "modelID": "m", "minReplicas": 1, "maxReplicas": 10}
     }));
-    let dir = tempfile::tempdir().unwrap();
-    let front_proxy = ca("front-proxy-ca");
-    let fp_path = dir.path().join("front-proxy-ca.crt");
-    std::fs::write(&fp_path, &front_proxy.pem).unwrap();
-    let serve = serve_kube(
+    let FrontProxyServe {
+        serve,
+        front_proxy,
+        dir,
+    } = serve_behind_front_proxy(
         &api,
-        dir.path(),
         &[
-            "--scrape-interval",
-            "500ms",
-            "--requestheader-client-ca-file",
-            fp_path.to_str().unwrap(),
             "--requestheader-allowed-names",
             "front-proxy-client",
             "--kube-api-qps",

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::apiserver::{three_replica_llama, ApiServer};
 use common::eventually;
-use common::pki::{ca, client, client_cert, serve_kube};
+use common::pki::{client, client_cert, serve_behind_front_proxy, FrontProxyServe};
 
 const EXTERNAL: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/wva_desired_replicas?labelSelector=target_name%3Dllama-decode";
 
@@ -30,21 +30,13 @@ fn routes_parsed(page: &str) -> u64 {
 async fn every_request_is_parsed_once_through_authentication_authorization_and_handler() {
     let api = ApiServer::start().await;
     let _emulators = three_replica_llama(&api).await;
-    let dir = tempfile::tempdir().unwrap();
-    let front_proxy = ca("front-proxy-ca");
-    let fp_path = dir.path().join("front-proxy-ca.crt");
-    std::fs::write(&fp_path, &front_proxy.pem).unwrap();
-    let serve = serve_kube(
+    let FrontProxyServe {
+        serve,
+        front_proxy,
+        dir: _dir,
+    } = serve_behind_front_proxy(
         &api,
-        dir.path(),
-        &[
-            "--scrape-interval",
-            "500ms",
-            "--requestheader-client-ca-file",
-            fp_path.to_str().unwrap(),
-            "--requestheader-allowed-names",
-            "front-proxy-client",
-        ],
+        &["--requestheader-allowed-names", "front-proxy-client"],
     )
     .await;
     let proxy = client_cert(&front_proxy, "front-proxy-client", None);

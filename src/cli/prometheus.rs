@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::values::{parse_bool, parse_positive_duration};
+use super::values::{parse_bool, parse_positive_duration, BoolFlag};
 
 /// The Prometheus backend's settings. Every one has the environment form
 /// the WVA seeds (and upstream WVA) use; a few upstream names are hidden
@@ -41,17 +41,7 @@ pub struct PrometheusArgs {
     #[arg(long, env = "PROMETHEUS_TOKEN_PATH", value_name = "FILE", hide = true)]
     pub(crate) prometheus_token_path: Option<PathBuf>,
     /// Accept any certificate from the store (upstream WVA's PROMETHEUS_TLS_INSECURE_SKIP_VERIFY); logged loudly.
-    #[arg(
-        long,
-        env = "PROMETHEUS_TLS_INSECURE_SKIP_VERIFY",
-        value_name = "BOOL",
-        default_value = "false",
-        num_args = 0..=1,
-        require_equals = true,
-        action = clap::ArgAction::Set,
-        default_missing_value = "true",
-        value_parser = parse_bool
-    )]
+    #[arg(long, env = "PROMETHEUS_TLS_INSECURE_SKIP_VERIFY", bool_flag = false, value_parser = parse_bool)]
     pub prometheus_tls_insecure_skip_verify: bool,
     /// Bound of one fetch cycle's queries, retries included.
     #[arg(long, env = "PROMETHEUS_QUERY_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::values::{parse_bool, parse_configmap_name, parse_positive_duration};
+use super::values::{parse_bool, parse_configmap_name, parse_positive_duration, BoolFlag};
 
 /// Where upstream WVA's Helm chart mounts its config file.
 pub(crate) const DEFAULT_CONFIG_FILE: &str = "/etc/wva/config.yaml";
@@ -37,17 +37,7 @@ pub struct UpstreamArgs {
     pub wva_node_selector: Option<String>,
     /// Upstream WVA's WVA_LIMITED_MODE: true turns on --accelerator-inventory (upstream collects
     /// the cluster's GPU inventory in limited mode; its decisions stay those of unlimited mode).
-    #[arg(
-        long,
-        env = "WVA_LIMITED_MODE",
-        value_name = "BOOL",
-        default_value = "false",
-        num_args = 0..=1,
-        require_equals = true,
-        action = clap::ArgAction::Set,
-        default_missing_value = "true",
-        value_parser = parse_bool
-    )]
+    #[arg(long, env = "WVA_LIMITED_MODE", bool_flag = false, value_parser = parse_bool)]
     pub(crate) wva_limited_mode: bool,
     /// Upstream WVA's EPP_METRIC_READER_BEARER_TOKEN (a token to scrape the endpoint picker's
     /// metrics): refused when not empty; this server reads the endpoint picker's queue from

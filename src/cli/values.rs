@@ -3,6 +3,30 @@
 
 use std::time::Duration;
 
+/// The shape of every boolean flag with an environment form: `--flag`
+/// alone is true, `--flag=false` (or the variable) says false; a bare
+/// `--flag false` is not taken (the value must follow `=`), so a flag never
+/// swallows the next argument. Used in the derive as the raw attribute
+/// `#[arg(long, env = "VAR", bool_flag = false, value_parser = parse_bool)]`
+/// (`false` is the default) with the trait in scope. The parser stays an
+/// attribute of its own: the derive applies `value_parser` before raw
+/// attributes, whatever their order, so a parser set here would replace a
+/// flag's own (`--scale-to-zero`'s).
+pub(crate) trait BoolFlag {
+    fn bool_flag(self, default: bool) -> Self;
+}
+
+impl BoolFlag for clap::Arg {
+    fn bool_flag(self, default: bool) -> Self {
+        self.value_name("BOOL")
+            .default_value(if default { "true" } else { "false" })
+            .num_args(0..=1)
+            .require_equals(true)
+            .action(clap::ArgAction::Set)
+            .default_missing_value("true")
+    }
+}
+
 /// Parses durations such as `2s`, `500ms`, `1m30s`.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)

@@ -41,7 +41,7 @@ pub(crate) fn metrics_backend(
         BackendKind::Prometheus => {
             let config = args.prometheus.config()?;
             if config.url.is_empty() {
-                return Err(crate::fatal::InvalidConfiguration(
+                return Err(crate::fatal::CommandError::invalid(
                     "no Prometheus to query: set --prometheus-url (PROMETHEUS_URL) to your Prometheus or Thanos \
                      querier, or use --metrics-backend scrape to scrape the pods' /metrics directly without Prometheus"
                         .to_owned(),

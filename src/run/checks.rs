@@ -8,31 +8,18 @@ use crate::cli::{BackendKind, InventorySource, ServeArgs};
 pub fn check_before_start(args: &ServeArgs) -> anyhow::Result<()> {
     let standalone = matches!(args.inventory.inventory, InventorySource::File(_));
     if standalone && args.status.leader_elect == Some(true) {
-        return Err(crate::fatal::InvalidConfiguration(
+        return Err(crate::fatal::CommandError::invalid(
             "--leader-elect needs --inventory kube: a standalone server (--inventory file:) writes no status, so there is nothing to lead".to_owned(),
         )
         .into());
     }
-    match (&args.tls.tls_cert_file, &args.tls.tls_private_key_file) {
-        (Some(_), None) => {
-            return Err(crate::fatal::InvalidConfiguration(
-                "--tls-cert-file needs --tls-private-key-file (give both, or neither for a self-signed certificate)".to_owned(),
-            )
-            .into())
-        }
-        (None, Some(_)) => {
-            return Err(crate::fatal::InvalidConfiguration(
-                "--tls-private-key-file needs --tls-cert-file (give both, or neither for a self-signed certificate)".to_owned(),
-            )
-            .into())
-        }
-        _ => {}
-    }
+    args.tls.files()?;
     if args.metrics.metrics_backend == BackendKind::Prometheus {
         let config = args.prometheus.config()?;
         if !config.url.is_empty() {
             config.validate()?;
         }
     }
+    args.metrics.checked_freshness()?;
     Ok(())
 }

@@ -27,10 +27,7 @@ pub(crate) async fn build_kube_clients(
     use crate::kube_client::rate_limit::{retry_above_budget, BudgetMetrics};
     use crate::kube_client::{ApiBudget, ApiRateLimitLayer};
     let config = kube::Config::infer().await?;
-    let settings = crate::kube_client::RateLimitSettings {
-        qps: args.kube_api.kube_api_qps,
-        burst: args.kube_api.kube_api_burst,
-    };
+    let settings = args.kube_api.rate_limit();
     let metrics = BudgetMetrics::register(registry);
     let build = |name: &str, retry: bool| -> anyhow::Result<kube::Client> {
         let budget = ApiBudget::new(name, settings, Some(metrics.clone()))?;
@@ -67,19 +64,7 @@ pub(super) fn start_leader_election(
     shutdown: &CancellationToken,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
-    let config = crate::leader::LeaderConfig {
-        lease_name: args.status.leader_elect_resource_name.clone(),
-        namespace: args
-            .status
-            .leader_elect_resource_namespace
-            .clone()
-            .unwrap_or_else(|| args.inventory.namespace.clone()),
-        identity: crate::leader::default_identity(),
-        lease_duration: args.status.leader_elect_lease_duration,
-        renew_deadline: args.status.leader_elect_renew_deadline,
-        retry_period: args.status.leader_elect_retry_period,
-    };
-    config.validate()?;
+    let config = args.status.leader_config(&args.inventory.namespace)?;
     let (elector, leading) = crate::leader::LeaderElector::new(client, config);
     tasks.push(elector.spawn(shutdown.clone()));
     Ok(leading)

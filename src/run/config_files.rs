@@ -10,10 +10,12 @@ use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::fatal::CommandError;
 use crate::saturation::{ScaleToZeroConfig, ThresholdConfig};
 
 /// A thresholds file given with `--saturation-config` that does not parse
-/// or validate: `serve` stops with exit code 2 ([`exit_code_for`]).
+/// or validate: `serve` stops with exit code 2 (each of these file errors
+/// is raised as a [`CommandError::Configuration`]).
 #[derive(Debug, thiserror::Error)]
 #[error("saturation config {}: {error}", path.display())]
 pub(crate) struct SaturationConfigFileError {
@@ -37,14 +39,6 @@ pub(crate) struct ServiceClassesFileError {
     pub(crate) error: crate::saturation::slo::objective::ServiceClassError,
 }
 
-/// Exit code 2 for configuration errors the user must fix in a file.
-pub fn exit_code_for(error: &anyhow::Error) -> Option<u8> {
-    (error.downcast_ref::<SaturationConfigFileError>().is_some()
-        || error.downcast_ref::<ScaleToZeroConfigFileError>().is_some()
-        || error.downcast_ref::<ServiceClassesFileError>().is_some())
-    .then_some(2)
-}
-
 /// Loads `--service-classes-config` (nothing given: no classes, the
 /// thresholds' keys or the built-in objective apply).
 pub(crate) fn load_service_classes(
@@ -57,10 +51,10 @@ pub(crate) fn load_service_classes(
         .with_context(|| format!("cannot read service classes config {}", path.display()))?;
     Ok(
         crate::saturation::slo::ServiceClasses::from_yaml_str(&text).map_err(|error| {
-            ServiceClassesFileError {
+            CommandError::configuration(ServiceClassesFileError {
                 path: path.to_owned(),
                 error,
-            }
+            })
         })?,
     )
 }
@@ -116,10 +110,10 @@ pub fn load_scale_to_zero(path: Option<&Path>, env: bool) -> anyhow::Result<Scal
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read scale-to-zero config {}", path.display()))?;
             ScaleToZeroConfig::from_yaml_str_strict(&text).map_err(|error| {
-                ScaleToZeroConfigFileError {
+                CommandError::configuration(ScaleToZeroConfigFileError {
                     path: path.to_owned(),
                     error,
-                }
+                })
             })?
         }
     };
@@ -212,9 +206,11 @@ pub(crate) fn load_thresholds_named(
             configmap_name,
             watch_namespace,
         )
-        .map_err(|e| SaturationConfigFileError {
-            path: files[e.file].clone(),
-            error: e.error,
+        .map_err(|e| {
+            CommandError::configuration(SaturationConfigFileError {
+                path: files[e.file].clone(),
+                error: e.error,
+            })
         })?;
         for ns in config.namespace_local_namespaces() {
             tracing::info!(path = %path.display(), namespace = ns, "namespace-local saturation thresholds in force");
@@ -223,9 +219,11 @@ pub(crate) fn load_thresholds_named(
     } else {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read saturation config {}", path.display()))?;
-        ThresholdConfig::from_yaml_str_strict(&text).map_err(|error| SaturationConfigFileError {
-            path: path.to_owned(),
-            error,
+        ThresholdConfig::from_yaml_str_strict(&text).map_err(|error| {
+            CommandError::configuration(SaturationConfigFileError {
+                path: path.to_owned(),
+                error,
+            })
         })?
     };
     Ok(config)

@@ -14,24 +14,7 @@ use crate::server;
 /// Checks the KEDA flags before anything starts: a KEDA port that would
 /// serve anyone is refused unless explicitly asked for.
 pub fn keda_client_auth(args: &ServeArgs) -> anyhow::Result<crate::keda::KedaClientAuth> {
-    Ok(crate::keda::client_auth(
-        args.keda.keda_client_ca_file.as_deref(),
-        args.keda.keda_plaintext,
-        args.keda.keda_insecure_disable_client_auth,
-    )?)
-}
-
-/// The KEDA port's limits from the flags it shares with the HTTPS port.
-pub(crate) fn keda_limits(args: &ServeArgs) -> crate::keda::KedaLimits {
-    crate::keda::KedaLimits {
-        header_read_timeout: args.limits.header_read_timeout,
-        idle_timeout: args.limits.idle_timeout,
-        max_connections: args.limits.max_connections,
-        max_streams_per_connection: args.keda.keda_max_streams_per_connection,
-        max_concurrent_requests: args.limits.max_concurrent_requests,
-        request_timeout: args.limits.request_timeout,
-        ..crate::keda::KedaLimits::default()
-    }
+    Ok(args.keda.client_auth()?)
 }
 
 /// Starts the KEDA external-scaler gRPC service next to a running server.
@@ -68,7 +51,7 @@ pub async fn start_keda(
         .with_context(|| format!("cannot listen on {addr} for the KEDA scaler"))?;
     let local = listener.local_addr()?;
     let scaler = crate::keda::KedaScaler::new(Arc::clone(&running.engine), shutdown.clone());
-    let limits = keda_limits(args);
+    let limits = args.keda.limits(&args.limits);
     tracing::info!(address = %local, tls = tls.is_some(), client_ca = args.keda.keda_client_ca_file.is_some(), ?limits, "serving the KEDA external scaler (gRPC)");
     let telemetry = running.telemetry.clone();
     Ok(tokio::spawn(crate::keda::serve(

@@ -10,19 +10,19 @@ use tokio_util::sync::CancellationToken;
 use crate::server;
 
 /// The serving certificate from files, or a self-signed one (logged) when
-/// none are given, with the self-signed certificate's PEM for clients.
+/// none are given.
 pub(crate) fn serving_certificate(
     cert: Option<&Path>,
     key: Option<&Path>,
-) -> anyhow::Result<(server::tls::CertifiedKeyPem, Option<String>)> {
+) -> anyhow::Result<server::tls::CertifiedKeyPem> {
     match (cert, key) {
-        (Some(cert), Some(key)) => Ok((server::tls::load_pem_files(cert, key)?, None)),
+        (Some(cert), Some(key)) => Ok(server::tls::load_pem_files(cert, key)?),
         _ => {
-            let (pem, cert_pem) = server::tls::self_signed(&[])?;
+            let (pem, _certificate_pem) = server::tls::self_signed(&[])?;
             tracing::warn!(
                 "no --tls-cert-file given: serving a self-signed certificate generated at start"
             );
-            Ok((pem, Some(cert_pem)))
+            Ok(pem)
         }
     }
 }
@@ -37,23 +37,19 @@ pub enum ServingCert {
 
 impl ServingCert {
     /// From `--tls-cert-file`/`--tls-private-key-file` (watched for rotation),
-    /// or self-signed (logged) when none are given; with the self-signed PEM.
+    /// or self-signed (logged) when none are given.
     pub fn from_args(
-        cert: Option<&Path>,
-        key: Option<&Path>,
+        files: Option<(&Path, &Path)>,
         shutdown: &CancellationToken,
         tasks: &mut Vec<JoinHandle<()>>,
-    ) -> anyhow::Result<(Self, Option<String>)> {
-        match (cert, key) {
-            (Some(cert), Some(key)) => {
+    ) -> anyhow::Result<Self> {
+        match files {
+            Some((cert, key)) => {
                 let resolver = server::tls::ReloadingCert::load(cert, key)?;
                 tasks.push(resolver.watch(cert.to_owned(), key.to_owned(), shutdown.clone()));
-                Ok((ServingCert::Files(resolver), None))
+                Ok(ServingCert::Files(resolver))
             }
-            _ => {
-                let (pem, cert_pem) = serving_certificate(None, None)?;
-                Ok((ServingCert::SelfSigned(pem), cert_pem))
-            }
+            None => Ok(ServingCert::SelfSigned(serving_certificate(None, None)?)),
         }
     }
 
@@ -78,9 +74,11 @@ impl ServingCert {
 pub(crate) fn tls_config(
     cert: Option<&Path>,
     key: Option<&Path>,
-) -> anyhow::Result<(Arc<rustls::ServerConfig>, Option<String>)> {
-    let (pem, cert_pem) = serving_certificate(cert, key)?;
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let pem = serving_certificate(cert, key)?;
     let cert = server::tls::ReloadingCert::fixed(pem)?;
-    let config = server::tls::server_config(cert, server::tls::ClientAuth::Optional)?;
-    Ok((config, cert_pem))
+    Ok(server::tls::server_config(
+        cert,
+        server::tls::ClientAuth::Optional,
+    )?)
 }

@@ -154,3 +154,35 @@ pub async fn serve_kube(api: &ApiServer, dir: &Path, extra: &[&str]) -> KubeServ
         server_ca: pki.ca_pem,
     }
 }
+
+/// A `serve` (as [`serve_kube`]) behind a front proxy, as the aggregator
+/// reaches it: the front proxy's CA is made and written to `dir`, and
+/// `--scrape-interval 500ms --requestheader-client-ca-file` come before
+/// `extra`.
+pub struct FrontProxyServe {
+    pub serve: KubeServe,
+    /// Signs the front proxy's client certificate (`client_cert`).
+    pub front_proxy: Ca,
+    /// The server's PKI, kubeconfig and serve.log.
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn serve_behind_front_proxy(api: &ApiServer, extra: &[&str]) -> FrontProxyServe {
+    let dir = tempfile::tempdir().unwrap();
+    let front_proxy = ca("front-proxy-ca");
+    let fp_path = dir.path().join("front-proxy-ca.crt");
+    std::fs::write(&fp_path, &front_proxy.pem).unwrap();
+    let mut args = vec![
+        "--scrape-interval",
+        "500ms",
+        "--requestheader-client-ca-file",
+        fp_path.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let serve = serve_kube(api, dir.path(), &args).await;
+    FrontProxyServe {
+        serve,
+        front_proxy,
+        dir,
+    }
+}

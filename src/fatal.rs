@@ -239,6 +239,8 @@ mod tests {
         let missing_file = anyhow::Error::new(
             std::fs::read("/nonexistent/wva-metrics-server/inventory").unwrap_err(),
         );
+        use crate::collector::CollectorError;
+        let backend = |e: CollectorError| CommandError::from(anyhow::Error::new(e));
         let table: Vec<(&str, CommandError, u8, StatusCode)> = vec![
             (
                 "usage",
@@ -272,23 +274,19 @@ mod tests {
             ),
             (
                 "a backend setting",
-                CommandError::from(anyhow::Error::new(
-                    crate::collector::CollectorError::Configuration {
-                        backend: "prometheus",
-                        message: "not a URL".into(),
-                    },
-                )),
+                backend(CollectorError::Configuration {
+                    backend: "prometheus",
+                    message: "not a URL".into(),
+                }),
                 2,
                 StatusCode::INTERNAL_SERVER_ERROR,
             ),
             (
                 "a backend that cannot be reached",
-                CommandError::from(anyhow::Error::new(
-                    crate::collector::CollectorError::Unreachable {
-                        backend: "prometheus",
-                        message: "connection refused".into(),
-                    },
-                )),
+                backend(CollectorError::Unreachable {
+                    backend: "prometheus",
+                    message: "connection refused".into(),
+                }),
                 1,
                 StatusCode::SERVICE_UNAVAILABLE,
             ),

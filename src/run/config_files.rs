@@ -49,14 +49,12 @@ pub(crate) fn load_service_classes(
     };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read service classes config {}", path.display()))?;
-    Ok(
-        crate::saturation::slo::ServiceClasses::from_yaml_str(&text).map_err(|error| {
-            CommandError::configuration(ServiceClassesFileError {
-                path: path.to_owned(),
-                error,
-            })
-        })?,
-    )
+    crate::saturation::slo::ServiceClasses::from_yaml_str(&text).map_err(|error| {
+        CommandError::configuration(ServiceClassesFileError {
+            path: path.to_owned(),
+            error,
+        })
+    })
 }
 
 /// `--inventory kube`: follows upstream's `service-classes-config`

@@ -99,12 +99,9 @@ async fn run_command(command: Command) -> Result<(), CommandError> {
     }
     match command {
         Command::Serve(args) => {
-            if args.keda.keda_port.is_some() {
-                // Refuse an unsafe KEDA port before anything starts.
-                run::keda_client_auth(&args)?;
-            }
-            // Flags and files first: a mistake in them stops `serve` with
-            // exit code 2 before any task starts.
+            // Flags and files first (an unsafe KEDA port, Lease timings,
+            // TLS files, the backend's URL): a mistake in them stops `serve`
+            // with exit code 2 before any task starts.
             run::check_before_start(&args)?;
             let mut tasks = Vec::new();
             let certificate =

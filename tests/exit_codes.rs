@@ -249,6 +249,30 @@ fn configuration_and_usage_mistakes_exit_2() {
             says: "--leader-elect needs --inventory kube",
         },
         Case {
+            what: "a KEDA port without a client CA",
+            args: serve(&["--metrics-backend", "scrape", "--keda-port", "0"]),
+            env: vec![],
+            code: 2,
+            says: "--keda-port without --keda-client-ca-file",
+        },
+        Case {
+            what: "Lease timings that cannot work",
+            args: strings(&[
+                "serve",
+                "--inventory",
+                "kube",
+                "--metrics-backend",
+                "scrape",
+                "--leader-elect-lease-duration",
+                "10s",
+                "--leader-elect-renew-deadline",
+                "15s",
+            ]),
+            env: vec![],
+            code: 2,
+            says: "must be shorter than --leader-elect-lease-duration",
+        },
+        Case {
             what: "a misspelled inventory key",
             args: strings(&[
                 "serve",

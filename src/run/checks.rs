@@ -21,5 +21,15 @@ pub fn check_before_start(args: &ServeArgs) -> anyhow::Result<()> {
         }
     }
     args.metrics.checked_freshness()?;
+    // The KEDA port's client authentication and the Lease timings are flag
+    // mistakes (exit 2), found here before any client or task starts.
+    if args.keda.keda_port.is_some() {
+        super::keda_client_auth(args)?;
+    }
+    if !standalone {
+        args.status
+            .leader_config(&args.inventory.namespace)
+            .map_err(|e| crate::fatal::CommandError::invalid(e.to_string()))?;
+    }
     Ok(())
 }

@@ -14,7 +14,9 @@ use crate::server;
 /// Checks the KEDA flags before anything starts: a KEDA port that would
 /// serve anyone is refused unless explicitly asked for.
 pub fn keda_client_auth(args: &ServeArgs) -> anyhow::Result<crate::keda::KedaClientAuth> {
-    Ok(args.keda.client_auth()?)
+    args.keda
+        .client_auth()
+        .map_err(|e| crate::fatal::CommandError::invalid(e.to_string()).into())
 }
 
 /// Starts the KEDA external-scaler gRPC service next to a running server.

@@ -27,6 +27,7 @@ mod limiter;
 pub(crate) mod publish;
 mod sweep;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -318,8 +319,9 @@ impl DecisionEngine {
         let now = SystemTime::now();
         let sweep = self.current_sweep(snapshot);
         // Each model is decided once, however many of its variants were
-        // selected: from the sweep when it still holds, else on demand.
-        let mut outcomes: BTreeMap<ModelKey, ModelOutcome> = BTreeMap::new();
+        // selected: from the sweep when it still holds (read where the
+        // sweep keeps it), else on demand.
+        let mut outcomes: BTreeMap<ModelKey, Cow<'_, ModelOutcome>> = BTreeMap::new();
         let mut decisions = Vec::with_capacity(selected.len());
         let mut missing = None;
         for &v in selected {
@@ -338,11 +340,11 @@ impl DecisionEngine {
             };
             if !outcomes.contains_key(&key) {
                 let swept = sweep
-                    .as_ref()
-                    .and_then(|sweep| self.swept_outcome(sweep, &key, now));
+                    .as_deref()
+                    .and_then(|sweep| Self::swept_outcome(sweep, &key, now));
                 let outcome = match swept {
-                    Some(outcome) => outcome,
-                    None => self.decide_model(snapshot, &key, now)?,
+                    Some(outcome) => Cow::Borrowed(outcome),
+                    None => Cow::Owned(self.decide_model(snapshot, &key, now)?),
                 };
                 outcomes.insert(key.clone(), outcome);
             }

@@ -4,7 +4,9 @@
 //!
 //! A request whose model is in the current sweep takes the sweep's
 //! outcome while what it was computed from is unchanged: the same
-//! inventory snapshot, thresholds, scale-to-zero and service-class
+//! inventory snapshot (by its generation: the sweep does not hold the
+//! snapshot, so a replaced one is freed when the store lets go of it rather
+//! than at the next sweep), thresholds, scale-to-zero and service-class
 //! configurations. The metrics cache is not compared: only fetch cycles
 //! write it, and each is followed by a sweep, so a request that arrives
 //! while a cycle is writing answers the previous sweep, as it would have
@@ -12,8 +14,8 @@
 //! advancing V2's and slo's history from requests). What only time changes
 //! is re-checked at answer time without analysing again: the outcome
 //! holds until the first sample (or endpoint-picker queue, or fetch
-//! record) it used turns stale (`valid_until`), and its newest sample's
-//! age and freshness class are advanced by the time since the sweep.
+//! record) it used turns stale (`valid_until`); the request reads the
+//! outcome where the sweep keeps it, without a copy.
 //! Anything else is analysed on demand (a model new since the sweep, a
 //! configuration change, an error outcome, which may be time-dependent).
 
@@ -28,10 +30,11 @@ use crate::inventory::{InventorySnapshot, ModelKey, Variant};
 use crate::saturation::slo::ServiceClasses;
 use crate::saturation::{ScaleToZeroConfig, ThresholdConfig};
 
-/// What a sweep was computed from: compared by identity, so that a
-/// request can tell whether the sweep's outcomes are still its answer.
+/// What a sweep was computed from: the snapshot's generation and the
+/// configurations by identity, so that a request can tell whether the
+/// sweep's outcomes are still its answer.
 struct SweepInputs {
-    snapshot: Arc<InventorySnapshot>,
+    generation: u64,
     thresholds: Arc<ThresholdConfig>,
     scale_to_zero: Arc<ScaleToZeroConfig>,
     service_classes: Arc<ServiceClasses>,
@@ -39,7 +42,7 @@ struct SweepInputs {
 
 impl SweepInputs {
     fn same_as(&self, o: &SweepInputs) -> bool {
-        Arc::ptr_eq(&self.snapshot, &o.snapshot)
+        self.generation == o.generation
             && Arc::ptr_eq(&self.thresholds, &o.thresholds)
             && Arc::ptr_eq(&self.scale_to_zero, &o.scale_to_zero)
             && Arc::ptr_eq(&self.service_classes, &o.service_classes)
@@ -48,37 +51,43 @@ impl SweepInputs {
 
 /// Every model's decision at one moment.
 pub(crate) struct Sweep {
-    /// When the models were decided.
-    pub(crate) at: SystemTime,
     inputs: SweepInputs,
     /// Each model's outcome (or why it has none), in key order.
     pub(crate) outcomes: BTreeMap<ModelKey, Result<ModelOutcome, DecisionError>>,
 }
 
 impl Sweep {
-    /// The inventory snapshot the sweep decided.
-    pub(crate) fn snapshot(&self) -> &Arc<InventorySnapshot> {
-        &self.inputs.snapshot
+    /// The generation of the inventory snapshot the sweep decided.
+    pub(crate) fn generation(&self) -> u64 {
+        self.inputs.generation
     }
 }
 
 impl DecisionEngine {
-    /// The state decisions are made from now.
-    fn sweep_inputs(&self) -> SweepInputs {
+    /// The state decisions are made from now, for `snapshot`.
+    fn sweep_inputs(&self, snapshot: &InventorySnapshot) -> SweepInputs {
         SweepInputs {
-            snapshot: self.inventory.load(),
+            generation: snapshot.generation(),
             thresholds: self.thresholds.load_full(),
             scale_to_zero: self.scale_to_zero.load_full(),
             service_classes: self.service_classes.load_full(),
         }
     }
 
+    /// The current inventory snapshot when it is the one `sweep` decided
+    /// (else None: the inventory was republished since, and the next sweep
+    /// decides the new one).
+    pub(crate) fn snapshot_of(&self, sweep: &Sweep) -> Option<Arc<InventorySnapshot>> {
+        let snapshot = self.inventory.load();
+        (snapshot.generation() == sweep.generation()).then_some(snapshot)
+    }
+
     /// Decides every model of the current snapshot once (the limiter's
     /// allotment once for the fleet) and publishes the result.
     pub(crate) fn sweep(&self) -> Arc<Sweep> {
-        let inputs = self.sweep_inputs();
+        let snapshot = self.inventory.load();
+        let inputs = self.sweep_inputs(&snapshot);
         let now = SystemTime::now();
-        let snapshot = Arc::clone(&inputs.snapshot);
         let mut keys: Vec<&ModelKey> = snapshot.models().map(|(k, _)| k).collect();
         keys.sort();
         let v1 = inputs.thresholds.default_thresholds().enable_limiter;
@@ -98,11 +107,7 @@ impl DecisionEngine {
                 })
                 .collect()
         };
-        let sweep = Arc::new(Sweep {
-            at: now,
-            inputs,
-            outcomes,
-        });
+        let sweep = Arc::new(Sweep { inputs, outcomes });
         self.counters.sweeps.inc();
         self.sweep.store(Some(Arc::clone(&sweep)));
         sweep
@@ -159,36 +164,25 @@ impl DecisionEngine {
 
     /// The last sweep when it was computed from the state decisions are
     /// made from now (else None: decide on demand).
-    pub(crate) fn current_sweep(&self, snapshot: &Arc<InventorySnapshot>) -> Option<Arc<Sweep>> {
+    pub(crate) fn current_sweep(&self, snapshot: &InventorySnapshot) -> Option<Arc<Sweep>> {
         let sweep = self.sweep.load_full()?;
-        let now = SweepInputs {
-            snapshot: Arc::clone(snapshot),
-            thresholds: self.thresholds.load_full(),
-            scale_to_zero: self.scale_to_zero.load_full(),
-            service_classes: self.service_classes.load_full(),
-        };
-        sweep.inputs.same_as(&now).then_some(sweep)
+        sweep
+            .inputs
+            .same_as(&self.sweep_inputs(snapshot))
+            .then_some(sweep)
     }
 
     /// The sweep's outcome for `key` as it stands at `now`: None when the
     /// model is not in the sweep, had no decision, or a sample it used has
-    /// turned stale since.
-    pub(crate) fn swept_outcome(
-        &self,
-        sweep: &Sweep,
+    /// turned stale since. Its decisions hold as they are; its
+    /// `newest_sample_age` and `freshness` are those of the sweep's moment
+    /// (the request path reads only the decisions).
+    pub(crate) fn swept_outcome<'s>(
+        sweep: &'s Sweep,
         key: &ModelKey,
         now: SystemTime,
-    ) -> Option<ModelOutcome> {
+    ) -> Option<&'s ModelOutcome> {
         let outcome = sweep.outcomes.get(key)?.as_ref().ok()?;
-        if now > outcome.valid_until {
-            return None;
-        }
-        let elapsed = now.duration_since(sweep.at).unwrap_or_default();
-        let mut outcome = outcome.clone();
-        outcome.newest_sample_age = outcome.newest_sample_age.map(|age| age + elapsed);
-        outcome.freshness = outcome
-            .newest_sample_age
-            .map(|age| self.freshness.classify(age));
-        Some(outcome)
+        (now <= outcome.valid_until).then_some(outcome)
     }
 }

@@ -720,3 +720,32 @@ fn limiter_allots_free_gpus_by_saturation_across_models() {
     let b = e.decide("ns", &sel("variant_name=b")).unwrap();
     assert_eq!((b[0].desired, b[0].reason), (6, TargetReason::ScaleUp));
 }
+
+#[test]
+fn a_sweep_does_not_keep_a_replaced_snapshot_alive() {
+    let objs = objects("ns", "v", "m", 2, 2, 2);
+    let e = engine(objs.clone());
+    report(&e, "ns", "v-p0", 0.75, 2.0, Duration::ZERO);
+    report(&e, "ns", "v-p1", 0.76, 2.0, Duration::ZERO);
+    let sweep = e.sweep();
+    let first = e.inventory().load();
+    assert_eq!(sweep.generation(), first.generation());
+    assert!(e.snapshot_of(&sweep).is_some());
+    assert!(e.current_sweep(&first).is_some());
+    let replaced = Arc::downgrade(&first);
+    drop(first);
+
+    e.inventory().publish(resolve(&objs).0);
+    // The sweep is still the last one, but the snapshot it decided is gone
+    // and no reader is handed it as current.
+    assert!(replaced.upgrade().is_none());
+    let second = e.inventory().load();
+    assert_eq!(second.generation(), sweep.generation() + 1);
+    assert!(e.snapshot_of(&sweep).is_none());
+    assert!(e.current_sweep(&second).is_none());
+    // Requests still decide (on demand) until the next sweep.
+    assert_eq!(e.decide("ns", &sel("")).unwrap()[0].desired, 3);
+    let next = e.sweep();
+    assert!(e.snapshot_of(&next).is_some());
+    assert!(e.current_sweep(&second).is_some());
+}

@@ -195,6 +195,11 @@ pub struct InventorySnapshot {
     pod_positions: HashMap<String, NamespacePods>,
     /// Hashes pod names for `pod_positions`.
     name_hasher: foldhash::fast::RandomState,
+    /// Which publish of the [`InventoryStore`](super::InventoryStore) this
+    /// is (0 until published): readers that keep something computed from
+    /// a snapshot keep this number, not the snapshot, so that a replaced
+    /// snapshot is freed as soon as the store lets go of it.
+    generation: u64,
 }
 
 /// Pod name -> position, with a fast hash: it is probed for every series
@@ -297,7 +302,18 @@ impl InventorySnapshot {
             by_model,
             pod_positions,
             name_hasher,
+            generation: 0,
         }
+    }
+
+    /// Which publish of the store this snapshot is (0 until published).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Numbers the snapshot as the store's `generation`-th publish.
+    pub(super) fn set_generation(&mut self, generation: u64) {
+        self.generation = generation;
     }
 
     /// Position in [`InventorySnapshot::pods`] of the pod `namespace/name`.

@@ -1,6 +1,6 @@
 //! The published inventory: the latest snapshot and a change signal.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -15,6 +15,8 @@ use super::snapshot::InventorySnapshot;
 pub struct InventoryStore {
     current: ArcSwap<InventorySnapshot>,
     generation: watch::Sender<u64>,
+    /// The generation the last publish gave its snapshot.
+    published: AtomicU64,
     synced: AtomicBool,
     /// Sources still loading, named for `/readyz`.
     pending: Mutex<Vec<String>>,
@@ -32,6 +34,7 @@ impl InventoryStore {
         InventoryStore {
             current: ArcSwap::from_pointee(InventorySnapshot::default()),
             generation: watch::channel(0).0,
+            published: AtomicU64::new(0),
             synced: AtomicBool::new(false),
             pending: Mutex::new(vec!["inventory".to_owned()]),
         }
@@ -42,8 +45,10 @@ impl InventoryStore {
         self.current.load_full()
     }
 
-    /// Replaces the snapshot and marks the store synced.
-    pub fn publish(&self, snapshot: InventorySnapshot) {
+    /// Replaces the snapshot (numbered with the next generation) and marks
+    /// the store synced.
+    pub fn publish(&self, mut snapshot: InventorySnapshot) {
+        snapshot.set_generation(self.published.fetch_add(1, Ordering::AcqRel) + 1);
         self.current.store(Arc::new(snapshot));
         self.set_pending(Vec::new());
         self.synced.store(true, Ordering::Release);

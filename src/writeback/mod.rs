@@ -257,8 +257,17 @@ impl Planner {
         let Some(sweep) = self.engine.last_sweep() else {
             return;
         };
-        let snapshot = sweep.snapshot();
-        let desired_all = planned_statuses(&sweep);
+        // The sweep keeps its snapshot's generation, not the snapshot: when
+        // the inventory was republished since, the next fetch cycle's sweep
+        // decides the new one and is planned then.
+        let Some(snapshot) = self.engine.snapshot_of(&sweep) else {
+            tracing::debug!(
+                generation = sweep.generation(),
+                "inventory republished since the sweep; statuses planned after the next one"
+            );
+            return;
+        };
+        let desired_all = planned_statuses(&sweep, &snapshot);
         let live: HashSet<Key> = snapshot
             .variants()
             .iter()

@@ -263,10 +263,12 @@ pub(crate) fn events_for(previous: Option<&DesiredStatus>, now: &DesiredStatus) 
     events
 }
 
-/// The desired status of every VariantAutoscaling of the sweep's snapshot,
-/// from the sweep's decision of its model.
-pub(crate) fn planned_statuses(sweep: &crate::decision::Sweep) -> Vec<(Key, DesiredStatus)> {
-    let snapshot = sweep.snapshot();
+/// The desired status of every VariantAutoscaling of `snapshot` (the one
+/// the sweep decided), from the sweep's decision of its model.
+pub(crate) fn planned_statuses(
+    sweep: &crate::decision::Sweep,
+    snapshot: &crate::inventory::InventorySnapshot,
+) -> Vec<(Key, DesiredStatus)> {
     let mut desired_all = Vec::new();
     for (key, outcome) in &sweep.outcomes {
         for v in snapshot

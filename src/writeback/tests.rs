@@ -104,7 +104,9 @@ fn a_variant_decided_by_v2_has_metrics_and_v2s_replicas_in_its_status() {
             (analyzer, want),
             "{config} kv {kv}"
         );
-        let statuses = planned_statuses(&engine.sweep());
+        let sweep = engine.sweep();
+        let snapshot = engine.snapshot_of(&sweep).unwrap();
+        let statuses = planned_statuses(&sweep, &snapshot);
         assert_eq!(statuses.len(), 1);
         let ((ns, name), status) = &statuses[0];
         assert_eq!((ns.as_str(), name.as_str()), ("ns", "v"));

@@ -16,12 +16,17 @@
 //!   (Little's law), learned online with a time-based moving average that
 //!   weighs busy replicas most;
 //! - arrival rate = completion rate + the growth of the queues (waiting,
-//!   and the picker's) over the last minute, pod by pod;
+//!   and the picker's) over the last minute, pod by pod; on a pod working
+//!   off a backlog signed, so that its completions are not taken for new
+//!   arrivals;
 //! - the trend of the arrival rate over the last minutes, projected over
 //!   the start-up delay (learned from how long the model's scale-ups took
 //!   to become ready);
-//! - the backlog (waiting, and the picker's queue) drained within the
-//!   TTFT objective, at most doubling the rate asked for;
+//! - the backlog: a replica whose own queue takes longer than the
+//!   objective to drain carries none of the new arrivals (its queued
+//!   requests are its own; more replicas do not drain them sooner); the
+//!   picker's queue drains within the objective, at most doubling the
+//!   rate asked for;
 //! - per replica, the highest rate whose p95 of sequences in the replica
 //!   stays within the cache ([`sizing`]);
 //! - scale-down only to a count that carries the highest arrival rate of
@@ -295,11 +300,20 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         })
         .sum();
     let sequences = model_cache / tokens_per_sequence;
-    // Arrivals: completions plus the growth of the queues (the requests
-    // the replicas do not keep up with), pod by pod, over pods seen for the
-    // whole window. The growth of the running set is left out (it grows
-    // when new replicas fill, at no change of arrivals), and so is a new
-    // pod's queue: a load-aware picker levels it with the others as it
+    // Arrivals, pod by pod: its completions plus the growth of its queue
+    // over the last minute (the requests it does not keep up with). On a
+    // pod whose queue takes longer than the objective to finish (working
+    // off a backlog) the growth is signed and the sum never below zero, so
+    // that a pod draining a backlog (finishing requests that arrived
+    // minutes ago, its queue shrinking as fast) counts for the few that
+    // still reach it, not for its throughput: counting that throughput as
+    // arrivals sized a load step's drain for about twice the load. On
+    // other pods a fall of the queue is not taken off (a short queue's
+    // one-minute peak falls a minute after the queue did, when the
+    // completions that emptied it have left the rate). Growth only over pods seen
+    // for the whole window. The growth of the running set is left out (it
+    // grows when new replicas fill, at no change of arrivals), and so is a
+    // new pod's queue: a load-aware picker levels it with the others as it
     // joins while the total backlog shrinks, and the waiting reported is a
     // one-minute peak, which would take that levelling for growth.
     push(&mut h.running, (t, running), GROWTH_WINDOW);
@@ -314,16 +328,37 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
     }
     h.waiting
         .retain(|_, v| v.back().is_some_and(|(at, _)| t - at <= GROWTH_WINDOW));
-    let growth: f64 = h
-        .waiting
-        .values()
-        .filter(|v| {
-            v.front()
-                .is_some_and(|(at, _)| t - at >= GROWTH_WINDOW * 0.75)
+    let growth_of = |pod: &str| -> f64 {
+        h.waiting
+            .get(pod)
+            .filter(|v| {
+                v.front()
+                    .is_some_and(|(at, _)| t - at >= GROWTH_WINDOW * 0.75)
+            })
+            .and_then(|v| slope(&v.iter().copied().collect::<Vec<_>>()))
+            .unwrap_or(0.0)
+    };
+    let ttft = input.objective.ttft_seconds.max(0.001);
+    let replica_arrivals: f64 = input
+        .replicas
+        .iter()
+        .map(|r| {
+            let completions = r
+                .completion_rate
+                .filter(|c| c.is_finite() && *c > 0.0)
+                .unwrap_or(0.0);
+            let growth = growth_of(&r.pod);
+            if r.waiting > completions * ttft {
+                // Working off a backlog: its shrinking queue says its
+                // completions are old arrivals.
+                (completions + growth).max(0.0)
+            } else {
+                completions + growth.max(0.0)
+            }
         })
-        .filter_map(|v| slope(&v.iter().copied().collect::<Vec<_>>()))
-        .map(|g| g.max(0.0))
         .sum();
+    let picker_queue = input.scheduler_queue.unwrap_or(0.0).max(0.0);
+    let arrival_rate = (replica_arrivals + growth_of("")).max(0.0);
     let spanned = h
         .running
         .front()
@@ -347,7 +382,6 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
             h.seconds_per_request = Some(blend(h.seconds_per_request, observed, dt, load.max(0.2)));
         }
     }
-    let arrival_rate = rate + growth.max(0.0);
     push(&mut h.arrivals, (t, arrival_rate), TREND_WINDOW);
     let Some(seconds_per_request) = h.seconds_per_request else {
         if busy {
@@ -371,24 +405,14 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         .filter(|_| spans_window)
         .map_or(0.0, |(a, b)| a.min(b));
     let projected = arrival_rate + trend.max(0.0) * startup;
-    // The backlog drains within the objective, at most doubling the rate
-    // asked for (a queue spike alone never asks for everything).
-    let drain = (waiting / input.objective.ttft_seconds.max(0.001)).min(projected.max(rate));
-    let sized_rate = projected + drain;
-    let recent_peak = h
-        .arrivals
-        .iter()
-        .filter(|(at, _)| t - at <= DOWN_WINDOW)
-        .map(|(_, r)| *r)
-        .fold(arrival_rate, f64::max)
-        + drain;
-
     // Per variant: its replicas' cache, else the model's. No wait for a
     // slot is counted on: the objective is a p95 per minute, and a minute
     // holds several independent looks at the replica, so the stationary
     // p95 of sequences within the cache is already the loose end of it.
     let allowed_wait = 0.0;
-    let per_replica: Vec<f64> = input
+    // Per variant: (requests/s within the objective, requests/s finished
+    // with the cache full).
+    let shapes: Vec<(f64, f64)> = input
         .variants
         .iter()
         .map(|v| {
@@ -401,13 +425,51 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
                     .collect(),
             )
             .unwrap_or(model_cache);
-            ReplicaShape {
+            let shape = ReplicaShape {
                 sequences: cache / tokens_per_sequence,
                 seconds_per_request,
-            }
-            .max_rate(Z_P95, allowed_wait)
+            };
+            (
+                shape.max_rate(Z_P95, allowed_wait),
+                shape.sequences / seconds_per_request,
+            )
         })
         .collect();
+    let per_replica: Vec<f64> = shapes.iter().map(|(rate, _)| *rate).collect();
+    // The backlog. A request waiting in a replica is served by that
+    // replica (vLLM does not hand it to another): more replicas do not
+    // drain it sooner, they take the new arrivals off it while it drains.
+    // So a replica's capacity is held by its own queue for the part of the
+    // next start-up delay (the time any replica asked for now takes to
+    // come) that it needs to finish that queue at a full cache's rate, and
+    // that part is added to the rate sized for. Sizing the whole backlog's
+    // drain within the objective instead asked for up to twice the load
+    // (maxReplicas on a load step) for replicas that could not take any of
+    // it. The endpoint picker's queue can go to any replica: it drains
+    // within the objective, at most doubling the rate asked for (a queue
+    // spike alone never asks for everything).
+    let held: f64 = input
+        .variants
+        .iter()
+        .zip(&shapes)
+        .map(|(v, (rate, full))| {
+            input
+                .replicas
+                .iter()
+                .filter(|r| r.variant == v.name)
+                .map(|r| rate * (r.waiting.max(0.0) / (full * startup).max(1e-9)).min(1.0))
+                .sum::<f64>()
+        })
+        .sum();
+    let drain = (picker_queue / ttft).min(projected.max(rate)) + held;
+    let sized_rate = projected + drain;
+    let recent_peak = h
+        .arrivals
+        .iter()
+        .filter(|(at, _)| t - at <= DOWN_WINDOW)
+        .map(|(_, r)| *r)
+        .fold(arrival_rate, f64::max)
+        + drain;
     let supply: f64 = input
         .variants
         .iter()

@@ -65,8 +65,9 @@ fn an_open_keda_port_is_refused_at_start() {
         keda.as_str(),
     ];
 
+    // A configuration mistake: exit 2, the README's exit-code table.
     let (code, err) = serve_exit(&base);
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("--keda-client-ca-file"),
         "names the client CA flag: {err}"
@@ -76,7 +77,7 @@ fn an_open_keda_port_is_refused_at_start() {
     let (code, err) = serve_exit(&[&base[..], &["--keda-plaintext"]].concat());
     assert_eq!(
         code,
-        Some(1),
+        Some(2),
         "plaintext is no client authentication either: {err}"
     );
     assert!(err.contains("--keda-client-ca-file"), "{err}");

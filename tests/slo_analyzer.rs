@@ -172,16 +172,19 @@ async fn counters(e: &Emulator) -> Counters {
 /// The replica count the analysis computes from the emulators' counters
 /// between `from` and `to`: completions per second (arrivals, the queue
 /// being steady), time per request by Little's law (running over
-/// completions), tokens per sequence from the token histograms, the
-/// waiting requests drained within the objective, and the p95 rule per
-/// replica in the 2048 x 16 cache.
+/// completions), tokens per sequence from the token histograms, the p95
+/// rule per replica in the 2048 x 16 cache, and each replica's capacity
+/// held by its own queue for the part of the start-up delay (120 s by
+/// default, none learned here) it needs to finish that queue with a full
+/// cache (vLLM keeps a queued request on its replica).
 fn count_from_counters(from: &[Counters], to: &[Counters]) -> (u32, f64) {
-    let (mut rate, mut running, mut waiting) = (0.0, 0.0, 0.0);
+    let (mut rate, mut running) = (0.0, 0.0);
+    let mut waiting = Vec::new();
     let (mut prompt, mut generation) = ((0.0, 0.0), (0.0, 0.0));
     for (a, b) in from.iter().zip(to) {
         rate += (b.completed - a.completed) / (b.at - a.at).as_secs_f64();
         running += b.running;
-        waiting += b.waiting;
+        waiting.push(b.waiting);
         prompt.0 += b.prompt.0 - a.prompt.0;
         prompt.1 += b.prompt.1 - a.prompt.1;
         generation.0 += b.generation.0 - a.generation.0;
@@ -192,14 +195,14 @@ fn count_from_counters(from: &[Counters], to: &[Counters]) -> (u32, f64) {
         sequences: 2048.0 * 16.0 / tokens,
         seconds_per_request: running / rate,
     };
-    let ttft = 2.0;
-    (
-        replicas_for(
-            rate + (waiting / ttft).min(rate),
-            shape.max_rate(Z_P95, 0.0),
-        ),
-        rate,
-    )
+    let per_replica = shape.max_rate(Z_P95, 0.0);
+    let full = shape.sequences / shape.seconds_per_request;
+    let startup = 120.0;
+    let held: f64 = waiting
+        .iter()
+        .map(|w| per_replica * (w / (full * startup)).min(1.0))
+        .sum();
+    (replicas_for(rate + held, per_replica), rate)
 }
 
 async fn load_step(s: &Server, emulators: &[Emulator]) {

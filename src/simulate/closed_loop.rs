@@ -249,6 +249,7 @@ impl Cluster<'_> {
                 completion_rate: w.completion_rate,
                 avg_prompt_tokens: w.token_means.map(|m| m.0),
                 avg_output_tokens: w.token_means.map(|m| m.1),
+                avg_prefill_seconds: None,
                 cache: Some(cache),
             })
             .collect();

@@ -89,6 +89,9 @@ pub(crate) struct SloReplica {
     pub(crate) completion_rate: Option<f64>,
     pub(crate) avg_prompt_tokens: Option<f64>,
     pub(crate) avg_output_tokens: Option<f64>,
+    /// Mean seconds of prefill per request over the last minute
+    /// (`vllm:request_prefill_time_seconds`' `_sum` / `_count`), when known.
+    pub(crate) avg_prefill_seconds: Option<f64>,
     pub(crate) cache: Option<KvCacheConfig>,
 }
 

@@ -23,6 +23,7 @@ fn replica(i: usize, rate: f64, running: f64, waiting: f64) -> SloReplica {
         completion_rate: Some(rate),
         avg_prompt_tokens: Some(512.0),
         avg_output_tokens: Some(512.0),
+        avg_prefill_seconds: None,
         cache: Some(CACHE),
     }
 }
@@ -153,6 +154,7 @@ fn signals_missing_are_named_for_the_fallback() {
         kv: 0.0,
         avg_prompt_tokens: None,
         avg_output_tokens: None,
+        avg_prefill_seconds: None,
         ..replica(0, 0.0, 0.0, 0.0)
     };
     assert_eq!(

@@ -87,6 +87,7 @@ fn main() -> anyhow::Result<()> {
                 request_rate: None,
                 avg_prompt_tokens: None,
                 avg_generation_tokens: None,
+                avg_prefill_seconds: None,
                 prefix_cache_hit_rate: None,
                 kv_cache: None,
                 activity: None,

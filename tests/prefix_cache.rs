@@ -6,7 +6,10 @@
 //! scrape backend over its own window, the Prometheus backend in its
 //! batched queries (one more query per cycle, still independent of the
 //! number of variants). The scrape backend's mean prompt and output tokens
-//! come from the same window (histogram sums over counts).
+//! come from the same window (histogram sums over counts), and so does the
+//! mean prefill time per request (issue 31: `vllm:request_prefill_time_seconds`,
+//! 512 tokens at the emulator's 8,000 tokens/s: 64 ms), which the Prometheus
+//! backend reads in its batched queries too.
 
 #![cfg(feature = "emulator")] // starts `emulate` replicas (or uses the emulator's types)
 
@@ -71,6 +74,17 @@ async fn the_scrape_backend_measures_the_hit_rate_over_its_window() {
         (m.avg_prompt_tokens, m.avg_generation_tokens),
         (Some(512.0), Some(128.0))
     );
+    assert_prefill_seconds(&m);
+}
+
+/// The emulator prefills each request's 512 prompt tokens at 8,000
+/// tokens/s: 64 ms (a mean of equal values, up to the sum's rounding).
+fn assert_prefill_seconds(m: &ReplicaMetrics) {
+    let prefill = m.avg_prefill_seconds.expect("the mean prefill time");
+    assert!(
+        (prefill - 512.0 / 8000.0).abs() < 1e-9,
+        "mean prefill seconds {prefill}"
+    );
 }
 
 #[tokio::test]
@@ -93,15 +107,18 @@ async fn the_prometheus_backend_reads_the_hit_rate_in_its_batched_queries() {
     )
     .unwrap();
     let snap = snapshot(e.port);
-    let (rate, _) = hit_rate_after_cycles(&backend, &snap).await;
+    let (rate, m) = hit_rate_after_cycles(&backend, &snap).await;
     assert!(
         (rate - PREFIX_CACHE_HIT_FRACTION).abs() < 1e-9,
         "hit rate {rate}"
     );
+    // Read in the same cycle: the prefill histogram grows with the same
+    // finished requests as the prefix-cache counters.
+    assert_prefill_seconds(&m);
     let r = backend
         .fetch_cycle(&snap, &MetricsCache::new())
         .await
         .unwrap();
     assert_eq!(r.requests, QuerySignal::ALL.len(), "{r:?}");
-    assert_eq!(QuerySignal::ALL.len(), 10);
+    assert_eq!(QuerySignal::ALL.len(), 11);
 }

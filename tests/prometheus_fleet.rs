@@ -40,7 +40,7 @@ async fn ten_thousand_pods_get_the_served_values() {
     let cache = MetricsCache::new();
     for cycle in 0..2 {
         let report = backend.fetch_cycle(&snapshot, &cache).await.unwrap();
-        assert_eq!(report.requests, 10, "cycle {cycle}");
+        assert_eq!(report.requests, 11, "cycle {cycle}");
         assert_eq!(report.replicas_updated, 10_000, "cycle {cycle}");
         assert_eq!(report.samples_rejected, 0, "cycle {cycle}");
     }
@@ -56,6 +56,8 @@ async fn ten_thousand_pods_get_the_served_values() {
         assert_eq!(m.request_rate, Some(2.0 + pod.kv_usage * 8.0), "{key}");
         assert_eq!(m.avg_prompt_tokens, Some(512.0), "{key}");
         assert_eq!(m.avg_generation_tokens, Some(256.0), "{key}");
+        // 512 prompt tokens at the emulator's 8,000 tokens/s.
+        assert_eq!(m.avg_prefill_seconds, Some(0.064), "{key}");
         assert_eq!(m.prefix_cache_hit_rate, Some(0.25), "{key}");
         assert_eq!(
             m.kv_cache.map(|c| (c.num_gpu_blocks, c.block_size)),
@@ -63,6 +65,6 @@ async fn ten_thousand_pods_get_the_served_values() {
             "{key}"
         );
     }
-    // Two cycles of ten queries.
-    assert_eq!(api.queries(), 20);
+    // Two cycles of eleven queries.
+    assert_eq!(api.queries(), 22);
 }

@@ -81,6 +81,8 @@ fn the_parser_reads_the_signals_of_a_real_page() {
     // The token histograms' (sum, count), for the scrape backend's averages.
     assert_eq!(page.prompt_tokens, Some((1.090571e6, 2093.0)));
     assert_eq!(page.generation_tokens, Some((274530.0, 2093.0)));
+    // The prefill-time histogram's (sum, count), for the `slo` analysis.
+    assert_eq!(page.prefill_time, Some((124.03858208656311, 2093.0)));
 }
 
 #[test]
@@ -172,9 +174,11 @@ async fn the_prometheus_backend_reads_a_real_page_through_prometheus() {
     );
     assert_eq!(r.requests, QuerySignal::ALL.len(), "{r:?}");
     // The page never changes: no requests finish between scrapes, and
-    // the prefix-cache hit rate is 0 / 0 (no lookups): unknown, not 0.
+    // the prefix-cache hit rate is 0 / 0 (no lookups): unknown, not 0;
+    // so is the mean prefill time (no request finished).
     assert_eq!(m.request_rate, Some(0.0));
     assert_eq!(m.prefix_cache_hit_rate, None);
+    assert_eq!(m.avg_prefill_seconds, None);
     let missing = backend.validate_metrics_availability().await.unwrap();
     assert!(missing.is_empty(), "series the server expects: {missing:?}");
 }

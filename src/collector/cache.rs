@@ -25,6 +25,9 @@ pub struct ReplicaMetrics {
     pub avg_prompt_tokens: Option<f64>,
     /// Mean generated tokens per request over the last minute, when known.
     pub avg_generation_tokens: Option<f64>,
+    /// Mean seconds of prefill per request over the last minute
+    /// (`vllm:request_prefill_time_seconds`), when known.
+    pub avg_prefill_seconds: Option<f64>,
     /// Prefix-cache hits / queries over the last minute, in [0, 1], when known.
     pub prefix_cache_hit_rate: Option<f64>,
     /// `vllm:cache_config_info`'s `num_gpu_blocks` and `block_size`, when

@@ -32,6 +32,9 @@ pub struct VllmPage {
     /// histograms: (sum, count) over engines, when finite and non-negative.
     pub prompt_tokens: Option<(f64, f64)>,
     pub generation_tokens: Option<(f64, f64)>,
+    /// `vllm:request_prefill_time_seconds` histogram: (sum in seconds,
+    /// count) over engines, when finite and non-negative.
+    pub prefill_time: Option<(f64, f64)>,
     pub rejected: Vec<RejectedSample>,
 }
 
@@ -71,6 +74,8 @@ const PROMPT_TOKENS_SUM: &str = "vllm:request_prompt_tokens_sum";
 const PROMPT_TOKENS_COUNT: &str = "vllm:request_prompt_tokens_count";
 const GENERATION_TOKENS_SUM: &str = "vllm:request_generation_tokens_sum";
 const GENERATION_TOKENS_COUNT: &str = "vllm:request_generation_tokens_count";
+const PREFILL_TIME_SUM: &str = "vllm:request_prefill_time_seconds_sum";
+const PREFILL_TIME_COUNT: &str = "vllm:request_prefill_time_seconds_count";
 
 /// A sum over the series of a counter (or a histogram's `_sum` or
 /// `_count`): unknown when absent or when any series is not a finite
@@ -129,7 +134,8 @@ pub fn parse_vllm_page(text: &str) -> Result<VllmPage, ExpositionError> {
     let mut kv_old = None;
     let mut seen = false;
     let (mut success, mut hits, mut queries) = <(CounterSum, CounterSum, CounterSum)>::default();
-    let (mut prompt, mut generation) = (HistogramTotals::default(), HistogramTotals::default());
+    let (mut prompt, mut generation, mut prefill) =
+        <(HistogramTotals, HistogramTotals, HistogramTotals)>::default();
     for_each_sample(text, |sample| {
         let value = sample.value;
         match sample.name {
@@ -140,6 +146,8 @@ pub fn parse_vllm_page(text: &str) -> Result<VllmPage, ExpositionError> {
             PROMPT_TOKENS_COUNT => prompt.count.add(value),
             GENERATION_TOKENS_SUM => generation.sum.add(value),
             GENERATION_TOKENS_COUNT => generation.count.add(value),
+            PREFILL_TIME_SUM => prefill.sum.add(value),
+            PREFILL_TIME_COUNT => prefill.count.add(value),
             CACHE_CONFIG => {
                 // Several engines: the largest cache (they are normally equal).
                 let found = kv_cache_from_labels(|k| sample.label(k));
@@ -180,6 +188,7 @@ pub fn parse_vllm_page(text: &str) -> Result<VllmPage, ExpositionError> {
     }
     page.prompt_tokens = prompt.totals();
     page.generation_tokens = generation.totals();
+    page.prefill_time = prefill.totals();
     if !seen {
         return Err(ExpositionError::NoVllmSeries);
     }
@@ -242,7 +251,7 @@ mod tests {
     /// of a replica with `kv` KV-cache usage, `waiting` queued and 3
     /// running requests, after 7 finished requests (6 stopped, 0.7 by
     /// length rounded down) of 512 prompt tokens (a quarter of them found
-    /// in the prefix cache) and 128 generated tokens.
+    /// in the prefix cache) and 128 generated tokens, each prefilled in 64 ms.
     fn emulated(kv: f64, waiting: f64) -> String {
         let l = "engine=\"0\",model_name=\"meta/llama\"";
         let (kv, waiting) = (prom_float(kv), prom_float(waiting));
@@ -273,6 +282,11 @@ mod tests {
              vllm:request_generation_tokens_bucket{{{l},le=\"+Inf\"}} 7\n\
              vllm:request_generation_tokens_sum{{{l}}} 896\n\
              vllm:request_generation_tokens_count{{{l}}} 7\n\
+             # TYPE vllm:request_prefill_time_seconds histogram\n\
+             vllm:request_prefill_time_seconds_bucket{{{l},le=\"0.3\"}} 7\n\
+             vllm:request_prefill_time_seconds_bucket{{{l},le=\"+Inf\"}} 7\n\
+             vllm:request_prefill_time_seconds_sum{{{l}}} 0.448\n\
+             vllm:request_prefill_time_seconds_count{{{l}}} 7\n\
              # TYPE vllm:cache_config_info gauge\n\
              vllm:cache_config_info{{block_size=\"16\",cache_dtype=\"auto\",engine=\"0\",num_gpu_blocks=\"8192\"}} 1.0\n"
         )
@@ -312,6 +326,8 @@ inference_extension_flow_control_queue_bytes{fairness_id=\"a\",priority=\"0\",in
         // 7 requests of 512 prompt and 128 generated tokens.
         assert_eq!(p.prompt_tokens, Some((3584.0, 7.0)));
         assert_eq!(p.generation_tokens, Some((896.0, 7.0)));
+        // 7 prefills of 64 ms.
+        assert_eq!(p.prefill_time, Some((0.448, 7.0)));
         // A quarter of the prompt tokens were cached.
         assert_eq!(
             p.prefix_cache,
@@ -346,6 +362,32 @@ inference_extension_flow_control_queue_bytes{fairness_id=\"a\",priority=\"0\",in
         assert_eq!(read("+Inf", "100"), None);
         let without = "vllm:num_requests_waiting{model_name=\"m\"} 0\n";
         assert_eq!(parse_vllm_page(without).unwrap().prefix_cache, None);
+    }
+
+    #[test]
+    fn prefill_time_sums_engines_and_refuses_bad_values() {
+        let page = |sum1: &str, count1: &str| {
+            format!(
+                "vllm:num_requests_waiting{{model_name=\"m\"}} 0\n\
+                 vllm:request_prefill_time_seconds_bucket{{engine=\"0\",le=\"+Inf\",model_name=\"m\"}} 4\n\
+                 vllm:request_prefill_time_seconds_count{{engine=\"0\",model_name=\"m\"}} 4\n\
+                 vllm:request_prefill_time_seconds_sum{{engine=\"0\",model_name=\"m\"}} 1.5\n\
+                 vllm:request_prefill_time_seconds_count{{engine=\"1\",model_name=\"m\"}} {count1}\n\
+                 vllm:request_prefill_time_seconds_sum{{engine=\"1\",model_name=\"m\"}} {sum1}\n"
+            )
+        };
+        let read = |s, c| parse_vllm_page(&page(s, c)).unwrap().prefill_time;
+        // Buckets are not summed: only `_sum` and `_count`.
+        assert_eq!(read("0.5", "2"), Some((2.0, 6.0)));
+        assert_eq!(read("NaN", "2"), None);
+        assert_eq!(read("0.5", "-1"), None);
+        assert_eq!(read("+Inf", "2"), None);
+        // A `_sum` without its `_count` (or none at all): unknown.
+        let sum_only = "vllm:num_requests_waiting{model_name=\"m\"} 0\n\
+                        vllm:request_prefill_time_seconds_sum{model_name=\"m\"} 1.5\n";
+        assert_eq!(parse_vllm_page(sum_only).unwrap().prefill_time, None);
+        let without = "vllm:num_requests_waiting{model_name=\"m\"} 0\n";
+        assert_eq!(parse_vllm_page(without).unwrap().prefill_time, None);
     }
 
     #[test]

@@ -297,6 +297,7 @@ impl ScrapeBackend {
                 w.push_counters(now, c.hits, c.queries);
             }
             w.push_tokens(now, page.prompt_tokens, page.generation_tokens);
+            w.push_prefill_time(now, page.prefill_time);
             if let Some(total) = page.success_total {
                 w.push_completions(now, total);
             }
@@ -305,6 +306,7 @@ impl ScrapeBackend {
                     p,
                     w.prefix_hit_rate(),
                     w.token_averages(),
+                    w.avg_prefill_seconds(),
                     w.completion_rate(),
                 )
             })
@@ -313,6 +315,7 @@ impl ScrapeBackend {
             (kv_peak, waiting_peak),
             prefix_cache_hit_rate,
             (avg_prompt, avg_generation),
+            avg_prefill_seconds,
             request_rate,
         )) = peaks
         else {
@@ -341,6 +344,7 @@ impl ScrapeBackend {
                 request_rate,
                 avg_prompt_tokens: avg_prompt,
                 avg_generation_tokens: avg_generation,
+                avg_prefill_seconds,
                 prefix_cache_hit_rate,
                 kv_cache: page.kv_cache,
                 activity,

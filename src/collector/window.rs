@@ -49,6 +49,8 @@ pub(crate) struct PeakWindow {
     /// Prompt and generated tokens over requests (histogram sums over counts).
     prompt: RatioWindow,
     generation: RatioWindow,
+    /// Prefill seconds over requests (`vllm:request_prefill_time_seconds`).
+    prefill: RatioWindow,
     /// Finished requests over seconds since `created`.
     completions: RatioWindow,
     created: Instant,
@@ -62,6 +64,7 @@ impl PeakWindow {
             prefix: RatioWindow::default(),
             prompt: RatioWindow::default(),
             generation: RatioWindow::default(),
+            prefill: RatioWindow::default(),
             completions: RatioWindow::default(),
             created: Instant::now(),
         }
@@ -106,6 +109,20 @@ impl PeakWindow {
     /// Mean prompt and generated tokens of the requests finished within the span.
     pub(crate) fn token_averages(&self) -> (Option<f64>, Option<f64>) {
         (self.prompt.ratio(), self.generation.ratio())
+    }
+
+    /// Adds the prefill-time histogram's (sum, count) read at `at`.
+    pub(crate) fn push_prefill_time(&mut self, at: Instant, prefill: Option<(f64, f64)>) {
+        if let Some((sum, count)) = prefill {
+            self.prefill.push(self.span, at, sum, count);
+        }
+    }
+
+    /// Mean prefill seconds of the requests finished within the span: None
+    /// when none finished (or with one reading only); a counter that went
+    /// down (a restart) starts the window over, as for the token means.
+    pub(crate) fn avg_prefill_seconds(&self) -> Option<f64> {
+        self.prefill.ratio()
     }
 
     /// Adds a sample (kv, waiting) taken at `at` and forgets those that
@@ -279,6 +296,37 @@ mod tests {
         assert_eq!(w.token_averages(), (Some(300.0), Some(100.0)));
         // No request finished within the span: unknown, not 0.
         w.push_tokens(at(81), Some((1600.0, 4.0)), Some((250.0, 3.0)));
+        assert_eq!(w.token_averages(), (None, None));
+    }
+
+    #[test]
+    fn prefill_mean_is_the_seconds_over_the_requests_of_the_span() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut w = PeakWindow::new(Duration::from_secs(60));
+        w.push_prefill_time(at(0), Some((2.0, 10.0)));
+        assert_eq!(w.avg_prefill_seconds(), None, "one reading");
+        w.push_prefill_time(at(10), Some((2.0, 10.0)));
+        assert_eq!(w.avg_prefill_seconds(), None, "no request finished");
+        // 4 requests, 1 s of prefill between them: 0.25 s each.
+        w.push_prefill_time(at(20), Some((3.0, 14.0)));
+        assert_eq!(w.avg_prefill_seconds(), Some(0.25));
+        // A page without the histogram leaves the window as it was.
+        w.push_prefill_time(at(30), None);
+        assert_eq!(w.avg_prefill_seconds(), Some(0.25));
+        // The readings at 0 and 10 s leave: (5.0 - 3.0) / (18 - 14).
+        w.push_prefill_time(at(71), Some((5.0, 18.0)));
+        assert_eq!(w.avg_prefill_seconds(), Some(0.5));
+        // Nothing finished within the last minute: unknown, not 0.
+        w.push_prefill_time(at(100), Some((5.0, 18.0)));
+        w.push_prefill_time(at(140), Some((5.0, 18.0)));
+        assert_eq!(w.avg_prefill_seconds(), None);
+        // A restart resets the counters: the window starts over.
+        w.push_prefill_time(at(150), Some((0.5, 1.0)));
+        assert_eq!(w.avg_prefill_seconds(), None);
+        w.push_prefill_time(at(160), Some((2.0, 5.0)));
+        assert_eq!(w.avg_prefill_seconds(), Some(0.375));
+        // The token means are kept apart.
         assert_eq!(w.token_averages(), (None, None));
     }
 

@@ -193,7 +193,7 @@ impl DecisionEngine {
                         completion_rate: m.request_rate,
                         avg_prompt_tokens: m.avg_prompt_tokens,
                         avg_output_tokens: m.avg_generation_tokens,
-                        avg_prefill_seconds: None,
+                        avg_prefill_seconds: m.avg_prefill_seconds,
                         cache: m.kv_cache,
                     },
                 )

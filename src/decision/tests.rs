@@ -49,6 +49,7 @@ fn report(e: &DecisionEngine, ns: &str, pod: &str, kv: f64, q: f64, age: Duratio
             request_rate: None,
             avg_prompt_tokens: None,
             avg_generation_tokens: None,
+            avg_prefill_seconds: None,
             prefix_cache_hit_rate: None,
             kv_cache: None,
             activity: None,
@@ -305,6 +306,7 @@ fn report_tokens(e: &DecisionEngine, ns: &str, pod: &str, kv: f64) {
             request_rate: None,
             avg_prompt_tokens: Some(100.0),
             avg_generation_tokens: Some(50.0),
+            avg_prefill_seconds: None,
             prefix_cache_hit_rate: None,
             kv_cache: Some(crate::saturation::v2::KvCacheConfig {
                 num_gpu_blocks: 1000,
@@ -748,4 +750,27 @@ fn a_sweep_does_not_keep_a_replaced_snapshot_alive() {
     let next = e.sweep();
     assert!(e.snapshot_of(&next).is_some());
     assert!(e.current_sweep(&second).is_some());
+}
+
+/// Issue 31: the `slo` analysis' input carries each replica's mean prefill
+/// seconds as the backend collected it (unknown stays unknown).
+#[test]
+fn slo_inputs_carry_the_mean_prefill_seconds() {
+    let e = engine(objects("ns", "v", "m", 2, 2, 2));
+    report(&e, "ns", "v-p0", 0.5, 0.0, Duration::ZERO);
+    report(&e, "ns", "v-p1", 0.5, 0.0, Duration::ZERO);
+    let mut with_prefill = e.cache().get(&pod_key("ns", "v-p1")).unwrap();
+    with_prefill.avg_prefill_seconds = Some(0.064);
+    e.cache().insert(pod_key("ns", "v-p1"), with_prefill);
+    let snapshot = e.inventory().load();
+    let inputs = e
+        .model_inputs(&snapshot, &model("ns", "m"), SystemTime::now())
+        .unwrap();
+    let mut got: Vec<(&str, Option<f64>)> = inputs
+        .slo
+        .iter()
+        .map(|r| (r.pod.as_str(), r.avg_prefill_seconds))
+        .collect();
+    got.sort_by(|a, b| a.0.cmp(b.0));
+    assert_eq!(got, [("v-p0", None), ("v-p1", Some(0.064))]);
 }

@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::fleet::{Fleet, FleetPod};
+use super::render::{DEFAULT_PREFILL_TOKENS_PER_SECOND, PROMPT_TOKENS};
 use crate::collector::prometheus::queries::QuerySignal;
 
 /// How often the sample timestamps move forward, so that a long-running
@@ -85,6 +86,8 @@ pub(crate) fn signal_of(promql: &str) -> Option<QuerySignal> {
         QuerySignal::AvgPromptTokens
     } else if promql.contains("request_generation_tokens") {
         QuerySignal::AvgGenerationTokens
+    } else if promql.contains("request_prefill_time_seconds") {
+        QuerySignal::AvgPrefillSeconds
     } else if promql.contains("prefix_cache") {
         QuerySignal::PrefixCacheHitRate
     } else if promql.contains("cache_config_info") {
@@ -110,6 +113,8 @@ fn value_of(signal: QuerySignal, pod: &FleetPod, now: f64) -> f64 {
         QuerySignal::RequestRate => 2.0 + pod.kv_usage * 8.0,
         QuerySignal::AvgPromptTokens => 512.0,
         QuerySignal::AvgGenerationTokens => 256.0,
+        // The 512 prompt tokens at the emulator's default prefill throughput.
+        QuerySignal::AvgPrefillSeconds => PROMPT_TOKENS / DEFAULT_PREFILL_TOKENS_PER_SECOND,
         QuerySignal::CacheConfig => 1.0,
         // Per model, and the fleet has no endpoint picker: never rendered.
         QuerySignal::SchedulerQueueSize | QuerySignal::SchedulerQueueBytes => 0.0,

@@ -10,6 +10,15 @@ use crate::saturation::v2::KvCacheConfig;
 pub(crate) const TOKEN_BUCKETS: [f64; 11] = [
     1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0,
 ];
+/// Request-latency histogram buckets in seconds: the first of those vLLM
+/// uses for `vllm:request_prefill_time_seconds` (its `request_latency_buckets`).
+pub(crate) const LATENCY_BUCKETS: [f64; 8] = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0];
+/// Prompt tokens an emulated replica prefills per second unless told
+/// otherwise (as `simulate`'s replica model: `prefill_tokens_per_second`).
+pub(crate) const DEFAULT_PREFILL_TOKENS_PER_SECOND: f64 = 8000.0;
+/// Prompt and generated tokens of every emulated request.
+pub(crate) const PROMPT_TOKENS: f64 = 512.0;
+pub(crate) const GENERATED_TOKENS: f64 = 128.0;
 /// KV-cache blocks of the emulated GPU and their size.
 pub(crate) const NUM_GPU_BLOCKS: u64 = 8192;
 pub(crate) const BLOCK_SIZE: u64 = 16;
@@ -19,7 +28,7 @@ pub(crate) const BLOCK_SIZE: u64 = 16;
 pub const PREFIX_CACHE_HIT_FRACTION: f64 = 0.25;
 
 /// Counters that only grow.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Counters {
     pub(crate) success_stop: f64,
     pub(crate) success_length: f64,
@@ -29,21 +38,55 @@ pub struct Counters {
     pub(crate) prefix_cache_queries: f64,
     pub(crate) prefix_cache_hits: f64,
     pub(crate) generation_tokens: f64,
-    pub(crate) prompt_hist: Histogram,
-    pub(crate) generation_hist: Histogram,
+    pub(crate) prompt_hist: Histogram<{ TOKEN_BUCKETS.len() }>,
+    pub(crate) generation_hist: Histogram<{ TOKEN_BUCKETS.len() }>,
+    /// `vllm:request_prefill_time_seconds`: each finished request's prompt
+    /// tokens over `prefill_tokens_per_second`.
+    pub(crate) prefill_hist: Histogram<{ LATENCY_BUCKETS.len() }>,
+    /// The emulated replica's prefill throughput, in prompt tokens per second.
+    pub(crate) prefill_tokens_per_second: f64,
 }
 
-/// Cumulative bucket counts, sum and count of a histogram.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Histogram {
-    pub(crate) buckets: [u64; TOKEN_BUCKETS.len()],
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            success_stop: 0.0,
+            success_length: 0.0,
+            success_abort: 0.0,
+            prompt_tokens: 0.0,
+            prefix_cache_queries: 0.0,
+            prefix_cache_hits: 0.0,
+            generation_tokens: 0.0,
+            prompt_hist: Histogram::default(),
+            generation_hist: Histogram::default(),
+            prefill_hist: Histogram::default(),
+            prefill_tokens_per_second: DEFAULT_PREFILL_TOKENS_PER_SECOND,
+        }
+    }
+}
+
+/// Cumulative bucket counts (of `N` upper bounds), sum and count of a histogram.
+#[derive(Debug, Clone)]
+pub(crate) struct Histogram<const N: usize> {
+    pub(crate) buckets: [u64; N],
     pub(crate) count: u64,
     pub(crate) sum: f64,
 }
 
-impl Histogram {
-    pub(crate) fn observe(&mut self, v: f64, times: u64) {
-        for (i, b) in TOKEN_BUCKETS.iter().enumerate() {
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Histogram {
+            buckets: [0; N],
+            count: 0,
+            sum: 0.0,
+        }
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    /// Records `times` observations of `v` against the upper `bounds`.
+    pub(crate) fn observe(&mut self, bounds: &[f64; N], v: f64, times: u64) {
+        for (i, b) in bounds.iter().enumerate() {
             if v <= *b {
                 self.buckets[i] += times;
             }
@@ -59,15 +102,20 @@ impl Counters {
         if finished == 0 {
             return;
         }
-        let (prompt, generated) = (512.0, 128.0);
+        let (prompt, generated) = (PROMPT_TOKENS, GENERATED_TOKENS);
+        // One request's prefill: its prompt at the replica's throughput.
+        let prefill_seconds = prompt / self.prefill_tokens_per_second.max(f64::MIN_POSITIVE);
         self.success_stop += finished as f64 * 0.9;
         self.success_length += finished as f64 * 0.1;
         self.prompt_tokens += prompt * finished as f64;
         self.prefix_cache_queries += prompt * finished as f64;
         self.prefix_cache_hits += prompt * PREFIX_CACHE_HIT_FRACTION * finished as f64;
         self.generation_tokens += generated * finished as f64;
-        self.prompt_hist.observe(prompt, finished);
-        self.generation_hist.observe(generated, finished);
+        self.prompt_hist.observe(&TOKEN_BUCKETS, prompt, finished);
+        self.generation_hist
+            .observe(&TOKEN_BUCKETS, generated, finished);
+        self.prefill_hist
+            .observe(&LATENCY_BUCKETS, prefill_seconds, finished);
     }
 }
 
@@ -179,6 +227,17 @@ pub(crate) fn render_with_cache(
             v.floor()
         );
     }
+    let histogram =
+        |o: &mut String, name: &str, help: &str, bounds: &[f64], h: (&[u64], u64, f64)| {
+            let (buckets, count, sum) = h;
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for (b, n) in bounds.iter().zip(buckets) {
+                let _ = writeln!(o, "{name}_bucket{{{l},le=\"{b:.1}\"}} {n}");
+            }
+            let _ = writeln!(o, "{name}_bucket{{{l},le=\"+Inf\"}} {count}");
+            let _ = writeln!(o, "{name}_sum{{{l}}} {sum}");
+            let _ = writeln!(o, "{name}_count{{{l}}} {count}");
+        };
     for (name, help, h) in [
         (
             "vllm:request_prompt_tokens",
@@ -191,14 +250,22 @@ pub(crate) fn render_with_cache(
             &c.generation_hist,
         ),
     ] {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (b, n) in TOKEN_BUCKETS.iter().zip(h.buckets) {
-            let _ = writeln!(o, "{name}_bucket{{{l},le=\"{b:.1}\"}} {n}");
-        }
-        let _ = writeln!(o, "{name}_bucket{{{l},le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(o, "{name}_sum{{{l}}} {}", h.sum);
-        let _ = writeln!(o, "{name}_count{{{l}}} {}", h.count);
+        histogram(
+            &mut o,
+            name,
+            help,
+            &TOKEN_BUCKETS,
+            (&h.buckets, h.count, h.sum),
+        );
     }
+    let p = &c.prefill_hist;
+    histogram(
+        &mut o,
+        "vllm:request_prefill_time_seconds",
+        "Histogram of time spent in PREFILL phase for request.",
+        &LATENCY_BUCKETS,
+        (&p.buckets, p.count, p.sum),
+    );
     let _ = writeln!(
         o,
         "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n# TYPE vllm:cache_config_info gauge\nvllm:cache_config_info{{block_size=\"{block_size}\",cache_dtype=\"auto\",engine=\"0\",gpu_memory_utilization=\"0.9\",num_cpu_blocks=\"0\",num_gpu_blocks=\"{num_gpu_blocks}\",prefix_caching_hash_algo=\"builtin\",swap_space=\"4\"}} 1.0"
@@ -231,6 +298,11 @@ mod tests {
             "# TYPE vllm:request_generation_tokens histogram",
             "vllm:prefix_cache_queries_total{engine=\"0\",model_name=\"meta/llama\"} 5120",
             "vllm:prefix_cache_hits_total{engine=\"0\",model_name=\"meta/llama\"} 1280",
+            // 512 prompt tokens at 8,000 tokens/s: 64 ms of prefill each.
+            "# TYPE vllm:request_prefill_time_seconds histogram",
+            "vllm:request_prefill_time_seconds_bucket{engine=\"0\",model_name=\"meta/llama\",le=\"0.3\"} 10",
+            "vllm:request_prefill_time_seconds_bucket{engine=\"0\",model_name=\"meta/llama\",le=\"+Inf\"} 10",
+            "vllm:request_prefill_time_seconds_count{engine=\"0\",model_name=\"meta/llama\"} 10",
         ] {
             assert!(page.lines().any(|l| l == line), "missing {line:?} in\n{page}");
         }
@@ -270,10 +342,49 @@ mod tests {
         assert_eq!(p.success_total, Some(6.0));
         assert_eq!(p.prompt_tokens, Some((3584.0, 7.0)));
         assert_eq!(p.generation_tokens, Some((896.0, 7.0)));
+        let (prefill_sum, prefill_count) = p.prefill_time.unwrap();
+        assert_eq!(prefill_count, 7.0);
+        assert!(
+            (prefill_sum - 7.0 * 512.0 / 8000.0).abs() < 1e-12,
+            "{prefill_sum}"
+        );
         let cache = p.kv_cache.unwrap();
         assert_eq!(
             (cache.num_gpu_blocks, cache.block_size),
             (NUM_GPU_BLOCKS, BLOCK_SIZE)
+        );
+    }
+
+    /// Prefill seconds follow the prompt tokens and the throughput: a
+    /// slower replica's requests land in higher buckets.
+    #[test]
+    fn prefill_time_is_the_prompt_over_the_throughput() {
+        let mut c = Counters {
+            prefill_tokens_per_second: 640.0,
+            ..Counters::default()
+        };
+        c.finish_requests(3);
+        // 512 / 640 = 0.8 s each: in the 0.8 s bucket and above, not below.
+        assert_eq!(c.prefill_hist.buckets[..3], [0, 0, 3]);
+        assert_eq!(c.prefill_hist.count, 3);
+        assert!((c.prefill_hist.sum - 2.4).abs() < 1e-12);
+        let page = render(
+            "m",
+            &ReplicaState {
+                kv: 0.1,
+                waiting: 0.0,
+                running: 1.0,
+            },
+            &c,
+        );
+        assert!(page
+            .lines()
+            .any(|l| l == "vllm:request_prefill_time_seconds_bucket{engine=\"0\",model_name=\"m\",le=\"0.5\"} 0"));
+        assert_eq!(Counters::default().prefill_tokens_per_second, 8000.0);
+        c.finish_requests(0);
+        assert_eq!(
+            c.prefill_hist.count, 3,
+            "nothing finished, nothing observed"
         );
     }
 }

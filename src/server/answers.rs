@@ -212,6 +212,7 @@ mod tests {
                     request_rate: None,
                     avg_prompt_tokens: Some(100.0),
                     avg_generation_tokens: Some(50.0),
+                    avg_prefill_seconds: None,
                     prefix_cache_hit_rate: None,
                     kv_cache: Some(crate::saturation::v2::KvCacheConfig {
                         block_size: 16,

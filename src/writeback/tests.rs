@@ -60,6 +60,7 @@ fn file_engine_with_tokens(config: &str, kv: f64) -> DecisionEngine {
                 request_rate: None,
                 avg_prompt_tokens: Some(100.0),
                 avg_generation_tokens: Some(50.0),
+                avg_prefill_seconds: None,
                 prefix_cache_hit_rate: None,
                 kv_cache: Some(crate::saturation::v2::KvCacheConfig {
                     num_gpu_blocks: 1000,

@@ -261,6 +261,7 @@ pub(crate) struct PodRow {
     pub(crate) rate: Option<f64>,
     pub(crate) prompt: Option<f64>,
     pub(crate) generation: Option<f64>,
+    pub(crate) prefill_seconds: Option<f64>,
     pub(crate) prefix_hit_rate: Option<f64>,
     pub(crate) kv_cache: Option<KvCacheConfig>,
 }
@@ -328,6 +329,7 @@ impl Accumulator {
             rate: value(QuerySignal::RequestRate),
             prompt: value(QuerySignal::AvgPromptTokens),
             generation: value(QuerySignal::AvgGenerationTokens),
+            prefill_seconds: value(QuerySignal::AvgPrefillSeconds),
             prefix_hit_rate: value(QuerySignal::PrefixCacheHitRate),
             kv_cache: self.columns[slot(QuerySignal::CacheConfig)]
                 .as_ref()

@@ -1,4 +1,4 @@
-//! The Prometheus backend: nine batched PromQL queries per fetch cycle for
+//! The Prometheus backend: eleven batched PromQL queries per fetch cycle for
 //! every model at once (plus one per distinct scale-to-zero retention period
 //! when scale to zero is on for some model), each answer folded row by row
 //! as it is decoded ([`fold`]) and joined to the inventory's ready pods,
@@ -383,6 +383,7 @@ impl PrometheusBackend {
                         request_rate: row.rate.filter(|v| v.is_finite()),
                         avg_prompt_tokens: row.prompt.filter(|v| v.is_finite()),
                         avg_generation_tokens: row.generation.filter(|v| v.is_finite()),
+                        avg_prefill_seconds: row.prefill_seconds.filter(|v| v.is_finite()),
                         prefix_cache_hit_rate: row
                             .prefix_hit_rate
                             .filter(|v| (0.0..=1.0).contains(v)),

@@ -1,7 +1,8 @@
 //! The PromQL the Prometheus backend sends, built in one place. Pure.
 //!
 //! One query per signal covers every model and namespace at once, so the
-//! number of queries per fetch cycle is constant (eight) whatever the number
+//! number of queries per fetch cycle is constant (`QuerySignal::ALL`, eleven;
+//! plus one per distinct scale-to-zero retention period) whatever the number
 //! of variants. A per-model refresh uses the same shapes narrowed by label
 //! matchers whose values are escaped.
 
@@ -23,6 +24,9 @@ pub enum QuerySignal {
     AvgPromptTokens,
     /// Mean generated tokens per request over the last minute.
     AvgGenerationTokens,
+    /// Mean seconds of prefill per request over the last minute
+    /// (`vllm:request_prefill_time_seconds`; the `slo` analysis' prefill bound).
+    AvgPrefillSeconds,
     /// `vllm:cache_config_info`, grouped by its `num_gpu_blocks` and
     /// `block_size` labels (the token-based analysis' KV capacity).
     CacheConfig,
@@ -37,13 +41,14 @@ pub enum QuerySignal {
 }
 
 impl QuerySignal {
-    pub const ALL: [QuerySignal; 10] = [
+    pub const ALL: [QuerySignal; 11] = [
         QuerySignal::KvUsage,
         QuerySignal::QueueWaiting,
         QuerySignal::SampleTime,
         QuerySignal::RequestRate,
         QuerySignal::AvgPromptTokens,
         QuerySignal::AvgGenerationTokens,
+        QuerySignal::AvgPrefillSeconds,
         QuerySignal::CacheConfig,
         QuerySignal::SchedulerQueueSize,
         QuerySignal::SchedulerQueueBytes,
@@ -58,6 +63,7 @@ impl QuerySignal {
             QuerySignal::RequestRate => "request_rate",
             QuerySignal::AvgPromptTokens => "avg_prompt_tokens",
             QuerySignal::AvgGenerationTokens => "avg_generation_tokens",
+            QuerySignal::AvgPrefillSeconds => "avg_prefill_seconds",
             QuerySignal::CacheConfig => "cache_config",
             QuerySignal::SchedulerQueueSize => "scheduler_queue_size",
             QuerySignal::SchedulerQueueBytes => "scheduler_queue_bytes",
@@ -145,6 +151,9 @@ pub fn build(signal: QuerySignal, scope: Scope<'_>) -> String {
         ),
         QuerySignal::AvgGenerationTokens => format!(
             "sum {BY} (rate(vllm:request_generation_tokens_sum{m}[1m])) / sum {BY} (rate(vllm:request_generation_tokens_count{m}[1m]))"
+        ),
+        QuerySignal::AvgPrefillSeconds => format!(
+            "sum {BY} (rate(vllm:request_prefill_time_seconds_sum{m}[1m])) / sum {BY} (rate(vllm:request_prefill_time_seconds_count{m}[1m]))"
         ),
         QuerySignal::CacheConfig => format!(
             "max by (namespace, pod, model_name, num_gpu_blocks, block_size) (vllm:cache_config_info{m})"
@@ -266,6 +275,31 @@ mod tests {
             prom_duration(std::time::Duration::from_millis(1500)),
             "1500ms"
         );
+    }
+
+    #[test]
+    fn prefill_seconds_are_the_histograms_sum_over_count() {
+        assert_eq!(
+            build(QuerySignal::AvgPrefillSeconds, Scope::All),
+            "sum by (namespace, pod, model_name) (rate(vllm:request_prefill_time_seconds_sum[1m])) / sum by (namespace, pod, model_name) (rate(vllm:request_prefill_time_seconds_count[1m]))"
+        );
+        let m = "{namespace=\"prod\",model_name=\"m\"}";
+        assert_eq!(
+            build(
+                QuerySignal::AvgPrefillSeconds,
+                Scope::Model {
+                    namespace: "prod",
+                    model_id: "m"
+                }
+            ),
+            format!("sum by (namespace, pod, model_name) (rate(vllm:request_prefill_time_seconds_sum{m}[1m])) / sum by (namespace, pod, model_name) (rate(vllm:request_prefill_time_seconds_count{m}[1m]))")
+        );
+        assert_eq!(
+            QuerySignal::AvgPrefillSeconds.as_str(),
+            "avg_prefill_seconds"
+        );
+        assert!(!QuerySignal::AvgPrefillSeconds.per_model());
+        assert!(QuerySignal::ALL.contains(&QuerySignal::AvgPrefillSeconds));
     }
 
     #[test]

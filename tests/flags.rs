@@ -193,6 +193,7 @@ const EMULATE_FLAG_TESTS: &[(&str, &str)] = &[
     ("--request-rate", "subcommand_flags.rs::emulate_flags_set_what_its_metrics_say"),
     ("--num-gpu-blocks", "subcommand_flags.rs::emulate_flags_set_what_its_metrics_say"),
     ("--block-size", "subcommand_flags.rs::emulate_flags_set_what_its_metrics_say"),
+    ("--prefill-tokens-per-second", "subcommand_flags.rs::emulate_prefill_throughput_sets_the_prefill_time"),
 ];
 
 #[rustfmt::skip]

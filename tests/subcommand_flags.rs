@@ -134,6 +134,108 @@ fn sample(text: &str, name: &str, with: &[&str]) -> Option<f64> {
         .reduce(|a, b| a + b)
 }
 
+/// `emulate --prefill-tokens-per-second` sets the prefill time of each
+/// finished request (`vllm:request_prefill_time_seconds`: its 512 prompt
+/// tokens over the throughput), and `prefill_tokens_per_second` in
+/// `POST /admin/state` changes it for the requests that finish afterwards;
+/// a throughput that is not a finite number > 0 is refused by both.
+#[cfg(feature = "emulator")]
+#[tokio::test]
+async fn emulate_prefill_throughput_sets_the_prefill_time() {
+    use common::{eventually, free_port, http_client, Proc};
+    use std::time::Duration;
+
+    let bad = Command::new(BIN)
+        .args(["emulate", "--port", "1", "--model-name", "m"])
+        .args(["--prefill-tokens-per-second", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--prefill-tokens-per-second"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    let port = free_port();
+    let port_s = port.to_string();
+    let _e = Proc::spawn(
+        "emulate-prefill",
+        &[
+            "emulate",
+            "--port",
+            &port_s,
+            "--model-name",
+            "m",
+            "--request-rate",
+            "20",
+            "--prefill-tokens-per-second",
+            "1024",
+        ],
+    );
+    let client = http_client();
+    // (sum, count) of the prefill-time histogram.
+    let prefill = || {
+        let client = client.clone();
+        async move {
+            let text = client
+                .get(format!("http://127.0.0.1:{port}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            Some((
+                sample(&text, "vllm:request_prefill_time_seconds_sum", &[])?,
+                sample(&text, "vllm:request_prefill_time_seconds_count", &[])?,
+            ))
+        }
+    };
+    let (sum, count) = eventually(Duration::from_secs(30), "finished requests", || async {
+        prefill().await.filter(|(_, count)| *count >= 2.0)
+    })
+    .await;
+    // 512 tokens at 1,024 tokens/s: half a second each.
+    assert_eq!(sum / count, 0.5, "{sum} / {count}");
+
+    let post = |body: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .post(format!("http://127.0.0.1:{port}/admin/state"))
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for bad in [
+        r#"{"prefill_tokens_per_second":0}"#,
+        r#"{"prefill_tokens_per_second":-5}"#,
+        r#"{"prefill_tokens_per_second":"+Inf"}"#,
+    ] {
+        assert_eq!(post(bad).await.status(), 400, "{bad}");
+    }
+    let r = post(r#"{"prefill_tokens_per_second":256}"#).await;
+    assert_eq!(r.status(), 200);
+    let state: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(state["prefill_tokens_per_second"], 256.0);
+    let (sum0, count0) = prefill().await.unwrap();
+    let (sum1, count1) = eventually(
+        Duration::from_secs(30),
+        "requests finished after the change",
+        || async { prefill().await.filter(|(_, c)| *c >= count0 + 2.0) },
+    )
+    .await;
+    // Those requests took 512 / 256 = 2 s of prefill each.
+    assert_eq!(
+        (sum1 - sum0) / (count1 - count0),
+        2.0,
+        "{sum0} -> {sum1}, {count0} -> {count1}"
+    );
+}
+
 /// Every flag of `emulate` shows in its /metrics: two replicas, one with
 /// each flag set and one with the defaults, answer different numbers and
 /// labels. `--bind-address 127.0.0.2` listens there and not on 127.0.0.1;

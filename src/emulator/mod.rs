@@ -63,6 +63,25 @@ pub struct EmulateArgs {
     /// Tokens per KV-cache block reported in `vllm:cache_config_info` (`block_size`).
     #[arg(long, default_value_t = render::BLOCK_SIZE, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) block_size: u64,
+    /// Prompt tokens prefilled per second: each finished request's vllm:request_prefill_time_seconds
+    /// is its prompt tokens over this. Also `prefill_tokens_per_second` in POST /admin/state.
+    #[arg(long, default_value_t = render::DEFAULT_PREFILL_TOKENS_PER_SECOND, value_parser = parse_prefill_throughput)]
+    pub(crate) prefill_tokens_per_second: f64,
+}
+
+/// A prefill throughput: a finite number > 0 of tokens per second.
+fn parse_prefill_throughput(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if valid_prefill_throughput(v) => Ok(v),
+        Ok(_) => Err(format!(
+            "{s:?}: the prefill throughput must be a finite number > 0 of tokens per second"
+        )),
+        Err(_) => Err(format!("{s:?} is not a number of tokens per second")),
+    }
+}
+
+fn valid_prefill_throughput(v: f64) -> bool {
+    v.is_finite() && v > 0.0
 }
 
 /// The KV cache an emulated replica reports unless told otherwise.
@@ -145,6 +164,14 @@ impl EmulatorHandle {
         let mut s = lock(&self.shared);
         s.tick();
         s.request_rate = rate.filter(|r| r.is_finite() && *r >= 0.0);
+    }
+
+    /// Prefills prompts at `tokens_per_second` from now on (requests
+    /// finished before keep the prefill time they had).
+    pub(crate) fn set_prefill_tokens_per_second(&self, tokens_per_second: f64) {
+        let mut s = lock(&self.shared);
+        s.tick();
+        s.counters.prefill_tokens_per_second = tokens_per_second;
     }
 
     /// Reports `requests` queued for the model in the endpoint picker's
@@ -257,6 +284,10 @@ fn state_json(shared: &Shared) -> String {
         m.insert("request_rate".into(), shared.request_rate.into());
         m.insert("scheduler_queue".into(), shared.scheduler_queue.into());
         m.insert(
+            "prefill_tokens_per_second".into(),
+            shared.counters.prefill_tokens_per_second.into(),
+        );
+        m.insert(
             "requests_completed".into(),
             (shared.counters.success_stop
                 + shared.counters.success_length
@@ -324,6 +355,17 @@ async fn handle(req: Request<Incoming>, shared: &Mutex<Shared>) -> Response<Full
                         "request_rate and scheduler_queue must be finite numbers >= 0\n",
                     )
                 }
+                Ok(patch)
+                    if patch
+                        .prefill_tokens_per_second
+                        .is_some_and(|v| !valid_prefill_throughput(v)) =>
+                {
+                    reply(
+                        StatusCode::BAD_REQUEST,
+                        TEXT,
+                        "prefill_tokens_per_second must be a finite number > 0\n",
+                    )
+                }
                 Ok(patch) => {
                     let (state, body) = {
                         let mut s = lock(shared);
@@ -340,6 +382,11 @@ async fn handle(req: Request<Incoming>, shared: &Mutex<Shared>) -> Response<Full
                         }
                         if let Some(q) = patch.scheduler_queue {
                             s.scheduler_queue = Some(q);
+                        }
+                        // After the tick: requests finished until now keep
+                        // the throughput they were prefilled at.
+                        if let Some(t) = patch.prefill_tokens_per_second {
+                            s.counters.prefill_tokens_per_second = t;
                         }
                         (s.state, state_json(&s))
                     };
@@ -390,6 +437,7 @@ pub async fn run_cli(args: EmulateArgs, shutdown: CancellationToken) -> anyhow::
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
+    handle.set_prefill_tokens_per_second(args.prefill_tokens_per_second);
     tracing::info!(address = %handle.addr(), model = %args.model_name, "emulated vLLM replica serving /metrics");
     shutdown.cancelled().await;
     handle.shutdown().await;

@@ -42,6 +42,11 @@ pub(crate) struct StatePatch {
     /// so that one emulator can stand in for the endpoint picker.
     #[serde(default, deserialize_with = "de_opt_f64")]
     pub(crate) scheduler_queue: Option<f64>,
+    /// Prompt tokens prefilled per second from now on: each finished
+    /// request's `vllm:request_prefill_time_seconds` is its prompt tokens
+    /// over this (unset: 8,000, or `emulate --prefill-tokens-per-second`).
+    #[serde(default, deserialize_with = "de_opt_f64")]
+    pub(crate) prefill_tokens_per_second: Option<f64>,
 }
 
 impl ReplicaState {

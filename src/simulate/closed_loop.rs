@@ -249,7 +249,7 @@ impl Cluster<'_> {
                 completion_rate: w.completion_rate,
                 avg_prompt_tokens: w.token_means.map(|m| m.0),
                 avg_output_tokens: w.token_means.map(|m| m.1),
-                avg_prefill_seconds: None,
+                avg_prefill_seconds: w.prefill_seconds,
                 cache: Some(cache),
             })
             .collect();
@@ -896,6 +896,7 @@ mod tests {
                     requests: n,
                     prompt_tokens: prompt,
                     generation_tokens: generated,
+                    prefill_micros: prompt * 125,
                 },
             });
         }

@@ -5,7 +5,9 @@ use std::collections::VecDeque;
 
 use super::replica_model::{ReplicaParams, Request};
 use super::trace::Arrivals;
-use crate::saturation::slo::sizing::{replicas_for, ReplicaShape, Z_P95};
+use crate::saturation::slo::sizing::{
+    prefill_max_rate, replicas_for, ReplicaShape, TAIL_P95, Z_P95,
+};
 
 /// The arrivals ahead of the loop, as the oracle sees them: the same
 /// streams (same seeds) the loop draws from, run ahead.
@@ -48,7 +50,9 @@ impl Lookahead<'_> {
 /// Replicas the oracle keeps: the most that any minute starting within
 /// `horizon` seconds of `from` needs (sliding by 15 s), by the replica
 /// model's parameters: a replica carries the rate whose p95 of sequences
-/// fits its cache and keeps its prefill engine below 80 % busy. The
+/// fits its cache and whose p95 wait for the prefill engine leaves the
+/// objective for the prefill itself (the rules `slo` applies with learned
+/// quantities, [`prefill_max_rate`]). The
 /// backlog already waiting is added as a rate drained within the
 /// objective, at most doubling the rate (as `slo` does).
 pub(crate) fn oracle_replicas(
@@ -90,7 +94,9 @@ pub(crate) fn oracle_replicas(
                 seconds_per_request: prompt / params.prefill_tokens_per_second
                     + output / params.decode_tokens_per_second,
             };
-            let prefill_bound = 0.8 * params.prefill_tokens_per_second / prompt.max(1.0);
+            let prefill_seconds = prompt.max(1.0) / params.prefill_tokens_per_second;
+            let prefill_bound =
+                prefill_max_rate(prefill_seconds, slo_ttft, TAIL_P95).unwrap_or(f64::INFINITY);
             let per_replica = shape.max_rate(Z_P95, 0.0).min(prefill_bound);
             need = need.max(replicas_for(rate, per_replica));
         }

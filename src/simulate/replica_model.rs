@@ -118,12 +118,14 @@ impl FirstToken {
 }
 
 /// Counters of finished requests, as vLLM's request histograms count them
-/// (`_count`, and the `_sum` of prompt and of generated tokens).
+/// (`_count`, and the `_sum` of prompt and of generated tokens, and of
+/// `vllm:request_prefill_time_seconds` in microseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct FinishedCounters {
     pub(crate) requests: u64,
     pub(crate) prompt_tokens: u64,
     pub(crate) generation_tokens: u64,
+    pub(crate) prefill_micros: u64,
 }
 
 impl FinishedCounters {
@@ -140,6 +142,14 @@ impl FinishedCounters {
             .generation_tokens
             .checked_sub(earlier.generation_tokens)?;
         Some((prompt as f64 / n as f64, generated as f64 / n as f64))
+    }
+
+    /// Mean prefill seconds per request finished between `earlier` and
+    /// `self`; None when none finished (or the counters went back).
+    pub(crate) fn prefill_mean_since(&self, earlier: &FinishedCounters) -> Option<f64> {
+        let n = self.requests.checked_sub(earlier.requests)?;
+        let micros = self.prefill_micros.checked_sub(earlier.prefill_micros)?;
+        (n > 0).then(|| micros as f64 / 1e6 / n as f64)
     }
 }
 
@@ -323,6 +333,10 @@ impl ReplicaModel {
                 self.finished.requests += 1;
                 self.finished.prompt_tokens += u64::from(done.request.input_tokens);
                 self.finished.generation_tokens += u64::from(done.request.output_tokens);
+                self.finished.prefill_micros += (f64::from(done.request.input_tokens)
+                    / self.params.prefill_tokens_per_second.max(1e-9)
+                    * 1e6)
+                    .round() as u64;
                 continue;
             }
             let tokens = u64::from(r.request.input_tokens) + r.generated as u64;
@@ -437,9 +451,17 @@ mod tests {
             FinishedCounters {
                 requests: 1,
                 prompt_tokens: 500,
-                generation_tokens: 20
+                generation_tokens: 20,
+                // 500 tokens at 1,000 tokens/s.
+                prefill_micros: 500_000,
             }
         );
+        assert_eq!(
+            m.finished()
+                .prefill_mean_since(&FinishedCounters::default()),
+            Some(0.5)
+        );
+        assert_eq!(m.finished().prefill_mean_since(&m.finished()), None);
     }
 
     #[test]
@@ -448,6 +470,7 @@ mod tests {
             requests,
             prompt_tokens,
             generation_tokens,
+            prefill_micros: 0,
         };
         let cases = [
             (at(0, 0, 0), at(4, 2000, 400), Some((500.0, 100.0))),

@@ -42,6 +42,8 @@ pub(crate) struct Window {
     pub(crate) queue: f64,
     /// (prompt, generated) tokens per request; None when none finished.
     pub(crate) token_means: Option<(f64, f64)>,
+    /// Mean prefill seconds per request finished in the window.
+    pub(crate) prefill_seconds: Option<f64>,
     /// The newest sample's running requests.
     pub(crate) running: f64,
     /// Finished requests per second between the first and last samples
@@ -82,6 +84,7 @@ impl Pod {
             kv,
             queue,
             token_means: last.finished.means_since(&first.finished),
+            prefill_seconds: last.finished.prefill_mean_since(&first.finished),
             running: last.running,
             completion_rate: (span > 0).then(|| {
                 last.finished

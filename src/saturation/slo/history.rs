@@ -18,6 +18,8 @@ pub(crate) struct ModelHistory {
     pub(crate) last_seen: f64,
     pub(crate) seconds_per_request: Option<f64>,
     pub(crate) tokens_per_sequence: Option<f64>,
+    /// Mean prefill seconds per request.
+    pub(crate) prefill_seconds: Option<f64>,
     /// Per pod, (t, waiting); the endpoint picker's queue under "".
     pub(crate) waiting: BTreeMap<String, VecDeque<(f64, f64)>>,
     /// (t, running).

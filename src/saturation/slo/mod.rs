@@ -51,7 +51,7 @@ use super::v2::{optimize, KvCacheConfig, OptimizerVariant};
 use super::{TargetReason, VariantState, VariantTarget};
 use history::{blend, learn_startup, median, push, ModelHistory};
 pub(crate) use objective::{ServiceClasses, SloObjective};
-use sizing::{robust_slope, slope, ReplicaShape, Z_P95};
+use sizing::{prefill_max_rate, robust_slope, slope, ReplicaShape, TAIL_P95, Z_P95};
 
 /// Name of the analysis in served labels, status and `/metrics`.
 pub(crate) const ANALYZER_NAME: &str = "slo";
@@ -143,6 +143,8 @@ pub(crate) struct SloAnalysis {
     pub(crate) backlog: f64,
     pub(crate) seconds_per_request: f64,
     pub(crate) tokens_per_sequence: f64,
+    /// Mean prefill seconds per request, when the replicas report it.
+    pub(crate) prefill_seconds: Option<f64>,
     /// Per variant (input order): requests/s one replica carries within
     /// the objective.
     pub(crate) per_replica_rate: Vec<f64>,
@@ -272,6 +274,9 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
     ) {
         let tokens = p + o / 2.0 + block / 2.0;
         h.tokens_per_sequence = Some(blend(h.tokens_per_sequence, tokens, dt, 1.0));
+    }
+    if let Some(prefill) = weighted(|r| r.avg_prefill_seconds).filter(|s| *s > 0.0) {
+        h.prefill_seconds = Some(blend(h.prefill_seconds, prefill, dt, 1.0));
     }
     let waiting: f64 = input
         .replicas
@@ -413,8 +418,15 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
     // holds several independent looks at the replica, so the stationary
     // p95 of sequences within the cache is already the loose end of it.
     let allowed_wait = 0.0;
+    // The prefill bound: a replica prefills one prompt at a time, so long
+    // prompts (code completion, retrieval) fill its prefill queue long
+    // before its cache; the time to first token waits on that queue.
+    let prefill_rate = h
+        .prefill_seconds
+        .and_then(|s| prefill_max_rate(s, ttft, TAIL_P95));
+    let prefill_full = h.prefill_seconds.map(|s| 1.0 / s);
     // Per variant: (requests/s within the objective, requests/s finished
-    // with the cache full).
+    // with the cache or the prefill full).
     let shapes: Vec<(f64, f64)> = input
         .variants
         .iter()
@@ -433,8 +445,10 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
                 seconds_per_request,
             };
             (
-                shape.max_rate(Z_P95, allowed_wait),
-                shape.sequences / seconds_per_request,
+                shape
+                    .max_rate(Z_P95, allowed_wait)
+                    .min(prefill_rate.unwrap_or(f64::INFINITY)),
+                (shape.sequences / seconds_per_request).min(prefill_full.unwrap_or(f64::INFINITY)),
             )
         })
         .collect();
@@ -500,6 +514,7 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
             backlog: waiting,
             seconds_per_request,
             tokens_per_sequence,
+            prefill_seconds: h.prefill_seconds,
             per_replica_rate: per_replica,
             startup_seconds: startup,
         },
@@ -548,6 +563,7 @@ fn by_concurrency(
             backlog: waiting,
             seconds_per_request: 0.0,
             tokens_per_sequence,
+            prefill_seconds: None,
             per_replica_rate: vec![0.0; input.variants.len()],
             startup_seconds: DEFAULT_STARTUP.as_secs_f64(),
         },
@@ -571,6 +587,7 @@ fn idle(input: &SloModelInput<'_>, _h: &mut ModelHistory) -> SloDecision {
             backlog: 0.0,
             seconds_per_request: 0.0,
             tokens_per_sequence: 0.0,
+            prefill_seconds: None,
             per_replica_rate: vec![0.0; input.variants.len()],
             startup_seconds: DEFAULT_STARTUP.as_secs_f64(),
         },

@@ -43,6 +43,42 @@ impl ReplicaShape {
     }
 }
 
+/// The highest arrival rate (requests/s) one replica's prefill carries
+/// with its time to first token within `ttft` at the `1 - tail` quantile.
+/// Prefill runs one prompt at a time, so a request waits for the prompts
+/// ahead of it: an M/G/1 queue, whose waiting time is taken as the M/M/1
+/// one, `P(wait > t) = rho exp(-(1 - rho) t / s)` with `s` the mean
+/// prefill seconds and `t = ttft - s` (the request's own prefill comes
+/// after its wait). The largest `rho` with that tail within `tail`, over
+/// `s`. None when a prefill alone takes the objective (no count meets it,
+/// so the prefill does not size the model) or `s` is unknown.
+pub(crate) fn prefill_max_rate(prefill_seconds: f64, ttft: f64, tail: f64) -> Option<f64> {
+    if !(prefill_seconds > 0.0 && prefill_seconds.is_finite()) {
+        return None;
+    }
+    let budget = ttft - prefill_seconds;
+    // NaN fails every comparison, so it is refused here too.
+    let sizable = budget > 0.0 && tail > 0.0 && tail < 1.0;
+    if !sizable {
+        return None;
+    }
+    let exceeds = |rho: f64| rho * (-(1.0 - rho) * budget / prefill_seconds).exp();
+    // exceeds() rises from 0 at rho = 0 to 1 at rho = 1: bisect.
+    let (mut lo, mut hi) = (0.0_f64, 1.0_f64);
+    for _ in 0..60 {
+        let mid = (lo + hi) / 2.0;
+        if exceeds(mid) > tail {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Some(lo / prefill_seconds)
+}
+
+/// The tail of a p95 objective.
+pub(crate) const TAIL_P95: f64 = 0.05;
+
 /// Replicas needed to carry `rate` at `per_replica` requests/s each.
 pub fn replicas_for(rate: f64, per_replica: f64) -> u32 {
     if rate <= 0.0 {
@@ -126,6 +162,28 @@ mod tests {
             seconds_per_request: 10.0,
         };
         assert_eq!(zero.max_rate(Z_P95, 2.0), 0.0);
+    }
+
+    #[test]
+    fn prefill_bound_follows_the_waiting_time_tail() {
+        // 0.25 s prefills, 2 s objective: a 1.75 s wait budget, 7 prefills.
+        // rho exp(-(1 - rho) 7) = 0.05 at rho = 0.6366.
+        let r = prefill_max_rate(0.25, 2.0, TAIL_P95).unwrap();
+        let rho = r * 0.25;
+        assert!(
+            (rho * (-(1.0 - rho) * 7.0f64).exp() - 0.05).abs() < 1e-9,
+            "{rho}"
+        );
+        assert!((rho - 0.637).abs() < 0.001, "{rho}");
+        // Short prefills against the same objective: close to full use.
+        let short = prefill_max_rate(0.01, 2.0, TAIL_P95).unwrap() * 0.01;
+        assert!(short > 0.98 && short < 1.0, "{short}");
+        // A longer objective carries more.
+        assert!(prefill_max_rate(0.25, 4.0, TAIL_P95).unwrap() > r);
+        // A prefill longer than the objective, or unknown: no bound.
+        assert_eq!(prefill_max_rate(2.5, 2.0, TAIL_P95), None);
+        assert_eq!(prefill_max_rate(0.0, 2.0, TAIL_P95), None);
+        assert_eq!(prefill_max_rate(f64::NAN, 2.0, TAIL_P95), None);
     }
 
     #[test]

@@ -91,6 +91,47 @@ fn steady_load_is_sized_by_littles_law_and_the_cache() {
     assert_eq!(desired(&d), 5);
 }
 
+/// The same steady load with long prompts (0.25 s of prefill each): the
+/// cache still carries 4.10 req/s per replica, but one replica's prefill
+/// queue keeps its p95 time to first token within 2 s only up to
+/// rho = 0.6366 (rho exp(-(1 - rho) 7) = 0.05), 2.55 req/s: 20 req/s needs
+/// 8. Without the signal the cache alone sizes it (5).
+#[test]
+fn long_prefills_are_sized_by_the_prefill_queue() {
+    let sized = |prefill: Option<f64>| {
+        let a = SloAnalyzer::new();
+        let reps: Vec<_> = (0..4)
+            .map(|i| SloReplica {
+                avg_prefill_seconds: prefill,
+                ..replica(i, 5.0, 40.0, 0.0)
+            })
+            .collect();
+        let mut last = None;
+        for t in (0..600).step_by(15) {
+            last = Some(decide(&a, &reps, variant(4, 4), t));
+        }
+        last.unwrap()
+    };
+    let d = sized(Some(0.25));
+    let SloDecision::Sized { analysis, .. } = &d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(analysis.prefill_seconds, Some(0.25));
+    assert!(
+        (analysis.per_replica_rate[0] - 2.546).abs() < 0.005,
+        "{analysis:?}"
+    );
+    assert_eq!(desired(&d), 8);
+    let d = sized(None);
+    let SloDecision::Sized { analysis, .. } = &d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(analysis.prefill_seconds, None);
+    assert_eq!(desired(&d), 5);
+    // Prefills longer than the objective: no count meets it, the cache sizes.
+    assert_eq!(desired(&sized(Some(2.5))), 5);
+}
+
 /// Asked every 200 ms (an HPA and KEDA polling, a test's bounded wait):
 /// the history still spans the minute Little's law needs, and the same
 /// load is sized the same as when asked every 15 s.

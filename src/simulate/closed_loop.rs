@@ -836,6 +836,55 @@ mod tests {
     /// each; p95 rule: N + 1.645 sqrt N <= 50.6, N = 40.2, 6.21 req/s per
     /// replica: 5 replicas (60 req/s: 10).
     #[test]
+    fn the_oracle_sizes_for_clumps_in_a_minute() {
+        use crate::simulate::oracle::clump_replicas;
+        let p = ReplicaParams::default();
+        let steady: Vec<Request> = (0..60)
+            .map(|i| Request {
+                arrival: f64::from(i),
+                input_tokens: 512,
+                output_tokens: 16,
+            })
+            .collect();
+        // One a second: no clump beyond one replica.
+        assert_eq!(clump_replicas(&p, 2.0, &steady), 1);
+        // 58 prompts of 2,288 tokens within a second at 30 s (a minute of
+        // Azure's code trace): 16.6 s of prefill, finished within 1 + 2 s
+        // less the longest prefill (0.29 s) on 7 replicas.
+        let mut clumped = steady.clone();
+        clumped.extend((0..58).map(|i| Request {
+            arrival: 30.0 + f64::from(i) / 60.0,
+            input_tokens: 2288,
+            output_tokens: 16,
+        }));
+        clumped.sort_by(|a, b| a.arrival.total_cmp(&b.arrival));
+        assert_eq!(clump_replicas(&p, 2.0, &clumped), 7);
+        assert!(oracle_replicas(&p, 2.0, &clumped, 0.0, 0.0, 0.0) >= 7);
+        // The same clump of 5 in a minute of 118 may be late (p95): 1.
+        let mut small = steady.clone();
+        small.extend(
+            clumped
+                .iter()
+                .filter(|r| r.input_tokens == 2288)
+                .take(5)
+                .copied(),
+        );
+        small.sort_by(|a, b| a.arrival.total_cmp(&b.arrival));
+        let padded: Vec<Request> = small
+            .iter()
+            .copied()
+            .chain((0..53).map(|i| Request {
+                arrival: 0.5 + f64::from(i),
+                input_tokens: 512,
+                output_tokens: 16,
+            }))
+            .collect();
+        let mut padded = padded;
+        padded.sort_by(|a, b| a.arrival.total_cmp(&b.arrival));
+        assert_eq!(clump_replicas(&p, 2.0, &padded), 1);
+    }
+
+    #[test]
     fn the_oracle_sizes_a_known_minute() {
         let reqs: Vec<Request> = (0..1800)
             .map(|i| Request {

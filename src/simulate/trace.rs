@@ -43,7 +43,7 @@ pub enum Trace {
 impl Trace {
     /// The time the trace covers: the last request, or the last rate point
     /// plus one minute.
-    pub(crate) fn natural_duration(&self) -> f64 {
+    pub fn natural_duration(&self) -> f64 {
         match self {
             Trace::Rates(p) => p.last().map_or(0.0, |p| p.at + 60.0),
             Trace::Requests(r) => r.last().map_or(0.0, |r| r.arrival + 1.0),

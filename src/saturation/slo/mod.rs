@@ -28,7 +28,10 @@
 //!   picker's queue drains within the objective, at most doubling the
 //!   rate asked for;
 //! - per replica, the highest rate whose p95 of sequences in the replica
-//!   stays within the cache ([`sizing`]);
+//!   stays within the cache, and whose p95 wait for the prefill engine
+//!   (one prompt at a time) leaves the objective for the prefill itself
+//!   ([`sizing`]; the mean prefill time from
+//!   `vllm:request_prefill_time_seconds`, where exported);
 //! - scale-down only to a count that carries the highest arrival rate of
 //!   the last minutes at [`DOWN_MARGIN`] of that rate.
 //!
@@ -248,12 +251,7 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
     if input.replicas.iter().all(|r| r.completion_rate.is_none()) {
         return SloDecision::Missing(MissingSignal::CompletionRate);
     }
-    let rate: f64 = input
-        .replicas
-        .iter()
-        .filter_map(|r| r.completion_rate)
-        .filter(|r| r.is_finite() && *r > 0.0)
-        .sum();
+    let rate: f64 = input.replicas.iter().map(completions).sum();
     // Token lengths: the completion-weighted mean over replicas, else the
     // last known.
     let weighted = |f: fn(&SloReplica) -> Option<f64>| {
@@ -278,12 +276,13 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
     if let Some(prefill) = weighted(|r| r.avg_prefill_seconds).filter(|s| *s > 0.0) {
         h.prefill_seconds = Some(blend(h.prefill_seconds, prefill, dt, 1.0));
     }
+    let picker_queue = input.scheduler_queue.unwrap_or(0.0).max(0.0);
     let waiting: f64 = input
         .replicas
         .iter()
         .map(|r| r.waiting.max(0.0))
         .sum::<f64>()
-        + input.scheduler_queue.unwrap_or(0.0).max(0.0);
+        + picker_queue;
     let busy = waiting > 0.0
         || input
             .replicas
@@ -351,10 +350,7 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         .replicas
         .iter()
         .map(|r| {
-            let completions = r
-                .completion_rate
-                .filter(|c| c.is_finite() && *c > 0.0)
-                .unwrap_or(0.0);
+            let completions = completions(r);
             let growth = growth_of(&r.pod);
             if r.waiting > completions * ttft {
                 // Working off a backlog: its shrinking queue says its
@@ -365,7 +361,6 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
             }
         })
         .sum();
-    let picker_queue = input.scheduler_queue.unwrap_or(0.0).max(0.0);
     let arrival_rate = (replica_arrivals + growth_of("")).max(0.0);
     let spanned = h
         .running
@@ -520,6 +515,14 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         },
         targets,
     }
+}
+
+/// A replica's finished requests per second; 0 when unknown or not a
+/// positive number.
+fn completions(r: &SloReplica) -> f64 {
+    r.completion_rate
+        .filter(|c| c.is_finite() && *c > 0.0)
+        .unwrap_or(0.0)
 }
 
 /// Before the time per request is known (no busy minute seen yet), the

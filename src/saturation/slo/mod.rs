@@ -44,6 +44,7 @@
 
 mod history;
 pub mod objective;
+mod prior;
 pub mod sizing;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,7 @@ use super::v2::{optimize, KvCacheConfig, OptimizerVariant};
 use super::{TargetReason, VariantState, VariantTarget};
 use history::{blend, learn_startup, median, push, ModelHistory};
 pub(crate) use objective::{ServiceClasses, SloObjective};
+use prior::{by_concurrency, hold, idle};
 use sizing::{prefill_max_rate, robust_slope, slope, ReplicaShape, TAIL_P95, Z_P95};
 
 /// Name of the analysis in served labels, status and `/metrics`.
@@ -179,27 +181,6 @@ fn seconds(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn hold(variants: &[VariantState], reason: TargetReason) -> Vec<VariantTarget> {
-    variants
-        .iter()
-        .map(|s| {
-            let (desired, reason) = if s.spec_replicas < s.min_replicas {
-                (s.min_replicas, TargetReason::ClampedToMin)
-            } else if s.spec_replicas > s.max_replicas {
-                (s.max_replicas, TargetReason::ClampedToMax)
-            } else {
-                (s.spec_replicas, reason)
-            };
-            VariantTarget {
-                name: s.name.clone(),
-                current: s.spec_replicas,
-                desired,
-                reason,
-            }
-        })
-        .collect()
-}
-
 impl SloAnalyzer {
     pub(crate) fn new() -> Self {
         Self::default()
@@ -292,7 +273,7 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         if busy {
             return SloDecision::Missing(MissingSignal::TokenLengths);
         }
-        return idle(input, h);
+        return idle(input);
     };
     // Sequences in the replicas: running where reported, else the tokens in
     // the cache over the tokens per sequence.
@@ -390,7 +371,7 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         if busy {
             return by_concurrency(input, running, waiting, sequences, tokens_per_sequence);
         }
-        return idle(input, h);
+        return idle(input);
     };
     let startup = h.startup.unwrap_or(DEFAULT_STARTUP.as_secs_f64());
     // A trend is growth in both halves of the window: a load step (seen as
@@ -523,79 +504,6 @@ fn completions(r: &SloReplica) -> f64 {
     r.completion_rate
         .filter(|c| c.is_finite() && *c > 0.0)
         .unwrap_or(0.0)
-}
-
-/// Before the time per request is known (no busy minute seen yet), the
-/// cache-size prior: sized by concurrency, the requests running plus those
-/// waiting (at most as many again: a queue spike alone never asks for
-/// everything) in replicas of the p95 sequences the cache holds.
-fn by_concurrency(
-    input: &SloModelInput<'_>,
-    running: f64,
-    waiting: f64,
-    sequences: f64,
-    tokens_per_sequence: f64,
-) -> SloDecision {
-    let demand = running + waiting.min(running.max(1.0));
-    // The p95 rule with no wait allowed: N + z sqrt(N) <= sequences.
-    let per = ReplicaShape {
-        sequences,
-        seconds_per_request: 1.0,
-    }
-    .max_rate(Z_P95, 0.0);
-    let variants: Vec<OptimizerVariant> = input
-        .variants
-        .iter()
-        .map(|v| OptimizerVariant::from_state(v, per))
-        .collect();
-    let supply: f64 = input
-        .variants
-        .iter()
-        .map(|v| f64::from(v.spec_replicas) * per)
-        .sum();
-    let targets = if demand > supply {
-        optimize(&variants, demand - supply, 0.0)
-    } else {
-        // No scale-down before the rate is known.
-        hold(input.variants, TargetReason::Steady)
-    };
-    SloDecision::Sized {
-        analysis: SloAnalysis {
-            arrival_rate: 0.0,
-            sized_rate: 0.0,
-            backlog: waiting,
-            seconds_per_request: 0.0,
-            tokens_per_sequence,
-            prefill_seconds: None,
-            per_replica_rate: vec![0.0; input.variants.len()],
-            startup_seconds: DEFAULT_STARTUP.as_secs_f64(),
-        },
-        targets,
-    }
-}
-
-/// Nothing in flight and nothing learned yet: every variant may go to its
-/// minimum (the cheapest keeps one), as an idle model needs no capacity.
-fn idle(input: &SloModelInput<'_>, _h: &mut ModelHistory) -> SloDecision {
-    let variants: Vec<OptimizerVariant> = input
-        .variants
-        .iter()
-        .map(|v| OptimizerVariant::from_state(v, 1.0))
-        .collect();
-    let spare = f64::from(input.variants.iter().map(|v| v.spec_replicas).sum::<u32>());
-    SloDecision::Sized {
-        analysis: SloAnalysis {
-            arrival_rate: 0.0,
-            sized_rate: 0.0,
-            backlog: 0.0,
-            seconds_per_request: 0.0,
-            tokens_per_sequence: 0.0,
-            prefill_seconds: None,
-            per_replica_rate: vec![0.0; input.variants.len()],
-            startup_seconds: DEFAULT_STARTUP.as_secs_f64(),
-        },
-        targets: optimize(&variants, 0.0, spare),
-    }
 }
 
 #[cfg(test)]

@@ -178,14 +178,8 @@ async fn emulate_prefill_throughput_sets_the_prefill_time() {
     let prefill = || {
         let client = client.clone();
         async move {
-            let text = client
-                .get(format!("http://127.0.0.1:{port}/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let text =
+                common::text_of(&client, &format!("http://127.0.0.1:{port}/metrics")).await?;
             Some((
                 sample(&text, "vllm:request_prefill_time_seconds_sum", &[])?,
                 sample(&text, "vllm:request_prefill_time_seconds_count", &[])?,
@@ -288,14 +282,7 @@ async fn emulate_flags_set_what_its_metrics_say() {
     let client = http_client();
     let metrics = |host: &'static str, port: u16| {
         let client = client.clone();
-        async move {
-            let r = client
-                .get(format!("http://{host}:{port}/metrics"))
-                .send()
-                .await
-                .ok()?;
-            r.text().await.ok()
-        }
+        async move { common::text_of(&client, &format!("http://{host}:{port}/metrics")).await }
     };
     let first = eventually(Duration::from_secs(30), "the emulator with flags", || {
         metrics("127.0.0.1", set_port)

@@ -90,6 +90,27 @@ pub struct VariantTarget {
     pub reason: TargetReason,
 }
 
+impl VariantTarget {
+    /// The variant kept at its spec replicas for `reason`, or clamped to
+    /// its bounds when the spec is outside them (what an analysis with
+    /// nothing to size by answers).
+    pub(crate) fn held(s: &VariantState, reason: TargetReason) -> Self {
+        let (desired, reason) = if s.spec_replicas < s.min_replicas {
+            (s.min_replicas, TargetReason::ClampedToMin)
+        } else if s.spec_replicas > s.max_replicas {
+            (s.max_replicas, TargetReason::ClampedToMax)
+        } else {
+            (s.spec_replicas, reason)
+        };
+        VariantTarget {
+            name: s.name.clone(),
+            current: s.spec_replicas,
+            desired,
+            reason,
+        }
+    }
+}
+
 /// The analysis' order of preference: cheapest first, ties by name.
 pub(crate) fn by_cost_then_name(a: &VariantState, b: &VariantState) -> Ordering {
     a.cost

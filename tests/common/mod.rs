@@ -230,6 +230,12 @@ pub fn http_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// The body of a GET of `url` (plain HTTP), None on any failure: for the
+/// bounded waits that poll an endpoint until it says what they wait for.
+pub async fn text_of(client: &reqwest::Client, url: &str) -> Option<String> {
+    client.get(url).send().await.ok()?.text().await.ok()
+}
+
 /// A running `serve` process and a client for it.
 pub struct Server {
     pub proc: Proc,

@@ -12,21 +12,7 @@ use crate::saturation::{TargetReason, VariantState, VariantTarget};
 pub(super) fn hold(variants: &[VariantState], reason: TargetReason) -> Vec<VariantTarget> {
     variants
         .iter()
-        .map(|s| {
-            let (desired, reason) = if s.spec_replicas < s.min_replicas {
-                (s.min_replicas, TargetReason::ClampedToMin)
-            } else if s.spec_replicas > s.max_replicas {
-                (s.max_replicas, TargetReason::ClampedToMax)
-            } else {
-                (s.spec_replicas, reason)
-            };
-            VariantTarget {
-                name: s.name.clone(),
-                current: s.spec_replicas,
-                desired,
-                reason,
-            }
-        })
+        .map(|s| VariantTarget::held(s, reason))
         .collect()
 }
 

@@ -79,22 +79,7 @@ pub(crate) fn decide_with(input: &TokenModelInput<'_>, state: &mut TokenState) -
         input
             .variants
             .iter()
-            .map(|v| {
-                let s = &v.state;
-                let (desired, reason) = if s.spec_replicas < s.min_replicas {
-                    (s.min_replicas, TargetReason::ClampedToMin)
-                } else if s.spec_replicas > s.max_replicas {
-                    (s.max_replicas, TargetReason::ClampedToMax)
-                } else {
-                    (s.spec_replicas, reason)
-                };
-                VariantTarget {
-                    name: s.name.clone(),
-                    current: s.spec_replicas,
-                    desired,
-                    reason,
-                }
-            })
+            .map(|v| VariantTarget::held(&v.state, reason))
             .collect()
     };
     if !input.replicas.iter().any(|r| r.cache.is_some()) {

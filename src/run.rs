@@ -117,7 +117,9 @@ impl RunningServer {
     }
 }
 
-/// Builds the components of `serve` from its flags.
+/// Builds the components of `serve` from its flags, once
+/// [`check_before_start`] has passed them (the caller runs it first, before
+/// any task or file watch starts; it is not repeated here).
 pub async fn components_from_args(
     args: &ServeArgs,
     shutdown: &CancellationToken,
@@ -148,14 +150,6 @@ pub async fn components_from_args(
         None;
     let mut leader = None;
     let standalone = matches!(args.inventory.inventory, InventorySource::File(_));
-    check_before_start(args)?;
-    if args.authentication.insecure_disable_auth && !standalone {
-        return Err(crate::fatal::CommandError::invalid(
-            "--insecure-disable-auth is only allowed with --inventory file: (standalone mode)"
-                .to_owned(),
-        )
-        .into());
-    }
     let clients = if !standalone || !args.authentication.insecure_disable_auth {
         Some(build_kube_clients(args, &mut registry).await.context(if standalone {
             "authentication and authorization are delegated to the cluster (TokenReview, SubjectAccessReview) \

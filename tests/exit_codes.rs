@@ -193,6 +193,20 @@ fn configuration_and_usage_mistakes_exit_2() {
             says: "'--secure-port'",
         },
         Case {
+            what: "--insecure-disable-auth with the cluster inventory",
+            args: strings(&[
+                "serve",
+                "--inventory",
+                "kube",
+                "--insecure-disable-auth",
+                "--secure-port",
+                &port,
+            ]),
+            env: vec![],
+            code: 2,
+            says: "--insecure-disable-auth is only allowed with --inventory file:",
+        },
+        Case {
             what: "no command",
             args: vec![],
             env: vec![],

@@ -13,6 +13,13 @@ pub fn check_before_start(args: &ServeArgs) -> anyhow::Result<()> {
         )
         .into());
     }
+    if args.authentication.insecure_disable_auth && !standalone {
+        return Err(crate::fatal::CommandError::invalid(
+            "--insecure-disable-auth is only allowed with --inventory file: (standalone mode)"
+                .to_owned(),
+        )
+        .into());
+    }
     args.tls.files()?;
     if args.metrics.metrics_backend == BackendKind::Prometheus {
         let config = args.prometheus.config()?;

@@ -56,7 +56,7 @@ use super::{TargetReason, VariantState, VariantTarget};
 use history::{blend, learn_startup, median, push, ModelHistory};
 pub(crate) use objective::{ServiceClasses, SloObjective};
 use prior::{by_concurrency, hold, idle};
-use sizing::{prefill_max_rate, robust_slope, slope, ReplicaShape, TAIL_P95, Z_P95};
+use sizing::{prefill_max_rate, recent_rise, robust_slope, slope, ReplicaShape, TAIL_P95, Z_P95};
 
 /// Name of the analysis in served labels, status and `/metrics`.
 pub(crate) const ANALYZER_NAME: &str = "slo";
@@ -70,6 +70,14 @@ pub(crate) const DOWN_MARGIN: f64 = 0.85;
 pub(crate) const DEFAULT_STARTUP: Duration = Duration::from_secs(120);
 /// Window of the growth of requests in the system.
 const GROWTH_WINDOW: f64 = 60.0;
+/// Window of a queue's recent rise, taken where it is steeper than the
+/// minute's slope: a load step is sized from its first half-minute, not
+/// from a minute that averages the calm before it in (the replicas asked
+/// for then come in one start-up delay, not in several).
+const RISE_WINDOW: f64 = 30.0;
+/// A model served by one replica keeps a second while its load is above
+/// this fraction of a replica's rate (see [`second_replica`]).
+const LONE_REPLICA_LOAD: f64 = 0.5;
 /// Window of the arrival-rate trend.
 const TREND_WINDOW: f64 = 300.0;
 /// Window whose highest arrival rate a scale-down must carry.
@@ -323,7 +331,11 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
                 v.front()
                     .is_some_and(|(at, _)| t - at >= GROWTH_WINDOW * 0.75)
             })
-            .and_then(|v| slope(&v.iter().copied().collect::<Vec<_>>()))
+            .and_then(|v| {
+                let points: Vec<(f64, f64)> = v.iter().copied().collect();
+                let minute = slope(&points)?;
+                Some(minute.max(recent_rise(&points, t, RISE_WINDOW).unwrap_or(0.0)))
+            })
             .unwrap_or(0.0)
     };
     let ttft = input.objective.ttft_seconds.max(0.001);
@@ -477,12 +489,13 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
             .map(|(v, r)| OptimizerVariant::from_state(v, r * margin))
             .collect()
     };
-    let targets = if sized_rate > supply + 1e-9 {
+    let mut targets = if sized_rate > supply + 1e-9 {
         optimize(&opt(1.0), sized_rate - supply, 0.0)
     } else {
         let spare = supply * DOWN_MARGIN - recent_peak;
         optimize(&opt(DOWN_MARGIN), 0.0, spare)
     };
+    second_replica(&mut targets, input.variants, &per_replica, recent_peak);
     SloDecision::Sized {
         analysis: SloAnalysis {
             arrival_rate,
@@ -495,6 +508,44 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
             startup_seconds: startup,
         },
         targets,
+    }
+}
+
+/// A lone replica is kept alone only while it could take a doubling of
+/// its load (`load` at most [`LONE_REPLICA_LOAD`] of its rate); above
+/// that, a second. A request queued in a replica is served by that
+/// replica, so a load step that lands on one replica builds a backlog
+/// only it can drain: at 70 % of its rate a sixfold step left about 3,000
+/// requests for one replica to work off after the new replicas came, 7
+/// minutes over the objective; two replicas halve the load on each and
+/// the drain. Where the count is larger, one more replica buys less (a
+/// fifth, not a half) and this rule asks for none. Neither does it apply
+/// when the smaller count was already two or more, nor above a variant's
+/// `maxReplicas`.
+fn second_replica(
+    targets: &mut [VariantTarget],
+    variants: &[VariantState],
+    per_replica: &[f64],
+    load: f64,
+) {
+    if targets.iter().map(|t| t.desired).sum::<u32>() != 1 {
+        return;
+    }
+    let lone = targets.iter().position(|t| t.desired == 1);
+    let Some(i) = lone else {
+        return;
+    };
+    let (Some(variant), Some(rate)) = (variants.get(i), per_replica.get(i)) else {
+        return;
+    };
+    if load > LONE_REPLICA_LOAD * rate && variant.max_replicas >= 2 {
+        let target = &mut targets[i];
+        target.desired = 2;
+        target.reason = match target.current.cmp(&2) {
+            std::cmp::Ordering::Less => TargetReason::ScaleUp,
+            std::cmp::Ordering::Equal => TargetReason::Steady,
+            std::cmp::Ordering::Greater => TargetReason::ScaleDown,
+        };
     }
 }
 

@@ -113,6 +113,18 @@ pub(crate) fn slope(points: &[(f64, f64)]) -> Option<f64> {
     (sxx > 0.0).then(|| sxy / sxx)
 }
 
+/// The rise per second of a series over its last `window` seconds before
+/// `t`: the newest point against the oldest within the window. A queue
+/// filling behind a load step shows here seconds after the step, where a
+/// one-minute slope takes the minute to follow (it averages the flat
+/// minute before the step in). None when the window holds points less
+/// than a quarter of it apart.
+pub(crate) fn recent_rise(points: &[(f64, f64)], t: f64, window: f64) -> Option<f64> {
+    let (t_new, v_new) = *points.last()?;
+    let (t_old, v_old) = *points.iter().find(|(at, _)| t - at <= window)?;
+    (t_new - t_old >= window / 4.0).then(|| (v_new - v_old) / (t_new - t_old))
+}
+
 /// Theil-Sen slope (the median of the pairwise slopes) of `(seconds,
 /// value)` points: a ramp gives its slope, a step at the end of the window
 /// (few points after it) gives about none, so a load step is not taken for
@@ -209,6 +221,29 @@ mod tests {
         assert!((slope(&line).unwrap() - 0.1).abs() < 1e-12);
         assert_eq!(slope(&line[..2]), None);
         assert_eq!(slope(&[(1.0, 1.0), (1.0, 2.0), (1.0, 3.0)]), None);
+    }
+
+    #[test]
+    fn a_recent_rise_sees_a_step_the_minute_slope_averages_away() {
+        // Flat at 0 for 45 s, then a queue filling at 20 requests/s.
+        let points: Vec<(f64, f64)> = (0..=4)
+            .map(|i| {
+                let at = 100.0 + 15.0 * f64::from(i);
+                (at, (20.0 * (at - 145.0)).max(0.0))
+            })
+            .collect();
+        let t = 160.0;
+        assert_eq!(recent_rise(&points, t, 30.0), Some(10.0));
+        assert!(slope(&points).unwrap() < 6.0);
+        // Once the step is a window old the rise is its full rate.
+        let later: Vec<(f64, f64)> = points.iter().map(|(at, _)| (at + 30.0, 0.0)).collect();
+        assert_eq!(recent_rise(&later, 190.0, 30.0), Some(0.0));
+        let filling = [(130.0, 0.0), (145.0, 0.0), (160.0, 300.0), (175.0, 600.0)];
+        assert_eq!(recent_rise(&filling, 175.0, 30.0), Some(20.0));
+        // A single point, or points too close together: no rise.
+        assert_eq!(recent_rise(&points[4..], t, 30.0), None);
+        assert_eq!(recent_rise(&[(159.0, 0.0), (160.0, 50.0)], t, 30.0), None);
+        assert_eq!(recent_rise(&[], t, 30.0), None);
     }
 
     #[test]

@@ -296,3 +296,52 @@ fn decisions_do_not_depend_on_how_often_the_server_asks() {
     }
     assert_eq!(x, y);
 }
+
+/// One replica at 8 s per request carries 4.10 req/s within the objective
+/// (as in the steady-load table above). At 3 req/s (73 %) it is not kept
+/// alone: a second halves the backlog a load step would leave on it. At
+/// 1.5 req/s (37 %, a doubling fits) one stays; so does a variant whose
+/// `maxReplicas` is 1.
+#[test]
+fn a_lone_replica_gets_a_second_above_half_its_rate() {
+    let cases = [
+        (3.0, 20, 2, TargetReason::ScaleUp),
+        (1.5, 20, 1, TargetReason::Steady),
+        (3.0, 1, 1, TargetReason::Steady),
+    ];
+    for (rate, max, want, reason) in cases {
+        let a = SloAnalyzer::new();
+        let reps = [replica(0, rate, rate * 8.0, 0.0)];
+        let v = VariantState {
+            max_replicas: max,
+            ..variant(1, 1)
+        };
+        let mut last = None;
+        for t in (0..600).step_by(15) {
+            last = Some(decide(&a, &reps, v.clone(), t));
+        }
+        let d = last.unwrap();
+        let SloDecision::Sized { targets, analysis } = &d else {
+            panic!("{d:?}")
+        };
+        assert!(
+            (analysis.per_replica_rate[0] - 4.10).abs() < 0.05,
+            "{analysis:?}"
+        );
+        assert_eq!(
+            (targets[0].desired, targets[0].reason),
+            (want, reason),
+            "rate {rate}"
+        );
+    }
+    // Two replicas at 1.2 req/s each: the smaller count is one replica
+    // carrying 2.4 req/s, above half its rate, so two stay (scale-down to
+    // one would leave it alone with the load).
+    let a = SloAnalyzer::new();
+    let reps: Vec<_> = (0..2).map(|i| replica(i, 1.2, 9.6, 0.0)).collect();
+    let mut last = None;
+    for t in (0..600).step_by(15) {
+        last = Some(decide(&a, &reps, variant(2, 2), t));
+    }
+    assert_eq!(desired(&last.unwrap()), 2);
+}

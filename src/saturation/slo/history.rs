@@ -18,8 +18,11 @@ pub(crate) struct ModelHistory {
     pub(crate) last_seen: f64,
     pub(crate) seconds_per_request: Option<f64>,
     pub(crate) tokens_per_sequence: Option<f64>,
-    /// Mean prefill seconds per request.
+    /// Mean prefill seconds per request over the model's replicas.
     pub(crate) prefill_seconds: Option<f64>,
+    /// The same per variant (a variant on a slower accelerator prefills
+    /// slower); a variant not learned yet takes the model's.
+    pub(crate) variant_prefill_seconds: BTreeMap<String, f64>,
     /// Per pod, (t, waiting); the endpoint picker's queue under "".
     pub(crate) waiting: BTreeMap<String, VecDeque<(f64, f64)>>,
     /// (t, running).

@@ -243,9 +243,13 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
     let rate: f64 = input.replicas.iter().map(completions).sum();
     // Token lengths: the completion-weighted mean over replicas, else the
     // last known.
-    let weighted = |f: fn(&SloReplica) -> Option<f64>| {
+    let weighted_over = |f: fn(&SloReplica) -> Option<f64>, variant: Option<&str>| {
         let (mut sum, mut weight) = (0.0, 0.0);
-        for r in input.replicas {
+        let replicas = input
+            .replicas
+            .iter()
+            .filter(|r| variant.is_none_or(|v| r.variant == v));
+        for r in replicas {
             if let (Some(v), Some(w)) = (f(r), r.completion_rate) {
                 if v.is_finite() && v >= 0.0 && w > 0.0 {
                     sum += v * w;
@@ -255,6 +259,7 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         }
         (weight > 0.0).then(|| sum / weight)
     };
+    let weighted = |f: fn(&SloReplica) -> Option<f64>| weighted_over(f, None);
     if let (Some(p), Some(o)) = (
         weighted(|r| r.avg_prompt_tokens),
         weighted(|r| r.avg_output_tokens),
@@ -262,8 +267,18 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         let tokens = p + o / 2.0 + block / 2.0;
         h.tokens_per_sequence = Some(blend(h.tokens_per_sequence, tokens, dt, 1.0));
     }
-    if let Some(prefill) = weighted(|r| r.avg_prefill_seconds).filter(|s| *s > 0.0) {
+    let prefill_of = |r: &SloReplica| r.avg_prefill_seconds.filter(|s| *s > 0.0);
+    if let Some(prefill) = weighted(prefill_of) {
         h.prefill_seconds = Some(blend(h.prefill_seconds, prefill, dt, 1.0));
+    }
+    h.variant_prefill_seconds
+        .retain(|name, _| input.variants.iter().any(|v| &v.name == name));
+    for v in input.variants {
+        if let Some(prefill) = weighted_over(prefill_of, Some(&v.name)) {
+            let learned = h.variant_prefill_seconds.get(&v.name).copied();
+            h.variant_prefill_seconds
+                .insert(v.name.clone(), blend(learned, prefill, dt, 1.0));
+        }
     }
     let picker_queue = input.scheduler_queue.unwrap_or(0.0).max(0.0);
     let waiting: f64 = input
@@ -408,11 +423,15 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
     let allowed_wait = 0.0;
     // The prefill bound: a replica prefills one prompt at a time, so long
     // prompts (code completion, retrieval) fill its prefill queue long
-    // before its cache; the time to first token waits on that queue.
-    let prefill_rate = h
-        .prefill_seconds
-        .and_then(|s| prefill_max_rate(s, ttft, TAIL_P95));
-    let prefill_full = h.prefill_seconds.map(|s| 1.0 / s);
+    // before its cache; the time to first token waits on that queue. Per
+    // variant: variants on different accelerators prefill at different
+    // speeds, as their caches differ.
+    let prefill_of_variant = |name: &str| {
+        h.variant_prefill_seconds
+            .get(name)
+            .copied()
+            .or(h.prefill_seconds)
+    };
     // Per variant: (requests/s within the objective, requests/s finished
     // with the cache or the prefill full).
     let shapes: Vec<(f64, f64)> = input
@@ -432,6 +451,9 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
                 sequences: cache / tokens_per_sequence,
                 seconds_per_request,
             };
+            let prefill = prefill_of_variant(&v.name);
+            let prefill_rate = prefill.and_then(|s| prefill_max_rate(s, ttft, TAIL_P95));
+            let prefill_full = prefill.map(|s| 1.0 / s);
             (
                 shape
                     .max_rate(Z_P95, allowed_wait)

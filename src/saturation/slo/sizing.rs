@@ -232,14 +232,17 @@ mod tests {
                 (at, (20.0 * (at - 145.0)).max(0.0))
             })
             .collect();
+        // 15 s into the step: half its rate over the 30 s window, where
+        // the minute's least-squares slope sees a fifth.
         let t = 160.0;
         assert_eq!(recent_rise(&points, t, 30.0), Some(10.0));
-        assert!(slope(&points).unwrap() < 6.0);
-        // Once the step is a window old the rise is its full rate.
-        let later: Vec<(f64, f64)> = points.iter().map(|(at, _)| (at + 30.0, 0.0)).collect();
-        assert_eq!(recent_rise(&later, 190.0, 30.0), Some(0.0));
+        assert!((slope(&points).unwrap() - 4.0).abs() < 1e-9);
+        // A window into the step: its full rate.
         let filling = [(130.0, 0.0), (145.0, 0.0), (160.0, 300.0), (175.0, 600.0)];
         assert_eq!(recent_rise(&filling, 175.0, 30.0), Some(20.0));
+        // A flat queue: no rise.
+        let flat: Vec<(f64, f64)> = points.iter().map(|(at, _)| (*at, 3.0)).collect();
+        assert_eq!(recent_rise(&flat, t, 30.0), Some(0.0));
         // A single point, or points too close together: no rise.
         assert_eq!(recent_rise(&points[4..], t, 30.0), None);
         assert_eq!(recent_rise(&[(159.0, 0.0), (160.0, 50.0)], t, 30.0), None);

@@ -336,14 +336,26 @@ fn a_lone_replica_gets_a_second_above_half_its_rate() {
     }
     // Two replicas at 1.2 req/s each: the smaller count is one replica
     // carrying 2.4 req/s, above half its rate, so two stay (scale-down to
-    // one would leave it alone with the load).
+    // one would leave it alone with the load). At 0.8 each (1.6 req/s,
+    // 39 %: under half) two go down to one; the HPA's scale-down
+    // stabilization window, not this rule, keeps that from flapping.
+    for (each, want) in [(1.2, 2), (0.8, 1)] {
+        let a = SloAnalyzer::new();
+        let reps: Vec<_> = (0..2).map(|i| replica(i, each, each * 8.0, 0.0)).collect();
+        let mut last = None;
+        for t in (0..600).step_by(15) {
+            last = Some(decide(&a, &reps, variant(2, 2), t));
+        }
+        assert_eq!(desired(&last.unwrap()), want, "two at {each} req/s each");
+    }
+    // One replica at 1.9 req/s (46 %, under half) stays alone.
     let a = SloAnalyzer::new();
-    let reps: Vec<_> = (0..2).map(|i| replica(i, 1.2, 9.6, 0.0)).collect();
+    let reps = [replica(0, 1.9, 15.2, 0.0)];
     let mut last = None;
     for t in (0..600).step_by(15) {
-        last = Some(decide(&a, &reps, variant(2, 2), t));
+        last = Some(decide(&a, &reps, variant(1, 1), t));
     }
-    assert_eq!(desired(&last.unwrap()), 2);
+    assert_eq!(desired(&last.unwrap()), 1);
 }
 
 /// Two variants of one model, on accelerators that prefill at different

@@ -43,6 +43,7 @@
 //! clock, bounded.
 
 mod history;
+mod lone;
 pub mod objective;
 mod prior;
 pub mod sizing;
@@ -54,6 +55,7 @@ use std::time::{Duration, SystemTime};
 use super::v2::{optimize, KvCacheConfig, OptimizerVariant};
 use super::{TargetReason, VariantState, VariantTarget};
 use history::{blend, learn_startup, median, push, ModelHistory};
+use lone::second_replica;
 pub(crate) use objective::{ServiceClasses, SloObjective};
 use prior::{by_concurrency, hold, idle};
 use sizing::{prefill_max_rate, recent_rise, robust_slope, slope, ReplicaShape, TAIL_P95, Z_P95};
@@ -75,9 +77,6 @@ const GROWTH_WINDOW: f64 = 60.0;
 /// from a minute that averages the calm before it in (the replicas asked
 /// for then come in one start-up delay, not in several).
 const RISE_WINDOW: f64 = 30.0;
-/// A model served by one replica keeps a second while its load is above
-/// this fraction of a replica's rate (see [`second_replica`]).
-const LONE_REPLICA_LOAD: f64 = 0.5;
 /// Window of the arrival-rate trend.
 const TREND_WINDOW: f64 = 300.0;
 /// Window whose highest arrival rate a scale-down must carry.
@@ -339,13 +338,18 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
     }
     h.waiting
         .retain(|_, v| v.back().is_some_and(|(at, _)| t - at <= GROWTH_WINDOW));
+    // A pod whose queue was seen for most of the window (not one that
+    // joined within it).
+    let seen_for_window = |pod: &str| {
+        h.waiting
+            .get(pod)
+            .and_then(|v| v.front())
+            .is_some_and(|(at, _)| t - at >= GROWTH_WINDOW * 0.75)
+    };
     let growth_of = |pod: &str| -> f64 {
         h.waiting
             .get(pod)
-            .filter(|v| {
-                v.front()
-                    .is_some_and(|(at, _)| t - at >= GROWTH_WINDOW * 0.75)
-            })
+            .filter(|_| seen_for_window(pod))
             .and_then(|v| {
                 let points: Vec<(f64, f64)> = v.iter().copied().collect();
                 let minute = slope(&points)?;
@@ -360,7 +364,7 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         .map(|r| {
             let completions = completions(r);
             let growth = growth_of(&r.pod);
-            if r.waiting > completions * ttft {
+            if backlogged(r, ttft) {
                 // Working off a backlog: its shrinking queue says its
                 // completions are old arrivals.
                 (completions + growth).max(0.0)
@@ -415,6 +419,14 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         .zip(robust_slope(newer))
         .filter(|_| spans_window)
         .map_or(0.0, |(a, b)| a.min(b));
+    // Not while a replica works off a backlog: the estimate then moves with
+    // the drain and with new replicas joining, not with demand, and its
+    // rise was projected as a ramp on top of a step already counted.
+    let trend = if input.replicas.iter().any(|r| backlogged(r, ttft)) {
+        0.0
+    } else {
+        trend
+    };
     let projected = arrival_rate + trend.max(0.0) * startup;
     // Per variant: its replicas' cache, else the model's. No wait for a
     // slot is counted on: the objective is a p95 per minute, and a minute
@@ -472,9 +484,12 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
     // that part is added to the rate sized for. Sizing the whole backlog's
     // drain within the objective instead asked for up to twice the load
     // (maxReplicas on a load step) for replicas that could not take any of
-    // it. The endpoint picker's queue can go to any replica: it drains
-    // within the objective, at most doubling the rate asked for (a queue
-    // spike alone never asks for everything).
+    // it. Not a pod that joined within the window: what waits there came
+    // since it joined, arrivals the rate already sizes for (counting them
+    // again kept a step's replicas at twice what it needed). The endpoint
+    // picker's queue can go to any replica: it drains within the
+    // objective, at most doubling the rate asked for (a queue spike alone
+    // never asks for everything).
     let held: f64 = input
         .variants
         .iter()
@@ -483,7 +498,7 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
             input
                 .replicas
                 .iter()
-                .filter(|r| r.variant == v.name)
+                .filter(|r| r.variant == v.name && seen_for_window(&r.pod))
                 .map(|r| rate * (r.waiting.max(0.0) / (full * startup).max(1e-9)).min(1.0))
                 .sum::<f64>()
         })
@@ -533,42 +548,10 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
     }
 }
 
-/// A lone replica is kept alone only while it could take a doubling of
-/// its load (`load` at most [`LONE_REPLICA_LOAD`] of its rate); above
-/// that, a second. A request queued in a replica is served by that
-/// replica, so a load step that lands on one replica builds a backlog
-/// only it can drain: at 70 % of its rate a sixfold step left about 3,000
-/// requests for one replica to work off after the new replicas came, 7
-/// minutes over the objective; two replicas halve the load on each and
-/// the drain. Where the count is larger, one more replica buys less (a
-/// fifth, not a half) and this rule asks for none. Neither does it apply
-/// when the smaller count was already two or more, nor above a variant's
-/// `maxReplicas`.
-fn second_replica(
-    targets: &mut [VariantTarget],
-    variants: &[VariantState],
-    per_replica: &[f64],
-    load: f64,
-) {
-    if targets.iter().map(|t| t.desired).sum::<u32>() != 1 {
-        return;
-    }
-    let lone = targets.iter().position(|t| t.desired == 1);
-    let Some(i) = lone else {
-        return;
-    };
-    let (Some(variant), Some(rate)) = (variants.get(i), per_replica.get(i)) else {
-        return;
-    };
-    if load > LONE_REPLICA_LOAD * rate && variant.max_replicas >= 2 {
-        let target = &mut targets[i];
-        target.desired = 2;
-        target.reason = match target.current.cmp(&2) {
-            std::cmp::Ordering::Less => TargetReason::ScaleUp,
-            std::cmp::Ordering::Equal => TargetReason::Steady,
-            std::cmp::Ordering::Greater => TargetReason::ScaleDown,
-        };
-    }
+/// Working off a backlog: more queued than it finishes within the
+/// objective.
+fn backlogged(r: &SloReplica, ttft: f64) -> bool {
+    r.waiting > completions(r) * ttft
 }
 
 /// A replica's finished requests per second; 0 when unknown or not a

@@ -412,3 +412,66 @@ fn each_variant_is_bounded_by_its_own_prefill_time() {
     // The model's mean is still what the status and the logs show.
     assert_eq!(analysis.prefill_seconds, Some(0.1875));
 }
+
+fn sized_rate(d: &SloDecision) -> (f64, f64) {
+    match d {
+        SloDecision::Sized { analysis, .. } => (analysis.arrival_rate, analysis.sized_rate),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// What waits on a replica that joined within the window came since it
+/// joined: arrivals the rate already sizes for, not a backlog to hold
+/// capacity for. Seen for the window, its queue is its own backlog.
+#[test]
+fn a_new_replicas_queue_is_not_sized_twice() {
+    let run = |new_waiting: f64, looks: u64| {
+        let a = SloAnalyzer::new();
+        let old: Vec<_> = (0..2).map(|i| replica(i, 4.0, 32.0, 0.0)).collect();
+        for t in (0..300).step_by(15) {
+            decide(&a, &old, variant(4, 2), t);
+        }
+        let mut joined = old.clone();
+        joined.extend((2..4).map(|i| replica(i, 4.0, 32.0, new_waiting)));
+        let mut last = None;
+        for t in (300..300 + 15 * looks).step_by(15) {
+            last = Some(decide(&a, &joined, variant(4, 4), t));
+        }
+        sized_rate(&last.unwrap()).1
+    };
+    // Just joined: 100 waiting on each new replica changes nothing.
+    assert!((run(100.0, 1) - run(0.0, 1)).abs() < 1e-9);
+    // A minute on, the same queue is held for: each new replica's 4.10
+    // req/s for the part of the start-up delay (learned: 300 s, from the
+    // two replicas that came) its 100 take at the full cache's 42.2 / 8 s
+    // = 5.28 req/s: 2 x 4.10 x 100 / (5.28 x 300) = 0.52 req/s.
+    let held = run(100.0, 5) - run(0.0, 5);
+    assert!((held - 0.52).abs() < 0.01, "{held}");
+}
+
+/// A rising rate is projected over the start-up delay, but not while a
+/// replica works off a backlog: the estimate then moves with the drain
+/// and with replicas joining, and its rise is a step already counted.
+#[test]
+fn no_trend_is_projected_while_a_backlog_drains() {
+    let run = |new_waiting: f64| {
+        let a = SloAnalyzer::new();
+        let mut last = None;
+        for t in (0..420).step_by(15) {
+            // Each replica's rate rises by 0.6 req/s a minute.
+            let each = 2.0 + 0.01 * t as f64;
+            let mut reps: Vec<_> = (0..2).map(|i| replica(i, each, each * 8.0, 0.0)).collect();
+            if t == 405 {
+                reps.push(replica(2, 2.0, 16.0, new_waiting));
+            }
+            last = Some(decide(&a, &reps, variant(3, 3), t));
+        }
+        sized_rate(&last.unwrap())
+    };
+    let (arrivals, sized) = run(0.0);
+    assert!(sized > arrivals + 1.0, "{arrivals} {sized}");
+    // The joined replica's 50 waiting (it finishes 2/s: a backlog) is not
+    // held for (it just joined), and the rise is not projected.
+    let (arrivals, sized) = run(50.0);
+    assert!((sized - arrivals).abs() < 1e-9, "{arrivals} {sized}");
+}

@@ -52,6 +52,16 @@ pub enum TargetReason {
 }
 
 impl TargetReason {
+    /// The reason of a move from `current` to `desired` replicas within
+    /// the variant's bounds: up, down or steady.
+    pub(crate) fn of_move(current: u32, desired: u32) -> Self {
+        match desired.cmp(&current) {
+            Ordering::Greater => TargetReason::ScaleUp,
+            Ordering::Less => TargetReason::ScaleDown,
+            Ordering::Equal => TargetReason::Steady,
+        }
+    }
+
     /// "up" / "down" for a move held by the HPA's tolerance band.
     pub(crate) fn tolerance_hold_direction(&self) -> Option<&'static str> {
         match self {

@@ -36,10 +36,6 @@ pub(super) fn second_replica(
     if load > LONE_REPLICA_LOAD * rate && variant.max_replicas >= 2 {
         let target = &mut targets[i];
         target.desired = 2;
-        target.reason = match target.current.cmp(&2) {
-            std::cmp::Ordering::Less => TargetReason::ScaleUp,
-            std::cmp::Ordering::Equal => TargetReason::Steady,
-            std::cmp::Ordering::Greater => TargetReason::ScaleDown,
-        };
+        target.reason = TargetReason::of_move(target.current, 2);
     }
 }

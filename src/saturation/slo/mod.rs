@@ -48,7 +48,7 @@ pub mod objective;
 mod prior;
 pub mod sizing;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -338,18 +338,17 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
     }
     h.waiting
         .retain(|_, v| v.back().is_some_and(|(at, _)| t - at <= GROWTH_WINDOW));
-    // A pod whose queue was seen for most of the window (not one that
-    // joined within it).
-    let seen_for_window = |pod: &str| {
-        h.waiting
-            .get(pod)
-            .and_then(|v| v.front())
+    // A history that spans most of the growth window; for a pod's queue,
+    // a pod seen for the window (not one that joined within it).
+    let spans_growth = |v: &VecDeque<(f64, f64)>| {
+        v.front()
             .is_some_and(|(at, _)| t - at >= GROWTH_WINDOW * 0.75)
     };
+    let seen_for_window = |pod: &str| h.waiting.get(pod).is_some_and(spans_growth);
     let growth_of = |pod: &str| -> f64 {
         h.waiting
             .get(pod)
-            .filter(|_| seen_for_window(pod))
+            .filter(|v| spans_growth(v))
             .and_then(|v| {
                 let points: Vec<(f64, f64)> = v.iter().copied().collect();
                 let minute = slope(&points)?;
@@ -374,10 +373,7 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         })
         .sum();
     let arrival_rate = (replica_arrivals + growth_of("")).max(0.0);
-    let spanned = h
-        .running
-        .front()
-        .is_some_and(|(at, _)| t - at >= GROWTH_WINDOW * 0.75);
+    let spanned = spans_growth(&h.running);
     if rate > 0.0 && spanned {
         // Little's law over the completion rate's own window: the mean
         // running over the last minute over the rate of that minute (the

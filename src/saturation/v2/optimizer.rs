@@ -128,12 +128,8 @@ pub fn optimize(variants: &[OptimizerVariant], required: f64, spare: f64) -> Vec
                 (v.min_replicas, TargetReason::ClampedToMin)
             } else if d > v.max_replicas {
                 (v.max_replicas, TargetReason::ClampedToMax)
-            } else if d > v.current {
-                (d, TargetReason::ScaleUp)
-            } else if d < v.current {
-                (d, TargetReason::ScaleDown)
             } else {
-                (d, TargetReason::Steady)
+                (d, TargetReason::of_move(v.current, d))
             };
             VariantTarget {
                 name: v.name.clone(),

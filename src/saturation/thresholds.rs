@@ -28,6 +28,7 @@ const V2_KEYS: &[&str] = &[
     "enableLimiter",
     "sloTtftMs",
     "sloTpotMs",
+    "sloHeadroom",
 ];
 
 /// Which analysis decides a model: upstream's `analyzerName: saturation`
@@ -61,6 +62,10 @@ impl AnalyzerKind {
         }
     }
 }
+
+/// The largest `sloHeadroom`: replicas for ten times the rate sized for is
+/// a typo, not a policy.
+const MAX_SLO_HEADROOM: f64 = 9.0;
 
 /// The threshold keys this server implements.
 const THRESHOLD_KEYS: &[&str] = &[
@@ -104,6 +109,11 @@ pub struct SaturationThresholds {
     /// `slo`: the model's TPOT objective in milliseconds.
     #[serde(default)]
     pub slo_tpot_ms: Option<f64>,
+    /// `slo`: spare capacity held against a rise no analysis sees coming,
+    /// as a fraction of the rate sized for (0.5: replicas for 1.5 times
+    /// it); none when absent.
+    #[serde(default)]
+    pub slo_headroom: Option<f64>,
 }
 
 fn default_scale_up_threshold() -> f64 {
@@ -127,6 +137,7 @@ impl Default for SaturationThresholds {
             enable_limiter: false,
             slo_ttft_ms: None,
             slo_tpot_ms: None,
+            slo_headroom: None,
         }
     }
 }
@@ -151,6 +162,13 @@ pub enum ThresholdError {
     V2Order { boundary: f64, threshold: f64 },
     #[error("{field} must be a positive number of milliseconds, got {value}")]
     NotPositive { field: &'static str, value: f64 },
+    #[error("{field} must be a number from {min} to {max}, got {value}")]
+    OutOfRange {
+        field: &'static str,
+        value: f64,
+        min: f64,
+        max: f64,
+    },
     #[error("saturation config is not a YAML mapping of entries: {0}")]
     NotAMapping(String),
 }
@@ -161,7 +179,9 @@ impl ThresholdError {
     pub(crate) fn field(&self) -> Option<&str> {
         match self {
             ThresholdError::Entry { field, .. } => field.as_deref(),
-            ThresholdError::NotFinite { field, .. } => Some(field),
+            ThresholdError::NotFinite { field, .. } | ThresholdError::OutOfRange { field, .. } => {
+                Some(field)
+            }
             _ => None,
         }
     }
@@ -197,6 +217,17 @@ impl SaturationThresholds {
             if let Some(value) = value.filter(|v| !(v.is_finite() && *v > 0.0)) {
                 return Err(ThresholdError::NotPositive { field, value });
             }
+        }
+        if let Some(value) = self
+            .slo_headroom
+            .filter(|h| !(0.0..=MAX_SLO_HEADROOM).contains(h))
+        {
+            return Err(ThresholdError::OutOfRange {
+                field: "sloHeadroom",
+                value,
+                min: 0.0,
+                max: MAX_SLO_HEADROOM,
+            });
         }
         let (spare, threshold) = (self.kv_spare_trigger, self.kv_cache_threshold);
         if !(0.0 <= spare && spare <= threshold && threshold <= 1.0) {
@@ -576,6 +607,16 @@ mod tests {
         assert_eq!(l.kv_cache_threshold, 0.95);
         assert_eq!((l.analyzer, l.enable_limiter), (AnalyzerKind::Tokens, true));
         assert_eq!((l.scale_up_threshold, l.scale_down_boundary), (0.9, 0.6));
+        // The slo analysis's headroom merges over the default like the rest.
+        let (c, errors) = ThresholdConfig::from_configmap_data(&data(&[
+            ("default", "analyzerName: slo\nsloHeadroom: 0.25"),
+            ("m#ns", "sloHeadroom: 0"),
+        ]));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(c.default_thresholds().slo_headroom, Some(0.25));
+        let m = c.for_model("m", "ns");
+        assert_eq!((m.analyzer, m.slo_headroom), (AnalyzerKind::Slo, Some(0.0)));
+        assert_eq!(SaturationThresholds::default().slo_headroom, None);
         // Any other analyzer name keeps V1, as upstream.
         for name in ["", "percentage", "Saturation", "saturation-v2"] {
             let (c, errors) = ThresholdConfig::from_configmap_data(&data(&[(
@@ -589,13 +630,18 @@ mod tests {
                 "{name}"
             );
         }
-        // Out of order V2 bounds and a non-boolean limiter are refused.
+        // Out of order V2 bounds, a non-boolean limiter and a headroom out
+        // of 0..=9 (or not a number) are refused.
         for (text, field) in [
             (
                 "scaleUpThreshold: 0.6\nscaleDownBoundary: 0.7",
                 "scaleUpThreshold",
             ),
             ("enableLimiter: yes-please", "enableLimiter"),
+            ("sloHeadroom: -0.1", "sloHeadroom"),
+            ("sloHeadroom: 12", "sloHeadroom"),
+            ("sloHeadroom: .nan", "sloHeadroom"),
+            ("sloHeadroom: lots", "sloHeadroom"),
         ] {
             let (_, errors) = ThresholdConfig::from_configmap_data(&data(&[("default", text)]));
             assert_eq!(errors.len(), 1, "{text}");

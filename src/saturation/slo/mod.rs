@@ -58,7 +58,7 @@ use history::{blend, learn_startup, median, push, ModelHistory};
 use lone::second_replica;
 pub(crate) use objective::{ServiceClasses, SloObjective};
 use prior::{by_concurrency, hold, idle};
-use sizing::{prefill_max_rate, recent_rise, robust_slope, slope, ReplicaShape, TAIL_P95, Z_P95};
+use sizing::{prefill_max_rate, queue_growth, robust_slope, ReplicaShape, TAIL_P95, Z_P95};
 
 /// Name of the analysis in served labels, status and `/metrics`.
 pub(crate) const ANALYZER_NAME: &str = "slo";
@@ -115,6 +115,9 @@ pub(crate) struct SloModelInput<'a> {
     pub(crate) replicas: &'a [SloReplica],
     pub(crate) variants: &'a [VariantState],
     pub(crate) objective: SloObjective,
+    /// `sloHeadroom`: replicas for `1 + headroom` times the rate sized for
+    /// (validated to 0..=9 where it is read).
+    pub(crate) headroom: f64,
     /// Requests queued for the model in the endpoint picker.
     pub(crate) scheduler_queue: Option<f64>,
 }
@@ -351,8 +354,7 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
             .filter(|v| spans_growth(v))
             .and_then(|v| {
                 let points: Vec<(f64, f64)> = v.iter().copied().collect();
-                let minute = slope(&points)?;
-                Some(minute.max(recent_rise(&points, t, RISE_WINDOW).unwrap_or(0.0)))
+                queue_growth(&points, t, RISE_WINDOW)
             })
             .unwrap_or(0.0)
     };
@@ -470,7 +472,17 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
             )
         })
         .collect();
-    let per_replica: Vec<f64> = shapes.iter().map(|(rate, _)| *rate).collect();
+    // The headroom a user chose (`sloHeadroom`) against a rise nothing
+    // measured foretells: a load step lands on the replicas there are for
+    // a start-up delay whatever is asked for then. Each replica is sized to
+    // carry `1 / (1 + headroom)` of its rate, so the spare capacity scales
+    // with the load, and the scale-down margin and the lone replica's
+    // second keep it.
+    let headroom_share = 1.0 / (1.0 + input.headroom.max(0.0));
+    let per_replica: Vec<f64> = shapes
+        .iter()
+        .map(|(rate, _)| rate * headroom_share)
+        .collect();
     // The backlog. A request waiting in a replica is served by that
     // replica (vLLM does not hand it to another): more replicas do not
     // drain it sooner, they take the new arrivals off it while it drains.

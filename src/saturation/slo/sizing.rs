@@ -125,6 +125,25 @@ pub(crate) fn recent_rise(points: &[(f64, f64)], t: f64, window: f64) -> Option<
     (t_new - t_old >= window / 4.0).then(|| (v_new - v_old) / (t_new - t_old))
 }
 
+/// A queue's growth per second at `t`: its one-minute least-squares slope,
+/// or its change over the last `window` seconds where that moved further
+/// the same way. The minute's slope lags in both directions: it averages
+/// the calm before a step in (so a rise is taken from the recent window),
+/// and it still shows the filling after the queue turned (a backlog whose
+/// replica no longer receives arrivals, the new replicas taking them,
+/// kept its completions counted as arrivals for a minute, and asked for
+/// replicas the drain did not need). No recent change known: the slope, at
+/// least 0. None with fewer than three points.
+pub(crate) fn queue_growth(points: &[(f64, f64)], t: f64, window: f64) -> Option<f64> {
+    let minute = slope(points)?;
+    let recent = recent_rise(points, t, window).unwrap_or(0.0);
+    Some(if recent < 0.0 {
+        minute.min(recent)
+    } else {
+        minute.max(recent)
+    })
+}
+
 /// Theil-Sen slope (the median of the pairwise slopes) of `(seconds,
 /// value)` points: a ramp gives its slope, a step at the end of the window
 /// (few points after it) gives about none, so a load step is not taken for
@@ -247,6 +266,41 @@ mod tests {
         assert_eq!(recent_rise(&points[4..], t, 30.0), None);
         assert_eq!(recent_rise(&[(159.0, 0.0), (160.0, 50.0)], t, 30.0), None);
         assert_eq!(recent_rise(&[], t, 30.0), None);
+    }
+
+    #[test]
+    fn a_queues_growth_follows_its_recent_turn() {
+        // Queue at 100, 115, 130, 145, 160 s; growth at 160 s over a 30 s
+        // window (the change since the point at 130 s).
+        let at = |v: [f64; 5]| -> Vec<(f64, f64)> {
+            v.iter()
+                .enumerate()
+                .map(|(i, q)| (100.0 + 15.0 * i as f64, *q))
+                .collect()
+        };
+        let cases = [
+            // Flat, then filling at 10/s: the recent rise (5/s over 30 s)
+            // beats the minute's least-squares 2/s.
+            ([0.0, 0.0, 0.0, 0.0, 150.0], Some(5.0)),
+            // Filled, then turned: the minute still rises (least squares
+            // 2.53/s), the last 30 s fell by 60: the fall is taken.
+            ([0.0, 100.0, 200.0, 200.0, 140.0], Some(-2.0)),
+            // Falling all along: the steeper of the two falls.
+            ([60.0, 45.0, 30.0, 15.0, 0.0], Some(-1.0)),
+            // A steady rise: its slope.
+            ([0.0, 15.0, 30.0, 45.0, 60.0], Some(1.0)),
+            // Flat: none.
+            ([7.0, 7.0, 7.0, 7.0, 7.0], Some(0.0)),
+        ];
+        for (queue, want) in cases {
+            let got = queue_growth(&at(queue), 160.0, 30.0);
+            match (got, want) {
+                (Some(g), Some(w)) => assert!((g - w).abs() < 1e-9, "{queue:?}: {g} != {w}"),
+                _ => assert_eq!(got, want, "{queue:?}"),
+            }
+        }
+        // Too few points: nothing known.
+        assert_eq!(queue_growth(&at([1.0; 5])[..2], 160.0, 30.0), None);
     }
 
     #[test]

@@ -47,6 +47,7 @@ fn decide(a: &SloAnalyzer, replicas: &[SloReplica], v: VariantState, t: u64) -> 
             replicas,
             variants: &[v],
             objective: SloObjective::default(),
+            headroom: 0.0,
             scheduler_queue: None,
         },
         at(t),
@@ -89,6 +90,44 @@ fn steady_load_is_sized_by_littles_law_and_the_cache() {
         "{analysis:?}"
     );
     assert_eq!(desired(&d), 5);
+}
+
+/// `sloHeadroom` sizes the same steady load for `1 + headroom` times its
+/// rate: 4.10 req/s per replica carries 20 req/s on 5, at 0.25 on 7
+/// (3.28 each), at 0.5 on 8 (2.73 each); the arrival rate it measures
+/// does not change.
+#[test]
+fn a_headroom_sizes_for_that_much_more_of_the_rate() {
+    for (headroom, want) in [(0.0, 5), (0.25, 7), (0.5, 8)] {
+        let a = SloAnalyzer::new();
+        let reps: Vec<_> = (0..4).map(|i| replica(i, 5.0, 40.0, 0.0)).collect();
+        let mut last = None;
+        for t in (0..600).step_by(15) {
+            last = Some(a.decide(
+                &SloModelInput {
+                    namespace: "ns",
+                    model_id: "m",
+                    replicas: &reps,
+                    variants: &[variant(4, 4)],
+                    objective: SloObjective::default(),
+                    headroom,
+                    scheduler_queue: None,
+                },
+                at(t),
+            ));
+        }
+        let d = last.unwrap();
+        let SloDecision::Sized { analysis, .. } = &d else {
+            panic!("{d:?}")
+        };
+        assert!((analysis.arrival_rate - 20.0).abs() < 1e-6, "{headroom}");
+        let per = 4.10 / (1.0 + headroom);
+        assert!(
+            (analysis.per_replica_rate[0] - per).abs() < 0.02,
+            "{headroom}: {analysis:?}"
+        );
+        assert_eq!(desired(&d), want, "{headroom}");
+    }
 }
 
 /// The same steady load with long prompts (0.25 s of prefill each): the
@@ -148,6 +187,7 @@ fn asked_more_often_than_the_sample_spacing_it_still_learns() {
                 replicas: &reps,
                 variants: &[variant(4, 4)],
                 objective: SloObjective::default(),
+                headroom: 0.0,
                 scheduler_queue: None,
             },
             at(0) + Duration::from_millis(ms),
@@ -390,6 +430,7 @@ fn each_variant_is_bounded_by_its_own_prefill_time() {
                 replicas: &reps,
                 variants: &variants,
                 objective: SloObjective::default(),
+                headroom: 0.0,
                 scheduler_queue: None,
             },
             at(t),

@@ -20,6 +20,7 @@ pub(super) struct Entry {
     pub(super) enable_limiter: Option<bool>,
     pub(super) slo_ttft_ms: Option<f64>,
     pub(super) slo_tpot_ms: Option<f64>,
+    pub(super) slo_headroom: Option<f64>,
     pub(super) model_id: Option<String>,
     pub(super) namespace: Option<String>,
 }
@@ -58,6 +59,7 @@ impl Entry {
             enable_limiter: self.enable_limiter.unwrap_or(base.enable_limiter),
             slo_ttft_ms: self.slo_ttft_ms.or(base.slo_ttft_ms),
             slo_tpot_ms: self.slo_tpot_ms.or(base.slo_tpot_ms),
+            slo_headroom: self.slo_headroom.or(base.slo_headroom),
         }
     }
 
@@ -119,6 +121,7 @@ impl Entry {
                 "scaleUpThreshold" => e.scale_up_threshold = number()?,
                 "sloTtftMs" => e.slo_ttft_ms = number()?,
                 "sloTpotMs" => e.slo_tpot_ms = number()?,
+                "sloHeadroom" => e.slo_headroom = number()?,
                 "scaleDownBoundary" => e.scale_down_boundary = number()?,
                 "enableLimiter" => {
                     e.enable_limiter = match v.as_bool() {
@@ -153,9 +156,9 @@ impl Entry {
     /// involved keys the entry sets itself (else the first involved key).
     pub(super) fn field_of(&self, err: &ThresholdError) -> Option<String> {
         let involved: &[(&str, bool)] = match err {
-            ThresholdError::NotFinite { field, .. } | ThresholdError::NotPositive { field, .. } => {
-                return Some((*field).to_owned())
-            }
+            ThresholdError::NotFinite { field, .. }
+            | ThresholdError::NotPositive { field, .. }
+            | ThresholdError::OutOfRange { field, .. } => return Some((*field).to_owned()),
             ThresholdError::KvOrder { .. } => &[
                 ("kvCacheThreshold", self.kv_cache_threshold.is_some()),
                 ("kvSpareTrigger", self.kv_spare_trigger.is_some()),

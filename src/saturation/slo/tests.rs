@@ -39,19 +39,24 @@ fn variant(spec: u32, ready: u32) -> VariantState {
     }
 }
 
+fn model_input<'a>(
+    replicas: &'a [SloReplica],
+    variants: &'a [VariantState],
+    headroom: f64,
+) -> SloModelInput<'a> {
+    SloModelInput {
+        namespace: "ns",
+        model_id: "m",
+        replicas,
+        variants,
+        objective: SloObjective::default(),
+        headroom,
+        scheduler_queue: None,
+    }
+}
+
 fn decide(a: &SloAnalyzer, replicas: &[SloReplica], v: VariantState, t: u64) -> SloDecision {
-    a.decide(
-        &SloModelInput {
-            namespace: "ns",
-            model_id: "m",
-            replicas,
-            variants: &[v],
-            objective: SloObjective::default(),
-            headroom: 0.0,
-            scheduler_queue: None,
-        },
-        at(t),
-    )
+    a.decide(&model_input(replicas, &[v], 0.0), at(t))
 }
 
 fn desired(d: &SloDecision) -> u32 {
@@ -103,18 +108,7 @@ fn a_headroom_sizes_for_that_much_more_of_the_rate() {
         let reps: Vec<_> = (0..4).map(|i| replica(i, 5.0, 40.0, 0.0)).collect();
         let mut last = None;
         for t in (0..600).step_by(15) {
-            last = Some(a.decide(
-                &SloModelInput {
-                    namespace: "ns",
-                    model_id: "m",
-                    replicas: &reps,
-                    variants: &[variant(4, 4)],
-                    objective: SloObjective::default(),
-                    headroom,
-                    scheduler_queue: None,
-                },
-                at(t),
-            ));
+            last = Some(a.decide(&model_input(&reps, &[variant(4, 4)], headroom), at(t)));
         }
         let d = last.unwrap();
         let SloDecision::Sized { analysis, .. } = &d else {
@@ -181,15 +175,7 @@ fn asked_more_often_than_the_sample_spacing_it_still_learns() {
     let mut last = None;
     for ms in (0..90_000u64).step_by(200) {
         last = Some(a.decide(
-            &SloModelInput {
-                namespace: "ns",
-                model_id: "m",
-                replicas: &reps,
-                variants: &[variant(4, 4)],
-                objective: SloObjective::default(),
-                headroom: 0.0,
-                scheduler_queue: None,
-            },
+            &model_input(&reps, &[variant(4, 4)], 0.0),
             at(0) + Duration::from_millis(ms),
         ));
     }
@@ -423,18 +409,7 @@ fn each_variant_is_bounded_by_its_own_prefill_time() {
     ];
     let mut last = None;
     for t in (0..600).step_by(15) {
-        last = Some(a.decide(
-            &SloModelInput {
-                namespace: "ns",
-                model_id: "m",
-                replicas: &reps,
-                variants: &variants,
-                objective: SloObjective::default(),
-                headroom: 0.0,
-                scheduler_queue: None,
-            },
-            at(t),
-        ));
+        last = Some(a.decide(&model_input(&reps, &variants, 0.0), at(t)));
     }
     let d = last.unwrap();
     let SloDecision::Sized { analysis, .. } = &d else {

@@ -332,7 +332,7 @@ const UPSTREAM_THRESHOLDS: SaturationThresholds = SaturationThresholds {
     enable_limiter: false,
     slo_ttft_ms: None,
     slo_tpot_ms: None,
-    slo_headroom: None,
+    slo_headroom: 0.0,
     kv_cache_threshold: 0.80,
     queue_length_threshold: 5.0,
     kv_spare_trigger: 0.10,

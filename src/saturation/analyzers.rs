@@ -175,7 +175,7 @@ impl Analyzers {
                         replicas: input.slo,
                         variants: input.variants,
                         objective: input.objective,
-                        headroom: input.thresholds.slo_headroom.unwrap_or(0.0),
+                        headroom: input.thresholds.slo_headroom,
                         scheduler_queue: input.scheduler_queue.map(|q| q.requests),
                     },
                     now,

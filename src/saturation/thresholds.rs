@@ -111,9 +111,9 @@ pub struct SaturationThresholds {
     pub slo_tpot_ms: Option<f64>,
     /// `slo`: spare capacity held against a rise no analysis sees coming,
     /// as a fraction of the rate sized for (0.5: replicas for 1.5 times
-    /// it); none when absent.
+    /// it; 0, the default: none).
     #[serde(default)]
-    pub slo_headroom: Option<f64>,
+    pub slo_headroom: f64,
 }
 
 fn default_scale_up_threshold() -> f64 {
@@ -137,7 +137,7 @@ impl Default for SaturationThresholds {
             enable_limiter: false,
             slo_ttft_ms: None,
             slo_tpot_ms: None,
-            slo_headroom: None,
+            slo_headroom: 0.0,
         }
     }
 }
@@ -218,13 +218,11 @@ impl SaturationThresholds {
                 return Err(ThresholdError::NotPositive { field, value });
             }
         }
-        if let Some(value) = self
-            .slo_headroom
-            .filter(|h| !(0.0..=MAX_SLO_HEADROOM).contains(h))
-        {
+        // NaN is in no range: refused here too.
+        if !(0.0..=MAX_SLO_HEADROOM).contains(&self.slo_headroom) {
             return Err(ThresholdError::OutOfRange {
                 field: "sloHeadroom",
-                value,
+                value: self.slo_headroom,
                 min: 0.0,
                 max: MAX_SLO_HEADROOM,
             });
@@ -613,10 +611,10 @@ mod tests {
             ("m#ns", "sloHeadroom: 0"),
         ]));
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(c.default_thresholds().slo_headroom, Some(0.25));
+        assert_eq!(c.default_thresholds().slo_headroom, 0.25);
         let m = c.for_model("m", "ns");
-        assert_eq!((m.analyzer, m.slo_headroom), (AnalyzerKind::Slo, Some(0.0)));
-        assert_eq!(SaturationThresholds::default().slo_headroom, None);
+        assert_eq!((m.analyzer, m.slo_headroom), (AnalyzerKind::Slo, 0.0));
+        assert_eq!(SaturationThresholds::default().slo_headroom, 0.0);
         // Any other analyzer name keeps V1, as upstream.
         for name in ["", "percentage", "Saturation", "saturation-v2"] {
             let (c, errors) = ThresholdConfig::from_configmap_data(&data(&[(

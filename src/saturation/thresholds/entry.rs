@@ -59,7 +59,7 @@ impl Entry {
             enable_limiter: self.enable_limiter.unwrap_or(base.enable_limiter),
             slo_ttft_ms: self.slo_ttft_ms.or(base.slo_ttft_ms),
             slo_tpot_ms: self.slo_tpot_ms.or(base.slo_tpot_ms),
-            slo_headroom: self.slo_headroom.or(base.slo_headroom),
+            slo_headroom: self.slo_headroom.unwrap_or(base.slo_headroom),
         }
     }
 

@@ -82,6 +82,25 @@ fn a_short_scenario_prints_a_table_and_writes_summary_and_report() {
         );
     }
 
+    // minutes.csv: one row per counted minute and policy, its violation
+    // minutes the summary's.
+    let csv = std::fs::read_to_string(out.join("minutes.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("policy,minute,arrivals,replicas,ready_replicas,ttft_p95_seconds,kv_usage,over_objective")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    for p in policies {
+        let name = p["name"].as_str().unwrap();
+        let own: Vec<&Vec<&str>> = rows.iter().filter(|r| r[0] == name).collect();
+        assert_eq!(own.len(), 40, "{name}: 40 minutes");
+        let over = own.iter().filter(|r| r[7] == "1").count() as u64;
+        assert_eq!(Some(over), p["slo_violation_minutes"].as_u64(), "{name}");
+        let arrivals: u64 = own.iter().map(|r| r[2].parse::<u64>().unwrap()).sum();
+        assert_eq!(Some(arrivals), p["requests"].as_u64(), "{name}");
+    }
+
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert_eq!(html.matches("<svg").count(), 4, "four inline charts");
     assert!(

@@ -299,7 +299,7 @@ pub(crate) fn simulate(
     (summary, runs)
 }
 
-/// Writes `summary.json`, `report.html` and `charts/*.svg` into `out`.
+/// Writes `summary.json`, `minutes.csv`, `report.html` and `charts/*.svg` into `out`.
 pub(crate) fn write_outputs(
     out: &Path,
     summary: &Summary,
@@ -320,6 +320,10 @@ pub(crate) fn write_outputs(
     let json = serde_json::to_string_pretty(summary).context("cannot encode summary.json")?;
     let path = out.join("summary.json");
     std::fs::write(&path, json + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    written.push(path);
+    let path = out.join("minutes.csv");
+    std::fs::write(&path, summary::minutes_csv(runs, summary.slo_ttft_seconds))
         .with_context(|| format!("cannot write {}", path.display()))?;
     written.push(path);
     let path = out.join("report.html");

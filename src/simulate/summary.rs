@@ -1,4 +1,5 @@
-//! The numbers a run ends with: `summary.json` and the printed table.
+//! The numbers a run ends with: `summary.json`, `minutes.csv` and the
+//! printed table.
 
 use serde::Serialize;
 
@@ -61,6 +62,31 @@ pub fn summarize(run: &PolicyRun, slo_ttft: f64, cost_per_replica_hour: f64) -> 
         max_replicas: run.max_replicas,
         mean_replicas: round3(run.minutes.iter().map(|m| m.replicas).sum::<f64>() / minutes),
     }
+}
+
+/// `minutes.csv`: every counted minute of every policy, so that a
+/// violation minute can be found and read beside its load and replicas (the
+/// totals say how many, not when).
+pub(crate) fn minutes_csv(runs: &[PolicyRun], slo_ttft: f64) -> String {
+    let mut out = String::from(
+        "policy,minute,arrivals,replicas,ready_replicas,ttft_p95_seconds,kv_usage,over_objective\n",
+    );
+    for run in runs {
+        for (i, m) in run.minutes.iter().enumerate() {
+            let optional = |v: Option<f64>| v.map_or(String::new(), |v| round3(v).to_string());
+            out.push_str(&format!(
+                "{},{i},{},{},{},{},{},{}\n",
+                run.name,
+                m.arrivals,
+                round3(m.replicas),
+                round3(m.ready_replicas),
+                optional(m.ttft_p95),
+                optional(m.kv_usage),
+                u8::from(m.ttft_p95.is_some_and(|p| p > slo_ttft)),
+            ));
+        }
+    }
+    out
 }
 
 fn round3(x: f64) -> f64 {
@@ -127,6 +153,15 @@ mod tests {
             replica_seconds: 600.0,
             ttfts: vec![0.5, 2.5, 2.0, 0.1],
         };
+        let csv = minutes_csv(std::slice::from_ref(&run), 2.0);
+        assert_eq!(
+            csv,
+            "policy,minute,arrivals,replicas,ready_replicas,ttft_p95_seconds,kv_usage,over_objective\n\
+             v1,0,1,2,2,0.5,,0\n\
+             v1,1,1,2,2,2.5,,1\n\
+             v1,2,1,3,3,,,0\n\
+             v1,3,1,3,3,2,,0\n"
+        );
         let s = summarize(&run, 2.0, 12.0);
         // Only 2.5 > 2.0: the SLO is met at exactly 2 s.
         assert_eq!(s.slo_violation_minutes, 1);

@@ -54,7 +54,7 @@ pub enum Command {
     Crd,
     /// Write a CA, a serving certificate for the Service and apiservice.yaml with its caBundle.
     Certs(CertsArgs),
-    /// Replay a load trace offline through the real analysis and the HPA's algorithm, per policy, in virtual time; print a table and write summary.json and report.html.
+    /// Replay a load trace offline through the real analysis and the HPA's algorithm, per policy, in virtual time; print a table and write summary.json, minutes.csv and report.html.
     Simulate(Box<SimulateArgs>),
 }
 

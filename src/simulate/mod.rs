@@ -6,7 +6,7 @@
 //! - [`policy`]: who decides on which data (`v1`, `v2`, `chain`, `slo`,
 //!   and the clairvoyant `oracle` that bounds them);
 //! - [`closed_loop`]: the loop of one policy;
-//! - [`summary`], [`report`]: `summary.json`, the table, `report.html`.
+//! - [`summary`], [`report`]: `summary.json`, `minutes.csv`, the table, `report.html`.
 //!
 //! Everything but [`run_cli`] is pure.
 
@@ -64,7 +64,7 @@ pub struct SimulateArgs {
     /// Time-to-first-token objective: a minute whose p95 is above it is an SLO-violation minute.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub(crate) slo_ttft: Duration,
-    /// Output directory for summary.json, report.html and charts/*.svg.
+    /// Output directory for summary.json, minutes.csv, report.html and charts/*.svg.
     #[arg(long, default_value = "simulate-out")]
     pub(crate) out: PathBuf,
     /// Time run first at the trace's first-minute load and not counted, so that the trace starts on a cluster settled for its load (0s: it starts at --min-replicas).

@@ -46,6 +46,7 @@ mod history;
 mod lone;
 pub mod objective;
 mod prior;
+mod readings;
 pub mod sizing;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -213,7 +214,13 @@ impl SloAnalyzer {
         let history = state
             .entry((input.namespace.to_owned(), input.model_id.to_owned()))
             .or_default();
-        decide_with(input, history, t)
+        let replicas: Vec<SloReplica> = input.replicas.iter().map(readings::trusted).collect();
+        let input = SloModelInput {
+            replicas: &replicas,
+            scheduler_queue: readings::trusted_queue(input.scheduler_queue),
+            ..*input
+        };
+        decide_with(&input, history, t)
     }
 }
 

@@ -485,3 +485,149 @@ fn no_trend_is_projected_while_a_backlog_drains() {
     let (arrivals, sized) = run(50.0);
     assert!((sized - arrivals).abs() < 1e-9, "{arrivals} {sized}");
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What a scrape or a PromQL division can hand over: mostly plausible
+    /// numbers, sometimes NaN (0/0 of a rate), infinities, negatives (a
+    /// counter reset seen as a negative rate) and absurd magnitudes.
+    fn reading() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            8 => 0.0f64..200.0,
+            1 => Just(f64::NAN),
+            1 => Just(f64::INFINITY),
+            1 => Just(f64::NEG_INFINITY),
+            1 => -100.0f64..0.0,
+            1 => Just(1e300),
+        ]
+    }
+
+    fn optional() -> impl Strategy<Value = Option<f64>> {
+        prop_oneof![1 => Just(None), 4 => reading().prop_map(Some)]
+    }
+
+    fn replicas(variants: usize) -> impl Strategy<Value = Vec<SloReplica>> {
+        let one = (
+            0..variants,
+            reading(),
+            reading(),
+            optional(),
+            optional(),
+            (optional(), optional(), optional()),
+            prop_oneof![1 => Just(None), 3 => (0u64..100_000, 0u64..64).prop_map(Some)],
+        );
+        prop::collection::vec(one, 0..8).prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(
+                    |(
+                        i,
+                        (variant, kv, waiting, running, rate, (prompt, output, prefill), cache),
+                    )| {
+                        SloReplica {
+                            pod: format!("p{i}"),
+                            variant: format!("v{variant}"),
+                            kv,
+                            waiting,
+                            running,
+                            completion_rate: rate,
+                            avg_prompt_tokens: prompt,
+                            avg_output_tokens: output,
+                            avg_prefill_seconds: prefill,
+                            cache: cache.map(|(num_gpu_blocks, block_size)| KvCacheConfig {
+                                num_gpu_blocks,
+                                block_size,
+                            }),
+                        }
+                    },
+                )
+                .collect()
+        })
+    }
+
+    fn variants() -> impl Strategy<Value = Vec<VariantState>> {
+        prop::collection::vec(
+            (0.0f64..50.0, 0u32..4, 0u32..8, 0u32..12, any::<bool>()),
+            1..4,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (cost, min, span, spec, settled))| VariantState {
+                    name: format!("v{i}"),
+                    cost,
+                    min_replicas: min,
+                    max_replicas: min + span,
+                    spec_replicas: spec,
+                    ready_replicas: if settled {
+                        spec
+                    } else {
+                        spec.saturating_sub(1)
+                    },
+                })
+                .collect()
+        })
+    }
+
+    /// A run of decisions on one model: the variants, then per decision
+    /// the seconds since the last one, the replicas' readings, the picker's
+    /// queue and the headroom.
+    fn run() -> impl Strategy<Value = (Vec<VariantState>, Vec<Step>)> {
+        variants().prop_flat_map(|vs| {
+            let n = vs.len();
+            let step = (1u64..90, replicas(n), optional(), 0.0f64..=9.0);
+            (Just(vs), prop::collection::vec(step, 1..40))
+        })
+    }
+
+    type Step = (u64, Vec<SloReplica>, Option<f64>, f64);
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever the replicas report, over a run of decisions: no
+        /// panic, every target within its variant's bounds, and every
+        /// number the analysis reports finite and not negative (a NaN that
+        /// reached a target would be a silent wrong replica count).
+        #[test]
+        fn any_readings_give_bounded_targets_and_finite_numbers((variants, steps) in run()) {
+            let a = SloAnalyzer::new();
+            let mut t = 0;
+            for (dt, replicas, queue, headroom) in &steps {
+                t += dt;
+                let mut input = model_input(replicas, &variants, *headroom);
+                input.scheduler_queue = *queue;
+                let decision = a.decide(&input, at(t));
+                let targets = match &decision {
+                    SloDecision::Sized { analysis, targets } => {
+                        for (name, x) in [
+                            ("arrival_rate", analysis.arrival_rate),
+                            ("sized_rate", analysis.sized_rate),
+                            ("backlog", analysis.backlog),
+                            ("seconds_per_request", analysis.seconds_per_request),
+                            ("tokens_per_sequence", analysis.tokens_per_sequence),
+                            ("startup_seconds", analysis.startup_seconds),
+                        ] {
+                            prop_assert!(x.is_finite() && x >= 0.0, "{name} = {x} in {analysis:?}");
+                        }
+                        for r in &analysis.per_replica_rate {
+                            prop_assert!(r.is_finite() && *r >= 0.0, "{analysis:?}");
+                        }
+                        targets
+                    }
+                    SloDecision::NoMetrics { targets } => targets,
+                    SloDecision::Missing(_) => continue,
+                };
+                prop_assert_eq!(targets.len(), variants.len());
+                for (target, v) in targets.iter().zip(&variants) {
+                    prop_assert!(
+                        target.desired >= v.min_replicas && target.desired <= v.max_replicas,
+                        "{target:?} outside [{}, {}]", v.min_replicas, v.max_replicas
+                    );
+                }
+            }
+        }
+    }
+}

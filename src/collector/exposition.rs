@@ -120,7 +120,7 @@ pub(crate) fn kv_cache_from_labels<'a>(
     mut label: impl FnMut(&str) -> Option<&'a str>,
 ) -> Option<KvCacheConfig> {
     let num = |v: Option<&str>| v?.trim().parse::<u64>().ok().filter(|n| *n > 0);
-    Some(KvCacheConfig {
+    crate::saturation::readings::cache(KvCacheConfig {
         num_gpu_blocks: num(label("num_gpu_blocks"))?,
         block_size: num(label("block_size"))?,
     })
@@ -444,6 +444,11 @@ inference_extension_flow_control_queue_bytes{fairness_id=\"a\",priority=\"0\",in
                 Some((1000, 32)),
             ),
             ("num_gpu_blocks=\"None\",block_size=\"16\"", None),
+            // Larger than any replica's cache (and saturating a product).
+            (
+                "num_gpu_blocks=\"18446744073709551615\",block_size=\"16\"",
+                None,
+            ),
             ("num_gpu_blocks=\"0\",block_size=\"16\"", None),
             ("block_size=\"16\"", None),
             ("num_gpu_blocks=\"-5\",block_size=\"16\"", None),

@@ -3,6 +3,7 @@
 
 pub(crate) mod analyzer;
 pub(crate) mod analyzers;
+pub(crate) mod readings;
 pub mod scale_to_zero;
 pub mod slo;
 pub(crate) mod steps;
@@ -98,6 +99,19 @@ mod properties {
         })
     }
 
+    /// NaN, infinities, negatives and absurd magnitudes among plausible
+    /// readings.
+    fn hostile() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            8 => 0.0f64..50.0,
+            1 => Just(f64::NAN),
+            1 => Just(f64::INFINITY),
+            1 => Just(f64::NEG_INFINITY),
+            1 => -100.0f64..0.0,
+            1 => Just(1e300),
+        ]
+    }
+
     fn variants() -> impl Strategy<Value = Vec<VariantState>> {
         prop::collection::vec(
             (0.0f64..50.0, 0u32..4, 0u32..8, 0u32..12, any::<bool>()),
@@ -137,6 +151,23 @@ mod properties {
                 }
             }
             prop_assert!(steps <= 1, "at most one step per model per decision: {:?}", d.targets);
+        }
+
+        #[test]
+        fn hostile_readings_keep_targets_in_bounds(
+            readings in prop::collection::vec((hostile(), hostile()), 0..12),
+            variants in variants(),
+        ) {
+            let replicas: Vec<ReplicaLoad> = readings
+                .iter()
+                .enumerate()
+                .map(|(i, &(kv, queue))| ReplicaLoad { pod: format!("p{i}"), variant: format!("v{}", i % variants.len()), kv, queue })
+                .collect();
+            let th = SaturationThresholds::default();
+            let d = PercentageAnalyzer.decide(&ModelInput { replicas: &replicas, variants: &variants, thresholds: &th });
+            for (t, v) in d.targets.iter().zip(&variants) {
+                prop_assert!(t.desired >= v.min_replicas && t.desired <= v.max_replicas, "{t:?} out of [{}, {}]", v.min_replicas, v.max_replicas);
+            }
         }
 
         #[test]

@@ -1,48 +1,19 @@
-//! What the analysis trusts of a replica's readings. The collectors reject
-//! NaN, infinite and out-of-range samples where they enter
-//! (`collector/sample.rs`, logged and counted); this is the pure analysis'
-//! own guard for what is derived after that or handed to it by another
-//! caller (`simulate`, tests): a NaN, an infinity or an absurd magnitude
-//! that reached its arithmetic would turn every rate it touches into NaN
-//! and the replica count into a silent wrong number (the property test in
-//! `tests.rs` found exactly that before this guard). A reading that is not
-//! a finite number within what a replica can report is taken as not
-//! reported: an optional signal becomes absent (the analysis falls back,
-//! and says so, when no replica has it), a queue or a cache usage empty.
+//! What slo trusts of a replica's readings ([`crate::saturation::readings`]
+//! says why): an optional reading it cannot have reported becomes absent
+//! (the analysis falls back, and says so, when no replica has it), a queue
+//! or a cache usage empty.
 
 use super::SloReplica;
-use crate::saturation::v2::KvCacheConfig;
-
-/// Requests a replica (or the endpoint picker) can hold or finish per
-/// second, at most.
-const MAX_REQUESTS: f64 = 1e6;
-/// Mean tokens of a prompt or an output, at most (context windows are
-/// below ten million tokens).
-const MAX_TOKENS: f64 = 1e7;
-/// Mean prefill seconds of a request, at most.
-const MAX_PREFILL_SECONDS: f64 = 3600.0;
-
-/// The reading when it is a finite number in `[0, max]`.
-fn within(v: f64, max: f64) -> Option<f64> {
-    (v.is_finite() && (0.0..=max).contains(&v)).then_some(v)
-}
-
-/// A cache of at least one token.
-fn cache(c: KvCacheConfig) -> Option<KvCacheConfig> {
-    (c.total_tokens() > 0).then_some(c)
-}
+use crate::saturation::readings::{
+    cache, fraction, within, MAX_PREFILL_SECONDS, MAX_REQUESTS, MAX_TOKENS,
+};
 
 /// The replica with every reading it cannot have reported taken out.
 pub(super) fn trusted(r: &SloReplica) -> SloReplica {
     SloReplica {
         pod: r.pod.clone(),
         variant: r.variant.clone(),
-        // Usage is a fraction: above 1 is a full cache.
-        kv: if r.kv.is_finite() {
-            r.kv.clamp(0.0, 1.0)
-        } else {
-            0.0
-        },
+        kv: fraction(r.kv),
         waiting: within(r.waiting, MAX_REQUESTS).unwrap_or(0.0),
         running: r.running.and_then(|v| within(v, MAX_REQUESTS)),
         completion_rate: r.completion_rate.and_then(|v| within(v, MAX_REQUESTS)),
@@ -63,6 +34,7 @@ pub(super) fn trusted_queue(q: Option<f64>) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::saturation::v2::KvCacheConfig;
 
     fn replica(v: f64) -> SloReplica {
         SloReplica {

@@ -516,7 +516,7 @@ mod properties {
             optional(),
             optional(),
             (optional(), optional(), optional()),
-            prop_oneof![1 => Just(None), 3 => (0u64..100_000, 0u64..64).prop_map(Some)],
+            prop_oneof![1 => Just(None), 3 => (0u64..100_000, 0u64..64).prop_map(Some), 1 => (any::<u64>(), any::<u64>()).prop_map(Some)],
         );
         prop::collection::vec(one, 0..8).prop_map(|v| {
             v.into_iter()

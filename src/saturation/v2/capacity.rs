@@ -223,6 +223,31 @@ pub(crate) fn scheduler_queue_demand(q: Option<SchedulerQueue>, replicas: &[Repl
     input + q.requests * w.output
 }
 
+/// The replica with every reading it cannot have reported taken out
+/// ([`crate::saturation::readings`] says why): token means and the hit rate
+/// become absent, a queue or a cache usage empty.
+pub(crate) fn trusted(r: &ReplicaTokens) -> ReplicaTokens {
+    use crate::saturation::readings::{cache, fraction, within, MAX_REQUESTS, MAX_TOKENS};
+    ReplicaTokens {
+        kv: fraction(r.kv),
+        cache: r.cache.and_then(cache),
+        queue: within(r.queue, MAX_REQUESTS).unwrap_or(0.0),
+        avg_input_tokens: r.avg_input_tokens.and_then(|v| within(v, MAX_TOKENS)),
+        avg_output_tokens: r.avg_output_tokens.and_then(|v| within(v, MAX_TOKENS)),
+        prefix_cache_hit_rate: r.prefix_cache_hit_rate.and_then(|v| within(v, 1.0)),
+        ..r.clone()
+    }
+}
+
+/// The endpoint picker's queue, when both its counts are counts.
+pub(crate) fn trusted_queue(q: SchedulerQueue) -> Option<SchedulerQueue> {
+    use crate::saturation::readings::{within, MAX_QUEUE_BYTES, MAX_REQUESTS};
+    Some(SchedulerQueue {
+        requests: within(q.requests, MAX_REQUESTS)?,
+        bytes: within(q.bytes, MAX_QUEUE_BYTES)?,
+    })
+}
+
 /// One replica's capacity; None when it has no cache config (skipped by V2).
 /// Records a k2 observation in `history` when the queue is saturated.
 pub(crate) fn replica_capacity(

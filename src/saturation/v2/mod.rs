@@ -75,6 +75,12 @@ impl TokenAnalyzer {
 
 /// [`TokenAnalyzer::decide`] on explicit state.
 pub(crate) fn decide_with(input: &TokenModelInput<'_>, state: &mut TokenState) -> TokenDecision {
+    let replicas: Vec<ReplicaTokens> = input.replicas.iter().map(capacity::trusted).collect();
+    let input = &TokenModelInput {
+        replicas: &replicas,
+        scheduler_queue: input.scheduler_queue.and_then(capacity::trusted_queue),
+        ..*input
+    };
     let hold = |reason| -> Vec<VariantTarget> {
         input
             .variants

@@ -1108,6 +1108,47 @@ proptest! {
         let d = TokenAnalyzer::new().decide(&TokenModelInput { namespace: "ns", model_id: "m", replicas: &replicas, variants: &variants, thresholds: &th, scheduler_queue: None }, at(0));
         prop_assert!(d.targets[0].desired >= s.min_replicas && d.targets[0].desired <= s.max_replicas);
     }
+
+    /// Hostile readings over a run of decisions (NaN, infinities,
+    /// negatives, absurd magnitudes, empty caches): targets in bounds and
+    /// the analysis' totals finite, never a NaN turned into a count.
+    #[test]
+    fn v2_decisions_stay_in_bounds_and_finite_for_any_reading(
+        steps in prop::collection::vec(prop::collection::vec((hostile(), hostile(), prop_oneof![8 => 0u64..3000, 1 => Just(u64::MAX), 1 => any::<u64>()], hostile(), hostile(), hostile()), 0..6), 1..20),
+        spec in 0u32..8, min in 0u32..3, span in 0u32..10,
+    ) {
+        let th = v2_thresholds();
+        let mut s = state("v", 10.0, spec, spec);
+        s.min_replicas = min;
+        s.max_replicas = min + span;
+        let variants = [TokenVariant { state: s.clone(), accelerator: "H100".into(), engine: None }];
+        let analyzer = TokenAnalyzer::new();
+        for (n, loads) in steps.iter().enumerate() {
+            let replicas: Vec<ReplicaTokens> = loads.iter().enumerate().map(|(i, &(kv, queue, blocks, input, output, hit))| ReplicaTokens {
+                pod: format!("p{i}"), variant: "v".into(), accelerator: "H100".into(), kv, queue,
+                cache: Some(KvCacheConfig { num_gpu_blocks: blocks, block_size: 16 }),
+                avg_input_tokens: Some(input), avg_output_tokens: Some(output), prefix_cache_hit_rate: Some(hit), sampled_at: at(15 * n as u64),
+            }).collect();
+            let d = analyzer.decide(&TokenModelInput { namespace: "ns", model_id: "m", replicas: &replicas, variants: &variants, thresholds: &th, scheduler_queue: None }, at(15 * n as u64));
+            prop_assert!(d.targets[0].desired >= s.min_replicas && d.targets[0].desired <= s.max_replicas, "{:?}", d.targets);
+            if let Some(a) = &d.analysis {
+                for (name, x) in [("supply", a.supply), ("anticipated_supply", a.anticipated_supply), ("demand", a.demand), ("required", a.required), ("spare", a.spare)] {
+                    prop_assert!(x.is_finite() && x >= 0.0, "{name} = {x} in {a:?}");
+                }
+            }
+        }
+    }
+}
+
+fn hostile() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        8 => 0.0f64..2000.0,
+        1 => Just(f64::NAN),
+        1 => Just(f64::INFINITY),
+        1 => Just(f64::NEG_INFINITY),
+        1 => -100.0f64..0.0,
+        1 => Just(1e300),
+    ]
 }
 
 #[test]

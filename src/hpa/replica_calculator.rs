@@ -355,4 +355,61 @@ mod tests {
             HpaOutcome::Replicas(3)
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn scale() -> impl Strategy<Value = ScaleState> {
+            (0u32..40, 0u32..40, 0u32..40).prop_map(|(spec, status, ready)| ScaleState {
+                spec_replicas: spec,
+                status_replicas: status,
+                ready_pods: ready,
+            })
+        }
+
+        proptest! {
+            /// Whatever the served values (sums that saturate included) and
+            /// the scale: a positive target gives a proposal, never a panic,
+            /// and a proposal within the band is the current count.
+            #[test]
+            fn any_values_give_a_proposal(
+                values in prop::collection::vec(any::<i64>(), 0..6),
+                milli in 1i64..10_000_000,
+                average in any::<bool>(),
+                scale in scale(),
+            ) {
+                let target = if average { ExternalTarget::AverageValue { milli } } else { ExternalTarget::Value { milli } };
+                let p = external_metric_proposal(&values, target, &scale, &Tolerances::default()).unwrap();
+                prop_assert!(!p.usage_ratio.is_nan() || (average && scale.status_replicas == 0), "{p:?}");
+                if p.within_tolerance {
+                    let current = if average { scale.status_replicas } else { scale.spec_replicas };
+                    prop_assert_eq!(p.replicas, current);
+                }
+                prop_assert!(p.replicas <= i32::MAX as u32);
+            }
+
+            /// The result is within [min, max], and from a count inside
+            /// them at most max(2 x current, 4).
+            #[test]
+            fn desired_replicas_stay_in_bounds(
+                proposals in prop::collection::vec(0u32..200, 0..4),
+                spec in 0u32..60,
+                min in 0u32..10,
+                span in 0u32..40,
+            ) {
+                let bounds = HpaBounds { min_replicas: min, max_replicas: min + span };
+                let proposals: Vec<MetricProposal> = proposals.iter().map(|&replicas| MetricProposal { replicas, usage_ratio: 1.0, within_tolerance: false }).collect();
+                match desired_replicas(&proposals, &ScaleState::settled(spec), &bounds) {
+                    HpaOutcome::ScalingDisabled => prop_assert!(spec == 0 && min != 0),
+                    HpaOutcome::Replicas(n) => {
+                        prop_assert!(n >= bounds.min_replicas && n <= bounds.max_replicas, "{n} outside {bounds:?}");
+                        if (min..=min + span).contains(&spec) {
+                            prop_assert!(n <= spec.saturating_mul(2).max(4).max(min), "{n} from {spec}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

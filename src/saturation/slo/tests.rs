@@ -488,35 +488,22 @@ fn no_trend_is_projected_while_a_backlog_drains() {
 
 mod properties {
     use super::*;
+    use crate::saturation::strategies::{cache_count, hostile, variant_states};
     use proptest::prelude::*;
 
-    /// What a scrape or a PromQL division can hand over: mostly plausible
-    /// numbers, sometimes NaN (0/0 of a rate), infinities, negatives (a
-    /// counter reset seen as a negative rate) and absurd magnitudes.
-    fn reading() -> impl Strategy<Value = f64> {
-        prop_oneof![
-            8 => 0.0f64..200.0,
-            1 => Just(f64::NAN),
-            1 => Just(f64::INFINITY),
-            1 => Just(f64::NEG_INFINITY),
-            1 => -100.0f64..0.0,
-            1 => Just(1e300),
-        ]
-    }
-
     fn optional() -> impl Strategy<Value = Option<f64>> {
-        prop_oneof![1 => Just(None), 4 => reading().prop_map(Some)]
+        prop_oneof![1 => Just(None), 4 => hostile(200.0).prop_map(Some)]
     }
 
     fn replicas(variants: usize) -> impl Strategy<Value = Vec<SloReplica>> {
         let one = (
             0..variants,
-            reading(),
-            reading(),
+            hostile(200.0),
+            hostile(200.0),
             optional(),
             optional(),
             (optional(), optional(), optional()),
-            prop_oneof![1 => Just(None), 3 => (0u64..100_000, 0u64..64).prop_map(Some), 1 => (any::<u64>(), any::<u64>()).prop_map(Some)],
+            prop_oneof![1 => Just(None), 4 => (cache_count(100_000), cache_count(64)).prop_map(Some)],
         );
         prop::collection::vec(one, 0..8).prop_map(|v| {
             v.into_iter()
@@ -547,35 +534,11 @@ mod properties {
         })
     }
 
-    fn variants() -> impl Strategy<Value = Vec<VariantState>> {
-        prop::collection::vec(
-            (0.0f64..50.0, 0u32..4, 0u32..8, 0u32..12, any::<bool>()),
-            1..4,
-        )
-        .prop_map(|v| {
-            v.into_iter()
-                .enumerate()
-                .map(|(i, (cost, min, span, spec, settled))| VariantState {
-                    name: format!("v{i}"),
-                    cost,
-                    min_replicas: min,
-                    max_replicas: min + span,
-                    spec_replicas: spec,
-                    ready_replicas: if settled {
-                        spec
-                    } else {
-                        spec.saturating_sub(1)
-                    },
-                })
-                .collect()
-        })
-    }
-
     /// A run of decisions on one model: the variants, then per decision
     /// the seconds since the last one, the replicas' readings, the picker's
     /// queue and the headroom.
     fn run() -> impl Strategy<Value = (Vec<VariantState>, Vec<Step>)> {
-        variants().prop_flat_map(|vs| {
+        variant_states().prop_flat_map(|vs| {
             let n = vs.len();
             let step = (1u64..90, replicas(n), optional(), 0.0f64..=9.0);
             (Just(vs), prop::collection::vec(step, 1..40))

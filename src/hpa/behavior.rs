@@ -410,4 +410,50 @@ mod tests {
         let mut s = BehaviorState::default();
         assert_eq!(s.next_replicas(&b0, 0.0, 3, 0, 2, 6), 2);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// With the API server's defaults, synced every 15 s on any
+            /// proposals: always within [min, max]; a scale-up at most
+            /// max(2 x current, current + 4) per sync; a scale-down never
+            /// below the highest recommendation well inside the last 300 s.
+            #[test]
+            fn default_behavior_keeps_bounds_rates_and_its_window(
+                proposals in prop::collection::vec(0u32..100, 1..80),
+                min in 0u32..5,
+                span in 0u32..50,
+                start in 0u32..60,
+            ) {
+                let behavior = HpaBehavior::default();
+                let max = min + span;
+                let mut current = start.clamp(min, max);
+                let mut state = BehaviorState::new(0.0, current);
+                let mut recommendations = vec![(0.0, current)];
+                for (i, &proposed) in proposals.iter().enumerate() {
+                    let now = 15.0 * (i + 1) as f64;
+                    recommendations.push((now, proposed));
+                    let next = state.next_replicas(&behavior, now, current, proposed, min, max);
+                    prop_assert!(next >= min && next <= max, "{next} outside [{min}, {max}]");
+                    if next > current {
+                        prop_assert!(next <= (current * 2).max(current + 4), "{current} -> {next}");
+                    }
+                    if next < current {
+                        // Recommendations at the window's edge may or may
+                        // not count; those well inside must.
+                        let highest = recommendations
+                            .iter()
+                            .filter(|(at, _)| now - at < 285.0)
+                            .map(|(_, r)| *r)
+                            .max()
+                            .unwrap_or(0);
+                        prop_assert!(next >= highest.clamp(min, max), "{current} -> {next}, highest {highest}");
+                    }
+                    current = next;
+                }
+            }
+        }
+    }
 }

@@ -120,10 +120,11 @@ pub(crate) fn kv_cache_from_labels<'a>(
     mut label: impl FnMut(&str) -> Option<&'a str>,
 ) -> Option<KvCacheConfig> {
     let num = |v: Option<&str>| v?.trim().parse::<u64>().ok().filter(|n| *n > 0);
-    crate::saturation::readings::cache(KvCacheConfig {
+    KvCacheConfig {
         num_gpu_blocks: num(label("num_gpu_blocks"))?,
         block_size: num(label("block_size"))?,
-    })
+    }
+    .plausible()
 }
 
 /// Parses a page. A page that does not parse is an error as a whole: a

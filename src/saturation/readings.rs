@@ -9,8 +9,6 @@
 //! V2 found both before this guard). A reading that is not a finite number
 //! within what a replica can report is taken as not reported.
 
-use super::v2::KvCacheConfig;
-
 /// Requests a replica (or the endpoint picker) can hold, or finish per
 /// second, at most.
 pub(crate) const MAX_REQUESTS: f64 = 1e6;
@@ -24,15 +22,8 @@ pub(crate) const MAX_QUEUE_BYTES: f64 = 1e15;
 
 /// Tokens of one replica's KV cache, at most (a trillion: a node's GPUs
 /// hold millions); beyond it `num_gpu_blocks x block_size` saturates and
-/// sums of caches overflow.
+/// sums of caches overflow (`KvCacheConfig::plausible`).
 pub(crate) const MAX_CACHE_TOKENS: u64 = 1_000_000_000_000;
-
-/// A cache of at least one token and at most [`MAX_CACHE_TOKENS`].
-pub(crate) fn cache(c: KvCacheConfig) -> Option<KvCacheConfig> {
-    (1..=MAX_CACHE_TOKENS)
-        .contains(&c.total_tokens())
-        .then_some(c)
-}
 
 /// The reading when it is a finite number in `[0, max]`.
 pub(crate) fn within(v: f64, max: f64) -> Option<f64> {
@@ -69,14 +60,5 @@ mod tests {
             assert_eq!(within(v, 10.0), kept, "{v}");
             assert_eq!(fraction(v), as_fraction, "{v}");
         }
-        let c = |num_gpu_blocks, block_size| KvCacheConfig {
-            num_gpu_blocks,
-            block_size,
-        };
-        assert_eq!(cache(c(8192, 16)), Some(c(8192, 16)));
-        assert_eq!(cache(c(0, 16)), None);
-        assert_eq!(cache(c(1_000_000_000, 1000)), Some(c(1_000_000_000, 1000)));
-        assert_eq!(cache(c(1_000_000_000, 1001)), None);
-        assert_eq!(cache(c(u64::MAX, 2)), None);
     }
 }

@@ -202,6 +202,11 @@ pub fn https_client(ca_pem: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .timeout(Duration::from_secs(10))
+        // Below the shortest `--idle-timeout` a test gives the server (2 s):
+        // a pooled connection the server is closing for idleness just as
+        // the client reuses it fails the request (seen once in CI on
+        // connections.rs' idle test, whose counter fetch reused one).
+        .pool_idle_timeout(Duration::from_secs(1))
         .build()
         .unwrap()
 }

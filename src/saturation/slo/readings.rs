@@ -5,8 +5,9 @@
 
 use super::SloReplica;
 use crate::saturation::readings::{
-    cache, fraction, within, MAX_PREFILL_SECONDS, MAX_REQUESTS, MAX_TOKENS,
+    fraction, within, MAX_PREFILL_SECONDS, MAX_REQUESTS, MAX_TOKENS,
 };
+use crate::saturation::v2::KvCacheConfig;
 
 /// The replica with every reading it cannot have reported taken out.
 pub(super) fn trusted(r: &SloReplica) -> SloReplica {
@@ -22,7 +23,7 @@ pub(super) fn trusted(r: &SloReplica) -> SloReplica {
         avg_prefill_seconds: r
             .avg_prefill_seconds
             .and_then(|v| within(v, MAX_PREFILL_SECONDS)),
-        cache: r.cache.and_then(cache),
+        cache: r.cache.and_then(KvCacheConfig::plausible),
     }
 }
 
@@ -34,7 +35,6 @@ pub(super) fn trusted_queue(q: Option<f64>) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::saturation::v2::KvCacheConfig;
 
     fn replica(v: f64) -> SloReplica {
         SloReplica {

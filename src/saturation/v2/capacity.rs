@@ -24,6 +24,15 @@ impl KvCacheConfig {
     pub(crate) fn total_tokens(&self) -> u64 {
         self.num_gpu_blocks.saturating_mul(self.block_size)
     }
+
+    /// The cache when it holds at least one token and at most
+    /// [`MAX_CACHE_TOKENS`](crate::saturation::readings::MAX_CACHE_TOKENS)
+    /// (a label any pod can export; beyond it sums of caches overflow).
+    pub(crate) fn plausible(self) -> Option<Self> {
+        (1..=crate::saturation::readings::MAX_CACHE_TOKENS)
+            .contains(&self.total_tokens())
+            .then_some(self)
+    }
 }
 
 /// What V2 needs of one replica.
@@ -227,10 +236,10 @@ pub(crate) fn scheduler_queue_demand(q: Option<SchedulerQueue>, replicas: &[Repl
 /// ([`crate::saturation::readings`] says why): token means and the hit rate
 /// become absent, a queue or a cache usage empty.
 pub(crate) fn trusted(r: &ReplicaTokens) -> ReplicaTokens {
-    use crate::saturation::readings::{cache, fraction, within, MAX_REQUESTS, MAX_TOKENS};
+    use crate::saturation::readings::{fraction, within, MAX_REQUESTS, MAX_TOKENS};
     ReplicaTokens {
         kv: fraction(r.kv),
-        cache: r.cache.and_then(cache),
+        cache: r.cache.and_then(KvCacheConfig::plausible),
         queue: within(r.queue, MAX_REQUESTS).unwrap_or(0.0),
         avg_input_tokens: r.avg_input_tokens.and_then(|v| within(v, MAX_TOKENS)),
         avg_output_tokens: r.avg_output_tokens.and_then(|v| within(v, MAX_TOKENS)),

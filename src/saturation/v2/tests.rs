@@ -1041,6 +1041,22 @@ fn tolerance_widens_scale_ups_and_holds_scale_downs_inside_the_band() {
     assert_eq!((out[0].desired, out[0].reason), (6, TargetReason::ScaleUp));
 }
 
+#[test]
+fn a_cache_is_plausible_from_one_token_to_a_trillion() {
+    let c = |num_gpu_blocks, block_size| KvCacheConfig {
+        num_gpu_blocks,
+        block_size,
+    };
+    assert_eq!(c(8192, 16).plausible(), Some(c(8192, 16)));
+    assert_eq!(c(0, 16).plausible(), None);
+    assert_eq!(
+        c(1_000_000_000, 1000).plausible(),
+        Some(c(1_000_000_000, 1000))
+    );
+    assert_eq!(c(1_000_000_000, 1001).plausible(), None);
+    assert_eq!(c(u64::MAX, 2).plausible(), None);
+}
+
 /// A replica of variant `v` on H100 with 16-token blocks, as the
 /// properties below generate it.
 fn bounded_replica(

@@ -224,6 +224,8 @@ impl SloAnalyzer {
     }
 }
 
+/// One decision on readings [`readings::trusted`] let through: finite,
+/// not negative, usage within [0, 1] (so no clamp below repeats it).
 fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDecision {
     let dt = if h.last_seen > 0.0 {
         t - h.last_seen
@@ -260,7 +262,7 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
             .filter(|r| variant.is_none_or(|v| r.variant == v));
         for r in replicas {
             if let (Some(v), Some(w)) = (f(r), r.completion_rate) {
-                if v.is_finite() && v >= 0.0 && w > 0.0 {
+                if w > 0.0 {
                     sum += v * w;
                     weight += w;
                 }
@@ -289,13 +291,8 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
                 .insert(v.name.clone(), blend(learned, prefill, dt, 1.0));
         }
     }
-    let picker_queue = input.scheduler_queue.unwrap_or(0.0).max(0.0);
-    let waiting: f64 = input
-        .replicas
-        .iter()
-        .map(|r| r.waiting.max(0.0))
-        .sum::<f64>()
-        + picker_queue;
+    let picker_queue = input.scheduler_queue.unwrap_or(0.0);
+    let waiting: f64 = input.replicas.iter().map(|r| r.waiting).sum::<f64>() + picker_queue;
     let busy = waiting > 0.0
         || input
             .replicas
@@ -314,7 +311,7 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         .iter()
         .map(|r| {
             r.running.unwrap_or_else(|| {
-                r.kv.clamp(0.0, 1.0) * r.cache.map_or(model_cache, |c| c.total_tokens() as f64)
+                r.kv * r.cache.map_or(model_cache, |c| c.total_tokens() as f64)
                     / tokens_per_sequence
             })
         })
@@ -340,8 +337,8 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
     let queues = input
         .replicas
         .iter()
-        .map(|r| (r.pod.as_str(), r.waiting.max(0.0)))
-        .chain(input.scheduler_queue.map(|q| ("", q.max(0.0))));
+        .map(|r| (r.pod.as_str(), r.waiting))
+        .chain(input.scheduler_queue.map(|q| ("", q)));
     for (pod, w) in queues {
         let series = h.waiting.entry(pod.to_owned()).or_default();
         push(series, (t, w), GROWTH_WINDOW);
@@ -514,7 +511,7 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
                 .replicas
                 .iter()
                 .filter(|r| r.variant == v.name && seen_for_window(&r.pod))
-                .map(|r| rate * (r.waiting.max(0.0) / (full * startup).max(1e-9)).min(1.0))
+                .map(|r| rate * (r.waiting / (full * startup).max(1e-9)).min(1.0))
                 .sum::<f64>()
         })
         .sum();
@@ -569,12 +566,10 @@ fn backlogged(r: &SloReplica, ttft: f64) -> bool {
     r.waiting > completions(r) * ttft
 }
 
-/// A replica's finished requests per second; 0 when unknown or not a
-/// positive number.
+/// A replica's finished requests per second; 0 when unknown (the readings
+/// are trusted on entry: finite and not negative).
 fn completions(r: &SloReplica) -> f64 {
-    r.completion_rate
-        .filter(|c| c.is_finite() && *c > 0.0)
-        .unwrap_or(0.0)
+    r.completion_rate.unwrap_or(0.0)
 }
 
 #[cfg(test)]

@@ -44,6 +44,10 @@ fn a_short_scenario_prints_a_table_and_writes_summary_and_report() {
     assert!(stdout.lines().any(|l| l.starts_with("chain ")), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with("slo ")), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with("oracle ")), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("reactive ")),
+        "{stdout}"
+    );
 
     let s = summary(&out);
     assert_eq!(s["duration_seconds"], 2400);
@@ -54,7 +58,7 @@ fn a_short_scenario_prints_a_table_and_writes_summary_and_report() {
         .collect();
     assert_eq!(
         names,
-        ["v1", "v2", "chain", "slo", "oracle"],
+        ["v1", "v2", "chain", "slo", "oracle", "reactive"],
         "default policies"
     );
     for p in policies {
@@ -136,7 +140,7 @@ fn zero_load_gives_no_violations_replicas_at_min_and_the_same_summary_per_seed()
         out
     };
     let s = summary(&run("a"));
-    assert_eq!(s["policies"].as_array().unwrap().len(), 5, "{s}");
+    assert_eq!(s["policies"].as_array().unwrap().len(), 6, "{s}");
     for p in s["policies"].as_array().unwrap() {
         assert_eq!(p["slo_violation_minutes"], 0, "{p}");
         assert_eq!(p["max_replicas"], 2, "{p}");
@@ -202,7 +206,7 @@ fn bad_inputs_are_refused_with_a_clear_error() {
     let stderr = text(&o.stderr);
     assert!(!o.status.success());
     assert!(
-        stderr.contains("unknown policy \"v3\": use v1, v2, chain, slo or oracle"),
+        stderr.contains("unknown policy \"v3\": use v1, v2, chain, slo, oracle or reactive"),
         "{stderr}"
     );
 

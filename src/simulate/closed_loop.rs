@@ -20,7 +20,7 @@ use crate::saturation::{
 };
 use crate::simulate::replica_model::{ReplicaModel, ReplicaParams, Request};
 
-use super::oracle::{oracle_replicas, Lookahead};
+use super::oracle::{oracle_replicas, reactive_replicas, Lookahead, REACTIVE_SPANS};
 use super::policy::{Analysis, DataPath, Policy};
 pub(crate) use super::sampling::percentile;
 pub use super::sampling::Minute;
@@ -129,10 +129,11 @@ pub struct PolicyRun {
 
 /// The policy's analysis as a run holds it: the server's analyses (one
 /// per run, with their own history) and the kind the policy selects, or
-/// the oracle.
+/// the oracle, or its reactive reference.
 enum Decider {
     Analysis(AnalyzerKind, Box<Analyzers>),
     Oracle,
+    Reactive,
 }
 
 impl Decider {
@@ -142,6 +143,7 @@ impl Decider {
             Analysis::Tokens => (AnalyzerKind::Tokens, Arc::new(PercentageAnalyzer)),
             Analysis::Slo => (AnalyzerKind::Slo, Arc::new(PercentageAnalyzer)),
             Analysis::Oracle => return Decider::Oracle,
+            Analysis::Reactive => return Decider::Reactive,
         };
         Decider::Analysis(kind, Box::new(Analyzers::new(v1)))
     }
@@ -162,8 +164,9 @@ struct Cluster<'a> {
     interrupted: u64,
     scale_history: Vec<(u64, u32)>,
     created: u64,
-    /// The oracle's view of the arrivals ahead (None for other policies).
-    future: Option<Lookahead<'a>>,
+    /// The arrivals the oracle (ahead) or the reactive reference (the last
+    /// minute) knows; None for other policies.
+    known: Option<Lookahead<'a>>,
 }
 
 impl Cluster<'_> {
@@ -186,7 +189,7 @@ impl Cluster<'_> {
     /// accelerator inventory).
     fn decide(&self, now: u64, period: u64) -> u32 {
         let (kind, analyzers) = match &self.decider {
-            Decider::Oracle => return self.oracle(now),
+            Decider::Oracle | Decider::Reactive => return self.oracle(now),
             Decider::Analysis(kind, analyzers) => (*kind, analyzers),
         };
         let windows: Vec<(String, Window)> = self
@@ -284,25 +287,32 @@ impl Cluster<'_> {
 
     /// The oracle: the replicas the next start-up delay's arrivals need
     /// (plus a sync period, so that what it asks for is ready in time), by
-    /// the replica model's own parameters.
+    /// the replica model's own parameters; the reactive reference: what the
+    /// arrivals so far need, by the same rules.
     fn oracle(&self, now: u64) -> u32 {
-        let Some(future) = &self.future else {
+        let Some(known) = &self.known else {
             return self.spec;
         };
-        let horizon = self.config.startup_delay + self.config.hpa_sync_period;
         let waiting: usize =
             self.pods.iter().map(|p| p.model.waiting()).sum::<usize>() + self.gateway.len();
-        let (ahead, _) = future.requests.as_slices();
-        let need = oracle_replicas(
-            &self.config.replica,
-            self.config.slo_ttft,
-            ahead,
-            now as f64,
-            horizon as f64,
-            waiting as f64,
-        );
+        let (requests, _) = known.requests.as_slices();
+        let (params, ttft) = (&self.config.replica, self.config.slo_ttft);
+        let need = if matches!(self.decider, Decider::Reactive) {
+            reactive_replicas(params, ttft, requests, now as f64, waiting as f64)
+        } else {
+            let horizon = self.config.startup_delay + self.config.hpa_sync_period;
+            oracle_replicas(
+                params,
+                ttft,
+                requests,
+                now as f64,
+                horizon as f64,
+                waiting as f64,
+            )
+        };
         need.clamp(self.config.min_replicas.max(1), self.config.max_replicas)
     }
+
     /// The chain's controller and adapter ticks, then the HPA's sync.
     fn control(&mut self, now: u64) {
         if let DataPath::Chain(delays) = self.policy.path {
@@ -407,7 +417,18 @@ pub fn run_policy(
     let initial = config.min_replicas.max(1).min(config.max_replicas.max(1));
     let warm = config.warm_up_seconds;
     let warm_trace = trace.warm_up();
-    let future = matches!(policy.analysis, Analysis::Oracle).then(|| Lookahead {
+    // The seconds of arrivals an oracle knows around the loop's time:
+    // the oracle's reach a start-up delay, a sync period and the minute it
+    // sizes ahead; the reactive reference's the minute behind.
+    let reach = match policy.analysis {
+        Analysis::Oracle => Some((
+            0.0,
+            (config.startup_delay + config.hpa_sync_period + 60) as f64,
+        )),
+        Analysis::Reactive => Some((-REACTIVE_SPANS[0], 0.0)),
+        _ => None,
+    };
+    let known = reach.is_some().then(|| Lookahead {
         warm: Arrivals::new(&warm_trace, config.seed ^ WARM_SEED),
         trace: Arrivals::new(trace, config.seed),
         warm_end: warm as f64,
@@ -428,7 +449,7 @@ pub fn run_policy(
         interrupted: 0,
         scale_history: Vec::new(),
         created: 0,
-        future,
+        known,
     };
     // The workload starts settled at its initial size.
     cluster.set_spec(initial, 0);
@@ -467,9 +488,8 @@ pub fn run_policy(
             cluster.interrupted = 0;
             run.max_replicas = cluster.pods.len() as u32;
         }
-        if let Some(f) = &mut cluster.future {
-            let ahead = config.startup_delay + config.hpa_sync_period + 60;
-            f.advance(now as f64, (now + ahead) as f64);
+        if let (Some(known), Some((behind, ahead))) = (&mut cluster.known, reach) {
+            known.advance(now as f64 + behind, now as f64 + ahead);
         }
         cluster.control(now);
         let ready = cluster.ready(now);
@@ -604,7 +624,7 @@ mod tests {
             min_replicas: 2,
             ..Default::default()
         };
-        for name in ["v1", "v2", "chain", "slo", "oracle"] {
+        for name in ["v1", "v2", "chain", "slo", "oracle", "reactive"] {
             let run = run_policy(&config, &policy(name), &rates(&[(0.0, 0.0)]), &mut |_| {});
             assert_eq!(run.requests, 0);
             assert_eq!(run.scale_events, 0, "{name}");
@@ -654,7 +674,7 @@ mod tests {
         // Enough load to scale, so that the decisions (and V2's k2 history)
         // take part.
         let trace = rates(&[(0.0, 8.0), (300.0, 14.0)]);
-        for name in ["v1", "v2", "chain", "slo", "oracle"] {
+        for name in ["v1", "v2", "chain", "slo", "oracle", "reactive"] {
             let p = policy(name);
             let a = run_policy(&config, &p, &trace, &mut |_| {});
             // The same Policy value again: a run keeps no state in it.
@@ -916,6 +936,78 @@ mod tests {
             .collect();
         assert_eq!(oracle_replicas(&p, 2.0, &later, 0.0, 135.0, 0.0), 5);
         assert_eq!(oracle_replicas(&p, 2.0, &later, 0.0, 45.0, 0.0), 0);
+    }
+
+    /// The reactive reference sizes from what has arrived: the minute
+    /// before `now` and its last 15 s, never a request after `now`.
+    #[test]
+    fn the_reactive_reference_sizes_what_has_arrived() {
+        let p = ReplicaParams::default();
+        let at = |from: f64, to: f64, per_second: f64| -> Vec<Request> {
+            let n = ((to - from) * per_second).round() as usize;
+            (0..n)
+                .map(|i| Request {
+                    arrival: from + i as f64 / per_second,
+                    input_tokens: 512,
+                    output_tokens: 256,
+                })
+                .collect()
+        };
+        // 30 req/s for the minute before 60 s: 5 replicas (as the oracle's
+        // known minute).
+        let steady = at(0.0, 60.0, 30.0);
+        assert_eq!(reactive_replicas(&p, 2.0, &steady, 60.0, 0.0), 5);
+        // What arrives after now is not seen, however much.
+        let mut with_future = steady.clone();
+        with_future.extend(at(60.0, 120.0, 90.0));
+        assert_eq!(reactive_replicas(&p, 2.0, &with_future, 60.0, 0.0), 5);
+        assert_eq!(oracle_replicas(&p, 2.0, &with_future, 60.0, 0.0, 0.0), 15);
+        // A step to 60 req/s in the last 15 s: the minute averages 37.5
+        // req/s (7 replicas), the quarter sees 60 (10).
+        let mut step = at(0.0, 45.0, 30.0);
+        step.extend(at(45.0, 60.0, 60.0));
+        assert_eq!(reactive_replicas(&p, 2.0, &step, 60.0, 0.0), 10);
+        // The backlog adds its drain within the objective: 60 waiting over
+        // 2 s is 30 req/s more.
+        assert_eq!(reactive_replicas(&p, 2.0, &steady, 60.0, 60.0), 10);
+        // Nothing in the last minute: nothing needed.
+        assert_eq!(reactive_replicas(&p, 2.0, &steady, 200.0, 0.0), 0);
+    }
+
+    /// On a load step the oracle's replicas are asked for a start-up delay
+    /// before it lands; the reactive reference's only once it has landed,
+    /// within a sync period and its 15-s window, and it pays violation
+    /// minutes for it where the oracle does not.
+    #[test]
+    fn the_oracle_scales_before_a_step_and_the_reactive_reference_after() {
+        let config = SimConfig {
+            duration_seconds: 1500,
+            ..Default::default()
+        };
+        let trace = rates(&[(0.0, 5.0), (600.0, 30.0)]);
+        let oracle = run_policy(&config, &policy("oracle"), &trace, &mut |_| {});
+        let reactive = run_policy(&config, &policy("reactive"), &trace, &mut |_| {});
+        let first_above =
+            |r: &PolicyRun, n: u32| r.scale_history.iter().find(|h| h.1 > n).map(|h| h.0);
+        // Five req/s take one or two replicas; the step needs five.
+        let (o, r) = (first_above(&oracle, 2), first_above(&reactive, 2));
+        assert!(
+            o.is_some_and(|o| (600 - config.startup_delay - 60..600).contains(&o)),
+            "oracle {:?}",
+            oracle.scale_history
+        );
+        assert!(
+            r.is_some_and(|r| (600..=600 + 2 * config.hpa_sync_period + 15).contains(&r)),
+            "reactive {:?}",
+            reactive.scale_history
+        );
+        let (so, sr) = (
+            crate::simulate::summarize(&oracle, config.slo_ttft, 10.0),
+            crate::simulate::summarize(&reactive, config.slo_ttft, 10.0),
+        );
+        assert_eq!(so.slo_violation_minutes, 0, "{so:?}");
+        assert!(sr.slo_violation_minutes >= 2, "{sr:?}");
+        assert_eq!(oracle.requests, reactive.requests);
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub struct SimulateArgs {
     /// Virtual time to simulate (default: 24h for diurnal, 2h for the other scenarios, the trace's length for a file).
     #[arg(long, value_parser = parse_duration)]
     pub(crate) duration: Option<Duration>,
-    /// Comma-separated policies: v1 (this server, percentage analysis), v2 (this server, token-based analysis), chain (V1 behind controller -> Prometheus -> adapter), slo (this server, sized to the latency objective), oracle (clairvoyant bound: sees the arrivals one start-up delay ahead and the replica model's parameters).
+    /// Comma-separated policies: v1 (this server, percentage analysis), v2 (this server, token-based analysis), chain (V1 behind controller -> Prometheus -> adapter), slo (this server, sized to the latency objective), oracle (clairvoyant bound: sees the arrivals one start-up delay ahead and the replica model's parameters), reactive (the oracle without foresight: the replica model's parameters and the arrivals of the last minute).
     #[arg(long, default_value = policy::DEFAULT_POLICIES)]
     pub(crate) policies: String,
     /// Thresholds file (as for `serve`); its `default` entry, or the entry of --model-id/--namespace, applies.

@@ -1,5 +1,7 @@
 //! The oracle policy: the replicas the arrivals ahead need, by the
-//! replica model's own parameters (a bound no real autoscaler reaches).
+//! replica model's own parameters (a bound no real autoscaler reaches),
+//! and the reactive reference: the same rules over the arrivals that have
+//! already come (what perfect measurement without foresight reaches).
 
 use std::collections::VecDeque;
 
@@ -9,8 +11,9 @@ use crate::saturation::slo::sizing::{
     prefill_max_rate, replicas_for, ReplicaShape, TAIL_P95, Z_P95,
 };
 
-/// The arrivals ahead of the loop, as the oracle sees them: the same
-/// streams (same seeds) the loop draws from, run ahead.
+/// The arrivals an oracle knows, from the same streams (same seeds) the
+/// loop draws from: run ahead of the loop for the oracle, kept for the
+/// last minute for the reactive reference.
 pub(crate) struct Lookahead<'t> {
     pub(crate) warm: Arrivals<'t>,
     pub(crate) trace: Arrivals<'t>,
@@ -66,15 +69,55 @@ pub(crate) fn oracle_replicas(
     horizon: f64,
     waiting: f64,
 ) -> u32 {
+    windows_replicas(params, slo_ttft, ahead, from, horizon, 60.0, waiting)
+}
+
+/// Seconds of past arrivals the reactive reference sizes from: the minute
+/// (what the one-minute rates of a real server cover) and its last quarter
+/// (a step is seen within a sync period of landing).
+pub(crate) const REACTIVE_SPANS: [f64; 2] = [60.0, 15.0];
+
+/// Replicas the reactive reference keeps: the oracle's rules applied to
+/// the arrivals of the last minute and of its last 15 s (the larger
+/// count), plus the backlog already waiting. It knows the replica model
+/// and every arrival so far, nothing ahead, and holds no spare capacity:
+/// where it misses the objective after a step, so does every policy that
+/// sizes to the need from what it has measured.
+pub(crate) fn reactive_replicas(
+    params: &ReplicaParams,
+    slo_ttft: f64,
+    seen: &[Request],
+    now: f64,
+    waiting: f64,
+) -> u32 {
+    REACTIVE_SPANS
+        .into_iter()
+        .map(|span| windows_replicas(params, slo_ttft, seen, now - span, 0.0, span, waiting))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The most replicas any window of `span` seconds starting within
+/// `horizon` seconds of `from` (sliding by 15 s) needs; the backlog is
+/// added to the first.
+fn windows_replicas(
+    params: &ReplicaParams,
+    slo_ttft: f64,
+    ahead: &[Request],
+    from: f64,
+    horizon: f64,
+    span: f64,
+    waiting: f64,
+) -> u32 {
     let total = f64::from(params.num_gpu_blocks) * f64::from(params.block_size);
     let mut need = 0;
     let mut k = 0.0;
     while k <= horizon {
-        let (a, b) = (from + k, from + k + 60.0);
+        let (a, b) = (from + k, from + k + span);
         let lo = ahead.partition_point(|r| r.arrival < a);
         let hi = ahead.partition_point(|r| r.arrival < b);
         let window = &ahead[lo..hi];
-        let mut rate = window.len() as f64 / 60.0;
+        let mut rate = window.len() as f64 / span;
         if k == 0.0 {
             // The backlog drained within the objective, at most doubling.
             rate += (waiting / slo_ttft.max(0.001)).min(rate);

@@ -10,7 +10,7 @@ use crate::hpa::ExternalTarget;
 use crate::saturation::{PercentageAnalyzer, SaturationAnalyzer};
 
 /// Policies run when `--policies` is not given.
-pub(crate) const DEFAULT_POLICIES: &str = "v1,v2,chain,slo,oracle";
+pub(crate) const DEFAULT_POLICIES: &str = "v1,v2,chain,slo,oracle,reactive";
 
 /// The policies this build knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +20,7 @@ pub(crate) enum PolicyKind {
     Chain,
     Slo,
     Oracle,
+    Reactive,
 }
 
 /// Which of the server's analyses decides.
@@ -40,6 +41,11 @@ pub(crate) enum Analysis {
     /// reads the replica model's parameters (no other policy may). The
     /// bound every policy is measured against.
     Oracle,
+    /// The oracle without foresight: the replica model's parameters and the
+    /// arrivals of the last minute, none ahead. What sizing to the need
+    /// from perfect measurements gets: the part of the distance to the
+    /// oracle that only seeing ahead (or holding spare capacity) closes.
+    Reactive,
 }
 
 impl Analysis {
@@ -49,6 +55,7 @@ impl Analysis {
             Analysis::Tokens => crate::saturation::v2::ANALYZER_NAME,
             Analysis::Slo => crate::saturation::slo::ANALYZER_NAME,
             Analysis::Oracle => "oracle",
+            Analysis::Reactive => "reactive",
         }
     }
 }
@@ -109,11 +116,11 @@ impl std::fmt::Debug for Policy {
 /// A `--policies` list that cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
-    #[error("unknown policy {0:?}: use v1, v2, chain, slo or oracle")]
+    #[error("unknown policy {0:?}: use v1, v2, chain, slo, oracle or reactive")]
     Unknown(String),
     #[error("policy {0:?} is listed twice")]
     Duplicate(String),
-    #[error("no policy given: use v1, v2, chain, slo or oracle")]
+    #[error("no policy given: use v1, v2, chain, slo, oracle or reactive")]
     Empty,
 }
 
@@ -157,6 +164,13 @@ pub fn parse_policies(list: &str, chain: ChainDelays) -> Result<Vec<Policy>, Pol
                 path: DataPath::OnDemand,
                 target: ExternalTarget::Value { milli: 1000 },
             },
+            "reactive" => Policy {
+                kind: PolicyKind::Reactive,
+                name: "reactive",
+                analysis: Analysis::Reactive,
+                path: DataPath::OnDemand,
+                target: ExternalTarget::Value { milli: 1000 },
+            },
             _ => return Err(PolicyError::Unknown(name.to_owned())),
         };
         if out.iter().any(|p| p.kind == policy.kind) {
@@ -182,9 +196,10 @@ mod tests {
         };
         assert_eq!(
             names(DEFAULT_POLICIES),
-            Ok(vec!["v1", "v2", "chain", "slo", "oracle"])
+            Ok(vec!["v1", "v2", "chain", "slo", "oracle", "reactive"])
         );
         assert_eq!(names("oracle,SLO"), Ok(vec!["oracle", "slo"]));
+        assert_eq!(names("Reactive"), Ok(vec!["reactive"]));
         assert_eq!(names(" chain , V1 "), Ok(vec!["chain", "v1"]));
         assert_eq!(names("V2"), Ok(vec!["v2"]));
         assert_eq!(names("v3"), Err(PolicyError::Unknown("v3".into())));

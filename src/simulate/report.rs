@@ -44,6 +44,7 @@ const POLICY_DESCRIPTIONS: &[(&str, &str)] = &[
     ("v2", "this server with the token-based analysis (V2): capacity in KV tokens learned from the replicas, several replicas per step when demand needs them"),
     ("chain", "the chain this server replaces: the WVA controller decides with V1, its result goes through Prometheus and the Prometheus Adapter to the HPA, so every decision acts on data that is a scrape interval, a controller cycle and an adapter cache older"),
     ("oracle", "the bound every other policy is measured against: sized from the replica model's true parameters and the load it is about to get, which no real autoscaler knows"),
+    ("reactive", "the oracle without foresight: the replica model's true parameters and exactly the arrivals of the last minute, nothing ahead and no spare capacity held; what sizing to the need from perfect measurements reaches, so the distance from it to the oracle is what only seeing ahead (or paying for headroom) closes"),
     ("slo", "this server sizing against the latency objective: capacity per replica learned from vLLM's own latency and throughput metrics, replicas chosen to keep time to first token under the objective"),
 ];
 
@@ -444,7 +445,7 @@ mod tests {
             !s.contains(">\n2.0\n<") && !s.contains(">\n4.0\n<"),
             "{labels:?}"
         );
-        for name in ["v1", "v2", "chain", "oracle", "slo"] {
+        for name in ["v1", "v2", "chain", "oracle", "reactive", "slo"] {
             assert!(!policy_description(name).contains("see docs"), "{name}");
         }
         assert_eq!(

@@ -93,6 +93,85 @@ pub(crate) struct ConnectionCloseLabels {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// What the `slo` analysis computed at its last decision of a model, so
+/// that a user can read why it asked for its count: about the sized rate
+/// over the rate one replica carries. Only models `slo` decided (not
+/// through a fallback) have them.
+#[derive(Clone, Default)]
+pub(crate) struct SloGauges {
+    pub(crate) arrivals: Family<ModelLabels, FloatGauge>,
+    pub(crate) sized: Family<ModelLabels, FloatGauge>,
+    pub(crate) backlog: Family<ModelLabels, FloatGauge>,
+    pub(crate) request_seconds: Family<ModelLabels, FloatGauge>,
+    pub(crate) sequence_tokens: Family<ModelLabels, FloatGauge>,
+    pub(crate) prefill_seconds: Family<ModelLabels, FloatGauge>,
+    pub(crate) startup_seconds: Family<ModelLabels, FloatGauge>,
+    pub(crate) replica_rate: Family<VariantLabels, FloatGauge>,
+}
+
+impl SloGauges {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "wva_slo_arrivals_per_second",
+            "Requests arriving per second as the slo analysis estimates them (completions plus queue growth)",
+            self.arrivals.clone(),
+        );
+        r.register(
+            "wva_slo_sized_requests_per_second",
+            "Requests per second the slo analysis sized the model for: arrivals projected over the start-up delay plus the capacity held for the backlog",
+            self.sized.clone(),
+        );
+        r.register(
+            "wva_slo_backlog_requests",
+            "Requests waiting in the model's replicas and the endpoint picker at the slo analysis' last decision",
+            self.backlog.clone(),
+        );
+        r.register(
+            "wva_slo_request_seconds",
+            "Seconds a request spends in a replica, learned by the slo analysis from running over completions (Little's law)",
+            self.request_seconds.clone(),
+        );
+        r.register(
+            "wva_slo_sequence_tokens",
+            "KV-cache tokens per sequence the slo analysis sizes with (prompt, half the output, half a block)",
+            self.sequence_tokens.clone(),
+        );
+        r.register(
+            "wva_slo_prefill_seconds",
+            "Mean prefill seconds per request learned by the slo analysis (absent where vLLM does not report it)",
+            self.prefill_seconds.clone(),
+        );
+        r.register(
+            "wva_slo_startup_seconds",
+            "Start-up delay of a new replica the slo analysis projects over (learned, else the default)",
+            self.startup_seconds.clone(),
+        );
+        r.register(
+            "wva_slo_replica_requests_per_second",
+            "Requests per second one replica of the variant carries within the latency objective, as the slo analysis sized it",
+            self.replica_rate.clone(),
+        );
+    }
+
+    /// Removes a model's series (and its variants').
+    pub(crate) fn remove(&self, model: &ModelLabels, variants: &[VariantLabels]) {
+        for family in [
+            &self.arrivals,
+            &self.sized,
+            &self.backlog,
+            &self.request_seconds,
+            &self.sequence_tokens,
+            &self.prefill_seconds,
+            &self.startup_seconds,
+        ] {
+            family.remove(model);
+        }
+        for v in variants {
+            self.replica_rate.remove(v);
+        }
+    }
+}
+
 /// Every metric the server exports. Cloning is cheap: the families share
 /// their storage.
 #[derive(Clone)]
@@ -125,6 +204,8 @@ pub struct Telemetry {
     pub(crate) auth_cache: Family<AuthCacheLabels, Counter>,
     /// `analyzerName: slo` decisions taken by a fallback, by missing signal.
     pub(crate) slo_fallbacks: Family<SloFallbackLabels, Counter>,
+    /// The `slo` analysis' quantities per model.
+    pub(crate) slo: SloGauges,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -198,6 +279,7 @@ impl Telemetry {
             keda_calls: Family::default(),
             auth_cache: Family::default(),
             slo_fallbacks: Family::default(),
+            slo: SloGauges::default(),
         };
         let r = registry;
         r.register(
@@ -320,6 +402,7 @@ impl Telemetry {
             "Decisions of models with analyzerName slo taken by another analysis because a signal the slo analysis needs is missing, by missing signal and deciding analyzer",
             t.slo_fallbacks.clone(),
         );
+        t.slo.register(r);
         r.register_collector(Box::new(ProcessCollector));
         t
     }

@@ -86,6 +86,13 @@ async fn the_inventory_file_is_reloaded_and_a_broken_version_keeps_the_last_good
     // A variant is added: served without a restart.
     std::fs::write(&path, two_model_inventory(&ports)).unwrap();
     s.wait_mistral_at_3().await;
+    eventually(WAIT, "mistral's gauge on /metrics", || async {
+        s.text("/metrics")
+            .await
+            .contains("wva_desired_replicas{variant_name=\"mistral-l40s\"")
+            .then_some(())
+    })
+    .await;
 
     // A broken version (not YAML objects) keeps both variants.
     std::fs::write(&path, "kind: [unclosed\n").unwrap();
@@ -126,6 +133,18 @@ async fn the_inventory_file_is_reloaded_and_a_broken_version_keeps_the_last_good
             .as_deref(),
         Some("2")
     );
+    // Its gauges leave `/metrics` with it; llama's stay.
+    eventually(WAIT, "mistral's gauges to leave /metrics", || async {
+        let page = s.text("/metrics").await;
+        let series = |variant: &str| {
+            page.lines()
+                .filter(|l| l.starts_with("wva_desired_replicas{"))
+                .filter(|l| l.contains(&format!("variant_name=\"{variant}\"")))
+                .count()
+        };
+        (series("mistral-l40s") == 0 && series("llama-a100") == 1).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -256,6 +256,30 @@ async fn load_step(s: &Server, emulators: &[Emulator]) {
         Some(("slo".to_owned(), computed)),
         "served answer against the count computed from the counters ({rate:.2} req/s)\n{log}"
     );
+    // `/metrics` says why: on one page (one sweep), the rate sized for over
+    // the rate one replica carries, rounded up, is the count asked for (a
+    // scale-up from 4 adds whole replicas of that rate), and the arrivals
+    // are the completions the test counted (the queues are steady).
+    let page = s.text("/metrics").await;
+    let gauge = |name: &str| -> f64 {
+        page.lines()
+            .find(|l| l.starts_with(&format!("{name}{{")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} on /metrics:\n{page}"))
+    };
+    let sized = gauge("wva_slo_sized_requests_per_second");
+    let per_replica = gauge("wva_slo_replica_requests_per_second");
+    assert_eq!(
+        (sized / per_replica).ceil(),
+        gauge("wva_desired_replicas"),
+        "{sized} req/s sized, {per_replica} per replica"
+    );
+    let arrivals = gauge("wva_slo_arrivals_per_second");
+    assert!(
+        (arrivals - rate).abs() <= 0.15 * rate,
+        "arrivals {arrivals} req/s against {rate:.2} counted"
+    );
+    assert!(gauge("wva_slo_request_seconds") > 0.0);
     let ratio = s
         .value(NS, "wva_desired_ratio", SELECTOR)
         .await

@@ -1,12 +1,17 @@
 //! The sweep's decisions on `/metrics`: gauges per variant, counters of
 //! scaling recommendations, holds, slo fallbacks, models without metrics,
-//! and the aging of each model's samples, after every sweep.
+//! the aging of each model's samples and what the `slo` analysis computed,
+//! after every sweep. The gauges of a model or variant no longer in the
+//! sweep are removed.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use super::{ModelOutcome, Sweep};
-use crate::telemetry::{ScalingLabels, Telemetry, VariantLabels};
+use crate::inventory::ModelKey;
+use crate::saturation::analyzers::Analysis;
+use crate::saturation::slo::SloAnalysis;
+use crate::telemetry::{ModelLabels, ScalingLabels, Telemetry, VariantLabels};
 
 /// Publishes every model's decision as gauges after each fetch cycle and
 /// counts scaling recommendations when they change.
@@ -14,7 +19,26 @@ pub(crate) struct DecisionPublisher {
     telemetry: Telemetry,
     last: Mutex<HashMap<(String, String), (u32, u32)>>,
     /// Models whose newest sample was aging at the last publication.
-    aging: Mutex<HashSet<crate::inventory::ModelKey>>,
+    aging: Mutex<HashSet<ModelKey>>,
+    /// The variants' gauge labels of every model at the last publication:
+    /// what is gone from the next sweep has its gauges removed, so that a
+    /// deleted variant's last count does not stay on `/metrics` (and the
+    /// series do not grow with every variant ever created).
+    published: Mutex<HashMap<ModelKey, Vec<VariantLabels>>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn model_labels(key: &ModelKey) -> ModelLabels {
+    ModelLabels {
+        namespace: key.namespace.clone(),
+        model_id: key.model_id.clone(),
+    }
 }
 
 impl DecisionPublisher {
@@ -23,24 +47,29 @@ impl DecisionPublisher {
             telemetry,
             last: Mutex::new(HashMap::new()),
             aging: Mutex::new(HashSet::new()),
+            published: Mutex::new(HashMap::new()),
         }
     }
 
     /// Exports `sweep`'s decisions.
     pub(crate) fn publish(&self, sweep: &Sweep) {
         let t = &self.telemetry;
-        let mut last = match self.last.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        for outcome in sweep.outcomes.values() {
+        let mut last = locked(&self.last);
+        let mut published = locked(&self.published);
+        let mut now_published: HashMap<ModelKey, Vec<VariantLabels>> = HashMap::new();
+        for (key, outcome) in &sweep.outcomes {
             let outcome = match outcome {
                 Ok(o) => o,
                 Err(e) => {
                     tracing::warn!(error = %e, "no decision for model");
+                    // Not gone: its gauges keep their last values.
+                    if let Some(labels) = published.remove(key) {
+                        now_published.insert(key.clone(), labels);
+                    }
                     continue;
                 }
             };
+            let mut variant_labels = Vec::with_capacity(outcome.decisions.len());
             t.analyzer_decisions
                 .get_or_create(&crate::telemetry::AnalyzerLabels {
                     namespace: outcome.key.namespace.clone(),
@@ -67,19 +96,13 @@ impl DecisionPublisher {
             }
             if !outcome.has_metrics() {
                 t.decisions_without_metrics
-                    .get_or_create(&crate::telemetry::ModelLabels {
-                        namespace: outcome.key.namespace.clone(),
-                        model_id: outcome.key.model_id.clone(),
-                    })
+                    .get_or_create(&model_labels(&outcome.key))
                     .inc();
             }
             self.note_aging(outcome);
             if let Some(age) = outcome.newest_sample_age {
                 t.sample_age
-                    .get_or_create(&crate::telemetry::ModelLabels {
-                        namespace: outcome.key.namespace.clone(),
-                        model_id: outcome.key.model_id.clone(),
-                    })
+                    .get_or_create(&model_labels(&outcome.key))
                     .set(age.as_secs_f64());
             }
             for d in &outcome.decisions {
@@ -100,6 +123,7 @@ impl DecisionPublisher {
                 t.desired_ratio
                     .get_or_create(&labels)
                     .set(d.ratio_milli as f64 / 1000.0);
+                variant_labels.push(labels);
                 let current = v.target.map(|s| s.spec_replicas).unwrap_or(0);
                 if let Some(direction) = d.reason.tolerance_hold_direction() {
                     t.tolerance_holds
@@ -112,9 +136,9 @@ impl DecisionPublisher {
                         .inc();
                     tracing::debug!(variant = %v.name, namespace = %v.namespace, current, direction, "move held: the HPA would ignore it and a larger one is not safe");
                 }
-                let key = (v.namespace.clone(), v.name.clone());
+                let variant_key = (v.namespace.clone(), v.name.clone());
                 let now = (current, d.desired);
-                if d.desired != current && last.get(&key) != Some(&now) {
+                if d.desired != current && last.get(&variant_key) != Some(&now) {
                     let direction = if d.desired > current { "up" } else { "down" };
                     t.scaling_total
                         .get_or_create(&ScalingLabels {
@@ -126,7 +150,83 @@ impl DecisionPublisher {
                         .inc();
                     tracing::info!(variant = %v.name, namespace = %v.namespace, current, desired = d.desired, reason = d.reason.as_str(), "scaling recommended");
                 }
-                last.insert(key, now);
+                last.insert(variant_key, now);
+            }
+            match &outcome.analysis {
+                Some(Analysis::Slo(a)) => self.publish_slo(key, a, &variant_labels),
+                // Another analysis decided (or slo fell back): no slo figures.
+                _ => t.slo.remove(&model_labels(key), &variant_labels),
+            }
+            if let Some(before) = published.remove(key) {
+                let gone: Vec<VariantLabels> = before
+                    .into_iter()
+                    .filter(|l| !variant_labels.contains(l))
+                    .collect();
+                self.remove_variants(&gone, &variant_labels, &mut last);
+            }
+            now_published.insert(key.clone(), variant_labels);
+        }
+        // What is left was published before and is not in this sweep.
+        for (key, gone) in published.drain() {
+            let model = model_labels(&key);
+            t.sample_age.remove(&model);
+            t.models_aging.remove(&model);
+            t.slo.remove(&model, &gone);
+            locked(&self.aging).remove(&key);
+            self.remove_variants(&gone, &[], &mut last);
+        }
+        *published = now_published;
+    }
+
+    /// The slo analysis' quantities of a model it decided.
+    fn publish_slo(&self, key: &ModelKey, a: &SloAnalysis, variants: &[VariantLabels]) {
+        let slo = &self.telemetry.slo;
+        let model = model_labels(key);
+        for (family, value) in [
+            (&slo.arrivals, a.arrival_rate),
+            (&slo.sized, a.sized_rate),
+            (&slo.backlog, a.backlog),
+            (&slo.request_seconds, a.seconds_per_request),
+            (&slo.sequence_tokens, a.tokens_per_sequence),
+            (&slo.startup_seconds, a.startup_seconds),
+        ] {
+            family.get_or_create(&model).set(value);
+        }
+        match a.prefill_seconds {
+            Some(s) => {
+                slo.prefill_seconds.get_or_create(&model).set(s);
+            }
+            None => {
+                slo.prefill_seconds.remove(&model);
+            }
+        }
+        // Per variant, in the order the analysis and the decisions share.
+        for (labels, rate) in variants.iter().zip(&a.per_replica_rate) {
+            slo.replica_rate.get_or_create(labels).set(*rate);
+        }
+    }
+
+    /// Removes the gauges of variants no longer decided under these
+    /// labels, and the last recommendation of those no longer decided at
+    /// all (not of one in `kept`, whose labels changed: say, its
+    /// accelerator).
+    fn remove_variants(
+        &self,
+        gone: &[VariantLabels],
+        kept: &[VariantLabels],
+        last: &mut HashMap<(String, String), (u32, u32)>,
+    ) {
+        let t = &self.telemetry;
+        for labels in gone {
+            t.desired_replicas.remove(labels);
+            t.current_replicas.remove(labels);
+            t.desired_ratio.remove(labels);
+            t.slo.replica_rate.remove(labels);
+            let same_variant = |k: &VariantLabels| {
+                k.namespace == labels.namespace && k.variant_name == labels.variant_name
+            };
+            if !kept.iter().any(same_variant) {
+                last.remove(&(labels.namespace.clone(), labels.variant_name.clone()));
             }
         }
     }
@@ -137,10 +237,7 @@ impl DecisionPublisher {
     /// threshold (and when it is fresh again), once per transition.
     fn note_aging(&self, outcome: &ModelOutcome) {
         let aging_now = outcome.freshness == Some(crate::collector::Freshness::Aging);
-        let mut aging = match self.aging.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut aging = locked(&self.aging);
         let key = &outcome.key;
         let was = aging.contains(key);
         if aging_now && !was {
@@ -152,10 +249,7 @@ impl DecisionPublisher {
         }
         self.telemetry
             .models_aging
-            .get_or_create(&crate::telemetry::ModelLabels {
-                namespace: key.namespace.clone(),
-                model_id: key.model_id.clone(),
-            })
+            .get_or_create(&model_labels(key))
             .set(i64::from(aging_now));
     }
 }

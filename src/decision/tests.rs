@@ -774,3 +774,64 @@ fn slo_inputs_carry_the_mean_prefill_seconds() {
     got.sort_by(|a, b| a.0.cmp(b.0));
     assert_eq!(got, [("v-p0", None), ("v-p1", Some(0.064))]);
 }
+
+/// `/metrics` follows the inventory: the gauges of a variant that is gone
+/// from the sweep are removed (a deleted variant's last count would
+/// otherwise stay there, and the series grow with every variant ever
+/// created), those of the others stay.
+#[test]
+fn the_gauges_of_a_variant_gone_from_the_inventory_are_removed() {
+    use crate::decision::publish::DecisionPublisher;
+    let mut both = objects("ns", "a", "m", 3, 3, 3);
+    let b = objects("ns", "b", "n", 2, 2, 2);
+    both.variant_autoscalings.extend(b.variant_autoscalings);
+    both.workloads.extend(b.workloads);
+    both.pods.extend(b.pods);
+    let e = engine(both);
+    for (i, kv) in [0.20, 0.30, 0.25].into_iter().enumerate() {
+        report(&e, "ns", &format!("a-p{i}"), kv, 1.0, Duration::ZERO);
+    }
+    for i in 0..2 {
+        report(&e, "ns", &format!("b-p{i}"), 0.75, 2.0, Duration::ZERO);
+    }
+    let (registry, telemetry) = crate::telemetry::Telemetry::standalone();
+    let publisher = DecisionPublisher::new(telemetry);
+    let page = || {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    };
+    // Each variant gauge's series of variants a and b on a page.
+    let series = |text: &str| -> Vec<(usize, usize)> {
+        let count = |name: &str, variant: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{name}{{")))
+                .filter(|l| l.contains(&format!("variant_name=\"{variant}\"")))
+                .count()
+        };
+        [
+            "wva_desired_replicas",
+            "wva_current_replicas",
+            "wva_desired_ratio",
+        ]
+        .into_iter()
+        .map(|name| (count(name, "a"), count(name, "b")))
+        .collect()
+    };
+    publisher.publish(&e.sweep());
+    let before = page();
+    assert_eq!(series(&before), [(1, 1); 3], "{before}");
+    assert!(before.contains("wva_metrics_sample_age_seconds{namespace=\"ns\",model_id=\"n\"}"));
+
+    // Variant b (model n) is deleted.
+    e.inventory()
+        .publish(resolve(&objects("ns", "a", "m", 3, 3, 3)).0);
+    publisher.publish(&e.sweep());
+    let after = page();
+    assert_eq!(series(&after), [(1, 0); 3], "{after}");
+    assert!(!after.contains("model_id=\"n\"}"), "{after}");
+    assert!(
+        after.contains("wva_desired_replicas{variant_name=\"a\""),
+        "{after}"
+    );
+}

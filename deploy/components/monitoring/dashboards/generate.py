@@ -62,6 +62,21 @@ panel("Why it held", [
 ], desc="Decision cycles that kept the replicas although the analysis wanted to move (HPA tolerance band, bounds) or had no data.")
 endrow()
 
+row("slo analysis (analyzerName: slo)")
+panel("Arrivals and the rate sized for", [
+    (f'max by (namespace, model_id) (wva_slo_arrivals_per_second{{{MSEL}}})', '{{namespace}}/{{model_id}} arrivals'),
+    (f'max by (namespace, model_id) (wva_slo_sized_requests_per_second{{{MSEL}}})', '{{namespace}}/{{model_id}} sized for'),
+], unit="reqps", desc="What the slo analysis estimates arrives (completions plus queue growth) and what it sizes for (projected over the start-up delay, plus capacity held for the backlog). On a scale-up, desired replicas = sized for / per replica, rounded up.")
+panel("Per replica within the objective", [
+    (f'max by (namespace, variant_name) (wva_slo_replica_requests_per_second{{{VSEL}}})', '{{namespace}}/{{variant_name}}'),
+], unit="reqps", desc="Requests per second one replica carries with the time to first token within the objective, learned from the replicas' own throughput and latency (after sloHeadroom).")
+panel("Learned per request, and the backlog", [
+    (f'max by (namespace, model_id) (wva_slo_request_seconds{{{MSEL}}})', '{{model_id}} seconds in a replica'),
+    (f'max by (namespace, model_id) (wva_slo_prefill_seconds{{{MSEL}}})', '{{model_id}} prefill seconds'),
+    (f'max by (namespace, model_id) (wva_slo_backlog_requests{{{MSEL}}})', '{{model_id}} waiting'),
+], desc="A per-replica rate that falls while requests take longer (longer outputs, a slower accelerator) asks for more replicas; a backlog held adds capacity for the start-up delay.")
+endrow()
+
 row("Metrics freshness")
 panel("Age of the newest sample per model", [
     (f'max by (namespace, model_id) (wva_metrics_sample_age_seconds{{{MSEL}}})', '{{namespace}}/{{model_id}}'),

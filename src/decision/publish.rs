@@ -20,11 +20,20 @@ pub(crate) struct DecisionPublisher {
     last: Mutex<HashMap<(String, String), (u32, u32)>>,
     /// Models whose newest sample was aging at the last publication.
     aging: Mutex<HashSet<ModelKey>>,
-    /// The variants' gauge labels of every model at the last publication:
-    /// what is gone from the next sweep has its gauges removed, so that a
-    /// deleted variant's last count does not stay on `/metrics` (and the
-    /// series do not grow with every variant ever created).
-    published: Mutex<HashMap<ModelKey, Vec<VariantLabels>>>,
+    /// What every model had on `/metrics` at the last publication: what is
+    /// gone from the next sweep has its gauges removed, so that a deleted
+    /// variant's last count does not stay there (and the series do not grow
+    /// with every variant ever created).
+    published: Mutex<HashMap<ModelKey, Published>>,
+}
+
+/// A model's gauges at the last publication.
+#[derive(Default)]
+struct Published {
+    /// Its variants' labels.
+    variants: Vec<VariantLabels>,
+    /// Whether it has the slo analysis' gauges.
+    slo: bool,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -56,15 +65,15 @@ impl DecisionPublisher {
         let t = &self.telemetry;
         let mut last = locked(&self.last);
         let mut published = locked(&self.published);
-        let mut now_published: HashMap<ModelKey, Vec<VariantLabels>> = HashMap::new();
+        let mut now_published: HashMap<ModelKey, Published> = HashMap::new();
         for (key, outcome) in &sweep.outcomes {
             let outcome = match outcome {
                 Ok(o) => o,
                 Err(e) => {
                     tracing::warn!(error = %e, "no decision for model");
                     // Not gone: its gauges keep their last values.
-                    if let Some(labels) = published.remove(key) {
-                        now_published.insert(key.clone(), labels);
+                    if let Some(before) = published.remove(key) {
+                        now_published.insert(key.clone(), before);
                     }
                     continue;
                 }
@@ -152,28 +161,44 @@ impl DecisionPublisher {
                 }
                 last.insert(variant_key, now);
             }
-            match &outcome.analysis {
-                Some(Analysis::Slo(a)) => self.publish_slo(key, a, &variant_labels),
+            let before = published.remove(key).unwrap_or_default();
+            let slo = match &outcome.analysis {
+                Some(Analysis::Slo(a)) => {
+                    self.publish_slo(key, a, &variant_labels);
+                    true
+                }
                 // Another analysis decided (or slo fell back): no slo figures.
-                _ => t.slo.remove(&model_labels(key), &variant_labels),
-            }
-            if let Some(before) = published.remove(key) {
-                let gone: Vec<VariantLabels> = before
-                    .into_iter()
-                    .filter(|l| !variant_labels.contains(l))
-                    .collect();
-                self.remove_variants(&gone, &variant_labels, &mut last);
-            }
-            now_published.insert(key.clone(), variant_labels);
+                _ => {
+                    if before.slo {
+                        t.slo.remove(&model_labels(key), &before.variants);
+                    }
+                    false
+                }
+            };
+            let gone: Vec<VariantLabels> = before
+                .variants
+                .into_iter()
+                .filter(|l| !variant_labels.contains(l))
+                .collect();
+            self.remove_variants(&gone, &variant_labels, &mut last);
+            now_published.insert(
+                key.clone(),
+                Published {
+                    variants: variant_labels,
+                    slo,
+                },
+            );
         }
         // What is left was published before and is not in this sweep.
         for (key, gone) in published.drain() {
             let model = model_labels(&key);
             t.sample_age.remove(&model);
             t.models_aging.remove(&model);
-            t.slo.remove(&model, &gone);
+            if gone.slo {
+                t.slo.remove(&model, &gone.variants);
+            }
             locked(&self.aging).remove(&key);
-            self.remove_variants(&gone, &[], &mut last);
+            self.remove_variants(&gone.variants, &[], &mut last);
         }
         *published = now_published;
     }

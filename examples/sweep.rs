@@ -82,6 +82,7 @@ fn main() -> anyhow::Result<()> {
                 model_name: p.model.into(),
                 kv_usage: p.kv_usage,
                 queue_waiting: p.queue_waiting,
+                queue_waiting_latest: Some(p.queue_waiting),
                 running: None,
                 sampled_at: SystemTime::now(),
                 request_rate: None,

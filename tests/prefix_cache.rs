@@ -21,7 +21,6 @@ use common::prometheus::{PrometheusServer, Target};
 use common::Emulator;
 use wva_metrics_server::collector::cache::ReplicaMetrics;
 use wva_metrics_server::collector::prometheus::queries::QuerySignal;
-use wva_metrics_server::collector::prometheus::{PrometheusBackend, PrometheusConfig};
 use wva_metrics_server::collector::scrape::{ScrapeBackend, ScrapeConfig};
 use wva_metrics_server::collector::{MetricsBackend, MetricsCache};
 use wva_metrics_server::emulator::render::PREFIX_CACHE_HIT_FRACTION;
@@ -96,16 +95,7 @@ async fn the_prometheus_backend_reads_the_hit_rate_in_its_batched_queries() {
         pod: "vllm-0".into(),
     }])
     .await;
-    let (_, telemetry) = Telemetry::standalone();
-    let backend = PrometheusBackend::new(
-        PrometheusConfig {
-            url: prom.url(),
-            query_timeout: Duration::from_secs(10),
-            ..PrometheusConfig::default()
-        },
-        telemetry,
-    )
-    .unwrap();
+    let backend = prom.backend();
     let snap = snapshot(e.port);
     let (rate, m) = hit_rate_after_cycles(&backend, &snap).await;
     assert!(
@@ -120,5 +110,5 @@ async fn the_prometheus_backend_reads_the_hit_rate_in_its_batched_queries() {
         .await
         .unwrap();
     assert_eq!(r.requests, QuerySignal::ALL.len(), "{r:?}");
-    assert_eq!(QuerySignal::ALL.len(), 11);
+    assert_eq!(QuerySignal::ALL.len(), 12);
 }

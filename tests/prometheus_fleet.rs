@@ -40,7 +40,7 @@ async fn ten_thousand_pods_get_the_served_values() {
     let cache = MetricsCache::new();
     for cycle in 0..2 {
         let report = backend.fetch_cycle(&snapshot, &cache).await.unwrap();
-        assert_eq!(report.requests, 11, "cycle {cycle}");
+        assert_eq!(report.requests, 12, "cycle {cycle}");
         assert_eq!(report.replicas_updated, 10_000, "cycle {cycle}");
         assert_eq!(report.samples_rejected, 0, "cycle {cycle}");
     }
@@ -53,6 +53,7 @@ async fn ten_thousand_pods_get_the_served_values() {
         assert_eq!(&*m.model_name, pod.model, "{key}");
         assert_eq!(m.kv_usage, pod.kv_usage, "{key}");
         assert_eq!(m.queue_waiting, pod.queue_waiting, "{key}");
+        assert_eq!(m.queue_waiting_latest, Some(pod.queue_waiting), "{key}");
         assert_eq!(m.request_rate, Some(2.0 + pod.kv_usage * 8.0), "{key}");
         assert_eq!(m.avg_prompt_tokens, Some(512.0), "{key}");
         assert_eq!(m.avg_generation_tokens, Some(256.0), "{key}");
@@ -65,6 +66,6 @@ async fn ten_thousand_pods_get_the_served_values() {
             "{key}"
         );
     }
-    // Two cycles of eleven queries.
-    assert_eq!(api.queries(), 22);
+    // Two cycles of twelve queries.
+    assert_eq!(api.queries(), 24);
 }

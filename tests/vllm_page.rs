@@ -25,7 +25,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wva_metrics_server::collector::exposition::parse_vllm_page;
 use wva_metrics_server::collector::prometheus::queries::{self, QuerySignal, Scope};
-use wva_metrics_server::collector::prometheus::{PrometheusBackend, PrometheusConfig};
 use wva_metrics_server::collector::scrape::{ScrapeBackend, ScrapeConfig};
 use wva_metrics_server::collector::{MetricsBackend, MetricsCache};
 use wva_metrics_server::inventory::{resolve, InventorySnapshot};
@@ -36,10 +35,18 @@ const MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
 
 /// Serves the page on every request, as vLLM's `/metrics` does.
 async fn page_server(page: &'static str) -> u16 {
+    page_server_by_request(Arc::new(move |_| page.to_owned())).await
+}
+
+/// Serves `page(n)` to the `n`th request (from 0).
+async fn page_server_by_request(page: Arc<dyn Fn(usize) -> String + Send + Sync>) -> u16 {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
+        let mut served = 0;
         while let Ok((mut c, _)) = l.accept().await {
+            let page = page(served);
+            served += 1;
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = c.read(&mut buf).await;
@@ -52,6 +59,16 @@ async fn page_server(page: &'static str) -> u16 {
         }
     });
     port
+}
+
+/// A real Prometheus scraping the page on `port` as the pod `ns/vllm-0`.
+async fn prometheus_scraping(port: u16) -> common::prometheus::PrometheusServer {
+    common::prometheus::PrometheusServer::start(&[common::prometheus::Target {
+        port,
+        namespace: "ns".into(),
+        pod: "vllm-0".into(),
+    }])
+    .await
 }
 
 /// One variant of the page's model with one ready pod `ns/vllm-0` on `port`.
@@ -117,6 +134,7 @@ async fn the_scrape_backend_reads_a_real_page() {
     let m = cache.get("ns/vllm-0").expect("the replica's metrics");
     assert_eq!(&*m.model_name, MODEL);
     assert_eq!((m.kv_usage, m.queue_waiting), (0.4566, 3.0));
+    assert_eq!(m.queue_waiting_latest, Some(3.0));
     assert_eq!(m.running, Some(12.0));
     let cache_config = m.kv_cache.expect("vllm:cache_config_info collected");
     assert_eq!(
@@ -128,12 +146,7 @@ async fn the_scrape_backend_reads_a_real_page() {
 #[tokio::test]
 async fn the_prometheus_backend_reads_a_real_page_through_prometheus() {
     let port = page_server(PAGE).await;
-    let prom = common::prometheus::PrometheusServer::start(&[common::prometheus::Target {
-        port,
-        namespace: "ns".into(),
-        pod: "vllm-0".into(),
-    }])
-    .await;
+    let prom = prometheus_scraping(port).await;
     // rate() needs two samples of the counters.
     common::eventually(
         Duration::from_secs(30),
@@ -150,16 +163,7 @@ async fn the_prometheus_backend_reads_a_real_page_through_prometheus() {
         },
     )
     .await;
-    let (_, telemetry) = Telemetry::standalone();
-    let backend = PrometheusBackend::new(
-        PrometheusConfig {
-            url: prom.url(),
-            query_timeout: Duration::from_secs(10),
-            ..PrometheusConfig::default()
-        },
-        telemetry,
-    )
-    .unwrap();
+    let backend = prom.backend();
     let cache = Arc::new(MetricsCache::new());
     let r = backend.fetch_cycle(&snapshot(port), &cache).await.unwrap();
     assert_eq!((r.replicas_updated, r.samples_rejected), (1, 0), "{r:?}");
@@ -181,6 +185,65 @@ async fn the_prometheus_backend_reads_a_real_page_through_prometheus() {
     assert_eq!(m.avg_prefill_seconds, None);
     let missing = backend.validate_metrics_availability().await.unwrap();
     assert!(missing.is_empty(), "series the server expects: {missing:?}");
+}
+
+/// The page with 9 requests waiting for its first `first` scrapes, then 3.
+fn queue_falls_after(first: usize) -> Arc<dyn Fn(usize) -> String + Send + Sync> {
+    const WAITING: &str =
+        "vllm:num_requests_waiting{engine=\"0\",model_name=\"meta-llama/Llama-3.1-8B-Instruct\"} ";
+    assert!(PAGE.contains(&format!("{WAITING}3.0")));
+    Arc::new(move |n| {
+        if n < first {
+            PAGE.replace(&format!("{WAITING}3.0"), &format!("{WAITING}9.0"))
+        } else {
+            PAGE.to_owned()
+        }
+    })
+}
+
+/// A queue that fell within the minute: the peak (what V1 and V2 size by)
+/// still reads 9, the newest value (what `slo` reads a long backlog's drain
+/// from) 3, from both backends.
+#[tokio::test]
+async fn the_newest_queue_is_read_beside_its_peak() {
+    let port = page_server_by_request(queue_falls_after(1)).await;
+    let (_, telemetry) = Telemetry::standalone();
+    let backend = ScrapeBackend::new(ScrapeConfig::default(), telemetry).unwrap();
+    let cache = MetricsCache::new();
+    let snap = snapshot(port);
+    for _ in 0..2 {
+        backend.fetch_cycle(&snap, &cache).await.unwrap();
+    }
+    let m = cache.get("ns/vllm-0").expect("the replica's metrics");
+    assert_eq!((m.queue_waiting, m.queue_waiting_latest), (9.0, Some(3.0)));
+
+    let port = page_server_by_request(queue_falls_after(3)).await;
+    let prom = prometheus_scraping(port).await;
+    common::eventually(
+        Duration::from_secs(30),
+        "a scrape of 9 waiting and a newer one of 3",
+        || async {
+            let value = |q: &'static str| {
+                let prom = &prom;
+                async move {
+                    prom.query(q)
+                        .await
+                        .first()
+                        .and_then(|v| v["value"][1].as_str())
+                        .and_then(|v| v.parse::<f64>().ok())
+                }
+            };
+            let peak = value("max_over_time(vllm:num_requests_waiting[1m])").await;
+            let latest = value("vllm:num_requests_waiting").await;
+            (peak == Some(9.0) && latest == Some(3.0)).then_some(())
+        },
+    )
+    .await;
+    let backend = prom.backend();
+    let cache = MetricsCache::new();
+    backend.fetch_cycle(&snapshot(port), &cache).await.unwrap();
+    let m = cache.get("ns/vllm-0").expect("the replica's metrics");
+    assert_eq!((m.queue_waiting, m.queue_waiting_latest), (9.0, Some(3.0)));
 }
 
 #[test]

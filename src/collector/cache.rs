@@ -15,6 +15,8 @@ pub struct ReplicaMetrics {
     pub kv_usage: f64,
     /// Peak number of waiting requests.
     pub queue_waiting: f64,
+    /// Number of waiting requests in the newest sample, when known.
+    pub queue_waiting_latest: Option<f64>,
     /// Latest number of running requests, when known.
     pub running: Option<f64>,
     /// Time of the newest accepted sample.

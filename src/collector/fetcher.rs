@@ -263,6 +263,7 @@ mod tests {
             model_name: "m".into(),
             kv_usage: 0.5,
             queue_waiting: 0.0,
+            queue_waiting_latest: None,
             running: None,
             sampled_at: SystemTime::now() - age,
             request_rate: None,

@@ -339,6 +339,7 @@ impl ScrapeBackend {
                 model_name: page.model_name.unwrap_or_default().into(),
                 kv_usage: kv_peak,
                 queue_waiting: waiting_peak,
+                queue_waiting_latest: Some(waiting),
                 running: page.running,
                 sampled_at: SystemTime::now(),
                 request_rate,

@@ -189,6 +189,7 @@ impl DecisionEngine {
                         variant: pod.variant.to_string(),
                         kv: m.kv_usage,
                         waiting: m.queue_waiting,
+                        waiting_latest: m.queue_waiting_latest,
                         running: m.running,
                         completion_rate: m.request_rate,
                         avg_prompt_tokens: m.avg_prompt_tokens,

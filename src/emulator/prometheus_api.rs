@@ -78,8 +78,10 @@ pub(crate) fn signal_of(promql: &str) -> Option<QuerySignal> {
         QuerySignal::KvUsage
     } else if promql.contains("timestamp(") {
         QuerySignal::SampleTime
-    } else if promql.contains("num_requests_waiting") {
+    } else if promql.contains("max_over_time(vllm:num_requests_waiting") {
         QuerySignal::QueueWaiting
+    } else if promql.contains("num_requests_waiting") {
+        QuerySignal::QueueWaitingLatest
     } else if promql.contains("request_success_total") {
         QuerySignal::RequestRate
     } else if promql.contains("request_prompt_tokens") {
@@ -108,7 +110,7 @@ fn unix_now() -> f64 {
 fn value_of(signal: QuerySignal, pod: &FleetPod, now: f64) -> f64 {
     match signal {
         QuerySignal::KvUsage => pod.kv_usage,
-        QuerySignal::QueueWaiting => pod.queue_waiting,
+        QuerySignal::QueueWaiting | QuerySignal::QueueWaitingLatest => pod.queue_waiting,
         QuerySignal::SampleTime => now,
         QuerySignal::RequestRate => 2.0 + pod.kv_usage * 8.0,
         QuerySignal::AvgPromptTokens => 512.0,

@@ -207,6 +207,7 @@ mod tests {
                     model_name: "m".into(),
                     kv_usage: kv,
                     queue_waiting: 0.0,
+                    queue_waiting_latest: None,
                     running: None,
                     sampled_at: SystemTime::now(),
                     request_rate: None,

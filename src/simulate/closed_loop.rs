@@ -248,6 +248,7 @@ impl Cluster<'_> {
                 variant: VARIANT.to_owned(),
                 kv: w.kv,
                 waiting: w.queue,
+                waiting_latest: Some(w.queue_latest),
                 running: Some(w.running),
                 completion_rate: w.completion_rate,
                 avg_prompt_tokens: w.token_means.map(|m| m.0),

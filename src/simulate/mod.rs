@@ -43,7 +43,7 @@ pub struct SimulateArgs {
     /// Built-in load scenario: diurnal, burst, ramp or idle-then-burst.
     #[arg(long, value_parser = ["diurnal", "burst", "ramp", "idle-then-burst"])]
     pub(crate) scenario: Option<String>,
-    /// Load trace CSV: `timestamp_seconds,requests_per_second[,avg_input_tokens,avg_output_tokens]` or the Azure LLM trace layout `TIMESTAMP,ContextTokens,GeneratedTokens`.
+    /// Load trace CSV: `timestamp_seconds,requests_per_second[,avg_input_tokens,avg_output_tokens]` or one request per line, in the Azure LLM trace layout `TIMESTAMP,ContextTokens,GeneratedTokens` or BurstGPT's `Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type`.
     #[arg(long)]
     pub(crate) trace: Option<PathBuf>,
     /// Virtual time to simulate (default: 24h for diurnal, 2h for the other scenarios, the trace's length for a file).

@@ -40,6 +40,8 @@ pub(crate) struct Sample {
 pub(crate) struct Window {
     pub(crate) kv: f64,
     pub(crate) queue: f64,
+    /// The newest sample's waiting requests.
+    pub(crate) queue_latest: f64,
     /// (prompt, generated) tokens per request; None when none finished.
     pub(crate) token_means: Option<(f64, f64)>,
     /// Mean prefill seconds per request finished in the window.
@@ -83,6 +85,7 @@ impl Pod {
         Some(Window {
             kv,
             queue,
+            queue_latest: last.waiting,
             token_means: last.finished.means_since(&first.finished),
             prefill_seconds: last.finished.prefill_mean_since(&first.finished),
             running: last.running,

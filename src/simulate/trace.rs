@@ -8,7 +8,9 @@
 //!   arrivals are Poisson at that rate;
 //! - requests, in the Azure LLM inference trace layout:
 //!   `TIMESTAMP,ContextTokens,GeneratedTokens`, one request per line,
-//!   TIMESTAMP a date-time (`2023-11-16 18:15:46.6805900`) or seconds.
+//!   TIMESTAMP a date-time (`2023-11-16 18:15:46.6805900`) or seconds; or in
+//!   BurstGPT's: `Timestamp,Model,Request tokens,Response tokens,Total
+//!   tokens,Log Type`, Timestamp in seconds.
 
 use std::f64::consts::PI;
 
@@ -161,14 +163,14 @@ pub fn parse_trace(file: &str, text: &str) -> Result<Trace, TraceError> {
     };
     let header: Vec<String> = first.split(',').map(|f| f.trim().to_lowercase()).collect();
     let trace = if header.first().is_some_and(|h| h == "timestamp") {
-        if header != ["timestamp", "contexttokens", "generatedtokens"] {
+        let Some(columns) = RequestColumns::of(&header) else {
             return Err(err(
                 first_no,
-                format!("header {first:?}: expected TIMESTAMP,ContextTokens,GeneratedTokens"),
+                format!("header {first:?}: expected TIMESTAMP,ContextTokens,GeneratedTokens (Azure) or Timestamp,Model,Request tokens,Response tokens,... (BurstGPT)"),
             ));
-        }
+        };
         lines.next();
-        parse_requests(lines, &err)?
+        parse_requests(lines, &columns, &err)?
     } else {
         if header.first().is_some_and(|h| h == "timestamp_seconds") {
             let known = [
@@ -289,22 +291,66 @@ fn timestamp(field: &str) -> Result<f64, String> {
     Ok(ts.as_second() as f64 + f64::from(ts.subsec_nanosecond()) / 1e9)
 }
 
+/// Where a request trace keeps its fields, by its header (lower case).
+struct RequestColumns {
+    fields: usize,
+    input: usize,
+    output: usize,
+    /// The header's names of the token columns, for errors.
+    input_name: &'static str,
+    output_name: &'static str,
+}
+
+impl RequestColumns {
+    /// Azure's LLM inference traces (2023, 2024) or BurstGPT's
+    /// (`Timestamp,Model,Request tokens,Response tokens,Total tokens,Log
+    /// Type`, timestamps in seconds; a failed request's 0 response tokens
+    /// are taken as one).
+    fn of(header: &[String]) -> Option<RequestColumns> {
+        let names: Vec<&str> = header.iter().map(String::as_str).collect();
+        match names[..] {
+            ["timestamp", "contexttokens", "generatedtokens"] => Some(RequestColumns {
+                fields: 3,
+                input: 1,
+                output: 2,
+                input_name: "ContextTokens",
+                output_name: "GeneratedTokens",
+            }),
+            ["timestamp", "model", "request tokens", "response tokens", "total tokens", "log type"] => {
+                Some(RequestColumns {
+                    fields: 6,
+                    input: 2,
+                    output: 3,
+                    input_name: "Request tokens",
+                    output_name: "Response tokens",
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 fn parse_requests<'a>(
     lines: impl Iterator<Item = (usize, &'a str)>,
+    columns: &RequestColumns,
     err: &impl Fn(usize, String) -> TraceError,
 ) -> Result<Trace, TraceError> {
     let mut requests: Vec<Request> = Vec::new();
     for (no, line) in lines {
         let fields: Vec<&str> = line.split(',').collect();
-        if fields.len() != 3 {
+        if fields.len() != columns.fields {
             return Err(err(
                 no,
-                format!("expected 3 comma-separated fields, found {}", fields.len()),
+                format!(
+                    "expected {} comma-separated fields, found {}",
+                    columns.fields,
+                    fields.len()
+                ),
             ));
         }
         let at = timestamp(fields[0]).map_err(|m| err(no, m))?;
-        let input = tokens(fields[1], "ContextTokens").map_err(|m| err(no, m))?;
-        let output = tokens(fields[2], "GeneratedTokens").map_err(|m| err(no, m))?;
+        let input = tokens(fields[columns.input], columns.input_name).map_err(|m| err(no, m))?;
+        let output = tokens(fields[columns.output], columns.output_name).map_err(|m| err(no, m))?;
         if let Some(last) = requests.last() {
             if at < last.arrival {
                 return Err(err(no, "TIMESTAMP goes back in time".to_owned()));
@@ -462,6 +508,39 @@ mod tests {
             (0.0, 374, 44)
         );
         assert!((r[1].arrival - 4.314579).abs() < 1e-6, "{}", r[1].arrival);
+        // Azure's 2024 traces write the offset.
+        let t = parse_trace(
+            "azure-2024.csv",
+            "TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 00:00:00.009930+00:00,374,44\n2024-05-10 00:00:01.509930+00:00,396,109\n",
+        )
+        .unwrap();
+        let Trace::Requests(r) = t else { panic!() };
+        assert!((r[1].arrival - 1.5).abs() < 1e-6, "{}", r[1].arrival);
+    }
+
+    /// BurstGPT's layout: seconds, the model, tokens in and out; a failed
+    /// request (0 response tokens) still arrived and prefilled.
+    #[test]
+    fn parses_burstgpt_request_traces() {
+        let t = parse_trace(
+            "burstgpt.csv",
+            "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n5,ChatGPT,472,18,490,Conversation log\n45,GPT-4,1087,0,1087,API log\n",
+        )
+        .unwrap();
+        let Trace::Requests(r) = t else { panic!() };
+        let got: Vec<_> = r
+            .iter()
+            .map(|r| (r.arrival, r.input_tokens, r.output_tokens))
+            .collect();
+        assert_eq!(got, [(0.0, 472, 18), (40.0, 1087, 1)]);
+        let (line, message) = line_error(
+            "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n5,ChatGPT,many,18,490,Conversation log\n",
+        );
+        assert_eq!(line, 2);
+        assert!(
+            message.contains("Request tokens \"many\" is not a number"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -485,6 +564,11 @@ mod tests {
                 "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,1\n",
                 2,
                 "expected 3",
+            ),
+            (
+                "Timestamp,Model,Prompt,Output\n0,m,1,1\n",
+                1,
+                "expected TIMESTAMP,ContextTokens,GeneratedTokens (Azure) or Timestamp,Model,Request tokens",
             ),
             (
                 "TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,1,1\n",

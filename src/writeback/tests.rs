@@ -55,6 +55,7 @@ fn file_engine_with_tokens(config: &str, kv: f64) -> DecisionEngine {
                 model_name: "m".into(),
                 kv_usage: kv,
                 queue_waiting: 0.0,
+                queue_waiting_latest: None,
                 running: None,
                 sampled_at: std::time::SystemTime::now(),
                 request_rate: None,

@@ -50,6 +50,22 @@ impl PrometheusServer {
         p
     }
 
+    /// The server's Prometheus backend: default settings, a 10 s query
+    /// timeout, its own telemetry.
+    pub fn backend(&self) -> wva_metrics_server::collector::prometheus::PrometheusBackend {
+        use wva_metrics_server::collector::prometheus::{PrometheusBackend, PrometheusConfig};
+        let (_, telemetry) = wva_metrics_server::telemetry::Telemetry::standalone();
+        PrometheusBackend::new(
+            PrometheusConfig {
+                url: self.url(),
+                query_timeout: Duration::from_secs(10),
+                ..PrometheusConfig::default()
+            },
+            telemetry,
+        )
+        .expect("a Prometheus backend for a loopback URL")
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

@@ -1,4 +1,4 @@
-//! The Prometheus backend: eleven batched PromQL queries per fetch cycle for
+//! The Prometheus backend: twelve batched PromQL queries per fetch cycle for
 //! every model at once (plus one per distinct scale-to-zero retention period
 //! when scale to zero is on for some model), each answer folded row by row
 //! as it is decoded ([`fold`]) and joined to the inventory's ready pods,
@@ -378,6 +378,9 @@ impl PrometheusBackend {
                         model_name: row.model_name.clone(),
                         kv_usage: values[0],
                         queue_waiting: values[1],
+                        queue_waiting_latest: row
+                            .queue_latest
+                            .filter(|v| v.is_finite() && *v >= 0.0),
                         running: None,
                         sampled_at,
                         request_rate: row.rate.filter(|v| v.is_finite()),

@@ -1,7 +1,7 @@
 //! The PromQL the Prometheus backend sends, built in one place. Pure.
 //!
 //! One query per signal covers every model and namespace at once, so the
-//! number of queries per fetch cycle is constant (`QuerySignal::ALL`, eleven;
+//! number of queries per fetch cycle is constant (`QuerySignal::ALL`, twelve;
 //! plus one per distinct scale-to-zero retention period) whatever the number
 //! of variants. A per-model refresh uses the same shapes narrowed by label
 //! matchers whose values are escaped.
@@ -38,10 +38,13 @@ pub enum QuerySignal {
     /// Prefix-cache hits / queries over the last minute (V2 reduces the
     /// scheduler queue's prompt tokens by it).
     PrefixCacheHitRate,
+    /// Waiting requests in the newest sample: the `slo` analysis reads a
+    /// long backlog's drain from it, a minute before the peak shows it.
+    QueueWaitingLatest,
 }
 
 impl QuerySignal {
-    pub const ALL: [QuerySignal; 11] = [
+    pub const ALL: [QuerySignal; 12] = [
         QuerySignal::KvUsage,
         QuerySignal::QueueWaiting,
         QuerySignal::SampleTime,
@@ -53,6 +56,7 @@ impl QuerySignal {
         QuerySignal::SchedulerQueueSize,
         QuerySignal::SchedulerQueueBytes,
         QuerySignal::PrefixCacheHitRate,
+        QuerySignal::QueueWaitingLatest,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -68,6 +72,7 @@ impl QuerySignal {
             QuerySignal::SchedulerQueueSize => "scheduler_queue_size",
             QuerySignal::SchedulerQueueBytes => "scheduler_queue_bytes",
             QuerySignal::PrefixCacheHitRate => "prefix_cache_hit_rate",
+            QuerySignal::QueueWaitingLatest => "queue_waiting_latest",
         }
     }
 
@@ -143,6 +148,7 @@ pub fn build(signal: QuerySignal, scope: Scope<'_>) -> String {
             "max {BY} (max_over_time(vllm:num_requests_waiting{m}[1m]) + 0 * vllm:num_requests_waiting{m})"
         ),
         QuerySignal::SampleTime => format!("max {BY} (timestamp(vllm:num_requests_waiting{m}))"),
+        QuerySignal::QueueWaitingLatest => format!("max {BY} (vllm:num_requests_waiting{m})"),
         QuerySignal::RequestRate => {
             format!("sum {BY} (rate(vllm:request_success_total{m}[1m]))")
         }
@@ -254,6 +260,11 @@ mod tests {
         assert_eq!(
             build(QuerySignal::QueueWaiting, Scope::All),
             "max by (namespace, pod, model_name) (max_over_time(vllm:num_requests_waiting[1m]) + 0 * vllm:num_requests_waiting)"
+        );
+        // The newest sample beside the peak: the instant selector.
+        assert_eq!(
+            build(QuerySignal::QueueWaitingLatest, Scope::All),
+            "max by (namespace, pod, model_name) (vllm:num_requests_waiting)"
         );
     }
 

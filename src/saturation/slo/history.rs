@@ -25,6 +25,8 @@ pub(crate) struct ModelHistory {
     pub(crate) variant_prefill_seconds: BTreeMap<String, f64>,
     /// Per pod, (t, waiting); the endpoint picker's queue under "".
     pub(crate) waiting: BTreeMap<String, VecDeque<(f64, f64)>>,
+    /// Per pod, (t, newest waiting), where the backend reports it.
+    pub(crate) waiting_latest: BTreeMap<String, VecDeque<(f64, f64)>>,
     /// (t, running).
     pub(crate) running: VecDeque<(f64, f64)>,
     /// (t, arrival rate).

@@ -42,6 +42,7 @@
 //! Pure: the state is per model ([`history`]), dated by the injected
 //! clock, bounded.
 
+mod backlog;
 mod history;
 mod lone;
 pub mod objective;
@@ -55,6 +56,7 @@ use std::time::{Duration, SystemTime};
 
 use super::v2::{optimize, KvCacheConfig, OptimizerVariant};
 use super::{TargetReason, VariantState, VariantTarget};
+use backlog::{backlogged, completions, long_backlog, queue};
 use history::{blend, learn_startup, median, push, ModelHistory};
 use lone::second_replica;
 pub(crate) use objective::{ServiceClasses, SloObjective};
@@ -96,6 +98,9 @@ pub(crate) struct SloReplica {
     pub(crate) kv: f64,
     /// Waiting requests (the one-minute peak).
     pub(crate) waiting: f64,
+    /// Waiting requests in the newest sample, when the backend reports it
+    /// (a long backlog's fall shows here a minute before the peak falls).
+    pub(crate) waiting_latest: Option<f64>,
     /// Running requests, when the backend knows them.
     pub(crate) running: Option<f64>,
     /// Finished requests per second over the last minute.
@@ -343,8 +348,16 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         let series = h.waiting.entry(pod.to_owned()).or_default();
         push(series, (t, w), GROWTH_WINDOW);
     }
-    h.waiting
-        .retain(|_, v| v.back().is_some_and(|(at, _)| t - at <= GROWTH_WINDOW));
+    for r in input.replicas {
+        if let Some(w) = r.waiting_latest {
+            let series = h.waiting_latest.entry(r.pod.clone()).or_default();
+            push(series, (t, w), GROWTH_WINDOW);
+        }
+    }
+    let recent = |v: &VecDeque<(f64, f64)>| v.back().is_some_and(|(at, _)| t - at <= GROWTH_WINDOW);
+    h.waiting.retain(|_, v| recent(v));
+    h.waiting_latest.retain(|_, v| recent(v));
+    let startup = h.startup.unwrap_or(DEFAULT_STARTUP.as_secs_f64());
     // A history that spans most of the growth window; for a pod's queue,
     // a pod seen for the window (not one that joined within it).
     let spans_growth = |v: &VecDeque<(f64, f64)>| {
@@ -352,8 +365,15 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
             .is_some_and(|(at, _)| t - at >= GROWTH_WINDOW * 0.75)
     };
     let seen_for_window = |pod: &str| h.waiting.get(pod).is_some_and(spans_growth);
-    let growth_of = |pod: &str| -> f64 {
-        h.waiting
+    // A long backlog's growth is read from its newest values
+    // ([`long_backlog`] says why).
+    let growth_of = |pod: &str, latest: bool| -> f64 {
+        let histories = if latest {
+            &h.waiting_latest
+        } else {
+            &h.waiting
+        };
+        histories
             .get(pod)
             .filter(|v| spans_growth(v))
             .and_then(|v| {
@@ -368,7 +388,7 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         .iter()
         .map(|r| {
             let completions = completions(r);
-            let growth = growth_of(&r.pod);
+            let growth = growth_of(&r.pod, long_backlog(r, startup));
             if backlogged(r, ttft) {
                 // Working off a backlog: its shrinking queue says its
                 // completions are old arrivals.
@@ -378,7 +398,7 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
             }
         })
         .sum();
-    let arrival_rate = (replica_arrivals + growth_of("")).max(0.0);
+    let arrival_rate = (replica_arrivals + growth_of("", false)).max(0.0);
     let spanned = spans_growth(&h.running);
     if rate > 0.0 && spanned {
         // Little's law over the completion rate's own window: the mean
@@ -406,7 +426,6 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         }
         return idle(input);
     };
-    let startup = h.startup.unwrap_or(DEFAULT_STARTUP.as_secs_f64());
     // A trend is growth in both halves of the window: a load step (seen as
     // a one-minute rise through the completion rate's window) rises in one.
     // So only over a history that spans most of the window: over the two
@@ -498,7 +517,8 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
     // (maxReplicas on a load step) for replicas that could not take any of
     // it. Not a pod that joined within the window: what waits there came
     // since it joined, arrivals the rate already sizes for (counting them
-    // again kept a step's replicas at twice what it needed). The endpoint
+    // again kept a step's replicas at twice what it needed). A long backlog
+    // is read from its newest value, as for the arrivals. The endpoint
     // picker's queue can go to any replica: it drains within the
     // objective, at most doubling the rate asked for (a queue spike alone
     // never asks for everything).
@@ -511,7 +531,7 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
                 .replicas
                 .iter()
                 .filter(|r| r.variant == v.name && seen_for_window(&r.pod))
-                .map(|r| rate * (r.waiting / (full * startup).max(1e-9)).min(1.0))
+                .map(|r| rate * (queue(r, startup) / (full * startup).max(1e-9)).min(1.0))
                 .sum::<f64>()
         })
         .sum();
@@ -558,18 +578,6 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
         },
         targets,
     }
-}
-
-/// Working off a backlog: more queued than it finishes within the
-/// objective.
-fn backlogged(r: &SloReplica, ttft: f64) -> bool {
-    r.waiting > completions(r) * ttft
-}
-
-/// A replica's finished requests per second; 0 when unknown (the readings
-/// are trusted on entry: finite and not negative).
-fn completions(r: &SloReplica) -> f64 {
-    r.completion_rate.unwrap_or(0.0)
 }
 
 #[cfg(test)]

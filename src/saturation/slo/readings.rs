@@ -16,6 +16,7 @@ pub(super) fn trusted(r: &SloReplica) -> SloReplica {
         variant: r.variant.clone(),
         kv: fraction(r.kv),
         waiting: within(r.waiting, MAX_REQUESTS).unwrap_or(0.0),
+        waiting_latest: r.waiting_latest.and_then(|v| within(v, MAX_REQUESTS)),
         running: r.running.and_then(|v| within(v, MAX_REQUESTS)),
         completion_rate: r.completion_rate.and_then(|v| within(v, MAX_REQUESTS)),
         avg_prompt_tokens: r.avg_prompt_tokens.and_then(|v| within(v, MAX_TOKENS)),
@@ -42,6 +43,7 @@ mod tests {
             variant: "v".into(),
             kv: v,
             waiting: v,
+            waiting_latest: Some(v),
             running: Some(v),
             completion_rate: Some(v),
             avg_prompt_tokens: Some(v),
@@ -70,6 +72,7 @@ mod tests {
             let r = trusted(&replica(v));
             assert_eq!((r.kv, r.waiting), (kv, waiting), "{v}");
             let optional = [
+                r.waiting_latest,
                 r.running,
                 r.completion_rate,
                 r.avg_prompt_tokens,

@@ -19,6 +19,7 @@ fn replica(i: usize, rate: f64, running: f64, waiting: f64) -> SloReplica {
         variant: "v".into(),
         kv: (running * 776.0 / 32768.0).min(1.0),
         waiting,
+        waiting_latest: Some(waiting),
         running: Some(running),
         completion_rate: Some(rate),
         avg_prompt_tokens: Some(512.0),
@@ -486,6 +487,45 @@ fn no_trend_is_projected_while_a_backlog_drains() {
     assert!((sized - arrivals).abs() < 1e-9, "{arrivals} {sized}");
 }
 
+/// A long backlog (more queued than the replica finishes in the start-up
+/// delay) is read from its newest queue: two replicas finish 4 req/s each,
+/// one works off a queue that falls 4 a second while its one-minute peak
+/// still reads the start. From the peak its completions look like new
+/// arrivals (8 req/s); from the newest values they are the queue's (4).
+/// The capacity its queue holds (step 5 of docs/slo.md) is sized from the
+/// newest value too: 360 left of 600, 0.6 of the peak's. A shorter queue
+/// (300 < 4 x 120 s) keeps the peak, and so does a backend that reports
+/// no newest value.
+#[test]
+fn a_long_backlogs_drain_is_read_from_its_newest_queue() {
+    let run = |queue: f64, latest: bool| {
+        let a = SloAnalyzer::new();
+        let mut last = None;
+        for t in (0..=360u64).step_by(15) {
+            let now = queue - 4.0 * t.saturating_sub(300) as f64;
+            let draining = SloReplica {
+                waiting_latest: latest.then_some(now),
+                ..replica(0, 4.0, 32.0, queue)
+            };
+            let reps = [draining, replica(1, 4.0, 32.0, 0.0)];
+            last = Some(decide(&a, &reps, variant(2, 2), t));
+        }
+        // (arrivals, capacity held for the backlog): no trend is projected
+        // while a replica works off a backlog.
+        let (arrivals, sized) = rates(&last.unwrap());
+        (arrivals, sized - arrivals)
+    };
+    assert!((run(1000.0, true).0 - 4.0).abs() < 1e-9);
+    assert!((run(1000.0, false).0 - 8.0).abs() < 1e-9);
+    assert!((run(300.0, true).0 - 8.0).abs() < 1e-9);
+    let (held_latest, held_peak) = (run(600.0, true).1, run(600.0, false).1);
+    assert!(held_peak > 1.0, "{held_peak}");
+    assert!(
+        (held_latest / held_peak - 0.6).abs() < 1e-9,
+        "{held_latest} {held_peak}"
+    );
+}
+
 mod properties {
     use super::*;
     use crate::saturation::strategies::{cache_count, hostile, variant_states};
@@ -518,6 +558,7 @@ mod properties {
                             variant: format!("v{variant}"),
                             kv,
                             waiting,
+                            waiting_latest: Some(waiting),
                             running,
                             completion_rate: rate,
                             avg_prompt_tokens: prompt,

@@ -22,13 +22,14 @@ pub(super) fn long_backlog(r: &SloReplica, startup: f64) -> bool {
     r.waiting_latest.is_some() && r.waiting > completions(r) * startup
 }
 
-/// The queue a replica's held capacity is sized from: the newest value of
-/// a long backlog, else the one-minute peak.
-pub(super) fn queue(r: &SloReplica, startup: f64) -> f64 {
-    match r.waiting_latest {
-        Some(latest) if long_backlog(r, startup) => latest,
-        _ => r.waiting,
-    }
+/// The queue a replica's held capacity is sized from: its newest value,
+/// else the one-minute peak. What the replica still has to finish holds
+/// it, not what it had: a clump's queue, drained seconds ago, held
+/// capacity for a minute from the peak (and a joining replica's levelling
+/// queue the same), where the arrival estimate keeps the peak's memory of
+/// a short queue on purpose ([`long_backlog`]).
+pub(super) fn queue(r: &SloReplica) -> f64 {
+    r.waiting_latest.unwrap_or(r.waiting)
 }
 
 /// A replica's finished requests per second; 0 when unknown (the readings

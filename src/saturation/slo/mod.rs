@@ -517,8 +517,8 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
     // (maxReplicas on a load step) for replicas that could not take any of
     // it. Not a pod that joined within the window: what waits there came
     // since it joined, arrivals the rate already sizes for (counting them
-    // again kept a step's replicas at twice what it needed). A long backlog
-    // is read from its newest value, as for the arrivals. The endpoint
+    // again kept a step's replicas at twice what it needed). The queue is
+    // its newest value ([`queue`]). The endpoint
     // picker's queue can go to any replica: it drains within the
     // objective, at most doubling the rate asked for (a queue spike alone
     // never asks for everything).
@@ -531,7 +531,7 @@ fn decide_with(input: &SloModelInput<'_>, h: &mut ModelHistory, t: f64) -> SloDe
                 .replicas
                 .iter()
                 .filter(|r| r.variant == v.name && seen_for_window(&r.pod))
-                .map(|r| rate * (queue(r, startup) / (full * startup).max(1e-9)).min(1.0))
+                .map(|r| rate * (queue(r) / (full * startup).max(1e-9)).min(1.0))
                 .sum::<f64>()
         })
         .sum();

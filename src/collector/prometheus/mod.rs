@@ -380,7 +380,7 @@ impl PrometheusBackend {
                         queue_waiting: values[1],
                         queue_waiting_latest: row
                             .queue_latest
-                            .filter(|v| v.is_finite() && *v >= 0.0),
+                            .and_then(|v| Signal::QueueWaiting.check(v).ok()),
                         running: None,
                         sampled_at,
                         request_rate: row.rate.filter(|v| v.is_finite()),

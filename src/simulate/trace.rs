@@ -308,25 +308,22 @@ impl RequestColumns {
     /// are taken as one).
     fn of(header: &[String]) -> Option<RequestColumns> {
         let names: Vec<&str> = header.iter().map(String::as_str).collect();
-        match names[..] {
-            ["timestamp", "contexttokens", "generatedtokens"] => Some(RequestColumns {
-                fields: 3,
-                input: 1,
-                output: 2,
-                input_name: "ContextTokens",
-                output_name: "GeneratedTokens",
-            }),
-            ["timestamp", "model", "request tokens", "response tokens", "total tokens", "log type"] => {
-                Some(RequestColumns {
-                    fields: 6,
-                    input: 2,
-                    output: 3,
-                    input_name: "Request tokens",
-                    output_name: "Response tokens",
-                })
+        let (input, output, input_name, output_name) = match names[..] {
+            ["timestamp", "contexttokens", "generatedtokens"] => {
+                (1, 2, "ContextTokens", "GeneratedTokens")
             }
-            _ => None,
-        }
+            ["timestamp", "model", "request tokens", "response tokens", "total tokens", "log type"] => {
+                (2, 3, "Request tokens", "Response tokens")
+            }
+            _ => return None,
+        };
+        Some(RequestColumns {
+            fields: names.len(),
+            input,
+            output,
+            input_name,
+            output_name,
+        })
     }
 }
 
